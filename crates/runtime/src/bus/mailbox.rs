@@ -1,0 +1,304 @@
+//! Point-to-point requests: a service's mailbox, the handles that send into it, and the typed reply.
+//!
+//! The mailbox belongs to the service, not to an incarnation: it outlives restarts, and every replica
+//! of the service pulls from the same one. A request waits in it while the service restarts, up to its
+//! deadline.
+
+use std::any::type_name;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::dead_letter::{DeadLetters, Reason};
+use super::stats::EdgeStats;
+use crate::{ServiceName, State};
+
+/// Why a call did not produce a reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("the queue of {service} is full; retry later")]
+    QueueFull { service: ServiceName },
+    #[error("{service} is {state} and takes no requests")]
+    Unavailable { service: ServiceName, state: State },
+    #[error("the incarnation of {service} handling the request ended before it answered; retry")]
+    Interrupted { service: ServiceName },
+    #[error("{service} did not answer before the deadline")]
+    DeadlineExceeded { service: ServiceName },
+}
+
+impl CallError {
+    /// Whether the same request may succeed if sent again later. Every bus error is: the service may
+    /// come back, drain its queue or finish restarting.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            CallError::QueueFull { .. } | CallError::Interrupted { .. } | CallError::DeadlineExceeded { .. } => true,
+            CallError::Unavailable { state, .. } => *state != State::Failed,
+        }
+    }
+
+    pub fn service(&self) -> &ServiceName {
+        match self {
+            CallError::QueueFull { service }
+            | CallError::Unavailable { service, .. }
+            | CallError::Interrupted { service }
+            | CallError::DeadlineExceeded { service } => service,
+        }
+    }
+}
+
+/// How a message ended. Exactly one per message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Handled,
+    Error,
+    DeadLettered,
+}
+
+/// Settles a message's outcome once, whoever gets there first: the reply, the dead-letter queue, or
+/// the drop of an unanswered reply.
+#[derive(Debug, Clone)]
+pub(crate) struct Tracker(Arc<TrackerInner>);
+
+#[derive(Debug)]
+struct TrackerInner {
+    settled: AtomicBool,
+    edge: Arc<EdgeStats>,
+}
+
+impl Tracker {
+    fn new(edge: Arc<EdgeStats>) -> Self {
+        Tracker(Arc::new(TrackerInner { settled: AtomicBool::new(false), edge }))
+    }
+
+    pub(crate) fn settle(&self, outcome: Outcome) -> bool {
+        if self.0.settled.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let counter = match outcome {
+            Outcome::Handled => &self.0.edge.handled,
+            Outcome::Error => &self.0.edge.errors,
+            Outcome::DeadLettered => &self.0.edge.dead_lettered,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    pub(crate) fn caller(&self) -> Option<ServiceName> {
+        self.0.edge.caller.clone()
+    }
+}
+
+/// The sending half of a typed reply, carried inside a request.
+///
+/// Dropping it unanswered (for example because the incarnation holding it panicked) gives the caller
+/// [`CallError::Interrupted`].
+pub struct Reply<T> {
+    tx: Option<oneshot::Sender<T>>,
+    tracker: Tracker,
+}
+
+impl<T> Reply<T> {
+    pub fn send(mut self, value: T) {
+        self.tracker.settle(Outcome::Handled);
+        if let Some(tx) = self.tx.take() {
+            // The caller may have given up at its deadline; the request was still handled.
+            let _ = tx.send(value);
+        }
+    }
+
+    /// Whether the caller is still waiting for the answer.
+    pub fn is_wanted(&self) -> bool {
+        self.tx.as_ref().is_some_and(|tx| !tx.is_closed())
+    }
+}
+
+impl<T> Drop for Reply<T> {
+    fn drop(&mut self) {
+        if self.tx.is_some() {
+            self.tracker.settle(Outcome::Error);
+        }
+    }
+}
+
+impl<T> fmt::Debug for Reply<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reply").field("wanted", &self.is_wanted()).finish()
+    }
+}
+
+pub(crate) struct Envelope<R> {
+    pub(crate) message: R,
+    pub(crate) tracker: Tracker,
+    pub(crate) deadline: Instant,
+}
+
+const OPEN: u8 = u8::MAX;
+
+/// The mailbox of one service, shared by its handles and its incarnations.
+pub(crate) struct Mailbox<R> {
+    pub(crate) name: ServiceName,
+    tx: async_channel::Sender<Envelope<R>>,
+    pub(crate) rx: async_channel::Receiver<Envelope<R>>,
+    capacity: usize,
+    call_timeout: Duration,
+    /// `OPEN`, or the state (as `State as u8`) that makes the service refuse requests.
+    gate: AtomicU8,
+    pub(crate) dead_letters: DeadLetters,
+}
+
+fn state_code(state: State) -> u8 {
+    state as u8
+}
+
+fn state_from_code(code: u8) -> State {
+    const ALL: [State; 8] = [
+        State::Registered,
+        State::Starting,
+        State::Running,
+        State::Degraded,
+        State::Backoff,
+        State::Stopping,
+        State::Stopped,
+        State::Failed,
+    ];
+    ALL.into_iter().find(|s| *s as u8 == code).unwrap_or(State::Stopped)
+}
+
+impl<R: Send + 'static> Mailbox<R> {
+    pub(crate) fn new(name: ServiceName, capacity: usize, call_timeout: Duration, dead_letters: DeadLetters) -> Self {
+        // Unbounded underneath (it allocates lazily, so an idle service costs little); the bound is
+        // enforced on send.
+        let (tx, rx) = async_channel::unbounded();
+        Mailbox {
+            name,
+            tx,
+            rx,
+            capacity: capacity.max(1),
+            call_timeout,
+            gate: AtomicU8::new(state_code(State::Registered)),
+            dead_letters,
+        }
+    }
+
+    pub(crate) fn dead_letter(&self, envelope: Envelope<R>, reason: Reason) {
+        if envelope.tracker.settle(Outcome::DeadLettered) {
+            self.dead_letters.push(envelope.tracker.caller(), self.name.clone(), type_name::<R>(), reason);
+        }
+    }
+}
+
+/// What the supervisor needs from a mailbox without knowing its request type.
+pub(crate) trait MailboxControl: Send + Sync {
+    fn set_state(&self, state: State);
+    fn depth(&self) -> usize;
+    /// Dead-letters everything queued.
+    fn drain(&self, reason: Reason) -> usize;
+}
+
+impl<R: Send + 'static> MailboxControl for Mailbox<R> {
+    fn set_state(&self, state: State) {
+        let code = if state.accepts_requests() { OPEN } else { state_code(state) };
+        self.gate.store(code, Ordering::Release);
+    }
+
+    fn depth(&self) -> usize {
+        self.rx.len()
+    }
+
+    fn drain(&self, reason: Reason) -> usize {
+        let mut n = 0;
+        while let Ok(envelope) = self.rx.try_recv() {
+            self.dead_letter(envelope, reason);
+            n += 1;
+        }
+        n
+    }
+}
+
+/// A cheap, cloneable handle to a service's mailbox. It stays valid across restarts of the service.
+pub struct Handle<R> {
+    mailbox: Arc<Mailbox<R>>,
+    edge: Arc<EdgeStats>,
+    edges: super::Edges,
+}
+
+impl<R> Clone for Handle<R> {
+    fn clone(&self) -> Self {
+        Handle { mailbox: self.mailbox.clone(), edge: self.edge.clone(), edges: self.edges.clone() }
+    }
+}
+
+impl<R> fmt::Debug for Handle<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle").field("service", &self.mailbox.name).field("caller", &self.edge.caller).finish()
+    }
+}
+
+impl<R: Send + 'static> Handle<R> {
+    pub(crate) fn new(mailbox: Arc<Mailbox<R>>, edges: super::Edges) -> Self {
+        let edge = edges.edge(None, &mailbox.name);
+        Handle { mailbox, edge, edges }
+    }
+
+    /// The service this handle sends to.
+    pub fn service(&self) -> &ServiceName {
+        &self.mailbox.name
+    }
+
+    /// The same handle, counting its traffic on the `caller -> service` edge.
+    pub fn with_caller(&self, caller: &ServiceName) -> Self {
+        Handle {
+            mailbox: self.mailbox.clone(),
+            edge: self.edges.edge(Some(caller), &self.mailbox.name),
+            edges: self.edges.clone(),
+        }
+    }
+
+    /// Requests waiting in the mailbox.
+    pub fn queue_depth(&self) -> usize {
+        self.mailbox.rx.len()
+    }
+
+    /// Sends the request built by `make` and waits for its reply, up to the service's default deadline.
+    pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> R) -> Result<T, CallError> {
+        self.call_by(Instant::now() + self.mailbox.call_timeout, make).await
+    }
+
+    /// Sends the request built by `make` and waits for its reply until `deadline`.
+    pub async fn call_by<T>(&self, deadline: Instant, make: impl FnOnce(Reply<T>) -> R) -> Result<T, CallError> {
+        let edge = &self.edge;
+        edge.calls.fetch_add(1, Ordering::Relaxed);
+        let refuse = |e: CallError| {
+            edge.errors.fetch_add(1, Ordering::Relaxed);
+            Err(e)
+        };
+        let gate = self.mailbox.gate.load(Ordering::Acquire);
+        if gate != OPEN {
+            return refuse(CallError::Unavailable { service: self.mailbox.name.clone(), state: state_from_code(gate) });
+        }
+        if self.mailbox.tx.len() >= self.mailbox.capacity {
+            return refuse(CallError::QueueFull { service: self.mailbox.name.clone() });
+        }
+        let started = Instant::now();
+        let (tx, rx) = oneshot::channel();
+        let tracker = Tracker::new(edge.clone());
+        let message = make(Reply { tx: Some(tx), tracker: tracker.clone() });
+        if self.mailbox.tx.try_send(Envelope { message, tracker, deadline }).is_err() {
+            // Unreachable while the mailbox holds its own receiver; the dropped reply settles it.
+            return Err(CallError::Unavailable { service: self.mailbox.name.clone(), state: State::Stopped });
+        }
+        let result = match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(_)) => Err(CallError::Interrupted { service: self.mailbox.name.clone() }),
+            Err(_) => Err(CallError::DeadlineExceeded { service: self.mailbox.name.clone() }),
+        };
+        edge.latency.record(started.elapsed());
+        result
+    }
+}

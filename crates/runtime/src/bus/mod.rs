@@ -1,0 +1,103 @@
+//! The message bus: typed point-to-point requests through handles, publish/subscribe by message type,
+//! per-edge statistics, and the dead-letter queue.
+
+mod dead_letter;
+mod mailbox;
+mod stats;
+mod topic;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+pub use dead_letter::{DeadLetters, Letter, Reason as DeadLetterReason};
+pub(crate) use mailbox::{Envelope, Mailbox, MailboxControl};
+pub use mailbox::{CallError, Handle, Outcome, Reply};
+pub use stats::{BUCKETS_US, EdgeSnapshot, HistogramSnapshot};
+pub use topic::{Delivery, Message, MessageKind, Subscription};
+
+use crate::ServiceName;
+use stats::EdgeStats;
+
+/// The bus shared by the runtime, its services and the API. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Bus {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    topics: topic::Topics,
+    edges: Edges,
+    dead_letters: DeadLetters,
+}
+
+/// The registry of edge statistics, keyed by (caller, callee).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Edges(Arc<Mutex<BTreeMap<(Option<ServiceName>, ServiceName), Arc<EdgeStats>>>>);
+
+impl Edges {
+    pub(crate) fn edge(&self, caller: Option<&ServiceName>, callee: &ServiceName) -> Arc<EdgeStats> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry((caller.cloned(), callee.clone()))
+            .or_insert_with(|| Arc::new(EdgeStats::new(caller.cloned(), callee.clone())))
+            .clone()
+    }
+
+    fn snapshot(&self) -> Vec<EdgeSnapshot> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().map(|e| e.snapshot()).collect()
+    }
+}
+
+impl Default for Bus {
+    fn default() -> Self {
+        Bus::new()
+    }
+}
+
+impl Bus {
+    pub fn new() -> Self {
+        Bus {
+            inner: Arc::new(Inner {
+                topics: topic::Topics::default(),
+                edges: Edges::default(),
+                dead_letters: DeadLetters::new(1024),
+            }),
+        }
+    }
+
+    /// Subscribes `subscriber` to every message of type `M`, with a queue of `capacity`.
+    pub fn subscribe<M: Message>(&self, subscriber: ServiceName, capacity: usize) -> Subscription<M> {
+        self.inner.topics.subscribe(subscriber, capacity)
+    }
+
+    /// Delivers `message` to every subscriber of its type without waiting.
+    pub fn publish<M: Message>(&self, from: Option<&ServiceName>, message: M) -> Delivery {
+        self.inner.topics.publish(from, message, &self.inner.dead_letters)
+    }
+
+    pub fn dead_letters(&self) -> &DeadLetters {
+        &self.inner.dead_letters
+    }
+
+    /// Every caller -> callee edge seen so far.
+    pub fn edges(&self) -> Vec<EdgeSnapshot> {
+        self.inner.edges.snapshot()
+    }
+
+    /// Messages published and deliveries made, over all types.
+    pub fn broadcast_counts(&self) -> (u64, u64) {
+        self.inner.topics.counts()
+    }
+
+    pub(crate) fn mailbox<R: Send + 'static>(
+        &self,
+        name: ServiceName,
+        capacity: usize,
+        call_timeout: std::time::Duration,
+    ) -> (Arc<Mailbox<R>>, Handle<R>) {
+        let mailbox = Arc::new(Mailbox::new(name, capacity, call_timeout, self.inner.dead_letters.clone()));
+        let handle = Handle::new(mailbox.clone(), self.inner.edges.clone());
+        (mailbox, handle)
+    }
+}

@@ -1,0 +1,154 @@
+//! Lock-free counters and a fixed-bucket latency histogram for bus edges.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::ServiceName;
+
+/// Upper bounds of the latency buckets, in microseconds; a last bucket catches everything above.
+pub const BUCKETS_US: [u64; 22] = [
+    5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000, 60_000_000,
+];
+
+/// A latency histogram with the buckets of [`BUCKETS_US`].
+#[derive(Debug, Default)]
+pub(crate) struct Histogram {
+    counts: [AtomicU64; BUCKETS_US.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+/// A point-in-time copy of a [`Histogram`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HistogramSnapshot {
+    /// Count per bucket, not cumulative; the last entry is the overflow bucket.
+    pub counts: Vec<u64>,
+    pub sum_ns: u64,
+}
+
+impl Histogram {
+    pub(crate) fn record(&self, d: Duration) {
+        let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
+        let i = BUCKETS_US.partition_point(|&b| b < us);
+        self.counts[i].fetch_add(1, Relaxed);
+        self.sum_ns.fetch_add(d.as_nanos().min(u128::from(u64::MAX)) as u64, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> HistogramSnapshot {
+        HistogramSnapshot {
+            counts: self.counts.iter().map(|c| c.load(Relaxed)).collect(),
+            sum_ns: self.sum_ns.load(Relaxed),
+        }
+    }
+}
+
+impl HistogramSnapshot {
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The upper bound of the bucket holding quantile `q` (0..=1), or `None` without samples.
+    /// Samples in the overflow bucket report the largest finite bound.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                let bound = BUCKETS_US.get(i).copied().unwrap_or(BUCKETS_US[BUCKETS_US.len() - 1]);
+                return Some(Duration::from_micros(bound));
+            }
+        }
+        None
+    }
+
+    pub fn merge(&mut self, other: &HistogramSnapshot) {
+        if self.counts.len() < other.counts.len() {
+            self.counts.resize(other.counts.len(), 0);
+        }
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.sum_ns += other.sum_ns;
+    }
+}
+
+/// Traffic on one caller -> callee edge of the bus. `caller` is `None` for calls from outside any
+/// service (the HTTP API, tests).
+#[derive(Debug)]
+pub(crate) struct EdgeStats {
+    pub(crate) caller: Option<ServiceName>,
+    pub(crate) callee: ServiceName,
+    pub(crate) calls: AtomicU64,
+    pub(crate) handled: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+    pub(crate) latency: Histogram,
+}
+
+/// A copy of one edge's figures. Every call ends in exactly one of `handled`, `errors` and
+/// `dead_lettered`; `calls` minus their sum are still in flight.
+#[derive(Debug, Clone, Serialize)]
+pub struct EdgeSnapshot {
+    pub caller: Option<ServiceName>,
+    pub callee: ServiceName,
+    pub calls: u64,
+    pub handled: u64,
+    pub errors: u64,
+    pub dead_lettered: u64,
+    pub latency: HistogramSnapshot,
+}
+
+impl EdgeStats {
+    pub(crate) fn new(caller: Option<ServiceName>, callee: ServiceName) -> Self {
+        EdgeStats {
+            caller,
+            callee,
+            calls: AtomicU64::new(0),
+            handled: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            latency: Histogram::default(),
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> EdgeSnapshot {
+        EdgeSnapshot {
+            caller: self.caller.clone(),
+            callee: self.callee.clone(),
+            calls: self.calls.load(Relaxed),
+            handled: self.handled.load(Relaxed),
+            errors: self.errors.load(Relaxed),
+            dead_lettered: self.dead_lettered.load(Relaxed),
+            latency: self.latency.snapshot(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_come_from_bucket_bounds() {
+        let h = Histogram::default();
+        for _ in 0..90 {
+            h.record(Duration::from_micros(40));
+        }
+        for _ in 0..10 {
+            h.record(Duration::from_millis(3));
+        }
+        let s = h.snapshot();
+        assert_eq!(s.count(), 100);
+        assert_eq!(s.quantile(0.5), Some(Duration::from_micros(50)));
+        assert_eq!(s.quantile(0.9), Some(Duration::from_micros(50)));
+        assert_eq!(s.quantile(0.99), Some(Duration::from_micros(5_000)));
+        assert_eq!(Histogram::default().snapshot().quantile(0.5), None);
+    }
+}

@@ -1,0 +1,743 @@
+//! Typed configuration: `cloister.toml` parsed once into [`Config`], with every problem reported with
+//! its path (`services.storage.health.timeout: must be shorter than interval (10s)`).
+//!
+//! The file is walked by hand rather than through `serde` so that one pass reports *every* problem,
+//! not just the first, and so that unknown keys are errors everywhere.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::graph::Graph;
+use crate::spec::{Kind, Priority, Scope, Strategy};
+use crate::{ServiceName, Spec};
+
+/// The whole configuration, valid by construction.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    pub runtime: RuntimeConfig,
+    pub enclave: EnclaveConfig,
+    /// Per-service overrides, by service name. Services not named here run on their own defaults.
+    pub services: BTreeMap<ServiceName, ServiceConfig>,
+    pub testing: TestingConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuntimeConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// The longest a whole shutdown may take before the process exits anyway.
+    #[serde(with = "crate::serde_duration")]
+    pub shutdown_grace: Duration,
+}
+
+/// Read at start only: changing it takes a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EnclaveConfig {
+    pub platform: Platform,
+    pub memory_mib: u32,
+    pub threads: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Platform {
+    Simulation,
+    Gramine,
+}
+
+/// Overrides for one service; `None` keeps the service's own default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ServiceConfig {
+    pub enabled: Option<bool>,
+    pub priority: Option<Priority>,
+    pub replicas_min: Option<u32>,
+    pub replicas_max: Option<u32>,
+    pub queue_capacity: Option<usize>,
+    #[serde(skip)]
+    pub call_timeout: Option<Duration>,
+    #[serde(skip)]
+    pub shutdown_grace: Option<Duration>,
+    #[serde(skip)]
+    pub health_interval: Option<Duration>,
+    #[serde(skip)]
+    pub health_timeout: Option<Duration>,
+    pub health_failure_threshold: Option<u32>,
+    #[serde(skip)]
+    pub health_start_timeout: Option<Duration>,
+    pub strategy: Option<Strategy>,
+    pub scope: Option<Scope>,
+    #[serde(skip)]
+    pub backoff_initial: Option<Duration>,
+    #[serde(skip)]
+    pub backoff_max: Option<Duration>,
+    pub backoff_multiplier: Option<f64>,
+    pub backoff_jitter: Option<f64>,
+    #[serde(skip)]
+    pub backoff_reset_after: Option<Duration>,
+    pub max_restarts: Option<u32>,
+    #[serde(skip)]
+    pub restart_window: Option<Duration>,
+    pub min_memory_mib: Option<u32>,
+    pub max_memory_mib: Option<u32>,
+    pub cpu_cores: Option<u16>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TestingConfig {
+    /// Enables `POST /v1/services/{name}/faults`.
+    pub fault_injection: bool,
+    /// Synthetic services for demos, chaos drills and end-to-end tests.
+    pub services: BTreeMap<ServiceName, SyntheticConfig>,
+}
+
+/// A synthetic service: it answers echo requests after `work`, and has whatever dependencies,
+/// priority and kind the file gives it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SyntheticConfig {
+    pub kind: Kind,
+    pub depends_on: Vec<ServiceName>,
+    pub priority: Priority,
+    pub capabilities: Vec<String>,
+    #[serde(with = "crate::serde_duration")]
+    pub work: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            runtime: RuntimeConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 8420)),
+                data_dir: PathBuf::from("cloister-data"),
+                shutdown_grace: Duration::from_secs(30),
+            },
+            enclave: EnclaveConfig { platform: Platform::Simulation, memory_mib: 2048, threads: 32 },
+            services: BTreeMap::new(),
+            testing: TestingConfig::default(),
+        }
+    }
+}
+
+/// One problem in a configuration, with the path of the offending key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.path, self.message) }
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[error("invalid configuration: {}", .problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+pub struct Invalid {
+    pub problems: Vec<Problem>,
+}
+
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn push(&mut self, path: &str, message: impl Into<String>) {
+        self.0.push(Problem { path: path.to_owned(), message: message.into() });
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
+}
+
+/// A table being read: remembers which keys were used so the rest can be reported as unknown.
+struct Fields<'a> {
+    table: &'a toml::Table,
+    path: String,
+    used: BTreeSet<&'a str>,
+}
+
+impl<'a> Fields<'a> {
+    fn new(table: &'a toml::Table, path: &str) -> Self {
+        Fields { table, path: path.to_owned(), used: BTreeSet::new() }
+    }
+
+    fn get(&mut self, key: &'static str) -> Option<(&'a toml::Value, String)> {
+        let (k, v) = self.table.get_key_value(key)?;
+        self.used.insert(k.as_str());
+        Some((v, join(&self.path, key)))
+    }
+
+    fn finish(self, problems: &mut Problems, known: &[&str]) {
+        for key in self.table.keys() {
+            if !self.used.contains(key.as_str()) {
+                problems.push(&join(&self.path, key), format!("unknown key (expected one of: {})", known.join(", ")));
+            }
+        }
+    }
+
+    fn string(&mut self, key: &'static str, p: &mut Problems) -> Option<(String, String)> {
+        let (v, path) = self.get(key)?;
+        match v.as_str() {
+            Some(s) => Some((s.to_owned(), path)),
+            None => {
+                p.push(&path, format!("expected a string, found {}", v.type_str()));
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, key: &'static str, p: &mut Problems) -> Option<bool> {
+        let (v, path) = self.get(key)?;
+        v.as_bool().or_else(|| {
+            p.push(&path, format!("expected true or false, found {}", v.type_str()));
+            None
+        })
+    }
+
+    fn integer(&mut self, key: &'static str, min: i64, max: i64, p: &mut Problems) -> Option<i64> {
+        let (v, path) = self.get(key)?;
+        match v.as_integer() {
+            Some(n) if (min..=max).contains(&n) => Some(n),
+            Some(n) => {
+                p.push(&path, format!("{n} is out of range ({min} to {max})"));
+                None
+            }
+            None => {
+                p.push(&path, format!("expected an integer, found {}", v.type_str()));
+                None
+            }
+        }
+    }
+
+    fn float(&mut self, key: &'static str, min: f64, max: f64, p: &mut Problems) -> Option<f64> {
+        let (v, path) = self.get(key)?;
+        let n = v.as_float().or_else(|| v.as_integer().map(|i| i as f64));
+        match n {
+            Some(n) if n >= min && n <= max => Some(n),
+            Some(n) => {
+                p.push(&path, format!("{n} is out of range ({min} to {max})"));
+                None
+            }
+            None => {
+                p.push(&path, format!("expected a number, found {}", v.type_str()));
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, key: &'static str, p: &mut Problems) -> Option<Duration> {
+        let (s, path) = self.string(key, p)?;
+        match humantime::parse_duration(&s) {
+            Ok(d) if d > Duration::ZERO || key.starts_with("backoff") => Some(d),
+            Ok(_) => {
+                p.push(&path, "must be longer than zero");
+                None
+            }
+            Err(_) => {
+                p.push(&path, format!("{s:?} is not a duration; write it like \"500ms\", \"10s\" or \"1m\""));
+                None
+            }
+        }
+    }
+
+    fn choice<T: Copy>(&mut self, key: &'static str, options: &[(&str, T)], p: &mut Problems) -> Option<T> {
+        let (s, path) = self.string(key, p)?;
+        match options.iter().find(|(name, _)| *name == s) {
+            Some((_, v)) => Some(*v),
+            None => {
+                let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+                p.push(&path, format!("{s:?} is not one of: {}", names.join(", ")));
+                None
+            }
+        }
+    }
+
+    fn table(&mut self, key: &'static str, p: &mut Problems) -> Option<(&'a toml::Table, String)> {
+        let (v, path) = self.get(key)?;
+        match v.as_table() {
+            Some(t) => Some((t, path)),
+            None => {
+                p.push(&path, format!("expected a table, found {}", v.type_str()));
+                None
+            }
+        }
+    }
+
+    fn names(&mut self, key: &'static str, p: &mut Problems) -> Option<Vec<ServiceName>> {
+        let (v, path) = self.get(key)?;
+        let Some(items) = v.as_array() else {
+            p.push(&path, format!("expected an array of service names, found {}", v.type_str()));
+            return None;
+        };
+        let mut names = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match item.as_str().map(ServiceName::new) {
+                Some(Ok(n)) => names.push(n),
+                Some(Err(e)) => p.push(&format!("{path}[{i}]"), e.to_string()),
+                None => p.push(&format!("{path}[{i}]"), format!("expected a string, found {}", item.type_str())),
+            }
+        }
+        Some(names)
+    }
+}
+
+const PRIORITIES: &[(&str, Priority)] = &[
+    ("critical", Priority::Critical),
+    ("high", Priority::High),
+    ("medium", Priority::Medium),
+    ("low", Priority::Low),
+];
+
+impl Config {
+    /// Parses and validates `text` against the services this binary knows (`catalog`: their default
+    /// specs). Synthetic services from `[testing.services]` join the catalog.
+    pub fn parse(text: &str, catalog: &[Spec]) -> Result<Config, Invalid> {
+        let mut p = Problems(Vec::new());
+        let table: toml::Table = match text.parse() {
+            Ok(t) => t,
+            Err(e) => {
+                let e: toml::de::Error = e;
+                let at = e.span().map(|s| line_col(text, s.start)).map(|(l, c)| format!("line {l}, column {c}: "));
+                p.push("", format!("{}{}", at.unwrap_or_default(), e.message()));
+                return Err(Invalid { problems: p.0 });
+            }
+        };
+        let mut config = Config::default();
+        let mut root = Fields::new(&table, "");
+        if let Some((t, path)) = root.table("runtime", &mut p) {
+            parse_runtime(t, &path, &mut config.runtime, &mut p);
+        }
+        if let Some((t, path)) = root.table("enclave", &mut p) {
+            parse_enclave(t, &path, &mut config.enclave, &mut p);
+        }
+        if let Some((t, path)) = root.table("testing", &mut p) {
+            parse_testing(t, &path, &mut config.testing, &mut p);
+        }
+        let mut known: BTreeSet<ServiceName> = catalog.iter().map(|s| s.name.clone()).collect();
+        known.extend(config.testing.services.keys().cloned());
+        if let Some((t, path)) = root.table("services", &mut p) {
+            for (name, value) in t {
+                let spath = join(&path, name);
+                let Ok(name) = ServiceName::new(name) else {
+                    p.push(&spath, "not a valid service name");
+                    continue;
+                };
+                if !known.contains(&name) {
+                    let list: Vec<&str> = known.iter().map(|n| n.as_str()).collect();
+                    p.push(&spath, format!("no such service (known: {})", list.join(", ")));
+                    continue;
+                }
+                let Some(t) = value.as_table() else {
+                    p.push(&spath, format!("expected a table, found {}", value.type_str()));
+                    continue;
+                };
+                config.services.insert(name, parse_service(t, &spath, &mut p));
+            }
+        }
+        root.finish(&mut p, &["runtime", "enclave", "services", "testing"]);
+        // Whole-file checks only make sense once every section parsed.
+        if p.0.is_empty() {
+            config.check(catalog, &mut p);
+        }
+        if p.0.is_empty() { Ok(config) } else { Err(Invalid { problems: p.0 }) }
+    }
+
+    /// Every service this configuration runs: the catalog plus synthetic services, overrides applied,
+    /// disabled ones left out. Also returns the names of the disabled ones.
+    pub fn resolve(&self, catalog: &[Spec]) -> (Vec<Spec>, BTreeSet<ServiceName>) {
+        let mut specs = Vec::new();
+        let mut disabled = BTreeSet::new();
+        let all = catalog.iter().cloned().chain(self.testing.services.iter().map(|(n, s)| s.spec(n.clone())));
+        for mut spec in all {
+            let overrides = self.services.get(&spec.name);
+            if overrides.and_then(|o| o.enabled) == Some(false) {
+                disabled.insert(spec.name.clone());
+                continue;
+            }
+            if let Some(o) = overrides {
+                o.apply(&mut spec);
+            }
+            specs.push(spec);
+        }
+        (specs, disabled)
+    }
+
+    fn check(&self, catalog: &[Spec], p: &mut Problems) {
+        for (name, o) in &self.services {
+            if o.enabled == Some(false) {
+                if let Some(spec) = catalog.iter().find(|s| &s.name == name) {
+                    if spec.kind == Kind::Core {
+                        p.push(&format!("services.{name}.enabled"), "a core service cannot be disabled");
+                    }
+                }
+            }
+        }
+        let (specs, disabled) = self.resolve(catalog);
+        for spec in &specs {
+            for (key, message) in check_spec(spec) {
+                p.push(&format!("services.{}.{key}", spec.name), message);
+            }
+        }
+        if let Err(problems) = Graph::build(&specs, &disabled) {
+            for problem in problems {
+                let path = match &problem {
+                    crate::GraphError::DisabledDependency { service, .. }
+                    | crate::GraphError::UnknownDependency { service, .. } => format!("services.{service}"),
+                    crate::GraphError::Duplicate(name) => format!("testing.services.{name}"),
+                    crate::GraphError::Cycle(_) => "services".into(),
+                };
+                p.push(&path, problem.to_string());
+            }
+        }
+    }
+}
+
+/// Consistency rules for a spec, as (key path under the service, message).
+pub fn check_spec(spec: &Spec) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let h = &spec.health;
+    if h.timeout >= h.interval {
+        out.push(("health.timeout", format!("must be shorter than interval ({})", humantime::format_duration(h.interval))));
+    }
+    let r = &spec.replicas;
+    if r.min > r.max {
+        out.push(("replicas.min", format!("must not exceed replicas.max ({})", r.max)));
+    }
+    if spec.recovery.strategy == Strategy::Failover && r.min < 2 {
+        out.push(("recovery.strategy", "failover needs replicas.min of 2 or more to have a replica to fail over to".into()));
+    }
+    let b = &spec.recovery.backoff;
+    if b.initial > b.max {
+        out.push(("recovery.backoff_initial", format!("must not exceed backoff_max ({})", humantime::format_duration(b.max))));
+    }
+    let m = &spec.resources;
+    if m.min_memory_mib > m.max_memory_mib {
+        out.push(("resources.min_memory_mib", format!("must not exceed max_memory_mib ({})", m.max_memory_mib)));
+    }
+    out
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+fn parse_runtime(t: &toml::Table, path: &str, out: &mut RuntimeConfig, p: &mut Problems) {
+    let mut f = Fields::new(t, path);
+    if let Some((s, path)) = f.string("listen", p) {
+        match s.parse() {
+            Ok(addr) => out.listen = addr,
+            Err(_) => p.push(&path, format!("{s:?} is not an address like \"127.0.0.1:8420\"")),
+        }
+    }
+    if let Some((s, path)) = f.string("data_dir", p) {
+        if s.is_empty() {
+            p.push(&path, "must not be empty");
+        } else {
+            out.data_dir = PathBuf::from(s);
+        }
+    }
+    if let Some(d) = f.duration("shutdown_grace", p) {
+        out.shutdown_grace = d;
+    }
+    f.finish(p, &["listen", "data_dir", "shutdown_grace"]);
+}
+
+fn parse_enclave(t: &toml::Table, path: &str, out: &mut EnclaveConfig, p: &mut Problems) {
+    let mut f = Fields::new(t, path);
+    if let Some(platform) =
+        f.choice("platform", &[("simulation", Platform::Simulation), ("gramine", Platform::Gramine)], p)
+    {
+        out.platform = platform;
+    }
+    if let Some(n) = f.integer("memory_mib", 16, 1 << 20, p) {
+        out.memory_mib = n as u32;
+    }
+    if let Some(n) = f.integer("threads", 2, 4096, p) {
+        out.threads = n as u32;
+    }
+    f.finish(p, &["platform", "memory_mib", "threads"]);
+}
+
+fn parse_testing(t: &toml::Table, path: &str, out: &mut TestingConfig, p: &mut Problems) {
+    let mut f = Fields::new(t, path);
+    if let Some(b) = f.boolean("fault_injection", p) {
+        out.fault_injection = b;
+    }
+    if let Some((services, spath)) = f.table("services", p) {
+        for (name, value) in services {
+            let path = join(&spath, name);
+            let Ok(name) = ServiceName::new(name) else {
+                p.push(&path, "not a valid service name");
+                continue;
+            };
+            let Some(t) = value.as_table() else {
+                p.push(&path, format!("expected a table, found {}", value.type_str()));
+                continue;
+            };
+            let mut s = Fields::new(t, &path);
+            let synthetic = SyntheticConfig {
+                kind: s
+                    .choice("kind", &[("core", Kind::Core), ("optional", Kind::Optional), ("extension", Kind::Extension)], p)
+                    .unwrap_or(Kind::Extension),
+                depends_on: s.names("depends_on", p).unwrap_or_default(),
+                priority: s.choice("priority", PRIORITIES, p).unwrap_or(Priority::Medium),
+                capabilities: match s.get("capabilities") {
+                    Some((v, cpath)) => match v.as_array() {
+                        Some(a) => a.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect(),
+                        None => {
+                            p.push(&cpath, "expected an array of strings");
+                            Vec::new()
+                        }
+                    },
+                    None => Vec::new(),
+                },
+                work: match s.get("work") {
+                    Some((v, wpath)) => match v.as_str().map(humantime::parse_duration) {
+                        Some(Ok(d)) => d,
+                        _ => {
+                            p.push(&wpath, "expected a duration like \"1ms\"");
+                            Duration::ZERO
+                        }
+                    },
+                    None => Duration::ZERO,
+                },
+            };
+            s.finish(p, &["kind", "depends_on", "priority", "capabilities", "work"]);
+            out.services.insert(name, synthetic);
+        }
+    }
+    f.finish(p, &["fault_injection", "services"]);
+}
+
+fn parse_service(t: &toml::Table, path: &str, p: &mut Problems) -> ServiceConfig {
+    let mut o = ServiceConfig::default();
+    let mut f = Fields::new(t, path);
+    o.enabled = f.boolean("enabled", p);
+    o.priority = f.choice("priority", PRIORITIES, p);
+    o.queue_capacity = f.integer("queue_capacity", 1, 1 << 20, p).map(|n| n as usize);
+    o.call_timeout = f.duration("call_timeout", p);
+    o.shutdown_grace = f.duration("shutdown_grace", p);
+    if let Some((t, path)) = f.table("replicas", p) {
+        let mut r = Fields::new(t, &path);
+        o.replicas_min = r.integer("min", 1, 256, p).map(|n| n as u32);
+        o.replicas_max = r.integer("max", 1, 256, p).map(|n| n as u32);
+        r.finish(p, &["min", "max"]);
+    }
+    if let Some((t, path)) = f.table("health", p) {
+        let mut h = Fields::new(t, &path);
+        o.health_interval = h.duration("interval", p);
+        o.health_timeout = h.duration("timeout", p);
+        o.health_failure_threshold = h.integer("failure_threshold", 1, 100, p).map(|n| n as u32);
+        o.health_start_timeout = h.duration("start_timeout", p);
+        h.finish(p, &["interval", "timeout", "failure_threshold", "start_timeout"]);
+    }
+    if let Some((t, path)) = f.table("recovery", p) {
+        let mut r = Fields::new(t, &path);
+        o.strategy = r.choice(
+            "strategy",
+            &[
+                ("restart", Strategy::Restart),
+                ("failover", Strategy::Failover),
+                ("degrade", Strategy::Degrade),
+                ("manual", Strategy::Manual),
+            ],
+            p,
+        );
+        o.scope = r.choice("scope", &[("service", Scope::Service), ("dependents", Scope::Dependents)], p);
+        o.backoff_initial = r.duration("backoff_initial", p);
+        o.backoff_max = r.duration("backoff_max", p);
+        o.backoff_multiplier = r.float("backoff_multiplier", 1.0, 100.0, p);
+        o.backoff_jitter = r.float("jitter", 0.0, 0.99, p);
+        o.backoff_reset_after = r.duration("reset_after", p);
+        o.max_restarts = r.integer("max_restarts", 1, 10_000, p).map(|n| n as u32);
+        o.restart_window = r.duration("window", p);
+        r.finish(
+            p,
+            &[
+                "strategy",
+                "scope",
+                "backoff_initial",
+                "backoff_max",
+                "backoff_multiplier",
+                "jitter",
+                "reset_after",
+                "max_restarts",
+                "window",
+            ],
+        );
+    }
+    if let Some((t, path)) = f.table("resources", p) {
+        let mut r = Fields::new(t, &path);
+        o.min_memory_mib = r.integer("min_memory_mib", 1, 1 << 20, p).map(|n| n as u32);
+        o.max_memory_mib = r.integer("max_memory_mib", 1, 1 << 20, p).map(|n| n as u32);
+        o.cpu_cores = r.integer("cpu_cores", 1, 1024, p).map(|n| n as u16);
+        if let Some((_, npath)) = r.get("network_access") {
+            p.push(&npath, "is fixed by the service itself and cannot be configured");
+        }
+        r.finish(p, &["min_memory_mib", "max_memory_mib", "cpu_cores"]);
+    }
+    f.finish(
+        p,
+        &["enabled", "priority", "queue_capacity", "call_timeout", "shutdown_grace", "replicas", "health", "recovery", "resources"],
+    );
+    o
+}
+
+impl ServiceConfig {
+    /// Writes the overrides into `spec`.
+    pub fn apply(&self, spec: &mut Spec) {
+        fn set<T: Copy>(slot: &mut T, v: Option<T>) {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        }
+        set(&mut spec.priority, self.priority);
+        set(&mut spec.replicas.min, self.replicas_min);
+        set(&mut spec.replicas.max, self.replicas_max);
+        if self.replicas_min.is_some_and(|m| m > spec.replicas.max) && self.replicas_max.is_none() {
+            spec.replicas.max = spec.replicas.min;
+        }
+        set(&mut spec.queue_capacity, self.queue_capacity);
+        set(&mut spec.call_timeout, self.call_timeout);
+        set(&mut spec.shutdown_grace, self.shutdown_grace);
+        set(&mut spec.health.interval, self.health_interval);
+        set(&mut spec.health.timeout, self.health_timeout);
+        set(&mut spec.health.failure_threshold, self.health_failure_threshold);
+        set(&mut spec.health.start_timeout, self.health_start_timeout);
+        set(&mut spec.recovery.strategy, self.strategy);
+        set(&mut spec.recovery.scope, self.scope);
+        set(&mut spec.recovery.backoff.initial, self.backoff_initial);
+        set(&mut spec.recovery.backoff.max, self.backoff_max);
+        set(&mut spec.recovery.backoff.multiplier, self.backoff_multiplier);
+        set(&mut spec.recovery.backoff.jitter, self.backoff_jitter);
+        set(&mut spec.recovery.backoff.reset_after, self.backoff_reset_after);
+        set(&mut spec.recovery.max_restarts, self.max_restarts);
+        set(&mut spec.recovery.window, self.restart_window);
+        set(&mut spec.resources.min_memory_mib, self.min_memory_mib);
+        set(&mut spec.resources.max_memory_mib, self.max_memory_mib);
+        set(&mut spec.resources.cpu_cores, self.cpu_cores);
+    }
+}
+
+impl SyntheticConfig {
+    /// The spec of the synthetic service `name`, before overrides.
+    pub fn spec(&self, name: ServiceName) -> Spec {
+        let mut spec = Spec::new(name, self.kind)
+            .description("synthetic service from [testing.services]: answers echo requests")
+            .priority(self.priority);
+        spec.dependencies = self.depends_on.clone();
+        for c in &self.capabilities {
+            spec = spec.capability(c);
+        }
+        spec
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog() -> Vec<Spec> {
+        let crypto = ServiceName::from_static("crypto");
+        vec![
+            Spec::new(crypto.clone(), Kind::Core),
+            Spec::new(ServiceName::from_static("storage"), Kind::Core).depends_on(crypto.clone()),
+            Spec::new(ServiceName::from_static("oracle"), Kind::Optional).depends_on(crypto),
+        ]
+    }
+
+    fn check(text: &str, expected: &[&str]) {
+        let got = match Config::parse(text, &catalog()) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems.iter().map(|p| p.to_string()).collect(),
+        };
+        assert_eq!(got, expected, "for:\n{text}");
+    }
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        assert_eq!(Config::parse("", &catalog()), Ok(Config::default()));
+    }
+
+    #[test]
+    fn every_problem_with_its_path() {
+        check(
+            r#"
+[runtime]
+listen = "nowhere"
+colour = "blue"
+
+[enclave]
+threads = 1
+
+[services.storage.health]
+interval = "1s"
+timeout = "2s"
+
+[services.crypto]
+replicas = { min = 0 }
+"#,
+            &[
+                "runtime.listen: \"nowhere\" is not an address like \"127.0.0.1:8420\"",
+                "runtime.colour: unknown key (expected one of: listen, data_dir, shutdown_grace)",
+                "enclave.threads: 1 is out of range (2 to 4096)",
+                "services.crypto.replicas.min: 0 is out of range (1 to 256)",
+            ],
+        );
+        check(
+            "[services.storage.health]\ninterval = \"1s\"\ntimeout = \"2s\"\n",
+            &["services.storage.health.timeout: must be shorter than interval (1s)"],
+        );
+        check("[services.nope]\n", &["services.nope: no such service (known: crypto, oracle, storage)"]);
+        check("[services.crypto.recovery]\nstrategy = \"pray\"\n", &[
+            "services.crypto.recovery.strategy: \"pray\" is not one of: restart, failover, degrade, manual",
+        ]);
+        check("[services.crypto.health]\ninterval = \"soon\"\n", &[
+            "services.crypto.health.interval: \"soon\" is not a duration; write it like \"500ms\", \"10s\" or \"1m\"",
+        ]);
+        check("[services.crypto]\nenabled = false\n", &["services.crypto.enabled: a core service cannot be disabled"]);
+        check("runtime = 3\n", &["runtime: expected a table, found integer"]);
+        check("[runtime\n", &["line 1, column 9: unclosed table, expected `]`"]);
+        check("[services.crypto.recovery]\nstrategy = \"failover\"\n", &[
+            "services.crypto.recovery.strategy: failover needs replicas.min of 2 or more to have a replica to fail over to",
+        ]);
+        check("[services.crypto.resources]\nnetwork_access = true\n", &[
+            "services.crypto.resources.network_access: is fixed by the service itself and cannot be configured",
+        ]);
+    }
+
+    #[test]
+    fn dependency_on_a_disabled_service_names_both() {
+        check(
+            "[testing.services.feed]\ndepends_on = [\"oracle\"]\n[services.oracle]\nenabled = false\n",
+            &["services.feed: service feed depends on oracle, which is disabled: enable oracle or disable feed"],
+        );
+        check(
+            "[testing.services.a]\ndepends_on = [\"b\"]\n[testing.services.b]\ndepends_on = [\"a\"]\n",
+            &["services: dependency cycle: a -> b -> a"],
+        );
+    }
+
+    #[test]
+    fn overrides_apply() {
+        let c = Config::parse(
+            "[services.storage]\npriority = \"high\"\nreplicas = { min = 3, max = 4 }\n[services.storage.recovery]\nstrategy = \"failover\"\nmax_restarts = 9\n",
+            &catalog(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (specs, _) = c.resolve(&catalog());
+        let storage = specs.iter().find(|s| s.name.as_str() == "storage").unwrap_or_else(|| panic!("storage"));
+        assert_eq!(storage.priority, Priority::High);
+        assert_eq!((storage.replicas.min, storage.replicas.max), (3, 4));
+        assert_eq!(storage.recovery.strategy, Strategy::Failover);
+        assert_eq!(storage.recovery.max_restarts, 9);
+    }
+}

@@ -1,0 +1,173 @@
+//! Building a runtime and talking to a running one: [`Builder`] collects services, [`Runtime`] is the
+//! handle the binary, the API and tests hold.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::bus::{Bus, Handle};
+use crate::graph::Graph;
+use crate::journal::{Fault, Journal, RuntimeLevel};
+use crate::service::{Erased, Service, Wrapped};
+use crate::supervisor::{Answer, Command, Readiness, Registration, Snapshot, Supervisor};
+use crate::{Error, ServiceName, Spec};
+
+/// Collects services before the runtime starts.
+pub struct Builder {
+    registrations: Vec<Registration>,
+    disabled: BTreeSet<ServiceName>,
+    journal: Journal,
+    bus: Bus,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<_> = self.registrations.iter().map(|r| r.spec.name.clone()).collect();
+        f.debug_struct("Builder").field("services", &names).field("disabled", &self.disabled).finish()
+    }
+}
+
+impl Builder {
+    pub fn new(journal: Journal) -> Self {
+        Builder { registrations: Vec::new(), disabled: BTreeSet::new(), journal, bus: Bus::new() }
+    }
+
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// Adds a service with its own spec.
+    pub fn add<S: Service>(&mut self, service: S) -> Handle<S::Request> {
+        let spec = service.spec();
+        self.add_with_spec(service, spec)
+    }
+
+    /// Adds a service with a spec the caller adjusted (for example from configuration).
+    pub fn add_with_spec<S: Service>(&mut self, service: S, spec: Spec) -> Handle<S::Request> {
+        let (registration, handle) = registration(&self.bus, service, spec);
+        self.registrations.push(registration);
+        handle
+    }
+
+    /// Records that a service exists but is switched off, so that depending on it is reported clearly.
+    pub fn disable(&mut self, name: ServiceName) {
+        self.disabled.insert(name);
+    }
+
+    /// Validates the dependency graph and starts the supervisor. Services start in the background;
+    /// wait on [`Runtime::readiness`] or the journal.
+    pub fn start(self) -> Result<Runtime, Error> {
+        let graph = Graph::build(self.registrations.iter().map(|r| &r.spec), &self.disabled).map_err(Error::Graph)?;
+        let (readiness_tx, readiness_rx) =
+            watch::channel(Readiness { level: RuntimeLevel::NotReady, reasons: vec!["starting".into()] });
+        let (commands_tx, commands_rx) = mpsc::channel(256);
+        let supervisor = Supervisor::new(self.registrations, graph, self.journal.clone(), self.bus.clone(), readiness_tx);
+        let task = tokio::spawn(supervisor.run(commands_rx));
+        let inner = Arc::new(Inner { commands: commands_tx, readiness: readiness_rx, journal: self.journal, bus: self.bus });
+        Ok(Runtime { client: Client { inner }, task: Some(task) })
+    }
+}
+
+fn registration<S: Service>(bus: &Bus, service: S, spec: Spec) -> (Registration, Handle<S::Request>) {
+    let (mailbox, handle) = bus.mailbox::<S::Request>(spec.name.clone(), spec.queue_capacity, spec.call_timeout);
+    let erased: Box<dyn Erased> = Box::new(Wrapped { service: Arc::new(service), mailbox });
+    (Registration { spec, service: erased }, handle)
+}
+
+/// A running runtime. It derefs to a [`Client`]; [`Runtime::shutdown`] stops it and waits.
+#[derive(Debug)]
+pub struct Runtime {
+    client: Client,
+    task: Option<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    commands: mpsc::Sender<Command>,
+    readiness: watch::Receiver<Readiness>,
+    journal: Journal,
+    bus: Bus,
+}
+
+/// A cloneable client of a running runtime, for the API and for services.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Runtime {
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Stops every service in reverse dependency order, each within its grace period, and waits.
+    pub async fn shutdown(mut self) {
+        let (tx, rx) = oneshot::channel();
+        if self.client.inner.commands.send(Command::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        if let Some(task) = self.task.take() {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "the supervisor task ended abnormally");
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for Runtime {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Client {
+    pub fn journal(&self) -> &Journal {
+        &self.inner.journal
+    }
+
+    pub fn bus(&self) -> &Bus {
+        &self.inner.bus
+    }
+
+    pub fn readiness(&self) -> watch::Receiver<Readiness> {
+        self.inner.readiness.clone()
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.commands.send(make(tx)).await.map_err(|_| Error::ShuttingDown)?;
+        rx.await.map_err(|_| Error::ShuttingDown)
+    }
+
+    pub async fn start(&self, name: &ServiceName) -> Result<Answer, Error> {
+        self.ask(|tx| Command::Start(name.clone(), tx)).await?
+    }
+
+    pub async fn stop(&self, name: &ServiceName) -> Result<Answer, Error> {
+        self.ask(|tx| Command::Stop(name.clone(), tx)).await?
+    }
+
+    pub async fn restart(&self, name: &ServiceName) -> Result<Answer, Error> {
+        self.ask(|tx| Command::Restart(name.clone(), tx)).await?
+    }
+
+    /// Injects a fault into one ready replica. Gating this behind configuration is the caller's job.
+    pub async fn inject_fault(&self, name: &ServiceName, fault: Fault) -> Result<Answer, Error> {
+        self.ask(|tx| Command::Fault(name.clone(), fault, tx)).await?
+    }
+
+    pub async fn snapshot(&self) -> Result<Snapshot, Error> {
+        self.ask(Command::Snapshot).await
+    }
+
+    /// Registers an extension service while the runtime runs; its dependencies must exist.
+    pub async fn register<S: Service>(&self, service: S) -> Result<Handle<S::Request>, Error> {
+        let spec = service.spec();
+        let (registration, handle) = registration(&self.inner.bus, service, spec);
+        self.ask(|tx| Command::Register(registration, tx)).await??;
+        Ok(handle)
+    }
+}

@@ -1,0 +1,245 @@
+//! The service seam: a [`Service`] is a recipe (immutable config and handles to its dependencies); each
+//! call of [`Service::run`] is one incarnation that owns its mutable state and reads its [`Context`].
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{Bus, DeadLetterReason, Envelope, Mailbox, MailboxControl};
+use crate::health::{Control, Health};
+use crate::journal::Fault;
+use crate::supervisor::{IncarnationId, Report};
+use crate::{ServiceName, Spec};
+
+/// A service the runtime can host.
+pub trait Service: Send + Sync + 'static {
+    /// The requests its handle carries; replies travel in [`crate::Reply`]s inside them.
+    type Request: Send + 'static;
+
+    /// The service's own defaults; configuration may override parts of it before registration.
+    fn spec(&self) -> Spec;
+
+    /// Runs one incarnation until asked to stop ([`Context::recv`] returns `None`) or until it fails.
+    /// Returning `Ok` without being asked to stop is a failure too.
+    fn run(&self, cx: Context<Self::Request>) -> impl Future<Output = Result<(), ServiceError>> + Send;
+}
+
+/// Why an incarnation failed. Converts from any error, like `anyhow::Error` (so it does not implement
+/// `std::error::Error` itself).
+pub struct ServiceError {
+    message: String,
+}
+
+impl ServiceError {
+    pub fn new(message: impl Into<String>) -> Self {
+        ServiceError { message: message.into() }
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for ServiceError {
+    fn from(e: E) -> Self {
+        let mut message = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            message.push_str(": ");
+            message.push_str(&s.to_string());
+            source = s.source();
+        }
+        ServiceError { message }
+    }
+}
+
+impl fmt::Debug for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.message, f)
+    }
+}
+
+impl fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// How an incarnation was started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    Normal,
+    /// Restarted by the `degrade` strategy after this failure: serve what still works.
+    Degraded { reason: String },
+}
+
+/// What an incarnation sees of the runtime.
+pub struct Context<R> {
+    id: IncarnationId,
+    name: ServiceName,
+    mailbox: Arc<Mailbox<R>>,
+    control: mpsc::Receiver<Control>,
+    reports: mpsc::UnboundedSender<Report>,
+    stop: CancellationToken,
+    injected_error: Arc<AtomicBool>,
+    mode: Mode,
+    bus: Bus,
+    ready: bool,
+    health: Health,
+}
+
+impl<R> fmt::Debug for Context<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context").field("service", &self.name).field("id", &self.id).field("mode", &self.mode).finish()
+    }
+}
+
+impl<R: Send + 'static> Context<R> {
+    pub fn name(&self) -> &ServiceName {
+        &self.name
+    }
+
+    /// Which replica this incarnation is (0-based).
+    pub fn replica(&self) -> u32 {
+        self.id.replica
+    }
+
+    /// Counts every incarnation of the service, across replicas and restarts.
+    pub fn generation(&self) -> u64 {
+        self.id.generation
+    }
+
+    pub fn mode(&self) -> &Mode {
+        &self.mode
+    }
+
+    pub fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    /// Cancelled when the incarnation is asked to stop, for work that does not sit in [`Context::recv`].
+    pub fn stopping(&self) -> &CancellationToken {
+        &self.stop
+    }
+
+    /// Tells the runtime this incarnation is ready. [`Context::recv`] does it on its first call.
+    pub fn set_ready(&mut self) {
+        if !self.ready {
+            self.ready = true;
+            let _ = self.reports.send(Report::Ready(self.id));
+        }
+    }
+
+    /// Reports reduced function, with the reason; dependents are told.
+    pub fn set_degraded(&mut self, reason: impl Into<String>) {
+        self.report_health(Health::Degraded { reason: reason.into() });
+    }
+
+    /// Reports full function again.
+    pub fn set_healthy(&mut self) {
+        self.report_health(Health::Healthy);
+    }
+
+    fn report_health(&mut self, health: Health) {
+        if self.health != health {
+            self.health = health.clone();
+            let _ = self.reports.send(Report::Health(self.id, health));
+        }
+    }
+
+    /// The next request, or `None` once the incarnation should stop. Control messages (liveness pings,
+    /// stop, injected faults) are handled here first, so an incarnation that stops calling this is
+    /// found hung by its probe. Requests whose deadline passed while queued are dead-lettered, not
+    /// returned.
+    pub async fn recv(&mut self) -> Option<R> {
+        self.set_ready();
+        loop {
+            tokio::select! {
+                biased;
+                control = self.control.recv() => match control {
+                    Some(Control::Ping(answer)) => {
+                        let _ = answer.send(());
+                    }
+                    Some(Control::Stop) | None => return None,
+                    Some(Control::Fault(Fault::Panic)) => {
+                        panic!("injected fault: panic in {} (generation {})", self.name, self.id.generation)
+                    }
+                    Some(Control::Fault(Fault::Hang)) => std::future::pending::<()>().await,
+                    Some(Control::Fault(Fault::Error)) => {
+                        self.injected_error.store(true, Ordering::Release);
+                        return None;
+                    }
+                },
+                envelope = self.mailbox.rx.recv() => {
+                    let Ok(envelope) = envelope else { return None };
+                    let Envelope { message, tracker: _, deadline } = &envelope;
+                    if *deadline <= tokio::time::Instant::now() {
+                        self.mailbox.dead_letter(envelope, DeadLetterReason::DeadlineExpired);
+                        continue;
+                    }
+                    let _ = message;
+                    return Some(envelope.message);
+                }
+            }
+        }
+    }
+}
+
+/// What the supervisor hands to a launch.
+pub(crate) struct Launch {
+    pub(crate) id: IncarnationId,
+    pub(crate) control: mpsc::Receiver<Control>,
+    pub(crate) reports: mpsc::UnboundedSender<Report>,
+    pub(crate) stop: CancellationToken,
+    pub(crate) mode: Mode,
+    pub(crate) bus: Bus,
+}
+
+pub(crate) type Incarnation = Pin<Box<dyn Future<Output = Result<(), ServiceError>> + Send>>;
+
+/// A service with its request type erased, as the supervisor holds it.
+pub(crate) trait Erased: Send + Sync {
+    fn launch(&self, launch: Launch) -> Incarnation;
+    fn mailbox(&self) -> &dyn MailboxControl;
+}
+
+pub(crate) struct Wrapped<S: Service> {
+    pub(crate) service: Arc<S>,
+    pub(crate) mailbox: Arc<Mailbox<S::Request>>,
+}
+
+impl<S: Service> Erased for Wrapped<S> {
+    fn launch(&self, launch: Launch) -> Incarnation {
+        let injected_error = Arc::new(AtomicBool::new(false));
+        let cx = Context {
+            id: launch.id,
+            name: self.mailbox.name.clone(),
+            mailbox: self.mailbox.clone(),
+            control: launch.control,
+            reports: launch.reports,
+            stop: launch.stop,
+            injected_error: injected_error.clone(),
+            mode: launch.mode,
+            bus: launch.bus,
+            ready: false,
+            health: Health::Healthy,
+        };
+        let service = self.service.clone();
+        Box::pin(async move {
+            let result = service.run(cx).await;
+            if injected_error.load(Ordering::Acquire) {
+                return Err(ServiceError::new("injected fault: error"));
+            }
+            result
+        })
+    }
+
+    fn mailbox(&self) -> &dyn MailboxControl {
+        &*self.mailbox
+    }
+}

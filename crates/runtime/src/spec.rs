@@ -1,0 +1,293 @@
+//! What a service declares about itself: the recipe's metadata (the seed's `ServiceInfo`).
+//!
+//! A [`Spec`] starts from the service's own defaults; the operator's configuration then overrides the
+//! health, recovery, resource and replica settings before the service is registered.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ServiceName;
+
+/// Everything the runtime knows about a service before it runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Spec {
+    pub name: ServiceName,
+    pub description: String,
+    pub kind: Kind,
+    pub dependencies: Vec<ServiceName>,
+    pub priority: Priority,
+    pub resources: Resources,
+    pub health: HealthPolicy,
+    pub recovery: Recovery,
+    pub replicas: Replicas,
+    pub capabilities: Vec<Capability>,
+    /// Requests that may wait in the mailbox; a call beyond it fails at once with a retryable error.
+    pub queue_capacity: usize,
+    /// Default deadline of a call through the service's handle.
+    #[serde(with = "crate::serde_duration")]
+    pub call_timeout: Duration,
+    /// How long a stopping incarnation may take before it is aborted.
+    #[serde(with = "crate::serde_duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Spec {
+    /// A spec with the runtime's defaults: no dependencies, medium priority, one replica, restart recovery.
+    pub fn new(name: ServiceName, kind: Kind) -> Self {
+        Spec {
+            name,
+            description: String::new(),
+            kind,
+            dependencies: Vec::new(),
+            priority: Priority::Medium,
+            resources: Resources::default(),
+            health: HealthPolicy::default(),
+            recovery: Recovery::default(),
+            replicas: Replicas::default(),
+            capabilities: Vec::new(),
+            queue_capacity: 1024,
+            call_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+
+    pub fn description(mut self, text: impl Into<String>) -> Self {
+        self.description = text.into();
+        self
+    }
+
+    pub fn depends_on(mut self, dependency: ServiceName) -> Self {
+        self.dependencies.push(dependency);
+        self
+    }
+
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    pub fn resources(mut self, resources: Resources) -> Self {
+        self.resources = resources;
+        self
+    }
+
+    pub fn health(mut self, health: HealthPolicy) -> Self {
+        self.health = health;
+        self
+    }
+
+    pub fn recovery(mut self, recovery: Recovery) -> Self {
+        self.recovery = recovery;
+        self
+    }
+
+    pub fn replicas(mut self, replicas: Replicas) -> Self {
+        self.replicas = replicas;
+        self
+    }
+
+    pub fn capability(mut self, capability: &str) -> Self {
+        self.capabilities.push(Capability(capability.to_owned()));
+        self
+    }
+
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity;
+        self
+    }
+
+    pub fn call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
+    }
+
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// A failed critical service makes the whole runtime not ready; any other only degrades it.
+    pub fn is_critical(&self) -> bool {
+        self.kind == Kind::Core
+    }
+}
+
+/// The seed's `ServiceType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Must run for the runtime to be ready.
+    Core,
+    /// Can be disabled; its failure degrades the runtime.
+    Optional,
+    /// Added by the user, possibly while the runtime runs.
+    Extension,
+}
+
+/// The seed's `StartupPriority`: within one start layer, higher priority starts first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    Critical,
+    High,
+    Medium,
+    Low,
+}
+
+/// The seed's `ResourceRequirements`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    pub min_memory_mib: u32,
+    pub max_memory_mib: u32,
+    pub cpu_cores: u16,
+    /// Only services that declare it may be given a network client.
+    pub network_access: bool,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources { min_memory_mib: 8, max_memory_mib: 64, cpu_cores: 1, network_access: false }
+    }
+}
+
+/// The seed's `HealthCheckConfig`: liveness pings through the incarnation's own mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HealthPolicy {
+    #[serde(with = "crate::serde_duration")]
+    pub interval: Duration,
+    /// Must be shorter than `interval`.
+    #[serde(with = "crate::serde_duration")]
+    pub timeout: Duration,
+    /// Consecutive unanswered pings after which the incarnation is declared hung.
+    pub failure_threshold: u32,
+    /// How long an incarnation may take to become ready.
+    #[serde(with = "crate::serde_duration")]
+    pub start_timeout: Duration,
+}
+
+impl Default for HealthPolicy {
+    fn default() -> Self {
+        HealthPolicy {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(2),
+            failure_threshold: 3,
+            start_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The seed's `RecoveryStrategy`, with its parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Recovery {
+    pub strategy: Strategy,
+    pub scope: Scope,
+    pub backoff: Backoff,
+    /// At most `max_restarts` within `window`; one more and the service is failed.
+    pub max_restarts: u32,
+    #[serde(with = "crate::serde_duration")]
+    pub window: Duration,
+}
+
+impl Default for Recovery {
+    fn default() -> Self {
+        Recovery {
+            strategy: Strategy::Restart,
+            scope: Scope::Service,
+            backoff: Backoff::default(),
+            max_restarts: 5,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Restart every replica of the service after a backoff.
+    Restart,
+    /// Restart only the failed replica; the healthy ones keep serving. Needs two or more replicas.
+    Failover,
+    /// Restart in degraded mode; dependents are told.
+    Degrade,
+    /// Leave the service failed until an operator starts it.
+    Manual,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Restart => "restart",
+            Strategy::Failover => "failover",
+            Strategy::Degrade => "degrade",
+            Strategy::Manual => "manual",
+        }
+    }
+}
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a recovery restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// The failed service alone; dependents keep running and their calls wait in its mailbox.
+    Service,
+    /// The failed service and, after it is ready again, everything that depends on it.
+    Dependents,
+}
+
+/// Exponential backoff with jitter, reset after a stable run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Backoff {
+    #[serde(with = "crate::serde_duration")]
+    pub initial: Duration,
+    #[serde(with = "crate::serde_duration")]
+    pub max: Duration,
+    pub multiplier: f64,
+    /// Fraction in `[0, 1)`: each delay is scaled by a random factor in `[1 - jitter, 1 + jitter]`.
+    pub jitter: f64,
+    /// An incarnation that ran this long without failing resets the backoff.
+    #[serde(with = "crate::serde_duration")]
+    pub reset_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+            multiplier: 2.0,
+            jitter: 0.2,
+            reset_after: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Replicas {
+    pub min: u32,
+    pub max: u32,
+}
+
+impl Default for Replicas {
+    fn default() -> Self {
+        Replicas { min: 1, max: 1 }
+    }
+}
+
+/// Something a service offers, for discovery by capability (for example `crypto.sign`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Capability(pub String);
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}

@@ -1,0 +1,958 @@
+//! The supervisor: one task that owns every service's lifecycle state and reacts to one closed set of
+//! inputs (incarnation exits, reports from incarnations and probes, timers, commands).
+//!
+//! Starting and stopping are reconciliation: each service has a wanted state (`want_up`), and
+//! [`Supervisor::reconcile`] launches a wanted service once all its dependencies are up, and stops an
+//! unwanted one once everything that depends on it is down. Start order, parallel layers, reverse
+//! shutdown and "stop dependents first / start dependencies first" all follow from that one rule.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::{AbortHandle, JoinError, JoinSet};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tokio_util::time::DelayQueue;
+
+use crate::bus::{Bus, DeadLetterReason, Message, MessageKind};
+use crate::graph::Graph;
+use crate::health::{self, Control, Health};
+use crate::journal::{Cause, Entry, Event, ExitOutcome, Fault, Journal, RuntimeLevel};
+use crate::lifecycle::{Input, State, transition};
+use crate::recovery::{History, Verdict};
+use crate::service::{Erased, Launch, Mode, ServiceError};
+use crate::spec::{Scope, Strategy};
+use crate::{Error, ServiceName, Spec};
+
+/// Identifies one incarnation: which service, which replica slot, which generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct IncarnationId {
+    pub(crate) service: usize,
+    pub(crate) replica: u32,
+    pub(crate) generation: u64,
+}
+
+/// What incarnations and probes tell the supervisor.
+#[derive(Debug)]
+pub(crate) enum Report {
+    Ready(IncarnationId),
+    Health(IncarnationId, Health),
+    Hung(IncarnationId, u32),
+}
+
+/// What callers ask of the supervisor.
+pub(crate) enum Command {
+    Start(ServiceName, oneshot::Sender<Result<Answer, Error>>),
+    Stop(ServiceName, oneshot::Sender<Result<Answer, Error>>),
+    Restart(ServiceName, oneshot::Sender<Result<Answer, Error>>),
+    Fault(ServiceName, Fault, oneshot::Sender<Result<Answer, Error>>),
+    Register(Registration, oneshot::Sender<Result<(), Error>>),
+    Snapshot(oneshot::Sender<Snapshot>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+pub(crate) struct Registration {
+    pub(crate) spec: Spec,
+    pub(crate) service: Box<dyn Erased>,
+}
+
+enum Timer {
+    Backoff { service: usize, epoch: u64 },
+    ReplicaBackoff { service: usize, replica: u32, epoch: u64 },
+    StartDeadline(IncarnationId),
+    StopDeadline(IncarnationId),
+}
+
+/// The answer to an operator command: what the service's state is now, and whether the command
+/// changed anything.
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    pub service: ServiceName,
+    pub state: State,
+    pub accepted: bool,
+    pub message: String,
+}
+
+/// A service as readers see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceStatus {
+    #[serde(flatten)]
+    pub spec: Arc<Spec>,
+    pub state: State,
+    pub health: Health,
+    pub replicas_running: u32,
+    pub restarts: u64,
+    pub generation: u64,
+    #[serde(serialize_with = "serialize_opt_time")]
+    pub started_at: Option<SystemTime>,
+    pub queue_depth: usize,
+    pub layer: usize,
+}
+
+fn serialize_opt_time<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.collect_str(&humantime::format_rfc3339_millis(*t)),
+        None => s.serialize_none(),
+    }
+}
+
+/// The whole runtime as readers see it, at one instant.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub readiness: Readiness,
+    pub services: Vec<ServiceStatus>,
+    pub layers: Vec<Vec<ServiceName>>,
+    pub edges: Vec<(ServiceName, ServiceName)>,
+}
+
+impl Snapshot {
+    pub fn service(&self, name: &str) -> Option<&ServiceStatus> {
+        self.services.iter().find(|s| s.spec.name.as_str() == name)
+    }
+
+    /// Running services that offer `capability` (the seed's discovery by capability).
+    pub fn offering(&self, capability: &str) -> Vec<ServiceName> {
+        self.services
+            .iter()
+            .filter(|s| s.state.is_up() && s.spec.capabilities.iter().any(|c| c.0 == capability))
+            .map(|s| s.spec.name.clone())
+            .collect()
+    }
+}
+
+/// The runtime's readiness: ready, degraded (an optional service is down or a service is degraded),
+/// or not ready (a core service is not up), with the reasons.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Readiness {
+    pub level: RuntimeLevel,
+    pub reasons: Vec<String>,
+}
+
+/// Broadcast on the bus (as [`MessageKind::ServiceEvent`]) for every journal entry about a service, so
+/// dependents learn of restarts, degradation and failures.
+#[derive(Debug, Clone)]
+pub struct ServiceEvent(pub Arc<Entry>);
+
+impl Message for ServiceEvent {
+    const KIND: MessageKind = MessageKind::ServiceEvent;
+}
+
+/// Broadcast on the bus (as [`MessageKind::HealthCheck`]) when a service's health changes.
+#[derive(Debug, Clone)]
+pub struct HealthReport {
+    pub service: ServiceName,
+    pub health: Health,
+}
+
+impl Message for HealthReport {
+    const KIND: MessageKind = MessageKind::HealthCheck;
+}
+
+struct Replica {
+    id: IncarnationId,
+    control: mpsc::Sender<Control>,
+    cancel: CancellationToken,
+    abort: AbortHandle,
+    ready: bool,
+    launched_at: Instant,
+    stopping: bool,
+    exit_cause: Option<ExitOutcome>,
+}
+
+struct Entry_ {
+    spec: Arc<Spec>,
+    service: Box<dyn Erased>,
+    state: State,
+    health: Health,
+    want_up: bool,
+    /// Set when the service failed for good or waits for an operator; blocks automatic starts.
+    failure: Option<String>,
+    replicas: std::collections::BTreeMap<u32, Replica>,
+    generation: u64,
+    restarts: u64,
+    history: History,
+    /// Set by the `degrade` strategy: the next incarnations run in degraded mode for this reason.
+    degraded_mode: Option<String>,
+    epoch: u64,
+    started_at: Option<SystemTime>,
+}
+
+/// Why the runtime is not fully ready, per service.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Concern {
+    None,
+    Degraded,
+    Down,
+}
+
+pub(crate) struct Supervisor {
+    entries: Vec<Entry_>,
+    graph: Graph,
+    journal: Journal,
+    bus: Bus,
+    tasks: JoinSet<Result<(), ServiceError>>,
+    task_ids: HashMap<tokio::task::Id, IncarnationId>,
+    probes: TaskTracker,
+    timers: DelayQueue<Timer>,
+    reports_tx: mpsc::UnboundedSender<Report>,
+    reports_rx: mpsc::UnboundedReceiver<Report>,
+    readiness_tx: watch::Sender<Readiness>,
+    concerns: Vec<Concern>,
+    dirty: BTreeSet<usize>,
+    shutdown: Option<Vec<oneshot::Sender<()>>>,
+    rng: StdRng,
+    root: CancellationToken,
+}
+
+impl Supervisor {
+    pub(crate) fn new(
+        registrations: Vec<Registration>,
+        graph: Graph,
+        journal: Journal,
+        bus: Bus,
+        readiness_tx: watch::Sender<Readiness>,
+    ) -> Self {
+        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+        let entries: Vec<Entry_> = registrations.into_iter().map(|r| Entry_::new(r)).collect();
+        let n = entries.len();
+        Supervisor {
+            entries,
+            graph,
+            journal,
+            bus,
+            tasks: JoinSet::new(),
+            task_ids: HashMap::new(),
+            probes: TaskTracker::new(),
+            timers: DelayQueue::new(),
+            reports_tx,
+            reports_rx,
+            readiness_tx,
+            concerns: vec![Concern::None; n],
+            dirty: BTreeSet::new(),
+            shutdown: None,
+            rng: StdRng::from_entropy(),
+            root: CancellationToken::new(),
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        self.journal.append(
+            None,
+            None,
+            Event::RuntimeStarted { version: env!("CARGO_PKG_VERSION").into(), services: self.entries.len() },
+            Cause::Startup,
+        );
+        for i in 0..self.entries.len() {
+            self.record(i, Event::Registered, Cause::Startup);
+            self.entries[i].want_up = true;
+            self.refresh_concern(i);
+            self.dirty.insert(i);
+        }
+        self.publish_readiness();
+        self.reconcile(&Cause::Startup);
+        loop {
+            if self.shutdown.is_some() && self.entries.iter().all(|e| e.state.is_down() && e.replicas.is_empty()) {
+                break;
+            }
+            tokio::select! {
+                biased;
+                Some(exit) = self.tasks.join_next_with_id() => self.on_exit(exit),
+                Some(report) = self.reports_rx.recv() => self.on_report(report),
+                Some(timer) = std::future::poll_fn(|cx| self.timers.poll_expired(cx)) => self.on_timer(timer.into_inner()),
+                command = commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => self.begin_shutdown(None),
+                },
+            }
+            self.publish_readiness();
+        }
+        self.root.cancel();
+        self.probes.close();
+        self.probes.wait().await;
+        self.journal.append(None, None, Event::RuntimeStopped, Cause::Shutdown);
+        if let Err(e) = self.journal.sync() {
+            tracing::error!(error = %e, "could not sync the journal at shutdown");
+        }
+        for waiter in self.shutdown.take().unwrap_or_default() {
+            let _ = waiter.send(());
+        }
+        // Later commands get "shutting down" from their dropped reply senders.
+        commands.close();
+    }
+
+    // --- inputs -------------------------------------------------------------------------------------
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Start(name, reply) => {
+                let _ = reply.send(self.lookup(&name).map(|i| self.cmd_start(i)));
+            }
+            Command::Stop(name, reply) => {
+                let _ = reply.send(self.lookup(&name).map(|i| self.cmd_stop(i)));
+            }
+            Command::Restart(name, reply) => {
+                let _ = reply.send(self.lookup(&name).map(|i| self.cmd_restart(i)));
+            }
+            Command::Fault(name, fault, reply) => {
+                let _ = reply.send(self.lookup(&name).and_then(|i| self.cmd_fault(i, fault)));
+            }
+            Command::Register(registration, reply) => {
+                let _ = reply.send(self.cmd_register(registration));
+            }
+            Command::Snapshot(reply) => {
+                let _ = reply.send(self.snapshot());
+            }
+            Command::Shutdown(reply) => self.begin_shutdown(Some(reply)),
+        }
+    }
+
+    fn on_report(&mut self, report: Report) {
+        match report {
+            Report::Ready(id) => self.on_ready(id),
+            Report::Health(id, health) => self.on_health(id, health),
+            Report::Hung(id, missed) => {
+                if let Some(replica) = self.replica_mut(id) {
+                    replica.exit_cause = Some(ExitOutcome::Hung { missed });
+                    replica.abort.abort();
+                }
+            }
+        }
+    }
+
+    fn on_timer(&mut self, timer: Timer) {
+        match timer {
+            Timer::Backoff { service: i, epoch } => {
+                let e = &self.entries[i];
+                if e.epoch != epoch || e.state != State::Backoff {
+                    return;
+                }
+                // Anything still shutting down from the failed run goes now.
+                for r in self.entries[i].replicas.values() {
+                    r.abort.abort();
+                }
+                if self.entries[i].want_up && self.deps_up(i) && self.entries[i].replicas.is_empty() {
+                    self.launch(i, true);
+                } else {
+                    // Wait as stopped; reconcile launches it once its dependencies are up.
+                    self.set_state(i, Input::Stop);
+                    self.dirty.insert(i);
+                    self.reconcile(&Cause::Recovery { strategy: self.entries[i].spec.recovery.strategy });
+                }
+            }
+            Timer::ReplicaBackoff { service: i, replica, epoch } => {
+                let e = &self.entries[i];
+                if e.epoch == epoch && e.state.is_up() && e.want_up && !e.replicas.contains_key(&replica) {
+                    self.launch_replica(i, replica, true);
+                }
+            }
+            Timer::StartDeadline(id) => {
+                if let Some(r) = self.replica_mut(id).filter(|r| !r.ready && !r.stopping) {
+                    r.exit_cause = Some(ExitOutcome::StartTimeout);
+                    r.abort.abort();
+                }
+            }
+            Timer::StopDeadline(id) => {
+                if let Some(r) = self.replica_mut(id) {
+                    r.exit_cause = Some(ExitOutcome::Aborted);
+                    r.abort.abort();
+                }
+            }
+        }
+    }
+
+    fn on_ready(&mut self, id: IncarnationId) {
+        let Some(replica) = self.replica_mut(id) else { return };
+        if replica.ready || replica.stopping {
+            return;
+        }
+        replica.ready = true;
+        let (control, cancel) = (replica.control.clone(), replica.cancel.clone());
+        let policy = self.entries[id.service].spec.health;
+        let reports = self.reports_tx.clone();
+        self.probes.spawn(async move {
+            if let Some(missed) = health::probe(control, policy, cancel).await {
+                let _ = reports.send(Report::Hung(id, missed));
+            }
+        });
+        self.record_gen(id.service, id.generation, Event::Ready { replica: id.replica }, Cause::Service);
+        let e = &self.entries[id.service];
+        if e.state == State::Starting && e.replicas.values().all(|r| r.ready || r.stopping) {
+            let degraded = e.degraded_mode.clone();
+            let replicas = e.replicas.len() as u32;
+            self.set_state(id.service, Input::AllReady { degraded: degraded.is_some() });
+            self.entries[id.service].started_at = Some(SystemTime::now());
+            self.record(id.service, Event::Up { replicas }, Cause::Service);
+            let health = match degraded {
+                Some(reason) => Health::Degraded { reason },
+                None => Health::Healthy,
+            };
+            self.set_health(id.service, health, Cause::Service);
+            self.dirty.extend(self.graph.dependents(id.service).iter().copied());
+            self.reconcile(&Cause::Dependency { service: self.entries[id.service].spec.name.clone() });
+        }
+    }
+
+    fn on_health(&mut self, id: IncarnationId, health: Health) {
+        if self.replica_mut(id).is_none() {
+            return;
+        }
+        let i = id.service;
+        match &health {
+            Health::Degraded { .. } if self.entries[i].state == State::Running => {
+                self.set_state(i, Input::Degrade);
+            }
+            Health::Healthy if self.entries[i].state == State::Degraded => {
+                self.entries[i].degraded_mode = None;
+                self.set_state(i, Input::Recover);
+            }
+            _ => {}
+        }
+        if self.entries[i].state.is_up() {
+            self.set_health(i, health, Cause::Service);
+        }
+    }
+
+    fn on_exit(&mut self, exit: Result<(tokio::task::Id, Result<(), ServiceError>), JoinError>) {
+        let (task, result) = match exit {
+            Ok((task, result)) => (task, Ok(result)),
+            Err(e) => (e.id(), Err(e)),
+        };
+        let Some(id) = self.task_ids.remove(&task) else { return };
+        let i = id.service;
+        let Some(replica) = self.entries[i].replicas.remove(&id.replica) else { return };
+        replica.cancel.cancel();
+        let outcome = replica.exit_cause.clone().unwrap_or_else(|| classify(result, replica.stopping));
+        let ran = replica.launched_at.elapsed();
+        self.record_gen(i, id.generation, Event::Exited { replica: id.replica, outcome: outcome.clone() }, Cause::Service);
+        if replica.stopping {
+            if self.entries[i].state == State::Stopping && self.entries[i].replicas.is_empty() {
+                self.finish_stop(i);
+            }
+            return;
+        }
+        self.on_failure(i, id.replica, outcome, ran);
+    }
+
+    // --- recovery -----------------------------------------------------------------------------------
+
+    fn on_failure(&mut self, i: usize, slot: u32, outcome: ExitOutcome, ran: Duration) {
+        let recovery = self.entries[i].spec.recovery;
+        let cause = Cause::Recovery { strategy: recovery.strategy };
+        let what = describe(&outcome);
+        if !self.entries[i].state.is_up() && self.entries[i].state != State::Starting {
+            // A straggler from a run that is already being recovered or stopped.
+            return;
+        }
+        if recovery.strategy == Strategy::Manual {
+            self.fail(i, format!("{what}; recovery is manual: start it again when ready"), cause);
+            return;
+        }
+        let unit = self.rng.r#gen::<f64>();
+        match self.entries[i].history.on_failure(&recovery, Instant::now(), ran, unit) {
+            Verdict::Exhausted { restarts } => {
+                let reason = format!(
+                    "{what}; gave up after {restarts} restarts within {}",
+                    humantime::format_duration(recovery.window)
+                );
+                self.fail(i, reason, cause);
+            }
+            Verdict::Restart { delay, attempt } => {
+                self.entries[i].restarts += 1;
+                let serving = self.entries[i].replicas.values().filter(|r| r.ready && !r.stopping).count() as u32;
+                if recovery.strategy == Strategy::Failover && serving > 0 && self.entries[i].state.is_up() {
+                    self.record(i, Event::Failover { replica: slot, serving }, cause.clone());
+                    let epoch = self.entries[i].epoch;
+                    self.timers.insert(Timer::ReplicaBackoff { service: i, replica: slot, epoch }, delay);
+                    self.record(i, Event::BackoffScheduled { attempt, delay_ms: delay.as_millis() as u64 }, cause);
+                    return;
+                }
+                self.stop_replicas(i);
+                if recovery.strategy == Strategy::Degrade {
+                    self.entries[i].degraded_mode = Some(what.clone());
+                }
+                self.set_state(i, Input::Backoff);
+                self.entries[i].epoch += 1;
+                let epoch = self.entries[i].epoch;
+                self.timers.insert(Timer::Backoff { service: i, epoch }, delay);
+                self.record(i, Event::BackoffScheduled { attempt, delay_ms: delay.as_millis() as u64 }, cause.clone());
+                self.set_health(i, Health::Unhealthy { reason: what }, cause);
+                if recovery.scope == Scope::Dependents {
+                    let name = self.entries[i].spec.name.clone();
+                    let dependents: Vec<usize> = self.graph.with_dependents(i).into_iter().filter(|&d| d != i).collect();
+                    for d in dependents {
+                        // Still wanted: reconcile starts them again once this service is back up.
+                        self.begin_stop(d, &Cause::Dependency { service: name.clone() });
+                    }
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, i: usize, reason: String, cause: Cause) {
+        self.stop_replicas(i);
+        self.entries[i].failure = Some(reason.clone());
+        self.set_state(i, Input::Fail);
+        self.record(i, Event::Failed { reason: reason.clone() }, cause.clone());
+        self.set_health(i, Health::Unhealthy { reason }, cause);
+        let dropped = self.entries[i].service.mailbox().drain(DeadLetterReason::ServiceStopped);
+        if dropped > 0 {
+            tracing::warn!(service = %self.entries[i].spec.name, dropped, "failed with requests queued; dead-lettered");
+        }
+        self.dirty.extend(self.graph.dependencies(i).iter().copied());
+    }
+
+    // --- commands -----------------------------------------------------------------------------------
+
+    fn lookup(&self, name: &ServiceName) -> Result<usize, Error> {
+        self.graph.index_of(name.as_str()).ok_or_else(|| Error::UnknownService(name.to_string()))
+    }
+
+    fn answer(&self, i: usize, accepted: bool, message: impl Into<String>) -> Answer {
+        Answer {
+            service: self.entries[i].spec.name.clone(),
+            state: self.entries[i].state,
+            accepted,
+            message: message.into(),
+        }
+    }
+
+    fn cmd_start(&mut self, i: usize) -> Answer {
+        if self.shutdown.is_some() {
+            return self.answer(i, false, "the runtime is shutting down");
+        }
+        let state = self.entries[i].state;
+        if !state.is_down() {
+            return self.answer(i, false, format!("already {state}"));
+        }
+        let cause = Cause::Operator { command: "start".into() };
+        for d in self.graph.with_dependencies(i) {
+            let e = &mut self.entries[d];
+            e.want_up = true;
+            if e.failure.take().is_some() {
+                e.history.reset();
+                e.degraded_mode = None;
+            }
+            self.refresh_concern(d);
+            self.dirty.insert(d);
+        }
+        self.reconcile(&cause);
+        let message = if self.entries[i].state == State::Starting {
+            "starting".to_owned()
+        } else {
+            "waiting for its dependencies".to_owned()
+        };
+        self.answer(i, true, message)
+    }
+
+    fn cmd_stop(&mut self, i: usize) -> Answer {
+        let state = self.entries[i].state;
+        if state.is_down() || state == State::Stopping {
+            self.entries[i].want_up = false;
+            return self.answer(i, false, format!("already {state}"));
+        }
+        let cause = Cause::Operator { command: "stop".into() };
+        let set = self.graph.with_dependents(i);
+        let dependents = set.len() - 1;
+        for d in set {
+            self.entries[d].want_up = false;
+            self.refresh_concern(d);
+            self.dirty.insert(d);
+        }
+        self.reconcile(&cause);
+        let message = if dependents > 0 {
+            format!("stopping after its {dependents} dependent service(s)")
+        } else {
+            "stopping".to_owned()
+        };
+        self.answer(i, true, message)
+    }
+
+    fn cmd_restart(&mut self, i: usize) -> Answer {
+        let state = self.entries[i].state;
+        match state {
+            State::Backoff | State::Starting | State::Stopping => {
+                self.answer(i, false, format!("already {state}; a new incarnation is on its way"))
+            }
+            State::Registered | State::Stopped | State::Failed => self.cmd_start(i),
+            State::Running | State::Degraded => {
+                // Still wanted, so reconcile starts it again once its incarnations have stopped.
+                self.entries[i].degraded_mode = None;
+                self.begin_stop(i, &Cause::Operator { command: "restart".into() });
+                self.answer(i, true, "restarting")
+            }
+        }
+    }
+
+    fn cmd_fault(&mut self, i: usize, fault: Fault) -> Result<Answer, Error> {
+        let target = self.entries[i].replicas.values().find(|r| r.ready && !r.stopping).map(|r| (r.id, r.control.clone()));
+        let Some((id, control)) = target else {
+            return Err(Error::NotRunning { service: self.entries[i].spec.name.clone(), state: self.entries[i].state });
+        };
+        if control.try_send(Control::Fault(fault)).is_err() {
+            return Err(Error::NotRunning { service: self.entries[i].spec.name.clone(), state: self.entries[i].state });
+        }
+        self.record_gen(i, id.generation, Event::FaultInjected { replica: id.replica, fault }, Cause::Operator {
+            command: "fault".into(),
+        });
+        Ok(self.answer(i, true, format!("{fault:?} injected into replica {}", id.replica).to_lowercase()))
+    }
+
+    fn cmd_register(&mut self, registration: Registration) -> Result<(), Error> {
+        if self.shutdown.is_some() {
+            return Err(Error::ShuttingDown);
+        }
+        let specs: Vec<&Spec> =
+            self.entries.iter().map(|e| &*e.spec).chain(std::iter::once(&registration.spec)).collect();
+        let graph = Graph::build(specs, &BTreeSet::new()).map_err(Error::Graph)?;
+        self.graph = graph;
+        self.entries.push(Entry_::new(registration));
+        self.concerns.push(Concern::None);
+        let i = self.entries.len() - 1;
+        self.record(i, Event::Registered, Cause::Registration);
+        self.entries[i].want_up = true;
+        self.refresh_concern(i);
+        self.dirty.insert(i);
+        self.reconcile(&Cause::Registration);
+        Ok(())
+    }
+
+    fn begin_shutdown(&mut self, reply: Option<oneshot::Sender<()>>) {
+        let first = self.shutdown.is_none();
+        self.shutdown.get_or_insert_with(Vec::new).extend(reply);
+        if first {
+            self.journal.append(None, None, Event::RuntimeStopping, Cause::Shutdown);
+            for i in 0..self.entries.len() {
+                self.entries[i].want_up = false;
+                self.dirty.insert(i);
+            }
+            self.reconcile(&Cause::Shutdown);
+        }
+    }
+
+    // --- reconciliation -----------------------------------------------------------------------------
+
+    fn deps_up(&self, i: usize) -> bool {
+        self.graph.dependencies(i).iter().all(|&d| self.entries[d].state.is_up())
+    }
+
+    fn dependents_down(&self, i: usize) -> bool {
+        self.graph.dependents(i).iter().all(|&d| self.entries[d].state.is_down())
+    }
+
+    fn reconcile(&mut self, cause: &Cause) {
+        loop {
+            let mut launches = Vec::new();
+            while let Some(i) = self.dirty.pop_first() {
+                let e = &self.entries[i];
+                if e.want_up {
+                    if e.state.is_down() && e.failure.is_none() && self.deps_up(i) {
+                        launches.push(i);
+                    }
+                } else if !e.state.is_down() && e.state != State::Stopping && self.dependents_down(i) {
+                    self.begin_stop(i, cause);
+                }
+            }
+            if launches.is_empty() {
+                return;
+            }
+            // One layer's worth at a time, higher priority first.
+            launches.sort_by(|&a, &b| {
+                let (sa, sb) = (&self.entries[a].spec, &self.entries[b].spec);
+                sa.priority.cmp(&sb.priority).then_with(|| sa.name.cmp(&sb.name))
+            });
+            for i in launches {
+                self.launch(i, self.entries[i].generation > 0);
+            }
+            if self.dirty.is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn launch(&mut self, i: usize, restart: bool) {
+        if !self.set_state(i, Input::Launch) {
+            return;
+        }
+        let replicas = self.entries[i].spec.replicas.min.max(1);
+        for slot in 0..replicas {
+            self.launch_replica(i, slot, restart);
+        }
+    }
+
+    fn launch_replica(&mut self, i: usize, slot: u32, restart: bool) {
+        let e = &mut self.entries[i];
+        e.generation += 1;
+        let id = IncarnationId { service: i, replica: slot, generation: e.generation };
+        let (control_tx, control_rx) = mpsc::channel(8);
+        let cancel = self.root.child_token();
+        let mode = match &e.degraded_mode {
+            Some(reason) => Mode::Degraded { reason: reason.clone() },
+            None => Mode::Normal,
+        };
+        let degraded_mode = e.degraded_mode.is_some();
+        let incarnation = e.service.launch(Launch {
+            id,
+            control: control_rx,
+            reports: self.reports_tx.clone(),
+            stop: cancel.clone(),
+            mode,
+            bus: self.bus.clone(),
+        });
+        let abort = self.tasks.spawn(incarnation);
+        self.task_ids.insert(abort.id(), id);
+        self.timers.insert(Timer::StartDeadline(id), e.spec.health.start_timeout);
+        e.replicas.insert(slot, Replica {
+            id,
+            control: control_tx,
+            cancel,
+            abort,
+            ready: false,
+            launched_at: Instant::now(),
+            stopping: false,
+            exit_cause: None,
+        });
+        let cause = if restart {
+            Cause::Recovery { strategy: e.spec.recovery.strategy }
+        } else {
+            Cause::Startup
+        };
+        self.record_gen(i, id.generation, Event::Starting { replica: slot, restart, degraded_mode }, cause);
+    }
+
+    /// Asks every replica to stop within its grace period.
+    fn stop_replicas(&mut self, i: usize) {
+        let grace = self.entries[i].spec.shutdown_grace;
+        for r in self.entries[i].replicas.values_mut() {
+            if !r.stopping {
+                r.stopping = true;
+                let _ = r.control.try_send(Control::Stop);
+                r.cancel.cancel();
+                self.timers.insert(Timer::StopDeadline(r.id), grace);
+            }
+        }
+    }
+
+    fn begin_stop(&mut self, i: usize, cause: &Cause) {
+        match self.entries[i].state {
+            State::Backoff => {
+                self.entries[i].epoch += 1;
+                for r in self.entries[i].replicas.values() {
+                    r.abort.abort();
+                }
+                self.set_state(i, Input::Stop);
+                self.after_stop(i, cause);
+            }
+            State::Starting | State::Running | State::Degraded => {
+                self.set_state(i, Input::Stop);
+                self.record(i, Event::Stopping, cause.clone());
+                self.stop_replicas(i);
+                if self.entries[i].replicas.is_empty() {
+                    self.finish_stop(i);
+                }
+            }
+            State::Registered | State::Stopping | State::Stopped | State::Failed => {}
+        }
+    }
+
+    fn finish_stop(&mut self, i: usize) {
+        self.set_state(i, Input::Stopped);
+        self.after_stop(i, &Cause::Service);
+    }
+
+    fn after_stop(&mut self, i: usize, cause: &Cause) {
+        let e = &mut self.entries[i];
+        e.started_at = None;
+        let dead_lettered =
+            if e.want_up { 0 } else { e.service.mailbox().drain(DeadLetterReason::ServiceStopped) };
+        self.record(i, Event::Stopped { dead_lettered }, cause.clone());
+        self.set_health(i, Health::Unknown, cause.clone());
+        self.dirty.insert(i);
+        self.dirty.extend(self.graph.dependencies(i).iter().copied());
+        self.reconcile(cause);
+    }
+
+    // --- state bookkeeping --------------------------------------------------------------------------
+
+    /// Applies a lifecycle transition; the one place a service's state changes.
+    fn set_state(&mut self, i: usize, input: Input) -> bool {
+        let e = &mut self.entries[i];
+        let Some(next) = transition(e.state, input) else {
+            tracing::error!(service = %e.spec.name, state = %e.state, ?input, "invalid lifecycle transition ignored");
+            return false;
+        };
+        e.state = next;
+        let accepting = next.accepts_requests() || (e.want_up && e.failure.is_none() && next == State::Stopped);
+        e.service.mailbox().set_state(if accepting { State::Starting } else { next });
+        self.refresh_concern(i);
+        true
+    }
+
+    fn set_health(&mut self, i: usize, health: Health, cause: Cause) {
+        if self.entries[i].health == health {
+            return;
+        }
+        self.entries[i].health = health.clone();
+        self.record(i, Event::HealthChanged { health: health.clone() }, cause);
+        self.bus.publish(None, HealthReport { service: self.entries[i].spec.name.clone(), health });
+        self.refresh_concern(i);
+    }
+
+    fn refresh_concern(&mut self, i: usize) {
+        let e = &self.entries[i];
+        let wanted = e.want_up || e.spec.is_critical();
+        self.concerns[i] = match e.state {
+            State::Running => Concern::None,
+            State::Degraded => Concern::Degraded,
+            _ if !wanted && self.shutdown.is_none() => Concern::None,
+            _ if e.spec.is_critical() => Concern::Down,
+            _ => Concern::Degraded,
+        };
+    }
+
+    fn publish_readiness(&mut self) {
+        let mut level = RuntimeLevel::Ready;
+        let mut reasons = Vec::new();
+        for (i, c) in self.concerns.iter().enumerate() {
+            if *c == Concern::None {
+                continue;
+            }
+            let e = &self.entries[i];
+            if *c == Concern::Down {
+                level = RuntimeLevel::NotReady;
+            } else if level == RuntimeLevel::Ready {
+                level = RuntimeLevel::Degraded;
+            }
+            if reasons.len() < 16 {
+                let why = e.failure.clone().or_else(|| e.health.reason().map(str::to_owned));
+                reasons.push(match why {
+                    Some(why) => format!("{} ({}) is {}: {why}", e.spec.name, kind_word(&e.spec), e.state),
+                    None => format!("{} ({}) is {}", e.spec.name, kind_word(&e.spec), e.state),
+                });
+            }
+        }
+        let readiness = Readiness { level, reasons };
+        let changed = self.readiness_tx.borrow().level != readiness.level;
+        if changed {
+            self.journal.append(
+                None,
+                None,
+                Event::RuntimeHealth { level: readiness.level, reasons: readiness.reasons.clone() },
+                Cause::Service,
+            );
+        }
+        self.readiness_tx.send_if_modified(|r| {
+            if *r != readiness {
+                *r = readiness;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    fn replica_mut(&mut self, id: IncarnationId) -> Option<&mut Replica> {
+        self.entries
+            .get_mut(id.service)?
+            .replicas
+            .get_mut(&id.replica)
+            .filter(|r| r.id.generation == id.generation)
+    }
+
+    fn record(&self, i: usize, event: Event, cause: Cause) {
+        let generation = self.entries[i].generation;
+        self.record_gen(i, generation, event, cause);
+    }
+
+    fn record_gen(&self, i: usize, generation: u64, event: Event, cause: Cause) {
+        let entry = self.journal.append(Some(&self.entries[i].spec.name), Some(generation), event, cause);
+        self.bus.publish(None, ServiceEvent(entry));
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let services = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| ServiceStatus {
+                spec: e.spec.clone(),
+                state: e.state,
+                health: e.health.clone(),
+                replicas_running: e.replicas.values().filter(|r| r.ready && !r.stopping).count() as u32,
+                restarts: e.restarts,
+                generation: e.generation,
+                started_at: e.started_at,
+                queue_depth: e.service.mailbox().depth(),
+                layer: self.graph.layer(i),
+            })
+            .collect();
+        Snapshot {
+            readiness: self.readiness_tx.borrow().clone(),
+            services,
+            layers: self.graph.layers(),
+            edges: self.graph.edges(),
+        }
+    }
+}
+
+impl Entry_ {
+    fn new(r: Registration) -> Self {
+        Entry_ {
+            spec: Arc::new(r.spec),
+            service: r.service,
+            state: State::Registered,
+            health: Health::Unknown,
+            want_up: false,
+            failure: None,
+            replicas: Default::default(),
+            generation: 0,
+            restarts: 0,
+            history: History::default(),
+            degraded_mode: None,
+            epoch: 0,
+            started_at: None,
+        }
+    }
+}
+
+fn kind_word(spec: &Spec) -> &'static str {
+    match spec.kind {
+        crate::Kind::Core => "core",
+        crate::Kind::Optional => "optional",
+        crate::Kind::Extension => "extension",
+    }
+}
+
+fn classify(result: Result<Result<(), ServiceError>, JoinError>, stopping: bool) -> ExitOutcome {
+    match result {
+        Ok(Ok(())) if stopping => ExitOutcome::Stopped,
+        Ok(Ok(())) => ExitOutcome::Returned,
+        Ok(Err(e)) => ExitOutcome::Error { message: e.to_string() },
+        Err(e) if e.is_panic() => {
+            let payload = e.into_panic();
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".into());
+            ExitOutcome::Panic { message }
+        }
+        Err(_) => ExitOutcome::Aborted,
+    }
+}
+
+fn describe(outcome: &ExitOutcome) -> String {
+    match outcome {
+        ExitOutcome::Stopped => "stopped".into(),
+        ExitOutcome::Returned => "returned without being asked to stop".into(),
+        ExitOutcome::Error { message } => format!("failed: {message}"),
+        ExitOutcome::Panic { message } => format!("panicked: {message}"),
+        ExitOutcome::Hung { missed } => format!("hung: {missed} liveness pings unanswered"),
+        ExitOutcome::StartTimeout => "did not become ready within its start timeout".into(),
+        ExitOutcome::Aborted => "aborted".into(),
+    }
+}
