@@ -703,7 +703,11 @@ replicas = { min = 0 }
         check("[services.crypto.health]\ninterval = \"soon\"\n", &[
             "services.crypto.health.interval: \"soon\" is not a duration; write it like \"500ms\", \"10s\" or \"1m\"",
         ]);
-        check("[services.crypto]\nenabled = false\n", &["services.crypto.enabled: a core service cannot be disabled"]);
+        check("[services.crypto]\nenabled = false\n", &[
+            "services.crypto.enabled: a core service cannot be disabled",
+            "services.storage: service storage depends on crypto, which is disabled: enable crypto or disable storage",
+            "services.oracle: service oracle depends on crypto, which is disabled: enable crypto or disable oracle",
+        ]);
         check("runtime = 3\n", &["runtime: expected a table, found integer"]);
         check("[runtime\n", &["line 1, column 9: unclosed table, expected `]`"]);
         check("[services.crypto.recovery]\nstrategy = \"failover\"\n", &[

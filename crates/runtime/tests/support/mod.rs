@@ -1,0 +1,153 @@
+//! A scriptable fake service for runtime tests: each incarnation takes the next behaviour from its
+//! script ("fail twice then run", "hang", "ignore shutdown"...).
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use runtime::journal::{Event, Entry};
+use runtime::{Context, Kind, Mode, Reply, Service, ServiceError, ServiceName, Spec};
+
+#[derive(Debug, Clone, Copy)]
+pub enum Behaviour {
+    /// Serve requests until asked to stop.
+    Run,
+    /// Return an error at once.
+    Fail,
+    /// Panic at once.
+    Panic,
+    /// Become ready, then stop answering anything.
+    Hang,
+    /// Never become ready.
+    NeverReady,
+    /// Serve, but ignore the request to stop.
+    IgnoreStop,
+    /// Serve, reporting itself degraded.
+    Degraded,
+}
+
+pub enum Req {
+    Echo(u64, Reply<u64>),
+    /// Takes this long before answering.
+    Slow(Duration, Reply<()>),
+    /// Panics while holding the reply.
+    Crash(Reply<()>),
+    /// Reports the mode its incarnation runs in.
+    Mode(Reply<Mode>),
+}
+
+#[derive(Clone)]
+pub struct Fake {
+    spec: Spec,
+    script: Arc<Mutex<VecDeque<Behaviour>>>,
+}
+
+pub fn name(s: &str) -> ServiceName {
+    ServiceName::new(s).expect("valid test name")
+}
+
+impl Fake {
+    pub fn new(n: &str) -> Self {
+        let mut spec = Spec::new(name(n), Kind::Core);
+        spec.recovery.backoff.jitter = 0.0;
+        Fake { spec, script: Arc::default() }
+    }
+
+    pub fn kind(mut self, kind: Kind) -> Self {
+        self.spec.kind = kind;
+        self
+    }
+
+    pub fn depends_on(mut self, d: &str) -> Self {
+        self.spec.dependencies.push(name(d));
+        self
+    }
+
+    pub fn spec_mut(mut self, f: impl FnOnce(&mut Spec)) -> Self {
+        f(&mut self.spec);
+        self
+    }
+
+    /// Behaviours for the next incarnations, in order; after them, `Run`.
+    pub fn script(self, behaviours: &[Behaviour]) -> Self {
+        self.script.lock().expect("script lock").extend(behaviours.iter().cloned());
+        self
+    }
+
+    fn next(&self) -> Behaviour {
+        self.script.lock().expect("script lock").pop_front().unwrap_or(Behaviour::Run)
+    }
+}
+
+async fn serve(cx: &mut Context<Req>) -> Option<()> {
+    let req = cx.recv().await?;
+    match req {
+        Req::Echo(x, reply) => reply.send(x),
+        Req::Slow(d, reply) => {
+            tokio::time::sleep(d).await;
+            reply.send(());
+        }
+        Req::Crash(_reply) => panic!("crashed while handling a request"),
+        Req::Mode(reply) => reply.send(cx.mode().clone()),
+    }
+    Some(())
+}
+
+impl Service for Fake {
+    type Request = Req;
+
+    fn spec(&self) -> Spec {
+        self.spec.clone()
+    }
+
+    async fn run(&self, mut cx: Context<Req>) -> Result<(), ServiceError> {
+        match self.next() {
+            Behaviour::Run => while serve(&mut cx).await.is_some() {},
+            Behaviour::Fail => return Err(ServiceError::new("scripted failure")),
+            Behaviour::Panic => panic!("scripted panic"),
+            Behaviour::Hang => {
+                cx.set_ready();
+                std::future::pending::<()>().await;
+            }
+            Behaviour::NeverReady => std::future::pending::<()>().await,
+            Behaviour::IgnoreStop => {
+                while serve(&mut cx).await.is_some() {}
+                std::future::pending::<()>().await;
+            }
+            Behaviour::Degraded => {
+                cx.set_ready();
+                cx.set_degraded("scripted degradation");
+                while serve(&mut cx).await.is_some() {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A compact rendering of service events for table-like assertions: `"a: up"`, `"b: exited(panic)"`.
+pub fn brief(e: &Entry) -> Option<String> {
+    let s = e.service.as_ref()?;
+    let what = match &e.event {
+        Event::Registered => return None,
+        Event::Starting { replica, restart, degraded_mode } => {
+            format!("starting[{replica}]{}{}", if *restart { " restart" } else { "" }, if *degraded_mode { " degraded" } else { "" })
+        }
+        Event::Ready { .. } => return None,
+        Event::Up { .. } => "up".into(),
+        Event::HealthChanged { .. } => return None,
+        Event::Exited { replica, outcome } => {
+            let o = serde_json::to_value(outcome).expect("json");
+            format!("exited[{replica}]({})", o["outcome"].as_str().unwrap_or("?"))
+        }
+        Event::BackoffScheduled { delay_ms, .. } => format!("backoff {delay_ms}ms"),
+        Event::Failover { replica, serving } => format!("failover[{replica}] serving {serving}"),
+        Event::Stopping => "stopping".into(),
+        Event::Stopped { .. } => "stopped".into(),
+        Event::Failed { .. } => "failed".into(),
+        Event::FaultInjected { fault, .. } => format!("fault {fault:?}"),
+        other => format!("{other:?}"),
+    };
+    Some(format!("{s}: {what}"))
+}
