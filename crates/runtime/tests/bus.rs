@@ -1,0 +1,137 @@
+//! Bus properties: every message ends in exactly one of handled, answered with an error, or
+//! dead-lettered, whatever happens to the service meanwhile.
+
+mod support;
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use runtime::journal::Fault;
+use runtime::{Builder, Journal, RuntimeLevel};
+use support::{Fake, Req, name};
+use tokio::time::Instant;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Echo { after_ms: u64, deadline_ms: u64 },
+    Slow { after_ms: u64, work_ms: u64, deadline_ms: u64 },
+    Crash { after_ms: u64 },
+    Panic { after_ms: u64 },
+    Stop { after_ms: u64 },
+    Start { after_ms: u64 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u64..500, 1u64..400).prop_map(|(after_ms, deadline_ms)| Op::Echo { after_ms, deadline_ms }),
+        2 => (0u64..500, 1u64..300, 1u64..300).prop_map(|(after_ms, work_ms, deadline_ms)| Op::Slow { after_ms, work_ms, deadline_ms }),
+        1 => (0u64..500).prop_map(|after_ms| Op::Crash { after_ms }),
+        1 => (0u64..500).prop_map(|after_ms| Op::Panic { after_ms }),
+        1 => (0u64..500).prop_map(|after_ms| Op::Stop { after_ms }),
+        1 => (0u64..500).prop_map(|after_ms| Op::Start { after_ms }),
+    ]
+}
+
+fn run_case(ops: Vec<Op>, queue: usize) -> Result<(), TestCaseError> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().expect("runtime");
+    rt.block_on(async move {
+        let journal = Journal::in_memory();
+        let mut b = Builder::new(journal.clone());
+        let svc = b.add(Fake::new("svc").spec_mut(|s| {
+            s.queue_capacity = queue;
+            s.recovery.max_restarts = 1000;
+            s.recovery.backoff.initial = Duration::from_millis(50);
+        }));
+        let runtime = b.start().expect("start");
+        runtime.readiness().wait_for(|r| r.level == RuntimeLevel::Ready).await.expect("ready");
+        let t0 = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut sent = 0u64;
+        for op in ops {
+            let svc = svc.clone();
+            let client = runtime.client();
+            match op {
+                Op::Echo { after_ms, deadline_ms } => {
+                    sent += 1;
+                    tasks.spawn(async move {
+                        tokio::time::sleep_until(t0 + Duration::from_millis(after_ms)).await;
+                        let _ = svc.call_by(Instant::now() + Duration::from_millis(deadline_ms), |r| Req::Echo(1, r)).await;
+                    });
+                }
+                Op::Slow { after_ms, work_ms, deadline_ms } => {
+                    sent += 1;
+                    tasks.spawn(async move {
+                        tokio::time::sleep_until(t0 + Duration::from_millis(after_ms)).await;
+                        let deadline = Instant::now() + Duration::from_millis(deadline_ms);
+                        let _ = svc.call_by(deadline, |r| Req::Slow(Duration::from_millis(work_ms), r)).await;
+                    });
+                }
+                Op::Crash { after_ms } => {
+                    sent += 1;
+                    tasks.spawn(async move {
+                        tokio::time::sleep_until(t0 + Duration::from_millis(after_ms)).await;
+                        let _ = svc.call(Req::Crash).await;
+                    });
+                }
+                Op::Panic { after_ms } => {
+                    tasks.spawn(async move {
+                        tokio::time::sleep_until(t0 + Duration::from_millis(after_ms)).await;
+                        let _ = client.inject_fault(&name("svc"), Fault::Panic).await;
+                    });
+                }
+                Op::Stop { after_ms } => {
+                    tasks.spawn(async move {
+                        tokio::time::sleep_until(t0 + Duration::from_millis(after_ms)).await;
+                        let _ = client.stop(&name("svc")).await;
+                    });
+                }
+                Op::Start { after_ms } => {
+                    tasks.spawn(async move {
+                        tokio::time::sleep_until(t0 + Duration::from_millis(after_ms)).await;
+                        let _ = client.start(&name("svc")).await;
+                    });
+                }
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+        let bus = runtime.bus().clone();
+        // Shutdown dead-letters whatever is still queued, so every message is settled afterwards.
+        runtime.shutdown().await;
+        let edges = bus.edges();
+        let edge = edges.iter().find(|e| e.callee.as_str() == "svc" && e.caller.is_none()).expect("edge");
+        prop_assert_eq!(edge.calls, sent);
+        prop_assert_eq!(edge.handled + edge.errors + edge.dead_lettered, edge.calls, "{:?}", edge);
+        prop_assert_eq!(bus.dead_letters().total(), edge.dead_lettered);
+        Ok(())
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #[test]
+    fn every_message_ends_exactly_once(ops in proptest::collection::vec(op(), 1..40), queue in 1usize..8) {
+        run_case(ops, queue)?;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_request_is_dead_lettered_with_its_reason() {
+    let journal = Journal::in_memory();
+    let mut b = Builder::new(journal.clone());
+    let svc = b.add(Fake::new("svc"));
+    let rt = b.start().expect("start");
+    rt.readiness().wait_for(|r| r.level == RuntimeLevel::Ready).await.expect("ready");
+    // Occupy the single incarnation, then queue a request that expires while it waits.
+    let busy = svc.clone();
+    let slow = tokio::spawn(async move { busy.call(|r| Req::Slow(Duration::from_secs(2), r)).await });
+    tokio::task::yield_now().await;
+    let err = svc.call_by(Instant::now() + Duration::from_secs(1), |r| Req::Echo(1, r)).await.expect_err("expires");
+    assert!(matches!(err, runtime::CallError::DeadlineExceeded { .. }));
+    assert_eq!(slow.await.expect("join"), Ok(()));
+    assert_eq!(svc.call(|r| Req::Echo(2, r)).await, Ok(2));
+    let letters = rt.bus().dead_letters().letters();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].reason, runtime::bus::DeadLetterReason::DeadlineExpired);
+    assert_eq!(letters[0].to.as_str(), "svc");
+    rt.shutdown().await;
+}
