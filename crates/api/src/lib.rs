@@ -1,1 +1,63 @@
-//! api
+//! Cloister's HTTP API: health probes, Prometheus metrics, and the admin endpoints that inspect and
+//! command the orchestrator. The only crate that knows HTTP.
+
+mod auth;
+mod error;
+mod events;
+mod metrics;
+mod orchestration;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub client: runtime::Client,
+    pub admin_token: Arc<str>,
+    pub config: Arc<runtime::config::Config>,
+    /// Cancelled when the server shuts down, so long-lived streams end.
+    pub shutdown: CancellationToken,
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let mut admin = Router::new()
+        .route("/v1/services", get(orchestration::list))
+        .route("/v1/services/{name}", get(orchestration::one))
+        .route("/v1/services/{name}/restart", post(orchestration::restart))
+        .route("/v1/services/{name}/stop", post(orchestration::stop))
+        .route("/v1/services/{name}/start", post(orchestration::start))
+        .route("/v1/graph", get(orchestration::graph))
+        .route("/v1/bus", get(orchestration::bus))
+        .route("/v1/config", get(orchestration::config))
+        .route("/v1/events", get(events::list))
+        .route("/v1/events/stream", get(events::stream));
+    if state.config.testing.fault_injection {
+        admin = admin.route("/v1/services/{name}/faults", post(orchestration::fault));
+    }
+    let admin = admin.route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_admin));
+    Router::new()
+        .route("/livez", get(orchestration::livez))
+        .route("/readyz", get(orchestration::readyz))
+        .route("/metrics", get(metrics::render))
+        .merge(admin)
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled, then lets open requests finish.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    let shutdown = state.shutdown.clone();
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "http.not_found", format!("no endpoint at {}", uri.path()))
+}

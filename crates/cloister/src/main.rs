@@ -1,1 +1,21 @@
-fn main() {}
+//! `cloister`: runs the enclave service runtime, and talks to a running one.
+
+mod cli;
+mod client;
+mod serve;
+mod synthetic;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match cli::run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

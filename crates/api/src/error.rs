@@ -1,0 +1,85 @@
+//! The API's error: an HTTP status, a stable machine code, a human message, and whether to retry.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Seconds after which a retry may succeed; set for 503s.
+    pub retry_after: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    code: &'a str,
+    message: &'a str,
+    retryable: bool,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into(), retry_after: None }
+    }
+
+    pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u64) -> Self {
+        ApiError { retry_after: Some(retry_after), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message) }
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() && self.retry_after.is_none() {
+            tracing::error!(code = self.code, message = %self.message, "request failed");
+        }
+        let body = Body {
+            error: Inner { code: self.code, message: &self.message, retryable: self.retry_after.is_some() },
+        };
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+impl From<runtime::Error> for ApiError {
+    fn from(e: runtime::Error) -> Self {
+        match &e {
+            runtime::Error::UnknownService(_) => ApiError::not_found("service.not_found", e.to_string()),
+            runtime::Error::NotRunning { .. } => ApiError::new(StatusCode::CONFLICT, "service.not_running", e.to_string()),
+            runtime::Error::Graph(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "service.invalid_graph", e.to_string()),
+            runtime::Error::ShuttingDown => ApiError::unavailable("runtime.shutting_down", e.to_string(), 5),
+        }
+    }
+}
+
+impl From<runtime::journal::JournalError> for ApiError {
+    fn from(e: runtime::journal::JournalError) -> Self {
+        match &e {
+            runtime::journal::JournalError::Tampered { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "journal.integrity", e.to_string())
+            }
+            runtime::journal::JournalError::Io { .. } => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "journal.io", e.to_string())
+            }
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Command-line flags, and dispatch to the server or the client.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::{client, serve};
+
+/// Cloister: an enclave service runtime. `cloister run` starts it; the other commands talk to a running
+/// one over its HTTP API.
+#[derive(Debug, Parser)]
+#[command(name = "cloister", version, propagate_version = true)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How client commands find a running runtime.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Target {
+    /// Base URL of the runtime's API.
+    #[arg(long, env = "CLOISTER_URL", default_value = "http://127.0.0.1:8420")]
+    pub(crate) url: String,
+    /// Admin token; without it, read from DATA_DIR/admin.token.
+    #[arg(long = "token", env = "CLOISTER_ADMIN_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// Data directory holding admin.token, when no token is given.
+    #[arg(long, env = "CLOISTER_DATA_DIR", default_value = "cloister-data")]
+    pub(crate) data_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the runtime in the foreground (Ctrl-C stops it gracefully).
+    Run(serve::RunArgs),
+    /// Every service: state, health (with reason), replicas, restarts, uptime.
+    Status {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// The dependency graph and its start layers.
+    Graph {
+        /// Print Graphviz DOT instead of a text listing.
+        #[arg(long)]
+        dot: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Restart a service (its dependents keep running; their requests wait).
+    Restart {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Stop a service, after the services that depend on it.
+    Stop {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Start a service, after the services it depends on.
+    Start {
+        name: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// The event journal.
+    Events {
+        /// Only events after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        /// Keep printing new events as they happen.
+        #[arg(long, short)]
+        follow: bool,
+        /// Print raw JSON lines.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Configuration files.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Check a config file offline; lists every problem with its path. Exit code 0 if valid, 1 if not.
+    Validate { file: PathBuf },
+}
+
+pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => serve::run(args),
+        Command::Config(ConfigCommand::Validate { file }) => serve::validate(&file),
+        Command::Status { target } => client::block_on(client::status(target)),
+        Command::Graph { dot, target } => client::block_on(client::graph(target, dot)),
+        Command::Restart { name, target } => client::block_on(client::command(target, "restart", name)),
+        Command::Stop { name, target } => client::block_on(client::command(target, "stop", name)),
+        Command::Start { name, target } => client::block_on(client::command(target, "start", name)),
+        Command::Events { since, follow, json, target } => client::block_on(client::events(target, since, follow, json)),
+    }
+}

@@ -1,0 +1,242 @@
+//! Client commands: talk to a running runtime over its HTTP API.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::cli::Target;
+
+pub(crate) fn block_on<F: Future<Output = anyhow::Result<ExitCode>>>(f: F) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?.block_on(f)
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    fn new(target: Target) -> anyhow::Result<Api> {
+        let token = match target.token {
+            Some(t) => t,
+            None => {
+                let path = target.data_dir.join("admin.token");
+                std::fs::read_to_string(&path)
+                    .map(|t| t.trim().to_owned())
+                    .with_context(|| {
+                        format!(
+                            "no admin token: set CLOISTER_ADMIN_TOKEN, pass --token, or point --data-dir at the runtime's data \
+                             directory (could not read {})",
+                            path.display()
+                        )
+                    })?
+            }
+        };
+        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().context("HTTP client")?;
+        Ok(Api { http, base: target.url.trim_end_matches('/').to_owned(), token })
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .http
+            .request(method, &url)
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| unreachable_error(&self.base, e))?;
+        let status = response.status();
+        let body: Value = response.json().await.with_context(|| format!("{url} did not answer with JSON"))?;
+        Ok((status, body))
+    }
+
+    /// The body of a successful answer, or the API's error as an `anyhow` error.
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        let (status, body) = self.send(reqwest::Method::GET, path).await?;
+        if status.is_success() { Ok(body) } else { Err(api_error(status, &body)) }
+    }
+}
+
+fn unreachable_error(base: &str, e: reqwest::Error) -> anyhow::Error {
+    anyhow!("cannot reach Cloister at {base}: {e}. Is `cloister run` running there? Set --url or CLOISTER_URL.")
+}
+
+fn api_error(status: reqwest::StatusCode, body: &Value) -> anyhow::Error {
+    let code = body["error"]["code"].as_str().unwrap_or("unknown");
+    let message = body["error"]["message"].as_str().unwrap_or("no message");
+    anyhow!("{message} ({status}, {code})")
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn uptime(v: &Value) -> String {
+    match v.as_u64() {
+        Some(s) => humantime::format_duration(Duration::from_secs(s)).to_string(),
+        None => "-".into(),
+    }
+}
+
+pub(crate) async fn status(target: Target) -> anyhow::Result<ExitCode> {
+    let api = Api::new(target)?;
+    let body = api.get("/v1/services").await?;
+    let mut table = Table::new();
+    table.load_style(UTF8_FULL_CONDENSED);
+    table.set_header(["SERVICE", "TYPE", "STATE", "HEALTH", "REPLICAS", "RESTARTS", "UPTIME"]);
+    for s in body["services"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        let health = match s["health"]["reason"].as_str() {
+            Some(reason) => format!("{}: {reason}", text(&s["health"]["level"])),
+            None => text(&s["health"]["level"]),
+        };
+        let r = &s["replicas"];
+        table.add_row([
+            text(&s["name"]),
+            text(&s["type"]),
+            text(&s["state"]),
+            health,
+            format!("{}/{}/{}", text(&r["running"]), text(&r["min"]), text(&r["max"])),
+            text(&s["restart_count"]),
+            uptime(&s["uptime_seconds"]),
+        ]);
+    }
+    let readiness = &body["readiness"];
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{table}")?;
+    writeln!(out, "runtime: {}", text(&readiness["level"]))?;
+    for reason in readiness["reasons"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        writeln!(out, "  - {}", text(reason))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn graph(target: Target, dot: bool) -> anyhow::Result<ExitCode> {
+    let api = Api::new(target)?;
+    let body = api.get("/v1/graph").await?;
+    let mut out = std::io::stdout().lock();
+    let empty = Vec::new();
+    let nodes = body["nodes"].as_array().unwrap_or(&empty);
+    let edges = body["edges"].as_array().unwrap_or(&empty);
+    if dot {
+        writeln!(out, "digraph cloister {{\n  rankdir=BT;\n  node [shape=box, style=rounded];")?;
+        for (i, layer) in body["layers"].as_array().unwrap_or(&empty).iter().enumerate() {
+            let names: Vec<String> = layer.as_array().unwrap_or(&empty).iter().map(|n| format!("\"{}\"", text(n))).collect();
+            writeln!(out, "  subgraph layer{i} {{ rank=same; {} }}", names.join("; "))?;
+        }
+        for n in nodes {
+            writeln!(out, "  \"{}\" [label=\"{}\\n{}\"];", text(&n["name"]), text(&n["name"]), text(&n["state"]))?;
+        }
+        for e in edges {
+            writeln!(out, "  \"{}\" -> \"{}\";", text(&e["from"]), text(&e["to"]))?;
+        }
+        writeln!(out, "}}")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (i, layer) in body["layers"].as_array().unwrap_or(&empty).iter().enumerate() {
+        let names: Vec<String> = layer.as_array().unwrap_or(&empty).iter().map(text).collect();
+        writeln!(out, "layer {i}: {}", names.join(", "))?;
+    }
+    for n in nodes {
+        let name = text(&n["name"]);
+        let deps: Vec<String> = edges.iter().filter(|e| text(&e["from"]) == name).map(|e| text(&e["to"])).collect();
+        if deps.is_empty() {
+            writeln!(out, "{name} ({})", text(&n["state"]))?;
+        } else {
+            writeln!(out, "{name} ({}) -> {}", text(&n["state"]), deps.join(", "))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn command(target: Target, verb: &str, name: String) -> anyhow::Result<ExitCode> {
+    let api = Api::new(target)?;
+    let (status, body) = api.send(reqwest::Method::POST, &format!("/v1/services/{name}/{verb}")).await?;
+    if !status.is_success() {
+        return Err(api_error(status, &body));
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}: {} (state: {})", text(&body["service"]), text(&body["message"]), text(&body["state"]))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_event(out: &mut impl std::io::Write, e: &Value, json: bool) -> anyhow::Result<()> {
+    if json {
+        writeln!(out, "{e}")?;
+        return Ok(());
+    }
+    let mut details = e["event"].clone();
+    let kind = details.as_object_mut().and_then(|o| o.remove("kind")).map(|k| text(&k)).unwrap_or_default();
+    let details = match details.as_object() {
+        Some(o) if !o.is_empty() => o.iter().map(|(k, v)| format!("{k}={}", text(v))).collect::<Vec<_>>().join(" "),
+        _ => String::new(),
+    };
+    let mut cause = e["cause"].clone();
+    let by = cause.as_object_mut().and_then(|o| o.remove("by")).map(|k| text(&k)).unwrap_or_default();
+    let cause_detail = cause.as_object().map(|o| o.values().map(text).collect::<Vec<_>>().join(" ")).unwrap_or_default();
+    let service = e["service"].as_str().unwrap_or("runtime");
+    let generation = e["generation"].as_u64().map(|g| format!(" gen {g}")).unwrap_or_default();
+    writeln!(
+        out,
+        "{:>6} {} {service}{generation} {kind} {details} [{by}{}]",
+        text(&e["seq"]),
+        text(&e["time"]),
+        if cause_detail.is_empty() { String::new() } else { format!(" {cause_detail}") }
+    )?;
+    Ok(())
+}
+
+pub(crate) async fn events(target: Target, since: u64, follow: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let api = Api::new(target)?;
+    let mut cursor = since;
+    loop {
+        let body = api.get(&format!("/v1/events?since={cursor}&limit=1000")).await?;
+        let events = body["events"].as_array().cloned().unwrap_or_default();
+        let mut out = std::io::stdout().lock();
+        for e in &events {
+            print_event(&mut out, e, json)?;
+        }
+        cursor = body["next"].as_u64().unwrap_or(cursor);
+        if events.len() < 1000 {
+            break;
+        }
+    }
+    if !follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let url = format!("{}/v1/events/stream?since={cursor}", api.base);
+    let response = api.http.get(&url).bearer_auth(&api.token).send().await.map_err(|e| unreachable_error(&api.base, e))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        return Err(api_error(status, &body));
+    }
+    let mut stream = response.bytes_stream();
+    let mut buffer = String::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.context("the event stream broke off")?;
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            for line in frame.lines() {
+                if let Some(data) = line.strip_prefix("data:") {
+                    let e: Value = serde_json::from_str(data.trim()).context("malformed event")?;
+                    let mut out = std::io::stdout().lock();
+                    print_event(&mut out, &e, json)?;
+                    out.flush()?;
+                }
+            }
+        }
+    }
+    bail!("the runtime closed the event stream (it is shutting down?)")
+}

@@ -1,0 +1,239 @@
+//! `cloister run`: load the configuration, prepare the data directory, start the runtime and serve the
+//! API until SIGINT or SIGTERM; and `cloister config validate`.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use runtime::config::{Config, Platform};
+use runtime::journal::{Cause, Event};
+use runtime::{Builder, Journal, Spec};
+use tokio_util::sync::CancellationToken;
+
+use crate::synthetic::Synthetic;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    /// Configuration file (TOML). Without it, the built-in defaults.
+    #[arg(long, short, env = "CLOISTER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (journal, admin token); overrides `runtime.data_dir`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address for the HTTP API; overrides `runtime.listen`.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+/// The services built into this binary, with their default specs. The orchestrator's own services
+/// (crypto, storage, account, computation, oracle, ai) join this list as they land.
+fn catalog() -> Vec<Spec> {
+    Vec::new()
+}
+
+fn print_problems(file: &Path, invalid: &runtime::config::Invalid) {
+    let mut err = std::io::stderr().lock();
+    for p in &invalid.problems {
+        let _ = writeln!(err, "{}: {p}", file.display());
+    }
+    let _ = writeln!(err, "{} problem(s) found; nothing was started", invalid.problems.len());
+}
+
+fn load(file: &Path) -> anyhow::Result<Result<Config, runtime::config::Invalid>> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read config file {}", file.display()))?;
+    Ok(Config::parse(&text, &catalog()))
+}
+
+pub(crate) fn validate(file: &Path) -> anyhow::Result<ExitCode> {
+    match load(file)? {
+        Ok(config) => {
+            let (specs, disabled) = config.resolve(&catalog());
+            let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(
+                out,
+                "{}: valid; {} service(s) enabled{}{}",
+                file.display(),
+                names.len(),
+                if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) },
+                if disabled.is_empty() { String::new() } else { format!("; {} disabled", disabled.len()) },
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(invalid) => {
+            print_problems(file, &invalid);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CLOISTER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = match &args.config {
+        Some(file) => match load(file)? {
+            Ok(config) => config,
+            Err(invalid) => {
+                print_problems(file, &invalid);
+                return Ok(ExitCode::FAILURE);
+            }
+        },
+        None => Config::default(),
+    };
+    if let Some(dir) = args.data_dir {
+        config.runtime.data_dir = dir;
+    }
+    if let Some(listen) = args.listen {
+        config.runtime.listen = listen;
+    }
+    if config.enclave.platform == Platform::Gramine {
+        bail!(
+            "enclave.platform = \"gramine\" is not supported by this build yet (the enclave platform crate has not \
+             landed); use \"simulation\""
+        );
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    rt.block_on(serve(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))
+}
+
+/// The admin token: from `CLOISTER_ADMIN_TOKEN`, else from `DATA_DIR/admin.token`, else generated there
+/// (readable by the owner only).
+fn admin_token(dir: &Path) -> anyhow::Result<(String, String)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Ok(token) = std::env::var("CLOISTER_ADMIN_TOKEN") {
+        if token.trim().len() < 16 {
+            bail!("CLOISTER_ADMIN_TOKEN must be at least 16 characters");
+        }
+        return Ok((token.trim().to_owned(), "the CLOISTER_ADMIN_TOKEN environment variable".into()));
+    }
+    let path = dir.join("admin.token");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let token = text.trim();
+            if token.len() < 16 {
+                bail!("{} is damaged (too short); delete it to have a new token generated", path.display());
+            }
+            return Ok((token.to_owned(), path.display().to_string()));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let token = hex::encode(rand::random::<[u8; 32]>());
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(format!("{token}\n").as_bytes()).and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok((token, path.display().to_string()))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let dir = config.runtime.data_dir.clone();
+    prepare_data_dir(&dir)?;
+    let (token, token_source) = admin_token(&dir)?;
+    let journal_path = dir.join("journal.log");
+    let (journal, report) = Journal::open(&journal_path).with_context(|| format!("cannot open {}", journal_path.display()))?;
+    if report.torn_bytes > 0 {
+        tracing::warn!(bytes = report.torn_bytes, "the journal's last entry was torn by a crash and has been cut off");
+        journal.append(None, None, Event::JournalIntegrity { problem: format!("cut off {} bytes of a torn last entry", report.torn_bytes) }, Cause::Journal);
+    }
+    if let Some(problem) = &report.violation {
+        tracing::error!(%problem, "the journal on disk has been modified");
+        journal.append(None, None, Event::JournalIntegrity { problem: problem.clone() }, Cause::Journal);
+    }
+    let listener = tokio::net::TcpListener::bind(config.runtime.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (is another Cloister running? use --listen)", config.runtime.listen))?;
+    let local = listener.local_addr().context("listener address")?;
+
+    let mut builder = Builder::new(journal);
+    let (specs, disabled) = config.resolve(&catalog());
+    for spec in specs {
+        match config.testing.services.get(&spec.name) {
+            Some(synthetic) => {
+                builder.add_with_spec(Synthetic { spec: spec.clone(), work: synthetic.work }, spec);
+            }
+            None => bail!("service {} is in the catalog but this binary cannot build it", spec.name),
+        }
+    }
+    for name in disabled {
+        builder.disable(name);
+    }
+    let runtime = builder.start().context("cannot start the runtime")?;
+
+    let shutdown = CancellationToken::new();
+    let grace = config.runtime.shutdown_grace;
+    let state = api::AppState {
+        client: runtime.client(),
+        admin_token: Arc::from(token.as_str()),
+        config: Arc::new(config),
+        shutdown: shutdown.clone(),
+    };
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "Cloister {} listening on http://{local} (platform: simulation)", env!("CARGO_PKG_VERSION"));
+        let _ = writeln!(out, "admin token: {token_source}");
+        let _ = writeln!(out, "data directory: {}", dir.display());
+        let _ = out.flush();
+    }
+    let signal = shutdown.clone();
+    let watcher = tokio::spawn(async move {
+        tokio::select! {
+            () = wait_for_signal() => tracing::info!("shutting down"),
+            () = signal.cancelled() => {}
+        }
+        signal.cancel();
+    });
+    let served = api::serve(listener, state).await.context("the API server failed");
+    shutdown.cancel();
+    let _ = watcher.await;
+    if tokio::time::timeout(grace, runtime.shutdown()).await.is_err() {
+        tracing::error!(grace = %humantime::format_duration(grace), "services did not stop within the shutdown grace; exiting anyway");
+    }
+    served
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
