@@ -95,7 +95,9 @@ pub(crate) async fn status(target: Target) -> anyhow::Result<ExitCode> {
     let mut table = Table::new();
     table.load_style(UTF8_FULL_CONDENSED);
     table.set_header(["SERVICE", "TYPE", "STATE", "HEALTH", "REPLICAS", "RESTARTS", "UPTIME"]);
-    for s in body["services"].as_array().map(Vec::as_slice).unwrap_or_default() {
+    let mut services = body["services"].as_array().cloned().unwrap_or_default();
+    services.sort_by_key(|s| (s["layer"].as_u64(), text(&s["name"])));
+    for s in &services {
         let health = match s["health"]["reason"].as_str() {
             Some(reason) => format!("{}: {reason}", text(&s["health"]["level"])),
             None => text(&s["health"]["level"]),
@@ -170,6 +172,14 @@ pub(crate) async fn command(target: Target, verb: &str, name: String) -> anyhow:
     Ok(ExitCode::SUCCESS)
 }
 
+/// `key=value`, with nested objects flattened (`outcome=hung missed=2`).
+fn flat(key: &str, v: &Value) -> String {
+    match v.as_object() {
+        Some(o) => o.iter().map(|(k, v)| flat(k, v)).collect::<Vec<_>>().join(" "),
+        None => format!("{key}={}", text(v)),
+    }
+}
+
 fn print_event(out: &mut impl std::io::Write, e: &Value, json: bool) -> anyhow::Result<()> {
     if json {
         writeln!(out, "{e}")?;
@@ -178,7 +188,7 @@ fn print_event(out: &mut impl std::io::Write, e: &Value, json: bool) -> anyhow::
     let mut details = e["event"].clone();
     let kind = details.as_object_mut().and_then(|o| o.remove("kind")).map(|k| text(&k)).unwrap_or_default();
     let details = match details.as_object() {
-        Some(o) if !o.is_empty() => o.iter().map(|(k, v)| format!("{k}={}", text(v))).collect::<Vec<_>>().join(" "),
+        Some(o) if !o.is_empty() => o.iter().map(|(k, v)| flat(k, v)).collect::<Vec<_>>().join(" "),
         _ => String::new(),
     };
     let mut cause = e["cause"].clone();

@@ -78,6 +78,12 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // A panicking service task is a service failure that its recovery policy handles; log it as one
+    // line instead of the default hook's report.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        tracing::error!("panic{location}: {}", panic_message(info));
+    }));
     let mut config = match &args.config {
         Some(file) => match load(file)? {
             Ok(config) => config,
@@ -103,6 +109,15 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     rt.block_on(serve(config))?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn panic_message(info: &std::panic::PanicHookInfo<'_>) -> String {
+    let payload = info.payload();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
 }
 
 fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {

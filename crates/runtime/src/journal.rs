@@ -243,7 +243,10 @@ impl Journal {
     /// Opens (or creates) the journal at `path`, verifying every entry already in it.
     pub fn open(path: &Path) -> Result<(Journal, OpenReport), JournalError> {
         let io = |source| JournalError::Io { path: path.to_owned(), source };
-        let mut file = OpenOptions::new().create(true).read(true).append(true).open(path).map_err(io)?;
+        let mut file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            OpenOptions::new().create(true).read(true).append(true).mode(0o600).open(path).map_err(io)?
+        };
         let mut report = OpenReport::default();
         let mut reader = BufReader::new(&mut file);
         let mut last_hash = GENESIS.to_owned();

@@ -180,6 +180,8 @@ struct Entry_ {
     degraded_mode: Option<String>,
     epoch: u64,
     started_at: Option<SystemTime>,
+    /// Why the current stop was asked for, for the journal entry that ends it.
+    stop_cause: Option<Cause>,
 }
 
 /// Why the runtime is not fully ready, per service.
@@ -428,7 +430,11 @@ impl Supervisor {
         replica.cancel.cancel();
         let outcome = replica.exit_cause.clone().unwrap_or_else(|| classify(result, replica.stopping));
         let ran = replica.launched_at.elapsed();
-        self.record_gen(i, id.generation, Event::Exited { replica: id.replica, outcome: outcome.clone() }, Cause::Service);
+        let cause = match outcome {
+            ExitOutcome::Hung { .. } | ExitOutcome::StartTimeout => Cause::Probe,
+            _ => self.entries[i].stop_cause.clone().filter(|_| replica.stopping).unwrap_or(Cause::Service),
+        };
+        self.record_gen(i, id.generation, Event::Exited { replica: id.replica, outcome: outcome.clone() }, cause);
         if replica.stopping {
             if self.entries[i].state == State::Stopping && self.entries[i].replicas.is_empty() {
                 self.finish_stop(i);
@@ -749,6 +755,7 @@ impl Supervisor {
             }
             State::Starting | State::Running | State::Degraded => {
                 self.set_state(i, Input::Stop);
+                self.entries[i].stop_cause = Some(cause.clone());
                 self.record(i, Event::Stopping, cause.clone());
                 self.stop_replicas(i);
                 if self.entries[i].replicas.is_empty() {
@@ -761,7 +768,8 @@ impl Supervisor {
 
     fn finish_stop(&mut self, i: usize) {
         self.set_state(i, Input::Stopped);
-        self.after_stop(i, &Cause::Service);
+        let cause = self.entries[i].stop_cause.take().unwrap_or(Cause::Service);
+        self.after_stop(i, &cause);
     }
 
     fn after_stop(&mut self, i: usize, cause: &Cause) {
@@ -915,6 +923,7 @@ impl Entry_ {
             degraded_mode: None,
             epoch: 0,
             started_at: None,
+            stop_cause: None,
         }
     }
 }

@@ -1,0 +1,265 @@
+//! Restart latency: from a panic injected into a trivial service (backoff 0, no jitter) to the
+//! replacement incarnation answering a call, as percentiles in microseconds, next to the raw cost of
+//! spawning a tokio task that answers a oneshot.
+//!
+//! Run: `cargo bench -p runtime --bench restart` (without `--bench`, as under `cargo test`, it does a
+//! few rounds only).
+
+#![allow(clippy::print_stdout)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use runtime::journal::{Event, Fault};
+use runtime::{
+    Builder, Context, Handle, Journal, Kind, Reply, RuntimeLevel, Service, ServiceError,
+    ServiceName, Spec,
+};
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
+const WORKERS: usize = 2;
+const NAME: ServiceName = ServiceName::from_static("echo");
+
+enum Request {
+    /// Answers with the generation of the incarnation that handled it.
+    Generation(Reply<u64>),
+    /// Panics while holding the reply.
+    Crash(Reply<()>),
+}
+
+struct Echo;
+
+impl Service for Echo {
+    type Request = Request;
+
+    fn spec(&self) -> Spec {
+        let mut spec = Spec::new(NAME, Kind::Core);
+        spec.recovery.backoff.initial = Duration::ZERO;
+        spec.recovery.backoff.jitter = 0.0;
+        // Never give up: the intensity limit is not what is measured.
+        spec.recovery.max_restarts = u32::MAX;
+        spec.recovery.window = Duration::from_millis(1);
+        spec
+    }
+
+    async fn run(&self, mut cx: Context<Request>) -> Result<(), ServiceError> {
+        let generation = cx.generation();
+        while let Some(request) = cx.recv().await {
+            match request {
+                Request::Generation(reply) => reply.send(generation),
+                Request::Crash(_reply) => panic!("crash requested (generation {generation})"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How the incarnation is made to fail.
+#[derive(Clone, Copy)]
+enum Failure {
+    InjectedPanic,
+    PanickingRequest,
+}
+
+/// One restart: fail the current incarnation, then call until the next one answers.
+async fn restart_once(
+    rt: &runtime::Runtime,
+    handle: &Handle<Request>,
+    before: u64,
+    failure: Failure,
+) -> (Duration, u64) {
+    let start = Instant::now();
+    match failure {
+        Failure::InjectedPanic => {
+            rt.inject_fault(&NAME, Fault::Panic)
+                .await
+                .expect("the service is running");
+        }
+        Failure::PanickingRequest => {
+            let crashed = handle.call(Request::Crash).await;
+            assert!(
+                crashed.is_err(),
+                "the crash request is interrupted, not answered"
+            );
+        }
+    }
+    // The call waits in the mailbox while the service restarts; the fault overtakes it (control
+    // messages come first), so the old incarnation never answers it.
+    let generation = handle
+        .call(Request::Generation)
+        .await
+        .expect("the new incarnation answers");
+    let elapsed = start.elapsed();
+    assert!(
+        generation > before,
+        "answered by a new incarnation ({generation} after {before})"
+    );
+    (elapsed, generation)
+}
+
+/// Where a restart's time goes, from the journal's timestamps of the entries still in memory.
+#[derive(Default)]
+struct Phases {
+    /// From the `Exited` entry of the failed incarnation to `BackoffScheduled`.
+    exit_to_backoff: Vec<Duration>,
+    /// From `BackoffScheduled` (with a delay of 0) to the replacement's `Starting`.
+    backoff_to_starting: Vec<Duration>,
+    /// From `Starting` to the replacement's `Ready`.
+    starting_to_ready: Vec<Duration>,
+}
+
+fn phases(journal: &Journal) -> Phases {
+    let mut phases = Phases::default();
+    let entries = journal
+        .read(0, usize::MAX)
+        .expect("an in-memory journal reads");
+    let mut exited = None;
+    let mut backoff = None;
+    let mut starting = None;
+    let since = |earlier: Option<SystemTime>, now: SystemTime| {
+        earlier.and_then(|t| now.duration_since(t).ok())
+    };
+    for entry in entries.iter().filter(|e| e.service.as_ref() == Some(&NAME)) {
+        match entry.event {
+            Event::Exited { .. } => exited = Some(entry.time),
+            Event::BackoffScheduled { .. } => {
+                phases
+                    .exit_to_backoff
+                    .extend(since(exited.take(), entry.time));
+                backoff = Some(entry.time);
+            }
+            Event::Starting { restart: true, .. } => {
+                phases
+                    .backoff_to_starting
+                    .extend(since(backoff.take(), entry.time));
+                starting = Some(entry.time);
+            }
+            Event::Ready { .. } => phases
+                .starting_to_ready
+                .extend(since(starting.take(), entry.time)),
+            _ => {}
+        }
+    }
+    phases
+}
+
+async fn measure_restarts(
+    rounds: usize,
+    warm_up: usize,
+    failure: Failure,
+) -> (Vec<Duration>, Phases) {
+    let journal = Journal::in_memory();
+    let mut builder = Builder::new(journal.clone());
+    let handle = builder.add(Echo);
+    let rt = builder.start().expect("a valid graph");
+    rt.readiness()
+        .wait_for(|r| r.level == RuntimeLevel::Ready)
+        .await
+        .expect("the runtime becomes ready");
+    let mut generation = handle
+        .call(Request::Generation)
+        .await
+        .expect("the first incarnation answers");
+    let mut samples = Vec::with_capacity(rounds);
+    for round in 0..warm_up + rounds {
+        let (elapsed, next) = restart_once(&rt, &handle, generation, failure).await;
+        generation = next;
+        if round >= warm_up {
+            samples.push(elapsed);
+        }
+    }
+    rt.shutdown().await;
+    (samples, phases(&journal))
+}
+
+/// The floor: spawning a task and receiving its answer on a oneshot.
+async fn measure_spawn(rounds: usize, warm_up: usize) -> Vec<Duration> {
+    let mut tasks = JoinSet::new();
+    let mut samples = Vec::with_capacity(rounds);
+    for round in 0..warm_up + rounds {
+        let start = Instant::now();
+        let (tx, rx) = oneshot::channel();
+        tasks.spawn(async move {
+            let _ = tx.send(round);
+        });
+        let answer = rx.await.expect("the task answers");
+        let elapsed = start.elapsed();
+        assert_eq!(answer, round);
+        if round >= warm_up {
+            samples.push(elapsed);
+        }
+        while tasks.try_join_next().is_some() {}
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("a spawned task");
+    }
+    samples
+}
+
+fn report(label: &str, mut samples: Vec<Duration>) {
+    if samples.is_empty() {
+        println!("{label:<44} no samples");
+        return;
+    }
+    samples.sort();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+        samples[i].as_secs_f64() * 1e6
+    };
+    let max = samples.last().map_or(0.0, |d| d.as_secs_f64() * 1e6);
+    println!(
+        "{label:<44} n={:<5} p50={:>8.1}us p90={:>8.1}us p99={:>8.1}us max={:>8.1}us",
+        samples.len(),
+        at(0.50),
+        at(0.90),
+        at(0.99),
+        max
+    );
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let (rounds, warm_up) = if full { (2000, 200) } else { (20, 2) };
+    // Each restart panics on purpose; printing thousands of panic messages would be measured too.
+    let panics = Arc::new(AtomicU64::new(0));
+    let counted = panics.clone();
+    std::panic::set_hook(Box::new(move |_| {
+        counted.fetch_add(1, Ordering::Relaxed);
+    }));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKERS)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    // Everything runs in a worker task, as a service calling another would.
+    let (injected, requested, spawned) = rt.block_on(async move {
+        let measured = tokio::spawn(async move {
+            let injected = measure_restarts(rounds, warm_up, Failure::InjectedPanic).await;
+            let requested = measure_restarts(rounds, warm_up, Failure::PanickingRequest).await;
+            let spawned = measure_spawn(rounds, warm_up).await;
+            (injected, requested, spawned)
+        });
+        measured.await.expect("the measurement task")
+    });
+    let _ = std::panic::take_hook();
+    println!(
+        "restart latency, {WORKERS} tokio workers, backoff 0, jitter 0 ({} panics)",
+        panics.load(Ordering::Relaxed)
+    );
+    report("inject_fault(Panic) -> new incarnation answers", injected.0);
+    report("panicking request -> new incarnation answers", requested.0);
+    report("baseline: tokio::spawn + oneshot answer", spawned);
+    println!(
+        "phases of the restarts still in the in-memory journal (wall clock, inject_fault runs):"
+    );
+    let Phases {
+        exit_to_backoff,
+        backoff_to_starting,
+        starting_to_ready,
+    } = injected.1;
+    report("  Exited -> BackoffScheduled", exit_to_backoff);
+    report("  BackoffScheduled (0 ms) -> Starting", backoff_to_starting);
+    report("  Starting -> Ready", starting_to_ready);
+}
