@@ -28,11 +28,19 @@ struct Inner<'a> {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), retry_after: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u64) -> Self {
-        ApiError { retry_after: Some(retry_after), ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message) }
+        ApiError {
+            retry_after: Some(retry_after),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+        }
     }
 
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
@@ -50,11 +58,17 @@ impl IntoResponse for ApiError {
             tracing::error!(code = self.code, message = %self.message, "request failed");
         }
         let body = Body {
-            error: Inner { code: self.code, message: &self.message, retryable: self.retry_after.is_some() },
+            error: Inner {
+                code: self.code,
+                message: &self.message,
+                retryable: self.retry_after.is_some(),
+            },
         };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
@@ -63,10 +77,20 @@ impl IntoResponse for ApiError {
 impl From<runtime::Error> for ApiError {
     fn from(e: runtime::Error) -> Self {
         match &e {
-            runtime::Error::UnknownService(_) => ApiError::not_found("service.not_found", e.to_string()),
-            runtime::Error::NotRunning { .. } => ApiError::new(StatusCode::CONFLICT, "service.not_running", e.to_string()),
-            runtime::Error::Graph(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "service.invalid_graph", e.to_string()),
-            runtime::Error::ShuttingDown => ApiError::unavailable("runtime.shutting_down", e.to_string(), 5),
+            runtime::Error::UnknownService(_) => {
+                ApiError::not_found("service.not_found", e.to_string())
+            }
+            runtime::Error::NotRunning { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "service.not_running", e.to_string())
+            }
+            runtime::Error::Graph(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "service.invalid_graph",
+                e.to_string(),
+            ),
+            runtime::Error::ShuttingDown => {
+                ApiError::unavailable("runtime.shutting_down", e.to_string(), 5)
+            }
         }
     }
 }
@@ -77,9 +101,11 @@ impl From<runtime::journal::JournalError> for ApiError {
             runtime::journal::JournalError::Tampered { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "journal.integrity", e.to_string())
             }
-            runtime::journal::JournalError::Io { .. } => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "journal.io", e.to_string())
-            }
+            runtime::journal::JournalError::Io { .. } => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "journal.io",
+                e.to_string(),
+            ),
         }
     }
 }

@@ -34,15 +34,24 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request("request.invalid_query", e.body_text()))?;
+    let Query(q) =
+        query.map_err(|e| ApiError::bad_request("request.invalid_query", e.body_text()))?;
     let limit = q.limit.unwrap_or(1000).clamp(1, MAX_PAGE);
     let journal = state.client.journal().clone();
     let since = q.since.unwrap_or(0);
     let entries = tokio::task::spawn_blocking(move || journal.read(since, limit))
         .await
-        .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+        .map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                e.to_string(),
+            )
+        })??;
     let next = entries.last().map_or(since, |e| e.seq);
-    Ok(Json(json!({ "events": entries, "next": next, "last_seq": state.client.journal().last_seq() })))
+    Ok(Json(
+        json!({ "events": entries, "next": next, "last_seq": state.client.journal().last_seq() }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -58,22 +67,36 @@ pub(crate) async fn stream(
     headers: HeaderMap,
     query: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::bad_request("request.invalid_query", e.body_text()))?;
+    let Query(q) =
+        query.map_err(|e| ApiError::bad_request("request.invalid_query", e.body_text()))?;
     let from_header = match headers.get("last-event-id") {
         Some(v) => Some(
             v.to_str()
                 .ok()
                 .and_then(|s| s.trim().parse::<u64>().ok())
-                .ok_or_else(|| ApiError::bad_request("request.invalid_last_event_id", "Last-Event-ID must be a sequence number"))?,
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "request.invalid_last_event_id",
+                        "Last-Event-ID must be a sequence number",
+                    )
+                })?,
         ),
         None => None,
     };
     let journal = state.client.journal().clone();
     // Subscribe before reading the backlog so nothing falls between the two.
     let live = journal.subscribe();
-    let cursor = from_header.or(q.since).unwrap_or_else(|| journal.last_seq());
+    let cursor = from_header
+        .or(q.since)
+        .unwrap_or_else(|| journal.last_seq());
     let events = follow(journal, live, cursor)
-        .map(|entry| Ok(Event::default().id(entry.seq.to_string()).event("journal").json_data(&*entry).unwrap_or_default()))
+        .map(|entry| {
+            Ok(Event::default()
+                .id(entry.seq.to_string())
+                .event("journal")
+                .json_data(&*entry)
+                .unwrap_or_default())
+        })
         .take_until(state.shutdown.clone().cancelled_owned());
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
@@ -87,8 +110,17 @@ struct Follow {
 
 /// Entries after `cursor`, in order, forever: from the backlog first, then live, re-reading the
 /// journal by cursor whenever the live feed lagged or skipped.
-fn follow(journal: Journal, live: broadcast::Receiver<Arc<Entry>>, cursor: u64) -> impl Stream<Item = Arc<Entry>> {
-    let state = Follow { journal, live, cursor, backlog: VecDeque::new() };
+fn follow(
+    journal: Journal,
+    live: broadcast::Receiver<Arc<Entry>>,
+    cursor: u64,
+) -> impl Stream<Item = Arc<Entry>> {
+    let state = Follow {
+        journal,
+        live,
+        cursor,
+        backlog: VecDeque::new(),
+    };
     futures::stream::unfold(state, |mut s| async move {
         loop {
             if s.backlog.is_empty() {

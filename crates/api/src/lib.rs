@@ -42,7 +42,10 @@ pub fn router(state: AppState) -> Router {
     if state.config.testing.fault_injection {
         admin = admin.route("/v1/services/{name}/faults", post(orchestration::fault));
     }
-    let admin = admin.route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_admin));
+    let admin = admin.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_admin,
+    ));
     Router::new()
         .route("/livez", get(orchestration::livez))
         .route("/readyz", get(orchestration::readyz))
@@ -55,9 +58,15 @@ pub fn router(state: AppState) -> Router {
 /// Serves the API on `listener` until `shutdown` is cancelled, then lets open requests finish.
 pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "http.not_found", format!("no endpoint at {}", uri.path()))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "http.not_found",
+        format!("no endpoint at {}", uri.path()),
+    )
 }

@@ -16,7 +16,8 @@ use crate::{ApiError, AppState};
 
 fn parse_name(name: &str) -> Result<ServiceName, ApiError> {
     // An invalid name cannot be a registered one: answer as for any unknown service.
-    ServiceName::new(name).map_err(|_| ApiError::not_found("service.not_found", format!("no service named {name:?}")))
+    ServiceName::new(name)
+        .map_err(|_| ApiError::not_found("service.not_found", format!("no service named {name:?}")))
 }
 
 pub(crate) async fn livez() -> Json<Value> {
@@ -105,12 +106,21 @@ fn view<'a>(s: &'a ServiceStatus, edges: &[EdgeSnapshot]) -> ServiceView<'a> {
         resources: &spec.resources,
         health_check: &spec.health,
         recovery: &spec.recovery,
-        replicas: Replicas { running: s.replicas_running, min: spec.replicas.min, max: spec.replicas.max },
+        replicas: Replicas {
+            running: s.replicas_running,
+            min: spec.replicas.min,
+            max: spec.replicas.max,
+        },
         capabilities: &spec.capabilities,
         restart_count: s.restarts,
         generation: s.generation,
-        started_at: s.started_at.map(|t| humantime::format_rfc3339_millis(t).to_string()),
-        uptime_seconds: s.started_at.and_then(|t| SystemTime::now().duration_since(t).ok()).map(|d| d.as_secs()),
+        started_at: s
+            .started_at
+            .map(|t| humantime::format_rfc3339_millis(t).to_string()),
+        uptime_seconds: s
+            .started_at
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .map(|d| d.as_secs()),
         queue_depth: s.queue_depth,
         requests: requests(edges, &spec.name),
     }
@@ -124,17 +134,27 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, A
     let snap = snapshot(&state).await?;
     let edges = state.client.bus().edges();
     let services: Vec<ServiceView<'_>> = snap.services.iter().map(|s| view(s, &edges)).collect();
-    Ok(Json(json!({ "readiness": snap.readiness, "services": services })))
+    Ok(Json(
+        json!({ "readiness": snap.readiness, "services": services }),
+    ))
 }
 
-pub(crate) async fn one(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
+pub(crate) async fn one(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let name = parse_name(&name)?;
     let snap = snapshot(&state).await?;
     let edges = state.client.bus().edges();
-    let s = snap
-        .service(name.as_str())
-        .ok_or_else(|| ApiError::not_found("service.not_found", format!("no service named {:?}", name.as_str())))?;
-    Ok(Json(serde_json::to_value(view(s, &edges)).map_err(internal)?))
+    let s = snap.service(name.as_str()).ok_or_else(|| {
+        ApiError::not_found(
+            "service.not_found",
+            format!("no service named {:?}", name.as_str()),
+        )
+    })?;
+    Ok(Json(
+        serde_json::to_value(view(s, &edges)).map_err(internal)?,
+    ))
 }
 
 fn internal(e: serde_json::Error) -> ApiError {
@@ -142,20 +162,39 @@ fn internal(e: serde_json::Error) -> ApiError {
 }
 
 fn command_response(answer: runtime::Answer) -> Response {
-    let status = if answer.accepted { StatusCode::ACCEPTED } else { StatusCode::OK };
+    let status = if answer.accepted {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
     (status, Json(answer)).into_response()
 }
 
-pub(crate) async fn restart(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
-    Ok(command_response(state.client.restart(&parse_name(&name)?).await?))
+pub(crate) async fn restart(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(command_response(
+        state.client.restart(&parse_name(&name)?).await?,
+    ))
 }
 
-pub(crate) async fn stop(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
-    Ok(command_response(state.client.stop(&parse_name(&name)?).await?))
+pub(crate) async fn stop(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(command_response(
+        state.client.stop(&parse_name(&name)?).await?,
+    ))
 }
 
-pub(crate) async fn start(State(state): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
-    Ok(command_response(state.client.start(&parse_name(&name)?).await?))
+pub(crate) async fn start(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(command_response(
+        state.client.start(&parse_name(&name)?).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -171,9 +210,17 @@ pub(crate) async fn fault(
 ) -> Result<Response, ApiError> {
     let name = parse_name(&name)?;
     let Json(body) = body.map_err(|e| {
-        ApiError::bad_request("request.invalid_body", format!("{}; expected {{\"kind\": \"panic\" | \"hang\" | \"error\"}}", e.body_text()))
+        ApiError::bad_request(
+            "request.invalid_body",
+            format!(
+                "{}; expected {{\"kind\": \"panic\" | \"hang\" | \"error\"}}",
+                e.body_text()
+            ),
+        )
     })?;
-    Ok(command_response(state.client.inject_fault(&name, body.kind).await?))
+    Ok(command_response(
+        state.client.inject_fault(&name, body.kind).await?,
+    ))
 }
 
 pub(crate) async fn graph(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
@@ -192,8 +239,14 @@ pub(crate) async fn graph(State(state): State<AppState>) -> Result<Json<Value>, 
             })
         })
         .collect();
-    let edges: Vec<Value> = snap.edges.iter().map(|(from, to)| json!({ "from": from, "to": to })).collect();
-    Ok(Json(json!({ "nodes": nodes, "edges": edges, "layers": snap.layers })))
+    let edges: Vec<Value> = snap
+        .edges
+        .iter()
+        .map(|(from, to)| json!({ "from": from, "to": to }))
+        .collect();
+    Ok(Json(
+        json!({ "nodes": nodes, "edges": edges, "layers": snap.layers }),
+    ))
 }
 
 pub(crate) async fn bus(State(state): State<AppState>) -> Json<Value> {

@@ -7,7 +7,9 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use runtime::journal::Event;
-use runtime::{Builder, Context, Journal, Kind, RuntimeLevel, Service, ServiceError, ServiceName, Spec};
+use runtime::{
+    Builder, Context, Journal, Kind, RuntimeLevel, Service, ServiceError, ServiceName, Spec,
+};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -31,7 +33,10 @@ impl Service for Echo {
 
 fn spec(name: &str, deps: &[&str]) -> Spec {
     let mut s = Spec::new(ServiceName::new(name).expect("name"), Kind::Core);
-    s.dependencies = deps.iter().map(|d| ServiceName::new(d).expect("name")).collect();
+    s.dependencies = deps
+        .iter()
+        .map(|d| ServiceName::new(d).expect("name"))
+        .collect();
     s.recovery.backoff.jitter = 0.0;
     s
 }
@@ -47,7 +52,11 @@ async fn harness(fault_injection: bool) -> Harness {
     let echo = b.add(Echo(spec("base", &[])));
     b.add(Echo(spec("app", &["base"])));
     let runtime = b.start().expect("start");
-    runtime.readiness().wait_for(|r| r.level == RuntimeLevel::Ready).await.expect("ready");
+    runtime
+        .readiness()
+        .wait_for(|r| r.level == RuntimeLevel::Ready)
+        .await
+        .expect("ready");
     let mut config = runtime::config::Config::default();
     config.testing.fault_injection = fault_injection;
     let state = api::AppState {
@@ -56,10 +65,20 @@ async fn harness(fault_injection: bool) -> Harness {
         config: Arc::new(config),
         shutdown: CancellationToken::new(),
     };
-    Harness { app: api::router(state), runtime, echo }
+    Harness {
+        app: api::router(state),
+        runtime,
+        echo,
+    }
 }
 
-async fn send(app: &axum::Router, method: &str, uri: &str, token: Option<&str>, body: &str) -> (StatusCode, axum::http::HeaderMap, Value) {
+async fn send(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
     let mut req = Request::builder().method(method).uri(uri);
     if let Some(t) = token {
         req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
@@ -67,11 +86,21 @@ async fn send(app: &axum::Router, method: &str, uri: &str, token: Option<&str>, 
     if !body.is_empty() {
         req = req.header(header::CONTENT_TYPE, "application/json");
     }
-    let response = app.clone().oneshot(req.body(Body::from(body.to_owned())).expect("request")).await.expect("response");
+    let response = app
+        .clone()
+        .oneshot(req.body(Body::from(body.to_owned())).expect("request"))
+        .await
+        .expect("response");
     let status = response.status();
     let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.expect("body").to_bytes();
-    let json = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let json = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     (status, headers, json)
 }
 
@@ -79,19 +108,36 @@ async fn send(app: &axum::Router, method: &str, uri: &str, token: Option<&str>, 
 async fn probes_are_open_and_admin_endpoints_need_the_token() {
     let h = harness(false).await;
     let (status, _, body) = send(&h.app, "GET", "/livez", None, "").await;
-    assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("alive")));
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("alive"))
+    );
     let (status, _, body) = send(&h.app, "GET", "/readyz", None, "").await;
-    assert_eq!((status, body["level"].as_str()), (StatusCode::OK, Some("ready")));
+    assert_eq!(
+        (status, body["level"].as_str()),
+        (StatusCode::OK, Some("ready"))
+    );
 
     let (status, _, body) = send(&h.app, "GET", "/v1/services", None, "").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("auth.missing_token")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("auth.missing_token"))
+    );
     let (status, _, body) = send(&h.app, "GET", "/v1/services", Some("wrong"), "").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("auth.invalid_token")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("auth.invalid_token"))
+    );
     assert_eq!(body["error"]["retryable"], Value::Bool(false));
 
     let (status, _, body) = send(&h.app, "GET", "/v1/services", Some(TOKEN), "").await;
     assert_eq!(status, StatusCode::OK);
-    let names: Vec<&str> = body["services"].as_array().expect("array").iter().filter_map(|s| s["name"].as_str()).collect();
+    let names: Vec<&str> = body["services"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
     assert_eq!(names, ["base", "app"]);
     let app = &body["services"][1];
     assert_eq!(app["state"], "running");
@@ -106,14 +152,32 @@ async fn unknown_services_and_routes_are_404_with_stable_codes() {
     let h = harness(false).await;
     for uri in ["/v1/services/nope", "/v1/services/NOT%20A%20NAME"] {
         let (status, _, body) = send(&h.app, "GET", uri, Some(TOKEN), "").await;
-        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("service.not_found")), "{uri}");
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("service.not_found")),
+            "{uri}"
+        );
     }
-    let (status, _, body) = send(&h.app, "POST", "/v1/services/nope/restart", Some(TOKEN), "").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("service.not_found")));
+    let (status, _, body) =
+        send(&h.app, "POST", "/v1/services/nope/restart", Some(TOKEN), "").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("service.not_found"))
+    );
     let (status, _, body) = send(&h.app, "GET", "/v1/nothing", None, "").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("http.not_found")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("http.not_found"))
+    );
     // Fault injection is off: the endpoint does not exist.
-    let (status, _, _) = send(&h.app, "POST", "/v1/services/base/faults", Some(TOKEN), r#"{"kind":"panic"}"#).await;
+    let (status, _, _) = send(
+        &h.app,
+        "POST",
+        "/v1/services/base/faults",
+        Some(TOKEN),
+        r#"{"kind":"panic"}"#,
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     h.runtime.shutdown().await;
 }
@@ -121,26 +185,66 @@ async fn unknown_services_and_routes_are_404_with_stable_codes() {
 #[tokio::test(start_paused = true)]
 async fn faults_restart_the_service_and_show_in_events_and_metrics() {
     let h = harness(true).await;
-    let (status, _, body) = send(&h.app, "POST", "/v1/services/base/faults", Some(TOKEN), r#"{"kind":"explode"}"#).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("request.invalid_body")));
+    let (status, _, body) = send(
+        &h.app,
+        "POST",
+        "/v1/services/base/faults",
+        Some(TOKEN),
+        r#"{"kind":"explode"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("request.invalid_body"))
+    );
     let since = h.runtime.journal().last_seq();
-    let (status, _, body) = send(&h.app, "POST", "/v1/services/base/faults", Some(TOKEN), r#"{"kind":"panic"}"#).await;
+    let (status, _, body) = send(
+        &h.app,
+        "POST",
+        "/v1/services/base/faults",
+        Some(TOKEN),
+        r#"{"kind":"panic"}"#,
+    )
+    .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     h.runtime
         .journal()
-        .wait_for(since, Duration::from_secs(60), |e| matches!(e.event, Event::Up { .. }))
+        .wait_for(since, Duration::from_secs(60), |e| {
+            matches!(e.event, Event::Up { .. })
+        })
         .await
         .expect("restarted");
     h.echo.call(|r| r).await.expect("served after restart");
 
-    let (status, _, body) = send(&h.app, "GET", &format!("/v1/events?since={since}"), Some(TOKEN), "").await;
+    let (status, _, body) = send(
+        &h.app,
+        "GET",
+        &format!("/v1/events?since={since}"),
+        Some(TOKEN),
+        "",
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
-    let kinds: Vec<&str> = body["events"].as_array().expect("events").iter().filter_map(|e| e["event"]["kind"].as_str()).collect();
-    for k in ["fault_injected", "exited", "backoff_scheduled", "starting", "up"] {
+    let kinds: Vec<&str> = body["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["event"]["kind"].as_str())
+        .collect();
+    for k in [
+        "fault_injected",
+        "exited",
+        "backoff_scheduled",
+        "starting",
+        "up",
+    ] {
         assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
     }
     let (status, _, body) = send(&h.app, "GET", "/v1/events?since=abc", Some(TOKEN), "").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("request.invalid_query")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("request.invalid_query"))
+    );
 
     let (_, _, body) = send(&h.app, "GET", "/v1/services/base", Some(TOKEN), "").await;
     assert_eq!(body["restart_count"], 1);
@@ -148,7 +252,12 @@ async fn faults_restart_the_service_and_show_in_events_and_metrics() {
 
     let (status, headers, body) = send(&h.app, "GET", "/metrics", None, "").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(headers[header::CONTENT_TYPE].to_str().unwrap_or("").starts_with("text/plain; version=0.0.4"));
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("text/plain; version=0.0.4")
+    );
     let text = body.as_str().expect("text");
     for line in [
         "cloister_service_restarts_total{service=\"base\"} 1",
@@ -158,7 +267,10 @@ async fn faults_restart_the_service_and_show_in_events_and_metrics() {
         "cloister_bus_request_duration_seconds_count{caller=\"external\",callee=\"base\"} 1",
         "cloister_runtime_ready 1",
     ] {
-        assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from\n{text}"
+        );
     }
     h.runtime.shutdown().await;
 }
@@ -168,11 +280,18 @@ async fn commands_answer_with_the_state() {
     let h = harness(false).await;
     let (status, _, body) = send(&h.app, "POST", "/v1/services/base/stop", Some(TOKEN), "").await;
     assert_eq!(status, StatusCode::ACCEPTED);
-    assert!(body["message"].as_str().unwrap_or("").contains("1 dependent"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("1 dependent"),
+        "{body}"
+    );
     h.runtime
         .journal()
         .wait_for(0, Duration::from_secs(60), |e| {
-            e.service.as_ref().is_some_and(|s| s.as_str() == "base") && matches!(e.event, Event::Stopped { .. })
+            e.service.as_ref().is_some_and(|s| s.as_str() == "base")
+                && matches!(e.event, Event::Stopped { .. })
         })
         .await
         .expect("stopped");
@@ -180,13 +299,22 @@ async fn commands_answer_with_the_state() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body["reasons"].as_array().is_some_and(|r| !r.is_empty()));
     let (status, _, body) = send(&h.app, "POST", "/v1/services/base/stop", Some(TOKEN), "").await;
-    assert_eq!((status, body["accepted"].as_bool()), (StatusCode::OK, Some(false)));
+    assert_eq!(
+        (status, body["accepted"].as_bool()),
+        (StatusCode::OK, Some(false))
+    );
     let (status, _, _) = send(&h.app, "POST", "/v1/services/app/start", Some(TOKEN), "").await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let mut ready = h.runtime.readiness();
-    ready.wait_for(|r| r.level == RuntimeLevel::Ready).await.expect("ready again");
+    ready
+        .wait_for(|r| r.level == RuntimeLevel::Ready)
+        .await
+        .expect("ready again");
     let (_, _, graph) = send(&h.app, "GET", "/v1/graph", Some(TOKEN), "").await;
     assert_eq!(graph["layers"], serde_json::json!([["base"], ["app"]]));
-    assert_eq!(graph["edges"], serde_json::json!([{ "from": "app", "to": "base" }]));
+    assert_eq!(
+        graph["edges"],
+        serde_json::json!([{ "from": "app", "to": "base" }])
+    );
     h.runtime.shutdown().await;
 }

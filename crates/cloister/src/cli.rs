@@ -96,9 +96,16 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(ConfigCommand::Validate { file }) => serve::validate(&file),
         Command::Status { target } => client::block_on(client::status(target)),
         Command::Graph { dot, target } => client::block_on(client::graph(target, dot)),
-        Command::Restart { name, target } => client::block_on(client::command(target, "restart", name)),
+        Command::Restart { name, target } => {
+            client::block_on(client::command(target, "restart", name))
+        }
         Command::Stop { name, target } => client::block_on(client::command(target, "stop", name)),
         Command::Start { name, target } => client::block_on(client::command(target, "start", name)),
-        Command::Events { since, follow, json, target } => client::block_on(client::events(target, since, follow, json)),
+        Command::Events {
+            since,
+            follow,
+            json,
+            target,
+        } => client::block_on(client::events(target, since, follow, json)),
     }
 }

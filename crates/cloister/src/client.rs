@@ -11,8 +11,14 @@ use serde_json::Value;
 
 use crate::cli::Target;
 
-pub(crate) fn block_on<F: Future<Output = anyhow::Result<ExitCode>>>(f: F) -> anyhow::Result<ExitCode> {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?.block_on(f)
+pub(crate) fn block_on<F: Future<Output = anyhow::Result<ExitCode>>>(
+    f: F,
+) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(f)
 }
 
 struct Api {
@@ -38,11 +44,22 @@ impl Api {
                     })?
             }
         };
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).build().context("HTTP client")?;
-        Ok(Api { http, base: target.url.trim_end_matches('/').to_owned(), token })
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .context("HTTP client")?;
+        Ok(Api {
+            http,
+            base: target.url.trim_end_matches('/').to_owned(),
+            token,
+        })
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> anyhow::Result<(reqwest::StatusCode, Value)> {
         let url = format!("{}{path}", self.base);
         let response = self
             .http
@@ -53,19 +70,28 @@ impl Api {
             .await
             .map_err(|e| unreachable_error(&self.base, e))?;
         let status = response.status();
-        let body: Value = response.json().await.with_context(|| format!("{url} did not answer with JSON"))?;
+        let body: Value = response
+            .json()
+            .await
+            .with_context(|| format!("{url} did not answer with JSON"))?;
         Ok((status, body))
     }
 
     /// The body of a successful answer, or the API's error as an `anyhow` error.
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
         let (status, body) = self.send(reqwest::Method::GET, path).await?;
-        if status.is_success() { Ok(body) } else { Err(api_error(status, &body)) }
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(api_error(status, &body))
+        }
     }
 }
 
 fn unreachable_error(base: &str, e: reqwest::Error) -> anyhow::Error {
-    anyhow!("cannot reach Cloister at {base}: {e}. Is `cloister run` running there? Set --url or CLOISTER_URL.")
+    anyhow!(
+        "cannot reach Cloister at {base}: {e}. Is `cloister run` running there? Set --url or CLOISTER_URL."
+    )
 }
 
 fn api_error(status: reqwest::StatusCode, body: &Value) -> anyhow::Error {
@@ -94,7 +120,9 @@ pub(crate) async fn status(target: Target) -> anyhow::Result<ExitCode> {
     let body = api.get("/v1/services").await?;
     let mut table = Table::new();
     table.load_style(UTF8_FULL_CONDENSED);
-    table.set_header(["SERVICE", "TYPE", "STATE", "HEALTH", "REPLICAS", "RESTARTS", "UPTIME"]);
+    table.set_header([
+        "SERVICE", "TYPE", "STATE", "HEALTH", "REPLICAS", "RESTARTS", "UPTIME",
+    ]);
     let mut services = body["services"].as_array().cloned().unwrap_or_default();
     services.sort_by_key(|s| (s["layer"].as_u64(), text(&s["name"])));
     for s in &services {
@@ -108,7 +136,12 @@ pub(crate) async fn status(target: Target) -> anyhow::Result<ExitCode> {
             text(&s["type"]),
             text(&s["state"]),
             health,
-            format!("{}/{}/{}", text(&r["running"]), text(&r["min"]), text(&r["max"])),
+            format!(
+                "{}/{}/{}",
+                text(&r["running"]),
+                text(&r["min"]),
+                text(&r["max"])
+            ),
             text(&s["restart_count"]),
             uptime(&s["uptime_seconds"]),
         ]);
@@ -117,7 +150,11 @@ pub(crate) async fn status(target: Target) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{table}")?;
     writeln!(out, "runtime: {}", text(&readiness["level"]))?;
-    for reason in readiness["reasons"].as_array().map(Vec::as_slice).unwrap_or_default() {
+    for reason in readiness["reasons"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
         writeln!(out, "  - {}", text(reason))?;
     }
     Ok(ExitCode::SUCCESS)
@@ -131,13 +168,36 @@ pub(crate) async fn graph(target: Target, dot: bool) -> anyhow::Result<ExitCode>
     let nodes = body["nodes"].as_array().unwrap_or(&empty);
     let edges = body["edges"].as_array().unwrap_or(&empty);
     if dot {
-        writeln!(out, "digraph cloister {{\n  rankdir=BT;\n  node [shape=box, style=rounded];")?;
-        for (i, layer) in body["layers"].as_array().unwrap_or(&empty).iter().enumerate() {
-            let names: Vec<String> = layer.as_array().unwrap_or(&empty).iter().map(|n| format!("\"{}\"", text(n))).collect();
-            writeln!(out, "  subgraph layer{i} {{ rank=same; {} }}", names.join("; "))?;
+        writeln!(
+            out,
+            "digraph cloister {{\n  rankdir=BT;\n  node [shape=box, style=rounded];"
+        )?;
+        for (i, layer) in body["layers"]
+            .as_array()
+            .unwrap_or(&empty)
+            .iter()
+            .enumerate()
+        {
+            let names: Vec<String> = layer
+                .as_array()
+                .unwrap_or(&empty)
+                .iter()
+                .map(|n| format!("\"{}\"", text(n)))
+                .collect();
+            writeln!(
+                out,
+                "  subgraph layer{i} {{ rank=same; {} }}",
+                names.join("; ")
+            )?;
         }
         for n in nodes {
-            writeln!(out, "  \"{}\" [label=\"{}\\n{}\"];", text(&n["name"]), text(&n["name"]), text(&n["state"]))?;
+            writeln!(
+                out,
+                "  \"{}\" [label=\"{}\\n{}\"];",
+                text(&n["name"]),
+                text(&n["name"]),
+                text(&n["state"])
+            )?;
         }
         for e in edges {
             writeln!(out, "  \"{}\" -> \"{}\";", text(&e["from"]), text(&e["to"]))?;
@@ -145,13 +205,27 @@ pub(crate) async fn graph(target: Target, dot: bool) -> anyhow::Result<ExitCode>
         writeln!(out, "}}")?;
         return Ok(ExitCode::SUCCESS);
     }
-    for (i, layer) in body["layers"].as_array().unwrap_or(&empty).iter().enumerate() {
-        let names: Vec<String> = layer.as_array().unwrap_or(&empty).iter().map(text).collect();
+    for (i, layer) in body["layers"]
+        .as_array()
+        .unwrap_or(&empty)
+        .iter()
+        .enumerate()
+    {
+        let names: Vec<String> = layer
+            .as_array()
+            .unwrap_or(&empty)
+            .iter()
+            .map(text)
+            .collect();
         writeln!(out, "layer {i}: {}", names.join(", "))?;
     }
     for n in nodes {
         let name = text(&n["name"]);
-        let deps: Vec<String> = edges.iter().filter(|e| text(&e["from"]) == name).map(|e| text(&e["to"])).collect();
+        let deps: Vec<String> = edges
+            .iter()
+            .filter(|e| text(&e["from"]) == name)
+            .map(|e| text(&e["to"]))
+            .collect();
         if deps.is_empty() {
             writeln!(out, "{name} ({})", text(&n["state"]))?;
         } else {
@@ -163,19 +237,34 @@ pub(crate) async fn graph(target: Target, dot: bool) -> anyhow::Result<ExitCode>
 
 pub(crate) async fn command(target: Target, verb: &str, name: String) -> anyhow::Result<ExitCode> {
     let api = Api::new(target)?;
-    let (status, body) = api.send(reqwest::Method::POST, &format!("/v1/services/{name}/{verb}")).await?;
+    let (status, body) = api
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/services/{name}/{verb}"),
+        )
+        .await?;
     if !status.is_success() {
         return Err(api_error(status, &body));
     }
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}: {} (state: {})", text(&body["service"]), text(&body["message"]), text(&body["state"]))?;
+    writeln!(
+        out,
+        "{}: {} (state: {})",
+        text(&body["service"]),
+        text(&body["message"]),
+        text(&body["state"])
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `key=value`, with nested objects flattened (`outcome=hung missed=2`).
 fn flat(key: &str, v: &Value) -> String {
     match v.as_object() {
-        Some(o) => o.iter().map(|(k, v)| flat(k, v)).collect::<Vec<_>>().join(" "),
+        Some(o) => o
+            .iter()
+            .map(|(k, v)| flat(k, v))
+            .collect::<Vec<_>>()
+            .join(" "),
         None => format!("{key}={}", text(v)),
     }
 }
@@ -186,31 +275,60 @@ fn print_event(out: &mut impl std::io::Write, e: &Value, json: bool) -> anyhow::
         return Ok(());
     }
     let mut details = e["event"].clone();
-    let kind = details.as_object_mut().and_then(|o| o.remove("kind")).map(|k| text(&k)).unwrap_or_default();
+    let kind = details
+        .as_object_mut()
+        .and_then(|o| o.remove("kind"))
+        .map(|k| text(&k))
+        .unwrap_or_default();
     let details = match details.as_object() {
-        Some(o) if !o.is_empty() => o.iter().map(|(k, v)| flat(k, v)).collect::<Vec<_>>().join(" "),
+        Some(o) if !o.is_empty() => o
+            .iter()
+            .map(|(k, v)| flat(k, v))
+            .collect::<Vec<_>>()
+            .join(" "),
         _ => String::new(),
     };
     let mut cause = e["cause"].clone();
-    let by = cause.as_object_mut().and_then(|o| o.remove("by")).map(|k| text(&k)).unwrap_or_default();
-    let cause_detail = cause.as_object().map(|o| o.values().map(text).collect::<Vec<_>>().join(" ")).unwrap_or_default();
+    let by = cause
+        .as_object_mut()
+        .and_then(|o| o.remove("by"))
+        .map(|k| text(&k))
+        .unwrap_or_default();
+    let cause_detail = cause
+        .as_object()
+        .map(|o| o.values().map(text).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
     let service = e["service"].as_str().unwrap_or("runtime");
-    let generation = e["generation"].as_u64().map(|g| format!(" gen {g}")).unwrap_or_default();
+    let generation = e["generation"]
+        .as_u64()
+        .map(|g| format!(" gen {g}"))
+        .unwrap_or_default();
     writeln!(
         out,
         "{:>6} {} {service}{generation} {kind} {details} [{by}{}]",
         text(&e["seq"]),
         text(&e["time"]),
-        if cause_detail.is_empty() { String::new() } else { format!(" {cause_detail}") }
+        if cause_detail.is_empty() {
+            String::new()
+        } else {
+            format!(" {cause_detail}")
+        }
     )?;
     Ok(())
 }
 
-pub(crate) async fn events(target: Target, since: u64, follow: bool, json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) async fn events(
+    target: Target,
+    since: u64,
+    follow: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let api = Api::new(target)?;
     let mut cursor = since;
     loop {
-        let body = api.get(&format!("/v1/events?since={cursor}&limit=1000")).await?;
+        let body = api
+            .get(&format!("/v1/events?since={cursor}&limit=1000"))
+            .await?;
         let events = body["events"].as_array().cloned().unwrap_or_default();
         let mut out = std::io::stdout().lock();
         for e in &events {
@@ -225,7 +343,13 @@ pub(crate) async fn events(target: Target, since: u64, follow: bool, json: bool)
         return Ok(ExitCode::SUCCESS);
     }
     let url = format!("{}/v1/events/stream?since={cursor}", api.base);
-    let response = api.http.get(&url).bearer_auth(&api.token).send().await.map_err(|e| unreachable_error(&api.base, e))?;
+    let response = api
+        .http
+        .get(&url)
+        .bearer_auth(&api.token)
+        .send()
+        .await
+        .map_err(|e| unreachable_error(&api.base, e))?;
     if !response.status().is_success() {
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);

@@ -39,11 +39,16 @@ fn print_problems(file: &Path, invalid: &runtime::config::Invalid) {
     for p in &invalid.problems {
         let _ = writeln!(err, "{}: {p}", file.display());
     }
-    let _ = writeln!(err, "{} problem(s) found; nothing was started", invalid.problems.len());
+    let _ = writeln!(
+        err,
+        "{} problem(s) found; nothing was started",
+        invalid.problems.len()
+    );
 }
 
 fn load(file: &Path) -> anyhow::Result<Result<Config, runtime::config::Invalid>> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read config file {}", file.display()))?;
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read config file {}", file.display()))?;
     Ok(Config::parse(&text, &catalog()))
 }
 
@@ -58,8 +63,16 @@ pub(crate) fn validate(file: &Path) -> anyhow::Result<ExitCode> {
                 "{}: valid; {} service(s) enabled{}{}",
                 file.display(),
                 names.len(),
-                if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) },
-                if disabled.is_empty() { String::new() } else { format!("; {} disabled", disabled.len()) },
+                if names.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", names.join(", "))
+                },
+                if disabled.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {} disabled", disabled.len())
+                },
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -81,7 +94,10 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // A panicking service task is a service failure that its recovery policy handles; log it as one
     // line instead of the default hook's report.
     std::panic::set_hook(Box::new(|info| {
-        let location = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        let location = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
         tracing::error!("panic{location}: {}", panic_message(info));
     }));
     let mut config = match &args.config {
@@ -106,7 +122,10 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
              landed); use \"simulation\""
         );
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
     rt.block_on(serve(config))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -137,14 +156,20 @@ fn admin_token(dir: &Path) -> anyhow::Result<(String, String)> {
         if token.trim().len() < 16 {
             bail!("CLOISTER_ADMIN_TOKEN must be at least 16 characters");
         }
-        return Ok((token.trim().to_owned(), "the CLOISTER_ADMIN_TOKEN environment variable".into()));
+        return Ok((
+            token.trim().to_owned(),
+            "the CLOISTER_ADMIN_TOKEN environment variable".into(),
+        ));
     }
     let path = dir.join("admin.token");
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let token = text.trim();
             if token.len() < 16 {
-                bail!("{} is damaged (too short); delete it to have a new token generated", path.display());
+                bail!(
+                    "{} is damaged (too short); delete it to have a new token generated",
+                    path.display()
+                );
             }
             return Ok((token.to_owned(), path.display().to_string()));
         }
@@ -158,7 +183,8 @@ fn admin_token(dir: &Path) -> anyhow::Result<(String, String)> {
         .mode(0o600)
         .open(&path)
         .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(format!("{token}\n").as_bytes()).and_then(|()| file.sync_all())
+    file.write_all(format!("{token}\n").as_bytes())
+        .and_then(|()| file.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok((token, path.display().to_string()))
 }
@@ -168,18 +194,41 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     prepare_data_dir(&dir)?;
     let (token, token_source) = admin_token(&dir)?;
     let journal_path = dir.join("journal.log");
-    let (journal, report) = Journal::open(&journal_path).with_context(|| format!("cannot open {}", journal_path.display()))?;
+    let (journal, report) = Journal::open(&journal_path)
+        .with_context(|| format!("cannot open {}", journal_path.display()))?;
     if report.torn_bytes > 0 {
-        tracing::warn!(bytes = report.torn_bytes, "the journal's last entry was torn by a crash and has been cut off");
-        journal.append(None, None, Event::JournalIntegrity { problem: format!("cut off {} bytes of a torn last entry", report.torn_bytes) }, Cause::Journal);
+        tracing::warn!(
+            bytes = report.torn_bytes,
+            "the journal's last entry was torn by a crash and has been cut off"
+        );
+        journal.append(
+            None,
+            None,
+            Event::JournalIntegrity {
+                problem: format!("cut off {} bytes of a torn last entry", report.torn_bytes),
+            },
+            Cause::Journal,
+        );
     }
     if let Some(problem) = &report.violation {
         tracing::error!(%problem, "the journal on disk has been modified");
-        journal.append(None, None, Event::JournalIntegrity { problem: problem.clone() }, Cause::Journal);
+        journal.append(
+            None,
+            None,
+            Event::JournalIntegrity {
+                problem: problem.clone(),
+            },
+            Cause::Journal,
+        );
     }
     let listener = tokio::net::TcpListener::bind(config.runtime.listen)
         .await
-        .with_context(|| format!("cannot listen on {} (is another Cloister running? use --listen)", config.runtime.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another Cloister running? use --listen)",
+                config.runtime.listen
+            )
+        })?;
     let local = listener.local_addr().context("listener address")?;
 
     let mut builder = Builder::new(journal);
@@ -187,9 +236,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     for spec in specs {
         match config.testing.services.get(&spec.name) {
             Some(synthetic) => {
-                builder.add_with_spec(Synthetic { spec: spec.clone(), work: synthetic.work }, spec);
+                builder.add_with_spec(
+                    Synthetic {
+                        spec: spec.clone(),
+                        work: synthetic.work,
+                    },
+                    spec,
+                );
             }
-            None => bail!("service {} is in the catalog but this binary cannot build it", spec.name),
+            None => bail!(
+                "service {} is in the catalog but this binary cannot build it",
+                spec.name
+            ),
         }
     }
     for name in disabled {
@@ -207,7 +265,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "Cloister {} listening on http://{local} (platform: simulation)", env!("CARGO_PKG_VERSION"));
+        let _ = writeln!(
+            out,
+            "Cloister {} listening on http://{local} (platform: simulation)",
+            env!("CARGO_PKG_VERSION")
+        );
         let _ = writeln!(out, "admin token: {token_source}");
         let _ = writeln!(out, "data directory: {}", dir.display());
         let _ = out.flush();
@@ -220,10 +282,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
         signal.cancel();
     });
-    let served = api::serve(listener, state).await.context("the API server failed");
+    let served = api::serve(listener, state)
+        .await
+        .context("the API server failed");
     shutdown.cancel();
     let _ = watcher.await;
-    if tokio::time::timeout(grace, runtime.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, runtime.shutdown())
+        .await
+        .is_err()
+    {
         tracing::error!(grace = %humantime::format_duration(grace), "services did not stop within the shutdown grace; exiting anyway");
     }
     served

@@ -41,32 +41,58 @@ impl Server {
             .expect("spawn cloister run");
         let stdout = child.stdout.take().expect("stdout");
         let mut first = String::new();
-        BufReader::new(stdout).read_line(&mut first).expect("banner");
-        let addr = first.split("http://").nth(1).and_then(|s| s.split_whitespace().next()).expect("address in banner");
-        Server { child, base: format!("http://{addr}") }
+        BufReader::new(stdout)
+            .read_line(&mut first)
+            .expect("banner");
+        let addr = first
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .expect("address in banner");
+        Server {
+            child,
+            base: format!("http://{addr}"),
+        }
     }
 
     /// Sends SIGTERM and waits for a clean exit.
     fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
         assert!(status.success());
         self.child.wait().expect("wait")
     }
 
     fn client(&self, args: &[&str]) -> std::process::Output {
-        cloister().args(args).env("CLOISTER_URL", &self.base).env("CLOISTER_ADMIN_TOKEN", TOKEN).output().expect("client")
+        cloister()
+            .args(args)
+            .env("CLOISTER_URL", &self.base)
+            .env("CLOISTER_ADMIN_TOKEN", TOKEN)
+            .output()
+            .expect("client")
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
-        let r = reqwest::Client::new().get(format!("{}{path}", self.base)).bearer_auth(TOKEN).send().await.expect("get");
+        let r = reqwest::Client::new()
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("get");
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
     async fn post(&self, path: &str, body: Option<&str>) -> (u16, Value) {
-        let mut r = reqwest::Client::new().post(format!("{}{path}", self.base)).bearer_auth(TOKEN);
+        let mut r = reqwest::Client::new()
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN);
         if let Some(b) = body {
-            r = r.header("content-type", "application/json").body(b.to_owned());
+            r = r
+                .header("content-type", "application/json")
+                .body(b.to_owned());
         }
         let r = r.send().await.expect("post");
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
@@ -75,7 +101,12 @@ impl Server {
     /// Follows the event stream from `since` until an event matches, and returns it.
     async fn wait_event(&self, since: u64, mut pred: impl FnMut(&Value) -> bool) -> Value {
         let url = format!("{}/v1/events/stream?since={since}", self.base);
-        let response = reqwest::Client::new().get(url).bearer_auth(TOKEN).send().await.expect("stream");
+        let response = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("stream");
         assert_eq!(response.status().as_u16(), 200);
         let mut stream = response.bytes_stream();
         let mut buffer = String::new();
@@ -94,7 +125,9 @@ impl Server {
             }
             panic!("event stream ended");
         };
-        tokio::time::timeout(WAIT, search).await.expect("the awaited event")
+        tokio::time::timeout(WAIT, search)
+            .await
+            .expect("the awaited event")
     }
 }
 
@@ -150,55 +183,101 @@ strategy = "manual"
 async fn lists_services_recovers_a_panic_and_a_hang_and_readyz_follows_health() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(&write_config(dir.path(), ""));
-    let ready = server.wait_event(0, |e| e["event"]["kind"] == "runtime_health" && e["event"]["level"] == "ready").await;
+    let ready = server
+        .wait_event(0, |e| {
+            e["event"]["kind"] == "runtime_health" && e["event"]["level"] == "ready"
+        })
+        .await;
     let since = ready["seq"].as_u64().expect("seq");
 
     let (status, body) = server.get("/v1/services").await;
     assert_eq!(status, 200);
-    let names: Vec<&str> = body["services"].as_array().expect("services").iter().filter_map(|s| s["name"].as_str()).collect();
+    let names: Vec<&str> = body["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
     assert_eq!(names, ["feed", "ledger", "vault"]);
     let status_out = server.client(&["status"]);
     assert!(status_out.status.success());
     let table = String::from_utf8_lossy(&status_out.stdout);
-    assert!(table.contains("vault") && table.contains("running") && table.contains("runtime: ready"), "{table}");
+    assert!(
+        table.contains("vault") && table.contains("running") && table.contains("runtime: ready"),
+        "{table}"
+    );
 
     // A panic in vault: restarted by the restart strategy, visible as events.
-    let (status, _) = server.post("/v1/services/vault/faults", Some(r#"{"kind":"panic"}"#)).await;
+    let (status, _) = server
+        .post("/v1/services/vault/faults", Some(r#"{"kind":"panic"}"#))
+        .await;
     assert_eq!(status, 202);
     let exited = server.wait_event(since, is("vault", "exited")).await;
     assert_eq!(exited["event"]["outcome"]["outcome"], "panic");
     let up = server.wait_event(since, is("vault", "up")).await;
     assert_eq!(up["generation"], 2);
     let (_, vault) = server.get("/v1/services/vault").await;
-    assert_eq!((vault["state"].as_str(), vault["restart_count"].as_u64()), (Some("running"), Some(1)));
+    assert_eq!(
+        (vault["state"].as_str(), vault["restart_count"].as_u64()),
+        (Some("running"), Some(1))
+    );
 
     // A hang in ledger (manual recovery): found by its probe, failed, and the runtime is not ready.
-    let (status, _) = server.post("/v1/services/ledger/faults", Some(r#"{"kind":"hang"}"#)).await;
+    let (status, _) = server
+        .post("/v1/services/ledger/faults", Some(r#"{"kind":"hang"}"#))
+        .await;
     assert_eq!(status, 202);
     let exited = server.wait_event(since, is("ledger", "exited")).await;
     assert_eq!(exited["event"]["outcome"]["outcome"], "hung");
     assert_eq!(exited["cause"]["by"], "probe");
     server.wait_event(since, is("ledger", "failed")).await;
-    let readyz = reqwest::get(format!("{}/readyz", server.base)).await.expect("readyz");
+    let readyz = reqwest::get(format!("{}/readyz", server.base))
+        .await
+        .expect("readyz");
     assert_eq!(readyz.status().as_u16(), 503);
     let reasons = readyz.json::<Value>().await.expect("json")["reasons"].to_string();
     assert!(reasons.contains("ledger (core) is failed"), "{reasons}");
 
     // The operator starts it again through the CLI; readiness follows.
     let out = server.client(&["start", "ledger"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    server.wait_event(since, |e| e["event"]["kind"] == "runtime_health" && e["event"]["level"] == "ready").await;
-    let readyz = reqwest::get(format!("{}/readyz", server.base)).await.expect("readyz");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server
+        .wait_event(since, |e| {
+            e["event"]["kind"] == "runtime_health" && e["event"]["level"] == "ready"
+        })
+        .await;
+    let readyz = reqwest::get(format!("{}/readyz", server.base))
+        .await
+        .expect("readyz");
     assert_eq!(readyz.status().as_u16(), 200);
 
     // Metrics carry the restart.
-    let metrics = reqwest::get(format!("{}/metrics", server.base)).await.expect("metrics").text().await.expect("text");
-    assert!(metrics.lines().any(|l| l == "cloister_service_restarts_total{service=\"vault\"} 1"), "{metrics}");
+    let metrics = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "cloister_service_restarts_total{service=\"vault\"} 1"),
+        "{metrics}"
+    );
 
     // Bad requests get clear errors.
     let (status, body) = server.post("/v1/services/nope/restart", None).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("service.not_found")));
-    let anonymous = reqwest::get(format!("{}/v1/services", server.base)).await.expect("get");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("service.not_found"))
+    );
+    let anonymous = reqwest::get(format!("{}/v1/services", server.base))
+        .await
+        .expect("get");
     assert_eq!(anonymous.status().as_u16(), 401);
     let out = server.client(&["restart", "nope"]);
     assert_eq!(out.status.code(), Some(1));
@@ -213,27 +292,53 @@ async fn the_journal_survives_a_restart_of_the_process_and_reports_tampering() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path(), "");
     let server = Server::start(&config);
-    server.wait_event(0, |e| e["event"]["kind"] == "runtime_health" && e["event"]["level"] == "ready").await;
+    server
+        .wait_event(0, |e| {
+            e["event"]["kind"] == "runtime_health" && e["event"]["level"] == "ready"
+        })
+        .await;
     assert!(server.terminate().success());
 
     let server = Server::start(&config);
-    server.wait_event(0, |e| e["event"]["kind"] == "runtime_started" && e["seq"].as_u64() > Some(1)).await;
+    server
+        .wait_event(0, |e| {
+            e["event"]["kind"] == "runtime_started" && e["seq"].as_u64() > Some(1)
+        })
+        .await;
     let (status, body) = server.get("/v1/events?since=0&limit=10000").await;
     assert_eq!(status, 200);
     let events = body["events"].as_array().expect("events");
-    let starts = events.iter().filter(|e| e["event"]["kind"] == "runtime_started").count();
+    let starts = events
+        .iter()
+        .filter(|e| e["event"]["kind"] == "runtime_started")
+        .count();
     assert_eq!(starts, 2);
     let seqs: Vec<u64> = events.iter().filter_map(|e| e["seq"].as_u64()).collect();
-    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "sequence numbers continue across restarts");
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "sequence numbers continue across restarts"
+    );
     assert!(server.terminate().success());
 
     // Modify a past entry: the next start reports it in the journal.
     let path = dir.path().join("data/journal.log");
     let text = std::fs::read_to_string(&path).expect("journal");
-    std::fs::write(&path, text.replacen("\"generation\":1", "\"generation\":9", 1)).expect("tamper");
+    std::fs::write(
+        &path,
+        text.replacen("\"generation\":1", "\"generation\":9", 1),
+    )
+    .expect("tamper");
     let server = Server::start(&config);
-    let report = server.wait_event(0, |e| e["event"]["kind"] == "journal_integrity").await;
-    assert!(report["event"]["problem"].as_str().unwrap_or("").contains("fails its integrity check"), "{report}");
+    let report = server
+        .wait_event(0, |e| e["event"]["kind"] == "journal_integrity")
+        .await;
+    assert!(
+        report["event"]["problem"]
+            .as_str()
+            .unwrap_or("")
+            .contains("fails its integrity check"),
+        "{report}"
+    );
     assert!(server.terminate().success());
 }
 
@@ -255,15 +360,30 @@ fn an_invalid_config_lists_every_problem_and_starts_nothing() {
             "runtime.colour: unknown key",
             "services.ghost: no such service",
         ] {
-            assert!(stderr.contains(problem), "{problem} missing from:\n{stderr}");
+            assert!(
+                stderr.contains(problem),
+                "{problem} missing from:\n{stderr}"
+            );
         }
     }
     let good = dir.path().join("good.toml");
-    std::fs::write(&good, "[testing.services.a]\n[services.a.health]\ninterval = \"1s\"\ntimeout = \"100ms\"\n").expect("write");
-    let out = cloister().args(["config", "validate"]).arg(&good).output().expect("run");
+    std::fs::write(
+        &good,
+        "[testing.services.a]\n[services.a.health]\ninterval = \"1s\"\ntimeout = \"100ms\"\n",
+    )
+    .expect("write");
+    let out = cloister()
+        .args(["config", "validate"])
+        .arg(&good)
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("valid; 1 service(s) enabled: a"));
-    let out = cloister().args(["config", "validate"]).arg(dir.path().join("missing.toml")).output().expect("run");
+    let out = cloister()
+        .args(["config", "validate"])
+        .arg(dir.path().join("missing.toml"))
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(1));
     let out = cloister().args(["frobnicate"]).output().expect("run");
     assert_eq!(out.status.code(), Some(2));
@@ -279,5 +399,9 @@ fn client_commands_say_what_to_do_when_nothing_runs() {
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("cannot reach Cloister at http://127.0.0.1:9") && stderr.contains("cloister run"), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach Cloister at http://127.0.0.1:9")
+            && stderr.contains("cloister run"),
+        "{stderr}"
+    );
 }

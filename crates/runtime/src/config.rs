@@ -115,7 +115,11 @@ impl Default for Config {
                 data_dir: PathBuf::from("cloister-data"),
                 shutdown_grace: Duration::from_secs(30),
             },
-            enclave: EnclaveConfig { platform: Platform::Simulation, memory_mib: 2048, threads: 32 },
+            enclave: EnclaveConfig {
+                platform: Platform::Simulation,
+                memory_mib: 2048,
+                threads: 32,
+            },
             services: BTreeMap::new(),
             testing: TestingConfig::default(),
         }
@@ -131,7 +135,11 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.path, self.message) }
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
     }
 }
 
@@ -146,12 +154,19 @@ struct Problems(Vec<Problem>);
 
 impl Problems {
     fn push(&mut self, path: &str, message: impl Into<String>) {
-        self.0.push(Problem { path: path.to_owned(), message: message.into() });
+        self.0.push(Problem {
+            path: path.to_owned(),
+            message: message.into(),
+        });
     }
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 /// A table being read: remembers which keys were used so the rest can be reported as unknown.
@@ -163,7 +178,11 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     fn new(table: &'a toml::Table, path: &str) -> Self {
-        Fields { table, path: path.to_owned(), used: BTreeSet::new() }
+        Fields {
+            table,
+            path: path.to_owned(),
+            used: BTreeSet::new(),
+        }
     }
 
     fn get(&mut self, key: &'static str) -> Option<(&'a toml::Value, String)> {
@@ -175,7 +194,10 @@ impl<'a> Fields<'a> {
     fn finish(self, problems: &mut Problems, known: &[&str]) {
         for key in self.table.keys() {
             if !self.used.contains(key.as_str()) {
-                problems.push(&join(&self.path, key), format!("unknown key (expected one of: {})", known.join(", ")));
+                problems.push(
+                    &join(&self.path, key),
+                    format!("unknown key (expected one of: {})", known.join(", ")),
+                );
             }
         }
     }
@@ -194,7 +216,10 @@ impl<'a> Fields<'a> {
     fn boolean(&mut self, key: &'static str, p: &mut Problems) -> Option<bool> {
         let (v, path) = self.get(key)?;
         v.as_bool().or_else(|| {
-            p.push(&path, format!("expected true or false, found {}", v.type_str()));
+            p.push(
+                &path,
+                format!("expected true or false, found {}", v.type_str()),
+            );
             None
         })
     }
@@ -208,7 +233,10 @@ impl<'a> Fields<'a> {
                 None
             }
             None => {
-                p.push(&path, format!("expected an integer, found {}", v.type_str()));
+                p.push(
+                    &path,
+                    format!("expected an integer, found {}", v.type_str()),
+                );
                 None
             }
         }
@@ -239,13 +267,21 @@ impl<'a> Fields<'a> {
                 None
             }
             Err(_) => {
-                p.push(&path, format!("{s:?} is not a duration; write it like \"500ms\", \"10s\" or \"1m\""));
+                p.push(
+                    &path,
+                    format!("{s:?} is not a duration; write it like \"500ms\", \"10s\" or \"1m\""),
+                );
                 None
             }
         }
     }
 
-    fn choice<T: Copy>(&mut self, key: &'static str, options: &[(&str, T)], p: &mut Problems) -> Option<T> {
+    fn choice<T: Copy>(
+        &mut self,
+        key: &'static str,
+        options: &[(&str, T)],
+        p: &mut Problems,
+    ) -> Option<T> {
         let (s, path) = self.string(key, p)?;
         match options.iter().find(|(name, _)| *name == s) {
             Some((_, v)) => Some(*v),
@@ -271,7 +307,10 @@ impl<'a> Fields<'a> {
     fn names(&mut self, key: &'static str, p: &mut Problems) -> Option<Vec<ServiceName>> {
         let (v, path) = self.get(key)?;
         let Some(items) = v.as_array() else {
-            p.push(&path, format!("expected an array of service names, found {}", v.type_str()));
+            p.push(
+                &path,
+                format!("expected an array of service names, found {}", v.type_str()),
+            );
             return None;
         };
         let mut names = Vec::new();
@@ -279,7 +318,10 @@ impl<'a> Fields<'a> {
             match item.as_str().map(ServiceName::new) {
                 Some(Ok(n)) => names.push(n),
                 Some(Err(e)) => p.push(&format!("{path}[{i}]"), e.to_string()),
-                None => p.push(&format!("{path}[{i}]"), format!("expected a string, found {}", item.type_str())),
+                None => p.push(
+                    &format!("{path}[{i}]"),
+                    format!("expected a string, found {}", item.type_str()),
+                ),
             }
         }
         Some(names)
@@ -302,7 +344,10 @@ impl Config {
             Ok(t) => t,
             Err(e) => {
                 let e: toml::de::Error = e;
-                let at = e.span().map(|s| line_col(text, s.start)).map(|(l, c)| format!("line {l}, column {c}: "));
+                let at = e
+                    .span()
+                    .map(|s| line_col(text, s.start))
+                    .map(|(l, c)| format!("line {l}, column {c}: "));
                 p.push("", format!("{}{}", at.unwrap_or_default(), e.message()));
                 return Err(Invalid { problems: p.0 });
             }
@@ -329,14 +374,22 @@ impl Config {
                 };
                 if !known.contains(&name) {
                     let list: Vec<&str> = known.iter().map(|n| n.as_str()).collect();
-                    p.push(&spath, format!("no such service (known: {})", list.join(", ")));
+                    p.push(
+                        &spath,
+                        format!("no such service (known: {})", list.join(", ")),
+                    );
                     continue;
                 }
                 let Some(t) = value.as_table() else {
-                    p.push(&spath, format!("expected a table, found {}", value.type_str()));
+                    p.push(
+                        &spath,
+                        format!("expected a table, found {}", value.type_str()),
+                    );
                     continue;
                 };
-                config.services.insert(name, parse_service(t, &spath, &mut p));
+                config
+                    .services
+                    .insert(name, parse_service(t, &spath, &mut p));
             }
         }
         root.finish(&mut p, &["runtime", "enclave", "services", "testing"]);
@@ -344,7 +397,11 @@ impl Config {
         if p.0.is_empty() {
             config.check(catalog, &mut p);
         }
-        if p.0.is_empty() { Ok(config) } else { Err(Invalid { problems: p.0 }) }
+        if p.0.is_empty() {
+            Ok(config)
+        } else {
+            Err(Invalid { problems: p.0 })
+        }
     }
 
     /// Every service this configuration runs: the catalog plus synthetic services, overrides applied,
@@ -352,7 +409,10 @@ impl Config {
     pub fn resolve(&self, catalog: &[Spec]) -> (Vec<Spec>, BTreeSet<ServiceName>) {
         let mut specs = Vec::new();
         let mut disabled = BTreeSet::new();
-        let all = catalog.iter().cloned().chain(self.testing.services.iter().map(|(n, s)| s.spec(n.clone())));
+        let all = catalog
+            .iter()
+            .cloned()
+            .chain(self.testing.services.iter().map(|(n, s)| s.spec(n.clone())));
         for mut spec in all {
             let overrides = self.services.get(&spec.name);
             if overrides.and_then(|o| o.enabled) == Some(false) {
@@ -369,12 +429,14 @@ impl Config {
 
     fn check(&self, catalog: &[Spec], p: &mut Problems) {
         for (name, o) in &self.services {
-            if o.enabled == Some(false) {
-                if let Some(spec) = catalog.iter().find(|s| &s.name == name) {
-                    if spec.kind == Kind::Core {
-                        p.push(&format!("services.{name}.enabled"), "a core service cannot be disabled");
-                    }
-                }
+            if o.enabled == Some(false)
+                && let Some(spec) = catalog.iter().find(|s| &s.name == name)
+                && spec.kind == Kind::Core
+            {
+                p.push(
+                    &format!("services.{name}.enabled"),
+                    "a core service cannot be disabled",
+                );
             }
         }
         let (specs, disabled) = self.resolve(catalog);
@@ -387,7 +449,9 @@ impl Config {
             for problem in problems {
                 let path = match &problem {
                     crate::GraphError::DisabledDependency { service, .. }
-                    | crate::GraphError::UnknownDependency { service, .. } => format!("services.{service}"),
+                    | crate::GraphError::UnknownDependency { service, .. } => {
+                        format!("services.{service}")
+                    }
                     crate::GraphError::Duplicate(name) => format!("testing.services.{name}"),
                     crate::GraphError::Cycle(_) => "services".into(),
                 };
@@ -402,22 +466,43 @@ pub fn check_spec(spec: &Spec) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     let h = &spec.health;
     if h.timeout >= h.interval {
-        out.push(("health.timeout", format!("must be shorter than interval ({})", humantime::format_duration(h.interval))));
+        out.push((
+            "health.timeout",
+            format!(
+                "must be shorter than interval ({})",
+                humantime::format_duration(h.interval)
+            ),
+        ));
     }
     let r = &spec.replicas;
     if r.min > r.max {
-        out.push(("replicas.min", format!("must not exceed replicas.max ({})", r.max)));
+        out.push((
+            "replicas.min",
+            format!("must not exceed replicas.max ({})", r.max),
+        ));
     }
     if spec.recovery.strategy == Strategy::Failover && r.min < 2 {
-        out.push(("recovery.strategy", "failover needs replicas.min of 2 or more to have a replica to fail over to".into()));
+        out.push((
+            "recovery.strategy",
+            "failover needs replicas.min of 2 or more to have a replica to fail over to".into(),
+        ));
     }
     let b = &spec.recovery.backoff;
     if b.initial > b.max {
-        out.push(("recovery.backoff_initial", format!("must not exceed backoff_max ({})", humantime::format_duration(b.max))));
+        out.push((
+            "recovery.backoff_initial",
+            format!(
+                "must not exceed backoff_max ({})",
+                humantime::format_duration(b.max)
+            ),
+        ));
     }
     let m = &spec.resources;
     if m.min_memory_mib > m.max_memory_mib {
-        out.push(("resources.min_memory_mib", format!("must not exceed max_memory_mib ({})", m.max_memory_mib)));
+        out.push((
+            "resources.min_memory_mib",
+            format!("must not exceed max_memory_mib ({})", m.max_memory_mib),
+        ));
     }
     out
 }
@@ -434,7 +519,10 @@ fn parse_runtime(t: &toml::Table, path: &str, out: &mut RuntimeConfig, p: &mut P
     if let Some((s, path)) = f.string("listen", p) {
         match s.parse() {
             Ok(addr) => out.listen = addr,
-            Err(_) => p.push(&path, format!("{s:?} is not an address like \"127.0.0.1:8420\"")),
+            Err(_) => p.push(
+                &path,
+                format!("{s:?} is not an address like \"127.0.0.1:8420\""),
+            ),
         }
     }
     if let Some((s, path)) = f.string("data_dir", p) {
@@ -452,9 +540,14 @@ fn parse_runtime(t: &toml::Table, path: &str, out: &mut RuntimeConfig, p: &mut P
 
 fn parse_enclave(t: &toml::Table, path: &str, out: &mut EnclaveConfig, p: &mut Problems) {
     let mut f = Fields::new(t, path);
-    if let Some(platform) =
-        f.choice("platform", &[("simulation", Platform::Simulation), ("gramine", Platform::Gramine)], p)
-    {
+    if let Some(platform) = f.choice(
+        "platform",
+        &[
+            ("simulation", Platform::Simulation),
+            ("gramine", Platform::Gramine),
+        ],
+        p,
+    ) {
         out.platform = platform;
     }
     if let Some(n) = f.integer("memory_mib", 16, 1 << 20, p) {
@@ -479,19 +572,35 @@ fn parse_testing(t: &toml::Table, path: &str, out: &mut TestingConfig, p: &mut P
                 continue;
             };
             let Some(t) = value.as_table() else {
-                p.push(&path, format!("expected a table, found {}", value.type_str()));
+                p.push(
+                    &path,
+                    format!("expected a table, found {}", value.type_str()),
+                );
                 continue;
             };
             let mut s = Fields::new(t, &path);
             let synthetic = SyntheticConfig {
                 kind: s
-                    .choice("kind", &[("core", Kind::Core), ("optional", Kind::Optional), ("extension", Kind::Extension)], p)
+                    .choice(
+                        "kind",
+                        &[
+                            ("core", Kind::Core),
+                            ("optional", Kind::Optional),
+                            ("extension", Kind::Extension),
+                        ],
+                        p,
+                    )
                     .unwrap_or(Kind::Extension),
                 depends_on: s.names("depends_on", p).unwrap_or_default(),
-                priority: s.choice("priority", PRIORITIES, p).unwrap_or(Priority::Medium),
+                priority: s
+                    .choice("priority", PRIORITIES, p)
+                    .unwrap_or(Priority::Medium),
                 capabilities: match s.get("capabilities") {
                     Some((v, cpath)) => match v.as_array() {
-                        Some(a) => a.iter().filter_map(|c| c.as_str().map(str::to_owned)).collect(),
+                        Some(a) => a
+                            .iter()
+                            .filter_map(|c| c.as_str().map(str::to_owned))
+                            .collect(),
                         None => {
                             p.push(&cpath, "expected an array of strings");
                             Vec::new()
@@ -510,7 +619,10 @@ fn parse_testing(t: &toml::Table, path: &str, out: &mut TestingConfig, p: &mut P
                     None => Duration::ZERO,
                 },
             };
-            s.finish(p, &["kind", "depends_on", "priority", "capabilities", "work"]);
+            s.finish(
+                p,
+                &["kind", "depends_on", "priority", "capabilities", "work"],
+            );
             out.services.insert(name, synthetic);
         }
     }
@@ -522,7 +634,9 @@ fn parse_service(t: &toml::Table, path: &str, p: &mut Problems) -> ServiceConfig
     let mut f = Fields::new(t, path);
     o.enabled = f.boolean("enabled", p);
     o.priority = f.choice("priority", PRIORITIES, p);
-    o.queue_capacity = f.integer("queue_capacity", 1, 1 << 20, p).map(|n| n as usize);
+    o.queue_capacity = f
+        .integer("queue_capacity", 1, 1 << 20, p)
+        .map(|n| n as usize);
     o.call_timeout = f.duration("call_timeout", p);
     o.shutdown_grace = f.duration("shutdown_grace", p);
     if let Some((t, path)) = f.table("replicas", p) {
@@ -537,7 +651,10 @@ fn parse_service(t: &toml::Table, path: &str, p: &mut Problems) -> ServiceConfig
         o.health_timeout = h.duration("timeout", p);
         o.health_failure_threshold = h.integer("failure_threshold", 1, 100, p).map(|n| n as u32);
         o.health_start_timeout = h.duration("start_timeout", p);
-        h.finish(p, &["interval", "timeout", "failure_threshold", "start_timeout"]);
+        h.finish(
+            p,
+            &["interval", "timeout", "failure_threshold", "start_timeout"],
+        );
     }
     if let Some((t, path)) = f.table("recovery", p) {
         let mut r = Fields::new(t, &path);
@@ -551,7 +668,14 @@ fn parse_service(t: &toml::Table, path: &str, p: &mut Problems) -> ServiceConfig
             ],
             p,
         );
-        o.scope = r.choice("scope", &[("service", Scope::Service), ("dependents", Scope::Dependents)], p);
+        o.scope = r.choice(
+            "scope",
+            &[
+                ("service", Scope::Service),
+                ("dependents", Scope::Dependents),
+            ],
+            p,
+        );
         o.backoff_initial = r.duration("backoff_initial", p);
         o.backoff_max = r.duration("backoff_max", p);
         o.backoff_multiplier = r.float("backoff_multiplier", 1.0, 100.0, p);
@@ -580,13 +704,26 @@ fn parse_service(t: &toml::Table, path: &str, p: &mut Problems) -> ServiceConfig
         o.max_memory_mib = r.integer("max_memory_mib", 1, 1 << 20, p).map(|n| n as u32);
         o.cpu_cores = r.integer("cpu_cores", 1, 1024, p).map(|n| n as u16);
         if let Some((_, npath)) = r.get("network_access") {
-            p.push(&npath, "is fixed by the service itself and cannot be configured");
+            p.push(
+                &npath,
+                "is fixed by the service itself and cannot be configured",
+            );
         }
         r.finish(p, &["min_memory_mib", "max_memory_mib", "cpu_cores"]);
     }
     f.finish(
         p,
-        &["enabled", "priority", "queue_capacity", "call_timeout", "shutdown_grace", "replicas", "health", "recovery", "resources"],
+        &[
+            "enabled",
+            "priority",
+            "queue_capacity",
+            "call_timeout",
+            "shutdown_grace",
+            "replicas",
+            "health",
+            "recovery",
+            "resources",
+        ],
     );
     o
 }
@@ -610,15 +747,24 @@ impl ServiceConfig {
         set(&mut spec.shutdown_grace, self.shutdown_grace);
         set(&mut spec.health.interval, self.health_interval);
         set(&mut spec.health.timeout, self.health_timeout);
-        set(&mut spec.health.failure_threshold, self.health_failure_threshold);
+        set(
+            &mut spec.health.failure_threshold,
+            self.health_failure_threshold,
+        );
         set(&mut spec.health.start_timeout, self.health_start_timeout);
         set(&mut spec.recovery.strategy, self.strategy);
         set(&mut spec.recovery.scope, self.scope);
         set(&mut spec.recovery.backoff.initial, self.backoff_initial);
         set(&mut spec.recovery.backoff.max, self.backoff_max);
-        set(&mut spec.recovery.backoff.multiplier, self.backoff_multiplier);
+        set(
+            &mut spec.recovery.backoff.multiplier,
+            self.backoff_multiplier,
+        );
         set(&mut spec.recovery.backoff.jitter, self.backoff_jitter);
-        set(&mut spec.recovery.backoff.reset_after, self.backoff_reset_after);
+        set(
+            &mut spec.recovery.backoff.reset_after,
+            self.backoff_reset_after,
+        );
         set(&mut spec.recovery.max_restarts, self.max_restarts);
         set(&mut spec.recovery.window, self.restart_window);
         set(&mut spec.resources.min_memory_mib, self.min_memory_mib);
@@ -696,33 +842,59 @@ replicas = { min = 0 }
             "[services.storage.health]\ninterval = \"1s\"\ntimeout = \"2s\"\n",
             &["services.storage.health.timeout: must be shorter than interval (1s)"],
         );
-        check("[services.nope]\n", &["services.nope: no such service (known: crypto, oracle, storage)"]);
-        check("[services.crypto.recovery]\nstrategy = \"pray\"\n", &[
-            "services.crypto.recovery.strategy: \"pray\" is not one of: restart, failover, degrade, manual",
-        ]);
-        check("[services.crypto.health]\ninterval = \"soon\"\n", &[
-            "services.crypto.health.interval: \"soon\" is not a duration; write it like \"500ms\", \"10s\" or \"1m\"",
-        ]);
-        check("[services.crypto]\nenabled = false\n", &[
-            "services.crypto.enabled: a core service cannot be disabled",
-            "services.storage: service storage depends on crypto, which is disabled: enable crypto or disable storage",
-            "services.oracle: service oracle depends on crypto, which is disabled: enable crypto or disable oracle",
-        ]);
-        check("runtime = 3\n", &["runtime: expected a table, found integer"]);
-        check("[runtime\n", &["line 1, column 9: unclosed table, expected `]`"]);
-        check("[services.crypto.recovery]\nstrategy = \"failover\"\n", &[
-            "services.crypto.recovery.strategy: failover needs replicas.min of 2 or more to have a replica to fail over to",
-        ]);
-        check("[services.crypto.resources]\nnetwork_access = true\n", &[
-            "services.crypto.resources.network_access: is fixed by the service itself and cannot be configured",
-        ]);
+        check(
+            "[services.nope]\n",
+            &["services.nope: no such service (known: crypto, oracle, storage)"],
+        );
+        check(
+            "[services.crypto.recovery]\nstrategy = \"pray\"\n",
+            &[
+                "services.crypto.recovery.strategy: \"pray\" is not one of: restart, failover, degrade, manual",
+            ],
+        );
+        check(
+            "[services.crypto.health]\ninterval = \"soon\"\n",
+            &[
+                "services.crypto.health.interval: \"soon\" is not a duration; write it like \"500ms\", \"10s\" or \"1m\"",
+            ],
+        );
+        check(
+            "[services.crypto]\nenabled = false\n",
+            &[
+                "services.crypto.enabled: a core service cannot be disabled",
+                "services.storage: service storage depends on crypto, which is disabled: enable crypto or disable storage",
+                "services.oracle: service oracle depends on crypto, which is disabled: enable crypto or disable oracle",
+            ],
+        );
+        check(
+            "runtime = 3\n",
+            &["runtime: expected a table, found integer"],
+        );
+        check(
+            "[runtime\n",
+            &["line 1, column 9: unclosed table, expected `]`"],
+        );
+        check(
+            "[services.crypto.recovery]\nstrategy = \"failover\"\n",
+            &[
+                "services.crypto.recovery.strategy: failover needs replicas.min of 2 or more to have a replica to fail over to",
+            ],
+        );
+        check(
+            "[services.crypto.resources]\nnetwork_access = true\n",
+            &[
+                "services.crypto.resources.network_access: is fixed by the service itself and cannot be configured",
+            ],
+        );
     }
 
     #[test]
     fn dependency_on_a_disabled_service_names_both() {
         check(
             "[testing.services.feed]\ndepends_on = [\"oracle\"]\n[services.oracle]\nenabled = false\n",
-            &["services.feed: service feed depends on oracle, which is disabled: enable oracle or disable feed"],
+            &[
+                "services.feed: service feed depends on oracle, which is disabled: enable oracle or disable feed",
+            ],
         );
         check(
             "[testing.services.a]\ndepends_on = [\"b\"]\n[testing.services.b]\ndepends_on = [\"a\"]\n",
@@ -738,7 +910,10 @@ replicas = { min = 0 }
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let (specs, _) = c.resolve(&catalog());
-        let storage = specs.iter().find(|s| s.name.as_str() == "storage").unwrap_or_else(|| panic!("storage"));
+        let storage = specs
+            .iter()
+            .find(|s| s.name.as_str() == "storage")
+            .unwrap_or_else(|| panic!("storage"));
         assert_eq!(storage.priority, Priority::High);
         assert_eq!((storage.replicas.min, storage.replicas.max), (3, 4));
         assert_eq!(storage.recovery.strategy, Strategy::Failover);

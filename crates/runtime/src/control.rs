@@ -24,14 +24,26 @@ pub struct Builder {
 
 impl std::fmt::Debug for Builder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<_> = self.registrations.iter().map(|r| r.spec.name.clone()).collect();
-        f.debug_struct("Builder").field("services", &names).field("disabled", &self.disabled).finish()
+        let names: Vec<_> = self
+            .registrations
+            .iter()
+            .map(|r| r.spec.name.clone())
+            .collect();
+        f.debug_struct("Builder")
+            .field("services", &names)
+            .field("disabled", &self.disabled)
+            .finish()
     }
 }
 
 impl Builder {
     pub fn new(journal: Journal) -> Self {
-        Builder { registrations: Vec::new(), disabled: BTreeSet::new(), journal, bus: Bus::new() }
+        Builder {
+            registrations: Vec::new(),
+            disabled: BTreeSet::new(),
+            journal,
+            bus: Bus::new(),
+        }
     }
 
     pub fn bus(&self) -> &Bus {
@@ -59,21 +71,52 @@ impl Builder {
     /// Validates the dependency graph and starts the supervisor. Services start in the background;
     /// wait on [`Runtime::readiness`] or the journal.
     pub fn start(self) -> Result<Runtime, Error> {
-        let graph = Graph::build(self.registrations.iter().map(|r| &r.spec), &self.disabled).map_err(Error::Graph)?;
-        let (readiness_tx, readiness_rx) =
-            watch::channel(Readiness { level: RuntimeLevel::NotReady, reasons: vec!["starting".into()] });
+        let graph = Graph::build(self.registrations.iter().map(|r| &r.spec), &self.disabled)
+            .map_err(Error::Graph)?;
+        let (readiness_tx, readiness_rx) = watch::channel(Readiness {
+            level: RuntimeLevel::NotReady,
+            reasons: vec!["starting".into()],
+        });
         let (commands_tx, commands_rx) = mpsc::channel(256);
-        let supervisor = Supervisor::new(self.registrations, graph, self.journal.clone(), self.bus.clone(), readiness_tx);
+        let supervisor = Supervisor::new(
+            self.registrations,
+            graph,
+            self.journal.clone(),
+            self.bus.clone(),
+            readiness_tx,
+        );
         let task = tokio::spawn(supervisor.run(commands_rx));
-        let inner = Arc::new(Inner { commands: commands_tx, readiness: readiness_rx, journal: self.journal, bus: self.bus });
-        Ok(Runtime { client: Client { inner }, task: Some(task) })
+        let inner = Arc::new(Inner {
+            commands: commands_tx,
+            readiness: readiness_rx,
+            journal: self.journal,
+            bus: self.bus,
+        });
+        Ok(Runtime {
+            client: Client { inner },
+            task: Some(task),
+        })
     }
 }
 
-fn registration<S: Service>(bus: &Bus, service: S, spec: Spec) -> (Registration, Handle<S::Request>) {
-    let (mailbox, handle) = bus.mailbox::<S::Request>(spec.name.clone(), spec.queue_capacity, spec.call_timeout);
-    let erased: Box<dyn Erased> = Box::new(Wrapped { service: Arc::new(service), mailbox });
-    (Registration { spec, service: erased }, handle)
+fn registration<S: Service>(
+    bus: &Bus,
+    service: S,
+    spec: Spec,
+) -> (Registration, Handle<S::Request>) {
+    let (mailbox, handle) =
+        bus.mailbox::<S::Request>(spec.name.clone(), spec.queue_capacity, spec.call_timeout);
+    let erased: Box<dyn Erased> = Box::new(Wrapped {
+        service: Arc::new(service),
+        mailbox,
+    });
+    (
+        Registration {
+            spec,
+            service: erased,
+        },
+        handle,
+    )
 }
 
 /// A running runtime. It derefs to a [`Client`]; [`Runtime::shutdown`] stops it and waits.
@@ -105,13 +148,20 @@ impl Runtime {
     /// Stops every service in reverse dependency order, each within its grace period, and waits.
     pub async fn shutdown(mut self) {
         let (tx, rx) = oneshot::channel();
-        if self.client.inner.commands.send(Command::Shutdown(tx)).await.is_ok() {
+        if self
+            .client
+            .inner
+            .commands
+            .send(Command::Shutdown(tx))
+            .await
+            .is_ok()
+        {
             let _ = rx.await;
         }
-        if let Some(task) = self.task.take() {
-            if let Err(e) = task.await {
-                tracing::error!(error = %e, "the supervisor task ended abnormally");
-            }
+        if let Some(task) = self.task.take()
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "the supervisor task ended abnormally");
         }
     }
 }
@@ -138,7 +188,11 @@ impl Client {
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Error> {
         let (tx, rx) = oneshot::channel();
-        self.inner.commands.send(make(tx)).await.map_err(|_| Error::ShuttingDown)?;
+        self.inner
+            .commands
+            .send(make(tx))
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
         rx.await.map_err(|_| Error::ShuttingDown)
     }
 
@@ -156,7 +210,8 @@ impl Client {
 
     /// Injects a fault into one ready replica. Gating this behind configuration is the caller's job.
     pub async fn inject_fault(&self, name: &ServiceName, fault: Fault) -> Result<Answer, Error> {
-        self.ask(|tx| Command::Fault(name.clone(), fault, tx)).await?
+        self.ask(|tx| Command::Fault(name.clone(), fault, tx))
+            .await?
     }
 
     pub async fn snapshot(&self) -> Result<Snapshot, Error> {
@@ -167,7 +222,8 @@ impl Client {
     pub async fn register<S: Service>(&self, service: S) -> Result<Handle<S::Request>, Error> {
         let spec = service.spec();
         let (registration, handle) = registration(&self.inner.bus, service, spec);
-        self.ask(|tx| Command::Register(registration, tx)).await??;
+        self.ask(|tx| Command::Register(Box::new(registration), tx))
+            .await??;
         Ok(handle)
     }
 }

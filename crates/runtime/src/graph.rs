@@ -23,9 +23,17 @@ pub enum GraphError {
     #[error("service {0} is registered twice")]
     Duplicate(ServiceName),
     #[error("service {service} depends on {dependency}, which is not registered")]
-    UnknownDependency { service: ServiceName, dependency: ServiceName },
-    #[error("service {service} depends on {dependency}, which is disabled: enable {dependency} or disable {service}")]
-    DisabledDependency { service: ServiceName, dependency: ServiceName },
+    UnknownDependency {
+        service: ServiceName,
+        dependency: ServiceName,
+    },
+    #[error(
+        "service {service} depends on {dependency}, which is disabled: enable {dependency} or disable {service}"
+    )]
+    DisabledDependency {
+        service: ServiceName,
+        dependency: ServiceName,
+    },
     #[error("dependency cycle: {}", CyclePath(.0))]
     Cycle(Vec<ServiceName>),
 }
@@ -70,10 +78,12 @@ impl Graph {
                             dependents[j].push(i);
                         }
                     }
-                    None if disabled.contains(dep) => problems.push(GraphError::DisabledDependency {
-                        service: spec.name.clone(),
-                        dependency: dep.clone(),
-                    }),
+                    None if disabled.contains(dep) => {
+                        problems.push(GraphError::DisabledDependency {
+                            service: spec.name.clone(),
+                            dependency: dep.clone(),
+                        })
+                    }
                     None => problems.push(GraphError::UnknownDependency {
                         service: spec.name.clone(),
                         dependency: dep.clone(),
@@ -82,7 +92,11 @@ impl Graph {
             }
         }
         let names: Vec<ServiceName> = specs.iter().map(|s| s.name.clone()).collect();
-        problems.extend(find_cycles(&names, &deps).into_iter().map(GraphError::Cycle));
+        problems.extend(
+            find_cycles(&names, &deps)
+                .into_iter()
+                .map(GraphError::Cycle),
+        );
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -138,7 +152,9 @@ impl Graph {
             .into_iter()
             .map(|mut l| {
                 l.sort_by(|&a, &b| {
-                    self.priorities[a].cmp(&self.priorities[b]).then_with(|| self.names[a].cmp(&self.names[b]))
+                    self.priorities[a]
+                        .cmp(&self.priorities[b])
+                        .then_with(|| self.names[a].cmp(&self.names[b]))
                 });
                 l.into_iter().map(|i| self.names[i].clone()).collect()
             })
@@ -234,8 +250,13 @@ fn find_cycles(names: &[ServiceName], deps: &[Vec<usize>]) -> Vec<Vec<ServiceNam
                     }
                     Color::Grey => {
                         let start = path.iter().rposition(|&p| p == d).unwrap_or(0);
-                        let mut cycle: Vec<ServiceName> = path[start..].iter().map(|&i| names[i].clone()).collect();
-                        let min = cycle.iter().enumerate().min_by(|a, b| a.1.cmp(b.1)).map_or(0, |(i, _)| i);
+                        let mut cycle: Vec<ServiceName> =
+                            path[start..].iter().map(|&i| names[i].clone()).collect();
+                        let min = cycle
+                            .iter()
+                            .enumerate()
+                            .min_by(|a, b| a.1.cmp(b.1))
+                            .map_or(0, |(i, _)| i);
                         cycle.rotate_left(min);
                         found.insert(cycle);
                     }
@@ -277,15 +298,23 @@ mod tests {
         let got = Graph::build(&specs, &BTreeSet::new());
         match (got, expected) {
             (Ok(g), Ok(layers)) => {
-                let got: Vec<Vec<String>> =
-                    g.layers().into_iter().map(|l| l.into_iter().map(|n| n.to_string()).collect()).collect();
-                let want: Vec<Vec<String>> =
-                    layers.iter().map(|l| l.iter().map(|s| s.to_string()).collect()).collect();
+                let got: Vec<Vec<String>> = g
+                    .layers()
+                    .into_iter()
+                    .map(|l| l.into_iter().map(|n| n.to_string()).collect())
+                    .collect();
+                let want: Vec<Vec<String>> = layers
+                    .iter()
+                    .map(|l| l.iter().map(|s| s.to_string()).collect())
+                    .collect();
                 assert_eq!(got, want);
             }
             (Err(problems), Err(messages)) => {
                 let got: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-                assert_eq!(got, messages.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+                assert_eq!(
+                    got,
+                    messages.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+                );
             }
             (got, want) => panic!("got {got:?}, want {want:?}"),
         }
@@ -302,7 +331,12 @@ mod tests {
                 ("computation", &["crypto", "storage"]),
                 ("ai", &["computation", "storage"]),
             ],
-            Ok(&[&["crypto"], &["storage"], &["account", "computation"], &["ai"]]),
+            Ok(&[
+                &["crypto"],
+                &["storage"],
+                &["account", "computation"],
+                &["ai"],
+            ]),
         );
         check(
             &[("a", &["b"]), ("b", &["c"]), ("c", &["a"])],
@@ -316,7 +350,10 @@ mod tests {
                 "service b depends on y, which is not registered",
             ]),
         );
-        check(&[("a", &[]), ("a", &[])], Err(&["service a is registered twice"]));
+        check(
+            &[("a", &[]), ("a", &[])],
+            Err(&["service a is registered twice"]),
+        );
     }
 
     #[test]
@@ -325,7 +362,10 @@ mod tests {
         s[0].priority = Priority::Low;
         s[1].priority = Priority::Critical;
         let g = Graph::build(&s, &BTreeSet::new()).unwrap_or_else(|e| panic!("{e:?}"));
-        assert_eq!(g.layers(), vec![vec![name("crit"), name("mid"), name("low")]]);
+        assert_eq!(
+            g.layers(),
+            vec![vec![name("crit"), name("mid"), name("low")]]
+        );
     }
 
     #[test]
@@ -341,7 +381,8 @@ mod tests {
 
     /// A random graph over `n` nodes: edge i -> j for some pairs, possibly in both directions.
     fn arb_graph() -> impl Strategy<Value = Vec<Vec<usize>>> {
-        (1usize..12).prop_flat_map(|n| proptest::collection::vec(proptest::collection::vec(0..n, 0..4), n))
+        (1usize..12)
+            .prop_flat_map(|n| proptest::collection::vec(proptest::collection::vec(0..n, 0..4), n))
     }
 
     fn to_specs(adj: &[Vec<usize>]) -> Vec<Spec> {

@@ -17,9 +17,13 @@ pub enum Health {
     Unknown,
     Healthy,
     /// Working with reduced function.
-    Degraded { reason: String },
+    Degraded {
+        reason: String,
+    },
     /// Not working: failed, hung, or its dependencies are down.
-    Unhealthy { reason: String },
+    Unhealthy {
+        reason: String,
+    },
 }
 
 impl Health {
@@ -50,7 +54,11 @@ pub(crate) enum Control {
 
 /// Pings through `control` every `interval`; returns the number of consecutive misses once it reaches
 /// the threshold, or `None` when cancelled or when the incarnation's control channel is gone.
-pub(crate) async fn probe(control: mpsc::Sender<Control>, policy: HealthPolicy, cancel: CancellationToken) -> Option<u32> {
+pub(crate) async fn probe(
+    control: mpsc::Sender<Control>,
+    policy: HealthPolicy,
+    cancel: CancellationToken,
+) -> Option<u32> {
     let mut missed = 0;
     let mut next = tokio::time::Instant::now() + policy.interval;
     loop {

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
-use crate::{ServiceName, Strategy};
 use crate::health::Health;
+use crate::{ServiceName, Strategy};
 
 /// Entries kept in memory for readers and for the live stream's catch-up.
 const RECENT: usize = 8192;
@@ -28,7 +28,10 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     pub seq: u64,
-    #[serde(serialize_with = "serialize_time", deserialize_with = "deserialize_time")]
+    #[serde(
+        serialize_with = "serialize_time",
+        deserialize_with = "deserialize_time"
+    )]
     pub time: SystemTime,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceName>,
@@ -44,27 +47,61 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
-    RuntimeStarted { version: String, services: usize },
+    RuntimeStarted {
+        version: String,
+        services: usize,
+    },
     RuntimeStopping,
     RuntimeStopped,
     /// The runtime's own readiness changed (a critical service failed, an optional one degraded it...).
-    RuntimeHealth { level: RuntimeLevel, reasons: Vec<String> },
+    RuntimeHealth {
+        level: RuntimeLevel,
+        reasons: Vec<String>,
+    },
     /// The journal file was found damaged when opened.
-    JournalIntegrity { problem: String },
+    JournalIntegrity {
+        problem: String,
+    },
     Registered,
-    Starting { replica: u32, restart: bool, degraded_mode: bool },
-    Ready { replica: u32 },
+    Starting {
+        replica: u32,
+        restart: bool,
+        degraded_mode: bool,
+    },
+    Ready {
+        replica: u32,
+    },
     /// Every launched replica is ready: the service is up.
-    Up { replicas: u32 },
-    HealthChanged { health: Health },
-    Exited { replica: u32, outcome: ExitOutcome },
-    BackoffScheduled { attempt: u32, delay_ms: u64 },
+    Up {
+        replicas: u32,
+    },
+    HealthChanged {
+        health: Health,
+    },
+    Exited {
+        replica: u32,
+        outcome: ExitOutcome,
+    },
+    BackoffScheduled {
+        attempt: u32,
+        delay_ms: u64,
+    },
     /// A replica failed while others keep serving from the shared mailbox.
-    Failover { replica: u32, serving: u32 },
+    Failover {
+        replica: u32,
+        serving: u32,
+    },
     Stopping,
-    Stopped { dead_lettered: usize },
-    Failed { reason: String },
-    FaultInjected { replica: u32, fault: Fault },
+    Stopped {
+        dead_lettered: usize,
+    },
+    Failed {
+        reason: String,
+    },
+    FaultInjected {
+        replica: u32,
+        fault: Fault,
+    },
 }
 
 /// How an incarnation ended.
@@ -75,10 +112,16 @@ pub enum ExitOutcome {
     Stopped,
     /// Returned without being asked to: a failure.
     Returned,
-    Error { message: String },
-    Panic { message: String },
+    Error {
+        message: String,
+    },
+    Panic {
+        message: String,
+    },
     /// Its pings went unanswered `missed` times in a row; it was aborted.
-    Hung { missed: u32 },
+    Hung {
+        missed: u32,
+    },
     /// It did not become ready within its start timeout; it was aborted.
     StartTimeout,
     /// It did not stop within its grace period; it was aborted.
@@ -117,11 +160,17 @@ pub enum RuntimeLevel {
 pub enum Cause {
     Startup,
     Shutdown,
-    Operator { command: String },
+    Operator {
+        command: String,
+    },
     /// Recovery after a failure, under this strategy.
-    Recovery { strategy: Strategy },
+    Recovery {
+        strategy: Strategy,
+    },
     /// Follows from what happened to another service.
-    Dependency { service: ServiceName },
+    Dependency {
+        service: ServiceName,
+    },
     /// The service reported it.
     Service,
     /// A liveness probe.
@@ -130,7 +179,10 @@ pub enum Cause {
     Journal,
 }
 
-pub(crate) fn serialize_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_time<S: serde::Serializer>(
+    t: &SystemTime,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_rfc3339_micros(*t))
 }
 
@@ -142,9 +194,16 @@ fn deserialize_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SystemTime
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error("journal {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("journal entry {seq} (line {line}) fails its integrity check: {reason}")]
-    Tampered { seq: u64, line: usize, reason: String },
+    Tampered {
+        seq: u64,
+        line: usize,
+        reason: String,
+    },
 }
 
 /// What [`Journal::open`] found in an existing file.
@@ -217,7 +276,11 @@ fn verify_line(line: &str, line_no: usize, prev_hash: &str) -> Result<Entry, Jou
     // Compare the raw line too: a re-serialized entry that differs means fields were added or reordered.
     let expected = digest(&entry);
     if entry.hash != expected {
-        return Err(JournalError::Tampered { seq: entry.seq, line: line_no, reason: "its hash does not match its content".into() });
+        return Err(JournalError::Tampered {
+            seq: entry.seq,
+            line: line_no,
+            reason: "its hash does not match its content".into(),
+        });
     }
     if entry.prev != prev_hash {
         return Err(JournalError::Tampered {
@@ -232,20 +295,43 @@ fn verify_line(line: &str, line_no: usize, prev_hash: &str) -> Result<Entry, Jou
 impl Journal {
     /// A journal kept only in memory (tests, benchmarks).
     pub fn in_memory() -> Self {
-        Journal::with_writer(None, Writer { file: None, next_seq: 1, last_hash: GENESIS.into(), recent: VecDeque::new() })
+        Journal::with_writer(
+            None,
+            Writer {
+                file: None,
+                next_seq: 1,
+                last_hash: GENESIS.into(),
+                recent: VecDeque::new(),
+            },
+        )
     }
 
     fn with_writer(path: Option<PathBuf>, writer: Writer) -> Self {
         let (live, _) = broadcast::channel(RECENT);
-        Journal { inner: Arc::new(Inner { writer: Mutex::new(writer), live, path }) }
+        Journal {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(writer),
+                live,
+                path,
+            }),
+        }
     }
 
     /// Opens (or creates) the journal at `path`, verifying every entry already in it.
     pub fn open(path: &Path) -> Result<(Journal, OpenReport), JournalError> {
-        let io = |source| JournalError::Io { path: path.to_owned(), source };
+        let io = |source| JournalError::Io {
+            path: path.to_owned(),
+            source,
+        };
         let mut file = {
             use std::os::unix::fs::OpenOptionsExt;
-            OpenOptions::new().create(true).read(true).append(true).mode(0o600).open(path).map_err(io)?
+            OpenOptions::new()
+                .create(true)
+                .read(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(io)?
         };
         let mut report = OpenReport::default();
         let mut reader = BufReader::new(&mut file);
@@ -298,7 +384,15 @@ impl Journal {
             file.set_len(good_len).map_err(io)?;
             file.seek(SeekFrom::End(0)).map_err(io)?;
         }
-        let journal = Journal::with_writer(Some(path.to_owned()), Writer { file: Some(file), next_seq, last_hash, recent });
+        let journal = Journal::with_writer(
+            Some(path.to_owned()),
+            Writer {
+                file: Some(file),
+                next_seq,
+                last_hash,
+                recent,
+            },
+        );
         Ok((journal, report))
     }
 
@@ -346,14 +440,22 @@ impl Journal {
     pub fn sync(&self) -> Result<(), JournalError> {
         let w = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
         if let (Some(file), Some(path)) = (w.file.as_ref(), self.inner.path.as_ref()) {
-            file.sync_data().map_err(|source| JournalError::Io { path: path.clone(), source })?;
+            file.sync_data().map_err(|source| JournalError::Io {
+                path: path.clone(),
+                source,
+            })?;
         }
         Ok(())
     }
 
     /// The sequence number of the newest entry (0 if empty).
     pub fn last_seq(&self) -> u64 {
-        self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).next_seq - 1
+        self.inner
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next_seq
+            - 1
     }
 
     /// Up to `limit` entries with `seq > since`, oldest first. Entries no longer in memory are read from
@@ -361,17 +463,29 @@ impl Journal {
     pub fn read(&self, since: u64, limit: usize) -> Result<Vec<Arc<Entry>>, JournalError> {
         {
             let w = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-            let in_memory = w.recent.front().is_none_or(|first| first.seq <= since + 1) || self.inner.path.is_none();
+            let in_memory = w.recent.front().is_none_or(|first| first.seq <= since + 1)
+                || self.inner.path.is_none();
             if in_memory {
-                return Ok(w.recent.iter().filter(|e| e.seq > since).take(limit).cloned().collect());
+                return Ok(w
+                    .recent
+                    .iter()
+                    .filter(|e| e.seq > since)
+                    .take(limit)
+                    .cloned()
+                    .collect());
             }
         }
         self.read_file(since, limit)
     }
 
     fn read_file(&self, since: u64, limit: usize) -> Result<Vec<Arc<Entry>>, JournalError> {
-        let Some(path) = &self.inner.path else { return Ok(Vec::new()) };
-        let io = |source| JournalError::Io { path: path.clone(), source };
+        let Some(path) = &self.inner.path else {
+            return Ok(Vec::new());
+        };
+        let io = |source| JournalError::Io {
+            path: path.clone(),
+            source,
+        };
         let reader = BufReader::new(File::open(path).map_err(io)?);
         let mut prev = GENESIS.to_owned();
         let mut out = Vec::new();
@@ -430,7 +544,12 @@ mod tests {
     fn fill(j: &Journal, n: usize) {
         let svc = ServiceName::from_static("svc");
         for i in 0..n {
-            j.append(Some(&svc), Some(i as u64), Event::Ready { replica: 0 }, Cause::Startup);
+            j.append(
+                Some(&svc),
+                Some(i as u64),
+                Event::Ready { replica: 0 },
+                Cause::Startup,
+            );
         }
     }
 
@@ -482,7 +601,12 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         std::fs::write(&path, format!("{}\n{}\n", lines[0], lines[2])).expect("write");
         let (_, report) = Journal::open(&path).expect("reopen");
-        assert!(report.violation.expect("reported").contains("does not chain"));
+        assert!(
+            report
+                .violation
+                .expect("reported")
+                .contains("does not chain")
+        );
     }
 
     #[test]
@@ -501,6 +625,9 @@ mod tests {
         fill(&j, 1);
         drop(j);
         let (_, report) = Journal::open(&path).expect("reopen again");
-        assert_eq!((report.entries, report.violation, report.torn_bytes), (3, None, 0));
+        assert_eq!(
+            (report.entries, report.violation, report.torn_bytes),
+            (3, None, 0)
+        );
     }
 }

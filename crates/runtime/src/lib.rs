@@ -41,5 +41,9 @@ pub enum Error {
 }
 
 fn join(problems: &[GraphError]) -> String {
-    problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")
+    problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
 }

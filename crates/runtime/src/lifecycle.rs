@@ -48,7 +48,10 @@ impl State {
 
     /// Requests sent now will wait in the mailbox for an incarnation.
     pub fn accepts_requests(self) -> bool {
-        matches!(self, State::Starting | State::Running | State::Degraded | State::Backoff | State::Stopping)
+        matches!(
+            self,
+            State::Starting | State::Running | State::Degraded | State::Backoff | State::Stopping
+        )
     }
 }
 
@@ -104,8 +107,16 @@ mod tests {
     use Input as I;
     use State as S;
 
-    const ALL_STATES: [State; 8] =
-        [S::Registered, S::Starting, S::Running, S::Degraded, S::Backoff, S::Stopping, S::Stopped, S::Failed];
+    const ALL_STATES: [State; 8] = [
+        S::Registered,
+        S::Starting,
+        S::Running,
+        S::Degraded,
+        S::Backoff,
+        S::Stopping,
+        S::Stopped,
+        S::Failed,
+    ];
     const ALL_INPUTS: [Input; 9] = [
         I::Launch,
         I::AllReady { degraded: false },
@@ -146,7 +157,10 @@ mod tests {
     fn transition_table_is_complete_and_exact() {
         for state in ALL_STATES {
             for input in ALL_INPUTS {
-                let want = TABLE.iter().find(|(s, i, _)| *s == state && *i == input).map(|(_, _, to)| *to);
+                let want = TABLE
+                    .iter()
+                    .find(|(s, i, _)| *s == state && *i == input)
+                    .map(|(_, _, to)| *to);
                 assert_eq!(transition(state, input), want, "{state:?} + {input:?}");
             }
         }

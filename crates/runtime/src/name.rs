@@ -57,7 +57,10 @@ impl ServiceName {
 
     /// Parses a name from untrusted input.
     pub fn new(name: &str) -> Result<Self, InvalidName> {
-        check(name).map_err(|reason| InvalidName { name: name.to_owned(), reason })?;
+        check(name).map_err(|reason| InvalidName {
+            name: name.to_owned(),
+            reason,
+        })?;
         Ok(ServiceName(Repr::Shared(Arc::from(name))))
     }
 
@@ -135,6 +138,9 @@ mod tests {
         for bad in ["", "Crypto", "1abc", "a b", "-x", &"a".repeat(64)] {
             assert!(ServiceName::new(bad).is_err(), "{bad}");
         }
-        assert_eq!(ServiceName::from_static("crypto"), ServiceName::new("crypto").unwrap_or_else(|e| panic!("{e}")));
+        assert_eq!(
+            ServiceName::from_static("crypto"),
+            ServiceName::new("crypto").unwrap_or_else(|e| panic!("{e}"))
+        );
     }
 }

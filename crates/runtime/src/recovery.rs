@@ -34,7 +34,13 @@ pub enum Verdict {
 
 impl History {
     /// Records a failure at `now` of an incarnation that had run for `ran`, and decides.
-    pub fn on_failure(&mut self, recovery: &Recovery, now: Instant, ran: Duration, unit: f64) -> Verdict {
+    pub fn on_failure(
+        &mut self,
+        recovery: &Recovery,
+        now: Instant,
+        ran: Duration,
+        unit: f64,
+    ) -> Verdict {
         if ran >= recovery.backoff.reset_after {
             self.attempt = 0;
         }
@@ -46,12 +52,17 @@ impl History {
             }
         }
         if self.restarts.len() as u32 >= recovery.max_restarts {
-            return Verdict::Exhausted { restarts: self.restarts.len() as u32 };
+            return Verdict::Exhausted {
+                restarts: self.restarts.len() as u32,
+            };
         }
         self.restarts.push_back(now);
         let attempt = self.attempt;
         self.attempt = self.attempt.saturating_add(1);
-        Verdict::Restart { delay: backoff_delay(&recovery.backoff, attempt, unit), attempt }
+        Verdict::Restart {
+            delay: backoff_delay(&recovery.backoff, attempt, unit),
+            attempt,
+        }
     }
 
     /// Forget everything, as after an operator's start.
@@ -70,13 +81,21 @@ mod tests {
     }
 
     fn backoff(jitter: f64) -> Backoff {
-        Backoff { initial: ms(100), max: ms(1000), multiplier: 2.0, jitter, reset_after: ms(5000) }
+        Backoff {
+            initial: ms(100),
+            max: ms(1000),
+            multiplier: 2.0,
+            jitter,
+            reset_after: ms(5000),
+        }
     }
 
     #[test]
     fn exponential_curve_is_capped() {
         let b = backoff(0.0);
-        let got: Vec<u128> = (0..6).map(|a| backoff_delay(&b, a, 0.5).as_millis()).collect();
+        let got: Vec<u128> = (0..6)
+            .map(|a| backoff_delay(&b, a, 0.5).as_millis())
+            .collect();
         assert_eq!(got, [100, 200, 400, 800, 1000, 1000]);
     }
 
@@ -92,7 +111,12 @@ mod tests {
 
     #[test]
     fn intensity_limit_and_reset() {
-        let recovery = Recovery { max_restarts: 3, window: ms(10_000), backoff: backoff(0.0), ..Recovery::default() };
+        let recovery = Recovery {
+            max_restarts: 3,
+            window: ms(10_000),
+            backoff: backoff(0.0),
+            ..Recovery::default()
+        };
         let t0 = Instant::now();
         let mut h = History::default();
         let mut verdicts = Vec::new();
@@ -102,16 +126,28 @@ mod tests {
         assert_eq!(
             verdicts,
             [
-                Verdict::Restart { delay: ms(100), attempt: 0 },
-                Verdict::Restart { delay: ms(200), attempt: 1 },
-                Verdict::Restart { delay: ms(400), attempt: 2 },
+                Verdict::Restart {
+                    delay: ms(100),
+                    attempt: 0
+                },
+                Verdict::Restart {
+                    delay: ms(200),
+                    attempt: 1
+                },
+                Verdict::Restart {
+                    delay: ms(400),
+                    attempt: 2
+                },
                 Verdict::Exhausted { restarts: 3 },
             ]
         );
         // Once the window has passed, restarts are allowed again; a long stable run resets the curve.
         assert_eq!(
             h.on_failure(&recovery, t0 + ms(20_000), ms(6000), 0.5),
-            Verdict::Restart { delay: ms(100), attempt: 0 }
+            Verdict::Restart {
+                delay: ms(100),
+                attempt: 0
+            }
         );
     }
 }

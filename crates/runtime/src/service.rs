@@ -26,7 +26,10 @@ pub trait Service: Send + Sync + 'static {
 
     /// Runs one incarnation until asked to stop ([`Context::recv`] returns `None`) or until it fails.
     /// Returning `Ok` without being asked to stop is a failure too.
-    fn run(&self, cx: Context<Self::Request>) -> impl Future<Output = Result<(), ServiceError>> + Send;
+    fn run(
+        &self,
+        cx: Context<Self::Request>,
+    ) -> impl Future<Output = Result<(), ServiceError>> + Send;
 }
 
 /// Why an incarnation failed. Converts from any error, like `anyhow::Error` (so it does not implement
@@ -37,7 +40,9 @@ pub struct ServiceError {
 
 impl ServiceError {
     pub fn new(message: impl Into<String>) -> Self {
-        ServiceError { message: message.into() }
+        ServiceError {
+            message: message.into(),
+        }
     }
 
     pub fn message(&self) -> &str {
@@ -75,7 +80,9 @@ impl fmt::Display for ServiceError {
 pub enum Mode {
     Normal,
     /// Restarted by the `degrade` strategy after this failure: serve what still works.
-    Degraded { reason: String },
+    Degraded {
+        reason: String,
+    },
 }
 
 /// What an incarnation sees of the runtime.
@@ -95,7 +102,11 @@ pub struct Context<R> {
 
 impl<R> fmt::Debug for Context<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Context").field("service", &self.name).field("id", &self.id).field("mode", &self.mode).finish()
+        f.debug_struct("Context")
+            .field("service", &self.name)
+            .field("id", &self.id)
+            .field("mode", &self.mode)
+            .finish()
     }
 }
 
@@ -137,7 +148,9 @@ impl<R: Send + 'static> Context<R> {
 
     /// Reports reduced function, with the reason; dependents are told.
     pub fn set_degraded(&mut self, reason: impl Into<String>) {
-        self.report_health(Health::Degraded { reason: reason.into() });
+        self.report_health(Health::Degraded {
+            reason: reason.into(),
+        });
     }
 
     /// Reports full function again.

@@ -148,7 +148,12 @@ pub struct Resources {
 
 impl Default for Resources {
     fn default() -> Self {
-        Resources { min_memory_mib: 8, max_memory_mib: 64, cpu_cores: 1, network_access: false }
+        Resources {
+            min_memory_mib: 8,
+            max_memory_mib: 64,
+            cpu_cores: 1,
+            network_access: false,
+        }
     }
 }
 

@@ -51,7 +51,7 @@ pub(crate) enum Command {
     Stop(ServiceName, oneshot::Sender<Result<Answer, Error>>),
     Restart(ServiceName, oneshot::Sender<Result<Answer, Error>>),
     Fault(ServiceName, Fault, oneshot::Sender<Result<Answer, Error>>),
-    Register(Registration, oneshot::Sender<Result<(), Error>>),
+    Register(Box<Registration>, oneshot::Sender<Result<(), Error>>),
     Snapshot(oneshot::Sender<Snapshot>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -62,8 +62,15 @@ pub(crate) struct Registration {
 }
 
 enum Timer {
-    Backoff { service: usize, epoch: u64 },
-    ReplicaBackoff { service: usize, replica: u32, epoch: u64 },
+    Backoff {
+        service: usize,
+        epoch: u64,
+    },
+    ReplicaBackoff {
+        service: usize,
+        replica: u32,
+        epoch: u64,
+    },
     StartDeadline(IncarnationId),
     StopDeadline(IncarnationId),
 }
@@ -94,7 +101,10 @@ pub struct ServiceStatus {
     pub layer: usize,
 }
 
-fn serialize_opt_time<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+fn serialize_opt_time<S: serde::Serializer>(
+    t: &Option<SystemTime>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match t {
         Some(t) => s.collect_str(&humantime::format_rfc3339_millis(*t)),
         None => s.serialize_none(),
@@ -164,7 +174,8 @@ struct Replica {
     exit_cause: Option<ExitOutcome>,
 }
 
-struct Entry_ {
+/// One registered service and everything the supervisor tracks about it.
+struct Managed {
     spec: Arc<Spec>,
     service: Box<dyn Erased>,
     state: State,
@@ -193,7 +204,7 @@ enum Concern {
 }
 
 pub(crate) struct Supervisor {
-    entries: Vec<Entry_>,
+    entries: Vec<Managed>,
     graph: Graph,
     journal: Journal,
     bus: Bus,
@@ -220,7 +231,7 @@ impl Supervisor {
         readiness_tx: watch::Sender<Readiness>,
     ) -> Self {
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
-        let entries: Vec<Entry_> = registrations.into_iter().map(|r| Entry_::new(r)).collect();
+        let entries: Vec<Managed> = registrations.into_iter().map(Managed::new).collect();
         let n = entries.len();
         Supervisor {
             entries,
@@ -246,7 +257,10 @@ impl Supervisor {
         self.journal.append(
             None,
             None,
-            Event::RuntimeStarted { version: env!("CARGO_PKG_VERSION").into(), services: self.entries.len() },
+            Event::RuntimeStarted {
+                version: env!("CARGO_PKG_VERSION").into(),
+                services: self.entries.len(),
+            },
             Cause::Startup,
         );
         for i in 0..self.entries.len() {
@@ -258,7 +272,12 @@ impl Supervisor {
         self.publish_readiness();
         self.reconcile(&Cause::Startup);
         loop {
-            if self.shutdown.is_some() && self.entries.iter().all(|e| e.state.is_down() && e.replicas.is_empty()) {
+            if self.shutdown.is_some()
+                && self
+                    .entries
+                    .iter()
+                    .all(|e| e.state.is_down() && e.replicas.is_empty())
+            {
                 break;
             }
             tokio::select! {
@@ -276,7 +295,8 @@ impl Supervisor {
         self.root.cancel();
         self.probes.close();
         self.probes.wait().await;
-        self.journal.append(None, None, Event::RuntimeStopped, Cause::Shutdown);
+        self.journal
+            .append(None, None, Event::RuntimeStopped, Cause::Shutdown);
         if let Err(e) = self.journal.sync() {
             tracing::error!(error = %e, "could not sync the journal at shutdown");
         }
@@ -304,7 +324,7 @@ impl Supervisor {
                 let _ = reply.send(self.lookup(&name).and_then(|i| self.cmd_fault(i, fault)));
             }
             Command::Register(registration, reply) => {
-                let _ = reply.send(self.cmd_register(registration));
+                let _ = reply.send(self.cmd_register(*registration));
             }
             Command::Snapshot(reply) => {
                 let _ = reply.send(self.snapshot());
@@ -337,18 +357,29 @@ impl Supervisor {
                 for r in self.entries[i].replicas.values() {
                     r.abort.abort();
                 }
-                if self.entries[i].want_up && self.deps_up(i) && self.entries[i].replicas.is_empty() {
+                if self.entries[i].want_up && self.deps_up(i) && self.entries[i].replicas.is_empty()
+                {
                     self.launch(i, true);
                 } else {
                     // Wait as stopped; reconcile launches it once its dependencies are up.
                     self.set_state(i, Input::Stop);
                     self.dirty.insert(i);
-                    self.reconcile(&Cause::Recovery { strategy: self.entries[i].spec.recovery.strategy });
+                    self.reconcile(&Cause::Recovery {
+                        strategy: self.entries[i].spec.recovery.strategy,
+                    });
                 }
             }
-            Timer::ReplicaBackoff { service: i, replica, epoch } => {
+            Timer::ReplicaBackoff {
+                service: i,
+                replica,
+                epoch,
+            } => {
                 let e = &self.entries[i];
-                if e.epoch == epoch && e.state.is_up() && e.want_up && !e.replicas.contains_key(&replica) {
+                if e.epoch == epoch
+                    && e.state.is_up()
+                    && e.want_up
+                    && !e.replicas.contains_key(&replica)
+                {
                     self.launch_replica(i, replica, true);
                 }
             }
@@ -368,7 +399,9 @@ impl Supervisor {
     }
 
     fn on_ready(&mut self, id: IncarnationId) {
-        let Some(replica) = self.replica_mut(id) else { return };
+        let Some(replica) = self.replica_mut(id) else {
+            return;
+        };
         if replica.ready || replica.stopping {
             return;
         }
@@ -381,12 +414,24 @@ impl Supervisor {
                 let _ = reports.send(Report::Hung(id, missed));
             }
         });
-        self.record_gen(id.service, id.generation, Event::Ready { replica: id.replica }, Cause::Service);
+        self.record_gen(
+            id.service,
+            id.generation,
+            Event::Ready {
+                replica: id.replica,
+            },
+            Cause::Service,
+        );
         let e = &self.entries[id.service];
         if e.state == State::Starting && e.replicas.values().all(|r| r.ready || r.stopping) {
             let degraded = e.degraded_mode.clone();
             let replicas = e.replicas.len() as u32;
-            self.set_state(id.service, Input::AllReady { degraded: degraded.is_some() });
+            self.set_state(
+                id.service,
+                Input::AllReady {
+                    degraded: degraded.is_some(),
+                },
+            );
             self.entries[id.service].started_at = Some(SystemTime::now());
             self.record(id.service, Event::Up { replicas }, Cause::Service);
             let health = match degraded {
@@ -394,8 +439,11 @@ impl Supervisor {
                 None => Health::Healthy,
             };
             self.set_health(id.service, health, Cause::Service);
-            self.dirty.extend(self.graph.dependents(id.service).iter().copied());
-            self.reconcile(&Cause::Dependency { service: self.entries[id.service].spec.name.clone() });
+            self.dirty
+                .extend(self.graph.dependents(id.service).iter().copied());
+            self.reconcile(&Cause::Dependency {
+                service: self.entries[id.service].spec.name.clone(),
+            });
         }
     }
 
@@ -424,17 +472,36 @@ impl Supervisor {
             Ok((task, result)) => (task, Ok(result)),
             Err(e) => (e.id(), Err(e)),
         };
-        let Some(id) = self.task_ids.remove(&task) else { return };
+        let Some(id) = self.task_ids.remove(&task) else {
+            return;
+        };
         let i = id.service;
-        let Some(replica) = self.entries[i].replicas.remove(&id.replica) else { return };
+        let Some(replica) = self.entries[i].replicas.remove(&id.replica) else {
+            return;
+        };
         replica.cancel.cancel();
-        let outcome = replica.exit_cause.clone().unwrap_or_else(|| classify(result, replica.stopping));
+        let outcome = replica
+            .exit_cause
+            .clone()
+            .unwrap_or_else(|| classify(result, replica.stopping));
         let ran = replica.launched_at.elapsed();
         let cause = match outcome {
             ExitOutcome::Hung { .. } | ExitOutcome::StartTimeout => Cause::Probe,
-            _ => self.entries[i].stop_cause.clone().filter(|_| replica.stopping).unwrap_or(Cause::Service),
+            _ => self.entries[i]
+                .stop_cause
+                .clone()
+                .filter(|_| replica.stopping)
+                .unwrap_or(Cause::Service),
         };
-        self.record_gen(i, id.generation, Event::Exited { replica: id.replica, outcome: outcome.clone() }, cause);
+        self.record_gen(
+            i,
+            id.generation,
+            Event::Exited {
+                replica: id.replica,
+                outcome: outcome.clone(),
+            },
+            cause,
+        );
         if replica.stopping {
             if self.entries[i].state == State::Stopping && self.entries[i].replicas.is_empty() {
                 self.finish_stop(i);
@@ -448,18 +515,27 @@ impl Supervisor {
 
     fn on_failure(&mut self, i: usize, slot: u32, outcome: ExitOutcome, ran: Duration) {
         let recovery = self.entries[i].spec.recovery;
-        let cause = Cause::Recovery { strategy: recovery.strategy };
+        let cause = Cause::Recovery {
+            strategy: recovery.strategy,
+        };
         let what = describe(&outcome);
         if !self.entries[i].state.is_up() && self.entries[i].state != State::Starting {
             // A straggler from a run that is already being recovered or stopped.
             return;
         }
         if recovery.strategy == Strategy::Manual {
-            self.fail(i, format!("{what}; recovery is manual: start it again when ready"), cause);
+            self.fail(
+                i,
+                format!("{what}; recovery is manual: start it again when ready"),
+                cause,
+            );
             return;
         }
         let unit = self.rng.r#gen::<f64>();
-        match self.entries[i].history.on_failure(&recovery, Instant::now(), ran, unit) {
+        match self.entries[i]
+            .history
+            .on_failure(&recovery, Instant::now(), ran, unit)
+        {
             Verdict::Exhausted { restarts } => {
                 let reason = format!(
                     "{what}; gave up after {restarts} restarts within {}",
@@ -469,12 +545,40 @@ impl Supervisor {
             }
             Verdict::Restart { delay, attempt } => {
                 self.entries[i].restarts += 1;
-                let serving = self.entries[i].replicas.values().filter(|r| r.ready && !r.stopping).count() as u32;
-                if recovery.strategy == Strategy::Failover && serving > 0 && self.entries[i].state.is_up() {
-                    self.record(i, Event::Failover { replica: slot, serving }, cause.clone());
+                let serving = self.entries[i]
+                    .replicas
+                    .values()
+                    .filter(|r| r.ready && !r.stopping)
+                    .count() as u32;
+                if recovery.strategy == Strategy::Failover
+                    && serving > 0
+                    && self.entries[i].state.is_up()
+                {
+                    self.record(
+                        i,
+                        Event::Failover {
+                            replica: slot,
+                            serving,
+                        },
+                        cause.clone(),
+                    );
                     let epoch = self.entries[i].epoch;
-                    self.timers.insert(Timer::ReplicaBackoff { service: i, replica: slot, epoch }, delay);
-                    self.record(i, Event::BackoffScheduled { attempt, delay_ms: delay.as_millis() as u64 }, cause);
+                    self.timers.insert(
+                        Timer::ReplicaBackoff {
+                            service: i,
+                            replica: slot,
+                            epoch,
+                        },
+                        delay,
+                    );
+                    self.record(
+                        i,
+                        Event::BackoffScheduled {
+                            attempt,
+                            delay_ms: delay.as_millis() as u64,
+                        },
+                        cause,
+                    );
                     return;
                 }
                 self.stop_replicas(i);
@@ -484,15 +588,33 @@ impl Supervisor {
                 self.set_state(i, Input::Backoff);
                 self.entries[i].epoch += 1;
                 let epoch = self.entries[i].epoch;
-                self.timers.insert(Timer::Backoff { service: i, epoch }, delay);
-                self.record(i, Event::BackoffScheduled { attempt, delay_ms: delay.as_millis() as u64 }, cause.clone());
+                self.timers
+                    .insert(Timer::Backoff { service: i, epoch }, delay);
+                self.record(
+                    i,
+                    Event::BackoffScheduled {
+                        attempt,
+                        delay_ms: delay.as_millis() as u64,
+                    },
+                    cause.clone(),
+                );
                 self.set_health(i, Health::Unhealthy { reason: what }, cause);
                 if recovery.scope == Scope::Dependents {
                     let name = self.entries[i].spec.name.clone();
-                    let dependents: Vec<usize> = self.graph.with_dependents(i).into_iter().filter(|&d| d != i).collect();
+                    let dependents: Vec<usize> = self
+                        .graph
+                        .with_dependents(i)
+                        .into_iter()
+                        .filter(|&d| d != i)
+                        .collect();
                     for d in dependents {
                         // Still wanted: reconcile starts them again once this service is back up.
-                        self.begin_stop(d, &Cause::Dependency { service: name.clone() });
+                        self.begin_stop(
+                            d,
+                            &Cause::Dependency {
+                                service: name.clone(),
+                            },
+                        );
                     }
                 }
             }
@@ -503,19 +625,31 @@ impl Supervisor {
         self.stop_replicas(i);
         self.entries[i].failure = Some(reason.clone());
         self.set_state(i, Input::Fail);
-        self.record(i, Event::Failed { reason: reason.clone() }, cause.clone());
+        self.record(
+            i,
+            Event::Failed {
+                reason: reason.clone(),
+            },
+            cause.clone(),
+        );
         self.set_health(i, Health::Unhealthy { reason }, cause);
-        let dropped = self.entries[i].service.mailbox().drain(DeadLetterReason::ServiceStopped);
+        let dropped = self.entries[i]
+            .service
+            .mailbox()
+            .drain(DeadLetterReason::ServiceStopped);
         if dropped > 0 {
             tracing::warn!(service = %self.entries[i].spec.name, dropped, "failed with requests queued; dead-lettered");
         }
-        self.dirty.extend(self.graph.dependencies(i).iter().copied());
+        self.dirty
+            .extend(self.graph.dependencies(i).iter().copied());
     }
 
     // --- commands -----------------------------------------------------------------------------------
 
     fn lookup(&self, name: &ServiceName) -> Result<usize, Error> {
-        self.graph.index_of(name.as_str()).ok_or_else(|| Error::UnknownService(name.to_string()))
+        self.graph
+            .index_of(name.as_str())
+            .ok_or_else(|| Error::UnknownService(name.to_string()))
     }
 
     fn answer(&self, i: usize, accepted: bool, message: impl Into<String>) -> Answer {
@@ -535,7 +669,9 @@ impl Supervisor {
         if !state.is_down() {
             return self.answer(i, false, format!("already {state}"));
         }
-        let cause = Cause::Operator { command: "start".into() };
+        let cause = Cause::Operator {
+            command: "start".into(),
+        };
         for d in self.graph.with_dependencies(i) {
             let e = &mut self.entries[d];
             e.want_up = true;
@@ -561,7 +697,9 @@ impl Supervisor {
             self.entries[i].want_up = false;
             return self.answer(i, false, format!("already {state}"));
         }
-        let cause = Cause::Operator { command: "stop".into() };
+        let cause = Cause::Operator {
+            command: "stop".into(),
+        };
         let set = self.graph.with_dependents(i);
         let dependents = set.len() - 1;
         for d in set {
@@ -581,42 +719,75 @@ impl Supervisor {
     fn cmd_restart(&mut self, i: usize) -> Answer {
         let state = self.entries[i].state;
         match state {
-            State::Backoff | State::Starting | State::Stopping => {
-                self.answer(i, false, format!("already {state}; a new incarnation is on its way"))
-            }
+            State::Backoff | State::Starting | State::Stopping => self.answer(
+                i,
+                false,
+                format!("already {state}; a new incarnation is on its way"),
+            ),
             State::Registered | State::Stopped | State::Failed => self.cmd_start(i),
             State::Running | State::Degraded => {
                 // Still wanted, so reconcile starts it again once its incarnations have stopped.
                 self.entries[i].degraded_mode = None;
-                self.begin_stop(i, &Cause::Operator { command: "restart".into() });
+                self.begin_stop(
+                    i,
+                    &Cause::Operator {
+                        command: "restart".into(),
+                    },
+                );
                 self.answer(i, true, "restarting")
             }
         }
     }
 
     fn cmd_fault(&mut self, i: usize, fault: Fault) -> Result<Answer, Error> {
-        let target = self.entries[i].replicas.values().find(|r| r.ready && !r.stopping).map(|r| (r.id, r.control.clone()));
+        let target = self.entries[i]
+            .replicas
+            .values()
+            .find(|r| r.ready && !r.stopping)
+            .map(|r| (r.id, r.control.clone()));
         let Some((id, control)) = target else {
-            return Err(Error::NotRunning { service: self.entries[i].spec.name.clone(), state: self.entries[i].state });
+            return Err(Error::NotRunning {
+                service: self.entries[i].spec.name.clone(),
+                state: self.entries[i].state,
+            });
         };
         if control.try_send(Control::Fault(fault)).is_err() {
-            return Err(Error::NotRunning { service: self.entries[i].spec.name.clone(), state: self.entries[i].state });
+            return Err(Error::NotRunning {
+                service: self.entries[i].spec.name.clone(),
+                state: self.entries[i].state,
+            });
         }
-        self.record_gen(i, id.generation, Event::FaultInjected { replica: id.replica, fault }, Cause::Operator {
-            command: "fault".into(),
-        });
-        Ok(self.answer(i, true, format!("{fault:?} injected into replica {}", id.replica).to_lowercase()))
+        self.record_gen(
+            i,
+            id.generation,
+            Event::FaultInjected {
+                replica: id.replica,
+                fault,
+            },
+            Cause::Operator {
+                command: "fault".into(),
+            },
+        );
+        Ok(self.answer(
+            i,
+            true,
+            format!("{fault:?} injected into replica {}", id.replica).to_lowercase(),
+        ))
     }
 
     fn cmd_register(&mut self, registration: Registration) -> Result<(), Error> {
         if self.shutdown.is_some() {
             return Err(Error::ShuttingDown);
         }
-        let specs: Vec<&Spec> =
-            self.entries.iter().map(|e| &*e.spec).chain(std::iter::once(&registration.spec)).collect();
+        let specs: Vec<&Spec> = self
+            .entries
+            .iter()
+            .map(|e| &*e.spec)
+            .chain(std::iter::once(&registration.spec))
+            .collect();
         let graph = Graph::build(specs, &BTreeSet::new()).map_err(Error::Graph)?;
         self.graph = graph;
-        self.entries.push(Entry_::new(registration));
+        self.entries.push(Managed::new(registration));
         self.concerns.push(Concern::None);
         let i = self.entries.len() - 1;
         self.record(i, Event::Registered, Cause::Registration);
@@ -631,7 +802,8 @@ impl Supervisor {
         let first = self.shutdown.is_none();
         self.shutdown.get_or_insert_with(Vec::new).extend(reply);
         if first {
-            self.journal.append(None, None, Event::RuntimeStopping, Cause::Shutdown);
+            self.journal
+                .append(None, None, Event::RuntimeStopping, Cause::Shutdown);
             for i in 0..self.entries.len() {
                 self.entries[i].want_up = false;
                 self.dirty.insert(i);
@@ -643,11 +815,17 @@ impl Supervisor {
     // --- reconciliation -----------------------------------------------------------------------------
 
     fn deps_up(&self, i: usize) -> bool {
-        self.graph.dependencies(i).iter().all(|&d| self.entries[d].state.is_up())
+        self.graph
+            .dependencies(i)
+            .iter()
+            .all(|&d| self.entries[d].state.is_up())
     }
 
     fn dependents_down(&self, i: usize) -> bool {
-        self.graph.dependents(i).iter().all(|&d| self.entries[d].state.is_down())
+        self.graph
+            .dependents(i)
+            .iter()
+            .all(|&d| self.entries[d].state.is_down())
     }
 
     fn reconcile(&mut self, cause: &Cause) {
@@ -659,7 +837,10 @@ impl Supervisor {
                     if e.state.is_down() && e.failure.is_none() && self.deps_up(i) {
                         launches.push(i);
                     }
-                } else if !e.state.is_down() && e.state != State::Stopping && self.dependents_down(i) {
+                } else if !e.state.is_down()
+                    && e.state != State::Stopping
+                    && self.dependents_down(i)
+                {
                     self.begin_stop(i, cause);
                 }
             }
@@ -669,7 +850,9 @@ impl Supervisor {
             // One layer's worth at a time, higher priority first.
             launches.sort_by(|&a, &b| {
                 let (sa, sb) = (&self.entries[a].spec, &self.entries[b].spec);
-                sa.priority.cmp(&sb.priority).then_with(|| sa.name.cmp(&sb.name))
+                sa.priority
+                    .cmp(&sb.priority)
+                    .then_with(|| sa.name.cmp(&sb.name))
             });
             for i in launches {
                 self.launch(i, self.entries[i].generation > 0);
@@ -693,11 +876,17 @@ impl Supervisor {
     fn launch_replica(&mut self, i: usize, slot: u32, restart: bool) {
         let e = &mut self.entries[i];
         e.generation += 1;
-        let id = IncarnationId { service: i, replica: slot, generation: e.generation };
+        let id = IncarnationId {
+            service: i,
+            replica: slot,
+            generation: e.generation,
+        };
         let (control_tx, control_rx) = mpsc::channel(8);
         let cancel = self.root.child_token();
         let mode = match &e.degraded_mode {
-            Some(reason) => Mode::Degraded { reason: reason.clone() },
+            Some(reason) => Mode::Degraded {
+                reason: reason.clone(),
+            },
             None => Mode::Normal,
         };
         let degraded_mode = e.degraded_mode.is_some();
@@ -711,23 +900,38 @@ impl Supervisor {
         });
         let abort = self.tasks.spawn(incarnation);
         self.task_ids.insert(abort.id(), id);
-        self.timers.insert(Timer::StartDeadline(id), e.spec.health.start_timeout);
-        e.replicas.insert(slot, Replica {
-            id,
-            control: control_tx,
-            cancel,
-            abort,
-            ready: false,
-            launched_at: Instant::now(),
-            stopping: false,
-            exit_cause: None,
-        });
+        self.timers
+            .insert(Timer::StartDeadline(id), e.spec.health.start_timeout);
+        e.replicas.insert(
+            slot,
+            Replica {
+                id,
+                control: control_tx,
+                cancel,
+                abort,
+                ready: false,
+                launched_at: Instant::now(),
+                stopping: false,
+                exit_cause: None,
+            },
+        );
         let cause = if restart {
-            Cause::Recovery { strategy: e.spec.recovery.strategy }
+            Cause::Recovery {
+                strategy: e.spec.recovery.strategy,
+            }
         } else {
             Cause::Startup
         };
-        self.record_gen(i, id.generation, Event::Starting { replica: slot, restart, degraded_mode }, cause);
+        self.record_gen(
+            i,
+            id.generation,
+            Event::Starting {
+                replica: slot,
+                restart,
+                degraded_mode,
+            },
+            cause,
+        );
     }
 
     /// Asks every replica to stop within its grace period.
@@ -775,12 +979,16 @@ impl Supervisor {
     fn after_stop(&mut self, i: usize, cause: &Cause) {
         let e = &mut self.entries[i];
         e.started_at = None;
-        let dead_lettered =
-            if e.want_up { 0 } else { e.service.mailbox().drain(DeadLetterReason::ServiceStopped) };
+        let dead_lettered = if e.want_up {
+            0
+        } else {
+            e.service.mailbox().drain(DeadLetterReason::ServiceStopped)
+        };
         self.record(i, Event::Stopped { dead_lettered }, cause.clone());
         self.set_health(i, Health::Unknown, cause.clone());
         self.dirty.insert(i);
-        self.dirty.extend(self.graph.dependencies(i).iter().copied());
+        self.dirty
+            .extend(self.graph.dependencies(i).iter().copied());
         self.reconcile(cause);
     }
 
@@ -794,8 +1002,11 @@ impl Supervisor {
             return false;
         };
         e.state = next;
-        let accepting = next.accepts_requests() || (e.want_up && e.failure.is_none() && next == State::Stopped);
-        e.service.mailbox().set_state(if accepting { State::Starting } else { next });
+        let accepting =
+            next.accepts_requests() || (e.want_up && e.failure.is_none() && next == State::Stopped);
+        e.service
+            .mailbox()
+            .set_state(if accepting { State::Starting } else { next });
         self.refresh_concern(i);
         true
     }
@@ -805,8 +1016,20 @@ impl Supervisor {
             return;
         }
         self.entries[i].health = health.clone();
-        self.record(i, Event::HealthChanged { health: health.clone() }, cause);
-        self.bus.publish(None, HealthReport { service: self.entries[i].spec.name.clone(), health });
+        self.record(
+            i,
+            Event::HealthChanged {
+                health: health.clone(),
+            },
+            cause,
+        );
+        self.bus.publish(
+            None,
+            HealthReport {
+                service: self.entries[i].spec.name.clone(),
+                health,
+            },
+        );
         self.refresh_concern(i);
     }
 
@@ -836,9 +1059,17 @@ impl Supervisor {
                 level = RuntimeLevel::Degraded;
             }
             if reasons.len() < 16 {
-                let why = e.failure.clone().or_else(|| e.health.reason().map(str::to_owned));
+                let why = e
+                    .failure
+                    .clone()
+                    .or_else(|| e.health.reason().map(str::to_owned));
                 reasons.push(match why {
-                    Some(why) => format!("{} ({}) is {}: {why}", e.spec.name, kind_word(&e.spec), e.state),
+                    Some(why) => format!(
+                        "{} ({}) is {}: {why}",
+                        e.spec.name,
+                        kind_word(&e.spec),
+                        e.state
+                    ),
                     None => format!("{} ({}) is {}", e.spec.name, kind_word(&e.spec), e.state),
                 });
             }
@@ -849,7 +1080,10 @@ impl Supervisor {
             self.journal.append(
                 None,
                 None,
-                Event::RuntimeHealth { level: readiness.level, reasons: readiness.reasons.clone() },
+                Event::RuntimeHealth {
+                    level: readiness.level,
+                    reasons: readiness.reasons.clone(),
+                },
                 Cause::Service,
             );
         }
@@ -877,7 +1111,12 @@ impl Supervisor {
     }
 
     fn record_gen(&self, i: usize, generation: u64, event: Event, cause: Cause) {
-        let entry = self.journal.append(Some(&self.entries[i].spec.name), Some(generation), event, cause);
+        let entry = self.journal.append(
+            Some(&self.entries[i].spec.name),
+            Some(generation),
+            event,
+            cause,
+        );
         self.bus.publish(None, ServiceEvent(entry));
     }
 
@@ -890,7 +1129,11 @@ impl Supervisor {
                 spec: e.spec.clone(),
                 state: e.state,
                 health: e.health.clone(),
-                replicas_running: e.replicas.values().filter(|r| r.ready && !r.stopping).count() as u32,
+                replicas_running: e
+                    .replicas
+                    .values()
+                    .filter(|r| r.ready && !r.stopping)
+                    .count() as u32,
                 restarts: e.restarts,
                 generation: e.generation,
                 started_at: e.started_at,
@@ -907,9 +1150,9 @@ impl Supervisor {
     }
 }
 
-impl Entry_ {
+impl Managed {
     fn new(r: Registration) -> Self {
-        Entry_ {
+        Managed {
             spec: Arc::new(r.spec),
             service: r.service,
             state: State::Registered,
@@ -940,7 +1183,9 @@ fn classify(result: Result<Result<(), ServiceError>, JoinError>, stopping: bool)
     match result {
         Ok(Ok(())) if stopping => ExitOutcome::Stopped,
         Ok(Ok(())) => ExitOutcome::Returned,
-        Ok(Err(e)) => ExitOutcome::Error { message: e.to_string() },
+        Ok(Err(e)) => ExitOutcome::Error {
+            message: e.to_string(),
+        },
         Err(e) if e.is_panic() => {
             let payload = e.into_panic();
             let message = payload

@@ -13,12 +13,27 @@ use tokio::time::Instant;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Echo { after_ms: u64, deadline_ms: u64 },
-    Slow { after_ms: u64, work_ms: u64, deadline_ms: u64 },
-    Crash { after_ms: u64 },
-    Panic { after_ms: u64 },
-    Stop { after_ms: u64 },
-    Start { after_ms: u64 },
+    Echo {
+        after_ms: u64,
+        deadline_ms: u64,
+    },
+    Slow {
+        after_ms: u64,
+        work_ms: u64,
+        deadline_ms: u64,
+    },
+    Crash {
+        after_ms: u64,
+    },
+    Panic {
+        after_ms: u64,
+    },
+    Stop {
+        after_ms: u64,
+    },
+    Start {
+        after_ms: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -33,7 +48,11 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn run_case(ops: Vec<Op>, queue: usize) -> Result<(), TestCaseError> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
     rt.block_on(async move {
         let journal = Journal::in_memory();
         let mut b = Builder::new(journal.clone());
@@ -43,7 +62,11 @@ fn run_case(ops: Vec<Op>, queue: usize) -> Result<(), TestCaseError> {
             s.recovery.backoff.initial = Duration::from_millis(50);
         }));
         let runtime = b.start().expect("start");
-        runtime.readiness().wait_for(|r| r.level == RuntimeLevel::Ready).await.expect("ready");
+        runtime
+            .readiness()
+            .wait_for(|r| r.level == RuntimeLevel::Ready)
+            .await
+            .expect("ready");
         let t0 = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         let mut sent = 0u64;
@@ -51,19 +74,32 @@ fn run_case(ops: Vec<Op>, queue: usize) -> Result<(), TestCaseError> {
             let svc = svc.clone();
             let client = runtime.client();
             match op {
-                Op::Echo { after_ms, deadline_ms } => {
+                Op::Echo {
+                    after_ms,
+                    deadline_ms,
+                } => {
                     sent += 1;
                     tasks.spawn(async move {
                         tokio::time::sleep_until(t0 + Duration::from_millis(after_ms)).await;
-                        let _ = svc.call_by(Instant::now() + Duration::from_millis(deadline_ms), |r| Req::Echo(1, r)).await;
+                        let _ = svc
+                            .call_by(Instant::now() + Duration::from_millis(deadline_ms), |r| {
+                                Req::Echo(1, r)
+                            })
+                            .await;
                     });
                 }
-                Op::Slow { after_ms, work_ms, deadline_ms } => {
+                Op::Slow {
+                    after_ms,
+                    work_ms,
+                    deadline_ms,
+                } => {
                     sent += 1;
                     tasks.spawn(async move {
                         tokio::time::sleep_until(t0 + Duration::from_millis(after_ms)).await;
                         let deadline = Instant::now() + Duration::from_millis(deadline_ms);
-                        let _ = svc.call_by(deadline, |r| Req::Slow(Duration::from_millis(work_ms), r)).await;
+                        let _ = svc
+                            .call_by(deadline, |r| Req::Slow(Duration::from_millis(work_ms), r))
+                            .await;
                     });
                 }
                 Op::Crash { after_ms } => {
@@ -98,9 +134,17 @@ fn run_case(ops: Vec<Op>, queue: usize) -> Result<(), TestCaseError> {
         // Shutdown dead-letters whatever is still queued, so every message is settled afterwards.
         runtime.shutdown().await;
         let edges = bus.edges();
-        let edge = edges.iter().find(|e| e.callee.as_str() == "svc" && e.caller.is_none()).expect("edge");
+        let edge = edges
+            .iter()
+            .find(|e| e.callee.as_str() == "svc" && e.caller.is_none())
+            .expect("edge");
         prop_assert_eq!(edge.calls, sent);
-        prop_assert_eq!(edge.handled + edge.errors + edge.dead_lettered, edge.calls, "{:?}", edge);
+        prop_assert_eq!(
+            edge.handled + edge.errors + edge.dead_lettered,
+            edge.calls,
+            "{:?}",
+            edge
+        );
         prop_assert_eq!(bus.dead_letters().total(), edge.dead_lettered);
         Ok(())
     })
@@ -120,18 +164,28 @@ async fn an_expired_request_is_dead_lettered_with_its_reason() {
     let mut b = Builder::new(journal.clone());
     let svc = b.add(Fake::new("svc"));
     let rt = b.start().expect("start");
-    rt.readiness().wait_for(|r| r.level == RuntimeLevel::Ready).await.expect("ready");
+    rt.readiness()
+        .wait_for(|r| r.level == RuntimeLevel::Ready)
+        .await
+        .expect("ready");
     // Occupy the single incarnation, then queue a request that expires while it waits.
     let busy = svc.clone();
-    let slow = tokio::spawn(async move { busy.call(|r| Req::Slow(Duration::from_secs(2), r)).await });
+    let slow =
+        tokio::spawn(async move { busy.call(|r| Req::Slow(Duration::from_secs(2), r)).await });
     tokio::task::yield_now().await;
-    let err = svc.call_by(Instant::now() + Duration::from_secs(1), |r| Req::Echo(1, r)).await.expect_err("expires");
+    let err = svc
+        .call_by(Instant::now() + Duration::from_secs(1), |r| Req::Echo(1, r))
+        .await
+        .expect_err("expires");
     assert!(matches!(err, runtime::CallError::DeadlineExceeded { .. }));
     assert_eq!(slow.await.expect("join"), Ok(()));
     assert_eq!(svc.call(|r| Req::Echo(2, r)).await, Ok(2));
     let letters = rt.bus().dead_letters().letters();
     assert_eq!(letters.len(), 1);
-    assert_eq!(letters[0].reason, runtime::bus::DeadLetterReason::DeadlineExpired);
+    assert_eq!(
+        letters[0].reason,
+        runtime::bus::DeadLetterReason::DeadlineExpired
+    );
     assert_eq!(letters[0].to.as_str(), "svc");
     rt.shutdown().await;
 }

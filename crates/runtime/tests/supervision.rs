@@ -13,7 +13,10 @@ use tokio::time::Instant;
 const WAIT: Duration = Duration::from_secs(600);
 
 async fn wait(journal: &Journal, pred: impl FnMut(&Entry) -> bool) -> std::sync::Arc<Entry> {
-    journal.wait_for(0, WAIT, pred).await.expect("the awaited journal event")
+    journal
+        .wait_for(0, WAIT, pred)
+        .await
+        .expect("the awaited journal event")
 }
 
 fn is(service: &str, pred: impl Fn(&Event) -> bool) -> impl FnMut(&Entry) -> bool {
@@ -22,11 +25,18 @@ fn is(service: &str, pred: impl Fn(&Event) -> bool) -> impl FnMut(&Entry) -> boo
 }
 
 fn briefs(journal: &Journal) -> Vec<String> {
-    journal.read(0, usize::MAX).expect("read").iter().filter_map(|e| brief(e)).collect()
+    journal
+        .read(0, usize::MAX)
+        .expect("read")
+        .iter()
+        .filter_map(|e| brief(e))
+        .collect()
 }
 
 fn position(log: &[String], item: &str) -> usize {
-    log.iter().position(|l| l == item).unwrap_or_else(|| panic!("{item:?} not in {log:#?}"))
+    log.iter()
+        .position(|l| l == item)
+        .unwrap_or_else(|| panic!("{item:?} not in {log:#?}"))
 }
 
 #[tokio::test(start_paused = true)]
@@ -35,11 +45,18 @@ async fn starts_in_dependency_order_and_stops_in_reverse() {
     let mut b = Builder::new(journal.clone());
     b.add(Fake::new("crypto"));
     b.add(Fake::new("storage").depends_on("crypto"));
-    b.add(Fake::new("account").depends_on("crypto").depends_on("storage"));
+    b.add(
+        Fake::new("account")
+            .depends_on("crypto")
+            .depends_on("storage"),
+    );
     b.add(Fake::new("computation").depends_on("storage"));
     let rt = b.start().expect("start");
     let mut ready = rt.readiness();
-    ready.wait_for(|r| r.level == RuntimeLevel::Ready).await.expect("ready");
+    ready
+        .wait_for(|r| r.level == RuntimeLevel::Ready)
+        .await
+        .expect("ready");
     rt.shutdown().await;
     let log = briefs(&journal);
     // A service starts only after every dependency is up.
@@ -61,12 +78,18 @@ async fn panic_is_restarted_with_backoff_and_queued_requests_are_served() {
     wait(&journal, is("svc", |e| matches!(e, Event::Up { .. }))).await;
     assert_eq!(svc.call(|r| Req::Echo(7, r)).await, Ok(7));
 
-    rt.inject_fault(&name("svc"), Fault::Panic).await.expect("fault");
+    rt.inject_fault(&name("svc"), Fault::Panic)
+        .await
+        .expect("fault");
     // The request sent while the service is down waits in the mailbox and is served after recovery.
     let answer = svc.call(|r| Req::Echo(8, r)).await;
     assert_eq!(answer, Ok(8));
     let log = briefs(&journal);
-    let tail: Vec<&str> = log.iter().skip_while(|l| !l.contains("fault")).map(|s| s.as_str()).collect();
+    let tail: Vec<&str> = log
+        .iter()
+        .skip_while(|l| !l.contains("fault"))
+        .map(|s| s.as_str())
+        .collect();
     assert_eq!(
         tail[..7],
         [
@@ -80,7 +103,10 @@ async fn panic_is_restarted_with_backoff_and_queued_requests_are_served() {
         ]
     );
     let snapshot = rt.snapshot().await.expect("snapshot");
-    assert_eq!(snapshot.service("svc").map(|s| (s.state, s.restarts)), Some((State::Running, 2)));
+    assert_eq!(
+        snapshot.service("svc").map(|s| (s.state, s.restarts)),
+        Some((State::Running, 2))
+    );
     rt.shutdown().await;
 }
 
@@ -97,10 +123,28 @@ async fn a_hang_is_detected_within_interval_times_threshold_plus_timeout() {
     let start = Instant::now();
     let exited = wait(&journal, is("svc", |e| matches!(e, Event::Exited { .. }))).await;
     let took = start.elapsed();
-    assert!(matches!(exited.event, Event::Exited { outcome: ExitOutcome::Hung { missed: 3 }, .. }), "{exited:?}");
-    assert!(took <= Duration::from_millis(3200), "detected after {took:?}");
-    assert!(took >= Duration::from_millis(2200), "detected too early, after {took:?}");
-    wait(&journal, |e| e.service.is_some() && matches!(e.event, Event::Up { .. }) && e.generation == Some(2)).await;
+    assert!(
+        matches!(
+            exited.event,
+            Event::Exited {
+                outcome: ExitOutcome::Hung { missed: 3 },
+                ..
+            }
+        ),
+        "{exited:?}"
+    );
+    assert!(
+        took <= Duration::from_millis(3200),
+        "detected after {took:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(2200),
+        "detected too early, after {took:?}"
+    );
+    wait(&journal, |e| {
+        e.service.is_some() && matches!(e.event, Event::Up { .. }) && e.generation == Some(2)
+    })
+    .await;
     rt.shutdown().await;
 }
 
@@ -108,18 +152,49 @@ async fn a_hang_is_detected_within_interval_times_threshold_plus_timeout() {
 async fn restart_intensity_fails_a_core_service_and_the_runtime_is_not_ready() {
     let journal = Journal::in_memory();
     let mut b = Builder::new(journal.clone());
-    b.add(Fake::new("core").script(&[Behaviour::Fail; 10]).spec_mut(|s| s.recovery.max_restarts = 3));
-    b.add(Fake::new("opt").kind(Kind::Optional).script(&[Behaviour::Panic; 10]).spec_mut(|s| s.recovery.max_restarts = 2));
+    b.add(
+        Fake::new("core")
+            .script(&[Behaviour::Fail; 10])
+            .spec_mut(|s| s.recovery.max_restarts = 3),
+    );
+    b.add(
+        Fake::new("opt")
+            .kind(Kind::Optional)
+            .script(&[Behaviour::Panic; 10])
+            .spec_mut(|s| s.recovery.max_restarts = 2),
+    );
     let rt = b.start().expect("start");
     wait(&journal, is("core", |e| matches!(e, Event::Failed { .. }))).await;
     wait(&journal, is("opt", |e| matches!(e, Event::Failed { .. }))).await;
     let log = briefs(&journal);
-    assert_eq!(log.iter().filter(|l| l.starts_with("core: starting")).count(), 4, "{log:#?}");
-    assert_eq!(log.iter().filter(|l| l.starts_with("opt: starting")).count(), 3, "{log:#?}");
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.starts_with("core: starting"))
+            .count(),
+        4,
+        "{log:#?}"
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.starts_with("opt: starting"))
+            .count(),
+        3,
+        "{log:#?}"
+    );
     let readiness = rt.readiness().borrow().clone();
     assert_eq!(readiness.level, RuntimeLevel::NotReady);
-    assert!(readiness.reasons.iter().any(|r| r.contains("core (core) is failed") && r.contains("gave up after 3 restarts")));
-    assert!(readiness.reasons.iter().any(|r| r.contains("opt (optional) is failed")));
+    assert!(
+        readiness
+            .reasons
+            .iter()
+            .any(|r| r.contains("core (core) is failed") && r.contains("gave up after 3 restarts"))
+    );
+    assert!(
+        readiness
+            .reasons
+            .iter()
+            .any(|r| r.contains("opt (optional) is failed"))
+    );
     rt.shutdown().await;
 }
 
@@ -128,11 +203,20 @@ async fn a_failed_optional_service_only_degrades_the_runtime() {
     let journal = Journal::in_memory();
     let mut b = Builder::new(journal.clone());
     b.add(Fake::new("core"));
-    b.add(Fake::new("opt").kind(Kind::Optional).script(&[Behaviour::Fail; 10]).spec_mut(|s| s.recovery.max_restarts = 1));
+    b.add(
+        Fake::new("opt")
+            .kind(Kind::Optional)
+            .script(&[Behaviour::Fail; 10])
+            .spec_mut(|s| s.recovery.max_restarts = 1),
+    );
     let rt = b.start().expect("start");
     wait(&journal, is("opt", |e| matches!(e, Event::Failed { .. }))).await;
     let mut r = rt.readiness();
-    let level = r.wait_for(|r| r.level != RuntimeLevel::NotReady).await.expect("readiness").level;
+    let level = r
+        .wait_for(|r| r.level != RuntimeLevel::NotReady)
+        .await
+        .expect("readiness")
+        .level;
     assert_eq!(level, RuntimeLevel::Degraded);
     rt.shutdown().await;
 }
@@ -148,18 +232,45 @@ async fn failover_keeps_serving_from_the_healthy_replica() {
         s.recovery.backoff.initial = Duration::from_secs(5);
     }));
     let rt = b.start().expect("start");
-    wait(&journal, is("svc", |e| matches!(e, Event::Up { replicas: 2 }))).await;
+    wait(
+        &journal,
+        is("svc", |e| matches!(e, Event::Up { replicas: 2 })),
+    )
+    .await;
     let since = journal.last_seq();
-    rt.inject_fault(&name("svc"), Fault::Panic).await.expect("fault");
-    journal.wait_for(since, WAIT, is("svc", |e| matches!(e, Event::Failover { serving: 1, .. }))).await.expect("failover");
+    rt.inject_fault(&name("svc"), Fault::Panic)
+        .await
+        .expect("fault");
+    journal
+        .wait_for(
+            since,
+            WAIT,
+            is("svc", |e| matches!(e, Event::Failover { serving: 1, .. })),
+        )
+        .await
+        .expect("failover");
     // During the five-second backoff of the failed replica, the other one answers at once.
     let t = Instant::now();
     for i in 0..10 {
         assert_eq!(svc.call(|r| Req::Echo(i, r)).await, Ok(i));
     }
     assert!(t.elapsed() < Duration::from_secs(1));
-    assert_eq!(rt.snapshot().await.expect("snapshot").service("svc").map(|s| s.state), Some(State::Running));
-    journal.wait_for(since, WAIT, is("svc", |e| matches!(e, Event::Ready { replica: 0 }))).await.expect("replica back");
+    assert_eq!(
+        rt.snapshot()
+            .await
+            .expect("snapshot")
+            .service("svc")
+            .map(|s| s.state),
+        Some(State::Running)
+    );
+    journal
+        .wait_for(
+            since,
+            WAIT,
+            is("svc", |e| matches!(e, Event::Ready { replica: 0 })),
+        )
+        .await
+        .expect("replica back");
     rt.shutdown().await;
 }
 
@@ -169,24 +280,50 @@ async fn degrade_restarts_in_degraded_mode_and_tells_dependents() {
     let mut b = Builder::new(journal.clone());
     let svc = b.add(Fake::new("svc").spec_mut(|s| s.recovery.strategy = Strategy::Degrade));
     b.add(Fake::new("user").depends_on("svc"));
-    let mut events = b.bus().subscribe::<runtime::ServiceEvent>(name("user"), 256);
+    let mut events = b
+        .bus()
+        .subscribe::<runtime::ServiceEvent>(name("user"), 256);
     let rt = b.start().expect("start");
-    rt.readiness().wait_for(|r| r.level == RuntimeLevel::Ready).await.expect("ready");
-    rt.inject_fault(&name("svc"), Fault::Error).await.expect("fault");
-    wait(&journal, is("svc", |e| matches!(e, Event::Up { .. }) )).await;
+    rt.readiness()
+        .wait_for(|r| r.level == RuntimeLevel::Ready)
+        .await
+        .expect("ready");
+    rt.inject_fault(&name("svc"), Fault::Error)
+        .await
+        .expect("fault");
+    wait(&journal, is("svc", |e| matches!(e, Event::Up { .. }))).await;
     let up_again = journal
-        .wait_for(0, WAIT, |e| matches!(e.event, Event::Starting { degraded_mode: true, .. }))
+        .wait_for(0, WAIT, |e| {
+            matches!(
+                e.event,
+                Event::Starting {
+                    degraded_mode: true,
+                    ..
+                }
+            )
+        })
         .await;
     assert!(up_again.is_some());
-    assert!(matches!(svc.call(Req::Mode).await, Ok(Mode::Degraded { .. })));
+    assert!(matches!(
+        svc.call(Req::Mode).await,
+        Ok(Mode::Degraded { .. })
+    ));
     let snapshot = rt.snapshot().await.expect("snapshot");
-    assert_eq!(snapshot.service("svc").map(|s| s.state), Some(State::Degraded));
+    assert_eq!(
+        snapshot.service("svc").map(|s| s.state),
+        Some(State::Degraded)
+    );
     assert_eq!(rt.readiness().borrow().level, RuntimeLevel::Degraded);
     // The dependent's subscription saw the degradation.
     let mut saw = false;
     while let Some(runtime::ServiceEvent(e)) = events.try_recv() {
         if e.service.as_ref().map(|s| s.as_str()) == Some("svc")
-            && matches!(&e.event, Event::HealthChanged { health: runtime::Health::Degraded { .. } })
+            && matches!(
+                &e.event,
+                Event::HealthChanged {
+                    health: runtime::Health::Degraded { .. }
+                }
+            )
         {
             saw = true;
         }
@@ -202,11 +339,19 @@ async fn manual_recovery_waits_for_an_operator() {
     let svc = b.add(Fake::new("svc").spec_mut(|s| s.recovery.strategy = Strategy::Manual));
     let rt = b.start().expect("start");
     wait(&journal, is("svc", |e| matches!(e, Event::Up { .. }))).await;
-    rt.inject_fault(&name("svc"), Fault::Panic).await.expect("fault");
+    rt.inject_fault(&name("svc"), Fault::Panic)
+        .await
+        .expect("fault");
     let failed = wait(&journal, is("svc", |e| matches!(e, Event::Failed { .. }))).await;
     assert!(format!("{:?}", failed.event).contains("recovery is manual"));
     // Nothing restarts it by itself; calls fail fast.
-    assert!(matches!(svc.call(|r| Req::Echo(1, r)).await, Err(CallError::Unavailable { state: State::Failed, .. })));
+    assert!(matches!(
+        svc.call(|r| Req::Echo(1, r)).await,
+        Err(CallError::Unavailable {
+            state: State::Failed,
+            ..
+        })
+    ));
     let answer = rt.start(&name("svc")).await.expect("start");
     assert!(answer.accepted);
     assert_eq!(svc.call(|r| Req::Echo(2, r)).await, Ok(2));
@@ -221,13 +366,32 @@ async fn scope_dependents_restarts_dependents_after_the_service() {
     b.add(Fake::new("mid").depends_on("base"));
     b.add(Fake::new("top").depends_on("mid"));
     let rt = b.start().expect("start");
-    rt.readiness().wait_for(|r| r.level == RuntimeLevel::Ready).await.expect("ready");
+    rt.readiness()
+        .wait_for(|r| r.level == RuntimeLevel::Ready)
+        .await
+        .expect("ready");
     let since = journal.last_seq();
-    rt.inject_fault(&name("base"), Fault::Panic).await.expect("fault");
-    journal.wait_for(since, WAIT, is("top", |e| matches!(e, Event::Up { .. }))).await.expect("top back");
-    let log: Vec<String> = journal.read(since, usize::MAX).expect("read").iter().filter_map(|e| brief(e)).collect();
-    assert!(position(&log, "top: stopped") < position(&log, "base: starting[0] restart"), "{log:#?}");
-    assert!(position(&log, "mid: stopped") < position(&log, "base: up"), "{log:#?}");
+    rt.inject_fault(&name("base"), Fault::Panic)
+        .await
+        .expect("fault");
+    journal
+        .wait_for(since, WAIT, is("top", |e| matches!(e, Event::Up { .. })))
+        .await
+        .expect("top back");
+    let log: Vec<String> = journal
+        .read(since, usize::MAX)
+        .expect("read")
+        .iter()
+        .filter_map(|e| brief(e))
+        .collect();
+    assert!(
+        position(&log, "top: stopped") < position(&log, "base: starting[0] restart"),
+        "{log:#?}"
+    );
+    assert!(
+        position(&log, "mid: stopped") < position(&log, "base: up"),
+        "{log:#?}"
+    );
     assert!(position(&log, "base: up") < position(&log, "mid: starting[0] restart"));
     assert!(position(&log, "mid: up") < position(&log, "top: starting[0] restart"));
     rt.shutdown().await;
@@ -244,7 +408,11 @@ async fn in_flight_requests_get_a_retryable_error_and_a_full_queue_answers_at_on
     assert!(matches!(err, CallError::Interrupted { .. }));
     assert!(err.is_retryable());
     // Fill the queue while the service is in backoff: the third call is refused at once.
-    wait(&journal, is("svc", |e| matches!(e, Event::BackoffScheduled { .. }))).await;
+    wait(
+        &journal,
+        is("svc", |e| matches!(e, Event::BackoffScheduled { .. })),
+    )
+    .await;
     let a = svc.clone();
     let b2 = svc.clone();
     let q1 = tokio::spawn(async move { a.call(|r| Req::Echo(1, r)).await });
@@ -266,12 +434,26 @@ async fn operator_stop_takes_dependents_first_and_start_brings_dependencies() {
     b.add(Fake::new("b").depends_on("a"));
     b.add(Fake::new("c").depends_on("b"));
     let rt = b.start().expect("start");
-    rt.readiness().wait_for(|r| r.level == RuntimeLevel::Ready).await.expect("ready");
+    rt.readiness()
+        .wait_for(|r| r.level == RuntimeLevel::Ready)
+        .await
+        .expect("ready");
     let since = journal.last_seq();
     let answer = rt.stop(&name("a")).await.expect("stop");
-    assert!(answer.accepted && answer.message.contains("2 dependent"), "{answer:?}");
-    journal.wait_for(since, WAIT, is("a", |e| matches!(e, Event::Stopped { .. }))).await.expect("a stopped");
-    let log: Vec<String> = journal.read(since, usize::MAX).expect("read").iter().filter_map(|e| brief(e)).collect();
+    assert!(
+        answer.accepted && answer.message.contains("2 dependent"),
+        "{answer:?}"
+    );
+    journal
+        .wait_for(since, WAIT, is("a", |e| matches!(e, Event::Stopped { .. })))
+        .await
+        .expect("a stopped");
+    let log: Vec<String> = journal
+        .read(since, usize::MAX)
+        .expect("read")
+        .iter()
+        .filter_map(|e| brief(e))
+        .collect();
     assert!(position(&log, "c: stopped") < position(&log, "b: stopping"));
     assert!(position(&log, "b: stopped") < position(&log, "a: stopping"));
     // A second stop changes nothing.
@@ -280,11 +462,22 @@ async fn operator_stop_takes_dependents_first_and_start_brings_dependencies() {
     let since = journal.last_seq();
     let answer = rt.start(&name("c")).await.expect("start");
     assert!(answer.accepted);
-    journal.wait_for(since, WAIT, is("c", |e| matches!(e, Event::Up { .. }))).await.expect("c up");
-    let log: Vec<String> = journal.read(since, usize::MAX).expect("read").iter().filter_map(|e| brief(e)).collect();
+    journal
+        .wait_for(since, WAIT, is("c", |e| matches!(e, Event::Up { .. })))
+        .await
+        .expect("c up");
+    let log: Vec<String> = journal
+        .read(since, usize::MAX)
+        .expect("read")
+        .iter()
+        .filter_map(|e| brief(e))
+        .collect();
     assert!(position(&log, "a: up") < position(&log, "b: starting[0] restart"));
     assert!(position(&log, "b: up") < position(&log, "c: starting[0] restart"));
-    assert!(matches!(rt.stop(&name("nope")).await, Err(runtime::Error::UnknownService(_))));
+    assert!(matches!(
+        rt.stop(&name("nope")).await,
+        Err(runtime::Error::UnknownService(_))
+    ));
     rt.shutdown().await;
 }
 
@@ -292,24 +485,45 @@ async fn operator_stop_takes_dependents_first_and_start_brings_dependencies() {
 async fn restart_during_backoff_is_answered_with_the_state_and_starts_nothing_twice() {
     let journal = Journal::in_memory();
     let mut b = Builder::new(journal.clone());
-    b.add(Fake::new("svc").script(&[Behaviour::Run, Behaviour::Run]).spec_mut(|s| {
-        s.recovery.backoff.initial = Duration::from_secs(10);
-    }));
+    b.add(
+        Fake::new("svc")
+            .script(&[Behaviour::Run, Behaviour::Run])
+            .spec_mut(|s| {
+                s.recovery.backoff.initial = Duration::from_secs(10);
+            }),
+    );
     let rt = b.start().expect("start");
     wait(&journal, is("svc", |e| matches!(e, Event::Up { .. }))).await;
-    rt.inject_fault(&name("svc"), Fault::Panic).await.expect("fault");
-    wait(&journal, is("svc", |e| matches!(e, Event::BackoffScheduled { .. }))).await;
+    rt.inject_fault(&name("svc"), Fault::Panic)
+        .await
+        .expect("fault");
+    wait(
+        &journal,
+        is("svc", |e| matches!(e, Event::BackoffScheduled { .. })),
+    )
+    .await;
     let answer = rt.restart(&name("svc")).await.expect("restart");
     assert!(!answer.accepted);
     assert_eq!(answer.state, State::Backoff);
     let since = journal.last_seq();
-    journal.wait_for(since, WAIT, is("svc", |e| matches!(e, Event::Up { .. }))).await.expect("back up");
-    let starts = briefs(&journal).iter().filter(|l| l.starts_with("svc: starting")).count();
+    journal
+        .wait_for(since, WAIT, is("svc", |e| matches!(e, Event::Up { .. })))
+        .await
+        .expect("back up");
+    let starts = briefs(&journal)
+        .iter()
+        .filter(|l| l.starts_with("svc: starting"))
+        .count();
     assert_eq!(starts, 2);
     // A restart of a running service replaces its incarnation.
     let answer = rt.restart(&name("svc")).await.expect("restart");
     assert!(answer.accepted);
-    journal.wait_for(since, WAIT, |e| e.generation == Some(3) && matches!(e.event, Event::Up { .. })).await.expect("gen 3");
+    journal
+        .wait_for(since, WAIT, |e| {
+            e.generation == Some(3) && matches!(e.event, Event::Up { .. })
+        })
+        .await
+        .expect("gen 3");
     rt.shutdown().await;
 }
 
@@ -317,24 +531,41 @@ async fn restart_during_backoff_is_answered_with_the_state_and_starts_nothing_tw
 async fn an_incarnation_that_ignores_stop_is_aborted_after_its_grace() {
     let journal = Journal::in_memory();
     let mut b = Builder::new(journal.clone());
-    b.add(Fake::new("svc").script(&[Behaviour::IgnoreStop]).spec_mut(|s| s.shutdown_grace = Duration::from_secs(3)));
+    b.add(
+        Fake::new("svc")
+            .script(&[Behaviour::IgnoreStop])
+            .spec_mut(|s| s.shutdown_grace = Duration::from_secs(3)),
+    );
     let rt = b.start().expect("start");
     wait(&journal, is("svc", |e| matches!(e, Event::Up { .. }))).await;
     let t = Instant::now();
     rt.shutdown().await;
     assert_eq!(t.elapsed(), Duration::from_secs(3));
     let log = briefs(&journal);
-    assert!(log.contains(&"svc: exited[0](aborted)".to_string()), "{log:#?}");
+    assert!(
+        log.contains(&"svc: exited[0](aborted)".to_string()),
+        "{log:#?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_service_that_never_becomes_ready_is_restarted_after_its_start_timeout() {
     let journal = Journal::in_memory();
     let mut b = Builder::new(journal.clone());
-    b.add(Fake::new("svc").script(&[Behaviour::NeverReady]).spec_mut(|s| s.health.start_timeout = Duration::from_secs(4)));
+    b.add(
+        Fake::new("svc")
+            .script(&[Behaviour::NeverReady])
+            .spec_mut(|s| s.health.start_timeout = Duration::from_secs(4)),
+    );
     let rt = b.start().expect("start");
     let exited = wait(&journal, is("svc", |e| matches!(e, Event::Exited { .. }))).await;
-    assert!(matches!(exited.event, Event::Exited { outcome: ExitOutcome::StartTimeout, .. }));
+    assert!(matches!(
+        exited.event,
+        Event::Exited {
+            outcome: ExitOutcome::StartTimeout,
+            ..
+        }
+    ));
     wait(&journal, is("svc", |e| matches!(e, Event::Up { .. }))).await;
     rt.shutdown().await;
 }
@@ -345,11 +576,19 @@ async fn extensions_register_while_running_and_are_found_by_capability() {
     let mut b = Builder::new(journal.clone());
     b.add(Fake::new("base").spec_mut(|s| s.capabilities.push(runtime::Capability("kv".into()))));
     let rt = b.start().expect("start");
-    rt.readiness().wait_for(|r| r.level == RuntimeLevel::Ready).await.expect("ready");
+    rt.readiness()
+        .wait_for(|r| r.level == RuntimeLevel::Ready)
+        .await
+        .expect("ready");
     let ext = rt
-        .register(Fake::new("ext").kind(Kind::Extension).depends_on("base").spec_mut(|s| {
-            s.capabilities.push(runtime::Capability("kv".into()));
-        }))
+        .register(
+            Fake::new("ext")
+                .kind(Kind::Extension)
+                .depends_on("base")
+                .spec_mut(|s| {
+                    s.capabilities.push(runtime::Capability("kv".into()));
+                }),
+        )
         .await
         .expect("register");
     wait(&journal, is("ext", |e| matches!(e, Event::Up { .. }))).await;
@@ -358,8 +597,15 @@ async fn extensions_register_while_running_and_are_found_by_capability() {
     assert_eq!(snapshot.offering("kv"), vec![name("base"), name("ext")]);
     assert!(snapshot.offering("nothing").is_empty());
     // A cycle or an unknown dependency is refused, and the running set is untouched.
-    let err = rt.register(Fake::new("bad").depends_on("ghost")).await.expect_err("unknown dep");
-    assert!(err.to_string().contains("bad depends on ghost, which is not registered"), "{err}");
+    let err = rt
+        .register(Fake::new("bad").depends_on("ghost"))
+        .await
+        .expect_err("unknown dep");
+    assert!(
+        err.to_string()
+            .contains("bad depends on ghost, which is not registered"),
+        "{err}"
+    );
     rt.shutdown().await;
 }
 
@@ -370,5 +616,8 @@ async fn a_cycle_is_refused_with_its_path() {
     b.add(Fake::new("b").depends_on("a"));
     b.add(Fake::new("c").depends_on("b"));
     let err = b.start().expect_err("cycle");
-    assert_eq!(err.to_string(), "invalid service graph: dependency cycle: a -> c -> b -> a");
+    assert_eq!(
+        err.to_string(),
+        "invalid service graph: dependency cycle: a -> c -> b -> a"
+    );
 }

@@ -48,23 +48,46 @@ struct Log {
 impl DeadLetters {
     pub fn new(capacity: usize) -> Self {
         DeadLetters {
-            inner: Arc::new(Mutex::new(Log { letters: VecDeque::new(), capacity: capacity.max(1), total: 0 })),
+            inner: Arc::new(Mutex::new(Log {
+                letters: VecDeque::new(),
+                capacity: capacity.max(1),
+                total: 0,
+            })),
         }
     }
 
-    pub(crate) fn push(&self, from: Option<ServiceName>, to: ServiceName, message: &'static str, reason: Reason) {
+    pub(crate) fn push(
+        &self,
+        from: Option<ServiceName>,
+        to: ServiceName,
+        message: &'static str,
+        reason: Reason,
+    ) {
         let mut log = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         log.total += 1;
         let seq = log.total;
         if log.letters.len() == log.capacity {
             log.letters.pop_front();
         }
-        log.letters.push_back(Letter { seq, time: SystemTime::now(), from, to, message, reason });
+        log.letters.push_back(Letter {
+            seq,
+            time: SystemTime::now(),
+            from,
+            to,
+            message,
+            reason,
+        });
     }
 
     /// The retained letters, oldest first.
     pub fn letters(&self) -> Vec<Letter> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).letters.iter().cloned().collect()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .letters
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Letters ever recorded, including those no longer retained.
@@ -85,6 +108,9 @@ mod tests {
             dl.push(None, to.clone(), "T", Reason::DeadlineExpired);
         }
         assert_eq!(dl.total(), 3);
-        assert_eq!(dl.letters().iter().map(|l| l.seq).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(
+            dl.letters().iter().map(|l| l.seq).collect::<Vec<_>>(),
+            [2, 3]
+        );
     }
 }

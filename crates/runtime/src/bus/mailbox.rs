@@ -36,7 +36,9 @@ impl CallError {
     /// come back, drain its queue or finish restarting.
     pub fn is_retryable(&self) -> bool {
         match self {
-            CallError::QueueFull { .. } | CallError::Interrupted { .. } | CallError::DeadlineExceeded { .. } => true,
+            CallError::QueueFull { .. }
+            | CallError::Interrupted { .. }
+            | CallError::DeadlineExceeded { .. } => true,
             CallError::Unavailable { state, .. } => *state != State::Failed,
         }
     }
@@ -73,7 +75,10 @@ struct TrackerInner {
 
 impl Tracker {
     fn new(edge: Arc<EdgeStats>) -> Self {
-        Tracker(Arc::new(TrackerInner { settled: AtomicBool::new(false), edge }))
+        Tracker(Arc::new(TrackerInner {
+            settled: AtomicBool::new(false),
+            edge,
+        }))
     }
 
     pub(crate) fn settle(&self, outcome: Outcome) -> bool {
@@ -128,7 +133,9 @@ impl<T> Drop for Reply<T> {
 
 impl<T> fmt::Debug for Reply<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reply").field("wanted", &self.is_wanted()).finish()
+        f.debug_struct("Reply")
+            .field("wanted", &self.is_wanted())
+            .finish()
     }
 }
 
@@ -167,11 +174,18 @@ fn state_from_code(code: u8) -> State {
         State::Stopped,
         State::Failed,
     ];
-    ALL.into_iter().find(|s| *s as u8 == code).unwrap_or(State::Stopped)
+    ALL.into_iter()
+        .find(|s| *s as u8 == code)
+        .unwrap_or(State::Stopped)
 }
 
 impl<R: Send + 'static> Mailbox<R> {
-    pub(crate) fn new(name: ServiceName, capacity: usize, call_timeout: Duration, dead_letters: DeadLetters) -> Self {
+    pub(crate) fn new(
+        name: ServiceName,
+        capacity: usize,
+        call_timeout: Duration,
+        dead_letters: DeadLetters,
+    ) -> Self {
         // Unbounded underneath (it allocates lazily, so an idle service costs little); the bound is
         // enforced on send.
         let (tx, rx) = async_channel::unbounded();
@@ -188,7 +202,12 @@ impl<R: Send + 'static> Mailbox<R> {
 
     pub(crate) fn dead_letter(&self, envelope: Envelope<R>, reason: Reason) {
         if envelope.tracker.settle(Outcome::DeadLettered) {
-            self.dead_letters.push(envelope.tracker.caller(), self.name.clone(), type_name::<R>(), reason);
+            self.dead_letters.push(
+                envelope.tracker.caller(),
+                self.name.clone(),
+                type_name::<R>(),
+                reason,
+            );
         }
     }
 }
@@ -203,7 +222,11 @@ pub(crate) trait MailboxControl: Send + Sync {
 
 impl<R: Send + 'static> MailboxControl for Mailbox<R> {
     fn set_state(&self, state: State) {
-        let code = if state.accepts_requests() { OPEN } else { state_code(state) };
+        let code = if state.accepts_requests() {
+            OPEN
+        } else {
+            state_code(state)
+        };
         self.gate.store(code, Ordering::Release);
     }
 
@@ -230,20 +253,31 @@ pub struct Handle<R> {
 
 impl<R> Clone for Handle<R> {
     fn clone(&self) -> Self {
-        Handle { mailbox: self.mailbox.clone(), edge: self.edge.clone(), edges: self.edges.clone() }
+        Handle {
+            mailbox: self.mailbox.clone(),
+            edge: self.edge.clone(),
+            edges: self.edges.clone(),
+        }
     }
 }
 
 impl<R> fmt::Debug for Handle<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Handle").field("service", &self.mailbox.name).field("caller", &self.edge.caller).finish()
+        f.debug_struct("Handle")
+            .field("service", &self.mailbox.name)
+            .field("caller", &self.edge.caller)
+            .finish()
     }
 }
 
 impl<R: Send + 'static> Handle<R> {
     pub(crate) fn new(mailbox: Arc<Mailbox<R>>, edges: super::Edges) -> Self {
         let edge = edges.edge(None, &mailbox.name);
-        Handle { mailbox, edge, edges }
+        Handle {
+            mailbox,
+            edge,
+            edges,
+        }
     }
 
     /// The service this handle sends to.
@@ -267,11 +301,16 @@ impl<R: Send + 'static> Handle<R> {
 
     /// Sends the request built by `make` and waits for its reply, up to the service's default deadline.
     pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> R) -> Result<T, CallError> {
-        self.call_by(Instant::now() + self.mailbox.call_timeout, make).await
+        self.call_by(Instant::now() + self.mailbox.call_timeout, make)
+            .await
     }
 
     /// Sends the request built by `make` and waits for its reply until `deadline`.
-    pub async fn call_by<T>(&self, deadline: Instant, make: impl FnOnce(Reply<T>) -> R) -> Result<T, CallError> {
+    pub async fn call_by<T>(
+        &self,
+        deadline: Instant,
+        make: impl FnOnce(Reply<T>) -> R,
+    ) -> Result<T, CallError> {
         let edge = &self.edge;
         edge.calls.fetch_add(1, Ordering::Relaxed);
         let refuse = |e: CallError| {
@@ -280,23 +319,47 @@ impl<R: Send + 'static> Handle<R> {
         };
         let gate = self.mailbox.gate.load(Ordering::Acquire);
         if gate != OPEN {
-            return refuse(CallError::Unavailable { service: self.mailbox.name.clone(), state: state_from_code(gate) });
+            return refuse(CallError::Unavailable {
+                service: self.mailbox.name.clone(),
+                state: state_from_code(gate),
+            });
         }
         if self.mailbox.tx.len() >= self.mailbox.capacity {
-            return refuse(CallError::QueueFull { service: self.mailbox.name.clone() });
+            return refuse(CallError::QueueFull {
+                service: self.mailbox.name.clone(),
+            });
         }
         let started = Instant::now();
         let (tx, rx) = oneshot::channel();
         let tracker = Tracker::new(edge.clone());
-        let message = make(Reply { tx: Some(tx), tracker: tracker.clone() });
-        if self.mailbox.tx.try_send(Envelope { message, tracker, deadline }).is_err() {
+        let message = make(Reply {
+            tx: Some(tx),
+            tracker: tracker.clone(),
+        });
+        if self
+            .mailbox
+            .tx
+            .try_send(Envelope {
+                message,
+                tracker,
+                deadline,
+            })
+            .is_err()
+        {
             // Unreachable while the mailbox holds its own receiver; the dropped reply settles it.
-            return Err(CallError::Unavailable { service: self.mailbox.name.clone(), state: State::Stopped });
+            return Err(CallError::Unavailable {
+                service: self.mailbox.name.clone(),
+                state: State::Stopped,
+            });
         }
         let result = match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(_)) => Err(CallError::Interrupted { service: self.mailbox.name.clone() }),
-            Err(_) => Err(CallError::DeadlineExceeded { service: self.mailbox.name.clone() }),
+            Ok(Err(_)) => Err(CallError::Interrupted {
+                service: self.mailbox.name.clone(),
+            }),
+            Err(_) => Err(CallError::DeadlineExceeded {
+                service: self.mailbox.name.clone(),
+            }),
         };
         edge.latency.record(started.elapsed());
         result

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 pub use dead_letter::{DeadLetters, Letter, Reason as DeadLetterReason};
-pub(crate) use mailbox::{Envelope, Mailbox, MailboxControl};
 pub use mailbox::{CallError, Handle, Outcome, Reply};
+pub(crate) use mailbox::{Envelope, Mailbox, MailboxControl};
 pub use stats::{BUCKETS_US, EdgeSnapshot, HistogramSnapshot};
 pub use topic::{Delivery, Message, MessageKind, Subscription};
 
@@ -33,10 +33,17 @@ struct Inner {
 
 /// The registry of edge statistics, keyed by (caller, callee).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Edges(Arc<Mutex<BTreeMap<(Option<ServiceName>, ServiceName), Arc<EdgeStats>>>>);
+pub(crate) struct Edges(Arc<Mutex<BTreeMap<EdgeKey, Arc<EdgeStats>>>>);
+
+/// (caller, callee); the caller is `None` outside any service.
+type EdgeKey = (Option<ServiceName>, ServiceName);
 
 impl Edges {
-    pub(crate) fn edge(&self, caller: Option<&ServiceName>, callee: &ServiceName) -> Arc<EdgeStats> {
+    pub(crate) fn edge(
+        &self,
+        caller: Option<&ServiceName>,
+        callee: &ServiceName,
+    ) -> Arc<EdgeStats> {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         map.entry((caller.cloned(), callee.clone()))
             .or_insert_with(|| Arc::new(EdgeStats::new(caller.cloned(), callee.clone())))
@@ -67,13 +74,19 @@ impl Bus {
     }
 
     /// Subscribes `subscriber` to every message of type `M`, with a queue of `capacity`.
-    pub fn subscribe<M: Message>(&self, subscriber: ServiceName, capacity: usize) -> Subscription<M> {
+    pub fn subscribe<M: Message>(
+        &self,
+        subscriber: ServiceName,
+        capacity: usize,
+    ) -> Subscription<M> {
         self.inner.topics.subscribe(subscriber, capacity)
     }
 
     /// Delivers `message` to every subscriber of its type without waiting.
     pub fn publish<M: Message>(&self, from: Option<&ServiceName>, message: M) -> Delivery {
-        self.inner.topics.publish(from, message, &self.inner.dead_letters)
+        self.inner
+            .topics
+            .publish(from, message, &self.inner.dead_letters)
     }
 
     pub fn dead_letters(&self) -> &DeadLetters {
@@ -96,7 +109,12 @@ impl Bus {
         capacity: usize,
         call_timeout: std::time::Duration,
     ) -> (Arc<Mailbox<R>>, Handle<R>) {
-        let mailbox = Arc::new(Mailbox::new(name, capacity, call_timeout, self.inner.dead_letters.clone()));
+        let mailbox = Arc::new(Mailbox::new(
+            name,
+            capacity,
+            call_timeout,
+            self.inner.dead_letters.clone(),
+        ));
         let handle = Handle::new(mailbox.clone(), self.inner.edges.clone());
         (mailbox, handle)
     }

@@ -9,8 +9,8 @@ use crate::ServiceName;
 
 /// Upper bounds of the latency buckets, in microseconds; a last bucket catches everything above.
 pub const BUCKETS_US: [u64; 22] = [
-    5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
-    1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000, 60_000_000,
+    5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000,
+    500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000, 60_000_000,
 ];
 
 /// A latency histogram with the buckets of [`BUCKETS_US`].
@@ -33,7 +33,8 @@ impl Histogram {
         let us = d.as_micros().min(u128::from(u64::MAX)) as u64;
         let i = BUCKETS_US.partition_point(|&b| b < us);
         self.counts[i].fetch_add(1, Relaxed);
-        self.sum_ns.fetch_add(d.as_nanos().min(u128::from(u64::MAX)) as u64, Relaxed);
+        self.sum_ns
+            .fetch_add(d.as_nanos().min(u128::from(u64::MAX)) as u64, Relaxed);
     }
 
     pub(crate) fn snapshot(&self) -> HistogramSnapshot {
@@ -61,7 +62,10 @@ impl HistogramSnapshot {
         for (i, c) in self.counts.iter().enumerate() {
             seen += c;
             if seen >= rank {
-                let bound = BUCKETS_US.get(i).copied().unwrap_or(BUCKETS_US[BUCKETS_US.len() - 1]);
+                let bound = BUCKETS_US
+                    .get(i)
+                    .copied()
+                    .unwrap_or(BUCKETS_US[BUCKETS_US.len() - 1]);
                 return Some(Duration::from_micros(bound));
             }
         }

@@ -5,8 +5,8 @@
 
 use std::any::{Any, TypeId, type_name};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -68,21 +68,37 @@ pub(crate) struct Topics {
 }
 
 impl Topics {
-    pub(crate) fn subscribe<M: Message>(&self, subscriber: ServiceName, capacity: usize) -> Subscription<M> {
+    pub(crate) fn subscribe<M: Message>(
+        &self,
+        subscriber: ServiceName,
+        capacity: usize,
+    ) -> Subscription<M> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let mut map = self.by_type.lock().unwrap_or_else(|p| p.into_inner());
-        let list = map.entry(TypeId::of::<M>()).or_insert_with(|| Box::new(Vec::<Subscriber<M>>::new()));
+        let list = map
+            .entry(TypeId::of::<M>())
+            .or_insert_with(|| Box::new(Vec::<Subscriber<M>>::new()));
         if let Some(list) = list.downcast_mut::<Vec<Subscriber<M>>>() {
-            list.push(Subscriber { name: subscriber, tx });
+            list.push(Subscriber {
+                name: subscriber,
+                tx,
+            });
         }
         Subscription { rx }
     }
 
-    pub(crate) fn publish<M: Message>(&self, from: Option<&ServiceName>, message: M, dead: &DeadLetters) -> Delivery {
+    pub(crate) fn publish<M: Message>(
+        &self,
+        from: Option<&ServiceName>,
+        message: M,
+        dead: &DeadLetters,
+    ) -> Delivery {
         self.published.fetch_add(1, Relaxed);
         let mut delivery = Delivery::default();
         let mut map = self.by_type.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(list) = map.get_mut(&TypeId::of::<M>()).and_then(|l| l.downcast_mut::<Vec<Subscriber<M>>>())
+        let Some(list) = map
+            .get_mut(&TypeId::of::<M>())
+            .and_then(|l| l.downcast_mut::<Vec<Subscriber<M>>>())
         else {
             return delivery;
         };
@@ -91,7 +107,12 @@ impl Topics {
             match s.tx.try_send(message.clone()) {
                 Ok(()) => delivery.delivered += 1,
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    dead.push(from.cloned(), s.name.clone(), type_name::<M>(), Reason::SubscriberFull);
+                    dead.push(
+                        from.cloned(),
+                        s.name.clone(),
+                        type_name::<M>(),
+                        Reason::SubscriberFull,
+                    );
                     delivery.dead_lettered += 1;
                 }
                 // Closed between the retain and now: the subscriber is gone, nothing to deliver.
@@ -137,8 +158,20 @@ mod tests {
         let mut other = topics.subscribe::<Other>(ServiceName::from_static("other"), 8);
         let d1 = topics.publish(None, Ping(1), &dead);
         let d2 = topics.publish(None, Ping(2), &dead);
-        assert_eq!(d1, Delivery { delivered: 2, dead_lettered: 0 });
-        assert_eq!(d2, Delivery { delivered: 1, dead_lettered: 1 });
+        assert_eq!(
+            d1,
+            Delivery {
+                delivered: 2,
+                dead_lettered: 0
+            }
+        );
+        assert_eq!(
+            d2,
+            Delivery {
+                delivered: 1,
+                dead_lettered: 1
+            }
+        );
         assert_eq!(fast.recv().await, Some(Ping(1)));
         assert_eq!(fast.recv().await, Some(Ping(2)));
         assert!(other.try_recv().is_none());

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use runtime::journal::{Event, Entry};
+use runtime::journal::{Entry, Event};
 use runtime::{Context, Kind, Mode, Reply, Service, ServiceError, ServiceName, Spec};
 
 #[derive(Debug, Clone, Copy)]
@@ -52,7 +52,10 @@ impl Fake {
     pub fn new(n: &str) -> Self {
         let mut spec = Spec::new(name(n), Kind::Core);
         spec.recovery.backoff.jitter = 0.0;
-        Fake { spec, script: Arc::default() }
+        Fake {
+            spec,
+            script: Arc::default(),
+        }
     }
 
     pub fn kind(mut self, kind: Kind) -> Self {
@@ -72,12 +75,19 @@ impl Fake {
 
     /// Behaviours for the next incarnations, in order; after them, `Run`.
     pub fn script(self, behaviours: &[Behaviour]) -> Self {
-        self.script.lock().expect("script lock").extend(behaviours.iter().cloned());
+        self.script
+            .lock()
+            .expect("script lock")
+            .extend(behaviours.iter().cloned());
         self
     }
 
     fn next(&self) -> Behaviour {
-        self.script.lock().expect("script lock").pop_front().unwrap_or(Behaviour::Run)
+        self.script
+            .lock()
+            .expect("script lock")
+            .pop_front()
+            .unwrap_or(Behaviour::Run)
     }
 }
 
@@ -131,15 +141,26 @@ pub fn brief(e: &Entry) -> Option<String> {
     let s = e.service.as_ref()?;
     let what = match &e.event {
         Event::Registered => return None,
-        Event::Starting { replica, restart, degraded_mode } => {
-            format!("starting[{replica}]{}{}", if *restart { " restart" } else { "" }, if *degraded_mode { " degraded" } else { "" })
+        Event::Starting {
+            replica,
+            restart,
+            degraded_mode,
+        } => {
+            format!(
+                "starting[{replica}]{}{}",
+                if *restart { " restart" } else { "" },
+                if *degraded_mode { " degraded" } else { "" }
+            )
         }
         Event::Ready { .. } => return None,
         Event::Up { .. } => "up".into(),
         Event::HealthChanged { .. } => return None,
         Event::Exited { replica, outcome } => {
             let o = serde_json::to_value(outcome).expect("json");
-            format!("exited[{replica}]({})", o["outcome"].as_str().unwrap_or("?"))
+            format!(
+                "exited[{replica}]({})",
+                o["outcome"].as_str().unwrap_or("?")
+            )
         }
         Event::BackoffScheduled { delay_ms, .. } => format!("backoff {delay_ms}ms"),
         Event::Failover { replica, serving } => format!("failover[{replica}] serving {serving}"),
