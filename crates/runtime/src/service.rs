@@ -188,6 +188,7 @@ impl<R: Send + 'static> Context<R> {
                         return None;
                     }
                 },
+                () = self.stop.cancelled() => return None,
                 envelope = self.mailbox.rx.recv() => {
                     let Ok(envelope) = envelope else { return None };
                     let Envelope { message, tracker: _, deadline } = &envelope;

@@ -361,12 +361,15 @@ impl Supervisor {
                 {
                     self.launch(i, true);
                 } else {
-                    // Wait as stopped; reconcile launches it once its dependencies are up.
-                    self.set_state(i, Input::Stop);
-                    self.dirty.insert(i);
-                    self.reconcile(&Cause::Recovery {
+                    // Wait as stopped; reconcile launches it once its dependencies are up and the
+                    // last incarnation of the failed run has exited.
+                    let cause = Cause::Recovery {
                         strategy: self.entries[i].spec.recovery.strategy,
-                    });
+                    };
+                    self.set_state(i, Input::Stop);
+                    self.record(i, Event::Stopped { dead_lettered: 0 }, cause.clone());
+                    self.dirty.insert(i);
+                    self.reconcile(&cause);
                 }
             }
             Timer::ReplicaBackoff {
@@ -476,6 +479,10 @@ impl Supervisor {
             return;
         };
         let i = id.service;
+        // The slot may already hold a newer incarnation; only the one that exited leaves it.
+        if self.replica_mut(id).is_none() {
+            return;
+        }
         let Some(replica) = self.entries[i].replicas.remove(&id.replica) else {
             return;
         };
@@ -503,8 +510,14 @@ impl Supervisor {
             cause,
         );
         if replica.stopping {
-            if self.entries[i].state == State::Stopping && self.entries[i].replicas.is_empty() {
-                self.finish_stop(i);
+            if self.entries[i].replicas.is_empty() {
+                if self.entries[i].state == State::Stopping {
+                    self.finish_stop(i);
+                } else if self.entries[i].state.is_down() {
+                    // The last straggler of a failed run is gone: a relaunch may proceed.
+                    self.dirty.insert(i);
+                    self.reconcile(&Cause::Service);
+                }
             }
             return;
         }
@@ -834,7 +847,11 @@ impl Supervisor {
             while let Some(i) = self.dirty.pop_first() {
                 let e = &self.entries[i];
                 if e.want_up {
-                    if e.state.is_down() && e.failure.is_none() && self.deps_up(i) {
+                    if e.state.is_down()
+                        && e.failure.is_none()
+                        && e.replicas.is_empty()
+                        && self.deps_up(i)
+                    {
                         launches.push(i);
                     }
                 } else if !e.state.is_down()

@@ -621,3 +621,40 @@ async fn a_cycle_is_refused_with_its_path() {
         "invalid service graph: dependency cycle: a -> c -> b -> a"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_waits_for_a_straggler_that_ignores_stop_and_never_doubles_a_slot() {
+    let journal = Journal::in_memory();
+    let mut b = Builder::new(journal.clone());
+    let svc = b.add(
+        Fake::new("svc")
+            .script(&[Behaviour::Run, Behaviour::IgnoreStop])
+            .spec_mut(|s| {
+                s.replicas.min = 2;
+                s.replicas.max = 2;
+                s.recovery.backoff.initial = Duration::from_millis(10);
+                s.shutdown_grace = Duration::from_secs(5);
+            }),
+    );
+    let rt = b.start().expect("start");
+    wait(&journal, is("svc", |e| matches!(e, Event::Up { replicas: 2 }))).await;
+    let since = journal.last_seq();
+    // Replica 0 panics; the restart strategy stops replica 1, which ignores the request, so the end
+    // of the backoff aborts it, and only then are both slots launched again.
+    rt.inject_fault(&name("svc"), Fault::Panic).await.expect("fault");
+    journal
+        .wait_for(since, WAIT, is("svc", |e| matches!(e, Event::Up { replicas: 2 })))
+        .await
+        .expect("up again");
+    let log: Vec<String> =
+        journal.read(since, usize::MAX).expect("read").iter().filter_map(|e| brief(e)).collect();
+    assert!(
+        position(&log, "svc: exited[1](aborted)") < position(&log, "svc: starting[1] restart"),
+        "{log:#?}"
+    );
+    let snapshot = rt.snapshot().await.expect("snapshot");
+    let status = snapshot.service("svc").expect("svc");
+    assert_eq!((status.state, status.replicas_running, status.generation), (State::Running, 2, 4));
+    assert_eq!(svc.call(|r| Req::Echo(3, r)).await, Ok(3));
+    rt.shutdown().await;
+}
