@@ -21,10 +21,10 @@ pub(crate) struct RunArgs {
     #[arg(long, short, env = "CLOISTER_CONFIG")]
     config: Option<PathBuf>,
     /// Data directory (journal, admin token); overrides `runtime.data_dir`.
-    #[arg(long)]
+    #[arg(long, env = "CLOISTER_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Address for the HTTP API; overrides `runtime.listen`.
-    #[arg(long)]
+    #[arg(long, env = "CLOISTER_LISTEN")]
     listen: Option<SocketAddr>,
 }
 
