@@ -12,7 +12,18 @@ const TOKEN: &str = "e2e-admin-token-0123456789";
 const WAIT: Duration = Duration::from_secs(60);
 
 fn cloister() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_cloister"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cloister"));
+    // The tests say everything explicitly; nothing from the caller's environment leaks in.
+    for var in [
+        "CLOISTER_URL",
+        "CLOISTER_DATA_DIR",
+        "CLOISTER_LISTEN",
+        "CLOISTER_CONFIG",
+        "CLOISTER_ADMIN_TOKEN",
+    ] {
+        command.env_remove(var);
+    }
+    command
 }
 
 /// A running `cloister run`, killed when dropped.

@@ -18,28 +18,51 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn dependencies(krate: &str) -> toml::Table {
-    let text = std::fs::read_to_string(workspace().join("crates").join(krate).join("Cargo.toml")).expect("manifest");
+    let text = std::fs::read_to_string(workspace().join("crates").join(krate).join("Cargo.toml"))
+        .expect("manifest");
     let manifest: toml::Table = text.parse().expect("toml");
-    manifest.get("dependencies").and_then(|d| d.as_table()).cloned().unwrap_or_default()
+    manifest
+        .get("dependencies")
+        .and_then(|d| d.as_table())
+        .cloned()
+        .unwrap_or_default()
 }
 
 #[test]
 fn runtime_knows_no_http_and_no_service() {
     let deps = dependencies("runtime");
-    for forbidden in ["axum", "hyper", "tower", "tower-http", "reqwest", "api", "cloister"] {
-        assert!(!deps.contains_key(forbidden), "crates/runtime must not depend on {forbidden}");
+    for forbidden in [
+        "axum",
+        "hyper",
+        "tower",
+        "tower-http",
+        "reqwest",
+        "api",
+        "cloister",
+    ] {
+        assert!(
+            !deps.contains_key(forbidden),
+            "crates/runtime must not depend on {forbidden}"
+        );
     }
 }
 
 #[test]
 fn only_api_and_the_binary_know_http_servers() {
     for entry in std::fs::read_dir(workspace().join("crates")).expect("crates") {
-        let name = entry.expect("entry").file_name().to_string_lossy().into_owned();
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
         if name == "api" {
             continue;
         }
         let deps = dependencies(&name);
-        assert!(!deps.contains_key("axum"), "crates/{name} must not depend on axum: only api knows HTTP");
+        assert!(
+            !deps.contains_key("axum"),
+            "crates/{name} must not depend on axum: only api knows HTTP"
+        );
     }
 }
 
@@ -50,7 +73,14 @@ fn every_module_starts_with_a_doc_line() {
     assert!(files.len() > 20);
     for file in files {
         let text = std::fs::read_to_string(&file).expect("read");
-        let first = text.lines().find(|l| !l.trim().is_empty() && !l.starts_with("#!")).unwrap_or("");
-        assert!(first.starts_with("//!"), "{} does not start with a //! line saying what it is", file.display());
+        let first = text
+            .lines()
+            .find(|l| !l.trim().is_empty() && !l.starts_with("#!"))
+            .unwrap_or("");
+        assert!(
+            first.starts_with("//!"),
+            "{} does not start with a //! line saying what it is",
+            file.display()
+        );
     }
 }

@@ -172,6 +172,9 @@ struct Replica {
     launched_at: Instant,
     stopping: bool,
     exit_cause: Option<ExitOutcome>,
+    /// The pending start-deadline or stop-grace timer, removed when it no longer matters so idle
+    /// services hold no timers. Cleared when it fires, so a stale key is never removed.
+    deadline: Option<tokio_util::time::delay_queue::Key>,
 }
 
 /// One registered service and everything the supervisor tracks about it.
@@ -387,13 +390,17 @@ impl Supervisor {
                 }
             }
             Timer::StartDeadline(id) => {
-                if let Some(r) = self.replica_mut(id).filter(|r| !r.ready && !r.stopping) {
-                    r.exit_cause = Some(ExitOutcome::StartTimeout);
-                    r.abort.abort();
+                if let Some(r) = self.replica_mut(id) {
+                    r.deadline = None;
+                    if !r.ready && !r.stopping {
+                        r.exit_cause = Some(ExitOutcome::StartTimeout);
+                        r.abort.abort();
+                    }
                 }
             }
             Timer::StopDeadline(id) => {
                 if let Some(r) = self.replica_mut(id) {
+                    r.deadline = None;
                     r.exit_cause = Some(ExitOutcome::Aborted);
                     r.abort.abort();
                 }
@@ -409,7 +416,11 @@ impl Supervisor {
             return;
         }
         replica.ready = true;
+        let deadline = replica.deadline.take();
         let (control, cancel) = (replica.control.clone(), replica.cancel.clone());
+        if let Some(key) = deadline {
+            self.timers.try_remove(&key);
+        }
         let policy = self.entries[id.service].spec.health;
         let reports = self.reports_tx.clone();
         self.probes.spawn(async move {
@@ -487,6 +498,9 @@ impl Supervisor {
             return;
         };
         replica.cancel.cancel();
+        if let Some(key) = &replica.deadline {
+            self.timers.try_remove(key);
+        }
         let outcome = replica
             .exit_cause
             .clone()
@@ -917,7 +931,8 @@ impl Supervisor {
         });
         let abort = self.tasks.spawn(incarnation);
         self.task_ids.insert(abort.id(), id);
-        self.timers
+        let deadline = self
+            .timers
             .insert(Timer::StartDeadline(id), e.spec.health.start_timeout);
         e.replicas.insert(
             slot,
@@ -930,6 +945,7 @@ impl Supervisor {
                 launched_at: Instant::now(),
                 stopping: false,
                 exit_cause: None,
+                deadline: Some(deadline),
             },
         );
         let cause = if restart {
@@ -959,7 +975,10 @@ impl Supervisor {
                 r.stopping = true;
                 let _ = r.control.try_send(Control::Stop);
                 r.cancel.cancel();
-                self.timers.insert(Timer::StopDeadline(r.id), grace);
+                if let Some(key) = r.deadline.take() {
+                    self.timers.try_remove(&key);
+                }
+                r.deadline = Some(self.timers.insert(Timer::StopDeadline(r.id), grace));
             }
         }
     }
