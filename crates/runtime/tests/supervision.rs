@@ -637,24 +637,41 @@ async fn a_restart_waits_for_a_straggler_that_ignores_stop_and_never_doubles_a_s
             }),
     );
     let rt = b.start().expect("start");
-    wait(&journal, is("svc", |e| matches!(e, Event::Up { replicas: 2 }))).await;
+    wait(
+        &journal,
+        is("svc", |e| matches!(e, Event::Up { replicas: 2 })),
+    )
+    .await;
     let since = journal.last_seq();
     // Replica 0 panics; the restart strategy stops replica 1, which ignores the request, so the end
     // of the backoff aborts it, and only then are both slots launched again.
-    rt.inject_fault(&name("svc"), Fault::Panic).await.expect("fault");
+    rt.inject_fault(&name("svc"), Fault::Panic)
+        .await
+        .expect("fault");
     journal
-        .wait_for(since, WAIT, is("svc", |e| matches!(e, Event::Up { replicas: 2 })))
+        .wait_for(
+            since,
+            WAIT,
+            is("svc", |e| matches!(e, Event::Up { replicas: 2 })),
+        )
         .await
         .expect("up again");
-    let log: Vec<String> =
-        journal.read(since, usize::MAX).expect("read").iter().filter_map(|e| brief(e)).collect();
+    let log: Vec<String> = journal
+        .read(since, usize::MAX)
+        .expect("read")
+        .iter()
+        .filter_map(|e| brief(e))
+        .collect();
     assert!(
         position(&log, "svc: exited[1](aborted)") < position(&log, "svc: starting[1] restart"),
         "{log:#?}"
     );
     let snapshot = rt.snapshot().await.expect("snapshot");
     let status = snapshot.service("svc").expect("svc");
-    assert_eq!((status.state, status.replicas_running, status.generation), (State::Running, 2, 4));
+    assert_eq!(
+        (status.state, status.replicas_running, status.generation),
+        (State::Running, 2, 4)
+    );
     assert_eq!(svc.call(|r| Req::Echo(3, r)).await, Ok(3));
     rt.shutdown().await;
 }
