@@ -85,6 +85,14 @@ pub struct ServiceConfig {
     pub min_memory_mib: Option<u32>,
     pub max_memory_mib: Option<u32>,
     pub cpu_cores: Option<u16>,
+    pub breaker_enabled: Option<bool>,
+    pub breaker_consecutive_failures: Option<u32>,
+    pub breaker_failure_rate: Option<f64>,
+    pub breaker_min_calls: Option<u32>,
+    #[serde(skip)]
+    pub breaker_window: Option<Duration>,
+    #[serde(skip)]
+    pub breaker_open_for: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -698,6 +706,28 @@ fn parse_service(t: &toml::Table, path: &str, p: &mut Problems) -> ServiceConfig
             ],
         );
     }
+    if let Some((t, path)) = f.table("breaker", p) {
+        let mut b = Fields::new(t, &path);
+        o.breaker_enabled = b.boolean("enabled", p);
+        o.breaker_consecutive_failures = b
+            .integer("consecutive_failures", 1, 10_000, p)
+            .map(|n| n as u32);
+        o.breaker_failure_rate = b.float("failure_rate", 0.01, 1.0, p);
+        o.breaker_min_calls = b.integer("min_calls", 1, 10_000, p).map(|n| n as u32);
+        o.breaker_window = b.duration("window", p);
+        o.breaker_open_for = b.duration("open_for", p);
+        b.finish(
+            p,
+            &[
+                "enabled",
+                "consecutive_failures",
+                "failure_rate",
+                "min_calls",
+                "window",
+                "open_for",
+            ],
+        );
+    }
     if let Some((t, path)) = f.table("resources", p) {
         let mut r = Fields::new(t, &path);
         o.min_memory_mib = r.integer("min_memory_mib", 1, 1 << 20, p).map(|n| n as u32);
@@ -722,6 +752,7 @@ fn parse_service(t: &toml::Table, path: &str, p: &mut Problems) -> ServiceConfig
             "replicas",
             "health",
             "recovery",
+            "breaker",
             "resources",
         ],
     );
@@ -770,6 +801,15 @@ impl ServiceConfig {
         set(&mut spec.resources.min_memory_mib, self.min_memory_mib);
         set(&mut spec.resources.max_memory_mib, self.max_memory_mib);
         set(&mut spec.resources.cpu_cores, self.cpu_cores);
+        set(&mut spec.breaker.enabled, self.breaker_enabled);
+        set(
+            &mut spec.breaker.consecutive_failures,
+            self.breaker_consecutive_failures,
+        );
+        set(&mut spec.breaker.failure_rate, self.breaker_failure_rate);
+        set(&mut spec.breaker.min_calls, self.breaker_min_calls);
+        set(&mut spec.breaker.window, self.breaker_window);
+        set(&mut spec.breaker.open_for, self.breaker_open_for);
     }
 }
 

@@ -104,8 +104,7 @@ fn registration<S: Service>(
     service: S,
     spec: Spec,
 ) -> (Registration, Handle<S::Request>) {
-    let (mailbox, handle) =
-        bus.mailbox::<S::Request>(spec.name.clone(), spec.queue_capacity, spec.call_timeout);
+    let (mailbox, handle) = bus.mailbox::<S::Request>(&spec);
     let erased: Box<dyn Erased> = Box::new(Wrapped {
         service: Arc::new(service),
         mailbox,

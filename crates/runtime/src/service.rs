@@ -19,7 +19,7 @@ use crate::{ServiceName, Spec};
 /// A service the runtime can host.
 pub trait Service: Send + Sync + 'static {
     /// The requests its handle carries; replies travel in [`crate::Reply`]s inside them.
-    type Request: Send + 'static;
+    type Request: crate::bus::Operation;
 
     /// The service's own defaults; configuration may override parts of it before registration.
     fn spec(&self) -> Spec;
@@ -110,7 +110,7 @@ impl<R> fmt::Debug for Context<R> {
     }
 }
 
-impl<R: Send + 'static> Context<R> {
+impl<R: crate::bus::Operation> Context<R> {
     pub fn name(&self) -> &ServiceName {
         &self.name
     }

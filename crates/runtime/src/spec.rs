@@ -23,6 +23,8 @@ pub struct Spec {
     pub recovery: Recovery,
     pub replicas: Replicas,
     pub capabilities: Vec<Capability>,
+    /// Circuit breaking on every edge into this service.
+    pub breaker: crate::bus::BreakerPolicy,
     /// Requests that may wait in the mailbox; a call beyond it fails at once with a retryable error.
     pub queue_capacity: usize,
     /// Default deadline of a call through the service's handle.
@@ -47,6 +49,7 @@ impl Spec {
             recovery: Recovery::default(),
             replicas: Replicas::default(),
             capabilities: Vec::new(),
+            breaker: crate::bus::BreakerPolicy::default(),
             queue_capacity: 1024,
             call_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),

@@ -99,6 +99,8 @@ pub struct ServiceStatus {
     pub started_at: Option<SystemTime>,
     pub queue_depth: usize,
     pub layer: usize,
+    /// Calls into the service per operation, from every caller.
+    pub operations: Vec<crate::bus::OperationSnapshot>,
 }
 
 fn serialize_opt_time<S: serde::Serializer>(
@@ -1174,6 +1176,7 @@ impl Supervisor {
                 generation: e.generation,
                 started_at: e.started_at,
                 queue_depth: e.service.mailbox().depth(),
+                operations: e.service.mailbox().operations(),
                 layer: self.graph.layer(i),
             })
             .collect();

@@ -189,3 +189,56 @@ async fn an_expired_request_is_dead_lettered_with_its_reason() {
     assert_eq!(letters[0].to.as_str(), "svc");
     rt.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_breaker_opens_fails_fast_probes_and_closes() {
+    let journal = Journal::in_memory();
+    let mut b = Builder::new(journal.clone());
+    let svc = b.add(Fake::new("svc").spec_mut(|s| {
+        s.breaker.consecutive_failures = 3;
+        s.breaker.open_for = Duration::from_secs(5);
+        s.recovery.max_restarts = 100;
+        s.recovery.backoff.initial = Duration::from_millis(10);
+    }));
+    let caller = svc.with_caller(&name("caller"));
+    let rt = b.start().expect("start");
+    rt.readiness()
+        .wait_for(|r| r.level == RuntimeLevel::Ready)
+        .await
+        .expect("ready");
+    // Three requests that crash the incarnation: three failures in a row on this edge.
+    for _ in 0..3 {
+        let e = caller.call(Req::Crash).await.expect_err("crash");
+        assert!(matches!(e, runtime::CallError::Interrupted { .. }), "{e}");
+    }
+    let t = Instant::now();
+    let e = caller.call(|r| Req::Echo(1, r)).await.expect_err("open");
+    assert!(
+        matches!(e, runtime::CallError::CircuitOpen { .. }) && e.is_retryable(),
+        "{e}"
+    );
+    assert_eq!(t.elapsed(), Duration::ZERO, "an open circuit fails fast");
+    // Other edges into the same service are not affected.
+    assert_eq!(svc.call(|r| Req::Echo(2, r)).await, Ok(2));
+    let state = |bus: &runtime::Bus| {
+        bus.edges()
+            .into_iter()
+            .find(|e| e.caller.as_ref().map(|c| c.as_str()) == Some("caller"))
+            .map(|e| e.breaker.state)
+    };
+    assert_eq!(state(rt.bus()), Some(runtime::bus::BreakerState::Open));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The half-open probe succeeds and closes the circuit.
+    assert_eq!(caller.call(|r| Req::Echo(3, r)).await, Ok(3));
+    assert_eq!(state(rt.bus()), Some(runtime::bus::BreakerState::Closed));
+    let snapshot = rt.snapshot().await.expect("snapshot");
+    let ops = &snapshot.service("svc").expect("svc").operations;
+    let crash = ops
+        .iter()
+        .find(|o| o.operation == "crash")
+        .expect("crash op");
+    assert_eq!((crash.calls, crash.errors), (3, 3));
+    let echo = ops.iter().find(|o| o.operation == "echo").expect("echo op");
+    assert_eq!((echo.calls, echo.errors), (2, 0));
+    rt.shutdown().await;
+}

@@ -7,13 +7,15 @@
 use std::any::type_name;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::breaker::{Admission, BreakerPolicy};
 use super::dead_letter::{DeadLetters, Reason};
 use super::stats::EdgeStats;
 use crate::{ServiceName, State};
@@ -29,6 +31,11 @@ pub enum CallError {
     Interrupted { service: ServiceName },
     #[error("{service} did not answer before the deadline")]
     DeadlineExceeded { service: ServiceName },
+    #[error("the circuit to {service} is open after repeated failures; retry in {} ms", .retry_after.as_millis())]
+    CircuitOpen {
+        service: ServiceName,
+        retry_after: Duration,
+    },
 }
 
 impl CallError {
@@ -38,7 +45,8 @@ impl CallError {
         match self {
             CallError::QueueFull { .. }
             | CallError::Interrupted { .. }
-            | CallError::DeadlineExceeded { .. } => true,
+            | CallError::DeadlineExceeded { .. }
+            | CallError::CircuitOpen { .. } => true,
             CallError::Unavailable { state, .. } => *state != State::Failed,
         }
     }
@@ -48,8 +56,20 @@ impl CallError {
             CallError::QueueFull { service }
             | CallError::Unavailable { service, .. }
             | CallError::Interrupted { service }
-            | CallError::DeadlineExceeded { service } => service,
+            | CallError::DeadlineExceeded { service }
+            | CallError::CircuitOpen { service, .. } => service,
         }
+    }
+}
+
+/// A request type names its operations, for per-operation figures (`sign`, `put`, ...).
+pub trait Operation: Send + 'static {
+    fn operation(&self) -> &'static str;
+}
+
+impl<T: Send + 'static> Operation for Reply<T> {
+    fn operation(&self) -> &'static str {
+        "call"
     }
 }
 
@@ -152,11 +172,14 @@ pub(crate) struct Mailbox<R> {
     pub(crate) name: ServiceName,
     tx: async_channel::Sender<Envelope<R>>,
     pub(crate) rx: async_channel::Receiver<Envelope<R>>,
-    capacity: usize,
-    call_timeout: Duration,
+    /// Live-tunable: configuration changes reach handles without a restart.
+    capacity: AtomicUsize,
+    call_timeout_us: AtomicU64,
+    breaker: RwLock<BreakerPolicy>,
     /// `OPEN`, or the state (as `State as u8`) that makes the service refuse requests.
     gate: AtomicU8,
     pub(crate) dead_letters: DeadLetters,
+    pub(crate) operations: super::stats::Operations,
 }
 
 fn state_code(state: State) -> u8 {
@@ -180,24 +203,35 @@ fn state_from_code(code: u8) -> State {
 }
 
 impl<R: Send + 'static> Mailbox<R> {
-    pub(crate) fn new(
-        name: ServiceName,
-        capacity: usize,
-        call_timeout: Duration,
-        dead_letters: DeadLetters,
-    ) -> Self {
+    pub(crate) fn new(spec: &crate::Spec, dead_letters: DeadLetters) -> Self {
         // Unbounded underneath (it allocates lazily, so an idle service costs little); the bound is
         // enforced on send.
         let (tx, rx) = async_channel::unbounded();
-        Mailbox {
-            name,
+        let mailbox = Mailbox {
+            name: spec.name.clone(),
             tx,
             rx,
-            capacity: capacity.max(1),
-            call_timeout,
+            capacity: AtomicUsize::new(1),
+            call_timeout_us: AtomicU64::new(0),
+            breaker: RwLock::new(spec.breaker),
             gate: AtomicU8::new(state_code(State::Registered)),
             dead_letters,
-        }
+            operations: super::stats::Operations::default(),
+        };
+        mailbox.tune(spec);
+        mailbox
+    }
+
+    fn tune(&self, spec: &crate::Spec) {
+        self.capacity
+            .store(spec.queue_capacity.max(1), Ordering::Relaxed);
+        let us = spec.call_timeout.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.call_timeout_us.store(us, Ordering::Relaxed);
+        *self.breaker.write().unwrap_or_else(|p| p.into_inner()) = spec.breaker;
+    }
+
+    fn breaker_policy(&self) -> BreakerPolicy {
+        *self.breaker.read().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn dead_letter(&self, envelope: Envelope<R>, reason: Reason) {
@@ -215,12 +249,20 @@ impl<R: Send + 'static> Mailbox<R> {
 /// What the supervisor needs from a mailbox without knowing its request type.
 pub(crate) trait MailboxControl: Send + Sync {
     fn set_state(&self, state: State);
+    /// Figures per operation, over every caller.
+    fn operations(&self) -> Vec<super::stats::OperationSnapshot>;
+    /// Applies the queue capacity, call timeout and breaker policy of `spec`.
+    fn configure(&self, spec: &crate::Spec);
     fn depth(&self) -> usize;
     /// Dead-letters everything queued.
     fn drain(&self, reason: Reason) -> usize;
 }
 
 impl<R: Send + 'static> MailboxControl for Mailbox<R> {
+    fn operations(&self) -> Vec<super::stats::OperationSnapshot> {
+        self.operations.snapshot()
+    }
+
     fn set_state(&self, state: State) {
         let code = if state.accepts_requests() {
             OPEN
@@ -228,6 +270,10 @@ impl<R: Send + 'static> MailboxControl for Mailbox<R> {
             state_code(state)
         };
         self.gate.store(code, Ordering::Release);
+    }
+
+    fn configure(&self, spec: &crate::Spec) {
+        self.tune(spec);
     }
 
     fn depth(&self) -> usize {
@@ -270,7 +316,7 @@ impl<R> fmt::Debug for Handle<R> {
     }
 }
 
-impl<R: Send + 'static> Handle<R> {
+impl<R: Operation> Handle<R> {
     pub(crate) fn new(mailbox: Arc<Mailbox<R>>, edges: super::Edges) -> Self {
         let edge = edges.edge(None, &mailbox.name);
         Handle {
@@ -301,8 +347,8 @@ impl<R: Send + 'static> Handle<R> {
 
     /// Sends the request built by `make` and waits for its reply, up to the service's default deadline.
     pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> R) -> Result<T, CallError> {
-        self.call_by(Instant::now() + self.mailbox.call_timeout, make)
-            .await
+        let timeout = Duration::from_micros(self.mailbox.call_timeout_us.load(Ordering::Relaxed));
+        self.call_by(Instant::now() + timeout, make).await
     }
 
     /// Sends the request built by `make` and waits for its reply until `deadline`.
@@ -312,32 +358,47 @@ impl<R: Send + 'static> Handle<R> {
         make: impl FnOnce(Reply<T>) -> R,
     ) -> Result<T, CallError> {
         let edge = &self.edge;
+        let mailbox = &*self.mailbox;
         edge.calls.fetch_add(1, Ordering::Relaxed);
+        let policy = mailbox.breaker_policy();
+        let started = Instant::now();
+        let admission = edge.breaker_admit(&policy, started);
+        let probe = admission == Admission::Probe;
         let refuse = |e: CallError| {
             edge.errors.fetch_add(1, Ordering::Relaxed);
             Err(e)
         };
-        let gate = self.mailbox.gate.load(Ordering::Acquire);
-        if gate != OPEN {
-            return refuse(CallError::Unavailable {
-                service: self.mailbox.name.clone(),
+        if let Admission::Reject { retry_after } = admission {
+            return refuse(CallError::CircuitOpen {
+                service: mailbox.name.clone(),
+                retry_after,
+            });
+        }
+        let gate = mailbox.gate.load(Ordering::Acquire);
+        let refused = if gate != OPEN {
+            Some(CallError::Unavailable {
+                service: mailbox.name.clone(),
                 state: state_from_code(gate),
-            });
+            })
+        } else if mailbox.tx.len() >= mailbox.capacity.load(Ordering::Relaxed) {
+            Some(CallError::QueueFull {
+                service: mailbox.name.clone(),
+            })
+        } else {
+            None
+        };
+        if let Some(e) = refused {
+            edge.breaker_record(&policy, started, false, probe);
+            return refuse(e);
         }
-        if self.mailbox.tx.len() >= self.mailbox.capacity {
-            return refuse(CallError::QueueFull {
-                service: self.mailbox.name.clone(),
-            });
-        }
-        let started = Instant::now();
         let (tx, rx) = oneshot::channel();
         let tracker = Tracker::new(edge.clone());
         let message = make(Reply {
             tx: Some(tx),
             tracker: tracker.clone(),
         });
-        if self
-            .mailbox
+        let operation = message.operation();
+        if mailbox
             .tx
             .try_send(Envelope {
                 message,
@@ -348,20 +409,25 @@ impl<R: Send + 'static> Handle<R> {
         {
             // Unreachable while the mailbox holds its own receiver; the dropped reply settles it.
             return Err(CallError::Unavailable {
-                service: self.mailbox.name.clone(),
+                service: mailbox.name.clone(),
                 state: State::Stopped,
             });
         }
         let result = match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(_)) => Err(CallError::Interrupted {
-                service: self.mailbox.name.clone(),
+                service: mailbox.name.clone(),
             }),
             Err(_) => Err(CallError::DeadlineExceeded {
-                service: self.mailbox.name.clone(),
+                service: mailbox.name.clone(),
             }),
         };
-        edge.latency.record(started.elapsed());
+        let elapsed = started.elapsed();
+        edge.latency.record(elapsed);
+        edge.breaker_record(&policy, Instant::now(), result.is_ok(), probe);
+        mailbox
+            .operations
+            .record(operation, elapsed, result.is_ok());
         result
     }
 }

@@ -1,6 +1,7 @@
 //! The message bus: typed point-to-point requests through handles, publish/subscribe by message type,
 //! per-edge statistics, and the dead-letter queue.
 
+mod breaker;
 mod dead_letter;
 mod mailbox;
 mod stats;
@@ -9,10 +10,11 @@ mod topic;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+pub use breaker::{Admission, Breaker, BreakerPolicy, BreakerSnapshot, BreakerState};
 pub use dead_letter::{DeadLetters, Letter, Reason as DeadLetterReason};
-pub use mailbox::{CallError, Handle, Outcome, Reply};
+pub use mailbox::{CallError, Handle, Operation, Outcome, Reply};
 pub(crate) use mailbox::{Envelope, Mailbox, MailboxControl};
-pub use stats::{BUCKETS_US, EdgeSnapshot, HistogramSnapshot};
+pub use stats::{BUCKETS_US, EdgeSnapshot, HistogramSnapshot, OperationSnapshot};
 pub use topic::{Delivery, Message, MessageKind, Subscription};
 
 use crate::ServiceName;
@@ -103,18 +105,8 @@ impl Bus {
         self.inner.topics.counts()
     }
 
-    pub(crate) fn mailbox<R: Send + 'static>(
-        &self,
-        name: ServiceName,
-        capacity: usize,
-        call_timeout: std::time::Duration,
-    ) -> (Arc<Mailbox<R>>, Handle<R>) {
-        let mailbox = Arc::new(Mailbox::new(
-            name,
-            capacity,
-            call_timeout,
-            self.inner.dead_letters.clone(),
-        ));
+    pub(crate) fn mailbox<R: Operation>(&self, spec: &crate::Spec) -> (Arc<Mailbox<R>>, Handle<R>) {
+        let mailbox = Arc::new(Mailbox::new(spec, self.inner.dead_letters.clone()));
         let handle = Handle::new(mailbox.clone(), self.inner.edges.clone());
         (mailbox, handle)
     }

@@ -94,6 +94,7 @@ pub(crate) struct EdgeStats {
     pub(crate) errors: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) latency: Histogram,
+    breaker: std::sync::Mutex<super::breaker::Breaker>,
 }
 
 /// A copy of one edge's figures. Every call ends in exactly one of `handled`, `errors` and
@@ -107,6 +108,7 @@ pub struct EdgeSnapshot {
     pub errors: u64,
     pub dead_lettered: u64,
     pub latency: HistogramSnapshot,
+    pub breaker: super::breaker::BreakerSnapshot,
 }
 
 impl EdgeStats {
@@ -119,7 +121,30 @@ impl EdgeStats {
             errors: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             latency: Histogram::default(),
+            breaker: std::sync::Mutex::default(),
         }
+    }
+
+    fn breaker(&self) -> std::sync::MutexGuard<'_, super::breaker::Breaker> {
+        self.breaker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn breaker_admit(
+        &self,
+        policy: &super::breaker::BreakerPolicy,
+        now: tokio::time::Instant,
+    ) -> super::breaker::Admission {
+        self.breaker().admit(policy, now)
+    }
+
+    pub(crate) fn breaker_record(
+        &self,
+        policy: &super::breaker::BreakerPolicy,
+        now: tokio::time::Instant,
+        ok: bool,
+        probe: bool,
+    ) {
+        self.breaker().record(policy, now, ok, probe);
     }
 
     pub(crate) fn snapshot(&self) -> EdgeSnapshot {
@@ -131,7 +156,65 @@ impl EdgeStats {
             errors: self.errors.load(Relaxed),
             dead_lettered: self.dead_lettered.load(Relaxed),
             latency: self.latency.snapshot(),
+            breaker: self.breaker().snapshot(),
         }
+    }
+}
+
+/// Figures for one operation of one service, over every caller.
+#[derive(Debug, Default)]
+pub(crate) struct OperationStats {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    latency: Histogram,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OperationSnapshot {
+    pub operation: &'static str,
+    pub calls: u64,
+    pub errors: u64,
+    pub latency: HistogramSnapshot,
+}
+
+/// Per-operation figures of one service. Services have a handful of operations, so a short list
+/// behind a mutex is cheaper than a map.
+#[derive(Debug, Default)]
+pub(crate) struct Operations(std::sync::Mutex<Vec<(&'static str, std::sync::Arc<OperationStats>)>>);
+
+impl Operations {
+    pub(crate) fn record(&self, operation: &'static str, latency: Duration, ok: bool) {
+        let stats = {
+            let mut list = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            match list
+                .iter()
+                .find(|(name, _)| std::ptr::eq(*name, operation) || *name == operation)
+            {
+                Some((_, s)) => s.clone(),
+                None => {
+                    let s = std::sync::Arc::new(OperationStats::default());
+                    list.push((operation, s.clone()));
+                    s
+                }
+            }
+        };
+        stats.calls.fetch_add(1, Relaxed);
+        if !ok {
+            stats.errors.fetch_add(1, Relaxed);
+        }
+        stats.latency.record(latency);
+    }
+
+    pub(crate) fn snapshot(&self) -> Vec<OperationSnapshot> {
+        let list = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        list.iter()
+            .map(|(name, s)| OperationSnapshot {
+                operation: name,
+                calls: s.calls.load(Relaxed),
+                errors: s.errors.load(Relaxed),
+                latency: s.latency.snapshot(),
+            })
+            .collect()
     }
 }
 

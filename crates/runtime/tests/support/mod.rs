@@ -38,6 +38,17 @@ pub enum Req {
     Mode(Reply<Mode>),
 }
 
+impl runtime::bus::Operation for Req {
+    fn operation(&self) -> &'static str {
+        match self {
+            Req::Echo(..) => "echo",
+            Req::Slow(..) => "slow",
+            Req::Crash(..) => "crash",
+            Req::Mode(..) => "mode",
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Fake {
     spec: Spec,
