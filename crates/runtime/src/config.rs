@@ -453,6 +453,13 @@ impl Config {
                 p.push(&format!("services.{}.{key}", spec.name), message);
             }
         }
+        let budget = crate::budget::Demand {
+            memory_mib: u64::from(self.enclave.memory_mib),
+            threads: u64::from(self.enclave.threads),
+        };
+        for (path, message) in crate::budget::check(&specs, budget) {
+            p.push(&path, message);
+        }
         if let Err(problems) = Graph::build(&specs, &disabled) {
             for problem in problems {
                 let path = match &problem {

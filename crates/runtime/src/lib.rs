@@ -2,6 +2,8 @@
 //! its lifecycle, health and recovery, the message [`Bus`], the event [`Journal`] and typed
 //! configuration. It knows no concrete service, no HTTP and no SGX.
 
+pub mod budget;
+pub mod anomaly;
 pub mod bus;
 pub mod config;
 mod control;
