@@ -7,6 +7,54 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+/// What the runtime does when a service's signal turns anomalous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnomalyAction {
+    /// Journal it, nothing more.
+    Alert,
+    /// Mark the service degraded until the signal is normal again.
+    Degrade,
+    /// Refuse requests beyond a small queue until it is normal again.
+    Shed,
+    /// Ask the autoscaler for another replica.
+    ScaleOut,
+    /// Hold configuration rollouts (and roll back one being watched).
+    HoldRollout,
+}
+
+impl AnomalyAction {
+    pub const ALL: [(&'static str, AnomalyAction); 5] = [
+        ("alert", AnomalyAction::Alert),
+        ("degrade", AnomalyAction::Degrade),
+        ("shed", AnomalyAction::Shed),
+        ("scale_out", AnomalyAction::ScaleOut),
+        ("hold_rollout", AnomalyAction::HoldRollout),
+    ];
+}
+
+/// Anomaly detection settings of one service.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct AnomalyPolicy {
+    pub action: AnomalyAction,
+    pub detector: DetectorPolicy,
+    /// The same failure this many times within `crash_loop_window` is a crash loop.
+    pub crash_loop_count: u32,
+    #[serde(with = "crate::serde_duration")]
+    pub crash_loop_window: Duration,
+}
+
+impl Default for AnomalyPolicy {
+    fn default() -> Self {
+        AnomalyPolicy {
+            action: AnomalyAction::Alert,
+            detector: DetectorPolicy::default(),
+            crash_loop_count: 3,
+            crash_loop_window: Duration::from_secs(60),
+        }
+    }
+}
+
 /// How a detector learns and when it flags.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct DetectorPolicy {
@@ -27,7 +75,14 @@ pub struct DetectorPolicy {
 
 impl Default for DetectorPolicy {
     fn default() -> Self {
-        DetectorPolicy { alpha: 0.1, threshold: 4.0, warmup: 10, trigger: 3, clear: 5, min_relative_spread: 0.1 }
+        DetectorPolicy {
+            alpha: 0.1,
+            threshold: 4.0,
+            warmup: 10,
+            trigger: 3,
+            clear: 5,
+            min_relative_spread: 0.1,
+        }
     }
 }
 
@@ -78,13 +133,25 @@ impl Detector {
             self.samples = 1;
             return None;
         }
-        let spread = self.deviation.max(self.mean.abs() * policy.min_relative_spread).max(f64::EPSILON);
+        let spread = self
+            .deviation
+            .max(self.mean.abs() * policy.min_relative_spread)
+            .max(f64::EPSILON);
         let score = (value - self.mean) / spread;
-        let evidence = Evidence { value, baseline: self.mean, spread, score };
+        let evidence = Evidence {
+            value,
+            baseline: self.mean,
+            spread,
+            score,
+        };
         let anomalous = self.samples >= policy.warmup && score > policy.threshold;
         // While raised, learn ten times slower so a lasting shift is not absorbed at once, but a new
         // normal is eventually accepted.
-        let alpha = if anomalous || self.raised { policy.alpha / 10.0 } else { policy.alpha };
+        let alpha = if anomalous || self.raised {
+            policy.alpha / 10.0
+        } else {
+            policy.alpha
+        };
         self.deviation += alpha * ((value - self.mean).abs() - self.deviation);
         self.mean += alpha * (value - self.mean);
         self.samples = self.samples.saturating_add(1);
@@ -117,7 +184,11 @@ pub struct CrashLoop {
 
 impl CrashLoop {
     pub fn new(count: u32, window: Duration) -> Self {
-        CrashLoop { count: count.max(2), window, recent: VecDeque::new() }
+        CrashLoop {
+            count: count.max(2),
+            window,
+            recent: VecDeque::new(),
+        }
     }
 
     /// Records a failure of `kind` (for example `panic`, `hung`); returns true while the latest
@@ -135,11 +206,18 @@ impl CrashLoop {
     pub fn active(&mut self, now: Instant) -> bool {
         self.expire(now);
         self.recent.len() == self.count as usize
-            && self.recent.iter().all(|(_, k)| Some(k) == self.recent.back().map(|(_, k)| k))
+            && self
+                .recent
+                .iter()
+                .all(|(_, k)| Some(k) == self.recent.back().map(|(_, k)| k))
     }
 
     fn expire(&mut self, now: Instant) {
-        while self.recent.front().is_some_and(|(t, _)| now.saturating_duration_since(*t) > self.window) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > self.window)
+        {
             self.recent.pop_front();
         }
     }
@@ -164,7 +242,9 @@ mod tests {
     }
 
     fn noisy(rng: &mut StdRng, n: usize, level: f64, noise: f64) -> Vec<f64> {
-        (0..n).map(|_| level * (1.0 + rng.gen_range(-noise..=noise))).collect()
+        (0..n)
+            .map(|_| level * (1.0 + rng.gen_range(-noise..=noise)))
+            .collect()
     }
 
     #[test]
@@ -175,7 +255,11 @@ mod tests {
             let mut samples = noisy(&mut rng, 200, 10.0, 0.1);
             samples.extend(noisy(&mut rng, 50, 30.0, 0.1));
             let got = changes(&policy, &samples);
-            assert_eq!(got.first(), Some(&("raised", 200 + policy.trigger as usize - 1)), "seed {seed}: {got:?}");
+            assert_eq!(
+                got.first(),
+                Some(&("raised", 200 + policy.trigger as usize - 1)),
+                "seed {seed}: {got:?}"
+            );
         }
     }
 
@@ -191,11 +275,18 @@ mod tests {
 
     #[test]
     fn hysteresis_clears_after_the_clear_count_of_normal_samples() {
-        let policy = DetectorPolicy { trigger: 2, clear: 4, ..DetectorPolicy::default() };
+        let policy = DetectorPolicy {
+            trigger: 2,
+            clear: 4,
+            ..DetectorPolicy::default()
+        };
         let mut samples = vec![10.0; 20];
         samples.extend([40.0, 40.0, 40.0]);
         samples.extend([10.0; 10]);
-        assert_eq!(changes(&policy, &samples), [("raised", 21), ("cleared", 26)]);
+        assert_eq!(
+            changes(&policy, &samples),
+            [("raised", 21), ("cleared", 26)]
+        );
         // A single spike raises nothing.
         let mut samples = vec![10.0; 20];
         samples.extend([40.0, 10.0, 40.0, 10.0]);
@@ -217,7 +308,10 @@ mod tests {
             (&[(0, "panic"), (1, "panic"), (2, "panic")][..], true),
             (&[(0, "panic"), (1, "hung"), (2, "panic")][..], false),
             (&[(0, "panic"), (1, "panic"), (100, "panic")][..], false),
-            (&[(0, "hung"), (1, "panic"), (2, "panic"), (3, "panic")][..], true),
+            (
+                &[(0, "hung"), (1, "panic"), (2, "panic"), (3, "panic")][..],
+                true,
+            ),
         ] {
             let mut c = CrashLoop::new(3, s(60));
             let mut last = false;
@@ -230,6 +324,9 @@ mod tests {
         c.record(t0, "error");
         c.record(t0 + s(1), "error");
         assert!(c.active(t0 + s(5)));
-        assert!(!c.active(t0 + s(20)), "a loop ends when its failures leave the window");
+        assert!(
+            !c.active(t0 + s(20)),
+            "a loop ends when its failures leave the window"
+        );
     }
 }

@@ -7,7 +7,10 @@ use serde::Serialize;
 use crate::Spec;
 
 /// What the runtime itself needs besides its services: the supervisor, the API and the async workers.
-pub const RUNTIME_RESERVE: Demand = Demand { memory_mib: 32, threads: 2 };
+pub const RUNTIME_RESERVE: Demand = Demand {
+    memory_mib: 32,
+    threads: 2,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct Demand {
@@ -25,7 +28,10 @@ impl Demand {
     }
 
     pub fn plus(self, other: Demand) -> Demand {
-        Demand { memory_mib: self.memory_mib + other.memory_mib, threads: self.threads + other.threads }
+        Demand {
+            memory_mib: self.memory_mib + other.memory_mib,
+            threads: self.threads + other.threads,
+        }
     }
 
     pub fn fits(self, budget: Demand) -> bool {
@@ -35,7 +41,9 @@ impl Demand {
 
 /// The minimum the runtime and `specs` need, each service at its minimum replicas.
 pub fn minimum(specs: &[Spec]) -> Demand {
-    specs.iter().fold(RUNTIME_RESERVE, |d, s| d.plus(Demand::of(s, s.replicas.min)))
+    specs.iter().fold(RUNTIME_RESERVE, |d, s| {
+        d.plus(Demand::of(s, s.replicas.min))
+    })
 }
 
 /// Problems (path, message) if the minimum demand of `specs` does not fit `budget`.
@@ -49,7 +57,12 @@ pub fn check(specs: &[Spec], budget: Demand) -> Vec<(String, String)> {
             .filter(|(n, _)| *n > 0)
             .collect();
         parts.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        parts.iter().take(5).map(|(n, name)| format!("{name} {n}")).collect::<Vec<_>>().join(", ")
+        parts
+            .iter()
+            .take(5)
+            .map(|(n, name)| format!("{name} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     };
     if need.memory_mib > budget.memory_mib {
         problems.push((
@@ -95,12 +108,41 @@ mod tests {
     #[test]
     fn demand_adds_up_and_names_the_biggest() {
         let specs = [spec("a", 100, 1, 2), spec("b", 50, 2, 1)];
-        assert_eq!(minimum(&specs), Demand { memory_mib: 32 + 200 + 50, threads: 2 + 2 + 2 });
-        assert!(check(&specs, Demand { memory_mib: 282, threads: 6 }).is_empty());
-        let problems = check(&specs, Demand { memory_mib: 281, threads: 5 });
+        assert_eq!(
+            minimum(&specs),
+            Demand {
+                memory_mib: 32 + 200 + 50,
+                threads: 2 + 2 + 2
+            }
+        );
+        assert!(
+            check(
+                &specs,
+                Demand {
+                    memory_mib: 282,
+                    threads: 6
+                }
+            )
+            .is_empty()
+        );
+        let problems = check(
+            &specs,
+            Demand {
+                memory_mib: 281,
+                threads: 5,
+            },
+        );
         assert_eq!(problems.len(), 2);
         assert_eq!(problems[0].0, "enclave.memory_mib");
-        assert!(problems[0].1.contains("at least 282 MiB") && problems[0].1.contains("a 200, b 50"), "{}", problems[0].1);
-        assert!(problems[1].1.contains("at least 6 threads"), "{}", problems[1].1);
+        assert!(
+            problems[0].1.contains("at least 282 MiB") && problems[0].1.contains("a 200, b 50"),
+            "{}",
+            problems[0].1
+        );
+        assert!(
+            problems[1].1.contains("at least 6 threads"),
+            "{}",
+            problems[1].1
+        );
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use crate::anomaly::AnomalyAction;
 use crate::graph::Graph;
 use crate::spec::{Kind, Priority, Scope, Strategy};
 use crate::{ServiceName, Spec};
@@ -33,6 +34,12 @@ pub struct RuntimeConfig {
     /// The longest a whole shutdown may take before the process exits anyway.
     #[serde(with = "crate::serde_duration")]
     pub shutdown_grace: Duration,
+    /// How often the monitor samples every service (anomaly detection, autoscaling).
+    #[serde(with = "crate::serde_duration")]
+    pub monitor_interval: Duration,
+    /// How long a newly applied configuration is watched before it counts as good.
+    #[serde(with = "crate::serde_duration")]
+    pub config_watch: Duration,
 }
 
 /// Read at start only: changing it takes a restart.
@@ -93,6 +100,23 @@ pub struct ServiceConfig {
     pub breaker_window: Option<Duration>,
     #[serde(skip)]
     pub breaker_open_for: Option<Duration>,
+    pub anomaly_action: Option<AnomalyAction>,
+    pub anomaly_threshold: Option<f64>,
+    pub anomaly_alpha: Option<f64>,
+    pub anomaly_warmup: Option<u32>,
+    pub anomaly_trigger: Option<u32>,
+    pub anomaly_clear: Option<u32>,
+    pub crash_loop_count: Option<u32>,
+    #[serde(skip)]
+    pub crash_loop_window: Option<Duration>,
+    pub autoscale_enabled: Option<bool>,
+    pub autoscale_queue_per_replica: Option<u32>,
+    #[serde(skip)]
+    pub autoscale_latency_objective: Option<Duration>,
+    #[serde(skip)]
+    pub autoscale_scale_in_after: Option<Duration>,
+    #[serde(skip)]
+    pub autoscale_cooldown: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -122,6 +146,8 @@ impl Default for Config {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8420)),
                 data_dir: PathBuf::from("cloister-data"),
                 shutdown_grace: Duration::from_secs(30),
+                monitor_interval: Duration::from_secs(1),
+                config_watch: Duration::from_secs(10),
             },
             enclave: EnclaveConfig {
                 platform: Platform::Simulation,
@@ -550,7 +576,22 @@ fn parse_runtime(t: &toml::Table, path: &str, out: &mut RuntimeConfig, p: &mut P
     if let Some(d) = f.duration("shutdown_grace", p) {
         out.shutdown_grace = d;
     }
-    f.finish(p, &["listen", "data_dir", "shutdown_grace"]);
+    if let Some(d) = f.duration("monitor_interval", p) {
+        out.monitor_interval = d;
+    }
+    if let Some(d) = f.duration("config_watch", p) {
+        out.config_watch = d;
+    }
+    f.finish(
+        p,
+        &[
+            "listen",
+            "data_dir",
+            "shutdown_grace",
+            "monitor_interval",
+            "config_watch",
+        ],
+    );
 }
 
 fn parse_enclave(t: &toml::Table, path: &str, out: &mut EnclaveConfig, p: &mut Problems) {
@@ -735,6 +776,50 @@ fn parse_service(t: &toml::Table, path: &str, p: &mut Problems) -> ServiceConfig
             ],
         );
     }
+    if let Some((t, path)) = f.table("anomaly", p) {
+        let mut a = Fields::new(t, &path);
+        o.anomaly_action = a.choice("action", &AnomalyAction::ALL, p);
+        o.anomaly_threshold = a.float("threshold", 1.0, 100.0, p);
+        o.anomaly_alpha = a.float("alpha", 0.001, 1.0, p);
+        o.anomaly_warmup = a.integer("warmup", 1, 10_000, p).map(|n| n as u32);
+        o.anomaly_trigger = a.integer("trigger", 1, 1000, p).map(|n| n as u32);
+        o.anomaly_clear = a.integer("clear", 1, 1000, p).map(|n| n as u32);
+        o.crash_loop_count = a.integer("crash_loop_count", 2, 1000, p).map(|n| n as u32);
+        o.crash_loop_window = a.duration("crash_loop_window", p);
+        a.finish(
+            p,
+            &[
+                "action",
+                "threshold",
+                "alpha",
+                "warmup",
+                "trigger",
+                "clear",
+                "crash_loop_count",
+                "crash_loop_window",
+            ],
+        );
+    }
+    if let Some((t, path)) = f.table("autoscale", p) {
+        let mut a = Fields::new(t, &path);
+        o.autoscale_enabled = a.boolean("enabled", p);
+        o.autoscale_queue_per_replica = a
+            .integer("queue_per_replica", 1, 1 << 20, p)
+            .map(|n| n as u32);
+        o.autoscale_latency_objective = a.duration("latency_objective", p);
+        o.autoscale_scale_in_after = a.duration("scale_in_after", p);
+        o.autoscale_cooldown = a.duration("cooldown", p);
+        a.finish(
+            p,
+            &[
+                "enabled",
+                "queue_per_replica",
+                "latency_objective",
+                "scale_in_after",
+                "cooldown",
+            ],
+        );
+    }
     if let Some((t, path)) = f.table("resources", p) {
         let mut r = Fields::new(t, &path);
         o.min_memory_mib = r.integer("min_memory_mib", 1, 1 << 20, p).map(|n| n as u32);
@@ -760,6 +845,8 @@ fn parse_service(t: &toml::Table, path: &str, p: &mut Problems) -> ServiceConfig
             "health",
             "recovery",
             "breaker",
+            "anomaly",
+            "autoscale",
             "resources",
         ],
     );
@@ -817,6 +904,28 @@ impl ServiceConfig {
         set(&mut spec.breaker.min_calls, self.breaker_min_calls);
         set(&mut spec.breaker.window, self.breaker_window);
         set(&mut spec.breaker.open_for, self.breaker_open_for);
+        set(&mut spec.anomaly.action, self.anomaly_action);
+        set(&mut spec.anomaly.detector.threshold, self.anomaly_threshold);
+        set(&mut spec.anomaly.detector.alpha, self.anomaly_alpha);
+        set(&mut spec.anomaly.detector.warmup, self.anomaly_warmup);
+        set(&mut spec.anomaly.detector.trigger, self.anomaly_trigger);
+        set(&mut spec.anomaly.detector.clear, self.anomaly_clear);
+        set(&mut spec.anomaly.crash_loop_count, self.crash_loop_count);
+        set(&mut spec.anomaly.crash_loop_window, self.crash_loop_window);
+        set(&mut spec.autoscale.enabled, self.autoscale_enabled);
+        set(
+            &mut spec.autoscale.queue_per_replica,
+            self.autoscale_queue_per_replica,
+        );
+        set(
+            &mut spec.autoscale.latency_objective,
+            self.autoscale_latency_objective,
+        );
+        set(
+            &mut spec.autoscale.scale_in_after,
+            self.autoscale_scale_in_after,
+        );
+        set(&mut spec.autoscale.cooldown, self.autoscale_cooldown);
     }
 }
 
@@ -880,7 +989,7 @@ replicas = { min = 0 }
 "#,
             &[
                 "runtime.listen: \"nowhere\" is not an address like \"127.0.0.1:8420\"",
-                "runtime.colour: unknown key (expected one of: listen, data_dir, shutdown_grace)",
+                "runtime.colour: unknown key (expected one of: listen, data_dir, shutdown_grace, monitor_interval, config_watch)",
                 "enclave.threads: 1 is out of range (2 to 4096)",
                 "services.crypto.replicas.min: 0 is out of range (1 to 256)",
             ],

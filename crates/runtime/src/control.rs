@@ -7,11 +7,14 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::budget::Demand;
 use crate::bus::{Bus, Handle};
 use crate::graph::Graph;
 use crate::journal::{Fault, Journal, RuntimeLevel};
 use crate::service::{Erased, Service, Wrapped};
-use crate::supervisor::{Answer, Command, Readiness, Registration, Snapshot, Supervisor};
+use crate::supervisor::{
+    Answer, Command, Mark, Readiness, Reconfiguration, Registration, Snapshot, Supervisor,
+};
 use crate::{Error, ServiceName, Spec};
 
 /// Collects services before the runtime starts.
@@ -20,6 +23,7 @@ pub struct Builder {
     disabled: BTreeSet<ServiceName>,
     journal: Journal,
     bus: Bus,
+    budget: Demand,
 }
 
 impl std::fmt::Debug for Builder {
@@ -43,6 +47,10 @@ impl Builder {
             disabled: BTreeSet::new(),
             journal,
             bus: Bus::new(),
+            budget: Demand {
+                memory_mib: u64::MAX,
+                threads: u64::MAX,
+            },
         }
     }
 
@@ -61,6 +69,11 @@ impl Builder {
         let (registration, handle) = registration(&self.bus, service, spec);
         self.registrations.push(registration);
         handle
+    }
+
+    /// The enclave's memory and thread budget, which scale-outs must fit in. Unlimited by default.
+    pub fn budget(&mut self, budget: Demand) {
+        self.budget = budget;
     }
 
     /// Records that a service exists but is switched off, so that depending on it is reported clearly.
@@ -84,6 +97,7 @@ impl Builder {
             self.journal.clone(),
             self.bus.clone(),
             readiness_tx,
+            self.budget,
         );
         let task = tokio::spawn(supervisor.run(commands_rx));
         let inner = Arc::new(Inner {
@@ -215,6 +229,38 @@ impl Client {
 
     pub async fn snapshot(&self) -> Result<Snapshot, Error> {
         self.ask(Command::Snapshot).await
+    }
+
+    /// Sets the number of replicas of a service, within its range and the enclave budget.
+    pub async fn scale(
+        &self,
+        name: &ServiceName,
+        replicas: u32,
+        reason: String,
+    ) -> Result<Answer, Error> {
+        self.ask(|tx| Command::Scale(name.clone(), replicas, reason, tx))
+            .await?
+    }
+
+    /// Marks or unmarks a service on behalf of anomaly detection.
+    pub async fn mark(&self, name: &ServiceName, mark: Mark) -> Result<Answer, Error> {
+        self.ask(|tx| Command::Mark(name.clone(), mark, tx)).await?
+    }
+
+    /// Gives running services new specs (same names and dependencies) and switches services off or
+    /// on; returns the services that changed.
+    pub async fn reconfigure(
+        &self,
+        specs: Vec<Spec>,
+        disabled: BTreeSet<ServiceName>,
+        cause: crate::journal::Cause,
+    ) -> Result<Vec<ServiceName>, Error> {
+        let r = Reconfiguration {
+            specs,
+            disabled,
+            cause,
+        };
+        self.ask(|tx| Command::Reconfigure(Box::new(r), tx)).await?
     }
 
     /// Registers an extension service while the runtime runs; its dependencies must exist.

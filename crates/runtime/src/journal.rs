@@ -102,6 +102,54 @@ pub enum Event {
         replica: u32,
         fault: Fault,
     },
+    /// The replica count changed.
+    Scaled {
+        from: u32,
+        to: u32,
+        reason: String,
+    },
+    /// A scale-out that must not happen (budget, maximum, crash loop).
+    ScaleRefused {
+        reason: String,
+    },
+    /// A signal left its learned baseline; `action` is what the runtime did about it.
+    Anomaly {
+        signal: String,
+        evidence: crate::anomaly::Evidence,
+        action: crate::config::AnomalyAction,
+    },
+    AnomalyCleared {
+        signal: String,
+        evidence: crate::anomaly::Evidence,
+    },
+    /// The same failure repeated: recovery will not help by itself.
+    CrashLoop {
+        failure: String,
+        count: u32,
+    },
+    /// A new configuration version is running (the watch window starts).
+    ConfigApplied {
+        version: u64,
+        hash: String,
+        changed: Vec<String>,
+    },
+    ConfigRejected {
+        problems: Vec<String>,
+    },
+    /// The watch window of `version` closed without trouble.
+    ConfigConfirmed {
+        version: u64,
+    },
+    ConfigRolledBack {
+        from: u64,
+        to: u64,
+        reason: String,
+    },
+    /// A service took a new spec: live, or by a restart.
+    Reconfigured {
+        live: bool,
+        changes: Vec<String>,
+    },
 }
 
 /// How an incarnation ended.
@@ -177,6 +225,13 @@ pub enum Cause {
     Probe,
     Registration,
     Journal,
+    Autoscaler,
+    /// The performance monitor's anomaly detection.
+    Monitor,
+    /// A configuration change, identified by its version.
+    Config {
+        version: u64,
+    },
 }
 
 pub(crate) fn serialize_time<S: serde::Serializer>(

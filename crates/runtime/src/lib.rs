@@ -2,8 +2,9 @@
 //! its lifecycle, health and recovery, the message [`Bus`], the event [`Journal`] and typed
 //! configuration. It knows no concrete service, no HTTP and no SGX.
 
-pub mod budget;
 pub mod anomaly;
+pub mod autoscale;
+pub mod budget;
 pub mod bus;
 pub mod config;
 mod control;
@@ -27,7 +28,9 @@ pub use lifecycle::State;
 pub use name::{InvalidName, ServiceName};
 pub use service::{Context, Mode, Service, ServiceError};
 pub use spec::{Capability, Kind, Priority, Spec, Strategy};
-pub use supervisor::{Answer, HealthReport, Readiness, ServiceEvent, ServiceStatus, Snapshot};
+pub use supervisor::{
+    Answer, HealthReport, Mark, Readiness, ServiceEvent, ServiceStatus, Snapshot,
+};
 
 /// Errors of the runtime's own operations.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +43,8 @@ pub enum Error {
     NotRunning { service: ServiceName, state: State },
     #[error("the runtime is shutting down")]
     ShuttingDown,
+    #[error("cannot reconfigure: {0}")]
+    Reconfigure(String),
 }
 
 fn join(problems: &[GraphError]) -> String {

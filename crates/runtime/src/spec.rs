@@ -25,6 +25,8 @@ pub struct Spec {
     pub capabilities: Vec<Capability>,
     /// Circuit breaking on every edge into this service.
     pub breaker: crate::bus::BreakerPolicy,
+    pub anomaly: crate::anomaly::AnomalyPolicy,
+    pub autoscale: crate::autoscale::AutoscalePolicy,
     /// Requests that may wait in the mailbox; a call beyond it fails at once with a retryable error.
     pub queue_capacity: usize,
     /// Default deadline of a call through the service's handle.
@@ -50,6 +52,8 @@ impl Spec {
             replicas: Replicas::default(),
             capabilities: Vec::new(),
             breaker: crate::bus::BreakerPolicy::default(),
+            anomaly: crate::anomaly::AnomalyPolicy::default(),
+            autoscale: crate::autoscale::AutoscalePolicy::default(),
             queue_capacity: 1024,
             call_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
@@ -114,6 +118,36 @@ impl Spec {
     /// A failed critical service makes the whole runtime not ready; any other only degrades it.
     pub fn is_critical(&self) -> bool {
         self.kind == Kind::Core
+    }
+}
+
+/// The names of the settings that differ between `old` and `new`, for the journal.
+pub fn diff(old: &Spec, new: &Spec) -> Vec<String> {
+    let (Ok(a), Ok(b)) = (serde_json::to_value(old), serde_json::to_value(new)) else {
+        return vec!["spec".into()];
+    };
+    let mut out = Vec::new();
+    diff_values("", &a, &b, &mut out);
+    out
+}
+
+fn diff_values(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+    match (a.as_object(), b.as_object()) {
+        (Some(x), Some(y)) => {
+            for (k, va) in x {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match y.get(k) {
+                    Some(vb) => diff_values(&p, va, vb, out),
+                    None => out.push(p),
+                }
+            }
+        }
+        _ if a != b => out.push(format!("{path}: {a} -> {b}")),
+        _ => {}
     }
 }
 

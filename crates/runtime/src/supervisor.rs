@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_util::time::DelayQueue;
 
+use crate::budget::Demand;
 use crate::bus::{Bus, DeadLetterReason, Message, MessageKind};
 use crate::graph::Graph;
 use crate::health::{self, Control, Health};
@@ -53,7 +54,36 @@ pub(crate) enum Command {
     Fault(ServiceName, Fault, oneshot::Sender<Result<Answer, Error>>),
     Register(Box<Registration>, oneshot::Sender<Result<(), Error>>),
     Snapshot(oneshot::Sender<Snapshot>),
+    Scale(
+        ServiceName,
+        u32,
+        String,
+        oneshot::Sender<Result<Answer, Error>>,
+    ),
+    Mark(ServiceName, Mark, oneshot::Sender<Result<Answer, Error>>),
+    Reconfigure(
+        Box<Reconfiguration>,
+        oneshot::Sender<Result<Vec<ServiceName>, Error>>,
+    ),
     Shutdown(oneshot::Sender<()>),
+}
+
+/// What the monitor asks of a service when an anomaly is raised or cleared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mark {
+    /// Mark it degraded for this reason.
+    Degrade(String),
+    /// Shed load: refuse requests beyond a small queue.
+    Shed(bool),
+    /// The anomaly is over: undo `Degrade`.
+    Clear,
+}
+
+/// New specs for running services (same names), and the ones to switch off.
+pub(crate) struct Reconfiguration {
+    pub(crate) specs: Vec<Spec>,
+    pub(crate) disabled: BTreeSet<ServiceName>,
+    pub(crate) cause: Cause,
 }
 
 pub(crate) struct Registration {
@@ -174,6 +204,8 @@ struct Replica {
     launched_at: Instant,
     stopping: bool,
     exit_cause: Option<ExitOutcome>,
+    /// Cancels this replica's liveness probe alone (a child of `cancel`).
+    probe: CancellationToken,
     /// The pending start-deadline or stop-grace timer, removed when it no longer matters so idle
     /// services hold no timers. Cleared when it fires, so a stale key is never removed.
     deadline: Option<tokio_util::time::delay_queue::Key>,
@@ -198,6 +230,10 @@ struct Managed {
     started_at: Option<SystemTime>,
     /// Why the current stop was asked for, for the journal entry that ends it.
     stop_cause: Option<Cause>,
+    /// Replicas wanted while up: `replicas.min` at start, moved by the autoscaler.
+    desired: u32,
+    /// An anomaly the monitor marked the service degraded for.
+    anomaly: Option<String>,
 }
 
 /// Why the runtime is not fully ready, per service.
@@ -225,6 +261,8 @@ pub(crate) struct Supervisor {
     shutdown: Option<Vec<oneshot::Sender<()>>>,
     rng: StdRng,
     root: CancellationToken,
+    /// The enclave's memory and thread budget; scale-outs must fit in it.
+    budget: Demand,
 }
 
 impl Supervisor {
@@ -234,6 +272,7 @@ impl Supervisor {
         journal: Journal,
         bus: Bus,
         readiness_tx: watch::Sender<Readiness>,
+        budget: Demand,
     ) -> Self {
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let entries: Vec<Managed> = registrations.into_iter().map(Managed::new).collect();
@@ -255,6 +294,7 @@ impl Supervisor {
             shutdown: None,
             rng: StdRng::from_entropy(),
             root: CancellationToken::new(),
+            budget,
         }
     }
 
@@ -331,6 +371,18 @@ impl Supervisor {
             Command::Register(registration, reply) => {
                 let _ = reply.send(self.cmd_register(*registration));
             }
+            Command::Scale(name, to, reason, reply) => {
+                let _ = reply.send(
+                    self.lookup(&name)
+                        .map(|i| self.cmd_scale(i, to, reason, Cause::Autoscaler)),
+                );
+            }
+            Command::Mark(name, mark, reply) => {
+                let _ = reply.send(self.lookup(&name).map(|i| self.cmd_mark(i, mark)));
+            }
+            Command::Reconfigure(reconfiguration, reply) => {
+                let _ = reply.send(self.cmd_reconfigure(*reconfiguration));
+            }
             Command::Snapshot(reply) => {
                 let _ = reply.send(self.snapshot());
             }
@@ -386,6 +438,7 @@ impl Supervisor {
                 if e.epoch == epoch
                     && e.state.is_up()
                     && e.want_up
+                    && replica < e.desired
                     && !e.replicas.contains_key(&replica)
                 {
                     self.launch_replica(i, replica, true);
@@ -418,18 +471,10 @@ impl Supervisor {
             return;
         }
         replica.ready = true;
-        let deadline = replica.deadline.take();
-        let (control, cancel) = (replica.control.clone(), replica.cancel.clone());
-        if let Some(key) = deadline {
+        if let Some(key) = replica.deadline.take() {
             self.timers.try_remove(&key);
         }
-        let policy = self.entries[id.service].spec.health;
-        let reports = self.reports_tx.clone();
-        self.probes.spawn(async move {
-            if let Some(missed) = health::probe(control, policy, cancel).await {
-                let _ = reports.send(Report::Hung(id, missed));
-            }
-        });
+        self.spawn_probe(id);
         self.record_gen(
             id.service,
             id.generation,
@@ -804,6 +849,232 @@ impl Supervisor {
         ))
     }
 
+    /// Memory and threads taken by every service's wanted replicas.
+    fn usage(&self) -> Demand {
+        self.entries
+            .iter()
+            .filter(|e| !e.state.is_down())
+            .fold(crate::budget::RUNTIME_RESERVE, |d, e| {
+                d.plus(Demand::of(&e.spec, e.desired))
+            })
+    }
+
+    fn cmd_scale(&mut self, i: usize, to: u32, reason: String, cause: Cause) -> Answer {
+        let e = &self.entries[i];
+        let (from, min, max) = (e.desired, e.spec.replicas.min, e.spec.replicas.max);
+        if !e.state.is_up() {
+            return self.answer(i, false, format!("not scaled: the service is {}", e.state));
+        }
+        if to == from {
+            return self.answer(i, false, format!("already at {to} replicas"));
+        }
+        if to < min.max(1) || to > max {
+            return self.answer(i, false, format!("{to} replicas is outside {min}..={max}"));
+        }
+        if to > from {
+            let need = self.usage().plus(Demand::of(&e.spec, to - from));
+            if !need.fits(self.budget) {
+                let refusal = format!(
+                    "{reason}; but {to} replicas would need {} MiB and {} threads of the enclave's {} MiB and {} threads",
+                    need.memory_mib, need.threads, self.budget.memory_mib, self.budget.threads
+                );
+                self.record(
+                    i,
+                    Event::ScaleRefused {
+                        reason: refusal.clone(),
+                    },
+                    cause,
+                );
+                return self.answer(i, false, refusal);
+            }
+        }
+        self.entries[i].desired = to;
+        self.record(
+            i,
+            Event::Scaled {
+                from,
+                to,
+                reason: reason.clone(),
+            },
+            cause,
+        );
+        if to > from {
+            for slot in from..to {
+                if !self.entries[i].replicas.contains_key(&slot) {
+                    self.launch_replica(i, slot, false);
+                }
+            }
+        } else {
+            let grace = self.entries[i].spec.shutdown_grace;
+            let mut deadlines = Vec::new();
+            for (slot, r) in self.entries[i].replicas.iter_mut() {
+                if *slot >= to && !r.stopping {
+                    r.stopping = true;
+                    let _ = r.control.try_send(Control::Stop);
+                    r.cancel.cancel();
+                    deadlines.push((r.id, r.deadline.take()));
+                }
+            }
+            for (id, old) in deadlines {
+                if let Some(key) = old {
+                    self.timers.try_remove(&key);
+                }
+                let key = self.timers.insert(Timer::StopDeadline(id), grace);
+                if let Some(r) = self.replica_mut(id) {
+                    r.deadline = Some(key);
+                }
+            }
+        }
+        self.answer(i, true, format!("scaling from {from} to {to}: {reason}"))
+    }
+
+    fn cmd_mark(&mut self, i: usize, mark: Mark) -> Answer {
+        let cause = Cause::Monitor;
+        match mark {
+            Mark::Degrade(reason) => {
+                self.entries[i].anomaly = Some(reason.clone());
+                if self.entries[i].state == State::Running {
+                    self.set_state(i, Input::Degrade);
+                    self.set_health(i, Health::Degraded { reason }, cause);
+                    return self.answer(i, true, "marked degraded");
+                }
+                self.answer(
+                    i,
+                    false,
+                    format!("not marked: the service is {}", self.entries[i].state),
+                )
+            }
+            Mark::Clear => {
+                let had = self.entries[i].anomaly.take().is_some();
+                if had
+                    && self.entries[i].state == State::Degraded
+                    && self.entries[i].degraded_mode.is_none()
+                {
+                    self.set_state(i, Input::Recover);
+                    self.set_health(i, Health::Healthy, cause);
+                    return self.answer(i, true, "no longer degraded");
+                }
+                self.answer(i, false, "nothing to clear")
+            }
+            Mark::Shed(on) => {
+                self.entries[i].service.mailbox().set_shedding(on);
+                self.answer(
+                    i,
+                    true,
+                    if on {
+                        "shedding load"
+                    } else {
+                        "no longer shedding"
+                    },
+                )
+            }
+        }
+    }
+
+    fn cmd_reconfigure(&mut self, r: Reconfiguration) -> Result<Vec<ServiceName>, Error> {
+        // Check everything before changing anything, so a refused reconfiguration changes nothing.
+        let mut updates = Vec::new();
+        for spec in r.specs {
+            let i = self.lookup(&spec.name)?;
+            if spec.dependencies != self.entries[i].spec.dependencies {
+                return Err(Error::Reconfigure(format!(
+                    "the dependencies of {} cannot change while it runs",
+                    spec.name
+                )));
+            }
+            updates.push((i, spec));
+        }
+        for name in &r.disabled {
+            self.lookup(name)?;
+        }
+        let mut order: Vec<usize> = (0..self.entries.len()).collect();
+        order.sort_by_key(|&i| self.graph.layer(i));
+        let mut changed = Vec::new();
+        for (i, spec) in updates {
+            let old = self.entries[i].spec.clone();
+            let changes = crate::spec::diff(&old, &spec);
+            if changes.is_empty() {
+                continue;
+            }
+            let health_changed = old.health != spec.health;
+            self.entries[i].service.mailbox().configure(&spec);
+            self.entries[i].spec = Arc::new(spec);
+            if health_changed {
+                self.restart_probes(i);
+            }
+            let (min, max) = (
+                self.entries[i].spec.replicas.min,
+                self.entries[i].spec.replicas.max,
+            );
+            let desired = self.entries[i].desired;
+            if self.entries[i].state.is_up() && !(min..=max).contains(&desired) {
+                let to = desired.clamp(min.max(1), max.max(1));
+                self.cmd_scale(
+                    i,
+                    to,
+                    "the configured replica range changed".into(),
+                    r.cause.clone(),
+                );
+            }
+            self.record(
+                i,
+                Event::Reconfigured {
+                    live: true,
+                    changes,
+                },
+                r.cause.clone(),
+            );
+            changed.push(self.entries[i].spec.name.clone());
+        }
+        // Switching services off and on follows the same ordering rules as operator commands.
+        for &i in &order {
+            let name = self.entries[i].spec.name.clone();
+            let off = r.disabled.contains(&name);
+            if off && self.entries[i].want_up {
+                self.entries[i].want_up = false;
+                self.refresh_concern(i);
+                self.dirty.insert(i);
+                changed.push(name);
+            } else if !off && !self.entries[i].want_up && self.shutdown.is_none() {
+                self.entries[i].want_up = true;
+                self.refresh_concern(i);
+                self.dirty.insert(i);
+                changed.push(name);
+            }
+        }
+        self.reconcile(&r.cause);
+        Ok(changed)
+    }
+
+    /// Replaces the liveness probes of `i`'s ready replicas, so a new health policy takes effect.
+    fn restart_probes(&mut self, i: usize) {
+        let ready: Vec<IncarnationId> = self.entries[i]
+            .replicas
+            .values()
+            .filter(|r| r.ready && !r.stopping)
+            .map(|r| r.id)
+            .collect();
+        for id in ready {
+            self.spawn_probe(id);
+        }
+    }
+
+    fn spawn_probe(&mut self, id: IncarnationId) {
+        let policy = self.entries[id.service].spec.health;
+        let reports = self.reports_tx.clone();
+        let Some(replica) = self.replica_mut(id) else {
+            return;
+        };
+        replica.probe.cancel();
+        replica.probe = replica.cancel.child_token();
+        let (control, cancel) = (replica.control.clone(), replica.probe.clone());
+        self.probes.spawn(async move {
+            if let Some(missed) = health::probe(control, policy, cancel).await {
+                let _ = reports.send(Report::Hung(id, missed));
+            }
+        });
+    }
+
     fn cmd_register(&mut self, registration: Registration) -> Result<(), Error> {
         if self.shutdown.is_some() {
             return Err(Error::ShuttingDown);
@@ -900,7 +1171,11 @@ impl Supervisor {
         if !self.set_state(i, Input::Launch) {
             return;
         }
-        let replicas = self.entries[i].spec.replicas.min.max(1);
+        let spec = &self.entries[i].spec;
+        let replicas = self.entries[i]
+            .desired
+            .clamp(spec.replicas.min.max(1), spec.replicas.max.max(1));
+        self.entries[i].desired = replicas;
         for slot in 0..replicas {
             self.launch_replica(i, slot, restart);
         }
@@ -947,6 +1222,7 @@ impl Supervisor {
                 launched_at: Instant::now(),
                 stopping: false,
                 exit_cause: None,
+                probe: CancellationToken::new(),
                 deadline: Some(deadline),
             },
         );
@@ -1191,6 +1467,7 @@ impl Supervisor {
 
 impl Managed {
     fn new(r: Registration) -> Self {
+        let desired = r.spec.replicas.min.max(1);
         Managed {
             spec: Arc::new(r.spec),
             service: r.service,
@@ -1206,6 +1483,8 @@ impl Managed {
             epoch: 0,
             started_at: None,
             stop_cause: None,
+            desired,
+            anomaly: None,
         }
     }
 }

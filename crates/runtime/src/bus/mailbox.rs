@@ -176,6 +176,7 @@ pub(crate) struct Mailbox<R> {
     capacity: AtomicUsize,
     call_timeout_us: AtomicU64,
     breaker: RwLock<BreakerPolicy>,
+    shedding: AtomicBool,
     /// `OPEN`, or the state (as `State as u8`) that makes the service refuse requests.
     gate: AtomicU8,
     pub(crate) dead_letters: DeadLetters,
@@ -214,6 +215,7 @@ impl<R: Send + 'static> Mailbox<R> {
             capacity: AtomicUsize::new(1),
             call_timeout_us: AtomicU64::new(0),
             breaker: RwLock::new(spec.breaker),
+            shedding: AtomicBool::new(false),
             gate: AtomicU8::new(state_code(State::Registered)),
             dead_letters,
             operations: super::stats::Operations::default(),
@@ -228,6 +230,16 @@ impl<R: Send + 'static> Mailbox<R> {
         let us = spec.call_timeout.as_micros().min(u128::from(u64::MAX)) as u64;
         self.call_timeout_us.store(us, Ordering::Relaxed);
         *self.breaker.write().unwrap_or_else(|p| p.into_inner()) = spec.breaker;
+    }
+
+    /// The queue bound, cut to an eighth while shedding load.
+    fn effective_capacity(&self) -> usize {
+        let capacity = self.capacity.load(Ordering::Relaxed);
+        if self.shedding.load(Ordering::Relaxed) {
+            (capacity / 8).max(1)
+        } else {
+            capacity
+        }
     }
 
     fn breaker_policy(&self) -> BreakerPolicy {
@@ -249,6 +261,8 @@ impl<R: Send + 'static> Mailbox<R> {
 /// What the supervisor needs from a mailbox without knowing its request type.
 pub(crate) trait MailboxControl: Send + Sync {
     fn set_state(&self, state: State);
+    /// While shedding, requests beyond a small queue are refused at once.
+    fn set_shedding(&self, on: bool);
     /// Figures per operation, over every caller.
     fn operations(&self) -> Vec<super::stats::OperationSnapshot>;
     /// Applies the queue capacity, call timeout and breaker policy of `spec`.
@@ -274,6 +288,10 @@ impl<R: Send + 'static> MailboxControl for Mailbox<R> {
 
     fn configure(&self, spec: &crate::Spec) {
         self.tune(spec);
+    }
+
+    fn set_shedding(&self, on: bool) {
+        self.shedding.store(on, Ordering::Relaxed);
     }
 
     fn depth(&self) -> usize {
@@ -380,7 +398,7 @@ impl<R: Operation> Handle<R> {
                 service: mailbox.name.clone(),
                 state: state_from_code(gate),
             })
-        } else if mailbox.tx.len() >= mailbox.capacity.load(Ordering::Relaxed) {
+        } else if mailbox.tx.len() >= mailbox.effective_capacity() {
             Some(CallError::QueueFull {
                 service: mailbox.name.clone(),
             })
