@@ -71,6 +71,8 @@ pub struct DetectorPolicy {
     /// The spread never counts as less than this fraction of the baseline, so a very steady signal
     /// does not flag small wobbles.
     pub min_relative_spread: f64,
+    /// Nor less than this, in the signal's own unit (for signals whose baseline is near zero).
+    pub min_spread: f64,
 }
 
 impl Default for DetectorPolicy {
@@ -82,6 +84,7 @@ impl Default for DetectorPolicy {
             trigger: 3,
             clear: 5,
             min_relative_spread: 0.1,
+            min_spread: 0.0,
         }
     }
 }
@@ -136,6 +139,7 @@ impl Detector {
         let spread = self
             .deviation
             .max(self.mean.abs() * policy.min_relative_spread)
+            .max(policy.min_spread)
             .max(f64::EPSILON);
         let score = (value - self.mean) / spread;
         let evidence = Evidence {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::budget::Demand;
 use crate::bus::{Bus, Handle};
@@ -24,6 +25,7 @@ pub struct Builder {
     journal: Journal,
     bus: Bus,
     budget: Demand,
+    monitor: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for Builder {
@@ -51,6 +53,7 @@ impl Builder {
                 memory_mib: u64::MAX,
                 threads: u64::MAX,
             },
+            monitor: None,
         }
     }
 
@@ -74,6 +77,11 @@ impl Builder {
     /// The enclave's memory and thread budget, which scale-outs must fit in. Unlimited by default.
     pub fn budget(&mut self, budget: Demand) {
         self.budget = budget;
+    }
+
+    /// Runs the performance monitor (anomaly detection, autoscaling) every `interval`.
+    pub fn monitor(&mut self, interval: std::time::Duration) {
+        self.monitor = Some(interval);
     }
 
     /// Records that a service exists but is switched off, so that depending on it is reported clearly.
@@ -100,15 +108,25 @@ impl Builder {
             self.budget,
         );
         let task = tokio::spawn(supervisor.run(commands_rx));
+        let (anomalies_tx, anomalies_rx) = watch::channel(Vec::new());
         let inner = Arc::new(Inner {
             commands: commands_tx,
             readiness: readiness_rx,
             journal: self.journal,
             bus: self.bus,
+            anomalies: anomalies_rx,
+        });
+        let client = Client { inner };
+        let monitor_cancel = CancellationToken::new();
+        let monitor = self.monitor.map(|interval| {
+            let monitor = crate::monitor::Monitor::new(client.clone(), interval, anomalies_tx);
+            tokio::spawn(monitor.run(monitor_cancel.clone()))
         });
         Ok(Runtime {
-            client: Client { inner },
+            client,
             task: Some(task),
+            monitor,
+            monitor_cancel,
         })
     }
 }
@@ -137,6 +155,8 @@ fn registration<S: Service>(
 pub struct Runtime {
     client: Client,
     task: Option<JoinHandle<()>>,
+    monitor: Option<JoinHandle<()>>,
+    monitor_cancel: CancellationToken,
 }
 
 #[derive(Debug)]
@@ -145,6 +165,7 @@ struct Inner {
     readiness: watch::Receiver<Readiness>,
     journal: Journal,
     bus: Bus,
+    anomalies: watch::Receiver<Vec<crate::monitor::ActiveAnomaly>>,
 }
 
 /// A cloneable client of a running runtime, for the API and for services.
@@ -160,6 +181,10 @@ impl Runtime {
 
     /// Stops every service in reverse dependency order, each within its grace period, and waits.
     pub async fn shutdown(mut self) {
+        self.monitor_cancel.cancel();
+        if let Some(monitor) = self.monitor.take() {
+            let _ = monitor.await;
+        }
         let (tx, rx) = oneshot::channel();
         if self
             .client
@@ -197,6 +222,11 @@ impl Client {
 
     pub fn readiness(&self) -> watch::Receiver<Readiness> {
         self.inner.readiness.clone()
+    }
+
+    /// Anomalies raised now, as the monitor sees them (empty without a monitor).
+    pub fn anomalies(&self) -> watch::Receiver<Vec<crate::monitor::ActiveAnomaly>> {
+        self.inner.anomalies.clone()
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Error> {

@@ -12,6 +12,7 @@ pub mod graph;
 pub mod health;
 pub mod journal;
 pub mod lifecycle;
+pub mod monitor;
 mod name;
 pub mod recovery;
 mod serde_duration;

@@ -72,6 +72,19 @@ impl HistogramSnapshot {
         None
     }
 
+    /// What was recorded since `earlier`, an older snapshot of the same histogram.
+    pub fn minus(&self, earlier: &HistogramSnapshot) -> HistogramSnapshot {
+        HistogramSnapshot {
+            counts: self
+                .counts
+                .iter()
+                .enumerate()
+                .map(|(i, c)| c.saturating_sub(earlier.counts.get(i).copied().unwrap_or(0)))
+                .collect(),
+            sum_ns: self.sum_ns.saturating_sub(earlier.sum_ns),
+        }
+    }
+
     pub fn merge(&mut self, other: &HistogramSnapshot) {
         if self.counts.len() < other.counts.len() {
             self.counts.resize(other.counts.len(), 0);
