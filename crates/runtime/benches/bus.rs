@@ -1,15 +1,14 @@
 //! Request/reply round trips to 100 services in round robin, one caller at a time and 64 callers at
 //! once: Cloister's bus (`Handle::call` to an echo service) against raw tokio `mpsc` + `oneshot`, actix,
-//! kameo and ractor, all on two worker threads. A summary of messages/s and ratios follows criterion's
-//! report.
+//! kameo and ractor, all on two worker threads. After criterion's report, an interleaved pass (every
+//! contender in turn, round after round) gives median messages/s and Cloister's ratio to each.
 //!
 //! Run: `cargo bench -p runtime --bench bus -- --warm-up-time 1 --measurement-time 3`
 
 #![allow(clippy::print_stdout)]
 
-use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -92,57 +91,45 @@ fn run_on_tokio<T: RoundTrip>(
     })
 }
 
-/// Round trips and time spent, per (variant, system).
-#[derive(Default, Clone, Copy)]
-struct Total {
-    messages: u64,
-    elapsed: Duration,
-}
-
-/// Totals over everything criterion ran (warm-up included), for the summary.
-#[derive(Default)]
-struct Tally(Mutex<BTreeMap<(&'static str, &'static str), Total>>);
-
-impl Tally {
-    fn add(&self, variant: Variant, system: &'static str, iters: u64, elapsed: Duration) {
-        let mut map = self.0.lock().expect("the tally lock is never poisoned");
-        let total = map.entry((variant.label(), system)).or_default();
-        total.messages += iters * variant.callers() as u64;
-        total.elapsed += elapsed;
-    }
-
-    fn messages_per_second(&self, variant: Variant, system: &'static str) -> Option<f64> {
-        let map = self.0.lock().expect("the tally lock is never poisoned");
-        let total = map.get(&(variant.label(), system))?;
-        (total.messages > 0).then(|| total.messages as f64 / total.elapsed.as_secs_f64())
-    }
-}
-
-fn bench_on_tokio<T: RoundTrip>(
-    c: &mut Criterion,
-    tally: &Tally,
-    rt: &tokio::runtime::Runtime,
+/// One system under test, set up and idle until run.
+struct Contender {
     name: &'static str,
-    system: &T,
-) {
-    let mut group = c.benchmark_group("bus");
-    for variant in [Variant::Sequential, Variant::Concurrent] {
-        group.throughput(Throughput::Elements(variant.callers() as u64));
-        group.bench_function(BenchmarkId::new(variant.label(), name), |b| {
-            b.iter_custom(|iters| {
-                let elapsed = run_on_tokio(rt, system, variant, iters);
-                tally.add(variant, name, iters, elapsed);
-                elapsed
-            })
-        });
+    /// Runs `iters` round trips per caller and returns the time they took.
+    run: Box<dyn Fn(Variant, u64) -> Duration>,
+    /// Stops the system and waits for it.
+    stop: Box<dyn FnOnce()>,
+}
+
+impl Contender {
+    fn on_tokio<T: RoundTrip>(
+        name: &'static str,
+        rt: tokio::runtime::Runtime,
+        system: T,
+        stop: impl FnOnce(&tokio::runtime::Runtime, T) + 'static,
+    ) -> Self {
+        let rt = Arc::new(rt);
+        let run = {
+            let (rt, system) = (rt.clone(), system.clone());
+            move |variant, iters| run_on_tokio(&rt, &system, variant, iters)
+        };
+        Contender {
+            name,
+            run: Box::new(run),
+            stop: Box::new(move || stop(&rt, system)),
+        }
     }
-    group.finish();
 }
 
 // --- Cloister -------------------------------------------------------------------------------------
 
 enum EchoRequest {
     Echo(u64, Reply<u64>),
+}
+
+impl runtime::bus::Operation for EchoRequest {
+    fn operation(&self) -> &'static str {
+        "echo"
+    }
 }
 
 struct EchoService {
@@ -179,7 +166,7 @@ impl RoundTrip for Cloister {
     }
 }
 
-fn cloister(c: &mut Criterion, tally: &Tally) {
+fn cloister() -> Contender {
     let rt = tokio_runtime();
     let mut builder = Builder::new(Journal::in_memory());
     let handles = (0..SERVICES)
@@ -199,8 +186,9 @@ fn cloister(c: &mut Criterion, tally: &Tally) {
             .expect("the runtime becomes ready");
         runtime
     });
-    bench_on_tokio(c, tally, &rt, "cloister", &Cloister(Arc::new(handles)));
-    rt.block_on(runtime.shutdown());
+    Contender::on_tokio("cloister", rt, Cloister(Arc::new(handles)), move |rt, _| {
+        rt.block_on(runtime.shutdown())
+    })
 }
 
 // --- raw tokio ------------------------------------------------------------------------------------
@@ -224,7 +212,7 @@ impl RoundTrip for Raw {
     }
 }
 
-fn raw_tokio(c: &mut Criterion, tally: &Tally) {
+fn raw_tokio() -> Contender {
     let rt = tokio_runtime();
     let mut tasks = JoinSet::new();
     let senders = (0..SERVICES)
@@ -241,15 +229,10 @@ fn raw_tokio(c: &mut Criterion, tally: &Tally) {
             tx
         })
         .collect();
-    let system = Raw(Arc::new(senders));
-    bench_on_tokio(c, tally, &rt, "tokio", &system);
-    // Closing every sender ends every task.
-    drop(system);
-    rt.block_on(async {
-        while let Some(done) = tasks.join_next().await {
-            done.expect("an echo task");
-        }
-    });
+    Contender::on_tokio("tokio", rt, Raw(Arc::new(senders)), move |rt, _| {
+        // The runner still holds senders, so the tasks are aborted rather than left to drain.
+        rt.block_on(tasks.shutdown());
+    })
 }
 
 // --- kameo ----------------------------------------------------------------------------------------
@@ -282,21 +265,21 @@ impl RoundTrip for Kameo {
     }
 }
 
-fn kameo(c: &mut Criterion, tally: &Tally) {
+fn kameo() -> Contender {
     use kameo::actor::Spawn;
     let rt = tokio_runtime();
     let actors: Vec<_> = {
         let _entered = rt.enter();
         (0..SERVICES).map(|_| KameoEcho::spawn(KameoEcho)).collect()
     };
-    let system = Kameo(Arc::new(actors));
-    bench_on_tokio(c, tally, &rt, "kameo", &system);
-    rt.block_on(async {
-        for actor in system.0.iter() {
-            actor.kill();
-            actor.wait_for_shutdown().await;
-        }
-    });
+    Contender::on_tokio("kameo", rt, Kameo(Arc::new(actors)), |rt, system| {
+        rt.block_on(async {
+            for actor in system.0.iter() {
+                actor.kill();
+                actor.wait_for_shutdown().await;
+            }
+        })
+    })
 }
 
 // --- ractor ---------------------------------------------------------------------------------------
@@ -347,7 +330,7 @@ impl RoundTrip for Ractor {
     }
 }
 
-fn ractor(c: &mut Criterion, tally: &Tally) {
+fn ractor() -> Contender {
     use ractor::Actor;
     let rt = tokio_runtime();
     let (actors, joins): (Vec<_>, Vec<_>) = rt.block_on(async {
@@ -361,16 +344,16 @@ fn ractor(c: &mut Criterion, tally: &Tally) {
         }
         spawned.into_iter().unzip()
     });
-    let system = Ractor(Arc::new(actors));
-    bench_on_tokio(c, tally, &rt, "ractor", &system);
-    for actor in system.0.iter() {
-        actor.stop(None);
-    }
-    rt.block_on(async {
-        for join in joins {
-            join.await.expect("a ractor actor stops");
+    Contender::on_tokio("ractor", rt, Ractor(Arc::new(actors)), |rt, system| {
+        for actor in system.0.iter() {
+            actor.stop(None);
         }
-    });
+        rt.block_on(async {
+            for join in joins {
+                join.await.expect("a ractor actor stops");
+            }
+        });
+    })
 }
 
 // --- actix ----------------------------------------------------------------------------------------
@@ -409,84 +392,128 @@ impl RoundTrip for Actix {
 
 /// Actix runs each arbiter on its own thread: two arbiters stand in for the two tokio workers, with
 /// actors and callers spread over both.
-fn actix(c: &mut Criterion, tally: &Tally) {
+fn actix() -> Contender {
     use actix::Actor;
-    let _system = actix::System::new();
+    let system_runner = actix::System::new();
     let arbiters: Vec<actix::Arbiter> = (0..WORKERS).map(|_| actix::Arbiter::new()).collect();
+    let handles: Vec<actix::ArbiterHandle> = arbiters.iter().map(|a| a.handle()).collect();
     let addrs = (0..SERVICES)
-        .map(|i| ActixEcho::start_in_arbiter(&arbiters[i % WORKERS].handle(), |_| ActixEcho))
+        .map(|i| ActixEcho::start_in_arbiter(&handles[i % WORKERS], |_| ActixEcho))
         .collect();
     let system = Actix(Arc::new(addrs));
-    let run = |variant: Variant, iters: u64| {
-        let start = Instant::now();
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-        for caller in 0..variant.callers() {
-            let (system, done) = (system.clone(), done_tx.clone());
-            let spawned = arbiters[caller % WORKERS].spawn(async move {
-                drive(system, caller, iters).await;
-                let _ = done.send(());
-            });
-            assert!(spawned, "the arbiter is running");
+    let run = {
+        let system = system.clone();
+        move |variant: Variant, iters: u64| {
+            let start = Instant::now();
+            let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+            for caller in 0..variant.callers() {
+                let (system, done) = (system.clone(), done_tx.clone());
+                let spawned = handles[caller % WORKERS].spawn(async move {
+                    drive(system, caller, iters).await;
+                    let _ = done.send(());
+                });
+                assert!(spawned, "the arbiter is running");
+            }
+            drop(done_tx);
+            for _ in 0..variant.callers() {
+                done_rx.blocking_recv().expect("every caller finishes");
+            }
+            start.elapsed()
         }
-        drop(done_tx);
-        for _ in 0..variant.callers() {
-            done_rx.blocking_recv().expect("every caller finishes");
-        }
-        start.elapsed()
     };
-    let mut group = c.benchmark_group("bus");
-    for variant in [Variant::Sequential, Variant::Concurrent] {
-        group.throughput(Throughput::Elements(variant.callers() as u64));
-        group.bench_function(BenchmarkId::new(variant.label(), "actix"), |b| {
-            b.iter_custom(|iters| {
-                let elapsed = run(variant, iters);
-                tally.add(variant, "actix", iters, elapsed);
-                elapsed
-            })
-        });
-    }
-    group.finish();
-    drop(system);
-    for arbiter in arbiters {
-        arbiter.stop();
-        arbiter.join().expect("an arbiter thread ends");
+    let stop = move || {
+        drop(system);
+        for arbiter in arbiters {
+            arbiter.stop();
+            arbiter.join().expect("an arbiter thread ends");
+        }
+        drop(system_runner);
+    };
+    Contender {
+        name: "actix",
+        run: Box::new(run),
+        stop: Box::new(stop),
     }
 }
 
-// --- summary --------------------------------------------------------------------------------------
+// --- criterion and the interleaved comparison ----------------------------------------------------
 
-fn summary(tally: &Tally) {
-    const OTHERS: [&str; 4] = ["tokio", "actix", "kameo", "ractor"];
+fn bench(c: &mut Criterion, contenders: &[Contender]) {
+    let mut group = c.benchmark_group("bus");
+    for variant in [Variant::Sequential, Variant::Concurrent] {
+        group.throughput(Throughput::Elements(variant.callers() as u64));
+        for contender in contenders {
+            group.bench_function(BenchmarkId::new(variant.label(), contender.name), |b| {
+                b.iter_custom(|iters| (contender.run)(variant, iters))
+            });
+        }
+    }
+    group.finish();
+}
+
+/// Criterion measures one contender after the other, so a machine that speeds up or slows down in
+/// between skews their ratios. Here every contender runs a ~25 ms batch in turn, round after round,
+/// and the ratios are taken between the medians.
+fn interleaved(contenders: &[Contender]) {
+    const ROUNDS: usize = 15;
+    const BATCH: Duration = Duration::from_millis(25);
+    let rate = |variant: Variant, iters: u64, elapsed: Duration| {
+        (iters * variant.callers() as u64) as f64 / elapsed.as_secs_f64()
+    };
     println!(
-        "\nbus summary (mean over all iterations run, warm-up included; 100 services in round robin)"
+        "\nbus, interleaved: {ROUNDS} rounds of ~{} ms per contender and variant, median msg/s",
+        BATCH.as_millis()
     );
     for variant in [Variant::Sequential, Variant::Concurrent] {
-        let Some(ours) = tally.messages_per_second(variant, "cloister") else {
-            continue;
-        };
-        println!("  {:<14} cloister {:>12.0} msg/s", variant.label(), ours);
-        for other in OTHERS {
-            if let Some(theirs) = tally.messages_per_second(variant, other) {
-                println!(
-                    "  {:<14} {:<8} {:>12.0} msg/s   cloister / {other} = {:.2}",
-                    variant.label(),
-                    other,
-                    theirs,
-                    ours / theirs
-                );
+        let batches: Vec<u64> = contenders
+            .iter()
+            .map(|c| {
+                let trial = 64;
+                let per_iteration = (c.run)(variant, trial).as_secs_f64() / trial as f64;
+                (BATCH.as_secs_f64() / per_iteration).clamp(16.0, 1e7) as u64
+            })
+            .collect();
+        let mut rates: Vec<Vec<f64>> = vec![Vec::with_capacity(ROUNDS); contenders.len()];
+        for round in 0..ROUNDS {
+            // Rotate who goes first, so no contender always follows the same one.
+            for k in 0..contenders.len() {
+                let i = (round + k) % contenders.len();
+                let elapsed = (contenders[i].run)(variant, batches[i]);
+                rates[i].push(rate(variant, batches[i], elapsed));
             }
+        }
+        let medians: Vec<f64> = rates
+            .iter_mut()
+            .map(|r| {
+                r.sort_by(f64::total_cmp);
+                r[r.len() / 2]
+            })
+            .collect();
+        let ours = medians[0];
+        for (contender, median) in contenders.iter().zip(&medians) {
+            println!(
+                "  {:<14} {:<8} {:>10.0} msg/s   cloister / {:<8} = {:.2}",
+                variant.label(),
+                contender.name,
+                median,
+                contender.name,
+                ours / median
+            );
         }
     }
 }
 
 fn main() {
     let mut c = Criterion::default().configure_from_args();
-    let tally = Tally::default();
-    cloister(&mut c, &tally);
-    raw_tokio(&mut c, &tally);
-    actix(&mut c, &tally);
-    kameo(&mut c, &tally);
-    ractor(&mut c, &tally);
+    // Cloister first: the interleaved comparison divides by it.
+    let contenders = vec![cloister(), raw_tokio(), actix(), kameo(), ractor()];
+    bench(&mut c, &contenders);
     c.final_summary();
-    summary(&tally);
+    // Without `--bench` (as under `cargo test`) criterion runs each benchmark once; so does this.
+    if std::env::args().any(|a| a == "--bench") {
+        interleaved(&contenders);
+    }
+    for contender in contenders {
+        (contender.stop)();
+    }
 }

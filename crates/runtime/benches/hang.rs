@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use runtime::journal::{Event, ExitOutcome};
 use runtime::spec::HealthPolicy;
-use runtime::{Builder, Context, Journal, Kind, Service, ServiceError, ServiceName, Spec};
+use runtime::{Builder, Context, Journal, Kind, Reply, Service, ServiceError, ServiceName, Spec};
 use tokio::sync::mpsc;
 
 const WORKERS: usize = 2;
@@ -32,7 +32,7 @@ struct Hangs {
 }
 
 impl Service for Hangs {
-    type Request = ();
+    type Request = Reply<()>;
 
     fn spec(&self) -> Spec {
         let mut spec = Spec::new(NAME, Kind::Core).health(POLICY);
@@ -43,7 +43,7 @@ impl Service for Hangs {
         spec
     }
 
-    async fn run(&self, mut cx: Context<()>) -> Result<(), ServiceError> {
+    async fn run(&self, mut cx: Context<Reply<()>>) -> Result<(), ServiceError> {
         cx.set_ready();
         let _ = self.hung_at.send((cx.generation(), SystemTime::now()));
         std::future::pending::<()>().await;
