@@ -1,0 +1,529 @@
+//! Hot configuration: each new version is parsed, checked against what may only change at start,
+//! applied to the running services in one step, and watched; if health or anomaly signals get worse
+//! within the watch window, the previous version is applied again. Versions are applied one at a
+//! time, in arrival order; the last ten are kept with their hashes.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Problem};
+use crate::journal::{Cause, Event, RuntimeLevel};
+use crate::monitor::ActiveAnomaly;
+use crate::{Client, Spec};
+
+const KEPT: usize = 10;
+
+/// Where a version came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Startup,
+    Api,
+    File,
+    Rollback,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Running, inside its watch window.
+    Watching,
+    /// Running, or ran, and its watch window closed without trouble.
+    Good,
+    /// Replaced by the version before it because things got worse.
+    RolledBack,
+}
+
+/// One configuration version.
+#[derive(Debug, Clone, Serialize)]
+pub struct Version {
+    pub version: u64,
+    /// SHA-256 of the TOML text.
+    pub hash: String,
+    #[serde(serialize_with = "crate::journal::serialize_time")]
+    pub applied_at: SystemTime,
+    pub source: Source,
+    pub status: Status,
+    pub text: Arc<str>,
+    #[serde(skip)]
+    pub config: Arc<Config>,
+}
+
+/// What became of an apply or a rollback.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Running now. Unless the caller waited, the watch window may still roll it back.
+    Applied {
+        version: u64,
+        hash: String,
+        changed: Vec<String>,
+        watching: bool,
+    },
+    /// Identical to the running version; nothing changed.
+    Unchanged { version: u64 },
+    /// Not applied; the running configuration is untouched.
+    Rejected { problems: Vec<Problem> },
+    /// Applied, then replaced by version `to` because of `reason`.
+    RolledBack { from: u64, to: u64, reason: String },
+}
+
+enum Request {
+    Apply {
+        text: String,
+        source: Source,
+        wait: bool,
+        reply: oneshot::Sender<Outcome>,
+    },
+    Rollback {
+        reply: oneshot::Sender<Outcome>,
+    },
+}
+
+/// Talks to the configuration controller. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    requests: mpsc::Sender<Request>,
+    history: watch::Receiver<Vec<Version>>,
+}
+
+impl Handle {
+    /// Applies `text` as the new configuration. With `wait`, answers after the watch window.
+    pub async fn apply(&self, text: String, source: Source, wait: bool) -> Option<Outcome> {
+        let (reply, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Apply {
+                text,
+                source,
+                wait,
+                reply,
+            })
+            .await
+            .ok()?;
+        rx.await.ok()
+    }
+
+    /// Applies the version before the current one again.
+    pub async fn rollback(&self) -> Option<Outcome> {
+        let (reply, rx) = oneshot::channel();
+        self.requests.send(Request::Rollback { reply }).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// The kept versions, oldest first; the last one is running.
+    pub fn history(&self) -> Vec<Version> {
+        self.history.borrow().clone()
+    }
+
+    pub fn current(&self) -> Option<Version> {
+        self.history.borrow().last().cloned()
+    }
+}
+
+fn hash(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+pub struct Controller {
+    client: Client,
+    catalog: Vec<Spec>,
+    watch_window: Duration,
+    history: VecDeque<Version>,
+    next_version: u64,
+    published: watch::Sender<Vec<Version>>,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("versions", &self.history.len())
+            .finish()
+    }
+}
+
+impl Controller {
+    /// Starts the controller with the configuration the runtime was started with. `catalog` holds the
+    /// built-in services' own specs. The task ends when `cancel` fires.
+    pub fn spawn(
+        client: Client,
+        catalog: Vec<Spec>,
+        text: String,
+        config: Config,
+        cancel: CancellationToken,
+    ) -> (Handle, tokio::task::JoinHandle<()>) {
+        let first = Version {
+            version: 1,
+            hash: hash(&text),
+            applied_at: SystemTime::now(),
+            source: Source::Startup,
+            status: Status::Good,
+            text: Arc::from(text),
+            config: Arc::new(config),
+        };
+        let watch_window = first.config.runtime.config_watch;
+        let (published, history) = watch::channel(vec![first.clone()]);
+        let (requests, rx) = mpsc::channel(64);
+        let controller = Controller {
+            client,
+            catalog,
+            watch_window,
+            history: VecDeque::from([first]),
+            next_version: 2,
+            published,
+        };
+        let task = tokio::spawn(controller.run(rx, cancel));
+        (Handle { requests, history }, task)
+    }
+
+    async fn run(mut self, mut requests: mpsc::Receiver<Request>, cancel: CancellationToken) {
+        loop {
+            let request = tokio::select! {
+                () = cancel.cancelled() => return,
+                r = requests.recv() => match r { Some(r) => r, None => return },
+            };
+            match request {
+                Request::Apply {
+                    text,
+                    source,
+                    wait,
+                    reply,
+                } => {
+                    self.apply(text, source, wait, reply, &cancel).await;
+                }
+                Request::Rollback { reply } => {
+                    let outcome = self.rollback("requested by an operator".into()).await;
+                    let _ = reply.send(outcome);
+                }
+            }
+        }
+    }
+
+    fn current(&self) -> &Version {
+        self.history
+            .back()
+            .expect("the history always holds the running version")
+    }
+
+    fn publish(&self) {
+        self.published
+            .send_replace(self.history.iter().cloned().collect());
+    }
+
+    fn reject(&self, problems: Vec<Problem>) -> Outcome {
+        let lines = problems.iter().map(|p| p.to_string()).collect();
+        self.client.journal().append(
+            None,
+            None,
+            Event::ConfigRejected { problems: lines },
+            Cause::Config {
+                version: self.current().version,
+            },
+        );
+        Outcome::Rejected { problems }
+    }
+
+    /// What may not change without a restart, and what a rollout must wait for.
+    fn start_only(&self, new: &Config) -> Vec<Problem> {
+        let old = &self.current().config;
+        let mut problems = Vec::new();
+        let mut push = |path: &str, message: &str| {
+            problems.push(Problem {
+                path: path.into(),
+                message: message.into(),
+            });
+        };
+        if new.enclave != old.enclave {
+            push(
+                "enclave",
+                "the [enclave] table is measured at start; changing it takes a restart",
+            );
+        }
+        if new.runtime.listen != old.runtime.listen {
+            push(
+                "runtime.listen",
+                "changing the listen address takes a restart",
+            );
+        }
+        if new.runtime.data_dir != old.runtime.data_dir {
+            push(
+                "runtime.data_dir",
+                "changing the data directory takes a restart",
+            );
+        }
+        if new.runtime.monitor_interval != old.runtime.monitor_interval {
+            push(
+                "runtime.monitor_interval",
+                "changing the monitor interval takes a restart",
+            );
+        }
+        if new.testing != old.testing {
+            push(
+                "testing",
+                "the [testing] table (fault injection, synthetic services) takes a restart",
+            );
+        }
+        let (_, was_disabled) = old.resolve(&self.catalog);
+        let (_, now_disabled) = new.resolve(&self.catalog);
+        for name in was_disabled.difference(&now_disabled) {
+            problems.push(Problem {
+                path: format!("services.{name}.enabled"),
+                message: format!("{name} was disabled at start; enabling it takes a restart"),
+            });
+        }
+        problems
+    }
+
+    fn held(&self) -> Vec<Problem> {
+        let anomalies: Vec<ActiveAnomaly> = self.client.anomalies().borrow().clone();
+        anomalies
+            .iter()
+            .filter(|a| a.action == crate::anomaly::AnomalyAction::HoldRollout)
+            .map(|a| Problem {
+                path: format!("services.{}", a.service),
+                message: format!(
+                    "rollouts are held while the {} anomaly on {} lasts ({:.3}, baseline {:.3})",
+                    a.signal, a.service, a.evidence.value, a.evidence.baseline
+                ),
+            })
+            .collect()
+    }
+
+    async fn apply(
+        &mut self,
+        text: String,
+        source: Source,
+        wait: bool,
+        reply: oneshot::Sender<Outcome>,
+        cancel: &CancellationToken,
+    ) {
+        let new = match Config::parse(&text, &self.catalog) {
+            Ok(c) => c,
+            Err(invalid) => {
+                let _ = reply.send(self.reject(invalid.problems));
+                return;
+            }
+        };
+        let mut problems = self.start_only(&new);
+        problems.extend(self.held());
+        if !problems.is_empty() {
+            let _ = reply.send(self.reject(problems));
+            return;
+        }
+        let digest = hash(&text);
+        if digest == self.current().hash {
+            let _ = reply.send(Outcome::Unchanged {
+                version: self.current().version,
+            });
+            return;
+        }
+        let version = self.next_version;
+        let (specs, disabled) = new.resolve(&self.catalog);
+        let changed = match self
+            .client
+            .reconfigure(specs, disabled, Cause::Config { version })
+            .await
+        {
+            Ok(changed) => changed
+                .into_iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>(),
+            Err(e) => {
+                let _ = reply.send(self.reject(vec![Problem {
+                    path: "services".into(),
+                    message: e.to_string(),
+                }]));
+                return;
+            }
+        };
+        self.next_version += 1;
+        let baseline = self.client.readiness().borrow().level;
+        let since = self.client.journal().last_seq();
+        self.client.journal().append(
+            None,
+            None,
+            Event::ConfigApplied {
+                version,
+                hash: digest.clone(),
+                changed: changed.clone(),
+            },
+            Cause::Config { version },
+        );
+        self.history.push_back(Version {
+            version,
+            hash: digest.clone(),
+            applied_at: SystemTime::now(),
+            source,
+            status: Status::Watching,
+            text: Arc::from(text),
+            config: Arc::new(new),
+        });
+        while self.history.len() > KEPT {
+            self.history.pop_front();
+        }
+        self.publish();
+        let applied = Outcome::Applied {
+            version,
+            hash: digest,
+            changed,
+            watching: !wait,
+        };
+        let mut reply = Some(reply);
+        if !wait && let Some(r) = reply.take() {
+            let _ = r.send(applied.clone());
+        }
+        let trouble = tokio::select! {
+            () = cancel.cancelled() => return,
+            t = self.watch(since, baseline) => t,
+        };
+        let outcome = match trouble {
+            Some(reason) => self.rollback(reason).await,
+            None => {
+                if let Some(v) = self.history.back_mut() {
+                    v.status = Status::Good;
+                }
+                self.publish();
+                self.client.journal().append(
+                    None,
+                    None,
+                    Event::ConfigConfirmed { version },
+                    Cause::Config { version },
+                );
+                match applied {
+                    Outcome::Applied {
+                        version,
+                        hash,
+                        changed,
+                        ..
+                    } => Outcome::Applied {
+                        version,
+                        hash,
+                        changed,
+                        watching: false,
+                    },
+                    other => other,
+                }
+            }
+        };
+        if let Some(r) = reply.take() {
+            let _ = r.send(outcome);
+        }
+    }
+
+    /// Watches the journal for the watch window; returns why things got worse, if they did.
+    async fn watch(&self, since: u64, baseline: RuntimeLevel) -> Option<String> {
+        let journal = self.client.journal();
+        let rank = |l: RuntimeLevel| match l {
+            RuntimeLevel::Ready => 0,
+            RuntimeLevel::Degraded => 1,
+            RuntimeLevel::NotReady => 2,
+        };
+        let mut reason = None;
+        journal
+            .wait_for(since, self.watch_window, |e| {
+                let service = e
+                    .service
+                    .as_ref()
+                    .map_or("runtime".to_owned(), |s| s.to_string());
+                reason = match &e.event {
+                    Event::Exited { outcome, .. } if outcome.is_failure() => Some(format!(
+                        "{service} failed: {}",
+                        serde_json::to_string(outcome).unwrap_or_default()
+                    )),
+                    Event::Failed { reason } => Some(format!("{service} failed: {reason}")),
+                    Event::Anomaly {
+                        signal, evidence, ..
+                    } => Some(format!(
+                        "anomaly on {service}: {signal} is {:.3}, baseline {:.3}",
+                        evidence.value, evidence.baseline
+                    )),
+                    Event::CrashLoop { failure, .. } => {
+                        Some(format!("{service} is in a crash loop ({failure})"))
+                    }
+                    Event::RuntimeHealth { level, reasons } if rank(*level) > rank(baseline) => {
+                        Some(format!(
+                            "the runtime became {level:?}: {}",
+                            reasons.join("; ")
+                        ))
+                    }
+                    _ => None,
+                };
+                reason.is_some()
+            })
+            .await;
+        reason
+    }
+
+    /// Applies the last good version before the current one again.
+    async fn rollback(&mut self, reason: String) -> Outcome {
+        let from = self.current().version;
+        let Some(target) = self
+            .history
+            .iter()
+            .rev()
+            .skip(1)
+            .find(|v| v.status == Status::Good)
+            .cloned()
+        else {
+            return self.reject(vec![Problem {
+                path: String::new(),
+                message: "there is no earlier good version to roll back to".into(),
+            }]);
+        };
+        let (specs, disabled) = target.config.resolve(&self.catalog);
+        if let Err(e) = self
+            .client
+            .reconfigure(
+                specs,
+                disabled,
+                Cause::Config {
+                    version: target.version,
+                },
+            )
+            .await
+        {
+            return self.reject(vec![Problem {
+                path: String::new(),
+                message: e.to_string(),
+            }]);
+        }
+        if let Some(v) = self.history.back_mut() {
+            v.status = Status::RolledBack;
+        }
+        self.client.journal().append(
+            None,
+            None,
+            Event::ConfigRolledBack {
+                from,
+                to: target.version,
+                reason: reason.clone(),
+            },
+            Cause::Config {
+                version: target.version,
+            },
+        );
+        let version = self.next_version;
+        self.next_version += 1;
+        self.history.push_back(Version {
+            version,
+            applied_at: SystemTime::now(),
+            source: Source::Rollback,
+            status: Status::Good,
+            ..target.clone()
+        });
+        while self.history.len() > KEPT {
+            self.history.pop_front();
+        }
+        self.publish();
+        Outcome::RolledBack {
+            from,
+            to: target.version,
+            reason,
+        }
+    }
+}
