@@ -88,6 +88,11 @@ impl From<runtime::Error> for ApiError {
                 "service.invalid_graph",
                 e.to_string(),
             ),
+            runtime::Error::Reconfigure(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "config.rejected",
+                e.to_string(),
+            ),
             runtime::Error::ShuttingDown => {
                 ApiError::unavailable("runtime.shutting_down", e.to_string(), 5)
             }

@@ -2,6 +2,7 @@
 //! command the orchestrator. The only crate that knows HTTP.
 
 mod auth;
+mod config;
 mod error;
 mod events;
 mod metrics;
@@ -21,7 +22,10 @@ pub use error::ApiError;
 pub struct AppState {
     pub client: runtime::Client,
     pub admin_token: Arc<str>,
+    /// The configuration the process started with (start-only settings such as fault injection).
     pub config: Arc<runtime::config::Config>,
+    /// The hot-configuration controller.
+    pub configs: runtime::reconfig::Handle,
     /// Cancelled when the server shuts down, so long-lived streams end.
     pub shutdown: CancellationToken,
 }
@@ -36,7 +40,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/services/{name}/start", post(orchestration::start))
         .route("/v1/graph", get(orchestration::graph))
         .route("/v1/bus", get(orchestration::bus))
-        .route("/v1/config", get(orchestration::config))
+        .route("/v1/config", get(config::show).put(config::apply))
+        .route("/v1/config/history", get(config::history))
+        .route("/v1/config/rollback", post(config::rollback))
+        .route("/v1/anomalies", get(orchestration::anomalies))
         .route("/v1/events", get(events::list))
         .route("/v1/events/stream", get(events::stream));
     if state.config.testing.fault_injection {

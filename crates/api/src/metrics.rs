@@ -5,7 +5,7 @@ use std::fmt::Write;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use runtime::bus::BUCKETS_US;
+use runtime::bus::{BUCKETS_US, BreakerState};
 use runtime::{RuntimeLevel, State as Lifecycle};
 
 use crate::AppState;
@@ -23,6 +23,29 @@ const STATES: [Lifecycle; 8] = [
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// Resident set size from `/proc/self/statm` (Linux; Gramine emulates it), or `None` elsewhere.
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, h: &runtime::bus::HistogramSnapshot) {
+    let mut cumulative = 0;
+    for (i, bound) in BUCKETS_US.iter().enumerate() {
+        cumulative += h.counts.get(i).copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels},le=\"{}\"}} {cumulative}",
+            *bound as f64 / 1e6
+        );
+    }
+    let count = h.count();
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_ns as f64 / 1e9);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
 }
 
 pub(crate) async fn render(State(state): State<AppState>) -> Response {
@@ -168,29 +191,136 @@ pub(crate) async fn render(State(state): State<AppState>) -> Response {
     for e in &edges {
         let caller = e.caller.as_ref().map_or("external", |c| c.as_str());
         let labels = format!("caller=\"{caller}\",callee=\"{}\"", e.callee);
-        let mut cumulative = 0;
-        for (i, bound) in BUCKETS_US.iter().enumerate() {
-            cumulative += e.latency.counts.get(i).copied().unwrap_or(0);
+        histogram(
+            &mut out,
+            "cloister_bus_request_duration_seconds",
+            &labels,
+            &e.latency,
+        );
+    }
+    family(
+        &mut out,
+        "cloister_service_operation_requests_total",
+        "counter",
+        "Requests per service and operation, from every caller, by outcome.",
+    );
+    for svc in &snap.services {
+        for o in &svc.operations {
+            let labels = format!(
+                "service=\"{}\",operation=\"{}\"",
+                svc.spec.name, o.operation
+            );
             let _ = writeln!(
                 out,
-                "cloister_bus_request_duration_seconds_bucket{{{labels},le=\"{}\"}} {cumulative}",
-                *bound as f64 / 1e6
+                "cloister_service_operation_requests_total{{{labels},outcome=\"ok\"}} {}",
+                o.calls - o.errors.min(o.calls)
+            );
+            let _ = writeln!(
+                out,
+                "cloister_service_operation_requests_total{{{labels},outcome=\"error\"}} {}",
+                o.errors
             );
         }
-        let count = e.latency.count();
+    }
+    family(
+        &mut out,
+        "cloister_service_operation_duration_seconds",
+        "histogram",
+        "Request latency per service and operation, from send to reply.",
+    );
+    for svc in &snap.services {
+        for o in &svc.operations {
+            let labels = format!(
+                "service=\"{}\",operation=\"{}\"",
+                svc.spec.name, o.operation
+            );
+            histogram(
+                &mut out,
+                "cloister_service_operation_duration_seconds",
+                &labels,
+                &o.latency,
+            );
+        }
+    }
+    family(
+        &mut out,
+        "cloister_bus_circuit_state",
+        "gauge",
+        "1 for the state a caller -> callee circuit breaker is in, 0 for the others.",
+    );
+    for e in &edges {
+        let caller = e.caller.as_ref().map_or("external", |c| c.as_str());
+        for st in [
+            BreakerState::Closed,
+            BreakerState::Open,
+            BreakerState::HalfOpen,
+        ] {
+            let _ = writeln!(
+                out,
+                "cloister_bus_circuit_state{{caller=\"{caller}\",callee=\"{}\",state=\"{}\"}} {}",
+                e.callee,
+                st.as_str(),
+                u8::from(e.breaker.state == st)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "cloister_bus_circuit_opened_total",
+        "counter",
+        "Times a circuit breaker opened.",
+    );
+    for e in &edges {
+        let caller = e.caller.as_ref().map_or("external", |c| c.as_str());
         let _ = writeln!(
             out,
-            "cloister_bus_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}"
+            "cloister_bus_circuit_opened_total{{caller=\"{caller}\",callee=\"{}\"}} {}",
+            e.callee, e.breaker.opened
         );
+    }
+    family(
+        &mut out,
+        "cloister_service_anomaly",
+        "gauge",
+        "1 while an anomaly is raised on a service's signal.",
+    );
+    for a in state.client.anomalies().borrow().iter() {
         let _ = writeln!(
             out,
-            "cloister_bus_request_duration_seconds_sum{{{labels}}} {}",
-            e.latency.sum_ns as f64 / 1e9
+            "cloister_service_anomaly{{service=\"{}\",signal=\"{}\"}} 1",
+            a.service, a.signal
         );
-        let _ = writeln!(
-            out,
-            "cloister_bus_request_duration_seconds_count{{{labels}}} {count}"
+    }
+    family(
+        &mut out,
+        "cloister_enclave_memory_budget_mib",
+        "gauge",
+        "The enclave's memory budget ([enclave] memory_mib).",
+    );
+    let _ = writeln!(
+        out,
+        "cloister_enclave_memory_budget_mib {}",
+        state.config.enclave.memory_mib
+    );
+    family(
+        &mut out,
+        "cloister_enclave_thread_budget",
+        "gauge",
+        "The enclave's thread budget ([enclave] threads).",
+    );
+    let _ = writeln!(
+        out,
+        "cloister_enclave_thread_budget {}",
+        state.config.enclave.threads
+    );
+    if let Some(bytes) = resident_bytes() {
+        family(
+            &mut out,
+            "cloister_process_resident_memory_bytes",
+            "gauge",
+            "Resident memory of the whole process (services share one heap, so there is no honest per-service figure).",
         );
+        let _ = writeln!(out, "cloister_process_resident_memory_bytes {bytes}");
     }
     family(
         &mut out,

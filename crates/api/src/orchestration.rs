@@ -56,6 +56,10 @@ pub(crate) struct ServiceView<'a> {
     uptime_seconds: Option<u64>,
     queue_depth: usize,
     requests: Requests,
+    operations: Vec<Value>,
+    circuits: Vec<Value>,
+    anomalies: Vec<Value>,
+    autoscale: &'a runtime::autoscale::AutoscalePolicy,
 }
 
 #[derive(Serialize)]
@@ -73,6 +77,7 @@ pub(crate) struct Requests {
     pub(crate) dead_lettered: u64,
     pub(crate) error_rate: f64,
     pub(crate) latency_p50_ms: Option<f64>,
+    pub(crate) latency_p90_ms: Option<f64>,
     pub(crate) latency_p99_ms: Option<f64>,
 }
 
@@ -88,12 +93,49 @@ pub(crate) fn requests(edges: &[EdgeSnapshot], service: &ServiceName) -> Request
     let settled = r.total.max(1);
     r.error_rate = (r.errors + r.dead_lettered) as f64 / settled as f64;
     r.latency_p50_ms = latency.quantile(0.5).map(|d| d.as_secs_f64() * 1e3);
+    r.latency_p90_ms = latency.quantile(0.9).map(|d| d.as_secs_f64() * 1e3);
     r.latency_p99_ms = latency.quantile(0.99).map(|d| d.as_secs_f64() * 1e3);
     r
 }
 
-fn view<'a>(s: &'a ServiceStatus, edges: &[EdgeSnapshot]) -> ServiceView<'a> {
+fn view<'a>(
+    s: &'a ServiceStatus,
+    edges: &[EdgeSnapshot],
+    anomalies: &[runtime::monitor::ActiveAnomaly],
+) -> ServiceView<'a> {
     let spec = &s.spec;
+    let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64() * 1e3);
+    let operations = s
+        .operations
+        .iter()
+        .map(|o| {
+            json!({
+                "operation": o.operation,
+                "calls": o.calls,
+                "errors": o.errors,
+                "latency_p50_ms": ms(o.latency.quantile(0.5)),
+                "latency_p90_ms": ms(o.latency.quantile(0.9)),
+                "latency_p99_ms": ms(o.latency.quantile(0.99)),
+            })
+        })
+        .collect();
+    let circuits = edges
+        .iter()
+        .filter(|e| e.callee == spec.name)
+        .map(|e| {
+            json!({
+                "caller": e.caller.as_ref().map_or("external", |c| c.as_str()),
+                "state": e.breaker.state,
+                "consecutive_failures": e.breaker.consecutive_failures,
+                "opened": e.breaker.opened,
+            })
+        })
+        .collect();
+    let anomalies = anomalies
+        .iter()
+        .filter(|a| a.service == spec.name)
+        .map(|a| json!({ "signal": a.signal, "action": a.action, "evidence": a.evidence }))
+        .collect();
     ServiceView {
         name: &spec.name,
         description: &spec.description,
@@ -123,6 +165,10 @@ fn view<'a>(s: &'a ServiceStatus, edges: &[EdgeSnapshot]) -> ServiceView<'a> {
             .map(|d| d.as_secs()),
         queue_depth: s.queue_depth,
         requests: requests(edges, &spec.name),
+        operations,
+        circuits,
+        anomalies,
+        autoscale: &spec.autoscale,
     }
 }
 
@@ -133,7 +179,12 @@ async fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
 pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let snap = snapshot(&state).await?;
     let edges = state.client.bus().edges();
-    let services: Vec<ServiceView<'_>> = snap.services.iter().map(|s| view(s, &edges)).collect();
+    let anomalies = state.client.anomalies().borrow().clone();
+    let services: Vec<ServiceView<'_>> = snap
+        .services
+        .iter()
+        .map(|s| view(s, &edges, &anomalies))
+        .collect();
     Ok(Json(
         json!({ "readiness": snap.readiness, "services": services }),
     ))
@@ -152,8 +203,9 @@ pub(crate) async fn one(
             format!("no service named {:?}", name.as_str()),
         )
     })?;
+    let anomalies = state.client.anomalies().borrow().clone();
     Ok(Json(
-        serde_json::to_value(view(s, &edges)).map_err(internal)?,
+        serde_json::to_value(view(s, &edges, &anomalies)).map_err(internal)?,
     ))
 }
 
@@ -259,6 +311,7 @@ pub(crate) async fn bus(State(state): State<AppState>) -> Json<Value> {
     }))
 }
 
-pub(crate) async fn config(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({ "config": &*state.config }))
+pub(crate) async fn anomalies(State(state): State<AppState>) -> Json<Value> {
+    let active = state.client.anomalies().borrow().clone();
+    Json(json!({ "anomalies": active }))
 }

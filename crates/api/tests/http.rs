@@ -59,10 +59,24 @@ async fn harness(fault_injection: bool) -> Harness {
         .expect("ready");
     let mut config = runtime::config::Config::default();
     config.testing.fault_injection = fault_injection;
+    let catalog = vec![spec("base", &[]), spec("app", &["base"])];
+    let text = if fault_injection {
+        "[testing]\nfault_injection = true\n"
+    } else {
+        ""
+    };
+    let (configs, _task) = runtime::reconfig::Controller::spawn(
+        runtime.client(),
+        catalog,
+        text.into(),
+        config.clone(),
+        CancellationToken::new(),
+    );
     let state = api::AppState {
         client: runtime.client(),
         admin_token: Arc::from(TOKEN),
         config: Arc::new(config),
+        configs,
         shutdown: CancellationToken::new(),
     };
     Harness {
@@ -316,5 +330,86 @@ async fn commands_answer_with_the_state() {
         graph["edges"],
         serde_json::json!([{ "from": "app", "to": "base" }])
     );
+    h.runtime.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn config_is_shown_applied_rejected_and_kept_in_history() {
+    let h = harness(false).await;
+    let (status, _, body) = send(&h.app, "GET", "/v1/config", Some(TOKEN), "").await;
+    assert_eq!(
+        (status, body["version"].as_u64()),
+        (StatusCode::OK, Some(1))
+    );
+
+    let mut req = Request::builder().method("PUT").uri("/v1/config?wait=true");
+    req = req.header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
+    let bad = "[services.base]\nqueue_capacity = \"many\"\n[enclave]\nthreads = 4\n";
+    let response = h
+        .app
+        .clone()
+        .oneshot(req.body(Body::from(bad)).expect("req"))
+        .await
+        .expect("resp");
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = serde_json::from_slice(
+        &response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes(),
+    )
+    .expect("json");
+    assert_eq!(body["outcome"], "rejected");
+    assert_eq!(body["error"]["code"], "config.rejected");
+    let paths: Vec<&str> = body["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .filter_map(|p| p["path"].as_str())
+        .collect();
+    assert_eq!(paths, ["services.base.queue_capacity"]);
+
+    let good = "[services.base]\nqueue_capacity = 64\n";
+    let mut req = Request::builder().method("PUT").uri("/v1/config?wait=true");
+    req = req.header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
+    let response = h
+        .app
+        .clone()
+        .oneshot(req.body(Body::from(good)).expect("req"))
+        .await
+        .expect("resp");
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = serde_json::from_slice(
+        &response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes(),
+    )
+    .expect("json");
+    assert_eq!(
+        (body["outcome"].as_str(), body["version"].as_u64()),
+        (Some("applied"), Some(2)),
+        "{body}"
+    );
+
+    let (_, _, history) = send(&h.app, "GET", "/v1/config/history", Some(TOKEN), "").await;
+    let versions: Vec<u64> = history["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .filter_map(|v| v["version"].as_u64())
+        .collect();
+    assert_eq!(versions, [2, 1]);
+    let (status, _, body) = send(&h.app, "POST", "/v1/config/rollback", Some(TOKEN), "").await;
+    assert_eq!(
+        (status, body["outcome"].as_str(), body["to"].as_u64()),
+        (StatusCode::OK, Some("rolled_back"), Some(1))
+    );
+    let (_, _, service) = send(&h.app, "GET", "/v1/services/base", Some(TOKEN), "").await;
+    assert_eq!(service["circuits"][0]["state"], "closed");
     h.runtime.shutdown().await;
 }
