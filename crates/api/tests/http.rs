@@ -70,6 +70,7 @@ async fn harness(fault_injection: bool) -> Harness {
         catalog,
         text.into(),
         config.clone(),
+        Arc::new(|_: &mut runtime::config::Config| {}),
         CancellationToken::new(),
     );
     let state = api::AppState {

@@ -88,12 +88,49 @@ enum Command {
 enum ConfigCommand {
     /// Check a config file offline; lists every problem with its path. Exit code 0 if valid, 1 if not.
     Validate { file: PathBuf },
+    /// Apply a config file to the running runtime (live where possible, watched, rolled back if
+    /// health gets worse). Exit code 0 if applied, 1 if rejected or rolled back.
+    Apply {
+        file: PathBuf,
+        /// Wait for the watch window to close and report whether the version stayed.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Go back to the previous good version.
+    Rollback {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// The kept versions, newest first.
+    History {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// The running configuration's TOML.
+    Show {
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => serve::run(args),
         Command::Config(ConfigCommand::Validate { file }) => serve::validate(&file),
+        Command::Config(ConfigCommand::Apply { file, wait, target }) => {
+            client::block_on(client::config_apply(target, file, wait))
+        }
+        Command::Config(ConfigCommand::Rollback { target }) => {
+            client::block_on(client::config_rollback(target))
+        }
+        Command::Config(ConfigCommand::History { target }) => {
+            client::block_on(client::config_history(target))
+        }
+        Command::Config(ConfigCommand::Show { target }) => {
+            client::block_on(client::config_show(target))
+        }
         Command::Status { target } => client::block_on(client::status(target)),
         Command::Graph { dot, target } => client::block_on(client::graph(target, dot)),
         Command::Restart { name, target } => {

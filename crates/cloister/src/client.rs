@@ -374,3 +374,151 @@ pub(crate) async fn events(
     }
     bail!("the runtime closed the event stream (it is shutting down?)")
 }
+
+fn print_outcome(body: &Value) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match body["outcome"].as_str() {
+        Some("applied") => {
+            let changed: Vec<String> = body["changed"]
+                .as_array()
+                .map(|a| a.iter().map(text).collect())
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "applied as version {} ({}){}",
+                text(&body["version"]),
+                if changed.is_empty() {
+                    "no service changed".to_owned()
+                } else {
+                    format!("changed: {}", changed.join(", "))
+                },
+                if body["watching"] == true {
+                    "; watching for trouble before it counts as good"
+                } else {
+                    ""
+                },
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("unchanged") => {
+            writeln!(
+                out,
+                "unchanged: version {} is already running",
+                text(&body["version"])
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("rolled_back") => {
+            writeln!(
+                out,
+                "rolled back from version {} to {}: {}",
+                text(&body["from"]),
+                text(&body["to"]),
+                text(&body["reason"])
+            )?;
+            Ok(ExitCode::FAILURE)
+        }
+        Some("rejected") => {
+            let mut err = std::io::stderr().lock();
+            for p in body["problems"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
+                let path = text(&p["path"]);
+                if path.is_empty() || path == "-" {
+                    writeln!(err, "{}", text(&p["message"]))?;
+                } else {
+                    writeln!(err, "{path}: {}", text(&p["message"]))?;
+                }
+            }
+            writeln!(err, "rejected; the running configuration is unchanged")?;
+            Ok(ExitCode::FAILURE)
+        }
+        _ => Err(api_error(reqwest::StatusCode::INTERNAL_SERVER_ERROR, body)),
+    }
+}
+
+pub(crate) async fn config_apply(
+    target: Target,
+    file: std::path::PathBuf,
+    wait: bool,
+) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let api = Api::new(target)?;
+    let url = format!("{}/v1/config?wait={wait}", api.base);
+    let response = api
+        .http
+        .put(&url)
+        .bearer_auth(&api.token)
+        .header("content-type", "application/toml")
+        .body(text)
+        .timeout(Duration::from_secs(600))
+        .send()
+        .await
+        .map_err(|e| unreachable_error(&api.base, e))?;
+    let status = response.status();
+    let body: Value = response
+        .json()
+        .await
+        .context("the runtime did not answer with JSON")?;
+    if body.get("outcome").is_none() {
+        return Err(api_error(status, &body));
+    }
+    print_outcome(&body)
+}
+
+pub(crate) async fn config_rollback(target: Target) -> anyhow::Result<ExitCode> {
+    let api = Api::new(target)?;
+    let (status, body) = api
+        .send(reqwest::Method::POST, "/v1/config/rollback")
+        .await?;
+    if body.get("outcome").is_none() {
+        return Err(api_error(status, &body));
+    }
+    match print_outcome(&body)? {
+        // For an operator's rollback, having rolled back is success.
+        _ if body["outcome"] == "rolled_back" => Ok(ExitCode::SUCCESS),
+        code => Ok(code),
+    }
+}
+
+pub(crate) async fn config_history(target: Target) -> anyhow::Result<ExitCode> {
+    let api = Api::new(target)?;
+    let body = api.get("/v1/config/history").await?;
+    let mut table = Table::new();
+    table.load_style(UTF8_FULL_CONDENSED);
+    table.set_header(["VERSION", "STATUS", "SOURCE", "APPLIED AT", "HASH"]);
+    for v in body["versions"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let hash = text(&v["hash"]);
+        table.add_row([
+            text(&v["version"]),
+            text(&v["status"]),
+            text(&v["source"]),
+            text(&v["applied_at"]),
+            hash.chars().take(16).collect(),
+        ]);
+    }
+    writeln!(std::io::stdout().lock(), "{table}")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn config_show(target: Target) -> anyhow::Result<ExitCode> {
+    let api = Api::new(target)?;
+    let body = api.get("/v1/config").await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "# version {} ({}), sha256 {}",
+        text(&body["version"]),
+        text(&body["status"]),
+        text(&body["hash"])
+    )?;
+    write!(out, "{}", body["text"].as_str().unwrap_or(""))?;
+    Ok(ExitCode::SUCCESS)
+}

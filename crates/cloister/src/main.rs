@@ -4,6 +4,7 @@ mod cli;
 mod client;
 mod serve;
 mod synthetic;
+mod watch;
 
 use std::process::ExitCode;
 

@@ -8,8 +8,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
+use runtime::budget::Demand;
 use runtime::config::{Config, Platform};
 use runtime::journal::{Cause, Event};
+use runtime::reconfig::{Controller, Overrides};
 use runtime::{Builder, Journal, Spec};
 use tokio_util::sync::CancellationToken;
 
@@ -46,10 +48,13 @@ fn print_problems(file: &Path, invalid: &runtime::config::Invalid) {
     );
 }
 
+fn read(file: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read config file {}", file.display()))
+}
+
 fn load(file: &Path) -> anyhow::Result<Result<Config, runtime::config::Invalid>> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read config file {}", file.display()))?;
-    Ok(Config::parse(&text, &catalog()))
+    Ok(Config::parse(&read(file)?, &catalog()))
 }
 
 pub(crate) fn validate(file: &Path) -> anyhow::Result<ExitCode> {
@@ -100,22 +105,30 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_default();
         tracing::error!("panic{location}: {}", panic_message(info));
     }));
-    let mut config = match &args.config {
-        Some(file) => match load(file)? {
-            Ok(config) => config,
-            Err(invalid) => {
-                print_problems(file, &invalid);
-                return Ok(ExitCode::FAILURE);
-            }
-        },
-        None => Config::default(),
+    let text = match &args.config {
+        Some(file) => read(file)?,
+        None => String::new(),
     };
-    if let Some(dir) = args.data_dir {
-        config.runtime.data_dir = dir;
-    }
-    if let Some(listen) = args.listen {
-        config.runtime.listen = listen;
-    }
+    let mut config = match Config::parse(&text, &catalog()) {
+        Ok(config) => config,
+        Err(invalid) => {
+            print_problems(
+                args.config.as_deref().unwrap_or(Path::new("(defaults)")),
+                &invalid,
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let (data_dir, listen) = (args.data_dir.clone(), args.listen);
+    let overrides: Overrides = Arc::new(move |c: &mut Config| {
+        if let Some(dir) = &data_dir {
+            c.runtime.data_dir = dir.clone();
+        }
+        if let Some(listen) = listen {
+            c.runtime.listen = listen;
+        }
+    });
+    overrides(&mut config);
     if config.enclave.platform == Platform::Gramine {
         bail!(
             "enclave.platform = \"gramine\" is not supported by this build yet (the enclave platform crate has not \
@@ -126,7 +139,12 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(serve(config))?;
+    rt.block_on(serve(Start {
+        config,
+        text,
+        overrides,
+        file: args.config,
+    }))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -189,7 +207,23 @@ fn admin_token(dir: &Path) -> anyhow::Result<(String, String)> {
     Ok((token, path.display().to_string()))
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+/// What `serve` starts from.
+struct Start {
+    config: Config,
+    /// The TOML the configuration came from (empty for the defaults).
+    text: String,
+    overrides: Overrides,
+    /// The file to watch for new versions.
+    file: Option<PathBuf>,
+}
+
+async fn serve(start: Start) -> anyhow::Result<()> {
+    let Start {
+        config,
+        text,
+        overrides,
+        file,
+    } = start;
     let dir = config.runtime.data_dir.clone();
     prepare_data_dir(&dir)?;
     let (token, token_source) = admin_token(&dir)?;
@@ -253,7 +287,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     for name in disabled {
         builder.disable(name);
     }
+    builder.budget(Demand {
+        memory_mib: u64::from(config.enclave.memory_mib),
+        threads: u64::from(config.enclave.threads),
+    });
+    builder.monitor(config.runtime.monitor_interval);
     let runtime = builder.start().context("cannot start the runtime")?;
+    let background = CancellationToken::new();
+    let initial_text = text.clone();
+    let (configs, controller) = Controller::spawn(
+        runtime.client(),
+        catalog(),
+        text,
+        config.clone(),
+        overrides,
+        background.clone(),
+    );
+    let watcher = file.map(|f| {
+        tokio::spawn(crate::watch::config_file(
+            f,
+            initial_text,
+            configs.clone(),
+            background.clone(),
+        ))
+    });
 
     let shutdown = CancellationToken::new();
     let grace = config.runtime.shutdown_grace;
@@ -261,6 +318,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         client: runtime.client(),
         admin_token: Arc::from(token.as_str()),
         config: Arc::new(config),
+        configs,
         shutdown: shutdown.clone(),
     };
     {
@@ -275,7 +333,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = out.flush();
     }
     let signal = shutdown.clone();
-    let watcher = tokio::spawn(async move {
+    let signal_task = tokio::spawn(async move {
         tokio::select! {
             () = wait_for_signal() => tracing::info!("shutting down"),
             () = signal.cancelled() => {}
@@ -286,7 +344,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .context("the API server failed");
     shutdown.cancel();
-    let _ = watcher.await;
+    let _ = signal_task.await;
+    background.cancel();
+    let _ = controller.await;
+    if let Some(w) = watcher {
+        let _ = w.await;
+    }
     if tokio::time::timeout(grace, runtime.shutdown())
         .await
         .is_err()

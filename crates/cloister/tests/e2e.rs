@@ -154,6 +154,7 @@ fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
 [runtime]
 listen = "127.0.0.1:0"
 data_dir = "{}"
+config_watch = "5s"
 
 [testing]
 fault_injection = true
@@ -415,4 +416,140 @@ fn client_commands_say_what_to_do_when_nothing_runs() {
             && stderr.contains("cloister run"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configuration_is_applied_rejected_and_rolled_back_through_the_binary() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "");
+    let server = Server::start(&config);
+    server
+        .wait_event(0, |e| {
+            e["event"]["kind"] == "runtime_health" && e["event"]["level"] == "ready"
+        })
+        .await;
+    let original = std::fs::read_to_string(&config).expect("config");
+    let since = server.get("/v1/events?since=0&limit=1").await.1["last_seq"]
+        .as_u64()
+        .expect("seq");
+
+    // Applied, live: vault's queue capacity changes without a restart.
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        format!("{original}\n[services.vault]\nqueue_capacity = 64\n"),
+    )
+    .expect("write");
+    let out = server.client(&["config", "apply", good.to_str().expect("path")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("applied as version 2"),
+        "{stdout}"
+    );
+    server
+        .wait_event(since, |e| e["event"]["kind"] == "config_confirmed")
+        .await;
+    let (_, vault) = server.get("/v1/services/vault").await;
+    assert_eq!(vault["generation"], 1, "taken live, not by a restart");
+
+    // Rejected: every problem, nothing changed.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!("{original}\n[enclave]\nthreads = 99\n[services.vault]\nqueue_capacity = -1\n"),
+    )
+    .expect("write");
+    let out = server.client(&["config", "apply", bad.to_str().expect("path")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("services.vault.queue_capacity: -1 is out of range"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("rejected; the running configuration is unchanged"),
+        "{stderr}"
+    );
+    let bad_enclave = dir.path().join("enclave.toml");
+    std::fs::write(
+        &bad_enclave,
+        format!("{original}\n[enclave]\nthreads = 99\n"),
+    )
+    .expect("write");
+    let out = server.client(&["config", "apply", bad_enclave.to_str().expect("path")]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("enclave: the [enclave] table is measured at start")
+    );
+
+    // Rolled back: a service fails inside the watch window of a new version.
+    let risky = dir.path().join("risky.toml");
+    std::fs::write(
+        &risky,
+        format!("{original}\n[services.vault]\nqueue_capacity = 32\n"),
+    )
+    .expect("write");
+    let path = risky.to_str().expect("path").to_owned();
+    let base = server.base.clone();
+    let apply = tokio::task::spawn_blocking(move || {
+        cloister()
+            .args(["config", "apply", "--wait", &path])
+            .env("CLOISTER_URL", &base)
+            .env("CLOISTER_ADMIN_TOKEN", TOKEN)
+            .output()
+            .expect("apply")
+    });
+    let applied = server
+        .wait_event(since, |e| {
+            e["event"]["kind"] == "config_applied" && e["event"]["version"] == 3
+        })
+        .await;
+    let (status, _) = server
+        .post("/v1/services/feed/faults", Some(r#"{"kind":"panic"}"#))
+        .await;
+    assert_eq!(status, 202);
+    let rolled = server
+        .wait_event(applied["seq"].as_u64().unwrap_or(0), |e| {
+            e["event"]["kind"] == "config_rolled_back"
+        })
+        .await;
+    assert_eq!(
+        (
+            rolled["event"]["from"].as_u64(),
+            rolled["event"]["to"].as_u64()
+        ),
+        (Some(3), Some(2))
+    );
+    let out = apply.await.expect("join");
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("rolled back from version 3 to 2") && stdout.contains("feed failed"),
+        "{stdout}"
+    );
+    let (_, vault) = server.get("/v1/services/vault").await;
+    assert_eq!(vault["queue_capacity"], Value::Null);
+
+    let out = server.client(&["config", "history"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("rolled_back") && table.contains("rollback"),
+        "{table}"
+    );
+    let out = server.client(&["config", "show"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("queue_capacity = 64"));
+
+    // Saving the file that `run --config` watches applies it too.
+    std::fs::write(
+        &config,
+        format!("{original}\n[services.vault]\nqueue_capacity = 16\n"),
+    )
+    .expect("write");
+    let from_file = server
+        .wait_event(since, |e| {
+            e["event"]["kind"] == "config_applied" && e["event"]["version"] == 5
+        })
+        .await;
+    assert_eq!(from_file["event"]["changed"][0], "vault");
+    assert!(server.terminate().success());
 }

@@ -130,8 +130,13 @@ fn hash(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
+/// Adjusts every parsed version the same way the command line adjusted the first one (for example a
+/// `--listen` flag), so file and API versions are compared like for like.
+pub type Overrides = Arc<dyn Fn(&mut Config) + Send + Sync>;
+
 pub struct Controller {
     client: Client,
+    overrides: Overrides,
     catalog: Vec<Spec>,
     watch_window: Duration,
     history: VecDeque<Version>,
@@ -155,6 +160,7 @@ impl Controller {
         catalog: Vec<Spec>,
         text: String,
         config: Config,
+        overrides: Overrides,
         cancel: CancellationToken,
     ) -> (Handle, tokio::task::JoinHandle<()>) {
         let first = Version {
@@ -171,6 +177,7 @@ impl Controller {
         let (requests, rx) = mpsc::channel(64);
         let controller = Controller {
             client,
+            overrides,
             catalog,
             watch_window,
             history: VecDeque::from([first]),
@@ -303,7 +310,10 @@ impl Controller {
         cancel: &CancellationToken,
     ) {
         let new = match Config::parse(&text, &self.catalog) {
-            Ok(c) => c,
+            Ok(mut c) => {
+                (self.overrides)(&mut c);
+                c
+            }
             Err(invalid) => {
                 let _ = reply.send(self.reject(invalid.problems));
                 return;

@@ -29,6 +29,7 @@ async fn start(fake: Fake) -> (Runtime, Handle, Journal) {
         catalog,
         BASE.into(),
         config,
+        std::sync::Arc::new(|_: &mut Config| {}),
         CancellationToken::new(),
     );
     (rt, handle, journal)
