@@ -188,7 +188,6 @@ impl<R: crate::bus::Operation> Context<R> {
                         return None;
                     }
                 },
-                () = self.stop.cancelled() => return None,
                 envelope = self.mailbox.rx.recv() => {
                     let Ok(envelope) = envelope else { return None };
                     let Envelope { message, tracker: _, deadline } = &envelope;

@@ -257,6 +257,16 @@ pub(crate) struct Supervisor {
     reports_rx: mpsc::UnboundedReceiver<Report>,
     readiness_tx: watch::Sender<Readiness>,
     concerns: Vec<Concern>,
+    /// Services with a concern, in index order, so readiness costs O(1) per event, not O(services).
+    concerned: BTreeSet<usize>,
+    down_count: usize,
+    degraded_count: usize,
+    readiness_dirty: bool,
+    /// Services not in a down state, and incarnations alive: shutdown ends when both are zero.
+    not_down: usize,
+    live_replicas: usize,
+    /// Timers due now (zero delays), run after the current input without a trip through the queue.
+    immediate: std::collections::VecDeque<Timer>,
     dirty: BTreeSet<usize>,
     shutdown: Option<Vec<oneshot::Sender<()>>>,
     rng: StdRng,
@@ -290,6 +300,13 @@ impl Supervisor {
             reports_rx,
             readiness_tx,
             concerns: vec![Concern::None; n],
+            concerned: BTreeSet::new(),
+            down_count: 0,
+            degraded_count: 0,
+            readiness_dirty: true,
+            not_down: 0,
+            live_replicas: 0,
+            immediate: std::collections::VecDeque::new(),
             dirty: BTreeSet::new(),
             shutdown: None,
             rng: StdRng::from_entropy(),
@@ -317,12 +334,7 @@ impl Supervisor {
         self.publish_readiness();
         self.reconcile(&Cause::Startup);
         loop {
-            if self.shutdown.is_some()
-                && self
-                    .entries
-                    .iter()
-                    .all(|e| e.state.is_down() && e.replicas.is_empty())
-            {
+            if self.shutdown.is_some() && self.not_down == 0 && self.live_replicas == 0 {
                 break;
             }
             tokio::select! {
@@ -334,6 +346,9 @@ impl Supervisor {
                     Some(command) => self.on_command(command),
                     None => self.begin_shutdown(None),
                 },
+            }
+            while let Some(timer) = self.immediate.pop_front() {
+                self.on_timer(timer);
             }
             self.publish_readiness();
         }
@@ -544,6 +559,7 @@ impl Supervisor {
         let Some(replica) = self.entries[i].replicas.remove(&id.replica) else {
             return;
         };
+        self.live_replicas -= 1;
         replica.cancel.cancel();
         if let Some(key) = &replica.deadline {
             self.timers.try_remove(key);
@@ -637,7 +653,7 @@ impl Supervisor {
                         cause.clone(),
                     );
                     let epoch = self.entries[i].epoch;
-                    self.timers.insert(
+                    self.schedule(
                         Timer::ReplicaBackoff {
                             service: i,
                             replica: slot,
@@ -662,8 +678,7 @@ impl Supervisor {
                 self.set_state(i, Input::Backoff);
                 self.entries[i].epoch += 1;
                 let epoch = self.entries[i].epoch;
-                self.timers
-                    .insert(Timer::Backoff { service: i, epoch }, delay);
+                self.schedule(Timer::Backoff { service: i, epoch }, delay);
                 self.record(
                     i,
                     Event::BackoffScheduled {
@@ -1211,6 +1226,7 @@ impl Supervisor {
         let deadline = self
             .timers
             .insert(Timer::StartDeadline(id), e.spec.health.start_timeout);
+        self.live_replicas += 1;
         e.replicas.insert(
             slot,
             Replica {
@@ -1315,6 +1331,13 @@ impl Supervisor {
             tracing::error!(service = %e.spec.name, state = %e.state, ?input, "invalid lifecycle transition ignored");
             return false;
         };
+        if e.state.is_down() != next.is_down() {
+            if next.is_down() {
+                self.not_down -= 1;
+            } else {
+                self.not_down += 1;
+            }
+        }
         e.state = next;
         let accepting =
             next.accepts_requests() || (e.want_up && e.failure.is_none() && next == State::Stopped);
@@ -1350,29 +1373,60 @@ impl Supervisor {
     fn refresh_concern(&mut self, i: usize) {
         let e = &self.entries[i];
         let wanted = e.want_up || e.spec.is_critical();
-        self.concerns[i] = match e.state {
+        let concern = match e.state {
             State::Running => Concern::None,
             State::Degraded => Concern::Degraded,
             _ if !wanted && self.shutdown.is_none() => Concern::None,
             _ if e.spec.is_critical() => Concern::Down,
             _ => Concern::Degraded,
         };
+        let old = std::mem::replace(&mut self.concerns[i], concern);
+        match old {
+            Concern::None => {}
+            Concern::Degraded => self.degraded_count -= 1,
+            Concern::Down => self.down_count -= 1,
+        }
+        match concern {
+            Concern::None => {
+                self.concerned.remove(&i);
+            }
+            Concern::Degraded => {
+                self.degraded_count += 1;
+                self.concerned.insert(i);
+            }
+            Concern::Down => {
+                self.down_count += 1;
+                self.concerned.insert(i);
+            }
+        }
+        // Reasons quote health and failure text, which change without a change of concern.
+        self.readiness_dirty = true;
+    }
+
+    /// Runs `timer` after `delay`; a zero delay runs it right after the current input.
+    fn schedule(&mut self, timer: Timer, delay: Duration) {
+        if delay.is_zero() {
+            self.immediate.push_back(timer);
+        } else {
+            self.timers.insert(timer, delay);
+        }
     }
 
     fn publish_readiness(&mut self) {
-        let mut level = RuntimeLevel::Ready;
+        if !std::mem::take(&mut self.readiness_dirty) {
+            return;
+        }
+        let level = if self.down_count > 0 {
+            RuntimeLevel::NotReady
+        } else if self.degraded_count > 0 {
+            RuntimeLevel::Degraded
+        } else {
+            RuntimeLevel::Ready
+        };
         let mut reasons = Vec::new();
-        for (i, c) in self.concerns.iter().enumerate() {
-            if *c == Concern::None {
-                continue;
-            }
+        for &i in self.concerned.iter().take(16) {
             let e = &self.entries[i];
-            if *c == Concern::Down {
-                level = RuntimeLevel::NotReady;
-            } else if level == RuntimeLevel::Ready {
-                level = RuntimeLevel::Degraded;
-            }
-            if reasons.len() < 16 {
+            {
                 let why = e
                     .failure
                     .clone()

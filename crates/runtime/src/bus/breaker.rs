@@ -3,6 +3,8 @@
 //! A breaker opens on `consecutive_failures` failures in a row, or when at least `min_calls` outcomes
 //! within `window` show a failure rate of `failure_rate` or more. The rate is counted over the last
 //! outcomes rather than per second, so it works at low traffic too; outcomes older than `window` age out.
+//! While no failure is on record, successes are not written down (that keeps the common path free of
+//! locks), so the rate counts the outcomes since the first failure within the window.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -109,6 +111,13 @@ impl Breaker {
 
     pub fn state(&self) -> BreakerState {
         self.state
+    }
+
+    /// Closed, with no failure within the window on record.
+    pub fn is_clean(&self) -> bool {
+        self.state == BreakerState::Closed
+            && self.consecutive == 0
+            && self.recent.iter().all(|(_, ok)| *ok)
     }
 
     /// Decides whether a call may go out at `now`.

@@ -440,9 +440,10 @@ impl<R: Operation> Handle<R> {
                 service: mailbox.name.clone(),
             }),
         };
-        let elapsed = started.elapsed();
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(started);
         edge.latency.record(elapsed);
-        edge.breaker_record(&policy, Instant::now(), result.is_ok(), probe);
+        edge.breaker_record(&policy, now, result.is_ok(), probe);
         mailbox
             .operations
             .record(operation, elapsed, result.is_ok());

@@ -1,6 +1,8 @@
 //! Lock-free counters and a fixed-bucket latency histogram for bus edges.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release,
+};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -108,6 +110,9 @@ pub(crate) struct EdgeStats {
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) latency: Histogram,
     breaker: std::sync::Mutex<super::breaker::Breaker>,
+    /// Closed with no failure on record: successes need not be written down, and admission needs no
+    /// lock. Keeps the common path free of the breaker's mutex.
+    breaker_clean: AtomicBool,
 }
 
 /// A copy of one edge's figures. Every call ends in exactly one of `handled`, `errors` and
@@ -135,6 +140,7 @@ impl EdgeStats {
             dead_lettered: AtomicU64::new(0),
             latency: Histogram::default(),
             breaker: std::sync::Mutex::default(),
+            breaker_clean: AtomicBool::new(true),
         }
     }
 
@@ -147,6 +153,9 @@ impl EdgeStats {
         policy: &super::breaker::BreakerPolicy,
         now: tokio::time::Instant,
     ) -> super::breaker::Admission {
+        if !policy.enabled || self.breaker_clean.load(Acquire) {
+            return super::breaker::Admission::Call;
+        }
         self.breaker().admit(policy, now)
     }
 
@@ -157,7 +166,12 @@ impl EdgeStats {
         ok: bool,
         probe: bool,
     ) {
-        self.breaker().record(policy, now, ok, probe);
+        if !policy.enabled || (ok && !probe && self.breaker_clean.load(Acquire)) {
+            return;
+        }
+        let mut breaker = self.breaker();
+        breaker.record(policy, now, ok, probe);
+        self.breaker_clean.store(breaker.is_clean(), Release);
     }
 
     pub(crate) fn snapshot(&self) -> EdgeSnapshot {
