@@ -442,11 +442,11 @@ impl<R: Operation> Handle<R> {
         };
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(started);
-        edge.latency.record(elapsed);
         edge.breaker_record(&policy, now, result.is_ok(), probe);
-        mailbox
-            .operations
-            .record(operation, elapsed, result.is_ok());
+        if self.edges.metrics.load(Ordering::Relaxed) {
+            edge.latency.record(elapsed);
+            mailbox.operations.record(operation, elapsed, result.is_ok());
+        }
         result
     }
 }

@@ -33,9 +33,19 @@ struct Inner {
     dead_letters: DeadLetters,
 }
 
-/// The registry of edge statistics, keyed by (caller, callee).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Edges(Arc<Mutex<BTreeMap<EdgeKey, Arc<EdgeStats>>>>);
+/// The registry of edge statistics, keyed by (caller, callee), and the switch for latency figures.
+#[derive(Debug, Clone)]
+pub(crate) struct Edges {
+    map: Arc<Mutex<BTreeMap<EdgeKey, Arc<EdgeStats>>>>,
+    /// Whether calls record latency histograms and per-operation figures (on by default).
+    pub(crate) metrics: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Default for Edges {
+    fn default() -> Self {
+        Edges { map: Arc::default(), metrics: Arc::new(std::sync::atomic::AtomicBool::new(true)) }
+    }
+}
 
 /// (caller, callee); the caller is `None` outside any service.
 type EdgeKey = (Option<ServiceName>, ServiceName);
@@ -46,14 +56,14 @@ impl Edges {
         caller: Option<&ServiceName>,
         callee: &ServiceName,
     ) -> Arc<EdgeStats> {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         map.entry((caller.cloned(), callee.clone()))
             .or_insert_with(|| Arc::new(EdgeStats::new(caller.cloned(), callee.clone())))
             .clone()
     }
 
     fn snapshot(&self) -> Vec<EdgeSnapshot> {
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         map.values().map(|e| e.snapshot()).collect()
     }
 }
@@ -98,6 +108,12 @@ impl Bus {
     /// Every caller -> callee edge seen so far.
     pub fn edges(&self) -> Vec<EdgeSnapshot> {
         self.inner.edges.snapshot()
+    }
+
+    /// Switches the recording of latency histograms and per-operation figures on or off (counters and
+    /// circuit breakers keep working). For measuring what the figures cost.
+    pub fn set_metrics(&self, on: bool) {
+        self.inner.edges.metrics.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Messages published and deliveries made, over all types.
