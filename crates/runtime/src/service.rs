@@ -30,6 +30,14 @@ pub trait Service: Send + Sync + 'static {
         &self,
         cx: Context<Self::Request>,
     ) -> impl Future<Output = Result<(), ServiceError>> + Send;
+
+    /// Checks a new spec from a configuration change before anything is applied; an error rejects
+    /// the whole configuration with this message. Running incarnations see an accepted spec through
+    /// [`Context::spec_changes`].
+    fn validate(&self, new: &Spec) -> Result<(), String> {
+        let _ = new;
+        Ok(())
+    }
 }
 
 /// Why an incarnation failed. Converts from any error, like `anyhow::Error` (so it does not implement
@@ -98,6 +106,7 @@ pub struct Context<R> {
     bus: Bus,
     ready: bool,
     health: Health,
+    spec: tokio::sync::watch::Receiver<Arc<Spec>>,
 }
 
 impl<R> fmt::Debug for Context<R> {
@@ -127,6 +136,16 @@ impl<R: crate::bus::Operation> Context<R> {
 
     pub fn mode(&self) -> &Mode {
         &self.mode
+    }
+
+    /// The spec in force now; configuration changes replace it live.
+    pub fn spec(&self) -> Arc<Spec> {
+        self.spec.borrow().clone()
+    }
+
+    /// The live spec channel: `changed().await` wakes when a configuration change reaches the service.
+    pub fn spec_changes(&mut self) -> &mut tokio::sync::watch::Receiver<Arc<Spec>> {
+        &mut self.spec
     }
 
     pub fn bus(&self) -> &Bus {
@@ -211,6 +230,7 @@ pub(crate) struct Launch {
     pub(crate) stop: CancellationToken,
     pub(crate) mode: Mode,
     pub(crate) bus: Bus,
+    pub(crate) spec: tokio::sync::watch::Receiver<Arc<Spec>>,
 }
 
 pub(crate) type Incarnation = Pin<Box<dyn Future<Output = Result<(), ServiceError>> + Send>>;
@@ -219,6 +239,7 @@ pub(crate) type Incarnation = Pin<Box<dyn Future<Output = Result<(), ServiceErro
 pub(crate) trait Erased: Send + Sync {
     fn launch(&self, launch: Launch) -> Incarnation;
     fn mailbox(&self) -> &dyn MailboxControl;
+    fn validate(&self, new: &Spec) -> Result<(), String>;
 }
 
 pub(crate) struct Wrapped<S: Service> {
@@ -241,6 +262,7 @@ impl<S: Service> Erased for Wrapped<S> {
             bus: launch.bus,
             ready: false,
             health: Health::Healthy,
+            spec: launch.spec,
         };
         let service = self.service.clone();
         Box::pin(async move {
@@ -254,5 +276,9 @@ impl<S: Service> Erased for Wrapped<S> {
 
     fn mailbox(&self) -> &dyn MailboxControl {
         &*self.mailbox
+    }
+
+    fn validate(&self, new: &Spec) -> Result<(), String> {
+        self.service.validate(new)
     }
 }

@@ -234,6 +234,8 @@ struct Managed {
     desired: u32,
     /// An anomaly the monitor marked the service degraded for.
     anomaly: Option<String>,
+    /// The live spec channel every incarnation reads.
+    spec_tx: watch::Sender<Arc<Spec>>,
 }
 
 /// Why the runtime is not fully ready, per service.
@@ -1002,6 +1004,20 @@ impl Supervisor {
         for name in &r.disabled {
             self.lookup(name)?;
         }
+        let refusals: Vec<String> = updates
+            .iter()
+            .filter(|(i, spec)| !crate::spec::diff(&self.entries[*i].spec, spec).is_empty())
+            .filter_map(|(i, spec)| {
+                self.entries[*i]
+                    .service
+                    .validate(spec)
+                    .err()
+                    .map(|m| format!("{}: {m}", spec.name))
+            })
+            .collect();
+        if !refusals.is_empty() {
+            return Err(Error::Reconfigure(refusals.join("; ")));
+        }
         let mut order: Vec<usize> = (0..self.entries.len()).collect();
         order.sort_by_key(|&i| self.graph.layer(i));
         let mut changed = Vec::new();
@@ -1013,7 +1029,9 @@ impl Supervisor {
             }
             let health_changed = old.health != spec.health;
             self.entries[i].service.mailbox().configure(&spec);
-            self.entries[i].spec = Arc::new(spec);
+            let spec = Arc::new(spec);
+            self.entries[i].spec_tx.send_replace(spec.clone());
+            self.entries[i].spec = spec;
             if health_changed {
                 self.restart_probes(i);
             }
@@ -1220,6 +1238,7 @@ impl Supervisor {
             stop: cancel.clone(),
             mode,
             bus: self.bus.clone(),
+            spec: e.spec_tx.subscribe(),
         });
         let abort = self.tasks.spawn(incarnation);
         self.task_ids.insert(abort.id(), id);
@@ -1522,8 +1541,10 @@ impl Supervisor {
 impl Managed {
     fn new(r: Registration) -> Self {
         let desired = r.spec.replicas.min.max(1);
+        let spec = Arc::new(r.spec);
         Managed {
-            spec: Arc::new(r.spec),
+            spec_tx: watch::Sender::new(spec.clone()),
+            spec,
             service: r.service,
             state: State::Registered,
             health: Health::Unknown,

@@ -257,3 +257,73 @@ async fn rapid_applies_are_serialized_and_an_operator_can_roll_back() {
     );
     rt.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_service_vetoes_a_change_and_running_incarnations_see_accepted_ones_live() {
+    let (rt, config, journal) = start(Fake::new("svc")).await;
+    let handle = rt.snapshot().await.expect("snapshot");
+    assert_eq!(handle.service("svc").map(|s| s.generation), Some(1));
+    let since = journal.last_seq();
+    let outcome = config
+        .apply(
+            format!("{BASE}[services.svc]\nqueue_capacity = 13\n"),
+            Source::Api,
+            false,
+        )
+        .await
+        .expect("outcome");
+    let Outcome::Rejected { problems } = &outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(
+        problems[0]
+            .message
+            .contains("svc: a queue of 13 is unlucky"),
+        "{problems:?}"
+    );
+    assert_eq!(kinds(&journal, since), ["config_rejected"]);
+    rt.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_running_incarnation_reads_the_new_spec_without_a_restart() {
+    let journal = Journal::in_memory();
+    let mut b = Builder::new(journal.clone());
+    let fake = Fake::new("svc");
+    let catalog: Vec<Spec> = vec![runtime::Service::spec(&fake)];
+    let svc = b.add(fake);
+    let rt = b.start().expect("start");
+    rt.readiness()
+        .wait_for(|r| r.level == RuntimeLevel::Ready)
+        .await
+        .expect("ready");
+    let config = Config::parse(BASE, &catalog).expect("config");
+    let (handle, _task) = Controller::spawn(
+        rt.client(),
+        catalog,
+        BASE.into(),
+        config,
+        std::sync::Arc::new(|_: &mut Config| {}),
+        CancellationToken::new(),
+    );
+    assert_eq!(svc.call(support::Req::QueueCapacity).await, Ok(1024));
+    let outcome = handle
+        .apply(
+            format!("{BASE}[services.svc]\nqueue_capacity = 77\n"),
+            Source::Api,
+            false,
+        )
+        .await;
+    assert!(
+        matches!(outcome, Some(Outcome::Applied { .. })),
+        "{outcome:?}"
+    );
+    assert_eq!(svc.call(support::Req::QueueCapacity).await, Ok(77));
+    let snapshot = rt.snapshot().await.expect("snapshot");
+    assert_eq!(
+        snapshot.service("svc").map(|s| s.generation),
+        Some(1),
+        "no restart"
+    );
+    rt.shutdown().await;
+}

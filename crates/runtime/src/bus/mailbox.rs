@@ -445,7 +445,9 @@ impl<R: Operation> Handle<R> {
         edge.breaker_record(&policy, now, result.is_ok(), probe);
         if self.edges.metrics.load(Ordering::Relaxed) {
             edge.latency.record(elapsed);
-            mailbox.operations.record(operation, elapsed, result.is_ok());
+            mailbox
+                .operations
+                .record(operation, elapsed, result.is_ok());
         }
         result
     }

@@ -43,7 +43,10 @@ pub(crate) struct Edges {
 
 impl Default for Edges {
     fn default() -> Self {
-        Edges { map: Arc::default(), metrics: Arc::new(std::sync::atomic::AtomicBool::new(true)) }
+        Edges {
+            map: Arc::default(),
+            metrics: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        }
     }
 }
 
@@ -113,7 +116,10 @@ impl Bus {
     /// Switches the recording of latency histograms and per-operation figures on or off (counters and
     /// circuit breakers keep working). For measuring what the figures cost.
     pub fn set_metrics(&self, on: bool) {
-        self.inner.edges.metrics.store(on, std::sync::atomic::Ordering::Relaxed);
+        self.inner
+            .edges
+            .metrics
+            .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Messages published and deliveries made, over all types.

@@ -36,6 +36,8 @@ pub enum Req {
     Crash(Reply<()>),
     /// Reports the mode its incarnation runs in.
     Mode(Reply<Mode>),
+    /// Reports the queue capacity of the spec its incarnation sees now.
+    QueueCapacity(Reply<usize>),
 }
 
 impl runtime::bus::Operation for Req {
@@ -45,6 +47,7 @@ impl runtime::bus::Operation for Req {
             Req::Slow(..) => "slow",
             Req::Crash(..) => "crash",
             Req::Mode(..) => "mode",
+            Req::QueueCapacity(..) => "queue_capacity",
         }
     }
 }
@@ -112,6 +115,7 @@ async fn serve(cx: &mut Context<Req>) -> Option<()> {
         }
         Req::Crash(_reply) => panic!("crashed while handling a request"),
         Req::Mode(reply) => reply.send(cx.mode().clone()),
+        Req::QueueCapacity(reply) => reply.send(cx.spec().queue_capacity),
     }
     Some(())
 }
@@ -121,6 +125,14 @@ impl Service for Fake {
 
     fn spec(&self) -> Spec {
         self.spec.clone()
+    }
+
+    /// Refuses a queue capacity of 13, so tests can see a service veto a configuration.
+    fn validate(&self, new: &Spec) -> Result<(), String> {
+        if new.queue_capacity == 13 {
+            return Err("a queue of 13 is unlucky".into());
+        }
+        Ok(())
     }
 
     async fn run(&self, mut cx: Context<Req>) -> Result<(), ServiceError> {
