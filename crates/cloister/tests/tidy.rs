@@ -87,7 +87,8 @@ fn every_module_starts_with_a_doc_line() {
 
 #[test]
 fn the_example_configuration_is_valid() {
-    let text = std::fs::read_to_string(workspace().join("examples/demo.toml")).expect("examples/demo.toml");
+    let text = std::fs::read_to_string(workspace().join("examples/demo.toml"))
+        .expect("examples/demo.toml");
     if let Err(invalid) = runtime::config::Config::parse(&text, &[]) {
         panic!("examples/demo.toml: {invalid}");
     }
