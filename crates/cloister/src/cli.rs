@@ -79,7 +79,7 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Configuration files.
+    /// Configuration: check a file offline, apply one to a running runtime, history, rollback.
     #[command(subcommand)]
     Config(ConfigCommand),
 }
