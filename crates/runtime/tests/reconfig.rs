@@ -14,10 +14,17 @@ use tokio_util::sync::CancellationToken;
 const BASE: &str = "[runtime]\nconfig_watch = \"5s\"\n";
 
 async fn start(fake: Fake) -> (Runtime, Handle, Journal) {
+    let (rt, handle, journal, _) = start_with_handle(fake).await;
+    (rt, handle, journal)
+}
+
+async fn start_with_handle(
+    fake: Fake,
+) -> (Runtime, Handle, Journal, runtime::Handle<support::Req>) {
     let journal = Journal::in_memory();
     let mut b = Builder::new(journal.clone());
     let catalog: Vec<Spec> = vec![runtime::Service::spec(&fake)];
-    b.add(fake);
+    let svc = b.add(fake);
     let rt = b.start().expect("start");
     rt.readiness()
         .wait_for(|r| r.level == RuntimeLevel::Ready)
@@ -32,7 +39,7 @@ async fn start(fake: Fake) -> (Runtime, Handle, Journal) {
         std::sync::Arc::new(|_: &mut Config| {}),
         CancellationToken::new(),
     );
-    (rt, handle, journal)
+    (rt, handle, journal, svc)
 }
 
 fn kinds(journal: &Journal, since: u64) -> Vec<String> {
@@ -287,25 +294,7 @@ async fn a_service_vetoes_a_change_and_running_incarnations_see_accepted_ones_li
 
 #[tokio::test(start_paused = true)]
 async fn the_running_incarnation_reads_the_new_spec_without_a_restart() {
-    let journal = Journal::in_memory();
-    let mut b = Builder::new(journal.clone());
-    let fake = Fake::new("svc");
-    let catalog: Vec<Spec> = vec![runtime::Service::spec(&fake)];
-    let svc = b.add(fake);
-    let rt = b.start().expect("start");
-    rt.readiness()
-        .wait_for(|r| r.level == RuntimeLevel::Ready)
-        .await
-        .expect("ready");
-    let config = Config::parse(BASE, &catalog).expect("config");
-    let (handle, _task) = Controller::spawn(
-        rt.client(),
-        catalog,
-        BASE.into(),
-        config,
-        std::sync::Arc::new(|_: &mut Config| {}),
-        CancellationToken::new(),
-    );
+    let (rt, handle, _journal, svc) = start_with_handle(Fake::new("svc")).await;
     assert_eq!(svc.call(support::Req::QueueCapacity).await, Ok(1024));
     let outcome = handle
         .apply(
