@@ -427,10 +427,8 @@ impl Supervisor {
                 if e.epoch != epoch || e.state != State::Backoff {
                     return;
                 }
-                // Anything still shutting down from the failed run goes now.
-                for r in self.entries[i].replicas.values() {
-                    r.abort.abort();
-                }
+                // Replicas of the failed run still stopping keep their grace period to finish what
+                // they hold; the relaunch waits for them.
                 if self.entries[i].want_up && self.deps_up(i) && self.entries[i].replicas.is_empty()
                 {
                     self.launch(i, true);
