@@ -9,7 +9,7 @@
 //! objective after the step, the peak replica count and when it scaled back in.
 //!
 //! The clock is simulated and the runtime is single-threaded, so the run is deterministic and the CSV
-//! is reproducible byte for byte; it takes about a second of real time.
+//! is reproducible byte for byte; it takes well under a second of real time.
 //!
 //! Run: `cargo bench -p runtime --bench autoscale` (without `--bench`, as under `cargo test`, it
 //! simulates the same run but leaves the CSV alone).
