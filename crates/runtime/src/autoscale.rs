@@ -46,7 +46,13 @@ pub struct Observation {
     pub crash_loop: bool,
     /// An anomaly whose configured action is `scale_out` is raised.
     pub anomaly: bool,
+    /// Requests in service on average over the interval (Little's law: arrival rate × mean latency),
+    /// that is, how many replicas the load keeps busy. `None` without traffic.
+    pub busy: Option<f64>,
 }
+
+/// The share of a replica's time the autoscaler aims to keep busy when it scales in.
+const TARGET_UTILIZATION: f64 = 0.7;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -126,15 +132,34 @@ impl Autoscaler {
             }
             self.last_out = Some(now);
             self.blocked = None;
-            return Decision::Scale {
-                to: o.replicas + 1,
-                reason: why,
+            // Proportional, as Kubernetes' HPA: as many replicas as the load asks for, at least one
+            // more, at most double, within the maximum.
+            let per_replica = policy.queue_per_replica.max(1) as usize;
+            let for_queue = o.queue_depth.div_ceil(per_replica) as u32;
+            let for_latency = match o.latency_p90 {
+                Some(l) if slow => {
+                    let ratio = l.as_secs_f64() / policy.latency_objective.as_secs_f64().max(1e-9);
+                    (f64::from(replicas) * ratio).ceil() as u32
+                }
+                _ => 0,
             };
+            let to = for_queue
+                .max(for_latency)
+                .max(o.replicas + 1)
+                .min(replicas.saturating_mul(2))
+                .min(o.max);
+            return Decision::Scale { to, reason: why };
         }
         self.blocked = None;
+        // Enough replicas for the load at the target utilization; calm only if fewer would do.
+        let needed = o
+            .busy
+            .map_or(0, |b| (b / TARGET_UTILIZATION).ceil() as u32)
+            .max(o.min.max(1));
         let calm = o.queue_depth == 0
             && o.latency_p90
-                .is_none_or(|l| l * 2 <= policy.latency_objective);
+                .is_none_or(|l| l * 2 <= policy.latency_objective)
+            && needed < o.replicas;
         if !calm || o.replicas <= o.min {
             self.calm_since = None;
             return Decision::Hold;
@@ -142,11 +167,14 @@ impl Autoscaler {
         let since = *self.calm_since.get_or_insert(now);
         if now.saturating_duration_since(since) >= policy.scale_in_after {
             self.calm_since = Some(now);
+            // Down to what the load needs, at most halving at once.
+            let to = needed.max(o.replicas.div_ceil(2)).min(o.replicas - 1);
             return Decision::Scale {
-                to: o.replicas - 1,
+                to,
                 reason: format!(
-                    "load stayed low for {}",
-                    humantime::format_duration(policy.scale_in_after)
+                    "load stayed low for {} (about {:.1} replicas busy)",
+                    humantime::format_duration(policy.scale_in_after),
+                    o.busy.unwrap_or(0.0)
                 ),
             };
         }
@@ -177,6 +205,7 @@ mod tests {
             latency_p90: p90_ms.map(Duration::from_millis),
             crash_loop: false,
             anomaly: false,
+            busy: None,
         }
     }
 
@@ -208,10 +237,10 @@ mod tests {
         let busy = vec![(100, None); 20];
         assert_eq!(
             run(&busy, false),
-            [2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4]
+            [2, 2, 2, 2, 2, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4]
         );
         let slow = vec![(0, Some(300)); 7];
-        assert_eq!(run(&slow, false), [2, 2, 2, 2, 2, 3, 3]);
+        assert_eq!(run(&slow, false), [2, 2, 2, 2, 2, 4, 4]);
     }
 
     #[test]
@@ -239,11 +268,35 @@ mod tests {
         let mut steps = vec![(100, None); 6];
         steps.extend(vec![(0, Some(10)); 70]);
         let got = run(&steps, false);
-        assert_eq!(got[5], 3);
-        // Calm from step 6: first scale-in 30 s later, the next 30 s after that; never below min.
-        assert_eq!(got[35], 3);
+        assert_eq!(got[5], 4);
+        // Calm from step 6: 30 s later it halves, 30 s after that it reaches the minimum.
+        assert_eq!(got[35], 4);
         assert_eq!(got[36], 2);
+        assert_eq!(got[65], 2);
         assert_eq!(got[66], 1);
         assert_eq!(*got.last().unwrap_or(&0), 1);
+    }
+
+    #[test]
+    fn never_scales_in_below_what_the_load_keeps_busy() {
+        let p = policy();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let quiet = |busy: f64| Observation {
+            busy: Some(busy),
+            ..obs(4, 0, Some(20))
+        };
+        // 2.5 replicas busy: 4 are needed at 70 % utilization, so 4 replicas are not "calm".
+        let mut a = Autoscaler::default();
+        for s in 0..100 {
+            assert_eq!(a.decide(&p, &quiet(2.5), at(s)), Decision::Hold);
+        }
+        // 1 replica busy: 2 are enough; after the window it goes straight to 2.
+        let mut a = Autoscaler::default();
+        assert_eq!(a.decide(&p, &quiet(1.0), at(0)), Decision::Hold);
+        assert!(matches!(
+            a.decide(&p, &quiet(1.0), at(30)),
+            Decision::Scale { to: 2, .. }
+        ));
     }
 }

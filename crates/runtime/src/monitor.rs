@@ -108,6 +108,10 @@ impl Monitor {
         let now = Instant::now();
         self.read_failures(snapshot, now);
         let edges = self.client.bus().edges();
+        let mut into: HashMap<&ServiceName, Vec<&crate::bus::EdgeSnapshot>> = HashMap::new();
+        for e in &edges {
+            into.entry(&e.callee).or_default().push(e);
+        }
         for status in snapshot.services.iter().filter(|s| s.state.is_up()) {
             let spec = &status.spec;
             let name = spec.name.clone();
@@ -115,7 +119,7 @@ impl Monitor {
             w.action = Some(spec.anomaly.action);
             let mut latency = HistogramSnapshot::default();
             let (mut calls, mut errors) = (0, 0);
-            for e in edges.iter().filter(|e| e.callee == name) {
+            for e in into.get(&name).map(Vec::as_slice).unwrap_or_default() {
                 latency.merge(&e.latency);
                 calls += e.calls;
                 errors += e.errors + e.dead_lettered;
@@ -127,6 +131,10 @@ impl Monitor {
             w.calls = calls;
             w.errors = errors;
             let p90 = delta.quantile(0.9);
+            // Little's law: the requests in service on average = arrival rate × mean latency, which
+            // is the latency accumulated in the interval divided by its length.
+            let busy = (delta.count() > 0)
+                .then(|| delta.sum_ns as f64 / 1e9 / self.interval.as_secs_f64().max(1e-9));
             let mut samples = vec![(Signal::QueueDepth, status.queue_depth as f64)];
             if let Some(p90) = p90 {
                 samples.push((Signal::LatencyP90, p90.as_secs_f64() * 1e3));
@@ -160,6 +168,7 @@ impl Monitor {
                 latency_p90: p90,
                 crash_loop,
                 anomaly,
+                busy,
             };
             let decision = w.autoscaler.decide(&spec.autoscale, &observation, now);
             for (signal, change) in changes {

@@ -236,6 +236,8 @@ struct Managed {
     anomaly: Option<String>,
     /// The live spec channel every incarnation reads.
     spec_tx: watch::Sender<Arc<Spec>>,
+    /// The last budget refusal journaled, so a repeated one is not journaled again.
+    last_refusal: Option<String>,
 }
 
 /// Why the runtime is not fully ready, per service.
@@ -886,23 +888,42 @@ impl Supervisor {
         if to < min.max(1) || to > max {
             return self.answer(i, false, format!("{to} replicas is outside {min}..={max}"));
         }
+        let mut to = to;
+        let mut reason = reason;
         if to > from {
-            let need = self.usage().plus(Demand::of(&e.spec, to - from));
-            if !need.fits(self.budget) {
-                let refusal = format!(
-                    "{reason}; but {to} replicas would need {} MiB and {} threads of the enclave's {} MiB and {} threads",
-                    need.memory_mib, need.threads, self.budget.memory_mib, self.budget.threads
-                );
-                self.record(
-                    i,
-                    Event::ScaleRefused {
-                        reason: refusal.clone(),
-                    },
-                    cause,
-                );
-                return self.answer(i, false, refusal);
+            let usage = self.usage();
+            let fits = |n: u32| usage.plus(Demand::of(&e.spec, n - from)).fits(self.budget);
+            let affordable = (from + 1..=to).rev().find(|&n| fits(n));
+            let need = usage.plus(Demand::of(&e.spec, to - from));
+            let shortfall = format!(
+                "{to} replicas would need {} MiB and {} threads of the enclave's {} MiB and {} threads",
+                need.memory_mib, need.threads, self.budget.memory_mib, self.budget.threads
+            );
+            match affordable {
+                Some(n) if n < to => {
+                    reason =
+                        format!("{reason}; limited to {n} by the enclave budget ({shortfall})");
+                    to = n;
+                }
+                Some(_) => {}
+                None => {
+                    let refusal = format!("{reason}; but {shortfall}");
+                    // Said once while it stays the same, not at every attempt.
+                    if self.entries[i].last_refusal.as_deref() != Some(refusal.as_str()) {
+                        self.entries[i].last_refusal = Some(refusal.clone());
+                        self.record(
+                            i,
+                            Event::ScaleRefused {
+                                reason: refusal.clone(),
+                            },
+                            cause,
+                        );
+                    }
+                    return self.answer(i, false, refusal);
+                }
             }
         }
+        self.entries[i].last_refusal = None;
         self.entries[i].desired = to;
         self.record(
             i,
@@ -1542,6 +1563,7 @@ impl Managed {
         let spec = Arc::new(r.spec);
         Managed {
             spec_tx: watch::Sender::new(spec.clone()),
+            last_refusal: None,
             spec,
             service: r.service,
             state: State::Registered,

@@ -176,6 +176,8 @@ pub(crate) struct Mailbox<R> {
     capacity: AtomicUsize,
     call_timeout_us: AtomicU64,
     breaker: RwLock<BreakerPolicy>,
+    /// `breaker.enabled`, readable without the lock on every call.
+    breaker_on: AtomicBool,
     shedding: AtomicBool,
     /// `OPEN`, or the state (as `State as u8`) that makes the service refuse requests.
     gate: AtomicU8,
@@ -215,6 +217,7 @@ impl<R: Send + 'static> Mailbox<R> {
             capacity: AtomicUsize::new(1),
             call_timeout_us: AtomicU64::new(0),
             breaker: RwLock::new(spec.breaker),
+            breaker_on: AtomicBool::new(spec.breaker.enabled),
             shedding: AtomicBool::new(false),
             gate: AtomicU8::new(state_code(State::Registered)),
             dead_letters,
@@ -230,6 +233,8 @@ impl<R: Send + 'static> Mailbox<R> {
         let us = spec.call_timeout.as_micros().min(u128::from(u64::MAX)) as u64;
         self.call_timeout_us.store(us, Ordering::Relaxed);
         *self.breaker.write().unwrap_or_else(|p| p.into_inner()) = spec.breaker;
+        self.breaker_on
+            .store(spec.breaker.enabled, Ordering::Relaxed);
     }
 
     /// The queue bound, cut to an eighth while shedding load.
@@ -378,9 +383,10 @@ impl<R: Operation> Handle<R> {
         let edge = &self.edge;
         let mailbox = &*self.mailbox;
         edge.calls.fetch_add(1, Ordering::Relaxed);
-        let policy = mailbox.breaker_policy();
+        let breaker_on = mailbox.breaker_on.load(Ordering::Relaxed);
+        let policy = || mailbox.breaker_policy();
         let started = Instant::now();
-        let admission = edge.breaker_admit(&policy, started);
+        let admission = edge.breaker_admit(breaker_on, policy, started);
         let probe = admission == Admission::Probe;
         let refuse = |e: CallError| {
             edge.errors.fetch_add(1, Ordering::Relaxed);
@@ -406,7 +412,7 @@ impl<R: Operation> Handle<R> {
             None
         };
         if let Some(e) = refused {
-            edge.breaker_record(&policy, started, false, probe);
+            edge.breaker_record(breaker_on, policy, started, false, probe);
             return refuse(e);
         }
         let (tx, rx) = oneshot::channel();
@@ -442,7 +448,7 @@ impl<R: Operation> Handle<R> {
         };
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(started);
-        edge.breaker_record(&policy, now, result.is_ok(), probe);
+        edge.breaker_record(breaker_on, policy, now, result.is_ok(), probe);
         if self.edges.metrics.load(Ordering::Relaxed) {
             edge.latency.record(elapsed);
             mailbox

@@ -148,29 +148,32 @@ impl EdgeStats {
         self.breaker.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// `policy` is read only off the common path (a breaker with failures on record).
     pub(crate) fn breaker_admit(
         &self,
-        policy: &super::breaker::BreakerPolicy,
+        enabled: bool,
+        policy: impl Fn() -> super::breaker::BreakerPolicy,
         now: tokio::time::Instant,
     ) -> super::breaker::Admission {
-        if !policy.enabled || self.breaker_clean.load(Acquire) {
+        if !enabled || self.breaker_clean.load(Acquire) {
             return super::breaker::Admission::Call;
         }
-        self.breaker().admit(policy, now)
+        self.breaker().admit(&policy(), now)
     }
 
     pub(crate) fn breaker_record(
         &self,
-        policy: &super::breaker::BreakerPolicy,
+        enabled: bool,
+        policy: impl Fn() -> super::breaker::BreakerPolicy,
         now: tokio::time::Instant,
         ok: bool,
         probe: bool,
     ) {
-        if !policy.enabled || (ok && !probe && self.breaker_clean.load(Acquire)) {
+        if !enabled || (ok && !probe && self.breaker_clean.load(Acquire)) {
             return;
         }
         let mut breaker = self.breaker();
-        breaker.record(policy, now, ok, probe);
+        breaker.record(&policy(), now, ok, probe);
         self.breaker_clean.store(breaker.is_clean(), Release);
     }
 
@@ -196,6 +199,16 @@ pub(crate) struct OperationStats {
     latency: Histogram,
 }
 
+impl OperationStats {
+    fn record(&self, latency: Duration, ok: bool) {
+        self.calls.fetch_add(1, Relaxed);
+        if !ok {
+            self.errors.fetch_add(1, Relaxed);
+        }
+        self.latency.record(latency);
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct OperationSnapshot {
     pub operation: &'static str,
@@ -207,33 +220,30 @@ pub struct OperationSnapshot {
 /// Per-operation figures of one service. Services have a handful of operations, so a short list
 /// behind a mutex is cheaper than a map.
 #[derive(Debug, Default)]
-pub(crate) struct Operations(std::sync::Mutex<Vec<(&'static str, std::sync::Arc<OperationStats>)>>);
+pub(crate) struct Operations(std::sync::RwLock<Vec<(&'static str, OperationStats)>>);
 
 impl Operations {
     pub(crate) fn record(&self, operation: &'static str, latency: Duration, ok: bool) {
-        let stats = {
-            let mut list = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            match list
-                .iter()
-                .find(|(name, _)| std::ptr::eq(*name, operation) || *name == operation)
-            {
-                Some((_, s)) => s.clone(),
-                None => {
-                    let s = std::sync::Arc::new(OperationStats::default());
-                    list.push((operation, s.clone()));
-                    s
-                }
+        let same = |name: &&'static str| std::ptr::eq(*name, operation) || *name == operation;
+        {
+            // The common case: the operation is known; readers do not exclude each other.
+            let list = self.0.read().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, stats)) = list.iter().find(|(name, _)| same(name)) {
+                stats.record(latency, ok);
+                return;
             }
-        };
-        stats.calls.fetch_add(1, Relaxed);
-        if !ok {
-            stats.errors.fetch_add(1, Relaxed);
         }
-        stats.latency.record(latency);
+        let mut list = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if !list.iter().any(|(name, _)| same(name)) {
+            list.push((operation, OperationStats::default()));
+        }
+        if let Some((_, stats)) = list.iter().find(|(name, _)| same(name)) {
+            stats.record(latency, ok);
+        }
     }
 
     pub(crate) fn snapshot(&self) -> Vec<OperationSnapshot> {
-        let list = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let list = self.0.read().unwrap_or_else(|p| p.into_inner());
         list.iter()
             .map(|(name, s)| OperationSnapshot {
                 operation: name,
