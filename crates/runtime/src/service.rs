@@ -38,6 +38,14 @@ pub trait Service: Send + Sync + 'static {
         let _ = new;
         Ok(())
     }
+
+    /// Whether running incarnations can take the change from `old` to `new` through
+    /// [`Context::spec_changes`]; if not, the service is restarted to take it. The runtime's own
+    /// settings always apply live; a service answers for what its incarnations read from the spec.
+    fn takes_live(&self, old: &Spec, new: &Spec) -> bool {
+        let _ = (old, new);
+        true
+    }
 }
 
 /// Why an incarnation failed. Converts from any error, like `anyhow::Error` (so it does not implement
@@ -240,6 +248,7 @@ pub(crate) trait Erased: Send + Sync {
     fn launch(&self, launch: Launch) -> Incarnation;
     fn mailbox(&self) -> &dyn MailboxControl;
     fn validate(&self, new: &Spec) -> Result<(), String>;
+    fn takes_live(&self, old: &Spec, new: &Spec) -> bool;
 }
 
 pub(crate) struct Wrapped<S: Service> {
@@ -280,5 +289,9 @@ impl<S: Service> Erased for Wrapped<S> {
 
     fn validate(&self, new: &Spec) -> Result<(), String> {
         self.service.validate(new)
+    }
+
+    fn takes_live(&self, old: &Spec, new: &Spec) -> bool {
+        self.service.takes_live(old, new)
     }
 }

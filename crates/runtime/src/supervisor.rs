@@ -1039,6 +1039,8 @@ impl Supervisor {
         }
         let mut order: Vec<usize> = (0..self.entries.len()).collect();
         order.sort_by_key(|&i| self.graph.layer(i));
+        // Along the dependency order: a dependency takes its new spec before its dependents.
+        updates.sort_by_key(|(i, _)| self.graph.layer(*i));
         let mut changed = Vec::new();
         for (i, spec) in updates {
             let old = self.entries[i].spec.clone();
@@ -1047,6 +1049,7 @@ impl Supervisor {
                 continue;
             }
             let health_changed = old.health != spec.health;
+            let live = self.entries[i].service.takes_live(&old, &spec);
             self.entries[i].service.mailbox().configure(&spec);
             let spec = Arc::new(spec);
             self.entries[i].spec_tx.send_replace(spec.clone());
@@ -1068,14 +1071,11 @@ impl Supervisor {
                     r.cause.clone(),
                 );
             }
-            self.record(
-                i,
-                Event::Reconfigured {
-                    live: true,
-                    changes,
-                },
-                r.cause.clone(),
-            );
+            self.record(i, Event::Reconfigured { live, changes }, r.cause.clone());
+            if !live && self.entries[i].state.is_up() {
+                // Still wanted: reconcile starts it again, on the new spec, once it has stopped.
+                self.begin_stop(i, &r.cause);
+            }
             changed.push(self.entries[i].spec.name.clone());
         }
         // Switching services off and on follows the same ordering rules as operator commands.

@@ -316,3 +316,49 @@ async fn the_running_incarnation_reads_the_new_spec_without_a_restart() {
     );
     rt.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_change_the_service_cannot_take_live_restarts_it() {
+    let (rt, config, journal, svc) = start_with_handle(Fake::new("svc")).await;
+    let since = journal.last_seq();
+    let outcome = config
+        .apply(
+            format!("{BASE}[services.svc]\ncall_timeout = \"7s\"\n"),
+            Source::Api,
+            true,
+        )
+        .await
+        .expect("outcome");
+    assert!(
+        matches!(outcome, Outcome::Applied { version: 2, .. }),
+        "{outcome:?}"
+    );
+    let log: Vec<String> = journal
+        .read(since, usize::MAX)
+        .expect("read")
+        .iter()
+        .filter_map(|e| {
+            support::brief(e).or_else(|| {
+                serde_json::to_value(&e.event)
+                    .ok()
+                    .map(|v| v["kind"].to_string())
+            })
+        })
+        .collect();
+    assert!(
+        log.iter().any(|l| l.contains("Reconfigured { live: false")),
+        "{log:#?}"
+    );
+    assert!(
+        log.contains(&"svc: starting[0] restart".to_string()),
+        "{log:#?}"
+    );
+    assert_eq!(svc.call(|r| support::Req::Echo(1, r)).await, Ok(1));
+    let snapshot = rt.snapshot().await.expect("snapshot");
+    let status = snapshot.service("svc").expect("svc");
+    assert_eq!(
+        (status.generation, status.spec.call_timeout),
+        (2, Duration::from_secs(7))
+    );
+    rt.shutdown().await;
+}

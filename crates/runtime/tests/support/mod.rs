@@ -127,6 +127,11 @@ impl Service for Fake {
         self.spec.clone()
     }
 
+    /// Takes everything live but a new call timeout, so tests can see a restart to take a change.
+    fn takes_live(&self, old: &Spec, new: &Spec) -> bool {
+        old.call_timeout == new.call_timeout
+    }
+
     /// Refuses a queue capacity of 13, so tests can see a service veto a configuration.
     fn validate(&self, new: &Spec) -> Result<(), String> {
         if new.queue_capacity == 13 {
