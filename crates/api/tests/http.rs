@@ -414,3 +414,35 @@ async fn config_is_shown_applied_rejected_and_kept_in_history() {
     assert_eq!(service["circuits"][0]["state"], "closed");
     h.runtime.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn hostile_config_bodies_get_clear_errors_and_change_nothing() {
+    let h = harness(false).await;
+    let put = |body: Vec<u8>| {
+        let req = Request::builder()
+            .method("PUT")
+            .uri("/v1/config")
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Body::from(body))
+            .expect("req");
+        h.app.clone().oneshot(req)
+    };
+    let cases: Vec<(Vec<u8>, StatusCode)> = vec![
+        (vec![0xff, 0xfe, 0x00, 0x80], StatusCode::BAD_REQUEST),
+        (vec![b'x'; 2 << 20], StatusCode::PAYLOAD_TOO_LARGE),
+        (b"[[[[".to_vec(), StatusCode::UNPROCESSABLE_ENTITY),
+        (b"services = 1\n".to_vec(), StatusCode::UNPROCESSABLE_ENTITY),
+        (b"[services.base]\nenabled = \"yes\"\n".to_vec(), StatusCode::UNPROCESSABLE_ENTITY),
+        ("[runtime]\nlisten = \"\u{202e}\"\n".as_bytes().to_vec(), StatusCode::UNPROCESSABLE_ENTITY),
+    ];
+    for (body, want) in cases {
+        let response = put(body).await.expect("response");
+        assert_eq!(response.status(), want);
+        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        let json: Value = serde_json::from_slice(&bytes).expect("json error body");
+        assert!(json["error"]["code"].is_string(), "{json}");
+    }
+    let (_, _, history) = send(&h.app, "GET", "/v1/config/history", Some(TOKEN), "").await;
+    assert_eq!(history["versions"].as_array().map(Vec::len), Some(1), "nothing was applied");
+    h.runtime.shutdown().await;
+}

@@ -1058,6 +1058,43 @@ replicas = { min = 0 }
         );
     }
 
+    proptest::proptest! {
+        /// Untrusted text never panics the parser: it is a config or a list of problems.
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            let _ = Config::parse(&text, &catalog());
+        }
+
+        /// Known tables with random keys and values of every type: never a panic, and every
+        /// problem names a path inside the file.
+        #[test]
+        fn random_tables_get_problems_with_paths(
+            section in proptest::sample::select(vec![
+                "runtime", "enclave", "testing", "services.crypto", "services.crypto.health",
+                "services.crypto.recovery", "services.crypto.replicas", "services.crypto.breaker",
+                "services.crypto.anomaly", "services.crypto.autoscale", "services.crypto.resources",
+            ]),
+            key in proptest::sample::select(vec![
+                "listen", "data_dir", "platform", "threads", "memory_mib", "interval", "timeout",
+                "strategy", "min", "max", "enabled", "window", "action", "fault_injection", "bogus",
+            ]),
+            value in proptest::sample::select(vec![
+                "1", "-5", "0", "99999999999", "\"10s\"", "\"\"", "\"x\"", "true", "3.5", "[1, 2]", "{ a = 1 }",
+            ]),
+        ) {
+            let text = format!("[{section}]\n{key} = {value}\n");
+            if let Err(invalid) = Config::parse(&text, &catalog()) {
+                proptest::prop_assert!(!invalid.problems.is_empty());
+                for p in &invalid.problems {
+                    proptest::prop_assert!(
+                        p.path.is_empty() || p.path.starts_with(section.split('.').next().unwrap_or("")),
+                        "{p} for {text}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn overrides_apply() {
         let c = Config::parse(
