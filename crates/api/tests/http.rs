@@ -432,17 +432,32 @@ async fn hostile_config_bodies_get_clear_errors_and_change_nothing() {
         (vec![b'x'; 2 << 20], StatusCode::PAYLOAD_TOO_LARGE),
         (b"[[[[".to_vec(), StatusCode::UNPROCESSABLE_ENTITY),
         (b"services = 1\n".to_vec(), StatusCode::UNPROCESSABLE_ENTITY),
-        (b"[services.base]\nenabled = \"yes\"\n".to_vec(), StatusCode::UNPROCESSABLE_ENTITY),
-        ("[runtime]\nlisten = \"\u{202e}\"\n".as_bytes().to_vec(), StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            b"[services.base]\nenabled = \"yes\"\n".to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "[runtime]\nlisten = \"\u{202e}\"\n".as_bytes().to_vec(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
     ];
     for (body, want) in cases {
         let response = put(body).await.expect("response");
         assert_eq!(response.status(), want);
-        let bytes = response.into_body().collect().await.expect("body").to_bytes();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
         let json: Value = serde_json::from_slice(&bytes).expect("json error body");
         assert!(json["error"]["code"].is_string(), "{json}");
     }
     let (_, _, history) = send(&h.app, "GET", "/v1/config/history", Some(TOKEN), "").await;
-    assert_eq!(history["versions"].as_array().map(Vec::len), Some(1), "nothing was applied");
+    assert_eq!(
+        history["versions"].as_array().map(Vec::len),
+        Some(1),
+        "nothing was applied"
+    );
     h.runtime.shutdown().await;
 }

@@ -233,6 +233,12 @@ async fn lists_services_recovers_a_panic_and_a_hang_and_readyz_follows_health() 
         (vault["state"].as_str(), vault["restart_count"].as_u64()),
         (Some("running"), Some(1))
     );
+    // The same restart, read back by cursor from /v1/events.
+    let (_, page) = server.get(&format!("/v1/events?since={since}")).await;
+    let restarted = page["events"].as_array().expect("events").iter().any(|e| {
+        e["service"] == "vault" && e["event"]["kind"] == "starting" && e["event"]["restart"] == true
+    });
+    assert!(restarted, "{page}");
 
     // A hang in ledger (manual recovery): found by its probe, failed, and the runtime is not ready.
     let (status, _) = server
@@ -399,6 +405,26 @@ fn an_invalid_config_lists_every_problem_and_starts_nothing() {
     assert_eq!(out.status.code(), Some(1));
     let out = cloister().args(["frobnicate"]).output().expect("run");
     assert_eq!(out.status.code(), Some(2));
+
+    // Services whose minimum does not fit the enclave budget: nothing starts, the numbers are named.
+    let tight = dir.path().join("tight.toml");
+    std::fs::write(
+        &tight,
+        "[enclave]\nthreads = 3\n[testing.services.a]\n[testing.services.b]\n[services.b.replicas]\nmin = 2\nmax = 2\n",
+    )
+    .expect("write");
+    let out = cloister()
+        .args(["run", "--config"])
+        .arg(&tight)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("enclave.threads: the enabled services need at least 5 threads")
+            && stderr.contains("budget is 3"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -47,8 +47,12 @@ impl Builder {
         Builder {
             registrations: Vec::new(),
             disabled: BTreeSet::new(),
+            bus: {
+                let bus = Bus::new();
+                bus.set_journal(journal.clone());
+                bus
+            },
             journal,
-            bus: Bus::new(),
             budget: Demand {
                 memory_mib: u64::MAX,
                 threads: u64::MAX,

@@ -145,6 +145,12 @@ pub enum Event {
         to: u64,
         reason: String,
     },
+    /// The circuit breaker on the `caller` -> this service edge opened or closed.
+    Circuit {
+        caller: Option<ServiceName>,
+        state: crate::bus::BreakerState,
+        consecutive_failures: u32,
+    },
     /// A service took a new spec: live, or by a restart.
     Reconfigured {
         live: bool,

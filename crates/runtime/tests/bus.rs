@@ -231,6 +231,33 @@ async fn a_breaker_opens_fails_fast_probes_and_closes() {
     // The half-open probe succeeds and closes the circuit.
     assert_eq!(caller.call(|r| Req::Echo(3, r)).await, Ok(3));
     assert_eq!(state(rt.bus()), Some(runtime::bus::BreakerState::Closed));
+    // Opening and closing are journaled, with the edge.
+    let circuit: Vec<(String, runtime::bus::BreakerState)> = journal
+        .read(0, usize::MAX)
+        .expect("read")
+        .iter()
+        .filter_map(|e| match &e.event {
+            runtime::journal::Event::Circuit { caller, state, .. } => Some((
+                format!(
+                    "{}->{}",
+                    caller.as_ref().map_or("external", |c| c.as_str()),
+                    e.service.as_ref()?
+                ),
+                *state,
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        circuit,
+        [
+            ("caller->svc".to_string(), runtime::bus::BreakerState::Open),
+            (
+                "caller->svc".to_string(),
+                runtime::bus::BreakerState::Closed
+            ),
+        ]
+    );
     let snapshot = rt.snapshot().await.expect("snapshot");
     let ops = &snapshot.service("svc").expect("svc").operations;
     let crash = ops

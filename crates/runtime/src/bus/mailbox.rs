@@ -363,6 +363,21 @@ impl<R: Operation> Handle<R> {
         }
     }
 
+    fn journal_breaker(&self, change: Option<super::breaker::BreakerSnapshot>) {
+        if let (Some(b), Some(journal)) = (change, self.edges.journal.get()) {
+            journal.append(
+                Some(&self.mailbox.name),
+                None,
+                crate::journal::Event::Circuit {
+                    caller: self.edge.caller.clone(),
+                    state: b.state,
+                    consecutive_failures: b.consecutive_failures,
+                },
+                crate::journal::Cause::Service,
+            );
+        }
+    }
+
     /// Requests waiting in the mailbox.
     pub fn queue_depth(&self) -> usize {
         self.mailbox.rx.len()
@@ -412,7 +427,7 @@ impl<R: Operation> Handle<R> {
             None
         };
         if let Some(e) = refused {
-            edge.breaker_record(breaker_on, policy, started, false, probe);
+            self.journal_breaker(edge.breaker_record(breaker_on, policy, started, false, probe));
             return refuse(e);
         }
         let (tx, rx) = oneshot::channel();
@@ -448,7 +463,7 @@ impl<R: Operation> Handle<R> {
         };
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(started);
-        edge.breaker_record(breaker_on, policy, now, result.is_ok(), probe);
+        self.journal_breaker(edge.breaker_record(breaker_on, policy, now, result.is_ok(), probe));
         if self.edges.metrics.load(Ordering::Relaxed) {
             edge.latency.record(elapsed);
             mailbox

@@ -39,6 +39,8 @@ pub(crate) struct Edges {
     map: Arc<Mutex<BTreeMap<EdgeKey, Arc<EdgeStats>>>>,
     /// Whether calls record latency histograms and per-operation figures (on by default).
     pub(crate) metrics: Arc<std::sync::atomic::AtomicBool>,
+    /// Where circuit breakers journal opening and closing.
+    pub(crate) journal: Arc<std::sync::OnceLock<crate::Journal>>,
 }
 
 impl Default for Edges {
@@ -46,6 +48,7 @@ impl Default for Edges {
         Edges {
             map: Arc::default(),
             metrics: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            journal: Arc::default(),
         }
     }
 }
@@ -120,6 +123,11 @@ impl Bus {
             .edges
             .metrics
             .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Journals circuit breakers opening and closing here (the builder sets it).
+    pub(crate) fn set_journal(&self, journal: crate::Journal) {
+        let _ = self.inner.edges.journal.set(journal);
     }
 
     /// Messages published and deliveries made, over all types.

@@ -182,13 +182,16 @@ impl EdgeStats {
         now: tokio::time::Instant,
         ok: bool,
         probe: bool,
-    ) {
+    ) -> Option<super::breaker::BreakerSnapshot> {
         if !enabled || (ok && !probe && self.breaker_clean.load(Acquire)) {
-            return;
+            return None;
         }
         let mut breaker = self.breaker();
+        let before = breaker.state();
         breaker.record(&policy(), now, ok, probe);
         self.breaker_clean.store(breaker.is_clean(), Release);
+        // Opening and closing are worth a journal entry; the caller writes it, outside this lock.
+        (breaker.state() != before).then(|| breaker.snapshot())
     }
 
     pub(crate) fn snapshot(&self) -> EdgeSnapshot {
