@@ -461,3 +461,58 @@ async fn hostile_config_bodies_get_clear_errors_and_change_nothing() {
     );
     h.runtime.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_event_stream_resumes_after_last_event_id_without_gaps_or_duplicates() {
+    let h = harness(true).await;
+    // Some history to resume into.
+    for _ in 0..3 {
+        let since = h.runtime.journal().last_seq();
+        h.runtime
+            .restart(&ServiceName::new("app").expect("name"))
+            .await
+            .expect("restart");
+        h.runtime
+            .journal()
+            .wait_for(since, Duration::from_secs(60), |e| {
+                matches!(e.event, Event::Up { .. })
+            })
+            .await
+            .expect("up");
+    }
+    let last = h.runtime.journal().last_seq();
+    let resume_from = last / 2;
+    let req = Request::builder()
+        .uri("/v1/events/stream")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header("last-event-id", resume_from.to_string())
+        .body(Body::empty())
+        .expect("req");
+    let response = h.app.clone().oneshot(req).await.expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body = response.into_body().into_data_stream();
+    let mut text = String::new();
+    let mut ids = Vec::new();
+    use futures::StreamExt;
+    while ids.last().copied().unwrap_or(0) < last {
+        let chunk = body.next().await.expect("more events").expect("chunk");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = text.find("\n\n") {
+            let frame: String = text.drain(..end + 2).collect();
+            if let Some(id) = frame.lines().find_map(|l| l.strip_prefix("id:")) {
+                ids.push(id.trim().parse::<u64>().expect("numeric id"));
+            }
+        }
+    }
+    let expected: Vec<u64> = (resume_from + 1..=last).collect();
+    assert_eq!(ids, expected);
+    let req = Request::builder()
+        .uri("/v1/events/stream")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .header("last-event-id", "yesterday")
+        .body(Body::empty())
+        .expect("req");
+    let response = h.app.clone().oneshot(req).await.expect("response");
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    h.runtime.shutdown().await;
+}
