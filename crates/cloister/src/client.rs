@@ -160,6 +160,23 @@ pub(crate) async fn status(target: Target) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The start layers of a `/v1/graph` answer, as names.
+fn layers(body: &Value) -> Vec<Vec<String>> {
+    body["layers"]
+        .as_array()
+        .map(|layers| {
+            layers
+                .iter()
+                .map(|l| {
+                    l.as_array()
+                        .map(|names| names.iter().map(text).collect())
+                        .unwrap_or_default()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub(crate) async fn graph(target: Target, dot: bool) -> anyhow::Result<ExitCode> {
     let api = Api::new(target)?;
     let body = api.get("/v1/graph").await?;
@@ -172,22 +189,12 @@ pub(crate) async fn graph(target: Target, dot: bool) -> anyhow::Result<ExitCode>
             out,
             "digraph cloister {{\n  rankdir=BT;\n  node [shape=box, style=rounded];"
         )?;
-        for (i, layer) in body["layers"]
-            .as_array()
-            .unwrap_or(&empty)
-            .iter()
-            .enumerate()
-        {
-            let names: Vec<String> = layer
-                .as_array()
-                .unwrap_or(&empty)
-                .iter()
-                .map(|n| format!("\"{}\"", text(n)))
-                .collect();
+        for (i, names) in layers(&body).iter().enumerate() {
+            let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
             writeln!(
                 out,
                 "  subgraph layer{i} {{ rank=same; {} }}",
-                names.join("; ")
+                quoted.join("; ")
             )?;
         }
         for n in nodes {
@@ -205,18 +212,7 @@ pub(crate) async fn graph(target: Target, dot: bool) -> anyhow::Result<ExitCode>
         writeln!(out, "}}")?;
         return Ok(ExitCode::SUCCESS);
     }
-    for (i, layer) in body["layers"]
-        .as_array()
-        .unwrap_or(&empty)
-        .iter()
-        .enumerate()
-    {
-        let names: Vec<String> = layer
-            .as_array()
-            .unwrap_or(&empty)
-            .iter()
-            .map(text)
-            .collect();
+    for (i, names) in layers(&body).iter().enumerate() {
         writeln!(out, "layer {i}: {}", names.join(", "))?;
     }
     for n in nodes {
