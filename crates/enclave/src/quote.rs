@@ -1,0 +1,199 @@
+//! SGX quotes in the DCAP version 3 layout: a 48-byte header, the 384-byte report body, and the
+//! signature data (ECDSA P-256 over header and body, the attestation public key, the quoting
+//! enclave's report and certification data).
+//!
+//! Simulation quotes use the same layout, signed by the simulation's attestation key, and say what
+//! they are twice: the QE vendor id is `CLOISTER-SIMULAT` and the header's user data starts with
+//! `SIMULATION`. A verifier rejects them unless told to accept simulations.
+
+use p256::ecdsa::signature::{Signer, Verifier};
+use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
+
+use crate::Identity;
+
+pub const HEADER_LEN: usize = 48;
+pub const BODY_LEN: usize = 384;
+/// Header and report body: what the attestation key signs.
+pub const SIGNED_LEN: usize = HEADER_LEN + BODY_LEN;
+/// Offsets inside the report body.
+pub const BODY_ATTRIBUTES: usize = 48;
+pub const BODY_MR_ENCLAVE: usize = 64;
+pub const BODY_MR_SIGNER: usize = 128;
+pub const BODY_ISV_PROD_ID: usize = 256;
+pub const BODY_ISV_SVN: usize = 258;
+pub const BODY_REPORT_DATA: usize = 320;
+
+pub const SIMULATION_VENDOR: [u8; 16] = *b"CLOISTER-SIMULAT";
+pub const SIMULATION_USER_DATA: [u8; 20] = *b"SIMULATION-NOT-SGX\0\0";
+const DEBUG_FLAG: u8 = 0x02;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QuoteError {
+    #[error("not a DCAP v3 quote: {0}")]
+    Malformed(String),
+    #[error("the quote comes from the simulation platform, not from SGX hardware; accept it only in development")]
+    SimulationNotAccepted,
+    #[error("the quote's signature does not verify with its attestation key")]
+    BadSignature,
+    #[error("the quote's report data does not match the expected binding")]
+    ReportDataMismatch,
+    #[error("the quote's attestation key is not the expected one")]
+    UnexpectedKey,
+    #[error(
+        "verifying a hardware quote needs its quoting enclave report and PCK certificate chain checked \
+         against Intel's collateral, which this verifier does not do; use Intel's DCAP quote verification library"
+    )]
+    HardwareUnsupported,
+}
+
+/// The fields of an SGX report body that Cloister reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportBody {
+    pub mr_enclave: [u8; 32],
+    pub mr_signer: [u8; 32],
+    pub isv_prod_id: u16,
+    pub isv_svn: u16,
+    pub debug: bool,
+    pub report_data: [u8; 64],
+}
+
+impl ReportBody {
+    pub fn parse(body: &[u8]) -> Result<ReportBody, QuoteError> {
+        if body.len() < BODY_LEN {
+            return Err(QuoteError::Malformed(format!("a report body is {BODY_LEN} bytes, found {}", body.len())));
+        }
+        let arr = |at: usize| -> [u8; 32] { body[at..at + 32].try_into().expect("32-byte slice") };
+        Ok(ReportBody {
+            mr_enclave: arr(BODY_MR_ENCLAVE),
+            mr_signer: arr(BODY_MR_SIGNER),
+            isv_prod_id: u16::from_le_bytes([body[BODY_ISV_PROD_ID], body[BODY_ISV_PROD_ID + 1]]),
+            isv_svn: u16::from_le_bytes([body[BODY_ISV_SVN], body[BODY_ISV_SVN + 1]]),
+            debug: body[BODY_ATTRIBUTES] & DEBUG_FLAG != 0,
+            report_data: body[BODY_REPORT_DATA..BODY_REPORT_DATA + 64].try_into().expect("64-byte slice"),
+        })
+    }
+
+    fn write(identity: &Identity, report_data: &[u8; 64], out: &mut [u8]) {
+        out[BODY_ATTRIBUTES] = if identity.debug { DEBUG_FLAG | 0x01 } else { 0x01 };
+        out[BODY_MR_ENCLAVE..BODY_MR_ENCLAVE + 32].copy_from_slice(&identity.measurement);
+        out[BODY_MR_SIGNER..BODY_MR_SIGNER + 32].copy_from_slice(&identity.signer);
+        out[BODY_ISV_PROD_ID..BODY_ISV_PROD_ID + 2].copy_from_slice(&identity.product_id.to_le_bytes());
+        out[BODY_ISV_SVN..BODY_ISV_SVN + 2].copy_from_slice(&identity.security_version.to_le_bytes());
+        out[BODY_REPORT_DATA..BODY_REPORT_DATA + 64].copy_from_slice(report_data);
+    }
+}
+
+/// A parsed quote.
+#[derive(Debug, Clone)]
+pub struct Quote {
+    pub version: u16,
+    pub attestation_key_type: u16,
+    pub qe_vendor_id: [u8; 16],
+    pub user_data: [u8; 20],
+    pub body: ReportBody,
+    signed: Vec<u8>,
+    signature: [u8; 64],
+    attestation_key: [u8; 64],
+}
+
+impl Quote {
+    pub fn parse(bytes: &[u8]) -> Result<Quote, QuoteError> {
+        if bytes.len() < SIGNED_LEN + 4 + 128 {
+            return Err(QuoteError::Malformed(format!("{} bytes is too short", bytes.len())));
+        }
+        let version = u16::from_le_bytes([bytes[0], bytes[1]]);
+        let attestation_key_type = u16::from_le_bytes([bytes[2], bytes[3]]);
+        if version != 3 {
+            return Err(QuoteError::Malformed(format!("version {version}, expected 3")));
+        }
+        if attestation_key_type != 2 {
+            return Err(QuoteError::Malformed(format!(
+                "attestation key type {attestation_key_type}, expected 2 (ECDSA P-256)"
+            )));
+        }
+        let sig_len = u32::from_le_bytes(bytes[SIGNED_LEN..SIGNED_LEN + 4].try_into().expect("4 bytes")) as usize;
+        let sig = &bytes[SIGNED_LEN + 4..];
+        if sig_len < 128 || sig.len() < sig_len {
+            return Err(QuoteError::Malformed(format!("signature data of {sig_len} bytes does not fit")));
+        }
+        Ok(Quote {
+            version,
+            attestation_key_type,
+            qe_vendor_id: bytes[12..28].try_into().expect("16 bytes"),
+            user_data: bytes[28..48].try_into().expect("20 bytes"),
+            body: ReportBody::parse(&bytes[HEADER_LEN..SIGNED_LEN])?,
+            signed: bytes[..SIGNED_LEN].to_vec(),
+            signature: sig[..64].try_into().expect("64 bytes"),
+            attestation_key: sig[64..128].try_into().expect("64 bytes"),
+        })
+    }
+
+    /// Whether the quote says it comes from the simulation platform.
+    pub fn is_simulation(&self) -> bool {
+        self.qe_vendor_id == SIMULATION_VENDOR || self.user_data == SIMULATION_USER_DATA
+    }
+
+    /// The attestation public key, as uncompressed `x || y`.
+    pub fn attestation_key(&self) -> &[u8; 64] {
+        &self.attestation_key
+    }
+
+    /// Checks the quote: its signature, and optionally the report data and the attestation key.
+    /// Simulation quotes are refused unless `allow_simulation`; hardware quotes need Intel's
+    /// collateral and are refused with [`QuoteError::HardwareUnsupported`].
+    pub fn verify(
+        &self,
+        allow_simulation: bool,
+        report_data: Option<&[u8; 64]>,
+        expected_key: Option<&[u8; 64]>,
+    ) -> Result<(), QuoteError> {
+        if !self.is_simulation() {
+            return Err(QuoteError::HardwareUnsupported);
+        }
+        if !allow_simulation {
+            return Err(QuoteError::SimulationNotAccepted);
+        }
+        let mut sec1 = [0u8; 65];
+        sec1[0] = 0x04;
+        sec1[1..].copy_from_slice(&self.attestation_key);
+        let key = VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| QuoteError::BadSignature)?;
+        let signature = Signature::from_slice(&self.signature).map_err(|_| QuoteError::BadSignature)?;
+        key.verify(&self.signed, &signature).map_err(|_| QuoteError::BadSignature)?;
+        if let Some(expected) = expected_key
+            && expected != &self.attestation_key
+        {
+            return Err(QuoteError::UnexpectedKey);
+        }
+        if let Some(rd) = report_data
+            && rd != &self.body.report_data
+        {
+            return Err(QuoteError::ReportDataMismatch);
+        }
+        Ok(())
+    }
+}
+
+/// Builds a simulation quote for `identity` over `report_data`, signed by `key`.
+pub(crate) fn simulate(identity: &Identity, report_data: &[u8; 64], key: &SigningKey) -> Vec<u8> {
+    let mut q = vec![0u8; SIGNED_LEN];
+    q[0..2].copy_from_slice(&3u16.to_le_bytes());
+    q[2..4].copy_from_slice(&2u16.to_le_bytes());
+    // Bytes 4..8: TEE type 0 (SGX); 8..12: QE and PCE security versions, 0 for the simulation.
+    q[12..28].copy_from_slice(&SIMULATION_VENDOR);
+    q[28..48].copy_from_slice(&SIMULATION_USER_DATA);
+    ReportBody::write(identity, report_data, &mut q[HEADER_LEN..SIGNED_LEN]);
+    let signature: Signature = key.sign(&q);
+    let point = key.verifying_key().to_encoded_point(false);
+    // Signature data: ISV signature, attestation key, QE report body and its signature (zeros: there
+    // is no quoting enclave), QE authentication data (empty), certification data (type 0, empty).
+    let mut sig = Vec::with_capacity(64 + 64 + BODY_LEN + 64 + 2 + 6);
+    sig.extend_from_slice(&signature.to_bytes());
+    sig.extend_from_slice(&point.as_bytes()[1..65]);
+    sig.extend_from_slice(&[0u8; BODY_LEN + 64]);
+    sig.extend_from_slice(&0u16.to_le_bytes());
+    sig.extend_from_slice(&0u16.to_le_bytes());
+    sig.extend_from_slice(&0u32.to_le_bytes());
+    q.extend_from_slice(&(sig.len() as u32).to_le_bytes());
+    q.extend_from_slice(&sig);
+    q
+}
