@@ -1,6 +1,7 @@
 //! Cloister's HTTP API: health probes, Prometheus metrics, and the admin endpoints that inspect and
 //! command the orchestrator. The only crate that knows HTTP.
 
+mod attestation;
 mod auth;
 mod config;
 mod error;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub config: Arc<runtime::config::Config>,
     /// The hot-configuration controller.
     pub configs: runtime::reconfig::Handle,
+    /// The enclave platform (simulation or Gramine).
+    pub platform: Arc<dyn enclave::Platform>,
     /// Cancelled when the server shuts down, so long-lived streams end.
     pub shutdown: CancellationToken,
 }
@@ -44,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/config/history", get(config::history))
         .route("/v1/config/rollback", post(config::rollback))
         .route("/v1/anomalies", get(orchestration::anomalies))
+        .route("/v1/attestation", get(attestation::attest))
         .route("/v1/events", get(events::list))
         .route("/v1/events/stream", get(events::stream));
     if state.config.testing.fault_injection {

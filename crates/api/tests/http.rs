@@ -41,6 +41,12 @@ fn spec(name: &str, deps: &[&str]) -> Spec {
     s
 }
 
+fn platform() -> Arc<dyn enclave::Platform> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sim = enclave::Simulation::open(dir.path(), b"test binary", b"", 1).expect("simulation");
+    Arc::new(sim)
+}
+
 struct Harness {
     app: axum::Router,
     runtime: runtime::Runtime,
@@ -78,6 +84,7 @@ async fn harness(fault_injection: bool) -> Harness {
         admin_token: Arc::from(TOKEN),
         config: Arc::new(config),
         configs,
+        platform: platform(),
         shutdown: CancellationToken::new(),
     };
     Harness {
@@ -514,5 +521,49 @@ async fn the_event_stream_resumes_after_last_event_id_without_gaps_or_duplicates
         .expect("req");
     let response = h.app.clone().oneshot(req).await.expect("response");
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    h.runtime.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn attestation_binds_the_nonce_and_says_simulation() {
+    let h = harness(false).await;
+    let (status, _, body) = send(
+        &h.app,
+        "GET",
+        "/v1/attestation?nonce=00ff10",
+        Some(TOKEN),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        (body["platform"].as_str(), body["simulation"].as_bool()),
+        (Some("simulation"), Some(true))
+    );
+    use base64::Engine;
+    let quote = base64::engine::general_purpose::STANDARD
+        .decode(body["quote"].as_str().expect("quote"))
+        .expect("b64");
+    let parsed = enclave::quote::Quote::parse(&quote).expect("parse");
+    let rd = enclave::report_data_for_nonce(&[0x00, 0xff, 0x10]);
+    assert_eq!(parsed.verify(true, Some(&rd), None), Ok(()));
+    assert_eq!(
+        hex::encode(parsed.body.mr_enclave),
+        body["identity"]["measurement"].as_str().unwrap_or("")
+    );
+    for bad in ["zz".to_owned(), String::new(), "00".repeat(65)] {
+        let (status, _, body) = send(
+            &h.app,
+            "GET",
+            &format!("/v1/attestation?nonce={bad}"),
+            Some(TOKEN),
+            "",
+        )
+        .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("attestation.invalid_nonce"))
+        );
+    }
     h.runtime.shutdown().await;
 }

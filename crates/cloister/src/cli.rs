@@ -79,6 +79,18 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// The enclave's identity and a quote binding a fresh nonce, checked here; says whether it is a
+    /// simulation.
+    Attest {
+        /// Hex nonce for the quote's report data (default: 32 random bytes).
+        #[arg(long)]
+        nonce: Option<String>,
+        /// Print the raw JSON answer.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Configuration: check a file offline, apply one to a running runtime, history, rollback.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -138,6 +150,11 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Stop { name, target } => client::block_on(client::command(target, "stop", name)),
         Command::Start { name, target } => client::block_on(client::command(target, "start", name)),
+        Command::Attest {
+            nonce,
+            json,
+            target,
+        } => client::block_on(client::attest(target, nonce, json)),
         Command::Events {
             since,
             follow,

@@ -518,3 +518,66 @@ pub(crate) async fn config_show(target: Target) -> anyhow::Result<ExitCode> {
     write!(out, "{}", body["text"].as_str().unwrap_or(""))?;
     Ok(ExitCode::SUCCESS)
 }
+
+pub(crate) async fn attest(
+    target: Target,
+    nonce: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use base64::Engine;
+    let nonce = match nonce {
+        Some(n) => {
+            let bytes = hex::decode(&n).context("--nonce must be hex")?;
+            if bytes.is_empty() || bytes.len() > 64 {
+                bail!("--nonce must be 1 to 64 bytes");
+            }
+            bytes
+        }
+        None => rand::random::<[u8; 32]>().to_vec(),
+    };
+    let api = Api::new(target)?;
+    let body = api
+        .get(&format!("/v1/attestation?nonce={}", hex::encode(&nonce)))
+        .await?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{body}")?;
+    }
+    let quote = base64::engine::general_purpose::STANDARD
+        .decode(body["quote"].as_str().unwrap_or(""))
+        .context("the quote is not base64")?;
+    let parsed =
+        enclave::quote::Quote::parse(&quote).map_err(|e| anyhow!("the runtime's quote: {e}"))?;
+    let expected = enclave::report_data_for_nonce(&nonce);
+    let verdict = match parsed.verify(true, Some(&expected), None) {
+        Ok(()) => "signature valid, binds this nonce".to_owned(),
+        Err(e) => format!("NOT verified here: {e}"),
+    };
+    if !json {
+        let id = &body["identity"];
+        writeln!(out, "platform:          {}", text(&body["platform"]))?;
+        writeln!(out, "measurement:       {}", text(&id["measurement"]))?;
+        writeln!(out, "signer:            {}", text(&id["signer"]))?;
+        writeln!(out, "product id:        {}", text(&id["product_id"]))?;
+        writeln!(out, "security version:  {}", text(&id["security_version"]))?;
+        writeln!(out, "debug:             {}", text(&id["debug"]))?;
+        writeln!(out, "nonce:             {}", hex::encode(&nonce))?;
+        writeln!(
+            out,
+            "quote:             {} bytes, DCAP v3 layout; {verdict}",
+            quote.len()
+        )?;
+        if parsed.is_simulation() {
+            writeln!(
+                out,
+                "SIMULATION: this is not an SGX enclave; the quote is signed by a simulation key and proves \
+                 nothing about hardware"
+            )?;
+        }
+    }
+    Ok(if parsed.body.report_data == expected {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -129,12 +129,6 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     });
     overrides(&mut config);
-    if config.enclave.platform == Platform::Gramine {
-        bail!(
-            "enclave.platform = \"gramine\" is not supported by this build yet (the enclave platform crate has not \
-             landed); use \"simulation\""
-        );
-    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -146,6 +140,32 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         file: args.config,
     }))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// This build's security version (ISVSVN): raise it with every release that fixes a security bug, so
+/// older builds can no longer derive its sealing keys.
+const SECURITY_VERSION: u16 = 1;
+
+/// Where Gramine exposes attestation inside an enclave.
+const GRAMINE_ATTESTATION: &str = "/dev/attestation";
+
+fn open_platform(config: &Config, dir: &Path) -> anyhow::Result<Arc<dyn enclave::Platform>> {
+    Ok(match config.enclave.platform {
+        Platform::Simulation => {
+            // The start-only settings are part of what is measured, as a manifest is under SGX.
+            let measured =
+                serde_json::to_vec(&config.enclave).context("measuring the [enclave] table")?;
+            Arc::new(
+                enclave::Simulation::open_for_current_exe(dir, &measured, SECURITY_VERSION)
+                    .context("cannot start the simulation platform")?,
+            )
+        }
+        Platform::Gramine => Arc::new(
+            enclave::Gramine::open(Path::new(GRAMINE_ATTESTATION)).context(
+                "enclave.platform is \"gramine\", but this process is not inside a Gramine enclave",
+            )?,
+        ),
+    })
 }
 
 fn panic_message(info: &std::panic::PanicHookInfo<'_>) -> String {
@@ -227,6 +247,7 @@ async fn serve(start: Start) -> anyhow::Result<()> {
     let dir = config.runtime.data_dir.clone();
     prepare_data_dir(&dir)?;
     let (token, token_source) = admin_token(&dir)?;
+    let platform = open_platform(&config, &dir)?;
     let journal_path = dir.join("journal.log");
     let (journal, report) = Journal::open(&journal_path)
         .with_context(|| format!("cannot open {}", journal_path.display()))?;
@@ -319,15 +340,23 @@ async fn serve(start: Start) -> anyhow::Result<()> {
         admin_token: Arc::from(token.as_str()),
         config: Arc::new(config),
         configs,
+        platform: platform.clone(),
         shutdown: shutdown.clone(),
     };
     {
         let mut out = std::io::stdout().lock();
+        let identity = platform.identity();
         let _ = writeln!(
             out,
-            "Cloister {} listening on http://{local} (platform: simulation)",
-            env!("CARGO_PKG_VERSION")
+            "Cloister {} listening on http://{local} (platform: {})",
+            env!("CARGO_PKG_VERSION"),
+            match identity.platform {
+                enclave::PlatformKind::Simulation =>
+                    "SIMULATION: not an enclave, nothing here is confidential",
+                enclave::PlatformKind::Gramine => "Gramine SGX enclave",
+            }
         );
+        let _ = writeln!(out, "measurement: {}", hex::encode(identity.measurement));
         let _ = writeln!(out, "admin token: {token_source}");
         let _ = writeln!(out, "data directory: {}", dir.display());
         let _ = out.flush();

@@ -274,6 +274,16 @@ async fn lists_services_recovers_a_panic_and_a_hang_and_readyz_follows_health() 
         .expect("readyz");
     assert_eq!(readyz.status().as_u16(), 200);
 
+    // Attestation: identity and a quote binding our nonce, checked by the CLI, loudly a simulation.
+    let out = server.client(&["attest", "--nonce", "c0ffee"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("platform:          simulation"), "{stdout}");
+    assert!(
+        stdout.contains("signature valid, binds this nonce") && stdout.contains("SIMULATION:"),
+        "{stdout}"
+    );
+
     // Metrics carry the restart.
     let metrics = reqwest::get(format!("{}/metrics", server.base))
         .await
@@ -406,6 +416,21 @@ fn an_invalid_config_lists_every_problem_and_starts_nothing() {
     assert_eq!(out.status.code(), Some(1));
     let out = cloister().args(["frobnicate"]).output().expect("run");
     assert_eq!(out.status.code(), Some(2));
+
+    // The Gramine platform outside an enclave: a clear refusal to start.
+    let gramine = dir.path().join("gramine.toml");
+    std::fs::write(&gramine, "[enclave]\nplatform = \"gramine\"\n").expect("write");
+    let out = cloister()
+        .args(["run", "--config"])
+        .arg(&gramine)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not inside a Gramine enclave") && stderr.contains("/dev/attestation"),
+        "{stderr}"
+    );
 
     // Services whose minimum does not fit the enclave budget: nothing starts, the numbers are named.
     let tight = dir.path().join("tight.toml");

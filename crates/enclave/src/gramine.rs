@@ -30,8 +30,10 @@ impl Gramine {
             return Err(Error::NotGramine(root.to_owned()));
         }
         let type_path = root.join("attestation_type");
-        let attestation_type =
-            std::fs::read_to_string(&type_path).map_err(Error::io(&type_path))?.trim().to_owned();
+        let attestation_type = std::fs::read_to_string(&type_path)
+            .map_err(Error::io(&type_path))?
+            .trim()
+            .to_owned();
         let body = report(root, &[0u8; 64])?;
         let body = ReportBody::parse(&body[..BODY_LEN]).map_err(|e| Error::Malformed {
             path: root.join("report"),
@@ -45,7 +47,11 @@ impl Gramine {
             security_version: body.isv_svn,
             debug: body.debug,
         };
-        Ok(Gramine { root: root.to_owned(), identity, attestation_type })
+        Ok(Gramine {
+            root: root.to_owned(),
+            identity,
+            attestation_type,
+        })
     }
 
     pub fn attestation_type(&self) -> &str {
@@ -65,7 +71,10 @@ fn report(root: &Path, report_data: &[u8; 64]) -> Result<Vec<u8>, Error> {
     if report.len() != REPORT_LEN {
         return Err(Error::Malformed {
             path,
-            message: format!("an SGX report is {REPORT_LEN} bytes, found {}", report.len()),
+            message: format!(
+                "an SGX report is {REPORT_LEN} bytes, found {}",
+                report.len()
+            ),
         });
     }
     Ok(report)
@@ -86,10 +95,15 @@ impl Platform for Gramine {
         write_report_data(&self.root, report_data)?;
         let path = self.root.join("quote");
         let quote = std::fs::read(&path).map_err(Error::io(&path))?;
-        let parsed = crate::quote::Quote::parse(&quote)
-            .map_err(|e| Error::Malformed { path: path.clone(), message: e.to_string() })?;
+        let parsed = crate::quote::Quote::parse(&quote).map_err(|e| Error::Malformed {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
         if &parsed.body.report_data != report_data {
-            return Err(Error::Malformed { path, message: "the quote does not carry the report data just written".into() });
+            return Err(Error::Malformed {
+                path,
+                message: "the quote does not carry the report data just written".into(),
+            });
         }
         Ok(quote)
     }
@@ -97,7 +111,10 @@ impl Platform for Gramine {
     fn sealing_key(&self, request: &KeyRequest) -> Result<SealingKey, Error> {
         let current = self.identity.security_version;
         if request.security_version > current {
-            return Err(Error::SecurityVersionTooNew { requested: request.security_version, current });
+            return Err(Error::SecurityVersionTooNew {
+                requested: request.security_version,
+                current,
+            });
         }
         if request.security_version < current {
             return Err(Error::Unsupported(format!(
@@ -115,9 +132,17 @@ impl Platform for Gramine {
         if key.len() != SGX_KEY_LEN {
             return Err(Error::Malformed {
                 path,
-                message: format!("an SGX sealing key is {SGX_KEY_LEN} bytes, found {}", key.len()),
+                message: format!(
+                    "an SGX sealing key is {SGX_KEY_LEN} bytes, found {}",
+                    key.len()
+                ),
             });
         }
-        Ok(crate::derive(key.as_slice(), request, bound, self.identity.product_id))
+        Ok(crate::derive(
+            key.as_slice(),
+            request,
+            bound,
+            self.identity.product_id,
+        ))
     }
 }

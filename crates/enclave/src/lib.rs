@@ -97,7 +97,10 @@ pub enum Error {
     #[error("not running under Gramine: {} does not exist", .0.display())]
     NotGramine(PathBuf),
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A platform file has the wrong size or content.
     #[error("{}: {message}", path.display())]
     Malformed { path: PathBuf, message: String },
@@ -118,7 +121,7 @@ impl Error {
 }
 
 /// The seam every enclave backend implements.
-pub trait Platform: Send + Sync + 'static {
+pub trait Platform: Send + Sync + fmt::Debug + 'static {
     fn identity(&self) -> &Identity;
 
     /// A quote (SGX DCAP v3 layout) whose report carries `report_data`.
@@ -140,7 +143,12 @@ pub fn report_data_for_nonce(nonce: &[u8]) -> [u8; 64] {
 }
 
 /// Derives a 256-bit key with HKDF-SHA256 from `ikm` and the key request, bound to `bound_to`.
-pub(crate) fn derive(ikm: &[u8], request: &KeyRequest, bound_to: &[u8; 32], product_id: u16) -> SealingKey {
+pub(crate) fn derive(
+    ikm: &[u8],
+    request: &KeyRequest,
+    bound_to: &[u8; 32],
+    product_id: u16,
+) -> SealingKey {
     let mut info = Vec::with_capacity(96);
     info.extend_from_slice(b"cloister seal v1\0");
     info.push(match request.policy {

@@ -31,7 +31,9 @@ const DEBUG_FLAG: u8 = 0x02;
 pub enum QuoteError {
     #[error("not a DCAP v3 quote: {0}")]
     Malformed(String),
-    #[error("the quote comes from the simulation platform, not from SGX hardware; accept it only in development")]
+    #[error(
+        "the quote comes from the simulation platform, not from SGX hardware; accept it only in development"
+    )]
     SimulationNotAccepted,
     #[error("the quote's signature does not verify with its attestation key")]
     BadSignature,
@@ -60,7 +62,10 @@ pub struct ReportBody {
 impl ReportBody {
     pub fn parse(body: &[u8]) -> Result<ReportBody, QuoteError> {
         if body.len() < BODY_LEN {
-            return Err(QuoteError::Malformed(format!("a report body is {BODY_LEN} bytes, found {}", body.len())));
+            return Err(QuoteError::Malformed(format!(
+                "a report body is {BODY_LEN} bytes, found {}",
+                body.len()
+            )));
         }
         let arr = |at: usize| -> [u8; 32] { body[at..at + 32].try_into().expect("32-byte slice") };
         Ok(ReportBody {
@@ -69,16 +74,24 @@ impl ReportBody {
             isv_prod_id: u16::from_le_bytes([body[BODY_ISV_PROD_ID], body[BODY_ISV_PROD_ID + 1]]),
             isv_svn: u16::from_le_bytes([body[BODY_ISV_SVN], body[BODY_ISV_SVN + 1]]),
             debug: body[BODY_ATTRIBUTES] & DEBUG_FLAG != 0,
-            report_data: body[BODY_REPORT_DATA..BODY_REPORT_DATA + 64].try_into().expect("64-byte slice"),
+            report_data: body[BODY_REPORT_DATA..BODY_REPORT_DATA + 64]
+                .try_into()
+                .expect("64-byte slice"),
         })
     }
 
     fn write(identity: &Identity, report_data: &[u8; 64], out: &mut [u8]) {
-        out[BODY_ATTRIBUTES] = if identity.debug { DEBUG_FLAG | 0x01 } else { 0x01 };
+        out[BODY_ATTRIBUTES] = if identity.debug {
+            DEBUG_FLAG | 0x01
+        } else {
+            0x01
+        };
         out[BODY_MR_ENCLAVE..BODY_MR_ENCLAVE + 32].copy_from_slice(&identity.measurement);
         out[BODY_MR_SIGNER..BODY_MR_SIGNER + 32].copy_from_slice(&identity.signer);
-        out[BODY_ISV_PROD_ID..BODY_ISV_PROD_ID + 2].copy_from_slice(&identity.product_id.to_le_bytes());
-        out[BODY_ISV_SVN..BODY_ISV_SVN + 2].copy_from_slice(&identity.security_version.to_le_bytes());
+        out[BODY_ISV_PROD_ID..BODY_ISV_PROD_ID + 2]
+            .copy_from_slice(&identity.product_id.to_le_bytes());
+        out[BODY_ISV_SVN..BODY_ISV_SVN + 2]
+            .copy_from_slice(&identity.security_version.to_le_bytes());
         out[BODY_REPORT_DATA..BODY_REPORT_DATA + 64].copy_from_slice(report_data);
     }
 }
@@ -99,22 +112,33 @@ pub struct Quote {
 impl Quote {
     pub fn parse(bytes: &[u8]) -> Result<Quote, QuoteError> {
         if bytes.len() < SIGNED_LEN + 4 + 128 {
-            return Err(QuoteError::Malformed(format!("{} bytes is too short", bytes.len())));
+            return Err(QuoteError::Malformed(format!(
+                "{} bytes is too short",
+                bytes.len()
+            )));
         }
         let version = u16::from_le_bytes([bytes[0], bytes[1]]);
         let attestation_key_type = u16::from_le_bytes([bytes[2], bytes[3]]);
         if version != 3 {
-            return Err(QuoteError::Malformed(format!("version {version}, expected 3")));
+            return Err(QuoteError::Malformed(format!(
+                "version {version}, expected 3"
+            )));
         }
         if attestation_key_type != 2 {
             return Err(QuoteError::Malformed(format!(
                 "attestation key type {attestation_key_type}, expected 2 (ECDSA P-256)"
             )));
         }
-        let sig_len = u32::from_le_bytes(bytes[SIGNED_LEN..SIGNED_LEN + 4].try_into().expect("4 bytes")) as usize;
+        let sig_len = u32::from_le_bytes(
+            bytes[SIGNED_LEN..SIGNED_LEN + 4]
+                .try_into()
+                .expect("4 bytes"),
+        ) as usize;
         let sig = &bytes[SIGNED_LEN + 4..];
         if sig_len < 128 || sig.len() < sig_len {
-            return Err(QuoteError::Malformed(format!("signature data of {sig_len} bytes does not fit")));
+            return Err(QuoteError::Malformed(format!(
+                "signature data of {sig_len} bytes does not fit"
+            )));
         }
         Ok(Quote {
             version,
@@ -157,8 +181,10 @@ impl Quote {
         sec1[0] = 0x04;
         sec1[1..].copy_from_slice(&self.attestation_key);
         let key = VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| QuoteError::BadSignature)?;
-        let signature = Signature::from_slice(&self.signature).map_err(|_| QuoteError::BadSignature)?;
-        key.verify(&self.signed, &signature).map_err(|_| QuoteError::BadSignature)?;
+        let signature =
+            Signature::from_slice(&self.signature).map_err(|_| QuoteError::BadSignature)?;
+        key.verify(&self.signed, &signature)
+            .map_err(|_| QuoteError::BadSignature)?;
         if let Some(expected) = expected_key
             && expected != &self.attestation_key
         {

@@ -19,8 +19,14 @@ pub enum SealError {
     #[error(
         "sealed to a different enclave: the blob is bound to {policy} {sealed_for}, this enclave's {policy} is {current}"
     )]
-    WrongIdentity { policy: Policy, sealed_for: String, current: String },
-    #[error("the sealed blob fails its integrity check (modified, truncated, or used with other associated data)")]
+    WrongIdentity {
+        policy: Policy,
+        sealed_for: String,
+        current: String,
+    },
+    #[error(
+        "the sealed blob fails its integrity check (modified, truncated, or used with other associated data)"
+    )]
     Integrity,
     #[error(transparent)]
     Platform(#[from] Error),
@@ -34,7 +40,12 @@ fn bound_identity(platform: &dyn Platform, policy: Policy) -> [u8; 32] {
 }
 
 /// Seals `plaintext` under the key for `request`, binding `aad`.
-pub fn seal(platform: &dyn Platform, request: &KeyRequest, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, SealError> {
+pub fn seal(
+    platform: &dyn Platform,
+    request: &KeyRequest,
+    plaintext: &[u8],
+    aad: &[u8],
+) -> Result<Vec<u8>, SealError> {
     let key = platform.sealing_key(request)?;
     let mut out = Vec::with_capacity(HEADER + plaintext.len() + 16);
     out.extend_from_slice(MAGIC);
@@ -51,7 +62,13 @@ pub fn seal(platform: &dyn Platform, request: &KeyRequest, plaintext: &[u8], aad
     full_aad.extend_from_slice(aad);
     let cipher = Aes256Gcm::new_from_slice(key.bytes()).expect("a 32-byte key");
     let ciphertext = cipher
-        .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: &full_aad })
+        .encrypt(
+            Nonce::from_slice(&nonce),
+            Payload {
+                msg: plaintext,
+                aad: &full_aad,
+            },
+        )
         .map_err(|_| SealError::Integrity)?;
     out.extend_from_slice(&ciphertext);
     Ok(out)
@@ -60,7 +77,10 @@ pub fn seal(platform: &dyn Platform, request: &KeyRequest, plaintext: &[u8], aad
 /// The key request stored in a sealed blob.
 pub fn request_of(blob: &[u8]) -> Result<KeyRequest, SealError> {
     if blob.len() < HEADER + 16 {
-        return Err(SealError::Malformed(format!("{} bytes is too short", blob.len())));
+        return Err(SealError::Malformed(format!(
+            "{} bytes is too short",
+            blob.len()
+        )));
     }
     if &blob[..8] != MAGIC {
         return Err(SealError::Malformed("wrong magic".into()));
@@ -95,6 +115,12 @@ pub fn unseal(platform: &dyn Platform, blob: &[u8], aad: &[u8]) -> Result<Vec<u8
     full_aad.extend_from_slice(aad);
     let cipher = Aes256Gcm::new_from_slice(key.bytes()).expect("a 32-byte key");
     cipher
-        .decrypt(Nonce::from_slice(nonce), Payload { msg: &blob[HEADER..], aad: &full_aad })
+        .decrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: &blob[HEADER..],
+                aad: &full_aad,
+            },
+        )
         .map_err(|_| SealError::Integrity)
 }

@@ -23,14 +23,21 @@ pub struct Simulation {
 
 impl std::fmt::Debug for Simulation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Simulation").field("identity", &self.identity).finish_non_exhaustive()
+        f.debug_struct("Simulation")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
     }
 }
 
 impl Simulation {
     /// Opens (or creates) the simulation in `data_dir`. The measurement covers `code` (the binary)
     /// and `measured` (the start-only configuration), as MRENCLAVE covers an enclave's pages.
-    pub fn open(data_dir: &Path, code: &[u8], measured: &[u8], security_version: u16) -> Result<Simulation, Error> {
+    pub fn open(
+        data_dir: &Path,
+        code: &[u8],
+        measured: &[u8],
+        security_version: u16,
+    ) -> Result<Simulation, Error> {
         let root = load_or_create_root(&data_dir.join(ROOT_FILE))?;
         let mut m = Sha256::new();
         m.update(b"cloister simulation measurement v1\0");
@@ -46,11 +53,19 @@ impl Simulation {
             debug: true,
         };
         let attestation = attestation_key(&root);
-        Ok(Simulation { identity, root, attestation })
+        Ok(Simulation {
+            identity,
+            root,
+            attestation,
+        })
     }
 
     /// The measurement of the running binary with `measured` start-only settings.
-    pub fn open_for_current_exe(data_dir: &Path, measured: &[u8], security_version: u16) -> Result<Simulation, Error> {
+    pub fn open_for_current_exe(
+        data_dir: &Path,
+        measured: &[u8],
+        security_version: u16,
+    ) -> Result<Simulation, Error> {
         let exe = std::env::current_exe().map_err(Error::io("current executable"))?;
         let code = std::fs::read(&exe).map_err(Error::io(&exe))?;
         Simulation::open(data_dir, &code, measured, security_version)
@@ -59,7 +74,9 @@ impl Simulation {
     /// The simulation attestation key's public part, uncompressed `x || y`.
     pub fn attestation_public_key(&self) -> [u8; 64] {
         let point = self.attestation.verifying_key().to_encoded_point(false);
-        point.as_bytes()[1..65].try_into().expect("an uncompressed P-256 point is 65 bytes")
+        point.as_bytes()[1..65]
+            .try_into()
+            .expect("an uncompressed P-256 point is 65 bytes")
     }
 }
 
@@ -86,10 +103,15 @@ fn load_or_create_root(path: &Path) -> Result<Zeroizing<[u8; 32]>, Error> {
                 .mode(0o600)
                 .open(path)
                 .map_err(Error::io(path))?;
-            file.write_all(root.as_slice()).and_then(|()| file.sync_all()).map_err(Error::io(path))?;
+            file.write_all(root.as_slice())
+                .and_then(|()| file.sync_all())
+                .map_err(Error::io(path))?;
             Ok(root)
         }
-        Err(e) => Err(Error::Io { path: path.to_owned(), source: e }),
+        Err(e) => Err(Error::Io {
+            path: path.to_owned(),
+            source: e,
+        }),
     }
 }
 
@@ -97,8 +119,15 @@ fn attestation_key(root: &[u8; 32]) -> SigningKey {
     let hk = hkdf::Hkdf::<Sha256>::new(None, root);
     for counter in 0u8.. {
         let mut scalar = Zeroizing::new([0u8; 32]);
-        hk.expand(&[b"cloister simulation attestation key v1".as_slice(), &[counter]].concat(), scalar.as_mut())
-            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        hk.expand(
+            &[
+                b"cloister simulation attestation key v1".as_slice(),
+                &[counter],
+            ]
+            .concat(),
+            scalar.as_mut(),
+        )
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
         if let Ok(key) = SigningKey::from_bytes(scalar.as_slice().into()) {
             return key;
         }
@@ -112,7 +141,11 @@ impl Platform for Simulation {
     }
 
     fn quote(&self, report_data: &[u8; 64]) -> Result<Vec<u8>, Error> {
-        Ok(crate::quote::simulate(&self.identity, report_data, &self.attestation))
+        Ok(crate::quote::simulate(
+            &self.identity,
+            report_data,
+            &self.attestation,
+        ))
     }
 
     fn sealing_key(&self, request: &KeyRequest) -> Result<SealingKey, Error> {
@@ -126,6 +159,11 @@ impl Platform for Simulation {
             Policy::Measurement => &self.identity.measurement,
             Policy::Signer => &self.identity.signer,
         };
-        Ok(crate::derive(self.root.as_slice(), request, bound, self.identity.product_id))
+        Ok(crate::derive(
+            self.root.as_slice(),
+            request,
+            bound,
+            self.identity.product_id,
+        ))
     }
 }
