@@ -2,10 +2,13 @@
 //! of report data), keys only it can derive (sealing keys from key requests), and sealed blobs that
 //! carry their key request so an upgraded enclave can still open them.
 //!
+//! [`Counters`] are freshness counters (advance, read) kept sealed in the data directory.
+//!
 //! Two backends implement [`Platform`]: [`Simulation`] (the default, for development and CI; every
 //! piece of evidence it makes says it is a simulation) and [`Gramine`] (inside an SGX enclave, through
 //! Gramine's `/dev/attestation` files).
 
+mod counter;
 mod gramine;
 pub mod quote;
 mod seal;
@@ -17,6 +20,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
+pub use counter::Counters;
 pub use gramine::Gramine;
 pub use seal::{SealError, request_of, seal, unseal};
 pub use simulation::Simulation;
