@@ -1,0 +1,229 @@
+//! Key material and the operations on it. Private material never leaves this module except sealed
+//! into the keystore, and is wiped when dropped.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::Error;
+
+/// The kinds of key the service holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// ECDSA over secp256k1 with SHA-256; signatures 64-byte `r || s` (low S) or DER.
+    Secp256k1,
+    /// ECDSA over P-256 with SHA-256; signatures 64-byte `r || s` or DER.
+    P256,
+    /// Ed25519 (RFC 8032); 64-byte signatures.
+    Ed25519,
+    /// AES-256-GCM; ciphertexts carry the key version and a random nonce.
+    Aes256gcm,
+}
+
+impl Algorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::Secp256k1 => "secp256k1",
+            Algorithm::P256 => "p256",
+            Algorithm::Ed25519 => "ed25519",
+            Algorithm::Aes256gcm => "aes256gcm",
+        }
+    }
+
+    pub fn signs(self) -> bool {
+        !matches!(self, Algorithm::Aes256gcm)
+    }
+}
+
+/// Private key material: 32 bytes for every algorithm here.
+#[derive(Clone)]
+pub(crate) struct Secret(pub(crate) Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl Secret {
+    pub(crate) fn generate(algorithm: Algorithm) -> Secret {
+        loop {
+            let bytes = Zeroizing::new(rand::random::<[u8; 32]>());
+            // ECDSA scalars must be non-zero and below the group order; retry the rare misses.
+            let ok = match algorithm {
+                Algorithm::Secp256k1 => {
+                    k256::ecdsa::SigningKey::from_slice(bytes.as_slice()).is_ok()
+                }
+                Algorithm::P256 => p256::ecdsa::SigningKey::from_slice(bytes.as_slice()).is_ok(),
+                Algorithm::Ed25519 | Algorithm::Aes256gcm => true,
+            };
+            if ok {
+                return Secret(bytes);
+            }
+        }
+    }
+
+    /// The public part: SEC1 uncompressed points for ECDSA, the 32-byte key for Ed25519, nothing for
+    /// AES.
+    pub(crate) fn public(&self, algorithm: Algorithm) -> Result<Vec<u8>, Error> {
+        Ok(match algorithm {
+            Algorithm::Secp256k1 => k256_key(self)?
+                .verifying_key()
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec(),
+            Algorithm::P256 => p256_key(self)?
+                .verifying_key()
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec(),
+            Algorithm::Ed25519 => ed25519_dalek::SigningKey::from_bytes(&self.0)
+                .verifying_key()
+                .to_bytes()
+                .to_vec(),
+            Algorithm::Aes256gcm => Vec::new(),
+        })
+    }
+
+    pub(crate) fn sign(
+        &self,
+        algorithm: Algorithm,
+        message: &[u8],
+        der: bool,
+    ) -> Result<Vec<u8>, Error> {
+        use k256::ecdsa::signature::Signer;
+        Ok(match algorithm {
+            Algorithm::Secp256k1 => {
+                let sig: k256::ecdsa::Signature = k256_key(self)?.sign(message);
+                let sig = sig.normalize_s().unwrap_or(sig);
+                if der {
+                    sig.to_der().as_bytes().to_vec()
+                } else {
+                    sig.to_bytes().to_vec()
+                }
+            }
+            Algorithm::P256 => {
+                let sig: p256::ecdsa::Signature = p256_key(self)?.sign(message);
+                if der {
+                    sig.to_der().as_bytes().to_vec()
+                } else {
+                    sig.to_bytes().to_vec()
+                }
+            }
+            Algorithm::Ed25519 => ed25519_dalek::SigningKey::from_bytes(&self.0)
+                .sign(message)
+                .to_bytes()
+                .to_vec(),
+            Algorithm::Aes256gcm => return Err(Error::wrong_kind(algorithm, "sign")),
+        })
+    }
+
+    /// Whether `signature` (raw or DER for ECDSA) is valid for `message`.
+    pub(crate) fn verify(
+        &self,
+        algorithm: Algorithm,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<bool, Error> {
+        use k256::ecdsa::signature::Verifier;
+        Ok(match algorithm {
+            Algorithm::Secp256k1 => {
+                let parsed = k256::ecdsa::Signature::from_slice(signature)
+                    .or_else(|_| k256::ecdsa::Signature::from_der(signature));
+                parsed.is_ok_and(|s| {
+                    k256_key(self).is_ok_and(|k| k.verifying_key().verify(message, &s).is_ok())
+                })
+            }
+            Algorithm::P256 => {
+                let parsed = p256::ecdsa::Signature::from_slice(signature)
+                    .or_else(|_| p256::ecdsa::Signature::from_der(signature));
+                parsed.is_ok_and(|s| {
+                    p256_key(self).is_ok_and(|k| k.verifying_key().verify(message, &s).is_ok())
+                })
+            }
+            Algorithm::Ed25519 => {
+                let Ok(bytes) = <[u8; 64]>::try_from(signature) else {
+                    return Ok(false);
+                };
+                let key = ed25519_dalek::SigningKey::from_bytes(&self.0).verifying_key();
+                key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&bytes))
+                    .is_ok()
+            }
+            Algorithm::Aes256gcm => return Err(Error::wrong_kind(algorithm, "verify")),
+        })
+    }
+
+    pub(crate) fn encrypt(
+        &self,
+        version: u32,
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<Vec<u8>, Error> {
+        let cipher = Aes256Gcm::new_from_slice(self.0.as_slice())
+            .map_err(|_| Error::Internal("AES key size".into()))?;
+        let nonce: [u8; 12] = rand::random();
+        let mut out = Vec::with_capacity(16 + plaintext.len() + 16);
+        out.extend_from_slice(&version.to_be_bytes());
+        out.extend_from_slice(&nonce);
+        let ct = cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad,
+                },
+            )
+            .map_err(|_| Error::Internal("AES-GCM encryption failed".into()))?;
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    pub(crate) fn decrypt(&self, ciphertext: &[u8], aad: &[u8]) -> Result<Vec<u8>, Error> {
+        let cipher = Aes256Gcm::new_from_slice(self.0.as_slice())
+            .map_err(|_| Error::Internal("AES key size".into()))?;
+        let nonce = &ciphertext[4..16];
+        cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: &ciphertext[16..],
+                    aad,
+                },
+            )
+            .map_err(|_| Error::Integrity)
+    }
+}
+
+/// The key version a ciphertext names, if it is long enough to be one of ours.
+pub(crate) fn ciphertext_version(ciphertext: &[u8]) -> Result<u32, Error> {
+    if ciphertext.len() < 4 + 12 + 16 {
+        return Err(Error::BadInput(format!(
+            "a ciphertext is at least 32 bytes, found {}",
+            ciphertext.len()
+        )));
+    }
+    Ok(u32::from_be_bytes(
+        ciphertext[..4].try_into().expect("4 bytes"),
+    ))
+}
+
+fn k256_key(s: &Secret) -> Result<k256::ecdsa::SigningKey, Error> {
+    k256::ecdsa::SigningKey::from_slice(s.0.as_slice())
+        .map_err(|_| Error::Internal("invalid secp256k1 scalar".into()))
+}
+
+fn p256_key(s: &Secret) -> Result<p256::ecdsa::SigningKey, Error> {
+    p256::ecdsa::SigningKey::from_slice(s.0.as_slice())
+        .map_err(|_| Error::Internal("invalid P-256 scalar".into()))
+}
+
+/// HKDF-SHA256 of `secret` into a new 32-byte key.
+pub(crate) fn derive(secret: &Secret, salt: &[u8], info: &[u8]) -> Secret {
+    let mut out = Zeroizing::new([0u8; 32]);
+    hkdf::Hkdf::<sha2::Sha256>::new(Some(salt), secret.0.as_slice())
+        .expand(info, out.as_mut())
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    Secret(out)
+}
