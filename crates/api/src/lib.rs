@@ -4,6 +4,7 @@
 mod attestation;
 mod auth;
 mod config;
+mod crypto;
 mod error;
 mod events;
 mod metrics;
@@ -29,6 +30,8 @@ pub struct AppState {
     pub configs: runtime::reconfig::Handle,
     /// The enclave platform (simulation or Gramine).
     pub platform: Arc<dyn enclave::Platform>,
+    /// The crypto service.
+    pub crypto: ::crypto::Handle,
     /// Cancelled when the server shuts down, so long-lived streams end.
     pub shutdown: CancellationToken,
 }
@@ -48,6 +51,17 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/config/rollback", post(config::rollback))
         .route("/v1/anomalies", get(orchestration::anomalies))
         .route("/v1/attestation", get(attestation::attest))
+        .route("/v1/crypto/keys", get(crypto::list).post(crypto::generate))
+        .route(
+            "/v1/crypto/keys/{id}",
+            get(crypto::describe).delete(crypto::delete),
+        )
+        .route("/v1/crypto/keys/{id}/sign", post(crypto::sign))
+        .route("/v1/crypto/keys/{id}/verify", post(crypto::verify))
+        .route("/v1/crypto/keys/{id}/encrypt", post(crypto::encrypt))
+        .route("/v1/crypto/keys/{id}/decrypt", post(crypto::decrypt))
+        .route("/v1/crypto/keys/{id}/derive", post(crypto::derive))
+        .route("/v1/crypto/keys/{id}/rotate", post(crypto::rotate))
         .route("/v1/events", get(events::list))
         .route("/v1/events/stream", get(events::stream));
     if state.config.testing.fault_injection {

@@ -30,10 +30,10 @@ pub(crate) struct RunArgs {
     listen: Option<SocketAddr>,
 }
 
-/// The services built into this binary, with their default specs. The orchestrator's own services
-/// (crypto, storage, account, computation, oracle, ai) join this list as they land.
+/// The services built into this binary, with their default specs. The other built-in services
+/// (storage, account, computation, oracle, ai) join this list as they land.
 fn catalog() -> Vec<Spec> {
-    Vec::new()
+    vec![crypto::Crypto::default_spec()]
 }
 
 fn print_problems(file: &Path, invalid: &runtime::config::Invalid) {
@@ -288,7 +288,13 @@ async fn serve(start: Start) -> anyhow::Result<()> {
 
     let mut builder = Builder::new(journal);
     let (specs, disabled) = config.resolve(&catalog());
+    let mut crypto_handle = None;
     for spec in specs {
+        if spec.name == crypto::NAME {
+            crypto_handle =
+                Some(builder.add_with_spec(crypto::Crypto::new(&dir, platform.clone()), spec));
+            continue;
+        }
         match config.testing.services.get(&spec.name) {
             Some(synthetic) => {
                 builder.add_with_spec(
@@ -341,6 +347,7 @@ async fn serve(start: Start) -> anyhow::Result<()> {
         config: Arc::new(config),
         configs,
         platform: platform.clone(),
+        crypto: crypto_handle.context("the crypto service is core and always registered")?,
         shutdown: shutdown.clone(),
     };
     {

@@ -1,0 +1,301 @@
+//! The crypto service over HTTP. Binary values are base64 in JSON. Until the account service lands,
+//! the admin token acts for the owner `admin`.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use crypto::{Algorithm, Error, Request};
+use runtime::CallError;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{ApiError, AppState};
+
+const OWNER: &str = "admin";
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(b)| b)
+        .map_err(|e| ApiError::bad_request("request.invalid_body", e.body_text()))
+}
+
+fn decode(field: &str, value: &str) -> Result<Vec<u8>, ApiError> {
+    B64.decode(value.as_bytes()).map_err(|e| {
+        ApiError::bad_request(
+            "request.invalid_base64",
+            format!("{field} is not base64: {e}"),
+        )
+    })
+}
+
+fn crypto_error(e: Error) -> ApiError {
+    match e {
+        Error::NotFound(_) => ApiError::not_found("crypto.key_not_found", e.to_string()),
+        Error::WrongKind { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "crypto.wrong_key_kind",
+            e.to_string(),
+        ),
+        Error::BadInput(_) => ApiError::bad_request("crypto.bad_input", e.to_string()),
+        Error::Integrity => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "crypto.integrity",
+            e.to_string(),
+        ),
+        Error::Keystore(_) | Error::Internal(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "crypto.internal",
+            e.to_string(),
+        ),
+    }
+}
+
+pub(crate) fn call_error(e: CallError) -> ApiError {
+    let retry = match &e {
+        CallError::CircuitOpen { retry_after, .. } => retry_after.as_secs().max(1),
+        _ => 1,
+    };
+    ApiError::unavailable("service.unavailable", e.to_string(), retry)
+}
+
+async fn ask<T>(
+    state: &AppState,
+    make: impl FnOnce(runtime::Reply<Result<T, Error>>) -> Request,
+) -> Result<T, ApiError> {
+    state
+        .crypto
+        .call(make)
+        .await
+        .map_err(call_error)?
+        .map_err(crypto_error)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GenerateBody {
+    algorithm: Algorithm,
+}
+
+pub(crate) async fn generate(
+    State(state): State<AppState>,
+    b: Result<Json<GenerateBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let algorithm = body(b)?.algorithm;
+    let info = ask(&state, |reply| Request::Generate {
+        owner: OWNER.into(),
+        algorithm,
+        reply,
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+pub(crate) async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let keys = ask(&state, |reply| Request::List {
+        owner: OWNER.into(),
+        reply,
+    })
+    .await?;
+    Ok(Json(json!({ "keys": keys })).into_response())
+}
+
+pub(crate) async fn describe(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let info = ask(&state, |reply| Request::Describe {
+        owner: OWNER.into(),
+        id,
+        reply,
+    })
+    .await?;
+    Ok(Json(info).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub(crate) enum Encoding {
+    Raw,
+    Der,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SignBody {
+    message: String,
+    encoding: Option<Encoding>,
+}
+
+pub(crate) async fn sign(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    b: Result<Json<SignBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let b = body(b)?;
+    let message = decode("message", &b.message)?;
+    let der = matches!(b.encoding, Some(Encoding::Der));
+    let signed = ask(&state, |reply| Request::Sign {
+        owner: OWNER.into(),
+        id,
+        message,
+        der,
+        reply,
+    })
+    .await?;
+    Ok(Json(json!({
+        "signature": B64.encode(&signed.signature),
+        "version": signed.version,
+        "encoding": if der { "der" } else { "raw" },
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VerifyBody {
+    message: String,
+    signature: String,
+}
+
+pub(crate) async fn verify(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    b: Result<Json<VerifyBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let b = body(b)?;
+    let (message, signature) = (
+        decode("message", &b.message)?,
+        decode("signature", &b.signature)?,
+    );
+    let valid = ask(&state, |reply| Request::Verify {
+        owner: OWNER.into(),
+        id,
+        message,
+        signature,
+        reply,
+    })
+    .await?;
+    Ok(Json(json!({ "valid": valid })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EncryptBody {
+    plaintext: String,
+    aad: Option<String>,
+}
+
+pub(crate) async fn encrypt(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    b: Result<Json<EncryptBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let b = body(b)?;
+    let plaintext = decode("plaintext", &b.plaintext)?;
+    let aad = b
+        .aad
+        .as_deref()
+        .map(|a| decode("aad", a))
+        .transpose()?
+        .unwrap_or_default();
+    let ciphertext = ask(&state, |reply| Request::Encrypt {
+        owner: OWNER.into(),
+        id,
+        plaintext,
+        aad,
+        reply,
+    })
+    .await?;
+    Ok(Json(json!({ "ciphertext": B64.encode(ciphertext) })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DecryptBody {
+    ciphertext: String,
+    aad: Option<String>,
+}
+
+pub(crate) async fn decrypt(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    b: Result<Json<DecryptBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let b = body(b)?;
+    let ciphertext = decode("ciphertext", &b.ciphertext)?;
+    let aad = b
+        .aad
+        .as_deref()
+        .map(|a| decode("aad", a))
+        .transpose()?
+        .unwrap_or_default();
+    let plaintext = ask(&state, |reply| Request::Decrypt {
+        owner: OWNER.into(),
+        id,
+        ciphertext,
+        aad,
+        reply,
+    })
+    .await?;
+    Ok(Json(json!({ "plaintext": B64.encode(plaintext) })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeriveBody {
+    info: String,
+    salt: Option<String>,
+}
+
+pub(crate) async fn derive(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    b: Result<Json<DeriveBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let b = body(b)?;
+    let info = decode("info", &b.info)?;
+    let salt = b
+        .salt
+        .as_deref()
+        .map(|s| decode("salt", s))
+        .transpose()?
+        .unwrap_or_default();
+    let key = ask(&state, |reply| Request::Derive {
+        owner: OWNER.into(),
+        id,
+        salt,
+        info,
+        reply,
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(key)).into_response())
+}
+
+pub(crate) async fn rotate(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let info = ask(&state, |reply| Request::Rotate {
+        owner: OWNER.into(),
+        id,
+        reply,
+    })
+    .await?;
+    Ok(Json(info).into_response())
+}
+
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    ask(&state, |reply| Request::Delete {
+        owner: OWNER.into(),
+        id,
+        reply,
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
