@@ -337,6 +337,7 @@ impl Supervisor {
         }
         self.publish_readiness();
         self.reconcile(&Cause::Startup);
+        let mut commands_closed = false;
         loop {
             if self.shutdown.is_some() && self.not_down == 0 && self.live_replicas == 0 {
                 break;
@@ -346,9 +347,13 @@ impl Supervisor {
                 Some(exit) = self.tasks.join_next_with_id() => self.on_exit(exit),
                 Some(report) = self.reports_rx.recv() => self.on_report(report),
                 Some(timer) = std::future::poll_fn(|cx| self.timers.poll_expired(cx)) => self.on_timer(timer.into_inner()),
-                command = commands.recv() => match command {
+                command = commands.recv(), if !commands_closed => match command {
                     Some(command) => self.on_command(command),
-                    None => self.begin_shutdown(None),
+                    None => {
+                        // Every client is gone: shut down, and stop polling the closed channel.
+                        commands_closed = true;
+                        self.begin_shutdown(None);
+                    }
                 },
             }
             while let Some(timer) = self.immediate.pop_front() {
@@ -429,10 +434,16 @@ impl Supervisor {
                 if e.epoch != epoch || e.state != State::Backoff {
                     return;
                 }
+                if !self.entries[i].want_up {
+                    // Being stopped: it stays in backoff (no incarnation) until everything that
+                    // depends on it is down, so the reverse order holds; reconcile stops it then.
+                    self.dirty.insert(i);
+                    self.reconcile(&Cause::Shutdown);
+                    return;
+                }
                 // Replicas of the failed run still stopping keep their grace period to finish what
                 // they hold; the relaunch waits for them.
-                if self.entries[i].want_up && self.deps_up(i) && self.entries[i].replicas.is_empty()
-                {
+                if self.deps_up(i) && self.entries[i].replicas.is_empty() {
                     self.launch(i, true);
                 } else {
                     // Wait as stopped; reconcile launches it once its dependencies are up and the
@@ -441,9 +452,9 @@ impl Supervisor {
                         strategy: self.entries[i].spec.recovery.strategy,
                     };
                     self.set_state(i, Input::Stop);
-                    self.record(i, Event::Stopped { dead_lettered: 0 }, cause.clone());
-                    self.dirty.insert(i);
-                    self.reconcile(&cause);
+                    // The same bookkeeping as any stop: journal, drain if unwanted, and look again at
+                    // its dependencies (a shutdown may be waiting for this one).
+                    self.after_stop(i, &cause);
                 }
             }
             Timer::ReplicaBackoff {
@@ -597,6 +608,15 @@ impl Supervisor {
                     self.dirty.insert(i);
                     self.reconcile(&Cause::Service);
                 }
+            }
+            // Scaled in and back out while this replica was stopping: its slot is wanted again.
+            let e = &self.entries[i];
+            if e.state.is_up()
+                && e.want_up
+                && id.replica < e.desired
+                && !e.replicas.contains_key(&id.replica)
+            {
+                self.launch_replica(i, id.replica, false);
             }
             return;
         }
@@ -784,8 +804,9 @@ impl Supervisor {
 
     fn cmd_stop(&mut self, i: usize) -> Answer {
         let state = self.entries[i].state;
-        if state.is_down() || state == State::Stopping {
+        if state.is_down() {
             self.entries[i].want_up = false;
+            self.refresh_concern(i);
             return self.answer(i, false, format!("already {state}"));
         }
         let cause = Cause::Operator {
@@ -1020,9 +1041,7 @@ impl Supervisor {
             }
             updates.push((i, spec));
         }
-        for name in &r.disabled {
-            self.lookup(name)?;
-        }
+
         let refusals: Vec<String> = updates
             .iter()
             .filter(|(i, spec)| !crate::spec::diff(&self.entries[*i].spec, spec).is_empty())
@@ -1072,7 +1091,8 @@ impl Supervisor {
                 );
             }
             self.record(i, Event::Reconfigured { live, changes }, r.cause.clone());
-            if !live && self.entries[i].state.is_up() {
+            if !live && (self.entries[i].state.is_up() || self.entries[i].state == State::Starting)
+            {
                 // Still wanted: reconcile starts it again, on the new spec, once it has stopped.
                 self.begin_stop(i, &r.cause);
             }
@@ -1241,7 +1261,9 @@ impl Supervisor {
             replica: slot,
             generation: e.generation,
         };
-        let (control_tx, control_rx) = mpsc::channel(8);
+        // Pings wait for their answer before the next one, so this never fills in practice; a stop
+        // that still finds it full is backed by the stop deadline.
+        let (control_tx, control_rx) = mpsc::channel(64);
         let cancel = self.root.child_token();
         let mode = match &e.degraded_mode {
             Some(reason) => Mode::Degraded {

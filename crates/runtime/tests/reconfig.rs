@@ -362,3 +362,42 @@ async fn a_change_the_service_cannot_take_live_restarts_it() {
     );
     rt.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_service_disabled_at_start_does_not_block_later_versions() {
+    let journal = Journal::in_memory();
+    let mut b = Builder::new(journal.clone());
+    let base = Fake::new("svc");
+    let optional = Fake::new("opt").kind(runtime::Kind::Optional);
+    let catalog: Vec<Spec> = vec![
+        runtime::Service::spec(&base),
+        runtime::Service::spec(&optional),
+    ];
+    b.add(base);
+    b.disable(support::name("opt"));
+    let rt = b.start().expect("start");
+    rt.readiness()
+        .wait_for(|r| r.level == RuntimeLevel::Ready)
+        .await
+        .expect("ready");
+    let text = format!("{BASE}[services.opt]\nenabled = false\n");
+    let config = Config::parse(&text, &catalog).expect("config");
+    let (handle, _task) = Controller::spawn(
+        rt.client(),
+        catalog,
+        text.clone(),
+        config,
+        std::sync::Arc::new(|_: &mut Config| {}),
+        CancellationToken::new(),
+    );
+    let next = format!("{text}[services.svc]\nqueue_capacity = 9\n");
+    let outcome = handle
+        .apply(next, Source::Api, true)
+        .await
+        .expect("outcome");
+    assert!(
+        matches!(outcome, Outcome::Applied { version: 2, .. }),
+        "{outcome:?}"
+    );
+    rt.shutdown().await;
+}

@@ -675,3 +675,109 @@ async fn a_restart_waits_for_a_straggler_that_ignores_stop_and_never_doubles_a_s
     assert_eq!(svc.call(|r| Req::Echo(3, r)).await, Ok(3));
     rt.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_finishes_when_a_backoff_ends_while_dependents_are_still_stopping() {
+    let journal = Journal::in_memory();
+    let mut b = Builder::new(journal.clone());
+    b.add(Fake::new("a"));
+    b.add(
+        Fake::new("b")
+            .depends_on("a")
+            .script(&[Behaviour::Run])
+            .spec_mut(|s| {
+                s.recovery.backoff.initial = Duration::from_secs(10);
+            }),
+    );
+    b.add(
+        Fake::new("c")
+            .depends_on("b")
+            .script(&[Behaviour::IgnoreStop])
+            .spec_mut(|s| s.shutdown_grace = Duration::from_secs(30)),
+    );
+    let rt = b.start().expect("start");
+    rt.readiness()
+        .wait_for(|r| r.level == RuntimeLevel::Ready)
+        .await
+        .expect("ready");
+    rt.inject_fault(&name("b"), Fault::Panic)
+        .await
+        .expect("fault");
+    wait(
+        &journal,
+        is("b", |e| matches!(e, Event::BackoffScheduled { .. })),
+    )
+    .await;
+    // b's backoff ends while c still takes its grace to stop: a must still be stopped after both.
+    tokio::time::timeout(Duration::from_secs(3600), rt.shutdown())
+        .await
+        .expect("shutdown finishes");
+    let log = briefs(&journal);
+    assert!(
+        position(&log, "c: stopped") < position(&log, "a: stopping"),
+        "{log:#?}"
+    );
+    assert!(
+        journal
+            .read(0, usize::MAX)
+            .expect("read")
+            .iter()
+            .any(|e| matches!(e.event, Event::RuntimeStopped))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn scaling_back_out_while_a_replica_is_still_stopping_refills_its_slot() {
+    let journal = Journal::in_memory();
+    let mut b = Builder::new(journal.clone());
+    b.add(
+        Fake::new("svc")
+            .script(&[Behaviour::Run, Behaviour::Run, Behaviour::IgnoreStop])
+            .spec_mut(|s| {
+                s.replicas.max = 3;
+                s.shutdown_grace = Duration::from_secs(5);
+            }),
+    );
+    let rt = b.start().expect("start");
+    rt.readiness()
+        .wait_for(|r| r.level == RuntimeLevel::Ready)
+        .await
+        .expect("ready");
+    let svc = name("svc");
+    assert!(
+        rt.scale(&svc, 3, "test".into())
+            .await
+            .expect("scale")
+            .accepted
+    );
+    wait(
+        &journal,
+        is("svc", |e| matches!(e, Event::Ready { replica: 2 })),
+    )
+    .await;
+    assert!(
+        rt.scale(&svc, 2, "test".into())
+            .await
+            .expect("scale")
+            .accepted
+    );
+    assert!(
+        rt.scale(&svc, 3, "test".into())
+            .await
+            .expect("scale")
+            .accepted
+    );
+    // Replica 2 ignores the stop and is aborted after its grace; then its slot is launched again.
+    let since = journal.last_seq();
+    journal
+        .wait_for(
+            since,
+            WAIT,
+            is("svc", |e| matches!(e, Event::Ready { replica: 2 })),
+        )
+        .await
+        .expect("slot 2 refilled");
+    let snapshot = rt.snapshot().await.expect("snapshot");
+    assert_eq!(snapshot.service("svc").map(|s| s.replicas_running), Some(3));
+    rt.shutdown().await;
+}

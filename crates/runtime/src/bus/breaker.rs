@@ -133,6 +133,7 @@ impl Breaker {
                 if elapsed >= policy.open_for {
                     self.state = BreakerState::HalfOpen;
                     self.probe_in_flight = true;
+                    self.opened_at = Some(now);
                     Admission::Probe
                 } else {
                     Admission::Reject {
@@ -140,11 +141,20 @@ impl Breaker {
                     }
                 }
             }
-            BreakerState::HalfOpen if self.probe_in_flight => Admission::Reject {
-                retry_after: policy.open_for,
-            },
+            // A probe whose caller gave up never reports back: after another `open_for`, let a new
+            // probe through rather than stay half-open for good.
+            BreakerState::HalfOpen
+                if self.probe_in_flight
+                    && now.saturating_duration_since(self.opened_at.unwrap_or(now))
+                        < policy.open_for =>
+            {
+                Admission::Reject {
+                    retry_after: policy.open_for,
+                }
+            }
             BreakerState::HalfOpen => {
                 self.probe_in_flight = true;
+                self.opened_at = Some(now);
                 Admission::Probe
             }
         }
@@ -275,6 +285,24 @@ mod tests {
         for ok in [true, true, true, false, true, true] {
             b.record(&p, later, ok, false);
         }
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_probe_whose_caller_vanished_does_not_block_for_good() {
+        let p = policy();
+        let t0 = Instant::now();
+        let mut b = Breaker::default();
+        for i in 0..3 {
+            b.record(&p, t0 + Duration::from_millis(i), false, false);
+        }
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        // The probe is admitted, and its caller is cancelled: no record ever comes.
+        assert_eq!(b.admit(&p, at(6)), Admission::Probe);
+        assert!(matches!(b.admit(&p, at(7)), Admission::Reject { .. }));
+        // One `open_for` later a new probe goes through, and its success closes the circuit.
+        assert_eq!(b.admit(&p, at(11)), Admission::Probe);
+        b.record(&p, at(11), true, true);
         assert_eq!(b.state(), BreakerState::Closed);
     }
 
