@@ -108,8 +108,9 @@ struct Follow {
     backlog: VecDeque<Arc<Entry>>,
 }
 
-/// Entries after `cursor`, in order, forever: from the backlog first, then live, re-reading the
-/// journal by cursor whenever the live feed lagged or skipped.
+/// Entries after `cursor`, in order, forever: from the journal first, then live, re-reading the
+/// journal by cursor whenever the live feed lagged or skipped. A gap in the journal itself (an entry
+/// removed from the file) is passed over rather than retried.
 fn follow(
     journal: Journal,
     live: broadcast::Receiver<Arc<Entry>>,
@@ -123,33 +124,50 @@ fn follow(
     };
     futures::stream::unfold(state, |mut s| async move {
         loop {
-            if s.backlog.is_empty() {
-                if s.cursor < s.journal.last_seq() {
-                    match s.journal.read(s.cursor, 1000) {
-                        Ok(entries) => s.backlog.extend(entries),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "event stream stopped: the journal cannot be read past {}", s.cursor);
-                            return None;
+            if let Some(entry) = s.next_from_backlog() {
+                return Some((entry, s));
+            }
+            if s.cursor < s.journal.last_seq() {
+                match s.journal.read(s.cursor, 1000) {
+                    Ok(entries) if !entries.is_empty() => {
+                        // What the journal holds is all there is: if it skips a number, so do we.
+                        if let Some(first) = entries.first() {
+                            s.cursor = s.cursor.max(first.seq.saturating_sub(1));
                         }
+                        s.backlog.extend(entries);
+                        continue;
                     }
-                    continue;
-                }
-                match s.live.recv().await {
-                    Ok(entry) => s.backlog.push_back(entry),
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => return None,
+                    Ok(_) => s.cursor = s.journal.last_seq(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "event stream stopped: the journal cannot be read past {}", s.cursor);
+                        return None;
+                    }
                 }
             }
-            while let Some(entry) = s.backlog.pop_front() {
-                if entry.seq == s.cursor + 1 {
-                    s.cursor = entry.seq;
-                    return Some((entry, s));
-                }
-                if entry.seq > s.cursor + 1 {
-                    // A gap: drop what we hold and re-read from the journal.
-                    s.backlog.clear();
-                }
+            match s.live.recv().await {
+                Ok(entry) => s.backlog.push_back(entry),
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
     })
+}
+
+impl Follow {
+    /// The next entry in sequence, if the backlog holds it. Anything out of order is dropped, and
+    /// the journal is read again by cursor.
+    fn next_from_backlog(&mut self) -> Option<Arc<Entry>> {
+        while let Some(entry) = self.backlog.pop_front() {
+            if entry.seq <= self.cursor {
+                continue;
+            }
+            if entry.seq == self.cursor + 1 {
+                self.cursor = entry.seq;
+                return Some(entry);
+            }
+            // Skipped some live entries: drop what we hold and read them from the journal.
+            self.backlog.clear();
+        }
+        None
+    }
 }

@@ -452,6 +452,12 @@ impl<R: Operation> Handle<R> {
                 state: State::Stopped,
             });
         }
+        // The service may have stopped between the gate check and the send, after its mailbox was
+        // drained: drain again so the request is dead-lettered rather than left unread.
+        let gate = mailbox.gate.load(Ordering::Acquire);
+        if gate != OPEN {
+            MailboxControl::drain(mailbox, Reason::ServiceStopped);
+        }
         let result = match tokio::time::timeout_at(deadline, rx).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(_)) => Err(CallError::Interrupted {
