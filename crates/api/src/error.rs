@@ -88,6 +88,11 @@ impl From<runtime::Error> for ApiError {
                 "service.invalid_graph",
                 e.to_string(),
             ),
+            runtime::Error::InvalidSpec { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "service.invalid_spec",
+                e.to_string(),
+            ),
             runtime::Error::Reconfigure(_) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "config.rejected",

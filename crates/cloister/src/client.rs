@@ -554,13 +554,14 @@ pub(crate) async fn attest(
         Err(e) => format!("NOT verified here: {e}"),
     };
     if !json {
-        let id = &body["identity"];
+        // Everything below comes from the quote itself, not from the JSON around it.
+        let id = &parsed.body;
         writeln!(out, "platform:          {}", text(&body["platform"]))?;
-        writeln!(out, "measurement:       {}", text(&id["measurement"]))?;
-        writeln!(out, "signer:            {}", text(&id["signer"]))?;
-        writeln!(out, "product id:        {}", text(&id["product_id"]))?;
-        writeln!(out, "security version:  {}", text(&id["security_version"]))?;
-        writeln!(out, "debug:             {}", text(&id["debug"]))?;
+        writeln!(out, "measurement:       {}", hex::encode(id.mr_enclave))?;
+        writeln!(out, "signer:            {}", hex::encode(id.mr_signer))?;
+        writeln!(out, "product id:        {}", id.isv_prod_id)?;
+        writeln!(out, "security version:  {}", id.isv_svn)?;
+        writeln!(out, "debug:             {}", id.debug)?;
         writeln!(out, "nonce:             {}", hex::encode(&nonce))?;
         writeln!(
             out,

@@ -320,7 +320,10 @@ async fn serve(start: Start) -> anyhow::Result<()> {
     });
     builder.monitor(config.runtime.monitor_interval);
     let runtime = builder.start().context("cannot start the runtime")?;
-    let background = CancellationToken::new();
+    // The controller and the file watcher end as soon as shutdown begins, so an apply waiting out
+    // its watch window does not hold the server's graceful shutdown.
+    let shutdown = CancellationToken::new();
+    let background = shutdown.child_token();
     let initial_text = text.clone();
     let (configs, controller) = Controller::spawn(
         runtime.client(),
@@ -339,7 +342,6 @@ async fn serve(start: Start) -> anyhow::Result<()> {
         ))
     });
 
-    let shutdown = CancellationToken::new();
     let grace = config.runtime.shutdown_grace;
     let state = api::AppState {
         client: runtime.client(),

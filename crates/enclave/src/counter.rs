@@ -18,12 +18,15 @@ use crate::{KeyRequest, Platform, Policy, SealError, seal, unseal};
 #[derive(Debug)]
 pub struct Counters {
     dir: PathBuf,
+    /// Read-modify-write of a counter, and its temporary file, are one writer's at a time.
+    writing: std::sync::Mutex<()>,
 }
 
 impl Counters {
     pub fn new(dir: &Path) -> Counters {
         Counters {
             dir: dir.to_owned(),
+            writing: std::sync::Mutex::new(()),
         }
     }
 
@@ -67,6 +70,7 @@ impl Counters {
 
     /// Adds one and returns the new value, durably: when this returns, a crash keeps the new value.
     pub fn advance(&self, platform: &dyn Platform, name: &str) -> Result<u64, SealError> {
+        let _one_writer = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         let next = self.read(platform, name)? + 1;
         self.write(platform, name, next)?;
         Ok(next)

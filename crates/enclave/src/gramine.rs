@@ -21,6 +21,8 @@ pub struct Gramine {
     root: PathBuf,
     identity: Identity,
     attestation_type: String,
+    /// Writing `user_report_data` and reading `quote` is one step: two callers must not interleave.
+    quoting: std::sync::Mutex<()>,
 }
 
 impl Gramine {
@@ -51,6 +53,7 @@ impl Gramine {
             root: root.to_owned(),
             identity,
             attestation_type,
+            quoting: std::sync::Mutex::new(()),
         })
     }
 
@@ -92,6 +95,7 @@ impl Platform for Gramine {
                     .into(),
             ));
         }
+        let _one_at_a_time = self.quoting.lock().unwrap_or_else(|p| p.into_inner());
         write_report_data(&self.root, report_data)?;
         let path = self.root.join("quote");
         let quote = std::fs::read(&path).map_err(Error::io(&path))?;

@@ -502,6 +502,23 @@ impl Config {
     }
 }
 
+/// The spec's consistency problems as an error, for specs that did not come through a config file.
+pub(crate) fn spec_problems(spec: &Spec) -> Result<(), crate::Error> {
+    let problems = check_spec(spec);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let text = problems
+        .iter()
+        .map(|(k, m)| format!("{k}: {m}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(crate::Error::InvalidSpec {
+        service: spec.name.clone(),
+        problems: text,
+    })
+}
+
 /// Consistency rules for a spec, as (key path under the service, message).
 pub fn check_spec(spec: &Spec) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();

@@ -96,6 +96,9 @@ impl Builder {
     /// Validates the dependency graph and starts the supervisor. Services start in the background;
     /// wait on [`Runtime::readiness`] or the journal.
     pub fn start(self) -> Result<Runtime, Error> {
+        for r in &self.registrations {
+            crate::config::spec_problems(&r.spec)?;
+        }
         let graph = Graph::build(self.registrations.iter().map(|r| &r.spec), &self.disabled)
             .map_err(Error::Graph)?;
         let (readiness_tx, readiness_rx) = watch::channel(Readiness {

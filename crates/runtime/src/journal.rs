@@ -481,8 +481,14 @@ impl Journal {
             let mut line = serde_json::to_vec(&entry).expect("journal entries always serialize");
             line.push(b'\n');
             // One write per entry: a crash tears at most the last line, which open() cuts off.
+            let before = file.metadata().map(|m| m.len()).ok();
             if let Err(e) = file.write_all(&line) {
                 tracing::error!(error = %e, path = ?self.inner.path, "journal append failed; the entry is kept in memory only");
+                // Cut a partial line off, so the next entry does not land on it and the file still
+                // verifies (it only lacks this entry, which readers then pass over).
+                if let Some(len) = before {
+                    let _ = file.set_len(len);
+                }
             }
         }
         w.next_seq += 1;

@@ -47,6 +47,11 @@ pub enum Error {
     ShuttingDown,
     #[error("cannot reconfigure: {0}")]
     Reconfigure(String),
+    #[error("the spec of {service} is inconsistent: {problems}")]
+    InvalidSpec {
+        service: ServiceName,
+        problems: String,
+    },
 }
 
 fn join(problems: &[GraphError]) -> String {

@@ -112,6 +112,26 @@ impl Monitor {
         for e in &edges {
             into.entry(&e.callee).or_default().push(e);
         }
+        // A service that is no longer up has no signal: whatever was raised for it ends, so a
+        // held rollout or load shedding does not outlive the condition.
+        let down: Vec<ServiceName> = snapshot
+            .services
+            .iter()
+            .filter(|s| !s.state.is_up())
+            .map(|s| s.spec.name.clone())
+            .filter(|n| self.watches.get(n).is_some_and(|w| !w.raised.is_empty()))
+            .collect();
+        for name in down {
+            if let Some(w) = self.watches.get_mut(&name) {
+                w.raised.clear();
+                w.detectors.clear();
+                w.latency = HistogramSnapshot::default();
+                w.calls = 0;
+                w.errors = 0;
+            }
+            let _ = self.client.mark(&name, Mark::Shed(false)).await;
+            let _ = self.client.mark(&name, Mark::Clear).await;
+        }
         for status in snapshot.services.iter().filter(|s| s.state.is_up()) {
             let spec = &status.spec;
             let name = spec.name.clone();

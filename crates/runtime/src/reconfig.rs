@@ -334,6 +334,9 @@ impl Controller {
         }
         let version = self.next_version;
         let (specs, disabled) = new.resolve(&self.catalog);
+        // Read before applying, so everything the change causes falls inside the watch.
+        let baseline = self.client.readiness().borrow().level;
+        let since = self.client.journal().last_seq();
         let changed = match self
             .client
             .reconfigure(specs, disabled, Cause::Config { version })
@@ -352,8 +355,6 @@ impl Controller {
             }
         };
         self.next_version += 1;
-        let baseline = self.client.readiness().borrow().level;
-        let since = self.client.journal().last_seq();
         self.client.journal().append(
             None,
             None,
@@ -425,7 +426,8 @@ impl Controller {
         }
     }
 
-    /// Watches the journal for the watch window; returns why things got worse, if they did.
+    /// Watches the journal for the watch window; returns why things got worse, if they did: a failure,
+    /// an anomaly or a crash loop at once, worse readiness if it lasts to the end of the window.
     async fn watch(&self, since: u64, baseline: RuntimeLevel) -> Option<String> {
         let journal = self.client.journal();
         let rank = |l: RuntimeLevel| match l {
@@ -455,18 +457,24 @@ impl Controller {
                     Event::CrashLoop { failure, .. } => {
                         Some(format!("{service} is in a crash loop ({failure})"))
                     }
-                    Event::RuntimeHealth { level, reasons } if rank(*level) > rank(baseline) => {
-                        Some(format!(
-                            "the runtime became {level:?}: {}",
-                            reasons.join("; ")
-                        ))
-                    }
                     _ => None,
                 };
                 reason.is_some()
             })
             .await;
-        reason
+        if reason.is_some() {
+            return reason;
+        }
+        // Readiness is judged at the end of the window: a restart the change itself needed makes a
+        // service briefly not ready, which is expected; still being worse off at the end is not.
+        let now = self.client.readiness().borrow().clone();
+        (rank(now.level) > rank(baseline)).then(|| {
+            format!(
+                "the runtime is {:?} at the end of the watch window (was {baseline:?}): {}",
+                now.level,
+                now.reasons.join("; ")
+            )
+        })
     }
 
     /// Applies the last good version before the current one again.

@@ -1151,6 +1151,7 @@ impl Supervisor {
         if self.shutdown.is_some() {
             return Err(Error::ShuttingDown);
         }
+        crate::config::spec_problems(&registration.spec)?;
         let specs: Vec<&Spec> = self
             .entries
             .iter()

@@ -135,6 +135,7 @@ async fn autoscaling_follows_the_queue_up_to_the_budget_and_back_down() {
         s.replicas.min = 1;
         s.replicas.max = 8;
         s.resources.min_memory_mib = 100;
+        s.resources.max_memory_mib = 200;
         s.autoscale.enabled = true;
         s.autoscale.queue_per_replica = 2;
         s.autoscale.cooldown = Duration::from_secs(2);
