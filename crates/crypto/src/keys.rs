@@ -37,9 +37,20 @@ impl Algorithm {
     }
 }
 
-/// Private key material: 32 bytes for every algorithm here.
+/// Private key material: 32 bytes for every algorithm here, and the parsed key, made once on first
+/// use (parsing an ECDSA or Ed25519 key costs a scalar multiplication). Both are wiped when dropped.
 #[derive(Clone)]
-pub(crate) struct Secret(pub(crate) Zeroizing<[u8; 32]>);
+pub(crate) struct Secret {
+    pub(crate) bytes: Zeroizing<[u8; 32]>,
+    parsed: std::sync::OnceLock<Parsed>,
+}
+
+#[derive(Clone)]
+enum Parsed {
+    Secp256k1(k256::ecdsa::SigningKey),
+    P256(p256::ecdsa::SigningKey),
+    Ed25519(ed25519_dalek::SigningKey),
+}
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -48,6 +59,36 @@ impl std::fmt::Debug for Secret {
 }
 
 impl Secret {
+    pub(crate) fn new(bytes: Zeroizing<[u8; 32]>) -> Secret {
+        Secret {
+            bytes,
+            parsed: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn parsed(&self, algorithm: Algorithm) -> Result<&Parsed, Error> {
+        if let Some(p) = self.parsed.get() {
+            return Ok(p);
+        }
+        let parsed = match algorithm {
+            Algorithm::Secp256k1 => Parsed::Secp256k1(
+                k256::ecdsa::SigningKey::from_slice(self.bytes.as_slice())
+                    .map_err(|_| Error::Internal("invalid secp256k1 scalar".into()))?,
+            ),
+            Algorithm::P256 => Parsed::P256(
+                p256::ecdsa::SigningKey::from_slice(self.bytes.as_slice())
+                    .map_err(|_| Error::Internal("invalid P-256 scalar".into()))?,
+            ),
+            Algorithm::Ed25519 => {
+                Parsed::Ed25519(ed25519_dalek::SigningKey::from_bytes(&self.bytes))
+            }
+            Algorithm::Aes256gcm => {
+                return Err(Error::Internal("an AES key has no parsed form".into()));
+            }
+        };
+        Ok(self.parsed.get_or_init(|| parsed))
+    }
+
     pub(crate) fn generate(algorithm: Algorithm) -> Secret {
         loop {
             let bytes = Zeroizing::new(rand::random::<[u8; 32]>());
@@ -60,7 +101,7 @@ impl Secret {
                 Algorithm::Ed25519 | Algorithm::Aes256gcm => true,
             };
             if ok {
-                return Secret(bytes);
+                return Secret::new(bytes);
             }
         }
     }
@@ -68,22 +109,21 @@ impl Secret {
     /// The public part: SEC1 uncompressed points for ECDSA, the 32-byte key for Ed25519, nothing for
     /// AES.
     pub(crate) fn public(&self, algorithm: Algorithm) -> Result<Vec<u8>, Error> {
-        Ok(match algorithm {
-            Algorithm::Secp256k1 => k256_key(self)?
+        if algorithm == Algorithm::Aes256gcm {
+            return Ok(Vec::new());
+        }
+        Ok(match self.parsed(algorithm)? {
+            Parsed::Secp256k1(k) => k
                 .verifying_key()
                 .to_encoded_point(false)
                 .as_bytes()
                 .to_vec(),
-            Algorithm::P256 => p256_key(self)?
+            Parsed::P256(k) => k
                 .verifying_key()
                 .to_encoded_point(false)
                 .as_bytes()
                 .to_vec(),
-            Algorithm::Ed25519 => ed25519_dalek::SigningKey::from_bytes(&self.0)
-                .verifying_key()
-                .to_bytes()
-                .to_vec(),
-            Algorithm::Aes256gcm => Vec::new(),
+            Parsed::Ed25519(k) => k.verifying_key().to_bytes().to_vec(),
         })
     }
 
@@ -94,9 +134,12 @@ impl Secret {
         der: bool,
     ) -> Result<Vec<u8>, Error> {
         use k256::ecdsa::signature::Signer;
-        Ok(match algorithm {
-            Algorithm::Secp256k1 => {
-                let sig: k256::ecdsa::Signature = k256_key(self)?.sign(message);
+        if algorithm == Algorithm::Aes256gcm {
+            return Err(Error::wrong_kind(algorithm, "sign"));
+        }
+        Ok(match self.parsed(algorithm)? {
+            Parsed::Secp256k1(k) => {
+                let sig: k256::ecdsa::Signature = k.sign(message);
                 let sig = sig.normalize_s().unwrap_or(sig);
                 if der {
                     sig.to_der().as_bytes().to_vec()
@@ -104,19 +147,15 @@ impl Secret {
                     sig.to_bytes().to_vec()
                 }
             }
-            Algorithm::P256 => {
-                let sig: p256::ecdsa::Signature = p256_key(self)?.sign(message);
+            Parsed::P256(k) => {
+                let sig: p256::ecdsa::Signature = k.sign(message);
                 if der {
                     sig.to_der().as_bytes().to_vec()
                 } else {
                     sig.to_bytes().to_vec()
                 }
             }
-            Algorithm::Ed25519 => ed25519_dalek::SigningKey::from_bytes(&self.0)
-                .sign(message)
-                .to_bytes()
-                .to_vec(),
-            Algorithm::Aes256gcm => return Err(Error::wrong_kind(algorithm, "sign")),
+            Parsed::Ed25519(k) => k.sign(message).to_bytes().to_vec(),
         })
     }
 
@@ -128,30 +167,21 @@ impl Secret {
         signature: &[u8],
     ) -> Result<bool, Error> {
         use k256::ecdsa::signature::Verifier;
-        Ok(match algorithm {
-            Algorithm::Secp256k1 => {
-                let parsed = k256::ecdsa::Signature::from_slice(signature)
-                    .or_else(|_| k256::ecdsa::Signature::from_der(signature));
-                parsed.is_ok_and(|s| {
-                    k256_key(self).is_ok_and(|k| k.verifying_key().verify(message, &s).is_ok())
-                })
-            }
-            Algorithm::P256 => {
-                let parsed = p256::ecdsa::Signature::from_slice(signature)
-                    .or_else(|_| p256::ecdsa::Signature::from_der(signature));
-                parsed.is_ok_and(|s| {
-                    p256_key(self).is_ok_and(|k| k.verifying_key().verify(message, &s).is_ok())
-                })
-            }
-            Algorithm::Ed25519 => {
-                let Ok(bytes) = <[u8; 64]>::try_from(signature) else {
-                    return Ok(false);
-                };
-                let key = ed25519_dalek::SigningKey::from_bytes(&self.0).verifying_key();
-                key.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&bytes))
+        if algorithm == Algorithm::Aes256gcm {
+            return Err(Error::wrong_kind(algorithm, "verify"));
+        }
+        Ok(match self.parsed(algorithm)? {
+            Parsed::Secp256k1(k) => k256::ecdsa::Signature::from_slice(signature)
+                .or_else(|_| k256::ecdsa::Signature::from_der(signature))
+                .is_ok_and(|s| k.verifying_key().verify(message, &s).is_ok()),
+            Parsed::P256(k) => p256::ecdsa::Signature::from_slice(signature)
+                .or_else(|_| p256::ecdsa::Signature::from_der(signature))
+                .is_ok_and(|s| k.verifying_key().verify(message, &s).is_ok()),
+            Parsed::Ed25519(k) => <[u8; 64]>::try_from(signature).is_ok_and(|bytes| {
+                k.verifying_key()
+                    .verify_strict(message, &ed25519_dalek::Signature::from_bytes(&bytes))
                     .is_ok()
-            }
-            Algorithm::Aes256gcm => return Err(Error::wrong_kind(algorithm, "verify")),
+            }),
         })
     }
 
@@ -161,7 +191,7 @@ impl Secret {
         plaintext: &[u8],
         aad: &[u8],
     ) -> Result<Vec<u8>, Error> {
-        let cipher = Aes256Gcm::new_from_slice(self.0.as_slice())
+        let cipher = Aes256Gcm::new_from_slice(self.bytes.as_slice())
             .map_err(|_| Error::Internal("AES key size".into()))?;
         let nonce: [u8; 12] = rand::random();
         let mut out = Vec::with_capacity(16 + plaintext.len() + 16);
@@ -181,7 +211,7 @@ impl Secret {
     }
 
     pub(crate) fn decrypt(&self, ciphertext: &[u8], aad: &[u8]) -> Result<Vec<u8>, Error> {
-        let cipher = Aes256Gcm::new_from_slice(self.0.as_slice())
+        let cipher = Aes256Gcm::new_from_slice(self.bytes.as_slice())
             .map_err(|_| Error::Internal("AES key size".into()))?;
         let nonce = &ciphertext[4..16];
         cipher
@@ -209,21 +239,11 @@ pub(crate) fn ciphertext_version(ciphertext: &[u8]) -> Result<u32, Error> {
     ))
 }
 
-fn k256_key(s: &Secret) -> Result<k256::ecdsa::SigningKey, Error> {
-    k256::ecdsa::SigningKey::from_slice(s.0.as_slice())
-        .map_err(|_| Error::Internal("invalid secp256k1 scalar".into()))
-}
-
-fn p256_key(s: &Secret) -> Result<p256::ecdsa::SigningKey, Error> {
-    p256::ecdsa::SigningKey::from_slice(s.0.as_slice())
-        .map_err(|_| Error::Internal("invalid P-256 scalar".into()))
-}
-
 /// HKDF-SHA256 of `secret` into a new 32-byte key.
 pub(crate) fn derive(secret: &Secret, salt: &[u8], info: &[u8]) -> Secret {
     let mut out = Zeroizing::new([0u8; 32]);
-    hkdf::Hkdf::<sha2::Sha256>::new(Some(salt), secret.0.as_slice())
+    hkdf::Hkdf::<sha2::Sha256>::new(Some(salt), secret.bytes.as_slice())
         .expand(info, out.as_mut())
         .expect("32 bytes is a valid HKDF-SHA256 output length");
-    Secret(out)
+    Secret::new(out)
 }

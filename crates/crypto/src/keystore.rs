@@ -118,7 +118,7 @@ impl Keystore {
                         Ok(Version {
                             version: v.version,
                             created_ms: v.created_ms,
-                            secret: Secret(Zeroizing::new(secret)),
+                            secret: Secret::new(Zeroizing::new(secret)),
                         })
                     })
                     .collect::<Result<Vec<_>, Error>>()?;
@@ -148,7 +148,7 @@ impl Keystore {
                         version: v.version,
                         created_ms: v.created_ms,
                         secret: base64::engine::general_purpose::STANDARD
-                            .encode(v.secret.0.as_slice()),
+                            .encode(v.secret.bytes.as_slice()),
                     })
                     .collect(),
             })
