@@ -7,15 +7,16 @@
 
 #![allow(clippy::print_stdout)]
 
+mod support;
+
+use support::{EchoRequest, EchoService};
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use runtime::{
-    Builder, Context, Handle, Journal, Kind, Reply, RuntimeLevel, Service, ServiceError,
-    ServiceName, Spec,
-};
+use runtime::{Builder, Handle, Journal, Kind, RuntimeLevel, ServiceName, Spec};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
@@ -121,35 +122,6 @@ impl Contender {
 }
 
 // --- Cloister -------------------------------------------------------------------------------------
-
-enum EchoRequest {
-    Echo(u64, Reply<u64>),
-}
-
-impl runtime::bus::Operation for EchoRequest {
-    fn operation(&self) -> &'static str {
-        "echo"
-    }
-}
-
-struct EchoService {
-    spec: Spec,
-}
-
-impl Service for EchoService {
-    type Request = EchoRequest;
-
-    fn spec(&self) -> Spec {
-        self.spec.clone()
-    }
-
-    async fn run(&self, mut cx: Context<EchoRequest>) -> Result<(), ServiceError> {
-        while let Some(EchoRequest::Echo(x, reply)) = cx.recv().await {
-            reply.send(x);
-        }
-        Ok(())
-    }
-}
 
 #[derive(Clone)]
 struct Cloister(Arc<Vec<Handle<EchoRequest>>>);

@@ -9,6 +9,10 @@
 
 #![allow(clippy::print_stdout)]
 
+mod support;
+
+use support::report;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -173,27 +177,6 @@ async fn measure(rounds: usize, warm_up: usize) -> Samples {
     task.await.expect("the controller task");
     rt.shutdown().await;
     samples
-}
-
-fn report(label: &str, mut samples: Vec<Duration>) {
-    if samples.is_empty() {
-        println!("{label:<52} no samples");
-        return;
-    }
-    samples.sort();
-    let at = |q: f64| {
-        let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
-        samples[i].as_secs_f64() * 1e6
-    };
-    let max = samples.last().map_or(0.0, |d| d.as_secs_f64() * 1e6);
-    println!(
-        "{label:<52} n={:<4} p50={:>8.1}us p90={:>8.1}us p99={:>8.1}us max={:>8.1}us",
-        samples.len(),
-        at(0.50),
-        at(0.90),
-        at(0.99),
-        max
-    );
 }
 
 fn main() {

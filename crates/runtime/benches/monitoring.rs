@@ -16,12 +16,13 @@
 
 #![allow(clippy::print_stdout)]
 
+mod support;
+
+use support::{EchoRequest, EchoService};
+
 use std::time::{Duration, Instant};
 
-use runtime::{
-    Builder, Context, Handle, Journal, Kind, Reply, RuntimeLevel, Service, ServiceError,
-    ServiceName, Spec,
-};
+use runtime::{Builder, Handle, Journal, Kind, RuntimeLevel, ServiceName, Spec};
 
 const SERVICES: usize = 100;
 const WORKERS: usize = 2;
@@ -35,35 +36,6 @@ const BATCH: Duration = Duration::from_millis(150);
 const SETTLE: Duration = Duration::from_millis(30);
 /// Round trips before the measured ones, in every round.
 const WARM_UP_CALLS: u64 = 2_000;
-
-enum EchoRequest {
-    Echo(u64, Reply<u64>),
-}
-
-impl runtime::bus::Operation for EchoRequest {
-    fn operation(&self) -> &'static str {
-        "echo"
-    }
-}
-
-struct EchoService {
-    spec: Spec,
-}
-
-impl Service for EchoService {
-    type Request = EchoRequest;
-
-    fn spec(&self) -> Spec {
-        self.spec.clone()
-    }
-
-    async fn run(&self, mut cx: Context<EchoRequest>) -> Result<(), ServiceError> {
-        while let Some(EchoRequest::Echo(x, reply)) = cx.recv().await {
-            reply.send(x);
-        }
-        Ok(())
-    }
-}
 
 #[derive(Clone, Copy)]
 struct Setup {
