@@ -31,6 +31,14 @@ fn decode(field: &str, value: &str) -> Result<Vec<u8>, ApiError> {
     })
 }
 
+/// An optional base64 field; absent means empty.
+fn decode_optional(field: &str, value: Option<&str>) -> Result<Vec<u8>, ApiError> {
+    value
+        .map(|v| decode(field, v))
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
 fn crypto_error(e: Error) -> ApiError {
     match e {
         Error::NotFound(_) => ApiError::not_found("crypto.key_not_found", e.to_string()),
@@ -195,12 +203,7 @@ pub(crate) async fn encrypt(
 ) -> Result<Response, ApiError> {
     let b = body(b)?;
     let plaintext = decode("plaintext", &b.plaintext)?;
-    let aad = b
-        .aad
-        .as_deref()
-        .map(|a| decode("aad", a))
-        .transpose()?
-        .unwrap_or_default();
+    let aad = decode_optional("aad", b.aad.as_deref())?;
     let ciphertext = ask(&state, |reply| Request::Encrypt {
         owner: OWNER.into(),
         id,
@@ -226,12 +229,7 @@ pub(crate) async fn decrypt(
 ) -> Result<Response, ApiError> {
     let b = body(b)?;
     let ciphertext = decode("ciphertext", &b.ciphertext)?;
-    let aad = b
-        .aad
-        .as_deref()
-        .map(|a| decode("aad", a))
-        .transpose()?
-        .unwrap_or_default();
+    let aad = decode_optional("aad", b.aad.as_deref())?;
     let plaintext = ask(&state, |reply| Request::Decrypt {
         owner: OWNER.into(),
         id,
@@ -257,12 +255,7 @@ pub(crate) async fn derive(
 ) -> Result<Response, ApiError> {
     let b = body(b)?;
     let info = decode("info", &b.info)?;
-    let salt = b
-        .salt
-        .as_deref()
-        .map(|s| decode("salt", s))
-        .transpose()?
-        .unwrap_or_default();
+    let salt = decode_optional("salt", b.salt.as_deref())?;
     let key = ask(&state, |reply| Request::Derive {
         owner: OWNER.into(),
         id,
