@@ -76,6 +76,24 @@ impl Counters {
         Ok(next)
     }
 
+    /// Moves the counter forward to `value` (an operator accepting a state the counter has not seen);
+    /// a counter never moves back, so a `value` below the current one is refused.
+    pub fn advance_to(
+        &self,
+        platform: &dyn Platform,
+        name: &str,
+        value: u64,
+    ) -> Result<(), SealError> {
+        let _one_writer = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.read(platform, name)?;
+        if value < current {
+            return Err(SealError::Malformed(format!(
+                "counter {name} is at {current}; it never moves back to {value}"
+            )));
+        }
+        self.write(platform, name, value)
+    }
+
     fn write(&self, platform: &dyn Platform, name: &str, value: u64) -> Result<(), SealError> {
         let blob = seal(
             platform,
@@ -118,6 +136,10 @@ mod tests {
         assert_eq!(counters.advance(&sim, "storage").expect("advance"), 1);
         assert_eq!(counters.advance(&sim, "storage").expect("advance"), 2);
         assert_eq!(counters.read(&sim, "other").expect("read"), 0);
+        counters.advance_to(&sim, "other", 7).expect("forward");
+        assert_eq!(counters.read(&sim, "other").expect("read"), 7);
+        assert!(counters.advance_to(&sim, "other", 6).is_err());
+        assert_eq!(counters.read(&sim, "other").expect("read"), 7);
         assert!(matches!(
             counters.advance(&sim, "../escape"),
             Err(SealError::Malformed(_))

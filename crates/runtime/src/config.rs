@@ -117,6 +117,8 @@ pub struct ServiceConfig {
     pub autoscale_scale_in_after: Option<Duration>,
     #[serde(skip)]
     pub autoscale_cooldown: Option<Duration>,
+    /// The service's own settings (declared in its spec).
+    pub settings: BTreeMap<String, i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -219,7 +221,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn get(&mut self, key: &'static str) -> Option<(&'a toml::Value, String)> {
+    fn get(&mut self, key: &str) -> Option<(&'a toml::Value, String)> {
         let (k, v) = self.table.get_key_value(key)?;
         self.used.insert(k.as_str());
         Some((v, join(&self.path, key)))
@@ -236,7 +238,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn string(&mut self, key: &'static str, p: &mut Problems) -> Option<(String, String)> {
+    fn string(&mut self, key: &str, p: &mut Problems) -> Option<(String, String)> {
         let (v, path) = self.get(key)?;
         match v.as_str() {
             Some(s) => Some((s.to_owned(), path)),
@@ -247,7 +249,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn boolean(&mut self, key: &'static str, p: &mut Problems) -> Option<bool> {
+    fn boolean(&mut self, key: &str, p: &mut Problems) -> Option<bool> {
         let (v, path) = self.get(key)?;
         v.as_bool().or_else(|| {
             p.push(
@@ -258,7 +260,7 @@ impl<'a> Fields<'a> {
         })
     }
 
-    fn integer(&mut self, key: &'static str, min: i64, max: i64, p: &mut Problems) -> Option<i64> {
+    fn integer(&mut self, key: &str, min: i64, max: i64, p: &mut Problems) -> Option<i64> {
         let (v, path) = self.get(key)?;
         match v.as_integer() {
             Some(n) if (min..=max).contains(&n) => Some(n),
@@ -276,7 +278,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn float(&mut self, key: &'static str, min: f64, max: f64, p: &mut Problems) -> Option<f64> {
+    fn float(&mut self, key: &str, min: f64, max: f64, p: &mut Problems) -> Option<f64> {
         let (v, path) = self.get(key)?;
         let n = v.as_float().or_else(|| v.as_integer().map(|i| i as f64));
         match n {
@@ -292,7 +294,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn duration(&mut self, key: &'static str, p: &mut Problems) -> Option<Duration> {
+    fn duration(&mut self, key: &str, p: &mut Problems) -> Option<Duration> {
         let (s, path) = self.string(key, p)?;
         match humantime::parse_duration(&s) {
             Ok(d) if d > Duration::ZERO || key.starts_with("backoff") => Some(d),
@@ -312,7 +314,7 @@ impl<'a> Fields<'a> {
 
     fn choice<T: Copy>(
         &mut self,
-        key: &'static str,
+        key: &str,
         options: &[(&str, T)],
         p: &mut Problems,
     ) -> Option<T> {
@@ -327,7 +329,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn table(&mut self, key: &'static str, p: &mut Problems) -> Option<(&'a toml::Table, String)> {
+    fn table(&mut self, key: &str, p: &mut Problems) -> Option<(&'a toml::Table, String)> {
         let (v, path) = self.get(key)?;
         match v.as_table() {
             Some(t) => Some((t, path)),
@@ -338,7 +340,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn names(&mut self, key: &'static str, p: &mut Problems) -> Option<Vec<ServiceName>> {
+    fn names(&mut self, key: &str, p: &mut Problems) -> Option<Vec<ServiceName>> {
         let (v, path) = self.get(key)?;
         let Some(items) = v.as_array() else {
             p.push(
@@ -421,9 +423,10 @@ impl Config {
                     );
                     continue;
                 };
+                let declared = catalog.iter().find(|s| s.name == name);
                 config
                     .services
-                    .insert(name, parse_service(t, &spath, &mut p));
+                    .insert(name, parse_service(t, &spath, declared, &mut p));
             }
         }
         root.finish(&mut p, &["runtime", "enclave", "services", "testing"]);
@@ -702,7 +705,12 @@ fn parse_testing(t: &toml::Table, path: &str, out: &mut TestingConfig, p: &mut P
     f.finish(p, &["fault_injection", "services"]);
 }
 
-fn parse_service(t: &toml::Table, path: &str, p: &mut Problems) -> ServiceConfig {
+fn parse_service(
+    t: &toml::Table,
+    path: &str,
+    declared: Option<&Spec>,
+    p: &mut Problems,
+) -> ServiceConfig {
     let mut o = ServiceConfig::default();
     let mut f = Fields::new(t, path);
     o.enabled = f.boolean("enabled", p);
@@ -850,23 +858,27 @@ fn parse_service(t: &toml::Table, path: &str, p: &mut Problems) -> ServiceConfig
         }
         r.finish(p, &["min_memory_mib", "max_memory_mib", "cpu_cores"]);
     }
-    f.finish(
-        p,
-        &[
-            "enabled",
-            "priority",
-            "queue_capacity",
-            "call_timeout",
-            "shutdown_grace",
-            "replicas",
-            "health",
-            "recovery",
-            "breaker",
-            "anomaly",
-            "autoscale",
-            "resources",
-        ],
-    );
+    let mut known = vec![
+        "enabled",
+        "priority",
+        "queue_capacity",
+        "call_timeout",
+        "shutdown_grace",
+        "replicas",
+        "health",
+        "recovery",
+        "breaker",
+        "anomaly",
+        "autoscale",
+        "resources",
+    ];
+    for (name, s) in declared.into_iter().flat_map(|spec| &spec.settings) {
+        known.push(name);
+        if let Some(v) = f.integer(name, s.min, s.max, p) {
+            o.settings.insert(name.clone(), v);
+        }
+    }
+    f.finish(p, &known);
     o
 }
 
@@ -943,6 +955,11 @@ impl ServiceConfig {
             self.autoscale_scale_in_after,
         );
         set(&mut spec.autoscale.cooldown, self.autoscale_cooldown);
+        for (name, value) in &self.settings {
+            if let Some(s) = spec.settings.get_mut(name) {
+                s.value = *value;
+            }
+        }
     }
 }
 
@@ -968,7 +985,9 @@ mod tests {
         let crypto = ServiceName::from_static("crypto");
         vec![
             Spec::new(crypto.clone(), Kind::Core),
-            Spec::new(ServiceName::from_static("storage"), Kind::Core).depends_on(crypto.clone()),
+            Spec::new(ServiceName::from_static("storage"), Kind::Core)
+                .depends_on(crypto.clone())
+                .setting("max_value_bytes", 1024, 1, 4096, "largest value"),
             Spec::new(ServiceName::from_static("oracle"), Kind::Optional).depends_on(crypto),
         ]
     }
@@ -1059,6 +1078,27 @@ replicas = { min = 0 }
                 "services.crypto.resources.network_access: is fixed by the service itself and cannot be configured",
             ],
         );
+    }
+
+    #[test]
+    fn a_service_declares_its_own_settings_and_the_file_is_held_to_their_bounds() {
+        check("[services.storage]\nmax_value_bytes = 2048\n", &[]);
+        check(
+            "[services.storage]\nmax_value_bytes = 8192\n",
+            &["services.storage.max_value_bytes: 8192 is out of range (1 to 4096)"],
+        );
+        check(
+            "[services.crypto]\nmax_value_bytes = 10\n",
+            &["services.crypto.max_value_bytes: unknown key (expected one of: enabled, priority, queue_capacity, call_timeout, shutdown_grace, replicas, health, recovery, breaker, anomaly, autoscale, resources)"],
+        );
+        let config = Config::parse("[services.storage]\nmax_value_bytes = 2048\n", &catalog())
+            .expect("valid");
+        let (specs, _) = config.resolve(&catalog());
+        let storage = specs
+            .iter()
+            .find(|s| s.name.as_str() == "storage")
+            .expect("storage");
+        assert_eq!(storage.setting_value("max_value_bytes"), 2048);
     }
 
     #[test]

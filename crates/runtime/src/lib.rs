@@ -29,7 +29,7 @@ pub use journal::{Journal, RuntimeLevel};
 pub use lifecycle::State;
 pub use name::{InvalidName, ServiceName};
 pub use service::{Context, Mode, Service, ServiceError};
-pub use spec::{Capability, Kind, Priority, Spec, Strategy};
+pub use spec::{Capability, Kind, Priority, Setting, Spec, Strategy};
 pub use supervisor::{
     Answer, HealthReport, Mark, Readiness, ServiceEvent, ServiceStatus, Snapshot,
 };

@@ -3,6 +3,7 @@
 //! A [`Spec`] starts from the service's own defaults; the operator's configuration then overrides the
 //! health, recovery, resource and replica settings before the service is registered.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -35,6 +36,17 @@ pub struct Spec {
     /// How long a stopping incarnation may take before it is aborted.
     #[serde(with = "crate::serde_duration")]
     pub shutdown_grace: Duration,
+    /// The service's own settings, declared with their bounds; `[services.NAME]` may set them.
+    pub settings: BTreeMap<String, Setting>,
+}
+
+/// One of a service's own settings: an integer, its bounds, and what it means.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Setting {
+    pub value: i64,
+    pub min: i64,
+    pub max: i64,
+    pub help: String,
 }
 
 impl Spec {
@@ -57,6 +69,7 @@ impl Spec {
             queue_capacity: 1024,
             call_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
+            settings: BTreeMap::new(),
         }
     }
 
@@ -113,6 +126,32 @@ impl Spec {
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
         self
+    }
+
+    /// Declares one of the service's own settings with its default and bounds.
+    pub fn setting(mut self, name: &str, default: i64, min: i64, max: i64, help: &str) -> Self {
+        debug_assert!((min..=max).contains(&default), "{name}: default out of bounds");
+        self.settings.insert(
+            name.to_owned(),
+            Setting {
+                value: default,
+                min,
+                max,
+                help: help.to_owned(),
+            },
+        );
+        self
+    }
+
+    /// The current value of a declared setting.
+    ///
+    /// # Panics
+    /// If the service never declared `name`: that is a bug in the service, not in a configuration.
+    pub fn setting_value(&self, name: &str) -> i64 {
+        match self.settings.get(name) {
+            Some(s) => s.value,
+            None => panic!("{}: setting {name:?} was never declared", self.name),
+        }
     }
 
     /// A failed critical service makes the whole runtime not ready; any other only degrades it.

@@ -1,0 +1,338 @@
+//! The redb layer: three tables and the record format. Everything here is synchronous; the service
+//! runs commits on the blocking pool.
+//!
+//! - `values`: `(namespace, key)` → record: format (1 byte, `1`) | version (8, LE) | ciphertext
+//!   from the crypto service.
+//! - `namespaces`: namespace → the id of its key in the crypto service.
+//! - `meta`: `"commit"` → the sequence number of the last commit; every record's version is the
+//!   sequence number of the commit that wrote it.
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, TableDefinition};
+
+const VALUES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("values");
+const NAMESPACES: TableDefinition<&str, &str> = TableDefinition::new("namespaces");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const COMMIT: &str = "commit";
+const FORMAT: u8 = 1;
+
+/// A failure of the database itself (not of one record).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("storage database: {0}")]
+pub struct DbError(pub String);
+
+impl DbError {
+    fn from(e: impl Into<redb::Error>) -> DbError {
+        DbError(e.into().to_string())
+    }
+}
+
+/// A record as stored: the version that wrote it and the ciphertext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Record {
+    pub(crate) version: u64,
+    pub(crate) ciphertext: Vec<u8>,
+}
+
+impl Record {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(9 + self.ciphertext.len());
+        out.push(FORMAT);
+        out.extend_from_slice(&self.version.to_le_bytes());
+        out.extend_from_slice(&self.ciphertext);
+        out
+    }
+
+    /// `None` if the bytes are not a record (so: damaged).
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Record> {
+        let (&format, rest) = bytes.split_first()?;
+        if format != FORMAT || rest.len() < 8 {
+            return None;
+        }
+        let (version, ciphertext) = rest.split_at(8);
+        Some(Record {
+            version: u64::from_le_bytes(version.try_into().ok()?),
+            ciphertext: ciphertext.to_vec(),
+        })
+    }
+}
+
+/// The associated data of a value: it binds namespace, key and version, so a ciphertext moved to
+/// another key, another namespace or another version does not decrypt.
+pub(crate) fn associated_data(namespace: &str, key: &str, version: u64) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(32 + namespace.len() + key.len());
+    aad.extend_from_slice(b"cloister storage v1\0");
+    for part in [namespace.as_bytes(), key.as_bytes()] {
+        aad.extend_from_slice(&(part.len() as u32).to_le_bytes());
+        aad.extend_from_slice(part);
+    }
+    aad.extend_from_slice(&version.to_le_bytes());
+    aad
+}
+
+/// One change in a commit.
+#[derive(Debug)]
+pub(crate) enum Change {
+    Put { key: String, record: Vec<u8> },
+    Delete { key: String },
+}
+
+/// What a listing returns per key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Listed {
+    pub key: String,
+    pub version: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Db {
+    db: Database,
+}
+
+impl Db {
+    /// Opens or creates the database; redb repairs an interrupted commit here.
+    pub(crate) fn open(path: &Path) -> Result<Db, DbError> {
+        let db = Database::create(path).map_err(DbError::from)?;
+        // Tables exist from the first open on, so readers never meet a missing table. A database
+        // that has them is not written to here: opening changes nothing on disk.
+        let fresh = {
+            let txn = db.begin_read().map_err(DbError::from)?;
+            match txn.open_table(META) {
+                Ok(_) => false,
+                Err(redb::TableError::TableDoesNotExist(_)) => true,
+                Err(e) => return Err(DbError::from(e)),
+            }
+        };
+        if fresh {
+            let txn = db.begin_write().map_err(DbError::from)?;
+            txn.open_table(VALUES).map_err(DbError::from)?;
+            txn.open_table(NAMESPACES).map_err(DbError::from)?;
+            txn.open_table(META).map_err(DbError::from)?;
+            txn.commit().map_err(DbError::from)?;
+        }
+        Ok(Db { db })
+    }
+
+    pub(crate) fn commit_seq(&self) -> Result<u64, DbError> {
+        let txn = self.db.begin_read().map_err(DbError::from)?;
+        let meta = txn.open_table(META).map_err(DbError::from)?;
+        Ok(meta
+            .get(COMMIT)
+            .map_err(DbError::from)?
+            .map_or(0, |v| v.value()))
+    }
+
+    /// Moves the commit sequence forward without changing data (an accepted rollback).
+    pub(crate) fn fast_forward(&self, seq: u64) -> Result<(), DbError> {
+        let txn = self.db.begin_write().map_err(DbError::from)?;
+        txn.open_table(META)
+            .map_err(DbError::from)?
+            .insert(COMMIT, seq)
+            .map_err(DbError::from)?;
+        txn.commit().map_err(DbError::from)
+    }
+
+    pub(crate) fn namespace_key(&self, namespace: &str) -> Result<Option<String>, DbError> {
+        let txn = self.db.begin_read().map_err(DbError::from)?;
+        let t = txn.open_table(NAMESPACES).map_err(DbError::from)?;
+        Ok(t.get(namespace)
+            .map_err(DbError::from)?
+            .map(|v| v.value().to_owned()))
+    }
+
+    pub(crate) fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, DbError> {
+        let txn = self.db.begin_read().map_err(DbError::from)?;
+        let t = txn.open_table(VALUES).map_err(DbError::from)?;
+        Ok(t.get((namespace, key))
+            .map_err(DbError::from)?
+            .map(|v| v.value().to_vec()))
+    }
+
+    /// Up to `limit` keys of `namespace` starting with `prefix`, strictly after `after`; and
+    /// whether more follow.
+    pub(crate) fn list(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Listed>, bool), DbError> {
+        let txn = self.db.begin_read().map_err(DbError::from)?;
+        let t = txn.open_table(VALUES).map_err(DbError::from)?;
+        let start = match after {
+            Some(a) if a > prefix => a,
+            _ => prefix,
+        };
+        let mut out = Vec::new();
+        for entry in t.range((namespace, start)..).map_err(DbError::from)? {
+            let (k, v) = entry.map_err(DbError::from)?;
+            let (ns, key) = k.value();
+            if ns != namespace || !key.starts_with(prefix) {
+                break;
+            }
+            if after.is_some_and(|a| key <= a) {
+                continue;
+            }
+            if out.len() == limit {
+                return Ok((out, true));
+            }
+            // A damaged record still lists (with version 0): reading it names the damage.
+            let version = Record::decode(v.value()).map_or(0, |r| r.version);
+            out.push(Listed {
+                key: key.to_owned(),
+                version,
+            });
+        }
+        Ok((out, false))
+    }
+
+    /// Commits `changes` as sequence number `seq`, with `new_namespace` (namespace, key id) if the
+    /// namespace is new. Deletes of absent keys are no-ops; returns how many keys were deleted.
+    pub(crate) fn commit(
+        &self,
+        seq: u64,
+        namespace: &str,
+        new_namespace: Option<&str>,
+        changes: &[Change],
+    ) -> Result<usize, DbError> {
+        let txn = self.db.begin_write().map_err(DbError::from)?;
+        let mut deleted = 0;
+        {
+            let mut values = txn.open_table(VALUES).map_err(DbError::from)?;
+            for change in changes {
+                match change {
+                    Change::Put { key, record } => {
+                        values
+                            .insert((namespace, key.as_str()), record.as_slice())
+                            .map_err(DbError::from)?;
+                    }
+                    Change::Delete { key } => {
+                        if values
+                            .remove((namespace, key.as_str()))
+                            .map_err(DbError::from)?
+                            .is_some()
+                        {
+                            deleted += 1;
+                        }
+                    }
+                }
+            }
+            if let Some(key_id) = new_namespace {
+                txn.open_table(NAMESPACES)
+                    .map_err(DbError::from)?
+                    .insert(namespace, key_id)
+                    .map_err(DbError::from)?;
+            }
+            txn.open_table(META)
+                .map_err(DbError::from)?
+                .insert(COMMIT, seq)
+                .map_err(DbError::from)?;
+        }
+        txn.commit().map_err(DbError::from)?;
+        Ok(deleted)
+    }
+
+    /// Whether `key` exists (for deletes that must name a missing key).
+    pub(crate) fn contains(&self, namespace: &str, key: &str) -> Result<bool, DbError> {
+        Ok(self.get(namespace, key)?.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_damage_is_not_a_record() {
+        let r = Record {
+            version: 42,
+            ciphertext: vec![1, 2, 3],
+        };
+        assert_eq!(Record::decode(&r.encode()), Some(r.clone()));
+        let mut bad = r.encode();
+        bad[0] = 2;
+        assert_eq!(Record::decode(&bad), None);
+        assert_eq!(Record::decode(&[FORMAT, 0, 0]), None);
+        assert_eq!(Record::decode(&[]), None);
+    }
+
+    #[test]
+    fn associated_data_is_unambiguous() {
+        assert_ne!(
+            associated_data("ab", "c", 1),
+            associated_data("a", "bc", 1)
+        );
+        assert_ne!(associated_data("a", "b", 1), associated_data("a", "b", 2));
+    }
+
+    #[test]
+    fn listing_pages_by_prefix_within_one_namespace() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("s.redb")).expect("open");
+        let rec = |v| {
+            Record {
+                version: v,
+                ciphertext: vec![0; 4],
+            }
+            .encode()
+        };
+        let changes: Vec<Change> = ["a/1", "a/2", "a/3", "b/1", "a"]
+            .iter()
+            .map(|k| Change::Put {
+                key: (*k).into(),
+                record: rec(1),
+            })
+            .collect();
+        db.commit(1, "alice", Some("key_x"), &changes).expect("commit");
+        db.commit(
+            2,
+            "bob",
+            Some("key_y"),
+            &[Change::Put {
+                key: "a/9".into(),
+                record: rec(2),
+            }],
+        )
+        .expect("commit");
+        let keys = |(l, more): (Vec<Listed>, bool)| {
+            (l.into_iter().map(|l| l.key).collect::<Vec<_>>(), more)
+        };
+        assert_eq!(
+            keys(db.list("alice", "a/", None, 2).expect("list")),
+            (vec!["a/1".to_owned(), "a/2".to_owned()], true)
+        );
+        assert_eq!(
+            keys(db.list("alice", "a/", Some("a/2"), 2).expect("list")),
+            (vec!["a/3".to_owned()], false)
+        );
+        assert_eq!(
+            keys(db.list("alice", "", None, 10).expect("list")).0,
+            ["a", "a/1", "a/2", "a/3", "b/1"]
+        );
+        assert_eq!(
+            keys(db.list("bob", "", None, 10).expect("list")).0,
+            ["a/9"]
+        );
+        assert_eq!(db.commit_seq().expect("seq"), 2);
+        assert_eq!(
+            db.namespace_key("alice").expect("ns").as_deref(),
+            Some("key_x")
+        );
+        let deleted = db
+            .commit(
+                3,
+                "alice",
+                None,
+                &[
+                    Change::Delete { key: "a".into() },
+                    Change::Delete {
+                        key: "nope".into(),
+                    },
+                ],
+            )
+            .expect("commit");
+        assert_eq!(deleted, 1);
+        assert!(!db.contains("alice", "a").expect("contains"));
+    }
+}

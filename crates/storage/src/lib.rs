@@ -1,0 +1,642 @@
+//! The storage service: a key-value store on redb, one namespace per owner, every value encrypted
+//! with AES-256-GCM under its namespace's key, which the crypto service holds and uses (the key never
+//! comes here). The associated data binds namespace, key and version, so a ciphertext moved to
+//! another key, namespace or version is an integrity error naming the key, never wrong data.
+//!
+//! Get, put, delete, list by prefix with pagination, and atomic multi-key writes, with size limits
+//! from the service's settings. Every commit gets the next sequence number, recorded in the database
+//! and then in the platform's freshness counter before the write is acknowledged; at start, a database
+//! behind the counter (the host swapped in an older copy) is refused until an operator accepts that
+//! exact state.
+
+mod db;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use runtime::{CallError, Context, Kind, Priority, Reply, Service, ServiceError, ServiceName, Spec};
+
+pub use db::{DbError, Listed};
+use db::{Change, Db, Record, associated_data};
+
+pub const NAME: ServiceName = ServiceName::from_static("storage");
+
+/// The crypto owner of every namespace key: not an account id, so no account can use these keys.
+pub const KEY_OWNER: &str = "@storage";
+
+/// The freshness counter's name.
+const COUNTER: &str = "storage";
+
+/// What callers can do about a failed operation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("no key {0:?}")]
+    NotFound(String),
+    #[error("{what} is {size} bytes; the limit is {limit} (services.storage.{setting})")]
+    TooLarge {
+        what: &'static str,
+        size: usize,
+        limit: usize,
+        setting: &'static str,
+    },
+    #[error("{0}")]
+    BadInput(String),
+    /// The stored value of `key` was modified, moved or damaged; nothing of it is returned.
+    #[error("the stored value of {key:?} fails its integrity check (modified, moved or damaged)")]
+    Integrity { key: String },
+    /// The crypto service could not be reached; retry later.
+    #[error("the crypto service is unavailable: {0}")]
+    CryptoUnavailable(String),
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// A value read back, with the version (commit sequence number) that wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Value {
+    pub data: Vec<u8>,
+    pub version: u64,
+}
+
+/// One page of a listing; `next` is the `after` of the next page.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Page {
+    pub keys: Vec<Listed>,
+    pub next: Option<String>,
+}
+
+/// One write of an atomic batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    Put { key: String, value: Vec<u8> },
+    /// Deleting an absent key in a batch is a no-op.
+    Delete { key: String },
+}
+
+type Answer<T> = Reply<Result<T, Error>>;
+
+/// Requests to the storage service. `namespace` is the owner the caller acts for.
+#[derive(Debug)]
+pub enum Request {
+    Get {
+        namespace: String,
+        key: String,
+        reply: Answer<Value>,
+    },
+    /// Answers the new version.
+    Put {
+        namespace: String,
+        key: String,
+        value: Vec<u8>,
+        reply: Answer<u64>,
+    },
+    /// `NotFound` if the key is absent.
+    Delete {
+        namespace: String,
+        key: String,
+        reply: Answer<u64>,
+    },
+    List {
+        namespace: String,
+        prefix: String,
+        after: Option<String>,
+        limit: usize,
+        reply: Answer<Page>,
+    },
+    /// All or nothing, as one commit; answers its version.
+    Batch {
+        namespace: String,
+        writes: Vec<Write>,
+        reply: Answer<u64>,
+    },
+}
+
+impl runtime::bus::Operation for Request {
+    fn operation(&self) -> &'static str {
+        match self {
+            Request::Get { .. } => "get",
+            Request::Put { .. } => "put",
+            Request::Delete { .. } => "delete",
+            Request::List { .. } => "list",
+            Request::Batch { .. } => "batch",
+        }
+    }
+}
+
+pub type Handle = runtime::Handle<Request>;
+
+/// Settings (in `[services.storage]`).
+pub const MAX_KEY_BYTES: &str = "max_key_bytes";
+pub const MAX_VALUE_BYTES: &str = "max_value_bytes";
+pub const MAX_BATCH_WRITES: &str = "max_batch_writes";
+pub const MAX_LIST_LIMIT: &str = "max_list_limit";
+
+/// The recipe.
+#[derive(Debug)]
+pub struct Storage {
+    path: PathBuf,
+    platform: Arc<dyn enclave::Platform>,
+    counters: Arc<enclave::Counters>,
+    crypto: crypto::Handle,
+    /// The database commit an operator accepted despite the freshness counter; used once.
+    accept: Mutex<Option<u64>>,
+}
+
+impl Storage {
+    /// Storage in `data_dir/storage.redb`, encrypting through `crypto`.
+    pub fn new(
+        data_dir: &Path,
+        platform: Arc<dyn enclave::Platform>,
+        crypto: crypto::Handle,
+    ) -> Storage {
+        Storage {
+            path: data_dir.join("storage.redb"),
+            counters: Arc::new(enclave::Counters::new(data_dir)),
+            platform,
+            crypto: crypto.with_caller(&NAME),
+            accept: Mutex::new(None),
+        }
+    }
+
+    /// Accepts, once, a database at commit `seq` that disagrees with the freshness counter (an
+    /// operator restoring a backup, or a lost counter file).
+    pub fn accept_rollback(self, seq: Option<u64>) -> Storage {
+        *self.accept.lock().unwrap_or_else(|p| p.into_inner()) = seq;
+        self
+    }
+
+    pub fn database_path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn default_spec() -> Spec {
+        Spec::new(NAME, Kind::Core)
+            .description(
+                "encrypted key-value storage: values sealed under per-namespace keys, tamper- and rollback-evident",
+            )
+            .depends_on(crypto::NAME)
+            .priority(Priority::High)
+            .capability("storage.kv")
+            .capability("storage.batch")
+            .setting(MAX_KEY_BYTES, 1024, 1, 65_536, "longest key, in bytes")
+            .setting(
+                MAX_VALUE_BYTES,
+                1 << 20,
+                1,
+                64 << 20,
+                "largest value, in bytes",
+            )
+            .setting(
+                MAX_BATCH_WRITES,
+                1000,
+                1,
+                100_000,
+                "most writes in one atomic batch",
+            )
+            .setting(
+                MAX_LIST_LIMIT,
+                1000,
+                1,
+                100_000,
+                "most keys in one page of a listing",
+            )
+    }
+
+    /// Compares the database's commit with the freshness counter; fixes the one benign gap (a crash
+    /// between the database commit and the counter write) and refuses anything else not accepted.
+    fn check_freshness(&self, db: &Db) -> Result<u64, ServiceError> {
+        let platform = &*self.platform;
+        let seq = db.commit_seq().map_err(|e| ServiceError::new(e.to_string()))?;
+        let counter = self
+            .counters
+            .read(platform, COUNTER)
+            .map_err(|e| ServiceError::new(format!("the freshness counter: {e}")))?;
+        if seq == counter {
+            return Ok(seq);
+        }
+        if seq == counter + 1 {
+            self.counters
+                .advance(platform, COUNTER)
+                .map_err(|e| ServiceError::new(format!("the freshness counter: {e}")))?;
+            return Ok(seq);
+        }
+        let mut accept = self.accept.lock().unwrap_or_else(|p| p.into_inner());
+        if *accept == Some(seq) {
+            *accept = None;
+            tracing::warn!(
+                database = seq,
+                counter,
+                "storage: the operator accepted a database that disagrees with the freshness counter"
+            );
+            return if seq < counter {
+                db.fast_forward(counter)
+                    .map_err(|e| ServiceError::new(e.to_string()))?;
+                Ok(counter)
+            } else {
+                self.counters
+                    .advance_to(platform, COUNTER, seq)
+                    .map_err(|e| ServiceError::new(format!("the freshness counter: {e}")))?;
+                Ok(seq)
+            };
+        }
+        let what = if seq < counter {
+            format!(
+                "{} is at commit {seq}, but the freshness counter says commit {counter} was acknowledged: \
+                 the host may have replaced the database with an older copy",
+                self.path.display()
+            )
+        } else {
+            format!(
+                "{} is at commit {seq}, but the freshness counter is at {counter}: the counter file \
+                 ({COUNTER}.counter) was deleted or replaced, so rollbacks cannot be ruled out",
+                self.path.display()
+            )
+        };
+        Err(ServiceError::new(format!(
+            "storage refuses to start: {what}. Nothing was read or changed. If this database is the one \
+             you mean to run with (say, a restored backup), restart with \
+             `cloister run --accept-storage-rollback {seq}`"
+        )))
+    }
+}
+
+impl Service for Storage {
+    type Request = Request;
+
+    fn spec(&self) -> Spec {
+        Storage::default_spec()
+    }
+
+    fn validate(&self, new: &Spec) -> Result<(), String> {
+        if new.replicas.max > 1 {
+            return Err("storage has a single writer: replicas.max must be 1".into());
+        }
+        Ok(())
+    }
+
+    async fn run(&self, mut cx: Context<Request>) -> Result<(), ServiceError> {
+        let path = self.path.clone();
+        let db = tokio::task::spawn_blocking(move || Db::open(&path))
+            .await
+            .map_err(|e| ServiceError::new(format!("opening the database: {e}")))?
+            .map_err(|e| ServiceError::new(e.to_string()))?;
+        let db = Arc::new(db);
+        let seq = self.check_freshness(&db)?;
+        let mut state = State {
+            db,
+            seq,
+            namespace_keys: HashMap::new(),
+            storage: self,
+        };
+        while let Some(request) = cx.recv().await {
+            let limits = Limits::of(&cx.spec());
+            state.handle(request, &limits).await?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    key: usize,
+    value: usize,
+    batch: usize,
+    list: usize,
+}
+
+impl Limits {
+    fn of(spec: &Spec) -> Limits {
+        let get = |name| usize::try_from(spec.setting_value(name)).unwrap_or(usize::MAX);
+        Limits {
+            key: get(MAX_KEY_BYTES),
+            value: get(MAX_VALUE_BYTES),
+            batch: get(MAX_BATCH_WRITES),
+            list: get(MAX_LIST_LIMIT),
+        }
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), Error> {
+        if key.is_empty() {
+            return Err(Error::BadInput("a key cannot be empty".into()));
+        }
+        if key.len() > self.key {
+            return Err(Error::TooLarge {
+                what: "the key",
+                size: key.len(),
+                limit: self.key,
+                setting: MAX_KEY_BYTES,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<(), Error> {
+        if value.len() > self.value {
+            return Err(Error::TooLarge {
+                what: "the value",
+                size: value.len(),
+                limit: self.value,
+                setting: MAX_VALUE_BYTES,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn check_namespace(namespace: &str) -> Result<(), Error> {
+    if namespace.is_empty() {
+        return Err(Error::BadInput("a namespace cannot be empty".into()));
+    }
+    Ok(())
+}
+
+fn unavailable(e: CallError) -> Error {
+    Error::CryptoUnavailable(e.to_string())
+}
+
+/// One incarnation's state.
+struct State<'a> {
+    db: Arc<Db>,
+    /// The last commit's sequence number.
+    seq: u64,
+    /// Namespace → crypto key id, as far as seen.
+    namespace_keys: HashMap<String, String>,
+    storage: &'a Storage,
+}
+
+impl State<'_> {
+    /// Serves one request. An error here ends the incarnation: it means memory and disk may disagree
+    /// (a commit whose counter advance failed), which only a fresh start sorts out.
+    async fn handle(&mut self, request: Request, limits: &Limits) -> Result<(), ServiceError> {
+        match request {
+            Request::Get {
+                namespace,
+                key,
+                reply,
+            } => reply.send(self.get(&namespace, &key).await),
+            Request::Put {
+                namespace,
+                key,
+                value,
+                reply,
+            } => {
+                let writes = vec![Write::Put { key, value }];
+                let result = self.write(&namespace, writes, limits, false).await;
+                return self.answer(reply, result);
+            }
+            Request::Delete {
+                namespace,
+                key,
+                reply,
+            } => {
+                let writes = vec![Write::Delete { key }];
+                let result = self.write(&namespace, writes, limits, true).await;
+                return self.answer(reply, result);
+            }
+            Request::Batch {
+                namespace,
+                writes,
+                reply,
+            } => {
+                let result = self.write(&namespace, writes, limits, false).await;
+                return self.answer(reply, result);
+            }
+            Request::List {
+                namespace,
+                prefix,
+                after,
+                limit,
+                reply,
+            } => reply.send(self.list(&namespace, &prefix, after.as_deref(), limit, limits)),
+        }
+        Ok(())
+    }
+
+    fn answer(
+        &self,
+        reply: Answer<u64>,
+        result: Result<u64, Fatal>,
+    ) -> Result<(), ServiceError> {
+        match result {
+            Ok(v) => {
+                reply.send(Ok(v));
+                Ok(())
+            }
+            Err(Fatal::No(e)) => {
+                reply.send(Err(e));
+                Ok(())
+            }
+            Err(Fatal::Yes(e)) => {
+                reply.send(Err(Error::Internal(e.clone())));
+                Err(ServiceError::new(e))
+            }
+        }
+    }
+
+    async fn key_id(&mut self, namespace: &str) -> Result<Option<String>, Error> {
+        if let Some(id) = self.namespace_keys.get(namespace) {
+            return Ok(Some(id.clone()));
+        }
+        let id = self.db.namespace_key(namespace)?;
+        if let Some(id) = &id {
+            self.namespace_keys
+                .insert(namespace.to_owned(), id.clone());
+        }
+        Ok(id)
+    }
+
+    async fn get(&mut self, namespace: &str, key: &str) -> Result<Value, Error> {
+        check_namespace(namespace)?;
+        let Some(bytes) = self.db.get(namespace, key)? else {
+            return Err(Error::NotFound(key.to_owned()));
+        };
+        let integrity = || Error::Integrity {
+            key: key.to_owned(),
+        };
+        let record = Record::decode(&bytes).ok_or_else(integrity)?;
+        // A value without a namespace key can only be a record planted from elsewhere.
+        let key_id = self.key_id(namespace).await?.ok_or_else(integrity)?;
+        let aad = associated_data(namespace, key, record.version);
+        let data = self
+            .storage
+            .crypto
+            .call(|reply| crypto::Request::Decrypt {
+                owner: KEY_OWNER.into(),
+                id: key_id,
+                ciphertext: record.ciphertext,
+                aad,
+                reply,
+            })
+            .await
+            .map_err(unavailable)?
+            .map_err(|e| match e {
+                crypto::Error::Integrity | crypto::Error::BadInput(_) => integrity(),
+                other => Error::Internal(format!("the namespace key: {other}")),
+            })?;
+        Ok(Value {
+            data,
+            version: record.version,
+        })
+    }
+
+    fn list(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        limits: &Limits,
+    ) -> Result<Page, Error> {
+        check_namespace(namespace)?;
+        if limit == 0 || limit > limits.list {
+            return Err(Error::BadInput(format!(
+                "limit must be between 1 and {} (services.storage.{MAX_LIST_LIMIT})",
+                limits.list
+            )));
+        }
+        let (keys, more) = self.db.list(namespace, prefix, after, limit)?;
+        let next = more.then(|| keys.last().map(|l| l.key.clone())).flatten();
+        Ok(Page { keys, next })
+    }
+
+    /// Encrypts and commits `writes` as one commit, then advances the freshness counter.
+    async fn write(
+        &mut self,
+        namespace: &str,
+        writes: Vec<Write>,
+        limits: &Limits,
+        must_exist: bool,
+    ) -> Result<u64, Fatal> {
+        check_namespace(namespace)?;
+        if writes.is_empty() {
+            return Err(Error::BadInput("a batch needs at least one write".into()).into());
+        }
+        if writes.len() > limits.batch {
+            return Err(Error::TooLarge {
+                what: "the batch",
+                size: writes.len(),
+                limit: limits.batch,
+                setting: MAX_BATCH_WRITES,
+            }
+            .into());
+        }
+        for w in &writes {
+            match w {
+                Write::Put { key, value } => {
+                    limits.check_key(key)?;
+                    limits.check_value(value)?;
+                }
+                Write::Delete { key } => limits.check_key(key)?,
+            }
+        }
+        if must_exist {
+            for w in &writes {
+                if let Write::Delete { key } = w
+                    && !self.db.contains(namespace, key).map_err(Error::from)?
+                {
+                    return Err(Error::NotFound(key.clone()).into());
+                }
+            }
+        }
+        let has_puts = writes.iter().any(|w| matches!(w, Write::Put { .. }));
+        let mut new_namespace = None;
+        let key_id = match self.key_id(namespace).await? {
+            Some(id) => Some(id),
+            None if has_puts => {
+                let info = self
+                    .storage
+                    .crypto
+                    .call(|reply| crypto::Request::Generate {
+                        owner: KEY_OWNER.into(),
+                        algorithm: crypto::Algorithm::Aes256gcm,
+                        reply,
+                    })
+                    .await
+                    .map_err(unavailable)?
+                    .map_err(|e| Error::Internal(format!("creating the namespace key: {e}")))?;
+                new_namespace = Some(info.id.clone());
+                Some(info.id)
+            }
+            None => None,
+        };
+        let seq = self.seq + 1;
+        let mut changes = Vec::with_capacity(writes.len());
+        for w in writes {
+            match w {
+                Write::Put { key, value } => {
+                    let id = key_id.clone().ok_or_else(|| {
+                        Error::Internal("a put without a namespace key".into())
+                    })?;
+                    let aad = associated_data(namespace, &key, seq);
+                    let ciphertext = self
+                        .storage
+                        .crypto
+                        .call(|reply| crypto::Request::Encrypt {
+                            owner: KEY_OWNER.into(),
+                            id,
+                            plaintext: value,
+                            aad,
+                            reply,
+                        })
+                        .await
+                        .map_err(unavailable)?
+                        .map_err(|e| Error::Internal(format!("encrypting: {e}")))?;
+                    let record = Record {
+                        version: seq,
+                        ciphertext,
+                    }
+                    .encode();
+                    changes.push(Change::Put { key, record });
+                }
+                Write::Delete { key } => changes.push(Change::Delete { key }),
+            }
+        }
+        let db = self.db.clone();
+        let storage_counters = self.storage.counters.clone();
+        let platform = self.storage.platform.clone();
+        let ns = namespace.to_owned();
+        let new_ns = new_namespace.clone();
+        let committed = tokio::task::spawn_blocking(move || {
+            db.commit(seq, &ns, new_ns.as_deref(), &changes)
+                .map_err(|e| Fatal::No(e.into()))?;
+            // The commit is on disk; the write is acknowledged only once the counter knows it.
+            let counter = storage_counters
+                .advance(&*platform, COUNTER)
+                .map_err(|e| Fatal::Yes(format!("advancing the freshness counter: {e}")))?;
+            if counter != seq {
+                return Err(Fatal::Yes(format!(
+                    "the freshness counter moved to {counter}, expected {seq}: another writer?"
+                )));
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| Fatal::Yes(format!("the commit task: {e}")))?;
+        match committed {
+            Ok(()) => {
+                self.seq = seq;
+                if let Some(id) = new_namespace {
+                    self.namespace_keys.insert(namespace.to_owned(), id);
+                }
+                Ok(seq)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A write's failure, and whether it leaves the incarnation unable to go on.
+#[derive(Debug)]
+enum Fatal {
+    No(Error),
+    Yes(String),
+}
+
+impl From<Error> for Fatal {
+    fn from(e: Error) -> Fatal {
+        Fatal::No(e)
+    }
+}

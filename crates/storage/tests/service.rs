@@ -1,0 +1,474 @@
+//! The storage service through its handle, with the crypto service, on the simulation platform.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use runtime::journal::{Event, ExitOutcome};
+use runtime::{Builder, Journal, RuntimeLevel};
+use storage::{Error, Request, Storage, Value, Write};
+
+const ALICE: &str = "alice";
+
+struct Fixture {
+    rt: runtime::Runtime,
+    storage: storage::Handle,
+    journal: Journal,
+}
+
+fn platform(dir: &Path) -> Arc<dyn enclave::Platform> {
+    Arc::new(enclave::Simulation::open(dir, b"test binary", b"", 1).expect("simulation"))
+}
+
+fn build(dir: &Path, accept: Option<u64>, configure: impl FnOnce(&mut runtime::Spec)) -> Fixture {
+    let platform = platform(dir);
+    let journal = Journal::in_memory();
+    let mut b = Builder::new(journal.clone());
+    let mut crypto_spec = crypto::Crypto::default_spec();
+    crypto_spec.recovery.strategy = runtime::Strategy::Manual;
+    let crypto = b.add_with_spec(crypto::Crypto::new(dir, platform.clone()), crypto_spec);
+    let mut spec = Storage::default_spec();
+    spec.recovery.strategy = runtime::Strategy::Manual;
+    configure(&mut spec);
+    let storage = b.add_with_spec(
+        Storage::new(dir, platform, crypto).accept_rollback(accept),
+        spec,
+    );
+    let rt = b.start().expect("start");
+    Fixture {
+        rt,
+        storage,
+        journal,
+    }
+}
+
+async fn start(dir: &Path) -> Fixture {
+    let f = build(dir, None, |_| {});
+    ready(&f.rt).await;
+    f
+}
+
+async fn ready(rt: &runtime::Runtime) {
+    rt.readiness()
+        .wait_for(|r| r.level == RuntimeLevel::Ready)
+        .await
+        .expect("ready");
+}
+
+/// Waits until storage has failed and returns the reason it gave.
+async fn failure(f: &Fixture) -> String {
+    let exited = f
+        .journal
+        .wait_for(0, std::time::Duration::from_secs(30), |e| {
+            e.service.as_ref() == Some(&storage::NAME)
+                && matches!(
+                    e.event,
+                    Event::Exited {
+                        outcome: ExitOutcome::Error { .. },
+                        ..
+                    }
+                )
+        })
+        .await
+        .expect("storage exits with an error");
+    match &exited.event {
+        Event::Exited {
+            outcome: ExitOutcome::Error { message },
+            ..
+        } => message.clone(),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn put(h: &storage::Handle, ns: &str, key: &str, value: &[u8]) -> Result<u64, Error> {
+    h.call(|reply| Request::Put {
+        namespace: ns.into(),
+        key: key.into(),
+        value: value.to_vec(),
+        reply,
+    })
+    .await
+    .expect("call")
+}
+
+async fn get(h: &storage::Handle, ns: &str, key: &str) -> Result<Value, Error> {
+    h.call(|reply| Request::Get {
+        namespace: ns.into(),
+        key: key.into(),
+        reply,
+    })
+    .await
+    .expect("call")
+}
+
+async fn delete(h: &storage::Handle, ns: &str, key: &str) -> Result<u64, Error> {
+    h.call(|reply| Request::Delete {
+        namespace: ns.into(),
+        key: key.into(),
+        reply,
+    })
+    .await
+    .expect("call")
+}
+
+async fn batch(h: &storage::Handle, ns: &str, writes: Vec<Write>) -> Result<u64, Error> {
+    h.call(|reply| Request::Batch {
+        namespace: ns.into(),
+        writes,
+        reply,
+    })
+    .await
+    .expect("call")
+}
+
+async fn list(
+    h: &storage::Handle,
+    ns: &str,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<storage::Page, Error> {
+    h.call(|reply| Request::List {
+        namespace: ns.into(),
+        prefix: prefix.into(),
+        after: after.map(str::to_owned),
+        limit,
+        reply,
+    })
+    .await
+    .expect("call")
+}
+
+fn keys(page: &storage::Page) -> Vec<&str> {
+    page.keys.iter().map(|l| l.key.as_str()).collect()
+}
+
+#[tokio::test]
+async fn put_get_delete_list_and_batches_per_namespace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = start(dir.path()).await;
+    let h = &f.storage;
+
+    let v1 = put(h, ALICE, "a/1", b"one").await.expect("put");
+    let v2 = put(h, ALICE, "a/2", b"two").await.expect("put");
+    assert!(v2 > v1);
+    assert_eq!(
+        get(h, ALICE, "a/1").await,
+        Ok(Value {
+            data: b"one".to_vec(),
+            version: v1
+        })
+    );
+    // Overwrite: new data, new version.
+    let v3 = put(h, ALICE, "a/1", b"uno").await.expect("put");
+    assert_eq!(get(h, ALICE, "a/1").await.expect("get").data, b"uno");
+    assert_eq!(get(h, ALICE, "a/1").await.expect("get").version, v3);
+    // Empty values are values.
+    put(h, ALICE, "empty", b"").await.expect("put");
+    assert_eq!(get(h, ALICE, "empty").await.expect("get").data, b"");
+
+    // Namespaces are isolated: bob sees none of alice's keys, and his own key of the same name.
+    assert_eq!(
+        get(h, "bob", "a/1").await,
+        Err(Error::NotFound("a/1".into()))
+    );
+    put(h, "bob", "a/1", b"bob's").await.expect("put");
+    assert_eq!(get(h, "bob", "a/1").await.expect("get").data, b"bob's");
+    assert_eq!(get(h, ALICE, "a/1").await.expect("get").data, b"uno");
+
+    // Batches are one commit: one version for all.
+    let vb = batch(
+        h,
+        ALICE,
+        vec![
+            Write::Put {
+                key: "b/1".into(),
+                value: b"x".to_vec(),
+            },
+            Write::Put {
+                key: "b/2".into(),
+                value: b"y".to_vec(),
+            },
+            Write::Delete { key: "a/2".into() },
+            Write::Delete {
+                key: "never-was".into(),
+            },
+        ],
+    )
+    .await
+    .expect("batch");
+    assert_eq!(get(h, ALICE, "b/1").await.expect("get").version, vb);
+    assert_eq!(get(h, ALICE, "b/2").await.expect("get").version, vb);
+    assert_eq!(
+        get(h, ALICE, "a/2").await,
+        Err(Error::NotFound("a/2".into()))
+    );
+
+    // Listing pages through a prefix.
+    let page = list(h, ALICE, "", None, 2).await.expect("list");
+    assert_eq!(keys(&page), ["a/1", "b/1"]);
+    assert_eq!(page.next.as_deref(), Some("b/1"));
+    let page = list(h, ALICE, "", page.next.as_deref(), 2)
+        .await
+        .expect("list");
+    assert_eq!(keys(&page), ["b/2", "empty"]);
+    assert_eq!(page.next, None);
+    let page = list(h, ALICE, "b/", None, 10).await.expect("list");
+    assert_eq!(keys(&page), ["b/1", "b/2"]);
+    assert_eq!(keys(&list(h, "bob", "", None, 10).await.expect("list")), ["a/1"]);
+
+    delete(h, ALICE, "b/1").await.expect("delete");
+    assert_eq!(
+        delete(h, ALICE, "b/1").await,
+        Err(Error::NotFound("b/1".into()))
+    );
+    assert_eq!(
+        get(h, ALICE, "b/1").await,
+        Err(Error::NotFound("b/1".into()))
+    );
+    f.rt.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = build(dir.path(), None, |spec| {
+        spec.settings.get_mut("max_key_bytes").expect("declared").value = 8;
+        spec.settings.get_mut("max_value_bytes").expect("declared").value = 16;
+        spec.settings.get_mut("max_batch_writes").expect("declared").value = 2;
+        spec.settings.get_mut("max_list_limit").expect("declared").value = 5;
+    });
+    ready(&f.rt).await;
+    let h = &f.storage;
+    assert!(matches!(
+        put(h, ALICE, "", b"v").await,
+        Err(Error::BadInput(_))
+    ));
+    assert_eq!(
+        put(h, ALICE, "123456789", b"v").await,
+        Err(Error::TooLarge {
+            what: "the key",
+            size: 9,
+            limit: 8,
+            setting: "max_key_bytes"
+        })
+    );
+    assert!(matches!(
+        put(h, ALICE, "k", &[0; 17]).await,
+        Err(Error::TooLarge {
+            what: "the value",
+            ..
+        })
+    ));
+    put(h, ALICE, "k", &[7; 16]).await.expect("at the limit");
+    // One bad write refuses the whole batch: the good one before it is not written either.
+    assert!(matches!(
+        batch(
+            h,
+            ALICE,
+            vec![
+                Write::Put {
+                    key: "good".into(),
+                    value: b"v".to_vec()
+                },
+                Write::Put {
+                    key: "bad".into(),
+                    value: vec![0; 17]
+                },
+            ]
+        )
+        .await,
+        Err(Error::TooLarge { .. })
+    ));
+    assert_eq!(
+        get(h, ALICE, "good").await,
+        Err(Error::NotFound("good".into()))
+    );
+    let three = (0..3)
+        .map(|i| Write::Delete {
+            key: format!("k{i}"),
+        })
+        .collect();
+    assert!(matches!(
+        batch(h, ALICE, three).await,
+        Err(Error::TooLarge {
+            what: "the batch",
+            ..
+        })
+    ));
+    assert!(matches!(
+        batch(h, ALICE, vec![]).await,
+        Err(Error::BadInput(_))
+    ));
+    assert!(matches!(
+        list(h, ALICE, "", None, 6).await,
+        Err(Error::BadInput(_))
+    ));
+    assert!(matches!(
+        list(h, ALICE, "", None, 0).await,
+        Err(Error::BadInput(_))
+    ));
+    assert!(matches!(
+        get(h, "", "k").await,
+        Err(Error::BadInput(_))
+    ));
+    assert_eq!(get(h, ALICE, "k").await.expect("get").data, [7; 16]);
+    f.rt.shutdown().await;
+}
+
+#[tokio::test]
+async fn values_survive_a_service_restart_and_a_process_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = start(dir.path()).await;
+    let v = put(&f.storage, ALICE, "k", b"kept").await.expect("put");
+    f.rt.restart(&storage::NAME).await.expect("restart");
+    ready(&f.rt).await;
+    assert_eq!(
+        get(&f.storage, ALICE, "k").await.expect("after restart").data,
+        b"kept"
+    );
+    f.rt.shutdown().await;
+
+    let f = start(dir.path()).await;
+    assert_eq!(
+        get(&f.storage, ALICE, "k").await,
+        Ok(Value {
+            data: b"kept".to_vec(),
+            version: v
+        })
+    );
+    f.rt.shutdown().await;
+}
+
+/// The raw tables, as a host with the file would see them.
+use redb::ReadableTable;
+const VALUES: redb::TableDefinition<(&str, &str), &[u8]> = redb::TableDefinition::new("values");
+
+#[tokio::test]
+async fn a_ciphertext_moved_to_another_key_or_namespace_is_an_integrity_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = start(dir.path()).await;
+    put(&f.storage, ALICE, "salary", b"100").await.expect("put");
+    put(&f.storage, ALICE, "bonus", b"5").await.expect("put");
+    put(&f.storage, "bob", "salary", b"90").await.expect("put");
+    f.rt.shutdown().await;
+
+    {
+        let db = redb::Database::open(dir.path().join("storage.redb")).expect("open");
+        let txn = db.begin_write().expect("write");
+        {
+            let mut t = txn.open_table(VALUES).expect("table");
+            let salary = t
+                .get((ALICE, "salary"))
+                .expect("get")
+                .expect("present")
+                .value()
+                .to_vec();
+            // alice's salary record copied over her bonus, and over bob's salary.
+            t.insert((ALICE, "bonus"), salary.as_slice()).expect("insert");
+            t.insert(("bob", "salary"), salary.as_slice())
+                .expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+
+    let f = start(dir.path()).await;
+    assert_eq!(
+        get(&f.storage, ALICE, "bonus").await,
+        Err(Error::Integrity {
+            key: "bonus".into()
+        })
+    );
+    assert_eq!(
+        get(&f.storage, "bob", "salary").await,
+        Err(Error::Integrity {
+            key: "salary".into()
+        })
+    );
+    // The service stays up for the untouched key.
+    assert_eq!(
+        get(&f.storage, ALICE, "salary").await.expect("get").data,
+        b"100"
+    );
+    f.rt.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_older_copy_of_the_database_is_refused_until_the_operator_accepts_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db_path = dir.path().join("storage.redb");
+    let f = start(dir.path()).await;
+    put(&f.storage, ALICE, "k", b"old").await.expect("put");
+    f.rt.shutdown().await;
+    let old_copy = std::fs::read(&db_path).expect("read");
+
+    let f = start(dir.path()).await;
+    let newer = put(&f.storage, ALICE, "k", b"new").await.expect("put");
+    f.rt.shutdown().await;
+
+    // The host swaps the old copy back in.
+    std::fs::write(&db_path, &old_copy).expect("swap");
+    let f = build(dir.path(), None, |_| {});
+    let reason = failure(&f).await;
+    assert!(
+        reason.contains("is at commit 1")
+            && reason.contains(&format!("says commit {newer}"))
+            && reason.contains("--accept-storage-rollback 1"),
+        "{reason}"
+    );
+    f.rt.shutdown().await;
+    // The refusal changed nothing, and accepting another commit number does not accept this one:
+    // the same copy is refused again.
+    let f = build(dir.path(), Some(7), |_| {});
+    assert!(failure(&f).await.contains("is at commit 1"));
+    f.rt.shutdown().await;
+
+    let f = build(dir.path(), Some(1), |_| {});
+    ready(&f.rt).await;
+    assert_eq!(get(&f.storage, ALICE, "k").await.expect("get").data, b"old");
+    // Writes go on after the counter, so the newer state's commit numbers are never reused.
+    let next = put(&f.storage, ALICE, "k", b"newest").await.expect("put");
+    assert!(next > newer, "{next} > {newer}");
+    f.rt.shutdown().await;
+
+    // And the accepted state is now the normal one.
+    let f = start(dir.path()).await;
+    assert_eq!(
+        get(&f.storage, ALICE, "k").await.expect("get").data,
+        b"newest"
+    );
+    f.rt.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_lost_counter_file_is_refused_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = start(dir.path()).await;
+    put(&f.storage, ALICE, "a", b"1").await.expect("put");
+    put(&f.storage, ALICE, "b", b"2").await.expect("put");
+    f.rt.shutdown().await;
+    std::fs::remove_file(dir.path().join("storage.counter")).expect("remove");
+    let f = build(dir.path(), None, |_| {});
+    let reason = failure(&f).await;
+    assert!(reason.contains("deleted or replaced"), "{reason}");
+    f.rt.shutdown().await;
+    let f = build(dir.path(), Some(2), |_| {});
+    ready(&f.rt).await;
+    assert_eq!(get(&f.storage, ALICE, "b").await.expect("get").data, b"2");
+    f.rt.shutdown().await;
+}
+
+#[tokio::test]
+async fn storage_refuses_more_than_one_replica() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let platform = platform(dir.path());
+    let journal = Journal::in_memory();
+    let mut b = Builder::new(journal);
+    let crypto = b.add(crypto::Crypto::new(dir.path(), platform.clone()));
+    let s = Storage::new(dir.path(), platform, crypto);
+    let mut spec = Storage::default_spec();
+    spec.replicas.max = 2;
+    use runtime::Service;
+    assert!(s.validate(&spec).is_err());
+    spec.replicas.max = 1;
+    assert!(s.validate(&spec).is_ok());
+}
