@@ -312,12 +312,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn choice<T: Copy>(
-        &mut self,
-        key: &str,
-        options: &[(&str, T)],
-        p: &mut Problems,
-    ) -> Option<T> {
+    fn choice<T: Copy>(&mut self, key: &str, options: &[(&str, T)], p: &mut Problems) -> Option<T> {
         let (s, path) = self.string(key, p)?;
         match options.iter().find(|(name, _)| *name == s) {
             Some((_, v)) => Some(*v),
@@ -1089,7 +1084,9 @@ replicas = { min = 0 }
         );
         check(
             "[services.crypto]\nmax_value_bytes = 10\n",
-            &["services.crypto.max_value_bytes: unknown key (expected one of: enabled, priority, queue_capacity, call_timeout, shutdown_grace, replicas, health, recovery, breaker, anomaly, autoscale, resources)"],
+            &[
+                "services.crypto.max_value_bytes: unknown key (expected one of: enabled, priority, queue_capacity, call_timeout, shutdown_grace, replicas, health, recovery, breaker, anomaly, autoscale, resources)",
+            ],
         );
         let config = Config::parse("[services.storage]\nmax_value_bytes = 2048\n", &catalog())
             .expect("valid");

@@ -130,7 +130,10 @@ impl Spec {
 
     /// Declares one of the service's own settings with its default and bounds.
     pub fn setting(mut self, name: &str, default: i64, min: i64, max: i64, help: &str) -> Self {
-        debug_assert!((min..=max).contains(&default), "{name}: default out of bounds");
+        debug_assert!(
+            (min..=max).contains(&default),
+            "{name}: default out of bounds"
+        );
         self.settings.insert(
             name.to_owned(),
             Setting {

@@ -28,6 +28,22 @@ impl DbError {
     }
 }
 
+/// Runs a redb operation, turning a panic into an error: redb trusts its file and panics on some
+/// damage (found by flipping every byte of a database), and damage must be an error, not a crash.
+fn guarded<T>(f: impl FnOnce() -> Result<T, DbError>) -> Result<T, DbError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(panic) => {
+            let detail = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("no detail");
+            Err(DbError(format!("the database file is damaged ({detail})")))
+        }
+    }
+}
+
 /// A record as stored: the version that wrote it and the ciphertext.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Record {
@@ -87,66 +103,92 @@ pub struct Listed {
 
 #[derive(Debug)]
 pub(crate) struct Db {
-    db: Database,
+    /// Always `Some` until dropped; taken in `drop` so closing is guarded too.
+    db: Option<Database>,
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Some(db) = self.db.take() {
+            let _ = guarded(|| {
+                drop(db);
+                Ok(())
+            });
+        }
+    }
 }
 
 impl Db {
+    fn db(&self) -> &Database {
+        self.db.as_ref().expect("present until dropped")
+    }
+
     /// Opens or creates the database; redb repairs an interrupted commit here.
     pub(crate) fn open(path: &Path) -> Result<Db, DbError> {
-        let db = Database::create(path).map_err(DbError::from)?;
-        // Tables exist from the first open on, so readers never meet a missing table. A database
-        // that has them is not written to here: opening changes nothing on disk.
-        let fresh = {
-            let txn = db.begin_read().map_err(DbError::from)?;
-            match txn.open_table(META) {
-                Ok(_) => false,
-                Err(redb::TableError::TableDoesNotExist(_)) => true,
-                Err(e) => return Err(DbError::from(e)),
+        guarded(|| {
+            let db = Database::create(path).map_err(DbError::from)?;
+            // Tables exist from the first open on, so readers never meet a missing table. A database
+            // that has them is not written to here: opening changes nothing on disk.
+            let fresh = {
+                let txn = db.begin_read().map_err(DbError::from)?;
+                match txn.open_table(META) {
+                    Ok(_) => false,
+                    Err(redb::TableError::TableDoesNotExist(_)) => true,
+                    Err(e) => return Err(DbError::from(e)),
+                }
+            };
+            if fresh {
+                let txn = db.begin_write().map_err(DbError::from)?;
+                txn.open_table(VALUES).map_err(DbError::from)?;
+                txn.open_table(NAMESPACES).map_err(DbError::from)?;
+                txn.open_table(META).map_err(DbError::from)?;
+                txn.commit().map_err(DbError::from)?;
             }
-        };
-        if fresh {
-            let txn = db.begin_write().map_err(DbError::from)?;
-            txn.open_table(VALUES).map_err(DbError::from)?;
-            txn.open_table(NAMESPACES).map_err(DbError::from)?;
-            txn.open_table(META).map_err(DbError::from)?;
-            txn.commit().map_err(DbError::from)?;
-        }
-        Ok(Db { db })
+            Ok(Db { db: Some(db) })
+        })
     }
 
     pub(crate) fn commit_seq(&self) -> Result<u64, DbError> {
-        let txn = self.db.begin_read().map_err(DbError::from)?;
-        let meta = txn.open_table(META).map_err(DbError::from)?;
-        Ok(meta
-            .get(COMMIT)
-            .map_err(DbError::from)?
-            .map_or(0, |v| v.value()))
+        guarded(|| {
+            let txn = self.db().begin_read().map_err(DbError::from)?;
+            let meta = txn.open_table(META).map_err(DbError::from)?;
+            Ok(meta
+                .get(COMMIT)
+                .map_err(DbError::from)?
+                .map_or(0, |v| v.value()))
+        })
     }
 
     /// Moves the commit sequence forward without changing data (an accepted rollback).
     pub(crate) fn fast_forward(&self, seq: u64) -> Result<(), DbError> {
-        let txn = self.db.begin_write().map_err(DbError::from)?;
-        txn.open_table(META)
-            .map_err(DbError::from)?
-            .insert(COMMIT, seq)
-            .map_err(DbError::from)?;
-        txn.commit().map_err(DbError::from)
+        guarded(|| {
+            let txn = self.db().begin_write().map_err(DbError::from)?;
+            txn.open_table(META)
+                .map_err(DbError::from)?
+                .insert(COMMIT, seq)
+                .map_err(DbError::from)?;
+            txn.commit().map_err(DbError::from)
+        })
     }
 
     pub(crate) fn namespace_key(&self, namespace: &str) -> Result<Option<String>, DbError> {
-        let txn = self.db.begin_read().map_err(DbError::from)?;
-        let t = txn.open_table(NAMESPACES).map_err(DbError::from)?;
-        Ok(t.get(namespace)
-            .map_err(DbError::from)?
-            .map(|v| v.value().to_owned()))
+        guarded(|| {
+            let txn = self.db().begin_read().map_err(DbError::from)?;
+            let t = txn.open_table(NAMESPACES).map_err(DbError::from)?;
+            Ok(t.get(namespace)
+                .map_err(DbError::from)?
+                .map(|v| v.value().to_owned()))
+        })
     }
 
     pub(crate) fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, DbError> {
-        let txn = self.db.begin_read().map_err(DbError::from)?;
-        let t = txn.open_table(VALUES).map_err(DbError::from)?;
-        Ok(t.get((namespace, key))
-            .map_err(DbError::from)?
-            .map(|v| v.value().to_vec()))
+        guarded(|| {
+            let txn = self.db().begin_read().map_err(DbError::from)?;
+            let t = txn.open_table(VALUES).map_err(DbError::from)?;
+            Ok(t.get((namespace, key))
+                .map_err(DbError::from)?
+                .map(|v| v.value().to_vec()))
+        })
     }
 
     /// Up to `limit` keys of `namespace` starting with `prefix`, strictly after `after`; and
@@ -158,33 +200,35 @@ impl Db {
         after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Listed>, bool), DbError> {
-        let txn = self.db.begin_read().map_err(DbError::from)?;
-        let t = txn.open_table(VALUES).map_err(DbError::from)?;
-        let start = match after {
-            Some(a) if a > prefix => a,
-            _ => prefix,
-        };
-        let mut out = Vec::new();
-        for entry in t.range((namespace, start)..).map_err(DbError::from)? {
-            let (k, v) = entry.map_err(DbError::from)?;
-            let (ns, key) = k.value();
-            if ns != namespace || !key.starts_with(prefix) {
-                break;
+        guarded(|| {
+            let txn = self.db().begin_read().map_err(DbError::from)?;
+            let t = txn.open_table(VALUES).map_err(DbError::from)?;
+            let start = match after {
+                Some(a) if a > prefix => a,
+                _ => prefix,
+            };
+            let mut out = Vec::new();
+            for entry in t.range((namespace, start)..).map_err(DbError::from)? {
+                let (k, v) = entry.map_err(DbError::from)?;
+                let (ns, key) = k.value();
+                if ns != namespace || !key.starts_with(prefix) {
+                    break;
+                }
+                if after.is_some_and(|a| key <= a) {
+                    continue;
+                }
+                if out.len() == limit {
+                    return Ok((out, true));
+                }
+                // A damaged record still lists (with version 0): reading it names the damage.
+                let version = Record::decode(v.value()).map_or(0, |r| r.version);
+                out.push(Listed {
+                    key: key.to_owned(),
+                    version,
+                });
             }
-            if after.is_some_and(|a| key <= a) {
-                continue;
-            }
-            if out.len() == limit {
-                return Ok((out, true));
-            }
-            // A damaged record still lists (with version 0): reading it names the damage.
-            let version = Record::decode(v.value()).map_or(0, |r| r.version);
-            out.push(Listed {
-                key: key.to_owned(),
-                version,
-            });
-        }
-        Ok((out, false))
+            Ok((out, false))
+        })
     }
 
     /// Commits `changes` as sequence number `seq`, with `new_namespace` (namespace, key id) if the
@@ -196,41 +240,43 @@ impl Db {
         new_namespace: Option<&str>,
         changes: &[Change],
     ) -> Result<usize, DbError> {
-        let txn = self.db.begin_write().map_err(DbError::from)?;
-        let mut deleted = 0;
-        {
-            let mut values = txn.open_table(VALUES).map_err(DbError::from)?;
-            for change in changes {
-                match change {
-                    Change::Put { key, record } => {
-                        values
-                            .insert((namespace, key.as_str()), record.as_slice())
-                            .map_err(DbError::from)?;
-                    }
-                    Change::Delete { key } => {
-                        if values
-                            .remove((namespace, key.as_str()))
-                            .map_err(DbError::from)?
-                            .is_some()
-                        {
-                            deleted += 1;
+        guarded(|| {
+            let txn = self.db().begin_write().map_err(DbError::from)?;
+            let mut deleted = 0;
+            {
+                let mut values = txn.open_table(VALUES).map_err(DbError::from)?;
+                for change in changes {
+                    match change {
+                        Change::Put { key, record } => {
+                            values
+                                .insert((namespace, key.as_str()), record.as_slice())
+                                .map_err(DbError::from)?;
+                        }
+                        Change::Delete { key } => {
+                            if values
+                                .remove((namespace, key.as_str()))
+                                .map_err(DbError::from)?
+                                .is_some()
+                            {
+                                deleted += 1;
+                            }
                         }
                     }
                 }
-            }
-            if let Some(key_id) = new_namespace {
-                txn.open_table(NAMESPACES)
+                if let Some(key_id) = new_namespace {
+                    txn.open_table(NAMESPACES)
+                        .map_err(DbError::from)?
+                        .insert(namespace, key_id)
+                        .map_err(DbError::from)?;
+                }
+                txn.open_table(META)
                     .map_err(DbError::from)?
-                    .insert(namespace, key_id)
+                    .insert(COMMIT, seq)
                     .map_err(DbError::from)?;
             }
-            txn.open_table(META)
-                .map_err(DbError::from)?
-                .insert(COMMIT, seq)
-                .map_err(DbError::from)?;
-        }
-        txn.commit().map_err(DbError::from)?;
-        Ok(deleted)
+            txn.commit().map_err(DbError::from)?;
+            Ok(deleted)
+        })
     }
 
     /// Whether `key` exists (for deletes that must name a missing key).
@@ -259,10 +305,7 @@ mod tests {
 
     #[test]
     fn associated_data_is_unambiguous() {
-        assert_ne!(
-            associated_data("ab", "c", 1),
-            associated_data("a", "bc", 1)
-        );
+        assert_ne!(associated_data("ab", "c", 1), associated_data("a", "bc", 1));
         assert_ne!(associated_data("a", "b", 1), associated_data("a", "b", 2));
     }
 
@@ -284,7 +327,8 @@ mod tests {
                 record: rec(1),
             })
             .collect();
-        db.commit(1, "alice", Some("key_x"), &changes).expect("commit");
+        db.commit(1, "alice", Some("key_x"), &changes)
+            .expect("commit");
         db.commit(
             2,
             "bob",
@@ -310,10 +354,7 @@ mod tests {
             keys(db.list("alice", "", None, 10).expect("list")).0,
             ["a", "a/1", "a/2", "a/3", "b/1"]
         );
-        assert_eq!(
-            keys(db.list("bob", "", None, 10).expect("list")).0,
-            ["a/9"]
-        );
+        assert_eq!(keys(db.list("bob", "", None, 10).expect("list")).0, ["a/9"]);
         assert_eq!(db.commit_seq().expect("seq"), 2);
         assert_eq!(
             db.namespace_key("alice").expect("ns").as_deref(),
@@ -326,9 +367,7 @@ mod tests {
                 None,
                 &[
                     Change::Delete { key: "a".into() },
-                    Change::Delete {
-                        key: "nope".into(),
-                    },
+                    Change::Delete { key: "nope".into() },
                 ],
             )
             .expect("commit");

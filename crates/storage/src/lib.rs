@@ -15,10 +15,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use runtime::{CallError, Context, Kind, Priority, Reply, Service, ServiceError, ServiceName, Spec};
+use runtime::{
+    CallError, Context, Kind, Priority, Reply, Service, ServiceError, ServiceName, Spec,
+};
 
-pub use db::{DbError, Listed};
 use db::{Change, Db, Record, associated_data};
+pub use db::{DbError, Listed};
 
 pub const NAME: ServiceName = ServiceName::from_static("storage");
 
@@ -71,9 +73,14 @@ pub struct Page {
 /// One write of an atomic batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
-    Put { key: String, value: Vec<u8> },
+    Put {
+        key: String,
+        value: Vec<u8>,
+    },
     /// Deleting an absent key in a batch is a no-op.
-    Delete { key: String },
+    Delete {
+        key: String,
+    },
 }
 
 type Answer<T> = Reply<Result<T, Error>>;
@@ -209,7 +216,9 @@ impl Storage {
     /// between the database commit and the counter write) and refuses anything else not accepted.
     fn check_freshness(&self, db: &Db) -> Result<u64, ServiceError> {
         let platform = &*self.platform;
-        let seq = db.commit_seq().map_err(|e| ServiceError::new(e.to_string()))?;
+        let seq = db
+            .commit_seq()
+            .map_err(|e| ServiceError::new(e.to_string()))?;
         let counter = self
             .counters
             .read(platform, COUNTER)
@@ -415,11 +424,7 @@ impl State<'_> {
         Ok(())
     }
 
-    fn answer(
-        &self,
-        reply: Answer<u64>,
-        result: Result<u64, Fatal>,
-    ) -> Result<(), ServiceError> {
+    fn answer(&self, reply: Answer<u64>, result: Result<u64, Fatal>) -> Result<(), ServiceError> {
         match result {
             Ok(v) => {
                 reply.send(Ok(v));
@@ -442,8 +447,7 @@ impl State<'_> {
         }
         let id = self.db.namespace_key(namespace)?;
         if let Some(id) = &id {
-            self.namespace_keys
-                .insert(namespace.to_owned(), id.clone());
+            self.namespace_keys.insert(namespace.to_owned(), id.clone());
         }
         Ok(id)
     }
@@ -473,7 +477,11 @@ impl State<'_> {
             .await
             .map_err(unavailable)?
             .map_err(|e| match e {
-                crypto::Error::Integrity | crypto::Error::BadInput(_) => integrity(),
+                // The namespace's key id comes from the file too: a damaged one names no key.
+                crypto::Error::Integrity
+                | crypto::Error::BadInput(_)
+                | crypto::Error::NotFound(_)
+                | crypto::Error::WrongKind { .. } => integrity(),
                 other => Error::Internal(format!("the namespace key: {other}")),
             })?;
         Ok(Value {
@@ -567,9 +575,9 @@ impl State<'_> {
         for w in writes {
             match w {
                 Write::Put { key, value } => {
-                    let id = key_id.clone().ok_or_else(|| {
-                        Error::Internal("a put without a namespace key".into())
-                    })?;
+                    let id = key_id
+                        .clone()
+                        .ok_or_else(|| Error::Internal("a put without a namespace key".into()))?;
                     let aad = associated_data(namespace, &key, seq);
                     let ciphertext = self
                         .storage
@@ -640,3 +648,6 @@ impl From<Error> for Fatal {
         Fatal::No(e)
     }
 }
+
+#[cfg(test)]
+mod tamper;

@@ -214,7 +214,10 @@ async fn put_get_delete_list_and_batches_per_namespace() {
     assert_eq!(page.next, None);
     let page = list(h, ALICE, "b/", None, 10).await.expect("list");
     assert_eq!(keys(&page), ["b/1", "b/2"]);
-    assert_eq!(keys(&list(h, "bob", "", None, 10).await.expect("list")), ["a/1"]);
+    assert_eq!(
+        keys(&list(h, "bob", "", None, 10).await.expect("list")),
+        ["a/1"]
+    );
 
     delete(h, ALICE, "b/1").await.expect("delete");
     assert_eq!(
@@ -232,10 +235,22 @@ async fn put_get_delete_list_and_batches_per_namespace() {
 async fn bad_input_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let f = build(dir.path(), None, |spec| {
-        spec.settings.get_mut("max_key_bytes").expect("declared").value = 8;
-        spec.settings.get_mut("max_value_bytes").expect("declared").value = 16;
-        spec.settings.get_mut("max_batch_writes").expect("declared").value = 2;
-        spec.settings.get_mut("max_list_limit").expect("declared").value = 5;
+        spec.settings
+            .get_mut("max_key_bytes")
+            .expect("declared")
+            .value = 8;
+        spec.settings
+            .get_mut("max_value_bytes")
+            .expect("declared")
+            .value = 16;
+        spec.settings
+            .get_mut("max_batch_writes")
+            .expect("declared")
+            .value = 2;
+        spec.settings
+            .get_mut("max_list_limit")
+            .expect("declared")
+            .value = 5;
     });
     ready(&f.rt).await;
     let h = &f.storage;
@@ -307,10 +322,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
         list(h, ALICE, "", None, 0).await,
         Err(Error::BadInput(_))
     ));
-    assert!(matches!(
-        get(h, "", "k").await,
-        Err(Error::BadInput(_))
-    ));
+    assert!(matches!(get(h, "", "k").await, Err(Error::BadInput(_))));
     assert_eq!(get(h, ALICE, "k").await.expect("get").data, [7; 16]);
     f.rt.shutdown().await;
 }
@@ -323,7 +335,10 @@ async fn values_survive_a_service_restart_and_a_process_restart() {
     f.rt.restart(&storage::NAME).await.expect("restart");
     ready(&f.rt).await;
     assert_eq!(
-        get(&f.storage, ALICE, "k").await.expect("after restart").data,
+        get(&f.storage, ALICE, "k")
+            .await
+            .expect("after restart")
+            .data,
         b"kept"
     );
     f.rt.shutdown().await;
@@ -364,7 +379,8 @@ async fn a_ciphertext_moved_to_another_key_or_namespace_is_an_integrity_error() 
                 .value()
                 .to_vec();
             // alice's salary record copied over her bonus, and over bob's salary.
-            t.insert((ALICE, "bonus"), salary.as_slice()).expect("insert");
+            t.insert((ALICE, "bonus"), salary.as_slice())
+                .expect("insert");
             t.insert(("bob", "salary"), salary.as_slice())
                 .expect("insert");
         }
