@@ -9,6 +9,7 @@ mod error;
 mod events;
 mod metrics;
 mod orchestration;
+mod storage;
 
 use std::sync::Arc;
 
@@ -32,6 +33,8 @@ pub struct AppState {
     pub platform: Arc<dyn enclave::Platform>,
     /// The crypto service.
     pub crypto: ::crypto::Handle,
+    /// The storage service.
+    pub storage: ::storage::Handle,
     /// Cancelled when the server shuts down, so long-lived streams end.
     pub shutdown: CancellationToken,
 }
@@ -62,6 +65,16 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/crypto/keys/{id}/decrypt", post(crypto::decrypt))
         .route("/v1/crypto/keys/{id}/derive", post(crypto::derive))
         .route("/v1/crypto/keys/{id}/rotate", post(crypto::rotate))
+        .route("/v1/storage", get(storage::list).post(storage::batch))
+        .route(
+            "/v1/storage/{*key}",
+            get(storage::get)
+                .put(storage::put)
+                .delete(storage::delete)
+                // The service holds values to its own limit (and answers 413 with a JSON error);
+                // this is only the ceiling of that setting.
+                .layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
+        )
         .route("/v1/events", get(events::list))
         .route("/v1/events/stream", get(events::stream));
     if state.config.testing.fault_injection {

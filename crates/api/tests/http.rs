@@ -54,12 +54,26 @@ struct Harness {
 }
 
 async fn harness(fault_injection: bool) -> Harness {
+    harness_with(fault_injection, false).await
+}
+
+/// With `storage`, the storage service runs too (real files and blocking commits, so not under a
+/// paused clock); without, it is registered but disabled.
+async fn harness_with(fault_injection: bool, with_storage: bool) -> Harness {
     let mut b = Builder::new(Journal::in_memory());
     let echo = b.add(Echo(spec("base", &[])));
     b.add(Echo(spec("app", &["base"])));
     let platform = platform();
     let keys_dir = tempfile::tempdir().expect("tempdir").keep();
     let crypto = b.add(::crypto::Crypto::new(&keys_dir, platform.clone()));
+    let storage = b.add(::storage::Storage::new(
+        &keys_dir,
+        platform.clone(),
+        crypto.clone(),
+    ));
+    if !with_storage {
+        b.disable(::storage::NAME);
+    }
     let runtime = b.start().expect("start");
     runtime
         .readiness()
@@ -89,6 +103,7 @@ async fn harness(fault_injection: bool) -> Harness {
         configs,
         platform,
         crypto,
+        storage,
         shutdown: CancellationToken::new(),
     };
     Harness {
@@ -164,7 +179,8 @@ async fn probes_are_open_and_admin_endpoints_need_the_token() {
         .iter()
         .filter_map(|s| s["name"].as_str())
         .collect();
-    assert_eq!(names, ["base", "app", "crypto"]);
+    // storage is registered but disabled in this harness: listed, not started.
+    assert_eq!(names, ["base", "app", "crypto", "storage"]);
     let app = &body["services"][1];
     assert_eq!(app["state"], "running");
     assert_eq!(app["type"], "core");
@@ -339,11 +355,14 @@ async fn commands_answer_with_the_state() {
     let (_, _, graph) = send(&h.app, "GET", "/v1/graph", Some(TOKEN), "").await;
     assert_eq!(
         graph["layers"],
-        serde_json::json!([["crypto", "base"], ["app"]])
+        serde_json::json!([["crypto", "base"], ["storage", "app"]])
     );
     assert_eq!(
         graph["edges"],
-        serde_json::json!([{ "from": "app", "to": "base" }])
+        serde_json::json!([
+            { "from": "app", "to": "base" },
+            { "from": "storage", "to": "crypto" }
+        ])
     );
     h.runtime.shutdown().await;
 }
@@ -675,6 +694,138 @@ async fn crypto_keys_over_http_with_clear_errors() {
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (StatusCode::UNPROCESSABLE_ENTITY, Some("crypto.integrity"))
+    );
+    h.runtime.shutdown().await;
+}
+
+async fn raw(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: Vec<u8>,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(Body::from(body))
+        .expect("request");
+    let response = app.clone().oneshot(req).await.expect("response");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, headers, bytes.to_vec())
+}
+
+fn code(body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body).expect("a JSON error")["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn storage_over_http_with_clear_errors() {
+    let h = harness_with(false, true).await;
+    let app = &h.app;
+    let binary: Vec<u8> = (0..=255).collect();
+    let (status, _, body) = raw(app, "PUT", "/v1/storage/docs/a%20b.bin", binary.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let put: Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(put["key"], "docs/a b.bin");
+    let (status, headers, body) = raw(app, "GET", "/v1/storage/docs/a%20b.bin", vec![]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, binary);
+    assert_eq!(
+        headers["x-cloister-version"].to_str().expect("ascii"),
+        put["version"].to_string()
+    );
+
+    let (status, _, body) = send(
+        app,
+        "POST",
+        "/v1/storage",
+        Some(TOKEN),
+        r#"{"writes":[{"key":"docs/c","value":"aGk="},{"key":"other","value":""},{"key":"nope","delete":true}]}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, _, body) = send(
+        app,
+        "GET",
+        "/v1/storage?prefix=docs/&limit=1",
+        Some(TOKEN),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["keys"][0]["key"], "docs/a b.bin");
+    assert_eq!(body["next"], "docs/a b.bin");
+    let (_, _, body) = send(
+        app,
+        "GET",
+        "/v1/storage?prefix=docs/&limit=1&after=docs/a%20b.bin",
+        Some(TOKEN),
+        "",
+    )
+    .await;
+    assert_eq!(body["keys"][0]["key"], "docs/c");
+    assert_eq!(body["next"], Value::Null);
+
+    // Errors: unknown key 404, oversized value 413, bad base64 400, bad limit 400, no token 401.
+    let (status, _, body) = raw(app, "GET", "/v1/storage/missing", vec![]).await;
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (StatusCode::NOT_FOUND, "storage.not_found")
+    );
+    let (status, _, body) = raw(app, "PUT", "/v1/storage/big", vec![0; (1 << 20) + 1]).await;
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "storage.too_large")
+    );
+    let (status, _, body) = send(
+        app,
+        "POST",
+        "/v1/storage",
+        Some(TOKEN),
+        r#"{"writes":[{"key":"k","value":"not base64!"}]}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("request.invalid_base64"))
+    );
+    let (status, _, body) = send(
+        app,
+        "POST",
+        "/v1/storage",
+        Some(TOKEN),
+        r#"{"writes":[{"key":"k","value":"aGk=","delete":true}]}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("request.invalid_body"))
+    );
+    let (status, _, body) = send(app, "GET", "/v1/storage?limit=0", Some(TOKEN), "").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("storage.bad_input"))
+    );
+    let (status, _, _) = send(app, "GET", "/v1/storage/docs/c", None, "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let (status, _, _) = raw(app, "DELETE", "/v1/storage/docs/c", vec![]).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, body) = raw(app, "DELETE", "/v1/storage/docs/c", vec![]).await;
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (StatusCode::NOT_FOUND, "storage.not_found")
     );
     h.runtime.shutdown().await;
 }

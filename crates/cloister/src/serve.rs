@@ -28,12 +28,20 @@ pub(crate) struct RunArgs {
     /// Address for the HTTP API; overrides `runtime.listen`.
     #[arg(long, env = "CLOISTER_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Accept, once, a storage database at commit SEQ that disagrees with its freshness counter
+    /// (a restored backup, a lost counter file). Storage refuses such a database otherwise, and
+    /// its refusal names the SEQ to give here. Commits after SEQ are then lost for good.
+    #[arg(long, value_name = "SEQ")]
+    accept_storage_rollback: Option<u64>,
 }
 
 /// The services built into this binary, with their default specs. The other built-in services
-/// (storage, account, computation, oracle, ai) join this list as they land.
+/// (account, computation, oracle, ai) join this list as they land.
 fn catalog() -> Vec<Spec> {
-    vec![crypto::Crypto::default_spec()]
+    vec![
+        crypto::Crypto::default_spec(),
+        storage::Storage::default_spec(),
+    ]
 }
 
 fn print_problems(file: &Path, invalid: &runtime::config::Invalid) {
@@ -138,6 +146,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         text,
         overrides,
         file: args.config,
+        accept_storage_rollback: args.accept_storage_rollback,
     }))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -235,6 +244,7 @@ struct Start {
     overrides: Overrides,
     /// The file to watch for new versions.
     file: Option<PathBuf>,
+    accept_storage_rollback: Option<u64>,
 }
 
 async fn serve(start: Start) -> anyhow::Result<()> {
@@ -243,6 +253,7 @@ async fn serve(start: Start) -> anyhow::Result<()> {
         text,
         overrides,
         file,
+        accept_storage_rollback,
     } = start;
     let dir = config.runtime.data_dir.clone();
     prepare_data_dir(&dir)?;
@@ -289,10 +300,21 @@ async fn serve(start: Start) -> anyhow::Result<()> {
     let mut builder = Builder::new(journal);
     let (specs, disabled) = config.resolve(&catalog());
     let mut crypto_handle = None;
+    let mut storage_handle = None;
     for spec in specs {
         if spec.name == crypto::NAME {
             crypto_handle =
                 Some(builder.add_with_spec(crypto::Crypto::new(&dir, platform.clone()), spec));
+            continue;
+        }
+        if spec.name == storage::NAME {
+            // The catalog lists crypto first, and both are core (never disabled).
+            let crypto = crypto_handle
+                .clone()
+                .context("storage needs the crypto service")?;
+            let service = storage::Storage::new(&dir, platform.clone(), crypto)
+                .accept_rollback(accept_storage_rollback);
+            storage_handle = Some(builder.add_with_spec(service, spec));
             continue;
         }
         match config.testing.services.get(&spec.name) {
@@ -350,6 +372,7 @@ async fn serve(start: Start) -> anyhow::Result<()> {
         configs,
         platform: platform.clone(),
         crypto: crypto_handle.context("the crypto service is core and always registered")?,
+        storage: storage_handle.context("the storage service is core and always registered")?,
         shutdown: shutdown.clone(),
     };
     {

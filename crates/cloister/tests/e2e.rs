@@ -211,7 +211,7 @@ async fn lists_services_recovers_a_panic_and_a_hang_and_readyz_follows_health() 
         .iter()
         .filter_map(|s| s["name"].as_str())
         .collect();
-    assert_eq!(names, ["crypto", "feed", "ledger", "vault"]);
+    assert_eq!(names, ["crypto", "storage", "feed", "ledger", "vault"]);
     let status_out = server.client(&["status"]);
     assert!(status_out.status.success());
     let table = String::from_utf8_lossy(&status_out.stdout);
@@ -408,7 +408,8 @@ fn an_invalid_config_lists_every_problem_and_starts_nothing() {
         .expect("run");
     assert_eq!(out.status.code(), Some(0));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("valid; 2 service(s) enabled: crypto, a")
+        String::from_utf8_lossy(&out.stdout)
+            .contains("valid; 3 service(s) enabled: crypto, storage, a")
     );
     let out = cloister()
         .args(["config", "validate"])
@@ -449,7 +450,7 @@ fn an_invalid_config_lists_every_problem_and_starts_nothing() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("enclave.threads: the enabled services need at least 6 threads")
+        stderr.contains("enclave.threads: the enabled services need at least 7 threads")
             && stderr.contains("budget is 3"),
         "{stderr}"
     );

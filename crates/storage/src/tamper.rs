@@ -61,7 +61,11 @@ async fn every_flipped_byte_is_detected_or_harmless() {
                 key: key.into(),
                 value: value.to_vec(),
             }];
-            if state.write(NAMESPACE, writes, &limits, false).await.is_err() {
+            if state
+                .write(NAMESPACE, writes, &limits, false)
+                .await
+                .is_err()
+            {
                 panic!("put {key}");
             }
         }
@@ -107,6 +111,9 @@ async fn every_flipped_byte_is_detected_or_harmless() {
         "{} bytes flipped: {refused} refused at open, {detected} reads detected, {intact} reads intact",
         original.len()
     );
-    assert!(detected > 0, "some flips land in values and must be detected");
+    assert!(
+        detected > 0,
+        "some flips land in values and must be detected"
+    );
     rt.shutdown().await;
 }
