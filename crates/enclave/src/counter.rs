@@ -2,24 +2,44 @@
 //! host handed it an older copy of its data.
 //!
 //! SGX has no monotonic counter service any more (the platform services' counters are deprecated) and
-//! Gramine offers none, so both backends keep each counter as a sealed file in the data directory,
-//! written atomically. That detects a host that swaps in an older database; a host that rolls back the
-//! database and the counter file together is not detected, which needs an external counter (a
-//! replicated or TPM-backed one) and is out of scope here.
+//! Gramine offers none, so both backends keep each counter as a sealed file in the data directory.
+//! That detects a host that swaps in an older database; a host that rolls back the database and the
+//! counter file together is not detected, which needs an external counter (a replicated or
+//! TPM-backed one) and is out of scope here.
+//!
+//! A counter file has two slots, 4 KiB apart, each a sealed value: value `n` goes to slot `n % 2`,
+//! overwritten in place and synced once. A write torn by a crash damages only the slot it was
+//! writing, so the other still holds the previous value; reading takes the highest value that
+//! unseals. (Write-new-then-rename would cost a second sync, of the directory, on every advance.)
 
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
 use crate::{KeyRequest, Platform, Policy, SealError, seal, unseal};
 
+const SLOT: usize = 4096;
+
 /// The counters of one data directory.
 #[derive(Debug)]
 pub struct Counters {
     dir: PathBuf,
-    /// Read-modify-write of a counter, and its temporary file, are one writer's at a time.
+    /// Read-modify-write of a counter is one writer's at a time.
     writing: std::sync::Mutex<()>,
+}
+
+fn check_name(name: &str) -> Result<(), SealError> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(SealError::Malformed(format!(
+            "counter name {name:?}: use letters, digits, '-' and '_'"
+        )));
+    }
+    Ok(())
 }
 
 impl Counters {
@@ -44,28 +64,57 @@ impl Counters {
         }
     }
 
+    fn io(path: &Path) -> impl Fn(std::io::Error) -> SealError + '_ {
+        move |source| {
+            SealError::Platform(crate::Error::Io {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    }
+
     /// The counter's value; 0 if it was never advanced.
     pub fn read(&self, platform: &dyn Platform, name: &str) -> Result<u64, SealError> {
-        if name.is_empty()
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(SealError::Malformed(format!(
-                "counter name {name:?}: use letters, digits, '-' and '_'"
-            )));
-        }
+        check_name(name)?;
         let path = self.path(name);
-        let blob = match std::fs::read(&path) {
+        let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(SealError::Platform(crate::Error::Io { path, source: e })),
+            Err(e) => return Err(Self::io(&path)(e)),
         };
-        let plain = unseal(platform, &blob, name.as_bytes())?;
-        let bytes: [u8; 8] = plain.as_slice().try_into().map_err(|_| {
-            SealError::Malformed(format!("counter {name} holds {} bytes, not 8", plain.len()))
-        })?;
-        Ok(u64::from_le_bytes(bytes))
+        if bytes.len() != 2 * SLOT {
+            return Err(SealError::Malformed(format!(
+                "counter {name} is {} bytes, not {}",
+                bytes.len(),
+                2 * SLOT
+            )));
+        }
+        let mut best: Option<u64> = None;
+        let mut damage = None;
+        for slot in bytes.chunks(SLOT) {
+            let len = usize::from(u16::from_le_bytes([slot[0], slot[1]]));
+            if len == 0 {
+                continue; // never written
+            }
+            let value = slot
+                .get(2..2 + len)
+                .ok_or_else(|| SealError::Malformed(format!("counter {name}: slot length {len}")))
+                .and_then(|blob| unseal(platform, blob, name.as_bytes()))
+                .and_then(|plain| {
+                    <[u8; 8]>::try_from(plain.as_slice())
+                        .map(u64::from_le_bytes)
+                        .map_err(|_| SealError::Malformed(format!("counter {name}: not 8 bytes")))
+                });
+            match value {
+                Ok(v) => best = best.max(Some(v)),
+                Err(e) => damage = Some(e),
+            }
+        }
+        match (best, damage) {
+            (Some(v), _) => Ok(v),
+            (None, Some(e)) => Err(e),
+            (None, None) => Ok(0),
+        }
     }
 
     /// Adds one and returns the new value, durably: when this returns, a crash keeps the new value.
@@ -91,6 +140,7 @@ impl Counters {
                 "counter {name} is at {current}; it never moves back to {value}"
             )));
         }
+        // Reading takes the higher slot, so the other one (at most `current`) can stay.
         self.write(platform, name, value)
     }
 
@@ -102,23 +152,43 @@ impl Counters {
             name.as_bytes(),
         )?;
         let path = self.path(name);
+        let io = Self::io(&path);
+        let mut slot = vec![0u8; SLOT];
+        let len = u16::try_from(blob.len())
+            .ok()
+            .filter(|&l| usize::from(l) + 2 <= SLOT)
+            .ok_or_else(|| SealError::Malformed("a sealed counter outgrew its slot".into()))?;
+        slot[..2].copy_from_slice(&len.to_le_bytes());
+        slot[2..2 + blob.len()].copy_from_slice(&blob);
+        let offset = (value % 2) as usize * SLOT;
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+        {
+            Ok(mut file) => {
+                // A file of the wrong size is rewritten whole below, not patched.
+                if file.metadata().map_err(&io)?.len() == (2 * SLOT) as u64 {
+                    file.seek(SeekFrom::Start(offset as u64)).map_err(&io)?;
+                    file.write_all(&slot).map_err(&io)?;
+                    return file.sync_data().map_err(&io);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        // First write: both slots through a temporary file, renamed into place, directory synced.
+        let mut whole = vec![0u8; 2 * SLOT];
+        whole[offset..offset + SLOT].copy_from_slice(&slot);
         let tmp = self.dir.join(format!(".{name}.counter.tmp"));
-        let io = |source| {
-            SealError::Platform(crate::Error::Io {
-                path: path.clone(),
-                source,
-            })
-        };
-        let mut file = std::fs::File::create(&tmp).map_err(io)?;
-        file.write_all(&blob)
+        let mut file = std::fs::File::create(&tmp).map_err(&io)?;
+        file.write_all(&whole)
             .and_then(|()| file.sync_all())
-            .map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        // The rename itself must reach the disk too.
+            .map_err(&io)?;
+        std::fs::rename(&tmp, &path).map_err(&io)?;
         std::fs::File::open(&self.dir)
             .and_then(|d| d.sync_all())
-            .map_err(io)?;
-        Ok(())
+            .map_err(&io)
     }
 }
 
@@ -151,14 +221,26 @@ mod tests {
                 .expect("read after upgrade"),
             2
         );
+        // Value 2 is in slot 0, value 1 in slot 1. A damaged newer slot (a torn write) leaves the
+        // older value; both damaged is an integrity error.
         let path = dir.path().join("storage.counter");
-        let mut blob = std::fs::read(&path).expect("read");
-        let last = blob.len() - 1;
-        blob[last] ^= 1;
-        std::fs::write(&path, &blob).expect("write");
+        let mut file = std::fs::read(&path).expect("read");
+        file[SLOT - 1] ^= 1; // padding: harmless
+        std::fs::write(&path, &file).expect("write");
+        assert_eq!(counters.read(&sim, "storage").expect("read"), 2);
+        file[40] ^= 1;
+        std::fs::write(&path, &file).expect("write");
+        assert_eq!(counters.read(&sim, "storage").expect("read"), 1);
+        file[SLOT + 40] ^= 1;
+        std::fs::write(&path, &file).expect("write");
         assert!(matches!(
             counters.read(&sim, "storage"),
             Err(SealError::Integrity)
+        ));
+        std::fs::write(&path, &file[..100]).expect("truncate");
+        assert!(matches!(
+            counters.read(&sim, "storage"),
+            Err(SealError::Malformed(_))
         ));
         // A counter file renamed to another counter does not open as that one.
         let _ = counters.advance(&sim, "a").expect("advance");

@@ -230,6 +230,23 @@ impl<R: crate::bus::Operation> Context<R> {
     }
 }
 
+impl<R: crate::bus::Operation> Context<R> {
+    /// A request that is already queued, without waiting; `None` if there is none. For services
+    /// that batch work (a group commit takes every write already waiting). Control messages are left
+    /// for the next [`Context::recv`], which the service calls soon after.
+    pub fn try_recv(&mut self) -> Option<R> {
+        while let Ok(envelope) = self.mailbox.rx.try_recv() {
+            if envelope.deadline <= tokio::time::Instant::now() {
+                self.mailbox
+                    .dead_letter(envelope, DeadLetterReason::DeadlineExpired);
+                continue;
+            }
+            return Some(envelope.message);
+        }
+        None
+    }
+}
+
 /// What the supervisor hands to a launch.
 pub(crate) struct Launch {
     pub(crate) id: IncarnationId,

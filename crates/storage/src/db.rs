@@ -90,8 +90,15 @@ pub(crate) fn associated_data(namespace: &str, key: &str, version: u64) -> Vec<u
 /// One change in a commit.
 #[derive(Debug)]
 pub(crate) enum Change {
-    Put { key: String, record: Vec<u8> },
-    Delete { key: String },
+    Put {
+        namespace: String,
+        key: String,
+        record: Vec<u8>,
+    },
+    Delete {
+        namespace: String,
+        key: String,
+    },
 }
 
 /// What a listing returns per key.
@@ -231,42 +238,40 @@ impl Db {
         })
     }
 
-    /// Commits `changes` as sequence number `seq`, with `new_namespace` (namespace, key id) if the
-    /// namespace is new. Deletes of absent keys are no-ops; returns how many keys were deleted.
+    /// Commits `changes` as sequence number `seq`, recording `new_namespaces` (namespace, key id).
+    /// Deletes of absent keys are no-ops.
     pub(crate) fn commit(
         &self,
         seq: u64,
-        namespace: &str,
-        new_namespace: Option<&str>,
+        new_namespaces: &[(String, String)],
         changes: &[Change],
-    ) -> Result<usize, DbError> {
+    ) -> Result<(), DbError> {
         guarded(|| {
             let txn = self.db().begin_write().map_err(DbError::from)?;
-            let mut deleted = 0;
             {
                 let mut values = txn.open_table(VALUES).map_err(DbError::from)?;
                 for change in changes {
                     match change {
-                        Change::Put { key, record } => {
+                        Change::Put {
+                            namespace,
+                            key,
+                            record,
+                        } => {
                             values
-                                .insert((namespace, key.as_str()), record.as_slice())
+                                .insert((namespace.as_str(), key.as_str()), record.as_slice())
                                 .map_err(DbError::from)?;
                         }
-                        Change::Delete { key } => {
-                            if values
-                                .remove((namespace, key.as_str()))
-                                .map_err(DbError::from)?
-                                .is_some()
-                            {
-                                deleted += 1;
-                            }
+                        Change::Delete { namespace, key } => {
+                            values
+                                .remove((namespace.as_str(), key.as_str()))
+                                .map_err(DbError::from)?;
                         }
                     }
                 }
-                if let Some(key_id) = new_namespace {
-                    txn.open_table(NAMESPACES)
-                        .map_err(DbError::from)?
-                        .insert(namespace, key_id)
+                let mut namespaces = txn.open_table(NAMESPACES).map_err(DbError::from)?;
+                for (namespace, key_id) in new_namespaces {
+                    namespaces
+                        .insert(namespace.as_str(), key_id.as_str())
                         .map_err(DbError::from)?;
                 }
                 txn.open_table(META)
@@ -274,8 +279,7 @@ impl Db {
                     .insert(COMMIT, seq)
                     .map_err(DbError::from)?;
             }
-            txn.commit().map_err(DbError::from)?;
-            Ok(deleted)
+            txn.commit().map_err(DbError::from)
         })
     }
 
@@ -323,17 +327,18 @@ mod tests {
         let changes: Vec<Change> = ["a/1", "a/2", "a/3", "b/1", "a"]
             .iter()
             .map(|k| Change::Put {
+                namespace: "alice".into(),
                 key: (*k).into(),
                 record: rec(1),
             })
             .collect();
-        db.commit(1, "alice", Some("key_x"), &changes)
+        db.commit(1, &[("alice".into(), "key_x".into())], &changes)
             .expect("commit");
         db.commit(
             2,
-            "bob",
-            Some("key_y"),
+            &[("bob".into(), "key_y".into())],
             &[Change::Put {
+                namespace: "bob".into(),
                 key: "a/9".into(),
                 record: rec(2),
             }],
@@ -360,18 +365,21 @@ mod tests {
             db.namespace_key("alice").expect("ns").as_deref(),
             Some("key_x")
         );
-        let deleted = db
-            .commit(
-                3,
-                "alice",
-                None,
-                &[
-                    Change::Delete { key: "a".into() },
-                    Change::Delete { key: "nope".into() },
-                ],
-            )
-            .expect("commit");
-        assert_eq!(deleted, 1);
+        db.commit(
+            3,
+            &[],
+            &[
+                Change::Delete {
+                    namespace: "alice".into(),
+                    key: "a".into(),
+                },
+                Change::Delete {
+                    namespace: "alice".into(),
+                    key: "nope".into(),
+                },
+            ],
+        )
+        .expect("commit");
         assert!(!db.contains("alice", "a").expect("contains"));
     }
 }

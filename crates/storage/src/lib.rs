@@ -302,7 +302,31 @@ impl Service for Storage {
         };
         while let Some(request) = cx.recv().await {
             let limits = Limits::of(&cx.spec());
-            state.handle(request, &limits).await?;
+            let first = match Pending::of(request) {
+                Ok(write) => write,
+                Err(read) => {
+                    state.read(read, &limits).await;
+                    continue;
+                }
+            };
+            // Group commit: every write already waiting joins this one's commit (and its one
+            // counter advance), up to the batch limit; a read stops the group and goes next.
+            let mut group = vec![first];
+            let mut read_next = None;
+            while group.len() < limits.batch {
+                let Some(next) = cx.try_recv() else { break };
+                match Pending::of(next) {
+                    Ok(write) => group.push(write),
+                    Err(read) => {
+                        read_next = Some(read);
+                        break;
+                    }
+                }
+            }
+            state.commit_group(group, &limits).await?;
+            if let Some(read) = read_next {
+                state.read(read, &limits).await;
+            }
         }
         Ok(())
     }
@@ -377,42 +401,14 @@ struct State<'a> {
 }
 
 impl State<'_> {
-    /// Serves one request. An error here ends the incarnation: it means memory and disk may disagree
-    /// (a commit whose counter advance failed), which only a fresh start sorts out.
-    async fn handle(&mut self, request: Request, limits: &Limits) -> Result<(), ServiceError> {
+    /// Serves a read.
+    async fn read(&mut self, request: Request, limits: &Limits) {
         match request {
             Request::Get {
                 namespace,
                 key,
                 reply,
             } => reply.send(self.get(&namespace, &key).await),
-            Request::Put {
-                namespace,
-                key,
-                value,
-                reply,
-            } => {
-                let writes = vec![Write::Put { key, value }];
-                let result = self.write(&namespace, writes, limits, false).await;
-                return self.answer(reply, result);
-            }
-            Request::Delete {
-                namespace,
-                key,
-                reply,
-            } => {
-                let writes = vec![Write::Delete { key }];
-                let result = self.write(&namespace, writes, limits, true).await;
-                return self.answer(reply, result);
-            }
-            Request::Batch {
-                namespace,
-                writes,
-                reply,
-            } => {
-                let result = self.write(&namespace, writes, limits, false).await;
-                return self.answer(reply, result);
-            }
             Request::List {
                 namespace,
                 prefix,
@@ -420,23 +416,10 @@ impl State<'_> {
                 limit,
                 reply,
             } => reply.send(self.list(&namespace, &prefix, after.as_deref(), limit, limits)),
-        }
-        Ok(())
-    }
-
-    fn answer(&self, reply: Answer<u64>, result: Result<u64, Fatal>) -> Result<(), ServiceError> {
-        match result {
-            Ok(v) => {
-                reply.send(Ok(v));
-                Ok(())
-            }
-            Err(Fatal::No(e)) => {
-                reply.send(Err(e));
-                Ok(())
-            }
-            Err(Fatal::Yes(e)) => {
-                reply.send(Err(Error::Internal(e.clone())));
-                Err(ServiceError::new(e))
+            Request::Put { reply, .. }
+            | Request::Delete { reply, .. }
+            | Request::Batch { reply, .. } => {
+                reply.send(Err(Error::Internal("a write taken for a read".into())));
             }
         }
     }
@@ -510,17 +493,22 @@ impl State<'_> {
         Ok(Page { keys, next })
     }
 
-    /// Encrypts and commits `writes` as one commit, then advances the freshness counter.
-    async fn write(
+    /// Checks and encrypts one write request for commit `seq`. `overlay` says which keys the
+    /// group's earlier requests put (`true`) or deleted (`false`).
+    #[allow(clippy::too_many_arguments)]
+    async fn prepare(
         &mut self,
         namespace: &str,
         writes: Vec<Write>,
-        limits: &Limits,
         must_exist: bool,
-    ) -> Result<u64, Fatal> {
+        limits: &Limits,
+        seq: u64,
+        overlay: &mut HashMap<(String, String), bool>,
+        new_namespaces: &mut Vec<(String, String)>,
+    ) -> Result<Vec<Change>, Error> {
         check_namespace(namespace)?;
         if writes.is_empty() {
-            return Err(Error::BadInput("a batch needs at least one write".into()).into());
+            return Err(Error::BadInput("a batch needs at least one write".into()));
         }
         if writes.len() > limits.batch {
             return Err(Error::TooLarge {
@@ -528,8 +516,7 @@ impl State<'_> {
                 size: writes.len(),
                 limit: limits.batch,
                 setting: MAX_BATCH_WRITES,
-            }
-            .into());
+            });
         }
         for w in &writes {
             match w {
@@ -542,35 +529,44 @@ impl State<'_> {
         }
         if must_exist {
             for w in &writes {
-                if let Write::Delete { key } = w
-                    && !self.db.contains(namespace, key).map_err(Error::from)?
-                {
-                    return Err(Error::NotFound(key.clone()).into());
+                if let Write::Delete { key } = w {
+                    let exists = match overlay.get(&(namespace.to_owned(), key.clone())) {
+                        Some(&exists) => exists,
+                        None => self.db.contains(namespace, key)?,
+                    };
+                    if !exists {
+                        return Err(Error::NotFound(key.clone()));
+                    }
                 }
             }
         }
         let has_puts = writes.iter().any(|w| matches!(w, Write::Put { .. }));
-        let mut new_namespace = None;
-        let key_id = match self.key_id(namespace).await? {
+        let known = new_namespaces
+            .iter()
+            .find(|(ns, _)| ns == namespace)
+            .map(|(_, id)| id.clone());
+        let key_id = match known {
             Some(id) => Some(id),
-            None if has_puts => {
-                let info = self
-                    .storage
-                    .crypto
-                    .call(|reply| crypto::Request::Generate {
-                        owner: KEY_OWNER.into(),
-                        algorithm: crypto::Algorithm::Aes256gcm,
-                        reply,
-                    })
-                    .await
-                    .map_err(unavailable)?
-                    .map_err(|e| Error::Internal(format!("creating the namespace key: {e}")))?;
-                new_namespace = Some(info.id.clone());
-                Some(info.id)
-            }
-            None => None,
+            None => match self.key_id(namespace).await? {
+                Some(id) => Some(id),
+                None if has_puts => {
+                    let info = self
+                        .storage
+                        .crypto
+                        .call(|reply| crypto::Request::Generate {
+                            owner: KEY_OWNER.into(),
+                            algorithm: crypto::Algorithm::Aes256gcm,
+                            reply,
+                        })
+                        .await
+                        .map_err(unavailable)?
+                        .map_err(|e| Error::Internal(format!("creating the namespace key: {e}")))?;
+                    new_namespaces.push((namespace.to_owned(), info.id.clone()));
+                    Some(info.id)
+                }
+                None => None,
+            },
         };
-        let seq = self.seq + 1;
         let mut changes = Vec::with_capacity(writes.len());
         for w in writes {
             match w {
@@ -597,21 +593,74 @@ impl State<'_> {
                         ciphertext,
                     }
                     .encode();
-                    changes.push(Change::Put { key, record });
+                    changes.push(Change::Put {
+                        namespace: namespace.to_owned(),
+                        key,
+                        record,
+                    });
                 }
-                Write::Delete { key } => changes.push(Change::Delete { key }),
+                Write::Delete { key } => changes.push(Change::Delete {
+                    namespace: namespace.to_owned(),
+                    key,
+                }),
             }
         }
+        for change in &changes {
+            let (namespace, key, exists) = match change {
+                Change::Put { namespace, key, .. } => (namespace, key, true),
+                Change::Delete { namespace, key } => (namespace, key, false),
+            };
+            overlay.insert((namespace.clone(), key.clone()), exists);
+        }
+        Ok(changes)
+    }
+
+    /// Commits a group of write requests as one commit, advances the freshness counter, then
+    /// answers each. A request that fails its checks is answered at once and leaves the rest alone.
+    /// An error here ends the incarnation: a commit whose counter advance failed leaves memory and
+    /// disk disagreeing, which only a fresh start (and its freshness check) sorts out.
+    async fn commit_group(
+        &mut self,
+        group: Vec<Pending>,
+        limits: &Limits,
+    ) -> Result<(), ServiceError> {
+        let seq = self.seq + 1;
+        let mut overlay = HashMap::new();
+        let mut new_namespaces = Vec::new();
+        let mut changes = Vec::new();
+        let mut accepted = Vec::with_capacity(group.len());
+        for p in group {
+            let prepared = self
+                .prepare(
+                    &p.namespace,
+                    p.writes,
+                    p.must_exist,
+                    limits,
+                    seq,
+                    &mut overlay,
+                    &mut new_namespaces,
+                )
+                .await;
+            match prepared {
+                Ok(mut c) => {
+                    changes.append(&mut c);
+                    accepted.push(p.reply);
+                }
+                Err(e) => p.reply.send(Err(e)),
+            }
+        }
+        if changes.is_empty() && new_namespaces.is_empty() {
+            return Ok(());
+        }
         let db = self.db.clone();
-        let storage_counters = self.storage.counters.clone();
+        let counters = self.storage.counters.clone();
         let platform = self.storage.platform.clone();
-        let ns = namespace.to_owned();
-        let new_ns = new_namespace.clone();
+        let namespaces = new_namespaces.clone();
         let committed = tokio::task::spawn_blocking(move || {
-            db.commit(seq, &ns, new_ns.as_deref(), &changes)
+            db.commit(seq, &namespaces, &changes)
                 .map_err(|e| Fatal::No(e.into()))?;
-            // The commit is on disk; the write is acknowledged only once the counter knows it.
-            let counter = storage_counters
+            // The commit is on disk; the writes are acknowledged only once the counter knows it.
+            let counter = counters
                 .advance(&*platform, COUNTER)
                 .map_err(|e| Fatal::Yes(format!("advancing the freshness counter: {e}")))?;
             if counter != seq {
@@ -622,16 +671,77 @@ impl State<'_> {
             Ok(())
         })
         .await
-        .map_err(|e| Fatal::Yes(format!("the commit task: {e}")))?;
+        .unwrap_or_else(|e| Err(Fatal::Yes(format!("the commit task: {e}"))));
         match committed {
             Ok(()) => {
                 self.seq = seq;
-                if let Some(id) = new_namespace {
-                    self.namespace_keys.insert(namespace.to_owned(), id);
+                self.namespace_keys.extend(new_namespaces);
+                for reply in accepted {
+                    reply.send(Ok(seq));
                 }
-                Ok(seq)
+                Ok(())
             }
-            Err(e) => Err(e),
+            Err(Fatal::No(e)) => {
+                for reply in accepted {
+                    reply.send(Err(e.clone()));
+                }
+                Ok(())
+            }
+            Err(Fatal::Yes(message)) => {
+                for reply in accepted {
+                    reply.send(Err(Error::Internal(message.clone())));
+                }
+                Err(ServiceError::new(message))
+            }
+        }
+    }
+}
+
+/// A write request waiting for its group's commit.
+struct Pending {
+    namespace: String,
+    writes: Vec<Write>,
+    /// A single delete names a missing key; deletes in a batch do not.
+    must_exist: bool,
+    reply: Answer<u64>,
+}
+
+impl Pending {
+    /// The write in `request`, or the request back if it is a read.
+    fn of(request: Request) -> Result<Pending, Request> {
+        match request {
+            Request::Put {
+                namespace,
+                key,
+                value,
+                reply,
+            } => Ok(Pending {
+                namespace,
+                writes: vec![Write::Put { key, value }],
+                must_exist: false,
+                reply,
+            }),
+            Request::Delete {
+                namespace,
+                key,
+                reply,
+            } => Ok(Pending {
+                namespace,
+                writes: vec![Write::Delete { key }],
+                must_exist: true,
+                reply,
+            }),
+            Request::Batch {
+                namespace,
+                writes,
+                reply,
+            } => Ok(Pending {
+                namespace,
+                writes,
+                must_exist: false,
+                reply,
+            }),
+            read => Err(read),
         }
     }
 }
@@ -641,12 +751,6 @@ impl State<'_> {
 enum Fatal {
     No(Error),
     Yes(String),
-}
-
-impl From<Error> for Fatal {
-    fn from(e: Error) -> Fatal {
-        Fatal::No(e)
-    }
 }
 
 #[cfg(test)]

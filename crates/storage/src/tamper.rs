@@ -35,12 +35,44 @@ async fn every_flipped_byte_is_detected_or_harmless() {
     let platform: Arc<dyn enclave::Platform> = Arc::new(
         enclave::Simulation::open(dir.path(), b"test binary", b"", 1).expect("simulation"),
     );
-    let mut b = Builder::new(Journal::in_memory());
+    let journal = Journal::in_memory();
+    let mut b = Builder::new(journal.clone());
     let crypto = b.add(crypto::Crypto::new(dir.path(), platform.clone()));
+    let handle = b.add(Storage::new(dir.path(), platform.clone(), crypto.clone()));
     let rt = b.start().expect("start");
+    rt.readiness()
+        .wait_for(|r| r.level == runtime::RuntimeLevel::Ready)
+        .await
+        .expect("ready");
+    for (key, value) in KEYS {
+        handle
+            .call(|reply| crate::Request::Put {
+                namespace: NAMESPACE.into(),
+                key: key.into(),
+                value: value.to_vec(),
+                reply,
+            })
+            .await
+            .expect("call")
+            .expect("put");
+    }
+    // The service closes its database; from here on this test opens it the way the service does.
+    rt.stop(&crate::NAME).await.expect("stop");
+    journal
+        .wait_for(0, std::time::Duration::from_secs(30), |e| {
+            e.service.as_ref() == Some(&crate::NAME)
+                && matches!(
+                    e.event,
+                    runtime::journal::Event::Exited {
+                        outcome: runtime::journal::ExitOutcome::Stopped,
+                        ..
+                    }
+                )
+        })
+        .await
+        .expect("storage stops");
     let storage = Storage::new(dir.path(), platform, crypto);
     let limits = crate::Limits::of(&Storage::default_spec());
-
     let open = |storage: &Storage| -> Result<(Arc<Db>, u64), String> {
         let db = Db::open(&storage.path).map_err(|e| e.to_string())?;
         let seq = storage
@@ -48,28 +80,6 @@ async fn every_flipped_byte_is_detected_or_harmless() {
             .map_err(|e| e.message().to_owned())?;
         Ok((Arc::new(db), seq))
     };
-    {
-        let (db, seq) = open(&storage).expect("a fresh database opens");
-        let mut state = State {
-            db,
-            seq,
-            namespace_keys: HashMap::new(),
-            storage: &storage,
-        };
-        for (key, value) in KEYS {
-            let writes = vec![crate::Write::Put {
-                key: key.into(),
-                value: value.to_vec(),
-            }];
-            if state
-                .write(NAMESPACE, writes, &limits, false)
-                .await
-                .is_err()
-            {
-                panic!("put {key}");
-            }
-        }
-    }
 
     let original = std::fs::read(&storage.path).expect("read");
     let (mut refused, mut detected, mut intact) = (0usize, 0usize, 0usize);

@@ -488,3 +488,51 @@ async fn storage_refuses_more_than_one_replica() {
     spec.replicas.max = 1;
     assert!(s.validate(&spec).is_ok());
 }
+
+#[tokio::test]
+async fn concurrent_writes_share_commits_and_each_gets_its_own_answer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = start(dir.path()).await;
+    let h = &f.storage;
+    put(h, ALICE, "old", b"x").await.expect("put");
+    // All queued before storage runs (one thread): they form one group, in queue order.
+    let puts = (0..32)
+        .map(|i| async move { put(h, ALICE, &format!("k{i}"), format!("v{i}").as_bytes()).await });
+    let big = vec![0; (1 << 20) + 1];
+    let (versions, put_then_delete, absent, too_big, old) = tokio::join!(
+        futures::future::join_all(puts),
+        async {
+            put(h, ALICE, "brief", b"b").await.expect("put");
+            delete(h, ALICE, "brief").await
+        },
+        delete(h, ALICE, "never"),
+        put(h, ALICE, "big", &big),
+        delete(h, ALICE, "old"),
+    );
+    let versions: Vec<u64> = versions.into_iter().map(|v| v.expect("put")).collect();
+    let distinct: std::collections::BTreeSet<_> = versions.iter().collect();
+    assert!(
+        distinct.len() < versions.len(),
+        "32 queued puts took {} commits",
+        distinct.len()
+    );
+    put_then_delete.expect("a delete sees the put before it");
+    assert_eq!(absent, Err(Error::NotFound("never".into())));
+    assert!(matches!(too_big, Err(Error::TooLarge { .. })));
+    old.expect("delete");
+    for i in 0..32 {
+        assert_eq!(
+            get(h, ALICE, &format!("k{i}")).await.expect("get").data,
+            format!("v{i}").into_bytes()
+        );
+    }
+    assert_eq!(
+        get(h, ALICE, "brief").await,
+        Err(Error::NotFound("brief".into()))
+    );
+    assert_eq!(
+        get(h, ALICE, "old").await,
+        Err(Error::NotFound("old".into()))
+    );
+    f.rt.shutdown().await;
+}
