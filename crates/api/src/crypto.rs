@@ -8,36 +8,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use crypto::{Algorithm, Error, Request};
-use runtime::CallError;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::input::{body, call_error, decode, decode_optional};
 use crate::{ApiError, AppState};
 
 const OWNER: &str = "admin";
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-
-fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|Json(b)| b)
-        .map_err(|e| ApiError::bad_request("request.invalid_body", e.body_text()))
-}
-
-fn decode(field: &str, value: &str) -> Result<Vec<u8>, ApiError> {
-    B64.decode(value.as_bytes()).map_err(|e| {
-        ApiError::bad_request(
-            "request.invalid_base64",
-            format!("{field} is not base64: {e}"),
-        )
-    })
-}
-
-/// An optional base64 field; absent means empty.
-fn decode_optional(field: &str, value: Option<&str>) -> Result<Vec<u8>, ApiError> {
-    value
-        .map(|v| decode(field, v))
-        .transpose()
-        .map(Option::unwrap_or_default)
-}
 
 fn crypto_error(e: Error) -> ApiError {
     match e {
@@ -59,14 +37,6 @@ fn crypto_error(e: Error) -> ApiError {
             e.to_string(),
         ),
     }
-}
-
-pub(crate) fn call_error(e: CallError) -> ApiError {
-    let retry = match &e {
-        CallError::CircuitOpen { retry_after, .. } => retry_after.as_secs().max(1),
-        _ => 1,
-    };
-    ApiError::unavailable("service.unavailable", e.to_string(), retry)
 }
 
 async fn ask<T>(

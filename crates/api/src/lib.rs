@@ -7,6 +7,7 @@ mod config;
 mod crypto;
 mod error;
 mod events;
+mod input;
 mod metrics;
 mod orchestration;
 mod storage;

@@ -7,12 +7,11 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use serde::Deserialize;
 use serde_json::json;
 use storage::{Error, Request, Write};
 
-use crate::crypto::call_error;
+use crate::input::{body, call_error, decode};
 use crate::{ApiError, AppState};
 
 const NAMESPACE: &str = "admin";
@@ -155,21 +154,14 @@ pub(crate) async fn batch(
     State(state): State<AppState>,
     b: Result<Json<BatchBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(b) = b.map_err(|e| ApiError::bad_request("request.invalid_body", e.body_text()))?;
+    let b = body(b)?;
     let writes = b
         .writes
         .into_iter()
         .enumerate()
         .map(|(i, w)| match (w.value, w.delete) {
-            (Some(v), false) => base64::engine::general_purpose::STANDARD
-                .decode(v.as_bytes())
-                .map(|value| Write::Put { key: w.key, value })
-                .map_err(|e| {
-                    ApiError::bad_request(
-                        "request.invalid_base64",
-                        format!("writes[{i}].value is not base64: {e}"),
-                    )
-                }),
+            (Some(v), false) => decode(&format!("writes[{i}].value"), &v)
+                .map(|value| Write::Put { key: w.key, value }),
             (None, true) => Ok(Write::Delete { key: w.key }),
             _ => Err(ApiError::bad_request(
                 "request.invalid_body",

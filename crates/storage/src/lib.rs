@@ -287,21 +287,25 @@ impl Service for Storage {
     }
 
     async fn run(&self, mut cx: Context<Request>) -> Result<(), ServiceError> {
+        // Opening may repair an interrupted commit and sync: off the async workers.
         let path = self.path.clone();
         let db = tokio::task::spawn_blocking(move || Db::open(&path))
             .await
             .map_err(|e| ServiceError::new(format!("opening the database: {e}")))?
             .map_err(|e| ServiceError::new(e.to_string()))?;
-        let db = Arc::new(db);
         let seq = self.check_freshness(&db)?;
         let mut state = State {
-            db,
+            db: Arc::new(db),
             seq,
             namespace_keys: HashMap::new(),
             storage: self,
         };
+        let mut limits = Limits::of(&cx.spec());
         while let Some(request) = cx.recv().await {
-            let limits = Limits::of(&cx.spec());
+            // Settings apply live: re-read only when the spec changed.
+            if cx.spec_changes().has_changed().unwrap_or(false) {
+                limits = Limits::of(&cx.spec_changes().borrow_and_update());
+            }
             let first = match Pending::of(request) {
                 Ok(write) => write,
                 Err(read) => {
@@ -424,7 +428,7 @@ impl State<'_> {
         }
     }
 
-    async fn key_id(&mut self, namespace: &str) -> Result<Option<String>, Error> {
+    fn key_id(&mut self, namespace: &str) -> Result<Option<String>, Error> {
         if let Some(id) = self.namespace_keys.get(namespace) {
             return Ok(Some(id.clone()));
         }
@@ -443,9 +447,9 @@ impl State<'_> {
         let integrity = || Error::Integrity {
             key: key.to_owned(),
         };
-        let record = Record::decode(&bytes).ok_or_else(integrity)?;
+        let record = Record::decode(bytes).ok_or_else(integrity)?;
         // A value without a namespace key can only be a record planted from elsewhere.
-        let key_id = self.key_id(namespace).await?.ok_or_else(integrity)?;
+        let key_id = self.key_id(namespace)?.ok_or_else(integrity)?;
         let aad = associated_data(namespace, key, record.version);
         let data = self
             .storage
@@ -547,7 +551,7 @@ impl State<'_> {
             .map(|(_, id)| id.clone());
         let key_id = match known {
             Some(id) => Some(id),
-            None => match self.key_id(namespace).await? {
+            None => match self.key_id(namespace)? {
                 Some(id) => Some(id),
                 None if has_puts => {
                     let info = self

@@ -1,0 +1,43 @@
+//! Reading what a request brings: JSON bodies, base64 fields, and the service call's own failure.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use base64::Engine;
+use runtime::CallError;
+
+use crate::ApiError;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// A JSON body, or 400 `request.invalid_body` saying what is wrong with it.
+pub(crate) fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(b)| b)
+        .map_err(|e| ApiError::bad_request("request.invalid_body", e.body_text()))
+}
+
+pub(crate) fn decode(field: &str, value: &str) -> Result<Vec<u8>, ApiError> {
+    B64.decode(value.as_bytes()).map_err(|e| {
+        ApiError::bad_request(
+            "request.invalid_base64",
+            format!("{field} is not base64: {e}"),
+        )
+    })
+}
+
+/// An optional base64 field; absent means empty.
+pub(crate) fn decode_optional(field: &str, value: Option<&str>) -> Result<Vec<u8>, ApiError> {
+    value
+        .map(|v| decode(field, v))
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
+/// A call that did not reach an answer: the service is restarting, its circuit is open, or the call
+/// timed out. All 503 with `Retry-After`.
+pub(crate) fn call_error(e: CallError) -> ApiError {
+    let retry = match &e {
+        CallError::CircuitOpen { retry_after, .. } => retry_after.as_secs().max(1),
+        _ => 1,
+    };
+    ApiError::unavailable("service.unavailable", e.to_string(), retry)
+}
