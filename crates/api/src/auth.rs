@@ -1,5 +1,9 @@
-//! Bearer-token authentication for the orchestration endpoints.
+//! Bearer-token authentication: the admin token for orchestration, an account token (or the admin
+//! token) for the service endpoints, which then act for the caller's account only.
 
+use std::time::Duration;
+
+use account::{Area, AuthError, Principal};
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
@@ -18,29 +22,130 @@ pub(crate) fn token_matches(expected: &str, given: &str) -> bool {
         == 0
 }
 
+/// The bearer token of a request, or 401 saying how to send one.
+fn bearer(request: &Request, needs: &str) -> Result<String, ApiError> {
+    let Some(value) = request.headers().get(header::AUTHORIZATION) else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "auth.missing_token",
+            format!("this endpoint needs {needs}: send `Authorization: Bearer TOKEN`"),
+        ));
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_owned())
+        .ok_or_else(invalid_token)
+}
+
+fn invalid_token() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "auth.invalid_token",
+        "the token is not valid for this runtime",
+    )
+}
+
 pub(crate) async fn require_admin(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let Some(value) = request.headers().get(header::AUTHORIZATION) else {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "auth.missing_token",
-            "this endpoint needs the admin token: send `Authorization: Bearer TOKEN`",
-        ));
-    };
-    let given = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
-        Some(token) if token_matches(&state.admin_token, token) => Ok(next.run(request).await),
-        _ => Err(ApiError::new(
+    let token = bearer(&request, "the admin token")?;
+    if token_matches(&state.admin_token, &token) {
+        Ok(next.run(request).await)
+    } else {
+        Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "auth.invalid_token",
-            "the token is not valid for this runtime",
-        )),
+            "this endpoint needs the admin token, and this is not it",
+        ))
     }
+}
+
+/// Who is calling a service endpoint.
+#[derive(Debug, Clone)]
+pub(crate) enum Caller {
+    /// The admin token: acts for the owner `admin`, every scope, no rate limit.
+    Admin,
+    Account(Principal),
+}
+
+/// The owner the admin token acts for in the services (its own keys and namespace).
+pub(crate) const ADMIN_OWNER: &str = "admin";
+
+impl Caller {
+    /// The owner of every key, value and job this caller touches.
+    pub(crate) fn owner(&self) -> &str {
+        match self {
+            Caller::Admin => ADMIN_OWNER,
+            Caller::Account(p) => &p.account,
+        }
+    }
+
+    pub(crate) fn is_admin(&self) -> bool {
+        matches!(self, Caller::Admin)
+    }
+
+    /// 403 unless the token's scopes include `operation` of `area`.
+    pub(crate) fn allow(&self, area: Area, operation: &str) -> Result<(), ApiError> {
+        match self {
+            Caller::Admin => Ok(()),
+            Caller::Account(p) if p.allows(area, operation) => Ok(()),
+            Caller::Account(p) => Err(ApiError::forbidden(
+                "auth.scope",
+                format!(
+                    "token {} may not use {}:{operation}; issue a token with that scope",
+                    p.token,
+                    area.as_str()
+                ),
+            )),
+        }
+    }
+}
+
+/// Resolves the caller of a service endpoint and applies its account's rate limit.
+pub(crate) async fn require_caller(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let token = bearer(&request, "an account token (or the admin token)")?;
+    let caller = if token_matches(&state.admin_token, &token) {
+        Caller::Admin
+    } else {
+        let principal = state.accounts.authenticate(&token).map_err(|e| match e {
+            AuthError::Unknown => invalid_token(),
+            AuthError::Expired { .. } => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "auth.token_expired",
+                e.to_string(),
+            ),
+            AuthError::Disabled { .. } => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "auth.account_disabled",
+                e.to_string(),
+            ),
+            AuthError::Loading => ApiError::unavailable("account.loading", e.to_string(), 1),
+        })?;
+        if let Err(wait) = state.accounts.admit(&principal.account) {
+            return Err(ApiError::rate_limited(
+                format!(
+                    "account {} is over its rate limit; retry in {} ms",
+                    principal.account,
+                    wait.as_millis().max(1)
+                ),
+                retry_secs(wait),
+            ));
+        }
+        Caller::Account(principal)
+    };
+    request.extensions_mut().insert(caller);
+    Ok(next.run(request).await)
+}
+
+/// `Retry-After` is in whole seconds: round up, at least one.
+fn retry_secs(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }

@@ -1,5 +1,5 @@
-//! The crypto service over HTTP. Binary values are base64 in JSON. Until the account service lands,
-//! the admin token acts for the owner `admin`.
+//! The crypto service over HTTP. Binary values are base64 in JSON. Every key belongs to the caller's
+//! account (the admin token has its own owner, `admin`); another account's key is a 404.
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -11,10 +11,12 @@ use crypto::{Algorithm, Error, Request};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::auth::Caller;
 use crate::input::{body, call_error, decode, decode_optional};
 use crate::{ApiError, AppState};
+use account::Area;
+use axum::Extension;
 
-const OWNER: &str = "admin";
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 fn crypto_error(e: Error) -> ApiError {
@@ -59,11 +61,13 @@ pub(crate) struct GenerateBody {
 
 pub(crate) async fn generate(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     b: Result<Json<GenerateBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    caller.allow(Area::Crypto, "generate")?;
     let algorithm = body(b)?.algorithm;
     let info = ask(&state, |reply| Request::Generate {
-        owner: OWNER.into(),
+        owner: caller.owner().into(),
         algorithm,
         reply,
     })
@@ -71,9 +75,13 @@ pub(crate) async fn generate(
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 
-pub(crate) async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    caller.allow(Area::Crypto, "list")?;
     let keys = ask(&state, |reply| Request::List {
-        owner: OWNER.into(),
+        owner: caller.owner().into(),
         reply,
     })
     .await?;
@@ -82,10 +90,12 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Response, ApiE
 
 pub(crate) async fn describe(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    caller.allow(Area::Crypto, "describe")?;
     let info = ask(&state, |reply| Request::Describe {
-        owner: OWNER.into(),
+        owner: caller.owner().into(),
         id,
         reply,
     })
@@ -109,14 +119,16 @@ pub(crate) struct SignBody {
 
 pub(crate) async fn sign(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     b: Result<Json<SignBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    caller.allow(Area::Crypto, "sign")?;
     let b = body(b)?;
     let message = decode("message", &b.message)?;
     let der = matches!(b.encoding, Some(Encoding::Der));
     let signed = ask(&state, |reply| Request::Sign {
-        owner: OWNER.into(),
+        owner: caller.owner().into(),
         id,
         message,
         der,
@@ -140,16 +152,18 @@ pub(crate) struct VerifyBody {
 
 pub(crate) async fn verify(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     b: Result<Json<VerifyBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    caller.allow(Area::Crypto, "verify")?;
     let b = body(b)?;
     let (message, signature) = (
         decode("message", &b.message)?,
         decode("signature", &b.signature)?,
     );
     let valid = ask(&state, |reply| Request::Verify {
-        owner: OWNER.into(),
+        owner: caller.owner().into(),
         id,
         message,
         signature,
@@ -168,14 +182,16 @@ pub(crate) struct EncryptBody {
 
 pub(crate) async fn encrypt(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     b: Result<Json<EncryptBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    caller.allow(Area::Crypto, "encrypt")?;
     let b = body(b)?;
     let plaintext = decode("plaintext", &b.plaintext)?;
     let aad = decode_optional("aad", b.aad.as_deref())?;
     let ciphertext = ask(&state, |reply| Request::Encrypt {
-        owner: OWNER.into(),
+        owner: caller.owner().into(),
         id,
         plaintext,
         aad,
@@ -194,14 +210,16 @@ pub(crate) struct DecryptBody {
 
 pub(crate) async fn decrypt(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     b: Result<Json<DecryptBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    caller.allow(Area::Crypto, "decrypt")?;
     let b = body(b)?;
     let ciphertext = decode("ciphertext", &b.ciphertext)?;
     let aad = decode_optional("aad", b.aad.as_deref())?;
     let plaintext = ask(&state, |reply| Request::Decrypt {
-        owner: OWNER.into(),
+        owner: caller.owner().into(),
         id,
         ciphertext,
         aad,
@@ -220,14 +238,16 @@ pub(crate) struct DeriveBody {
 
 pub(crate) async fn derive(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     b: Result<Json<DeriveBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    caller.allow(Area::Crypto, "derive")?;
     let b = body(b)?;
     let info = decode("info", &b.info)?;
     let salt = decode_optional("salt", b.salt.as_deref())?;
     let key = ask(&state, |reply| Request::Derive {
-        owner: OWNER.into(),
+        owner: caller.owner().into(),
         id,
         salt,
         info,
@@ -239,10 +259,12 @@ pub(crate) async fn derive(
 
 pub(crate) async fn rotate(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    caller.allow(Area::Crypto, "rotate")?;
     let info = ask(&state, |reply| Request::Rotate {
-        owner: OWNER.into(),
+        owner: caller.owner().into(),
         id,
         reply,
     })
@@ -252,10 +274,12 @@ pub(crate) async fn rotate(
 
 pub(crate) async fn delete(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    caller.allow(Area::Crypto, "delete")?;
     ask(&state, |reply| Request::Delete {
-        owner: OWNER.into(),
+        owner: caller.owner().into(),
         id,
         reply,
     })

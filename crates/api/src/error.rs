@@ -50,6 +50,19 @@ impl ApiError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
+
+    /// 429 with `Retry-After`: the caller's account is over its rate limit.
+    pub fn rate_limited(message: impl Into<String>, retry_after: u64) -> Self {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "auth.rate_limited", message)
+        }
+    }
+
+    /// 403: the token is valid but its scopes do not include this operation.
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, code, message)
+    }
 }
 
 impl IntoResponse for ApiError {

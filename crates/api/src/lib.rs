@@ -1,6 +1,7 @@
 //! Cloister's HTTP API: health probes, Prometheus metrics, and the admin endpoints that inspect and
 //! command the orchestrator. The only crate that knows HTTP.
 
+mod account;
 mod attestation;
 mod auth;
 mod config;
@@ -36,6 +37,10 @@ pub struct AppState {
     pub crypto: ::crypto::Handle,
     /// The storage service.
     pub storage: ::storage::Handle,
+    /// The account service, for account and token management.
+    pub account: ::account::Handle,
+    /// Resolves account tokens and applies the per-account rate limit.
+    pub accounts: ::account::Gate,
     /// Cancelled when the server shuts down, so long-lived streams end.
     pub shutdown: CancellationToken,
 }
@@ -55,6 +60,32 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/config/rollback", post(config::rollback))
         .route("/v1/anomalies", get(orchestration::anomalies))
         .route("/v1/attestation", get(attestation::attest))
+        .route("/v1/events", get(events::list))
+        .route("/v1/events/stream", get(events::stream));
+    if state.config.testing.fault_injection {
+        admin = admin.route("/v1/services/{name}/faults", post(orchestration::fault));
+    }
+    let admin = admin.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_admin,
+    ));
+    // Service endpoints: an account token (or the admin token), acting for that account only.
+    let services = Router::new()
+        .route("/v1/accounts", get(account::list).post(account::create))
+        .route(
+            "/v1/accounts/{id}",
+            get(account::get).delete(account::delete),
+        )
+        .route("/v1/accounts/{id}/disable", post(account::disable))
+        .route("/v1/accounts/{id}/enable", post(account::enable))
+        .route(
+            "/v1/accounts/{id}/tokens",
+            get(account::tokens).post(account::issue),
+        )
+        .route(
+            "/v1/accounts/{id}/tokens/{token}",
+            axum::routing::delete(account::revoke),
+        )
         .route("/v1/crypto/keys", get(crypto::list).post(crypto::generate))
         .route(
             "/v1/crypto/keys/{id}",
@@ -76,20 +107,16 @@ pub fn router(state: AppState) -> Router {
                 // this is only the ceiling of that setting.
                 .layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
         )
-        .route("/v1/events", get(events::list))
-        .route("/v1/events/stream", get(events::stream));
-    if state.config.testing.fault_injection {
-        admin = admin.route("/v1/services/{name}/faults", post(orchestration::fault));
-    }
-    let admin = admin.route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        auth::require_admin,
-    ));
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_caller,
+        ));
     Router::new()
         .route("/livez", get(orchestration::livez))
         .route("/readyz", get(orchestration::readyz))
         .route("/metrics", get(metrics::render))
         .merge(admin)
+        .merge(services)
         .fallback(not_found)
         .with_state(state)
 }

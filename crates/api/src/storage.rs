@@ -1,5 +1,5 @@
 //! The storage service over HTTP: raw bodies for single values, JSON (base64 values) for batches.
-//! Until the account service lands, the admin token acts for the namespace `admin`.
+//! Each account has its own namespace (the admin token has its own, `admin`).
 
 use axum::Json;
 use axum::body::Bytes;
@@ -11,10 +11,12 @@ use serde::Deserialize;
 use serde_json::json;
 use storage::{Error, Request, Write};
 
+use crate::auth::Caller;
 use crate::input::{body, call_error, decode};
 use crate::{ApiError, AppState};
+use account::Area;
+use axum::Extension;
 
-const NAMESPACE: &str = "admin";
 /// The header carrying a value's version (the commit that wrote it).
 pub(crate) const VERSION_HEADER: &str = "x-cloister-version";
 
@@ -62,11 +64,13 @@ async fn ask<T>(
 
 pub(crate) async fn put(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    caller.allow(Area::Storage, "put")?;
     let version = ask(&state, |reply| Request::Put {
-        namespace: NAMESPACE.into(),
+        namespace: caller.owner().into(),
         key: key.clone(),
         value: body.to_vec(),
         reply,
@@ -77,10 +81,12 @@ pub(crate) async fn put(
 
 pub(crate) async fn get(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
+    caller.allow(Area::Storage, "get")?;
     let value = ask(&state, |reply| Request::Get {
-        namespace: NAMESPACE.into(),
+        namespace: caller.owner().into(),
         key,
         reply,
     })
@@ -97,10 +103,12 @@ pub(crate) async fn get(
 
 pub(crate) async fn delete(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
+    caller.allow(Area::Storage, "delete")?;
     let version = ask(&state, |reply| Request::Delete {
-        namespace: NAMESPACE.into(),
+        namespace: caller.owner().into(),
         key: key.clone(),
         reply,
     })
@@ -119,12 +127,14 @@ pub(crate) struct ListQuery {
 
 pub(crate) async fn list(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
+    caller.allow(Area::Storage, "list")?;
     let Query(q) =
         query.map_err(|e| ApiError::bad_request("request.invalid_query", e.body_text()))?;
     let page = ask(&state, |reply| Request::List {
-        namespace: NAMESPACE.into(),
+        namespace: caller.owner().into(),
         prefix: q.prefix,
         after: q.after,
         limit: q.limit.unwrap_or(100),
@@ -152,8 +162,10 @@ pub(crate) struct BatchWrite {
 
 pub(crate) async fn batch(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     b: Result<Json<BatchBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    caller.allow(Area::Storage, "batch")?;
     let b = body(b)?;
     let writes = b
         .writes
@@ -170,7 +182,7 @@ pub(crate) async fn batch(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let version = ask(&state, |reply| Request::Batch {
-        namespace: NAMESPACE.into(),
+        namespace: caller.owner().into(),
         writes,
         reply,
     })

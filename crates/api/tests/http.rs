@@ -60,7 +60,8 @@ async fn harness(fault_injection: bool) -> Harness {
 /// With `storage`, the storage service runs too (real files and blocking commits, so not under a
 /// paused clock); without, it is registered but disabled.
 async fn harness_with(fault_injection: bool, with_storage: bool) -> Harness {
-    let mut b = Builder::new(Journal::in_memory());
+    let journal = Journal::in_memory();
+    let mut b = Builder::new(journal.clone());
     let echo = b.add(Echo(spec("base", &[])));
     b.add(Echo(spec("app", &["base"])));
     let platform = platform();
@@ -71,8 +72,12 @@ async fn harness_with(fault_injection: bool, with_storage: bool) -> Harness {
         platform.clone(),
         crypto.clone(),
     ));
+    let accounts = ::account::Account::new(crypto.clone(), storage.clone(), journal);
+    let gate = accounts.gate();
+    let account = b.add(accounts);
     if !with_storage {
         b.disable(::storage::NAME);
+        b.disable(::account::NAME);
     }
     let runtime = b.start().expect("start");
     runtime
@@ -104,6 +109,8 @@ async fn harness_with(fault_injection: bool, with_storage: bool) -> Harness {
         platform,
         crypto,
         storage,
+        account,
+        accounts: gate,
         shutdown: CancellationToken::new(),
     };
     Harness {
@@ -180,7 +187,7 @@ async fn probes_are_open_and_admin_endpoints_need_the_token() {
         .filter_map(|s| s["name"].as_str())
         .collect();
     // storage is registered but disabled in this harness: listed, not started.
-    assert_eq!(names, ["base", "app", "crypto", "storage"]);
+    assert_eq!(names, ["base", "app", "crypto", "storage", "account"]);
     let app = &body["services"][1];
     assert_eq!(app["state"], "running");
     assert_eq!(app["type"], "core");
@@ -355,13 +362,15 @@ async fn commands_answer_with_the_state() {
     let (_, _, graph) = send(&h.app, "GET", "/v1/graph", Some(TOKEN), "").await;
     assert_eq!(
         graph["layers"],
-        serde_json::json!([["crypto", "base"], ["storage", "app"]])
+        serde_json::json!([["crypto", "base"], ["storage", "app"], ["account"]])
     );
     assert_eq!(
         graph["edges"],
         serde_json::json!([
             { "from": "app", "to": "base" },
-            { "from": "storage", "to": "crypto" }
+            { "from": "storage", "to": "crypto" },
+            { "from": "account", "to": "crypto" },
+            { "from": "account", "to": "storage" }
         ])
     );
     h.runtime.shutdown().await;
@@ -827,5 +836,472 @@ async fn storage_over_http_with_clear_errors() {
         (status, code(&body).as_str()),
         (StatusCode::NOT_FOUND, "storage.not_found")
     );
+    h.runtime.shutdown().await;
+}
+
+/// `raw`, with any token.
+async fn raw_as(
+    app: &axum::Router,
+    token: &str,
+    method: &str,
+    uri: &str,
+    body: Vec<u8>,
+) -> (StatusCode, Vec<u8>) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"));
+    if body.starts_with(b"{") {
+        req = req.header(header::CONTENT_TYPE, "application/json");
+    }
+    let req = req.body(Body::from(body)).expect("request");
+    let response = app.clone().oneshot(req).await.expect("response");
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (status, bytes.to_vec())
+}
+
+/// Creates an account (as the admin) and returns its id, its first token and its description.
+async fn create_account(app: &axum::Router, name: &str) -> (String, String, Value) {
+    let (status, _, body) = send(
+        app,
+        "POST",
+        "/v1/accounts",
+        Some(TOKEN),
+        &format!(r#"{{"name":"{name}"}}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["account"]["id"].as_str().expect("id").to_owned();
+    let secret = body["token"]["secret"].as_str().expect("secret").to_owned();
+    (id, secret, body)
+}
+
+#[tokio::test]
+async fn accounts_tokens_scopes_and_the_journal() {
+    let h = harness_with(false, true).await;
+    let app = &h.app;
+    let (id, secret, created) = create_account(app, "alice").await;
+    let account = &created["account"];
+    assert!(id.starts_with("acc_"), "{id}");
+    let neo = account["addresses"]["neo_n3"].as_str().expect("address");
+    assert!(neo.starts_with('N') && neo.len() == 34, "{neo}");
+    let public = hex::decode(account["public_key"].as_str().expect("key")).expect("hex");
+    assert_eq!(account::neo_n3(&public).expect("address"), neo);
+    assert_eq!(created["token"]["scopes"], serde_json::json!(["*"]));
+
+    // The account sees itself (also as `me`), and its default signing key, which signs.
+    let (status, _, me) = send(app, "GET", "/v1/accounts/me", Some(&secret), "").await;
+    assert_eq!(
+        (status, &me["id"]),
+        (StatusCode::OK, &Value::from(id.clone()))
+    );
+    let key = account["signing_key"].as_str().expect("key id");
+    let (status, _, signed) = send(
+        app,
+        "POST",
+        &format!("/v1/crypto/keys/{key}/sign"),
+        Some(&secret),
+        r#"{"message":"aGk="}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{signed}");
+
+    // Only the admin manages accounts.
+    for (method, uri) in [
+        ("POST", "/v1/accounts".to_owned()),
+        ("GET", "/v1/accounts".to_owned()),
+        ("POST", format!("/v1/accounts/{id}/disable")),
+        ("DELETE", format!("/v1/accounts/{id}")),
+    ] {
+        let (status, _, body) = send(app, method, &uri, Some(&secret), r#"{"name":"x"}"#).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("auth.admin_only")),
+            "{method} {uri}"
+        );
+    }
+
+    // A narrow token: storage reads only. It cannot write, nor hand out more than it holds.
+    let (status, _, narrow) = send(
+        app,
+        "POST",
+        "/v1/accounts/me/tokens",
+        Some(&secret),
+        r#"{"name":"reader","scopes":["storage:get","account:tokens"],"expires_in_s":3600}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{narrow}");
+    let reader = narrow["secret"].as_str().expect("secret").to_owned();
+    assert!(narrow["expires_ms"].as_u64().is_some());
+    let (status, body) = raw_as(app, &reader, "PUT", "/v1/storage/k", b"v".to_vec()).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, "auth.scope".into())
+    );
+    let (status, _) = raw_as(app, &secret, "PUT", "/v1/storage/k", b"v".to_vec()).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = raw_as(app, &reader, "GET", "/v1/storage/k", vec![]).await;
+    assert_eq!((status, body), (StatusCode::OK, b"v".to_vec()));
+    let (status, _, body) = send(
+        app,
+        "POST",
+        "/v1/accounts/me/tokens",
+        Some(&reader),
+        r#"{"scopes":["storage"]}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("auth.scope"))
+    );
+    for (body, fragment) in [
+        (
+            r#"{"scopes":["storage:fly"]}"#,
+            "storage has the operations",
+        ),
+        (r#"{"scopes":[]}"#, "at least one scope"),
+        (r#"{"expires_in_s":0}"#, "at least 1"),
+        (r#"{"name":""}"#, "1 to 64 characters"),
+        (r#"{"color":"red"}"#, "unknown field"),
+    ] {
+        let (status, _, answer) =
+            send(app, "POST", "/v1/accounts/me/tokens", Some(&secret), body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(fragment)),
+            "{body}: {answer}"
+        );
+    }
+
+    // Tokens are listed without secrets; a revoked one stops working at once.
+    let (status, _, listed) = send(app, "GET", "/v1/accounts/me/tokens", Some(&secret), "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(listed["tokens"].as_array().map(Vec::len), Some(2));
+    assert!(!listed.to_string().contains(&reader) && !listed.to_string().contains("secret"));
+    let reader_id = narrow["id"].as_str().expect("token id");
+    let (status, _, _) = send(
+        app,
+        "DELETE",
+        &format!("/v1/accounts/{id}/tokens/{reader_id}"),
+        Some(&secret),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = raw_as(app, &reader, "GET", "/v1/storage/k", vec![]).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNAUTHORIZED, "auth.invalid_token".into())
+    );
+
+    // Disabled: every token refused with a reason; enabled again: back.
+    let (status, _, _) = send(
+        app,
+        "POST",
+        &format!("/v1/accounts/{id}/disable"),
+        Some(TOKEN),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = raw_as(app, &secret, "GET", "/v1/storage/k", vec![]).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, "auth.account_disabled".into())
+    );
+    let (status, _, _) = send(
+        app,
+        "POST",
+        &format!("/v1/accounts/{id}/enable"),
+        Some(TOKEN),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = raw_as(app, &secret, "GET", "/v1/storage/k", vec![]).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Deleted: the token is gone, and so are the account's values (a new account with the same
+    // name is a different account and starts empty).
+    let (status, _, _) = send(
+        app,
+        "DELETE",
+        &format!("/v1/accounts/{id}"),
+        Some(TOKEN),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = raw_as(app, &secret, "GET", "/v1/storage/k", vec![]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, body) = send(app, "GET", &format!("/v1/accounts/{id}"), Some(TOKEN), "").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("account.not_found"))
+    );
+
+    // The journal tells the story, without a single secret.
+    let entries = h
+        .runtime
+        .client()
+        .journal()
+        .read(0, 10_000)
+        .expect("journal");
+    let audits: Vec<(String, String)> = entries
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::Audit {
+                action, subject, ..
+            } => Some((action.clone(), subject.clone())),
+            _ => None,
+        })
+        .collect();
+    let actions: Vec<&str> = audits.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "account.created",
+            "token.issued",
+            "token.issued",
+            "token.revoked",
+            "account.disabled",
+            "account.enabled",
+            "account.deleted"
+        ]
+    );
+    assert!(audits.iter().all(|(_, subject)| *subject == id));
+    let text = serde_json::to_string(&entries).expect("json");
+    assert!(!text.contains(&secret) && !text.contains(&reader));
+    h.runtime.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_account_is_rate_limited_with_retry_after_and_the_admin_is_not() {
+    let h = harness_with(false, true).await;
+    let app = &h.app;
+    let (_, secret, _) = create_account(app, "busy").await;
+    // The default burst is 200 at 100/s: well within 400 requests the bucket runs dry.
+    let mut limited = None;
+    for n in 0..400 {
+        let (status, headers, body) = send(app, "GET", "/v1/crypto/keys", Some(&secret), "").await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some((n, headers, body));
+            break;
+        }
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (n, headers, body) = limited.expect("the account is limited within 400 requests");
+    assert!(
+        n >= 200,
+        "limited after only {n} requests; the burst is 200"
+    );
+    assert_eq!(body["error"]["code"], "auth.rate_limited");
+    assert_eq!(body["error"]["retryable"], true);
+    let retry: u64 = headers[header::RETRY_AFTER]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!(retry >= 1);
+    for _ in 0..300 {
+        let (status, _, _) = send(app, "GET", "/v1/crypto/keys", Some(TOKEN), "").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    h.runtime.shutdown().await;
+}
+
+#[tokio::test]
+async fn account_isolation_matrix() {
+    let h = harness_with(false, true).await;
+    let app = &h.app;
+    let (a, alice, created) = create_account(app, "alice").await;
+    let (_, bob, _) = create_account(app, "bob").await;
+    let alice_key = created["account"]["signing_key"]
+        .as_str()
+        .expect("key")
+        .to_owned();
+    let alice_token = created["token"]["id"].as_str().expect("token").to_owned();
+    let (status, _, aes) = send(
+        app,
+        "POST",
+        "/v1/crypto/keys",
+        Some(&alice),
+        r#"{"algorithm":"aes256gcm"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let alice_aes = aes["id"].as_str().expect("id").to_owned();
+    let (status, _) = raw_as(
+        app,
+        &alice,
+        "PUT",
+        "/v1/storage/secret",
+        b"alice's".to_vec(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Every endpoint, aimed by bob at alice's resources, answers exactly as for a resource that
+    // does not exist: same status, same code.
+    let sign = r#"{"message":"aGk="}"#;
+    let verify = r#"{"message":"aGk=","signature":"aGk="}"#;
+    let encrypt = r#"{"plaintext":"aGk="}"#;
+    let decrypt = r#"{"ciphertext":"aGk="}"#;
+    let derive = r#"{"salt":"aGk=","info":"aGk="}"#;
+    let cases: Vec<(&str, String, String, &str)> = vec![
+        (
+            "GET",
+            format!("/v1/crypto/keys/{alice_key}"),
+            "/v1/crypto/keys/key_missing".into(),
+            "",
+        ),
+        (
+            "DELETE",
+            format!("/v1/crypto/keys/{alice_aes}"),
+            "/v1/crypto/keys/key_missing".into(),
+            "",
+        ),
+        (
+            "POST",
+            format!("/v1/crypto/keys/{alice_key}/sign"),
+            "/v1/crypto/keys/key_missing/sign".into(),
+            sign,
+        ),
+        (
+            "POST",
+            format!("/v1/crypto/keys/{alice_key}/verify"),
+            "/v1/crypto/keys/key_missing/verify".into(),
+            verify,
+        ),
+        (
+            "POST",
+            format!("/v1/crypto/keys/{alice_aes}/encrypt"),
+            "/v1/crypto/keys/key_missing/encrypt".into(),
+            encrypt,
+        ),
+        (
+            "POST",
+            format!("/v1/crypto/keys/{alice_aes}/decrypt"),
+            "/v1/crypto/keys/key_missing/decrypt".into(),
+            decrypt,
+        ),
+        (
+            "POST",
+            format!("/v1/crypto/keys/{alice_aes}/derive"),
+            "/v1/crypto/keys/key_missing/derive".into(),
+            derive,
+        ),
+        (
+            "POST",
+            format!("/v1/crypto/keys/{alice_key}/rotate"),
+            "/v1/crypto/keys/key_missing/rotate".into(),
+            "",
+        ),
+        (
+            "GET",
+            "/v1/storage/secret".into(),
+            "/v1/storage/missing".into(),
+            "",
+        ),
+        (
+            "DELETE",
+            "/v1/storage/secret".into(),
+            "/v1/storage/missing".into(),
+            "",
+        ),
+        (
+            "GET",
+            format!("/v1/accounts/{a}"),
+            "/v1/accounts/acc_missing".into(),
+            "",
+        ),
+        (
+            "GET",
+            format!("/v1/accounts/{a}/tokens"),
+            "/v1/accounts/acc_missing/tokens".into(),
+            "",
+        ),
+        (
+            "POST",
+            format!("/v1/accounts/{a}/tokens"),
+            "/v1/accounts/acc_missing/tokens".into(),
+            "{}",
+        ),
+        (
+            "DELETE",
+            format!("/v1/accounts/{a}/tokens/{alice_token}"),
+            format!("/v1/accounts/acc_missing/tokens/{alice_token}"),
+            "",
+        ),
+    ];
+    for (method, theirs, missing, body) in &cases {
+        let (s1, b1) = raw_as(app, &bob, method, theirs, body.as_bytes().to_vec()).await;
+        let (s2, b2) = raw_as(app, &bob, method, missing, body.as_bytes().to_vec()).await;
+        assert_eq!(
+            s1,
+            StatusCode::NOT_FOUND,
+            "{method} {theirs}: {}",
+            String::from_utf8_lossy(&b1)
+        );
+        assert_eq!(
+            (s1, code(&b1)),
+            (s2, code(&b2)),
+            "{method} {theirs} vs {missing}"
+        );
+    }
+    // Listings show only bob's own things.
+    let (_, _, keys) = send(app, "GET", "/v1/crypto/keys", Some(&bob), "").await;
+    let listed = keys["keys"].as_array().expect("keys");
+    assert_eq!(listed.len(), 1, "only bob's signing key: {keys}");
+    assert!(!keys.to_string().contains(&alice_key) && !keys.to_string().contains(&alice_aes));
+    let (_, _, values) = send(app, "GET", "/v1/storage?prefix=", Some(&bob), "").await;
+    assert_eq!(values["keys"], serde_json::json!([]));
+    // Bob writing and batch-deleting the same key names touches only his namespace.
+    let (status, _) = raw_as(app, &bob, "PUT", "/v1/storage/secret", b"bob's".to_vec()).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, _) = send(
+        app,
+        "POST",
+        "/v1/storage",
+        Some(&bob),
+        r#"{"writes":[{"key":"secret","delete":true}]}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = raw_as(app, &alice, "GET", "/v1/storage/secret", vec![]).await;
+    assert_eq!((status, body), (StatusCode::OK, b"alice's".to_vec()));
+    // Alice's keys all still work for her: nothing bob did reached them.
+    let (status, _, _) = send(
+        app,
+        "GET",
+        &format!("/v1/crypto/keys/{alice_aes}"),
+        Some(&alice),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, body) = send(
+        app,
+        "GET",
+        &format!("/v1/crypto/keys/{alice_key}"),
+        Some(&alice),
+        "",
+    )
+    .await;
+    assert_eq!(
+        (status, body["version"].as_u64()),
+        (StatusCode::OK, Some(1))
+    );
+    // The admin token has its own owner: it does not see into accounts either.
+    let (status, _) = raw_as(app, TOKEN, "GET", "/v1/storage/secret", vec![]).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     h.runtime.shutdown().await;
 }

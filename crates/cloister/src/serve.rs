@@ -41,6 +41,7 @@ fn catalog() -> Vec<Spec> {
     vec![
         crypto::Crypto::default_spec(),
         storage::Storage::default_spec(),
+        account::Account::default_spec(),
     ]
 }
 
@@ -297,10 +298,11 @@ async fn serve(start: Start) -> anyhow::Result<()> {
         })?;
     let local = listener.local_addr().context("listener address")?;
 
-    let mut builder = Builder::new(journal);
+    let mut builder = Builder::new(journal.clone());
     let (specs, disabled) = config.resolve(&catalog());
     let mut crypto_handle = None;
     let mut storage_handle = None;
+    let mut account_handle = None;
     for spec in specs {
         if spec.name == crypto::NAME {
             crypto_handle =
@@ -315,6 +317,16 @@ async fn serve(start: Start) -> anyhow::Result<()> {
             let service = storage::Storage::new(&dir, platform.clone(), crypto)
                 .accept_rollback(accept_storage_rollback);
             storage_handle = Some(builder.add_with_spec(service, spec));
+            continue;
+        }
+        if spec.name == account::NAME {
+            // Core services are never disabled, and the catalog lists their dependencies first.
+            let (Some(crypto), Some(storage)) = (&crypto_handle, &storage_handle) else {
+                bail!("the account service needs crypto and storage");
+            };
+            let service = account::Account::new(crypto.clone(), storage.clone(), journal.clone());
+            let gate = service.gate();
+            account_handle = Some((builder.add_with_spec(service, spec), gate));
             continue;
         }
         match config.testing.services.get(&spec.name) {
@@ -365,6 +377,7 @@ async fn serve(start: Start) -> anyhow::Result<()> {
     });
 
     let grace = config.runtime.shutdown_grace;
+    let account = account_handle.context("the account service is core and always registered")?;
     let state = api::AppState {
         client: runtime.client(),
         admin_token: Arc::from(token.as_str()),
@@ -373,6 +386,8 @@ async fn serve(start: Start) -> anyhow::Result<()> {
         platform: platform.clone(),
         crypto: crypto_handle.context("the crypto service is core and always registered")?,
         storage: storage_handle.context("the storage service is core and always registered")?,
+        account: account.0,
+        accounts: account.1,
         shutdown: shutdown.clone(),
     };
     {

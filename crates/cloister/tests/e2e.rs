@@ -211,7 +211,10 @@ async fn lists_services_recovers_a_panic_and_a_hang_and_readyz_follows_health() 
         .iter()
         .filter_map(|s| s["name"].as_str())
         .collect();
-    assert_eq!(names, ["crypto", "storage", "feed", "ledger", "vault"]);
+    assert_eq!(
+        names,
+        ["crypto", "storage", "account", "feed", "ledger", "vault"]
+    );
     let status_out = server.client(&["status"]);
     assert!(status_out.status.success());
     let table = String::from_utf8_lossy(&status_out.stdout);
@@ -409,7 +412,7 @@ fn an_invalid_config_lists_every_problem_and_starts_nothing() {
     assert_eq!(out.status.code(), Some(0));
     assert!(
         String::from_utf8_lossy(&out.stdout)
-            .contains("valid; 3 service(s) enabled: crypto, storage, a")
+            .contains("valid; 4 service(s) enabled: crypto, storage, account, a")
     );
     let out = cloister()
         .args(["config", "validate"])
@@ -450,7 +453,8 @@ fn an_invalid_config_lists_every_problem_and_starts_nothing() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("enclave.threads: the enabled services need at least 7 threads")
+        stderr.contains("enclave.threads: the enabled services need at least")
+            && stderr.contains("(b 2, a 1,")
             && stderr.contains("budget is 3"),
         "{stderr}"
     );

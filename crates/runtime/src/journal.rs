@@ -156,6 +156,14 @@ pub enum Event {
         live: bool,
         changes: Vec<String>,
     },
+    /// A change a service made to what it keeps (an account created, a token revoked): `action` names
+    /// it (`account.created`), `subject` is what it changed, `detail` the rest. Never secrets.
+    Audit {
+        action: String,
+        subject: String,
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        detail: std::collections::BTreeMap<String, String>,
+    },
 }
 
 /// How an incarnation ended.

@@ -1,0 +1,138 @@
+//! The gate every service request passes: resolves a bearer token to its account and scopes from the
+//! account service's published directory (no bus round trip), and applies the per-account rate limit.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::limit::{Bucket, Rate};
+use crate::scope::{self, Area, Scope};
+
+/// Who a token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub account: String,
+    pub token: String,
+    pub scopes: Arc<[Scope]>,
+    /// The account's default signing key (a P-256 key in the crypto service).
+    pub signing_key: String,
+}
+
+impl Principal {
+    pub fn allows(&self, area: Area, operation: &str) -> bool {
+        scope::allows(&self.scopes, area, operation)
+    }
+}
+
+/// Why a token was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("the token is not valid for this runtime")]
+    Unknown,
+    #[error("the token {token} expired; issue a new one")]
+    Expired { token: String },
+    #[error("the account {account} is disabled")]
+    Disabled { account: String },
+    /// The account service has not loaded its directory yet (starting or restarting).
+    #[error("the account service is starting; retry shortly")]
+    Loading,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Grant {
+    pub(crate) principal: Principal,
+    pub(crate) expires_ms: Option<u64>,
+    pub(crate) disabled: bool,
+}
+
+/// What the account service publishes after every change: token digests to grants, and the limit.
+#[derive(Debug, Clone)]
+pub struct Directory {
+    pub(crate) loaded: bool,
+    pub(crate) grants: HashMap<[u8; 32], Grant>,
+    pub(crate) rate: Rate,
+}
+
+impl Directory {
+    pub(crate) fn loading(rate: Rate) -> Directory {
+        Directory {
+            loaded: false,
+            grants: HashMap::new(),
+            rate,
+        }
+    }
+}
+
+/// Only the digest of a token is kept; tokens are 256-bit random, so a fast hash is enough.
+pub(crate) fn digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Buckets kept before idle (full) ones are forgotten.
+const BUCKETS_KEPT: usize = 4096;
+
+/// Cheap to clone; every clone sees the directory the account service last published.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    directory: watch::Receiver<Arc<Directory>>,
+    buckets: Arc<Mutex<HashMap<String, Bucket>>>,
+}
+
+impl Gate {
+    pub(crate) fn new(directory: watch::Receiver<Arc<Directory>>) -> Gate {
+        Gate {
+            directory,
+            buckets: Arc::default(),
+        }
+    }
+
+    /// The account and scopes of a bearer token.
+    pub fn authenticate(&self, secret: &str) -> Result<Principal, AuthError> {
+        let directory = self.directory.borrow();
+        if !directory.loaded {
+            return Err(AuthError::Loading);
+        }
+        let grant = directory
+            .grants
+            .get(&digest(secret))
+            .ok_or(AuthError::Unknown)?;
+        if grant.disabled {
+            return Err(AuthError::Disabled {
+                account: grant.principal.account.clone(),
+            });
+        }
+        if grant.expires_ms.is_some_and(|at| now_ms() >= at) {
+            return Err(AuthError::Expired {
+                token: grant.principal.token.clone(),
+            });
+        }
+        Ok(grant.principal.clone())
+    }
+
+    /// Takes one request from `account`'s bucket, or says how long to wait.
+    pub fn admit(&self, account: &str) -> Result<(), Duration> {
+        let rate = self.directory.borrow().rate;
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(bucket) = buckets.get_mut(account) {
+            return bucket.take(rate, now);
+        }
+        if buckets.len() >= BUCKETS_KEPT {
+            buckets.retain(|_, b| !b.is_full(rate, now));
+        }
+        let mut bucket = Bucket::full(rate, now);
+        let taken = bucket.take(rate, now);
+        buckets.insert(account.to_owned(), bucket);
+        taken
+    }
+}

@@ -1,0 +1,195 @@
+//! The account service through its handle and gate, with crypto and storage on the simulation
+//! platform: tokens resolve, expire and are refused when disabled; everything survives a restart.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use account::{Account, AuthError, Error, Request, Scope, TokenGrant};
+use runtime::{Builder, Journal, RuntimeLevel};
+
+struct Fixture {
+    rt: runtime::Runtime,
+    account: account::Handle,
+    gate: account::Gate,
+}
+
+async fn start(dir: &Path) -> Fixture {
+    let platform: Arc<dyn enclave::Platform> =
+        Arc::new(enclave::Simulation::open(dir, b"test binary", b"", 1).expect("simulation"));
+    let journal = Journal::in_memory();
+    let mut b = Builder::new(journal.clone());
+    let crypto = b.add(crypto::Crypto::new(dir, platform.clone()));
+    let storage = b.add(storage::Storage::new(dir, platform, crypto.clone()));
+    let service = Account::new(crypto, storage, journal);
+    let gate = service.gate();
+    let account = b.add(service);
+    let rt = b.start().expect("start");
+    rt.readiness()
+        .wait_for(|r| r.level == RuntimeLevel::Ready)
+        .await
+        .expect("ready");
+    Fixture { rt, account, gate }
+}
+
+async fn ask<T>(
+    f: &Fixture,
+    make: impl FnOnce(runtime::Reply<Result<T, Error>>) -> Request,
+) -> Result<T, Error> {
+    f.account
+        .call(make)
+        .await
+        .expect("the account service answers")
+}
+
+#[tokio::test]
+async fn tokens_resolve_expire_and_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = start(dir.path()).await;
+    let created = ask(&f, |reply| Request::Create {
+        name: "alice".into(),
+        reply,
+    })
+    .await
+    .expect("created");
+    let id = created.account.id.clone();
+    let first = created.token.secret.clone();
+    let principal = f.gate.authenticate(&first).expect("the first token works");
+    assert_eq!(principal.account, id);
+    assert_eq!(principal.signing_key, created.account.signing_key);
+    assert!(principal.allows(account::Area::Storage, "put"));
+    assert_eq!(
+        f.gate.authenticate("cls_not-a-token"),
+        Err(AuthError::Unknown)
+    );
+
+    // A token that expires at once is refused as expired (not unknown), by name.
+    let expired = ask(&f, |reply| Request::IssueToken {
+        id: id.clone(),
+        grant: TokenGrant {
+            name: "brief".into(),
+            scopes: vec![Scope::parse("storage:get").expect("scope")],
+            ttl: Some(Duration::ZERO),
+        },
+        reply,
+    })
+    .await
+    .expect("issued");
+    assert_eq!(
+        f.gate.authenticate(&expired.secret),
+        Err(AuthError::Expired {
+            token: expired.info.id.clone()
+        })
+    );
+    let lasting = ask(&f, |reply| Request::IssueToken {
+        id: id.clone(),
+        grant: TokenGrant {
+            name: "reader".into(),
+            scopes: vec![Scope::parse("storage:get").expect("scope")],
+            ttl: Some(Duration::from_secs(3600)),
+        },
+        reply,
+    })
+    .await
+    .expect("issued");
+    let reader = f.gate.authenticate(&lasting.secret).expect("valid");
+    assert!(reader.allows(account::Area::Storage, "get"));
+    assert!(!reader.allows(account::Area::Storage, "put"));
+
+    ask(&f, |reply| Request::SetDisabled {
+        id: id.clone(),
+        disabled: true,
+        reply,
+    })
+    .await
+    .expect("disabled");
+    assert_eq!(
+        f.gate.authenticate(&first),
+        Err(AuthError::Disabled {
+            account: id.clone()
+        })
+    );
+    ask(&f, |reply| Request::SetDisabled {
+        id: id.clone(),
+        disabled: false,
+        reply,
+    })
+    .await
+    .expect("enabled");
+    f.rt.shutdown().await;
+
+    // A new process: the same accounts, tokens and addresses, read back from sealed storage.
+    let f = start(dir.path()).await;
+    let principal = f
+        .gate
+        .authenticate(&first)
+        .expect("still valid after a restart");
+    assert_eq!(principal.account, id);
+    assert!(f.gate.authenticate(&lasting.secret).is_ok());
+    let again = ask(&f, |reply| Request::Get {
+        id: id.clone(),
+        reply,
+    })
+    .await
+    .expect("the account is still there");
+    assert_eq!(again.addresses, created.account.addresses);
+    assert_eq!(again.public_key, created.account.public_key);
+    let tokens = ask(&f, |reply| Request::Tokens {
+        id: id.clone(),
+        reply,
+    })
+    .await
+    .expect("tokens");
+    // Issuing `reader` dropped the expired token.
+    assert_eq!(tokens.len(), 2);
+    assert!(tokens.iter().all(|t| t.id != expired.info.id), "{tokens:?}");
+    assert_eq!(
+        ask(&f, |reply| Request::Get {
+            id: "acc_nobody".into(),
+            reply,
+        })
+        .await,
+        Err(Error::NotFound("no account \"acc_nobody\"".into()))
+    );
+    f.rt.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_token_limit_is_enforced_and_names_its_setting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = start(dir.path()).await;
+    let created = ask(&f, |reply| Request::Create {
+        name: "many".into(),
+        reply,
+    })
+    .await
+    .expect("created");
+    let limit = Account::default_spec().setting_value(account::MAX_TOKENS) as usize;
+    for n in 1..limit {
+        ask(&f, |reply| Request::IssueToken {
+            id: created.account.id.clone(),
+            grant: TokenGrant {
+                name: format!("t{n}"),
+                scopes: vec![Scope::All],
+                ttl: None,
+            },
+            reply,
+        })
+        .await
+        .expect("under the limit");
+    }
+    let refused = ask(&f, |reply| Request::IssueToken {
+        id: created.account.id.clone(),
+        grant: TokenGrant {
+            name: "one too many".into(),
+            scopes: vec![Scope::All],
+            ttl: None,
+        },
+        reply,
+    })
+    .await
+    .expect_err("over the limit");
+    assert_eq!(refused, Error::TooManyTokens { count: limit });
+    assert!(refused.to_string().contains("max_tokens_per_account"));
+    f.rt.shutdown().await;
+}

@@ -1,0 +1,223 @@
+//! The account service over HTTP. Creating, listing, disabling and deleting accounts needs the admin
+//! token; an account token may read its own account and manage its own tokens (`account:read`,
+//! `account:tokens`), never granting more than it holds. Another account is a 404. `me` names the
+//! caller's own account.
+
+use std::time::Duration;
+
+use account::{Area, Error, Request, Scope, TokenGrant};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::Caller;
+use crate::input::{body, call_error};
+use crate::{ApiError, AppState};
+
+fn account_error(e: Error) -> ApiError {
+    match e {
+        Error::NotFound(_) => ApiError::not_found("account.not_found", e.to_string()),
+        Error::BadInput(_) => ApiError::bad_request("account.bad_input", e.to_string()),
+        Error::TooManyTokens { .. } => ApiError::new(
+            StatusCode::CONFLICT,
+            "account.too_many_tokens",
+            e.to_string(),
+        ),
+        Error::Unavailable(_) => ApiError::unavailable("account.unavailable", e.to_string(), 1),
+        Error::Internal(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "account.internal",
+            e.to_string(),
+        ),
+    }
+}
+
+async fn ask<T>(
+    state: &AppState,
+    make: impl FnOnce(runtime::Reply<Result<T, Error>>) -> Request,
+) -> Result<T, ApiError> {
+    state
+        .account
+        .call(make)
+        .await
+        .map_err(call_error)?
+        .map_err(account_error)
+}
+
+fn admin_only(caller: &Caller, what: &str) -> Result<(), ApiError> {
+    if caller.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "auth.admin_only",
+            format!("{what} needs the admin token"),
+        ))
+    }
+}
+
+fn no_account(id: &str) -> ApiError {
+    ApiError::not_found("account.not_found", format!("no account {id:?}"))
+}
+
+/// The account `id` names, if the caller may act on it with `operation`: the admin on any, an
+/// account on itself only (anything else is a 404, so ids cannot be probed).
+fn target(caller: &Caller, id: &str, operation: &str) -> Result<String, ApiError> {
+    match caller {
+        Caller::Admin if id == "me" => Err(ApiError::not_found(
+            "account.not_found",
+            "the admin token has no account of its own",
+        )),
+        Caller::Admin => Ok(id.to_owned()),
+        Caller::Account(p) if id == "me" || id == p.account => {
+            caller.allow(Area::Account, operation)?;
+            Ok(p.account.clone())
+        }
+        Caller::Account(_) => Err(no_account(id)),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateBody {
+    name: String,
+}
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    b: Result<Json<CreateBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    admin_only(&caller, "creating an account")?;
+    let name = body(b)?.name;
+    let created = ask(&state, |reply| Request::Create { name, reply }).await?;
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    admin_only(&caller, "listing accounts")?;
+    let accounts = ask(&state, |reply| Request::List { reply }).await?;
+    Ok(Json(json!({ "accounts": accounts })).into_response())
+}
+
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = target(&caller, &id, "read")?;
+    let info = ask(&state, |reply| Request::Get { id, reply }).await?;
+    Ok(Json(info).into_response())
+}
+
+async fn set_disabled(
+    state: AppState,
+    caller: Caller,
+    id: String,
+    disabled: bool,
+) -> Result<Response, ApiError> {
+    admin_only(&caller, "disabling or enabling an account")?;
+    let info = ask(&state, |reply| Request::SetDisabled {
+        id,
+        disabled,
+        reply,
+    })
+    .await?;
+    Ok(Json(info).into_response())
+}
+
+pub(crate) async fn disable(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    set_disabled(state, caller, id, true).await
+}
+
+pub(crate) async fn enable(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    set_disabled(state, caller, id, false).await
+}
+
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    admin_only(&caller, "deleting an account")?;
+    ask(&state, |reply| Request::Delete { id, reply }).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IssueBody {
+    name: Option<String>,
+    /// Absent: the same scopes as the caller's token (every scope for the admin).
+    scopes: Option<Vec<Scope>>,
+    /// Seconds until the token expires; absent: never.
+    expires_in_s: Option<u64>,
+}
+
+pub(crate) async fn issue(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    b: Result<Json<IssueBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let id = target(&caller, &id, "tokens")?;
+    let b = body(b)?;
+    let held: Vec<Scope> = match &caller {
+        Caller::Admin => vec![Scope::All],
+        Caller::Account(p) => p.scopes.to_vec(),
+    };
+    let scopes = b.scopes.unwrap_or_else(|| held.clone());
+    if !account::scope::covers(&held, &scopes) {
+        return Err(ApiError::forbidden(
+            "auth.scope",
+            "a token cannot issue a token with scopes it does not hold",
+        ));
+    }
+    if b.expires_in_s == Some(0) {
+        return Err(ApiError::bad_request(
+            "account.bad_input",
+            "expires_in_s must be at least 1 (leave it out for a token that does not expire)",
+        ));
+    }
+    let grant = TokenGrant {
+        name: b.name.unwrap_or_else(|| "unnamed".into()),
+        scopes,
+        ttl: b.expires_in_s.map(Duration::from_secs),
+    };
+    let issued = ask(&state, |reply| Request::IssueToken { id, grant, reply }).await?;
+    Ok((StatusCode::CREATED, Json(issued)).into_response())
+}
+
+pub(crate) async fn tokens(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = target(&caller, &id, "tokens")?;
+    let tokens = ask(&state, |reply| Request::Tokens { id, reply }).await?;
+    Ok(Json(json!({ "tokens": tokens })).into_response())
+}
+
+pub(crate) async fn revoke(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((id, token)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let id = target(&caller, &id, "tokens")?;
+    ask(&state, |reply| Request::RevokeToken { id, token, reply }).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
