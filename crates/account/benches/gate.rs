@@ -66,7 +66,11 @@ fn bench(c: &mut Criterion) {
             i = (i + 1) % ACCOUNTS;
             let x = Sha256::digest(admin.as_bytes());
             let y = Sha256::digest(black_box(secrets[i].as_bytes()));
-            black_box(x.iter().zip(y.iter()).fold(0u8, |acc, (p, q)| acc | (p ^ q)))
+            black_box(
+                x.iter()
+                    .zip(y.iter())
+                    .fold(0u8, |acc, (p, q)| acc | (p ^ q)),
+            )
         })
     });
     group.bench_function("gate: authenticate", |b| {

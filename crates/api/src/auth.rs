@@ -88,6 +88,14 @@ impl Caller {
         matches!(self, Caller::Admin)
     }
 
+    /// The caller's default signing key, if it has one (accounts do; the admin does not).
+    pub(crate) fn signing_key(&self) -> Option<&str> {
+        match self {
+            Caller::Admin => None,
+            Caller::Account(p) => Some(&p.signing_key),
+        }
+    }
+
     /// 403 unless the token's scopes include `operation` of `area`.
     pub(crate) fn allow(&self, area: Area, operation: &str) -> Result<(), ApiError> {
         match self {

@@ -2,6 +2,7 @@
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
 use base64::Engine;
 use runtime::CallError;
 
@@ -9,10 +10,20 @@ use crate::ApiError;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-/// A JSON body, or 400 `request.invalid_body` saying what is wrong with it.
+/// A JSON body, or 400 `request.invalid_body` saying what is wrong with it (413
+/// `request.too_large` for a body over the endpoint's limit).
 pub(crate) fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|Json(b)| b)
-        .map_err(|e| ApiError::bad_request("request.invalid_body", e.body_text()))
+    body.map(|Json(b)| b).map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request.too_large",
+                e.body_text(),
+            )
+        } else {
+            ApiError::bad_request("request.invalid_body", e.body_text())
+        }
+    })
 }
 
 pub(crate) fn decode(field: &str, value: &str) -> Result<Vec<u8>, ApiError> {

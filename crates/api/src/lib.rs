@@ -4,6 +4,7 @@
 mod account;
 mod attestation;
 mod auth;
+mod computation;
 mod config;
 mod crypto;
 mod error;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub account: ::account::Handle,
     /// Resolves account tokens and applies the per-account rate limit.
     pub accounts: ::account::Gate,
+    /// The computation service.
+    pub computation: ::computation::Handle,
     /// Cancelled when the server shuts down, so long-lived streams end.
     pub shutdown: CancellationToken,
 }
@@ -60,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/config/rollback", post(config::rollback))
         .route("/v1/anomalies", get(orchestration::anomalies))
         .route("/v1/attestation", get(attestation::attest))
+        .route("/v1/computation/pool", get(computation::pool))
         .route("/v1/events", get(events::list))
         .route("/v1/events/stream", get(events::stream));
     if state.config.testing.fault_injection {
@@ -97,6 +101,20 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/crypto/keys/{id}/decrypt", post(crypto::decrypt))
         .route("/v1/crypto/keys/{id}/derive", post(crypto::derive))
         .route("/v1/crypto/keys/{id}/rotate", post(crypto::rotate))
+        .route(
+            "/v1/computation/run",
+            post(computation::run).layer(computation::body_limit()),
+        )
+        .route(
+            "/v1/computation/jobs",
+            get(computation::jobs)
+                .post(computation::submit)
+                .layer(computation::body_limit()),
+        )
+        .route(
+            "/v1/computation/jobs/{id}",
+            get(computation::job).delete(computation::cancel),
+        )
         .route("/v1/storage", get(storage::list).post(storage::batch))
         .route(
             "/v1/storage/{*key}",

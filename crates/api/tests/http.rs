@@ -75,9 +75,14 @@ async fn harness_with(fault_injection: bool, with_storage: bool) -> Harness {
     let accounts = ::account::Account::new(crypto.clone(), storage.clone(), journal);
     let gate = accounts.gate();
     let account = b.add(accounts);
+    let computation = b.add(::computation::Computation::new(
+        crypto.clone(),
+        storage.clone(),
+    ));
     if !with_storage {
         b.disable(::storage::NAME);
         b.disable(::account::NAME);
+        b.disable(::computation::NAME);
     }
     let runtime = b.start().expect("start");
     runtime
@@ -111,6 +116,7 @@ async fn harness_with(fault_injection: bool, with_storage: bool) -> Harness {
         storage,
         account,
         accounts: gate,
+        computation,
         shutdown: CancellationToken::new(),
     };
     Harness {
@@ -187,7 +193,10 @@ async fn probes_are_open_and_admin_endpoints_need_the_token() {
         .filter_map(|s| s["name"].as_str())
         .collect();
     // storage is registered but disabled in this harness: listed, not started.
-    assert_eq!(names, ["base", "app", "crypto", "storage", "account"]);
+    assert_eq!(
+        names,
+        ["base", "app", "crypto", "storage", "account", "computation"]
+    );
     let app = &body["services"][1];
     assert_eq!(app["state"], "running");
     assert_eq!(app["type"], "core");
@@ -362,7 +371,11 @@ async fn commands_answer_with_the_state() {
     let (_, _, graph) = send(&h.app, "GET", "/v1/graph", Some(TOKEN), "").await;
     assert_eq!(
         graph["layers"],
-        serde_json::json!([["crypto", "base"], ["storage", "app"], ["account"]])
+        serde_json::json!([
+            ["crypto", "base"],
+            ["storage", "app"],
+            ["account", "computation"]
+        ])
     );
     assert_eq!(
         graph["edges"],
@@ -370,7 +383,9 @@ async fn commands_answer_with_the_state() {
             { "from": "app", "to": "base" },
             { "from": "storage", "to": "crypto" },
             { "from": "account", "to": "crypto" },
-            { "from": "account", "to": "storage" }
+            { "from": "account", "to": "storage" },
+            { "from": "computation", "to": "crypto" },
+            { "from": "computation", "to": "storage" }
         ])
     );
     h.runtime.shutdown().await;
@@ -1148,6 +1163,30 @@ async fn account_isolation_matrix() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
+    let (status, _, job) = send(
+        app,
+        "POST",
+        "/v1/computation/jobs",
+        Some(&alice),
+        r#"{"code":"return kv.get('secret')"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let alice_job = job["id"].as_str().expect("job id").to_owned();
+    let (status, _, done) = send(
+        app,
+        "GET",
+        &format!("/v1/computation/jobs/{alice_job}?wait_s=20"),
+        Some(&alice),
+        "",
+    )
+    .await;
+    assert_eq!(
+        (status, &done["state"]),
+        (StatusCode::OK, &Value::from("completed")),
+        "{done}"
+    );
+    assert_eq!(done["outcome"]["result"], "alice's");
 
     // Every endpoint, aimed by bob at alice's resources, answers exactly as for a resource that
     // does not exist: same status, same code.
@@ -1241,6 +1280,24 @@ async fn account_isolation_matrix() {
             format!("/v1/accounts/acc_missing/tokens/{alice_token}"),
             "",
         ),
+        (
+            "GET",
+            format!("/v1/computation/jobs/{alice_job}"),
+            "/v1/computation/jobs/job_missing".into(),
+            "",
+        ),
+        (
+            "GET",
+            format!("/v1/computation/jobs/{alice_job}?wait_s=1"),
+            "/v1/computation/jobs/job_missing?wait_s=1".into(),
+            "",
+        ),
+        (
+            "DELETE",
+            format!("/v1/computation/jobs/{alice_job}"),
+            "/v1/computation/jobs/job_missing".into(),
+            "",
+        ),
     ];
     for (method, theirs, missing, body) in &cases {
         let (s1, b1) = raw_as(app, &bob, method, theirs, body.as_bytes().to_vec()).await;
@@ -1264,6 +1321,33 @@ async fn account_isolation_matrix() {
     assert!(!keys.to_string().contains(&alice_key) && !keys.to_string().contains(&alice_aes));
     let (_, _, values) = send(app, "GET", "/v1/storage?prefix=", Some(&bob), "").await;
     assert_eq!(values["keys"], serde_json::json!([]));
+    let (_, _, jobs) = send(app, "GET", "/v1/computation/jobs", Some(&bob), "").await;
+    assert_eq!(jobs["jobs"], serde_json::json!([]));
+    // Bob's scripts see his namespace and his keys only.
+    let peek = serde_json::json!({
+        "code": format!(
+            "let signed = null; try {{ crypto.sign('x', '{alice_key}') }} catch (e) {{ signed = String(e) }}
+             return {{note: kv.get('secret'), keys: kv.list(''), signed}}"
+        )
+    });
+    let (status, _, ran) = send(
+        app,
+        "POST",
+        "/v1/computation/run",
+        Some(&bob),
+        &peek.to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{ran}");
+    assert_eq!(ran["ending"]["status"], "completed", "{ran}");
+    assert_eq!(ran["result"]["note"], Value::Null);
+    assert_eq!(ran["result"]["keys"], serde_json::json!([]));
+    assert!(
+        ran["result"]["signed"]
+            .as_str()
+            .is_some_and(|e| e.contains("no key")),
+        "{ran}"
+    );
     // Bob writing and batch-deleting the same key names touches only his namespace.
     let (status, _) = raw_as(app, &bob, "PUT", "/v1/storage/secret", b"bob's".to_vec()).await;
     assert_eq!(status, StatusCode::OK);
@@ -1303,5 +1387,154 @@ async fn account_isolation_matrix() {
     // The admin token has its own owner: it does not see into accounts either.
     let (status, _) = raw_as(app, TOKEN, "GET", "/v1/storage/secret", vec![]).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    h.runtime.shutdown().await;
+}
+
+#[tokio::test]
+async fn scripts_run_as_their_account_with_limits_jobs_and_cancel() {
+    let h = harness_with(false, true).await;
+    let app = &h.app;
+    let (_, alice, _) = create_account(app, "alice").await;
+    let run = |body: Value| {
+        let token = alice.clone();
+        async move {
+            send(
+                app,
+                "POST",
+                "/v1/computation/run",
+                Some(&token),
+                &body.to_string(),
+            )
+            .await
+        }
+    };
+
+    let (status, _, ran) = run(serde_json::json!({
+        "code": "console.log('hi', args.x); kv.put('doubled', String(args.x * 2)); \
+                 const sig = crypto.sign('m'); return {x: args.x * 2, ok: crypto.verify('m', sig)}",
+        "args": {"x": 21}
+    }))
+    .await;
+    assert_eq!(status, StatusCode::OK, "{ran}");
+    assert_eq!(ran["ending"]["status"], "completed", "{ran}");
+    assert_eq!(ran["result"], serde_json::json!({"x": 42, "ok": true}));
+    assert_eq!(
+        ran["console"],
+        serde_json::json!([{"level": "log", "text": "hi 21"}])
+    );
+    assert!(
+        ran["duration_ms"].is_u64() && ran["memory_peak_bytes"].as_u64() > Some(0),
+        "{ran}"
+    );
+    assert_eq!(ran["limits"]["time_ms"], 5000);
+    // What the script stored is the account's, over HTTP too.
+    let (status, body) = raw_as(app, &alice, "GET", "/v1/storage/doubled", vec![]).await;
+    assert_eq!((status, body), (StatusCode::OK, b"42".to_vec()));
+
+    let (_, _, ran) = run(serde_json::json!({"code": "let a = 1;\nlet b = ;"})).await;
+    assert_eq!(ran["ending"]["status"], "syntax_error", "{ran}");
+    assert_eq!(ran["ending"]["line"], 2, "{ran}");
+    let (_, _, ran) =
+        run(serde_json::json!({"code": "while (true) {}", "limits": {"time_ms": 200}})).await;
+    assert_eq!(ran["ending"]["status"], "timed_out", "{ran}");
+
+    let (status, _, body) =
+        run(serde_json::json!({"code": "1", "limits": {"time_ms": 3_600_000}})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("computation.above_ceiling")
+        ),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("max_time_ms")),
+        "{body}"
+    );
+    let (status, _, body) = run(serde_json::json!({"code": "1", "limits": {"cpu": 1}})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("request.invalid_body")),
+        "{body}"
+    );
+    let (status, _, body) = run(serde_json::json!({"code": "x".repeat(2 << 20)})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("computation.too_large")),
+        "{body}"
+    );
+
+    // A token without the computation scope cannot run anything.
+    let (_, _, reader) = send(
+        app,
+        "POST",
+        "/v1/accounts/me/tokens",
+        Some(&alice),
+        r#"{"scopes":["storage:get"]}"#,
+    )
+    .await;
+    let reader = reader["secret"].as_str().expect("secret").to_owned();
+    let (status, _, body) = send(
+        app,
+        "POST",
+        "/v1/computation/run",
+        Some(&reader),
+        r#"{"code":"1"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("auth.scope"))
+    );
+
+    // A job that would run for ten seconds is cancelled, and really stops.
+    let (status, _, job) = send(
+        app,
+        "POST",
+        "/v1/computation/jobs",
+        Some(&alice),
+        r#"{"code":"for (;;) { try { while (true) {} } catch (e) {} }","limits":{"time_ms":10000}}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{job}");
+    let id = job["id"].as_str().expect("id");
+    let (status, _, cancelled) = send(
+        app,
+        "DELETE",
+        &format!("/v1/computation/jobs/{id}"),
+        Some(&alice),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    let (_, _, listed) = send(app, "GET", "/v1/computation/jobs", Some(&alice), "").await;
+    assert!(
+        listed["jobs"]
+            .as_array()
+            .is_some_and(|j| j.iter().any(|j| j["id"] == id))
+    );
+    let (status, _, body) = send(
+        app,
+        "GET",
+        "/v1/computation/jobs/x?wait_s=99",
+        Some(&alice),
+        "",
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("request.invalid_query"))
+    );
+
+    // The pool is the admin's to inspect; it is back to full size.
+    let (status, _, _) = send(app, "GET", "/v1/computation/pool", Some(&alice), "").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, pool) = send(app, "GET", "/v1/computation/pool", Some(TOKEN), "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(pool["live"], pool["size"], "{pool}");
     h.runtime.shutdown().await;
 }

@@ -42,6 +42,7 @@ fn catalog() -> Vec<Spec> {
         crypto::Crypto::default_spec(),
         storage::Storage::default_spec(),
         account::Account::default_spec(),
+        computation::Computation::default_spec(),
     ]
 }
 
@@ -303,6 +304,7 @@ async fn serve(start: Start) -> anyhow::Result<()> {
     let mut crypto_handle = None;
     let mut storage_handle = None;
     let mut account_handle = None;
+    let mut computation_handle = None;
     for spec in specs {
         if spec.name == crypto::NAME {
             crypto_handle =
@@ -327,6 +329,14 @@ async fn serve(start: Start) -> anyhow::Result<()> {
             let service = account::Account::new(crypto.clone(), storage.clone(), journal.clone());
             let gate = service.gate();
             account_handle = Some((builder.add_with_spec(service, spec), gate));
+            continue;
+        }
+        if spec.name == computation::NAME {
+            let (Some(crypto), Some(storage)) = (&crypto_handle, &storage_handle) else {
+                bail!("the computation service needs crypto and storage");
+            };
+            let service = computation::Computation::new(crypto.clone(), storage.clone());
+            computation_handle = Some(builder.add_with_spec(service, spec));
             continue;
         }
         match config.testing.services.get(&spec.name) {
@@ -388,6 +398,8 @@ async fn serve(start: Start) -> anyhow::Result<()> {
         storage: storage_handle.context("the storage service is core and always registered")?,
         account: account.0,
         accounts: account.1,
+        computation: computation_handle
+            .context("the computation service is core and always registered")?,
         shutdown: shutdown.clone(),
     };
     {

@@ -1,0 +1,187 @@
+//! The computation service over HTTP: synchronous runs and jobs, each acting for the caller's
+//! account (its storage namespace, its keys, its jobs). A script that throws, runs out of time or
+//! memory is still a 200 with an outcome that says how it ended; 4xx is for requests that cannot
+//! run at all (too large, limits above the ceiling, malformed).
+
+use account::Area;
+use std::time::Duration;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use computation::{Caller as RunAs, Error, Program, Request};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::Caller;
+use crate::input::{body, call_error};
+use crate::{ApiError, AppState};
+
+fn computation_error(e: Error) -> ApiError {
+    match e {
+        Error::NotFound(_) => ApiError::not_found("computation.job_not_found", e.to_string()),
+        Error::TooLarge { .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "computation.too_large",
+            e.to_string(),
+        ),
+        Error::AboveCeiling { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "computation.above_ceiling",
+            e.to_string(),
+        ),
+        Error::BadInput(_) => ApiError::bad_request("computation.bad_input", e.to_string()),
+        Error::Busy => ApiError::unavailable("computation.busy", e.to_string(), 1),
+        Error::Internal(_) => ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "computation.internal",
+            e.to_string(),
+        ),
+    }
+}
+
+/// The largest body a run or job may send: the highest code and argument sizes the settings allow
+/// (64 MiB each), plus room for the JSON around them. The service holds each to its own configured
+/// limit and answers 413 `computation.too_large` naming the setting.
+pub(crate) fn body_limit() -> axum::extract::DefaultBodyLimit {
+    axum::extract::DefaultBodyLimit::max(136 << 20)
+}
+
+async fn ask<T>(
+    state: &AppState,
+    make: impl FnOnce(runtime::Reply<Result<T, Error>>) -> Request,
+) -> Result<T, ApiError> {
+    state
+        .computation
+        .call(make)
+        .await
+        .map_err(call_error)?
+        .map_err(computation_error)
+}
+
+fn run_as(caller: &Caller) -> RunAs {
+    RunAs {
+        owner: caller.owner().to_owned(),
+        signing_key: caller.signing_key().map(str::to_owned),
+    }
+}
+
+pub(crate) async fn run(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    b: Result<Json<Program>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    caller.allow(Area::Computation, "run")?;
+    let program = body(b)?;
+    // The service's call timeout outlasts its longest time limit (its `validate` keeps it so).
+    let outcome = ask(&state, |reply| Request::Run {
+        caller: run_as(&caller),
+        program,
+        reply,
+    })
+    .await?;
+    Ok(Json(outcome).into_response())
+}
+
+pub(crate) async fn submit(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    b: Result<Json<Program>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    caller.allow(Area::Computation, "jobs")?;
+    let program = body(b)?;
+    let job = ask(&state, |reply| Request::Submit {
+        caller: run_as(&caller),
+        program,
+        reply,
+    })
+    .await?;
+    Ok((StatusCode::ACCEPTED, Json(job)).into_response())
+}
+
+pub(crate) async fn jobs(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    caller.allow(Area::Computation, "jobs")?;
+    let jobs = ask(&state, |reply| Request::Jobs {
+        owner: caller.owner().to_owned(),
+        reply,
+    })
+    .await?;
+    Ok(Json(json!({ "jobs": jobs })).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JobQuery {
+    /// Wait up to this many seconds (at most 30) for the job to finish before answering.
+    wait_s: Option<u64>,
+}
+
+/// The longest a `GET /v1/computation/jobs/{id}?wait_s=N` holds the request.
+const MAX_WAIT_S: u64 = 30;
+
+pub(crate) async fn job(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    query: Result<Query<JobQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    caller.allow(Area::Computation, "jobs")?;
+    let Query(query) =
+        query.map_err(|e| ApiError::bad_request("request.invalid_query", e.body_text()))?;
+    let wait = query.wait_s.unwrap_or(0);
+    if wait > MAX_WAIT_S {
+        return Err(ApiError::bad_request(
+            "request.invalid_query",
+            format!("wait_s is at most {MAX_WAIT_S}"),
+        ));
+    }
+    let owner = caller.owner().to_owned();
+    if wait > 0 {
+        let waited = tokio::time::timeout(
+            Duration::from_secs(wait),
+            state.computation.call(|reply| Request::Wait {
+                owner: owner.clone(),
+                id: id.clone(),
+                reply,
+            }),
+        )
+        .await;
+        // Not finished within the wait: answer the job as it is now.
+        if let Ok(answer) = waited {
+            let job = answer.map_err(call_error)?.map_err(computation_error)?;
+            return Ok(Json(job).into_response());
+        }
+    }
+    let job = ask(&state, |reply| Request::Job { owner, id, reply }).await?;
+    Ok(Json(job).into_response())
+}
+
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.allow(Area::Computation, "jobs")?;
+    let job = ask(&state, |reply| Request::Cancel {
+        owner: caller.owner().to_owned(),
+        id,
+        reply,
+    })
+    .await?;
+    Ok(Json(job).into_response())
+}
+
+/// The worker pool (admin): size, idle, busy, abandoned workers still running, replacements.
+pub(crate) async fn pool(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let stats = state
+        .computation
+        .call(|reply| Request::Pool { reply })
+        .await
+        .map_err(call_error)?;
+    Ok(Json(stats).into_response())
+}

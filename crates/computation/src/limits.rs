@@ -1,0 +1,403 @@
+//! Per-run limits: the settings that declare each default and ceiling, and the resolution of a
+//! request's overrides against them.
+//!
+//! Defaults apply live on a configuration change; ceilings are sandbox policy and are read at start
+//! only (see [`Ceilings`] and `Computation::validate`).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// Settings (in `[services.computation]`).
+pub const DEFAULT_TIME_MS: &str = "default_time_ms";
+pub const MAX_TIME_MS: &str = "max_time_ms";
+pub const DEFAULT_MEMORY_BYTES: &str = "default_memory_bytes";
+pub const MAX_MEMORY_BYTES: &str = "max_memory_bytes";
+pub const DEFAULT_STACK_BYTES: &str = "default_stack_bytes";
+pub const MAX_STACK_BYTES: &str = "max_stack_bytes";
+pub const DEFAULT_OUTPUT_BYTES: &str = "default_output_bytes";
+pub const MAX_OUTPUT_BYTES: &str = "max_output_bytes";
+pub const DEFAULT_CONSOLE_BYTES: &str = "default_console_bytes";
+pub const MAX_CONSOLE_BYTES: &str = "max_console_bytes";
+pub const MAX_CODE_BYTES: &str = "max_code_bytes";
+pub const MAX_ARGS_BYTES: &str = "max_args_bytes";
+pub const MAX_FINISHED_JOBS: &str = "max_finished_jobs";
+pub const MAX_QUEUED_RUNS: &str = "max_queued_runs";
+
+/// The highest `max_time_ms` a configuration may set. With the watchdog's grace (half the limit
+/// again) a run is answered within 45 s, inside the service's 60 s default call deadline.
+pub const TIME_CEILING_BOUND_MS: i64 = 30_000;
+/// The highest `max_stack_bytes` a configuration may set; worker threads get this much native
+/// stack plus [`STACK_HEADROOM`], so QuickJS's own stack check always fires first.
+pub(crate) const STACK_CEILING_BOUND: i64 = 8 << 20;
+/// Native stack a worker keeps beyond the JavaScript stack limit, for the host's own frames.
+pub(crate) const STACK_HEADROOM: usize = 2 << 20;
+
+/// Declares every setting on `spec`.
+pub(crate) fn declare(spec: runtime::Spec) -> runtime::Spec {
+    const MIB: i64 = 1 << 20;
+    spec.setting(
+        DEFAULT_TIME_MS,
+        5_000,
+        1,
+        TIME_CEILING_BOUND_MS,
+        "wall time of a run without a time_ms override, in milliseconds (capability calls count)",
+    )
+    .setting(
+        MAX_TIME_MS,
+        TIME_CEILING_BOUND_MS,
+        1,
+        TIME_CEILING_BOUND_MS,
+        "highest time_ms a request may ask for; read at start only",
+    )
+    .setting(
+        DEFAULT_MEMORY_BYTES,
+        64 * MIB,
+        MIB,
+        4096 * MIB,
+        "QuickJS heap of a run without a memory_bytes override",
+    )
+    .setting(
+        MAX_MEMORY_BYTES,
+        256 * MIB,
+        MIB,
+        4096 * MIB,
+        "highest memory_bytes a request may ask for; read at start only",
+    )
+    .setting(
+        DEFAULT_STACK_BYTES,
+        256 << 10,
+        16 << 10,
+        STACK_CEILING_BOUND,
+        "JavaScript stack of a run without a stack_bytes override",
+    )
+    .setting(
+        MAX_STACK_BYTES,
+        1 << 20,
+        16 << 10,
+        STACK_CEILING_BOUND,
+        "highest stack_bytes a request may ask for; read at start only",
+    )
+    .setting(
+        DEFAULT_OUTPUT_BYTES,
+        MIB,
+        2,
+        256 * MIB,
+        "largest result (as JSON) of a run without an output_bytes override",
+    )
+    .setting(
+        MAX_OUTPUT_BYTES,
+        16 * MIB,
+        2,
+        256 * MIB,
+        "highest output_bytes a request may ask for; read at start only",
+    )
+    .setting(
+        DEFAULT_CONSOLE_BYTES,
+        64 << 10,
+        0,
+        64 * MIB,
+        "console output a run may write without a console_bytes override",
+    )
+    .setting(
+        MAX_CONSOLE_BYTES,
+        MIB,
+        0,
+        64 * MIB,
+        "highest console_bytes a request may ask for; read at start only",
+    )
+    .setting(
+        MAX_CODE_BYTES,
+        MIB,
+        1,
+        64 * MIB,
+        "largest program source, in bytes; read at start only",
+    )
+    .setting(
+        MAX_ARGS_BYTES,
+        MIB,
+        2,
+        64 * MIB,
+        "largest args, as JSON bytes; read at start only",
+    )
+    .setting(
+        MAX_FINISHED_JOBS,
+        100,
+        1,
+        100_000,
+        "finished jobs kept per owner; the oldest is dropped first",
+    )
+    .setting(
+        MAX_QUEUED_RUNS,
+        256,
+        1,
+        100_000,
+        "runs waiting for a worker; beyond it requests are refused as busy",
+    )
+}
+
+/// What a request may ask to change, each at most up to its ceiling.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitOverrides {
+    pub time_ms: Option<u64>,
+    pub memory_bytes: Option<u64>,
+    pub stack_bytes: Option<u64>,
+    pub output_bytes: Option<u64>,
+    pub console_bytes: Option<u64>,
+}
+
+/// The limits that applied to a run. `time_ms` counts from when a worker starts the run (a wait in
+/// the queue is not counted) and includes the script's capability calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    pub time_ms: u64,
+    pub memory_bytes: u64,
+    pub stack_bytes: u64,
+    pub output_bytes: u64,
+    pub console_bytes: u64,
+    pub code_bytes: u64,
+    pub args_bytes: u64,
+}
+
+impl Limits {
+    pub fn time(&self) -> Duration {
+        Duration::from_millis(self.time_ms)
+    }
+
+    /// When the watchdog gives up on a run that stopped polling its interrupt handler: half the
+    /// limit again, and at least 50 ms more.
+    pub(crate) fn hard_time(&self) -> Duration {
+        let limit = self.time();
+        limit + (limit / 2).max(Duration::from_millis(50))
+    }
+}
+
+/// The sandbox ceilings: read at start only, since they bound what the enclave lends to one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ceilings {
+    pub(crate) time_ms: u64,
+    pub(crate) memory_bytes: u64,
+    pub(crate) stack_bytes: u64,
+    pub(crate) output_bytes: u64,
+    pub(crate) console_bytes: u64,
+    pub(crate) code_bytes: u64,
+    pub(crate) args_bytes: u64,
+}
+
+fn value(spec: &runtime::Spec, name: &str) -> u64 {
+    u64::try_from(spec.setting_value(name)).unwrap_or(0)
+}
+
+impl Ceilings {
+    pub(crate) fn of(spec: &runtime::Spec) -> Ceilings {
+        Ceilings {
+            time_ms: value(spec, MAX_TIME_MS),
+            memory_bytes: value(spec, MAX_MEMORY_BYTES),
+            stack_bytes: value(spec, MAX_STACK_BYTES),
+            output_bytes: value(spec, MAX_OUTPUT_BYTES),
+            console_bytes: value(spec, MAX_CONSOLE_BYTES),
+            code_bytes: value(spec, MAX_CODE_BYTES),
+            args_bytes: value(spec, MAX_ARGS_BYTES),
+        }
+    }
+
+    /// The first ceiling setting that differs between `self` and `other`.
+    pub(crate) fn changed(&self, other: &Ceilings) -> Option<&'static str> {
+        let pairs = [
+            (self.time_ms, other.time_ms, MAX_TIME_MS),
+            (self.memory_bytes, other.memory_bytes, MAX_MEMORY_BYTES),
+            (self.stack_bytes, other.stack_bytes, MAX_STACK_BYTES),
+            (self.output_bytes, other.output_bytes, MAX_OUTPUT_BYTES),
+            (self.console_bytes, other.console_bytes, MAX_CONSOLE_BYTES),
+            (self.code_bytes, other.code_bytes, MAX_CODE_BYTES),
+            (self.args_bytes, other.args_bytes, MAX_ARGS_BYTES),
+        ];
+        pairs
+            .into_iter()
+            .find(|(a, b, _)| a != b)
+            .map(|(_, _, n)| n)
+    }
+}
+
+/// The defaults in force and the ceilings fixed at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Policy {
+    pub(crate) ceilings: Ceilings,
+    defaults: Defaults,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Defaults {
+    time_ms: u64,
+    memory_bytes: u64,
+    stack_bytes: u64,
+    output_bytes: u64,
+    console_bytes: u64,
+}
+
+/// Problems with a spec's limits: a default above its ceiling.
+pub(crate) fn check(spec: &runtime::Spec) -> Result<(), String> {
+    let pairs = [
+        (DEFAULT_TIME_MS, MAX_TIME_MS),
+        (DEFAULT_MEMORY_BYTES, MAX_MEMORY_BYTES),
+        (DEFAULT_STACK_BYTES, MAX_STACK_BYTES),
+        (DEFAULT_OUTPUT_BYTES, MAX_OUTPUT_BYTES),
+        (DEFAULT_CONSOLE_BYTES, MAX_CONSOLE_BYTES),
+    ];
+    for (default, ceiling) in pairs {
+        let (d, c) = (spec.setting_value(default), spec.setting_value(ceiling));
+        if d > c {
+            return Err(format!(
+                "services.computation.{default} ({d}) is above its ceiling {ceiling} ({c}): lower it or raise the ceiling"
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Policy {
+    /// The policy of `spec`, under `ceilings` (those read at start).
+    pub(crate) fn new(spec: &runtime::Spec, ceilings: Ceilings) -> Policy {
+        Policy {
+            ceilings,
+            defaults: Defaults {
+                time_ms: value(spec, DEFAULT_TIME_MS).min(ceilings.time_ms),
+                memory_bytes: value(spec, DEFAULT_MEMORY_BYTES).min(ceilings.memory_bytes),
+                stack_bytes: value(spec, DEFAULT_STACK_BYTES).min(ceilings.stack_bytes),
+                output_bytes: value(spec, DEFAULT_OUTPUT_BYTES).min(ceilings.output_bytes),
+                console_bytes: value(spec, DEFAULT_CONSOLE_BYTES).min(ceilings.console_bytes),
+            },
+        }
+    }
+
+    /// The limits of one run: each override if given (it must be positive and at most the
+    /// ceiling), else the default.
+    pub(crate) fn resolve(&self, overrides: &LimitOverrides) -> Result<Limits, Error> {
+        let pick = |what: &'static str,
+                    requested: Option<u64>,
+                    default: u64,
+                    ceiling: u64,
+                    setting: &'static str|
+         -> Result<u64, Error> {
+            match requested {
+                None => Ok(default),
+                Some(0) if what != "console_bytes" => Err(Error::BadInput(format!(
+                    "limits.{what} must be positive (or left out for the default, {default})"
+                ))),
+                Some(n) if n > ceiling => Err(Error::AboveCeiling {
+                    what,
+                    requested: n,
+                    ceiling,
+                    setting,
+                }),
+                Some(n) => Ok(n),
+            }
+        };
+        let c = &self.ceilings;
+        let d = &self.defaults;
+        Ok(Limits {
+            time_ms: pick(
+                "time_ms",
+                overrides.time_ms,
+                d.time_ms,
+                c.time_ms,
+                MAX_TIME_MS,
+            )?,
+            memory_bytes: pick(
+                "memory_bytes",
+                overrides.memory_bytes,
+                d.memory_bytes,
+                c.memory_bytes,
+                MAX_MEMORY_BYTES,
+            )?,
+            stack_bytes: pick(
+                "stack_bytes",
+                overrides.stack_bytes,
+                d.stack_bytes,
+                c.stack_bytes,
+                MAX_STACK_BYTES,
+            )?,
+            output_bytes: pick(
+                "output_bytes",
+                overrides.output_bytes,
+                d.output_bytes,
+                c.output_bytes,
+                MAX_OUTPUT_BYTES,
+            )?,
+            console_bytes: pick(
+                "console_bytes",
+                overrides.console_bytes,
+                d.console_bytes,
+                c.console_bytes,
+                MAX_CONSOLE_BYTES,
+            )?,
+            code_bytes: c.code_bytes,
+            args_bytes: c.args_bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        let spec = crate::Computation::default_spec();
+        Policy::new(&spec, Ceilings::of(&spec))
+    }
+
+    #[test]
+    fn defaults_apply_without_overrides() {
+        let limits = policy()
+            .resolve(&LimitOverrides::default())
+            .expect("defaults");
+        assert_eq!(limits.time_ms, 5_000);
+        assert_eq!(limits.memory_bytes, 64 << 20);
+        assert_eq!(limits.stack_bytes, 256 << 10);
+    }
+
+    #[test]
+    fn overrides_up_to_the_ceiling_and_no_further() {
+        let p = policy();
+        let ok = p
+            .resolve(&LimitOverrides {
+                time_ms: Some(TIME_CEILING_BOUND_MS as u64),
+                ..Default::default()
+            })
+            .expect("at the ceiling");
+        assert_eq!(ok.time_ms, TIME_CEILING_BOUND_MS as u64);
+        let above = p.resolve(&LimitOverrides {
+            memory_bytes: Some((256 << 20) + 1),
+            ..Default::default()
+        });
+        match above {
+            Err(Error::AboveCeiling { what, setting, .. }) => {
+                assert_eq!(what, "memory_bytes");
+                assert_eq!(setting, MAX_MEMORY_BYTES);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            p.resolve(&LimitOverrides {
+                time_ms: Some(0),
+                ..Default::default()
+            }),
+            Err(Error::BadInput(_))
+        ));
+    }
+
+    #[test]
+    fn a_default_above_its_ceiling_is_refused() {
+        let mut spec = crate::Computation::default_spec();
+        if let Some(s) = spec.settings.get_mut(DEFAULT_TIME_MS) {
+            s.value = 20_000;
+        }
+        if let Some(s) = spec.settings.get_mut(MAX_TIME_MS) {
+            s.value = 10_000;
+        }
+        assert!(check(&spec).is_err());
+    }
+}

@@ -1,0 +1,398 @@
+//! The bounded pool of worker threads that runs scripts, and its watchdog.
+//!
+//! Workers are plain threads (a script blocks its thread for the whole run), each taking one task at
+//! a time from a bounded queue. Every busy worker has a hard deadline, half its run's time limit
+//! past the limit itself. QuickJS's interrupt handler stops ordinary scripts at the limit; a script
+//! stuck in a builtin that never polls for interrupts is the watchdog's: at the hard deadline it
+//! answers the caller with a timed-out outcome, marks the worker abandoned (it exits when its call
+//! finally returns, and takes no more work) and starts a replacement, so the pool stays at size.
+//!
+//! Threads are owned by the pool: dropping it closes the queue (queued tasks are dropped, so their
+//! callers see their reply dropped), idle workers exit, busy ones exit after their run, and the
+//! watchdog exits once no worker is busy. Nothing joins them: an abandoned worker may be stuck for
+//! longer than anyone should wait.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::Error;
+use crate::limits::{Limits, STACK_CEILING_BOUND, STACK_HEADROOM};
+use crate::outcome::{Ending, Outcome};
+use crate::sandbox::{self, Run};
+
+/// How long a cancelled run may take to notice before the watchdog abandons it.
+const CANCEL_GRACE: Duration = Duration::from_millis(200);
+
+/// Where a run's result goes; called exactly once, by the worker or by the watchdog.
+pub(crate) type Finish = Box<dyn FnOnce(Result<Outcome, Error>) + Send>;
+/// Called when a worker takes the task up.
+pub(crate) type OnStart = Box<dyn FnOnce() + Send>;
+
+/// Whether anyone still waits for the run; a run nobody waits for is skipped.
+pub(crate) type Wanted = Box<dyn Fn() -> bool + Send>;
+
+/// One run waiting for, or held by, a worker.
+pub(crate) struct Task {
+    pub(crate) run: Run,
+    pub(crate) on_start: Option<OnStart>,
+    pub(crate) wanted: Option<Wanted>,
+    pub(crate) finish: Finish,
+}
+
+impl std::fmt::Debug for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Task").field("run", &self.run).finish()
+    }
+}
+
+/// The pool's figures, for `Request::Pool`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PoolStats {
+    /// The configured number of workers (`resources.cpu_cores`).
+    pub size: usize,
+    /// Workers that take work now (idle + busy); equals `size` unless a replacement failed to start.
+    pub live: usize,
+    pub idle: usize,
+    pub busy: usize,
+    /// Runs waiting for a worker.
+    pub queued: usize,
+    pub queue_capacity: usize,
+    /// Abandoned workers whose stuck call has not returned yet; they take no work.
+    pub abandoned_running: usize,
+    /// Workers started to replace abandoned ones, since the pool started.
+    pub replaced_total: u64,
+    /// Runs finished by a worker (not counting those the watchdog answered for).
+    pub completed_total: u64,
+}
+
+/// The answer slot of a busy run: taken once, by whoever finishes first.
+type Answer = Arc<Mutex<Option<Finish>>>;
+
+fn answer(slot: &Answer, result: Result<Outcome, Error>) {
+    let finish = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if let Some(finish) = finish {
+        finish(result);
+    }
+}
+
+struct Busy {
+    started: Instant,
+    hard_deadline: Instant,
+    limits: Limits,
+    deterministic: bool,
+    cancel: Arc<AtomicBool>,
+    answer: Answer,
+}
+
+struct State {
+    queue: VecDeque<Task>,
+    queue_capacity: usize,
+    size: usize,
+    /// Live workers by id: `None` idle, `Some` busy. Abandoned workers are not here.
+    workers: BTreeMap<u64, Option<Busy>>,
+    next_id: u64,
+    abandoned_running: usize,
+    replaced_total: u64,
+    completed_total: u64,
+    closed: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Workers wait here for tasks.
+    work: Condvar,
+    /// The watchdog waits here for the next deadline or a change.
+    watch: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The worker threads and their queue.
+pub(crate) struct Pool {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Pool {
+    /// Starts `size` workers and the watchdog.
+    pub(crate) fn start(size: usize, queue_capacity: usize) -> Result<Pool, Error> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                queue: VecDeque::new(),
+                queue_capacity,
+                size: size.max(1),
+                workers: BTreeMap::new(),
+                next_id: 0,
+                abandoned_running: 0,
+                replaced_total: 0,
+                completed_total: 0,
+                closed: false,
+            }),
+            work: Condvar::new(),
+            watch: Condvar::new(),
+        });
+        {
+            let mut state = shared.lock();
+            for _ in 0..state.size {
+                spawn_worker(&shared, &mut state)?;
+            }
+        }
+        let watchdog = shared.clone();
+        std::thread::Builder::new()
+            .name("computation-watchdog".into())
+            .spawn(move || run_watchdog(&watchdog))
+            .map_err(|e| Error::Internal(format!("starting the watchdog thread: {e}")))?;
+        Ok(Pool { shared })
+    }
+
+    /// Queues `task`, or gives it back if the queue is full.
+    pub(crate) fn submit(&self, task: Task) -> Result<(), Box<Task>> {
+        let mut state = self.shared.lock();
+        if state.closed || state.queue.len() >= state.queue_capacity {
+            return Err(Box::new(task));
+        }
+        state.queue.push_back(task);
+        drop(state);
+        self.shared.work.notify_one();
+        Ok(())
+    }
+
+    /// Cancels the run holding `cancel`: its interrupt handler sees the flag, and if it does not
+    /// stop within a short grace the watchdog abandons it. A queued run is skipped when its turn
+    /// comes.
+    pub(crate) fn cancel(&self, cancel: &Arc<AtomicBool>) {
+        cancel.store(true, Ordering::Relaxed);
+        let mut state = self.shared.lock();
+        let grace = Instant::now() + CANCEL_GRACE;
+        for busy in state.workers.values_mut().flatten() {
+            if Arc::ptr_eq(&busy.cancel, cancel) && busy.hard_deadline > grace {
+                busy.hard_deadline = grace;
+            }
+        }
+        drop(state);
+        self.shared.watch.notify_one();
+    }
+
+    /// Sets the number of workers and the queue bound; extra idle workers exit, missing ones start.
+    pub(crate) fn resize(&self, size: usize, queue_capacity: usize) {
+        let mut state = self.shared.lock();
+        state.size = size.max(1);
+        state.queue_capacity = queue_capacity;
+        while state.workers.len() < state.size {
+            if let Err(e) = spawn_worker(&self.shared, &mut state) {
+                tracing::error!(error = %e, "computation: could not start a worker");
+                break;
+            }
+        }
+        drop(state);
+        self.shared.work.notify_all();
+    }
+
+    pub(crate) fn stats(&self) -> PoolStats {
+        let state = self.shared.lock();
+        let busy = state.workers.values().filter(|w| w.is_some()).count();
+        PoolStats {
+            size: state.size,
+            live: state.workers.len(),
+            idle: state.workers.len() - busy,
+            busy,
+            queued: state.queue.len(),
+            queue_capacity: state.queue_capacity,
+            abandoned_running: state.abandoned_running,
+            replaced_total: state.replaced_total,
+            completed_total: state.completed_total,
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let queued = {
+            let mut state = self.shared.lock();
+            state.closed = true;
+            std::mem::take(&mut state.queue)
+        };
+        // Dropped outside the lock: dropping a task drops its reply.
+        drop(queued);
+        self.shared.work.notify_all();
+        self.shared.watch.notify_all();
+    }
+}
+
+fn spawn_worker(shared: &Arc<Shared>, state: &mut State) -> Result<(), Error> {
+    let id = state.next_id;
+    state.next_id += 1;
+    let worker = shared.clone();
+    let stack = usize::try_from(STACK_CEILING_BOUND).unwrap_or(8 << 20) + STACK_HEADROOM;
+    std::thread::Builder::new()
+        .name(format!("computation-{id}"))
+        .stack_size(stack)
+        .spawn(move || run_worker(&worker, id))
+        .map_err(|e| Error::Internal(format!("starting a worker thread: {e}")))?;
+    state.workers.insert(id, None);
+    Ok(())
+}
+
+fn run_worker(shared: &Shared, id: u64) {
+    let mut state = shared.lock();
+    loop {
+        if !state.workers.contains_key(&id) {
+            return;
+        }
+        if state.closed || state.workers.len() > state.size {
+            state.workers.remove(&id);
+            drop(state);
+            shared.watch.notify_one();
+            return;
+        }
+        let Some(task) = state.queue.pop_front() else {
+            state = shared.work.wait(state).unwrap_or_else(|p| p.into_inner());
+            continue;
+        };
+        let Task {
+            run,
+            on_start,
+            wanted,
+            finish,
+        } = task;
+        if wanted.is_some_and(|wanted| !wanted()) {
+            // The caller gave up (its deadline passed while the run was queued).
+            drop(state);
+            drop(finish);
+            state = shared.lock();
+            continue;
+        }
+        if run.cancel.load(Ordering::Relaxed) {
+            drop(state);
+            finish(Ok(Outcome::without_run(
+                Ending::Cancelled { abandoned: false },
+                run.limits,
+                run.deterministic,
+            )));
+            state = shared.lock();
+            continue;
+        }
+        let started = Instant::now();
+        let slot: Answer = Arc::new(Mutex::new(Some(finish)));
+        state.workers.insert(
+            id,
+            Some(Busy {
+                started,
+                hard_deadline: started + run.limits.hard_time(),
+                limits: run.limits,
+                deterministic: run.deterministic,
+                cancel: run.cancel.clone(),
+                answer: slot.clone(),
+            }),
+        );
+        drop(state);
+        shared.watch.notify_one();
+        if let Some(on_start) = on_start {
+            on_start();
+        }
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| sandbox::execute(&run)))
+            .unwrap_or_else(|_| Err(Error::Internal("the sandbox panicked".into())));
+        drop(run);
+        state = shared.lock();
+        match state.workers.get_mut(&id) {
+            Some(busy) => {
+                *busy = None;
+                state.completed_total += 1;
+                drop(state);
+                answer(&slot, result);
+                shared.watch.notify_one();
+                state = shared.lock();
+            }
+            None => {
+                // Abandoned while stuck: the watchdog answered and a replacement took our place.
+                state.abandoned_running = state.abandoned_running.saturating_sub(1);
+                return;
+            }
+        }
+    }
+}
+
+fn run_watchdog(shared: &Arc<Shared>) {
+    let mut state = shared.lock();
+    loop {
+        let now = Instant::now();
+        let expired: Vec<u64> = state
+            .workers
+            .iter()
+            .filter_map(|(id, w)| w.as_ref().filter(|b| b.hard_deadline <= now).map(|_| *id))
+            .collect();
+        let mut abandoned = Vec::with_capacity(expired.len());
+        for id in expired {
+            if let Some(Some(busy)) = state.workers.remove(&id) {
+                state.abandoned_running += 1;
+                abandoned.push(busy);
+                if !state.closed {
+                    match spawn_worker(shared, &mut state) {
+                        Ok(()) => state.replaced_total += 1,
+                        Err(error) => tracing::error!(
+                            %error,
+                            "computation: could not replace an abandoned worker"
+                        ),
+                    }
+                }
+            }
+        }
+        if !abandoned.is_empty() {
+            drop(state);
+            for busy in abandoned {
+                let cancelled = busy.cancel.load(Ordering::Relaxed);
+                tracing::warn!(
+                    limit_ms = busy.limits.time_ms,
+                    cancelled,
+                    "computation: abandoned a worker stuck in a builtin that does not poll for interrupts"
+                );
+                let ending = if cancelled {
+                    Ending::Cancelled { abandoned: true }
+                } else {
+                    Ending::TimedOut { abandoned: true }
+                };
+                let mut outcome = Outcome::without_run(ending, busy.limits, busy.deterministic);
+                outcome.duration_ms = busy.started.elapsed().as_millis() as u64;
+                answer(&busy.answer, Ok(outcome));
+            }
+            state = shared.lock();
+            continue;
+        }
+        let busy_deadline = state
+            .workers
+            .values()
+            .flatten()
+            .map(|b| b.hard_deadline)
+            .min();
+        if state.closed && busy_deadline.is_none() {
+            return;
+        }
+        state = match busy_deadline {
+            Some(deadline) => {
+                let wait = deadline.saturating_duration_since(Instant::now());
+                shared
+                    .watch
+                    .wait_timeout(state, wait)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+            }
+            None => shared.watch.wait(state).unwrap_or_else(|p| p.into_inner()),
+        };
+    }
+}

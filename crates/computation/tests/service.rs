@@ -1,0 +1,495 @@
+//! The computation service through its handle, with real crypto and storage services on the
+//! simulation platform.
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::{caller, program, start};
+use computation::{Caller, Ending, Error, JobState, LimitOverrides, Program};
+use serde_json::json;
+
+const ALICE: &str = "alice";
+const BOB: &str = "bob";
+
+fn completed(outcome: &computation::Outcome) -> &serde_json::Value {
+    assert_eq!(outcome.ending, Ending::Completed, "{outcome:#?}");
+    &outcome.result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn args_in_result_out_with_console_and_limits() {
+    let f = start(|_| {}).await;
+    let outcome = f
+        .run_as(
+            caller(ALICE),
+            Program {
+                args: json!({"a": 2, "b": [3, 4]}),
+                ..program("console.log('sum of', args.a, args.b); return { sum: args.a + args.b[0] + args.b[1], echo: args };")
+            },
+        )
+        .await
+        .expect("run");
+    assert_eq!(
+        completed(&outcome),
+        &json!({"sum": 9, "echo": {"a": 2, "b": [3, 4]}})
+    );
+    assert_eq!(outcome.console.len(), 1);
+    assert_eq!(outcome.console[0].text, "sum of 2 [3,4]");
+    assert_eq!(outcome.limits.time_ms, 5_000);
+    assert_eq!(outcome.limits.memory_bytes, 64 << 20);
+    assert!(outcome.memory_peak_bytes > 0);
+    assert!(!outcome.deterministic);
+
+    // No return: null. A promise: its settled value. Await works at the top of the body.
+    assert_eq!(completed(&f.run(ALICE, "let x = 1;").await), &json!(null));
+    assert_eq!(
+        completed(
+            &f.run(
+                ALICE,
+                "const v = await new Promise(r => r(41)); return v + 1;"
+            )
+            .await
+        ),
+        &json!(42)
+    );
+    // A thrown error with its position; a non-JSON result.
+    let thrown = f.run(ALICE, "\n\n  null.x;").await;
+    match &thrown.ending {
+        Ending::Error {
+            name, line, column, ..
+        } => {
+            assert_eq!(name, "TypeError");
+            assert_eq!((*line, *column), (Some(3), Some(3)));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    let cyclic = f.run(ALICE, "const a = {}; a.a = a; return a;").await;
+    assert!(
+        matches!(cyclic.ending, Ending::NotSerializable { .. }),
+        "{cyclic:?}"
+    );
+    let function = f.run(ALICE, "return () => 1;").await;
+    assert!(matches!(function.ending, Ending::NotSerializable { .. }));
+    let never = f.run(ALICE, "await new Promise(() => {});").await;
+    assert_eq!(never.ending, Ending::NeverSettled);
+    // Queued work still runs after the result is settled, and counts.
+    let later = f
+        .run(
+            ALICE,
+            "Promise.resolve().then(() => console.log('later')); return 1;",
+        )
+        .await;
+    assert_eq!(later.console[0].text, "later");
+    f.rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syntax_errors_have_line_and_column() {
+    let f = start(|_| {}).await;
+    let outcome = f.run(ALICE, "let x = 1;\nlet y = ;").await;
+    match outcome.ending {
+        Ending::SyntaxError {
+            message,
+            line,
+            column,
+        } => {
+            assert!(message.contains("unexpected token"), "{message}");
+            assert_eq!((line, column), (Some(2), Some(9)));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    // A SyntaxError thrown at run time (JSON.parse) is an error, not a syntax error of the code.
+    let parse = f.run(ALICE, "return JSON.parse('{');").await;
+    assert!(
+        matches!(&parse.ending, Ending::Error { name, .. } if name == "SyntaxError"),
+        "{parse:?}"
+    );
+    f.rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_round_trip_is_scoped_to_the_owner() {
+    let f = start(|_| {}).await;
+    let put = f
+        .run(
+            ALICE,
+            "const v = kv.put('greeting', 'hello'); kv.put('g/2', 'two'); return v;",
+        )
+        .await;
+    assert!(completed(&put).as_u64().is_some_and(|v| v > 0), "{put:?}");
+    let read = f
+        .run(
+            ALICE,
+            "return [kv.get('greeting'), kv.get('absent'), kv.list('g'), kv.list()];",
+        )
+        .await;
+    assert_eq!(
+        completed(&read),
+        &json!(["hello", null, ["g/2", "greeting"], ["g/2", "greeting"]])
+    );
+    // Another owner sees nothing of it.
+    let other = f
+        .run(BOB, "return [kv.get('greeting'), kv.list('')];")
+        .await;
+    assert_eq!(completed(&other), &json!([null, []]));
+    // The values are in the owner's storage namespace, as UTF-8.
+    let stored = f
+        .storage
+        .call(|reply| storage::Request::Get {
+            namespace: ALICE.into(),
+            key: "greeting".into(),
+            reply,
+        })
+        .await
+        .expect("call")
+        .expect("get");
+    assert_eq!(stored.data, b"hello");
+    let deleted = f
+        .run(
+            ALICE,
+            "return [kv.delete('greeting'), kv.delete('greeting'), kv.get('greeting')];",
+        )
+        .await;
+    assert_eq!(completed(&deleted), &json!([true, false, null]));
+    // Bad arguments are script errors that say what is expected.
+    let bad = f.run(ALICE, "kv.put('k', 42);").await;
+    match &bad.ending {
+        Ending::Error { name, message, .. } => {
+            assert_eq!(name, "TypeError");
+            assert!(message.contains("must be a string"), "{message}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    f.rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crypto_signs_with_the_callers_keys_and_verifies() {
+    let f = start(|_| {}).await;
+    let key = f
+        .crypto
+        .call(|reply| crypto::Request::Generate {
+            owner: ALICE.into(),
+            algorithm: crypto::Algorithm::Ed25519,
+            reply,
+        })
+        .await
+        .expect("call")
+        .expect("generate");
+    let alice = Caller {
+        owner: ALICE.into(),
+        signing_key: Some(key.id.clone()),
+    };
+    let outcome = f
+        .run_as(
+            alice.clone(),
+            Program {
+                args: json!({ "key": key.id }),
+                ..program(
+                    "const s = crypto.sign('hello');
+                     const t = crypto.sign('hello', args.key);
+                     return [s === t, crypto.verify('hello', s), crypto.verify('other', s),
+                             crypto.verify('hello', t, args.key), s.length,
+                             crypto.sha256('abc'), crypto.randomBytes(16).length];",
+                )
+            },
+        )
+        .await
+        .expect("run");
+    assert_eq!(
+        completed(&outcome),
+        &json!([
+            true,
+            true,
+            false,
+            true,
+            88,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            32
+        ])
+    );
+    // No default key: a script error saying what to pass.
+    let none = f.run(ALICE, "return crypto.sign('x');").await;
+    assert!(
+        matches!(&none.ending, Ending::Error { message, .. } if message.contains("keyId")),
+        "{none:?}"
+    );
+    // Bob cannot use Alice's key, even by id.
+    let bob = f
+        .run_as(
+            caller(BOB),
+            Program {
+                args: json!({ "key": key.id }),
+                ..program("return crypto.sign('x', args.key);")
+            },
+        )
+        .await
+        .expect("run");
+    assert!(
+        matches!(&bob.ending, Ending::Error { message, .. } if message.contains("no key")),
+        "{bob:?}"
+    );
+    let too_many = f.run(ALICE, "return crypto.randomBytes(1025);").await;
+    assert!(matches!(&too_many.ending, Ending::Error { name, .. } if name == "RangeError"));
+    f.rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deterministic_runs_repeat_and_others_do_not() {
+    let f = start(|_| {}).await;
+    let code = "return [Math.random(), Math.random(), Date.now(), new Date().toISOString(),
+                        crypto.randomBytes(16), performance.now()];";
+    let run = |deterministic: bool| {
+        let f = &f;
+        async move {
+            f.run_as(
+                caller(ALICE),
+                Program {
+                    args: json!({"n": 1}),
+                    deterministic,
+                    ..program(code)
+                },
+            )
+            .await
+            .expect("run")
+        }
+    };
+    let (a, b) = (run(true).await, run(true).await);
+    assert_eq!(completed(&a), completed(&b));
+    assert!(a.deterministic);
+    assert_eq!(a.result[2], json!(computation::DETERMINISTIC_NOW_MS));
+    assert_eq!(a.result[3], json!("2000-01-01T00:00:00.000Z"));
+    // Other args, other randomness.
+    let other_args = f
+        .run_as(
+            caller(ALICE),
+            Program {
+                args: json!({"n": 2}),
+                deterministic: true,
+                ..program(code)
+            },
+        )
+        .await
+        .expect("run");
+    assert_ne!(completed(&other_args)[0], a.result[0]);
+    let (c, d) = (run(false).await, run(false).await);
+    assert_ne!(completed(&c)[0], completed(&d)[0]);
+    assert_ne!(c.result[4], d.result[4]);
+    assert_ne!(c.result[2], a.result[2]);
+    f.rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_are_checked_against_their_ceilings() {
+    let f = start(|spec| {
+        if let Some(s) = spec.settings.get_mut(computation::MAX_CODE_BYTES) {
+            s.value = 100;
+        }
+        if let Some(s) = spec.settings.get_mut(computation::MAX_ARGS_BYTES) {
+            s.value = 20;
+        }
+    })
+    .await;
+    let above = f
+        .run_as(
+            caller(ALICE),
+            Program {
+                limits: LimitOverrides {
+                    time_ms: Some(60_000),
+                    ..Default::default()
+                },
+                ..program("return 1")
+            },
+        )
+        .await;
+    assert_eq!(
+        above,
+        Err(Error::AboveCeiling {
+            what: "time_ms",
+            requested: 60_000,
+            ceiling: 30_000,
+            setting: computation::MAX_TIME_MS,
+        })
+    );
+    let code = f.run_as(caller(ALICE), program(&"1;".repeat(51))).await;
+    assert!(
+        matches!(code, Err(Error::TooLarge { setting, size: 102, .. }) if setting == computation::MAX_CODE_BYTES),
+        "{code:?}"
+    );
+    let args = f
+        .run_as(
+            caller(ALICE),
+            Program {
+                args: json!("x".repeat(30)),
+                ..program("return 1")
+            },
+        )
+        .await;
+    assert!(
+        matches!(args, Err(Error::TooLarge { setting, .. }) if setting == computation::MAX_ARGS_BYTES),
+        "{args:?}"
+    );
+    // Lower limits than the defaults apply and are reported.
+    let small = f
+        .run_as(
+            caller(ALICE),
+            Program {
+                limits: LimitOverrides {
+                    time_ms: Some(100),
+                    output_bytes: Some(10),
+                    ..Default::default()
+                },
+                ..program("return 'abcdefghijklmnop';")
+            },
+        )
+        .await
+        .expect("run");
+    assert_eq!(
+        small.ending,
+        Ending::OutputTooLarge {
+            size: 18,
+            limit: 10
+        }
+    );
+    assert_eq!(small.limits.time_ms, 100);
+    f.rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_to_completion_and_are_private_to_their_owner() {
+    let f = start(|_| {}).await;
+    let job = f.submit(ALICE, program("await null; return 6 * 7;")).await;
+    assert!(
+        job.id.starts_with("job_") && job.id.len() == 36,
+        "{}",
+        job.id
+    );
+    assert!(matches!(job.state, JobState::Pending | JobState::Running));
+    let done = f.wait(ALICE, &job.id).await.expect("wait");
+    assert_eq!(done.state, JobState::Completed);
+    assert_eq!(done.outcome.as_ref().map(|o| &o.result), Some(&json!(42)));
+    assert!(done.started_ms.is_some() && done.finished_ms.is_some());
+    assert_eq!(f.job(ALICE, &job.id).await, Ok(done.clone()));
+    assert_eq!(f.jobs(ALICE).await, vec![done]);
+
+    // Another owner: not found, whatever the request; its list is its own.
+    let nf = Err(Error::NotFound(job.id.clone()));
+    assert_eq!(f.job(BOB, &job.id).await, nf);
+    assert_eq!(f.wait(BOB, &job.id).await, nf);
+    assert_eq!(f.cancel(BOB, &job.id).await, nf);
+    assert!(f.jobs(BOB).await.is_empty());
+
+    // A failing script is a failed job with its outcome.
+    let failing = f.submit(ALICE, program("throw new Error('no');")).await;
+    let failed = f.wait(ALICE, &failing.id).await.expect("wait");
+    assert_eq!(failed.state, JobState::Failed);
+
+    // Ids are random.
+    let mut ids = HashSet::new();
+    for _ in 0..5 {
+        ids.insert(f.submit(ALICE, program("return 1")).await.id);
+    }
+    assert_eq!(ids.len(), 5);
+    f.rt.shutdown().await;
+}
+
+/// Waits until the job is running, by asking for it, at most a bounded number of times.
+async fn until_running(f: &common::Fixture, owner: &str, id: &str) {
+    for _ in 0..100_000 {
+        if f.job(owner, id).await.expect("job").state == JobState::Running {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("job {id} never started");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_interrupts_a_running_loop_and_drops_a_pending_one() {
+    let f = start(|_| {}).await;
+    let long = LimitOverrides {
+        time_ms: Some(20_000),
+        ..Default::default()
+    };
+    let looping = |code: &str| Program {
+        limits: long,
+        ..program(code)
+    };
+    // Both workers busy with loops that swallow everything they can.
+    let a = f
+        .submit(
+            ALICE,
+            looping("while (true) { try { for(;;){} } catch (e) {} }"),
+        )
+        .await;
+    let b = f.submit(ALICE, looping("for (;;) {}")).await;
+    let pending = f.submit(ALICE, looping("return 'never'")).await;
+    until_running(&f, ALICE, &a.id).await;
+    until_running(&f, ALICE, &b.id).await;
+    assert_eq!(f.pool().await.busy, 2);
+
+    let cancelled = f.cancel(ALICE, &pending.id).await.expect("cancel");
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    assert!(cancelled.started_ms.is_none());
+
+    let started = std::time::Instant::now();
+    for id in [&a.id, &b.id] {
+        let info = f.cancel(ALICE, id).await.expect("cancel");
+        assert_eq!(info.state, JobState::Cancelled, "{info:?}");
+        assert_eq!(
+            info.outcome.as_ref().map(|o| &o.ending),
+            Some(&Ending::Cancelled { abandoned: false })
+        );
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    // The workers are free again and serve the next run.
+    assert_eq!(
+        completed(&f.run(ALICE, "return 'next'").await),
+        &json!("next")
+    );
+    let pool = f.pool().await;
+    assert_eq!((pool.size, pool.live, pool.busy), (2, 2, 0), "{pool:?}");
+    assert_eq!(pool.abandoned_running, 0);
+    // Cancelling a finished job changes nothing.
+    assert_eq!(
+        f.cancel(ALICE, &a.id).await.expect("cancel").state,
+        JobState::Cancelled
+    );
+    f.rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_jobs_are_kept_up_to_the_bound_per_owner() {
+    let f = start(|spec| {
+        if let Some(s) = spec.settings.get_mut(computation::MAX_FINISHED_JOBS) {
+            s.value = 3;
+        }
+    })
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let job = f.submit(ALICE, program(&format!("return {i};"))).await;
+        f.wait(ALICE, &job.id).await.expect("wait");
+        ids.push(job.id);
+    }
+    let bob = f.submit(BOB, program("return 'b';")).await;
+    f.wait(BOB, &bob.id).await.expect("wait");
+    let kept: Vec<String> = f.jobs(ALICE).await.into_iter().map(|j| j.id).collect();
+    assert_eq!(kept, ids[2..].to_vec());
+    assert_eq!(
+        f.job(ALICE, &ids[0]).await,
+        Err(Error::NotFound(ids[0].clone()))
+    );
+    // Another owner's jobs do not count against Alice's bound.
+    assert_eq!(f.jobs(BOB).await.len(), 1);
+    f.rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_is_sized_by_cpu_cores() {
+    let f = start(|spec| spec.resources.cpu_cores = 3).await;
+    let pool = f.pool().await;
+    assert_eq!((pool.size, pool.live, pool.idle), (3, 3, 3), "{pool:?}");
+    f.rt.shutdown().await;
+}
