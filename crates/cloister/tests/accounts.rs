@@ -1,0 +1,166 @@
+//! Accounts and scripts through the real binary: two accounts, each running a script that uses `kv`
+//! and `crypto`; neither can reach the other's data, keys or jobs; everything is still there after a
+//! restart of the process.
+
+mod support;
+
+use base64::Engine;
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::{Server, write_config};
+
+/// Creates an account as the admin; answers its id, token secret and signing key id.
+async fn create(server: &Server, name: &str) -> (String, String, String) {
+    let (status, created) = server
+        .json(Method::POST, "/v1/accounts", Some(json!({ "name": name })))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let field = |v: &Value| v.as_str().expect("a string").to_owned();
+    (
+        field(&created["account"]["id"]),
+        field(&created["token"]["secret"]),
+        field(&created["account"]["signing_key"]),
+    )
+}
+
+async fn run(server: &Server, token: &str, code: &str, args: Value) -> Value {
+    let (status, outcome) = server
+        .json_as(
+            token,
+            Method::POST,
+            "/v1/computation/run",
+            Some(json!({ "code": code, "args": args })),
+        )
+        .await;
+    assert_eq!(status, 200, "{outcome}");
+    assert_eq!(outcome["ending"]["status"], "completed", "{outcome}");
+    outcome
+}
+
+/// Stores a note and signs it; answers what the script saw.
+const NOTARY: &str = r#"
+    kv.put("note", args.note);
+    const signature = crypto.sign(args.note);
+    kv.put("signature", signature);
+    console.log("stored", kv.list("").length, "values");
+    return { read: kv.get("note"), signature, verified: crypto.verify(args.note, signature) };
+"#;
+
+/// Looks for another account's note and tries its key.
+const SNOOP: &str = r#"
+    let signed;
+    try { crypto.sign("x", args.key); signed = "signed!"; } catch (e) { signed = String(e); }
+    return { note: kv.get("note"), keys: kv.list(""), signed };
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_accounts_run_scripts_that_cannot_touch_each_other() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path());
+    let server = Server::start(&config).await;
+    let (alice, alice_token, alice_key) = create(&server, "alice").await;
+    let (_bob, bob_token, bob_key) = create(&server, "bob").await;
+
+    let ran = run(
+        &server,
+        &alice_token,
+        NOTARY,
+        json!({"note": "alice's plan"}),
+    )
+    .await;
+    assert_eq!(ran["result"]["read"], "alice's plan");
+    assert_eq!(ran["result"]["verified"], true);
+    assert_eq!(ran["console"][0]["text"], "stored 2 values");
+    let alice_signature = ran["result"]["signature"].clone();
+    let ran = run(&server, &bob_token, NOTARY, json!({"note": "bob's plan"})).await;
+    assert_eq!(ran["result"]["read"], "bob's plan");
+
+    // Each sees only its own note, and cannot sign with the other's key.
+    let snooped = run(&server, &bob_token, SNOOP, json!({"key": alice_key})).await;
+    assert_eq!(snooped["result"]["note"], "bob's plan");
+    assert_eq!(snooped["result"]["keys"], json!(["note", "signature"]));
+    let refusal = snooped["result"]["signed"].as_str().expect("an error");
+    assert!(refusal.contains("no key"), "{refusal}");
+    let snooped = run(&server, &alice_token, SNOOP, json!({"key": bob_key})).await;
+    assert_eq!(snooped["result"]["note"], "alice's plan");
+    assert!(
+        snooped["result"]["signed"]
+            .as_str()
+            .is_some_and(|e| e.contains("no key"))
+    );
+
+    // The script's signature is alice's key's: the crypto endpoint verifies it, for alice only.
+    let verify = json!({
+        "message": support::B64.encode("alice's plan"),
+        "signature": alice_signature,
+    });
+    let path = format!("/v1/crypto/keys/{alice_key}/verify");
+    let (status, verdict) = server
+        .json_as(&alice_token, Method::POST, &path, Some(verify.clone()))
+        .await;
+    assert_eq!(
+        (status, &verdict["valid"]),
+        (200, &json!(true)),
+        "{verdict}"
+    );
+    let (status, _) = server
+        .json_as(&bob_token, Method::POST, &path, Some(verify))
+        .await;
+    assert_eq!(status, 404);
+
+    // Over HTTP too: bob's storage is his; alice's job is invisible to him.
+    let (status, job) = server
+        .json_as(
+            &alice_token,
+            Method::POST,
+            "/v1/computation/jobs",
+            Some(json!({"code": "return kv.get('note')"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let job_path = format!("/v1/computation/jobs/{}", job["id"].as_str().expect("id"));
+    let (status, _) = server
+        .json_as(&bob_token, Method::GET, &job_path, None)
+        .await;
+    assert_eq!(status, 404);
+    let (status, _) = server
+        .json_as(&bob_token, Method::DELETE, &job_path, None)
+        .await;
+    assert_eq!(status, 404);
+    let (status, done) = server
+        .json_as(
+            &alice_token,
+            Method::GET,
+            &format!("{job_path}?wait_s=20"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(done["outcome"]["result"], "alice's plan", "{done}");
+    let (status, _) = server
+        .json_as(
+            &bob_token,
+            Method::GET,
+            &format!("/v1/accounts/{alice}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+
+    // After a restart of the process: the same tokens work and the data is where it was.
+    assert!(server.terminate().success());
+    let server = Server::start(&config).await;
+    let again = run(&server, &alice_token, SNOOP, json!({"key": "none"})).await;
+    assert_eq!(again["result"]["note"], "alice's plan");
+    let again = run(&server, &bob_token, SNOOP, json!({"key": "none"})).await;
+    assert_eq!(again["result"]["note"], "bob's plan");
+    // The journal has the story, without secrets.
+    let (status, events) = server
+        .json(Method::GET, "/v1/events?since=0&limit=1000", None)
+        .await;
+    assert_eq!(status, 200);
+    let text = events.to_string();
+    assert!(text.contains("account.created") && text.contains(&alice));
+    assert!(!text.contains(&alice_token) && !text.contains(&bob_token));
+    assert!(server.terminate().success());
+}
