@@ -158,36 +158,42 @@ impl SplitMix64 {
     }
 }
 
-/// Freezes the injected objects, defines them as read-only globals, replaces `Math.random` and, in
-/// deterministic mode, fixes the clock. Runs before any script code, on pristine intrinsics.
-const BOOTSTRAP: &str = r#"(function (kv, crypto, console, random, fixedNow) {
+/// In deterministic mode, fixes the clock: `Date` (with no arguments, and `Date.now()`) and
+/// `performance.now()`. Runs before any script code, on pristine intrinsics.
+const FIX_CLOCK: &str = r#"(function (fixedNow) {
   'use strict';
-  const freezeAll = (o) => {
-    for (const k of Object.keys(o)) Object.freeze(o[k]);
-    return Object.freeze(o);
+  const RealDate = Date;
+  const FixedDate = function Date(...a) {
+    if (new.target === undefined) return new RealDate(fixedNow).toString();
+    return Reflect.construct(RealDate, a.length === 0 ? [fixedNow] : a, new.target);
   };
-  for (const [name, value] of [['kv', kv], ['crypto', crypto], ['console', console]]) {
-    Object.defineProperty(globalThis, name, {
-      value: freezeAll(value), writable: false, enumerable: false, configurable: false,
-    });
-  }
-  Math.random = random;
-  if (fixedNow !== undefined) {
-    const RealDate = Date;
-    const FixedDate = function Date(...a) {
-      if (new.target === undefined) return new RealDate(fixedNow).toString();
-      return Reflect.construct(RealDate, a.length === 0 ? [fixedNow] : a, new.target);
-    };
-    Object.setPrototypeOf(FixedDate, RealDate);
-    FixedDate.prototype = RealDate.prototype;
-    FixedDate.now = () => fixedNow;
-    Object.defineProperty(RealDate.prototype, 'constructor', {
-      value: FixedDate, writable: true, enumerable: false, configurable: true,
-    });
-    globalThis.Date = FixedDate;
-    globalThis.performance = Object.freeze({ now: () => 0, timeOrigin: fixedNow });
-  }
+  Object.setPrototypeOf(FixedDate, RealDate);
+  FixedDate.prototype = RealDate.prototype;
+  FixedDate.now = () => fixedNow;
+  Object.defineProperty(RealDate.prototype, 'constructor', {
+    value: FixedDate, writable: true, enumerable: false, configurable: true,
+  });
+  globalThis.Date = FixedDate;
+  globalThis.performance = Object.freeze({ now: () => 0, timeOrigin: fixedNow });
 })"#;
+
+/// Freezes `object` and every value on it, and defines it as a read-only, non-configurable global:
+/// a script can neither replace the API nor change what it does for the rest of the run. Done
+/// from Rust (no JavaScript to compile on every run).
+fn define_frozen<'js>(
+    ctx: &Ctx<'js>,
+    freeze: &Function<'js>,
+    name: &str,
+    object: Object<'js>,
+) -> rquickjs::Result<()> {
+    for value in object.values::<Value<'js>>() {
+        freeze.call::<_, Value<'js>>((value?,))?;
+    }
+    freeze.call::<_, Value<'js>>((object.clone(),))?;
+    // No flags: not writable, not enumerable, not configurable.
+    ctx.globals()
+        .prop(name, rquickjs::object::Property::from(object))
+}
 
 /// Installs the capability API into `ctx` for the run `host` describes.
 pub(crate) fn install<'js>(ctx: &Ctx<'js>, host: &Rc<Host>) -> rquickjs::Result<()> {
@@ -295,13 +301,17 @@ pub(crate) fn install<'js>(ctx: &Ctx<'js>, host: &Rc<Host>) -> rquickjs::Result<
 
     let h = host.clone();
     let random = named(ctx, "random", move || h.random.borrow_mut().next_f64())?;
-    let fixed_now = if host.deterministic {
-        Value::new_number(ctx.clone(), DETERMINISTIC_NOW_MS as f64)
-    } else {
-        Value::new_undefined(ctx.clone())
-    };
-    let bootstrap: Function = ctx.eval(BOOTSTRAP)?;
-    bootstrap.call::<_, ()>((kv, crypto, console, random, fixed_now))
+    let globals = ctx.globals();
+    let freeze: Function = globals.get::<_, Object>("Object")?.get("freeze")?;
+    define_frozen(ctx, &freeze, "kv", kv)?;
+    define_frozen(ctx, &freeze, "crypto", crypto)?;
+    define_frozen(ctx, &freeze, "console", console)?;
+    globals.get::<_, Object>("Math")?.set("random", random)?;
+    if host.deterministic {
+        let fix_clock: Function = ctx.eval(FIX_CLOCK)?;
+        fix_clock.call::<_, ()>((DETERMINISTIC_NOW_MS as f64,))?;
+    }
+    Ok(())
 }
 
 fn named<'js, P, F>(ctx: &Ctx<'js>, name: &str, f: F) -> rquickjs::Result<Function<'js>>

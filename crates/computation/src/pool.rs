@@ -100,6 +100,9 @@ struct State {
     replaced_total: u64,
     completed_total: u64,
     closed: bool,
+    /// When the watchdog wakes by itself next (`None`: only when notified). A run whose hard
+    /// deadline is later needs no wake-up, which saves a thread switch per run.
+    watchdog_wakes: Option<Instant>,
 }
 
 struct Shared {
@@ -143,6 +146,7 @@ impl Pool {
                 replaced_total: 0,
                 completed_total: 0,
                 closed: false,
+                watchdog_wakes: None,
             }),
             work: Condvar::new(),
             watch: Condvar::new(),
@@ -289,20 +293,26 @@ fn run_worker(shared: &Shared, id: u64) {
             continue;
         }
         let started = Instant::now();
+        let hard_deadline = started + run.limits.hard_time();
         let slot: Answer = Arc::new(Mutex::new(Some(finish)));
         state.workers.insert(
             id,
             Some(Busy {
                 started,
-                hard_deadline: started + run.limits.hard_time(),
+                hard_deadline,
                 limits: run.limits,
                 deterministic: run.deterministic,
                 cancel: run.cancel.clone(),
                 answer: slot.clone(),
             }),
         );
+        let wake_watchdog = state
+            .watchdog_wakes
+            .is_none_or(|wakes| hard_deadline < wakes);
         drop(state);
-        shared.watch.notify_one();
+        if wake_watchdog {
+            shared.watch.notify_one();
+        }
         if let Some(on_start) = on_start {
             on_start();
         }
@@ -314,9 +324,13 @@ fn run_worker(shared: &Shared, id: u64) {
             Some(busy) => {
                 *busy = None;
                 state.completed_total += 1;
+                // The watchdog only needs to hear of a finished run when it is waiting to exit.
+                let closed = state.closed;
                 drop(state);
                 answer(&slot, result);
-                shared.watch.notify_one();
+                if closed {
+                    shared.watch.notify_one();
+                }
                 state = shared.lock();
             }
             None => {
@@ -383,6 +397,7 @@ fn run_watchdog(shared: &Arc<Shared>) {
         if state.closed && busy_deadline.is_none() {
             return;
         }
+        state.watchdog_wakes = busy_deadline;
         state = match busy_deadline {
             Some(deadline) => {
                 let wait = deadline.saturating_duration_since(Instant::now());
