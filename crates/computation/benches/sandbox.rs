@@ -25,6 +25,19 @@ fn raw(code: &str) -> i32 {
     ctx.with(|ctx| ctx.eval::<i32, _>(code).expect("eval"))
 }
 
+/// Prints runs per second and the median of `times`, then clears it.
+fn report(name: &str, total: Duration, times: &mut Vec<Duration>) {
+    times.sort();
+    let p50 = times[times.len() / 2];
+    println!(
+        "{name}: {:.0} runs/s, p50 {:.1} µs ({} runs)",
+        times.len() as f64 / total.as_secs_f64(),
+        p50.as_secs_f64() * 1e6,
+        times.len()
+    );
+    times.clear();
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -96,13 +109,35 @@ fn bench(c: &mut Criterion) {
     group.bench_function("service", service("return 1 + 1"));
     group.finish();
 
+    // Runs per second and the median run (warm, after the group above), directly comparable
+    // with benches/node_vm.js.
+    let runs = 2000;
+    let mut times = Vec::with_capacity(runs);
+    let all = Instant::now();
+    for _ in 0..runs {
+        let t = Instant::now();
+        black_box(raw("1 + 1"));
+        times.push(t.elapsed());
+    }
+    report("raw rquickjs '1 + 1'", all.elapsed(), &mut times);
+    let all = Instant::now();
+    rt.block_on(async {
+        for _ in 0..runs {
+            let t = Instant::now();
+            black_box(run("return 1 + 1").await);
+            times.push(t.elapsed());
+        }
+    });
+    report("service 'return 1 + 1'", all.elapsed(), &mut times);
+
     let mut group = c.benchmark_group("computation/fib25");
     group
         .sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(6));
     group.bench_function("raw_rquickjs", |b| {
-        b.iter(|| black_box(raw(&format!("{FIB} fib(25)"))))
+        // The same shape as the service's: `fib` local to a function, not a global.
+        b.iter(|| black_box(raw(&format!("(function () {{ {FIB} return fib(25); }})()"))))
     });
     group.bench_function(
         "service",

@@ -254,6 +254,8 @@ fn spawn_worker(shared: &Arc<Shared>, state: &mut State) -> Result<(), Error> {
 }
 
 fn run_worker(shared: &Shared, id: u64) {
+    // The runtime and context for the next run, made while there is nothing to do.
+    let mut fresh: Option<sandbox::Fresh> = None;
     let mut state = shared.lock();
     loop {
         if !state.workers.contains_key(&id) {
@@ -266,6 +268,14 @@ fn run_worker(shared: &Shared, id: u64) {
             return;
         }
         let Some(task) = state.queue.pop_front() else {
+            if fresh.is_none() {
+                drop(state);
+                fresh = sandbox::Fresh::new()
+                    .inspect_err(|e| tracing::warn!(error = %e, "computation: preparing a runtime"))
+                    .ok();
+                state = shared.lock();
+                continue;
+            }
             state = shared.work.wait(state).unwrap_or_else(|p| p.into_inner());
             continue;
         };
@@ -316,8 +326,10 @@ fn run_worker(shared: &Shared, id: u64) {
         if let Some(on_start) = on_start {
             on_start();
         }
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| sandbox::execute(&run)))
-            .unwrap_or_else(|_| Err(Error::Internal("the sandbox panicked".into())));
+        let prepared = fresh.take();
+        let result =
+            std::panic::catch_unwind(AssertUnwindSafe(|| sandbox::execute(&run, prepared)))
+                .unwrap_or_else(|_| Err(Error::Internal("the sandbox panicked".into())));
         drop(run);
         state = shared.lock();
         match state.workers.get_mut(&id) {

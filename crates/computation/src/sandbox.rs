@@ -43,12 +43,35 @@ pub(crate) struct Run {
     pub(crate) cancel: Arc<AtomicBool>,
 }
 
-/// Runs `run` on this thread to its end.
-pub(crate) fn execute(run: &Run) -> Result<Outcome, Error> {
+/// A runtime and context made by an idle worker ahead of its next run, so that a run does not wait
+/// for them. Still one per run: [`execute`] consumes it.
+pub(crate) struct Fresh {
+    runtime: Runtime,
+    context: Context,
+}
+
+impl Fresh {
+    pub(crate) fn new() -> Result<Fresh, Error> {
+        let runtime = Runtime::new()
+            .map_err(|e| Error::Internal(format!("creating a QuickJS runtime: {e}")))?;
+        let context = Context::full(&runtime)
+            .map_err(|e| Error::Internal(format!("creating a QuickJS context: {e}")))?;
+        Ok(Fresh { runtime, context })
+    }
+}
+
+/// Runs `run` on this thread to its end, in `fresh` if the worker prepared one.
+pub(crate) fn execute(run: &Run, fresh: Option<Fresh>) -> Result<Outcome, Error> {
     let started = Instant::now();
     let deadline = started + run.limits.time();
-    let runtime =
-        Runtime::new().map_err(|e| Error::Internal(format!("creating a QuickJS runtime: {e}")))?;
+    let (runtime, context) = match fresh {
+        Some(Fresh { runtime, context }) => (runtime, Some(context)),
+        None => (
+            Runtime::new()
+                .map_err(|e| Error::Internal(format!("creating a QuickJS runtime: {e}")))?,
+            None,
+        ),
+    };
     runtime.set_memory_limit(usize::try_from(run.limits.memory_bytes).unwrap_or(usize::MAX));
     runtime.set_max_stack_size(usize::try_from(run.limits.stack_bytes).unwrap_or(usize::MAX));
     let seed = run
@@ -97,7 +120,7 @@ pub(crate) fn execute(run: &Run) -> Result<Outcome, Error> {
         deterministic: run.deterministic,
     };
 
-    let context = match Context::full(&runtime) {
+    let context = match context.map_or_else(|| Context::full(&runtime), Ok) {
         Ok(context) => context,
         // The context alone did not fit in the memory limit.
         Err(_) => {
