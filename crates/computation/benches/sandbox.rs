@@ -3,11 +3,13 @@
 //! fib(25).
 //!
 //! What the service adds per run: a bus round trip, the hand-off to a worker thread and back, the
-//! capability API (objects, functions and the bootstrap that freezes them), compiling the code as
+//! capability API (objects and functions, frozen and defined read-only), compiling the code as
 //! an async function body, draining the job queue, heap sampling and JSON of the result.
 //! `node_vm.js` beside this file measures Node's `vm.runInNewContext` for comparison.
 //!
 //! Run: `cargo bench -p computation --bench sandbox` and `node crates/computation/benches/node_vm.js`
+
+#![allow(clippy::print_stdout)]
 
 use std::hint::black_box;
 use std::sync::Arc;
