@@ -19,6 +19,9 @@ pub struct Principal {
     pub scopes: Arc<[Scope]>,
     /// The account's default signing key (a P-256 key in the crypto service).
     pub signing_key: String,
+    /// When this token expires (ms since the Unix epoch); `None`: never. A token it issues
+    /// cannot outlive it.
+    pub expires_ms: Option<u64>,
 }
 
 impl Principal {

@@ -111,8 +111,11 @@ pub struct Created {
 pub struct TokenGrant {
     pub name: String,
     pub scopes: Vec<Scope>,
-    /// Expires this long after it is issued; `None`: never.
+    /// Expires this long after it is issued; `None`: never (unless `not_after` says otherwise).
     pub ttl: Option<Duration>,
+    /// Expires at this time (ms since the Unix epoch) at the latest: the expiry of the token that
+    /// issues it.
+    pub not_after: Option<u64>,
 }
 
 type Answer<T> = Reply<Result<T, Error>>;
@@ -213,12 +216,16 @@ impl Record {
             addresses: Addresses {
                 neo_n3: self.neo_n3.clone(),
             },
-            tokens: self.tokens.len(),
+            tokens: self.tokens.iter().filter(|t| t.is_live()).count(),
         }
     }
 }
 
 impl TokenRecord {
+    fn is_live(&self) -> bool {
+        self.expires_ms.is_none_or(|at| at > now_ms())
+    }
+
     fn info(&self) -> TokenInfo {
         TokenInfo {
             id: self.id.clone(),
@@ -370,6 +377,7 @@ impl State<'_> {
                             token: token.id.clone(),
                             scopes: token.scopes.clone().into(),
                             signing_key: record.signing_key.clone(),
+                            expires_ms: token.expires_ms,
                         },
                         expires_ms: token.expires_ms,
                         disabled: record.disabled,
@@ -480,10 +488,12 @@ impl State<'_> {
             public.to_encoded_point(true).as_bytes().to_vec()
         };
         let neo = neo_n3(&compressed).map_err(|e| Error::Internal(e.to_string()))?;
+        let key_id = key.id.clone();
         let (token, secret) = new_token(TokenGrant {
             name: "first".into(),
             scopes: vec![Scope::All],
             ttl: None,
+            not_after: None,
         });
         let record = Record {
             id: id.clone(),
@@ -495,7 +505,22 @@ impl State<'_> {
             neo_n3: neo,
             tokens: vec![token.clone()],
         };
-        self.save(record.clone()).await?;
+        if let Err(e) = self.save(record.clone()).await {
+            // Nothing refers to the new key: take it back rather than leave it orphaned.
+            let removed = self
+                .service
+                .crypto
+                .call(|reply| crypto::Request::Delete {
+                    owner: id.clone(),
+                    id: key_id,
+                    reply,
+                })
+                .await;
+            if !matches!(removed, Ok(Ok(()))) {
+                tracing::warn!(account = %id, "account: could not delete the signing key of an account that was not saved");
+            }
+            return Err(e);
+        }
         self.service.audit(
             "account.created",
             &id,
@@ -693,9 +718,15 @@ fn new_token(grant: TokenGrant) -> (TokenRecord, String) {
         digest: hex::encode(digest(&secret)),
         scopes: grant.scopes,
         created_ms: now,
-        expires_ms: grant
-            .ttl
-            .map(|ttl| now.saturating_add(ttl.as_millis() as u64)),
+        expires_ms: {
+            let by_ttl = grant
+                .ttl
+                .map(|ttl| now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)));
+            match (by_ttl, grant.not_after) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        },
     };
     (record, secret)
 }

@@ -70,6 +70,7 @@ async fn tokens_resolve_expire_and_survive_a_restart() {
             name: "brief".into(),
             scopes: vec![Scope::parse("storage:get").expect("scope")],
             ttl: Some(Duration::ZERO),
+            not_after: None,
         },
         reply,
     })
@@ -87,6 +88,7 @@ async fn tokens_resolve_expire_and_survive_a_restart() {
             name: "reader".into(),
             scopes: vec![Scope::parse("storage:get").expect("scope")],
             ttl: Some(Duration::from_secs(3600)),
+            not_after: None,
         },
         reply,
     })
@@ -172,6 +174,7 @@ async fn the_token_limit_is_enforced_and_names_its_setting() {
                 name: format!("t{n}"),
                 scopes: vec![Scope::All],
                 ttl: None,
+                not_after: None,
             },
             reply,
         })
@@ -184,6 +187,7 @@ async fn the_token_limit_is_enforced_and_names_its_setting() {
             name: "one too many".into(),
             scopes: vec![Scope::All],
             ttl: None,
+            not_after: None,
         },
         reply,
     })

@@ -48,6 +48,15 @@ async fn ask<T>(
         .map_err(account_error)
 }
 
+/// The longest `expires_in_s` a token may ask for: ten years.
+const MAX_EXPIRES_IN_S: u64 = 10 * 365 * 24 * 3600;
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 fn admin_only(caller: &Caller, what: &str) -> Result<(), ApiError> {
     if caller.is_admin() {
         Ok(())
@@ -187,16 +196,39 @@ pub(crate) async fn issue(
             "a token cannot issue a token with scopes it does not hold",
         ));
     }
-    if b.expires_in_s == Some(0) {
+    if b.expires_in_s
+        .is_some_and(|s| s == 0 || s > MAX_EXPIRES_IN_S)
+    {
         return Err(ApiError::bad_request(
             "account.bad_input",
-            "expires_in_s must be at least 1 (leave it out for a token that does not expire)",
+            format!(
+                "expires_in_s must be from 1 to {MAX_EXPIRES_IN_S} (ten years); leave it out for a token that does not expire"
+            ),
         ));
+    }
+    let ttl = b.expires_in_s.map(Duration::from_secs);
+    // A token cannot outlive the token that issues it: by default the new one expires with it.
+    let not_after = match &caller {
+        Caller::Admin => None,
+        Caller::Account(p) => p.expires_ms,
+    };
+    if let (Some(asked), Some(at)) = (ttl, not_after) {
+        let remaining = Duration::from_millis(at.saturating_sub(now_ms()));
+        if asked > remaining {
+            return Err(ApiError::bad_request(
+                "account.bad_input",
+                format!(
+                    "a token cannot outlive the token that issues it, which expires in {} s: ask for at most that",
+                    remaining.as_secs()
+                ),
+            ));
+        }
     }
     let grant = TokenGrant {
         name: b.name.unwrap_or_else(|| "unnamed".into()),
         scopes,
-        ttl: b.expires_in_s.map(Duration::from_secs),
+        ttl,
+        not_after,
     };
     let issued = ask(&state, |reply| Request::IssueToken { id, grant, reply }).await?;
     Ok((StatusCode::CREATED, Json(issued)).into_response())

@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use computation::{Caller as RunAs, Error, Program, Request};
+use computation::{Caller as RunAs, Error, Grants, Program, Request};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -34,6 +34,14 @@ fn computation_error(e: Error) -> ApiError {
         ),
         Error::BadInput(_) => ApiError::bad_request("computation.bad_input", e.to_string()),
         Error::Busy => ApiError::unavailable("computation.busy", e.to_string(), 1),
+        Error::TooManyActive { .. } => ApiError {
+            retry_after: Some(1),
+            ..ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "computation.too_many_active",
+                e.to_string(),
+            )
+        },
         Error::Internal(_) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "computation.internal",
@@ -42,11 +50,23 @@ fn computation_error(e: Error) -> ApiError {
     }
 }
 
-/// The largest body a run or job may send: the highest code and argument sizes the settings allow
-/// (64 MiB each), plus room for the JSON around them. The service holds each to its own configured
-/// limit and answers 413 `computation.too_large` naming the setting.
-pub(crate) fn body_limit() -> axum::extract::DefaultBodyLimit {
-    axum::extract::DefaultBodyLimit::max(136 << 20)
+/// The largest body a run or job may send: the configured code and argument ceilings (read at start
+/// only), twice over for JSON escapes, plus room for the rest. The service holds code and args to
+/// their own limits and answers 413 `computation.too_large` naming the setting; a body beyond this
+/// is refused before it is parsed (413 `request.too_large`).
+pub(crate) fn body_limit(config: &runtime::config::Config) -> axum::extract::DefaultBodyLimit {
+    let defaults = computation::Computation::default_spec();
+    let setting = |name: &str| {
+        config
+            .services
+            .get(&computation::NAME)
+            .and_then(|c| c.settings.get(name).copied())
+            .unwrap_or_else(|| defaults.setting_value(name))
+    };
+    let ceilings = setting(computation::MAX_CODE_BYTES) + setting(computation::MAX_ARGS_BYTES);
+    axum::extract::DefaultBodyLimit::max(
+        usize::try_from(2 * ceilings).unwrap_or(usize::MAX) + (64 << 10),
+    )
 }
 
 async fn ask<T>(
@@ -61,10 +81,20 @@ async fn ask<T>(
         .map_err(computation_error)
 }
 
+/// The run acts for the caller, and its capabilities can do what the caller's token can over HTTP.
 fn run_as(caller: &Caller) -> RunAs {
+    let may = |area, operation| caller.may(area, operation);
     RunAs {
         owner: caller.owner().to_owned(),
         signing_key: caller.signing_key().map(str::to_owned),
+        grants: Grants {
+            kv_get: may(Area::Storage, "get"),
+            kv_put: may(Area::Storage, "put"),
+            kv_delete: may(Area::Storage, "delete"),
+            kv_list: may(Area::Storage, "list"),
+            sign: may(Area::Crypto, "sign"),
+            verify: may(Area::Crypto, "verify"),
+        },
     }
 }
 

@@ -103,13 +103,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/crypto/keys/{id}/rotate", post(crypto::rotate))
         .route(
             "/v1/computation/run",
-            post(computation::run).layer(computation::body_limit()),
+            post(computation::run).layer(computation::body_limit(&state.config)),
         )
         .route(
             "/v1/computation/jobs",
             get(computation::jobs)
                 .post(computation::submit)
-                .layer(computation::body_limit()),
+                .layer(computation::body_limit(&state.config)),
         )
         .route(
             "/v1/computation/jobs/{id}",

@@ -975,13 +975,53 @@ async fn accounts_tokens_scopes_and_the_journal() {
         (status, body["error"]["code"].as_str()),
         (StatusCode::FORBIDDEN, Some("auth.scope"))
     );
+    // What the narrow token issues expires with it at the latest.
+    let (status, _, child) = send(
+        app,
+        "POST",
+        "/v1/accounts/me/tokens",
+        Some(&reader),
+        r#"{"scopes":["storage:get"]}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{child}");
+    assert!(
+        child["expires_ms"].as_u64() <= narrow["expires_ms"].as_u64(),
+        "{child} {narrow}"
+    );
+    assert!(child["expires_ms"].as_u64().is_some());
+    let (status, _, body) = send(
+        app,
+        "POST",
+        "/v1/accounts/me/tokens",
+        Some(&reader),
+        r#"{"scopes":["storage:get"],"expires_in_s":7200}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("cannot outlive"))
+    );
+    let child_id = child["id"].as_str().expect("id");
+    let (status, _, _) = send(
+        app,
+        "DELETE",
+        &format!("/v1/accounts/me/tokens/{child_id}"),
+        Some(&secret),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
     for (body, fragment) in [
+        (r#"{"expires_in_s":18446744073709552}"#, "ten years"),
         (
             r#"{"scopes":["storage:fly"]}"#,
             "storage has the operations",
         ),
         (r#"{"scopes":[]}"#, "at least one scope"),
-        (r#"{"expires_in_s":0}"#, "at least 1"),
+        (r#"{"expires_in_s":0}"#, "from 1 to"),
         (r#"{"name":""}"#, "1 to 64 characters"),
         (r#"{"color":"red"}"#, "unknown field"),
     ] {
@@ -1086,6 +1126,8 @@ async fn accounts_tokens_scopes_and_the_journal() {
             "account.created",
             "token.issued",
             "token.issued",
+            "token.issued",
+            "token.revoked",
             "token.revoked",
             "account.disabled",
             "account.enabled",
@@ -1489,6 +1531,39 @@ async fn scripts_run_as_their_account_with_limits_jobs_and_cancel() {
         (status, body["error"]["code"].as_str()),
         (StatusCode::FORBIDDEN, Some("auth.scope"))
     );
+
+    // A script can do no more than its token: with computation:run and storage:get it reads but
+    // cannot write or sign.
+    let (_, _, runner) = send(
+        app,
+        "POST",
+        "/v1/accounts/me/tokens",
+        Some(&alice),
+        r#"{"scopes":["computation:run","storage:get"]}"#,
+    )
+    .await;
+    let runner = runner["secret"].as_str().expect("secret").to_owned();
+    let (status, _, ran) = send(
+        app,
+        "POST",
+        "/v1/computation/run",
+        Some(&runner),
+        &serde_json::json!({"code": "const read = kv.get('doubled'); \
+            const tries = [() => kv.put('doubled', 'x'), () => crypto.sign('m')].map(f => { \
+              try { f(); return 'allowed'; } catch (e) { return e.message; } }); \
+            return {read, tries};"})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{ran}");
+    assert_eq!(ran["result"]["read"], "42", "{ran}");
+    let tries = ran["result"]["tries"].to_string();
+    assert!(
+        tries.contains("storage:put") && tries.contains("crypto:sign"),
+        "{ran}"
+    );
+    let (_, body) = raw_as(app, &alice, "GET", "/v1/storage/doubled", vec![]).await;
+    assert_eq!(body, b"42".to_vec());
 
     // A job that would run for ten seconds is cancelled, and really stops.
     let (status, _, job) = send(

@@ -70,10 +70,11 @@ fn bench(c: &mut Criterion) {
                     caller: Caller {
                         owner: "bench".into(),
                         signing_key: None,
+                        grants: computation::Grants::ALL,
                     },
                     program: Program {
                         code: code.into(),
-                        args: serde_json::Value::Null,
+                        args: None,
                         limits: LimitOverrides::default(),
                         deterministic: false,
                     },

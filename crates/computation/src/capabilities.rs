@@ -48,6 +48,7 @@ pub(crate) enum Stop {
 pub(crate) struct Host {
     pub(crate) owner: String,
     pub(crate) signing_key: Option<String>,
+    pub(crate) grants: crate::Grants,
     pub(crate) deadline: Instant,
     pub(crate) deps: Deps,
     /// Set by the interrupt handler or a capability; once set, the interrupt handler stops the
@@ -64,6 +65,7 @@ impl Host {
     pub(crate) fn new(
         owner: String,
         signing_key: Option<String>,
+        grants: crate::Grants,
         deadline: Instant,
         deps: Deps,
         console_limit: u64,
@@ -83,6 +85,7 @@ impl Host {
         Host {
             owner,
             signing_key,
+            grants,
             deadline,
             deps,
             stop: Cell::new(None),
@@ -167,8 +170,11 @@ const FIX_CLOCK: &str = r#"(function (fixedNow) {
     if (new.target === undefined) return new RealDate(fixedNow).toString();
     return Reflect.construct(RealDate, a.length === 0 ? [fixedNow] : a, new.target);
   };
-  Object.setPrototypeOf(FixedDate, RealDate);
+  // Not `setPrototypeOf(FixedDate, RealDate)`: that would hand the real clock back through
+  // `Object.getPrototypeOf(Date)`.
   FixedDate.prototype = RealDate.prototype;
+  FixedDate.UTC = RealDate.UTC;
+  FixedDate.parse = RealDate.parse;
   FixedDate.now = () => fixedNow;
   Object.defineProperty(RealDate.prototype, 'constructor', {
     value: FixedDate, writable: true, enumerable: false, configurable: true,
@@ -202,6 +208,7 @@ pub(crate) fn install<'js>(ctx: &Ctx<'js>, host: &Rc<Host>) -> rquickjs::Result<
     kv.set(
         "get",
         named(ctx, "get", move |ctx: Ctx<'js>, key: Opt<Value<'js>>| {
+            granted(&ctx, h.grants.kv_get, "kv.get", "storage:get")?;
             kv_get(&h, &ctx, key.0)
         })?,
     )?;
@@ -212,6 +219,7 @@ pub(crate) fn install<'js>(ctx: &Ctx<'js>, host: &Rc<Host>) -> rquickjs::Result<
             ctx,
             "put",
             move |ctx: Ctx<'js>, key: Opt<Value<'js>>, value: Opt<Value<'js>>| {
+                granted(&ctx, h.grants.kv_put, "kv.put", "storage:put")?;
                 kv_put(&h, &ctx, key.0, value.0)
             },
         )?,
@@ -220,6 +228,7 @@ pub(crate) fn install<'js>(ctx: &Ctx<'js>, host: &Rc<Host>) -> rquickjs::Result<
     kv.set(
         "delete",
         named(ctx, "delete", move |ctx: Ctx<'js>, key: Opt<Value<'js>>| {
+            granted(&ctx, h.grants.kv_delete, "kv.delete", "storage:delete")?;
             kv_delete(&h, &ctx, key.0)
         })?,
     )?;
@@ -229,7 +238,10 @@ pub(crate) fn install<'js>(ctx: &Ctx<'js>, host: &Rc<Host>) -> rquickjs::Result<
         named(
             ctx,
             "list",
-            move |ctx: Ctx<'js>, prefix: Opt<Value<'js>>| kv_list(&h, &ctx, prefix.0),
+            move |ctx: Ctx<'js>, prefix: Opt<Value<'js>>| {
+                granted(&ctx, h.grants.kv_list, "kv.list", "storage:list")?;
+                kv_list(&h, &ctx, prefix.0)
+            },
         )?,
     )?;
 
@@ -241,6 +253,7 @@ pub(crate) fn install<'js>(ctx: &Ctx<'js>, host: &Rc<Host>) -> rquickjs::Result<
             ctx,
             "sign",
             move |ctx: Ctx<'js>, message: Opt<Value<'js>>, key: Opt<Value<'js>>| {
+                granted(&ctx, h.grants.sign, "crypto.sign", "crypto:sign")?;
                 sign(&h, &ctx, message.0, key.0)
             },
         )?,
@@ -255,6 +268,7 @@ pub(crate) fn install<'js>(ctx: &Ctx<'js>, host: &Rc<Host>) -> rquickjs::Result<
                   message: Opt<Value<'js>>,
                   signature: Opt<Value<'js>>,
                   key: Opt<Value<'js>>| {
+                granted(&ctx, h.grants.verify, "crypto.verify", "crypto:verify")?;
                 verify(&h, &ctx, message.0, signature.0, key.0)
             },
         )?,
@@ -312,6 +326,20 @@ pub(crate) fn install<'js>(ctx: &Ctx<'js>, host: &Rc<Host>) -> rquickjs::Result<
         fix_clock.call::<_, ()>((DETERMINISTIC_NOW_MS as f64,))?;
     }
     Ok(())
+}
+
+/// Throws unless the caller's token lets the script make this call.
+fn granted<'js>(ctx: &Ctx<'js>, allowed: bool, call: &str, scope: &str) -> rquickjs::Result<()> {
+    if allowed {
+        Ok(())
+    } else {
+        Err(Exception::throw_message(
+            ctx,
+            &format!(
+                "{call} needs the token scope {scope}, which the caller's token does not have"
+            ),
+        ))
+    }
 }
 
 fn named<'js, P, F>(ctx: &Ctx<'js>, name: &str, f: F) -> rquickjs::Result<Function<'js>>

@@ -12,7 +12,6 @@ use runtime::Reply;
 use serde::Serialize;
 
 use crate::Error;
-use crate::limits::Limits;
 use crate::outcome::{Ending, Outcome};
 
 /// Where a job is in its life.
@@ -87,8 +86,6 @@ struct Job {
     /// Order of submission within the owner's jobs.
     seq: u64,
     cancel: Arc<AtomicBool>,
-    limits: Limits,
-    deterministic: bool,
     waiters: Vec<Reply<Result<JobInfo, Error>>>,
 }
 
@@ -137,14 +134,7 @@ impl Jobs {
     }
 
     /// Records a new pending job.
-    pub(crate) fn add(
-        &mut self,
-        owner: &str,
-        id: String,
-        cancel: Arc<AtomicBool>,
-        limits: Limits,
-        deterministic: bool,
-    ) -> JobInfo {
+    pub(crate) fn add(&mut self, owner: &str, id: String, cancel: Arc<AtomicBool>) -> JobInfo {
         let info = JobInfo {
             id: id.clone(),
             state: JobState::Pending,
@@ -159,8 +149,6 @@ impl Jobs {
             info: info.clone(),
             seq: self.next_seq,
             cancel,
-            limits,
-            deterministic,
             waiters: Vec::new(),
         };
         self.owners
@@ -238,19 +226,22 @@ impl Jobs {
     pub(crate) fn wait(&mut self, owner: &str, id: &str, reply: Reply<Result<JobInfo, Error>>) {
         match self.job_mut(owner, id) {
             Ok(job) if job.info.state.is_finished() => reply.send(Ok(job.info.clone())),
-            Ok(job) => job.waiters.push(reply),
+            Ok(job) => {
+                // Waiters whose callers gave up (an HTTP wait that timed out) are dropped here.
+                job.waiters.retain(Reply::is_wanted);
+                job.waiters.push(reply);
+            }
             Err(e) => reply.send(Err(e)),
         }
     }
 
-    /// Cancels a job: a pending one ends now (its worker will skip it); a running one is stopped
-    /// through its flag and `reply` waits for its end; a finished one is answered as it is.
+    /// Cancels a job: a pending or running one is stopped through its flag (the pool drops a queued
+    /// one at once) and `reply` waits for its end; a finished one is answered as it is.
     pub(crate) fn cancel(
         &mut self,
         owner: &str,
         id: &str,
         reply: Reply<Result<JobInfo, Error>>,
-        keep: usize,
     ) -> Cancelling {
         let job = match self.job_mut(owner, id) {
             Ok(job) => job,
@@ -260,18 +251,11 @@ impl Jobs {
             }
         };
         match job.info.state {
-            JobState::Pending => {
-                job.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-                let outcome = Outcome::without_run(
-                    Ending::Cancelled { abandoned: false },
-                    job.limits,
-                    job.deterministic,
-                );
-                self.finished(owner, id, Ok(outcome), keep);
-                reply.send(self.get(owner, id));
-                Cancelling::Done
-            }
-            JobState::Running => {
+            // Whether a pending job is still queued or a worker has just taken it (its start
+            // report may not have arrived yet) is the pool's to decide, under its lock: either way
+            // the end arrives as a finish report, which answers the reply.
+            JobState::Pending | JobState::Running => {
+                job.waiters.retain(Reply::is_wanted);
                 job.waiters.push(reply);
                 Cancelling::Running(job.cancel.clone())
             }

@@ -27,9 +27,9 @@ pub use capabilities::{DETERMINISTIC_NOW_MS, MAX_LIST_KEYS, MAX_RANDOM_BYTES};
 pub use jobs::{JobInfo, JobState};
 pub use limits::{
     DEFAULT_CONSOLE_BYTES, DEFAULT_MEMORY_BYTES, DEFAULT_OUTPUT_BYTES, DEFAULT_STACK_BYTES,
-    DEFAULT_TIME_MS, LimitOverrides, Limits, MAX_ARGS_BYTES, MAX_CODE_BYTES, MAX_CONSOLE_BYTES,
-    MAX_FINISHED_JOBS, MAX_MEMORY_BYTES, MAX_OUTPUT_BYTES, MAX_QUEUED_RUNS, MAX_STACK_BYTES,
-    MAX_TIME_MS, TIME_CEILING_BOUND_MS,
+    DEFAULT_TIME_MS, LimitOverrides, Limits, MAX_ACTIVE_PER_ACCOUNT, MAX_ARGS_BYTES,
+    MAX_CODE_BYTES, MAX_CONSOLE_BYTES, MAX_FINISHED_JOBS, MAX_MEMORY_BYTES, MAX_OUTPUT_BYTES,
+    MAX_QUEUED_RUNS, MAX_STACK_BYTES, MAX_TIME_MS, TIME_CEILING_BOUND_MS,
 };
 pub use outcome::{ConsoleLine, Ending, Level, Outcome};
 pub use pool::PoolStats;
@@ -78,6 +78,11 @@ pub enum Error {
         "every computation worker is busy and the queue is full (services.computation.{MAX_QUEUED_RUNS}); retry later"
     )]
     Busy,
+    /// The owner already has this many runs and jobs queued or running; retry when one ends.
+    #[error(
+        "{active} runs and jobs of this account are queued or running, the most services.computation.{MAX_ACTIVE_PER_ACCOUNT} allows; retry when one has ended"
+    )]
+    TooManyActive { active: usize },
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -88,16 +93,44 @@ pub struct Caller {
     pub owner: String,
     /// The key `crypto.sign(message)` and `crypto.verify(message, signature)` use without a key id.
     pub signing_key: Option<String>,
+    /// What the script's capabilities may do: no more than the caller's token may over HTTP.
+    pub grants: Grants,
+}
+
+/// Which capability calls a run may make, from the caller's token scopes (`storage:get` grants
+/// `kv.get`, `crypto:sign` grants `crypto.sign`, ...). `crypto.sha256`, `crypto.randomBytes` and
+/// `console` touch nothing of the account's and are always there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grants {
+    pub kv_get: bool,
+    pub kv_put: bool,
+    pub kv_delete: bool,
+    pub kv_list: bool,
+    pub sign: bool,
+    pub verify: bool,
+}
+
+impl Grants {
+    pub const ALL: Grants = Grants {
+        kv_get: true,
+        kv_put: true,
+        kv_delete: true,
+        kv_list: true,
+        sign: true,
+        verify: true,
+    };
 }
 
 /// A script and how to run it, as the API receives it.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Program {
     /// The body of an async function: `return` the result (see the crate docs).
     pub code: String,
-    /// Available to the script as `args`.
+    /// Available to the script as `args`: kept as the JSON text it came as (no tree is built from
+    /// it outside the sandbox); absent is `null`.
     #[serde(default)]
-    pub args: serde_json::Value,
+    pub args: Option<Box<serde_json::value::RawValue>>,
     #[serde(default)]
     pub limits: LimitOverrides,
     /// Fixes `Date`, `performance.now()`, `Math.random` and `crypto.randomBytes` to values derived
@@ -256,6 +289,7 @@ impl Service for Computation {
             pool,
             jobs: Jobs::default(),
             events,
+            active: std::collections::HashMap::new(),
         };
         loop {
             tokio::select! {
@@ -283,6 +317,7 @@ struct Settings {
     workers: usize,
     queue: usize,
     keep_finished: usize,
+    active_per_owner: usize,
 }
 
 impl Settings {
@@ -293,6 +328,7 @@ impl Settings {
             workers: usize::from(spec.resources.cpu_cores.max(1)),
             queue: get(MAX_QUEUED_RUNS),
             keep_finished: get(MAX_FINISHED_JOBS),
+            active_per_owner: get(MAX_ACTIVE_PER_ACCOUNT),
         }
     }
 }
@@ -309,6 +345,10 @@ enum Report {
         id: String,
         result: Box<Result<Outcome, Error>>,
     },
+    /// A synchronous run ended (answered by its worker or the watchdog).
+    RunEnded {
+        owner: String,
+    },
 }
 
 /// One incarnation's state.
@@ -317,6 +357,8 @@ struct State {
     pool: Pool,
     jobs: Jobs,
     events: tokio::sync::mpsc::UnboundedSender<Report>,
+    /// Runs and jobs queued or running, per owner.
+    active: std::collections::HashMap<String, usize>,
 }
 
 impl State {
@@ -327,10 +369,16 @@ impl State {
                 program,
                 reply,
             } => {
-                let run = match self.prepare(caller, program, settings) {
+                let owner = caller.owner.clone();
+                let run = match self
+                    .admit(&owner, settings)
+                    .and_then(|()| self.prepare(caller, program, settings))
+                {
                     Ok(run) => run,
                     Err(e) => return reply.send(Err(e)),
                 };
+                *self.active.entry(owner.clone()).or_default() += 1;
+                let events = self.events.clone();
                 // Shared so the worker can skip the run if the caller stopped waiting while it
                 // was queued.
                 let reply = Arc::new(std::sync::Mutex::new(Some(reply)));
@@ -350,6 +398,7 @@ impl State {
                         if let Some(reply) = reply {
                             reply.send(result);
                         }
+                        let _ = events.send(Report::RunEnded { owner });
                     }),
                 };
                 if let Err(task) = self.pool.submit(task) {
@@ -362,18 +411,15 @@ impl State {
                 reply,
             } => {
                 let owner = caller.owner.clone();
-                let run = match self.prepare(caller, program, settings) {
+                let run = match self
+                    .admit(&owner, settings)
+                    .and_then(|()| self.prepare(caller, program, settings))
+                {
                     Ok(run) => run,
                     Err(e) => return reply.send(Err(e)),
                 };
                 let id = jobs::new_id();
-                let info = self.jobs.add(
-                    &owner,
-                    id.clone(),
-                    run.cancel.clone(),
-                    run.limits,
-                    run.deterministic,
-                );
+                let info = self.jobs.add(&owner, id.clone(), run.cancel.clone());
                 let started = {
                     let events = self.events.clone();
                     let (owner, id) = (owner.clone(), id.clone());
@@ -402,14 +448,13 @@ impl State {
                     self.jobs.remove(&owner, &id);
                     return reply.send(Err(Error::Busy));
                 }
+                *self.active.entry(owner).or_default() += 1;
                 reply.send(Ok(info));
             }
             Request::Job { owner, id, reply } => reply.send(self.jobs.get(&owner, &id)),
             Request::Wait { owner, id, reply } => self.jobs.wait(&owner, &id, reply),
             Request::Cancel { owner, id, reply } => {
-                if let Cancelling::Running(flag) =
-                    self.jobs.cancel(&owner, &id, reply, settings.keep_finished)
-                {
+                if let Cancelling::Running(flag) = self.jobs.cancel(&owner, &id, reply) {
                     self.pool.cancel(&flag);
                 }
             }
@@ -424,6 +469,27 @@ impl State {
             Report::Finished { owner, id, result } => {
                 self.jobs
                     .finished(&owner, &id, *result, settings.keep_finished);
+                self.ended(&owner);
+            }
+            Report::RunEnded { owner } => self.ended(&owner),
+        }
+    }
+
+    /// Refuses a new run or job for an owner already at its share of the pool.
+    fn admit(&self, owner: &str, settings: &Settings) -> Result<(), Error> {
+        match self.active.get(owner) {
+            Some(&active) if active >= settings.active_per_owner => {
+                Err(Error::TooManyActive { active })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn ended(&mut self, owner: &str) {
+        if let Some(active) = self.active.get_mut(owner) {
+            *active = active.saturating_sub(1);
+            if *active == 0 {
+                self.active.remove(owner);
             }
         }
     }
@@ -443,8 +509,10 @@ impl State {
                 setting: MAX_CODE_BYTES,
             });
         }
-        let args_json = serde_json::to_string(&program.args)
-            .map_err(|e| Error::BadInput(format!("args do not serialize as JSON: {e}")))?;
+        let args_json = program.args.map_or_else(
+            || "null".to_owned(),
+            |raw| String::from(Box::<str>::from(raw)),
+        );
         let args_size = args_json.len() as u64;
         if args_size > limits.args_bytes {
             return Err(Error::TooLarge {
@@ -457,6 +525,7 @@ impl State {
         Ok(Run {
             owner: caller.owner,
             signing_key: caller.signing_key,
+            grants: caller.grants,
             code: program.code,
             args_json,
             deterministic: program.deterministic,

@@ -25,6 +25,7 @@ pub const MAX_CODE_BYTES: &str = "max_code_bytes";
 pub const MAX_ARGS_BYTES: &str = "max_args_bytes";
 pub const MAX_FINISHED_JOBS: &str = "max_finished_jobs";
 pub const MAX_QUEUED_RUNS: &str = "max_queued_runs";
+pub const MAX_ACTIVE_PER_ACCOUNT: &str = "max_active_per_account";
 
 /// The highest `max_time_ms` a configuration may set. With the watchdog's grace (half the limit
 /// again) a run is answered within 45 s, inside the service's 60 s default call deadline.
@@ -128,6 +129,13 @@ pub(crate) fn declare(spec: runtime::Spec) -> runtime::Spec {
         1,
         100_000,
         "finished jobs kept per owner; the oldest is dropped first",
+    )
+    .setting(
+        MAX_ACTIVE_PER_ACCOUNT,
+        32,
+        1,
+        100_000,
+        "runs and jobs one owner may have queued or running at once, so one account cannot fill the queue",
     )
     .setting(
         MAX_QUEUED_RUNS,

@@ -25,6 +25,9 @@ use crate::limits::{Limits, STACK_CEILING_BOUND, STACK_HEADROOM};
 use crate::outcome::{Ending, Outcome};
 use crate::sandbox::{self, Run};
 
+/// Abandoned workers still stuck beyond which the watchdog stops replacing them.
+const MAX_ABANDONED: usize = 16;
+
 /// How long a cancelled run may take to notice before the watchdog abandons it.
 const CANCEL_GRACE: Duration = Duration::from_millis(200);
 
@@ -183,6 +186,14 @@ impl Pool {
     pub(crate) fn cancel(&self, cancel: &Arc<AtomicBool>) {
         cancel.store(true, Ordering::Relaxed);
         let mut state = self.shared.lock();
+        // Still queued: it never runs; answered here, outside the lock. Decided under the lock, so
+        // a run is either taken from the queue here or already held by a worker that will see the
+        // flag.
+        let queued = state
+            .queue
+            .iter()
+            .position(|t| Arc::ptr_eq(&t.run.cancel, cancel))
+            .and_then(|i| state.queue.remove(i));
         let grace = Instant::now() + CANCEL_GRACE;
         for busy in state.workers.values_mut().flatten() {
             if Arc::ptr_eq(&busy.cancel, cancel) && busy.hard_deadline > grace {
@@ -191,6 +202,13 @@ impl Pool {
         }
         drop(state);
         self.shared.watch.notify_one();
+        if let Some(task) = queued {
+            (task.finish)(Ok(Outcome::without_run(
+                Ending::Cancelled { abandoned: false },
+                task.run.limits,
+                task.run.deterministic,
+            )));
+        }
     }
 
     /// Sets the number of workers and the queue bound; extra idle workers exit, missing ones start.
@@ -230,6 +248,11 @@ impl Drop for Pool {
         let queued = {
             let mut state = self.shared.lock();
             state.closed = true;
+            // Runs still going stop at their next poll rather than at their time limit: nobody
+            // will use their results, and they would go on using the account's data.
+            for busy in state.workers.values().flatten() {
+                busy.cancel.store(true, Ordering::Relaxed);
+            }
             std::mem::take(&mut state.queue)
         };
         // Dropped outside the lock: dropping a task drops its reply.
@@ -256,6 +279,7 @@ fn spawn_worker(shared: &Arc<Shared>, state: &mut State) -> Result<(), Error> {
 fn run_worker(shared: &Shared, id: u64) {
     // The runtime and context for the next run, made while there is nothing to do.
     let mut fresh: Option<sandbox::Fresh> = None;
+    let mut prepare_failed = false;
     let mut state = shared.lock();
     loop {
         if !state.workers.contains_key(&id) {
@@ -268,11 +292,13 @@ fn run_worker(shared: &Shared, id: u64) {
             return;
         }
         let Some(task) = state.queue.pop_front() else {
-            if fresh.is_none() {
+            if fresh.is_none() && !prepare_failed {
                 drop(state);
                 fresh = sandbox::Fresh::new()
                     .inspect_err(|e| tracing::warn!(error = %e, "computation: preparing a runtime"))
                     .ok();
+                // Tried once per idle spell: a failure (out of memory) is not retried in a loop.
+                prepare_failed = fresh.is_none();
                 state = shared.lock();
                 continue;
             }
@@ -327,6 +353,7 @@ fn run_worker(shared: &Shared, id: u64) {
             on_start();
         }
         let prepared = fresh.take();
+        prepare_failed = false;
         let result =
             std::panic::catch_unwind(AssertUnwindSafe(|| sandbox::execute(&run, prepared)))
                 .unwrap_or_else(|_| Err(Error::Internal("the sandbox panicked".into())));
@@ -368,7 +395,14 @@ fn run_watchdog(shared: &Arc<Shared>) {
             if let Some(Some(busy)) = state.workers.remove(&id) {
                 state.abandoned_running += 1;
                 abandoned.push(busy);
-                if !state.closed {
+                // Each stuck thread keeps its stack and heap until its builtin returns: past a
+                // bound the pool shrinks instead of growing without end.
+                if state.abandoned_running > MAX_ABANDONED {
+                    tracing::error!(
+                        stuck = state.abandoned_running,
+                        "computation: too many workers stuck in builtins; not replacing this one"
+                    );
+                } else if !state.closed {
                     match spawn_worker(shared, &mut state) {
                         Ok(()) => state.replaced_total += 1,
                         Err(error) => tracing::error!(

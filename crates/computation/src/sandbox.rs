@@ -34,6 +34,7 @@ const JOBS_PER_BATCH: usize = 64;
 pub(crate) struct Run {
     pub(crate) owner: String,
     pub(crate) signing_key: Option<String>,
+    pub(crate) grants: crate::Grants,
     pub(crate) code: String,
     pub(crate) args_json: String,
     pub(crate) deterministic: bool,
@@ -80,6 +81,7 @@ pub(crate) fn execute(run: &Run, fresh: Option<Fresh>) -> Result<Outcome, Error>
     let host = Rc::new(Host::new(
         run.owner.clone(),
         run.signing_key.clone(),
+        run.grants,
         deadline,
         run.deps.clone(),
         run.limits.console_bytes,

@@ -427,7 +427,7 @@ async fn hostile_scripts_end_in_time_with_a_typed_ending() {
         .run_as(
             me.clone(),
             Program {
-                args: json!("x".repeat(2 << 20)),
+                args: common::args(json!("x".repeat(2 << 20))),
                 ..program("return args.length")
             },
         )

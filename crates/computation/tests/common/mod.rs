@@ -50,13 +50,14 @@ pub fn caller(owner: &str) -> Caller {
     Caller {
         owner: owner.into(),
         signing_key: None,
+        grants: computation::Grants::ALL,
     }
 }
 
 pub fn program(code: &str) -> Program {
     Program {
         code: code.into(),
-        args: serde_json::Value::Null,
+        args: None,
         limits: LimitOverrides::default(),
         deterministic: false,
     }
@@ -147,4 +148,9 @@ impl Fixture {
             .await
             .expect("call")
     }
+}
+
+/// A program's `args` from a JSON value.
+pub fn args(value: serde_json::Value) -> Option<Box<serde_json::value::RawValue>> {
+    Some(serde_json::value::to_raw_value(&value).expect("JSON values serialize"))
 }
