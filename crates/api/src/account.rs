@@ -163,6 +163,23 @@ pub(crate) async fn delete(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     admin_only(&caller, "deleting an account")?;
+    // First its tokens stop working, then its runs and jobs are stopped (so none writes after its
+    // values are gone), then the account service deletes values, keys and the account. A failure
+    // part way leaves the account disabled; the delete can be repeated.
+    ask(&state, |reply| Request::SetDisabled {
+        id: id.clone(),
+        disabled: true,
+        reply,
+    })
+    .await?;
+    state
+        .computation
+        .call(|reply| computation::Request::Purge {
+            owner: id.clone(),
+            reply,
+        })
+        .await
+        .map_err(call_error)?;
     ask(&state, |reply| Request::Delete { id, reply }).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

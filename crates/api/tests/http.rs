@@ -1131,6 +1131,7 @@ async fn accounts_tokens_scopes_and_the_journal() {
             "token.revoked",
             "account.disabled",
             "account.enabled",
+            "account.disabled",
             "account.deleted"
         ]
     );

@@ -9,6 +9,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use base64::Engine as _;
@@ -17,6 +19,7 @@ use rquickjs::{Ctx, Exception, Function, Object, Value};
 use sha2::{Digest, Sha256};
 
 use crate::outcome::{ConsoleLine, Level};
+use crate::sandbox::Run;
 
 /// `Date.now()` in deterministic mode: 2000-01-01T00:00:00Z.
 pub const DETERMINISTIC_NOW_MS: u64 = 946_684_800_000;
@@ -50,6 +53,9 @@ pub(crate) struct Host {
     pub(crate) signing_key: Option<String>,
     pub(crate) grants: crate::Grants,
     pub(crate) deadline: Instant,
+    /// The run's cancel flag: a capability call checks it too, since a script that spends its
+    /// time in capability calls reaches the interrupt handler's poll only rarely.
+    pub(crate) cancel: Arc<AtomicBool>,
     pub(crate) deps: Deps,
     /// Set by the interrupt handler or a capability; once set, the interrupt handler stops the
     /// script at its next poll, and nothing can catch that.
@@ -62,15 +68,8 @@ pub(crate) struct Host {
 }
 
 impl Host {
-    pub(crate) fn new(
-        owner: String,
-        signing_key: Option<String>,
-        grants: crate::Grants,
-        deadline: Instant,
-        deps: Deps,
-        console_limit: u64,
-        seed: Option<[u8; 32]>,
-    ) -> Host {
+    /// What `run` may use until `deadline`; `seed` in deterministic mode.
+    pub(crate) fn new(run: &Run, deadline: Instant, seed: Option<[u8; 32]>) -> Host {
         let (random, bytes) = match seed {
             Some(seed) => {
                 let word = |i: usize| {
@@ -83,16 +82,17 @@ impl Host {
             None => (SplitMix64(rand::random()), None),
         };
         Host {
-            owner,
-            signing_key,
-            grants,
+            owner: run.owner.clone(),
+            signing_key: run.signing_key.clone(),
+            grants: run.grants,
             deadline,
-            deps,
+            cancel: run.cancel.clone(),
+            deps: run.deps.clone(),
             stop: Cell::new(None),
             console: RefCell::new(Console {
                 lines: Vec::new(),
                 bytes: 0,
-                limit: console_limit,
+                limit: run.limits.console_bytes,
             }),
             random: RefCell::new(random),
             deterministic: bytes.is_some(),
@@ -354,7 +354,15 @@ where
 /// Throws at once if the run was already stopped, so a capability never starts work for a run
 /// that is over.
 fn check_running<'js>(host: &Host, ctx: &Ctx<'js>) -> rquickjs::Result<()> {
-    if host.stop.get().is_some() || Instant::now() >= host.deadline {
+    if host.stop.get().is_none() {
+        // Set the stop as the interrupt handler would: the script cannot catch its way past it.
+        if host.cancel.load(Ordering::Relaxed) {
+            host.stop.set(Some(Stop::Cancelled));
+        } else if Instant::now() >= host.deadline {
+            host.stop.set(Some(Stop::TimedOut));
+        }
+    }
+    if host.stop.get().is_some() {
         return Err(Exception::throw_internal(ctx, "the run is over"));
     }
     Ok(())

@@ -266,6 +266,17 @@ impl Jobs {
         }
     }
 
+    /// Forgets every job of `owner` (their runs were cancelled); waiters get `NotFound`.
+    pub(crate) fn forget(&mut self, owner: &str) {
+        if let Some(owned) = self.owners.remove(owner) {
+            for (id, job) in owned.jobs {
+                for waiter in job.waiters {
+                    waiter.send(Err(not_found(&id)));
+                }
+            }
+        }
+    }
+
     /// The owner's jobs, oldest first.
     pub(crate) fn list(&self, owner: &str) -> Vec<JobInfo> {
         let Some(o) = self.owners.get(owner) else {

@@ -183,6 +183,12 @@ pub enum Request {
     Pool {
         reply: Reply<PoolStats>,
     },
+    /// Cancels every run and job of `owner`, answers once all of them have ended, and forgets the
+    /// owner's jobs: for an account being deleted (its tokens are already refused).
+    Purge {
+        owner: String,
+        reply: Reply<()>,
+    },
 }
 
 impl runtime::bus::Operation for Request {
@@ -195,6 +201,7 @@ impl runtime::bus::Operation for Request {
             Request::Cancel { .. } => "cancel",
             Request::Jobs { .. } => "jobs",
             Request::Pool { .. } => "pool",
+            Request::Purge { .. } => "purge",
         }
     }
 }
@@ -290,6 +297,8 @@ impl Service for Computation {
             jobs: Jobs::default(),
             events,
             active: std::collections::HashMap::new(),
+            flags: std::collections::HashMap::new(),
+            purges: std::collections::HashMap::new(),
         };
         loop {
             tokio::select! {
@@ -359,6 +368,11 @@ struct State {
     events: tokio::sync::mpsc::UnboundedSender<Report>,
     /// Runs and jobs queued or running, per owner.
     active: std::collections::HashMap<String, usize>,
+    /// The cancel flags of each owner's runs and jobs that may still be going (a flag whose run
+    /// has been dropped is only held here, and is pruned).
+    flags: std::collections::HashMap<String, Vec<Arc<AtomicBool>>>,
+    /// Purges waiting for an owner's last run to end.
+    purges: std::collections::HashMap<String, Vec<Reply<()>>>,
 }
 
 impl State {
@@ -377,7 +391,7 @@ impl State {
                     Ok(run) => run,
                     Err(e) => return reply.send(Err(e)),
                 };
-                *self.active.entry(owner.clone()).or_default() += 1;
+                self.track(&owner, &run.cancel);
                 let events = self.events.clone();
                 // Shared so the worker can skip the run if the caller stopped waiting while it
                 // was queued.
@@ -419,6 +433,7 @@ impl State {
                     Err(e) => return reply.send(Err(e)),
                 };
                 let id = jobs::new_id();
+                let flag = run.cancel.clone();
                 let info = self.jobs.add(&owner, id.clone(), run.cancel.clone());
                 let started = {
                     let events = self.events.clone();
@@ -448,7 +463,7 @@ impl State {
                     self.jobs.remove(&owner, &id);
                     return reply.send(Err(Error::Busy));
                 }
-                *self.active.entry(owner).or_default() += 1;
+                self.track(&owner, &flag);
                 reply.send(Ok(info));
             }
             Request::Job { owner, id, reply } => reply.send(self.jobs.get(&owner, &id)),
@@ -460,6 +475,19 @@ impl State {
             }
             Request::Jobs { owner, reply } => reply.send(Ok(self.jobs.list(&owner))),
             Request::Pool { reply } => reply.send(self.pool.stats()),
+            Request::Purge { owner, reply } => {
+                for flag in self.flags.remove(&owner).unwrap_or_default() {
+                    if Arc::strong_count(&flag) > 1 {
+                        self.pool.cancel(&flag);
+                    }
+                }
+                self.jobs.forget(&owner);
+                if self.active.contains_key(&owner) {
+                    self.purges.entry(owner).or_default().push(reply);
+                } else {
+                    reply.send(());
+                }
+            }
         }
     }
 
@@ -485,11 +513,23 @@ impl State {
         }
     }
 
+    /// Counts a new run or job of `owner` and keeps its cancel flag for a purge.
+    fn track(&mut self, owner: &str, flag: &Arc<AtomicBool>) {
+        *self.active.entry(owner.to_owned()).or_default() += 1;
+        let flags = self.flags.entry(owner.to_owned()).or_default();
+        flags.retain(|f| Arc::strong_count(f) > 1);
+        flags.push(flag.clone());
+    }
+
     fn ended(&mut self, owner: &str) {
         if let Some(active) = self.active.get_mut(owner) {
             *active = active.saturating_sub(1);
             if *active == 0 {
                 self.active.remove(owner);
+                self.flags.remove(owner);
+                for reply in self.purges.remove(owner).unwrap_or_default() {
+                    reply.send(());
+                }
             }
         }
     }

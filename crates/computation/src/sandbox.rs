@@ -78,15 +78,7 @@ pub(crate) fn execute(run: &Run, fresh: Option<Fresh>) -> Result<Outcome, Error>
     let seed = run
         .deterministic
         .then(|| capabilities::seed(&run.code, &run.args_json));
-    let host = Rc::new(Host::new(
-        run.owner.clone(),
-        run.signing_key.clone(),
-        run.grants,
-        deadline,
-        run.deps.clone(),
-        run.limits.console_bytes,
-        seed,
-    ));
+    let host = Rc::new(Host::new(run, deadline, seed));
     let interrupt = {
         let host = host.clone();
         let cancel = run.cancel.clone();

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 
 use common::{caller, program, start};
-use computation::{Caller, Ending, Error, JobState, LimitOverrides, Program};
+use computation::{Caller, Ending, Error, JobState, LimitOverrides, Program, Request};
 use serde_json::json;
 
 const ALICE: &str = "alice";
@@ -569,5 +569,41 @@ async fn one_account_cannot_take_the_whole_pool() {
     let info = f.cancel(ALICE, &job.id).await.expect("cancel");
     assert_eq!(info.state, JobState::Cancelled);
     assert_eq!(completed(&f.run(ALICE, "return 3").await), &json!(3));
+    f.rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_stops_every_run_of_the_owner_and_forgets_its_jobs() {
+    let f = start(|_| {}).await;
+    let looping = Program {
+        limits: LimitOverrides {
+            time_ms: Some(20_000),
+            ..Default::default()
+        },
+        ..program("for (;;) { kv.put('still', 'here'); }")
+    };
+    let running = f.submit(ALICE, looping.clone()).await;
+    let queued = f.submit(ALICE, looping).await;
+    let finished = f.submit("bob", program("return 1")).await;
+    until_running(&f, ALICE, &running.id).await;
+    f.computation
+        .call(|reply| Request::Purge {
+            owner: ALICE.into(),
+            reply,
+        })
+        .await
+        .expect("purged");
+    // Answered only once nothing of alice's runs any more.
+    let pool = f.pool().await;
+    assert_eq!((pool.busy, pool.queued), (0, 0), "{pool:?}");
+    // Stopped by the cancel itself (capability calls check it), not given up on by the watchdog.
+    assert_eq!(pool.abandoned_running, 0, "{pool:?}");
+    for id in [&running.id, &queued.id] {
+        assert!(matches!(f.job(ALICE, id).await, Err(Error::NotFound(_))));
+    }
+    assert!(f.jobs(ALICE).await.is_empty());
+    // Bob's job is untouched.
+    let bob = f.wait("bob", &finished.id).await.expect("bob's job");
+    assert_eq!(bob.state, JobState::Completed);
     f.rt.shutdown().await;
 }
