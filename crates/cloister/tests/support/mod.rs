@@ -32,6 +32,7 @@ impl Drop for Server {
 impl Server {
     /// Starts the binary on `config` and waits until the runtime reports ready.
     pub async fn start(config: &Path) -> Server {
+        let spawned = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
         let mut child = Command::new(env!("CARGO_BIN_EXE_cloister"))
             .args(["run", "--config"])
             .arg(config)
@@ -59,12 +60,15 @@ impl Server {
             base: format!("http://{addr}"),
             http: reqwest::Client::new(),
         };
-        server.wait_ready().await;
+        server.wait_ready(&spawned).await;
         server
     }
 
-    /// Follows the event stream until the runtime's readiness is `ready`.
-    pub async fn wait_ready(&self) {
+    /// Follows the event stream until this process's runtime is ready. The journal outlives the
+    /// process, so an earlier run's entries come first: readiness counts only after a
+    /// `runtime_started` stamped at or after `spawned` (RFC 3339 with microseconds, as the journal
+    /// writes times, so the strings compare in time order).
+    pub async fn wait_ready(&self, spawned: &str) {
         let response = self
             .http
             .get(format!("{}/v1/events/stream?since=0", self.base))
@@ -74,14 +78,25 @@ impl Server {
             .expect("stream");
         let mut body = response.bytes_stream();
         let mut buffer = String::new();
+        let mut this_process = false;
         let search = async {
             while let Some(chunk) = body.next().await {
                 buffer.push_str(&String::from_utf8_lossy(&chunk.expect("chunk")));
                 while let Some(end) = buffer.find("\n\n") {
                     let frame: String = buffer.drain(..end + 2).collect();
                     for line in frame.lines() {
-                        if let Some(data) = line.strip_prefix("data:")
-                            && let Ok(e) = serde_json::from_str::<Value>(data.trim())
+                        let Some(data) = line.strip_prefix("data:") else {
+                            continue;
+                        };
+                        let Ok(e) = serde_json::from_str::<Value>(data.trim()) else {
+                            continue;
+                        };
+                        if e["event"]["kind"] == "runtime_started"
+                            && e["time"].as_str().is_some_and(|t| t >= spawned)
+                        {
+                            this_process = true;
+                        }
+                        if this_process
                             && e["event"]["kind"] == "runtime_health"
                             && e["event"]["level"] == "ready"
                         {
