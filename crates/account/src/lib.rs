@@ -621,36 +621,15 @@ impl State<'_> {
             self.save(record).await?;
         }
         let storage = &self.service.storage;
-        loop {
-            let page = storage
-                .call(|reply| storage::Request::List {
-                    namespace: id.to_owned(),
-                    prefix: String::new(),
-                    after: None,
-                    limit: 500,
-                    reply,
-                })
-                .await
-                .map_err(|e| storage_failure("deleting the account's values", e))?
-                .map_err(|e| Error::Internal(format!("listing the account's values: {e}")))?;
-            if page.keys.is_empty() {
-                break;
-            }
-            let writes = page
-                .keys
-                .into_iter()
-                .map(|l| storage::Write::Delete { key: l.key })
-                .collect();
-            storage
-                .call(|reply| storage::Request::Batch {
-                    namespace: id.to_owned(),
-                    writes,
-                    reply,
-                })
-                .await
-                .map_err(|e| storage_failure("deleting the account's values", e))?
-                .map_err(|e| Error::Internal(format!("deleting the account's values: {e}")))?;
-        }
+        // Its values and their namespace key, in one commit.
+        storage
+            .call(|reply| storage::Request::DropNamespace {
+                namespace: id.to_owned(),
+                reply,
+            })
+            .await
+            .map_err(|e| storage_failure("deleting the account's values", e))?
+            .map_err(|e| Error::Internal(format!("deleting the account's values: {e}")))?;
         let crypto = &self.service.crypto;
         let keys = crypto
             .call(|reply| crypto::Request::List {

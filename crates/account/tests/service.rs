@@ -12,6 +12,8 @@ struct Fixture {
     rt: runtime::Runtime,
     account: account::Handle,
     gate: account::Gate,
+    crypto: crypto::Handle,
+    storage: storage::Handle,
 }
 
 async fn start(dir: &Path) -> Fixture {
@@ -21,7 +23,7 @@ async fn start(dir: &Path) -> Fixture {
     let mut b = Builder::new(journal.clone());
     let crypto = b.add(crypto::Crypto::new(dir, platform.clone()));
     let storage = b.add(storage::Storage::new(dir, platform, crypto.clone()));
-    let service = Account::new(crypto, storage, journal);
+    let service = Account::new(crypto.clone(), storage.clone(), journal);
     let gate = service.gate();
     let account = b.add(service);
     let rt = b.start().expect("start");
@@ -29,7 +31,13 @@ async fn start(dir: &Path) -> Fixture {
         .wait_for(|r| r.level == RuntimeLevel::Ready)
         .await
         .expect("ready");
-    Fixture { rt, account, gate }
+    Fixture {
+        rt,
+        account,
+        gate,
+        crypto,
+        storage,
+    }
 }
 
 async fn ask<T>(
@@ -195,5 +203,75 @@ async fn the_token_limit_is_enforced_and_names_its_setting() {
     .expect_err("over the limit");
     assert_eq!(refused, Error::TooManyTokens { count: limit });
     assert!(refused.to_string().contains("max_tokens_per_account"));
+    f.rt.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_deleted_account_leaves_no_values_keys_or_tokens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = start(dir.path()).await;
+    let created = ask(&f, |reply| Request::Create {
+        name: "leaving".into(),
+        reply,
+    })
+    .await
+    .expect("created");
+    let id = created.account.id.clone();
+    f.storage
+        .call(|reply| storage::Request::Put {
+            namespace: id.clone(),
+            key: "note".into(),
+            value: b"private".to_vec(),
+            reply,
+        })
+        .await
+        .expect("call")
+        .expect("put");
+    let stay = ask(&f, |reply| Request::Create {
+        name: "staying".into(),
+        reply,
+    })
+    .await
+    .expect("created");
+
+    ask(&f, |reply| Request::Delete {
+        id: id.clone(),
+        reply,
+    })
+    .await
+    .expect("deleted");
+    assert_eq!(
+        f.gate.authenticate(&created.token.secret),
+        Err(AuthError::Unknown)
+    );
+    let page = f
+        .storage
+        .call(|reply| storage::Request::List {
+            namespace: id.clone(),
+            prefix: String::new(),
+            after: None,
+            limit: 10,
+            reply,
+        })
+        .await
+        .expect("call")
+        .expect("list");
+    assert!(page.keys.is_empty(), "{page:?}");
+    let keys = f
+        .crypto
+        .call(|reply| crypto::Request::List {
+            owner: id.clone(),
+            reply,
+        })
+        .await
+        .expect("call")
+        .expect("list");
+    assert!(keys.is_empty(), "{keys:?}");
+    // The other account is untouched.
+    assert!(f.gate.authenticate(&stay.token.secret).is_ok());
+    assert!(matches!(
+        ask(&f, |reply| Request::Get { id, reply }).await,
+        Err(Error::NotFound(_))
+    ));
     f.rt.shutdown().await;
 }

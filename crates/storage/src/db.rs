@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 const VALUES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("values");
 const NAMESPACES: TableDefinition<&str, &str> = TableDefinition::new("namespaces");
@@ -288,6 +288,43 @@ impl Db {
                     .map_err(DbError::from)?;
             }
             txn.commit().map_err(DbError::from)
+        })
+    }
+
+    /// Deletes every value of `namespace` and its key mapping, as commit `seq`; answers how many
+    /// values there were.
+    pub(crate) fn drop_namespace(&self, seq: u64, namespace: &str) -> Result<usize, DbError> {
+        guarded(|| {
+            let txn = self.db().begin_write().map_err(DbError::from)?;
+            let dropped;
+            {
+                let mut values = txn.open_table(VALUES).map_err(DbError::from)?;
+                let mut keys = Vec::new();
+                for entry in values.range((namespace, "")..).map_err(DbError::from)? {
+                    let (k, _) = entry.map_err(DbError::from)?;
+                    let (ns, key) = k.value();
+                    if ns != namespace {
+                        break;
+                    }
+                    keys.push(key.to_owned());
+                }
+                for key in &keys {
+                    values
+                        .remove((namespace, key.as_str()))
+                        .map_err(DbError::from)?;
+                }
+                dropped = keys.len();
+                txn.open_table(NAMESPACES)
+                    .map_err(DbError::from)?
+                    .remove(namespace)
+                    .map_err(DbError::from)?;
+                txn.open_table(META)
+                    .map_err(DbError::from)?
+                    .insert(COMMIT, seq)
+                    .map_err(DbError::from)?;
+            }
+            txn.commit().map_err(DbError::from)?;
+            Ok(dropped)
         })
     }
 

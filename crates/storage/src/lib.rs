@@ -119,6 +119,12 @@ pub enum Request {
         writes: Vec<Write>,
         reply: Answer<u64>,
     },
+    /// Deletes every value of the namespace and its key (in the crypto service), as one commit;
+    /// answers its version. For an account being deleted.
+    DropNamespace {
+        namespace: String,
+        reply: Answer<u64>,
+    },
 }
 
 impl runtime::bus::Operation for Request {
@@ -129,6 +135,7 @@ impl runtime::bus::Operation for Request {
             Request::Delete { .. } => "delete",
             Request::List { .. } => "list",
             Request::Batch { .. } => "batch",
+            Request::DropNamespace { .. } => "drop_namespace",
         }
     }
 }
@@ -308,8 +315,8 @@ impl Service for Storage {
             }
             let first = match Pending::of(request) {
                 Ok(write) => write,
-                Err(read) => {
-                    state.read(read, &limits).await;
+                Err(other) => {
+                    state.other(other, &limits).await?;
                     continue;
                 }
             };
@@ -328,8 +335,8 @@ impl Service for Storage {
                 }
             }
             state.commit_group(group, &limits).await?;
-            if let Some(read) = read_next {
-                state.read(read, &limits).await;
+            if let Some(other) = read_next {
+                state.other(other, &limits).await?;
             }
         }
         Ok(())
@@ -405,6 +412,96 @@ struct State<'a> {
 }
 
 impl State<'_> {
+    /// Serves a request outside the group commit: a read, or dropping a namespace.
+    async fn other(&mut self, request: Request, limits: &Limits) -> Result<(), ServiceError> {
+        match request {
+            Request::DropNamespace { namespace, reply } => {
+                self.drop_namespace(namespace, reply).await
+            }
+            read => {
+                self.read(read, limits).await;
+                Ok(())
+            }
+        }
+    }
+
+    async fn drop_namespace(
+        &mut self,
+        namespace: String,
+        reply: Answer<u64>,
+    ) -> Result<(), ServiceError> {
+        let key_id = match check_namespace(&namespace).and_then(|()| self.key_id(&namespace)) {
+            Ok(id) => id,
+            Err(e) => {
+                reply.send(Err(e));
+                return Ok(());
+            }
+        };
+        let seq = self.seq + 1;
+        let ns = namespace.clone();
+        let committed = self
+            .durably(seq, move |db| db.drop_namespace(seq, &ns))
+            .await;
+        match committed {
+            Ok(_) => {
+                self.seq = seq;
+                self.namespace_keys.remove(&namespace);
+                // No value refers to the key any more; without it, no copy of one can be read.
+                if let Some(id) = key_id {
+                    let deleted = self
+                        .storage
+                        .crypto
+                        .call(|reply| crypto::Request::Delete {
+                            owner: KEY_OWNER.into(),
+                            id: id.clone(),
+                            reply,
+                        })
+                        .await;
+                    if !matches!(deleted, Ok(Ok(()))) {
+                        tracing::warn!(%namespace, key = %id, "storage: the dropped namespace's key could not be deleted");
+                    }
+                }
+                reply.send(Ok(seq));
+                Ok(())
+            }
+            Err(Fatal::No(e)) => {
+                reply.send(Err(e));
+                Ok(())
+            }
+            Err(Fatal::Yes(message)) => {
+                reply.send(Err(Error::Internal(message.clone())));
+                Err(ServiceError::new(message))
+            }
+        }
+    }
+
+    /// Runs `write` as commit `seq` off the async workers, then advances the freshness counter to
+    /// `seq`: only then is the commit acknowledged.
+    async fn durably<T: Send + 'static>(
+        &self,
+        seq: u64,
+        write: impl FnOnce(&Db) -> Result<T, DbError> + Send + 'static,
+    ) -> Result<T, Fatal> {
+        let db = self.db.clone();
+        let counters = self.storage.counters.clone();
+        let platform = self.storage.platform.clone();
+        tokio::task::spawn_blocking(move || {
+            let written = write(&db).map_err(|e| Fatal::No(e.into()))?;
+            // The commit is on disk; it is acknowledged only once the counter knows it.
+            let counter = counters
+                .advance(&*platform, COUNTER)
+                .map_err(|e| Fatal::Yes(format!("advancing the freshness counter: {e}")))?;
+            if counter != seq {
+                return Err(Fatal::Yes(format!(
+                    "the freshness counter moved to {counter}, expected {seq}: another writer?"
+                )));
+            }
+            Ok(written)
+        })
+        .await
+        .unwrap_or_else(|e| Err(Fatal::Yes(format!("the commit task: {e}"))))
+    }
+
     /// Serves a read.
     async fn read(&mut self, request: Request, limits: &Limits) {
         match request {
@@ -422,7 +519,8 @@ impl State<'_> {
             } => reply.send(self.list(&namespace, &prefix, after.as_deref(), limit, limits)),
             Request::Put { reply, .. }
             | Request::Delete { reply, .. }
-            | Request::Batch { reply, .. } => {
+            | Request::Batch { reply, .. }
+            | Request::DropNamespace { reply, .. } => {
                 reply.send(Err(Error::Internal("a write taken for a read".into())));
             }
         }
@@ -656,26 +754,10 @@ impl State<'_> {
         if changes.is_empty() && new_namespaces.is_empty() {
             return Ok(());
         }
-        let db = self.db.clone();
-        let counters = self.storage.counters.clone();
-        let platform = self.storage.platform.clone();
         let namespaces = new_namespaces.clone();
-        let committed = tokio::task::spawn_blocking(move || {
-            db.commit(seq, &namespaces, &changes)
-                .map_err(|e| Fatal::No(e.into()))?;
-            // The commit is on disk; the writes are acknowledged only once the counter knows it.
-            let counter = counters
-                .advance(&*platform, COUNTER)
-                .map_err(|e| Fatal::Yes(format!("advancing the freshness counter: {e}")))?;
-            if counter != seq {
-                return Err(Fatal::Yes(format!(
-                    "the freshness counter moved to {counter}, expected {seq}: another writer?"
-                )));
-            }
-            Ok(())
-        })
-        .await
-        .unwrap_or_else(|e| Err(Fatal::Yes(format!("the commit task: {e}"))));
+        let committed = self
+            .durably(seq, move |db| db.commit(seq, &namespaces, &changes))
+            .await;
         match committed {
             Ok(()) => {
                 self.seq = seq;

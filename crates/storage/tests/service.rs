@@ -12,6 +12,7 @@ const ALICE: &str = "alice";
 struct Fixture {
     rt: runtime::Runtime,
     storage: storage::Handle,
+    crypto: crypto::Handle,
     journal: Journal,
 }
 
@@ -26,6 +27,7 @@ fn build(dir: &Path, accept: Option<u64>, configure: impl FnOnce(&mut runtime::S
     let mut crypto_spec = crypto::Crypto::default_spec();
     crypto_spec.recovery.strategy = runtime::Strategy::Manual;
     let crypto = b.add_with_spec(crypto::Crypto::new(dir, platform.clone()), crypto_spec);
+    let crypto_handle = crypto.clone();
     let mut spec = Storage::default_spec();
     spec.recovery.strategy = runtime::Strategy::Manual;
     configure(&mut spec);
@@ -37,6 +39,7 @@ fn build(dir: &Path, accept: Option<u64>, configure: impl FnOnce(&mut runtime::S
     Fixture {
         rt,
         storage,
+        crypto: crypto_handle,
         journal,
     }
 }
@@ -533,6 +536,80 @@ async fn concurrent_writes_share_commits_and_each_gets_its_own_answer() {
     assert_eq!(
         get(h, ALICE, "old").await,
         Err(Error::NotFound("old".into()))
+    );
+    f.rt.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dropped_namespace_loses_its_values_and_its_key_and_nothing_else() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = start(dir.path()).await;
+    let storage_keys = |f: &Fixture| {
+        let crypto = f.crypto.clone();
+        async move {
+            crypto
+                .call(|reply| crypto::Request::List {
+                    owner: "@storage".into(),
+                    reply,
+                })
+                .await
+                .expect("call")
+                .expect("list")
+                .len()
+        }
+    };
+    for n in 0..5 {
+        put(&f.storage, ALICE, &format!("doc/{n}"), b"alice's")
+            .await
+            .expect("put");
+    }
+    put(&f.storage, "bob", "doc/0", b"bob's")
+        .await
+        .expect("put");
+    assert_eq!(storage_keys(&f).await, 2);
+    let version = f
+        .storage
+        .call(|reply| Request::DropNamespace {
+            namespace: ALICE.into(),
+            reply,
+        })
+        .await
+        .expect("call")
+        .expect("dropped");
+    assert!(version > 0);
+    assert_eq!(
+        keys(&list(&f.storage, ALICE, "", None, 100).await.expect("list")),
+        Vec::<&str>::new()
+    );
+    assert!(matches!(
+        get(&f.storage, ALICE, "doc/0").await,
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(
+        get(&f.storage, "bob", "doc/0").await.expect("bob's").data,
+        b"bob's"
+    );
+    assert_eq!(
+        storage_keys(&f).await,
+        1,
+        "alice's namespace key is deleted"
+    );
+    f.rt.shutdown().await;
+
+    // After a restart: still gone; a new value in the namespace gets a new key and reads back.
+    let f = start(dir.path()).await;
+    assert!(matches!(
+        get(&f.storage, ALICE, "doc/1").await,
+        Err(Error::NotFound(_))
+    ));
+    put(&f.storage, ALICE, "fresh", b"new").await.expect("put");
+    assert_eq!(
+        get(&f.storage, ALICE, "fresh").await.expect("get").data,
+        b"new"
+    );
+    assert_eq!(
+        get(&f.storage, "bob", "doc/0").await.expect("bob's").data,
+        b"bob's"
     );
     f.rt.shutdown().await;
 }
