@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{client, serve};
+use crate::{accounts, client, serve};
 
 /// Cloister: an enclave service runtime. `cloister run` starts it; the other commands talk to a running
 /// one over its HTTP API.
@@ -94,6 +94,10 @@ enum Command {
     /// Configuration: check a file offline, apply one to a running runtime, history, rollback.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Accounts and their tokens (admin): create, list, show, disable, enable, delete, token,
+    /// tokens, revoke.
+    #[command(subcommand)]
+    Account(accounts::AccountCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +147,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Config(ConfigCommand::Show { target }) => {
             client::block_on(client::config_show(target))
         }
+        Command::Account(command) => client::block_on(accounts::run(command)),
         Command::Status { target } => client::block_on(client::status(target)),
         Command::Graph { dot, target } => client::block_on(client::graph(target, dot)),
         Command::Restart { name, target } => {
@@ -161,5 +166,15 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             target,
         } => client::block_on(client::events(target, since, follow, json)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -21,14 +21,14 @@ pub(crate) fn block_on<F: Future<Output = anyhow::Result<ExitCode>>>(
         .block_on(f)
 }
 
-struct Api {
+pub(crate) struct Api {
     http: reqwest::Client,
     base: String,
     token: String,
 }
 
 impl Api {
-    fn new(target: Target) -> anyhow::Result<Api> {
+    pub(crate) fn new(target: Target) -> anyhow::Result<Api> {
         let token = match target.token {
             Some(t) => t,
             None => {
@@ -60,21 +60,55 @@ impl Api {
         method: reqwest::Method,
         path: &str,
     ) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+        self.send_json(method, path, None).await
+    }
+
+    /// A request with an optional JSON body; an empty answer (204) reads as `null`.
+    async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(reqwest::StatusCode, Value)> {
         let url = format!("{}{path}", self.base);
-        let response = self
+        let mut request = self
             .http
             .request(method, &url)
             .bearer_auth(&self.token)
-            .timeout(Duration::from_secs(30))
+            .timeout(Duration::from_secs(30));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request
             .send()
             .await
             .map_err(|e| unreachable_error(&self.base, e))?;
         let status = response.status();
-        let body: Value = response
-            .json()
+        let bytes = response
+            .bytes()
             .await
+            .with_context(|| format!("reading the answer of {url}"))?;
+        if bytes.is_empty() {
+            return Ok((status, Value::Null));
+        }
+        let body: Value = serde_json::from_slice(&bytes)
             .with_context(|| format!("{url} did not answer with JSON"))?;
         Ok((status, body))
+    }
+
+    /// The body of a successful answer to a request with `body`, or the API's error.
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
+        let (status, answer) = self.send_json(method, path, body).await?;
+        if status.is_success() {
+            Ok(answer)
+        } else {
+            Err(api_error(status, &answer))
+        }
     }
 
     /// The body of a successful answer, or the API's error as an `anyhow` error.
@@ -100,7 +134,7 @@ fn api_error(status: reqwest::StatusCode, body: &Value) -> anyhow::Error {
     anyhow!("{message} ({status}, {code})")
 }
 
-fn text(v: &Value) -> String {
+pub(crate) fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),

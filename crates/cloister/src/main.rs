@@ -1,5 +1,6 @@
 //! `cloister`: runs the enclave service runtime, and talks to a running one.
 
+mod accounts;
 mod cli;
 mod client;
 mod serve;

@@ -164,3 +164,104 @@ async fn two_accounts_run_scripts_that_cannot_touch_each_other() {
     assert!(!text.contains(&alice_token) && !text.contains(&bob_token));
     assert!(server.terminate().success());
 }
+
+/// Runs a client command against `server` as the admin.
+fn cli(server: &Server, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cloister"))
+        .args(args)
+        .env_remove("CLOISTER_DATA_DIR")
+        .env("CLOISTER_URL", &server.base)
+        .env("CLOISTER_ADMIN_TOKEN", support::TOKEN)
+        .output()
+        .expect("client");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_manages_accounts_and_tokens_from_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&write_config(dir.path())).await;
+
+    let (ok, out, err) = cli(&server, &["account", "create", "shop"]);
+    assert!(ok, "{err}");
+    let id = out
+        .split_whitespace()
+        .find(|w| w.starts_with("acc_"))
+        .expect("the account id")
+        .to_owned();
+    let secret = out.lines().last().expect("the secret").trim().to_owned();
+    assert!(secret.starts_with("cls_"), "{out}");
+    assert!(out.contains("Neo N3:      N"), "{out}");
+    // The printed secret is a working token.
+    let (status, me) = server
+        .json_as(&secret, Method::GET, "/v1/accounts/me", None)
+        .await;
+    assert_eq!((status, &me["id"]), (200, &json!(id)));
+
+    let (ok, out, err) = cli(
+        &server,
+        &[
+            "account",
+            "token",
+            &id,
+            "--name",
+            "reader",
+            "--scope",
+            "storage:get",
+            "--expires-in",
+            "1h",
+        ],
+    );
+    assert!(ok, "{err}");
+    let reader = out.lines().last().expect("the secret").trim().to_owned();
+    let token_id = out
+        .split_whitespace()
+        .find(|w| w.starts_with("tok_"))
+        .expect("the token id")
+        .to_owned();
+    let (status, _) = server
+        .json_as(&reader, Method::GET, "/v1/storage?prefix=", None)
+        .await;
+    assert_eq!(status, 403, "storage:list is not storage:get");
+    let (ok, out, _) = cli(&server, &["account", "tokens", &id]);
+    assert!(
+        ok && out.contains(&token_id) && out.contains("storage:get") && !out.contains(&reader),
+        "{out}"
+    );
+    let (ok, out, _) = cli(&server, &["account", "list"]);
+    assert!(ok && out.contains(&id) && out.contains("shop"), "{out}");
+
+    let (ok, _, err) = cli(&server, &["account", "revoke", &id, &token_id]);
+    assert!(ok, "{err}");
+    let (status, _) = server
+        .json_as(&reader, Method::GET, "/v1/accounts/me", None)
+        .await;
+    assert_eq!(status, 401);
+    let (ok, _, err) = cli(&server, &["account", "disable", &id]);
+    assert!(ok, "{err}");
+    let (status, _) = server
+        .json_as(&secret, Method::GET, "/v1/accounts/me", None)
+        .await;
+    assert_eq!(status, 403);
+    let (ok, out, _) = cli(&server, &["account", "show", &id]);
+    assert!(ok && out.contains("DISABLED"), "{out}");
+
+    // Mistakes get the API's own message and exit code 1.
+    let (ok, _, err) = cli(
+        &server,
+        &["account", "token", &id, "--scope", "storage:fly"],
+    );
+    assert!(!ok && err.contains("storage has the operations"), "{err}");
+    let (ok, _, err) = cli(&server, &["account", "show", "acc_nobody"]);
+    assert!(!ok && err.contains("account.not_found"), "{err}");
+
+    let (ok, _, err) = cli(&server, &["account", "delete", &id]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = cli(&server, &["account", "list"]);
+    assert!(ok && !out.contains(&id), "{out}");
+    assert!(server.terminate().success());
+}
