@@ -122,6 +122,12 @@ impl Gate {
         Ok(grant.principal.clone())
     }
 
+    /// Waits until the account service publishes its directory again (an account or token
+    /// changed, or the rate limit did).
+    pub async fn changed(&mut self) {
+        let _ = self.directory.changed().await;
+    }
+
     /// Takes one request from `account`'s bucket, or says how long to wait.
     pub fn admit(&self, account: &str) -> Result<(), Duration> {
         let rate = self.directory.borrow().rate;

@@ -275,3 +275,48 @@ async fn a_deleted_account_leaves_no_values_keys_or_tokens() {
     ));
     f.rt.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_rate_limit_follows_the_configuration_live() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = start(dir.path()).await;
+    // The default burst (200) admits a quick handful.
+    for _ in 0..5 {
+        assert!(f.gate.admit("acc_a").is_ok());
+    }
+    let mut spec = Account::default_spec();
+    spec.settings
+        .get_mut(account::RATE_BURST)
+        .expect("declared")
+        .value = 1;
+    spec.settings
+        .get_mut(account::RATE_PER_SECOND)
+        .expect("declared")
+        .value = 1;
+    let mut published = f.gate.clone();
+    f.rt.client()
+        .reconfigure(
+            vec![spec],
+            Default::default(),
+            runtime::journal::Cause::Operator {
+                command: "test".into(),
+            },
+        )
+        .await
+        .expect("applied live");
+    // The service republishes its directory with the new limit; wait for that, not for time.
+    published.changed().await;
+    assert!(
+        f.gate.admit("acc_b").is_ok(),
+        "a new account starts with a full bucket of 1"
+    );
+    let wait = f
+        .gate
+        .admit("acc_b")
+        .expect_err("the second request in a burst of 1");
+    assert!(
+        wait <= Duration::from_secs(1) && wait > Duration::ZERO,
+        "{wait:?}"
+    );
+    f.rt.shutdown().await;
+}

@@ -607,3 +607,43 @@ async fn a_purge_stops_every_run_of_the_owner_and_forgets_its_jobs() {
     assert_eq!(bob.state, JobState::Completed);
     f.rt.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defaults_change_live_and_ceilings_only_at_start() {
+    let f = start(|_| {}).await;
+    let mut spec = computation::Computation::default_spec();
+    spec.recovery.strategy = runtime::Strategy::Manual;
+    let set = |spec: &mut runtime::Spec, name: &str, value: i64| {
+        spec.settings.get_mut(name).expect("declared").value = value;
+    };
+    let operator = || runtime::journal::Cause::Operator {
+        command: "test".into(),
+    };
+
+    // A ceiling is refused, and nothing changes.
+    let mut raised = spec.clone();
+    set(&mut raised, computation::MAX_TIME_MS, 10_000);
+    let refused =
+        f.rt.client()
+            .reconfigure(vec![raised], Default::default(), operator())
+            .await
+            .expect_err("a ceiling is read at start only");
+    assert!(refused.to_string().contains("max_time_ms"), "{refused}");
+    assert!(
+        refused.to_string().contains("read at start only"),
+        "{refused}"
+    );
+
+    // A default applies to the next run, without a restart.
+    let mut quicker = spec.clone();
+    set(&mut quicker, computation::DEFAULT_TIME_MS, 150);
+    f.rt.client()
+        .reconfigure(vec![quicker], Default::default(), operator())
+        .await
+        .expect("a default changes live");
+    // The incarnation reads its live spec with the next request.
+    let outcome = f.run(ALICE, "while (true) {}").await;
+    assert_eq!(outcome.limits.time_ms, 150);
+    assert_eq!(outcome.ending, Ending::TimedOut { abandoned: false });
+    f.rt.shutdown().await;
+}
