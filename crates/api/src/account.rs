@@ -15,37 +15,27 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::Caller;
-use crate::input::{body, call_error};
+use crate::input::{ask, body, call_error};
 use crate::{ApiError, AppState};
 
-fn account_error(e: Error) -> ApiError {
-    match e {
-        Error::NotFound(_) => ApiError::not_found("account.not_found", e.to_string()),
-        Error::BadInput(_) => ApiError::bad_request("account.bad_input", e.to_string()),
-        Error::TooManyTokens { .. } => ApiError::new(
-            StatusCode::CONFLICT,
-            "account.too_many_tokens",
-            e.to_string(),
-        ),
-        Error::Unavailable(_) => ApiError::unavailable("account.unavailable", e.to_string(), 1),
-        Error::Internal(_) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "account.internal",
-            e.to_string(),
-        ),
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        match e {
+            Error::NotFound(_) => ApiError::not_found("account.not_found", e.to_string()),
+            Error::BadInput(_) => ApiError::bad_request("account.bad_input", e.to_string()),
+            Error::TooManyTokens { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "account.too_many_tokens",
+                e.to_string(),
+            ),
+            Error::Unavailable(_) => ApiError::unavailable("account.unavailable", e.to_string(), 1),
+            Error::Internal(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "account.internal",
+                e.to_string(),
+            ),
+        }
     }
-}
-
-async fn ask<T>(
-    state: &AppState,
-    make: impl FnOnce(runtime::Reply<Result<T, Error>>) -> Request,
-) -> Result<T, ApiError> {
-    state
-        .account
-        .call(make)
-        .await
-        .map_err(call_error)?
-        .map_err(account_error)
 }
 
 /// The longest `expires_in_s` a token may ask for: ten years.
@@ -102,7 +92,7 @@ pub(crate) async fn create(
 ) -> Result<Response, ApiError> {
     admin_only(&caller, "creating an account")?;
     let name = body(b)?.name;
-    let created = ask(&state, |reply| Request::Create { name, reply }).await?;
+    let created = ask(&state.account, |reply| Request::Create { name, reply }).await?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
@@ -111,7 +101,7 @@ pub(crate) async fn list(
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
     admin_only(&caller, "listing accounts")?;
-    let accounts = ask(&state, |reply| Request::List { reply }).await?;
+    let accounts = ask(&state.account, |reply| Request::List { reply }).await?;
     Ok(Json(json!({ "accounts": accounts })).into_response())
 }
 
@@ -121,7 +111,7 @@ pub(crate) async fn get(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = target(&caller, &id, "read")?;
-    let info = ask(&state, |reply| Request::Get { id, reply }).await?;
+    let info = ask(&state.account, |reply| Request::Get { id, reply }).await?;
     Ok(Json(info).into_response())
 }
 
@@ -132,7 +122,7 @@ async fn set_disabled(
     disabled: bool,
 ) -> Result<Response, ApiError> {
     admin_only(&caller, "disabling or enabling an account")?;
-    let info = ask(&state, |reply| Request::SetDisabled {
+    let info = ask(&state.account, |reply| Request::SetDisabled {
         id,
         disabled,
         reply,
@@ -166,7 +156,7 @@ pub(crate) async fn delete(
     // First its tokens stop working, then its runs and jobs are stopped (so none writes after its
     // values are gone), then the account service deletes values, keys and the account. A failure
     // part way leaves the account disabled; the delete can be repeated.
-    ask(&state, |reply| Request::SetDisabled {
+    ask(&state.account, |reply| Request::SetDisabled {
         id: id.clone(),
         disabled: true,
         reply,
@@ -180,7 +170,7 @@ pub(crate) async fn delete(
         })
         .await
         .map_err(call_error)?;
-    ask(&state, |reply| Request::Delete { id, reply }).await?;
+    ask(&state.account, |reply| Request::Delete { id, reply }).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -247,7 +237,12 @@ pub(crate) async fn issue(
         ttl,
         not_after,
     };
-    let issued = ask(&state, |reply| Request::IssueToken { id, grant, reply }).await?;
+    let issued = ask(&state.account, |reply| Request::IssueToken {
+        id,
+        grant,
+        reply,
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(issued)).into_response())
 }
 
@@ -257,7 +252,7 @@ pub(crate) async fn tokens(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = target(&caller, &id, "tokens")?;
-    let tokens = ask(&state, |reply| Request::Tokens { id, reply }).await?;
+    let tokens = ask(&state.account, |reply| Request::Tokens { id, reply }).await?;
     Ok(Json(json!({ "tokens": tokens })).into_response())
 }
 
@@ -267,6 +262,11 @@ pub(crate) async fn revoke(
     Path((id, token)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let id = target(&caller, &id, "tokens")?;
-    ask(&state, |reply| Request::RevokeToken { id, token, reply }).await?;
+    ask(&state.account, |reply| Request::RevokeToken {
+        id,
+        token,
+        reply,
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

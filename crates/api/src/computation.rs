@@ -16,37 +16,39 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::Caller;
-use crate::input::{body, call_error};
+use crate::input::{ask, body, call_error};
 use crate::{ApiError, AppState};
 
-fn computation_error(e: Error) -> ApiError {
-    match e {
-        Error::NotFound(_) => ApiError::not_found("computation.job_not_found", e.to_string()),
-        Error::TooLarge { .. } => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "computation.too_large",
-            e.to_string(),
-        ),
-        Error::AboveCeiling { .. } => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "computation.above_ceiling",
-            e.to_string(),
-        ),
-        Error::BadInput(_) => ApiError::bad_request("computation.bad_input", e.to_string()),
-        Error::Busy => ApiError::unavailable("computation.busy", e.to_string(), 1),
-        Error::TooManyActive { .. } => ApiError {
-            retry_after: Some(1),
-            ..ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "computation.too_many_active",
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        match e {
+            Error::NotFound(_) => ApiError::not_found("computation.job_not_found", e.to_string()),
+            Error::TooLarge { .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "computation.too_large",
                 e.to_string(),
-            )
-        },
-        Error::Internal(_) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "computation.internal",
-            e.to_string(),
-        ),
+            ),
+            Error::AboveCeiling { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "computation.above_ceiling",
+                e.to_string(),
+            ),
+            Error::BadInput(_) => ApiError::bad_request("computation.bad_input", e.to_string()),
+            Error::Busy => ApiError::unavailable("computation.busy", e.to_string(), 1),
+            Error::TooManyActive { .. } => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "computation.too_many_active",
+                    e.to_string(),
+                )
+            },
+            Error::Internal(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "computation.internal",
+                e.to_string(),
+            ),
+        }
     }
 }
 
@@ -67,18 +69,6 @@ pub(crate) fn body_limit(config: &runtime::config::Config) -> axum::extract::Def
     axum::extract::DefaultBodyLimit::max(
         usize::try_from(2 * ceilings).unwrap_or(usize::MAX) + (64 << 10),
     )
-}
-
-async fn ask<T>(
-    state: &AppState,
-    make: impl FnOnce(runtime::Reply<Result<T, Error>>) -> Request,
-) -> Result<T, ApiError> {
-    state
-        .computation
-        .call(make)
-        .await
-        .map_err(call_error)?
-        .map_err(computation_error)
 }
 
 /// The run acts for the caller, and its capabilities can do what the caller's token can over HTTP.
@@ -106,7 +96,7 @@ pub(crate) async fn run(
     caller.allow(Area::Computation, "run")?;
     let program = body(b)?;
     // The service's call timeout outlasts its longest time limit (its `validate` keeps it so).
-    let outcome = ask(&state, |reply| Request::Run {
+    let outcome = ask(&state.computation, |reply| Request::Run {
         caller: run_as(&caller),
         program,
         reply,
@@ -122,7 +112,7 @@ pub(crate) async fn submit(
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Computation, "jobs")?;
     let program = body(b)?;
-    let job = ask(&state, |reply| Request::Submit {
+    let job = ask(&state.computation, |reply| Request::Submit {
         caller: run_as(&caller),
         program,
         reply,
@@ -136,7 +126,7 @@ pub(crate) async fn jobs(
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Computation, "jobs")?;
-    let jobs = ask(&state, |reply| Request::Jobs {
+    let jobs = ask(&state.computation, |reply| Request::Jobs {
         owner: caller.owner().to_owned(),
         reply,
     })
@@ -183,11 +173,16 @@ pub(crate) async fn job(
         .await;
         // Not finished within the wait: answer the job as it is now.
         if let Ok(answer) = waited {
-            let job = answer.map_err(call_error)?.map_err(computation_error)?;
+            let job = answer.map_err(call_error)?.map_err(ApiError::from)?;
             return Ok(Json(job).into_response());
         }
     }
-    let job = ask(&state, |reply| Request::Job { owner, id, reply }).await?;
+    let job = ask(&state.computation, |reply| Request::Job {
+        owner,
+        id,
+        reply,
+    })
+    .await?;
     Ok(Json(job).into_response())
 }
 
@@ -197,7 +192,7 @@ pub(crate) async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Computation, "jobs")?;
-    let job = ask(&state, |reply| Request::Cancel {
+    let job = ask(&state.computation, |reply| Request::Cancel {
         owner: caller.owner().to_owned(),
         id,
         reply,

@@ -12,45 +12,35 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::Caller;
-use crate::input::{body, call_error, decode, decode_optional};
+use crate::input::{ask, body, decode, decode_optional};
 use crate::{ApiError, AppState};
 use account::Area;
 use axum::Extension;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-fn crypto_error(e: Error) -> ApiError {
-    match e {
-        Error::NotFound(_) => ApiError::not_found("crypto.key_not_found", e.to_string()),
-        Error::WrongKind { .. } => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "crypto.wrong_key_kind",
-            e.to_string(),
-        ),
-        Error::BadInput(_) => ApiError::bad_request("crypto.bad_input", e.to_string()),
-        Error::Integrity => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "crypto.integrity",
-            e.to_string(),
-        ),
-        Error::Keystore(_) | Error::Internal(_) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "crypto.internal",
-            e.to_string(),
-        ),
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        match e {
+            Error::NotFound(_) => ApiError::not_found("crypto.key_not_found", e.to_string()),
+            Error::WrongKind { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "crypto.wrong_key_kind",
+                e.to_string(),
+            ),
+            Error::BadInput(_) => ApiError::bad_request("crypto.bad_input", e.to_string()),
+            Error::Integrity => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "crypto.integrity",
+                e.to_string(),
+            ),
+            Error::Keystore(_) | Error::Internal(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "crypto.internal",
+                e.to_string(),
+            ),
+        }
     }
-}
-
-async fn ask<T>(
-    state: &AppState,
-    make: impl FnOnce(runtime::Reply<Result<T, Error>>) -> Request,
-) -> Result<T, ApiError> {
-    state
-        .crypto
-        .call(make)
-        .await
-        .map_err(call_error)?
-        .map_err(crypto_error)
 }
 
 #[derive(Deserialize)]
@@ -66,7 +56,7 @@ pub(crate) async fn generate(
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Crypto, "generate")?;
     let algorithm = body(b)?.algorithm;
-    let info = ask(&state, |reply| Request::Generate {
+    let info = ask(&state.crypto, |reply| Request::Generate {
         owner: caller.owner().into(),
         algorithm,
         reply,
@@ -80,7 +70,7 @@ pub(crate) async fn list(
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Crypto, "list")?;
-    let keys = ask(&state, |reply| Request::List {
+    let keys = ask(&state.crypto, |reply| Request::List {
         owner: caller.owner().into(),
         reply,
     })
@@ -94,7 +84,7 @@ pub(crate) async fn describe(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Crypto, "describe")?;
-    let info = ask(&state, |reply| Request::Describe {
+    let info = ask(&state.crypto, |reply| Request::Describe {
         owner: caller.owner().into(),
         id,
         reply,
@@ -127,7 +117,7 @@ pub(crate) async fn sign(
     let b = body(b)?;
     let message = decode("message", &b.message)?;
     let der = matches!(b.encoding, Some(Encoding::Der));
-    let signed = ask(&state, |reply| Request::Sign {
+    let signed = ask(&state.crypto, |reply| Request::Sign {
         owner: caller.owner().into(),
         id,
         message,
@@ -162,7 +152,7 @@ pub(crate) async fn verify(
         decode("message", &b.message)?,
         decode("signature", &b.signature)?,
     );
-    let valid = ask(&state, |reply| Request::Verify {
+    let valid = ask(&state.crypto, |reply| Request::Verify {
         owner: caller.owner().into(),
         id,
         message,
@@ -190,7 +180,7 @@ pub(crate) async fn encrypt(
     let b = body(b)?;
     let plaintext = decode("plaintext", &b.plaintext)?;
     let aad = decode_optional("aad", b.aad.as_deref())?;
-    let ciphertext = ask(&state, |reply| Request::Encrypt {
+    let ciphertext = ask(&state.crypto, |reply| Request::Encrypt {
         owner: caller.owner().into(),
         id,
         plaintext,
@@ -218,7 +208,7 @@ pub(crate) async fn decrypt(
     let b = body(b)?;
     let ciphertext = decode("ciphertext", &b.ciphertext)?;
     let aad = decode_optional("aad", b.aad.as_deref())?;
-    let plaintext = ask(&state, |reply| Request::Decrypt {
+    let plaintext = ask(&state.crypto, |reply| Request::Decrypt {
         owner: caller.owner().into(),
         id,
         ciphertext,
@@ -246,7 +236,7 @@ pub(crate) async fn derive(
     let b = body(b)?;
     let info = decode("info", &b.info)?;
     let salt = decode_optional("salt", b.salt.as_deref())?;
-    let key = ask(&state, |reply| Request::Derive {
+    let key = ask(&state.crypto, |reply| Request::Derive {
         owner: caller.owner().into(),
         id,
         salt,
@@ -263,7 +253,7 @@ pub(crate) async fn rotate(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Crypto, "rotate")?;
-    let info = ask(&state, |reply| Request::Rotate {
+    let info = ask(&state.crypto, |reply| Request::Rotate {
         owner: caller.owner().into(),
         id,
         reply,
@@ -278,7 +268,7 @@ pub(crate) async fn delete(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Crypto, "delete")?;
-    ask(&state, |reply| Request::Delete {
+    ask(&state.crypto, |reply| Request::Delete {
         owner: caller.owner().into(),
         id,
         reply,

@@ -52,3 +52,20 @@ pub(crate) fn call_error(e: CallError) -> ApiError {
     };
     ApiError::unavailable("service.unavailable", e.to_string(), retry)
 }
+
+/// Asks a service and waits for its answer: a call that did not get one is a 503 (`call_error`);
+/// the service's own error becomes the API error its `From` impl says.
+pub(crate) async fn ask<R, T, E>(
+    handle: &runtime::Handle<R>,
+    make: impl FnOnce(runtime::Reply<Result<T, E>>) -> R,
+) -> Result<T, ApiError>
+where
+    R: runtime::bus::Operation,
+    ApiError: From<E>,
+{
+    handle
+        .call(make)
+        .await
+        .map_err(call_error)?
+        .map_err(ApiError::from)
+}

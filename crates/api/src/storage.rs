@@ -12,7 +12,7 @@ use serde_json::json;
 use storage::{Error, Request, Write};
 
 use crate::auth::Caller;
-use crate::input::{body, call_error, decode};
+use crate::input::{ask, body, decode};
 use crate::{ApiError, AppState};
 use account::Area;
 use axum::Extension;
@@ -20,46 +20,36 @@ use axum::Extension;
 /// The header carrying a value's version (the commit that wrote it).
 pub(crate) const VERSION_HEADER: &str = "x-cloister-version";
 
-fn storage_error(e: Error) -> ApiError {
-    match e {
-        Error::NotFound(_) => ApiError::not_found("storage.not_found", e.to_string()),
-        Error::TooLarge { .. } => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "storage.too_large",
-            e.to_string(),
-        ),
-        Error::BadInput(_) => ApiError::bad_request("storage.bad_input", e.to_string()),
-        Error::Integrity { .. } => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "storage.integrity",
-            e.to_string(),
-        ),
-        Error::CryptoUnavailable(_) => {
-            ApiError::unavailable("storage.crypto_unavailable", e.to_string(), 1)
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        match e {
+            Error::NotFound(_) => ApiError::not_found("storage.not_found", e.to_string()),
+            Error::TooLarge { .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "storage.too_large",
+                e.to_string(),
+            ),
+            Error::BadInput(_) => ApiError::bad_request("storage.bad_input", e.to_string()),
+            Error::Integrity { .. } => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage.integrity",
+                e.to_string(),
+            ),
+            Error::CryptoUnavailable(_) => {
+                ApiError::unavailable("storage.crypto_unavailable", e.to_string(), 1)
+            }
+            Error::Database(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage.database",
+                e.to_string(),
+            ),
+            Error::Internal(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storage.internal",
+                e.to_string(),
+            ),
         }
-        Error::Database(_) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "storage.database",
-            e.to_string(),
-        ),
-        Error::Internal(_) => ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "storage.internal",
-            e.to_string(),
-        ),
     }
-}
-
-async fn ask<T>(
-    state: &AppState,
-    make: impl FnOnce(runtime::Reply<Result<T, Error>>) -> Request,
-) -> Result<T, ApiError> {
-    state
-        .storage
-        .call(make)
-        .await
-        .map_err(call_error)?
-        .map_err(storage_error)
 }
 
 pub(crate) async fn put(
@@ -69,7 +59,7 @@ pub(crate) async fn put(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Storage, "put")?;
-    let version = ask(&state, |reply| Request::Put {
+    let version = ask(&state.storage, |reply| Request::Put {
         namespace: caller.owner().into(),
         key: key.clone(),
         value: body.to_vec(),
@@ -85,7 +75,7 @@ pub(crate) async fn get(
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Storage, "get")?;
-    let value = ask(&state, |reply| Request::Get {
+    let value = ask(&state.storage, |reply| Request::Get {
         namespace: caller.owner().into(),
         key,
         reply,
@@ -107,7 +97,7 @@ pub(crate) async fn delete(
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Storage, "delete")?;
-    let version = ask(&state, |reply| Request::Delete {
+    let version = ask(&state.storage, |reply| Request::Delete {
         namespace: caller.owner().into(),
         key: key.clone(),
         reply,
@@ -133,7 +123,7 @@ pub(crate) async fn list(
     caller.allow(Area::Storage, "list")?;
     let Query(q) =
         query.map_err(|e| ApiError::bad_request("request.invalid_query", e.body_text()))?;
-    let page = ask(&state, |reply| Request::List {
+    let page = ask(&state.storage, |reply| Request::List {
         namespace: caller.owner().into(),
         prefix: q.prefix,
         after: q.after,
@@ -181,7 +171,7 @@ pub(crate) async fn batch(
             )),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let version = ask(&state, |reply| Request::Batch {
+    let version = ask(&state.storage, |reply| Request::Batch {
         namespace: caller.owner().into(),
         writes,
         reply,
