@@ -384,10 +384,7 @@ impl State {
                 reply,
             } => {
                 let owner = caller.owner.clone();
-                let run = match self
-                    .admit(&owner, settings)
-                    .and_then(|()| self.prepare(caller, program, settings))
-                {
+                let run = match self.prepare(caller, program, settings) {
                     Ok(run) => run,
                     Err(e) => return reply.send(Err(e)),
                 };
@@ -425,10 +422,7 @@ impl State {
                 reply,
             } => {
                 let owner = caller.owner.clone();
-                let run = match self
-                    .admit(&owner, settings)
-                    .and_then(|()| self.prepare(caller, program, settings))
-                {
+                let run = match self.prepare(caller, program, settings) {
                     Ok(run) => run,
                     Err(e) => return reply.send(Err(e)),
                 };
@@ -534,8 +528,9 @@ impl State {
         }
     }
 
-    /// Checks a request once, into what a worker runs.
+    /// Checks a request once (its owner's share of the pool included), into what a worker runs.
     fn prepare(&self, caller: Caller, program: Program, settings: &Settings) -> Result<Run, Error> {
+        self.admit(&caller.owner, settings)?;
         if caller.owner.is_empty() {
             return Err(Error::BadInput("the caller's owner cannot be empty".into()));
         }
