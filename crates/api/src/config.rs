@@ -1,7 +1,7 @@
 //! Hot configuration over HTTP: show, apply (TOML body), history, rollback.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use runtime::reconfig::{Outcome, Source, Version};
@@ -34,6 +34,38 @@ pub(crate) async fn show(State(state): State<AppState>) -> Result<Json<Value>, A
     let mut body = summary(&current);
     body["text"] = Value::String(current.text.to_string());
     body["config"] = serde_json::to_value(&*current.config).unwrap_or(Value::Null);
+    Ok(Json(body))
+}
+
+/// One kept version, with its text: the dashboard diffs two of them.
+pub(crate) async fn version(
+    State(state): State<AppState>,
+    Path(version): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let version: u64 = version.parse().map_err(|_| {
+        ApiError::bad_request(
+            "request.invalid_path",
+            format!("{version:?} is not a version number"),
+        )
+    })?;
+    let history = state.configs.history();
+    let v = history
+        .iter()
+        .find(|v| v.version == version)
+        .ok_or_else(|| {
+            let kept: Vec<String> = history.iter().map(|v| v.version.to_string()).collect();
+            ApiError::not_found(
+                "config.unknown_version",
+                format!(
+                    "version {version} is not kept (the last {} are: {})",
+                    kept.len(),
+                    kept.join(", ")
+                ),
+            )
+        })?;
+    let mut body = summary(v);
+    body["text"] = Value::String(v.text.to_string());
+    body["config"] = serde_json::to_value(&*v.config).unwrap_or(Value::Null);
     Ok(Json(body))
 }
 

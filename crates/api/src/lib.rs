@@ -7,6 +7,7 @@ mod auth;
 mod computation;
 mod config;
 mod crypto;
+mod dashboard;
 mod error;
 mod events;
 mod input;
@@ -52,6 +53,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let mut admin = Router::new()
         .route("/v1/services", get(orchestration::list))
+        .route("/v1/services/stream", get(orchestration::stream))
         .route("/v1/services/{name}", get(orchestration::one))
         .route("/v1/services/{name}/restart", post(orchestration::restart))
         .route("/v1/services/{name}/stop", post(orchestration::stop))
@@ -60,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/bus", get(orchestration::bus))
         .route("/v1/config", get(config::show).put(config::apply))
         .route("/v1/config/history", get(config::history))
+        .route("/v1/config/versions/{version}", get(config::version))
         .route("/v1/config/rollback", post(config::rollback))
         .route("/v1/anomalies", get(orchestration::anomalies))
         .route("/v1/attestation", get(attestation::attest))
@@ -130,6 +133,9 @@ pub fn router(state: AppState) -> Router {
             auth::require_caller,
         ));
     Router::new()
+        .route("/", get(dashboard::index))
+        .route("/assets/app.js", get(dashboard::script))
+        .route("/assets/app.css", get(dashboard::style))
         .route("/livez", get(orchestration::livez))
         .route("/readyz", get(orchestration::readyz))
         .route("/metrics", get(metrics::render))

@@ -1,6 +1,11 @@
 //! Admin endpoints over the supervisor: services, lifecycle commands, the graph, faults, readiness.
 
-use std::time::SystemTime;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::{Duration, SystemTime};
+
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures::StreamExt;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -188,6 +193,118 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, A
     Ok(Json(
         json!({ "readiness": snap.readiness, "services": services }),
     ))
+}
+
+/// How often the live services stream sends a sample.
+const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// One service's traffic so far, to take the next sample's difference from.
+#[derive(Default)]
+struct Totals {
+    calls: u64,
+    errors: u64,
+    latency: runtime::bus::HistogramSnapshot,
+}
+
+fn totals(edges: &[EdgeSnapshot], service: &ServiceName) -> Totals {
+    let mut t = Totals::default();
+    for e in edges.iter().filter(|e| &e.callee == service) {
+        t.calls += e.calls;
+        t.errors += e.errors + e.dead_lettered;
+        t.latency.merge(&e.latency);
+    }
+    t
+}
+
+/// Figures over the last sample interval only.
+#[derive(Serialize, Default)]
+pub(crate) struct Window {
+    calls: u64,
+    errors: u64,
+    error_rate: f64,
+    latency_p50_ms: Option<f64>,
+    latency_p99_ms: Option<f64>,
+}
+
+impl Window {
+    fn between(now: &Totals, before: Option<&Totals>) -> Window {
+        let empty = Totals::default();
+        let before = before.unwrap_or(&empty);
+        // A restarted bus edge starts from zero again: then everything it holds is new.
+        let fresh = now.calls < before.calls;
+        let (calls, errors, latency) = if fresh {
+            (now.calls, now.errors, now.latency.clone())
+        } else {
+            (
+                now.calls - before.calls,
+                now.errors.saturating_sub(before.errors),
+                now.latency.minus(&before.latency),
+            )
+        };
+        let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
+        Window {
+            calls,
+            errors,
+            error_rate: if calls == 0 {
+                0.0
+            } else {
+                errors as f64 / calls as f64
+            },
+            latency_p50_ms: ms(latency.quantile(0.5)),
+            latency_p99_ms: ms(latency.quantile(0.99)),
+        }
+    }
+}
+
+/// The services, live: one sample at once and then one per second, each with the figures over the
+/// interval since the one before (`window`) beside the running totals. For the dashboard's charts.
+pub(crate) async fn stream(
+    State(state): State<AppState>,
+) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
+    let mut ticks = tokio::time::interval(SAMPLE_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let before: HashMap<ServiceName, Totals> = HashMap::new();
+    let samples = futures::stream::unfold(
+        (state.clone(), ticks, before),
+        |(state, mut ticks, mut before)| async move {
+            ticks.tick().await;
+            let event = match sample(&state, &mut before).await {
+                Ok(body) => SseEvent::default().event("services").json_data(body),
+                Err(e) => SseEvent::default()
+                    .event("unavailable")
+                    .json_data(json!({ "error": { "code": e.code, "message": e.message } })),
+            };
+            Some((Ok(event.unwrap_or_default()), (state, ticks, before)))
+        },
+    )
+    .take_until(state.shutdown.clone().cancelled_owned());
+    Sse::new(samples).keep_alive(KeepAlive::default())
+}
+
+async fn sample(
+    state: &AppState,
+    before: &mut HashMap<ServiceName, Totals>,
+) -> Result<Value, ApiError> {
+    let snap = snapshot(state).await?;
+    let edges = state.client.bus().edges();
+    let anomalies = state.client.anomalies().borrow().clone();
+    let mut services = Vec::with_capacity(snap.services.len());
+    let mut now_totals = HashMap::with_capacity(snap.services.len());
+    for s in &snap.services {
+        let name = &s.spec.name;
+        let now = totals(&edges, name);
+        let window = Window::between(&now, before.get(name));
+        let mut v = serde_json::to_value(view(s, &edges, &anomalies)).map_err(internal)?;
+        v["window"] = serde_json::to_value(window).map_err(internal)?;
+        services.push(v);
+        now_totals.insert(name.clone(), now);
+    }
+    *before = now_totals;
+    Ok(json!({
+        "at": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        "readiness": snap.readiness,
+        "services": services,
+    }))
 }
 
 pub(crate) async fn one(
