@@ -61,7 +61,7 @@ pub enum Error {
 }
 
 /// The public description of an account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AccountInfo {
     pub id: String,
     pub name: String,
@@ -75,14 +75,14 @@ pub struct AccountInfo {
     pub tokens: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Addresses {
     /// Neo N3 address of the signing key (version 0x35, Base58Check of the verification script hash).
     pub neo_n3: String,
 }
 
 /// A token as listed: never its secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub id: String,
     pub name: String,
@@ -92,7 +92,7 @@ pub struct TokenInfo {
 }
 
 /// A newly issued token: the only time its secret is shown.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct IssuedToken {
     #[serde(flatten)]
     pub info: TokenInfo,
@@ -100,7 +100,7 @@ pub struct IssuedToken {
 }
 
 /// A new account and its first token (every scope, no expiry).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Created {
     pub account: AccountInfo,
     pub token: IssuedToken,

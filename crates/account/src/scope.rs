@@ -156,6 +156,21 @@ pub fn covers(held: &[Scope], wanted: &[Scope]) -> bool {
     wanted.iter().all(|w| held.iter().any(|h| h.covers(w)))
 }
 
+impl utoipa::PartialSchema for Scope {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some(
+                "`*` (everything), `SERVICE` (every operation of account, crypto, storage or \
+                 computation) or `SERVICE:OPERATION`",
+            ))
+            .examples(["*", "storage", "crypto:sign"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Scope {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,10 +11,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::auth::Caller;
+use crate::error::ErrorBody;
 use crate::input::{ask, body, call_error};
 use crate::{ApiError, AppState};
 
@@ -79,12 +80,26 @@ fn target(caller: &Caller, id: &str, operation: &str) -> Result<String, ApiError
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AccountList {
+    accounts: Vec<account::AccountInfo>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct TokenList {
+    tokens: Vec<account::TokenInfo>,
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateBody {
     name: String,
 }
 
+/// Creates an account (admin) and returns it with its first token (scope `*`), shown once.
+#[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body = CreateBody,
+    responses((status = 201, description = "Created; the token's secret appears only here", body = account::Created),
+        (status = 400, description = "Bad name", body = ErrorBody), (status = 403, description = "Not the admin token", body = ErrorBody)))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -96,15 +111,22 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
+/// Every account (admin).
+#[utoipa::path(get, path = "/v1/accounts", tag = "accounts",
+    responses((status = 200, description = "Every account", body = AccountList), (status = 403, description = "Not the admin token", body = ErrorBody)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
     admin_only(&caller, "listing accounts")?;
     let accounts = ask(&state.account, |reply| Request::List { reply }).await?;
-    Ok(Json(json!({ "accounts": accounts })).into_response())
+    Ok(Json(AccountList { accounts }).into_response())
 }
 
+/// One account: the admin any, an account itself (`me` names the caller's own).
+#[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts",
+    params(("id" = String, Path, description = "An account id, or `me`")),
+    responses((status = 200, description = "The account", body = account::AccountInfo), (status = 404, description = "No such account (or not the caller's)", body = ErrorBody)))]
 pub(crate) async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -131,6 +153,10 @@ async fn set_disabled(
     Ok(Json(info).into_response())
 }
 
+/// Disables an account (admin): its tokens are refused at once.
+#[utoipa::path(post, path = "/v1/accounts/{id}/disable", tag = "accounts",
+    params(("id" = String, Path, description = "An account id")),
+    responses((status = 200, description = "Disabled", body = account::AccountInfo), (status = 404, description = "No such account", body = ErrorBody)))]
 pub(crate) async fn disable(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -139,6 +165,10 @@ pub(crate) async fn disable(
     set_disabled(state, caller, id, true).await
 }
 
+/// Enables a disabled account (admin).
+#[utoipa::path(post, path = "/v1/accounts/{id}/enable", tag = "accounts",
+    params(("id" = String, Path, description = "An account id")),
+    responses((status = 200, description = "Enabled", body = account::AccountInfo), (status = 404, description = "No such account", body = ErrorBody)))]
 pub(crate) async fn enable(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -147,6 +177,10 @@ pub(crate) async fn enable(
     set_disabled(state, caller, id, false).await
 }
 
+/// Deletes an account (admin): its tokens, runs and jobs, stored values and keys.
+#[utoipa::path(delete, path = "/v1/accounts/{id}", tag = "accounts",
+    params(("id" = String, Path, description = "An account id")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No such account", body = ErrorBody)))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -174,7 +208,7 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct IssueBody {
     name: Option<String>,
@@ -184,6 +218,13 @@ pub(crate) struct IssueBody {
     expires_in_s: Option<u64>,
 }
 
+/// Issues a token for the account, with at most the caller's scopes and lifetime.
+#[utoipa::path(post, path = "/v1/accounts/{id}/tokens", tag = "accounts", request_body = IssueBody,
+    params(("id" = String, Path, description = "An account id, or `me`")),
+    responses((status = 201, description = "Issued; the secret appears only here", body = account::IssuedToken),
+        (status = 400, description = "Unknown scope or bad lifetime", body = ErrorBody),
+        (status = 403, description = "Scopes the caller does not hold", body = ErrorBody),
+        (status = 409, description = "Too many live tokens (`account.too_many_tokens`)", body = ErrorBody)))]
 pub(crate) async fn issue(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -246,6 +287,10 @@ pub(crate) async fn issue(
     Ok((StatusCode::CREATED, Json(issued)).into_response())
 }
 
+/// The account's tokens (never a secret).
+#[utoipa::path(get, path = "/v1/accounts/{id}/tokens", tag = "accounts",
+    params(("id" = String, Path, description = "An account id, or `me`")),
+    responses((status = 200, description = "The tokens", body = TokenList), (status = 404, description = "No such account", body = ErrorBody)))]
 pub(crate) async fn tokens(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -253,9 +298,13 @@ pub(crate) async fn tokens(
 ) -> Result<Response, ApiError> {
     let id = target(&caller, &id, "tokens")?;
     let tokens = ask(&state.account, |reply| Request::Tokens { id, reply }).await?;
-    Ok(Json(json!({ "tokens": tokens })).into_response())
+    Ok(Json(TokenList { tokens }).into_response())
 }
 
+/// Revokes a token: it stops working at once.
+#[utoipa::path(delete, path = "/v1/accounts/{id}/tokens/{token_id}", tag = "accounts",
+    params(("id" = String, Path, description = "An account id, or `me`"), ("token_id" = String, Path, description = "A token id")),
+    responses((status = 204, description = "Revoked"), (status = 404, description = "No such account or token", body = ErrorBody)))]
 pub(crate) async fn revoke(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

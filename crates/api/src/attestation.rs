@@ -3,23 +3,50 @@
 use axum::Json;
 use axum::extract::{Query, State};
 use base64::Engine;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
+use crate::error::ErrorBody;
 use crate::{ApiError, AppState};
 
 const MAX_NONCE: usize = 64;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AttestQuery {
+    /// 1 to 64 bytes of hex, bound into the quote's report data (default: the current time, which
+    /// proves identity but not freshness).
     nonce: Option<String>,
 }
 
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Attestation {
+    platform: enclave::PlatformKind,
+    /// True on the simulation platform: nothing here is backed by hardware.
+    simulation: bool,
+    identity: enclave::Identity,
+    /// Hex.
+    nonce: String,
+    /// Hex, 64 bytes.
+    report_data: String,
+    /// How `report_data` is made from the nonce.
+    report_data_binding: &'static str,
+    /// Base64.
+    quote: String,
+}
+
+/// The enclave's identity and a quote binding the caller's nonce.
+#[utoipa::path(get, path = "/v1/attestation", tag = "attestation", params(AttestQuery),
+    responses(
+        (status = 200, description = "Identity and quote", body = Attestation),
+        (status = 400, description = "Bad nonce (`attestation.invalid_nonce`)", body = ErrorBody),
+        (status = 501, description = "The platform cannot produce quotes (`attestation.unsupported`)", body = ErrorBody),
+    ))]
 pub(crate) async fn attest(
     State(state): State<AppState>,
     query: Result<Query<AttestQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Attestation>, ApiError> {
     let Query(q) =
         query.map_err(|e| ApiError::bad_request("request.invalid_query", e.body_text()))?;
     let nonce = match q.nonce.as_deref() {
@@ -57,16 +84,16 @@ pub(crate) async fn attest(
                 other.to_string(),
             ),
         })?;
-    let identity = state.platform.identity();
-    Ok(Json(json!({
-        "platform": identity.platform,
-        "simulation": identity.platform == enclave::PlatformKind::Simulation,
-        "identity": identity,
-        "nonce": hex::encode(&nonce),
-        "report_data": hex::encode(report_data),
-        "report_data_binding": "sha256(\"cloister attestation nonce v1\\0\" || nonce) || 32 zero bytes",
-        "quote": base64::engine::general_purpose::STANDARD.encode(&quote),
-    })))
+    let identity = state.platform.identity().clone();
+    Ok(Json(Attestation {
+        platform: identity.platform,
+        simulation: identity.platform == enclave::PlatformKind::Simulation,
+        identity,
+        nonce: hex::encode(&nonce),
+        report_data: hex::encode(report_data),
+        report_data_binding: "sha256(\"cloister attestation nonce v1\\0\" || nonce) || 32 zero bytes",
+        quote: base64::engine::general_purpose::STANDARD.encode(&quote),
+    }))
 }
 
 fn rand_nonce() -> Vec<u8> {

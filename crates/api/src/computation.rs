@@ -12,10 +12,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use computation::{Caller as RunAs, Error, Grants, Program, Request};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
+use crate::error::ErrorBody;
 use crate::input::{ask, body, call_error};
 use crate::{ApiError, AppState};
 
@@ -88,6 +89,14 @@ fn run_as(caller: &Caller) -> RunAs {
     }
 }
 
+/// Runs a script and answers with how it ended: a script that throws, runs out of time or memory
+/// is still a 200 whose outcome says so.
+#[utoipa::path(post, path = "/v1/computation/run", tag = "computation", request_body = Program,
+    responses((status = 200, description = "The outcome", body = computation::Outcome),
+        (status = 413, description = "Code or args above their limits (`computation.too_large`)", body = ErrorBody),
+        (status = 422, description = "A limit above its ceiling (`computation.above_ceiling`)", body = ErrorBody),
+        (status = 429, description = "Too much queued or running for this account (`computation.too_many_active`)", body = ErrorBody),
+        (status = 503, description = "The queue is full (`computation.busy`)", body = ErrorBody)))]
 pub(crate) async fn run(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -105,6 +114,13 @@ pub(crate) async fn run(
     Ok(Json(outcome).into_response())
 }
 
+/// Queues a script as a job.
+#[utoipa::path(post, path = "/v1/computation/jobs", tag = "computation", request_body = Program,
+    responses((status = 202, description = "Queued", body = computation::JobInfo),
+        (status = 413, description = "Code or args above their limits (`computation.too_large`)", body = ErrorBody),
+        (status = 422, description = "A limit above its ceiling (`computation.above_ceiling`)", body = ErrorBody),
+        (status = 429, description = "Too much queued or running for this account (`computation.too_many_active`)", body = ErrorBody),
+        (status = 503, description = "The queue is full (`computation.busy`)", body = ErrorBody)))]
 pub(crate) async fn submit(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -121,6 +137,9 @@ pub(crate) async fn submit(
     Ok((StatusCode::ACCEPTED, Json(job)).into_response())
 }
 
+/// The caller's jobs (the most recent finished ones are kept).
+#[utoipa::path(get, path = "/v1/computation/jobs", tag = "computation",
+    responses((status = 200, description = "The caller's jobs", body = JobList)))]
 pub(crate) async fn jobs(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -131,10 +150,16 @@ pub(crate) async fn jobs(
         reply,
     })
     .await?;
-    Ok(Json(json!({ "jobs": jobs })).into_response())
+    Ok(Json(JobList { jobs }).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, ToSchema)]
+pub(crate) struct JobList {
+    jobs: Vec<computation::JobInfo>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct JobQuery {
     /// Wait up to this many seconds (at most 30) for the job to finish before answering.
@@ -144,6 +169,10 @@ pub(crate) struct JobQuery {
 /// The longest a `GET /v1/computation/jobs/{id}?wait_s=N` holds the request.
 const MAX_WAIT_S: u64 = 30;
 
+/// One job; with `wait_s`, answers when it finishes or the wait ends.
+#[utoipa::path(get, path = "/v1/computation/jobs/{id}", tag = "computation", params(("id" = String, Path, description = "A job id"), JobQuery),
+    responses((status = 200, description = "The job", body = computation::JobInfo),
+        (status = 404, description = "No such job (`computation.job_not_found`)", body = ErrorBody)))]
 pub(crate) async fn job(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -186,6 +215,10 @@ pub(crate) async fn job(
     Ok(Json(job).into_response())
 }
 
+/// Cancels a job: a queued one never runs, a running one is interrupted; answers once it stopped.
+#[utoipa::path(delete, path = "/v1/computation/jobs/{id}", tag = "computation", params(("id" = String, Path, description = "A job id")),
+    responses((status = 200, description = "The job, cancelled (or already finished)", body = computation::JobInfo),
+        (status = 404, description = "No such job", body = ErrorBody)))]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -202,6 +235,9 @@ pub(crate) async fn cancel(
 }
 
 /// The worker pool (admin): size, idle, busy, abandoned workers still running, replacements.
+/// The worker pool (admin): workers, busy, queued, stuck threads.
+#[utoipa::path(get, path = "/v1/computation/pool", tag = "computation",
+    responses((status = 200, description = "The pool's figures", body = computation::PoolStats)))]
 pub(crate) async fn pool(State(state): State<AppState>) -> Result<Response, ApiError> {
     let stats = state
         .computation

@@ -1,47 +1,86 @@
-//! Hot configuration over HTTP: show, apply (TOML body), history, rollback.
+//! Hot configuration over HTTP: show, apply (TOML body), history, one kept version, rollback.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use runtime::reconfig::{Outcome, Source, Version};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use runtime::reconfig::{Outcome, Source, Status, Version};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
+use crate::error::{ErrorBody, ErrorDetail};
 use crate::{ApiError, AppState};
 
 /// Larger bodies are refused before parsing.
 const MAX_CONFIG_BYTES: usize = 1 << 20;
 
-fn summary(v: &Version) -> Value {
-    json!({
-        "version": v.version,
-        "hash": v.hash,
-        "applied_at": humantime::format_rfc3339_millis(v.applied_at).to_string(),
-        "source": v.source,
-        "status": v.status,
-    })
+/// A kept configuration version, without its text.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct VersionSummary {
+    version: u64,
+    /// SHA-256 of the TOML text, hex.
+    hash: String,
+    /// RFC 3339.
+    applied_at: String,
+    source: Source,
+    status: Status,
 }
 
-pub(crate) async fn show(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let current = state.configs.current().ok_or_else(|| {
-        ApiError::unavailable(
-            "config.unavailable",
-            "the configuration controller has stopped",
-            5,
-        )
-    })?;
-    let mut body = summary(&current);
-    body["text"] = Value::String(current.text.to_string());
-    body["config"] = serde_json::to_value(&*current.config).unwrap_or(Value::Null);
-    Ok(Json(body))
+/// A configuration version with its TOML text and the configuration it parsed into (every
+/// default filled in).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct VersionView {
+    #[serde(flatten)]
+    summary: VersionSummary,
+    text: String,
+    config: runtime::config::Config,
+}
+
+fn summary(v: &Version) -> VersionSummary {
+    VersionSummary {
+        version: v.version,
+        hash: v.hash.clone(),
+        applied_at: humantime::format_rfc3339_millis(v.applied_at).to_string(),
+        source: v.source,
+        status: v.status,
+    }
+}
+
+fn full(v: &Version) -> VersionView {
+    VersionView {
+        summary: summary(v),
+        text: v.text.to_string(),
+        config: (*v.config).clone(),
+    }
+}
+
+fn stopped() -> ApiError {
+    ApiError::unavailable(
+        "config.unavailable",
+        "the configuration controller has stopped",
+        5,
+    )
+}
+
+/// The running configuration.
+#[utoipa::path(get, path = "/v1/config", tag = "config",
+    responses((status = 200, description = "The running version", body = VersionView)))]
+pub(crate) async fn show(State(state): State<AppState>) -> Result<Json<VersionView>, ApiError> {
+    let current = state.configs.current().ok_or_else(stopped)?;
+    Ok(Json(full(&current)))
 }
 
 /// One kept version, with its text: the dashboard diffs two of them.
+#[utoipa::path(get, path = "/v1/config/versions/{version}", tag = "config",
+    params(("version" = u64, Path, description = "A version number from the history")),
+    responses(
+        (status = 200, description = "The version", body = VersionView),
+        (status = 404, description = "Not kept (`config.unknown_version`; the last ten are)", body = ErrorBody),
+    ))]
 pub(crate) async fn version(
     State(state): State<AppState>,
     Path(version): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<VersionView>, ApiError> {
     let version: u64 = version.parse().map_err(|_| {
         ApiError::bad_request(
             "request.invalid_path",
@@ -63,52 +102,76 @@ pub(crate) async fn version(
                 ),
             )
         })?;
-    let mut body = summary(v);
-    body["text"] = Value::String(v.text.to_string());
-    body["config"] = serde_json::to_value(&*v.config).unwrap_or(Value::Null);
-    Ok(Json(body))
+    Ok(Json(full(v)))
 }
 
-pub(crate) async fn history(State(state): State<AppState>) -> Json<Value> {
-    let versions: Vec<Value> = state.configs.history().iter().rev().map(summary).collect();
-    Json(json!({ "versions": versions }))
+#[derive(Serialize, ToSchema)]
+pub(crate) struct History {
+    /// Newest first; the first one is running.
+    versions: Vec<VersionSummary>,
 }
 
-#[derive(Deserialize)]
+/// The kept versions (the last ten), newest first.
+#[utoipa::path(get, path = "/v1/config/history", tag = "config",
+    responses((status = 200, description = "The kept versions", body = History)))]
+pub(crate) async fn history(State(state): State<AppState>) -> Json<History> {
+    let versions = state.configs.history().iter().rev().map(summary).collect();
+    Json(History { versions })
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ApplyQuery {
-    /// Answer after the watch window instead of as soon as the version runs.
+    /// Answer after the watch window (`runtime.config_watch`) instead of as soon as the version
+    /// runs, so a rollback shows in the answer.
     #[serde(default)]
     wait: bool,
 }
 
-fn respond(outcome: Option<Outcome>) -> Result<Response, ApiError> {
-    let outcome = outcome.ok_or_else(|| {
-        ApiError::unavailable(
-            "config.unavailable",
-            "the configuration controller has stopped",
-            5,
-        )
-    })?;
-    let status = match &outcome {
-        Outcome::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        Outcome::Applied { .. } | Outcome::Unchanged { .. } | Outcome::RolledBack { .. } => {
-            StatusCode::OK
-        }
-    };
-    let mut body = serde_json::to_value(&outcome).unwrap_or(Value::Null);
-    if let Outcome::Rejected { problems } = &outcome {
-        let message = problems
-            .iter()
-            .map(|p| p.to_string())
-            .collect::<Vec<_>>()
-            .join("; ");
-        body["error"] =
-            json!({ "code": "config.rejected", "message": message, "retryable": false });
-    }
-    Ok((status, Json(body)).into_response())
+/// What became of an apply or a rollback; a rejection also carries the usual error object.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ApplyAnswer {
+    #[serde(flatten)]
+    outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorDetail>,
 }
 
+fn respond(outcome: Option<Outcome>) -> Result<Response, ApiError> {
+    let outcome = outcome.ok_or_else(stopped)?;
+    let (status, error) = match &outcome {
+        Outcome::Rejected { problems } => {
+            let message = problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("; ");
+            let error = ErrorDetail {
+                code: "config.rejected".to_owned(),
+                message,
+                retryable: false,
+            };
+            (StatusCode::UNPROCESSABLE_ENTITY, Some(error))
+        }
+        Outcome::Applied { .. } | Outcome::Unchanged { .. } | Outcome::RolledBack { .. } => {
+            (StatusCode::OK, None)
+        }
+    };
+    Ok((status, Json(ApplyAnswer { outcome, error })).into_response())
+}
+
+/// Applies a new configuration (the whole TOML file). It is parsed, checked against what may
+/// only change at start, validated by every affected service, applied in dependency order and
+/// watched; if health gets worse within the watch window, the previous version comes back.
+#[utoipa::path(put, path = "/v1/config", tag = "config",
+    params(ApplyQuery),
+    request_body(content = String, content_type = "application/toml", description = "The whole configuration, TOML"),
+    responses(
+        (status = 200, description = "`applied`, `unchanged` or `rolled_back`", body = ApplyAnswer),
+        (status = 422, description = "`rejected`: every problem with its path; nothing changed", body = ApplyAnswer),
+        (status = 413, description = "Larger than 1 MiB", body = ErrorBody),
+    ))]
 pub(crate) async fn apply(
     State(state): State<AppState>,
     query: Result<Query<ApplyQuery>, axum::extract::rejection::QueryRejection>,
@@ -132,6 +195,12 @@ pub(crate) async fn apply(
     respond(state.configs.apply(text, Source::Api, q.wait).await)
 }
 
+/// Applies the version before the running one again.
+#[utoipa::path(post, path = "/v1/config/rollback", tag = "config",
+    responses(
+        (status = 200, description = "`applied` (the earlier version runs again)", body = ApplyAnswer),
+        (status = 422, description = "`rejected`: nothing to roll back to", body = ApplyAnswer),
+    ))]
 pub(crate) async fn rollback(State(state): State<AppState>) -> Result<Response, ApiError> {
     respond(state.configs.rollback().await)
 }

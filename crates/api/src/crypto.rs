@@ -8,10 +8,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use crypto::{Algorithm, Error, Request};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::auth::Caller;
+use crate::error::ErrorBody;
 use crate::input::{ask, body, decode, decode_optional};
 use crate::{ApiError, AppState};
 use account::Area;
@@ -43,12 +44,46 @@ impl From<Error> for ApiError {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, ToSchema)]
+pub(crate) struct KeyList {
+    keys: Vec<crypto::KeyInfo>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SignAnswer {
+    /// Base64.
+    signature: String,
+    /// The key version that signed.
+    version: u32,
+    encoding: Encoding,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Verified {
+    valid: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Ciphertext {
+    /// Base64.
+    ciphertext: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Plaintext {
+    /// Base64.
+    plaintext: String,
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct GenerateBody {
     algorithm: Algorithm,
 }
 
+/// Generates a key owned by the caller, sealed to the enclave.
+#[utoipa::path(post, path = "/v1/crypto/keys", tag = "crypto", request_body = GenerateBody,
+    responses((status = 201, description = "The new key (public half only)", body = crypto::KeyInfo), (status = 400, description = "Bad base64 or input (`request.invalid_body`, `crypto.bad_input`)", body = ErrorBody)))]
 pub(crate) async fn generate(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -65,6 +100,9 @@ pub(crate) async fn generate(
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 
+/// The caller's keys.
+#[utoipa::path(get, path = "/v1/crypto/keys", tag = "crypto",
+    responses((status = 200, description = "The caller's keys", body = KeyList)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -75,9 +113,12 @@ pub(crate) async fn list(
         reply,
     })
     .await?;
-    Ok(Json(json!({ "keys": keys })).into_response())
+    Ok(Json(KeyList { keys }).into_response())
 }
 
+/// One key: algorithm, versions and public keys.
+#[utoipa::path(get, path = "/v1/crypto/keys/{id}", tag = "crypto", params(("id" = String, Path, description = "A key id")),
+    responses((status = 200, description = "The key", body = crypto::KeyInfo), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody)))]
 pub(crate) async fn describe(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -93,20 +134,24 @@ pub(crate) async fn describe(
     Ok(Json(info).into_response())
 }
 
-#[derive(Deserialize)]
+/// How an ECDSA signature is encoded: `raw` (64-byte r||s, the default) or `der`.
+#[derive(Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub(crate) enum Encoding {
     Raw,
     Der,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SignBody {
     message: String,
     encoding: Option<Encoding>,
 }
 
+/// Signs a message: ECDSA as 64-byte r||s over SHA-256 of the message (DER on request), Ed25519 per RFC 8032.
+#[utoipa::path(post, path = "/v1/crypto/keys/{id}/sign", tag = "crypto", params(("id" = String, Path, description = "A key id")), request_body = SignBody,
+    responses((status = 200, description = "The signature", body = SignAnswer), (status = 400, description = "Bad base64 or input (`request.invalid_body`, `crypto.bad_input`)", body = ErrorBody), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody), (status = 422, description = "The key's algorithm cannot do this (`crypto.wrong_key_kind`)", body = ErrorBody)))]
 pub(crate) async fn sign(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -125,21 +170,24 @@ pub(crate) async fn sign(
         reply,
     })
     .await?;
-    Ok(Json(json!({
-        "signature": B64.encode(&signed.signature),
-        "version": signed.version,
-        "encoding": if der { "der" } else { "raw" },
-    }))
+    Ok(Json(SignAnswer {
+        signature: B64.encode(&signed.signature),
+        version: signed.version,
+        encoding: if der { Encoding::Der } else { Encoding::Raw },
+    })
     .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct VerifyBody {
     message: String,
     signature: String,
 }
 
+/// Verifies a signature with any kept version of the key.
+#[utoipa::path(post, path = "/v1/crypto/keys/{id}/verify", tag = "crypto", params(("id" = String, Path, description = "A key id")), request_body = VerifyBody,
+    responses((status = 200, description = "Whether it verifies", body = Verified), (status = 400, description = "Bad base64 or input (`request.invalid_body`, `crypto.bad_input`)", body = ErrorBody), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody), (status = 422, description = "The key's algorithm cannot do this (`crypto.wrong_key_kind`)", body = ErrorBody)))]
 pub(crate) async fn verify(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -160,16 +208,19 @@ pub(crate) async fn verify(
         reply,
     })
     .await?;
-    Ok(Json(json!({ "valid": valid })).into_response())
+    Ok(Json(Verified { valid }).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EncryptBody {
     plaintext: String,
     aad: Option<String>,
 }
 
+/// Encrypts with AES-256-GCM (random nonce, prepended with the key version).
+#[utoipa::path(post, path = "/v1/crypto/keys/{id}/encrypt", tag = "crypto", params(("id" = String, Path, description = "A key id")), request_body = EncryptBody,
+    responses((status = 200, description = "The ciphertext", body = Ciphertext), (status = 400, description = "Bad base64 or input (`request.invalid_body`, `crypto.bad_input`)", body = ErrorBody), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody), (status = 422, description = "The key's algorithm cannot do this (`crypto.wrong_key_kind`)", body = ErrorBody)))]
 pub(crate) async fn encrypt(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -188,16 +239,22 @@ pub(crate) async fn encrypt(
         reply,
     })
     .await?;
-    Ok(Json(json!({ "ciphertext": B64.encode(ciphertext) })).into_response())
+    Ok(Json(Ciphertext {
+        ciphertext: B64.encode(ciphertext),
+    })
+    .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DecryptBody {
     ciphertext: String,
     aad: Option<String>,
 }
 
+/// Decrypts; a tampered ciphertext or wrong AAD is `crypto.integrity`.
+#[utoipa::path(post, path = "/v1/crypto/keys/{id}/decrypt", tag = "crypto", params(("id" = String, Path, description = "A key id")), request_body = DecryptBody,
+    responses((status = 200, description = "The plaintext", body = Plaintext), (status = 400, description = "Bad base64 or input (`request.invalid_body`, `crypto.bad_input`)", body = ErrorBody), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody), (status = 422, description = "The key's algorithm cannot do this (`crypto.wrong_key_kind`)", body = ErrorBody)))]
 pub(crate) async fn decrypt(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -216,16 +273,22 @@ pub(crate) async fn decrypt(
         reply,
     })
     .await?;
-    Ok(Json(json!({ "plaintext": B64.encode(plaintext) })).into_response())
+    Ok(Json(Plaintext {
+        plaintext: B64.encode(plaintext),
+    })
+    .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DeriveBody {
     info: String,
     salt: Option<String>,
 }
 
+/// Derives a new AES key with HKDF-SHA256 from this one.
+#[utoipa::path(post, path = "/v1/crypto/keys/{id}/derive", tag = "crypto", params(("id" = String, Path, description = "A key id")), request_body = DeriveBody,
+    responses((status = 201, description = "The derived key", body = crypto::KeyInfo), (status = 400, description = "Bad base64 or input (`request.invalid_body`, `crypto.bad_input`)", body = ErrorBody), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody), (status = 422, description = "The key's algorithm cannot do this (`crypto.wrong_key_kind`)", body = ErrorBody)))]
 pub(crate) async fn derive(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -247,6 +310,9 @@ pub(crate) async fn derive(
     Ok((StatusCode::CREATED, Json(key)).into_response())
 }
 
+/// Rotates the key: a new version signs and encrypts; older versions still verify and decrypt.
+#[utoipa::path(post, path = "/v1/crypto/keys/{id}/rotate", tag = "crypto", params(("id" = String, Path, description = "A key id")),
+    responses((status = 200, description = "The key with its new version", body = crypto::KeyInfo), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody)))]
 pub(crate) async fn rotate(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -262,6 +328,9 @@ pub(crate) async fn rotate(
     Ok(Json(info).into_response())
 }
 
+/// Deletes the key and every version of it.
+#[utoipa::path(delete, path = "/v1/crypto/keys/{id}", tag = "crypto", params(("id" = String, Path, description = "A key id")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody)))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,

@@ -37,14 +37,23 @@ fn asset(body: &'static [u8], content_type: &'static str, cache: &'static str) -
 // The page is tiny and versioned with the binary: revalidate rather than serve a stale build.
 const REVALIDATE: &str = "no-cache";
 
+/// The dashboard page (it asks for the admin token).
+#[utoipa::path(get, path = "/", tag = "dashboard", security(()),
+    responses((status = 200, description = "The page", content_type = "text/html", body = String)))]
 pub(crate) async fn index() -> Response {
     asset(INDEX, "text/html; charset=utf-8", REVALIDATE)
 }
 
+/// The dashboard's script.
+#[utoipa::path(get, path = "/assets/app.js", tag = "dashboard", security(()),
+    responses((status = 200, description = "JavaScript module", content_type = "text/javascript", body = String)))]
 pub(crate) async fn script() -> Response {
     asset(APP_JS, "text/javascript; charset=utf-8", REVALIDATE)
 }
 
+/// The dashboard's style sheet.
+#[utoipa::path(get, path = "/assets/app.css", tag = "dashboard", security(()),
+    responses((status = 200, description = "CSS", content_type = "text/css", body = String)))]
 pub(crate) async fn style() -> Response {
     asset(APP_CSS, "text/css; charset=utf-8", REVALIDATE)
 }

@@ -14,16 +14,33 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
+/// Every error answer has this shape, whatever the status.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"error": {"code": "storage.not_found", "message": "no value at \"a/b\"", "retryable": false}}))]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct Inner<'a> {
-    code: &'a str,
-    message: &'a str,
-    retryable: bool,
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable: `AREA.REASON`, e.g. `auth.invalid_token`, `config.rejected`.
+    pub code: String,
+    /// For people: what went wrong and what to do.
+    pub message: String,
+    /// Whether the same request may succeed later (a 503 or 429 with `Retry-After`).
+    pub retryable: bool,
+}
+
+impl From<&ApiError> for ErrorBody {
+    fn from(e: &ApiError) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: e.code.to_owned(),
+                message: e.message.clone(),
+                retryable: e.retry_after.is_some(),
+            },
+        }
+    }
 }
 
 impl ApiError {
@@ -70,14 +87,7 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() && self.retry_after.is_none() {
             tracing::error!(code = self.code, message = %self.message, "request failed");
         }
-        let body = Body {
-            error: Inner {
-                code: self.code,
-                message: &self.message,
-                retryable: self.retry_after.is_some(),
-            },
-        };
-        let mut response = (self.status, Json(body)).into_response();
+        let mut response = (self.status, Json(ErrorBody::from(&self))).into_response();
         if let Some(secs) = self.retry_after {
             response
                 .headers_mut()

@@ -14,26 +14,46 @@ use futures::Stream;
 use futures::StreamExt;
 use runtime::Journal;
 use runtime::journal::Entry;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
+use utoipa::{IntoParams, ToSchema};
 
+use crate::error::ErrorBody;
 use crate::{ApiError, AppState};
 
 const MAX_PAGE: usize = 10_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
-    /// Events with a sequence number above this one.
+    /// Events with a sequence number above this one (default 0: from the start).
     since: Option<u64>,
+    /// At most this many (default 1000, at most 10000).
     limit: Option<usize>,
 }
 
+#[derive(Serialize, ToSchema)]
+pub(crate) struct EventPage {
+    /// In sequence order. Each entry carries the hash of the one before (`prev`) and its own.
+    #[schema(value_type = Vec<Entry>)]
+    events: Vec<Arc<Entry>>,
+    /// Pass as `since` for the next page.
+    next: u64,
+    /// The newest sequence number in the journal.
+    last_seq: u64,
+}
+
+/// The event journal from a cursor, as JSON.
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(ListQuery),
+    responses(
+        (status = 200, description = "A page of entries", body = EventPage),
+        (status = 409, description = "The journal failed its integrity check (`journal.integrity`)", body = ErrorBody),
+    ))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EventPage>, ApiError> {
     let Query(q) =
         query.map_err(|e| ApiError::bad_request("request.invalid_query", e.body_text()))?;
     let limit = q.limit.unwrap_or(1000).clamp(1, MAX_PAGE);
@@ -49,19 +69,30 @@ pub(crate) async fn list(
             )
         })??;
     let next = entries.last().map_or(since, |e| e.seq);
-    Ok(Json(
-        json!({ "events": entries, "next": next, "last_seq": state.client.journal().last_seq() }),
-    ))
+    Ok(Json(EventPage {
+        events: entries,
+        next,
+        last_seq: state.client.journal().last_seq(),
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct StreamQuery {
+    /// Start after this sequence number (the `Last-Event-ID` header wins when both are given).
     since: Option<u64>,
 }
 
 /// Live events. Resumes after `Last-Event-ID` (as browsers send on reconnect) or `?since=`; without
 /// either, starts with the events that happen from now on.
+#[utoipa::path(get, path = "/v1/events/stream", tag = "events", params(StreamQuery,
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this sequence number")),
+    responses(
+        (status = 200, description = "`text/event-stream` of `journal` events; each event's `id` is the entry's sequence number; no gaps, no duplicates",
+            content_type = "text/event-stream", body = Entry),
+        (status = 400, description = "`Last-Event-ID` is not a sequence number", body = ErrorBody),
+    ))]
 pub(crate) async fn stream(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -12,6 +12,7 @@ mod error;
 mod events;
 mod input;
 mod metrics;
+mod openapi;
 mod orchestration;
 mod storage;
 
@@ -19,10 +20,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody, ErrorDetail};
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -49,100 +51,118 @@ pub struct AppState {
     pub shutdown: CancellationToken,
 }
 
-/// The whole API.
+/// The whole API, and its OpenAPI document built from the same route declarations.
 pub fn router(state: AppState) -> Router {
-    let mut admin = Router::new()
-        .route("/v1/services", get(orchestration::list))
-        .route("/v1/services/stream", get(orchestration::stream))
-        .route("/v1/services/{name}", get(orchestration::one))
-        .route("/v1/services/{name}/restart", post(orchestration::restart))
-        .route("/v1/services/{name}/stop", post(orchestration::stop))
-        .route("/v1/services/{name}/start", post(orchestration::start))
-        .route("/v1/graph", get(orchestration::graph))
-        .route("/v1/bus", get(orchestration::bus))
-        .route("/v1/config", get(config::show).put(config::apply))
-        .route("/v1/config/history", get(config::history))
-        .route("/v1/config/versions/{version}", get(config::version))
-        .route("/v1/config/rollback", post(config::rollback))
-        .route("/v1/anomalies", get(orchestration::anomalies))
-        .route("/v1/attestation", get(attestation::attest))
-        .route("/v1/computation/pool", get(computation::pool))
-        .route("/v1/events", get(events::list))
-        .route("/v1/events/stream", get(events::stream));
+    let (router, api) = routes(&state).split_for_parts();
+    let api = openapi::finish(api);
+    let document = openapi::Document(api.to_json().unwrap_or_default().into());
+    router
+        .fallback(not_found)
+        .layer(axum::Extension(document))
+        .with_state(state)
+}
+
+/// The OpenAPI document of the API `config` would serve (the fault-injection endpoint exists only
+/// where the configuration enables it).
+pub fn openapi(state: &AppState) -> utoipa::openapi::OpenApi {
+    openapi::finish(routes(state).into_openapi())
+}
+
+/// Every route. Each goes through `routes!`, which reads its method and path from the handler's
+/// `#[utoipa::path]`: a route cannot be served without being documented.
+fn routes(state: &AppState) -> OpenApiRouter<AppState> {
+    let mut admin = OpenApiRouter::new()
+        .routes(routes!(orchestration::list))
+        .routes(routes!(orchestration::stream))
+        .routes(routes!(orchestration::one))
+        .routes(routes!(orchestration::restart))
+        .routes(routes!(orchestration::stop))
+        .routes(routes!(orchestration::start))
+        .routes(routes!(orchestration::graph))
+        .routes(routes!(orchestration::bus))
+        .routes(routes!(config::show, config::apply))
+        .routes(routes!(config::history))
+        .routes(routes!(config::version))
+        .routes(routes!(config::rollback))
+        .routes(routes!(orchestration::anomalies))
+        .routes(routes!(attestation::attest))
+        .routes(routes!(computation::pool))
+        .routes(routes!(events::list))
+        .routes(routes!(events::stream));
     if state.config.testing.fault_injection {
-        admin = admin.route("/v1/services/{name}/faults", post(orchestration::fault));
+        admin = admin.routes(routes!(orchestration::fault));
     }
     let admin = admin.route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
         auth::require_admin,
     ));
     // Service endpoints: an account token (or the admin token), acting for that account only.
-    let services = Router::new()
-        .route("/v1/accounts", get(account::list).post(account::create))
-        .route(
-            "/v1/accounts/{id}",
-            get(account::get).delete(account::delete),
-        )
-        .route("/v1/accounts/{id}/disable", post(account::disable))
-        .route("/v1/accounts/{id}/enable", post(account::enable))
-        .route(
-            "/v1/accounts/{id}/tokens",
-            get(account::tokens).post(account::issue),
-        )
-        .route(
-            "/v1/accounts/{id}/tokens/{token}",
-            axum::routing::delete(account::revoke),
-        )
-        .route("/v1/crypto/keys", get(crypto::list).post(crypto::generate))
-        .route(
-            "/v1/crypto/keys/{id}",
-            get(crypto::describe).delete(crypto::delete),
-        )
-        .route("/v1/crypto/keys/{id}/sign", post(crypto::sign))
-        .route("/v1/crypto/keys/{id}/verify", post(crypto::verify))
-        .route("/v1/crypto/keys/{id}/encrypt", post(crypto::encrypt))
-        .route("/v1/crypto/keys/{id}/decrypt", post(crypto::decrypt))
-        .route("/v1/crypto/keys/{id}/derive", post(crypto::derive))
-        .route("/v1/crypto/keys/{id}/rotate", post(crypto::rotate))
-        .route(
-            "/v1/computation/run",
-            post(computation::run).layer(computation::body_limit(&state.config)),
-        )
-        .route(
-            "/v1/computation/jobs",
-            get(computation::jobs)
-                .post(computation::submit)
-                .layer(computation::body_limit(&state.config)),
-        )
-        .route(
-            "/v1/computation/jobs/{id}",
-            get(computation::job).delete(computation::cancel),
-        )
-        .route("/v1/storage", get(storage::list).post(storage::batch))
-        .route(
-            "/v1/storage/{*key}",
-            get(storage::get)
-                .put(storage::put)
-                .delete(storage::delete)
-                // The service holds values to its own limit (and answers 413 with a JSON error);
-                // this is only the ceiling of that setting.
-                .layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
-        )
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_caller,
-        ));
-    Router::new()
-        .route("/", get(dashboard::index))
-        .route("/assets/app.js", get(dashboard::script))
-        .route("/assets/app.css", get(dashboard::style))
-        .route("/livez", get(orchestration::livez))
-        .route("/readyz", get(orchestration::readyz))
-        .route("/metrics", get(metrics::render))
+    let run_limit = computation::body_limit(&state.config);
+    let services = OpenApiRouter::new()
+        .routes(routes!(account::list, account::create))
+        .routes(routes!(account::get, account::delete))
+        .routes(routes!(account::disable))
+        .routes(routes!(account::enable))
+        .routes(routes!(account::tokens, account::issue))
+        .routes(routes!(account::revoke))
+        .routes(routes!(crypto::list, crypto::generate))
+        .routes(routes!(crypto::describe, crypto::delete))
+        .routes(routes!(crypto::sign))
+        .routes(routes!(crypto::verify))
+        .routes(routes!(crypto::encrypt))
+        .routes(routes!(crypto::decrypt))
+        .routes(routes!(crypto::derive))
+        .routes(routes!(crypto::rotate))
+        .routes(routes!(computation::run).layer(run_limit))
+        .routes(routes!(computation::jobs, computation::submit).layer(run_limit))
+        .routes(routes!(computation::job, computation::cancel))
+        .routes(routes!(storage::list, storage::batch));
+    // A key may contain `/`: axum matches it with a wildcard the document spells `{key}`. The
+    // service holds values to its own limit (and answers 413 with a JSON error); the body limit
+    // here is only the ceiling of that setting.
+    let services = at_wildcard(
+        services,
+        "/v1/storage/{*key}",
+        routes!(storage::get, storage::put, storage::delete)
+            .layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
+    )
+    .route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_caller,
+    ));
+    OpenApiRouter::new()
+        .routes(routes!(dashboard::index))
+        .routes(routes!(dashboard::script))
+        .routes(routes!(dashboard::style))
+        .routes(routes!(orchestration::livez))
+        .routes(routes!(orchestration::readyz))
+        .routes(routes!(metrics::render))
+        .routes(routes!(openapi::document))
         .merge(admin)
         .merge(services)
-        .fallback(not_found)
-        .with_state(state)
+}
+
+/// Serves `routes` at `axum_path` and documents them at the path their `#[utoipa::path]` gives.
+fn at_wildcard(
+    router: OpenApiRouter<AppState>,
+    axum_path: &str,
+    (schemas, paths, method_router): UtoipaMethodRouter<AppState>,
+) -> OpenApiRouter<AppState> {
+    let mut router = router.route(axum_path, method_router);
+    let api = router.get_openapi_mut();
+    for (path, item) in paths.paths {
+        match api.paths.paths.get_mut(&path) {
+            Some(existing) => existing.merge_operations(item),
+            None => {
+                api.paths.paths.insert(path, item);
+            }
+        }
+    }
+    api.components
+        .get_or_insert_with(Default::default)
+        .schemas
+        .extend(schemas);
+    router
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled, then lets open requests finish.

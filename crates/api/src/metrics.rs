@@ -48,6 +48,11 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &runtime::bus::Histo
     let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
 }
 
+/// Prometheus text format: every service's state, health, restarts, replicas, queue depth and
+/// request figures, the bus, the journal and the enclave budget.
+#[utoipa::path(get, path = "/metrics", tag = "probes", security(()),
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4",
+        content_type = "text/plain; version=0.0.4", body = String)))]
 pub(crate) async fn render(State(state): State<AppState>) -> Response {
     let snap = match state.client.snapshot().await {
         Ok(s) => s,

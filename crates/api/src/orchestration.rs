@@ -4,19 +4,19 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::{Duration, SystemTime};
 
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use futures::StreamExt;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use runtime::bus::EdgeSnapshot;
+use futures::StreamExt;
+use runtime::bus::{EdgeSnapshot, HistogramSnapshot};
 use runtime::journal::Fault;
-use runtime::{RuntimeLevel, ServiceName, ServiceStatus, Snapshot};
+use runtime::{Readiness, RuntimeLevel, ServiceName, ServiceStatus, Snapshot};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use utoipa::ToSchema;
 
+use crate::error::ErrorBody;
 use crate::{ApiError, AppState};
 
 fn parse_name(name: &str) -> Result<ServiceName, ApiError> {
@@ -25,10 +25,25 @@ fn parse_name(name: &str) -> Result<ServiceName, ApiError> {
         .map_err(|_| ApiError::not_found("service.not_found", format!("no service named {name:?}")))
 }
 
-pub(crate) async fn livez() -> Json<Value> {
-    Json(json!({ "status": "alive" }))
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Alive {
+    /// Always `alive`: the process answers.
+    status: &'static str,
 }
 
+/// The process is up (it may not be ready).
+#[utoipa::path(get, path = "/livez", tag = "probes", security(()),
+    responses((status = 200, description = "The process answers", body = Alive)))]
+pub(crate) async fn livez() -> Json<Alive> {
+    Json(Alive { status: "alive" })
+}
+
+/// Ready or degraded (200), or not ready (503), with the reasons.
+#[utoipa::path(get, path = "/readyz", tag = "probes", security(()),
+    responses(
+        (status = 200, description = "Ready or degraded", body = Readiness),
+        (status = 503, description = "Not ready: a core service is down", body = Readiness),
+    ))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let readiness = state.client.readiness().borrow().clone();
     let status = match readiness.level {
@@ -39,7 +54,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// A service as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(crate) struct ServiceView<'a> {
     name: &'a ServiceName,
     description: &'a str,
@@ -49,6 +64,7 @@ pub(crate) struct ServiceView<'a> {
     health: &'a runtime::Health,
     dependencies: &'a [ServiceName],
     startup_priority: runtime::Priority,
+    /// Start layer: every dependency is in an earlier one.
     layer: usize,
     resources: &'a runtime::spec::Resources,
     health_check: &'a runtime::spec::HealthPolicy,
@@ -57,17 +73,20 @@ pub(crate) struct ServiceView<'a> {
     capabilities: &'a [runtime::Capability],
     restart_count: u64,
     generation: u64,
+    /// RFC 3339, when the current incarnation started.
     started_at: Option<String>,
     uptime_seconds: Option<u64>,
     queue_depth: usize,
+    /// Totals since the process started, over every caller.
     requests: Requests,
-    operations: Vec<Value>,
-    circuits: Vec<Value>,
-    anomalies: Vec<Value>,
+    operations: Vec<OperationView>,
+    /// One circuit breaker per caller of this service.
+    circuits: Vec<CircuitView>,
+    anomalies: Vec<AnomalyView>,
     autoscale: &'a runtime::autoscale::AutoscalePolicy,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Replicas {
     running: u32,
     min: u32,
@@ -75,7 +94,7 @@ struct Replicas {
 }
 
 /// Request figures over every edge into the service.
-#[derive(Serialize, Default)]
+#[derive(Serialize, Default, ToSchema)]
 pub(crate) struct Requests {
     pub(crate) total: u64,
     pub(crate) errors: u64,
@@ -86,8 +105,39 @@ pub(crate) struct Requests {
     pub(crate) latency_p99_ms: Option<f64>,
 }
 
+#[derive(Serialize, ToSchema)]
+struct OperationView {
+    operation: &'static str,
+    calls: u64,
+    errors: u64,
+    latency_p50_ms: Option<f64>,
+    latency_p90_ms: Option<f64>,
+    latency_p99_ms: Option<f64>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct CircuitView {
+    /// The calling service, or `external` for the API and other callers outside any service.
+    caller: String,
+    state: runtime::bus::BreakerState,
+    consecutive_failures: u32,
+    /// Times it has opened.
+    opened: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+struct AnomalyView {
+    signal: &'static str,
+    action: runtime::anomaly::AnomalyAction,
+    evidence: runtime::anomaly::Evidence,
+}
+
+fn ms(d: Option<Duration>) -> Option<f64> {
+    d.map(|d| d.as_secs_f64() * 1e3)
+}
+
 pub(crate) fn requests(edges: &[EdgeSnapshot], service: &ServiceName) -> Requests {
-    let mut latency = runtime::bus::HistogramSnapshot::default();
+    let mut latency = HistogramSnapshot::default();
     let mut r = Requests::default();
     for e in edges.iter().filter(|e| &e.callee == service) {
         r.total += e.calls;
@@ -97,9 +147,9 @@ pub(crate) fn requests(edges: &[EdgeSnapshot], service: &ServiceName) -> Request
     }
     let settled = r.total.max(1);
     r.error_rate = (r.errors + r.dead_lettered) as f64 / settled as f64;
-    r.latency_p50_ms = latency.quantile(0.5).map(|d| d.as_secs_f64() * 1e3);
-    r.latency_p90_ms = latency.quantile(0.9).map(|d| d.as_secs_f64() * 1e3);
-    r.latency_p99_ms = latency.quantile(0.99).map(|d| d.as_secs_f64() * 1e3);
+    r.latency_p50_ms = ms(latency.quantile(0.5));
+    r.latency_p90_ms = ms(latency.quantile(0.9));
+    r.latency_p99_ms = ms(latency.quantile(0.99));
     r
 }
 
@@ -109,37 +159,40 @@ fn view<'a>(
     anomalies: &[runtime::monitor::ActiveAnomaly],
 ) -> ServiceView<'a> {
     let spec = &s.spec;
-    let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64() * 1e3);
     let operations = s
         .operations
         .iter()
-        .map(|o| {
-            json!({
-                "operation": o.operation,
-                "calls": o.calls,
-                "errors": o.errors,
-                "latency_p50_ms": ms(o.latency.quantile(0.5)),
-                "latency_p90_ms": ms(o.latency.quantile(0.9)),
-                "latency_p99_ms": ms(o.latency.quantile(0.99)),
-            })
+        .map(|o| OperationView {
+            operation: o.operation,
+            calls: o.calls,
+            errors: o.errors,
+            latency_p50_ms: ms(o.latency.quantile(0.5)),
+            latency_p90_ms: ms(o.latency.quantile(0.9)),
+            latency_p99_ms: ms(o.latency.quantile(0.99)),
         })
         .collect();
     let circuits = edges
         .iter()
         .filter(|e| e.callee == spec.name)
-        .map(|e| {
-            json!({
-                "caller": e.caller.as_ref().map_or("external", |c| c.as_str()),
-                "state": e.breaker.state,
-                "consecutive_failures": e.breaker.consecutive_failures,
-                "opened": e.breaker.opened,
-            })
+        .map(|e| CircuitView {
+            caller: e
+                .caller
+                .as_ref()
+                .map_or("external", |c| c.as_str())
+                .to_owned(),
+            state: e.breaker.state,
+            consecutive_failures: e.breaker.consecutive_failures,
+            opened: e.breaker.opened,
         })
         .collect();
     let anomalies = anomalies
         .iter()
         .filter(|a| a.service == spec.name)
-        .map(|a| json!({ "signal": a.signal, "action": a.action, "evidence": a.evidence }))
+        .map(|a| AnomalyView {
+            signal: a.signal,
+            action: a.action,
+            evidence: a.evidence,
+        })
         .collect();
     ServiceView {
         name: &spec.name,
@@ -181,18 +234,30 @@ async fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
     Ok(state.client.snapshot().await?)
 }
 
-pub(crate) async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ServiceList<'a> {
+    readiness: &'a Readiness,
+    services: Vec<ServiceView<'a>>,
+}
+
+/// Every service: type, state, health and its reason, replicas, restarts, traffic, breakers,
+/// anomalies.
+#[utoipa::path(get, path = "/v1/services", tag = "orchestration",
+    responses((status = 200, description = "Every registered service", body = ServiceList)))]
+pub(crate) async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
     let snap = snapshot(&state).await?;
     let edges = state.client.bus().edges();
     let anomalies = state.client.anomalies().borrow().clone();
-    let services: Vec<ServiceView<'_>> = snap
+    let services = snap
         .services
         .iter()
         .map(|s| view(s, &edges, &anomalies))
         .collect();
-    Ok(Json(
-        json!({ "readiness": snap.readiness, "services": services }),
-    ))
+    Ok(Json(ServiceList {
+        readiness: &snap.readiness,
+        services,
+    })
+    .into_response())
 }
 
 /// How often the live services stream sends a sample.
@@ -203,7 +268,7 @@ const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 struct Totals {
     calls: u64,
     errors: u64,
-    latency: runtime::bus::HistogramSnapshot,
+    latency: HistogramSnapshot,
 }
 
 fn totals(edges: &[EdgeSnapshot], service: &ServiceName) -> Totals {
@@ -217,7 +282,7 @@ fn totals(edges: &[EdgeSnapshot], service: &ServiceName) -> Totals {
 }
 
 /// Figures over the last sample interval only.
-#[derive(Serialize, Default)]
+#[derive(Serialize, Default, ToSchema)]
 pub(crate) struct Window {
     calls: u64,
     errors: u64,
@@ -241,7 +306,6 @@ impl Window {
                 now.latency.minus(&before.latency),
             )
         };
-        let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
         Window {
             calls,
             errors,
@@ -256,8 +320,30 @@ impl Window {
     }
 }
 
-/// The services, live: one sample at once and then one per second, each with the figures over the
-/// interval since the one before (`window`) beside the running totals. For the dashboard's charts.
+/// A service in a live sample: everything `GET /v1/services` shows, and the last interval's
+/// figures.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct SampledService<'a> {
+    #[serde(flatten)]
+    service: ServiceView<'a>,
+    window: Window,
+}
+
+/// The data of one `services` event.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ServiceSample<'a> {
+    /// RFC 3339, when the sample was taken.
+    at: String,
+    readiness: &'a Readiness,
+    services: Vec<SampledService<'a>>,
+}
+
+/// The services, live, as server-sent events: a `services` event at once and then one per second,
+/// each with the figures over the interval since the one before (`window`) beside the running
+/// totals. While the supervisor cannot answer, an `unavailable` event carries the error instead.
+#[utoipa::path(get, path = "/v1/services/stream", tag = "orchestration",
+    responses((status = 200, description = "`text/event-stream` of `services` events, one per second",
+        content_type = "text/event-stream", body = ServiceSample)))]
 pub(crate) async fn stream(
     State(state): State<AppState>,
 ) -> Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>> {
@@ -269,12 +355,13 @@ pub(crate) async fn stream(
         |(state, mut ticks, mut before)| async move {
             ticks.tick().await;
             let event = match sample(&state, &mut before).await {
-                Ok(body) => SseEvent::default().event("services").json_data(body),
+                Ok(event) => event,
                 Err(e) => SseEvent::default()
                     .event("unavailable")
-                    .json_data(json!({ "error": { "code": e.code, "message": e.message } })),
+                    .json_data(ErrorBody::from(&e))
+                    .unwrap_or_default(),
             };
-            Some((Ok(event.unwrap_or_default()), (state, ticks, before)))
+            Some((Ok(event), (state, ticks, before)))
         },
     )
     .take_until(state.shutdown.clone().cancelled_owned());
@@ -284,7 +371,7 @@ pub(crate) async fn stream(
 async fn sample(
     state: &AppState,
     before: &mut HashMap<ServiceName, Totals>,
-) -> Result<Value, ApiError> {
+) -> Result<SseEvent, ApiError> {
     let snap = snapshot(state).await?;
     let edges = state.client.bus().edges();
     let anomalies = state.client.anomalies().borrow().clone();
@@ -293,24 +380,35 @@ async fn sample(
     for s in &snap.services {
         let name = &s.spec.name;
         let now = totals(&edges, name);
-        let window = Window::between(&now, before.get(name));
-        let mut v = serde_json::to_value(view(s, &edges, &anomalies)).map_err(internal)?;
-        v["window"] = serde_json::to_value(window).map_err(internal)?;
-        services.push(v);
+        services.push(SampledService {
+            service: view(s, &edges, &anomalies),
+            window: Window::between(&now, before.get(name)),
+        });
         now_totals.insert(name.clone(), now);
     }
     *before = now_totals;
-    Ok(json!({
-        "at": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        "readiness": snap.readiness,
-        "services": services,
-    }))
+    let body = ServiceSample {
+        at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        readiness: &snap.readiness,
+        services,
+    };
+    SseEvent::default()
+        .event("services")
+        .json_data(body)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
 }
 
+/// One service.
+#[utoipa::path(get, path = "/v1/services/{name}", tag = "orchestration",
+    params(("name" = String, Path, description = "The service's name")),
+    responses(
+        (status = 200, description = "The service", body = ServiceView),
+        (status = 404, description = "No such service (`service.not_found`)", body = ErrorBody),
+    ))]
 pub(crate) async fn one(
     State(state): State<AppState>,
     Path(name): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let name = parse_name(&name)?;
     let snap = snapshot(&state).await?;
     let edges = state.client.bus().edges();
@@ -321,13 +419,7 @@ pub(crate) async fn one(
         )
     })?;
     let anomalies = state.client.anomalies().borrow().clone();
-    Ok(Json(
-        serde_json::to_value(view(s, &edges, &anomalies)).map_err(internal)?,
-    ))
-}
-
-fn internal(e: serde_json::Error) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    Ok(Json(view(s, &edges, &anomalies)).into_response())
 }
 
 fn command_response(answer: runtime::Answer) -> Response {
@@ -339,6 +431,14 @@ fn command_response(answer: runtime::Answer) -> Response {
     (status, Json(answer)).into_response()
 }
 
+/// Restarts the service (a new incarnation; the journal records why: `operator`).
+#[utoipa::path(post, path = "/v1/services/{name}/restart", tag = "orchestration",
+    params(("name" = String, Path, description = "The service's name")),
+    responses(
+        (status = 202, description = "Accepted: the command runs; follow it in the journal", body = runtime::Answer),
+        (status = 200, description = "Nothing to do (for example already stopped); `message` says why", body = runtime::Answer),
+        (status = 404, description = "No such service", body = ErrorBody),
+    ))]
 pub(crate) async fn restart(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -348,6 +448,14 @@ pub(crate) async fn restart(
     ))
 }
 
+/// Stops the service (its dependents first).
+#[utoipa::path(post, path = "/v1/services/{name}/stop", tag = "orchestration",
+    params(("name" = String, Path, description = "The service's name")),
+    responses(
+        (status = 202, description = "Accepted: the service stops", body = runtime::Answer),
+        (status = 200, description = "Nothing to do; `message` says why", body = runtime::Answer),
+        (status = 404, description = "No such service", body = ErrorBody),
+    ))]
 pub(crate) async fn stop(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -357,6 +465,14 @@ pub(crate) async fn stop(
     ))
 }
 
+/// Starts a stopped or failed service (its dependencies must be up).
+#[utoipa::path(post, path = "/v1/services/{name}/start", tag = "orchestration",
+    params(("name" = String, Path, description = "The service's name")),
+    responses(
+        (status = 202, description = "Accepted: the service starts", body = runtime::Answer),
+        (status = 200, description = "Nothing to do; `message` says why", body = runtime::Answer),
+        (status = 404, description = "No such service", body = ErrorBody),
+    ))]
 pub(crate) async fn start(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -366,12 +482,23 @@ pub(crate) async fn start(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FaultBody {
     kind: Fault,
 }
 
+/// Injects a fault into the service's running incarnation (chaos testing and demos). Exists only
+/// when the configuration says `[testing] fault_injection = true`.
+#[utoipa::path(post, path = "/v1/services/{name}/faults", tag = "orchestration",
+    params(("name" = String, Path, description = "The service's name")),
+    request_body = FaultBody,
+    responses(
+        (status = 202, description = "Injected", body = runtime::Answer),
+        (status = 200, description = "Not injected (the service is not running); `message` says why", body = runtime::Answer),
+        (status = 400, description = "Not a fault kind", body = ErrorBody),
+        (status = 404, description = "No such service", body = ErrorBody),
+    ))]
 pub(crate) async fn fault(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -392,43 +519,111 @@ pub(crate) async fn fault(
     ))
 }
 
-pub(crate) async fn graph(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct GraphNode<'a> {
+    name: &'a ServiceName,
+    #[serde(rename = "type")]
+    kind: runtime::Kind,
+    state: runtime::State,
+    health: &'a runtime::Health,
+    startup_priority: runtime::Priority,
+    layer: usize,
+}
+
+/// `from` depends on `to`.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct GraphEdge<'a> {
+    from: &'a ServiceName,
+    to: &'a ServiceName,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct GraphView<'a> {
+    nodes: Vec<GraphNode<'a>>,
+    edges: Vec<GraphEdge<'a>>,
+    /// Start layers in start order; a layer's services start in parallel.
+    layers: &'a [Vec<ServiceName>],
+}
+
+/// The dependency graph: nodes, edges and start layers.
+#[utoipa::path(get, path = "/v1/graph", tag = "orchestration",
+    responses((status = 200, description = "The dependency graph", body = GraphView)))]
+pub(crate) async fn graph(State(state): State<AppState>) -> Result<Response, ApiError> {
     let snap = snapshot(&state).await?;
-    let nodes: Vec<Value> = snap
+    let nodes = snap
         .services
         .iter()
-        .map(|s| {
-            json!({
-                "name": s.spec.name,
-                "type": s.spec.kind,
-                "state": s.state,
-                "health": s.health,
-                "startup_priority": s.spec.priority,
-                "layer": s.layer,
-            })
+        .map(|s| GraphNode {
+            name: &s.spec.name,
+            kind: s.spec.kind,
+            state: s.state,
+            health: &s.health,
+            startup_priority: s.spec.priority,
+            layer: s.layer,
         })
         .collect();
-    let edges: Vec<Value> = snap
+    let edges = snap
         .edges
         .iter()
-        .map(|(from, to)| json!({ "from": from, "to": to }))
+        .map(|(from, to)| GraphEdge { from, to })
         .collect();
-    Ok(Json(
-        json!({ "nodes": nodes, "edges": edges, "layers": snap.layers }),
-    ))
+    Ok(Json(GraphView {
+        nodes,
+        edges,
+        layers: &snap.layers,
+    })
+    .into_response())
 }
 
-pub(crate) async fn bus(State(state): State<AppState>) -> Json<Value> {
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Broadcast {
+    published: u64,
+    delivered: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DeadLetterView {
+    total: u64,
+    /// The most recent ones, oldest first.
+    recent: Vec<runtime::bus::Letter>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct BusView {
+    /// Traffic per caller -> callee edge (`caller` is absent for calls from outside any service).
+    edges: Vec<EdgeSnapshot>,
+    broadcast: Broadcast,
+    dead_letters: DeadLetterView,
+}
+
+/// The message bus: traffic per edge, broadcasts, dead letters.
+#[utoipa::path(get, path = "/v1/bus", tag = "orchestration",
+    responses((status = 200, description = "The bus's figures", body = BusView)))]
+pub(crate) async fn bus(State(state): State<AppState>) -> Json<BusView> {
     let bus = state.client.bus();
     let (published, delivered) = bus.broadcast_counts();
-    Json(json!({
-        "edges": bus.edges(),
-        "broadcast": { "published": published, "delivered": delivered },
-        "dead_letters": { "total": bus.dead_letters().total(), "recent": bus.dead_letters().letters() },
-    }))
+    Json(BusView {
+        edges: bus.edges(),
+        broadcast: Broadcast {
+            published,
+            delivered,
+        },
+        dead_letters: DeadLetterView {
+            total: bus.dead_letters().total(),
+            recent: bus.dead_letters().letters(),
+        },
+    })
 }
 
-pub(crate) async fn anomalies(State(state): State<AppState>) -> Json<Value> {
-    let active = state.client.anomalies().borrow().clone();
-    Json(json!({ "anomalies": active }))
+#[derive(Serialize, ToSchema)]
+pub(crate) struct AnomalyList {
+    anomalies: Vec<runtime::monitor::ActiveAnomaly>,
+}
+
+/// Anomalies raised now, with their evidence and the action taken.
+#[utoipa::path(get, path = "/v1/anomalies", tag = "orchestration",
+    responses((status = 200, description = "Raised anomalies", body = AnomalyList)))]
+pub(crate) async fn anomalies(State(state): State<AppState>) -> Json<AnomalyList> {
+    let anomalies = state.client.anomalies().borrow().clone();
+    Json(AnomalyList { anomalies })
 }

@@ -7,11 +7,12 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use storage::{Error, Request, Write};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
+use crate::error::ErrorBody;
 use crate::input::{ask, body, decode};
 use crate::{ApiError, AppState};
 use account::Area;
@@ -19,6 +20,25 @@ use axum::Extension;
 
 /// The header carrying a value's version (the commit that wrote it).
 pub(crate) const VERSION_HEADER: &str = "x-cloister-version";
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Stored {
+    key: String,
+    /// The commit that wrote it.
+    version: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Deleted {
+    key: String,
+    version: u64,
+    deleted: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Committed {
+    version: u64,
+}
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
@@ -52,6 +72,11 @@ impl From<Error> for ApiError {
     }
 }
 
+/// Stores the raw body at `key` in the caller's namespace, durably (acknowledged after commit).
+#[utoipa::path(put, path = "/v1/storage/{key}", tag = "storage", params(("key" = String, Path, description = "The key; may contain `/`")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The value, raw"),
+    responses((status = 200, description = "Stored", body = Stored),
+        (status = 413, description = "Larger than `[services.storage] max_value_bytes` (`storage.too_large`)", body = ErrorBody)))]
 pub(crate) async fn put(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -66,9 +91,15 @@ pub(crate) async fn put(
         reply,
     })
     .await?;
-    Ok(Json(json!({ "key": key, "version": version })).into_response())
+    Ok(Json(Stored { key, version }).into_response())
 }
 
+/// The value at `key`, raw, with its version in `x-cloister-version`.
+#[utoipa::path(get, path = "/v1/storage/{key}", tag = "storage", params(("key" = String, Path, description = "The key; may contain `/`")),
+    responses((status = 200, description = "The value", content_type = "application/octet-stream", body = Vec<u8>,
+            headers(("x-cloister-version" = u64, description = "The commit that wrote it"))),
+        (status = 404, description = "No value (`storage.not_found`)", body = ErrorBody),
+        (status = 500, description = "Tampered or rolled back (`storage.integrity`): never returned as data", body = ErrorBody)))]
 pub(crate) async fn get(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -91,6 +122,9 @@ pub(crate) async fn get(
     Ok(response)
 }
 
+/// Deletes the value at `key`.
+#[utoipa::path(delete, path = "/v1/storage/{key}", tag = "storage", params(("key" = String, Path, description = "The key; may contain `/`")),
+    responses((status = 200, description = "Deleted", body = Deleted), (status = 404, description = "No value", body = ErrorBody)))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -103,18 +137,30 @@ pub(crate) async fn delete(
         reply,
     })
     .await?;
-    Ok(Json(json!({ "key": key, "version": version, "deleted": true })).into_response())
+    Ok(Json(Deleted {
+        key,
+        version,
+        deleted: true,
+    })
+    .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ListQuery {
+    /// Only keys starting with this.
     #[serde(default)]
     prefix: String,
+    /// At most this many (default 100).
     limit: Option<usize>,
+    /// Start after this key (the previous page's `next`).
     after: Option<String>,
 }
 
+/// Keys (with sizes and versions) in the caller's namespace, by prefix, in pages.
+#[utoipa::path(get, path = "/v1/storage", tag = "storage", params(ListQuery),
+    responses((status = 200, description = "A page of keys", body = storage::Page)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -134,22 +180,26 @@ pub(crate) async fn list(
     Ok(Json(page).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct BatchBody {
     writes: Vec<BatchWrite>,
 }
 
 /// `{"key": K, "value": BASE64}` or `{"key": K, "delete": true}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct BatchWrite {
     key: String,
+    /// Base64.
     value: Option<String>,
     #[serde(default)]
     delete: bool,
 }
 
+/// Puts and deletes in one atomic commit.
+#[utoipa::path(post, path = "/v1/storage", tag = "storage", request_body = BatchBody,
+    responses((status = 200, description = "Committed", body = Committed), (status = 400, description = "A write is malformed", body = ErrorBody)))]
 pub(crate) async fn batch(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -177,5 +227,5 @@ pub(crate) async fn batch(
         reply,
     })
     .await?;
-    Ok(Json(json!({ "version": version })).into_response())
+    Ok(Json(Committed { version }).into_response())
 }

@@ -1614,3 +1614,267 @@ async fn scripts_run_as_their_account_with_limits_jobs_and_cancel() {
     assert_eq!(pool["live"], pool["size"], "{pool}");
     h.runtime.shutdown().await;
 }
+
+/// The endpoints docs/api.md names, as (method, path) with `{param}` placeholders and no query.
+/// "`POST /v1/services/{name}/restart`, `/stop`, `/start`" names three.
+fn reference_endpoints() -> std::collections::BTreeSet<(String, String)> {
+    let text = include_str!("../../../docs/api.md");
+    let mut found = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let mut last: Option<(String, String)> = None;
+        for (i, code) in line.split('`').enumerate() {
+            if i % 2 == 0 {
+                continue;
+            }
+            if let Some((method, path)) = code.split_once(' ')
+                && ["GET", "PUT", "POST", "DELETE"].contains(&method)
+                && path.starts_with('/')
+            {
+                let path = path.split('?').next().unwrap_or(path).to_owned();
+                found.insert((method.to_owned(), path.clone()));
+                last = Some((method.to_owned(), path));
+            } else if let Some((method, base)) = &last
+                && code.starts_with('/')
+                && !code.contains(' ')
+                && code.matches('/').count() == 1
+            {
+                let parent = base.rsplit_once('/').map_or("", |(p, _)| p);
+                found.insert((method.clone(), format!("{parent}{code}")));
+            }
+        }
+    }
+    found
+}
+
+fn operations(doc: &Value) -> std::collections::BTreeSet<(String, String)> {
+    let mut ops = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in ["get", "put", "post", "delete", "patch"] {
+            if item.get(method).is_some() {
+                ops.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    ops
+}
+
+/// The document is served without a token, every operation in it is routed (a made-up path
+/// would fall through to `http.not_found` or answer 405), every endpoint the API reference names
+/// is in it and every one in it is in the reference, and every schema it refers to is defined.
+#[tokio::test]
+async fn the_openapi_document_matches_the_routes_and_the_reference() {
+    let h = harness_with(true, true).await;
+    let (status, headers, doc) = send(&h.app, "GET", "/v1/openapi.json", None, "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let ops = operations(&doc);
+    assert!(ops.len() > 40, "only {} operations documented", ops.len());
+
+    for (method, path) in &ops {
+        let uri = path
+            .replace("{key}", "some/key")
+            .replace("{version}", "999")
+            .replace("{name}", "nope")
+            .replace("{id}", "nope")
+            .replace("{token_id}", "nope");
+        let request = Request::builder()
+            .method(method.as_str())
+            .uri(&uri)
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from("{"))
+            .expect("request");
+        let response = h.app.clone().oneshot(request).await.expect("response");
+        let status = response.status();
+        assert_ne!(
+            status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path} is documented but not routed"
+        );
+        if status == StatusCode::NOT_FOUND {
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            let body: Value = serde_json::from_slice(&bytes).expect("json error");
+            assert_ne!(
+                body["error"]["code"], "http.not_found",
+                "{method} {path} is documented but not routed"
+            );
+        }
+    }
+
+    let reference = reference_endpoints();
+    let missing: Vec<_> = reference.difference(&ops).collect();
+    assert!(
+        missing.is_empty(),
+        "docs/api.md names endpoints the OpenAPI document lacks: {missing:?}"
+    );
+    let undocumented: Vec<_> = ops.difference(&reference).collect();
+    assert!(
+        undocumented.is_empty(),
+        "routes missing from docs/api.md: {undocumented:?}"
+    );
+
+    let text = doc.to_string();
+    let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+    for reference in text.split("#/components/schemas/").skip(1) {
+        let name: String = reference.chars().take_while(|c| *c != '"').collect();
+        assert!(schemas.contains_key(&name), "dangling reference to {name}");
+    }
+    // Every error any operation documents has the one error shape.
+    let services = &doc["paths"]["/v1/services"]["get"]["responses"];
+    for status in ["401", "403", "503"] {
+        assert_eq!(
+            services[status]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/ErrorBody"
+        );
+    }
+}
+
+/// The fault-injection endpoint is documented exactly where it exists.
+#[tokio::test(start_paused = true)]
+async fn the_openapi_document_has_fault_injection_only_where_it_is_enabled() {
+    let faults = ("POST".to_owned(), "/v1/services/{name}/faults".to_owned());
+    let on = harness(true).await;
+    let (_, _, doc) = send(&on.app, "GET", "/v1/openapi.json", None, "").await;
+    assert!(operations(&doc).contains(&faults));
+    let off = harness(false).await;
+    let (_, _, doc) = send(&off.app, "GET", "/v1/openapi.json", None, "").await;
+    assert!(!operations(&doc).contains(&faults));
+}
+
+/// An independent validator (Python's openapi-spec-validator) accepts the document as OpenAPI 3.1.
+#[tokio::test(start_paused = true)]
+async fn the_openapi_document_is_valid_for_an_independent_validator() {
+    let h = harness(true).await;
+    let (_, _, doc) = send(&h.app, "GET", "/v1/openapi.json", None, "").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("openapi.json");
+    std::fs::write(&file, doc.to_string()).expect("write");
+    let output = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import json, sys\n\
+             from openapi_spec_validator import validate\n\
+             validate(json.load(open(sys.argv[1])))\n",
+        )
+        .arg(&file)
+        .output()
+        .expect("python3 runs (install it, or run .ci/run)");
+    assert!(
+        output.status.success(),
+        "openapi-spec-validator refused the document (pip install openapi-spec-validator, or run \
+         .ci/run):\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Reads server-sent events from `body` until one named `name` arrives; returns its data.
+async fn next_event(body: &mut Body, name: &str) -> Value {
+    let mut pending = String::new();
+    loop {
+        while let Some(end) = pending.find("\n\n") {
+            let event: String = pending.drain(..end + 2).collect();
+            let mut kind = "";
+            let mut data = String::new();
+            for line in event.lines() {
+                if let Some(k) = line.strip_prefix("event: ") {
+                    kind = k;
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data.push_str(d);
+                }
+            }
+            if kind == name {
+                return serde_json::from_str(&data).expect("event data is JSON");
+            }
+        }
+        let frame = body
+            .frame()
+            .await
+            .expect("the stream goes on")
+            .expect("frame");
+        if let Ok(bytes) = frame.into_data() {
+            pending.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+}
+
+fn sampled<'a>(sample: &'a Value, service: &str) -> &'a Value {
+    sample["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .find(|s| s["name"] == service)
+        .expect("the service is in the sample")
+}
+
+/// The live services stream sends a sample at once and then one per interval; each sample's
+/// `window` counts only the calls since the one before, beside the running totals.
+#[tokio::test(start_paused = true)]
+async fn the_services_stream_samples_each_interval_with_its_own_figures() {
+    let h = harness(false).await;
+    let request = Request::builder()
+        .uri("/v1/services/stream")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(Body::empty())
+        .expect("request");
+    let response = h.app.clone().oneshot(request).await.expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream"
+    );
+    let mut body = response.into_body();
+
+    let first = next_event(&mut body, "services").await;
+    assert_eq!(first["readiness"]["level"], "ready");
+    let base = sampled(&first, "base");
+    assert_eq!(base["state"], "running");
+    let before = base["requests"]["total"].as_u64().expect("total");
+
+    for _ in 0..3 {
+        h.echo.call(|r| r).await.expect("served");
+    }
+    let second = next_event(&mut body, "services").await;
+    let base = sampled(&second, "base");
+    assert_eq!(base["window"]["calls"], 3);
+    assert_eq!(base["window"]["errors"], 0);
+    assert!(base["window"]["latency_p50_ms"].is_number());
+    assert_eq!(base["requests"]["total"].as_u64(), Some(before + 3));
+
+    let third = next_event(&mut body, "services").await;
+    let base = sampled(&third, "base");
+    assert_eq!(base["window"]["calls"], 0, "nothing was called since");
+    assert!(base["window"]["latency_p50_ms"].is_null());
+    assert_eq!(base["requests"]["total"].as_u64(), Some(before + 3));
+}
+
+/// A kept configuration version is served with its text; one not kept, or not a number, is a
+/// clear error.
+#[tokio::test(start_paused = true)]
+async fn config_versions_are_served_with_their_text() {
+    let h = harness(true).await;
+    let (status, _, body) = send(&h.app, "GET", "/v1/config/versions/1", Some(TOKEN), "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["version"], 1);
+    assert_eq!(body["text"], "[testing]\nfault_injection = true\n");
+    assert_eq!(body["config"]["testing"]["fault_injection"], true);
+
+    let (status, _, body) = send(&h.app, "GET", "/v1/config/versions/7", Some(TOKEN), "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "config.unknown_version");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("are: 1")
+    );
+
+    let (status, _, body) = send(&h.app, "GET", "/v1/config/versions/x", Some(TOKEN), "").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"]["code"], "request.invalid_path");
+}

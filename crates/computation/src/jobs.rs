@@ -15,7 +15,7 @@ use crate::Error;
 use crate::outcome::{Ending, Outcome};
 
 /// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Pending,
@@ -55,7 +55,7 @@ impl JobState {
 }
 
 /// A job as its owner sees it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct JobInfo {
     /// Random and unguessable: `job_` and 32 hex digits.
     pub id: String,

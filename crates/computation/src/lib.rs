@@ -122,7 +122,7 @@ impl Grants {
 }
 
 /// A script and how to run it, as the API receives it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Program {
     /// The body of an async function: `return` the result (see the crate docs).
@@ -130,6 +130,7 @@ pub struct Program {
     /// Available to the script as `args`: kept as the JSON text it came as (no tree is built from
     /// it outside the sandbox); absent is `null`.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub args: Option<Box<serde_json::value::RawValue>>,
     #[serde(default)]
     pub limits: LimitOverrides,

@@ -147,7 +147,7 @@ pub(crate) fn declare(spec: runtime::Spec) -> runtime::Spec {
 }
 
 /// What a request may ask to change, each at most up to its ceiling.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitOverrides {
     pub time_ms: Option<u64>,
@@ -159,7 +159,8 @@ pub struct LimitOverrides {
 
 /// The limits that applied to a run. `time_ms` counts from when a worker starts the run (a wait in
 /// the queue is not counted) and includes the script's capability calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = RunLimits)]
 pub struct Limits {
     pub time_ms: u64,
     pub memory_bytes: u64,

@@ -6,7 +6,8 @@ use crate::limits::Limits;
 
 /// What one run produced. A script that throws, times out or runs out of memory still has an
 /// outcome; only requests that never ran are answered with an [`crate::Error`].
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = RunOutcome)]
 pub struct Outcome {
     /// How the run ended.
     pub ending: Ending,
@@ -43,7 +44,7 @@ impl Outcome {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Ending {
     /// The function body returned (or its promise resolved) with a JSON-serializable value.
@@ -104,7 +105,7 @@ impl Ending {
 }
 
 /// One call of `console.log` (or `error`, `warn`, `info`, `debug`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ConsoleLine {
     pub level: Level,
     /// The arguments, each a string as is or else as JSON (or `String(value)` if not JSON), joined
@@ -112,7 +113,8 @@ pub struct ConsoleLine {
     pub text: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = ConsoleLevel)]
 #[serde(rename_all = "snake_case")]
 pub enum Level {
     Log,

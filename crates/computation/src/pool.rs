@@ -54,7 +54,7 @@ impl std::fmt::Debug for Task {
 }
 
 /// The pool's figures, for `Request::Pool`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PoolStats {
     /// The configured number of workers (`resources.cpu_cores`).
     pub size: usize,

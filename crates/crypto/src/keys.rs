@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 use crate::Error;
 
 /// The kinds of key the service holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Algorithm {
     /// ECDSA over secp256k1 with SHA-256; signatures 64-byte `r || s` (low S) or DER.

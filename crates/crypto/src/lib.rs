@@ -99,7 +99,7 @@ impl Key {
 }
 
 /// The public description of a key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct KeyInfo {
     pub id: String,
     pub owner: String,
@@ -110,7 +110,7 @@ pub struct KeyInfo {
     pub versions: Vec<VersionInfo>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct VersionInfo {
     pub version: u32,
     pub created_ms: u64,
@@ -119,7 +119,7 @@ pub struct VersionInfo {
 }
 
 /// A signature and the key version that made it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Signed {
     pub signature: Vec<u8>,
     pub version: u32,

@@ -26,7 +26,8 @@ pub use seal::{SealError, request_of, seal, unseal};
 pub use simulation::Simulation;
 
 /// Which platform produced an identity or a quote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = Platform)]
 #[serde(rename_all = "snake_case")]
 pub enum PlatformKind {
     Simulation,
@@ -35,7 +36,7 @@ pub enum PlatformKind {
 
 /// What the enclave is: its measurement (MRENCLAVE), its signer (MRSIGNER), product id, security
 /// version (ISVSVN) and debug flag.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Identity {
     pub platform: PlatformKind,
     #[serde(serialize_with = "hex_bytes")]
@@ -52,7 +53,8 @@ fn hex_bytes<S: serde::Serializer>(b: &[u8; 32], s: S) -> Result<S::Ok, S::Error
 }
 
 /// What a sealing key is bound to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = SealPolicy)]
 #[serde(rename_all = "snake_case")]
 pub enum Policy {
     /// This exact enclave build (MRENCLAVE): a new build cannot open it.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 /// What the runtime does when a service's signal turns anomalous.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AnomalyAction {
     /// Journal it, nothing more.
@@ -34,13 +34,14 @@ impl AnomalyAction {
 }
 
 /// Anomaly detection settings of one service.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AnomalyPolicy {
     pub action: AnomalyAction,
     pub detector: DetectorPolicy,
     /// The same failure this many times within `crash_loop_window` is a crash loop.
     pub crash_loop_count: u32,
     #[serde(with = "crate::serde_duration")]
+    #[schema(value_type = String, example = "5s")]
     pub crash_loop_window: Duration,
 }
 
@@ -56,7 +57,7 @@ impl Default for AnomalyPolicy {
 }
 
 /// How a detector learns and when it flags.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct DetectorPolicy {
     /// Weight of a new sample in the baseline.
     pub alpha: f64,
@@ -90,7 +91,7 @@ impl Default for DetectorPolicy {
 }
 
 /// Evidence of an anomaly: the value, what was expected, and by how much it differs.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Evidence {
     pub value: f64,
     pub baseline: f64,

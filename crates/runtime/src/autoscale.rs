@@ -7,19 +7,22 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AutoscalePolicy {
     pub enabled: bool,
     /// Queued requests per running replica above which it scales out.
     pub queue_per_replica: u32,
     /// p90 latency above which it scales out.
     #[serde(with = "crate::serde_duration")]
+    #[schema(value_type = String, example = "5s")]
     pub latency_objective: Duration,
     /// How long load must stay low before it scales in.
     #[serde(with = "crate::serde_duration")]
+    #[schema(value_type = String, example = "5s")]
     pub scale_in_after: Duration,
     /// Minimum time between two scale-outs.
     #[serde(with = "crate::serde_duration")]
+    #[schema(value_type = String, example = "5s")]
     pub cooldown: Duration,
 }
 

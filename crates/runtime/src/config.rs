@@ -18,7 +18,7 @@ use crate::spec::{Kind, Priority, Scope, Strategy};
 use crate::{ServiceName, Spec};
 
 /// The whole configuration, valid by construction.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Config {
     pub runtime: RuntimeConfig,
     pub enclave: EnclaveConfig,
@@ -27,30 +27,36 @@ pub struct Config {
     pub testing: TestingConfig,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct RuntimeConfig {
+    #[schema(value_type = String, example = "127.0.0.1:8420")]
     pub listen: SocketAddr,
+    #[schema(value_type = String)]
     pub data_dir: PathBuf,
     /// The longest a whole shutdown may take before the process exits anyway.
     #[serde(with = "crate::serde_duration")]
+    #[schema(value_type = String, example = "5s")]
     pub shutdown_grace: Duration,
     /// How often the monitor samples every service (anomaly detection, autoscaling).
     #[serde(with = "crate::serde_duration")]
+    #[schema(value_type = String, example = "5s")]
     pub monitor_interval: Duration,
     /// How long a newly applied configuration is watched before it counts as good.
     #[serde(with = "crate::serde_duration")]
+    #[schema(value_type = String, example = "5s")]
     pub config_watch: Duration,
 }
 
 /// Read at start only: changing it takes a restart.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct EnclaveConfig {
     pub platform: Platform,
     pub memory_mib: u32,
     pub threads: u32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = PlatformKind)]
 #[serde(rename_all = "snake_case")]
 pub enum Platform {
     Simulation,
@@ -58,7 +64,7 @@ pub enum Platform {
 }
 
 /// Overrides for one service; `None` keeps the service's own default.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ServiceConfig {
     pub enabled: Option<bool>,
     pub priority: Option<Priority>,
@@ -121,7 +127,7 @@ pub struct ServiceConfig {
     pub settings: BTreeMap<String, i64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TestingConfig {
     /// Enables `POST /v1/services/{name}/faults`.
     pub fault_injection: bool,
@@ -131,13 +137,14 @@ pub struct TestingConfig {
 
 /// A synthetic service: it answers echo requests after `work`, and has whatever dependencies,
 /// priority and kind the file gives it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct SyntheticConfig {
     pub kind: Kind,
     pub depends_on: Vec<ServiceName>,
     pub priority: Priority,
     pub capabilities: Vec<String>,
     #[serde(with = "crate::serde_duration")]
+    #[schema(value_type = String, example = "5s")]
     pub work: Duration,
 }
 
@@ -163,7 +170,7 @@ impl Default for Config {
 }
 
 /// One problem in a configuration, with the path of the offending key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     pub path: String,
     pub message: String,

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::spec::HealthPolicy;
 
 /// A service's health as the runtime sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "level", rename_all = "snake_case")]
 pub enum Health {
     /// Not running, or not ready yet.

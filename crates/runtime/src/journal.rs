@@ -25,13 +25,14 @@ const RECENT: usize = 8192;
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// One journal entry.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Entry {
     pub seq: u64,
     #[serde(
         serialize_with = "serialize_time",
         deserialize_with = "deserialize_time"
     )]
+    #[schema(value_type = String, format = DateTime)]
     pub time: SystemTime,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<ServiceName>,
@@ -44,7 +45,7 @@ pub struct Entry {
 }
 
 /// What happened.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
     RuntimeStarted {
@@ -167,7 +168,7 @@ pub enum Event {
 }
 
 /// How an incarnation ended.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum ExitOutcome {
     /// Returned after being asked to stop.
@@ -197,7 +198,7 @@ impl ExitOutcome {
 }
 
 /// Faults an operator can inject when `[testing] fault_injection` is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Fault {
     /// The incarnation panics.
@@ -208,7 +209,7 @@ pub enum Fault {
     Error,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RuntimeLevel {
     Ready,
@@ -217,7 +218,7 @@ pub enum RuntimeLevel {
 }
 
 /// Why it happened.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "by", rename_all = "snake_case")]
 pub enum Cause {
     Startup,

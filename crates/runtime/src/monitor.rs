@@ -18,7 +18,7 @@ use crate::supervisor::Mark;
 use crate::{Client, ServiceName, Snapshot};
 
 /// An anomaly that is raised now.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ActiveAnomaly {
     pub service: ServiceName,
     pub signal: &'static str,

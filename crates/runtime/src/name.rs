@@ -126,6 +126,20 @@ impl<'de> serde::Deserialize<'de> for ServiceName {
     }
 }
 
+impl utoipa::PartialSchema for ServiceName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some("^[a-z][a-z0-9_-]{0,62}$"))
+            .description(Some(
+                "1 to 63 characters: lowercase ASCII letters, digits, `-` and `_`, starting with a letter",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ServiceName {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,8 @@ use crate::{Client, Spec};
 const KEPT: usize = 10;
 
 /// Where a version came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = ConfigSource)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     Startup,
@@ -29,7 +30,8 @@ pub enum Source {
     Rollback,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = ConfigStatus)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Running, inside its watch window.
@@ -41,22 +43,26 @@ pub enum Status {
 }
 
 /// One configuration version.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ConfigVersion)]
 pub struct Version {
     pub version: u64,
     /// SHA-256 of the TOML text.
     pub hash: String,
     #[serde(serialize_with = "crate::journal::serialize_time")]
+    #[schema(value_type = String, format = DateTime)]
     pub applied_at: SystemTime,
     pub source: Source,
     pub status: Status,
+    #[schema(value_type = String)]
     pub text: Arc<str>,
     #[serde(skip)]
     pub config: Arc<Config>,
 }
 
 /// What became of an apply or a rollback.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ConfigOutcome)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
     /// Running now. Unless the caller waited, the watch window may still roll it back.

@@ -194,7 +194,8 @@ fn diff_values(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &m
 }
 
 /// The seed's `ServiceType`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = ServiceKind)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// Must run for the runtime to be ready.
@@ -206,7 +207,19 @@ pub enum Kind {
 }
 
 /// The seed's `StartupPriority`: within one start layer, higher priority starts first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     Critical,
@@ -216,7 +229,7 @@ pub enum Priority {
 }
 
 /// The seed's `ResourceRequirements`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Resources {
     pub min_memory_mib: u32,
     pub max_memory_mib: u32,
@@ -237,17 +250,20 @@ impl Default for Resources {
 }
 
 /// The seed's `HealthCheckConfig`: liveness pings through the incarnation's own mailbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct HealthPolicy {
     #[serde(with = "crate::serde_duration")]
+    #[schema(value_type = String, example = "5s")]
     pub interval: Duration,
     /// Must be shorter than `interval`.
     #[serde(with = "crate::serde_duration")]
+    #[schema(value_type = String, example = "5s")]
     pub timeout: Duration,
     /// Consecutive unanswered pings after which the incarnation is declared hung.
     pub failure_threshold: u32,
     /// How long an incarnation may take to become ready.
     #[serde(with = "crate::serde_duration")]
+    #[schema(value_type = String, example = "5s")]
     pub start_timeout: Duration,
 }
 
@@ -263,7 +279,7 @@ impl Default for HealthPolicy {
 }
 
 /// The seed's `RecoveryStrategy`, with its parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Recovery {
     pub strategy: Strategy,
     pub scope: Scope,
@@ -271,6 +287,7 @@ pub struct Recovery {
     /// At most `max_restarts` within `window`; one more and the service is failed.
     pub max_restarts: u32,
     #[serde(with = "crate::serde_duration")]
+    #[schema(value_type = String, example = "5s")]
     pub window: Duration,
 }
 
@@ -286,7 +303,7 @@ impl Default for Recovery {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// Restart every replica of the service after a backoff.
@@ -317,7 +334,8 @@ impl fmt::Display for Strategy {
 }
 
 /// What a recovery restarts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = RecoveryScope)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
     /// The failed service alone; dependents keep running and their calls wait in its mailbox.
@@ -327,17 +345,20 @@ pub enum Scope {
 }
 
 /// Exponential backoff with jitter, reset after a stable run.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Backoff {
     #[serde(with = "crate::serde_duration")]
+    #[schema(value_type = String, example = "5s")]
     pub initial: Duration,
     #[serde(with = "crate::serde_duration")]
+    #[schema(value_type = String, example = "5s")]
     pub max: Duration,
     pub multiplier: f64,
     /// Fraction in `[0, 1)`: each delay is scaled by a random factor in `[1 - jitter, 1 + jitter]`.
     pub jitter: f64,
     /// An incarnation that ran this long without failing resets the backoff.
     #[serde(with = "crate::serde_duration")]
+    #[schema(value_type = String, example = "5s")]
     pub reset_after: Duration,
 }
 
@@ -353,7 +374,8 @@ impl Default for Backoff {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = ReplicaPolicy)]
 pub struct Replicas {
     pub min: u32,
     pub max: u32,
@@ -366,7 +388,9 @@ impl Default for Replicas {
 }
 
 /// Something a service offers, for discovery by capability (for example `crypto.sign`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(transparent)]
 pub struct Capability(pub String);
 

@@ -107,7 +107,7 @@ enum Timer {
 
 /// The answer to an operator command: what the service's state is now, and whether the command
 /// changed anything.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Answer {
     pub service: ServiceName,
     pub state: State,
@@ -169,7 +169,7 @@ impl Snapshot {
 
 /// The runtime's readiness: ready, degraded (an optional service is down or a service is degraded),
 /// or not ready (a core service is not up), with the reasons.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
     pub level: RuntimeLevel,
     pub reasons: Vec<String>,

@@ -110,7 +110,7 @@ pub(crate) enum Change {
 }
 
 /// What a listing returns per key.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Listed {
     pub key: String,
     pub version: u64,

@@ -64,7 +64,8 @@ pub struct Value {
 }
 
 /// One page of a listing; `next` is the `after` of the next page.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = StoragePage)]
 pub struct Page {
     pub keys: Vec<Listed>,
     pub next: Option<String>,

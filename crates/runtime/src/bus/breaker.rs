@@ -13,16 +13,18 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 /// When a breaker opens and for how long.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct BreakerPolicy {
     pub enabled: bool,
     pub consecutive_failures: u32,
     pub failure_rate: f64,
     pub min_calls: u32,
     #[serde(with = "crate::serde_duration")]
+    #[schema(value_type = String, example = "5s")]
     pub window: Duration,
     /// How long it stays open before letting one probe through.
     #[serde(with = "crate::serde_duration")]
+    #[schema(value_type = String, example = "5s")]
     pub open_for: Duration,
 }
 
@@ -39,7 +41,7 @@ impl Default for BreakerPolicy {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerState {
     Closed,
@@ -79,7 +81,7 @@ pub struct Breaker {
 }
 
 /// A copy of a breaker's state for the API and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct BreakerSnapshot {
     pub state: BreakerState,
     pub consecutive_failures: u32,

@@ -9,7 +9,8 @@ use serde::Serialize;
 use crate::ServiceName;
 
 /// Why a message was dead-lettered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = DeadLetterReason)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// Its deadline passed while it waited in the mailbox.
@@ -20,10 +21,11 @@ pub enum Reason {
     SubscriberFull,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Letter {
     pub seq: u64,
     #[serde(serialize_with = "crate::journal::serialize_time")]
+    #[schema(value_type = String, format = DateTime)]
     pub time: SystemTime,
     pub from: Option<ServiceName>,
     pub to: ServiceName,

@@ -23,7 +23,7 @@ pub(crate) struct Histogram {
 }
 
 /// A point-in-time copy of a [`Histogram`].
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct HistogramSnapshot {
     /// Count per bucket, not cumulative; the last entry is the overflow bucket.
     pub counts: Vec<u64>,
@@ -131,7 +131,7 @@ impl<T> std::ops::Deref for Padded<T> {
 
 /// A copy of one edge's figures. Every call ends in exactly one of `handled`, `errors` and
 /// `dead_lettered`; `calls` minus their sum are still in flight.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EdgeSnapshot {
     pub caller: Option<ServiceName>,
     pub callee: ServiceName,
@@ -226,7 +226,7 @@ impl OperationStats {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OperationSnapshot {
     pub operation: &'static str,
     pub calls: u64,
