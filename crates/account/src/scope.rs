@@ -16,14 +16,16 @@ pub enum Area {
     Crypto,
     Storage,
     Computation,
+    Oracle,
 }
 
 impl Area {
-    pub const ALL: [Area; 4] = [
+    pub const ALL: [Area; 5] = [
         Area::Account,
         Area::Crypto,
         Area::Storage,
         Area::Computation,
+        Area::Oracle,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -32,6 +34,7 @@ impl Area {
             Area::Crypto => "crypto",
             Area::Storage => "storage",
             Area::Computation => "computation",
+            Area::Oracle => "oracle",
         }
     }
 
@@ -45,6 +48,7 @@ impl Area {
             ],
             Area::Storage => &["get", "put", "delete", "list", "batch"],
             Area::Computation => &["run", "jobs"],
+            Area::Oracle => &["request", "key"],
         }
     }
 

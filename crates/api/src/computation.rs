@@ -73,7 +73,7 @@ pub(crate) fn body_limit(config: &runtime::config::Config) -> axum::extract::Def
 }
 
 /// The run acts for the caller, and its capabilities can do what the caller's token can over HTTP.
-fn run_as(caller: &Caller) -> RunAs {
+pub(crate) fn run_as(caller: &Caller) -> RunAs {
     let may = |area, operation| caller.may(area, operation);
     RunAs {
         owner: caller.owner().to_owned(),

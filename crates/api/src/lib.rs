@@ -13,6 +13,7 @@ mod events;
 mod input;
 mod metrics;
 mod openapi;
+mod oracle;
 mod orchestration;
 mod storage;
 
@@ -47,6 +48,8 @@ pub struct AppState {
     pub accounts: ::account::Gate,
     /// The computation service.
     pub computation: ::computation::Handle,
+    /// The oracle service (optional: calls answer 503 while it is disabled or down).
+    pub oracle: ::oracle::Handle,
     /// Cancelled when the server shuts down, so long-lived streams end.
     pub shutdown: CancellationToken,
 }
@@ -116,7 +119,9 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(computation::run).layer(run_limit))
         .routes(routes!(computation::jobs, computation::submit).layer(run_limit))
         .routes(routes!(computation::job, computation::cancel))
-        .routes(routes!(storage::list, storage::batch));
+        .routes(routes!(storage::list, storage::batch))
+        .routes(routes!(oracle::request))
+        .routes(routes!(oracle::key));
     // A key may contain `/`: axum matches it with a wildcard the document spells `{key}`. The
     // service holds values to its own limit (and answers 413 with a JSON error); the body limit
     // here is only the ceiling of that setting.

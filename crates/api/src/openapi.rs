@@ -72,6 +72,10 @@ const TAGS: &[(&str, &str)] = &[
          `computation`).",
     ),
     (
+        "oracle",
+        "External data, aggregated and signed by an attested key. Account token (scope `oracle`).",
+    ),
+    (
         "dashboard",
         "The operator's page and its assets. No token (the page asks for one).",
     ),

@@ -79,10 +79,16 @@ async fn harness_with(fault_injection: bool, with_storage: bool) -> Harness {
         crypto.clone(),
         storage.clone(),
     ));
+    let oracle = b.add(::oracle::Oracle::new(
+        crypto.clone(),
+        computation.clone(),
+        platform.clone(),
+    ));
     if !with_storage {
         b.disable(::storage::NAME);
         b.disable(::account::NAME);
         b.disable(::computation::NAME);
+        b.disable(::oracle::NAME);
     }
     let runtime = b.start().expect("start");
     runtime
@@ -117,6 +123,7 @@ async fn harness_with(fault_injection: bool, with_storage: bool) -> Harness {
         account,
         accounts: gate,
         computation,
+        oracle,
         shutdown: CancellationToken::new(),
     };
     Harness {

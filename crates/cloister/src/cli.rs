@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{accounts, client, serve};
+use crate::{accounts, client, oracles, serve};
 
 /// Cloister: an enclave service runtime. `cloister run` starts it; the other commands talk to a running
 /// one over its HTTP API.
@@ -98,6 +98,10 @@ enum Command {
     /// tokens, revoke.
     #[command(subcommand)]
     Account(accounts::AccountCommand),
+    /// The oracle: request a signed report, fetch the attested signing key, verify a report
+    /// offline.
+    #[command(subcommand)]
+    Oracle(oracles::OracleCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -148,6 +152,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             client::block_on(client::config_show(target))
         }
         Command::Account(command) => client::block_on(accounts::run(command)),
+        Command::Oracle(command) => client::block_on(oracles::run(command)),
         Command::Status { target } => client::block_on(client::status(target)),
         Command::Graph { dot, target } => client::block_on(client::graph(target, dot)),
         Command::Restart { name, target } => {

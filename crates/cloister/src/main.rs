@@ -3,6 +3,7 @@
 mod accounts;
 mod cli;
 mod client;
+mod oracles;
 mod serve;
 mod synthetic;
 mod watch;
@@ -12,6 +13,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // One TLS crypto provider for every HTTP client in the process (the oracle's, the CLI's): reqwest
+    // is built without a default one, so it must be installed before the first client.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = cli::Cli::parse();
     match cli::run(cli) {
         Ok(code) => code,

@@ -35,14 +35,14 @@ pub(crate) struct RunArgs {
     accept_storage_rollback: Option<u64>,
 }
 
-/// The services built into this binary, with their default specs. The other built-in services
-/// (account, computation, oracle, ai) join this list as they land.
+/// The services built into this binary, with their default specs, dependencies first.
 fn catalog() -> Vec<Spec> {
     vec![
         crypto::Crypto::default_spec(),
         storage::Storage::default_spec(),
         account::Account::default_spec(),
         computation::Computation::default_spec(),
+        oracle::Oracle::default_spec(),
     ]
 }
 
@@ -305,6 +305,7 @@ async fn serve(start: Start) -> anyhow::Result<()> {
     let mut storage_handle = None;
     let mut account_handle = None;
     let mut computation_handle = None;
+    let mut oracle_handle = None;
     for spec in specs {
         if spec.name == crypto::NAME {
             crypto_handle =
@@ -339,6 +340,15 @@ async fn serve(start: Start) -> anyhow::Result<()> {
             computation_handle = Some(builder.add_with_spec(service, spec));
             continue;
         }
+        if spec.name == oracle::NAME {
+            let (Some(crypto), Some(computation)) = (&crypto_handle, &computation_handle) else {
+                bail!("the oracle needs crypto and computation");
+            };
+            let service =
+                oracle::Oracle::new(crypto.clone(), computation.clone(), platform.clone());
+            oracle_handle = Some(builder.add_with_spec(service, spec));
+            continue;
+        }
         match config.testing.services.get(&spec.name) {
             Some(synthetic) => {
                 builder.add_with_spec(
@@ -354,6 +364,13 @@ async fn serve(start: Start) -> anyhow::Result<()> {
                 spec.name
             ),
         }
+    }
+    // A disabled oracle is still registered (and stays stopped), so its endpoints can say so.
+    if oracle_handle.is_none()
+        && let (Some(crypto), Some(computation)) = (&crypto_handle, &computation_handle)
+    {
+        let service = oracle::Oracle::new(crypto.clone(), computation.clone(), platform.clone());
+        oracle_handle = Some(builder.add_with_spec(service, oracle::Oracle::default_spec()));
     }
     for name in disabled {
         builder.disable(name);
@@ -400,6 +417,7 @@ async fn serve(start: Start) -> anyhow::Result<()> {
         accounts: account.1,
         computation: computation_handle
             .context("the computation service is core and always registered")?,
+        oracle: oracle_handle.context("the oracle is always registered (and may be disabled)")?,
         shutdown: shutdown.clone(),
     };
     {

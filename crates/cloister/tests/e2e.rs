@@ -88,7 +88,7 @@ impl Server {
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
-        let r = reqwest::Client::new()
+        let r = client()
             .get(format!("{}{path}", self.base))
             .bearer_auth(TOKEN)
             .send()
@@ -98,7 +98,7 @@ impl Server {
     }
 
     async fn post(&self, path: &str, body: Option<&str>) -> (u16, Value) {
-        let mut r = reqwest::Client::new()
+        let mut r = client()
             .post(format!("{}{path}", self.base))
             .bearer_auth(TOKEN);
         if let Some(b) = body {
@@ -113,7 +113,7 @@ impl Server {
     /// Follows the event stream from `since` until an event matches, and returns it.
     async fn wait_event(&self, since: u64, mut pred: impl FnMut(&Value) -> bool) -> Value {
         let url = format!("{}/v1/events/stream?since={since}", self.base);
-        let response = reqwest::Client::new()
+        let response = client()
             .get(url)
             .bearer_auth(TOKEN)
             .send()
@@ -619,4 +619,10 @@ async fn configuration_is_applied_rejected_and_rolled_back_through_the_binary() 
         .await;
     assert_eq!(from_file["event"]["changed"][0], "vault");
     assert!(server.terminate().success());
+}
+
+/// An HTTP client; reqwest is built without a default TLS provider (see the binary's main).
+fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }

@@ -39,9 +39,13 @@ pub enum PlatformKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Identity {
     pub platform: PlatformKind,
+    /// Hex.
     #[serde(serialize_with = "hex_bytes")]
+    #[schema(value_type = String)]
     pub measurement: [u8; 32],
+    /// Hex.
     #[serde(serialize_with = "hex_bytes")]
+    #[schema(value_type = String)]
     pub signer: [u8; 32],
     pub product_id: u16,
     pub security_version: u16,

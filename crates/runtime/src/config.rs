@@ -125,6 +125,9 @@ pub struct ServiceConfig {
     pub autoscale_cooldown: Option<Duration>,
     /// The service's own settings (declared in its spec).
     pub settings: BTreeMap<String, i64>,
+    /// The service's own list settings (declared in its spec).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub lists: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
@@ -340,6 +343,35 @@ impl<'a> Fields<'a> {
                 None
             }
         }
+    }
+
+    fn strings(&mut self, key: &str, max_items: usize, p: &mut Problems) -> Option<Vec<String>> {
+        let (v, path) = self.get(key)?;
+        let Some(items) = v.as_array() else {
+            p.push(
+                &path,
+                format!("expected an array of strings, found {}", v.type_str()),
+            );
+            return None;
+        };
+        if items.len() > max_items {
+            p.push(&path, format!("{} items; at most {max_items}", items.len()));
+            return None;
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            match item.as_str() {
+                Some(s) => out.push(s.to_owned()),
+                None => {
+                    p.push(
+                        &format!("{path}[{i}]"),
+                        format!("expected a string, found {}", item.type_str()),
+                    );
+                    return None;
+                }
+            }
+        }
+        Some(out)
     }
 
     fn names(&mut self, key: &str, p: &mut Problems) -> Option<Vec<ServiceName>> {
@@ -880,6 +912,12 @@ fn parse_service(
             o.settings.insert(name.clone(), v);
         }
     }
+    for (name, s) in declared.into_iter().flat_map(|spec| &spec.lists) {
+        known.push(name);
+        if let Some(v) = f.strings(name, s.max_items, p) {
+            o.lists.insert(name.clone(), v);
+        }
+    }
     f.finish(p, &known);
     o
 }
@@ -960,6 +998,11 @@ impl ServiceConfig {
         for (name, value) in &self.settings {
             if let Some(s) = spec.settings.get_mut(name) {
                 s.value = *value;
+            }
+        }
+        for (name, value) in &self.lists {
+            if let Some(s) = spec.lists.get_mut(name) {
+                s.value.clone_from(value);
             }
         }
     }

@@ -38,6 +38,18 @@ pub struct Spec {
     pub shutdown_grace: Duration,
     /// The service's own settings, declared with their bounds; `[services.NAME]` may set them.
     pub settings: BTreeMap<String, Setting>,
+    /// The service's own list settings (for example the oracle's host allowlist).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub lists: BTreeMap<String, ListSetting>,
+}
+
+/// One of a service's own settings that is a list of strings: its value, how long it may be, and
+/// what it means.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListSetting {
+    pub value: Vec<String>,
+    pub max_items: usize,
+    pub help: String,
 }
 
 /// One of a service's own settings: an integer, its bounds, and what it means.
@@ -70,6 +82,7 @@ impl Spec {
             call_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(5),
             settings: BTreeMap::new(),
+            lists: BTreeMap::new(),
         }
     }
 
@@ -144,6 +157,31 @@ impl Spec {
             },
         );
         self
+    }
+
+    /// Declares a list-of-strings setting with its default (`[services.NAME] name = ["a", "b"]`).
+    pub fn list(mut self, name: &str, default: &[&str], max_items: usize, help: &str) -> Self {
+        debug_assert!(default.len() <= max_items, "{name}: default too long");
+        self.lists.insert(
+            name.to_owned(),
+            ListSetting {
+                value: default.iter().map(|s| (*s).to_owned()).collect(),
+                max_items,
+                help: help.to_owned(),
+            },
+        );
+        self
+    }
+
+    /// The current value of a declared list setting.
+    ///
+    /// # Panics
+    /// If the service never declared `name`: that is a bug in the service, not in a configuration.
+    pub fn list_value(&self, name: &str) -> &[String] {
+        match self.lists.get(name) {
+            Some(s) => &s.value,
+            None => panic!("{}: list setting {name:?} was never declared", self.name),
+        }
     }
 
     /// The current value of a declared setting.

@@ -32,6 +32,9 @@ impl Drop for Server {
 impl Server {
     /// Starts the binary on `config` and waits until the runtime reports ready.
     pub async fn start(config: &Path) -> Server {
+        // reqwest is built without a default TLS provider (see the binary's main).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::new();
         let spawned = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
         let mut child = Command::new(env!("CARGO_BIN_EXE_cloister"))
             .args(["run", "--config"])
@@ -58,7 +61,7 @@ impl Server {
         let server = Server {
             child,
             base: format!("http://{addr}"),
-            http: reqwest::Client::new(),
+            http,
         };
         server.wait_ready(&spawned).await;
         server

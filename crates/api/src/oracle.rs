@@ -1,0 +1,84 @@
+//! The oracle over HTTP: signed reports of external data, and the attested signing key.
+
+use account::Area;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use oracle::{Error, OracleRequest, Request};
+
+use crate::auth::Caller;
+use crate::computation::run_as;
+use crate::error::ErrorBody;
+use crate::input::{ask, body};
+use crate::{ApiError, AppState};
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        match e {
+            Error::BadInput(_) => ApiError::bad_request("oracle.bad_input", e.to_string()),
+            Error::RateLimited { retry_after_s, .. } => ApiError {
+                retry_after: Some(retry_after_s),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "oracle.rate_limited",
+                    e.to_string(),
+                )
+            },
+            Error::Unavailable(_) => ApiError::unavailable("oracle.unavailable", e.to_string(), 1),
+            Error::Unsupported(_) => ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "oracle.unsupported",
+                e.to_string(),
+            ),
+            Error::Internal(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "oracle.internal",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+/// Fetches the sources, extracts a value from each, aggregates them and answers with a signed
+/// report. A source that fails (unreachable, slow, too large, not JSON, a path that matches
+/// nothing) is reported as such; without enough agreeing sources the report has no result and
+/// says why. Scripts run as the caller, within its token's scopes.
+#[utoipa::path(post, path = "/v1/oracle/requests", tag = "oracle", request_body = OracleRequest,
+    responses(
+        (status = 200, description = "The signed report", body = oracle::SignedReport),
+        (status = 400, description = "A malformed request, too many sources, a bad JSONPath (`oracle.bad_input`)", body = ErrorBody),
+        (status = 429, description = "Over `[services.oracle] requests_per_minute` (`oracle.rate_limited`)", body = ErrorBody),
+    ))]
+pub(crate) async fn request(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    b: Result<Json<OracleRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    caller.allow(Area::Oracle, "request")?;
+    let request = body(b)?;
+    let report = ask(&state.oracle, |reply| Request::Fetch {
+        caller: run_as(&caller),
+        request,
+        reply,
+    })
+    .await?;
+    Ok(Json(report).into_response())
+}
+
+/// The oracle's signing key, with a quote whose report data binds it:
+/// SHA-256("cloister oracle key v1\0" || public key) followed by 32 zero bytes.
+#[utoipa::path(get, path = "/v1/oracle/key", tag = "oracle",
+    responses(
+        (status = 200, description = "The key and its quote", body = oracle::KeyAttestation),
+        (status = 501, description = "The platform cannot produce quotes (`oracle.unsupported`)", body = ErrorBody),
+    ))]
+pub(crate) async fn key(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    caller.allow(Area::Oracle, "key")?;
+    let attestation = ask(&state.oracle, |reply| Request::Key { reply }).await?;
+    Ok(Json(attestation).into_response())
+}

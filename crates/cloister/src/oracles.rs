@@ -1,0 +1,133 @@
+//! `cloister oracle ...`: ask the oracle for a signed report, fetch its attested key, and verify a
+//! report offline.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::cli::Target;
+use crate::client::Api;
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum OracleCommand {
+    /// Send a request (a JSON file: sources, extraction, aggregation) and print the signed report.
+    Request {
+        file: PathBuf,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print the oracle's signing key with the quote that binds it to the enclave (save it to pass
+    /// as `verify --quote`).
+    Key {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Check a report offline: its signature over its payload, and with --quote, that the quote binds
+    /// the signing key to the enclave the report names. Exit code 0 if it verifies, 1 if not.
+    Verify {
+        /// The report, as `cloister oracle request` or `POST /v1/oracle/requests` gave it.
+        report: PathBuf,
+        /// The key attestation, as `cloister oracle key` or `GET /v1/oracle/key` gave it.
+        #[arg(long, value_name = "FILE")]
+        quote: Option<PathBuf>,
+        /// Refuse a simulation quote (by default it is accepted and said to be one).
+        #[arg(long, requires = "quote")]
+        require_hardware: bool,
+    },
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+pub(crate) async fn run(command: OracleCommand) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        OracleCommand::Request { file, target } => {
+            let request: Value = serde_json::from_str(&read(&file)?)
+                .with_context(|| format!("{} is not JSON", file.display()))?;
+            let report = Api::new(target)?
+                .call(Method::POST, "/v1/oracle/requests", Some(&request))
+                .await?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
+        }
+        OracleCommand::Key { target } => {
+            let key = Api::new(target)?
+                .call(Method::GET, "/v1/oracle/key", None)
+                .await?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&key)?)?;
+        }
+        OracleCommand::Verify {
+            report,
+            quote,
+            require_hardware,
+        } => {
+            let text = read(&report)?;
+            let attestation = quote.as_deref().map(read).transpose()?;
+            match oracle::verify(&text, attestation.as_deref(), !require_hardware) {
+                Ok(v) => print_verified(&mut out, &v)?,
+                Err(e) => {
+                    let mut err = std::io::stderr().lock();
+                    writeln!(err, "{}: does not verify: {e}", report.display())?;
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_verified(out: &mut impl std::io::Write, v: &oracle::Verified) -> std::io::Result<()> {
+    let p = &v.payload;
+    writeln!(
+        out,
+        "signature:   valid ({}, key {})",
+        p.signer.algorithm, p.signer.public_key
+    )?;
+    match v.quote {
+        Some(q) if q.simulation => writeln!(
+            out,
+            "quote:       valid, binds the key to the enclave below — SIMULATION: not backed by hardware"
+        )?,
+        Some(_) => writeln!(
+            out,
+            "quote:       valid, binds the key to the enclave below"
+        )?,
+        None => writeln!(out, "quote:       not checked (pass --quote KEY.json)")?,
+    }
+    let enclave = &p.enclave;
+    writeln!(
+        out,
+        "enclave:     {} measurement {} signer {}",
+        enclave["platform"].as_str().unwrap_or("?"),
+        enclave["measurement"].as_str().unwrap_or("?"),
+        enclave["signer"].as_str().unwrap_or("?"),
+    )?;
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(p.timestamp_ms);
+    writeln!(out, "made at:     {}", humantime::format_rfc3339_millis(at))?;
+    writeln!(out, "request:     sha256 {}", p.request_hash)?;
+    match &p.error {
+        None => writeln!(
+            out,
+            "result:      {} ({} of {} sources agree)",
+            p.result,
+            p.agreeing,
+            p.sources.len()
+        )?,
+        Some(why) => writeln!(out, "result:      none: {why}")?,
+    }
+    for s in &p.sources {
+        let status = s.status.map_or("-".to_owned(), |c| c.to_string());
+        let what = match &s.error {
+            Some(e) => format!("error: {e}"),
+            None => format!("value {}", s.value),
+        };
+        let cached = if s.cached { " (cached)" } else { "" };
+        writeln!(out, "  {} {} [{status}]{cached} {what}", s.method, s.url)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,450 @@
+//! Fetching sources: the host allowlist, HTTPS through rustls with the system's roots (plain HTTP
+//! only to hosts the configuration names), a timeout and a size cap per source, no redirects, a
+//! response cache per source with a TTL, and a rate limit per host.
+//!
+//! This module holds the only HTTP client in any Cloister service: the oracle is the one service
+//! whose spec declares `network_access`, and it refuses to start without it.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::Url;
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use crate::request::{Method, Source};
+
+/// The most responses the cache holds; the oldest go first.
+const CACHE_ENTRIES: usize = 256;
+
+/// Where a source may be fetched from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct HostPolicy {
+    /// Hosts that may be fetched over HTTPS.
+    https: Vec<String>,
+    /// Hosts that may also be fetched over plain HTTP (tests use loopback servers).
+    http: Vec<String>,
+}
+
+impl HostPolicy {
+    pub(crate) fn new(https: &[String], http: &[String]) -> HostPolicy {
+        HostPolicy {
+            https: https.to_vec(),
+            http: http.to_vec(),
+        }
+    }
+
+    /// Checks a pattern as the configuration gives it: `*`, `host`, `*.domain` or `host:port`.
+    pub(crate) fn check_pattern(p: &str) -> Result<(), String> {
+        let host = p.strip_prefix("*.").unwrap_or(p);
+        let host = match host.rsplit_once(':') {
+            Some((h, port)) if !h.contains(':') || h.starts_with('[') => {
+                port.parse::<u16>()
+                    .map_err(|_| format!("{p:?}: {port:?} is not a port"))?;
+                h
+            }
+            _ => host,
+        };
+        if p == "*" {
+            return Ok(());
+        }
+        let valid = !host.is_empty()
+            && host.len() <= 253
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
+        if valid {
+            Ok(())
+        } else {
+            Err(format!(
+                "{p:?} is not a host pattern (write \"api.example.com\", \"*.example.com\", \"127.0.0.1:8080\" or \"*\")"
+            ))
+        }
+    }
+
+    /// Whether `url` may be fetched; the error says which setting would allow it.
+    pub(crate) fn check(&self, url: &Url) -> Result<(), String> {
+        let host = url
+            .host_str()
+            .ok_or_else(|| format!("{url} has no host"))?
+            .to_ascii_lowercase();
+        let port = url.port_or_known_default().unwrap_or(0);
+        let matches = |list: &[String]| list.iter().any(|p| pattern_matches(p, &host, port));
+        match url.scheme() {
+            "https" if matches(&self.https) || matches(&self.http) => Ok(()),
+            "https" => Err(format!(
+                "host {host} is not in [services.oracle] allowed_hosts"
+            )),
+            "http" if matches(&self.http) => Ok(()),
+            "http" => Err(format!(
+                "plain HTTP to {host} is not allowed: use https, or add the host to [services.oracle] plain_http_hosts"
+            )),
+            other => Err(format!("scheme {other:?} is not fetched: use https")),
+        }
+    }
+}
+
+fn pattern_matches(pattern: &str, host: &str, port: u16) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    let pattern = pattern.to_ascii_lowercase();
+    let (name, want_port) = match pattern.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') || h.starts_with('[') => (h.to_owned(), p.parse().ok()),
+        _ => (pattern.clone(), None),
+    };
+    if want_port.is_some_and(|p: u16| p != port) {
+        return false;
+    }
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match name.strip_prefix("*.") {
+        Some(domain) => host.ends_with(&format!(".{domain}")),
+        None => host == name,
+    }
+}
+
+/// A fetched answer.
+#[derive(Debug, Clone)]
+pub(crate) struct Fetched {
+    pub(crate) status: u16,
+    pub(crate) body: Arc<[u8]>,
+    pub(crate) fetched_at_ms: u64,
+    pub(crate) cached: bool,
+}
+
+/// Why a source could not be fetched, with what is known of the answer.
+#[derive(Debug, Clone)]
+pub(crate) struct FetchError {
+    pub(crate) message: String,
+    pub(crate) status: Option<u16>,
+    pub(crate) body: Option<Arc<[u8]>>,
+    pub(crate) fetched_at_ms: Option<u64>,
+}
+
+impl FetchError {
+    fn new(message: impl Into<String>) -> FetchError {
+        FetchError {
+            message: message.into(),
+            status: None,
+            body: None,
+            fetched_at_ms: None,
+        }
+    }
+}
+
+/// The fetch settings in force for one request.
+#[derive(Debug, Clone)]
+pub(crate) struct FetchLimits {
+    pub(crate) policy: HostPolicy,
+    pub(crate) timeout: Duration,
+    pub(crate) max_body: usize,
+    pub(crate) cache_ttl: Duration,
+    pub(crate) host_rate_per_second: f64,
+}
+
+/// A token bucket.
+#[derive(Debug, Clone)]
+pub(crate) struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    pub(crate) fn full(capacity: f64) -> Bucket {
+        Bucket {
+            tokens: capacity,
+            last: Instant::now(),
+        }
+    }
+
+    /// Takes a token if there is one; else how long until there is.
+    pub(crate) fn take(&mut self, rate: f64, capacity: f64) -> Result<(), Duration> {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * rate).min(capacity);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - self.tokens) / rate))
+        }
+    }
+}
+
+struct CacheEntry {
+    at: Instant,
+    fetched: Fetched,
+}
+
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<String, CacheEntry>,
+    order: VecDeque<String>,
+}
+
+/// The HTTP client with its cache and host limits. Shared by the incarnation's requests.
+pub(crate) struct Fetcher {
+    client: reqwest::Client,
+    cache: Mutex<Cache>,
+    hosts: Mutex<HashMap<String, Bucket>>,
+}
+
+impl std::fmt::Debug for Fetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetcher").finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl Fetcher {
+    pub(crate) fn new() -> Result<Fetcher, String> {
+        // reqwest's rustls needs a process-wide crypto provider; installing it twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("cloister-oracle/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("the HTTP client cannot start: {e}"))?;
+        Ok(Fetcher {
+            client,
+            cache: Mutex::new(Cache::default()),
+            hosts: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Fetches `source`, from the cache when a fresh enough copy is there.
+    pub(crate) async fn fetch(
+        &self,
+        source: &Source,
+        limits: &FetchLimits,
+    ) -> Result<Fetched, FetchError> {
+        let url = Url::parse(&source.url)
+            .map_err(|e| FetchError::new(format!("{:?} is not a URL: {e}", source.url)))?;
+        limits.policy.check(&url).map_err(FetchError::new)?;
+        let key = cache_key(source);
+        if !limits.cache_ttl.is_zero()
+            && let Some(hit) = self.cached(&key, limits.cache_ttl)
+        {
+            return Ok(hit);
+        }
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        let rate = limits.host_rate_per_second;
+        let admitted = self
+            .hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(host.clone())
+            .or_insert_with(|| Bucket::full(rate))
+            .take(rate, rate.max(1.0));
+        if let Err(wait) = admitted {
+            return Err(FetchError::new(format!(
+                "host {host} is over [services.oracle] host_rate_per_second ({rate}); try again in {} ms",
+                wait.as_millis().max(1)
+            )));
+        }
+        let fetched = self.fetch_now(url, source, limits).await?;
+        if !limits.cache_ttl.is_zero() && (200..300).contains(&fetched.status) {
+            self.remember(key, fetched.clone());
+        }
+        Ok(fetched)
+    }
+
+    fn cached(&self, key: &str, ttl: Duration) -> Option<Fetched> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = cache.entries.get(key)?;
+        (entry.at.elapsed() < ttl).then(|| Fetched {
+            cached: true,
+            ..entry.fetched.clone()
+        })
+    }
+
+    fn remember(&self, key: String, fetched: Fetched) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.entries.len() >= CACHE_ENTRIES
+            && !cache.entries.contains_key(&key)
+            && let Some(oldest) = cache.order.pop_front()
+        {
+            cache.entries.remove(&oldest);
+        }
+        cache.order.retain(|k| *k != key);
+        cache.order.push_back(key.clone());
+        cache.entries.insert(
+            key,
+            CacheEntry {
+                at: Instant::now(),
+                fetched,
+            },
+        );
+    }
+
+    async fn fetch_now(
+        &self,
+        url: Url,
+        source: &Source,
+        limits: &FetchLimits,
+    ) -> Result<Fetched, FetchError> {
+        let mut request = match source.method {
+            Method::Get => self.client.get(url),
+            Method::Post => self.client.post(url),
+        };
+        for (name, value) in &source.headers {
+            request = request.header(name, value);
+        }
+        if let Some(body) = &source.body {
+            request = request.body(body.clone());
+        }
+        let fetched_at_ms = now_ms();
+        let timeout = limits.timeout;
+        let work = async {
+            let response = request
+                .send()
+                .await
+                .map_err(|e| FetchError::new(format!("unreachable: {}", error_chain(&e))))?;
+            let status = response.status().as_u16();
+            if response
+                .content_length()
+                .is_some_and(|n| n > limits.max_body as u64)
+            {
+                return Err(FetchError {
+                    status: Some(status),
+                    fetched_at_ms: Some(fetched_at_ms),
+                    ..FetchError::new(format!(
+                        "the body is over [services.oracle] max_response_bytes ({})",
+                        limits.max_body
+                    ))
+                });
+            }
+            let mut body = Vec::new();
+            let mut stream = response.bytes_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| FetchError {
+                    status: Some(status),
+                    fetched_at_ms: Some(fetched_at_ms),
+                    ..FetchError::new(format!("the body broke off: {}", error_chain(&e)))
+                })?;
+                if body.len() + chunk.len() > limits.max_body {
+                    return Err(FetchError {
+                        status: Some(status),
+                        fetched_at_ms: Some(fetched_at_ms),
+                        ..FetchError::new(format!(
+                            "the body is over [services.oracle] max_response_bytes ({})",
+                            limits.max_body
+                        ))
+                    });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(Fetched {
+                status,
+                body: body.into(),
+                fetched_at_ms,
+                cached: false,
+            })
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(FetchError {
+                fetched_at_ms: Some(fetched_at_ms),
+                ..FetchError::new(format!(
+                    "no complete answer within [services.oracle] timeout_ms ({} ms)",
+                    timeout.as_millis()
+                ))
+            }),
+        }
+    }
+}
+
+/// Two requests share a cache entry only when they would send the same bytes.
+fn cache_key(source: &Source) -> String {
+    let parts: (&str, Method, &BTreeMap<String, String>, &Option<String>) =
+        (&source.url, source.method, &source.headers, &source.body);
+    let text = serde_json::to_string(&parts).expect("plain data serializes");
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// An error with its causes ("error sending request: connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(s: &str) -> Url {
+        Url::parse(s).expect("url")
+    }
+
+    #[test]
+    fn the_allowlist_decides_by_scheme_host_and_port() {
+        let p = HostPolicy::new(
+            &["api.example.com".into(), "*.prices.net".into()],
+            &["127.0.0.1:9000".into()],
+        );
+        assert!(p.check(&url("https://api.example.com/x")).is_ok());
+        assert!(p.check(&url("https://API.example.com/x")).is_ok());
+        assert!(p.check(&url("https://eu.prices.net/x")).is_ok());
+        assert!(p.check(&url("https://prices.net/x")).is_err());
+        assert!(p.check(&url("https://api.example.com.evil.org/x")).is_err());
+        let e = p
+            .check(&url("http://api.example.com/x"))
+            .expect_err("plain");
+        assert!(e.contains("plain_http_hosts"), "{e}");
+        assert!(p.check(&url("http://127.0.0.1:9000/x")).is_ok());
+        assert!(p.check(&url("http://127.0.0.1:9001/x")).is_err());
+        assert!(p.check(&url("file:///etc/passwd")).is_err());
+        let e = p.check(&url("https://other.org/")).expect_err("not listed");
+        assert!(e.contains("allowed_hosts"), "{e}");
+        assert!(
+            HostPolicy::new(&["*".into()], &[])
+                .check(&url("https://any.where/"))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn host_patterns_are_checked() {
+        for good in [
+            "*",
+            "api.example.com",
+            "*.example.com",
+            "127.0.0.1:8080",
+            "localhost",
+        ] {
+            assert!(HostPolicy::check_pattern(good).is_ok(), "{good}");
+        }
+        for bad in ["", "http://x", "a b", "host:port", "x/y"] {
+            assert!(HostPolicy::check_pattern(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn buckets_refill_at_their_rate() {
+        let mut b = Bucket::full(2.0);
+        assert!(b.take(2.0, 2.0).is_ok());
+        assert!(b.take(2.0, 2.0).is_ok());
+        let wait = b.take(2.0, 2.0).expect_err("empty");
+        assert_eq!(wait, Duration::from_millis(500));
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(b.take(2.0, 2.0).is_ok());
+    }
+}

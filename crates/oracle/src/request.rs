@@ -1,0 +1,164 @@
+//! What a caller asks for: sources, how to extract a value from each, and how to aggregate them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::Error;
+
+/// The most headers one source may send, and the largest request body it may send.
+pub const MAX_HEADERS: usize = 32;
+pub const MAX_REQUEST_BODY: usize = 64 << 10;
+/// The longest script an extraction may run.
+pub const MAX_SCRIPT_BYTES: usize = 64 << 10;
+
+/// One oracle request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = OracleRequest)]
+pub struct OracleRequest {
+    /// 1 to `max_sources` sources, fetched in parallel.
+    pub sources: Vec<Source>,
+    pub aggregation: Aggregation,
+}
+
+/// Where to fetch from and how to read a value out of the answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// `https://...`, or `http://...` to a host in `plain_http_hosts`. Redirects are not followed.
+    pub url: String,
+    #[serde(default)]
+    pub method: Method,
+    /// Request headers (at most 32).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// A request body (POST only), sent as given (at most 64 KiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    pub extract: Extraction,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    #[default]
+    Get,
+    Post,
+}
+
+/// How to read the value out of a source's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Extraction {
+    /// An RFC 9535 JSONPath over the JSON body that selects exactly one value, e.g. `$.data.price`.
+    JsonPath(String),
+    /// The body of an async JavaScript function run by the computation service as the caller,
+    /// with `args = {status, body, json}` (`json` is the parsed body, or null): return the value.
+    Script(String),
+}
+
+/// How to combine the sources' values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Aggregation {
+    pub method: AggregationMethod,
+    /// Sources that must agree for a result (default 1).
+    #[serde(default = "one")]
+    pub min_agreeing: usize,
+    /// For `median`: a source agrees when its value is within this fraction of the median
+    /// (default: every number agrees).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_deviation: Option<f64>,
+}
+
+fn one() -> usize {
+    1
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AggregationMethod {
+    /// Numbers: the median (the mean of the middle two for an even count).
+    Median,
+    /// Any values: the most common one (a tie is no result).
+    Mode,
+    /// Any values: the value a strict majority of all sources returned.
+    Quorum,
+}
+
+/// The limits a request is held to, from the service's settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestLimits {
+    pub(crate) max_sources: usize,
+}
+
+impl OracleRequest {
+    /// Refuses what can be refused before anything is fetched.
+    pub(crate) fn check(&self, limits: RequestLimits) -> Result<(), Error> {
+        if self.sources.is_empty() {
+            return Err(Error::BadInput("give at least one source".into()));
+        }
+        if self.sources.len() > limits.max_sources {
+            return Err(Error::BadInput(format!(
+                "{} sources; at most {} ([services.oracle] max_sources)",
+                self.sources.len(),
+                limits.max_sources
+            )));
+        }
+        let a = &self.aggregation;
+        if a.min_agreeing == 0 || a.min_agreeing > self.sources.len() {
+            return Err(Error::BadInput(format!(
+                "aggregation.min_agreeing must be from 1 to the number of sources ({})",
+                self.sources.len()
+            )));
+        }
+        if let Some(d) = a.max_deviation
+            && !(d.is_finite() && d >= 0.0)
+        {
+            return Err(Error::BadInput(
+                "aggregation.max_deviation must be a finite fraction of 0 or more".into(),
+            ));
+        }
+        if a.max_deviation.is_some() && a.method != AggregationMethod::Median {
+            return Err(Error::BadInput(
+                "aggregation.max_deviation applies to median only".into(),
+            ));
+        }
+        for (i, s) in self.sources.iter().enumerate() {
+            let at = |m: String| Error::BadInput(format!("sources[{i}]: {m}"));
+            if s.headers.len() > MAX_HEADERS {
+                return Err(at(format!("at most {MAX_HEADERS} headers")));
+            }
+            match (&s.method, &s.body) {
+                (Method::Get, Some(_)) => return Err(at("a GET sends no body".into())),
+                (_, Some(b)) if b.len() > MAX_REQUEST_BODY => {
+                    return Err(at(format!("the body is over {MAX_REQUEST_BODY} bytes")));
+                }
+                _ => {}
+            }
+            match &s.extract {
+                Extraction::JsonPath(p) => {
+                    serde_json_path::JsonPath::parse(p)
+                        .map_err(|e| at(format!("extract.json_path {p:?}: {e}")))?;
+                }
+                Extraction::Script(code) if code.len() > MAX_SCRIPT_BYTES => {
+                    return Err(at(format!(
+                        "extract.script is over {MAX_SCRIPT_BYTES} bytes"
+                    )));
+                }
+                Extraction::Script(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// SHA-256 of the request's canonical JSON (keys sorted, no spaces): what the report commits to.
+    pub fn hash(&self) -> String {
+        let canonical = serde_json::to_value(self)
+            .and_then(|v| serde_json::to_string(&v))
+            .expect("a request serializes");
+        hex::encode(Sha256::digest(canonical.as_bytes()))
+    }
+}

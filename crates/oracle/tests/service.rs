@@ -1,0 +1,460 @@
+//! The oracle in-process against sources on loopback: reports that verify, every kind of bad source
+//! reported per source, aggregation that refuses rather than guesses, the cache, the host and
+//! account rate limits, and the settings it refuses.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::Router;
+use axum::routing::get;
+use oracle::{
+    Aggregation, AggregationMethod, Error, Extraction, Method, OracleRequest, Request, Source,
+};
+use runtime::{Builder, Journal, RuntimeLevel, Service};
+use serde_json::{Value, json};
+
+/// Sources on a loopback port: fixed answers, one that never finishes, one too large, one that
+/// redirects, and a hit counter.
+struct Sources {
+    base: String,
+    hits: Arc<AtomicUsize>,
+}
+
+async fn sources() -> Sources {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let app = Router::new()
+        .route(
+            "/a",
+            get(|| async { r#"{"data": {"price": 100.0}, "state": "up"}"# }),
+        )
+        .route(
+            "/b",
+            get(|| async { r#"{"data": {"price": 102.0}, "state": "up"}"# }),
+        )
+        .route(
+            "/c",
+            get(|| async { r#"{"data": {"price": 250.0}, "state": "down"}"# }),
+        )
+        .route(
+            "/counted",
+            get(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async { r#"{"v": 1}"# }
+            }),
+        )
+        .route("/text", get(|| async { "not json at all" }))
+        .route("/many", get(|| async { r#"{"items": [1, 2, 3]}"# }))
+        .route("/big", get(|| async { "x".repeat(4096) }))
+        .route(
+            "/missing",
+            get(|| async { (axum::http::StatusCode::NOT_FOUND, "{}") }),
+        )
+        .route(
+            "/redirect",
+            get(|| async { axum::response::Redirect::temporary("/a") }),
+        )
+        .route(
+            "/never",
+            get(|| async {
+                std::future::pending::<()>().await;
+                ""
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Sources {
+        base: format!("http://{addr}"),
+        hits,
+    }
+}
+
+struct Fixture {
+    oracle: oracle::Handle,
+    _rt: runtime::Runtime,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(configure: impl FnOnce(&mut runtime::Spec)) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let platform: Arc<dyn enclave::Platform> = Arc::new(
+        enclave::Simulation::open(dir.path(), b"test binary", b"", 1).expect("simulation"),
+    );
+    let mut b = Builder::new(Journal::in_memory());
+    let crypto = b.add(crypto::Crypto::new(dir.path(), platform.clone()));
+    let storage = b.add(storage::Storage::new(
+        dir.path(),
+        platform.clone(),
+        crypto.clone(),
+    ));
+    let computation = b.add(computation::Computation::new(crypto.clone(), storage));
+    let mut spec = oracle::Oracle::default_spec();
+    spec.lists
+        .get_mut(oracle::PLAIN_HTTP_HOSTS)
+        .expect("declared")
+        .value = vec!["127.0.0.1".into()];
+    configure(&mut spec);
+    let oracle = b.add_with_spec(oracle::Oracle::new(crypto, computation, platform), spec);
+    let rt = b.start().expect("start");
+    rt.readiness()
+        .wait_for(|r| r.level == RuntimeLevel::Ready)
+        .await
+        .expect("ready");
+    Fixture {
+        oracle,
+        _rt: rt,
+        _dir: dir,
+    }
+}
+
+fn set(spec: &mut runtime::Spec, name: &str, value: i64) {
+    spec.settings.get_mut(name).expect("declared").value = value;
+}
+
+fn caller(owner: &str) -> computation::Caller {
+    computation::Caller {
+        owner: owner.into(),
+        signing_key: None,
+        grants: computation::Grants::ALL,
+    }
+}
+
+fn path(url: String, path: &str) -> Source {
+    Source {
+        url,
+        method: Method::Get,
+        headers: Default::default(),
+        body: None,
+        extract: Extraction::JsonPath(path.into()),
+    }
+}
+
+fn request(sources: Vec<Source>, method: AggregationMethod, min: usize) -> OracleRequest {
+    OracleRequest {
+        sources,
+        aggregation: Aggregation {
+            method,
+            min_agreeing: min,
+            max_deviation: None,
+        },
+    }
+}
+
+impl Fixture {
+    async fn ask(
+        &self,
+        owner: &str,
+        request: OracleRequest,
+    ) -> Result<oracle::SignedReport, Error> {
+        self.oracle
+            .call(|reply| Request::Fetch {
+                caller: caller(owner),
+                request,
+                reply,
+            })
+            .await
+            .expect("the oracle answers")
+    }
+
+    /// Asks, verifies the report, and answers its payload.
+    async fn report(&self, request: OracleRequest) -> oracle::report::ReportPayload {
+        let signed = self.ask("alice", request).await.expect("a report");
+        let text = serde_json::to_string(&signed).expect("json");
+        oracle::verify(&text, None, true)
+            .expect("the report verifies")
+            .payload
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_from_two_sources_verifies_and_a_changed_one_does_not() {
+    let s = sources().await;
+    let f = start(|_| {}).await;
+    let req = request(
+        vec![
+            path(format!("{}/a", s.base), "$.data.price"),
+            Source {
+                extract: Extraction::Script("return JSON.parse(args.body).data.price".into()),
+                ..path(format!("{}/b", s.base), "")
+            },
+        ],
+        AggregationMethod::Median,
+        2,
+    );
+    let signed = f.ask("alice", req.clone()).await.expect("report");
+    let text = serde_json::to_string(&signed).expect("json");
+    let verified = oracle::verify(&text, None, true).expect("verifies");
+    let p = verified.payload;
+    assert_eq!(p.result, json!(101.0));
+    assert_eq!(p.agreeing, 2);
+    assert_eq!(p.error, None);
+    assert_eq!(p.request_hash, req.hash());
+    assert_eq!(p.sources[0].value, json!(100.0));
+    // A script's integral number comes back as an integer; the median takes it as a number.
+    assert_eq!(p.sources[1].value.as_f64(), Some(102.0));
+    assert_eq!(p.sources[0].status, Some(200));
+    assert!(
+        p.sources
+            .iter()
+            .all(|s| s.body_sha256.is_some() && s.fetched_at_ms.is_some())
+    );
+
+    // The key attestation binds this key, and its quote checks out.
+    let attestation = f
+        .oracle
+        .call(|reply| Request::Key { reply })
+        .await
+        .expect("answer")
+        .expect("key");
+    let attestation = serde_json::to_string(&attestation).expect("json");
+    let checked = oracle::verify(&text, Some(&attestation), true).expect("with quote");
+    assert_eq!(checked.quote.map(|q| q.simulation), Some(true));
+    assert!(matches!(
+        oracle::verify(&text, Some(&attestation), false),
+        Err(oracle::VerifyError::Quote(_))
+    ));
+
+    // Any change to the payload breaks the signature.
+    let mut forged: Value = serde_json::from_str(&text).expect("json");
+    let payload = forged["payload"]
+        .as_str()
+        .expect("payload")
+        .replace("101.0", "999.0");
+    forged["payload"] = Value::String(payload);
+    assert_eq!(
+        oracle::verify(&forged.to_string(), None, true),
+        Err(oracle::VerifyError::BadSignature)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_source_is_reported_as_such_and_never_becomes_a_value() {
+    let s = sources().await;
+    let f = start(|spec| {
+        set(spec, oracle::TIMEOUT_MS, 300);
+        set(spec, oracle::MAX_RESPONSE_BYTES, 1024);
+        set(spec, oracle::MAX_SOURCES, 16);
+    })
+    .await;
+    let bad = [
+        (path("http://127.0.0.1:1/x".into(), "$.a"), "unreachable"),
+        (path(format!("{}/never", s.base), "$.a"), "timeout_ms"),
+        (path(format!("{}/big", s.base), "$.a"), "max_response_bytes"),
+        (path(format!("{}/text", s.base), "$.a"), "not JSON"),
+        (
+            path(format!("{}/a", s.base), "$.nothing"),
+            "matches nothing",
+        ),
+        (
+            path(format!("{}/many", s.base), "$.items[*]"),
+            "matches 3 values",
+        ),
+        (path(format!("{}/missing", s.base), "$.a"), "HTTP 404"),
+        (path(format!("{}/redirect", s.base), "$.a"), "HTTP 307"),
+        (path("https://example.com/".into(), "$.a"), "allowed_hosts"),
+        (
+            path("http://localhost:9/".into(), "$.a"),
+            "plain_http_hosts",
+        ),
+        (
+            Source {
+                extract: Extraction::Script("throw new Error('no price here')".into()),
+                ..path(format!("{}/a", s.base), "")
+            },
+            "no price here",
+        ),
+    ];
+    let mut sources: Vec<Source> = bad.iter().map(|(s, _)| s.clone()).collect();
+    sources.push(path(format!("{}/a", s.base), "$.data.price"));
+    let p = f
+        .report(request(sources, AggregationMethod::Median, 1))
+        .await;
+    for (i, (_, expected)) in bad.iter().enumerate() {
+        let source = &p.sources[i];
+        let error = source.error.as_deref().unwrap_or_default();
+        assert!(
+            error.contains(expected),
+            "source {i}: {error:?} should say {expected:?}"
+        );
+        assert_eq!(source.value, Value::Null, "source {i} has no value");
+    }
+    // The one good source is the result, and only it agrees.
+    assert_eq!((p.result.clone(), p.agreeing), (json!(100.0), 1));
+
+    // Fewer agreeing sources than required: no result, and the report says why.
+    let req = request(
+        vec![
+            path(format!("{}/a", s.base), "$.data.price"),
+            path(format!("{}/text", s.base), "$.data.price"),
+        ],
+        AggregationMethod::Median,
+        2,
+    );
+    let p = f.report(req).await;
+    assert_eq!(p.result, Value::Null);
+    assert!(p.error.expect("why").contains("min_agreeing is 2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mode_and_quorum_over_strings() {
+    let s = sources().await;
+    let f = start(|_| {}).await;
+    let three = || {
+        ["a", "b", "c"]
+            .iter()
+            .map(|p| path(format!("{}/{p}", s.base), "$.state"))
+            .collect::<Vec<_>>()
+    };
+    let p = f
+        .report(request(three(), AggregationMethod::Quorum, 2))
+        .await;
+    assert_eq!((p.result, p.agreeing), (json!("up"), 2));
+    let p = f
+        .report(request(three(), AggregationMethod::Quorum, 3))
+        .await;
+    assert_eq!(p.result, Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_cached_per_source_and_hosts_are_rate_limited() {
+    let s = sources().await;
+    let f = start(|_| {}).await;
+    let counted = || {
+        request(
+            vec![path(format!("{}/counted", s.base), "$.v")],
+            AggregationMethod::Mode,
+            1,
+        )
+    };
+    let first = f.report(counted()).await;
+    let second = f.report(counted()).await;
+    assert!(!first.sources[0].cached);
+    assert!(second.sources[0].cached);
+    assert_eq!(
+        second.sources[0].fetched_at_ms,
+        first.sources[0].fetched_at_ms
+    );
+    assert_eq!(
+        s.hits.load(Ordering::SeqCst),
+        1,
+        "the second answer came from the cache"
+    );
+
+    // Without the cache, one fetch per second to the host: of three at once, one goes out.
+    let g = start(|spec| {
+        set(spec, oracle::CACHE_TTL_MS, 0);
+        set(spec, oracle::HOST_RATE_PER_SECOND, 1);
+    })
+    .await;
+    let three = (0..3)
+        .map(|_| path(format!("{}/counted", s.base), "$.v"))
+        .collect();
+    let p = g.report(request(three, AggregationMethod::Mode, 1)).await;
+    let limited = p
+        .sources
+        .iter()
+        .filter(|s| {
+            s.error
+                .as_deref()
+                .is_some_and(|e| e.contains("host_rate_per_second"))
+        })
+        .count();
+    assert_eq!(limited, 2, "{:?}", p.sources);
+    assert_eq!(s.hits.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_account_has_its_own_request_limit_and_bad_requests_are_refused() {
+    let s = sources().await;
+    let f = start(|spec| set(spec, oracle::REQUESTS_PER_MINUTE, 2)).await;
+    let one = || {
+        request(
+            vec![path(format!("{}/a", s.base), "$.data.price")],
+            AggregationMethod::Median,
+            1,
+        )
+    };
+    f.ask("alice", one()).await.expect("first");
+    f.ask("alice", one()).await.expect("second");
+    match f.ask("alice", one()).await {
+        Err(Error::RateLimited { retry_after_s, .. }) => assert!(retry_after_s >= 1),
+        other => panic!("expected the rate limit, got {other:?}"),
+    }
+    f.ask("bob", one()).await.expect("bob has his own limit");
+
+    let mut empty = one();
+    empty.sources.clear();
+    assert!(matches!(
+        f.ask("carol", empty).await,
+        Err(Error::BadInput(_))
+    ));
+    let too_many = request(
+        (0..9)
+            .map(|_| path(format!("{}/a", s.base), "$.a"))
+            .collect(),
+        AggregationMethod::Median,
+        1,
+    );
+    match f.ask("carol", too_many).await {
+        Err(Error::BadInput(m)) => assert!(m.contains("max_sources"), "{m}"),
+        other => panic!("expected too many sources, got {other:?}"),
+    }
+    let bad_path = request(
+        vec![path(format!("{}/a", s.base), "data.price")],
+        AggregationMethod::Median,
+        1,
+    );
+    assert!(matches!(
+        f.ask("carol", bad_path).await,
+        Err(Error::BadInput(_))
+    ));
+    let mut needs_more = one();
+    needs_more.aggregation.min_agreeing = 2;
+    assert!(matches!(
+        f.ask("carol", needs_more).await,
+        Err(Error::BadInput(_))
+    ));
+}
+
+#[test]
+fn the_oracle_refuses_settings_that_would_open_or_break_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let platform: Arc<dyn enclave::Platform> = Arc::new(
+        enclave::Simulation::open(dir.path(), b"test binary", b"", 1).expect("simulation"),
+    );
+    let mut b = Builder::new(Journal::in_memory());
+    let crypto = b.add(crypto::Crypto::new(dir.path(), platform.clone()));
+    let storage = b.add(storage::Storage::new(
+        dir.path(),
+        platform.clone(),
+        crypto.clone(),
+    ));
+    let computation = b.add(computation::Computation::new(crypto.clone(), storage));
+    let service = oracle::Oracle::new(crypto, computation, platform);
+
+    let good = oracle::Oracle::default_spec();
+    assert_eq!(service.validate(&good), Ok(()));
+    let mut closed = good.clone();
+    closed.resources.network_access = false;
+    assert!(
+        service
+            .validate(&closed)
+            .expect_err("refused")
+            .contains("network_access")
+    );
+    let mut bad_host = good.clone();
+    bad_host
+        .lists
+        .get_mut(oracle::ALLOWED_HOSTS)
+        .expect("declared")
+        .value = vec!["http://example.com".into()];
+    assert!(
+        service
+            .validate(&bad_host)
+            .expect_err("refused")
+            .contains("allowed_hosts[0]")
+    );
+}
