@@ -17,15 +17,17 @@ pub enum Area {
     Storage,
     Computation,
     Oracle,
+    Ai,
 }
 
 impl Area {
-    pub const ALL: [Area; 5] = [
+    pub const ALL: [Area; 6] = [
         Area::Account,
         Area::Crypto,
         Area::Storage,
         Area::Computation,
         Area::Oracle,
+        Area::Ai,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +37,7 @@ impl Area {
             Area::Storage => "storage",
             Area::Computation => "computation",
             Area::Oracle => "oracle",
+            Area::Ai => "ai",
         }
     }
 
@@ -49,6 +52,7 @@ impl Area {
             Area::Storage => &["get", "put", "delete", "list", "batch"],
             Area::Computation => &["run", "jobs"],
             Area::Oracle => &["request", "key"],
+            Area::Ai => &["models", "predict", "train"],
         }
     }
 

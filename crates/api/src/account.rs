@@ -204,6 +204,14 @@ pub(crate) async fn delete(
         })
         .await
         .map_err(call_error)?;
+    // Its training jobs too (the ai service is optional: when it is not running, it has none).
+    let _ = state
+        .ai
+        .call(|reply| ai::Request::Purge {
+            owner: id.clone(),
+            reply,
+        })
+        .await;
     ask(&state.account, |reply| Request::Delete { id, reply }).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -2,6 +2,7 @@
 //! command the orchestrator. The only crate that knows HTTP.
 
 mod account;
+mod ai;
 mod attestation;
 mod auth;
 mod computation;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub computation: ::computation::Handle,
     /// The oracle service (optional: calls answer 503 while it is disabled or down).
     pub oracle: ::oracle::Handle,
+    /// The ai service (optional, as the oracle).
+    pub ai: ::ai::Handle,
     /// Cancelled when the server shuts down, so long-lived streams end.
     pub shutdown: CancellationToken,
 }
@@ -121,7 +124,16 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(computation::job, computation::cancel))
         .routes(routes!(storage::list, storage::batch))
         .routes(routes!(oracle::request))
-        .routes(routes!(oracle::key));
+        .routes(routes!(oracle::key))
+        .routes(
+            routes!(ai::models, ai::upload)
+                .layer(axum::extract::DefaultBodyLimit::max(ai::MAX_UPLOAD)),
+        )
+        .routes(routes!(ai::model, ai::delete))
+        .routes(routes!(ai::predict).layer(axum::extract::DefaultBodyLimit::max(64 << 20)))
+        .routes(routes!(ai::train).layer(axum::extract::DefaultBodyLimit::max(ai::MAX_TRAIN_BODY)))
+        .routes(routes!(ai::jobs))
+        .routes(routes!(ai::job, ai::cancel));
     // A key may contain `/`: axum matches it with a wildcard the document spells `{key}`. The
     // service holds values to its own limit (and answers 413 with a JSON error); the body limit
     // here is only the ceiling of that setting.

@@ -76,6 +76,11 @@ const TAGS: &[(&str, &str)] = &[
         "External data, aggregated and signed by an attested key. Account token (scope `oracle`).",
     ),
     (
+        "ai",
+        "ONNX inference and training, models kept sealed in the caller's account. Account token \
+         (scope `ai`).",
+    ),
+    (
         "dashboard",
         "The operator's page and its assets. No token (the page asks for one).",
     ),

@@ -84,7 +84,9 @@ async fn harness_with(fault_injection: bool, with_storage: bool) -> Harness {
         computation.clone(),
         platform.clone(),
     ));
+    let ai = b.add(::ai::Ai::new(storage.clone()));
     if !with_storage {
+        b.disable(::ai::NAME);
         b.disable(::storage::NAME);
         b.disable(::account::NAME);
         b.disable(::computation::NAME);
@@ -124,6 +126,7 @@ async fn harness_with(fault_injection: bool, with_storage: bool) -> Harness {
         accounts: gate,
         computation,
         oracle,
+        ai,
         shutdown: CancellationToken::new(),
     };
     Harness {

@@ -43,6 +43,7 @@ fn catalog() -> Vec<Spec> {
         account::Account::default_spec(),
         computation::Computation::default_spec(),
         oracle::Oracle::default_spec(),
+        ai::Ai::default_spec(),
     ]
 }
 
@@ -306,6 +307,7 @@ async fn serve(start: Start) -> anyhow::Result<()> {
     let mut account_handle = None;
     let mut computation_handle = None;
     let mut oracle_handle = None;
+    let mut ai_handle = None;
     for spec in specs {
         if spec.name == crypto::NAME {
             crypto_handle =
@@ -349,6 +351,13 @@ async fn serve(start: Start) -> anyhow::Result<()> {
             oracle_handle = Some(builder.add_with_spec(service, spec));
             continue;
         }
+        if spec.name == ai::NAME {
+            let storage = storage_handle
+                .clone()
+                .context("ai needs the storage service")?;
+            ai_handle = Some(builder.add_with_spec(ai::Ai::new(storage), spec));
+            continue;
+        }
         match config.testing.services.get(&spec.name) {
             Some(synthetic) => {
                 builder.add_with_spec(
@@ -371,6 +380,12 @@ async fn serve(start: Start) -> anyhow::Result<()> {
     {
         let service = oracle::Oracle::new(crypto.clone(), computation.clone(), platform.clone());
         oracle_handle = Some(builder.add_with_spec(service, oracle::Oracle::default_spec()));
+    }
+    if ai_handle.is_none()
+        && let Some(storage) = &storage_handle
+    {
+        ai_handle =
+            Some(builder.add_with_spec(ai::Ai::new(storage.clone()), ai::Ai::default_spec()));
     }
     for name in disabled {
         builder.disable(name);
@@ -418,6 +433,7 @@ async fn serve(start: Start) -> anyhow::Result<()> {
         computation: computation_handle
             .context("the computation service is core and always registered")?,
         oracle: oracle_handle.context("the oracle is always registered (and may be disabled)")?,
+        ai: ai_handle.context("the ai service is always registered (and may be disabled)")?,
         shutdown: shutdown.clone(),
     };
     {

@@ -93,3 +93,26 @@ fn the_example_configuration_is_valid() {
         panic!("examples/demo.toml: {invalid}");
     }
 }
+
+/// The oracle is the only service that may open network connections: its crate is the only one
+/// with an HTTP client (the binary has one too, for its client commands, but hosts no service code).
+#[test]
+fn only_the_oracle_has_an_http_client() {
+    for entry in std::fs::read_dir(workspace().join("crates")).expect("crates") {
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if name == "oracle" || name == "cloister" {
+            continue;
+        }
+        let deps = dependencies(&name);
+        for client in ["reqwest", "hyper", "hyper-util", "ureq", "isahc", "surf", "attohttpc"] {
+            assert!(
+                !deps.contains_key(client),
+                "crates/{name} must not depend on {client}: only the oracle reaches the network"
+            );
+        }
+    }
+}

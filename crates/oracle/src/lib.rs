@@ -101,6 +101,9 @@ pub struct Oracle {
     crypto: crypto::Handle,
     computation: computation::Handle,
     platform: Arc<dyn enclave::Platform>,
+    /// The host lists the first incarnation read: where the enclave may connect is a security
+    /// setting, read at start only (as the sandbox ceilings are).
+    hosts: std::sync::OnceLock<(Vec<String>, Vec<String>)>,
 }
 
 impl Oracle {
@@ -113,6 +116,7 @@ impl Oracle {
             crypto: crypto.with_caller(&NAME),
             computation: computation.with_caller(&NAME),
             platform,
+            hosts: std::sync::OnceLock::new(),
         }
     }
 
@@ -187,14 +191,11 @@ struct Settings {
 }
 
 impl Settings {
-    fn of(spec: &Spec) -> Settings {
+    fn of(spec: &Spec, policy: &HostPolicy) -> Settings {
         let ms = |name| Duration::from_millis(u64::try_from(spec.setting_value(name)).unwrap_or(0));
         Settings {
             fetch: FetchLimits {
-                policy: HostPolicy::new(
-                    spec.list_value(ALLOWED_HOSTS),
-                    spec.list_value(PLAIN_HTTP_HOSTS),
-                ),
+                policy: policy.clone(),
                 timeout: ms(TIMEOUT_MS),
                 max_body: usize::try_from(spec.setting_value(MAX_RESPONSE_BYTES)).unwrap_or(1),
                 cache_ttl: ms(CACHE_TTL_MS),
@@ -228,6 +229,14 @@ impl Service for Oracle {
                     .map_err(|e| format!("services.oracle.{list}[{i}]: {e}"))?;
             }
         }
+        if let Some((https, http)) = self.hosts.get()
+            && (new.list_value(ALLOWED_HOSTS) != https.as_slice()
+                || new.list_value(PLAIN_HTTP_HOSTS) != http.as_slice())
+        {
+            return Err(format!(
+                "services.oracle.{ALLOWED_HOSTS} and {PLAIN_HTTP_HOSTS} decide where the enclave may connect and are read at start only; restart cloister to change them"
+            ));
+        }
         let timeout =
             Duration::from_millis(u64::try_from(new.setting_value(TIMEOUT_MS)).unwrap_or(0));
         if new.call_timeout < timeout * 2 {
@@ -246,6 +255,14 @@ impl Service for Oracle {
                 "the oracle's spec does not grant network access",
             ));
         }
+        let spec = cx.spec();
+        let (https, http) = self.hosts.get_or_init(|| {
+            (
+                spec.list_value(ALLOWED_HOSTS).to_vec(),
+                spec.list_value(PLAIN_HTTP_HOSTS).to_vec(),
+            )
+        });
+        let policy = HostPolicy::new(https, http);
         let key = signing_key(&self.crypto).await?;
         let fetcher = Fetcher::new().map_err(ServiceError::new)?;
         let shared = Arc::new(Shared {
@@ -255,7 +272,7 @@ impl Service for Oracle {
             platform: self.platform.clone(),
             key,
         });
-        let mut settings = Arc::new(Settings::of(&cx.spec()));
+        let mut settings = Arc::new(Settings::of(&spec, &policy));
         let accounts: Mutex<HashMap<String, Bucket>> = Mutex::new(HashMap::new());
         let mut tasks = JoinSet::new();
         loop {
@@ -264,7 +281,7 @@ impl Service for Oracle {
                     let Some(request) = request else { break };
                     if cx.spec_changes().has_changed().unwrap_or(false) {
                         let spec = cx.spec_changes().borrow_and_update().clone();
-                        settings = Arc::new(Settings::of(&spec));
+                        settings = Arc::new(Settings::of(&spec, &policy));
                     }
                     match request {
                         Request::Fetch { caller, request, reply } => {

@@ -55,7 +55,8 @@ pub enum Extraction {
     /// An RFC 9535 JSONPath over the JSON body that selects exactly one value, e.g. `$.data.price`.
     JsonPath(String),
     /// The body of an async JavaScript function run by the computation service as the caller,
-    /// with `args = {status, body, json}` (`json` is the parsed body, or null): return the value.
+    /// with `args = {status, body}` (`body` as text; `JSON.parse(args.body)` for JSON): return the
+    /// value.
     Script(String),
 }
 

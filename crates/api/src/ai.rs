@@ -1,0 +1,289 @@
+//! The ai service over HTTP: ONNX models (upload, list, describe, delete, predict) and training
+//! jobs, all in the caller's account.
+
+use std::time::Duration;
+
+use account::Area;
+use ai::{Error, JobInfo, ModelInfo, PredictInput, Request, TrainRequest};
+use axum::body::Bytes;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::auth::Caller;
+use crate::error::ErrorBody;
+use crate::input::{ask, body};
+use crate::{ApiError, AppState};
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        let unprocessable =
+            |code| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string());
+        match &e {
+            Error::BadInput(_) => ApiError::bad_request("ai.bad_input", e.to_string()),
+            Error::TooLarge(_) => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "ai.too_large", e.to_string())
+            }
+            Error::NotFound(_) => ApiError::not_found("ai.model_not_found", e.to_string()),
+            Error::JobNotFound(_) => ApiError::not_found("ai.job_not_found", e.to_string()),
+            Error::InvalidModel(_) => unprocessable("ai.invalid_model"),
+            Error::Shape(_) => unprocessable("ai.shape"),
+            Error::Inference(_) => unprocessable("ai.inference"),
+            Error::Cancelled => ApiError::new(StatusCode::CONFLICT, "ai.cancelled", e.to_string()),
+            Error::Storage(_) => ApiError::unavailable("ai.storage", e.to_string(), 1),
+            Error::Internal(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ai.internal",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+/// The largest upload the HTTP layer reads: the ceiling of `[services.ai] max_model_bytes` (the
+/// service holds files to the setting itself, with a 413 naming it).
+pub(crate) const MAX_UPLOAD: usize = 256 << 20;
+/// The largest training request (a dataset as JSON).
+pub(crate) const MAX_TRAIN_BODY: usize = 256 << 20;
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UploadQuery {
+    /// A name to recognise the model by (default `model`).
+    name: Option<String>,
+}
+
+/// Uploads an ONNX model (the raw file as the body). It is loaded and checked before it is kept,
+/// sealed, in the caller's account.
+#[utoipa::path(post, path = "/v1/ai/models", tag = "ai", params(UploadQuery),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The ONNX file"),
+    responses(
+        (status = 201, description = "Kept; its inputs and outputs", body = ai::ModelInfo),
+        (status = 413, description = "Over `max_model_bytes`, or too large for the memory budget (`ai.too_large`)", body = ErrorBody),
+        (status = 422, description = "Not a model tract can run (`ai.invalid_model`), with the reason", body = ErrorBody),
+    ))]
+pub(crate) async fn upload(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    query: Result<Query<UploadQuery>, QueryRejection>,
+    file: Bytes,
+) -> Result<Response, ApiError> {
+    caller.allow(Area::Ai, "models")?;
+    let Query(q) =
+        query.map_err(|e| ApiError::bad_request("request.invalid_query", e.body_text()))?;
+    let info = ask(&state.ai, |reply| Request::Upload {
+        owner: caller.owner().into(),
+        name: q.name.unwrap_or_else(|| "model".into()),
+        file: file.to_vec(),
+        reply,
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(info)).into_response())
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ModelList {
+    models: Vec<ModelInfo>,
+}
+
+/// The caller's models, newest first.
+#[utoipa::path(get, path = "/v1/ai/models", tag = "ai",
+    responses((status = 200, description = "The caller's models", body = ModelList)))]
+pub(crate) async fn models(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    caller.allow(Area::Ai, "models")?;
+    let models = ask(&state.ai, |reply| Request::Models {
+        owner: caller.owner().into(),
+        reply,
+    })
+    .await?;
+    Ok(Json(ModelList { models }).into_response())
+}
+
+/// One model.
+#[utoipa::path(get, path = "/v1/ai/models/{id}", tag = "ai",
+    params(("id" = String, Path, description = "A model id")),
+    responses(
+        (status = 200, description = "The model", body = ai::ModelInfo),
+        (status = 404, description = "No such model (`ai.model_not_found`)", body = ErrorBody),
+    ))]
+pub(crate) async fn model(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.allow(Area::Ai, "models")?;
+    let info = ask(&state.ai, |reply| Request::Model {
+        owner: caller.owner().into(),
+        id,
+        reply,
+    })
+    .await?;
+    Ok(Json(info).into_response())
+}
+
+/// Deletes a model.
+#[utoipa::path(delete, path = "/v1/ai/models/{id}", tag = "ai",
+    params(("id" = String, Path, description = "A model id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such model", body = ErrorBody),
+    ))]
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.allow(Area::Ai, "models")?;
+    ask(&state.ai, |reply| Request::Delete {
+        owner: caller.owner().into(),
+        id,
+        reply,
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Runs a model: `{"inputs": {NAME: {"shape", "data"}}}` for an ONNX model (answers
+/// `{"outputs": {NAME: {"shape", "data"}}}`), `{"features": [[...]]}` for a trained one (answers
+/// `predictions`, `probabilities` or `clusters`).
+#[utoipa::path(post, path = "/v1/ai/models/{id}/predict", tag = "ai",
+    params(("id" = String, Path, description = "A model id")),
+    request_body = ai::PredictInput,
+    responses(
+        (status = 200, description = "The outputs", body = Object),
+        (status = 404, description = "No such model", body = ErrorBody),
+        (status = 422, description = "Inputs that do not fit the model (`ai.shape`), with what it takes", body = ErrorBody),
+    ))]
+pub(crate) async fn predict(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    b: Result<Json<PredictInput>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    caller.allow(Area::Ai, "predict")?;
+    let input = body(b)?;
+    let answer = ask(&state.ai, |reply| Request::Predict {
+        owner: caller.owner().into(),
+        id,
+        input,
+        reply,
+    })
+    .await?;
+    Ok(Json(answer).into_response())
+}
+
+/// Trains a model on the dataset as a job; the model is kept in the caller's account when it
+/// completes, with its metrics on the held-out rows.
+#[utoipa::path(post, path = "/v1/ai/train", tag = "ai", request_body = ai::TrainRequest,
+    responses(
+        (status = 202, description = "Queued", body = ai::JobInfo),
+        (status = 400, description = "A dataset that cannot be trained on (`ai.bad_input`): empty, ragged, not finite, wrong labels...", body = ErrorBody),
+        (status = 413, description = "Over `max_dataset_rows` or `max_features` (`ai.too_large`)", body = ErrorBody),
+    ))]
+pub(crate) async fn train(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    b: Result<Json<TrainRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    caller.allow(Area::Ai, "train")?;
+    let request = Box::new(body(b)?);
+    let job = ask(&state.ai, |reply| Request::Train {
+        owner: caller.owner().into(),
+        request,
+        reply,
+    })
+    .await?;
+    Ok((StatusCode::ACCEPTED, Json(job)).into_response())
+}
+
+#[derive(Serialize, ToSchema)]
+pub(crate) struct JobList {
+    jobs: Vec<JobInfo>,
+}
+
+/// The caller's training jobs.
+#[utoipa::path(get, path = "/v1/ai/jobs", tag = "ai",
+    responses((status = 200, description = "The caller's jobs", body = JobList)))]
+pub(crate) async fn jobs(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    caller.allow(Area::Ai, "train")?;
+    let jobs = ask(&state.ai, |reply| Request::Jobs {
+        owner: caller.owner().into(),
+        reply,
+    })
+    .await?;
+    Ok(Json(JobList { jobs }).into_response())
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JobQuery {
+    /// Wait up to this many seconds (at most 30) for the job to finish.
+    wait_s: Option<u64>,
+}
+
+/// One training job; with `wait_s`, answers when it finishes or the wait ends.
+#[utoipa::path(get, path = "/v1/ai/jobs/{id}", tag = "ai",
+    params(("id" = String, Path, description = "A job id"), JobQuery),
+    responses(
+        (status = 200, description = "The job", body = ai::JobInfo),
+        (status = 404, description = "No such job (`ai.job_not_found`)", body = ErrorBody),
+    ))]
+pub(crate) async fn job(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    query: Result<Query<JobQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    caller.allow(Area::Ai, "train")?;
+    let Query(q) =
+        query.map_err(|e| ApiError::bad_request("request.invalid_query", e.body_text()))?;
+    let wait = q.wait_s.unwrap_or(0);
+    if wait > 30 {
+        return Err(ApiError::bad_request(
+            "request.invalid_query",
+            "wait_s is at most 30",
+        ));
+    }
+    let info = ask(&state.ai, |reply| Request::Job {
+        owner: caller.owner().into(),
+        id,
+        wait: Duration::from_secs(wait),
+        reply,
+    })
+    .await?;
+    Ok(Json(info).into_response())
+}
+
+/// Cancels a training job; answers once it has stopped.
+#[utoipa::path(delete, path = "/v1/ai/jobs/{id}", tag = "ai",
+    params(("id" = String, Path, description = "A job id")),
+    responses(
+        (status = 200, description = "The job, cancelled (or already finished)", body = ai::JobInfo),
+        (status = 404, description = "No such job", body = ErrorBody),
+    ))]
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.allow(Area::Ai, "train")?;
+    let info = ask(&state.ai, |reply| Request::Cancel {
+        owner: caller.owner().into(),
+        id,
+        reply,
+    })
+    .await?;
+    Ok(Json(info).into_response())
+}
