@@ -35,6 +35,11 @@ pub const MAX_FEATURES: &str = "max_features";
 pub const MAX_INPUT_ELEMENTS: &str = "max_input_elements";
 pub const MAX_FINISHED_JOBS: &str = "max_finished_jobs";
 
+/// Inference this small runs on the request's own task (a short burst, well under a millisecond);
+/// anything larger goes to the service's blocking threads.
+const INLINE_MODEL_BYTES: u64 = 4 << 20;
+const INLINE_INPUT_ELEMENTS: usize = 16 << 10;
+
 /// What a loaded ONNX model is counted as against `cache_bytes`: its file, times this (tract keeps
 /// the weights, and packs some of them again for its kernels).
 const LOADED_COST_FACTOR: u64 = 3;
@@ -386,11 +391,15 @@ struct Cache {
 }
 
 impl Cache {
-    fn get(&mut self, key: &(String, String)) -> Option<Arc<onnx::Loaded>> {
-        let model = self.models.get(key)?.0.clone();
-        self.order.retain(|k| k != key);
-        self.order.push_back(key.clone());
-        Some(model)
+    /// The model and the size of its file.
+    fn get(&mut self, key: &(String, String)) -> Option<(Arc<onnx::Loaded>, u64)> {
+        let (model, cost) = self.models.get(key)?;
+        let found = (model.clone(), cost / LOADED_COST_FACTOR);
+        if self.order.back() != Some(key) {
+            self.order.retain(|k| k != key);
+            self.order.push_back(key.clone());
+        }
+        Some(found)
     }
 
     fn insert(&mut self, key: (String, String), model: Arc<onnx::Loaded>, cost: u64, budget: u64) {
@@ -660,8 +669,8 @@ impl Shared {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&key);
-        let model = match cached {
-            Some(m) => m,
+        let (model, size) = match cached {
+            Some(found) => found,
             None => {
                 let record = self.store.record(&key.0, &key.1).await?;
                 if let Some(trained) = record.trained {
@@ -680,7 +689,7 @@ impl Shared {
                     record.info.size_bytes * LOADED_COST_FACTOR,
                     settings.cache_bytes,
                 );
-                loaded
+                (loaded, record.info.size_bytes)
             }
         };
         let PredictInput::Tensors { inputs } = input else {
@@ -690,7 +699,12 @@ impl Shared {
             ));
         };
         let limit = settings.max_input_elements;
-        let outputs = self.blocking(move || model.run(&inputs, limit)).await?;
+        let elements: usize = inputs.values().map(|t| t.data.len()).sum();
+        let outputs = if size <= INLINE_MODEL_BYTES && elements <= INLINE_INPUT_ELEMENTS {
+            model.run(&inputs, limit)?
+        } else {
+            self.blocking(move || model.run(&inputs, limit)).await?
+        };
         Ok(serde_json::json!({ "outputs": outputs }))
     }
 

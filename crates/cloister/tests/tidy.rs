@@ -108,7 +108,15 @@ fn only_the_oracle_has_an_http_client() {
             continue;
         }
         let deps = dependencies(&name);
-        for client in ["reqwest", "hyper", "hyper-util", "ureq", "isahc", "surf", "attohttpc"] {
+        for client in [
+            "reqwest",
+            "hyper",
+            "hyper-util",
+            "ureq",
+            "isahc",
+            "surf",
+            "attohttpc",
+        ] {
             assert!(
                 !deps.contains_key(client),
                 "crates/{name} must not depend on {client}: only the oracle reaches the network"

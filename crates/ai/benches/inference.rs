@@ -1,0 +1,153 @@
+//! Inference and training, measured side by side in one run.
+//!
+//! - `inference/*`: one prediction (batch 1) of the fixture MLPs through the ai service's handle
+//!   (a bus round trip, input checks, the cached model) next to raw tract running the same
+//!   optimized model. onnxruntime's figure for the same models is in
+//!   `tests/fixtures/reference_timings.json` (measured from Python by `generate.py`).
+//! - `train/*`: fitting the fixture datasets with this crate's trainers; scikit-learn's fit times
+//!   for the same data are in the same file.
+//!
+//! Run: `cargo bench -p ai --bench inference`
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use ai::{Dataset, Params, PredictInput, Request, TensorData};
+use criterion::{Criterion, criterion_group, criterion_main};
+use runtime::{Builder, Journal, RuntimeLevel};
+use tract_onnx::prelude::*;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn input(model: &str) -> (Vec<usize>, Vec<f64>) {
+    let text = std::fs::read_to_string(fixture(&format!("{model}.cases.json"))).expect("cases");
+    let cases: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let case = &cases["cases"][0];
+    let shape = case["shape"]
+        .as_array()
+        .expect("shape")
+        .iter()
+        .map(|d| d.as_u64().expect("dim") as usize)
+        .collect();
+    let data = case["x"]
+        .as_array()
+        .expect("x")
+        .iter()
+        .map(|v| v.as_f64().expect("number"))
+        .collect();
+    (shape, data)
+}
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let platform: Arc<dyn enclave::Platform> =
+        Arc::new(enclave::Simulation::open(dir.path(), b"bench", b"", 1).expect("simulation"));
+    let (_runtime, handle) = rt.block_on(async {
+        let mut b = Builder::new(Journal::in_memory());
+        let crypto = b.add(crypto::Crypto::new(dir.path(), platform.clone()));
+        let storage = b.add(storage::Storage::new(dir.path(), platform, crypto));
+        let handle = b.add(ai::Ai::new(storage));
+        let runtime = b.start().expect("start");
+        runtime
+            .readiness()
+            .wait_for(|r| r.level == RuntimeLevel::Ready)
+            .await
+            .expect("ready");
+        (runtime, handle)
+    });
+
+    let mut group = c.benchmark_group("inference");
+    for model in ["mlp", "mlp_big"] {
+        let file = std::fs::read(fixture(&format!("{model}.onnx"))).expect("model");
+        let (shape, data) = input(model);
+
+        // Raw tract: the same optimized plan, the same input, no service around it.
+        let plan = tract_onnx::onnx()
+            .model_for_read(&mut &file[..])
+            .and_then(|m| m.into_typed())
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .expect("tract loads the fixture");
+        let floats: Vec<f32> = data.iter().map(|v| *v as f32).collect();
+        group.bench_function(format!("{model}/raw_tract"), |b| {
+            b.iter(|| {
+                let tensor = tract_ndarray::ArrayD::from_shape_vec(shape.clone(), floats.clone())
+                    .expect("shape")
+                    .into_tensor();
+                black_box(plan.run(tvec!(tensor.into_tvalue())).expect("run"))
+            })
+        });
+
+        let info = rt
+            .block_on(handle.call(|reply| Request::Upload {
+                owner: "bench".into(),
+                name: model.into(),
+                file: file.clone(),
+                reply,
+            }))
+            .expect("answer")
+            .expect("uploaded");
+        let inputs = BTreeMap::from([(
+            "x".to_owned(),
+            TensorData {
+                shape: shape.clone(),
+                data: data.clone(),
+            },
+        )]);
+        group.bench_function(format!("{model}/service"), |b| {
+            b.to_async(&rt).iter(|| async {
+                let out = handle
+                    .call(|reply| Request::Predict {
+                        owner: "bench".into(),
+                        id: info.id.clone(),
+                        input: PredictInput::Tensors {
+                            inputs: inputs.clone(),
+                        },
+                        reply,
+                    })
+                    .await
+                    .expect("answer")
+                    .expect("predicted");
+                black_box(out)
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("train");
+    let cancel = AtomicBool::new(false);
+    for (name, params) in [
+        ("linear", Params::LinearRegression),
+        ("logistic", Params::LogisticRegression { c: 1.0 }),
+        (
+            "kmeans",
+            Params::Kmeans {
+                k: 3,
+                n_init: 10,
+                seed: 0,
+            },
+        ),
+    ] {
+        let text = std::fs::read_to_string(fixture(&format!("{name}.json"))).expect("dataset");
+        let data: Dataset = serde_json::from_str(&text).expect("dataset");
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(ai::train::train(&data, &params, 0.2, &cancel).expect("trained")))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
