@@ -169,8 +169,8 @@ impl utoipa::PartialSchema for Scope {
         utoipa::openapi::ObjectBuilder::new()
             .schema_type(utoipa::openapi::schema::Type::String)
             .description(Some(
-                "`*` (everything), `SERVICE` (every operation of account, crypto, storage or \
-                 computation) or `SERVICE:OPERATION`",
+                "`*` (everything), `SERVICE` (every operation of account, crypto, storage, \
+                 computation, oracle or ai) or `SERVICE:OPERATION`",
             ))
             .examples(["*", "storage", "crypto:sign"])
             .into()
@@ -200,10 +200,12 @@ mod tests {
         check("storage:get", Ok("storage:get"));
         check("computation:run", Ok("computation:run"));
         check("account:tokens", Ok("account:tokens"));
+        check("oracle:request", Ok("oracle:request"));
+        check("ai:train", Ok("ai:train"));
         check("crypto:fly", Err("crypto has the operations generate"));
         check(
             "cryptos",
-            Err("a service (account, crypto, storage, computation)"),
+            Err("a service (account, crypto, storage, computation, oracle, ai)"),
         );
         check("", Err("unknown scope"));
         check("crypto:", Err("unknown scope"));

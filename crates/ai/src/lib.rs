@@ -402,8 +402,13 @@ impl Cache {
         Some(found)
     }
 
+    /// Keeps `model` within `budget`, evicting the least recently used; a model that cannot fit
+    /// alone (the budget was lowered since it was uploaded) is not kept.
     fn insert(&mut self, key: (String, String), model: Arc<onnx::Loaded>, cost: u64, budget: u64) {
         self.remove(&key);
+        if cost > budget {
+            return;
+        }
         while self.used + cost > budget {
             let Some(oldest) = self.order.pop_front() else {
                 break;
@@ -564,11 +569,18 @@ impl Shared {
                         waits.push(job.done.subscribe());
                     }
                 }
-                self.cache
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .models
-                    .retain(|(o, _), _| *o != owner);
+                {
+                    let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                    let theirs: Vec<_> = cache
+                        .models
+                        .keys()
+                        .filter(|(o, _)| *o == owner)
+                        .cloned()
+                        .collect();
+                    for key in theirs {
+                        cache.remove(&key);
+                    }
+                }
                 tasks.spawn(async move {
                     for mut w in waits {
                         let _ = w.wait_for(|d| *d).await;
@@ -855,5 +867,59 @@ impl Shared {
             }
         }
         job.done.send_replace(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> Arc<onnx::Loaded> {
+        Arc::new(onnx::load(include_bytes!("../tests/fixtures/mlp.onnx")).expect("fixture loads"))
+    }
+
+    fn key(id: &str) -> (String, String) {
+        ("alice".into(), id.into())
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_budget_and_evicts_the_least_recently_used() {
+        let mut cache = Cache::default();
+        let m = model();
+        cache.insert(
+            key("a"),
+            m.clone(),
+            4 * LOADED_COST_FACTOR,
+            10 * LOADED_COST_FACTOR,
+        );
+        cache.insert(
+            key("b"),
+            m.clone(),
+            4 * LOADED_COST_FACTOR,
+            10 * LOADED_COST_FACTOR,
+        );
+        // Using a makes b the least recently used.
+        assert_eq!(cache.get(&key("a")).map(|(_, size)| size), Some(4));
+        cache.insert(
+            key("c"),
+            m.clone(),
+            4 * LOADED_COST_FACTOR,
+            10 * LOADED_COST_FACTOR,
+        );
+        assert!(cache.used <= 10 * LOADED_COST_FACTOR);
+        assert!(cache.get(&key("b")).is_none(), "b was evicted");
+        assert!(cache.get(&key("a")).is_some() && cache.get(&key("c")).is_some());
+
+        // A model larger than the whole budget is not kept, and evicts nothing.
+        cache.insert(
+            key("huge"),
+            m,
+            11 * LOADED_COST_FACTOR,
+            10 * LOADED_COST_FACTOR,
+        );
+        assert!(cache.get(&key("huge")).is_none());
+        assert_eq!(cache.used, 8 * LOADED_COST_FACTOR);
+        cache.remove(&key("a"));
+        assert_eq!(cache.used, 4 * LOADED_COST_FACTOR);
     }
 }

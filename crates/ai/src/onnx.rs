@@ -69,8 +69,18 @@ fn spec(name: &str, fact: &TypedFact) -> TensorSpec {
     }
 }
 
-/// Parses, types and optimizes `bytes`. Errors say what is wrong with the model.
+/// Parses, types and optimizes `bytes`. Errors say what is wrong with the model; a panic anywhere
+/// in tract on the way is one of them.
 pub(crate) fn load(bytes: &[u8]) -> Result<Loaded, Error> {
+    catch_unwind(AssertUnwindSafe(|| load_unguarded(bytes))).unwrap_or_else(|_| {
+        Err(Error::InvalidModel(
+            "the model broke the ONNX engine (it is malformed or uses something unsupported)"
+                .into(),
+        ))
+    })
+}
+
+fn load_unguarded(bytes: &[u8]) -> Result<Loaded, Error> {
     let model = guarded("not a valid ONNX model", || {
         tract_onnx::onnx().model_for_read(&mut &bytes[..])
     })?;
@@ -122,8 +132,23 @@ pub(crate) fn load(bytes: &[u8]) -> Result<Loaded, Error> {
 }
 
 impl Loaded {
-    /// Checks `given` against the model's inputs and runs it.
+    /// Checks `given` against the model's inputs and runs it. A panic anywhere in tract on the way
+    /// is an error for this request only.
     pub(crate) fn run(
+        &self,
+        given: &BTreeMap<String, TensorData>,
+        max_elements: usize,
+    ) -> Result<BTreeMap<String, TensorData>, Error> {
+        catch_unwind(AssertUnwindSafe(|| self.run_unguarded(given, max_elements))).unwrap_or_else(
+            |_| {
+                Err(Error::Inference(
+                    "the model broke the ONNX engine on this input".into(),
+                ))
+            },
+        )
+    }
+
+    fn run_unguarded(
         &self,
         given: &BTreeMap<String, TensorData>,
         max_elements: usize,
@@ -186,6 +211,12 @@ impl Loaded {
                     input.name,
                     t.data.len(),
                     t.shape
+                )));
+            }
+            if let Some(i) = t.data.iter().position(|v| v.abs() > f64::from(f32::MAX)) {
+                return Err(Error::Shape(format!(
+                    "input {:?} value {i} ({}) is outside the range of f32",
+                    input.name, t.data[i]
                 )));
             }
             let data: Vec<f32> = t.data.iter().map(|v| *v as f32).collect();

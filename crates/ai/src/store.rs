@@ -31,8 +31,25 @@ fn chunk_key(id: &str, i: usize) -> String {
     format!("{PREFIX}{id}/{i}")
 }
 
+/// A storage call that got no answer: the storage service is restarting or its circuit is open.
 fn storage_error(e: impl std::fmt::Display) -> Error {
     Error::Storage(e.to_string())
+}
+
+/// What the storage service refused. A limit that retrying will not change is the caller's
+/// problem (too large), not an outage.
+fn refused(e: storage::Error) -> Error {
+    match e {
+        storage::Error::TooLarge { .. } => Error::TooLarge(format!(
+            "the model does not fit the storage service's limits: {e}"
+        )),
+        storage::Error::NotFound(_)
+        | storage::Error::BadInput(_)
+        | storage::Error::Integrity { .. } => {
+            Error::Internal(format!("storage refused the model: {e}"))
+        }
+        other => Error::Storage(other.to_string()),
+    }
 }
 
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
@@ -72,7 +89,7 @@ impl Store {
             reply,
         })
         .await?
-        .map_err(storage_error)?;
+        .map_err(refused)?;
         Ok(())
     }
 
@@ -90,7 +107,7 @@ impl Store {
         {
             Ok(v) => v,
             Err(storage::Error::NotFound(_)) => return Err(Error::NotFound(id.to_owned())),
-            Err(e) => return Err(storage_error(e)),
+            Err(e) => return Err(refused(e)),
         };
         let mut record: Record = serde_json::from_slice(&value.data)
             .map_err(|e| Error::Internal(format!("model {id}'s record does not parse: {e}")))?;
@@ -109,7 +126,7 @@ impl Store {
                     reply,
                 })
                 .await?
-                .map_err(storage_error)?;
+                .map_err(refused)?;
             file.extend_from_slice(&chunk.data);
         }
         if sha256_hex(&file) != record.info.sha256 {
@@ -134,7 +151,7 @@ impl Store {
                     reply,
                 })
                 .await?
-                .map_err(storage_error)?;
+                .map_err(refused)?;
             for listed in &page.keys {
                 if let Some(id) = listed.key.strip_prefix(PREFIX)
                     && !id.contains('/')
@@ -169,7 +186,7 @@ impl Store {
             reply,
         })
         .await?
-        .map_err(storage_error)?;
+        .map_err(refused)?;
         Ok(())
     }
 }

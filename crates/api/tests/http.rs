@@ -205,7 +205,16 @@ async fn probes_are_open_and_admin_endpoints_need_the_token() {
     // storage is registered but disabled in this harness: listed, not started.
     assert_eq!(
         names,
-        ["base", "app", "crypto", "storage", "account", "computation"]
+        [
+            "base",
+            "app",
+            "crypto",
+            "storage",
+            "account",
+            "computation",
+            "oracle",
+            "ai"
+        ]
     );
     let app = &body["services"][1];
     assert_eq!(app["state"], "running");
@@ -384,7 +393,8 @@ async fn commands_answer_with_the_state() {
         serde_json::json!([
             ["crypto", "base"],
             ["storage", "app"],
-            ["account", "computation"]
+            ["account", "computation", "ai"],
+            ["oracle"]
         ])
     );
     assert_eq!(
@@ -395,7 +405,10 @@ async fn commands_answer_with_the_state() {
             { "from": "account", "to": "crypto" },
             { "from": "account", "to": "storage" },
             { "from": "computation", "to": "crypto" },
-            { "from": "computation", "to": "storage" }
+            { "from": "computation", "to": "storage" },
+            { "from": "oracle", "to": "crypto" },
+            { "from": "oracle", "to": "computation" },
+            { "from": "ai", "to": "storage" }
         ])
     );
     h.runtime.shutdown().await;

@@ -218,6 +218,8 @@ async fn lists_services_recovers_a_panic_and_a_hang_and_readyz_follows_health() 
             "storage",
             "account",
             "computation",
+            "oracle",
+            "ai",
             "feed",
             "ledger",
             "vault"
@@ -418,10 +420,9 @@ fn an_invalid_config_lists_every_problem_and_starts_nothing() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(0));
-    assert!(
-        String::from_utf8_lossy(&out.stdout)
-            .contains("valid; 5 service(s) enabled: crypto, storage, account, computation, a")
-    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(
+        "valid; 7 service(s) enabled: crypto, storage, account, computation, oracle, ai, a"
+    ));
     let out = cloister()
         .args(["config", "validate"])
         .arg(dir.path().join("missing.toml"))

@@ -85,13 +85,20 @@ fn every_module_starts_with_a_doc_line() {
     }
 }
 
+/// The demo configuration is valid for this binary's catalog (its oracle and ai tables included).
 #[test]
 fn the_example_configuration_is_valid() {
-    let text = std::fs::read_to_string(workspace().join("examples/demo.toml"))
-        .expect("examples/demo.toml");
-    if let Err(invalid) = runtime::config::Config::parse(&text, &[]) {
-        panic!("examples/demo.toml: {invalid}");
-    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cloister"))
+        .args(["config", "validate"])
+        .arg(workspace().join("examples/demo.toml"))
+        .output()
+        .expect("cloister runs");
+    assert!(
+        out.status.success(),
+        "examples/demo.toml: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The oracle is the only service that may open network connections: its crate is the only one
