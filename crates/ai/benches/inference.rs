@@ -69,6 +69,21 @@ fn bench(c: &mut Criterion) {
     });
 
     let mut group = c.benchmark_group("inference");
+    // The bus round trip alone: a request the service answers at once (no jobs to list).
+    group.bench_function("bus_round_trip", |b| {
+        b.to_async(&rt).iter(|| async {
+            black_box(
+                handle
+                    .call(|reply| Request::Jobs {
+                        owner: "nobody".into(),
+                        reply,
+                    })
+                    .await
+                    .expect("answer")
+                    .expect("jobs"),
+            )
+        })
+    });
     for model in ["mlp", "mlp_big"] {
         let file = std::fs::read(fixture(&format!("{model}.onnx"))).expect("model");
         let (shape, data) = input(model);
