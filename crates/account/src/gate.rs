@@ -2,14 +2,14 @@
 //! account service's published directory (no bus round trip), and applies the per-account rate limit.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use crate::limit::{Bucket, Rate};
 use crate::scope::{self, Area, Scope};
+use runtime::rate::{Limiter, Rate};
 
 /// Who a token speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,14 +88,14 @@ const BUCKETS_KEPT: usize = 4096;
 #[derive(Debug, Clone)]
 pub struct Gate {
     directory: watch::Receiver<Arc<Directory>>,
-    buckets: Arc<Mutex<HashMap<String, Bucket>>>,
+    buckets: Arc<Limiter>,
 }
 
 impl Gate {
     pub(crate) fn new(directory: watch::Receiver<Arc<Directory>>) -> Gate {
         Gate {
             directory,
-            buckets: Arc::default(),
+            buckets: Arc::new(Limiter::new(BUCKETS_KEPT)),
         }
     }
 
@@ -131,17 +131,6 @@ impl Gate {
     /// Takes one request from `account`'s bucket, or says how long to wait.
     pub fn admit(&self, account: &str) -> Result<(), Duration> {
         let rate = self.directory.borrow().rate;
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(bucket) = buckets.get_mut(account) {
-            return bucket.take(rate, now);
-        }
-        if buckets.len() >= BUCKETS_KEPT {
-            buckets.retain(|_, b| !b.is_full(rate, now));
-        }
-        let mut bucket = Bucket::full(rate, now);
-        let taken = bucket.take(rate, now);
-        buckets.insert(account.to_owned(), bucket);
-        taken
+        self.buckets.admit(account, rate, Instant::now())
     }
 }

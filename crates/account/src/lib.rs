@@ -6,7 +6,6 @@
 
 mod address;
 mod gate;
-mod limit;
 pub mod scope;
 
 use std::collections::BTreeMap;
@@ -21,7 +20,7 @@ use tokio::sync::watch;
 
 pub use address::{AddressError, neo_n3, neo_n3_script_hash};
 pub use gate::{AuthError, Directory, Gate, Principal};
-pub use limit::Rate;
+pub use runtime::rate::Rate;
 pub use scope::{Area, Scope};
 
 use gate::{Grant, digest, now_ms};

@@ -1,8 +1,6 @@
 //! The ai service over HTTP: ONNX models (upload, list, describe, delete, predict) and training
 //! jobs, all in the caller's account.
 
-use std::time::Duration;
-
 use account::Area;
 use ai::{Error, JobInfo, ModelInfo, PredictInput, Request, TrainRequest};
 use axum::body::Bytes;
@@ -16,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ErrorBody;
-use crate::input::{ask, body};
+use crate::input::{ask, body, wait_s};
 use crate::{ApiError, AppState};
 
 impl From<Error> for ApiError {
@@ -249,17 +247,11 @@ pub(crate) async fn job(
     caller.allow(Area::Ai, "train")?;
     let Query(q) =
         query.map_err(|e| ApiError::bad_request("request.invalid_query", e.body_text()))?;
-    let wait = q.wait_s.unwrap_or(0);
-    if wait > 30 {
-        return Err(ApiError::bad_request(
-            "request.invalid_query",
-            "wait_s is at most 30",
-        ));
-    }
+    let wait = wait_s(q.wait_s)?;
     let info = ask(&state.ai, |reply| Request::Job {
         owner: caller.owner().into(),
         id,
-        wait: Duration::from_secs(wait),
+        wait,
         reply,
     })
     .await?;

@@ -4,7 +4,6 @@
 //! run at all (too large, limits above the ceiling, malformed).
 
 use account::Area;
-use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -17,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::error::ErrorBody;
-use crate::input::{ask, body, call_error};
+use crate::input::{ask, body, call_error, wait_s};
 use crate::{ApiError, AppState};
 
 impl From<Error> for ApiError {
@@ -166,9 +165,6 @@ pub(crate) struct JobQuery {
     wait_s: Option<u64>,
 }
 
-/// The longest a `GET /v1/computation/jobs/{id}?wait_s=N` holds the request.
-const MAX_WAIT_S: u64 = 30;
-
 /// One job; with `wait_s`, answers when it finishes or the wait ends.
 #[utoipa::path(get, path = "/v1/computation/jobs/{id}", tag = "computation", params(("id" = String, Path, description = "A job id"), JobQuery),
     responses((status = 200, description = "The job", body = computation::JobInfo),
@@ -182,17 +178,11 @@ pub(crate) async fn job(
     caller.allow(Area::Computation, "jobs")?;
     let Query(query) =
         query.map_err(|e| ApiError::bad_request("request.invalid_query", e.body_text()))?;
-    let wait = query.wait_s.unwrap_or(0);
-    if wait > MAX_WAIT_S {
-        return Err(ApiError::bad_request(
-            "request.invalid_query",
-            format!("wait_s is at most {MAX_WAIT_S}"),
-        ));
-    }
+    let wait = wait_s(query.wait_s)?;
     let owner = caller.owner().to_owned();
-    if wait > 0 {
+    if !wait.is_zero() {
         let waited = tokio::time::timeout(
-            Duration::from_secs(wait),
+            wait,
             state.computation.call(|reply| Request::Wait {
                 owner: owner.clone(),
                 id: id.clone(),
@@ -235,7 +225,6 @@ pub(crate) async fn cancel(
 }
 
 /// The worker pool (admin): size, idle, busy, abandoned workers still running, replacements.
-/// The worker pool (admin): workers, busy, queued, stuck threads.
 #[utoipa::path(get, path = "/v1/computation/pool", tag = "computation",
     responses((status = 200, description = "The pool's figures", body = computation::PoolStats)))]
 pub(crate) async fn pool(State(state): State<AppState>) -> Result<Response, ApiError> {

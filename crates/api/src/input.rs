@@ -69,3 +69,17 @@ where
         .map_err(call_error)?
         .map_err(ApiError::from)
 }
+
+/// The longest a job request with `?wait_s=N` holds the connection.
+pub(crate) const MAX_WAIT_S: u64 = 30;
+
+/// A job query's `wait_s`, at most [`MAX_WAIT_S`] (absent: do not wait).
+pub(crate) fn wait_s(wait_s: Option<u64>) -> Result<std::time::Duration, ApiError> {
+    match wait_s.unwrap_or(0) {
+        s if s > MAX_WAIT_S => Err(ApiError::bad_request(
+            "request.invalid_query",
+            format!("wait_s is at most {MAX_WAIT_S}"),
+        )),
+        s => Ok(std::time::Duration::from_secs(s)),
+    }
+}

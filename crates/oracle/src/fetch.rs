@@ -11,10 +11,14 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use reqwest::Url;
+use runtime::rate::{Limiter, Rate};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use crate::request::{Method, Source};
+
+/// Hosts (and, in the service, accounts) with a rate-limit bucket before idle ones are forgotten.
+pub(crate) const LIMITED_KEYS: usize = 4096;
 
 /// The most responses the cache holds; the oldest go first.
 const CACHE_ENTRIES: usize = 256;
@@ -145,36 +149,6 @@ pub(crate) struct FetchLimits {
     pub(crate) host_rate_per_second: f64,
 }
 
-/// A token bucket.
-#[derive(Debug, Clone)]
-pub(crate) struct Bucket {
-    tokens: f64,
-    last: Instant,
-}
-
-impl Bucket {
-    pub(crate) fn full(capacity: f64) -> Bucket {
-        Bucket {
-            tokens: capacity,
-            last: Instant::now(),
-        }
-    }
-
-    /// Takes a token if there is one; else how long until there is.
-    pub(crate) fn take(&mut self, rate: f64, capacity: f64) -> Result<(), Duration> {
-        let now = Instant::now();
-        let elapsed = now.duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * rate).min(capacity);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / rate))
-        }
-    }
-}
-
 struct CacheEntry {
     at: Instant,
     fetched: Fetched,
@@ -190,7 +164,7 @@ struct Cache {
 pub(crate) struct Fetcher {
     client: reqwest::Client,
     cache: Mutex<Cache>,
-    hosts: Mutex<HashMap<String, Bucket>>,
+    hosts: Limiter,
 }
 
 impl std::fmt::Debug for Fetcher {
@@ -217,7 +191,7 @@ impl Fetcher {
         Ok(Fetcher {
             client,
             cache: Mutex::new(Cache::default()),
-            hosts: Mutex::new(HashMap::new()),
+            hosts: Limiter::new(LIMITED_KEYS),
         })
     }
 
@@ -238,13 +212,11 @@ impl Fetcher {
         }
         let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
         let rate = limits.host_rate_per_second;
-        let admitted = self
-            .hosts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(host.clone())
-            .or_insert_with(|| Bucket::full(rate))
-            .take(rate, rate.max(1.0));
+        let per_host = Rate {
+            per_second: rate,
+            burst: rate.max(1.0),
+        };
+        let admitted = self.hosts.admit(&host, per_host, Instant::now().into_std());
         if let Err(wait) = admitted {
             return Err(FetchError::new(format!(
                 "host {host} is over [services.oracle] host_rate_per_second ({rate}); try again in {} ms",
@@ -435,16 +407,5 @@ mod tests {
         for bad in ["", "http://x", "a b", "host:port", "x/y"] {
             assert!(HostPolicy::check_pattern(bad).is_err(), "{bad}");
         }
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn buckets_refill_at_their_rate() {
-        let mut b = Bucket::full(2.0);
-        assert!(b.take(2.0, 2.0).is_ok());
-        assert!(b.take(2.0, 2.0).is_ok());
-        let wait = b.take(2.0, 2.0).expect_err("empty");
-        assert_eq!(wait, Duration::from_millis(500));
-        tokio::time::advance(Duration::from_millis(500)).await;
-        assert!(b.take(2.0, 2.0).is_ok());
     }
 }

@@ -11,16 +11,16 @@ mod fetch;
 pub mod report;
 pub mod request;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
+use runtime::rate::{Limiter, Rate};
 use runtime::{Context, Kind, Priority, Reply, Service, ServiceError, ServiceName, Spec};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-use crate::fetch::{Bucket, FetchLimits, Fetcher, HostPolicy, now_ms};
+use crate::fetch::{FetchLimits, Fetcher, HostPolicy, LIMITED_KEYS, now_ms};
 pub use crate::report::{KeyAttestation, SignedReport, Verified, VerifyError, verify};
 use crate::report::{ReportPayload, Signer, SourceReport};
 use crate::request::RequestLimits;
@@ -273,7 +273,7 @@ impl Service for Oracle {
             key,
         });
         let mut settings = Arc::new(Settings::of(&spec, &policy));
-        let accounts: Mutex<HashMap<String, Bucket>> = Mutex::new(HashMap::new());
+        let accounts = Limiter::new(LIMITED_KEYS);
         let mut tasks = JoinSet::new();
         loop {
             tokio::select! {
@@ -313,19 +313,14 @@ impl Service for Oracle {
 }
 
 /// The per-account request limit.
-fn admit(
-    accounts: &Mutex<HashMap<String, Bucket>>,
-    owner: &str,
-    settings: &Settings,
-) -> Result<(), Error> {
+fn admit(accounts: &Limiter, owner: &str, settings: &Settings) -> Result<(), Error> {
     let limit = settings.requests_per_minute;
-    let capacity = limit as f64;
-    let rate = capacity / 60.0;
-    let mut accounts = accounts.lock().unwrap_or_else(|p| p.into_inner());
+    let rate = Rate {
+        per_second: limit as f64 / 60.0,
+        burst: limit as f64,
+    };
     accounts
-        .entry(owner.to_owned())
-        .or_insert_with(|| Bucket::full(capacity))
-        .take(rate, capacity)
+        .admit(owner, rate, std::time::Instant::now())
         .map_err(|wait| Error::RateLimited {
             owner: owner.to_owned(),
             limit,

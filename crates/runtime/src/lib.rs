@@ -14,6 +14,7 @@ pub mod journal;
 pub mod lifecycle;
 pub mod monitor;
 mod name;
+pub mod rate;
 pub mod reconfig;
 pub mod recovery;
 mod serde_duration;

@@ -1,24 +1,27 @@
-//! The per-account rate limit: a token bucket that refills at `rate` requests per second up to
-//! `burst`, and says how long to wait when it is empty.
+//! Token-bucket rate limits: a bucket refills at `per_second` up to `burst`, and says how long to
+//! wait when it is empty; a [`Limiter`] keeps one per key (an account, a host). The account gate and
+//! the oracle use it.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// The limit in force (from `[services.account]`).
+/// A limit: `per_second` refill, up to `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rate {
     pub per_second: f64,
     pub burst: f64,
 }
 
-/// One account's bucket.
+/// One key's bucket.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Bucket {
+pub struct Bucket {
     tokens: f64,
     last: Instant,
 }
 
 impl Bucket {
-    pub(crate) fn full(rate: Rate, now: Instant) -> Bucket {
+    pub fn full(rate: Rate, now: Instant) -> Bucket {
         Bucket {
             tokens: rate.burst,
             last: now,
@@ -26,7 +29,7 @@ impl Bucket {
     }
 
     /// Takes one token, or says how long until one is there.
-    pub(crate) fn take(&mut self, rate: Rate, now: Instant) -> Result<(), Duration> {
+    pub fn take(&mut self, rate: Rate, now: Instant) -> Result<(), Duration> {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens = (self.tokens + elapsed * rate.per_second).min(rate.burst);
         self.last = now;
@@ -41,9 +44,51 @@ impl Bucket {
     }
 
     /// Whether the bucket has refilled completely (an idle account: its bucket can be forgotten).
-    pub(crate) fn is_full(&self, rate: Rate, now: Instant) -> bool {
+    pub fn is_full(&self, rate: Rate, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.tokens + elapsed * rate.per_second >= rate.burst
+    }
+}
+
+/// A bucket per key (an account, a host), created full on first use. Once more than `kept` keys
+/// are held, idle ones (refilled completely) are forgotten, so the map does not grow with every key
+/// ever seen.
+#[derive(Debug)]
+pub struct Limiter {
+    buckets: Mutex<HashMap<String, Bucket>>,
+    kept: usize,
+}
+
+impl Limiter {
+    pub fn new(kept: usize) -> Limiter {
+        Limiter {
+            buckets: Mutex::new(HashMap::new()),
+            kept,
+        }
+    }
+
+    /// Takes one token from `key`'s bucket, or says how long until one is there.
+    pub fn admit(&self, key: &str, rate: Rate, now: Instant) -> Result<(), Duration> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(bucket) = buckets.get_mut(key) {
+            return bucket.take(rate, now);
+        }
+        if buckets.len() >= self.kept {
+            buckets.retain(|_, b| !b.is_full(rate, now));
+        }
+        let mut bucket = Bucket::full(rate, now);
+        let taken = bucket.take(rate, now);
+        buckets.insert(key.to_owned(), bucket);
+        taken
+    }
+
+    /// How many keys have a bucket now.
+    pub fn len(&self) -> usize {
+        self.buckets.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -115,5 +160,25 @@ mod tests {
         bucket.take(RATE, start).expect("a token");
         assert!(!bucket.is_full(RATE, start));
         assert!(bucket.is_full(RATE, start + Duration::from_millis(100)));
+    }
+
+    #[test]
+    fn a_limiter_keeps_a_bucket_per_key_and_forgets_idle_ones() {
+        let limiter = Limiter::new(2);
+        let start = Instant::now();
+        for _ in 0..3 {
+            limiter.admit("a", RATE, start).expect("a's burst");
+        }
+        assert_eq!(
+            limiter.admit("a", RATE, start),
+            Err(Duration::from_millis(100))
+        );
+        limiter
+            .admit("b", RATE, start)
+            .expect("b has its own bucket");
+        // Later, with two keys held, a third key forgets the idle (full again) ones.
+        let later = start + Duration::from_secs(1);
+        limiter.admit("c", RATE, later).expect("c");
+        assert_eq!(limiter.len(), 1);
     }
 }
