@@ -101,7 +101,8 @@ fn value_of(round: usize, i: usize) -> Vec<u8> {
 }
 
 enum Outcome {
-    Acknowledged(String, Vec<u8>),
+    /// Answered with success, and the commit that holds it.
+    Acknowledged(String, Vec<u8>, u64),
     /// Sent, but no answer came (the process died): either written in full or not at all.
     InDoubt(String, Vec<u8>),
 }
@@ -111,13 +112,30 @@ enum Outcome {
 /// acknowledged write is there with its exact value, and a write in doubt is there in full or absent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_kill_9_every_time() {
-    const ROUNDS: usize = 25;
+    kill_9_rounds(25, 1).await;
+}
+
+/// The same with 32 writers at once, so that the process dies with many writes waiting in one group
+/// commit: each of them is acknowledged only after that commit and its counter advance are on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_of_a_group_commit_survive_kill_9() {
+    let shared = kill_9_rounds(8, 32).await;
+    assert!(
+        shared > 0,
+        "no two acknowledged writes shared a commit: the rounds never killed a group commit"
+    );
+}
+
+/// Runs `rounds` kill -9 rounds with `writers` concurrent writers and checks every acknowledged
+/// write after each restart. Returns how many acknowledged writes shared their commit with another.
+async fn kill_9_rounds(rounds: usize, writers: usize) -> usize {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path());
     let mut acknowledged: Vec<(String, Vec<u8>)> = Vec::new();
     let mut in_doubt: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut per_commit: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
     let mut doubtful_seen = 0;
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         let server = Server::start(&config).await;
         for (key, value) in &acknowledged {
             assert_eq!(
@@ -137,10 +155,11 @@ async fn acknowledged_writes_survive_kill_9_every_time() {
         }
 
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let writer = {
-            let (http, base) = (server.http.clone(), server.base.clone());
-            tokio::spawn(async move {
-                for i in 0.. {
+        let mut tasks = tokio::task::JoinSet::new();
+        for w in 0..writers {
+            let (http, base, tx) = (server.http.clone(), server.base.clone(), tx.clone());
+            tasks.spawn(async move {
+                for i in (w..).step_by(writers) {
                     let key = format!("r{round}/k{i}");
                     let value = value_of(round, i);
                     let sent = http
@@ -149,35 +168,47 @@ async fn acknowledged_writes_survive_kill_9_every_time() {
                         .body(value.clone())
                         .send()
                         .await;
-                    match sent {
-                        Ok(r) if r.status().is_success() => {
-                            let _ = tx.send(Outcome::Acknowledged(key, value));
-                        }
+                    let answer = match sent {
+                        Ok(r) if r.status().is_success() => r.json::<serde_json::Value>().await,
                         Ok(r) => panic!("put {key}: {}", r.status()),
+                        Err(e) => Err(e),
+                    };
+                    match answer {
+                        Ok(body) => {
+                            let commit = body["version"].as_u64().expect("a version");
+                            let _ = tx.send(Outcome::Acknowledged(key, value, commit));
+                        }
                         Err(_) => {
                             let _ = tx.send(Outcome::InDoubt(key, value));
                             return;
                         }
                     }
                 }
-            })
-        };
-        let kill_after = 3 + (round * 7) % 17;
+            });
+        }
+        drop(tx);
+        let kill_after = writers * (3 + (round * 7) % 17);
         let mut acked_this_round = 0;
+        let mut acknowledge = |key, value, commit, acknowledged: &mut Vec<_>| {
+            acknowledged.push((key, value));
+            *per_commit.entry(commit).or_default() += 1;
+        };
         while acked_this_round < kill_after {
-            match rx.recv().await.expect("the writer goes on until the kill") {
-                Outcome::Acknowledged(k, v) => {
-                    acknowledged.push((k, v));
+            match rx.recv().await.expect("the writers go on until the kill") {
+                Outcome::Acknowledged(k, v, c) => {
+                    acknowledge(k, v, c, &mut acknowledged);
                     acked_this_round += 1;
                 }
                 Outcome::InDoubt(k, _) => panic!("round {round}: {k} failed before the kill"),
             }
         }
         server.kill_9();
-        writer.await.expect("writer");
+        while let Some(done) = tasks.join_next().await {
+            done.expect("writer");
+        }
         while let Some(outcome) = rx.recv().await {
             match outcome {
-                Outcome::Acknowledged(k, v) => acknowledged.push((k, v)),
+                Outcome::Acknowledged(k, v, c) => acknowledge(k, v, c, &mut acknowledged),
                 Outcome::InDoubt(k, v) => in_doubt.push((k, v)),
             }
         }
@@ -186,9 +217,12 @@ async fn acknowledged_writes_survive_kill_9_every_time() {
     for (key, value) in &acknowledged {
         assert_eq!(server.get(key).await, (200, value.clone()), "{key}");
     }
+    let shared = per_commit.values().filter(|&&n| n > 1).sum();
     eprintln!(
-        "{ROUNDS} kills: {} acknowledged writes all intact; {doubtful_seen} in-flight writes landed",
+        "{rounds} kills with {writers} writers: {} acknowledged writes all intact, {shared} of them \
+         in shared commits; {doubtful_seen} in-flight writes landed",
         acknowledged.len()
     );
     assert!(server.terminate().success());
+    shared
 }

@@ -44,9 +44,13 @@ fn build(dir: &Path, accept: Option<u64>, configure: impl FnOnce(&mut runtime::S
     }
 }
 
+/// Starts storage and waits until it is ready; if it fails instead, the test fails with its reason.
 async fn start(dir: &Path) -> Fixture {
     let f = build(dir, None, |_| {});
-    ready(&f.rt).await;
+    tokio::select! {
+        () = ready(&f.rt) => {}
+        reason = failure(&f) => panic!("storage failed to start: {reason}"),
+    }
     f
 }
 
@@ -611,5 +615,83 @@ async fn a_dropped_namespace_loses_its_values_and_its_key_and_nothing_else() {
         get(&f.storage, "bob", "doc/0").await.expect("bob's").data,
         b"bob's"
     );
+    f.rt.shutdown().await;
+}
+
+/// The freshness counter as the storage service keeps it, read from outside the service.
+fn counter(dir: &Path) -> u64 {
+    enclave::Counters::new(dir)
+        .read(&*platform(dir), "storage")
+        .expect("the counter reads")
+}
+
+/// A crash between a commit and its counter advance leaves the database exactly one commit ahead:
+/// the next start moves the counter up to it and serves the commit. Two ahead is not that crash
+/// (the counter file was replaced), and is refused.
+#[tokio::test]
+async fn a_database_one_commit_ahead_of_the_counter_is_fixed_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let counter_path = dir.path().join("storage.counter");
+    let f = start(dir.path()).await;
+    let first = put(&f.storage, ALICE, "a", b"1").await.expect("put");
+    f.rt.shutdown().await;
+    let counter_at_first = std::fs::read(&counter_path).expect("read the counter");
+    assert_eq!(counter(dir.path()), first);
+
+    let f = start(dir.path()).await;
+    let second = put(&f.storage, ALICE, "b", b"2").await.expect("put");
+    assert_eq!(second, first + 1);
+    f.rt.shutdown().await;
+    // The crash: the commit of `b` is on disk, its counter advance is not.
+    std::fs::write(&counter_path, &counter_at_first).expect("restore the counter");
+    assert_eq!(counter(dir.path()), first);
+
+    let f = start(dir.path()).await;
+    assert_eq!(counter(dir.path()), second, "the start fixed the counter up");
+    assert_eq!(get(&f.storage, ALICE, "b").await.expect("get").data, b"2");
+    let third = put(&f.storage, ALICE, "c", b"3").await.expect("put");
+    assert_eq!(third, second + 1);
+    f.rt.shutdown().await;
+
+    // The same counter file now lags two commits: that is not a crash, and it is refused.
+    std::fs::write(&counter_path, &counter_at_first).expect("replace the counter");
+    let f = build(dir.path(), None, |_| {});
+    let reason = failure(&f).await;
+    assert!(
+        reason.contains(&format!("is at commit {third}")) && reason.contains("deleted or replaced"),
+        "{reason}"
+    );
+    f.rt.shutdown().await;
+}
+
+/// A write is acknowledged only once its commit and the counter's advance are both on disk: when
+/// the counter cannot be advanced, the caller hears an error, never success, and the service stops
+/// (its memory and the disk disagree until the next start's freshness check).
+#[tokio::test]
+async fn a_write_is_acknowledged_only_after_the_commit_and_the_counter_are_on_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let counter_path = dir.path().join("storage.counter");
+    let f = start(dir.path()).await;
+    let first = put(&f.storage, ALICE, "a", b"1").await.expect("put");
+    // The counter can no longer be written (nor read): a directory stands where its file was.
+    let saved = std::fs::read(&counter_path).expect("read the counter");
+    std::fs::remove_file(&counter_path).expect("remove");
+    std::fs::create_dir(&counter_path).expect("a directory in its place");
+
+    let answer = put(&f.storage, ALICE, "b", b"2").await;
+    assert!(
+        matches!(&answer, Err(Error::Internal(m)) if m.contains("freshness counter")),
+        "a write whose counter advance failed was answered {answer:?}"
+    );
+    assert!(failure(&f).await.contains("freshness counter"));
+    f.rt.shutdown().await;
+
+    // The counter comes back: the database is one commit ahead of it (the commit of `b` landed,
+    // unacknowledged), which the next start fixes up; `a` is there as acknowledged.
+    std::fs::remove_dir(&counter_path).expect("remove the directory");
+    std::fs::write(&counter_path, &saved).expect("restore");
+    let f = start(dir.path()).await;
+    assert_eq!(counter(dir.path()), first + 1);
+    assert_eq!(get(&f.storage, ALICE, "a").await.expect("get").data, b"1");
     f.rt.shutdown().await;
 }
