@@ -14,6 +14,7 @@ struct Fixture {
     gate: account::Gate,
     crypto: crypto::Handle,
     storage: storage::Handle,
+    journal: Journal,
 }
 
 async fn start(dir: &Path) -> Fixture {
@@ -23,7 +24,7 @@ async fn start(dir: &Path) -> Fixture {
     let mut b = Builder::new(journal.clone());
     let crypto = b.add(crypto::Crypto::new(dir, platform.clone()));
     let storage = b.add(storage::Storage::new(dir, platform, crypto.clone()));
-    let service = Account::new(crypto.clone(), storage.clone(), journal);
+    let service = Account::new(crypto.clone(), storage.clone(), journal.clone());
     let gate = service.gate();
     let account = b.add(service);
     let rt = b.start().expect("start");
@@ -37,6 +38,7 @@ async fn start(dir: &Path) -> Fixture {
         gate,
         crypto,
         storage,
+        journal,
     }
 }
 
@@ -317,6 +319,81 @@ async fn the_rate_limit_follows_the_configuration_live() {
     assert!(
         wait <= Duration::from_secs(1) && wait > Duration::ZERO,
         "{wait:?}"
+    );
+    f.rt.shutdown().await;
+}
+
+/// Token secrets are never stored or logged: the account records as storage holds them (decrypted,
+/// as the account service reads them back) and every journal entry carry the token's SHA-256 and its
+/// id, never the secret it was issued with.
+#[tokio::test]
+async fn token_secrets_are_never_stored_or_journaled() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = start(dir.path()).await;
+    let created = ask(&f, |reply| Request::Create {
+        name: "alice".into(),
+        reply,
+    })
+    .await
+    .expect("created");
+    let issued = ask(&f, |reply| Request::IssueToken {
+        id: created.account.id.clone(),
+        grant: TokenGrant {
+            name: "reader".into(),
+            scopes: vec![Scope::parse("storage:get").expect("scope")],
+            ttl: None,
+            not_after: None,
+        },
+        reply,
+    })
+    .await
+    .expect("issued");
+    let secrets = [created.token.secret.clone(), issued.secret.clone()];
+
+    let page = f
+        .storage
+        .call(|reply| storage::Request::List {
+            namespace: "@account".into(),
+            prefix: String::new(),
+            after: None,
+            limit: 100,
+            reply,
+        })
+        .await
+        .expect("storage answers")
+        .expect("listed");
+    assert!(!page.keys.is_empty(), "the account records are in storage");
+    let mut stored = String::new();
+    for listed in &page.keys {
+        let value = f
+            .storage
+            .call(|reply| storage::Request::Get {
+                namespace: "@account".into(),
+                key: listed.key.clone(),
+                reply,
+            })
+            .await
+            .expect("storage answers")
+            .expect("read");
+        stored.push_str(&String::from_utf8_lossy(&value.data));
+    }
+    let journal: String = f
+        .journal
+        .read(0, usize::MAX)
+        .expect("journal")
+        .iter()
+        .map(|e| serde_json::to_string(&**e).expect("json"))
+        .collect();
+    for secret in &secrets {
+        let digest = hex::encode(sha2::Sha256::digest(secret.as_bytes()));
+        assert!(stored.contains(&digest), "the record keeps the digest");
+        assert!(!stored.contains(secret.as_str()), "a secret is stored");
+        assert!(!journal.contains(secret.as_str()), "a secret is journaled");
+    }
+    assert!(
+        journal.contains(&issued.info.id),
+        "the audit names the token by id"
     );
     f.rt.shutdown().await;
 }
