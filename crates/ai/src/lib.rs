@@ -67,6 +67,10 @@ pub enum Error {
     /// The storage service failed or did not answer.
     #[error("storage: {0}")]
     Storage(String),
+    /// A stored model is no longer what was uploaded (its bytes fail their recorded SHA-256, or
+    /// storage found them tampered with): it is not used. Retrying does not help.
+    #[error("{0}")]
+    Integrity(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -362,6 +366,12 @@ impl Service for Ai {
                     let Some(request) = request else { break };
                     if cx.spec_changes().has_changed().unwrap_or(false) {
                         settings = Settings::of(&cx.spec_changes().borrow_and_update().clone());
+                        // A lowered budget applies now, not at the next model loaded.
+                        shared
+                            .cache
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .shrink(settings.cache_bytes);
                     }
                     shared.handle(request, settings, &mut tasks);
                 }
@@ -409,7 +419,15 @@ impl Cache {
         if cost > budget {
             return;
         }
-        while self.used + cost > budget {
+        self.shrink(budget - cost);
+        self.used += cost;
+        self.order.push_back(key.clone());
+        self.models.insert(key, (model, cost));
+    }
+
+    /// Evicts the least recently used models until at most `budget` is used.
+    fn shrink(&mut self, budget: u64) {
+        while self.used > budget {
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };
@@ -417,9 +435,6 @@ impl Cache {
                 self.used -= c;
             }
         }
-        self.used += cost;
-        self.order.push_back(key.clone());
-        self.models.insert(key, (model, cost));
     }
 
     fn remove(&mut self, key: &(String, String)) {

@@ -43,9 +43,10 @@ fn refused(e: storage::Error) -> Error {
         storage::Error::TooLarge { .. } => Error::TooLarge(format!(
             "the model does not fit the storage service's limits: {e}"
         )),
-        storage::Error::NotFound(_)
-        | storage::Error::BadInput(_)
-        | storage::Error::Integrity { .. } => {
+        storage::Error::Integrity { .. } => {
+            Error::Integrity(format!("the stored model is not used: {e}"))
+        }
+        storage::Error::NotFound(_) | storage::Error::BadInput(_) => {
             Error::Internal(format!("storage refused the model: {e}"))
         }
         other => Error::Storage(other.to_string()),
@@ -130,8 +131,8 @@ impl Store {
             file.extend_from_slice(&chunk.data);
         }
         if sha256_hex(&file) != record.info.sha256 {
-            return Err(Error::Storage(format!(
-                "model {}'s file does not match its recorded SHA-256",
+            return Err(Error::Integrity(format!(
+                "model {}'s stored file does not match its recorded SHA-256; it is not used",
                 record.info.id
             )));
         }

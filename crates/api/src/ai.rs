@@ -33,6 +33,11 @@ impl From<Error> for ApiError {
             Error::Inference(_) => unprocessable("ai.inference"),
             Error::Cancelled => ApiError::new(StatusCode::CONFLICT, "ai.cancelled", e.to_string()),
             Error::Storage(_) => ApiError::unavailable("ai.storage", e.to_string(), 1),
+            Error::Integrity(_) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ai.integrity",
+                e.to_string(),
+            ),
             Error::Internal(_) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "ai.internal",

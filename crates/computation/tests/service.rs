@@ -400,20 +400,9 @@ async fn jobs_run_to_completion_and_are_private_to_their_owner() {
     f.rt.shutdown().await;
 }
 
-/// Waits until the job is running, by asking for it, at most a bounded number of times.
-async fn until_running(f: &common::Fixture, owner: &str, id: &str) {
-    for _ in 0..100_000 {
-        if f.job(owner, id).await.expect("job").state == JobState::Running {
-            return;
-        }
-        tokio::task::yield_now().await;
-    }
-    panic!("job {id} never started");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_interrupts_a_running_loop_and_drops_a_pending_one() {
-    let f = start(|_| {}).await;
+    let (f, mut puts) = common::start_with_beacon(|_| {}).await;
     let long = LimitOverrides {
         time_ms: Some(20_000),
         ..Default::default()
@@ -422,17 +411,21 @@ async fn cancel_interrupts_a_running_loop_and_drops_a_pending_one() {
         limits: long,
         ..program(code)
     };
-    // Both workers busy with loops that swallow everything they can.
+    // Both workers busy with loops that swallow everything they can; each says it started with a
+    // put, which only a running script can make.
     let a = f
         .submit(
             ALICE,
-            looping("while (true) { try { for(;;){} } catch (e) {} }"),
+            looping("kv.put('a', '1'); while (true) { try { for(;;){} } catch (e) {} }"),
         )
         .await;
-    let b = f.submit(ALICE, looping("for (;;) {}")).await;
+    let b = f
+        .submit(ALICE, looping("kv.put('b', '1'); for (;;) {}"))
+        .await;
     let pending = f.submit(ALICE, looping("return 'never'")).await;
-    until_running(&f, ALICE, &a.id).await;
-    until_running(&f, ALICE, &b.id).await;
+    puts.wait_for(|n| *n >= 2)
+        .await
+        .expect("both loops started");
     assert_eq!(f.pool().await.busy, 2);
 
     let cancelled = f.cancel(ALICE, &pending.id).await.expect("cancel");
@@ -574,7 +567,7 @@ async fn one_account_cannot_take_the_whole_pool() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_stops_every_run_of_the_owner_and_forgets_its_jobs() {
-    let f = start(|_| {}).await;
+    let (f, mut puts) = common::start_with_beacon(|_| {}).await;
     let looping = Program {
         limits: LimitOverrides {
             time_ms: Some(20_000),
@@ -585,7 +578,8 @@ async fn a_purge_stops_every_run_of_the_owner_and_forgets_its_jobs() {
     let running = f.submit(ALICE, looping.clone()).await;
     let queued = f.submit(ALICE, looping).await;
     let finished = f.submit("bob", program("return 1")).await;
-    until_running(&f, ALICE, &running.id).await;
+    // Its first put: the loop is running.
+    puts.wait_for(|n| *n >= 1).await.expect("the loop started");
     f.computation
         .call(|reply| Request::Purge {
             owner: ALICE.into(),

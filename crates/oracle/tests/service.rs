@@ -14,10 +14,12 @@ use runtime::{Builder, Journal, RuntimeLevel, Service};
 use serde_json::{Value, json};
 
 /// Sources on a loopback port: fixed answers, one that never finishes, one too large, one that
-/// redirects, and a hit counter.
+/// redirects, and a hit counter; and on another port, a listener that closes every connection it
+/// takes without a word.
 struct Sources {
     base: String,
     hits: Arc<AtomicUsize>,
+    closing: String,
 }
 
 async fn sources() -> Sources {
@@ -66,9 +68,19 @@ async fn sources() -> Sources {
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
+    let closer = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let closing = closer.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((connection, _)) = closer.accept().await {
+            drop(connection);
+        }
+    });
     Sources {
         base: format!("http://{addr}"),
         hits,
+        closing: format!("http://{closing}"),
     }
 }
 
@@ -240,7 +252,7 @@ async fn every_bad_source_is_reported_as_such_and_never_becomes_a_value() {
     })
     .await;
     let bad = [
-        (path("http://127.0.0.1:1/x".into(), "$.a"), "unreachable"),
+        (path(format!("{}/x", s.closing), "$.a"), "unreachable"),
         (path(format!("{}/never", s.base), "$.a"), "timeout_ms"),
         (path(format!("{}/big", s.base), "$.a"), "max_response_bytes"),
         (path(format!("{}/text", s.base), "$.a"), "not JSON"),
@@ -256,7 +268,11 @@ async fn every_bad_source_is_reported_as_such_and_never_becomes_a_value() {
         (path(format!("{}/redirect", s.base), "$.a"), "HTTP 307"),
         (path("https://example.com/".into(), "$.a"), "allowed_hosts"),
         (
-            path("http://localhost:9/".into(), "$.a"),
+            // The same live server, by a name not on the plain-HTTP list.
+            path(
+                format!("{}/a", s.base.replace("127.0.0.1", "localhost")),
+                "$.a",
+            ),
             "plain_http_hosts",
         ),
         (
@@ -318,10 +334,27 @@ async fn mode_and_quorum_over_strings() {
     assert_eq!(p.result, Value::Null);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Holds tokio's paused clock still: while a blocking task runs, the runtime does not move time on
+/// by itself when it waits (for a loopback answer, say), so only `tokio::time::advance` does.
+/// Dropping the sender lets the clock go.
+fn hold_the_clock() -> std::sync::mpsc::Sender<()> {
+    let (hold, held) = std::sync::mpsc::channel::<()>();
+    drop(tokio::task::spawn_blocking(move || held.recv()));
+    hold
+}
+
+/// The host limit and the cache read tokio's clock, held still here: nothing depends on how fast
+/// the machine is, and time moves only when the test moves it.
+#[tokio::test(start_paused = true)]
 async fn answers_are_cached_per_source_and_hosts_are_rate_limited() {
     let s = sources().await;
-    let f = start(|_| {}).await;
+    let f = start(|spec| set(spec, oracle::CACHE_TTL_MS, 5_000)).await;
+    let g = start(|spec| {
+        set(spec, oracle::CACHE_TTL_MS, 0);
+        set(spec, oracle::HOST_RATE_PER_SECOND, 1);
+    })
+    .await;
+    let _clock = hold_the_clock();
     let counted = || {
         request(
             vec![path(format!("{}/counted", s.base), "$.v")],
@@ -342,28 +375,40 @@ async fn answers_are_cached_per_source_and_hosts_are_rate_limited() {
         1,
         "the second answer came from the cache"
     );
+    // Past cache_ttl_ms the source is asked again.
+    tokio::time::advance(std::time::Duration::from_millis(5_000)).await;
+    assert!(!f.report(counted()).await.sources[0].cached);
+    assert_eq!(s.hits.load(Ordering::SeqCst), 2);
 
     // Without the cache, one fetch per second to the host: of three at once, one goes out.
-    let g = start(|spec| {
-        set(spec, oracle::CACHE_TTL_MS, 0);
-        set(spec, oracle::HOST_RATE_PER_SECOND, 1);
-    })
-    .await;
-    let three = (0..3)
-        .map(|_| path(format!("{}/counted", s.base), "$.v"))
-        .collect();
-    let p = g.report(request(three, AggregationMethod::Mode, 1)).await;
-    let limited = p
-        .sources
-        .iter()
-        .filter(|s| {
-            s.error
-                .as_deref()
-                .is_some_and(|e| e.contains("host_rate_per_second"))
-        })
-        .count();
-    assert_eq!(limited, 2, "{:?}", p.sources);
-    assert_eq!(s.hits.load(Ordering::SeqCst), 2);
+    let three = || {
+        (0..3)
+            .map(|_| path(format!("{}/counted", s.base), "$.v"))
+            .collect()
+    };
+    let limited = |p: &oracle::report::ReportPayload| {
+        p.sources
+            .iter()
+            .filter(|s| {
+                s.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("host_rate_per_second"))
+            })
+            .count()
+    };
+    let p = g.report(request(three(), AggregationMethod::Mode, 1)).await;
+    assert_eq!(limited(&p), 2, "{:?}", p.sources);
+    assert_eq!(s.hits.load(Ordering::SeqCst), 3);
+    // Half a second on: none goes out.
+    tokio::time::advance(std::time::Duration::from_millis(500)).await;
+    let p = g.report(request(three(), AggregationMethod::Mode, 1)).await;
+    assert_eq!(limited(&p), 3, "{:?}", p.sources);
+    assert_eq!(s.hits.load(Ordering::SeqCst), 3);
+    // A second on, one more.
+    tokio::time::advance(std::time::Duration::from_millis(500)).await;
+    let p = g.report(request(three(), AggregationMethod::Mode, 1)).await;
+    assert_eq!(limited(&p), 2, "{:?}", p.sources);
+    assert_eq!(s.hits.load(Ordering::SeqCst), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use computation::{Caller, JobInfo, LimitOverrides, Outcome, Program, Request};
 use runtime::{Builder, Journal, RuntimeLevel};
+use tokio::sync::watch;
 
 pub struct Fixture {
     pub rt: runtime::Runtime,
@@ -18,13 +19,29 @@ pub struct Fixture {
 
 /// Starts the three services; `configure` may change the computation spec first.
 pub async fn start(configure: impl FnOnce(&mut runtime::Spec)) -> Fixture {
+    start_on(configure, None).await
+}
+
+/// Starts crypto and computation with a [`Beacon`] in place of storage; the receiver counts the
+/// `kv.put`s scripts made, so a test can wait until a script has reached its first one.
+pub async fn start_with_beacon(
+    configure: impl FnOnce(&mut runtime::Spec),
+) -> (Fixture, watch::Receiver<u64>) {
+    let (puts, counted) = watch::channel(0);
+    (start_on(configure, Some(Beacon { puts })).await, counted)
+}
+
+async fn start_on(configure: impl FnOnce(&mut runtime::Spec), beacon: Option<Beacon>) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let platform: Arc<dyn enclave::Platform> = Arc::new(
         enclave::Simulation::open(dir.path(), b"test binary", b"", 1).expect("simulation"),
     );
     let mut b = Builder::new(Journal::in_memory());
     let crypto = b.add(crypto::Crypto::new(dir.path(), platform.clone()));
-    let storage = b.add(storage::Storage::new(dir.path(), platform, crypto.clone()));
+    let storage = match beacon {
+        Some(beacon) => b.add(beacon),
+        None => b.add(storage::Storage::new(dir.path(), platform, crypto.clone())),
+    };
     let mut spec = computation::Computation::default_spec();
     spec.recovery.strategy = runtime::Strategy::Manual;
     configure(&mut spec);
@@ -43,6 +60,45 @@ pub async fn start(configure: impl FnOnce(&mut runtime::Spec)) -> Fixture {
         crypto,
         storage,
         _dir: dir,
+    }
+}
+
+/// A stand-in for the storage service that keeps nothing: every put is counted on `puts` and
+/// answered as written, every read finds nothing.
+pub struct Beacon {
+    puts: watch::Sender<u64>,
+}
+
+impl runtime::Service for Beacon {
+    type Request = storage::Request;
+
+    fn spec(&self) -> runtime::Spec {
+        storage::Storage::default_spec()
+    }
+
+    async fn run(
+        &self,
+        mut cx: runtime::Context<storage::Request>,
+    ) -> Result<(), runtime::ServiceError> {
+        use storage::{Error, Page, Request};
+        while let Some(request) = cx.recv().await {
+            match request {
+                Request::Put { reply, .. } => {
+                    self.puts.send_modify(|n| *n += 1);
+                    reply.send(Ok(1));
+                }
+                Request::Get { key, reply, .. } => reply.send(Err(Error::NotFound(key))),
+                Request::Delete { key, reply, .. } => reply.send(Err(Error::NotFound(key))),
+                Request::List { reply, .. } => reply.send(Ok(Page {
+                    keys: Vec::new(),
+                    next: None,
+                })),
+                Request::Batch { reply, .. } | Request::DropNamespace { reply, .. } => {
+                    reply.send(Ok(1));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,325 @@
+//! The ai service's promises about the models it keeps: a stored model that is no longer what was
+//! uploaded is refused, `cache_bytes` applies live, a model over a limit is refused at upload as too
+//! large, a model that makes tract panic is a typed error for that request only, and deleting an
+//! account takes its models (cached and stored) and nobody else's.
+//!
+//! What the cache holds is seen from outside by tampering with the stored copy: a model still
+//! cached answers from memory, one that is not is read back from storage and refused.
+
+mod common;
+
+use std::time::Duration;
+
+use ai::{Error, JobState, Params, PredictInput, Request, TrainRequest};
+use common::{Fixture, fixture, start, start_with, tensors};
+use runtime::journal::Event;
+
+fn mlp() -> Vec<u8> {
+    std::fs::read(fixture("mlp.onnx")).expect("model")
+}
+
+fn mlp_input() -> PredictInput {
+    tensors("x", vec![1, 4], vec![0.5; 4])
+}
+
+fn big() -> Vec<u8> {
+    std::fs::read(fixture("mlp_big.onnx")).expect("model")
+}
+
+fn big_input() -> PredictInput {
+    tensors("x", vec![1, 32], vec![0.5; 32])
+}
+
+impl Fixture {
+    /// Changes the first stored chunk of `owner`'s model `id` through the storage service, as a
+    /// bug (or anything else with the account's storage) could: one byte flipped, same length.
+    async fn tamper(&self, owner: &str, id: &str) {
+        let key = format!(".ai/models/{id}/0");
+        let mut chunk = self
+            .storage
+            .call(|reply| storage::Request::Get {
+                namespace: owner.into(),
+                key: key.clone(),
+                reply,
+            })
+            .await
+            .expect("storage answers")
+            .expect("the model's first chunk is stored")
+            .data;
+        let middle = chunk.len() / 2;
+        chunk[middle] ^= 0x55;
+        self.storage
+            .call(|reply| storage::Request::Put {
+                namespace: owner.into(),
+                key,
+                value: chunk,
+                reply,
+            })
+            .await
+            .expect("storage answers")
+            .expect("put");
+    }
+
+    /// Restarts the ai service (a new incarnation starts with an empty cache) and waits until it
+    /// is up again.
+    async fn restart_ai(&self) {
+        let journal = self.rt.journal();
+        let since = journal.last_seq();
+        self.rt.client().restart(&ai::NAME).await.expect("restart");
+        journal
+            .wait_for(since, Duration::from_secs(60), |e| {
+                e.service.as_ref() == Some(&ai::NAME) && matches!(e.event, Event::Up { .. })
+            })
+            .await
+            .expect("ai is up again");
+    }
+
+    async fn reconfigure_ai(&self, change: impl FnOnce(&mut runtime::Spec)) {
+        let mut spec = ai::Ai::default_spec();
+        change(&mut spec);
+        self.rt
+            .client()
+            .reconfigure(
+                vec![spec],
+                Default::default(),
+                runtime::journal::Cause::Operator {
+                    command: "test".into(),
+                },
+            )
+            .await
+            .expect("the change is accepted");
+    }
+
+    async fn models(&self, owner: &str) -> Vec<String> {
+        self.ask(|reply| Request::Models {
+            owner: owner.into(),
+            reply,
+        })
+        .await
+        .expect("models")
+        .into_iter()
+        .map(|m| m.id)
+        .collect()
+    }
+}
+
+fn set(spec: &mut runtime::Spec, name: &str, value: i64) {
+    spec.settings.get_mut(name).expect("declared").value = value;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_onnx_file_whose_stored_bytes_no_longer_match_their_sha256_is_refused() {
+    let f = start(|_| {}).await;
+    let info = f.upload("alice", mlp()).await.expect("uploaded");
+    f.predict("alice", &info.id, mlp_input())
+        .await
+        .expect("the intact model answers");
+    f.tamper("alice", &info.id).await;
+    // Loaded again from storage (a new incarnation has nothing cached): refused, every time.
+    f.restart_ai().await;
+    for _ in 0..2 {
+        match f.predict("alice", &info.id, mlp_input()).await {
+            Err(Error::Integrity(m)) => assert!(m.contains("SHA-256"), "{m}"),
+            other => panic!("expected an integrity error, got {other:?}"),
+        }
+    }
+    // The service serves on: the model is still listed, and another model uploads and answers.
+    assert_eq!(f.models("alice").await, vec![info.id.clone()]);
+    let fresh = f.upload("alice", mlp()).await.expect("uploaded");
+    f.predict("alice", &fresh.id, mlp_input())
+        .await
+        .expect("an intact model answers");
+    f.rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_bytes_applies_live() {
+    let f = start(|_| {}).await;
+    let older = f.upload("alice", big()).await.expect("uploaded");
+    let newer = f.upload("alice", big()).await.expect("uploaded");
+    // Both are cached (256 MiB by default); using the older one makes the newer the least
+    // recently used.
+    f.predict("alice", &older.id, big_input())
+        .await
+        .expect("answers");
+    f.tamper("alice", &older.id).await;
+    f.tamper("alice", &newer.id).await;
+    // Cached, both still answer from memory.
+    for id in [&older.id, &newer.id] {
+        f.predict("alice", id, big_input()).await.expect("cached");
+    }
+    f.predict("alice", &older.id, big_input())
+        .await
+        .expect("cached");
+
+    // 1 MiB holds one of them loaded (3 × 300 KB), not two. The change applies at once: the least
+    // recently used is let go, and so read back (and refused) when next asked for.
+    let size = i64::try_from(big().len()).expect("size");
+    f.reconfigure_ai(|spec| {
+        set(spec, ai::CACHE_BYTES, 1 << 20);
+        set(spec, ai::MAX_MODEL_BYTES, size);
+    })
+    .await;
+    f.predict("alice", &older.id, big_input())
+        .await
+        .expect("still cached");
+    assert!(
+        matches!(
+            f.predict("alice", &newer.id, big_input()).await,
+            Err(Error::Integrity(_))
+        ),
+        "the least recently used model was evicted when the budget was lowered"
+    );
+    // And the lowered limits refuse at upload what they no longer allow, naming the setting.
+    let mut bigger = big();
+    bigger.push(0);
+    match f.upload("alice", bigger).await {
+        Err(Error::TooLarge(m)) => assert!(m.contains("max_model_bytes"), "{m}"),
+        other => panic!("expected too large, got {other:?}"),
+    }
+    f.rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_over_a_limit_is_too_large_at_upload() {
+    // Over the service's own limit, and over the storage service's value limit (a chunk is
+    // 512 KiB; storage here takes 64 KiB): both are the caller's problem, not an outage.
+    let f = start_with(
+        |spec| set(spec, ai::MAX_MODEL_BYTES, 1 << 20),
+        |spec| set(spec, storage::MAX_VALUE_BYTES, 64 << 10),
+    )
+    .await;
+    match f.upload("alice", vec![0; (1 << 20) + 1]).await {
+        Err(Error::TooLarge(m)) => assert!(m.contains("max_model_bytes"), "{m}"),
+        other => panic!("expected too large, got {other:?}"),
+    }
+    match f.upload("alice", big()).await {
+        Err(Error::TooLarge(m)) => assert!(m.contains("max_value_bytes"), "{m}"),
+        other => panic!("expected too large, got {other:?}"),
+    }
+    // Nothing of the refused model was kept, and a small one still fits.
+    assert!(f.models("alice").await.is_empty());
+    let small = f.upload("alice", mlp()).await.expect("uploaded");
+    assert_eq!(f.models("alice").await, vec![small.id]);
+    f.rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_account_removes_its_models_and_no_one_elses() {
+    let f = start(|_| {}).await;
+    let alices = f.upload("alice", mlp()).await.expect("uploaded");
+    let bobs = f.upload("bob", mlp()).await.expect("uploaded");
+    for (owner, id) in [("alice", &alices.id), ("bob", &bobs.id)] {
+        f.predict(owner, id, mlp_input()).await.expect("cached");
+    }
+    // A long training job of alice's, running when her account goes.
+    let job = f
+        .train(TrainRequest {
+            name: None,
+            model: Params::Kmeans {
+                k: 60,
+                n_init: 100,
+                seed: 1,
+            },
+            dataset: ai::Dataset {
+                features: (0..40_000)
+                    .map(|i| vec![(i % 997) as f64, (i % 113) as f64, (i % 7) as f64])
+                    .collect(),
+                targets: None,
+            },
+            test_fraction: 0.0,
+        })
+        .await
+        .expect("accepted");
+    assert_eq!(job.state, JobState::Pending);
+
+    // What deleting the account does (crates/api/src/account.rs): the ai service purges the
+    // owner, then the account service drops the owner's storage namespace.
+    f.ask(|reply| Request::Purge {
+        owner: "alice".into(),
+        reply,
+    })
+    .await
+    .expect("purged");
+    f.storage
+        .call(|reply| storage::Request::DropNamespace {
+            namespace: "alice".into(),
+            reply,
+        })
+        .await
+        .expect("storage answers")
+        .expect("dropped");
+
+    // Alice's model is gone, from the cache too: not served, not listed; her job is forgotten.
+    assert!(matches!(
+        f.predict("alice", &alices.id, mlp_input()).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(f.models("alice").await.is_empty());
+    assert!(matches!(
+        f.ask(|reply| Request::Job {
+            owner: "alice".into(),
+            id: job.id.clone(),
+            wait: Duration::ZERO,
+            reply,
+        })
+        .await,
+        Err(Error::JobNotFound(_))
+    ));
+    // Bob's is untouched.
+    assert_eq!(f.models("bob").await, vec![bobs.id.clone()]);
+    f.predict("bob", &bobs.id, mlp_input())
+        .await
+        .expect("bob's model answers");
+    f.rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_makes_tract_panic_is_a_typed_error_and_the_service_serves_on() {
+    let f = start(|_| {}).await;
+    let journal = f.rt.journal();
+    let since = journal.last_seq();
+    let read = |name: &str| std::fs::read(fixture(name)).expect("fixture");
+    // tract panics typing this model (see fixtures/README.md): refused as an invalid model, in the
+    // words only a caught panic gets.
+    match f.upload("alice", read("panic_on_load.onnx")).await {
+        Err(Error::InvalidModel(m)) => assert!(m.contains("broke the ONNX engine"), "{m}"),
+        other => panic!("expected tract's panic as an invalid model, got {other:?}"),
+    }
+    // This one loads, and tract panics running it: an inference error for that request, each time
+    // (answered from the cache on the service's own task, then loaded again after a restart).
+    let info = f
+        .upload("alice", read("panic_on_predict.onnx"))
+        .await
+        .expect("tract loads it");
+    let input = || tensors("x", vec![1, 4], vec![0.5; 4]);
+    for _ in 0..2 {
+        match f.predict("alice", &info.id, input()).await {
+            Err(Error::Inference(m)) => assert!(m.contains("broke the ONNX engine"), "{m}"),
+            other => panic!("expected tract's panic as an inference error, got {other:?}"),
+        }
+    }
+    // No incarnation of the service failed on the way.
+    let exited = journal
+        .read(since, usize::MAX)
+        .expect("journal")
+        .into_iter()
+        .filter(|e| e.service.as_ref() == Some(&ai::NAME))
+        .filter(|e| matches!(e.event, Event::Exited { .. }))
+        .count();
+    assert_eq!(exited, 0);
+    // It serves on: a good model uploads and answers.
+    let good = f.upload("alice", mlp()).await.expect("uploaded");
+    f.predict("alice", &good.id, mlp_input())
+        .await
+        .expect("a good model answers");
+    f.restart_ai().await;
+    match f.predict("alice", &info.id, input()).await {
+        Err(Error::Inference(m)) => assert!(m.contains("broke the ONNX engine"), "{m}"),
+        other => panic!("expected tract's panic as an inference error, got {other:?}"),
+    }
+    f.predict("alice", &good.id, mlp_input())
+        .await
+        .expect("a good model answers");
+    f.rt.shutdown().await;
+}
