@@ -336,9 +336,10 @@ fn digest(entry: &Entry) -> String {
     hex::encode(Sha256::digest(&json))
 }
 
-/// Checks one line against the hash of the line before it.
-fn verify_line(line: &str, line_no: usize, prev_hash: &str) -> Result<Entry, JournalError> {
-    let entry: Entry = serde_json::from_str(line).map_err(|e| JournalError::Tampered {
+/// Checks one line (without its newline) against the hash of the line before it. Lines are bytes, not
+/// text: a damaged line need not be UTF-8, and is reported like any other damage.
+fn verify_line(line: &[u8], line_no: usize, prev_hash: &str) -> Result<Entry, JournalError> {
+    let entry: Entry = serde_json::from_slice(line).map_err(|e| JournalError::Tampered {
         seq: 0,
         line: line_no,
         reason: format!("not a journal entry: {e}"),
@@ -409,20 +410,20 @@ impl Journal {
         let mut next_seq = 1;
         let mut recent = VecDeque::new();
         let mut good_len: u64 = 0;
-        let mut buf = String::new();
+        let mut buf = Vec::new();
         let mut line_no = 0;
         loop {
             buf.clear();
-            let n = reader.read_line(&mut buf).map_err(io)?;
+            // Bytes, not text: a line torn inside a character must still be found and cut off.
+            let n = reader.read_until(b'\n', &mut buf).map_err(io)?;
             if n == 0 {
                 break;
             }
             line_no += 1;
-            if !buf.ends_with('\n') {
+            let Some(line) = buf.strip_suffix(b"\n") else {
                 report.torn_bytes = n as u64;
                 break;
-            }
-            let line = buf.trim_end_matches('\n');
+            };
             let entry = match verify_line(line, line_no, &last_hash) {
                 Ok(entry) => entry,
                 Err(e) => {
@@ -431,7 +432,7 @@ impl Journal {
                     }
                     // Keep going from what the line says, so later entries are still readable and the
                     // chain continues from the end of the file.
-                    match serde_json::from_str::<Entry>(line) {
+                    match serde_json::from_slice::<Entry>(line) {
                         Ok(entry) => entry,
                         Err(_) => {
                             good_len += n as u64;
@@ -565,7 +566,7 @@ impl Journal {
         let reader = BufReader::new(File::open(path).map_err(io)?);
         let mut prev = GENESIS.to_owned();
         let mut out = Vec::new();
-        for (i, line) in reader.lines().enumerate() {
+        for (i, line) in reader.split(b'\n').enumerate() {
             let line = line.map_err(io)?;
             let entry = verify_line(&line, i + 1, &prev)?;
             prev = entry.hash.clone();
@@ -683,6 +684,122 @@ mod tests {
                 .expect("reported")
                 .contains("does not chain")
         );
+    }
+
+    /// Appends entries whose text is not all ASCII, so a cut can land inside a character.
+    fn fill_varied(j: &Journal, n: usize) {
+        let svc = ServiceName::from_static("svc");
+        for i in 0..n {
+            j.append(
+                Some(&svc),
+                Some(i as u64),
+                Event::Failed {
+                    reason: format!("naïve — attempt {i} ✓"),
+                },
+                Cause::Startup,
+            );
+        }
+    }
+
+    fn hashes(entries: &[Arc<Entry>]) -> Vec<(u64, String)> {
+        entries.iter().map(|e| (e.seq, e.hash.clone())).collect()
+    }
+
+    /// Promise: a journal whose last line was cut mid-write opens, keeps every complete entry, and
+    /// appends on with a valid chain. Tried at every byte the last line could have been cut at.
+    #[test]
+    fn a_cut_journal_tail_is_read_back_and_continued() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let whole = dir.path().join("whole.log");
+        let (j, _) = Journal::open(&whole).expect("open");
+        fill_varied(&j, 4);
+        let written = j.read(0, usize::MAX).expect("read");
+        drop(j);
+        let bytes = std::fs::read(&whole).expect("read");
+        let last_line = bytes[..bytes.len() - 1]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .expect("several lines")
+            + 1;
+        let path = dir.path().join("journal.log");
+        for cut in last_line + 1..bytes.len() {
+            std::fs::write(&path, &bytes[..cut]).expect("write");
+            let (j, report) =
+                Journal::open(&path).unwrap_or_else(|e| panic!("cut at byte {cut}: {e}"));
+            assert_eq!(
+                (report.entries, report.torn_bytes, report.violation),
+                (3, (cut - last_line) as u64, None),
+                "cut at byte {cut}"
+            );
+            let kept = j.read(0, usize::MAX).expect("read");
+            assert_eq!(hashes(&kept), hashes(&written[..3]), "cut at byte {cut}");
+            fill_varied(&j, 1);
+            let next = j.read(3, usize::MAX).expect("read");
+            assert_eq!(next.len(), 1);
+            assert_eq!((next[0].seq, &next[0].prev), (4, &written[2].hash));
+            drop(j);
+            let (j, report) = Journal::open(&path).expect("reopen");
+            assert_eq!(
+                (report.entries, report.torn_bytes, report.violation),
+                (4, 0, None),
+                "cut at byte {cut}"
+            );
+            assert_eq!(
+                j.read_file(0, usize::MAX)
+                    .expect("the chain verifies")
+                    .len(),
+                4
+            );
+        }
+    }
+
+    /// A damaged line in the middle (edited into garbage, or bytes that are not text) is reported with
+    /// its line at open, the entries around it stay readable, and reading the file from disk refuses
+    /// the broken chain (what the API answers as `journal.integrity`).
+    #[test]
+    fn a_corrupted_middle_line_is_reported_and_the_rest_is_kept() {
+        let garbage: [&[u8]; 3] = [
+            b"{\"seq\":2,\"this is not",
+            b"not json at all",
+            b"\xff\xfe\x00 binary",
+        ];
+        for junk in garbage {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let path = dir.path().join("journal.log");
+            let (j, _) = Journal::open(&path).expect("open");
+            fill_varied(&j, 4);
+            let written = j.read(0, usize::MAX).expect("read");
+            drop(j);
+            let text = std::fs::read(&path).expect("read");
+            let mut lines: Vec<&[u8]> = text.split_inclusive(|&b| b == b'\n').collect();
+            let mut damaged = junk.to_vec();
+            damaged.push(b'\n');
+            lines[1] = &damaged;
+            std::fs::write(&path, lines.concat()).expect("write");
+
+            let (j, report) = Journal::open(&path).expect("a damaged journal still opens");
+            let violation = report.violation.expect("the damage is reported");
+            assert!(violation.contains("(line 2)"), "{violation}");
+            assert_eq!(report.torn_bytes, 0);
+            let kept = j.read(0, usize::MAX).expect("read");
+            assert_eq!(
+                hashes(&kept),
+                [&written[0], &written[2], &written[3]]
+                    .iter()
+                    .map(|e| (e.seq, e.hash.clone()))
+                    .collect::<Vec<_>>()
+            );
+            fill_varied(&j, 1);
+            assert_eq!(
+                j.read(4, usize::MAX).expect("read")[0].prev,
+                written[3].hash,
+                "appends continue from the end of the file"
+            );
+            match j.read_file(0, usize::MAX) {
+                Err(JournalError::Tampered { line: 2, .. }) => {}
+                other => panic!("expected the damage at line 2, got {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -3,14 +3,17 @@
 
 mod support;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use runtime::anomaly::AnomalyAction;
 use runtime::budget::Demand;
 use runtime::journal::{Entry, Event, Fault};
-use runtime::{Builder, Journal, RuntimeLevel, State};
+use runtime::{Builder, CallError, Journal, RuntimeLevel, State};
 use support::{Fake, Req, name};
 
 const WAIT: Duration = Duration::from_secs(3600);
@@ -250,5 +253,194 @@ async fn a_crash_loop_is_classified_and_never_scaled_into() {
     for d in drivers {
         d.abort();
     }
+    rt.shutdown().await;
+}
+
+/// Polls `f` once, so a call is sent (or refused) without waiting for its answer.
+async fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut *f).poll(cx))).await
+}
+
+/// How many requests the mailbox takes while the incarnation is busy, and how the first one it
+/// refuses is answered (at once, without waiting).
+async fn queue_room(svc: &runtime::Handle<Req>) -> (usize, CallError) {
+    let (held, block) = support::block();
+    let busy = {
+        let svc = svc.clone();
+        tokio::spawn(async move { svc.call(block).await })
+    };
+    held.started
+        .await
+        .expect("the incarnation holds the request");
+    let mut queued = Vec::new();
+    let refused = loop {
+        let svc = svc.clone();
+        let mut call = Box::pin(async move { svc.call(|r| Req::Echo(1, r)).await });
+        match poll_once(&mut call).await {
+            Poll::Pending => queued.push(call),
+            Poll::Ready(Err(e)) => break e,
+            Poll::Ready(Ok(_)) => panic!("answered while the incarnation is busy"),
+        }
+        assert!(queued.len() <= 64, "nothing refused");
+    };
+    let room = queued.len();
+    let _ = held.release.send(());
+    assert_eq!(busy.await.expect("join"), Ok(()));
+    for call in queued {
+        assert_eq!(call.await, Ok(1), "a queued request is served");
+    }
+    (room, refused)
+}
+
+/// Waits until the monitor's raised anomalies satisfy `pred`.
+async fn anomalies_until(
+    rt: &runtime::Runtime,
+    within: Duration,
+    pred: impl FnMut(&Vec<runtime::monitor::ActiveAnomaly>) -> bool,
+) {
+    let mut anomalies = rt.anomalies();
+    tokio::time::timeout(within, anomalies.wait_for(pred))
+        .await
+        .expect("the awaited anomalies in time")
+        .expect("the monitor runs");
+}
+
+/// Promise: with `action = "shed"`, while the anomaly is raised, requests beyond an eighth of the
+/// queue are refused at once with a retryable "queue full"; once it clears, the whole queue is
+/// open again.
+#[tokio::test(start_paused = true)]
+async fn shed_refuses_requests_beyond_an_eighth_of_the_queue_while_its_anomaly_is_raised() {
+    let journal = Journal::in_memory();
+    let mut b = Builder::new(journal.clone());
+    let svc = b.add(Fake::new("svc").spec_mut(|s| {
+        s.queue_capacity = 16;
+        s.anomaly.action = AnomalyAction::Shed;
+    }));
+    b.monitor(Duration::from_secs(1));
+    let rt = b.start().expect("start");
+    rt.readiness()
+        .wait_for(|r| r.level == RuntimeLevel::Ready)
+        .await
+        .expect("ready");
+    let (room, refused) = queue_room(&svc).await;
+    assert_eq!(room, 16);
+    assert!(matches!(refused, CallError::QueueFull { .. }), "{refused}");
+
+    let ms = Arc::new(AtomicU64::new(8));
+    let driver = load(svc.clone(), ms.clone());
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let since = journal.last_seq();
+    ms.store(30, Ordering::Relaxed);
+    anomalies_until(&rt, Duration::from_secs(30), |a| !a.is_empty()).await;
+    let raised = journal
+        .wait_for(
+            since,
+            Duration::from_secs(1),
+            is("svc", |e| matches!(e, Event::Anomaly { .. })),
+        )
+        .await
+        .expect("journaled");
+    assert!(
+        matches!(
+            raised.event,
+            Event::Anomaly {
+                action: AnomalyAction::Shed,
+                ..
+            }
+        ),
+        "{raised:?}"
+    );
+    driver.abort();
+    let (room, refused) = queue_room(&svc).await;
+    assert_eq!(room, 2, "an eighth of 16");
+    assert!(
+        matches!(refused, CallError::QueueFull { .. }) && refused.is_retryable(),
+        "{refused}"
+    );
+
+    let driver = load(svc.clone(), ms.clone());
+    ms.store(8, Ordering::Relaxed);
+    anomalies_until(&rt, Duration::from_secs(60), |a| a.is_empty()).await;
+    driver.abort();
+    let (room, _) = queue_room(&svc).await;
+    assert_eq!(room, 16, "no longer shedding");
+    rt.shutdown().await;
+}
+
+/// Promise: with `action = "scale_out"`, a raised anomaly asks the autoscaler for another replica,
+/// even though neither the queue nor the latency objective would.
+#[tokio::test(start_paused = true)]
+async fn scale_out_adds_a_replica_when_its_anomaly_is_raised() {
+    let journal = Journal::in_memory();
+    let mut b = Builder::new(journal.clone());
+    let svc = b.add(Fake::new("svc").spec_mut(|s| {
+        s.replicas.max = 3;
+        s.anomaly.action = AnomalyAction::ScaleOut;
+        s.autoscale.enabled = true;
+        s.autoscale.queue_per_replica = 1000;
+        s.autoscale.latency_objective = Duration::from_secs(10);
+    }));
+    b.monitor(Duration::from_secs(1));
+    let rt = b.start().expect("start");
+    rt.readiness()
+        .wait_for(|r| r.level == RuntimeLevel::Ready)
+        .await
+        .expect("ready");
+    let ms = Arc::new(AtomicU64::new(8));
+    let driver = load(svc.clone(), ms.clone());
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let since = journal.last_seq();
+    ms.store(30, Ordering::Relaxed);
+    let raised = journal
+        .wait_for(
+            since,
+            Duration::from_secs(30),
+            is("svc", |e| matches!(e, Event::Anomaly { .. })),
+        )
+        .await
+        .expect("anomaly");
+    assert!(
+        matches!(
+            raised.event,
+            Event::Anomaly {
+                action: AnomalyAction::ScaleOut,
+                ..
+            }
+        ),
+        "{raised:?}"
+    );
+    let scaled = journal
+        .wait_for(
+            since,
+            Duration::from_secs(5),
+            is("svc", |e| matches!(e, Event::Scaled { .. })),
+        )
+        .await
+        .expect("scaled out");
+    let Event::Scaled { from, to, reason } = &scaled.event else {
+        unreachable!()
+    };
+    assert_eq!((*from, *to), (1, 2));
+    assert!(reason.contains("anomaly"), "{reason}");
+    journal
+        .wait_for(
+            since,
+            Duration::from_secs(30),
+            is("svc", |e| matches!(e, Event::Ready { replica: 1 })),
+        )
+        .await
+        .expect("second replica ready");
+    let snapshot = rt.snapshot().await.expect("snapshot");
+    assert_eq!(snapshot.service("svc").map(|s| s.replicas_running), Some(2));
+    assert!(
+        journal
+            .read(0, usize::MAX)
+            .expect("read")
+            .iter()
+            .take_while(|e| e.seq <= since)
+            .all(|e| !matches!(e.event, Event::Scaled { .. })),
+        "the load alone scaled it"
+    );
+    driver.abort();
     rt.shutdown().await;
 }

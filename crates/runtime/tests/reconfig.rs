@@ -2,13 +2,16 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use runtime::config::Config;
 use runtime::journal::Event;
 use runtime::reconfig::{Controller, Handle, Outcome, Source, Status};
 use runtime::{Builder, Journal, Runtime, RuntimeLevel, Spec};
-use support::{Behaviour, Fake};
+use support::{Behaviour, Fake, Req};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 const BASE: &str = "[runtime]\nconfig_watch = \"5s\"\n";
@@ -21,25 +24,48 @@ async fn start(fake: Fake) -> (Runtime, Handle, Journal) {
 async fn start_with_handle(
     fake: Fake,
 ) -> (Runtime, Handle, Journal, runtime::Handle<support::Req>) {
+    let mut started = start_all(vec![fake], BASE, None).await;
+    let svc = started.services.remove(0);
+    (started.rt, started.config, started.journal, svc)
+}
+
+/// A runtime with these services, a configuration controller started on `base`, and optionally the
+/// monitor; ready.
+struct Started {
+    rt: Runtime,
+    config: Handle,
+    journal: Journal,
+    services: Vec<runtime::Handle<support::Req>>,
+}
+
+async fn start_all(fakes: Vec<Fake>, base: &str, monitor: Option<Duration>) -> Started {
     let journal = Journal::in_memory();
     let mut b = Builder::new(journal.clone());
-    let catalog: Vec<Spec> = vec![runtime::Service::spec(&fake)];
-    let svc = b.add(fake);
+    let catalog: Vec<Spec> = fakes.iter().map(runtime::Service::spec).collect();
+    let services = fakes.into_iter().map(|f| b.add(f)).collect();
+    if let Some(interval) = monitor {
+        b.monitor(interval);
+    }
     let rt = b.start().expect("start");
     rt.readiness()
         .wait_for(|r| r.level == RuntimeLevel::Ready)
         .await
         .expect("ready");
-    let config = Config::parse(BASE, &catalog).expect("config");
-    let (handle, _task) = Controller::spawn(
+    let config = Config::parse(base, &catalog).expect("config");
+    let (config, _task) = Controller::spawn(
         rt.client(),
         catalog,
-        BASE.into(),
+        base.into(),
         config,
         std::sync::Arc::new(|_: &mut Config| {}),
         CancellationToken::new(),
     );
-    (rt, handle, journal, svc)
+    Started {
+        rt,
+        config,
+        journal,
+        services,
+    }
 }
 
 fn kinds(journal: &Journal, since: u64) -> Vec<String> {
@@ -267,9 +293,7 @@ async fn rapid_applies_are_serialized_and_an_operator_can_roll_back() {
 
 #[tokio::test(start_paused = true)]
 async fn a_service_vetoes_a_change_and_running_incarnations_see_accepted_ones_live() {
-    let (rt, config, journal) = start(Fake::new("svc")).await;
-    let handle = rt.snapshot().await.expect("snapshot");
-    assert_eq!(handle.service("svc").map(|s| s.generation), Some(1));
+    let (rt, config, journal, svc) = start_with_handle(Fake::new("svc")).await;
     let since = journal.last_seq();
     let outcome = config
         .apply(
@@ -289,7 +313,173 @@ async fn a_service_vetoes_a_change_and_running_incarnations_see_accepted_ones_li
         "{problems:?}"
     );
     assert_eq!(kinds(&journal, since), ["config_rejected"]);
+    assert_eq!(svc.call(Req::QueueCapacity).await, Ok(1024), "vetoed");
+
+    // An accepted change reaches the running incarnation while it runs: it is woken with the new
+    // spec, and nothing restarts it.
+    let told = {
+        let svc = svc.clone();
+        tokio::spawn(async move { svc.call(|r| Req::NextSpec(Duration::from_secs(1), r)).await })
+    };
+    let outcome = config
+        .apply(
+            format!("{BASE}[services.svc]\nqueue_capacity = 77\n"),
+            Source::Api,
+            false,
+        )
+        .await
+        .expect("outcome");
+    assert!(
+        matches!(outcome, Outcome::Applied { version: 2, .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(told.await.expect("join"), Ok(Some(77)));
+    let snapshot = rt.snapshot().await.expect("snapshot");
+    assert_eq!(
+        snapshot.service("svc").map(|s| s.generation),
+        Some(1),
+        "no restart"
+    );
     rt.shutdown().await;
+}
+
+/// Promise: a configuration is applied whole or not at all. `a` accepts its part and, as `b`'s
+/// dependency, would take its new spec first; `b` vetoes its own part, so `a` must see nothing.
+#[tokio::test(start_paused = true)]
+async fn a_configuration_is_applied_whole_or_not_at_all() {
+    let Started {
+        rt,
+        config,
+        journal,
+        services,
+    } = start_all(
+        vec![Fake::new("a"), Fake::new("b").depends_on("a")],
+        BASE,
+        None,
+    )
+    .await;
+    let a = &services[0];
+    let spec_of = |snapshot: &runtime::Snapshot, name: &str| {
+        let status = snapshot.service(name).expect("service");
+        (
+            serde_json::to_value(&*status.spec).expect("json"),
+            status.generation,
+        )
+    };
+    let before = spec_of(&rt.snapshot().await.expect("snapshot"), "a");
+    let since = journal.last_seq();
+    let watch = |a: &runtime::Handle<Req>| {
+        let a = a.clone();
+        tokio::spawn(async move { a.call(|r| Req::NextSpec(Duration::from_secs(1), r)).await })
+    };
+    let told = watch(a);
+    let change = |b_queue: usize| {
+        format!(
+            "{BASE}[services.a]\nqueue_capacity = 20\n[services.b]\nqueue_capacity = {b_queue}\n"
+        )
+    };
+    let outcome = config
+        .apply(change(13), Source::Api, false)
+        .await
+        .expect("outcome");
+    let Outcome::Rejected { problems } = &outcome else {
+        panic!("{outcome:?}")
+    };
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.message.contains("b: a queue of 13 is unlucky")),
+        "{problems:?}"
+    );
+    assert_eq!(
+        told.await.expect("join"),
+        Ok(None),
+        "a's incarnation was handed a spec from a rejected configuration"
+    );
+    assert_eq!(a.call(Req::QueueCapacity).await, Ok(1024));
+    assert_eq!(
+        spec_of(&rt.snapshot().await.expect("snapshot"), "a"),
+        before
+    );
+    assert_eq!(kinds(&journal, since), ["config_rejected"]);
+    let about_a: Vec<String> = journal
+        .read(since, usize::MAX)
+        .expect("read")
+        .iter()
+        .filter(|e| e.service.as_ref().is_some_and(|s| s.as_str() == "a"))
+        .map(|e| format!("{:?}", e.event))
+        .collect();
+    assert_eq!(about_a, Vec::<String>::new());
+    assert_eq!(config.history().len(), 1);
+
+    // Without the veto, the same change reaches both.
+    let told = watch(a);
+    let outcome = config
+        .apply(change(14), Source::Api, false)
+        .await
+        .expect("outcome");
+    let Outcome::Applied { changed, .. } = &outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(changed, &["a", "b"]);
+    assert_eq!(told.await.expect("join"), Ok(Some(20)));
+    rt.shutdown().await;
+}
+
+/// Applies `change` on top of the running configuration and checks it is refused with one problem
+/// at `path` saying it takes a restart, and that nothing changed.
+async fn refused_until_restart(change: &str, path: &str) {
+    let (rt, config, journal) = start(Fake::new("svc")).await;
+    let since = journal.last_seq();
+    let running = config.current().expect("a running version");
+    let outcome = config
+        .apply(format!("{BASE}{change}"), Source::Api, false)
+        .await
+        .expect("outcome");
+    let Outcome::Rejected { problems } = &outcome else {
+        panic!("{path}: {outcome:?}")
+    };
+    assert_eq!(
+        problems.iter().map(|p| p.path.as_str()).collect::<Vec<_>>(),
+        [path],
+        "{problems:?}"
+    );
+    assert!(
+        problems[0].message.contains("takes a restart"),
+        "{problems:?}"
+    );
+    assert_eq!(kinds(&journal, since), ["config_rejected"]);
+    let current = config.current().expect("a running version");
+    assert_eq!(
+        (current.version, current.hash, config.history().len()),
+        (running.version, running.hash, 1)
+    );
+    rt.shutdown().await;
+}
+
+/// Promise: `[testing]` cannot be changed by a hot apply (fault injection is a privilege switch).
+#[tokio::test(start_paused = true)]
+async fn testing_cannot_be_changed_by_a_hot_apply() {
+    refused_until_restart("[testing]\nfault_injection = true\n", "testing").await;
+    refused_until_restart("[testing.services.extra]\nwork = \"1ms\"\n", "testing").await;
+}
+
+/// Promise: `runtime.listen` cannot be changed by a hot apply.
+#[tokio::test(start_paused = true)]
+async fn listen_cannot_be_changed_by_a_hot_apply() {
+    refused_until_restart("listen = \"127.0.0.1:9999\"\n", "runtime.listen").await;
+}
+
+/// Promise: `runtime.data_dir` cannot be changed by a hot apply.
+#[tokio::test(start_paused = true)]
+async fn data_dir_cannot_be_changed_by_a_hot_apply() {
+    refused_until_restart("data_dir = \"elsewhere\"\n", "runtime.data_dir").await;
+}
+
+/// Promise: `runtime.monitor_interval` cannot be changed by a hot apply.
+#[tokio::test(start_paused = true)]
+async fn monitor_interval_cannot_be_changed_by_a_hot_apply() {
+    refused_until_restart("monitor_interval = \"3s\"\n", "runtime.monitor_interval").await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -399,5 +589,273 @@ async fn a_service_disabled_at_start_does_not_block_later_versions() {
         matches!(outcome, Outcome::Applied { version: 2, .. }),
         "{outcome:?}"
     );
+    rt.shutdown().await;
+}
+
+/// A config long enough to watch for monitor signals.
+const WATCHED: &str = "[runtime]\nconfig_watch = \"30s\"\n";
+
+/// Sends `Slow(work)` requests one after another, with `work` read from `ms` before each.
+fn load(svc: runtime::Handle<Req>, ms: Arc<AtomicU64>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let work = Duration::from_millis(ms.load(Ordering::Relaxed));
+            let _ = svc.call(|r| Req::Slow(work, r)).await;
+        }
+    })
+}
+
+fn spec_json(snapshot: &runtime::Snapshot, service: &str) -> serde_json::Value {
+    serde_json::to_value(&*snapshot.service(service).expect("service").spec).expect("json")
+}
+
+/// The journal says version 2 was rolled back to 1 for `reason`, and `svc` runs on its old spec again.
+async fn back_on_version_1(
+    rt: &Runtime,
+    journal: &Journal,
+    since: u64,
+    reason: &str,
+    spec_before: &serde_json::Value,
+) {
+    let rolled_back: Vec<(u64, u64, String)> = journal
+        .read(since, usize::MAX)
+        .expect("read")
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::ConfigRolledBack { from, to, reason } => Some((*from, *to, reason.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rolled_back, [(2, 1, reason.to_owned())]);
+    let snapshot = rt.snapshot().await.expect("snapshot");
+    assert_eq!(
+        &spec_json(&snapshot, "svc"),
+        spec_before,
+        "the earlier spec is back"
+    );
+}
+
+/// Promise: a configuration is rolled back when readiness is worse at the end of its watch window.
+/// The new call timeout restarts the service (see `Fake::takes_live`) into an incarnation that runs
+/// degraded; nothing fails, so only the readiness at the end of the window can undo it.
+#[tokio::test(start_paused = true)]
+async fn a_config_is_rolled_back_when_readiness_ends_worse_than_before() {
+    let fake = Fake::new("svc").script(&[Behaviour::Run, Behaviour::Degraded, Behaviour::Run]);
+    let (rt, config, journal, svc) = start_with_handle(fake).await;
+    let before = spec_json(&rt.snapshot().await.expect("snapshot"), "svc");
+    let since = journal.last_seq();
+    let t = Instant::now();
+    let outcome = config
+        .apply(
+            format!("{BASE}[services.svc]\ncall_timeout = \"7s\"\n"),
+            Source::Api,
+            true,
+        )
+        .await
+        .expect("outcome");
+    let Outcome::RolledBack {
+        from: 2,
+        to: 1,
+        reason,
+    } = &outcome
+    else {
+        panic!("{outcome:?}")
+    };
+    assert!(
+        reason.starts_with("the runtime is Degraded at the end of the watch window (was Ready)"),
+        "{reason}"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_secs(5),
+        "judged at the end of the window"
+    );
+    back_on_version_1(&rt, &journal, since, reason, &before).await;
+    // Rolling back restarted it again, into a healthy incarnation.
+    rt.readiness()
+        .wait_for(|r| r.level == RuntimeLevel::Ready)
+        .await
+        .expect("ready");
+    assert_eq!(svc.call(Req::Generation).await, Ok(3));
+    rt.shutdown().await;
+}
+
+/// Promise: a configuration is rolled back when an anomaly is raised in its watch window.
+#[tokio::test(start_paused = true)]
+async fn a_config_is_rolled_back_when_an_anomaly_is_raised_in_its_watch_window() {
+    let Started {
+        rt,
+        config,
+        journal,
+        services,
+    } = start_all(
+        vec![Fake::new("svc")],
+        WATCHED,
+        Some(Duration::from_secs(1)),
+    )
+    .await;
+    let svc = services[0].clone();
+    let ms = Arc::new(AtomicU64::new(8));
+    let driver = load(svc.clone(), ms.clone());
+    // The monitor learns the service's latency first.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let before = spec_json(&rt.snapshot().await.expect("snapshot"), "svc");
+    let since = journal.last_seq();
+    let apply = {
+        let config = config.clone();
+        tokio::spawn(async move {
+            config
+                .apply(
+                    format!("{WATCHED}[services.svc]\nqueue_capacity = 50\n"),
+                    Source::Api,
+                    true,
+                )
+                .await
+        })
+    };
+    journal
+        .wait_for(since, Duration::from_secs(1), |e| {
+            matches!(e.event, Event::ConfigApplied { version: 2, .. })
+        })
+        .await
+        .expect("applied");
+    let t = Instant::now();
+    // Within the watch window, the service's latency steps up.
+    ms.store(30, Ordering::Relaxed);
+    let outcome = apply.await.expect("join").expect("outcome");
+    let Outcome::RolledBack {
+        from: 2,
+        to: 1,
+        reason,
+    } = &outcome
+    else {
+        panic!("{outcome:?}")
+    };
+    assert!(
+        reason.starts_with("anomaly on svc: latency_p90_ms is "),
+        "{reason}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(30), "acted on at once");
+    back_on_version_1(&rt, &journal, since, reason, &before).await;
+    driver.abort();
+    assert_eq!(svc.call(Req::QueueCapacity).await, Ok(1024));
+    rt.shutdown().await;
+}
+
+/// Promise: a configuration is rolled back when a crash loop is found in its watch window. The
+/// service crashed three times just before the apply; the monitor classifies that as a crash loop at
+/// its next sample, which falls inside the window. (Crashes inside the window roll back at once, as
+/// failures, before any crash loop could be found.)
+#[tokio::test(start_paused = true)]
+async fn a_config_is_rolled_back_when_a_crash_loop_is_found_in_its_watch_window() {
+    let fake = Fake::new("svc").spec_mut(|s| {
+        s.recovery.backoff.initial = Duration::from_millis(10);
+        s.anomaly.crash_loop_count = 3;
+    });
+    let Started {
+        rt,
+        config,
+        journal,
+        services,
+    } = start_all(vec![fake], WATCHED, Some(Duration::from_secs(10))).await;
+    let svc = services[0].clone();
+    for _ in 0..3 {
+        let since = journal.last_seq();
+        rt.inject_fault(&support::name("svc"), runtime::journal::Fault::Panic)
+            .await
+            .expect("fault");
+        journal
+            .wait_for(since, Duration::from_secs(1), |e| {
+                matches!(e.event, Event::Up { .. })
+            })
+            .await
+            .expect("back up");
+    }
+    let before = spec_json(&rt.snapshot().await.expect("snapshot"), "svc");
+    let since = journal.last_seq();
+    let outcome = config
+        .apply(
+            format!("{WATCHED}[services.svc]\nqueue_capacity = 50\n"),
+            Source::Api,
+            true,
+        )
+        .await
+        .expect("outcome");
+    let Outcome::RolledBack {
+        from: 2,
+        to: 1,
+        reason,
+    } = &outcome
+    else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(reason, "svc is in a crash loop (panic)");
+    back_on_version_1(&rt, &journal, since, reason, &before).await;
+    assert_eq!(svc.call(Req::QueueCapacity).await, Ok(1024));
+    rt.shutdown().await;
+}
+
+/// Promise: while a `hold_rollout` anomaly is raised, new configurations are refused; once it
+/// clears, they are applied again.
+#[tokio::test(start_paused = true)]
+async fn hold_rollout_refuses_new_configs_while_its_anomaly_is_raised() {
+    let fake = Fake::new("svc").spec_mut(|s| {
+        s.anomaly.action = runtime::anomaly::AnomalyAction::HoldRollout;
+    });
+    let Started {
+        rt,
+        config,
+        journal,
+        services,
+    } = start_all(vec![fake], BASE, Some(Duration::from_secs(1))).await;
+    let svc = services[0].clone();
+    let ms = Arc::new(AtomicU64::new(8));
+    let driver = load(svc.clone(), ms.clone());
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    ms.store(30, Ordering::Relaxed);
+    let mut anomalies = rt.anomalies();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        anomalies.wait_for(|a| !a.is_empty()),
+    )
+    .await
+    .expect("an anomaly within 30 s")
+    .expect("monitor");
+    let since = journal.last_seq();
+    let text = format!("{BASE}[services.svc]\nqueue_capacity = 50\n");
+    let outcome = config
+        .apply(text.clone(), Source::Api, false)
+        .await
+        .expect("outcome");
+    let Outcome::Rejected { problems } = &outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].path, "services.svc");
+    assert!(
+        problems[0]
+            .message
+            .starts_with("rollouts are held while the latency_p90_ms anomaly on svc lasts"),
+        "{problems:?}"
+    );
+    assert_eq!(kinds(&journal, since), ["config_rejected"]);
+    assert_eq!(config.history().len(), 1);
+
+    ms.store(8, Ordering::Relaxed);
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        anomalies.wait_for(|a| a.is_empty()),
+    )
+    .await
+    .expect("cleared within 60 s")
+    .expect("monitor");
+    let outcome = config
+        .apply(text, Source::Api, false)
+        .await
+        .expect("outcome");
+    assert!(
+        matches!(outcome, Outcome::Applied { version: 2, .. }),
+        "{outcome:?}"
+    );
+    driver.abort();
     rt.shutdown().await;
 }

@@ -781,3 +781,82 @@ async fn scaling_back_out_while_a_replica_is_still_stopping_refills_its_slot() {
     assert_eq!(snapshot.service("svc").map(|s| s.replicas_running), Some(3));
     rt.shutdown().await;
 }
+
+/// Promise: `restart` of a service with dependents keeps them running while their requests wait.
+#[tokio::test(start_paused = true)]
+async fn restart_of_a_service_with_dependents_keeps_them_running_while_its_requests_wait() {
+    let journal = Journal::in_memory();
+    let mut b = Builder::new(journal.clone());
+    let base = b.add(Fake::new("base"));
+    let mid = b.add(Fake::new("mid").depends_on("base"));
+    let top = b.add(Fake::new("top").depends_on("mid"));
+    let rt = b.start().expect("start");
+    rt.readiness()
+        .wait_for(|r| r.level == RuntimeLevel::Ready)
+        .await
+        .expect("ready");
+    // base's incarnation holds a request when the restart comes, so the restart lasts until the test
+    // releases it.
+    let (held, block) = support::block();
+    let busy = {
+        let base = base.clone();
+        tokio::spawn(async move { base.call(block).await })
+    };
+    held.started.await.expect("base holds the request");
+    let since = journal.last_seq();
+    let answer = rt.restart(&name("base")).await.expect("restart");
+    assert!(answer.accepted, "{answer:?}");
+    assert_eq!(answer.state, State::Stopping);
+    // A request sent during the restart waits in the mailbox...
+    let waiting = {
+        let base = base.clone();
+        tokio::spawn(async move { base.call(Req::Generation).await })
+    };
+    tokio::task::yield_now().await;
+    assert_eq!(base.queue_depth(), 1);
+    // ... while the dependents keep serving from the incarnations they had.
+    assert_eq!(mid.call(Req::Generation).await, Ok(1));
+    assert_eq!(top.call(Req::Generation).await, Ok(1));
+    let _ = held.release.send(());
+    assert_eq!(
+        busy.await.expect("join"),
+        Ok(()),
+        "the old incarnation finishes what it holds"
+    );
+    assert_eq!(
+        waiting.await.expect("join"),
+        Ok(2),
+        "answered by the new incarnation"
+    );
+    journal
+        .wait_for(since, WAIT, is("base", |e| matches!(e, Event::Up { .. })))
+        .await
+        .expect("base up again");
+    let log: Vec<String> = journal
+        .read(since, usize::MAX)
+        .expect("read")
+        .iter()
+        .filter_map(|e| brief(e))
+        .collect();
+    assert_eq!(
+        log,
+        [
+            "base: stopping",
+            "base: exited[0](stopped)",
+            "base: stopped",
+            "base: starting[0] restart",
+            "base: up",
+        ],
+        "nothing happens to the dependents"
+    );
+    let snapshot = rt.snapshot().await.expect("snapshot");
+    for (service, generation) in [("base", 2), ("mid", 1), ("top", 1)] {
+        let status = snapshot.service(service).expect("service");
+        assert_eq!(
+            (status.state, status.generation),
+            (State::Running, generation),
+            "{service}"
+        );
+    }
+    rt.shutdown().await;
+}

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use runtime::journal::{Entry, Event};
 use runtime::{Context, Kind, Mode, Reply, Service, ServiceError, ServiceName, Spec};
+use tokio::sync::oneshot;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Behaviour {
@@ -38,6 +39,43 @@ pub enum Req {
     Mode(Reply<Mode>),
     /// Reports the queue capacity of the spec its incarnation sees now.
     QueueCapacity(Reply<usize>),
+    /// Waits up to this long for a configuration change to reach the incarnation, then reports the
+    /// queue capacity of the spec it received (`None` if none came).
+    NextSpec(Duration, Reply<Option<usize>>),
+    /// Reports which incarnation answers (its generation).
+    Generation(Reply<u64>),
+    /// Says it is being handled, then holds its incarnation until released: see [`block`].
+    Block {
+        started: oneshot::Sender<()>,
+        release: oneshot::Receiver<()>,
+        reply: Reply<()>,
+    },
+}
+
+/// The two ends of a [`Req::Block`] request, held by the test.
+pub struct Blocked {
+    /// Fires once an incarnation holds the request.
+    pub started: oneshot::Receiver<()>,
+    /// Send (or drop) to let the incarnation answer and carry on.
+    pub release: oneshot::Sender<()>,
+}
+
+/// A request that occupies the incarnation handling it until the test releases it.
+pub fn block() -> (Blocked, impl FnOnce(Reply<()>) -> Req) {
+    let (started_tx, started_rx) = oneshot::channel();
+    let (release_tx, release_rx) = oneshot::channel();
+    let make = move |reply| Req::Block {
+        started: started_tx,
+        release: release_rx,
+        reply,
+    };
+    (
+        Blocked {
+            started: started_rx,
+            release: release_tx,
+        },
+        make,
+    )
 }
 
 impl runtime::bus::Operation for Req {
@@ -48,6 +86,9 @@ impl runtime::bus::Operation for Req {
             Req::Crash(..) => "crash",
             Req::Mode(..) => "mode",
             Req::QueueCapacity(..) => "queue_capacity",
+            Req::NextSpec(..) => "next_spec",
+            Req::Generation(..) => "generation",
+            Req::Block { .. } => "block",
         }
     }
 }
@@ -116,6 +157,20 @@ async fn serve(cx: &mut Context<Req>) -> Option<()> {
         Req::Crash(_reply) => panic!("crashed while handling a request"),
         Req::Mode(reply) => reply.send(cx.mode().clone()),
         Req::QueueCapacity(reply) => reply.send(cx.spec().queue_capacity),
+        Req::NextSpec(within, reply) => {
+            let changed = tokio::time::timeout(within, cx.spec_changes().changed()).await;
+            reply.send(matches!(changed, Ok(Ok(()))).then(|| cx.spec().queue_capacity));
+        }
+        Req::Generation(reply) => reply.send(cx.generation()),
+        Req::Block {
+            started,
+            release,
+            reply,
+        } => {
+            let _ = started.send(());
+            let _ = release.await;
+            reply.send(());
+        }
     }
     Some(())
 }
