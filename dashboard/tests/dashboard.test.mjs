@@ -4,7 +4,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { resolve } from 'node:path';
-import { Runtime, TOKEN, launchBrowser, openPage, pageOrigin, signIn, waitFor } from './harness.mjs';
+import { Runtime, TOKEN, assertSameOrigin, launchBrowser, openPage, pageOrigin, signIn, waitFor } from './harness.mjs';
 
 const TIMEOUT = 90_000;
 
@@ -47,13 +47,14 @@ describe('the dashboard', { timeout: 5 * TIMEOUT }, () => {
   let browser;
   let page;
   let problems;
+  let requests;
 
   before(async () => {
     runtime = await Runtime.create(CONFIG);
     await runtime.start();
     origin = await pageOrigin(runtime);
     browser = await launchBrowser();
-    ({ page, problems } = await openPage(browser));
+    ({ page, problems, requests } = await openPage(browser));
     page.setDefaultTimeout(20_000);
   });
 
@@ -95,6 +96,8 @@ describe('the dashboard', { timeout: 5 * TIMEOUT }, () => {
     // The token lives in this tab's sessionStorage only.
     assert.equal(await page.evaluate((t) => Object.values(sessionStorage).includes(t), TOKEN), true);
     assert.equal(await page.evaluate(() => localStorage.length), 0);
+    // The page, its script, its style and every API call come from the binary's own origin.
+    assertSameOrigin(requests, origin.url);
     assertNoProblems(problems);
   });
 
@@ -226,15 +229,25 @@ describe('the dashboard', { timeout: 5 * TIMEOUT }, () => {
     assert.equal(await page.getByTestId('dashboard').isVisible(), false);
     assert.equal(await page.evaluate(() => sessionStorage.length), 0);
 
-    // A stored token that the runtime refuses: one sign-in form, no retry storm.
+    // A stored token that the runtime refuses: one sign-in form, no retry storm. The page's clock
+    // is under the test's control and a minute of it passes at once: a page that kept retrying
+    // (the live loop backs off 1 s doubling to at most 10 s) would ask again within it.
+    const asked = [];
     let refused = 0;
+    page.on('request', (r) => new URL(r.url()).pathname.startsWith('/v1/') && asked.push(r.url()));
     page.on('response', (r) => r.status() === 401 && (refused += 1));
+    await page.clock.install();
     await page.evaluate(() => sessionStorage.setItem('cloister.admin-token', 'a-token-that-was-revoked'));
     await page.reload();
     await page.getByTestId('signin-error').getByText(/the token was refused/i).waitFor();
-    const after = refused;
-    await page.getByTestId('token-input').fill('x'); // an action, instead of a sleep, before counting again
-    assert.ok(after >= 1 && refused === after, `the page stopped asking after the refusal (${refused} 401s)`);
+    assert.ok(refused >= 1, 'the runtime refused the stored token');
+    const before = asked.length;
+    await page.clock.runFor(60_000);
+    await page.getByTestId('token-input').fill('x');
+    assert.deepEqual(asked.slice(before), [], 'the page asked again after the refusal');
+    assert.equal(await page.getByTestId('signin').count(), 1);
+    assert.equal(await page.getByTestId('dashboard').isVisible(), false);
+    assertSameOrigin(requests, origin.url);
     assertNoProblems(problems);
   });
 });
@@ -266,7 +279,7 @@ describe('a hundred services with long names', { timeout: 3 * TIMEOUT }, () => {
 
   for (const [width, height] of [[1440, 900], [900, 800]]) {
     it(`stays readable at ${width}px: names truncated with tooltips, no horizontal page overflow`, { timeout: TIMEOUT }, async () => {
-      const { page, problems } = await openPage(browser, { width, height });
+      const { page, problems, requests } = await openPage(browser, { width, height });
       page.setDefaultTimeout(30_000);
       await page.goto(origin.url);
       await signIn(page);
@@ -300,6 +313,7 @@ describe('a hundred services with long names', { timeout: 3 * TIMEOUT }, () => {
       const nameCell = row(page, longName).locator('.name');
       assert.equal(await nameCell.getAttribute('title'), longName);
       await page.close();
+      assertSameOrigin(requests, origin.url);
       assertNoProblems(problems);
     });
   }

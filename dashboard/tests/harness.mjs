@@ -1,11 +1,11 @@
-// Helpers for the browser tests: start the real `cloister` binary on a free loopback port, wait
-// for it on a condition (never a fixed sleep), and drive Chromium through playwright-core.
+// Helpers for the browser tests: start the real `cloister` binary on loopback (it picks the port and
+// says which), wait for it on a condition (never a fixed sleep), and drive Chromium through
+// playwright-core.
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { access, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { constants as fs } from 'node:fs';
 import { createServer, request as httpRequest } from 'node:http';
-import { createServer as createNetServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -26,16 +26,6 @@ export const CHROMIUM_ARGS = [
   '--disable-sync',
 ];
 
-export async function freePort() {
-  const server = createNetServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address();
-  server.close();
-  await once(server, 'close');
-  return port;
-}
-
 /** Polls `check` every `everyMs` (at most) until it returns a truthy value or the deadline passes. */
 export async function waitFor(what, check, { timeoutMs = 30000, everyMs = 100 } = {}) {
   const deadline = Date.now() + timeoutMs;
@@ -52,22 +42,28 @@ export async function waitFor(what, check, { timeoutMs = 30000, everyMs = 100 } 
   }
 }
 
-/** A runtime: the binary with a config, a port and a data dir; start() again after stop() reuses both. */
+/**
+ * A runtime: the binary with a config and a data dir. The first start() listens on a port the
+ * system picks (port 0) and reads the address from the first line the binary prints; start() again
+ * after stop() asks for that same address (`--listen`), so a page that was open finds the runtime
+ * where it was. That second bind can only fail if another process took the port in between: the
+ * page's origin cannot change, so this is the least racy way, and the failure would be loud.
+ */
 export class Runtime {
   static async create(configBody, { name = 'cloister-dashboard-test' } = {}) {
     const dir = await mkdtemp(join(tmpdir(), `${name}-`));
-    const port = await freePort();
-    const runtime = new Runtime(dir, port);
-    const config = `[runtime]\nlisten = "127.0.0.1:${port}"\ndata_dir = "${join(dir, 'data')}"\n\n${configBody}`;
+    const runtime = new Runtime(dir);
+    const config = `[runtime]\nlisten = "127.0.0.1:0"\ndata_dir = "${join(dir, 'data')}"\n\n${configBody}`;
     await writeFile(runtime.configPath, config);
     return runtime;
   }
 
-  constructor(dir, port) {
+  constructor(dir) {
     this.dir = dir;
-    this.port = port;
     this.configPath = join(dir, 'cloister.toml');
-    this.url = `http://127.0.0.1:${port}`;
+    this.address = null;
+    this.port = null;
+    this.url = null;
     this.proc = null;
     this.log = '';
   }
@@ -76,7 +72,9 @@ export class Runtime {
     await access(binary, fs.X_OK).catch(() => {
       throw new Error(`no cloister binary at ${binary}: build it (cargo build -p cloister) or set CLOISTER_BIN`);
     });
-    const proc = spawn(binary, ['run', '--config', this.configPath], {
+    const args = ['run', '--config', this.configPath];
+    if (this.address) args.push('--listen', this.address);
+    const proc = spawn(binary, args, {
       env: { ...process.env, CLOISTER_ADMIN_TOKEN: TOKEN, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -85,6 +83,24 @@ export class Runtime {
     proc.stdout.on('data', (d) => (this.log += d));
     proc.stderr.on('data', (d) => (this.log += d));
     proc.on('error', (e) => (this.log += `spawn failed: ${e.message}\n`));
+    // "Cloister VERSION listening on http://ADDRESS (platform: ...)", once it has bound.
+    const address = await new Promise((resolve, reject) => {
+      let out = '';
+      const onData = (d) => {
+        out += d;
+        const found = /listening on http:\/\/(\S+)/.exec(out);
+        if (found) {
+          proc.stdout.off('data', onData);
+          resolve(found[1]);
+        }
+      };
+      proc.stdout.on('data', onData);
+      this.exited.then(([code]) => reject(new Error(`the runtime exited (${code}) before it listened:\n${this.log}`)), reject);
+    });
+    if (this.address && address !== this.address) throw new Error(`the runtime listens on ${address}, not on ${this.address}`);
+    this.address = address;
+    this.port = Number(new URL(`http://${address}`).port);
+    this.url = `http://${address}`;
     await waitFor('the runtime to be ready', async () => {
       if (proc.exitCode !== null) throw new Error(`the runtime exited (${proc.exitCode}):\n${this.log}`);
       const response = await fetch(`${this.url}/readyz`);
@@ -170,17 +186,28 @@ export async function launchBrowser() {
   return chromium.launch({ executablePath, args: CHROMIUM_ARGS });
 }
 
-/** A page that records uncaught errors and console errors (network refusals aside). */
+/** A page that records uncaught errors and console errors (network refusals aside), and every URL it requests. */
 export async function openPage(browser, { width = 1440, height = 1000 } = {}) {
   const context = await browser.newContext({ viewport: { width, height } });
   const page = await context.newPage();
   const problems = [];
+  const requests = [];
+  page.on('request', (r) => requests.push(r.url()));
+  page.on('websocket', (w) => requests.push(w.url()));
   page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
   page.on('console', (m) => {
     // The browser itself logs refused connections and 401s; those are expected in these tests.
     if (m.type() === 'error' && !/Failed to load resource|net::ERR_/.test(m.text())) problems.push(`console: ${m.text()}`);
   });
-  return { page, context, problems };
+  return { page, context, problems, requests };
+}
+
+/** Every URL in `requests` is on `origin` (inline data: URLs aside). */
+export function assertSameOrigin(requests, origin) {
+  const own = new URL(origin).origin;
+  const elsewhere = requests.filter((url) => !url.startsWith('data:') && new URL(url).origin !== own);
+  if (requests.length === 0) throw new Error('no request was recorded');
+  if (elsewhere.length > 0) throw new Error(`the page loaded from another origin than ${own}: ${elsewhere.join(', ')}`);
 }
 
 export async function signIn(page, token = TOKEN) {

@@ -41,9 +41,8 @@ fn spec(name: &str, deps: &[&str]) -> Spec {
     s
 }
 
-fn platform() -> Arc<dyn enclave::Platform> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sim = enclave::Simulation::open(dir.path(), b"test binary", b"", 1).expect("simulation");
+fn platform(dir: &std::path::Path) -> Arc<dyn enclave::Platform> {
+    let sim = enclave::Simulation::open(dir, b"test binary", b"", 1).expect("simulation");
     Arc::new(sim)
 }
 
@@ -51,6 +50,10 @@ struct Harness {
     app: axum::Router,
     runtime: runtime::Runtime,
     echo: runtime::Handle<runtime::Reply<()>>,
+    /// The storage service, for looking below the API.
+    storage: ::storage::Handle,
+    /// The platform's and the services' files; removed when the harness is dropped.
+    dir: tempfile::TempDir,
 }
 
 async fn harness(fault_injection: bool) -> Harness {
@@ -60,37 +63,95 @@ async fn harness(fault_injection: bool) -> Harness {
 /// With `storage`, the storage service runs too (real files and blocking commits, so not under a
 /// paused clock); without, it is registered but disabled.
 async fn harness_with(fault_injection: bool, with_storage: bool) -> Harness {
-    let journal = Journal::in_memory();
+    start(Setup {
+        fault_injection,
+        with_storage,
+        ..Setup::default()
+    })
+    .await
+}
+
+/// How a harness is set up.
+#[derive(Default)]
+struct Setup {
+    fault_injection: bool,
+    with_storage: bool,
+    /// `[services.NAME]` tables for the built-in services (crypto, storage, account, computation,
+    /// oracle, ai), read as `cloister run` reads them.
+    services: &'static str,
+    /// The journal to run on (default: one in memory).
+    journal: Option<Journal>,
+    /// Where the platform and the services keep their files (default: a new temporary directory).
+    dir: Option<tempfile::TempDir>,
+}
+
+/// The built-in services' specs as `text` configures them.
+fn builtin_specs(text: &str) -> std::collections::HashMap<ServiceName, Spec> {
+    let catalog = [
+        ::crypto::Crypto::default_spec(),
+        ::storage::Storage::default_spec(),
+        ::account::Account::default_spec(),
+        ::computation::Computation::default_spec(),
+        ::oracle::Oracle::default_spec(),
+        ::ai::Ai::default_spec(),
+    ];
+    let config = runtime::config::Config::parse(text, &catalog).expect("a valid [services] text");
+    let (specs, disabled) = config.resolve(&catalog);
+    assert!(disabled.is_empty(), "the harness disables services itself");
+    specs.into_iter().map(|s| (s.name.clone(), s)).collect()
+}
+
+async fn start(setup: Setup) -> Harness {
+    let journal = setup.journal.unwrap_or_else(Journal::in_memory);
+    let dir = match setup.dir {
+        Some(dir) => dir,
+        None => tempfile::tempdir().expect("tempdir"),
+    };
+    let mut specs = builtin_specs(setup.services);
+    let switched_off = [
+        ::storage::NAME,
+        ::account::NAME,
+        ::computation::NAME,
+        ::oracle::NAME,
+        ::ai::NAME,
+    ];
+    let mut spec_of = |name: ServiceName| {
+        let mut spec = specs.remove(&name).expect("a built-in service");
+        // A core service that is off leaves the runtime not ready; the binary never switches one
+        // off, and this harness runs the rest as if they were optional.
+        if !setup.with_storage && switched_off.contains(&name) {
+            spec.kind = Kind::Optional;
+        }
+        spec
+    };
     let mut b = Builder::new(journal.clone());
     let echo = b.add(Echo(spec("base", &[])));
     b.add(Echo(spec("app", &["base"])));
-    let platform = platform();
-    let keys_dir = tempfile::tempdir().expect("tempdir").keep();
-    let crypto = b.add(::crypto::Crypto::new(&keys_dir, platform.clone()));
-    let storage = b.add(::storage::Storage::new(
-        &keys_dir,
-        platform.clone(),
-        crypto.clone(),
-    ));
+    let platform = platform(dir.path());
+    let crypto = b.add_with_spec(
+        ::crypto::Crypto::new(dir.path(), platform.clone()),
+        spec_of(::crypto::NAME),
+    );
+    let storage = b.add_with_spec(
+        ::storage::Storage::new(dir.path(), platform.clone(), crypto.clone()),
+        spec_of(::storage::NAME),
+    );
     let accounts = ::account::Account::new(crypto.clone(), storage.clone(), journal);
     let gate = accounts.gate();
-    let account = b.add(accounts);
-    let computation = b.add(::computation::Computation::new(
-        crypto.clone(),
-        storage.clone(),
-    ));
-    let oracle = b.add(::oracle::Oracle::new(
-        crypto.clone(),
-        computation.clone(),
-        platform.clone(),
-    ));
-    let ai = b.add(::ai::Ai::new(storage.clone()));
-    if !with_storage {
-        b.disable(::ai::NAME);
-        b.disable(::storage::NAME);
-        b.disable(::account::NAME);
-        b.disable(::computation::NAME);
-        b.disable(::oracle::NAME);
+    let account = b.add_with_spec(accounts, spec_of(::account::NAME));
+    let computation = b.add_with_spec(
+        ::computation::Computation::new(crypto.clone(), storage.clone()),
+        spec_of(::computation::NAME),
+    );
+    let oracle = b.add_with_spec(
+        ::oracle::Oracle::new(crypto.clone(), computation.clone(), platform.clone()),
+        spec_of(::oracle::NAME),
+    );
+    let ai = b.add_with_spec(::ai::Ai::new(storage.clone()), spec_of(::ai::NAME));
+    if !setup.with_storage {
+        for name in switched_off {
+            b.disable(name);
+        }
     }
     let runtime = b.start().expect("start");
     runtime
@@ -98,6 +159,7 @@ async fn harness_with(fault_injection: bool, with_storage: bool) -> Harness {
         .wait_for(|r| r.level == RuntimeLevel::Ready)
         .await
         .expect("ready");
+    let fault_injection = setup.fault_injection;
     let mut config = runtime::config::Config::default();
     config.testing.fault_injection = fault_injection;
     let catalog = vec![spec("base", &[]), spec("app", &["base"])];
@@ -121,7 +183,7 @@ async fn harness_with(fault_injection: bool, with_storage: bool) -> Harness {
         configs,
         platform,
         crypto,
-        storage,
+        storage: storage.clone(),
         account,
         accounts: gate,
         computation,
@@ -133,6 +195,8 @@ async fn harness_with(fault_injection: bool, with_storage: bool) -> Harness {
         app: api::router(state),
         runtime,
         echo,
+        storage,
+        dir,
     }
 }
 
@@ -356,22 +420,32 @@ async fn faults_restart_the_service_and_show_in_events_and_metrics() {
 async fn commands_answer_with_the_state() {
     let h = harness(false).await;
     let (status, _, body) = send(&h.app, "POST", "/v1/services/base/stop", Some(TOKEN), "").await;
-    assert_eq!(status, StatusCode::ACCEPTED);
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("1 dependent"),
-        "{body}"
-    );
-    h.runtime
-        .journal()
-        .wait_for(0, Duration::from_secs(60), |e| {
-            e.service.as_ref().is_some_and(|s| s.as_str() == "base")
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let stopped = |name: &'static str| {
+        move |e: &runtime::journal::Entry| {
+            e.service.as_ref().is_some_and(|s| s.as_str() == name)
                 && matches!(e.event, Event::Stopped { .. })
-        })
+        }
+    };
+    let base = h
+        .runtime
+        .journal()
+        .wait_for(0, Duration::from_secs(60), stopped("base"))
         .await
-        .expect("stopped");
+        .expect("base stopped");
+    // Its dependent went first.
+    let app = h
+        .runtime
+        .journal()
+        .wait_for(0, Duration::from_secs(60), stopped("app"))
+        .await
+        .expect("app stopped");
+    assert!(
+        app.seq < base.seq,
+        "app stopped at {}, base at {}",
+        app.seq,
+        base.seq
+    );
     let (status, _, body) = send(&h.app, "GET", "/readyz", None, "").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body["reasons"].as_array().is_some_and(|r| !r.is_empty()));
@@ -1125,6 +1199,32 @@ async fn accounts_tokens_scopes_and_the_journal() {
         (status, body["error"]["code"].as_str()),
         (StatusCode::NOT_FOUND, Some("account.not_found"))
     );
+    // Below the API: the account's namespace holds nothing any more.
+    let left = h
+        .storage
+        .call(|reply| ::storage::Request::List {
+            namespace: id.clone(),
+            prefix: String::new(),
+            after: None,
+            limit: 100,
+            reply,
+        })
+        .await
+        .expect("storage answers")
+        .expect("a listing");
+    assert!(
+        left.keys.is_empty(),
+        "the deleted account's values: {left:?}"
+    );
+    let (again, again_secret, _) = create_account(app, "alice").await;
+    assert_ne!(again, id);
+    let (status, body) = raw_as(app, &again_secret, "GET", "/v1/storage/k", vec![]).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::NOT_FOUND, "storage.not_found".into())
+    );
+    let (_, _, listed) = send(app, "GET", "/v1/storage?prefix=", Some(&again_secret), "").await;
+    assert_eq!(listed["keys"], serde_json::json!([]), "{listed}");
 
     // The journal tells the story, without a single secret.
     let entries = h
@@ -1155,53 +1255,93 @@ async fn accounts_tokens_scopes_and_the_journal() {
             "account.disabled",
             "account.enabled",
             "account.disabled",
-            "account.deleted"
+            "account.deleted",
+            "account.created",
+            "token.issued"
         ]
     );
-    assert!(audits.iter().all(|(_, subject)| *subject == id));
+    let (earlier, later) = audits.split_at(audits.len() - 2);
+    assert!(earlier.iter().all(|(_, subject)| *subject == id));
+    assert!(later.iter().all(|(_, subject)| *subject == again));
     let text = serde_json::to_string(&entries).expect("json");
     assert!(!text.contains(&secret) && !text.contains(&reader));
     h.runtime.shutdown().await;
 }
 
+/// An account over its rate limit gets 429 `auth.rate_limited` with `Retry-After`; the admin is
+/// never limited. The bucket holds 20 and refills at one a second (the slowest setting), so what it
+/// admits before its first refusal is bounded by the bucket alone, whatever the machine's speed:
+/// at least the burst, at most the burst plus one per second taken.
 #[tokio::test]
 async fn an_account_is_rate_limited_with_retry_after_and_the_admin_is_not() {
-    let h = harness_with(false, true).await;
+    const BURST: u64 = 20;
+    let h = start(Setup {
+        with_storage: true,
+        services: "[services.account]\nrate_per_second = 1\nrate_burst = 20\n",
+        ..Setup::default()
+    })
+    .await;
     let app = &h.app;
     let (_, secret, _) = create_account(app, "busy").await;
-    // The default burst is 200 at 100/s: well within 400 requests the bucket runs dry.
-    let mut limited = None;
-    for n in 0..400 {
+    let began = std::time::Instant::now();
+    let mut admitted = 0u64;
+    let (headers, body) = loop {
         let (status, headers, body) = send(app, "GET", "/v1/crypto/keys", Some(&secret), "").await;
         if status == StatusCode::TOO_MANY_REQUESTS {
-            limited = Some((n, headers, body));
-            break;
+            break (headers, body);
         }
         assert_eq!(status, StatusCode::OK, "{body}");
-    }
-    let (n, headers, body) = limited.expect("the account is limited within 400 requests");
+        admitted += 1;
+        // At one token a second, the bucket cannot have given more than this.
+        assert!(
+            admitted as f64 <= BURST as f64 + began.elapsed().as_secs_f64(),
+            "{admitted} requests admitted in {:?} by a bucket of {BURST} refilling at 1/s",
+            began.elapsed()
+        );
+    };
     assert!(
-        n >= 200,
-        "limited after only {n} requests; the burst is 200"
+        admitted >= BURST,
+        "limited after only {admitted} requests; the burst is {BURST}"
     );
     assert_eq!(body["error"]["code"], "auth.rate_limited");
     assert_eq!(body["error"]["retryable"], true);
-    let retry: u64 = headers[header::RETRY_AFTER]
-        .to_str()
-        .expect("ascii")
-        .parse()
-        .expect("seconds");
-    assert!(retry >= 1);
-    for _ in 0..300 {
-        let (status, _, _) = send(app, "GET", "/v1/crypto/keys", Some(TOKEN), "").await;
-        assert_eq!(status, StatusCode::OK);
+    // Less than one token is missing, and one comes back each second.
+    assert_eq!(headers[header::RETRY_AFTER], "1");
+    for _ in 0..3 * BURST {
+        let (status, _, body) = send(app, "GET", "/v1/crypto/keys", Some(TOKEN), "").await;
+        assert_eq!(status, StatusCode::OK, "the admin is never limited: {body}");
     }
     h.runtime.shutdown().await;
 }
 
+/// An ONNX model (four inputs, three outputs) from the ai service's reference fixtures.
+const MLP: &[u8] = include_bytes!("../../ai/tests/fixtures/mlp.onnx");
+const MLP_INPUT: &str = r#"{"inputs":{"x":{"shape":[1,4],"data":[0.1,0.2,0.3,0.4]}}}"#;
+/// A training request for `y = 2x + 1` (the last two rows held out).
+const TRAIN: &str = r#"{"model":{"kind":"linear_regression"},"dataset":{"features":[[1],[2],[3],[4],[5],[6],[7],[8],[9],[10]],"targets":[3,5,7,9,11,13,15,17,19,21]}}"#;
+
+/// A loopback source answering `body` at `/`; it lives as long as the test's runtime.
+async fn source(body: &'static str) -> String {
+    let app = axum::Router::new().route("/", axum::routing::get(move || async move { body }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/")
+}
+
+/// Every owned resource (keys, values, jobs, tokens, models, training jobs) answers another account
+/// exactly as a missing one; listings, scripts and the oracle (its extraction scripts and its
+/// per-account limit) act for the caller's account only.
 #[tokio::test]
 async fn account_isolation_matrix() {
-    let h = harness_with(false, true).await;
+    let h = start(Setup {
+        with_storage: true,
+        services: "[services.oracle]\nplain_http_hosts = [\"127.0.0.1\"]\nrequests_per_minute = 1\n",
+        ..Setup::default()
+    })
+    .await;
     let app = &h.app;
     let (a, alice, created) = create_account(app, "alice").await;
     let (_, bob, _) = create_account(app, "bob").await;
@@ -1253,6 +1393,31 @@ async fn account_isolation_matrix() {
         "{done}"
     );
     assert_eq!(done["outcome"]["result"], "alice's");
+    let (status, model) = raw_as(app, &alice, "POST", "/v1/ai/models?name=mlp", MLP.to_vec()).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&model)
+    );
+    let model: Value = serde_json::from_slice(&model).expect("json");
+    let alice_model = model["id"].as_str().expect("model id").to_owned();
+    let (status, _, training) = send(app, "POST", "/v1/ai/train", Some(&alice), TRAIN).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{training}");
+    let alice_training = training["id"].as_str().expect("job id").to_owned();
+    let (_, _, trained) = send(
+        app,
+        "GET",
+        &format!("/v1/ai/jobs/{alice_training}?wait_s=20"),
+        Some(&alice),
+        "",
+    )
+    .await;
+    assert_eq!(trained["state"], "completed", "{trained}");
+    let alice_trained = trained["model"]["id"]
+        .as_str()
+        .expect("trained model id")
+        .to_owned();
 
     // Every endpoint, aimed by bob at alice's resources, answers exactly as for a resource that
     // does not exist: same status, same code.
@@ -1364,6 +1529,54 @@ async fn account_isolation_matrix() {
             "/v1/computation/jobs/job_missing".into(),
             "",
         ),
+        (
+            "GET",
+            format!("/v1/ai/models/{alice_model}"),
+            "/v1/ai/models/mdl_missing".into(),
+            "",
+        ),
+        (
+            "POST",
+            format!("/v1/ai/models/{alice_model}/predict"),
+            "/v1/ai/models/mdl_missing/predict".into(),
+            MLP_INPUT,
+        ),
+        (
+            "POST",
+            format!("/v1/ai/models/{alice_trained}/predict"),
+            "/v1/ai/models/mdl_missing/predict".into(),
+            r#"{"features":[[1]]}"#,
+        ),
+        (
+            "DELETE",
+            format!("/v1/ai/models/{alice_model}"),
+            "/v1/ai/models/mdl_missing".into(),
+            "",
+        ),
+        (
+            "DELETE",
+            format!("/v1/ai/models/{alice_trained}"),
+            "/v1/ai/models/mdl_missing".into(),
+            "",
+        ),
+        (
+            "GET",
+            format!("/v1/ai/jobs/{alice_training}"),
+            "/v1/ai/jobs/job_missing".into(),
+            "",
+        ),
+        (
+            "GET",
+            format!("/v1/ai/jobs/{alice_training}?wait_s=1"),
+            "/v1/ai/jobs/job_missing?wait_s=1".into(),
+            "",
+        ),
+        (
+            "DELETE",
+            format!("/v1/ai/jobs/{alice_training}"),
+            "/v1/ai/jobs/job_missing".into(),
+            "",
+        ),
     ];
     for (method, theirs, missing, body) in &cases {
         let (s1, b1) = raw_as(app, &bob, method, theirs, body.as_bytes().to_vec()).await;
@@ -1389,6 +1602,78 @@ async fn account_isolation_matrix() {
     assert_eq!(values["keys"], serde_json::json!([]));
     let (_, _, jobs) = send(app, "GET", "/v1/computation/jobs", Some(&bob), "").await;
     assert_eq!(jobs["jobs"], serde_json::json!([]));
+    let (_, _, models) = send(app, "GET", "/v1/ai/models", Some(&bob), "").await;
+    assert_eq!(models["models"], serde_json::json!([]), "{models}");
+    let (_, _, trainings) = send(app, "GET", "/v1/ai/jobs", Some(&bob), "").await;
+    assert_eq!(trainings["jobs"], serde_json::json!([]), "{trainings}");
+    // Alice's models and training job are untouched by all that.
+    let (status, _, out) = send(
+        app,
+        "POST",
+        &format!("/v1/ai/models/{alice_model}/predict"),
+        Some(&alice),
+        MLP_INPUT,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    let (status, _, out) = send(
+        app,
+        "POST",
+        &format!("/v1/ai/models/{alice_trained}/predict"),
+        Some(&alice),
+        r#"{"features":[[1]]}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{out}");
+    let (_, _, job) = send(
+        app,
+        "GET",
+        &format!("/v1/ai/jobs/{alice_training}"),
+        Some(&alice),
+        "",
+    )
+    .await;
+    assert_eq!(job["state"], "completed", "{job}");
+    // The oracle: an extraction script runs as the caller, in the caller's namespace; each
+    // account has its own request limit (one a minute here).
+    let src = source(r#"{"v":1}"#).await;
+    let oracle_request = serde_json::json!({
+        "sources": [{"url": src, "extract": {"script": "const v = kv.get('secret'); return v === null ? 'nothing' : v"}}],
+        "aggregation": {"method": "mode"},
+    })
+    .to_string();
+    let (status, _, report) = send(
+        app,
+        "POST",
+        "/v1/oracle/requests",
+        Some(&alice),
+        &oracle_request,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["report"]["result"], "alice's", "{report}");
+    let (status, _, body) = send(
+        app,
+        "POST",
+        "/v1/oracle/requests",
+        Some(&alice),
+        &oracle_request,
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("oracle.rate_limited"))
+    );
+    let (status, _, report) = send(
+        app,
+        "POST",
+        "/v1/oracle/requests",
+        Some(&bob),
+        &oracle_request,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "bob has his own limit: {report}");
+    assert_eq!(report["report"]["result"], "nothing", "{report}");
     // Bob's scripts see his namespace and his keys only.
     let peek = serde_json::json!({
         "code": format!(
@@ -1634,7 +1919,16 @@ async fn scripts_run_as_their_account_with_limits_jobs_and_cancel() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, _, pool) = send(app, "GET", "/v1/computation/pool", Some(TOKEN), "").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(pool["live"], pool["size"], "{pool}");
+    // `resources.cpu_cores` workers (2 by default), every one alive again and none busy.
+    let field = |name: &str| {
+        pool[name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name} missing from {pool}"))
+    };
+    assert_eq!(field("size"), 2, "{pool}");
+    assert_eq!(field("live"), field("size"), "{pool}");
+    assert_eq!((field("busy"), field("queued")), (0, 0), "{pool}");
+    assert_eq!(field("idle"), field("size"), "{pool}");
     h.runtime.shutdown().await;
 }
 
@@ -1900,4 +2194,474 @@ async fn config_versions_are_served_with_their_text() {
     let (status, _, body) = send(&h.app, "GET", "/v1/config/versions/x", Some(TOKEN), "").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["error"]["code"], "request.invalid_path");
+}
+
+/// The paths the router itself serves, read from its route table (axum prints it in its `Debug`
+/// form; there is no other way to list it). The fallback is not a route.
+fn served_paths(app: &axum::Router) -> std::collections::BTreeSet<String> {
+    let table = format!("{app:?}");
+    let routes = table
+        .split_once("path_router:")
+        .and_then(|(_, rest)| rest.split_once("fallback_router:"))
+        .map(|(routes, _)| routes)
+        .expect("axum's Router debug form names path_router and fallback_router");
+    routes
+        .split("RouteId(")
+        .skip(1)
+        .filter_map(|entry| {
+            let (_, rest) = entry.split_once("): \"")?;
+            let (path, _) = rest.split_once('"')?;
+            Some(path.to_owned())
+        })
+        .collect()
+}
+
+/// The reverse of the check above: every method on every path the router serves is in the
+/// OpenAPI document. A route added beside `routes!` (a plain `.route(...)`) fails here.
+#[tokio::test]
+async fn every_route_the_router_serves_is_in_the_openapi_document() {
+    let h = harness_with(true, true).await;
+    let (_, _, doc) = send(&h.app, "GET", "/v1/openapi.json", None, "").await;
+    let documented = operations(&doc);
+    let paths = served_paths(&h.app);
+    assert!(
+        paths.len() > 30,
+        "only {} paths read from the router: {paths:?}",
+        paths.len()
+    );
+    let mut undocumented = Vec::new();
+    for path in &paths {
+        // axum spells the storage wildcard `{*key}`; the document spells it `{key}`.
+        let documented_as = path.replace("{*", "{");
+        let uri = documented_as
+            .replace("{key}", "some/key")
+            .replace("{version}", "999")
+            .replace("{name}", "nope")
+            .replace("{id}", "nope")
+            .replace("{token_id}", "nope");
+        for method in ["GET", "PUT", "POST", "DELETE", "PATCH"] {
+            let request = Request::builder()
+                .method(method)
+                .uri(&uri)
+                .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from("{"))
+                .expect("request");
+            let response = h.app.clone().oneshot(request).await.expect("response");
+            let status = response.status();
+            // Only a 404's body is read: a served stream does not end.
+            let fell_through = status == StatusCode::NOT_FOUND && {
+                let bytes = response
+                    .into_body()
+                    .collect()
+                    .await
+                    .expect("body")
+                    .to_bytes();
+                serde_json::from_slice::<Value>(&bytes)
+                    .is_ok_and(|b| b["error"]["code"] == "http.not_found")
+            };
+            let served = status != StatusCode::METHOD_NOT_ALLOWED && !fell_through;
+            if served && !documented.contains(&(method.to_owned(), documented_as.clone())) {
+                undocumented.push(format!("{method} {path} ({status})"));
+            }
+        }
+    }
+    assert!(
+        undocumented.is_empty(),
+        "served but not in the OpenAPI document: {undocumented:?}"
+    );
+    h.runtime.shutdown().await;
+}
+
+/// The dashboard's page, script and style come from the binary itself, each with a
+/// Content-Security-Policy that allows this origin only (no other origin, no inline script, no
+/// framing), and the page refers to nothing but its own origin.
+#[tokio::test(start_paused = true)]
+async fn the_dashboard_is_served_with_a_same_origin_content_security_policy() {
+    let h = harness(false).await;
+    for (path, content_type) in [
+        ("/", "text/html"),
+        ("/assets/app.js", "text/javascript"),
+        ("/assets/app.css", "text/css"),
+    ] {
+        let (status, headers, body) = send(&h.app, "GET", path, None, "").await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert!(
+            headers[header::CONTENT_TYPE]
+                .to_str()
+                .is_ok_and(|t| t.starts_with(content_type)),
+            "{path}: {:?}",
+            headers[header::CONTENT_TYPE]
+        );
+        assert!(body.as_str().is_some_and(|b| !b.is_empty()), "{path}");
+        let csp = headers
+            .get(header::CONTENT_SECURITY_POLICY)
+            .unwrap_or_else(|| panic!("{path} has no Content-Security-Policy"))
+            .to_str()
+            .expect("ascii");
+        let directives: std::collections::BTreeMap<&str, Vec<&str>> = csp
+            .split(';')
+            .filter_map(|d| {
+                let mut words = d.split_whitespace();
+                Some((words.next()?, words.collect()))
+            })
+            .collect();
+        assert_eq!(directives["default-src"], ["'self'"], "{path}: {csp}");
+        assert_eq!(directives["frame-ancestors"], ["'none'"], "{path}: {csp}");
+        let scripts = directives
+            .get("script-src")
+            .unwrap_or(&directives["default-src"]);
+        assert!(
+            scripts.iter().all(|s| !s.starts_with("'unsafe")),
+            "{path}: inline script allowed: {csp}"
+        );
+        for (name, sources) in &directives {
+            for source in sources {
+                let allowed = matches!(*source, "'self'" | "'none'")
+                    || (*name == "style-src" && *source == "'unsafe-inline'")
+                    || (*name == "img-src" && *source == "data:");
+                assert!(allowed, "{path}: {name} allows {source}: {csp}");
+            }
+        }
+    }
+    // Every src and href of the page is a path on this origin (or an inline data: icon).
+    let (_, _, page) = send(&h.app, "GET", "/", None, "").await;
+    let page = page.as_str().expect("html");
+    let mut references = 0;
+    for attribute in ["src=\"", "href=\""] {
+        for rest in page.split(attribute).skip(1) {
+            let target = rest.split('"').next().unwrap_or_default();
+            references += 1;
+            assert!(
+                (target.starts_with('/') && !target.starts_with("//"))
+                    || target.starts_with("data:"),
+                "the page refers to {target}"
+            );
+        }
+    }
+    assert!(references >= 2, "the page loads its script and style");
+    h.runtime.shutdown().await;
+}
+
+/// Asserts an error answer at the HTTP layer: its status, its stable code, whether it says to
+/// retry, and the `Retry-After` (in seconds, within `retry_after`) that goes with a retry.
+fn assert_error(
+    (status, headers, body): &(StatusCode, axum::http::HeaderMap, Value),
+    want: StatusCode,
+    code: &str,
+    retry_after: Option<std::ops::RangeInclusive<u64>>,
+) {
+    assert_eq!(
+        (*status, body["error"]["code"].as_str()),
+        (want, Some(code)),
+        "{body}"
+    );
+    assert!(body["error"]["message"].is_string(), "{body}");
+    assert_eq!(
+        body["error"]["retryable"],
+        Value::Bool(retry_after.is_some()),
+        "{body}"
+    );
+    let header = headers
+        .get(header::RETRY_AFTER)
+        .map(|v| v.to_str().expect("ascii").parse::<u64>().expect("seconds"));
+    match retry_after {
+        Some(range) => assert!(
+            header.is_some_and(|s| range.contains(&s)),
+            "{code}: Retry-After {header:?}, expected within {range:?}"
+        ),
+        None => assert_eq!(header, None, "{code} says not to retry"),
+    }
+}
+
+/// docs/api.md: 503 `runtime.shutting_down`, with `Retry-After`, once the runtime is shutting down.
+#[tokio::test(start_paused = true)]
+async fn error_code_runtime_shutting_down_is_503_with_retry_after() {
+    let Harness {
+        app, runtime, dir, ..
+    } = harness(false).await;
+    runtime.shutdown().await;
+    let answer = send(&app, "GET", "/v1/services", Some(TOKEN), "").await;
+    assert_error(
+        &answer,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "runtime.shutting_down",
+        Some(5..=5),
+    );
+    drop(dir);
+}
+
+/// docs/api.md: 401 `auth.token_expired` for an account token past its expiry.
+#[tokio::test]
+async fn error_code_auth_token_expired_is_401() {
+    let h = harness_with(false, true).await;
+    let (_, secret, _) = create_account(&h.app, "brief").await;
+    let (status, _, issued) = send(
+        &h.app,
+        "POST",
+        "/v1/accounts/me/tokens",
+        Some(&secret),
+        r#"{"scopes":["storage"],"expires_in_s":1}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{issued}");
+    let short = issued["secret"].as_str().expect("secret");
+    // Tokens expire by the wall clock: wait until the instant the runtime named has passed.
+    let expires = std::time::UNIX_EPOCH
+        + Duration::from_millis(issued["expires_ms"].as_u64().expect("expires_ms"));
+    if let Ok(left) = expires.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(left + Duration::from_millis(1)).await;
+    }
+    let answer = send(&h.app, "GET", "/v1/storage/k", Some(short), "").await;
+    assert_error(
+        &answer,
+        StatusCode::UNAUTHORIZED,
+        "auth.token_expired",
+        None,
+    );
+    // The account's other token is unaffected.
+    let (status, _, body) = send(&h.app, "GET", "/v1/storage/k", Some(&secret), "").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("storage.not_found"))
+    );
+    h.runtime.shutdown().await;
+}
+
+/// docs/api.md: 503 `account.loading`, with `Retry-After`, while the account service has not loaded
+/// its directory (here it never starts); the admin token does not depend on it.
+#[tokio::test(start_paused = true)]
+async fn error_code_account_loading_is_503_with_retry_after() {
+    let h = harness(false).await;
+    let answer = send(
+        &h.app,
+        "GET",
+        "/v1/crypto/keys",
+        Some("cls_some_account_token"),
+        "",
+    )
+    .await;
+    assert_error(
+        &answer,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "account.loading",
+        Some(1..=1),
+    );
+    let (status, _, body) = send(&h.app, "GET", "/v1/services", Some(TOKEN), "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    h.runtime.shutdown().await;
+}
+
+/// docs/api.md: 500 `storage.integrity` when a stored value was modified on disk: the message names
+/// the key, and no data is returned; other keys still read.
+#[tokio::test]
+async fn error_code_storage_integrity_is_500_naming_the_key() {
+    let h = harness_with(false, true).await;
+    let value = vec![b'v'; 64];
+    let (status, _, body) = raw(&h.app, "PUT", "/v1/storage/ledger", value).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let version = serde_json::from_slice::<Value>(&body).expect("json")["version"]
+        .as_u64()
+        .expect("version");
+    let (status, _, _) = raw(&h.app, "PUT", "/v1/storage/other", b"intact".to_vec()).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Stop storage (its dependents first), so its file is closed, then change one byte of the
+    // value's ciphertext. A record is a format byte (1), the version (u64, little endian), then
+    // the crypto service's ciphertext: key version (4 bytes), nonce (12), the encrypted value, tag.
+    let since = h.runtime.journal().last_seq();
+    h.runtime.stop(&::storage::NAME).await.expect("stop");
+    h.runtime
+        .journal()
+        .wait_for(since, Duration::from_secs(60), |e| {
+            e.service.as_ref() == Some(&::storage::NAME) && matches!(e.event, Event::Stopped { .. })
+        })
+        .await
+        .expect("storage stops");
+    let file = h.dir.path().join("storage.redb");
+    let mut bytes = std::fs::read(&file).expect("read the database");
+    let mut record = vec![1u8];
+    record.extend_from_slice(&version.to_le_bytes());
+    let starts: Vec<usize> = bytes
+        .windows(record.len())
+        .enumerate()
+        .filter(|(_, w)| *w == record.as_slice())
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        !starts.is_empty(),
+        "the record of version {version} is in the file"
+    );
+    for start in starts {
+        bytes[start + 9 + 16 + 10] ^= 0x01;
+    }
+    std::fs::write(&file, bytes).expect("tamper");
+    let since = h.runtime.journal().last_seq();
+    h.runtime.start(&::storage::NAME).await.expect("start");
+    h.runtime
+        .journal()
+        .wait_for(since, Duration::from_secs(60), |e| {
+            e.service.as_ref() == Some(&::storage::NAME) && matches!(e.event, Event::Up { .. })
+        })
+        .await
+        .expect("storage is up again");
+
+    let answer = send(&h.app, "GET", "/v1/storage/ledger", Some(TOKEN), "").await;
+    assert_error(
+        &answer,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "storage.integrity",
+        None,
+    );
+    assert!(
+        answer.2["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("ledger")),
+        "{}",
+        answer.2
+    );
+    let (status, _, body) = raw(&h.app, "GET", "/v1/storage/other", vec![]).await;
+    assert_eq!((status, body), (StatusCode::OK, b"intact".to_vec()));
+    h.runtime.shutdown().await;
+}
+
+/// docs/api.md: 413 `ai.too_large` for a model over `max_model_bytes` (the message names it), 422
+/// `ai.invalid_model` for a file that is not a model, 422 `ai.shape` for inputs that do not fit.
+#[tokio::test]
+async fn error_codes_of_the_ai_service_are_413_and_422() {
+    let h = start(Setup {
+        with_storage: true,
+        services: "[services.ai]\nmax_model_bytes = 2000\n",
+        ..Setup::default()
+    })
+    .await;
+    let upload = |file: Vec<u8>| {
+        let app = h.app.clone();
+        async move {
+            let (status, headers, body) = raw(&app, "POST", "/v1/ai/models?name=m", file).await;
+            let body = serde_json::from_slice(&body)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+            (status, headers, body)
+        }
+    };
+    let answer = upload(vec![0; 2001]).await;
+    assert_error(&answer, StatusCode::PAYLOAD_TOO_LARGE, "ai.too_large", None);
+    assert!(
+        answer.2["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("max_model_bytes")),
+        "{}",
+        answer.2
+    );
+    let answer = upload(b"this is not an ONNX file".to_vec()).await;
+    assert_error(
+        &answer,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "ai.invalid_model",
+        None,
+    );
+    let answer = upload(MLP.to_vec()).await;
+    assert_eq!(answer.0, StatusCode::CREATED, "{}", answer.2);
+    let id = answer.2["id"].as_str().expect("model id").to_owned();
+    let answer = send(
+        &h.app,
+        "POST",
+        &format!("/v1/ai/models/{id}/predict"),
+        Some(TOKEN),
+        r#"{"inputs":{"x":{"shape":[1,3],"data":[0.1,0.2,0.3]}}}"#,
+    )
+    .await;
+    assert_error(&answer, StatusCode::UNPROCESSABLE_ENTITY, "ai.shape", None);
+    let (status, _, body) = send(
+        &h.app,
+        "POST",
+        &format!("/v1/ai/models/{id}/predict"),
+        Some(TOKEN),
+        MLP_INPUT,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    h.runtime.shutdown().await;
+}
+
+/// docs/api.md: 429 `oracle.rate_limited`, with `Retry-After`, over `requests_per_minute`.
+#[tokio::test]
+async fn error_code_oracle_rate_limited_is_429_with_retry_after() {
+    let h = start(Setup {
+        with_storage: true,
+        services: "[services.oracle]\nrequests_per_minute = 1\n",
+        ..Setup::default()
+    })
+    .await;
+    // A host nobody allowed: the source fails without a fetch, and the report says so.
+    let request = r#"{"sources":[{"url":"https://not-allowed.invalid/x","extract":{"json_path":"$.v"}}],"aggregation":{"method":"median"}}"#;
+    let (status, _, report) =
+        send(&h.app, "POST", "/v1/oracle/requests", Some(TOKEN), request).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let answer = send(&h.app, "POST", "/v1/oracle/requests", Some(TOKEN), request).await;
+    // One request a minute: the next is about a minute away.
+    assert_error(
+        &answer,
+        StatusCode::TOO_MANY_REQUESTS,
+        "oracle.rate_limited",
+        Some(1..=60),
+    );
+    h.runtime.shutdown().await;
+}
+
+/// docs/api.md: 409 `journal.integrity`, naming the entry, when a past entry read from
+/// `journal.log` was modified; the recent window, held in memory, still reads.
+#[tokio::test]
+async fn error_code_journal_integrity_is_409_naming_the_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("journal.log");
+    {
+        let (journal, _) = Journal::open(&path).expect("open");
+        // More than the journal keeps in memory, so the oldest are read back from the file.
+        for i in 0..8300 {
+            journal.append(
+                None,
+                None,
+                Event::Audit {
+                    action: "test.filler".into(),
+                    subject: format!("entry {i}"),
+                    detail: Default::default(),
+                },
+                runtime::journal::Cause::Journal,
+            );
+        }
+    }
+    let text = std::fs::read_to_string(&path).expect("read");
+    let tampered = text.replacen("\"subject\":\"entry 1\"", "\"subject\":\"entry X\"", 1);
+    assert_ne!(tampered, text);
+    std::fs::write(&path, tampered).expect("tamper");
+    let (journal, report) = Journal::open(&path).expect("reopen");
+    assert!(report.violation.is_some(), "{report:?}");
+    let h = start(Setup {
+        journal: Some(journal),
+        dir: Some(dir),
+        ..Setup::default()
+    })
+    .await;
+
+    let answer = send(&h.app, "GET", "/v1/events?since=0", Some(TOKEN), "").await;
+    assert_error(&answer, StatusCode::CONFLICT, "journal.integrity", None);
+    assert!(
+        answer.2["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("journal entry 2 ")),
+        "{}",
+        answer.2
+    );
+    let recent = h.runtime.journal().last_seq() - 10;
+    let (status, _, body) = send(
+        &h.app,
+        "GET",
+        &format!("/v1/events?since={recent}"),
+        Some(TOKEN),
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    h.runtime.shutdown().await;
 }

@@ -155,7 +155,9 @@ fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
 [runtime]
 listen = "127.0.0.1:0"
 data_dir = "{}"
-config_watch = "5s"
+# A new version is watched this long: whatever fails while it runs rolls it back, however slow the
+# machine. A version that stays good holds the controller's queue as long.
+config_watch = "1h"
 
 [testing]
 fault_injection = true
@@ -270,15 +272,20 @@ async fn lists_services_recovers_a_panic_and_a_hang_and_readyz_follows_health() 
     let reasons = readyz.json::<Value>().await.expect("json")["reasons"].to_string();
     assert!(reasons.contains("ledger (core) is failed"), "{reasons}");
 
-    // The operator starts it again through the CLI; readiness follows.
+    // The operator starts it again through the CLI; readiness follows. Only a `ready` journaled
+    // after this point counts: the vault's recovery above journaled one already.
+    let before_start = server.get("/v1/events?since=0&limit=1").await.1["last_seq"]
+        .as_u64()
+        .expect("seq");
     let out = server.client(&["start", "ledger"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    server.wait_event(before_start, is("ledger", "up")).await;
     server
-        .wait_event(since, |e| {
+        .wait_event(before_start, |e| {
             e["event"]["kind"] == "runtime_health" && e["event"]["level"] == "ready"
         })
         .await;
@@ -327,6 +334,42 @@ async fn lists_services_recovers_a_panic_and_a_hang_and_readyz_follows_health() 
 
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
+}
+
+/// A service switched off in the configuration is listed but never started, and its endpoints
+/// answer 503 `service.unavailable`: here the oracle, the one service that reaches the network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_switched_off_in_the_configuration_never_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&write_config(
+        dir.path(),
+        "[services.oracle]\nenabled = false\n",
+    ));
+    server
+        .wait_event(0, |e| {
+            e["event"]["kind"] == "runtime_health" && e["event"]["level"] == "ready"
+        })
+        .await;
+    let (status, oracle) = server.get("/v1/services/oracle").await;
+    assert_eq!(
+        (status, oracle["state"].as_str()),
+        (200, Some("registered")),
+        "{oracle}"
+    );
+    let (status, body) = server.get("/v1/oracle/key").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("service.unavailable")),
+        "{body}"
+    );
+    let (_, page) = server.get("/v1/events?since=0&limit=10000").await;
+    let started = page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .any(|e| e["service"] == "oracle" && e["event"]["kind"] == "starting");
+    assert!(!started, "the oracle was started: {page}");
+    assert!(server.terminate().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -469,23 +512,59 @@ fn an_invalid_config_lists_every_problem_and_starts_nothing() {
     );
 }
 
-#[test]
-fn client_commands_say_what_to_do_when_nothing_runs() {
+#[tokio::test]
+async fn client_commands_say_what_to_do_when_nothing_runs() {
+    // A port this test holds without listening on it: a connection to it is refused, and nothing
+    // else can take it while the socket lives.
+    let held = tokio::net::TcpSocket::new_v4().expect("socket");
+    held.bind("127.0.0.1:0".parse().expect("address"))
+        .expect("bind");
+    let url = format!("http://{}", held.local_addr().expect("address"));
     let out = cloister()
         .args(["status"])
-        .env("CLOISTER_URL", "http://127.0.0.1:9")
+        .env("CLOISTER_URL", &url)
         .env("CLOISTER_ADMIN_TOKEN", TOKEN)
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("cannot reach Cloister at http://127.0.0.1:9")
+        stderr.contains(&format!("cannot reach Cloister at {url}"))
             && stderr.contains("cloister run"),
         "{stderr}"
     );
+    drop(held);
 }
 
+/// `text` with vault's `max_restarts` set (the configuration's own `[services.vault.recovery]`
+/// table gets the line) and vault's queue capacity: two live settings, the first of which every
+/// service view shows.
+fn vault_settings(text: &str, max_restarts: u32, queue_capacity: u32) -> String {
+    let recovery = "backoff_initial = \"50ms\"\n";
+    assert!(text.contains(recovery));
+    format!(
+        "{}\n[services.vault]\nqueue_capacity = {queue_capacity}\n",
+        text.replacen(
+            recovery,
+            &format!("{recovery}max_restarts = {max_restarts}\n"),
+            1
+        )
+    )
+}
+
+/// Vault's `recovery.max_restarts` and generation, as `GET /v1/services/vault` shows them.
+async fn vault(server: &Server) -> (Option<u64>, Option<u64>) {
+    let (status, vault) = server.get("/v1/services/vault").await;
+    assert_eq!(status, 200, "{vault}");
+    (
+        vault["recovery"]["max_restarts"].as_u64(),
+        vault["generation"].as_u64(),
+    )
+}
+
+/// The watch window is an hour (see `write_config`), so a version is rolled back by whatever fails
+/// while it runs, however slow the machine; and a version that stays good holds the controller's
+/// queue for the rest of the test, so it comes last.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configuration_is_applied_rejected_and_rolled_back_through_the_binary() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -497,28 +576,10 @@ async fn configuration_is_applied_rejected_and_rolled_back_through_the_binary() 
         })
         .await;
     let original = std::fs::read_to_string(&config).expect("config");
+    assert_eq!(vault(&server).await, (Some(5), Some(1)), "the defaults");
     let since = server.get("/v1/events?since=0&limit=1").await.1["last_seq"]
         .as_u64()
         .expect("seq");
-
-    // Applied, live: vault's queue capacity changes without a restart.
-    let good = dir.path().join("good.toml");
-    std::fs::write(
-        &good,
-        format!("{original}\n[services.vault]\nqueue_capacity = 64\n"),
-    )
-    .expect("write");
-    let out = server.client(&["config", "apply", good.to_str().expect("path")]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("applied as version 2"),
-        "{stdout}"
-    );
-    server
-        .wait_event(since, |e| e["event"]["kind"] == "config_confirmed")
-        .await;
-    let (_, vault) = server.get("/v1/services/vault").await;
-    assert_eq!(vault["generation"], 1, "taken live, not by a restart");
 
     // Rejected: every problem, nothing changed.
     let bad = dir.path().join("bad.toml");
@@ -549,14 +610,12 @@ async fn configuration_is_applied_rejected_and_rolled_back_through_the_binary() 
         String::from_utf8_lossy(&out.stderr)
             .contains("enclave: the [enclave] table is measured at start")
     );
+    assert_eq!(vault(&server).await, (Some(5), Some(1)), "nothing changed");
 
-    // Rolled back: a service fails inside the watch window of a new version.
+    // Rolled back: a service fails inside the watch window of a new version, and vault's setting
+    // is back where it was.
     let risky = dir.path().join("risky.toml");
-    std::fs::write(
-        &risky,
-        format!("{original}\n[services.vault]\nqueue_capacity = 32\n"),
-    )
-    .expect("write");
+    std::fs::write(&risky, vault_settings(&original, 9, 32)).expect("write");
     let path = risky.to_str().expect("path").to_owned();
     let base = server.base.clone();
     let apply = tokio::task::spawn_blocking(move || {
@@ -569,9 +628,14 @@ async fn configuration_is_applied_rejected_and_rolled_back_through_the_binary() 
     });
     let applied = server
         .wait_event(since, |e| {
-            e["event"]["kind"] == "config_applied" && e["event"]["version"] == 3
+            e["event"]["kind"] == "config_applied" && e["event"]["version"] == 2
         })
         .await;
+    assert_eq!(
+        vault(&server).await,
+        (Some(9), Some(1)),
+        "version 2 runs, taken live"
+    );
     let (status, _) = server
         .post("/v1/services/feed/faults", Some(r#"{"kind":"panic"}"#))
         .await;
@@ -586,39 +650,75 @@ async fn configuration_is_applied_rejected_and_rolled_back_through_the_binary() 
             rolled["event"]["from"].as_u64(),
             rolled["event"]["to"].as_u64()
         ),
-        (Some(3), Some(2))
+        (Some(2), Some(1))
     );
     let out = apply.await.expect("join");
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("rolled back from version 3 to 2") && stdout.contains("feed failed"),
+        stdout.contains("rolled back from version 2 to 1") && stdout.contains("feed failed"),
         "{stdout}"
     );
-    let (_, vault) = server.get("/v1/services/vault").await;
-    assert_eq!(vault["queue_capacity"], Value::Null);
-
+    assert_eq!(
+        vault(&server).await,
+        (Some(5), Some(1)),
+        "version 1's setting again"
+    );
+    let (_, running) = server.get("/v1/config").await;
+    assert_eq!(
+        (
+            running["version"].as_u64(),
+            running["source"].as_str(),
+            running["text"].as_str()
+        ),
+        (Some(3), Some("rollback"), Some(original.as_str()))
+    );
     let out = server.client(&["config", "history"]);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
         table.contains("rolled_back") && table.contains("rollback"),
         "{table}"
     );
+
+    // Applied, live: vault takes the new setting without a restart.
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, vault_settings(&original, 7, 64)).expect("write");
+    let out = server.client(&["config", "apply", good.to_str().expect("path")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("applied as version 4"),
+        "{stdout}"
+    );
+    assert_eq!(
+        vault(&server).await,
+        (Some(7), Some(1)),
+        "taken live, not by a restart"
+    );
     let out = server.client(&["config", "show"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("queue_capacity = 64"));
+    assert!(server.terminate().success());
+}
 
-    // Saving the file that `run --config` watches applies it too.
-    std::fs::write(
-        &config,
-        format!("{original}\n[services.vault]\nqueue_capacity = 16\n"),
-    )
-    .expect("write");
-    let from_file = server
-        .wait_event(since, |e| {
-            e["event"]["kind"] == "config_applied" && e["event"]["version"] == 5
+/// Saving the file that `run --config` watches applies it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saving_the_watched_configuration_file_applies_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "");
+    let server = Server::start(&config);
+    server
+        .wait_event(0, |e| {
+            e["event"]["kind"] == "runtime_health" && e["event"]["level"] == "ready"
         })
         .await;
-    assert_eq!(from_file["event"]["changed"][0], "vault");
+    let original = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(&config, vault_settings(&original, 6, 16)).expect("write");
+    let from_file = server
+        .wait_event(0, |e| {
+            e["event"]["kind"] == "config_applied" && e["event"]["version"] == 2
+        })
+        .await;
+    assert_eq!(from_file["event"]["changed"], serde_json::json!(["vault"]));
+    assert_eq!(vault(&server).await, (Some(6), Some(1)));
     assert!(server.terminate().success());
 }
 

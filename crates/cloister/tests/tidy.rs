@@ -18,30 +18,127 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn dependencies(krate: &str) -> toml::Table {
+    section(krate, "dependencies")
+}
+
+/// One dependency table of a crate's manifest (empty when absent).
+fn section(krate: &str, table: &str) -> toml::Table {
     let text = std::fs::read_to_string(workspace().join("crates").join(krate).join("Cargo.toml"))
         .expect("manifest");
     let manifest: toml::Table = text.parse().expect("toml");
     manifest
-        .get("dependencies")
+        .get(table)
         .and_then(|d| d.as_table())
         .cloned()
         .unwrap_or_default()
 }
 
+/// The workspace's own crates.
+const CRATES: [&str; 10] = [
+    "runtime",
+    "enclave",
+    "crypto",
+    "storage",
+    "account",
+    "computation",
+    "oracle",
+    "ai",
+    "api",
+    "cloister",
+];
+
+/// Which of our crates each crate may depend on, as ARCHITECTURE.md draws them ("Code map" and the
+/// first invariant): `runtime` knows no service, no HTTP and no SGX; `enclave` is the platform seam
+/// and needs nothing of ours; a service crate depends on `runtime`, on `enclave` where it needs the
+/// platform (crypto seals, storage keeps freshness counters, the oracle quotes its key), and on the
+/// services it calls; `api` on the services whose endpoints it serves, the runtime it commands and
+/// the platform it attests; the binary on everything. Tests may use more (dev-dependencies).
+const ALLOWED: [(&str, &[&str]); 10] = [
+    ("runtime", &[]),
+    ("enclave", &[]),
+    ("crypto", &["runtime", "enclave"]),
+    ("storage", &["runtime", "enclave", "crypto"]),
+    ("account", &["runtime", "crypto", "storage"]),
+    ("computation", &["runtime", "crypto", "storage"]),
+    ("oracle", &["runtime", "enclave", "crypto", "computation"]),
+    ("ai", &["runtime", "storage"]),
+    (
+        "api",
+        &[
+            "runtime",
+            "enclave",
+            "crypto",
+            "storage",
+            "account",
+            "computation",
+            "oracle",
+            "ai",
+        ],
+    ),
+    (
+        "cloister",
+        &[
+            "runtime",
+            "enclave",
+            "crypto",
+            "storage",
+            "account",
+            "computation",
+            "oracle",
+            "ai",
+            "api",
+        ],
+    ),
+];
+
+/// Every crate depends on no more of ours than the architecture allows it.
+#[test]
+fn each_crate_depends_only_on_the_crates_the_architecture_allows() {
+    let mut found: Vec<String> = std::fs::read_dir(workspace().join("crates"))
+        .expect("crates")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    let mut known = CRATES.map(str::to_owned).to_vec();
+    known.sort();
+    assert_eq!(
+        found, known,
+        "crates/ changed: give each crate its row in ALLOWED, as ARCHITECTURE.md draws it"
+    );
+    let mut offending = Vec::new();
+    for (krate, allowed) in ALLOWED {
+        for table in ["dependencies", "build-dependencies"] {
+            for dependency in section(krate, table).keys() {
+                if CRATES.contains(&dependency.as_str()) && !allowed.contains(&dependency.as_str())
+                {
+                    offending.push(format!("{krate} -> {dependency} ([{table}])"));
+                }
+            }
+        }
+    }
+    assert!(
+        offending.is_empty(),
+        "dependencies ARCHITECTURE.md does not allow: {offending:?}"
+    );
+}
+
 #[test]
 fn runtime_knows_no_http_and_no_service() {
     let deps = dependencies("runtime");
-    for forbidden in [
+    let http = [
         "axum",
         "hyper",
+        "hyper-util",
         "tower",
         "tower-http",
         "reqwest",
-        "api",
-        "cloister",
-    ] {
+    ];
+    for forbidden in http
+        .iter()
+        .chain(CRATES.iter().filter(|c| **c != "runtime"))
+    {
         assert!(
-            !deps.contains_key(forbidden),
+            !deps.contains_key(*forbidden),
             "crates/runtime must not depend on {forbidden}"
         );
     }

@@ -88,7 +88,8 @@ impl Builder {
         self.monitor = Some(interval);
     }
 
-    /// Records that a service exists but is switched off, so that depending on it is reported clearly.
+    /// Records that a service is switched off: registered (listed, and its handle answers that it is
+    /// unavailable) but not started; depending on it is reported clearly.
     pub fn disable(&mut self, name: ServiceName) {
         self.disabled.insert(name);
     }
@@ -113,6 +114,7 @@ impl Builder {
             self.bus.clone(),
             readiness_tx,
             self.budget,
+            self.disabled,
         );
         let task = tokio::spawn(supervisor.run(commands_rx));
         let (anomalies_tx, anomalies_rx) = watch::channel(Vec::new());

@@ -277,6 +277,8 @@ pub(crate) struct Supervisor {
     root: CancellationToken,
     /// The enclave's memory and thread budget; scale-outs must fit in it.
     budget: Demand,
+    /// Registered but switched off (`[services.NAME] enabled = false`): not started at start.
+    disabled: BTreeSet<ServiceName>,
 }
 
 impl Supervisor {
@@ -287,6 +289,7 @@ impl Supervisor {
         bus: Bus,
         readiness_tx: watch::Sender<Readiness>,
         budget: Demand,
+        disabled: BTreeSet<ServiceName>,
     ) -> Self {
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let entries: Vec<Managed> = registrations.into_iter().map(Managed::new).collect();
@@ -316,6 +319,7 @@ impl Supervisor {
             rng: StdRng::from_entropy(),
             root: CancellationToken::new(),
             budget,
+            disabled,
         }
     }
 
@@ -331,7 +335,7 @@ impl Supervisor {
         );
         for i in 0..self.entries.len() {
             self.record(i, Event::Registered, Cause::Startup);
-            self.entries[i].want_up = true;
+            self.entries[i].want_up = !self.disabled.contains(&self.entries[i].spec.name);
             self.refresh_concern(i);
             self.dirty.insert(i);
         }

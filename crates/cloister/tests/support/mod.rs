@@ -35,7 +35,8 @@ impl Server {
         // reqwest is built without a default TLS provider (see the binary's main).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::new();
-        let spawned = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
+        // Every entry after this one is the new process's: the previous one has exited.
+        let head = journal_head(config);
         let mut child = Command::new(env!("CARGO_BIN_EXE_cloister"))
             .args(["run", "--config"])
             .arg(config)
@@ -63,18 +64,18 @@ impl Server {
             base: format!("http://{addr}"),
             http,
         };
-        server.wait_ready(&spawned).await;
+        server.wait_ready(head).await;
         server
     }
 
     /// Follows the event stream until this process's runtime is ready. The journal outlives the
-    /// process, so an earlier run's entries come first: readiness counts only after a
-    /// `runtime_started` stamped at or after `spawned` (RFC 3339 with microseconds, as the journal
-    /// writes times, so the strings compare in time order).
-    pub async fn wait_ready(&self, spawned: &str) {
+    /// process, so an earlier run's entries come first: only entries after `head`, the last one
+    /// on disk before this process started, are this process's, and readiness counts only after
+    /// its `runtime_started`.
+    pub async fn wait_ready(&self, head: u64) {
         let response = self
             .http
-            .get(format!("{}/v1/events/stream?since=0", self.base))
+            .get(format!("{}/v1/events/stream?since={head}", self.base))
             .bearer_auth(TOKEN)
             .send()
             .await
@@ -94,9 +95,11 @@ impl Server {
                         let Ok(e) = serde_json::from_str::<Value>(data.trim()) else {
                             continue;
                         };
-                        if e["event"]["kind"] == "runtime_started"
-                            && e["time"].as_str().is_some_and(|t| t >= spawned)
-                        {
+                        assert!(
+                            e["seq"].as_u64() > Some(head),
+                            "an entry of an earlier process after {head}: {e}"
+                        );
+                        if e["event"]["kind"] == "runtime_started" {
                             this_process = true;
                         }
                         if this_process
@@ -178,6 +181,31 @@ impl Server {
         assert!(status.success());
         self.child.wait().expect("wait")
     }
+}
+
+/// The sequence number of the last complete entry of the journal that `config`'s data directory
+/// holds (0 when there is none). A line cut short by a crash does not count: the next process cuts it
+/// off and reuses its number.
+fn journal_head(config: &Path) -> u64 {
+    let text = std::fs::read_to_string(config).expect("config");
+    let table: toml::Table = text.parse().expect("config is TOML");
+    let data_dir = table
+        .get("runtime")
+        .and_then(|r| r.get("data_dir"))
+        .and_then(|d| d.as_str())
+        .expect("the test configuration names runtime.data_dir");
+    let journal = match std::fs::read(Path::new(data_dir).join("journal.log")) {
+        Ok(journal) => journal,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return 0,
+        Err(e) => panic!("reading the journal: {e}"),
+    };
+    // Lossy: a crash may have cut the last line inside a character.
+    String::from_utf8_lossy(&journal)
+        .split_inclusive('\n')
+        .filter(|line| line.ends_with('\n'))
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok()?["seq"].as_u64())
+        .next_back()
+        .unwrap_or(0)
 }
 
 pub fn write_config(dir: &Path) -> PathBuf {
