@@ -228,3 +228,49 @@ fn only_the_oracle_has_an_http_client() {
         }
     }
 }
+
+/// `docs/testing.md` lists each promise beside the test that guards it; a renamed or deleted test
+/// must not leave the page pointing at nothing. Every `` `crate/path.rs::name` `` (and every
+/// `` `::name` `` after it, in the same file) names a file that exists and a `fn name` in it.
+#[test]
+fn the_testing_page_names_only_tests_that_exist() {
+    let page = std::fs::read_to_string(workspace().join("docs/testing.md")).expect("docs/testing.md");
+    let mut file: Option<(String, String)> = None;
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for span in page.split('`').skip(1).step_by(2) {
+        let (path, name) = match span.split_once("::") {
+            Some(("", name)) => match &file {
+                Some((path, _)) => (path.clone(), name),
+                None => {
+                    missing.push(format!("`{span}` follows no file"));
+                    continue;
+                }
+            },
+            Some((path, name)) => (path.to_owned(), name),
+            None => (span.to_owned(), ""),
+        };
+        if !path.ends_with(".rs") || path.contains(' ') {
+            continue;
+        }
+        let source = match &file {
+            Some((p, text)) if *p == path => text.clone(),
+            _ => match std::fs::read_to_string(workspace().join("crates").join(&path)) {
+                Ok(text) => text,
+                Err(e) => {
+                    missing.push(format!("crates/{path}: {e}"));
+                    continue;
+                }
+            },
+        };
+        file = Some((path.clone(), source.clone()));
+        if let Some(test) = name.rsplit("::").next().filter(|n| !n.is_empty()) {
+            checked += 1;
+            if !source.contains(&format!("fn {test}(")) {
+                missing.push(format!("crates/{path} has no `fn {test}`"));
+            }
+        }
+    }
+    assert!(checked > 50, "only {checked} tests named: is the page read right?");
+    assert!(missing.is_empty(), "docs/testing.md: {missing:#?}");
+}
