@@ -234,7 +234,8 @@ fn only_the_oracle_has_an_http_client() {
 /// `` `::name` `` after it, in the same file) names a file that exists and a `fn name` in it.
 #[test]
 fn the_testing_page_names_only_tests_that_exist() {
-    let page = std::fs::read_to_string(workspace().join("docs/testing.md")).expect("docs/testing.md");
+    let page =
+        std::fs::read_to_string(workspace().join("docs/testing.md")).expect("docs/testing.md");
     let mut file: Option<(String, String)> = None;
     let mut missing = Vec::new();
     let mut checked = 0;
@@ -271,6 +272,9 @@ fn the_testing_page_names_only_tests_that_exist() {
             }
         }
     }
-    assert!(checked > 50, "only {checked} tests named: is the page read right?");
+    assert!(
+        checked > 50,
+        "only {checked} tests named: is the page read right?"
+    );
     assert!(missing.is_empty(), "docs/testing.md: {missing:#?}");
 }

@@ -647,7 +647,11 @@ async fn a_database_one_commit_ahead_of_the_counter_is_fixed_up() {
     assert_eq!(counter(dir.path()), first);
 
     let f = start(dir.path()).await;
-    assert_eq!(counter(dir.path()), second, "the start fixed the counter up");
+    assert_eq!(
+        counter(dir.path()),
+        second,
+        "the start fixed the counter up"
+    );
     assert_eq!(get(&f.storage, ALICE, "b").await.expect("get").data, b"2");
     let third = put(&f.storage, ALICE, "c", b"3").await.expect("put");
     assert_eq!(third, second + 1);
