@@ -592,6 +592,20 @@ pub fn check_spec(spec: &Spec) -> Vec<(&'static str, String)> {
             ),
         ));
     }
+    // The monitor asks the autoscaler for the replica; without autoscaling, or with no room above
+    // the minimum, the action could never do anything, and saying so beats a silent no-op.
+    if spec.anomaly.action == crate::anomaly::AnomalyAction::ScaleOut
+        && (!spec.autoscale.enabled || r.max <= r.min)
+    {
+        out.push((
+            "anomaly.action",
+            format!(
+                "scale_out needs autoscale.enabled = true and replicas.max above replicas.min \
+                 (now enabled = {}, min {}, max {})",
+                spec.autoscale.enabled, r.min, r.max
+            ),
+        ));
+    }
     let m = &spec.resources;
     if m.min_memory_mib > m.max_memory_mib {
         out.push((
@@ -1116,6 +1130,16 @@ replicas = { min = 0 }
             &[
                 "services.crypto.recovery.strategy: failover needs replicas.min of 2 or more to have a replica to fail over to",
             ],
+        );
+        check(
+            "[services.crypto.anomaly]\naction = \"scale_out\"\n",
+            &[
+                "services.crypto.anomaly.action: scale_out needs autoscale.enabled = true and replicas.max above replicas.min (now enabled = false, min 1, max 1)",
+            ],
+        );
+        check(
+            "[services.crypto.anomaly]\naction = \"scale_out\"\n[services.crypto.autoscale]\nenabled = true\n[services.crypto.replicas]\nmax = 3\n",
+            &[],
         );
         check(
             "[services.crypto.resources]\nnetwork_access = true\n",
