@@ -46,6 +46,9 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     BadInput(String),
+    /// Another account has this name: names are unique, so an account can be found by its name.
+    #[error("an account named {0:?} exists already")]
+    NameTaken(String),
     /// The account already has as many tokens as `max_tokens_per_account` allows.
     #[error(
         "the account has {count} tokens, the most `services.account.max_tokens_per_account` allows; revoke one first"
@@ -463,6 +466,9 @@ impl State<'_> {
 
     async fn create(&mut self, name: String) -> Result<Created, Error> {
         let name = check_name(&name, "the account name")?;
+        if self.accounts.values().any(|a| a.name == name) {
+            return Err(Error::NameTaken(name));
+        }
         let id = random_id("acc_");
         let key = self
             .service

@@ -397,3 +397,37 @@ async fn token_secrets_are_never_stored_or_journaled() {
     );
     f.rt.shutdown().await;
 }
+
+#[tokio::test]
+async fn account_names_are_unique_until_the_account_is_deleted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = start(dir.path()).await;
+    let create = |name: &'static str| {
+        ask(&f, move |reply| Request::Create {
+            name: name.into(),
+            reply,
+        })
+    };
+    let alice = create("alice").await.expect("created");
+    // The name as stored (trimmed) is what counts.
+    assert_eq!(
+        create(" alice ").await.map(|c| c.account.id),
+        Err(Error::NameTaken("alice".into()))
+    );
+    let others = ask(&f, |reply| Request::List { reply })
+        .await
+        .expect("listed");
+    assert_eq!(others.len(), 1, "nothing was created: {others:?}");
+    create("bob").await.expect("another name is free");
+    ask(&f, |reply| Request::Delete {
+        id: alice.account.id.clone(),
+        reply,
+    })
+    .await
+    .expect("deleted");
+    let again = create("alice")
+        .await
+        .expect("a deleted account's name is free");
+    assert_ne!(again.account.id, alice.account.id);
+    f.rt.shutdown().await;
+}

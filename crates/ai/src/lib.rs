@@ -863,7 +863,8 @@ impl Shared {
                     .unwrap_or_default()
             }),
             kind,
-            size_bytes: 0,
+            // What is stored (and hashed): the parameters.
+            size_bytes: parameters.len() as u64,
             sha256: sha256_hex(&parameters),
             created_ms: now_ms(),
             inputs: Vec::new(),

@@ -76,6 +76,8 @@ pub struct Metrics {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_loss_test: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_loss_train: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub inertia_train: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inertia_test: Option<f64>,
@@ -230,18 +232,23 @@ pub fn train(
                     .count();
                 right as f64 / xs.len() as f64
             };
-            metrics.accuracy_train = Some(accuracy(x_train, y_train));
-            if n_test > 0 {
-                metrics.accuracy_test = Some(accuracy(x_test, y_test));
-                let loss: f64 = x_test
+            // The mean log-loss, probabilities clipped as scikit-learn's `log_loss` does.
+            let log_loss = |xs: &[Vec<f64>], ys: &[f64]| {
+                let loss: f64 = xs
                     .iter()
-                    .zip(y_test)
+                    .zip(ys)
                     .map(|(x, y)| {
                         let q = p(x).clamp(1e-15, 1.0 - 1e-15);
                         -(y * q.ln() + (1.0 - y) * (1.0 - q).ln())
                     })
                     .sum();
-                metrics.log_loss_test = Some(loss / n_test as f64);
+                loss / xs.len() as f64
+            };
+            metrics.accuracy_train = Some(accuracy(x_train, y_train));
+            metrics.log_loss_train = Some(log_loss(x_train, y_train));
+            if n_test > 0 {
+                metrics.accuracy_test = Some(accuracy(x_test, y_test));
+                metrics.log_loss_test = Some(log_loss(x_test, y_test));
             }
             metrics.iterations = Some(iterations);
             Trained::LogisticRegression { coef, intercept }

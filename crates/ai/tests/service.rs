@@ -1,7 +1,8 @@
 //! The ai service's promises about the models it keeps: a stored model that is no longer what was
 //! uploaded is refused, `cache_bytes` applies live, a model over a limit is refused at upload as too
 //! large, a model that makes tract panic is a typed error for that request only, and deleting an
-//! account takes its models (cached and stored) and nobody else's.
+//! account takes its models (cached and stored) and nobody else's; a trained model reports the
+//! size of its stored parameters, and logistic regression its log-loss on the training rows.
 //!
 //! What the cache holds is seen from outside by tampering with the stored copy: a model still
 //! cached answers from memory, one that is not is read back from storage and refused.
@@ -321,5 +322,91 @@ async fn a_model_that_makes_tract_panic_is_a_typed_error_and_the_service_serves_
     f.predict("alice", &good.id, mlp_input())
         .await
         .expect("a good model answers");
+    f.rt.shutdown().await;
+}
+
+/// Eight rows, one feature, labels that overlap (so the fit is not degenerate); the last two are
+/// held out at `test_fraction` 0.25.
+fn overlapping() -> ai::train::Dataset {
+    ai::train::Dataset {
+        features: (0..8).map(|i| vec![f64::from(i)]).collect(),
+        targets: Some(vec![0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 1.0]),
+    }
+}
+
+async fn trained(f: &Fixture, model: Params) -> ai::ModelInfo {
+    let job = f
+        .train(TrainRequest {
+            name: None,
+            model,
+            dataset: overlapping(),
+            test_fraction: 0.25,
+        })
+        .await
+        .expect("accepted");
+    let job = f.wait(&job.id).await;
+    assert_eq!(job.state, JobState::Completed, "{job:?}");
+    job.model.expect("a model")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trained_model_reports_the_size_of_its_stored_parameters() {
+    let f = start(|_| {}).await;
+    for params in [
+        Params::LinearRegression,
+        Params::LogisticRegression { c: 1.0 },
+    ] {
+        let model = trained(&f, params.clone()).await;
+        // The parameters the service stores and hashes, trained again outside it.
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        let (parameters, _) =
+            ai::train::train(&overlapping(), &params, 0.25, &cancel).expect("trained");
+        let stored = serde_json::to_vec(&parameters).expect("parameters encode");
+        assert_eq!(
+            model.sha256,
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&stored)),
+            "the hash covers the stored parameters"
+        );
+        assert_eq!(model.size_bytes, stored.len() as u64, "{model:?}");
+    }
+    f.rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logistic_regression_reports_its_log_loss_on_the_training_rows() {
+    let f = start(|_| {}).await;
+    let model = trained(&f, Params::LogisticRegression { c: 1.0 }).await;
+    let metrics = model.metrics.clone().expect("metrics");
+    let data = overlapping();
+    let train_rows = data.features[..6].to_vec();
+    let labels = &data.targets.as_deref().expect("targets")[..6];
+    let answer = f
+        .predict(
+            "alice",
+            &model.id,
+            PredictInput::Features {
+                features: train_rows,
+            },
+        )
+        .await
+        .expect("predicted");
+    let probabilities: Vec<f64> = answer["probabilities"]
+        .as_array()
+        .expect("probabilities")
+        .iter()
+        .map(|p| p.as_f64().expect("a number"))
+        .collect();
+    let expected = probabilities
+        .iter()
+        .zip(labels)
+        .map(|(p, y)| -(y * p.ln() + (1.0 - y) * (1.0 - p).ln()))
+        .sum::<f64>()
+        / 6.0;
+    let reported = metrics.log_loss_train.expect("log_loss_train is reported");
+    assert!(
+        (reported - expected).abs() < 1e-9,
+        "log_loss_train {reported}, from the predictions {expected}"
+    );
+    assert!(metrics.log_loss_test.is_some(), "{metrics:?}");
     f.rt.shutdown().await;
 }

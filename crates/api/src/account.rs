@@ -24,6 +24,9 @@ impl From<Error> for ApiError {
         match e {
             Error::NotFound(_) => ApiError::not_found("account.not_found", e.to_string()),
             Error::BadInput(_) => ApiError::bad_request("account.bad_input", e.to_string()),
+            Error::NameTaken(_) => {
+                ApiError::new(StatusCode::CONFLICT, "account.name_taken", e.to_string())
+            }
             Error::TooManyTokens { .. } => ApiError::new(
                 StatusCode::CONFLICT,
                 "account.too_many_tokens",

@@ -161,7 +161,7 @@ pub(crate) struct JobList {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct JobQuery {
-    /// Wait up to this many seconds (at most 30) for the job to finish before answering.
+    /// Wait up to this many seconds (1 to 30) for the job to finish before answering.
     wait_s: Option<u64>,
 }
 

@@ -73,13 +73,41 @@ where
 /// The longest a job request with `?wait_s=N` holds the connection.
 pub(crate) const MAX_WAIT_S: u64 = 30;
 
-/// A job query's `wait_s`, at most [`MAX_WAIT_S`] (absent: do not wait).
+/// A job query's `wait_s`, 1 to [`MAX_WAIT_S`] (absent: do not wait). `wait_s=0` is refused rather
+/// than read as "do not wait": leave it out for that.
 pub(crate) fn wait_s(wait_s: Option<u64>) -> Result<std::time::Duration, ApiError> {
-    match wait_s.unwrap_or(0) {
-        s if s > MAX_WAIT_S => Err(ApiError::bad_request(
+    match wait_s {
+        None => Ok(std::time::Duration::ZERO),
+        Some(s @ 1..=MAX_WAIT_S) => Ok(std::time::Duration::from_secs(s)),
+        Some(_) => Err(ApiError::bad_request(
             "request.invalid_query",
-            format!("wait_s is at most {MAX_WAIT_S}"),
+            format!("wait_s is 1 to {MAX_WAIT_S} (leave it out not to wait)"),
         )),
-        s => Ok(std::time::Duration::from_secs(s)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{MAX_WAIT_S, wait_s};
+
+    #[test]
+    fn wait_s_is_one_to_thirty_or_absent() {
+        assert_eq!(wait_s(None).expect("absent"), Duration::ZERO);
+        assert_eq!(wait_s(Some(1)).expect("1"), Duration::from_secs(1));
+        assert_eq!(
+            wait_s(Some(MAX_WAIT_S)).expect("30"),
+            Duration::from_secs(30)
+        );
+        for refused in [0, MAX_WAIT_S + 1] {
+            let e = wait_s(Some(refused)).expect_err("out of range");
+            assert_eq!(
+                (e.status.as_u16(), e.code),
+                (400, "request.invalid_query"),
+                "wait_s={refused}"
+            );
+            assert!(e.message.contains("1 to 30"), "{}", e.message);
+        }
     }
 }

@@ -16,6 +16,7 @@ use crate::client::{Api, text};
 pub(crate) enum AccountCommand {
     /// Create an account; prints its first token (every scope, no expiry) once.
     Create {
+        /// The account's name; names are unique.
         name: String,
         #[command(flatten)]
         target: Target,
@@ -27,37 +28,40 @@ pub(crate) enum AccountCommand {
     },
     /// One account, with its signing key and addresses.
     Show {
+        /// The account's id (`acc_...`), as `cloister account list` shows it.
         id: String,
         #[command(flatten)]
         target: Target,
     },
     /// Refuse every token of the account (its data stays).
     Disable {
+        /// The account's id (`acc_...`), as `cloister account list` shows it.
         id: String,
         #[command(flatten)]
         target: Target,
     },
     /// Accept the account's tokens again.
     Enable {
+        /// The account's id (`acc_...`), as `cloister account list` shows it.
         id: String,
         #[command(flatten)]
         target: Target,
     },
     /// Delete the account: its runs stop, its values, keys and tokens are deleted.
     Delete {
+        /// The account's id (`acc_...`), as `cloister account list` shows it.
         id: String,
         #[command(flatten)]
         target: Target,
     },
     /// Issue a token for the account; prints its secret once.
     Token {
+        /// The account's id (`acc_...`), as `cloister account list` shows it.
         id: String,
         /// A name to recognise it by in listings.
         #[arg(long, default_value = "cli")]
         name: String,
-        /// A scope: `*`, a service (`crypto`, `storage`, `computation`, `account`) or
-        /// SERVICE:OPERATION (`storage:get`). Repeat for several; default `*`.
-        #[arg(long = "scope", value_name = "SCOPE")]
+        #[arg(long = "scope", value_name = "SCOPE", help = scope_help())]
         scopes: Vec<String>,
         /// Expire after this long (`90d`, `12h`, `30m`); default: never.
         #[arg(long, value_parser = humantime::parse_duration)]
@@ -67,12 +71,14 @@ pub(crate) enum AccountCommand {
     },
     /// The account's tokens (never their secrets).
     Tokens {
+        /// The account's id (`acc_...`), as `cloister account list` shows it.
         id: String,
         #[command(flatten)]
         target: Target,
     },
     /// Revoke one token; it stops working at once.
     Revoke {
+        /// The account's id (`acc_...`), as `cloister account list` shows it.
         id: String,
         /// The token's id (`tok_...`), as `cloister account tokens` lists it.
         #[arg(value_name = "TOKEN_ID")]
@@ -80,6 +86,19 @@ pub(crate) enum AccountCommand {
         #[command(flatten)]
         target: Target,
     },
+}
+
+/// The help of `--scope`, listing the scope areas the account service knows.
+fn scope_help() -> String {
+    let areas: Vec<String> = account::Area::ALL
+        .iter()
+        .map(|a| format!("`{}`", a.as_str()))
+        .collect();
+    format!(
+        "A scope: `*`, a service ({}) or SERVICE:OPERATION (`storage:get`). Repeat for several; \
+         default `*`",
+        areas.join(", ")
+    )
 }
 
 pub(crate) async fn run(command: AccountCommand) -> anyhow::Result<ExitCode> {

@@ -22,7 +22,8 @@ pub(crate) struct Target {
     /// Base URL of the runtime's API.
     #[arg(long, env = "CLOISTER_URL", default_value = "http://127.0.0.1:8420")]
     pub(crate) url: String,
-    /// Admin token; without it, read from DATA_DIR/admin.token.
+    /// Bearer token: the admin token, or an account token for what its scopes allow (`cls_...`);
+    /// without it, the admin token is read from DATA_DIR/admin.token.
     #[arg(long = "token", env = "CLOISTER_ADMIN_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
     /// Data directory holding admin.token, when no token is given.
@@ -49,18 +50,21 @@ enum Command {
     },
     /// Restart a service (its dependents keep running; their requests wait).
     Restart {
+        /// The service to restart, as `cloister status` names it.
         name: String,
         #[command(flatten)]
         target: Target,
     },
     /// Stop a service, after the services that depend on it.
     Stop {
+        /// The service to stop, as `cloister status` names it.
         name: String,
         #[command(flatten)]
         target: Target,
     },
     /// Start a service, after the services it depends on.
     Start {
+        /// The service to start, as `cloister status` names it.
         name: String,
         #[command(flatten)]
         target: Target,
@@ -107,10 +111,14 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Check a config file offline; lists every problem with its path. Exit code 0 if valid, 1 if not.
-    Validate { file: PathBuf },
+    Validate {
+        /// The config file (TOML).
+        file: PathBuf,
+    },
     /// Apply a config file to the running runtime (live where possible, watched, rolled back if
     /// health gets worse). Exit code 0 if applied, 1 if rejected or rolled back.
     Apply {
+        /// The config file (TOML).
         file: PathBuf,
         /// Wait for the watch window to close and report whether the version stayed.
         #[arg(long)]
@@ -181,5 +189,52 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         super::Cli::command().debug_assert();
+    }
+
+    /// Every argument of `command` and its subcommands with no help text, by path.
+    fn undocumented(command: &clap::Command, path: &str, found: &mut Vec<String>) {
+        let path = format!("{path} {}", command.get_name());
+        for arg in command.get_arguments() {
+            if arg
+                .get_help()
+                .is_none_or(|h| h.to_string().trim().is_empty())
+            {
+                found.push(format!("{path} {}", arg.get_id()));
+            }
+        }
+        for sub in command.get_subcommands() {
+            undocumented(sub, &path, found);
+        }
+    }
+
+    #[test]
+    fn every_argument_of_every_command_is_described() {
+        let mut command = super::Cli::command();
+        command.build();
+        let mut found = Vec::new();
+        undocumented(&command, "", &mut found);
+        assert!(found.is_empty(), "arguments without help: {found:#?}");
+    }
+
+    #[test]
+    fn token_help_lists_every_scope_area() {
+        let mut command = super::Cli::command();
+        let help = command
+            .find_subcommand_mut("account")
+            .and_then(|a| a.find_subcommand_mut("token"))
+            .expect("`cloister account token`")
+            .render_help()
+            .to_string();
+        for area in account::Area::ALL {
+            assert!(
+                help.contains(&format!("`{}`", area.as_str())),
+                "`account token --help` does not list {}:\n{help}",
+                area.as_str()
+            );
+        }
+        assert!(
+            help.contains("account token"),
+            "--token names account tokens:\n{help}"
+        );
     }
 }

@@ -16,6 +16,7 @@ use crate::client::Api;
 pub(crate) enum OracleCommand {
     /// Send a request (a JSON file: sources, extraction, aggregation) and print the signed report.
     Request {
+        /// The request, a JSON file (see the oracle section of docs/api.md).
         file: PathBuf,
         #[command(flatten)]
         target: Target,

@@ -193,10 +193,12 @@ fn start<'js>(ctx: &Ctx<'js>, run: &Run, host: &Rc<Host>) -> Started {
     let function = match compiled.catch(ctx) {
         Ok(function) => function,
         Err(rquickjs::CaughtError::Exception(e)) => {
-            return Started::Ended(ending_of(ctx, host, e.into_value(), true));
+            let ending = ending_of(ctx, host, e.into_value(), true);
+            return Started::Ended(within_code(ending, &run.code));
         }
         Err(rquickjs::CaughtError::Value(v)) => {
-            return Started::Ended(ending_of(ctx, host, v, true));
+            let ending = ending_of(ctx, host, v, true);
+            return Started::Ended(within_code(ending, &run.code));
         }
         Err(rquickjs::CaughtError::Error(e)) => {
             return Started::Ended(Ending::Error {
@@ -411,6 +413,33 @@ fn ending_of<'js>(ctx: &Ctx<'js>, host: &Host, thrown: Value<'js>, compiling: bo
         line,
         column,
         stack,
+    }
+}
+
+/// A syntax error past the end of `code` (code that ends too early: QuickJS stops on the line
+/// its wrapper appends after the body) is reported at the end of the code, on its last line.
+fn within_code(ending: Ending, code: &str) -> Ending {
+    match ending {
+        Ending::SyntaxError {
+            message,
+            line: Some(line),
+            column,
+        } => {
+            let last = code.rsplit('\n').next().unwrap_or_default();
+            let lines = u32::try_from(code.split('\n').count()).unwrap_or(u32::MAX);
+            let (line, column) = if line > lines {
+                let end = u32::try_from(last.chars().count()).unwrap_or(u32::MAX);
+                (lines, Some(end.saturating_add(1)))
+            } else {
+                (line, column)
+            };
+            Ending::SyntaxError {
+                message,
+                line: Some(line),
+                column,
+            }
+        }
+        other => other,
     }
 }
 

@@ -99,6 +99,23 @@ async fn syntax_errors_have_line_and_column() {
         }
         other => panic!("unexpected {other:?}"),
     }
+    // Positions are in the submitted code, also for one line, and for code that ends too early
+    // (where QuickJS stops at the line it appends after the body).
+    for (code, expected) in [
+        ("let y = ;", (1, 9)),
+        ("return 1 +", (1, 11)),
+        ("let x = 1;\nreturn x +", (2, 11)),
+        ("let x = 1;\nreturn f(x,\n", (3, 1)),
+    ] {
+        match f.run(ALICE, code).await.ending {
+            Ending::SyntaxError { line, column, .. } => assert_eq!(
+                (line, column),
+                (Some(expected.0), Some(expected.1)),
+                "{code:?}"
+            ),
+            other => panic!("{code:?}: unexpected {other:?}"),
+        }
+    }
     // A SyntaxError thrown at run time (JSON.parse) is an error, not a syntax error of the code.
     let parse = f.run(ALICE, "return JSON.parse('{');").await;
     assert!(

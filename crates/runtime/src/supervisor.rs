@@ -817,17 +817,28 @@ impl Supervisor {
             command: "stop".into(),
         };
         let set = self.graph.with_dependents(i);
-        let dependents = set.len() - 1;
+        // The dependents this stop takes down with it (not those stopped before), named in the
+        // answer.
+        let dependents: Vec<String> = set
+            .iter()
+            .filter(|&&d| d != i && self.entries[d].want_up)
+            .map(|&d| self.entries[d].spec.name.to_string())
+            .collect();
         for d in set {
             self.entries[d].want_up = false;
             self.refresh_concern(d);
             self.dirty.insert(d);
         }
         self.reconcile(&cause);
-        let message = if dependents > 0 {
-            format!("stopping after its {dependents} dependent service(s)")
-        } else {
+        let message = if dependents.is_empty() {
             "stopping".to_owned()
+        } else {
+            format!(
+                "stopping after {} dependent{}: {}",
+                dependents.len(),
+                if dependents.len() == 1 { "" } else { "s" },
+                dependents.join(", ")
+            )
         };
         self.answer(i, true, message)
     }

@@ -44,6 +44,19 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, DbError>) -> Result<T, DbError> {
     }
 }
 
+/// Creates `path` with mode 0600 if it does not exist, and sets an existing file's mode to 0600.
+fn private(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+}
+
 /// A record as stored: the version that wrote it and the ciphertext.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Record {
@@ -138,8 +151,16 @@ impl Db {
         self.db.as_ref().expect("present until dropped")
     }
 
-    /// Opens or creates the database; redb repairs an interrupted commit here.
+    /// Opens or creates the database; redb repairs an interrupted commit here. The file is the
+    /// owner's alone (0600), like every other file in the data directory, also when an earlier
+    /// version left it readable by others.
     pub(crate) fn open(path: &Path) -> Result<Db, DbError> {
+        private(path).map_err(|e| {
+            DbError(format!(
+                "cannot make {} readable by its owner only: {e}",
+                path.display()
+            ))
+        })?;
         guarded(|| {
             let db = Database::create(path).map_err(DbError::from)?;
             // Tables exist from the first open on, so readers never meet a missing table. A database
@@ -356,6 +377,26 @@ mod tests {
     fn associated_data_is_unambiguous() {
         assert_ne!(associated_data("ab", "c", 1), associated_data("a", "bc", 1));
         assert_ne!(associated_data("a", "b", 1), associated_data("a", "b", 2));
+    }
+
+    #[test]
+    fn the_database_file_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("storage.redb");
+        let mode = || {
+            std::fs::metadata(&path)
+                .expect("metadata")
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        drop(Db::open(&path).expect("created"));
+        assert_eq!(mode(), 0o600, "a new database");
+        // A file an earlier version created 0644 is made private when opened.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        drop(Db::open(&path).expect("opened"));
+        assert_eq!(mode(), 0o600, "an existing database");
     }
 
     #[test]
