@@ -196,7 +196,9 @@ pub struct Invalid {
     pub problems: Vec<Problem>,
 }
 
-struct Problems(Vec<Problem>);
+/// The problems found so far, and how many of them are unknown keys or services: those leave every
+/// value that was read intact, so the whole-file checks still run and report alongside them.
+struct Problems(Vec<Problem>, usize);
 
 impl Problems {
     fn push(&mut self, path: &str, message: impl Into<String>) {
@@ -204,6 +206,17 @@ impl Problems {
             path: path.to_owned(),
             message: message.into(),
         });
+    }
+
+    /// A key (or service) nobody reads: reported, but no value was dropped because of it.
+    fn push_unknown(&mut self, path: &str, message: impl Into<String>) {
+        self.push(path, message);
+        self.1 += 1;
+    }
+
+    /// Whether every value in the file was read, so whole-file checks see the file as written.
+    fn values_read(&self) -> bool {
+        self.0.len() == self.1
     }
 }
 
@@ -240,7 +253,7 @@ impl<'a> Fields<'a> {
     fn finish(self, problems: &mut Problems, known: &[&str]) {
         for key in self.table.keys() {
             if !self.used.contains(key.as_str()) {
-                problems.push(
+                problems.push_unknown(
                     &join(&self.path, key),
                     format!("unknown key (expected one of: {})", known.join(", ")),
                 );
@@ -409,7 +422,7 @@ impl Config {
     /// Parses and validates `text` against the services this binary knows (`catalog`: their default
     /// specs). Synthetic services from `[testing.services]` join the catalog.
     pub fn parse(text: &str, catalog: &[Spec]) -> Result<Config, Invalid> {
-        let mut p = Problems(Vec::new());
+        let mut p = Problems(Vec::new(), 0);
         let table: toml::Table = match text.parse() {
             Ok(t) => t,
             Err(e) => {
@@ -444,7 +457,7 @@ impl Config {
                 };
                 if !known.contains(&name) {
                     let list: Vec<&str> = known.iter().map(|n| n.as_str()).collect();
-                    p.push(
+                    p.push_unknown(
                         &spath,
                         format!("no such service (known: {})", list.join(", ")),
                     );
@@ -464,8 +477,9 @@ impl Config {
             }
         }
         root.finish(&mut p, &["runtime", "enclave", "services", "testing"]);
-        // Whole-file checks only make sense once every section parsed.
-        if p.0.is_empty() {
+        // Whole-file checks only make sense once every value parsed; unknown keys do not stand in
+        // their way, so a file's problems are all reported in one pass.
+        if p.values_read() {
             config.check(catalog, &mut p);
         }
         if p.0.is_empty() {
@@ -1145,6 +1159,35 @@ replicas = { min = 0 }
             "[services.crypto.resources]\nnetwork_access = true\n",
             &[
                 "services.crypto.resources.network_access: is fixed by the service itself and cannot be configured",
+            ],
+        );
+    }
+
+    /// An unknown key does not hide the file's other problems until it is removed: the whole-file
+    /// checks (health timing, replica bounds, dependencies) report alongside it, each with its path.
+    #[test]
+    fn every_problem_is_reported_in_one_pass() {
+        check(
+            r#"
+[runtime]
+colour = "blue"
+
+[services.storage.health]
+interval = "1s"
+timeout = "2s"
+
+[services.crypto.replicas]
+min = 3
+max = 2
+
+[testing.services.feed]
+depends_on = ["ledger"]
+"#,
+            &[
+                "runtime.colour: unknown key (expected one of: listen, data_dir, shutdown_grace, monitor_interval, config_watch)",
+                "services.crypto.replicas.min: must not exceed replicas.max (2)",
+                "services.storage.health.timeout: must be shorter than interval (1s)",
+                "services.feed: service feed depends on ledger, which is not registered",
             ],
         );
     }

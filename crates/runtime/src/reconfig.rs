@@ -483,20 +483,16 @@ impl Controller {
         })
     }
 
-    /// Applies the last good version before the current one again.
+    /// Applies the last good version before the running one's content again.
     async fn rollback(&mut self, reason: String) -> Outcome {
         let from = self.current().version;
-        let Some(target) = self
-            .history
-            .iter()
-            .rev()
-            .skip(1)
-            .find(|v| v.status == Status::Good)
-            .cloned()
-        else {
+        let Some(target) = rollback_target(&self.history).cloned() else {
             return self.reject(vec![Problem {
                 path: String::new(),
-                message: "there is no earlier good version to roll back to".into(),
+                message: format!(
+                    "no earlier good version to roll back to: every version kept before \
+                     version {from} has its configuration or was rolled back from"
+                ),
             }]);
         };
         let (specs, disabled) = target.config.resolve(&self.catalog);
@@ -550,4 +546,22 @@ impl Controller {
             reason,
         }
     }
+}
+
+/// The version a rollback returns to: walking back from the running version, the newest one marked
+/// good whose content is neither the running one's nor one already rolled back from. A rollback
+/// applies an earlier version again as a new version, so its copies are passed over too, and each
+/// rollback goes one good content further back instead of landing on the same one again.
+fn rollback_target(history: &VecDeque<Version>) -> Option<&Version> {
+    let mut left: Vec<&str> = Vec::new();
+    for v in history.iter().rev() {
+        if v.status == Status::RolledBack || left.is_empty() {
+            left.push(&v.hash);
+            continue;
+        }
+        if v.status == Status::Good && !left.contains(&v.hash.as_str()) {
+            return Some(v);
+        }
+    }
+    None
 }

@@ -230,6 +230,9 @@ struct Managed {
     started_at: Option<SystemTime>,
     /// Why the current stop was asked for, for the journal entry that ends it.
     stop_cause: Option<Cause>,
+    /// Why the next launch was asked for, when an operator command asked for it (the command, or
+    /// the service it was brought up for); otherwise a launch is a startup or a recovery.
+    start_cause: Option<Cause>,
     /// Replicas wanted while up: `replicas.min` at start, moved by the autoscaler.
     desired: u32,
     /// An anomaly the monitor marked the service degraded for.
@@ -385,7 +388,7 @@ impl Supervisor {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Start(name, reply) => {
-                let _ = reply.send(self.lookup(&name).map(|i| self.cmd_start(i)));
+                let _ = reply.send(self.lookup(&name).map(|i| self.cmd_start(i, "start")));
             }
             Command::Stop(name, reply) => {
                 let _ = reply.send(self.lookup(&name).map(|i| self.cmd_stop(i)));
@@ -776,7 +779,8 @@ impl Supervisor {
         }
     }
 
-    fn cmd_start(&mut self, i: usize) -> Answer {
+    /// Starts `i` and whatever it depends on; `command` is the operator's, for the journal.
+    fn cmd_start(&mut self, i: usize, command: &str) -> Answer {
         if self.shutdown.is_some() {
             return self.answer(i, false, "the runtime is shutting down");
         }
@@ -785,10 +789,22 @@ impl Supervisor {
             return self.answer(i, false, format!("already {state}"));
         }
         let cause = Cause::Operator {
-            command: "start".into(),
+            command: command.into(),
         };
+        let name = self.entries[i].spec.name.clone();
         for d in self.graph.with_dependencies(i) {
             let e = &mut self.entries[d];
+            // Only what this command brings up; a service already on its way up (waiting out a
+            // recovery for its dependencies) keeps its own cause.
+            if d == i || (e.state.is_down() && (!e.want_up || e.failure.is_some())) {
+                e.start_cause = Some(if d == i {
+                    cause.clone()
+                } else {
+                    Cause::Dependency {
+                        service: name.clone(),
+                    }
+                });
+            }
             e.want_up = true;
             if e.failure.take().is_some() {
                 e.history.reset();
@@ -826,6 +842,7 @@ impl Supervisor {
             .collect();
         for d in set {
             self.entries[d].want_up = false;
+            self.entries[d].start_cause = None;
             self.refresh_concern(d);
             self.dirty.insert(d);
         }
@@ -851,16 +868,15 @@ impl Supervisor {
                 false,
                 format!("already {state}; a new incarnation is on its way"),
             ),
-            State::Registered | State::Stopped | State::Failed => self.cmd_start(i),
+            State::Registered | State::Stopped | State::Failed => self.cmd_start(i, "restart"),
             State::Running | State::Degraded => {
                 // Still wanted, so reconcile starts it again once its incarnations have stopped.
+                let cause = Cause::Operator {
+                    command: "restart".into(),
+                };
                 self.entries[i].degraded_mode = None;
-                self.begin_stop(
-                    i,
-                    &Cause::Operator {
-                        command: "restart".into(),
-                    },
-                );
+                self.entries[i].start_cause = Some(cause.clone());
+                self.begin_stop(i, &cause);
                 self.answer(i, true, "restarting")
             }
         }
@@ -1257,6 +1273,7 @@ impl Supervisor {
 
     fn launch(&mut self, i: usize, restart: bool) {
         if !self.set_state(i, Input::Launch) {
+            self.entries[i].start_cause = None;
             return;
         }
         let spec = &self.entries[i].spec;
@@ -1267,6 +1284,7 @@ impl Supervisor {
         for slot in 0..replicas {
             self.launch_replica(i, slot, restart);
         }
+        self.entries[i].start_cause = None;
     }
 
     fn launch_replica(&mut self, i: usize, slot: u32, restart: bool) {
@@ -1318,12 +1336,12 @@ impl Supervisor {
                 deadline: Some(deadline),
             },
         );
-        let cause = if restart {
-            Cause::Recovery {
+        let cause = match &e.start_cause {
+            Some(cause) => cause.clone(),
+            None if restart => Cause::Recovery {
                 strategy: e.spec.recovery.strategy,
-            }
-        } else {
-            Cause::Startup
+            },
+            None => Cause::Startup,
         };
         self.record_gen(
             i,
@@ -1616,6 +1634,7 @@ impl Managed {
             epoch: 0,
             started_at: None,
             stop_cause: None,
+            start_cause: None,
             desired,
             anomaly: None,
         }

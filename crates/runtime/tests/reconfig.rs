@@ -291,6 +291,70 @@ async fn rapid_applies_are_serialized_and_an_operator_can_roll_back() {
     rt.shutdown().await;
 }
 
+/// After an automatic rollback (4 back to 3, recorded as 5), each operator rollback goes one good
+/// version further back (to 2, then to 1) instead of applying 3 again, and at the oldest says so.
+#[tokio::test(start_paused = true)]
+async fn each_rollback_goes_back_to_the_good_version_before_the_running_one() {
+    // Version 4's second replica panics, so version 4 is rolled back automatically.
+    let fake = Fake::new("svc")
+        .script(&[Behaviour::Run, Behaviour::Panic])
+        .spec_mut(|s| s.replicas.max = 2);
+    let (rt, config, _journal) = start(fake).await;
+    let queue = || async {
+        let snapshot = rt.snapshot().await.expect("snapshot");
+        snapshot.service("svc").expect("svc").spec.queue_capacity
+    };
+    let first = queue().await;
+    for (capacity, version) in [(10, 2), (20, 3)] {
+        let text = format!("{BASE}[services.svc]\nqueue_capacity = {capacity}\n");
+        let outcome = config.apply(text, Source::Api, true).await;
+        assert!(
+            matches!(outcome, Some(Outcome::Applied { version: v, .. }) if v == version),
+            "{outcome:?}"
+        );
+    }
+    let text =
+        format!("{BASE}[services.svc]\nqueue_capacity = 20\nreplicas = {{ min = 2, max = 2 }}\n");
+    let outcome = config.apply(text, Source::Api, true).await;
+    assert!(
+        matches!(outcome, Some(Outcome::RolledBack { from: 4, to: 3, .. })),
+        "{outcome:?}"
+    );
+    assert_eq!(queue().await, 20);
+
+    let outcome = config.rollback().await;
+    assert!(
+        matches!(outcome, Some(Outcome::RolledBack { from: 5, to: 2, .. })),
+        "{outcome:?}"
+    );
+    assert_eq!(queue().await, 10);
+    let outcome = config.rollback().await;
+    assert!(
+        matches!(outcome, Some(Outcome::RolledBack { from: 6, to: 1, .. })),
+        "{outcome:?}"
+    );
+    assert_eq!(queue().await, first);
+
+    let outcome = config.rollback().await;
+    let Some(Outcome::Rejected { problems }) = &outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(
+        problems.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+        [
+            "no earlier good version to roll back to: every version kept before version 7 has its \
+             configuration or was rolled back from"
+        ]
+    );
+    assert_eq!(
+        config.current().map(|v| v.version),
+        Some(7),
+        "nothing applied"
+    );
+    assert_eq!(queue().await, first);
+    rt.shutdown().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_service_vetoes_a_change_and_running_incarnations_see_accepted_ones_live() {
     let (rt, config, journal, svc) = start_with_handle(Fake::new("svc")).await;

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use runtime::journal::{Entry, Event, ExitOutcome, Fault};
+use runtime::journal::{Cause, Entry, Event, ExitOutcome, Fault};
 use runtime::{Builder, CallError, Journal, Kind, Mode, RuntimeLevel, State, Strategy};
 use support::{Behaviour, Fake, Req, brief, name};
 use tokio::time::Instant;
@@ -858,5 +858,91 @@ async fn restart_of_a_service_with_dependents_keeps_them_running_while_its_reque
             "{service}"
         );
     }
+    rt.shutdown().await;
+}
+
+/// What an operator command starts or stops is journaled as the operator's doing (with the command),
+/// and a dependency it brings up as done for the service it was started for; never as a recovery,
+/// whatever the services' recovery strategies.
+#[tokio::test(start_paused = true)]
+async fn operator_starts_and_restarts_are_journaled_as_the_operators() {
+    let journal = Journal::in_memory();
+    let mut b = Builder::new(journal.clone());
+    b.add(Fake::new("ledger").spec_mut(|s| {
+        s.replicas.min = 2;
+        s.replicas.max = 2;
+        s.recovery.strategy = Strategy::Failover;
+    }));
+    b.add(
+        Fake::new("feed")
+            .depends_on("ledger")
+            .spec_mut(|s| s.recovery.strategy = Strategy::Degrade),
+    );
+    b.add(Fake::new("vault"));
+    let rt = b.start().expect("start");
+    rt.readiness()
+        .wait_for(|r| r.level == RuntimeLevel::Ready)
+        .await
+        .expect("ready");
+    let since = journal.last_seq();
+    assert!(rt.stop(&name("ledger")).await.expect("stop").accepted);
+    journal
+        .wait_for(
+            since,
+            WAIT,
+            is("ledger", |e| matches!(e, Event::Stopped { .. })),
+        )
+        .await
+        .expect("ledger stopped");
+    let causes = |since: u64| -> Vec<(String, Cause)> {
+        journal
+            .read(since, usize::MAX)
+            .expect("read")
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.event,
+                    Event::Starting { .. } | Event::Stopping | Event::Stopped { .. }
+                )
+            })
+            .filter_map(|e| Some((brief(e)?, e.cause.clone())))
+            .collect()
+    };
+    let operator = |command: &str| Cause::Operator {
+        command: command.into(),
+    };
+
+    let since = journal.last_seq();
+    assert!(rt.start(&name("feed")).await.expect("start").accepted);
+    journal
+        .wait_for(since, WAIT, is("feed", |e| matches!(e, Event::Up { .. })))
+        .await
+        .expect("feed up");
+    let for_feed = Cause::Dependency {
+        service: name("feed"),
+    };
+    assert_eq!(
+        causes(since),
+        [
+            ("ledger: starting[0] restart".to_owned(), for_feed.clone()),
+            ("ledger: starting[1] restart".to_owned(), for_feed),
+            ("feed: starting[0] restart".to_owned(), operator("start")),
+        ]
+    );
+
+    let since = journal.last_seq();
+    assert!(rt.restart(&name("vault")).await.expect("restart").accepted);
+    journal
+        .wait_for(since, WAIT, is("vault", |e| matches!(e, Event::Up { .. })))
+        .await
+        .expect("vault up again");
+    assert_eq!(
+        causes(since),
+        [
+            ("vault: stopping".to_owned(), operator("restart")),
+            ("vault: stopped".to_owned(), operator("restart")),
+            ("vault: starting[0] restart".to_owned(), operator("restart")),
+        ]
+    );
     rt.shutdown().await;
 }
