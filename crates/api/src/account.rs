@@ -55,10 +55,7 @@ fn admin_only(caller: &Caller, what: &str) -> Result<(), ApiError> {
     if caller.is_admin() {
         Ok(())
     } else {
-        Err(ApiError::forbidden(
-            "auth.admin_only",
-            format!("{what} needs the admin token"),
-        ))
+        Err(crate::auth::admin_only(what))
     }
 }
 
@@ -100,7 +97,7 @@ pub(crate) struct CreateBody {
 }
 
 /// Creates an account (admin) and returns it with its first token (scope `*`), shown once.
-#[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body = CreateBody,
+#[utoipa::path(post, path = "/v1/accounts", tag = "accounts", security(("admin" = [])), request_body = CreateBody,
     responses((status = 201, description = "Created; the token's secret appears only here", body = account::Created),
         (status = 400, description = "Bad name", body = ErrorBody), (status = 403, description = "Not the admin token", body = ErrorBody)))]
 pub(crate) async fn create(
@@ -115,7 +112,7 @@ pub(crate) async fn create(
 }
 
 /// Every account (admin).
-#[utoipa::path(get, path = "/v1/accounts", tag = "accounts",
+#[utoipa::path(get, path = "/v1/accounts", tag = "accounts", security(("admin" = [])),
     responses((status = 200, description = "Every account", body = AccountList), (status = 403, description = "Not the admin token", body = ErrorBody)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
@@ -157,7 +154,7 @@ async fn set_disabled(
 }
 
 /// Disables an account (admin): its tokens are refused at once.
-#[utoipa::path(post, path = "/v1/accounts/{id}/disable", tag = "accounts",
+#[utoipa::path(post, path = "/v1/accounts/{id}/disable", tag = "accounts", security(("admin" = [])),
     params(("id" = String, Path, description = "An account id")),
     responses((status = 200, description = "Disabled", body = account::AccountInfo), (status = 404, description = "No such account", body = ErrorBody)))]
 pub(crate) async fn disable(
@@ -169,7 +166,7 @@ pub(crate) async fn disable(
 }
 
 /// Enables a disabled account (admin).
-#[utoipa::path(post, path = "/v1/accounts/{id}/enable", tag = "accounts",
+#[utoipa::path(post, path = "/v1/accounts/{id}/enable", tag = "accounts", security(("admin" = [])),
     params(("id" = String, Path, description = "An account id")),
     responses((status = 200, description = "Enabled", body = account::AccountInfo), (status = 404, description = "No such account", body = ErrorBody)))]
 pub(crate) async fn enable(
@@ -181,7 +178,7 @@ pub(crate) async fn enable(
 }
 
 /// Deletes an account (admin): its tokens, runs and jobs, stored values and keys.
-#[utoipa::path(delete, path = "/v1/accounts/{id}", tag = "accounts",
+#[utoipa::path(delete, path = "/v1/accounts/{id}", tag = "accounts", security(("admin" = [])),
     params(("id" = String, Path, description = "An account id")),
     responses((status = 204, description = "Deleted"), (status = 404, description = "No such account", body = ErrorBody)))]
 pub(crate) async fn delete(

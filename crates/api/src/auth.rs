@@ -47,6 +47,10 @@ fn invalid_token() -> ApiError {
     )
 }
 
+/// The one rule of admin endpoints: the admin token passes; a valid account token is 403
+/// `auth.admin_only` (the caller is known, it just may not do this); a token the runtime does not
+/// know is 401 `auth.invalid_token`. Expired and disabled account tokens answer as they do
+/// everywhere else.
 pub(crate) async fn require_admin(
     State(state): State<AppState>,
     request: Request,
@@ -54,13 +58,40 @@ pub(crate) async fn require_admin(
 ) -> Result<Response, ApiError> {
     let token = bearer(&request, "the admin token")?;
     if token_matches(&state.admin_token, &token) {
-        Ok(next.run(request).await)
-    } else {
-        Err(ApiError::new(
+        return Ok(next.run(request).await);
+    }
+    match state.accounts.authenticate(&token) {
+        Ok(_) => Err(admin_only("this endpoint")),
+        // Not the admin token, and accounts cannot be told yet: refuse it as any unknown token
+        // (admin endpoints must answer while the account service is down).
+        Err(AuthError::Loading) => Err(invalid_token()),
+        Err(e) => Err(auth_error(e)),
+    }
+}
+
+/// 403 `auth.admin_only`: `what` needs the admin token, and the caller holds an account token.
+pub(crate) fn admin_only(what: &str) -> ApiError {
+    ApiError::forbidden(
+        "auth.admin_only",
+        format!("{what} needs the admin token; an account token may not use it"),
+    )
+}
+
+/// The answer to a token the account service did not accept.
+fn auth_error(e: AuthError) -> ApiError {
+    match e {
+        AuthError::Unknown => invalid_token(),
+        AuthError::Expired { .. } => ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "auth.invalid_token",
-            "this endpoint needs the admin token, and this is not it",
-        ))
+            "auth.token_expired",
+            e.to_string(),
+        ),
+        AuthError::Disabled { .. } => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "auth.account_disabled",
+            e.to_string(),
+        ),
+        AuthError::Loading => ApiError::unavailable("account.loading", e.to_string(), 1),
     }
 }
 
@@ -131,20 +162,7 @@ pub(crate) async fn require_caller(
     let caller = if token_matches(&state.admin_token, &token) {
         Caller::Admin
     } else {
-        let principal = state.accounts.authenticate(&token).map_err(|e| match e {
-            AuthError::Unknown => invalid_token(),
-            AuthError::Expired { .. } => ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "auth.token_expired",
-                e.to_string(),
-            ),
-            AuthError::Disabled { .. } => ApiError::new(
-                StatusCode::FORBIDDEN,
-                "auth.account_disabled",
-                e.to_string(),
-            ),
-            AuthError::Loading => ApiError::unavailable("account.loading", e.to_string(), 1),
-        })?;
+        let principal = state.accounts.authenticate(&token).map_err(auth_error)?;
         if let Err(wait) = state.accounts.admit(&principal.account) {
             return Err(ApiError::rate_limited(
                 format!(

@@ -98,6 +98,9 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     if state.config.testing.fault_injection {
         admin = admin.routes(routes!(orchestration::fault));
     }
+    // Every operation here is admin-only: the document says so with the `admin` scheme, and the
+    // middleware answers 403 `auth.admin_only` to an account token.
+    openapi::admin_only(admin.get_openapi_mut());
     let admin = admin.route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
         auth::require_admin,

@@ -87,6 +87,30 @@ const TAGS: &[(&str, &str)] = &[
     ("meta", "This document."),
 ];
 
+/// The security scheme of the operations only the admin token may use.
+pub(crate) const ADMIN_SCHEME: &str = "admin";
+
+/// Marks every operation of `api` as needing the admin token (the `admin` scheme).
+pub(crate) fn admin_only(api: &mut OpenApi) {
+    for item in api.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            op.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+                ADMIN_SCHEME,
+                Vec::<String>::new(),
+            )]);
+        }
+    }
+}
+
 /// Fills in what every operation shares. `routed` is the document the router collected.
 pub(crate) fn finish(mut api: OpenApi) -> OpenApi {
     api.info.title = "Cloister".into();
@@ -118,6 +142,18 @@ pub(crate) fn finish(mut api: OpenApi) -> OpenApi {
                 .description(Some(
                     "The admin token (`cloister-data/admin.token` or `CLOISTER_ADMIN_TOKEN`) or an \
                      account token (`cls_...`)",
+                ))
+                .build(),
+        ),
+    );
+    components.add_security_scheme(
+        ADMIN_SCHEME,
+        SecurityScheme::Http(
+            Http::builder()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "The admin token only. An account token answers 403 `auth.admin_only`; a \
+                     token the runtime does not know, 401 `auth.invalid_token`",
                 ))
                 .build(),
         ),

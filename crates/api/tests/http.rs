@@ -1915,8 +1915,11 @@ async fn scripts_run_as_their_account_with_limits_jobs_and_cancel() {
     );
 
     // The pool is the admin's to inspect; it is back to full size.
-    let (status, _, _) = send(app, "GET", "/v1/computation/pool", Some(&alice), "").await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, body) = send(app, "GET", "/v1/computation/pool", Some(&alice), "").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("auth.admin_only"))
+    );
     let (status, _, pool) = send(app, "GET", "/v1/computation/pool", Some(TOKEN), "").await;
     assert_eq!(status, StatusCode::OK);
     // `resources.cpu_cores` workers (2 by default), every one alive again and none busy.
@@ -2050,6 +2053,122 @@ async fn the_openapi_document_matches_the_routes_and_the_reference() {
             "#/components/schemas/ErrorBody"
         );
     }
+}
+
+/// An operation, as (method, path).
+type Operation = (String, String);
+
+/// The operations the OpenAPI document marks as needing the admin token (the `admin` scheme),
+/// and every other operation that needs a token.
+fn admin_and_token_operations(doc: &Value) -> (Vec<Operation>, Vec<Operation>) {
+    let (mut admin, mut token) = (Vec::new(), Vec::new());
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in ["get", "put", "post", "delete", "patch"] {
+            let Some(op) = item.get(method) else { continue };
+            let op_id = (method.to_uppercase(), path.clone());
+            match op.get("security").and_then(Value::as_array) {
+                Some(reqs) if reqs.iter().any(|r| r.get("admin").is_some()) => admin.push(op_id),
+                Some(reqs)
+                    if reqs
+                        .iter()
+                        .all(|r| r.as_object().is_some_and(|o| o.is_empty())) => {}
+                _ => token.push(op_id),
+            }
+        }
+    }
+    (admin, token)
+}
+
+/// docs/api.md: on every endpoint that needs the admin token, a valid account token answers 403
+/// `auth.admin_only` and a token the runtime does not know 401 `auth.invalid_token`. The list is
+/// the OpenAPI document's, so a new admin endpoint is covered as soon as it is routed; and no
+/// other endpoint answers `auth.admin_only`, so an admin-only check the document does not
+/// declare fails here too.
+#[tokio::test]
+async fn every_admin_endpoint_refuses_an_account_token_with_403_admin_only() {
+    let h = harness_with(true, true).await;
+    let app = &h.app;
+    let (_, _, doc) = send(app, "GET", "/v1/openapi.json", None, "").await;
+    let (admin, token) = admin_and_token_operations(&doc);
+    for must in [
+        ("GET", "/v1/services"),
+        ("GET", "/v1/computation/pool"),
+        ("GET", "/v1/attestation"),
+        ("POST", "/v1/services/{name}/faults"),
+        ("POST", "/v1/accounts"),
+        ("DELETE", "/v1/accounts/{id}"),
+    ] {
+        assert!(
+            admin.contains(&(must.0.to_owned(), must.1.to_owned())),
+            "{must:?} is not marked admin-only in the document: {admin:?}"
+        );
+    }
+    let (_, alice, _) = create_account(app, "alice").await;
+    let uri = |path: &str| {
+        path.replace("{key}", "some/key")
+            .replace("{version}", "1")
+            .replace("{name}", "app")
+            .replace("{id}", "nope")
+            .replace("{token_id}", "nope")
+    };
+    for (method, path) in &admin {
+        let (status, body) = raw_as(app, &alice, method, &uri(path), b"{}".to_vec()).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::FORBIDDEN, "auth.admin_only".to_owned()),
+            "{method} {path} with an account token: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let (status, body) = raw_as(app, "cls_unknown", method, &uri(path), b"{}".to_vec()).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::UNAUTHORIZED, "auth.invalid_token".to_owned()),
+            "{method} {path} with an unknown token"
+        );
+    }
+    for (method, path) in &token {
+        let (_, body) = raw_as(app, &alice, method, &uri(path), b"{}".to_vec()).await;
+        if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+            assert_ne!(
+                v["error"]["code"], "auth.admin_only",
+                "{method} {path} is admin-only but the document does not say so"
+            );
+        }
+    }
+    h.runtime.shutdown().await;
+}
+
+/// docs/api.md: a second account with a taken name is 409 `account.name_taken`, and a job wait
+/// of `wait_s=0` is 400 `request.invalid_query` (leave it out not to wait).
+#[tokio::test]
+async fn a_taken_account_name_is_409_and_wait_s_zero_is_400() {
+    let h = harness_with(false, true).await;
+    let app = &h.app;
+    let (_, alice, _) = create_account(app, "alice").await;
+    let again = send(
+        app,
+        "POST",
+        "/v1/accounts",
+        Some(TOKEN),
+        r#"{"name":"alice"}"#,
+    )
+    .await;
+    assert_error(&again, StatusCode::CONFLICT, "account.name_taken", None);
+    let zero = send(
+        app,
+        "GET",
+        "/v1/computation/jobs/job_x?wait_s=0",
+        Some(&alice),
+        "",
+    )
+    .await;
+    assert_error(
+        &zero,
+        StatusCode::BAD_REQUEST,
+        "request.invalid_query",
+        None,
+    );
+    h.runtime.shutdown().await;
 }
 
 /// The fault-injection endpoint is documented exactly where it exists.

@@ -35,8 +35,14 @@ pub(crate) struct Target {
 enum Command {
     /// Start the runtime in the foreground (Ctrl-C stops it gracefully).
     Run(serve::RunArgs),
-    /// Every service: state, health (with reason), replicas, restarts, uptime.
+    /// Every service: state, health (with reason), replicas, restarts, uptime; or one service
+    /// in full (`cloister status storage`).
     Status {
+        /// Show this service only, with its full health reason.
+        name: Option<String>,
+        /// Do not shorten health reasons in the table.
+        #[arg(long)]
+        wide: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -116,7 +122,9 @@ enum ConfigCommand {
         file: PathBuf,
     },
     /// Apply a config file to the running runtime (live where possible, watched, rolled back if
-    /// health gets worse). Exit code 0 if applied, 1 if rejected or rolled back.
+    /// health gets worse). Exit code 0 if applied, 1 if rejected or rolled back. An applied
+    /// version lasts until the runtime restarts: save it as the file given to `cloister run
+    /// --config` to keep it.
     Apply {
         /// The config file (TOML).
         file: PathBuf,
@@ -161,7 +169,9 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Account(command) => client::block_on(accounts::run(command)),
         Command::Oracle(command) => client::block_on(oracles::run(command)),
-        Command::Status { target } => client::block_on(client::status(target)),
+        Command::Status { name, wide, target } => {
+            client::block_on(client::status(target, name, wide))
+        }
         Command::Graph { dot, target } => client::block_on(client::graph(target, dot)),
         Command::Restart { name, target } => {
             client::block_on(client::command(target, "restart", name))

@@ -149,8 +149,38 @@ fn uptime(v: &Value) -> String {
     }
 }
 
-pub(crate) async fn status(target: Target) -> anyhow::Result<ExitCode> {
+/// The longest HEALTH cell of `cloister status` (the table stays within about 120 columns);
+/// `--wide` and `cloister status NAME` show the whole reason.
+const HEALTH_WIDTH: usize = 40;
+/// The longest line of `cloister status` outside the table (without `--wide`).
+const LINE_WIDTH: usize = 120;
+
+/// `text` cut to `width` characters, the last one an ellipsis when anything was cut.
+fn shorten(text: &str, width: usize) -> (String, bool) {
+    if text.chars().count() <= width {
+        return (text.to_owned(), false);
+    }
+    let mut cut: String = text.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    (cut, true)
+}
+
+fn health_text(s: &Value) -> String {
+    match s["health"]["reason"].as_str() {
+        Some(reason) => format!("{}: {reason}", text(&s["health"]["level"])),
+        None => text(&s["health"]["level"]),
+    }
+}
+
+pub(crate) async fn status(
+    target: Target,
+    name: Option<String>,
+    wide: bool,
+) -> anyhow::Result<ExitCode> {
     let api = Api::new(target)?;
+    if let Some(name) = name {
+        return status_of(&api, &name).await;
+    }
     let body = api.get("/v1/services").await?;
     let mut table = Table::new();
     table.load_style(UTF8_FULL_CONDENSED);
@@ -159,10 +189,14 @@ pub(crate) async fn status(target: Target) -> anyhow::Result<ExitCode> {
     ]);
     let mut services = body["services"].as_array().cloned().unwrap_or_default();
     services.sort_by_key(|s| (s["layer"].as_u64(), text(&s["name"])));
+    let mut shortened = false;
     for s in &services {
-        let health = match s["health"]["reason"].as_str() {
-            Some(reason) => format!("{}: {reason}", text(&s["health"]["level"])),
-            None => text(&s["health"]["level"]),
+        let health = if wide {
+            health_text(s)
+        } else {
+            let (health, cut) = shorten(&health_text(s), HEALTH_WIDTH);
+            shortened |= cut;
+            health
         };
         let r = &s["replicas"];
         table.add_row([
@@ -189,8 +223,45 @@ pub(crate) async fn status(target: Target) -> anyhow::Result<ExitCode> {
         .map(Vec::as_slice)
         .unwrap_or_default()
     {
-        writeln!(out, "  - {}", text(reason))?;
+        let reason = if wide {
+            text(reason)
+        } else {
+            let (reason, cut) = shorten(&text(reason), LINE_WIDTH - 4);
+            shortened |= cut;
+            reason
+        };
+        writeln!(out, "  - {reason}")?;
     }
+    if shortened {
+        writeln!(
+            out,
+            "(shortened: `cloister status NAME` or `cloister status --wide` shows every reason whole)"
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One service, every line whole: `cloister status NAME`.
+async fn status_of(api: &Api, name: &str) -> anyhow::Result<ExitCode> {
+    let s = api.get(&format!("/v1/services/{name}")).await?;
+    let r = &s["replicas"];
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "service:  {}", text(&s["name"]))?;
+    writeln!(out, "type:     {}", text(&s["type"]))?;
+    writeln!(out, "state:    {}", text(&s["state"]))?;
+    writeln!(out, "health:   {}", text(&s["health"]["level"]))?;
+    if let Some(reason) = s["health"]["reason"].as_str() {
+        writeln!(out, "reason:   {reason}")?;
+    }
+    writeln!(
+        out,
+        "replicas: {}/{}/{} (running/min/max)",
+        text(&r["running"]),
+        text(&r["min"]),
+        text(&r["max"])
+    )?;
+    writeln!(out, "restarts: {}", text(&s["restart_count"]))?;
+    writeln!(out, "uptime:   {}", uptime(&s["uptime_seconds"]))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -405,6 +476,13 @@ pub(crate) async fn events(
     bail!("the runtime closed the event stream (it is shutting down?)")
 }
 
+/// What `config apply` says after every applied version: the file given to `cloister run
+/// --config` is the configuration of record (as vector's and Nomad's files are), so a version
+/// applied through the API is not kept across a restart.
+pub(crate) const UNTIL_RESTART: &str = "note: this version lasts until the runtime restarts, which \
+     starts again from the file given to `cloister run --config` (or the built-in defaults); to keep \
+     it, save it as that file (a running runtime applies a saved file by itself)";
+
 fn print_outcome(body: &Value) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match body["outcome"].as_str() {
@@ -428,6 +506,7 @@ fn print_outcome(body: &Value) -> anyhow::Result<ExitCode> {
                     ""
                 },
             )?;
+            writeln!(out, "{UNTIL_RESTART}")?;
             Ok(ExitCode::SUCCESS)
         }
         Some("unchanged") => {

@@ -113,3 +113,198 @@ async fn stop_names_the_dependents_it_stops() {
     assert!(said.starts_with("vault: stopping (state"), "{said:?}");
     drop(server);
 }
+
+/// Follows `/v1/events/stream` from the start until an entry matches `pred`, and answers it.
+async fn wait_for_entry(
+    base: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    use futures::StreamExt;
+    let response = reqwest::Client::new()
+        .get(format!("{base}/v1/events/stream?since=0"))
+        .bearer_auth(support::TOKEN)
+        .send()
+        .await
+        .expect("stream");
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    let search = async {
+        while let Some(chunk) = body.next().await {
+            buffer.push_str(&String::from_utf8_lossy(&chunk.expect("chunk")));
+            while let Some(end) = buffer.find("\n\n") {
+                let frame: String = buffer.drain(..end + 2).collect();
+                for line in frame.lines() {
+                    let Some(data) = line.strip_prefix("data:") else {
+                        continue;
+                    };
+                    if let Ok(e) = serde_json::from_str::<serde_json::Value>(data.trim())
+                        && pred(&e)
+                    {
+                        return e;
+                    }
+                }
+            }
+        }
+        panic!("the event stream ended first");
+    };
+    tokio::time::timeout(support::WAIT, search)
+        .await
+        .expect("the entry comes")
+}
+
+/// A storage rollback refusal is said where the operator looks first: once in the `cloister run`
+/// log, with the exact command that accepts it; storage goes to `failed` without restarts;
+/// `cloister status` stays readable (no line over 120 columns) and `cloister status storage`
+/// shows the whole reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_rollback_refusal_is_said_once_with_the_command_to_accept_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = support::write_config(dir.path());
+    let db = dir.path().join("data").join("storage.redb");
+
+    let server = support::Server::start(&config).await;
+    assert_eq!(
+        server
+            .put("k", b"old".to_vec())
+            .await
+            .expect("put")
+            .status(),
+        200
+    );
+    assert!(server.terminate().success());
+    let old_copy = std::fs::read(&db).expect("storage.redb");
+    let server = support::Server::start(&config).await;
+    assert_eq!(
+        server
+            .put("k", b"new".to_vec())
+            .await
+            .expect("put")
+            .status(),
+        200
+    );
+    assert!(server.terminate().success());
+    // The host swaps the older copy back in.
+    std::fs::write(&db, &old_copy).expect("swap");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cloister"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("CLOISTER_DATA_DIR")
+        .env_remove("CLOISTER_LISTEN")
+        .env("CLOISTER_ADMIN_TOKEN", support::TOKEN)
+        .env("CLOISTER_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cloister run");
+    let mut banner = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut banner)
+        .expect("banner");
+    let base = format!(
+        "http://{}",
+        banner
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .expect("address in banner")
+    );
+    let failed = wait_for_entry(&base, |e| {
+        e["service"] == "storage" && e["event"]["kind"] == "failed"
+    })
+    .await;
+
+    let cli = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_cloister"))
+            .args(args)
+            .args(["--url", &base, "--token", support::TOKEN])
+            .output()
+            .expect("cloister");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).expect("stdout is text")
+    };
+    let one = cli(&["status", "storage"]);
+    assert!(one.contains("state:    failed"), "{one}");
+    assert!(one.contains("restarts: 0"), "{one}");
+    let reason = failed["event"]["reason"].as_str().expect("reason");
+    assert!(one.contains(reason), "the whole reason {reason:?} in {one}");
+    let seq: String = reason
+        .split("--accept-storage-rollback ")
+        .nth(1)
+        .expect("the command to accept, in the reason")
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let command = format!("cloister run --accept-storage-rollback {seq}");
+    let table = cli(&["status"]);
+    for line in table.lines() {
+        assert!(
+            line.chars().count() <= 120,
+            "a line over 120 columns: {line:?}"
+        );
+    }
+    assert!(table.contains("failed"), "{table}");
+    let wide = cli(&["status", "--wide"]);
+    assert!(wide.contains(&command), "{wide}");
+
+    child.kill().expect("SIGKILL");
+    child.wait().expect("wait");
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut log)
+        .expect("stderr is text");
+    assert_eq!(log.matches(&command).count(), 1, "said once: {log}");
+}
+
+/// `config apply` says that what it applied lasts until a restart, and it does: after a restart
+/// the history starts again at one `startup` version, from the file given to `--config`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_applied_version_is_said_to_last_until_restart_and_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = support::write_config(dir.path());
+    let server = support::Server::start(&config).await;
+    let cli = |base: &str, args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_cloister"))
+            .args(args)
+            .args(["--url", base, "--token", support::TOKEN])
+            .output()
+            .expect("cloister");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).expect("stdout is text")
+    };
+    let original = std::fs::read_to_string(&config).expect("config");
+    let changed = dir.path().join("changed.toml");
+    std::fs::write(
+        &changed,
+        format!("{original}\n[services.computation.breaker]\nconsecutive_failures = 7\n"),
+    )
+    .expect("changed config");
+    let said = cli(
+        &server.base,
+        &["config", "apply", changed.to_str().expect("utf-8")],
+    );
+    assert!(said.starts_with("applied as version 2"), "{said}");
+    assert!(said.contains("lasts until the runtime restarts"), "{said}");
+    assert!(said.contains("cloister run --config"), "{said}");
+    let (_, history) = server
+        .json(reqwest::Method::GET, "/v1/config/history", None)
+        .await;
+    assert_eq!(
+        history["versions"].as_array().map(Vec::len),
+        Some(2),
+        "{history}"
+    );
+    assert!(server.terminate().success());
+
+    let server = support::Server::start(&config).await;
+    let (_, history) = server
+        .json(reqwest::Method::GET, "/v1/config/history", None)
+        .await;
+    let versions = history["versions"].as_array().expect("versions");
+    assert_eq!(versions.len(), 1, "only the startup version: {history}");
+    assert_eq!(versions[0]["source"], "startup", "{history}");
+    drop(server);
+}

@@ -52,17 +52,33 @@ pub trait Service: Send + Sync + 'static {
 /// `std::error::Error` itself).
 pub struct ServiceError {
     message: String,
+    needs_operator: bool,
 }
 
 impl ServiceError {
     pub fn new(message: impl Into<String>) -> Self {
         ServiceError {
             message: message.into(),
+            needs_operator: false,
+        }
+    }
+
+    /// A failure no restart can change, only an operator (the message says what to do): the
+    /// service goes to `failed` at once with this reason, whatever its recovery strategy.
+    pub fn needs_operator(message: impl Into<String>) -> Self {
+        ServiceError {
+            message: message.into(),
+            needs_operator: true,
         }
     }
 
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// Whether only an operator can lift this failure (see [`ServiceError::needs_operator`]).
+    pub fn is_for_operator(&self) -> bool {
+        self.needs_operator
     }
 }
 
@@ -75,7 +91,10 @@ impl<E: std::error::Error + Send + Sync + 'static> From<E> for ServiceError {
             message.push_str(&s.to_string());
             source = s.source();
         }
-        ServiceError { message }
+        ServiceError {
+            message,
+            needs_operator: false,
+        }
     }
 }
 

@@ -584,6 +584,7 @@ impl Supervisor {
         if let Some(key) = &replica.deadline {
             self.timers.try_remove(key);
         }
+        let for_operator = matches!(&result, Ok(Err(e)) if e.is_for_operator());
         let outcome = replica
             .exit_cause
             .clone()
@@ -627,12 +628,19 @@ impl Supervisor {
             }
             return;
         }
-        self.on_failure(i, id.replica, outcome, ran);
+        self.on_failure(i, id.replica, outcome, ran, for_operator);
     }
 
     // --- recovery -----------------------------------------------------------------------------------
 
-    fn on_failure(&mut self, i: usize, slot: u32, outcome: ExitOutcome, ran: Duration) {
+    fn on_failure(
+        &mut self,
+        i: usize,
+        slot: u32,
+        outcome: ExitOutcome,
+        ran: Duration,
+        for_operator: bool,
+    ) {
         let recovery = self.entries[i].spec.recovery;
         let cause = Cause::Recovery {
             strategy: recovery.strategy,
@@ -640,6 +648,12 @@ impl Supervisor {
         let what = describe(&outcome);
         if !self.entries[i].state.is_up() && self.entries[i].state != State::Starting {
             // A straggler from a run that is already being recovered or stopped.
+            return;
+        }
+        if for_operator {
+            // No restart can change this (`ServiceError::needs_operator`): fail at once, with the
+            // service's own words on what the operator must do.
+            self.fail(i, what, cause);
             return;
         }
         if recovery.strategy == Strategy::Manual {

@@ -272,11 +272,14 @@ impl Storage {
                 self.path.display()
             )
         };
-        Err(ServiceError::new(format!(
+        let reason = format!(
             "storage refuses to start: {what}. Nothing was read or changed. If this database is the one \
              you mean to run with (say, a restored backup), restart with \
              `cloister run --accept-storage-rollback {seq}`"
-        )))
+        );
+        // Said once, where the operator looks first; no restart can change it, so none is tried.
+        tracing::error!("{reason}");
+        Err(ServiceError::needs_operator(reason))
     }
 }
 

@@ -462,6 +462,65 @@ async fn an_older_copy_of_the_database_is_refused_until_the_operator_accepts_it(
     f.rt.shutdown().await;
 }
 
+/// A refusal only the operator can lift is not retried: under the default recovery (restart),
+/// an older copy makes storage exit once and go to `failed` at once, with the command to accept it
+/// as the reason.
+#[tokio::test(start_paused = true)]
+async fn a_rollback_refusal_fails_at_once_without_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db_path = dir.path().join("storage.redb");
+    let f = start(dir.path()).await;
+    put(&f.storage, ALICE, "k", b"old").await.expect("put");
+    f.rt.shutdown().await;
+    let old_copy = std::fs::read(&db_path).expect("read");
+    let f = start(dir.path()).await;
+    put(&f.storage, ALICE, "k", b"new").await.expect("put");
+    f.rt.shutdown().await;
+    std::fs::write(&db_path, &old_copy).expect("swap");
+
+    let f = build(dir.path(), None, |spec| {
+        spec.recovery = Storage::default_spec().recovery;
+    });
+    assert_eq!(
+        Storage::default_spec().recovery.strategy,
+        runtime::Strategy::Restart,
+        "the default recovery would restart a failing storage"
+    );
+    let failed = f
+        .journal
+        .wait_for(0, std::time::Duration::from_secs(30), |e| {
+            e.service.as_ref() == Some(&storage::NAME) && matches!(e.event, Event::Failed { .. })
+        })
+        .await
+        .expect("storage fails");
+    let Event::Failed { reason } = &failed.event else {
+        unreachable!()
+    };
+    assert!(reason.contains("--accept-storage-rollback 1"), "{reason}");
+    let snapshot = f.rt.snapshot().await.expect("snapshot");
+    let status = snapshot.service(storage::NAME.as_str()).expect("storage");
+    assert_eq!(status.state, runtime::State::Failed);
+    assert_eq!(status.restarts, 0);
+    let storage_events: Vec<_> = f
+        .journal
+        .read(0, usize::MAX)
+        .expect("journal")
+        .into_iter()
+        .filter(|e| e.service.as_ref() == Some(&storage::NAME))
+        .map(|e| e.event.clone())
+        .collect();
+    let exits = storage_events
+        .iter()
+        .filter(|e| matches!(e, Event::Exited { .. }))
+        .count();
+    let backoffs = storage_events
+        .iter()
+        .filter(|e| matches!(e, Event::BackoffScheduled { .. }))
+        .count();
+    assert_eq!((exits, backoffs), (1, 0), "{storage_events:#?}");
+    f.rt.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_lost_counter_file_is_refused_too() {
     let dir = tempfile::tempdir().expect("tempdir");
