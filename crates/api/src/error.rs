@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use runtime::{Classify, ErrorKind};
 use serde::Serialize;
 
 #[derive(Debug, Clone)]
@@ -12,6 +13,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds after which a retry may succeed; set for 503s.
     pub retry_after: Option<u64>,
+    /// Whether the failure is already in the log (an internal error, under its reference).
+    pub(crate) logged: bool,
 }
 
 /// Every error answer has this shape, whatever the status.
@@ -50,6 +53,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            logged: false,
         }
     }
 
@@ -82,9 +86,56 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The one place where a kind of failure becomes an HTTP status. An internal error's body
+    /// names no detail: it carries a reference that the log line carries too.
+    pub fn classified<E: Classify + ?Sized>(e: &E) -> ApiError {
+        let message = e.to_string();
+        let code = e.code();
+        match e.kind() {
+            ErrorKind::NotFound => ApiError::not_found(code, message),
+            ErrorKind::Invalid => ApiError::bad_request(code, message),
+            ErrorKind::Unprocessable => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+            }
+            ErrorKind::TooLarge => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code, message),
+            ErrorKind::Conflict => ApiError::new(StatusCode::CONFLICT, code, message),
+            ErrorKind::Forbidden => ApiError::forbidden(code, message),
+            ErrorKind::Limited { retry_after } => ApiError {
+                retry_after: Some(whole_seconds(retry_after)),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+            },
+            ErrorKind::Unavailable { retry_after } => {
+                ApiError::unavailable(code, message, whole_seconds(retry_after))
+            }
+            ErrorKind::Unsupported => ApiError::new(StatusCode::NOT_IMPLEMENTED, code, message),
+            ErrorKind::Integrity => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, code, message),
+            ErrorKind::Internal => {
+                let reference = runtime::id::new_id("err");
+                tracing::error!(%reference, code, error = %message, "internal error");
+                ApiError {
+                    logged: true,
+                    ..ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        code,
+                        format!(
+                            "an internal error; the runtime's log has the details under reference {reference}"
+                        ),
+                    )
+                }
+            }
+        }
+    }
+}
+
+/// `Retry-After` in whole seconds, at least one.
+fn whole_seconds(d: std::time::Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() && self.retry_after.is_none() {
+        if self.status.is_server_error() && self.retry_after.is_none() && !self.logged {
             tracing::error!(code = self.code, message = %self.message, "request failed");
         }
         let mut response = (self.status, Json(ErrorBody::from(&self))).into_response();
