@@ -1,5 +1,6 @@
 //! Cloister's HTTP API: health probes, Prometheus metrics, and the admin endpoints that inspect and
-//! command the orchestrator. The only crate that knows HTTP.
+//! command the orchestrator, the six services' endpoints, the OpenAPI document and the dashboard's
+//! assets. The only crate that serves HTTP (the oracle and the CLI are HTTP clients).
 
 mod account;
 mod ai;

@@ -9,7 +9,7 @@ use comfy_table::presets::UTF8_FULL_CONDENSED;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::cli::Target;
+use crate::client::Target;
 use crate::client::{Api, text};
 
 #[derive(Debug, clap::Subcommand)]

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::client::Target;
 use crate::{accounts, client, oracles, serve};
 
 /// Cloister: an enclave service runtime. `cloister run` starts it; the other commands talk to a running
@@ -14,21 +15,6 @@ use crate::{accounts, client, oracles, serve};
 pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-/// How client commands find a running runtime.
-#[derive(Debug, clap::Args)]
-pub(crate) struct Target {
-    /// Base URL of the runtime's API.
-    #[arg(long, env = "CLOISTER_URL", default_value = "http://127.0.0.1:8420")]
-    pub(crate) url: String,
-    /// Bearer token: the admin token, or an account token for what its scopes allow (`cls_...`);
-    /// without it, the admin token is read from DATA_DIR/admin.token.
-    #[arg(long = "token", env = "CLOISTER_ADMIN_TOKEN", hide_env_values = true)]
-    pub(crate) token: Option<String>,
-    /// Data directory holding admin.token, when no token is given.
-    #[arg(long, env = "CLOISTER_DATA_DIR", default_value = "cloister-data")]
-    pub(crate) data_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,7 @@
 //! Client commands: talk to a running runtime over its HTTP API.
 
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,7 +10,20 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::cli::Target;
+/// How client commands find a running runtime.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Target {
+    /// Base URL of the runtime's API.
+    #[arg(long, env = "CLOISTER_URL", default_value = "http://127.0.0.1:8420")]
+    pub(crate) url: String,
+    /// Bearer token: the admin token, or an account token for what its scopes allow (`cls_...`);
+    /// without it, the admin token is read from DATA_DIR/admin.token.
+    #[arg(long = "token", env = "CLOISTER_ADMIN_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// Data directory holding admin.token, when no token is given.
+    #[arg(long, env = "CLOISTER_DATA_DIR", default_value = "cloister-data")]
+    pub(crate) data_dir: PathBuf,
+}
 
 pub(crate) fn block_on<F: Future<Output = anyhow::Result<ExitCode>>>(
     f: F,

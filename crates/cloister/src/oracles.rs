@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::cli::Target;
 use crate::client::Api;
+use crate::client::Target;
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum OracleCommand {

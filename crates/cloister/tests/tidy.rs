@@ -2,6 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+#[path = "tidy/rules.rs"]
+mod rules;
+
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
