@@ -456,7 +456,7 @@ impl Supervisor {
         if let Some(key) = &replica.deadline {
             self.timers.try_remove(key);
         }
-        let for_operator = matches!(&result, Ok(Err(e)) if e.is_for_operator());
+        let needs_operator = matches!(&result, Ok(Err(e)) if e.is_for_operator());
         let outcome = replica
             .exit_cause
             .clone()
@@ -500,7 +500,7 @@ impl Supervisor {
             }
             return;
         }
-        self.on_failure(i, id.replica, outcome, ran, for_operator);
+        self.on_failure(i, id.replica, outcome, ran, needs_operator);
     }
 
     // --- state bookkeeping --------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-//! Recovery: what the supervisor does when an incarnation fails.
+//! Recovery: the supervisor carrying out the plan [`crate::recovery::plan`] makes for a failed
+//! incarnation.
 
 use std::time::Duration;
 
@@ -9,110 +10,103 @@ use super::{Supervisor, Timer};
 use crate::bus::DeadLetterReason;
 use crate::health::Health;
 use crate::journal::{Cause, Event, ExitOutcome};
-use crate::lifecycle::{Input, State};
-use crate::recovery::Verdict;
-use crate::spec::{Scope, Strategy};
+use crate::lifecycle::Input;
+use crate::recovery::{Failure, Plan, plan};
+use crate::spec::Scope;
 
 impl Supervisor {
+    /// Replica `slot` of service `i` failed with `outcome` after running for `ran`; `needs_operator`
+    /// if it said only an operator can help.
     pub(super) fn on_failure(
         &mut self,
         i: usize,
         slot: u32,
         outcome: ExitOutcome,
         ran: Duration,
-        for_operator: bool,
+        needs_operator: bool,
     ) {
         let recovery = self.entries[i].spec.recovery;
         let cause = Cause::Recovery {
             strategy: recovery.strategy,
         };
-        let what = describe(&outcome);
-        if !self.entries[i].state.is_up() && self.entries[i].state != State::Starting {
-            // A straggler from a run that is already being recovered or stopped.
-            return;
-        }
-        if for_operator {
-            // No restart can change this (`ServiceError::needs_operator`): fail at once, with the
-            // service's own words on what the operator must do.
-            self.fail(i, what, cause);
-            return;
-        }
-        if recovery.strategy == Strategy::Manual {
-            self.fail(
-                i,
-                format!("{what}; recovery is manual: start it again when ready"),
-                cause,
-            );
-            return;
-        }
+        let now = Instant::now();
         let unit = self.rng.r#gen::<f64>();
-        match self.entries[i]
-            .history
-            .on_failure(&recovery, Instant::now(), ran, unit)
-        {
-            Verdict::Exhausted { restarts } => {
-                let reason = format!(
-                    "{what}; gave up after {restarts} restarts within {}",
-                    humantime::format_duration(recovery.window)
-                );
-                self.fail(i, reason, cause);
-            }
-            Verdict::Restart { delay, attempt } => {
+        let e = &self.entries[i];
+        let failure = Failure {
+            state: e.state,
+            strategy: recovery.strategy,
+            scope: recovery.scope,
+            needs_operator,
+            serving: e
+                .replicas
+                .values()
+                .filter(|r| r.ready && !r.stopping)
+                .count() as u32,
+            verdict: e.history.verdict(&recovery, now, ran, unit),
+        };
+        let what = describe(&outcome);
+        match plan(&failure) {
+            Plan::Ignore => {}
+            Plan::Fail(why) => self.fail(i, why.reason(&what, recovery.window), cause),
+            Plan::Failover {
+                after,
+                attempt,
+                serving,
+            } => {
+                self.entries[i].history.record(&recovery, now, ran);
                 self.entries[i].restarts += 1;
-                let serving = self.entries[i]
-                    .replicas
-                    .values()
-                    .filter(|r| r.ready && !r.stopping)
-                    .count() as u32;
-                if recovery.strategy == Strategy::Failover
-                    && serving > 0
-                    && self.entries[i].state.is_up()
-                {
-                    self.record(
-                        i,
-                        Event::Failover {
-                            replica: slot,
-                            serving,
-                        },
-                        cause.clone(),
-                    );
-                    let epoch = self.entries[i].epoch;
-                    self.schedule(
-                        Timer::ReplicaBackoff {
-                            service: i,
-                            replica: slot,
-                            epoch,
-                        },
-                        delay,
-                    );
-                    self.record(
-                        i,
-                        Event::BackoffScheduled {
-                            attempt,
-                            delay_ms: delay.as_millis() as u64,
-                        },
-                        cause,
-                    );
-                    return;
-                }
+                self.record(
+                    i,
+                    Event::Failover {
+                        replica: slot,
+                        serving,
+                    },
+                    cause.clone(),
+                );
+                let epoch = self.entries[i].epoch;
+                self.schedule(
+                    Timer::ReplicaBackoff {
+                        service: i,
+                        replica: slot,
+                        epoch,
+                    },
+                    after,
+                );
+                self.record(
+                    i,
+                    Event::BackoffScheduled {
+                        attempt,
+                        delay_ms: after.as_millis() as u64,
+                    },
+                    cause,
+                );
+            }
+            Plan::Restart {
+                after,
+                attempt,
+                degraded,
+                scope,
+            } => {
+                self.entries[i].history.record(&recovery, now, ran);
+                self.entries[i].restarts += 1;
                 self.stop_replicas(i);
-                if recovery.strategy == Strategy::Degrade {
+                if degraded {
                     self.entries[i].degraded_mode = Some(what.clone());
                 }
                 self.set_state(i, Input::Backoff);
                 self.entries[i].epoch += 1;
                 let epoch = self.entries[i].epoch;
-                self.schedule(Timer::Backoff { service: i, epoch }, delay);
+                self.schedule(Timer::Backoff { service: i, epoch }, after);
                 self.record(
                     i,
                     Event::BackoffScheduled {
                         attempt,
-                        delay_ms: delay.as_millis() as u64,
+                        delay_ms: after.as_millis() as u64,
                     },
                     cause.clone(),
                 );
                 self.set_health(i, Health::Unhealthy { reason: what }, cause);
-                if recovery.scope == Scope::Dependents {
+                if scope == Scope::Dependents {
                     let name = self.entries[i].spec.name.clone();
                     let dependents: Vec<usize> = self
                         .graph
