@@ -7,6 +7,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::name::ServiceName;
+
 /// What the runtime does when a service's signal turns anomalous.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -226,6 +228,15 @@ impl CrashLoop {
             self.recent.pop_front();
         }
     }
+}
+
+/// An anomaly that is raised now.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ActiveAnomaly {
+    pub service: ServiceName,
+    pub signal: &'static str,
+    pub action: AnomalyAction,
+    pub evidence: Evidence,
 }
 
 #[cfg(test)]

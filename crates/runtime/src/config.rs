@@ -14,6 +14,7 @@ use serde::Serialize;
 
 pub use crate::anomaly::AnomalyAction;
 use crate::graph::Graph;
+pub use crate::spec::check_spec;
 use crate::spec::{Kind, Priority, Scope, Strategy};
 use crate::{ServiceName, Spec};
 
@@ -551,83 +552,6 @@ impl Config {
             }
         }
     }
-}
-
-/// The spec's consistency problems as an error, for specs that did not come through a config file.
-pub(crate) fn spec_problems(spec: &Spec) -> Result<(), crate::Error> {
-    let problems = check_spec(spec);
-    if problems.is_empty() {
-        return Ok(());
-    }
-    let text = problems
-        .iter()
-        .map(|(k, m)| format!("{k}: {m}"))
-        .collect::<Vec<_>>()
-        .join("; ");
-    Err(crate::Error::InvalidSpec {
-        service: spec.name.clone(),
-        problems: text,
-    })
-}
-
-/// Consistency rules for a spec, as (key path under the service, message).
-pub fn check_spec(spec: &Spec) -> Vec<(&'static str, String)> {
-    let mut out = Vec::new();
-    let h = &spec.health;
-    if h.timeout >= h.interval {
-        out.push((
-            "health.timeout",
-            format!(
-                "must be shorter than interval ({})",
-                humantime::format_duration(h.interval)
-            ),
-        ));
-    }
-    let r = &spec.replicas;
-    if r.min > r.max {
-        out.push((
-            "replicas.min",
-            format!("must not exceed replicas.max ({})", r.max),
-        ));
-    }
-    if spec.recovery.strategy == Strategy::Failover && r.min < 2 {
-        out.push((
-            "recovery.strategy",
-            "failover needs replicas.min of 2 or more to have a replica to fail over to".into(),
-        ));
-    }
-    let b = &spec.recovery.backoff;
-    if b.initial > b.max {
-        out.push((
-            "recovery.backoff_initial",
-            format!(
-                "must not exceed backoff_max ({})",
-                humantime::format_duration(b.max)
-            ),
-        ));
-    }
-    // The monitor asks the autoscaler for the replica; without autoscaling, or with no room above
-    // the minimum, the action could never do anything, and saying so beats a silent no-op.
-    if spec.anomaly.action == crate::anomaly::AnomalyAction::ScaleOut
-        && (!spec.autoscale.enabled || r.max <= r.min)
-    {
-        out.push((
-            "anomaly.action",
-            format!(
-                "scale_out needs autoscale.enabled = true and replicas.max above replicas.min \
-                 (now enabled = {}, min {}, max {})",
-                spec.autoscale.enabled, r.min, r.max
-            ),
-        ));
-    }
-    let m = &spec.resources;
-    if m.min_memory_mib > m.max_memory_mib {
-        out.push((
-            "resources.min_memory_mib",
-            format!("must not exceed max_memory_mib ({})", m.max_memory_mib),
-        ));
-    }
-    out
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {

@@ -4,15 +4,19 @@
 
 pub mod anomaly;
 pub mod autoscale;
+mod breaker;
 pub mod budget;
 pub mod bus;
+mod client;
 pub mod clock;
 pub mod config;
 mod control;
+pub mod event;
 pub mod failure;
 pub mod graph;
 pub mod health;
 pub mod id;
+mod incarnation;
 pub mod journal;
 pub mod lifecycle;
 pub mod monitor;
@@ -26,11 +30,13 @@ pub mod spec;
 mod supervisor;
 
 pub use bus::{Bus, CallError, Handle, Reply};
-pub use control::{Builder, Client, Runtime};
+pub use client::Client;
+pub use control::{Builder, Runtime};
+pub use event::RuntimeLevel;
 pub use failure::{Classify, ErrorKind};
 pub use graph::{Graph, GraphError};
 pub use health::Health;
-pub use journal::{Journal, RuntimeLevel};
+pub use journal::Journal;
 pub use lifecycle::State;
 pub use name::{InvalidName, ServiceName};
 pub use service::{Context, Mode, Service, ServiceError};

@@ -12,10 +12,11 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::Spec;
+use crate::anomaly::ActiveAnomaly;
+use crate::client::Client;
 use crate::config::{Config, Problem};
-use crate::journal::{Cause, Event, RuntimeLevel};
-use crate::monitor::ActiveAnomaly;
-use crate::{Client, Spec};
+use crate::event::{Cause, Event, RuntimeLevel};
 
 const KEPT: usize = 10;
 
@@ -49,7 +50,7 @@ pub struct Version {
     pub version: u64,
     /// SHA-256 of the TOML text.
     pub hash: String,
-    #[serde(serialize_with = "crate::journal::serialize_time")]
+    #[serde(serialize_with = "crate::event::serialize_time")]
     #[schema(value_type = String, format = DateTime)]
     pub applied_at: SystemTime,
     pub source: Source,

@@ -11,9 +11,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Bus, DeadLetterReason, Envelope, Mailbox, MailboxControl};
-use crate::health::{Control, Health};
-use crate::journal::Fault;
-use crate::supervisor::{IncarnationId, Report};
+use crate::event::Fault;
+use crate::health::Health;
+use crate::incarnation::{Control, IncarnationId, Report};
 use crate::{ServiceName, Spec};
 
 /// A service the runtime can host.

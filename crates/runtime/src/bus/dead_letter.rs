@@ -24,7 +24,7 @@ pub enum Reason {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Letter {
     pub seq: u64,
-    #[serde(serialize_with = "crate::journal::serialize_time")]
+    #[serde(serialize_with = "crate::event::serialize_time")]
     #[schema(value_type = String, format = DateTime)]
     pub time: SystemTime,
     pub from: Option<ServiceName>,

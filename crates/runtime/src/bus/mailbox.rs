@@ -15,9 +15,9 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::breaker::{Admission, BreakerPolicy};
 use super::dead_letter::{DeadLetters, Reason};
 use super::stats::EdgeStats;
+use crate::breaker::{Admission, BreakerPolicy};
 use crate::{ServiceName, State};
 
 /// Why a call did not produce a reply.
@@ -363,17 +363,17 @@ impl<R: Operation> Handle<R> {
         }
     }
 
-    fn journal_breaker(&self, change: Option<super::breaker::BreakerSnapshot>) {
-        if let (Some(b), Some(journal)) = (change, self.edges.journal.get()) {
-            journal.append(
+    fn journal_breaker(&self, change: Option<crate::breaker::BreakerSnapshot>) {
+        if let Some(b) = change {
+            self.edges.journal.append(
                 Some(&self.mailbox.name),
                 None,
-                crate::journal::Event::Circuit {
+                crate::event::Event::Circuit {
                     caller: self.edge.caller.clone(),
                     state: b.state,
                     consecutive_failures: b.consecutive_failures,
                 },
-                crate::journal::Cause::Service,
+                crate::event::Cause::Service,
             );
         }
     }

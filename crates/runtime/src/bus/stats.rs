@@ -111,7 +111,7 @@ pub(crate) struct EdgeStats {
     pub(crate) errors: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) latency: Histogram,
-    breaker: std::sync::Mutex<super::breaker::Breaker>,
+    breaker: std::sync::Mutex<crate::breaker::Breaker>,
     /// Closed with no failure on record: successes need not be written down, and admission needs no
     /// lock. Keeps the common path free of the breaker's mutex.
     breaker_clean: AtomicBool,
@@ -140,7 +140,7 @@ pub struct EdgeSnapshot {
     pub errors: u64,
     pub dead_lettered: u64,
     pub latency: HistogramSnapshot,
-    pub breaker: super::breaker::BreakerSnapshot,
+    pub breaker: crate::breaker::BreakerSnapshot,
 }
 
 impl EdgeStats {
@@ -158,7 +158,7 @@ impl EdgeStats {
         }
     }
 
-    fn breaker(&self) -> std::sync::MutexGuard<'_, super::breaker::Breaker> {
+    fn breaker(&self) -> std::sync::MutexGuard<'_, crate::breaker::Breaker> {
         self.breaker.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -166,11 +166,11 @@ impl EdgeStats {
     pub(crate) fn breaker_admit(
         &self,
         enabled: bool,
-        policy: impl Fn() -> super::breaker::BreakerPolicy,
+        policy: impl Fn() -> crate::breaker::BreakerPolicy,
         now: tokio::time::Instant,
-    ) -> super::breaker::Admission {
+    ) -> crate::breaker::Admission {
         if !enabled || self.breaker_clean.load(Acquire) {
-            return super::breaker::Admission::Call;
+            return crate::breaker::Admission::Call;
         }
         self.breaker().admit(&policy(), now)
     }
@@ -178,11 +178,11 @@ impl EdgeStats {
     pub(crate) fn breaker_record(
         &self,
         enabled: bool,
-        policy: impl Fn() -> super::breaker::BreakerPolicy,
+        policy: impl Fn() -> crate::breaker::BreakerPolicy,
         now: tokio::time::Instant,
         ok: bool,
         probe: bool,
-    ) -> Option<super::breaker::BreakerSnapshot> {
+    ) -> Option<crate::breaker::BreakerSnapshot> {
         if !enabled || (ok && !probe && self.breaker_clean.load(Acquire)) {
             return None;
         }

@@ -8,11 +8,12 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use super::readiness::Concern;
-use super::{IncarnationId, Managed, Report, Snapshot, Supervisor, Timer};
+use super::{Managed, Snapshot, Supervisor, Timer};
 use crate::budget::Demand;
+use crate::event::{Cause, Event, Fault};
 use crate::graph::Graph;
-use crate::health::{self, Control, Health};
-use crate::journal::{Cause, Event, Fault};
+use crate::health::Health;
+use crate::incarnation::{self, Control, IncarnationId, Report};
 use crate::lifecycle::{Input, State};
 use crate::service::Erased;
 use crate::{Error, ServiceName, Spec};
@@ -484,7 +485,7 @@ impl Supervisor {
         replica.probe = replica.cancel.child_token();
         let (control, cancel) = (replica.control.clone(), replica.probe.clone());
         self.probes.spawn(async move {
-            if let Some(missed) = health::probe(control, policy, cancel).await {
+            if let Some(missed) = incarnation::probe(control, policy, cancel).await {
                 let _ = reports.send(Report::Hung(id, missed));
             }
         });
@@ -494,7 +495,7 @@ impl Supervisor {
         if self.shutdown.is_some() {
             return Err(Error::ShuttingDown);
         }
-        crate::config::spec_problems(&registration.spec)?;
+        crate::spec::spec_problems(&registration.spec)?;
         let specs: Vec<&Spec> = self
             .entries
             .iter()

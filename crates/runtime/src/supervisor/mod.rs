@@ -31,9 +31,11 @@ use tokio_util::time::DelayQueue;
 
 use crate::budget::Demand;
 use crate::bus::Bus;
+use crate::event::{Cause, Event, ExitOutcome};
 use crate::graph::Graph;
-use crate::health::{Control, Health};
-use crate::journal::{Cause, Event, ExitOutcome, Journal};
+use crate::health::Health;
+use crate::incarnation::{Control, IncarnationId, Report};
+use crate::journal::Journal;
 use crate::lifecycle::{Input, State, transition};
 use crate::recovery::History;
 use crate::service::{Erased, ServiceError};
@@ -44,22 +46,6 @@ pub(crate) use commands::{Command, Reconfiguration, Registration};
 use readiness::Concern;
 pub use readiness::Readiness;
 pub use snapshot::{HealthReport, ServiceEvent, ServiceStatus, Snapshot};
-
-/// Identifies one incarnation: which service, which replica slot, which generation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct IncarnationId {
-    pub(crate) service: usize,
-    pub(crate) replica: u32,
-    pub(crate) generation: u64,
-}
-
-/// What incarnations and probes tell the supervisor.
-#[derive(Debug)]
-pub(crate) enum Report {
-    Ready(IncarnationId),
-    Health(IncarnationId, Health),
-    Hung(IncarnationId, u32),
-}
 
 enum Timer {
     Backoff {

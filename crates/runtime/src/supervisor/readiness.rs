@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::Supervisor;
 use crate::Spec;
-use crate::journal::{Cause, Event, RuntimeLevel};
+use crate::event::{Cause, Event, RuntimeLevel};
 use crate::lifecycle::State;
 
 /// The runtime's readiness: ready, degraded (an optional service is down or a service is degraded),

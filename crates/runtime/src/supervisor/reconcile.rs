@@ -5,10 +5,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{IncarnationId, Replica, Supervisor, Timer};
+use super::{Replica, Supervisor, Timer};
 use crate::bus::DeadLetterReason;
-use crate::health::{Control, Health};
-use crate::journal::{Cause, Event};
+use crate::event::{Cause, Event};
+use crate::health::Health;
+use crate::incarnation::{Control, IncarnationId};
 use crate::lifecycle::{Input, State};
 use crate::service::{Launch, Mode};
 

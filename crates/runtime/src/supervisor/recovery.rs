@@ -8,8 +8,8 @@ use tokio::time::Instant;
 
 use super::{Supervisor, Timer};
 use crate::bus::DeadLetterReason;
+use crate::event::{Cause, Event, ExitOutcome};
 use crate::health::Health;
-use crate::journal::{Cause, Event, ExitOutcome};
 use crate::lifecycle::Input;
 use crate::recovery::{Failure, Plan, plan};
 use crate::spec::Scope;

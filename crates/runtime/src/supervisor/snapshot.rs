@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use super::{Readiness, Supervisor};
 use crate::bus::{Message, MessageKind};
+use crate::event::Entry;
 use crate::health::Health;
-use crate::journal::Entry;
 use crate::lifecycle::State;
 use crate::{ServiceName, Spec};
 
