@@ -50,14 +50,17 @@ impl Client {
         }
     }
 
+    /// The event journal.
     pub fn journal(&self) -> &Journal {
         &self.inner.journal
     }
 
+    /// The message bus.
     pub fn bus(&self) -> &Bus {
         &self.inner.bus
     }
 
+    /// The runtime's readiness, as it changes.
     pub fn readiness(&self) -> watch::Receiver<Readiness> {
         self.inner.readiness.clone()
     }
@@ -80,14 +83,17 @@ impl Client {
         rx.await.map_err(|_| Error::ShuttingDown)
     }
 
+    /// Starts a service and whatever it depends on (an operator's `start`).
     pub async fn start(&self, name: &ServiceName) -> Result<Answer, Error> {
         self.ask(|tx| Command::Start(name.clone(), tx)).await?
     }
 
+    /// Stops a service after everything that depends on it (an operator's `stop`).
     pub async fn stop(&self, name: &ServiceName) -> Result<Answer, Error> {
         self.ask(|tx| Command::Stop(name.clone(), tx)).await?
     }
 
+    /// Restarts a service; its dependents keep running while its requests wait.
     pub async fn restart(&self, name: &ServiceName) -> Result<Answer, Error> {
         self.ask(|tx| Command::Restart(name.clone(), tx)).await?
     }
@@ -98,6 +104,7 @@ impl Client {
             .await?
     }
 
+    /// Every service as the supervisor sees it now.
     pub async fn snapshot(&self) -> Result<Snapshot, Error> {
         self.ask(Command::Snapshot).await
     }

@@ -43,6 +43,7 @@ impl std::fmt::Debug for Builder {
 }
 
 impl Builder {
+    /// A builder whose runtime journals into `journal`.
     pub fn new(journal: Journal) -> Self {
         Builder {
             registrations: Vec::new(),
@@ -57,6 +58,7 @@ impl Builder {
         }
     }
 
+    /// The bus the runtime will use, for handles made before it starts.
     pub fn bus(&self) -> &Bus {
         &self.bus
     }
@@ -145,6 +147,7 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// A client of this runtime.
     pub fn client(&self) -> Client {
         self.client.clone()
     }

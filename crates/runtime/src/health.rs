@@ -12,18 +12,22 @@ use crate::spec::HealthPolicy;
 pub enum Health {
     /// Not running, or not ready yet.
     Unknown,
+    /// Working.
     Healthy,
     /// Working with reduced function.
     Degraded {
+        /// What is reduced, and why.
         reason: String,
     },
     /// Not working: failed, hung, or its dependencies are down.
     Unhealthy {
+        /// Why.
         reason: String,
     },
 }
 
 impl Health {
+    /// The level's name (`unknown`, `healthy`, `degraded`, `unhealthy`).
     pub fn level(&self) -> &'static str {
         match self {
             Health::Unknown => "unknown",
@@ -33,6 +37,7 @@ impl Health {
         }
     }
 
+    /// The reason, for the degraded and unhealthy levels.
     pub fn reason(&self) -> Option<&str> {
         match self {
             Health::Degraded { reason } | Health::Unhealthy { reason } => Some(reason),

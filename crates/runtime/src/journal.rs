@@ -25,17 +25,25 @@ use crate::name::ServiceName;
 const RECENT: usize = 8192;
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// Why the journal could not be opened, read or synced.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
+    /// The file could not be read or written.
     #[error("journal {path}: {source}")]
     Io {
+        /// The journal's file.
         path: PathBuf,
+        /// What the system said.
         source: std::io::Error,
     },
+    /// An entry does not verify: the file was changed.
     #[error("journal entry {seq} (line {line}) fails its integrity check: {reason}")]
     Tampered {
+        /// The entry's sequence number (0 if the line is not an entry at all).
         seq: u64,
+        /// The line in the file, from 1.
         line: usize,
+        /// What is wrong with it.
         reason: String,
     },
 }
@@ -43,6 +51,7 @@ pub enum JournalError {
 /// What [`Journal::open`] found in an existing file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OpenReport {
+    /// Whole entries found.
     pub entries: u64,
     /// Bytes of a partly written last line that were cut off.
     pub torn_bytes: u64,

@@ -31,9 +31,17 @@ pub struct History {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// Restart after this delay; `attempt` is the backoff step it used.
-    Restart { delay: Duration, attempt: u32 },
+    Restart {
+        /// The delay before the restart.
+        delay: Duration,
+        /// The backoff step (0-based).
+        attempt: u32,
+    },
     /// More than `max_restarts` within `window`: give up.
-    Exhausted { restarts: u32 },
+    Exhausted {
+        /// Restarts within the window.
+        restarts: u32,
+    },
 }
 
 impl History {
@@ -133,17 +141,24 @@ pub enum Plan {
     /// Restart the failed replica alone after `after`, while `serving` others keep draining the
     /// shared mailbox (the `failover` strategy).
     Failover {
+        /// The delay before the replica restarts.
         after: Duration,
+        /// The backoff step (0-based).
         attempt: u32,
+        /// Replicas that keep serving.
         serving: u32,
     },
     /// Stop every replica and start the service again after `after`; in degraded mode if
     /// `degraded` (the `degrade` strategy); with `Scope::Dependents`, its dependents are stopped and
     /// start again once it is back.
     Restart {
+        /// The delay before the service starts again.
         after: Duration,
+        /// The backoff step (0-based).
         attempt: u32,
+        /// Whether it starts again in degraded mode.
         degraded: bool,
+        /// Whether its dependents are stopped and started again with it.
         scope: Scope,
     },
 }
@@ -156,7 +171,10 @@ pub enum GiveUp {
     /// The `manual` strategy: the service waits for an operator.
     Manual,
     /// The restart-intensity limit: `restarts` restarts within the window already.
-    Exhausted { restarts: u32 },
+    Exhausted {
+        /// Restarts within the window.
+        restarts: u32,
+    },
 }
 
 impl GiveUp {

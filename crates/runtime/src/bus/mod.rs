@@ -96,6 +96,7 @@ impl Bus {
             .publish(from, message, &self.inner.dead_letters)
     }
 
+    /// The dead-letter queue.
     pub fn dead_letters(&self) -> &DeadLetters {
         &self.inner.dead_letters
     }

@@ -27,6 +27,7 @@ pub(crate) struct Histogram {
 pub struct HistogramSnapshot {
     /// Count per bucket, not cumulative; the last entry is the overflow bucket.
     pub counts: Vec<u64>,
+    /// The sum of every latency recorded, in nanoseconds.
     pub sum_ns: u64,
 }
 
@@ -48,6 +49,7 @@ impl Histogram {
 }
 
 impl HistogramSnapshot {
+    /// How many latencies were recorded.
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()
     }
@@ -87,6 +89,7 @@ impl HistogramSnapshot {
         }
     }
 
+    /// Adds `other`'s counts to these.
     pub fn merge(&mut self, other: &HistogramSnapshot) {
         if self.counts.len() < other.counts.len() {
             self.counts.resize(other.counts.len(), 0);
@@ -133,13 +136,21 @@ impl<T> std::ops::Deref for Padded<T> {
 /// `dead_lettered`; `calls` minus their sum are still in flight.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EdgeSnapshot {
+    /// The calling service; `None` outside any service (the API).
     pub caller: Option<ServiceName>,
+    /// The service called.
     pub callee: ServiceName,
+    /// Calls sent.
     pub calls: u64,
+    /// Calls answered.
     pub handled: u64,
+    /// Calls answered with an error.
     pub errors: u64,
+    /// Calls dead-lettered.
     pub dead_lettered: u64,
+    /// Latency of the calls answered.
     pub latency: HistogramSnapshot,
+    /// The edge's circuit breaker.
     pub breaker: crate::breaker::BreakerSnapshot,
 }
 
@@ -226,11 +237,16 @@ impl OperationStats {
     }
 }
 
+/// A copy of one operation's figures, from every caller.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OperationSnapshot {
+    /// The operation's name.
     pub operation: &'static str,
+    /// Calls.
     pub calls: u64,
+    /// Calls answered with an error.
     pub errors: u64,
+    /// Latency of the calls answered.
     pub latency: HistogramSnapshot,
 }
 

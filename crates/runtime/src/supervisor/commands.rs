@@ -67,9 +67,13 @@ pub(crate) struct Registration {
 /// changed anything.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Answer {
+    /// The service.
     pub service: ServiceName,
+    /// Its state now.
     pub state: State,
+    /// Whether the command changed anything.
     pub accepted: bool,
+    /// What happens next, or why nothing does.
     pub message: String,
 }
 

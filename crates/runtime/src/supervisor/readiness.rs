@@ -11,7 +11,9 @@ use crate::lifecycle::State;
 /// or not ready (a core service is not up), with the reasons.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Readiness {
+    /// Ready, degraded or not ready.
     pub level: RuntimeLevel,
+    /// Why it is not ready, one line per service (at most 16).
     pub reasons: Vec<String>,
 }
 

@@ -15,16 +15,25 @@ use crate::{ServiceName, Spec};
 /// A service as readers see it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceStatus {
+    /// Its spec in force.
     #[serde(flatten)]
     pub spec: Arc<Spec>,
+    /// Its lifecycle state.
     pub state: State,
+    /// Its health.
     pub health: Health,
+    /// Replicas ready and not stopping.
     pub replicas_running: u32,
+    /// Restarts by recovery since the runtime started.
     pub restarts: u64,
+    /// Incarnations launched so far, across replicas.
     pub generation: u64,
+    /// When it last came up; `None` while it is not up.
     #[serde(serialize_with = "serialize_opt_time")]
     pub started_at: Option<SystemTime>,
+    /// Requests waiting in its mailbox.
     pub queue_depth: usize,
+    /// Its start layer.
     pub layer: usize,
     /// Calls into the service per operation, from every caller.
     pub operations: Vec<crate::bus::OperationSnapshot>,
@@ -43,13 +52,18 @@ fn serialize_opt_time<S: serde::Serializer>(
 /// The whole runtime as readers see it, at one instant.
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
+    /// The runtime's readiness.
     pub readiness: Readiness,
+    /// Every registered service.
     pub services: Vec<ServiceStatus>,
+    /// The services by start layer.
     pub layers: Vec<Vec<ServiceName>>,
+    /// Every dependency, as (service, dependency).
     pub edges: Vec<(ServiceName, ServiceName)>,
 }
 
 impl Snapshot {
+    /// The service named `name`.
     pub fn service(&self, name: &str) -> Option<&ServiceStatus> {
         self.services.iter().find(|s| s.spec.name.as_str() == name)
     }
@@ -76,7 +90,9 @@ impl Message for ServiceEvent {
 /// Broadcast on the bus (as [`MessageKind::HealthCheck`]) when a service's health changes.
 #[derive(Debug, Clone)]
 pub struct HealthReport {
+    /// The service.
     pub service: ServiceName,
+    /// Its health now.
     pub health: Health,
 }
 
