@@ -93,7 +93,7 @@ impl Builder {
     }
 
     /// Validates the dependency graph and starts the supervisor. Services start in the background;
-    /// wait on [`Runtime::readiness`] or the journal.
+    /// wait on [`Client::readiness`] or the journal.
     pub fn start(self) -> Result<Runtime, Error> {
         for r in &self.registrations {
             crate::spec::spec_problems(&r.spec)?;

@@ -22,7 +22,7 @@ pub(crate) struct Histogram {
     sum_ns: AtomicU64,
 }
 
-/// A point-in-time copy of a [`Histogram`].
+/// A point-in-time copy of a latency histogram.
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct HistogramSnapshot {
     /// Count per bucket, not cumulative; the last entry is the overflow bucket.
