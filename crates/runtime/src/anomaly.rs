@@ -7,6 +7,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::name::ServiceName;
+
 /// What the runtime does when a service's signal turns anomalous.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -24,6 +26,7 @@ pub enum AnomalyAction {
 }
 
 impl AnomalyAction {
+    /// Every action with its name in configuration files.
     pub const ALL: [(&'static str, AnomalyAction); 5] = [
         ("alert", AnomalyAction::Alert),
         ("degrade", AnomalyAction::Degrade),
@@ -36,10 +39,13 @@ impl AnomalyAction {
 /// Anomaly detection settings of one service.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AnomalyPolicy {
+    /// What to do when a signal turns anomalous.
     pub action: AnomalyAction,
+    /// How each signal's baseline is learned and when it counts as anomalous.
     pub detector: DetectorPolicy,
     /// The same failure this many times within `crash_loop_window` is a crash loop.
     pub crash_loop_count: u32,
+    /// The window a crash loop is counted in.
     #[serde(with = "crate::serde_duration")]
     #[schema(value_type = String, example = "5s")]
     pub crash_loop_window: Duration,
@@ -93,16 +99,22 @@ impl Default for DetectorPolicy {
 /// Evidence of an anomaly: the value, what was expected, and by how much it differs.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Evidence {
+    /// The value sampled.
     pub value: f64,
+    /// The value expected (the learned mean).
     pub baseline: f64,
+    /// The usual deviation from the baseline.
     pub spread: f64,
     /// `(value - baseline) / spread`.
     pub score: f64,
 }
 
+/// A detector's flag going up or down.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Change {
+    /// The signal left its baseline.
     Raised(Evidence),
+    /// The signal is back within its baseline.
     Cleared(Evidence),
 }
 
@@ -118,10 +130,12 @@ pub struct Detector {
 }
 
 impl Detector {
+    /// Whether the flag is up.
     pub fn is_raised(&self) -> bool {
         self.raised
     }
 
+    /// The baseline learned so far, once a sample was taken.
     pub fn baseline(&self) -> Option<f64> {
         (self.samples > 0).then_some(self.mean)
     }
@@ -182,12 +196,15 @@ impl Detector {
 /// Recognizes a crash loop: the same failure `count` times within `window`.
 #[derive(Debug, Clone)]
 pub struct CrashLoop {
+    /// How many times the same failure makes a crash loop.
     pub count: u32,
+    /// The window they are counted in.
     pub window: Duration,
     recent: VecDeque<(Instant, String)>,
 }
 
 impl CrashLoop {
+    /// A recognizer for `count` (at least 2) repeats within `window`.
     pub fn new(count: u32, window: Duration) -> Self {
         CrashLoop {
             count: count.max(2),
@@ -226,6 +243,19 @@ impl CrashLoop {
             self.recent.pop_front();
         }
     }
+}
+
+/// An anomaly that is raised now.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ActiveAnomaly {
+    /// The service whose signal it is.
+    pub service: ServiceName,
+    /// The signal (`latency_p90_ms`, `error_rate`, `queue_depth`).
+    pub signal: &'static str,
+    /// What the runtime did about it.
+    pub action: AnomalyAction,
+    /// The value against its baseline.
+    pub evidence: Evidence,
 }
 
 #[cfg(test)]

@@ -7,8 +7,10 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
+/// Autoscaling settings of one service.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AutoscalePolicy {
+    /// Whether the autoscaler may change the replica count.
     pub enabled: bool,
     /// Queued requests per running replica above which it scales out.
     pub queue_per_replica: u32,
@@ -41,11 +43,17 @@ impl Default for AutoscalePolicy {
 /// What the monitor saw of a service in one interval.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Observation {
+    /// Replicas running.
     pub replicas: u32,
+    /// The fewest replicas allowed.
     pub min: u32,
+    /// The most replicas allowed.
     pub max: u32,
+    /// Requests waiting in the mailbox.
     pub queue_depth: usize,
+    /// p90 latency of calls over the interval; `None` without calls.
     pub latency_p90: Option<Duration>,
+    /// The service is in a crash loop (a scale-out would not help).
     pub crash_loop: bool,
     /// An anomaly whose configured action is `scale_out` is raised.
     pub anomaly: bool,
@@ -57,16 +65,21 @@ pub struct Observation {
 /// The share of a replica's time the autoscaler aims to keep busy when it scales in.
 const TARGET_UTILIZATION: f64 = 0.7;
 
+/// What the autoscaler decides for one interval.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
+    /// Leave the replica count as it is.
     Hold,
     /// Scale to `to` replicas, for `reason`.
     Scale {
+        /// The replica count wanted.
         to: u32,
+        /// Why.
         reason: String,
     },
     /// Would scale out, but must not.
     Blocked {
+        /// Why not.
         reason: String,
     },
 }
@@ -80,6 +93,7 @@ pub struct Autoscaler {
 }
 
 impl Autoscaler {
+    /// Decides for one interval's observation at `now`, remembering cooldowns and calm periods.
     pub fn decide(&mut self, policy: &AutoscalePolicy, o: &Observation, now: Instant) -> Decision {
         if !policy.enabled {
             return Decision::Hold;

@@ -12,9 +12,12 @@ pub const RUNTIME_RESERVE: Demand = Demand {
     threads: 2,
 };
 
+/// Memory and threads: what services take, or what the enclave has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct Demand {
+    /// Memory, in MiB.
     pub memory_mib: u64,
+    /// Threads.
     pub threads: u64,
 }
 
@@ -27,6 +30,7 @@ impl Demand {
         }
     }
 
+    /// Both demands together.
     pub fn plus(self, other: Demand) -> Demand {
         Demand {
             memory_mib: self.memory_mib + other.memory_mib,
@@ -34,6 +38,7 @@ impl Demand {
         }
     }
 
+    /// Whether it fits in `budget`.
     pub fn fits(self, budget: Demand) -> bool {
         self.memory_mib <= budget.memory_mib && self.threads <= budget.threads
     }

@@ -20,20 +20,28 @@ pub struct Graph {
 /// One reason a set of services cannot form a graph.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GraphError {
+    /// Two services have the same name.
     #[error("service {0} is registered twice")]
     Duplicate(ServiceName),
+    /// A dependency that is not registered.
     #[error("service {service} depends on {dependency}, which is not registered")]
     UnknownDependency {
+        /// The service that depends on it.
         service: ServiceName,
+        /// The dependency.
         dependency: ServiceName,
     },
+    /// A dependency that is switched off.
     #[error(
         "service {service} depends on {dependency}, which is disabled: enable {dependency} or disable {service}"
     )]
     DisabledDependency {
+        /// The service that depends on it.
         service: ServiceName,
+        /// The dependency.
         dependency: ServiceName,
     },
+    /// Services that depend on each other, in order, the first repeated at the end.
     #[error("dependency cycle: {}", CyclePath(.0))]
     Cycle(Vec<ServiceName>),
 }
@@ -111,26 +119,32 @@ impl Graph {
         })
     }
 
+    /// How many services it holds.
     pub fn len(&self) -> usize {
         self.names.len()
     }
 
+    /// Whether it holds no service.
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }
 
+    /// The index of the service named `name`.
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.index.get(name).copied()
     }
 
+    /// The name of service `i`.
     pub fn name(&self, i: usize) -> &ServiceName {
         &self.names[i]
     }
 
+    /// The direct dependencies of service `i`.
     pub fn dependencies(&self, i: usize) -> &[usize] {
         &self.deps[i]
     }
 
+    /// The services that depend directly on service `i`.
     pub fn dependents(&self, i: usize) -> &[usize] {
         &self.dependents[i]
     }

@@ -1,11 +1,8 @@
-//! Health levels with their causes, and the liveness probe that pings an incarnation through its own
-//! control channel.
+//! Health levels with their causes, and how long the liveness probe takes to find a hang.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
 
 use crate::spec::HealthPolicy;
 
@@ -15,18 +12,22 @@ use crate::spec::HealthPolicy;
 pub enum Health {
     /// Not running, or not ready yet.
     Unknown,
+    /// Working.
     Healthy,
     /// Working with reduced function.
     Degraded {
+        /// What is reduced, and why.
         reason: String,
     },
     /// Not working: failed, hung, or its dependencies are down.
     Unhealthy {
+        /// Why.
         reason: String,
     },
 }
 
 impl Health {
+    /// The level's name (`unknown`, `healthy`, `degraded`, `unhealthy`).
     pub fn level(&self) -> &'static str {
         match self {
             Health::Unknown => "unknown",
@@ -36,49 +37,11 @@ impl Health {
         }
     }
 
+    /// The reason, for the degraded and unhealthy levels.
     pub fn reason(&self) -> Option<&str> {
         match self {
             Health::Degraded { reason } | Health::Unhealthy { reason } => Some(reason),
             Health::Unknown | Health::Healthy => None,
-        }
-    }
-}
-
-/// Messages that overtake data in an incarnation's receive loop.
-#[derive(Debug)]
-pub(crate) enum Control {
-    Ping(oneshot::Sender<()>),
-    Stop,
-    Fault(crate::journal::Fault),
-}
-
-/// Pings through `control` every `interval`; returns the number of consecutive misses once it reaches
-/// the threshold, or `None` when cancelled or when the incarnation's control channel is gone.
-pub(crate) async fn probe(
-    control: mpsc::Sender<Control>,
-    policy: HealthPolicy,
-    cancel: CancellationToken,
-) -> Option<u32> {
-    let mut missed = 0;
-    let mut next = tokio::time::Instant::now() + policy.interval;
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return None,
-            _ = tokio::time::sleep_until(next) => {}
-        }
-        next += policy.interval;
-        let (tx, rx) = oneshot::channel();
-        let answered = match control.try_send(Control::Ping(tx)) {
-            Ok(()) => tokio::select! {
-                _ = cancel.cancelled() => return None,
-                r = tokio::time::timeout(policy.timeout, rx) => matches!(r, Ok(Ok(()))),
-            },
-            Err(mpsc::error::TrySendError::Full(_)) => false,
-            Err(mpsc::error::TrySendError::Closed(_)) => return None,
-        };
-        missed = if answered { 0 } else { missed + 1 };
-        if missed >= policy.failure_threshold.max(1) {
-            return Some(missed);
         }
     }
 }

@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// A service's lifecycle state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[schema(as = ServiceState)]
 #[serde(rename_all = "snake_case")]
@@ -12,18 +13,22 @@ pub enum State {
     Registered,
     /// Incarnations launched, not all ready yet.
     Starting,
+    /// Every replica is ready.
     Running,
     /// Running with reduced function (reported by the service, or restarted by the `degrade` strategy).
     Degraded,
     /// Failed; waiting out the backoff before the next incarnation.
     Backoff,
+    /// Asked to stop; incarnations still running.
     Stopping,
+    /// No incarnation runs.
     Stopped,
     /// Gave up (restart intensity exceeded) or waiting for an operator (`manual` recovery).
     Failed,
 }
 
 impl State {
+    /// The state's name, as the API shows it.
     pub fn as_str(self) -> &'static str {
         match self {
             State::Registered => "registered",
@@ -68,7 +73,10 @@ pub enum Input {
     /// Launch incarnations (startup, operator, or the end of a backoff).
     Launch,
     /// Every launched incarnation reported ready; `degraded` if it runs in degraded mode.
-    AllReady { degraded: bool },
+    AllReady {
+        /// Whether it runs in degraded mode.
+        degraded: bool,
+    },
     /// The service reported reduced function.
     Degrade,
     /// The service reported full function again.

@@ -5,26 +5,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub use crate::anomaly::ActiveAnomaly;
 use crate::anomaly::{AnomalyAction, Change, CrashLoop, Detector, DetectorPolicy, Evidence};
 use crate::autoscale::{Autoscaler, Decision, Observation};
 use crate::bus::HistogramSnapshot;
-use crate::journal::{Cause, Event};
+use crate::client::Client;
+use crate::event::{Cause, Event};
 use crate::supervisor::Mark;
-use crate::{Client, ServiceName, Snapshot};
-
-/// An anomaly that is raised now.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
-pub struct ActiveAnomaly {
-    pub service: ServiceName,
-    pub signal: &'static str,
-    pub action: AnomalyAction,
-    pub evidence: Evidence,
-}
+use crate::{ServiceName, Snapshot};
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Signal {

@@ -20,7 +20,9 @@ enum Repr {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid service name {name:?}: {reason}")]
 pub struct InvalidName {
+    /// The string given.
     pub name: String,
+    /// What is wrong with it.
     pub reason: &'static str,
 }
 
@@ -64,6 +66,7 @@ impl ServiceName {
         Ok(ServiceName(Repr::Shared(Arc::from(name))))
     }
 
+    /// The name as a string.
     pub fn as_str(&self) -> &str {
         match &self.0 {
             Repr::Static(s) => s,

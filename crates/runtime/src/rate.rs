@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 /// A limit: `per_second` refill, up to `burst` at once.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rate {
+    /// Tokens added per second.
     pub per_second: f64,
+    /// The most tokens the bucket holds.
     pub burst: f64,
 }
 
@@ -21,6 +23,7 @@ pub struct Bucket {
 }
 
 impl Bucket {
+    /// A full bucket at `now`.
     pub fn full(rate: Rate, now: Instant) -> Bucket {
         Bucket {
             tokens: rate.burst,
@@ -60,6 +63,7 @@ pub struct Limiter {
 }
 
 impl Limiter {
+    /// A limiter that starts forgetting full buckets once it keeps `kept` keys.
     pub fn new(kept: usize) -> Limiter {
         Limiter {
             buckets: Mutex::new(HashMap::new()),
@@ -87,6 +91,7 @@ impl Limiter {
         self.buckets.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// Whether no key has a bucket.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

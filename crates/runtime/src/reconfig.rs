@@ -12,10 +12,11 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::Spec;
+use crate::anomaly::ActiveAnomaly;
+use crate::client::Client;
 use crate::config::{Config, Problem};
-use crate::journal::{Cause, Event, RuntimeLevel};
-use crate::monitor::ActiveAnomaly;
-use crate::{Client, Spec};
+use crate::event::{Cause, Event, RuntimeLevel};
 
 const KEPT: usize = 10;
 
@@ -24,12 +25,17 @@ const KEPT: usize = 10;
 #[schema(as = ConfigSource)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
+    /// The file the runtime was started with.
     Startup,
+    /// `PUT /v1/config`.
     Api,
+    /// The configuration file, read again.
     File,
+    /// An operator's rollback.
     Rollback,
 }
 
+/// Where a version stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[schema(as = ConfigStatus)]
 #[serde(rename_all = "snake_case")]
@@ -46,16 +52,22 @@ pub enum Status {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[schema(as = ConfigVersion)]
 pub struct Version {
+    /// Its number, from 1.
     pub version: u64,
     /// SHA-256 of the TOML text.
     pub hash: String,
-    #[serde(serialize_with = "crate::journal::serialize_time")]
+    /// When it was applied.
+    #[serde(serialize_with = "crate::event::serialize_time")]
     #[schema(value_type = String, format = DateTime)]
     pub applied_at: SystemTime,
+    /// Where it came from.
     pub source: Source,
+    /// Where it stands.
     pub status: Status,
+    /// The TOML text.
     #[schema(value_type = String)]
     pub text: Arc<str>,
+    /// The text, parsed.
     #[serde(skip)]
     pub config: Arc<Config>,
 }
@@ -67,17 +79,34 @@ pub struct Version {
 pub enum Outcome {
     /// Running now. Unless the caller waited, the watch window may still roll it back.
     Applied {
+        /// Its version number.
         version: u64,
+        /// The SHA-256 of its text.
         hash: String,
+        /// The services it changed.
         changed: Vec<String>,
+        /// Whether its watch window is still open.
         watching: bool,
     },
     /// Identical to the running version; nothing changed.
-    Unchanged { version: u64 },
+    Unchanged {
+        /// The running version.
+        version: u64,
+    },
     /// Not applied; the running configuration is untouched.
-    Rejected { problems: Vec<Problem> },
+    Rejected {
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
     /// Applied, then replaced by version `to` because of `reason`.
-    RolledBack { from: u64, to: u64, reason: String },
+    RolledBack {
+        /// The version rolled back.
+        from: u64,
+        /// The version running now.
+        to: u64,
+        /// What got worse.
+        reason: String,
+    },
 }
 
 enum Request {
@@ -127,6 +156,7 @@ impl Handle {
         self.history.borrow().clone()
     }
 
+    /// The running version.
     pub fn current(&self) -> Option<Version> {
         self.history.borrow().last().cloned()
     }
@@ -140,6 +170,7 @@ fn hash(text: &str) -> String {
 /// `--listen` flag), so file and API versions are compared like for like.
 pub type Overrides = Arc<dyn Fn(&mut Config) + Send + Sync>;
 
+/// The configuration controller: a task that applies, watches and rolls back versions, one at a time.
 pub struct Controller {
     client: Client,
     overrides: Overrides,

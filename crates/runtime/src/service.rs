@@ -11,9 +11,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::bus::{Bus, DeadLetterReason, Envelope, Mailbox, MailboxControl};
-use crate::health::{Control, Health};
-use crate::journal::Fault;
-use crate::supervisor::{IncarnationId, Report};
+use crate::event::Fault;
+use crate::health::Health;
+use crate::incarnation::{Control, IncarnationId, Report};
 use crate::{ServiceName, Spec};
 
 /// A service the runtime can host.
@@ -56,6 +56,7 @@ pub struct ServiceError {
 }
 
 impl ServiceError {
+    /// A failure a restart may fix, with its message.
     pub fn new(message: impl Into<String>) -> Self {
         ServiceError {
             message: message.into(),
@@ -72,6 +73,7 @@ impl ServiceError {
         }
     }
 
+    /// What went wrong.
     pub fn message(&self) -> &str {
         &self.message
     }
@@ -113,9 +115,11 @@ impl fmt::Display for ServiceError {
 /// How an incarnation was started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
+    /// Full function.
     Normal,
     /// Restarted by the `degrade` strategy after this failure: serve what still works.
     Degraded {
+        /// The failure it was restarted after.
         reason: String,
     },
 }
@@ -147,6 +151,7 @@ impl<R> fmt::Debug for Context<R> {
 }
 
 impl<R: crate::bus::Operation> Context<R> {
+    /// The service's name.
     pub fn name(&self) -> &ServiceName {
         &self.name
     }
@@ -161,6 +166,7 @@ impl<R: crate::bus::Operation> Context<R> {
         self.id.generation
     }
 
+    /// How this incarnation was started.
     pub fn mode(&self) -> &Mode {
         &self.mode
     }
@@ -175,6 +181,7 @@ impl<R: crate::bus::Operation> Context<R> {
         &mut self.spec
     }
 
+    /// The message bus, for publishing and subscribing.
     pub fn bus(&self) -> &Bus {
         &self.bus
     }

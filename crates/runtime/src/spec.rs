@@ -14,19 +14,31 @@ use crate::ServiceName;
 /// Everything the runtime knows about a service before it runs.
 #[derive(Debug, Clone, Serialize)]
 pub struct Spec {
+    /// The service's name, unique in the runtime.
     pub name: ServiceName,
+    /// What it does, in one line.
     pub description: String,
+    /// Core, optional or extension.
     pub kind: Kind,
+    /// The services it calls; they start before it and stop after it.
     pub dependencies: Vec<ServiceName>,
+    /// Start order within its start layer.
     pub priority: Priority,
+    /// What one replica needs.
     pub resources: Resources,
+    /// How its liveness is probed.
     pub health: HealthPolicy,
+    /// What happens when an incarnation fails.
     pub recovery: Recovery,
+    /// How many replicas may run.
     pub replicas: Replicas,
+    /// What it offers, for discovery by capability.
     pub capabilities: Vec<Capability>,
     /// Circuit breaking on every edge into this service.
-    pub breaker: crate::bus::BreakerPolicy,
+    pub breaker: crate::breaker::BreakerPolicy,
+    /// Anomaly detection on its signals, and what to do about an anomaly.
     pub anomaly: crate::anomaly::AnomalyPolicy,
+    /// When to add or remove replicas.
     pub autoscale: crate::autoscale::AutoscalePolicy,
     /// Requests that may wait in the mailbox; a call beyond it fails at once with a retryable error.
     pub queue_capacity: usize,
@@ -47,17 +59,24 @@ pub struct Spec {
 /// what it means.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ListSetting {
+    /// The value in force.
     pub value: Vec<String>,
+    /// The most items it may have.
     pub max_items: usize,
+    /// What it means.
     pub help: String,
 }
 
 /// One of a service's own settings: an integer, its bounds, and what it means.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Setting {
+    /// The value in force.
     pub value: i64,
+    /// The smallest value allowed.
     pub min: i64,
+    /// The largest value allowed.
     pub max: i64,
+    /// What it means.
     pub help: String,
 }
 
@@ -75,7 +94,7 @@ impl Spec {
             recovery: Recovery::default(),
             replicas: Replicas::default(),
             capabilities: Vec::new(),
-            breaker: crate::bus::BreakerPolicy::default(),
+            breaker: crate::breaker::BreakerPolicy::default(),
             anomaly: crate::anomaly::AnomalyPolicy::default(),
             autoscale: crate::autoscale::AutoscalePolicy::default(),
             queue_capacity: 1024,
@@ -86,56 +105,67 @@ impl Spec {
         }
     }
 
+    /// Sets the one-line description.
     pub fn description(mut self, text: impl Into<String>) -> Self {
         self.description = text.into();
         self
     }
 
+    /// Adds a dependency.
     pub fn depends_on(mut self, dependency: ServiceName) -> Self {
         self.dependencies.push(dependency);
         self
     }
 
+    /// Sets the start priority.
     pub fn priority(mut self, priority: Priority) -> Self {
         self.priority = priority;
         self
     }
 
+    /// Sets the resources one replica needs.
     pub fn resources(mut self, resources: Resources) -> Self {
         self.resources = resources;
         self
     }
 
+    /// Sets the health policy.
     pub fn health(mut self, health: HealthPolicy) -> Self {
         self.health = health;
         self
     }
 
+    /// Sets the recovery policy.
     pub fn recovery(mut self, recovery: Recovery) -> Self {
         self.recovery = recovery;
         self
     }
 
+    /// Sets the replica range.
     pub fn replicas(mut self, replicas: Replicas) -> Self {
         self.replicas = replicas;
         self
     }
 
+    /// Adds a capability.
     pub fn capability(mut self, capability: &str) -> Self {
         self.capabilities.push(Capability(capability.to_owned()));
         self
     }
 
+    /// Sets how many requests may wait in the mailbox.
     pub fn queue_capacity(mut self, capacity: usize) -> Self {
         self.queue_capacity = capacity;
         self
     }
 
+    /// Sets the default deadline of a call.
     pub fn call_timeout(mut self, timeout: Duration) -> Self {
         self.call_timeout = timeout;
         self
     }
 
+    /// Sets how long a stopping incarnation may take.
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.shutdown_grace = grace;
         self
@@ -201,6 +231,83 @@ impl Spec {
     }
 }
 
+/// The spec's consistency problems as an error, for specs that did not come through a config file.
+pub(crate) fn spec_problems(spec: &Spec) -> Result<(), crate::Error> {
+    let problems = check_spec(spec);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let text = problems
+        .iter()
+        .map(|(k, m)| format!("{k}: {m}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(crate::Error::InvalidSpec {
+        service: spec.name.clone(),
+        problems: text,
+    })
+}
+
+/// Consistency rules for a spec, as (key path under the service, message).
+pub fn check_spec(spec: &Spec) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let h = &spec.health;
+    if h.timeout >= h.interval {
+        out.push((
+            "health.timeout",
+            format!(
+                "must be shorter than interval ({})",
+                humantime::format_duration(h.interval)
+            ),
+        ));
+    }
+    let r = &spec.replicas;
+    if r.min > r.max {
+        out.push((
+            "replicas.min",
+            format!("must not exceed replicas.max ({})", r.max),
+        ));
+    }
+    if spec.recovery.strategy == Strategy::Failover && r.min < 2 {
+        out.push((
+            "recovery.strategy",
+            "failover needs replicas.min of 2 or more to have a replica to fail over to".into(),
+        ));
+    }
+    let b = &spec.recovery.backoff;
+    if b.initial > b.max {
+        out.push((
+            "recovery.backoff_initial",
+            format!(
+                "must not exceed backoff_max ({})",
+                humantime::format_duration(b.max)
+            ),
+        ));
+    }
+    // The monitor asks the autoscaler for the replica; without autoscaling, or with no room above
+    // the minimum, the action could never do anything, and saying so beats a silent no-op.
+    if spec.anomaly.action == crate::anomaly::AnomalyAction::ScaleOut
+        && (!spec.autoscale.enabled || r.max <= r.min)
+    {
+        out.push((
+            "anomaly.action",
+            format!(
+                "scale_out needs autoscale.enabled = true and replicas.max above replicas.min \
+                 (now enabled = {}, min {}, max {})",
+                spec.autoscale.enabled, r.min, r.max
+            ),
+        ));
+    }
+    let m = &spec.resources;
+    if m.min_memory_mib > m.max_memory_mib {
+        out.push((
+            "resources.min_memory_mib",
+            format!("must not exceed max_memory_mib ({})", m.max_memory_mib),
+        ));
+    }
+    out
+}
+
 /// The names of the settings that differ between `old` and `new`, for the journal.
 pub fn diff(old: &Spec, new: &Spec) -> Vec<String> {
     let (Ok(a), Ok(b)) = (serde_json::to_value(old), serde_json::to_value(new)) else {
@@ -260,17 +367,24 @@ pub enum Kind {
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
+    /// Starts first.
     Critical,
+    /// Starts after critical ones.
     High,
+    /// The default.
     Medium,
+    /// Starts last.
     Low,
 }
 
 /// The seed's `ResourceRequirements`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Resources {
+    /// Memory one replica needs at least, in MiB.
     pub min_memory_mib: u32,
+    /// Memory one replica may use at most, in MiB; counted against the enclave budget.
     pub max_memory_mib: u32,
+    /// CPU cores one replica uses (threads counted against the enclave budget).
     pub cpu_cores: u16,
     /// Only services that declare it may be given a network client.
     pub network_access: bool,
@@ -290,6 +404,7 @@ impl Default for Resources {
 /// The seed's `HealthCheckConfig`: liveness pings through the incarnation's own mailbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct HealthPolicy {
+    /// Time between two pings.
     #[serde(with = "crate::serde_duration")]
     #[schema(value_type = String, example = "5s")]
     pub interval: Duration,
@@ -319,11 +434,15 @@ impl Default for HealthPolicy {
 /// The seed's `RecoveryStrategy`, with its parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Recovery {
+    /// What is restarted, and how.
     pub strategy: Strategy,
+    /// Whether dependents are restarted too.
     pub scope: Scope,
+    /// The delay before each restart.
     pub backoff: Backoff,
     /// At most `max_restarts` within `window`; one more and the service is failed.
     pub max_restarts: u32,
+    /// The window the restart-intensity limit counts in.
     #[serde(with = "crate::serde_duration")]
     #[schema(value_type = String, example = "5s")]
     pub window: Duration,
@@ -341,6 +460,7 @@ impl Default for Recovery {
     }
 }
 
+/// How a failed service is recovered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
@@ -355,6 +475,7 @@ pub enum Strategy {
 }
 
 impl Strategy {
+    /// The name used in configuration files.
     pub fn as_str(self) -> &'static str {
         match self {
             Strategy::Restart => "restart",
@@ -385,12 +506,15 @@ pub enum Scope {
 /// Exponential backoff with jitter, reset after a stable run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Backoff {
+    /// The first delay.
     #[serde(with = "crate::serde_duration")]
     #[schema(value_type = String, example = "5s")]
     pub initial: Duration,
+    /// The longest delay.
     #[serde(with = "crate::serde_duration")]
     #[schema(value_type = String, example = "5s")]
     pub max: Duration,
+    /// Each delay is the one before times this, up to `max`.
     pub multiplier: f64,
     /// Fraction in `[0, 1)`: each delay is scaled by a random factor in `[1 - jitter, 1 + jitter]`.
     pub jitter: f64,
@@ -412,10 +536,13 @@ impl Default for Backoff {
     }
 }
 
+/// How many replicas of a service run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[schema(as = ReplicaPolicy)]
 pub struct Replicas {
+    /// Replicas at start, and the fewest the autoscaler keeps.
     pub min: u32,
+    /// The most replicas the autoscaler may run.
     pub max: u32,
 }
 

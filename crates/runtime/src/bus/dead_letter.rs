@@ -21,16 +21,22 @@ pub enum Reason {
     SubscriberFull,
 }
 
+/// A message that could not be delivered, and why.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Letter {
+    /// Its place among dead letters, from 1.
     pub seq: u64,
-    #[serde(serialize_with = "crate::journal::serialize_time")]
+    /// When it was dead-lettered.
+    #[serde(serialize_with = "crate::event::serialize_time")]
     #[schema(value_type = String, format = DateTime)]
     pub time: SystemTime,
+    /// The sender; `None` outside any service.
     pub from: Option<ServiceName>,
+    /// The service or subscriber it was for.
     pub to: ServiceName,
     /// The Rust type of the message.
     pub message: &'static str,
+    /// Why it was not delivered.
     pub reason: Reason,
 }
 
@@ -48,6 +54,7 @@ struct Log {
 }
 
 impl DeadLetters {
+    /// A log that keeps the last `capacity` letters.
     pub fn new(capacity: usize) -> Self {
         DeadLetters {
             inner: Arc::new(Mutex::new(Log {

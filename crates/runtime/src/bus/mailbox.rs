@@ -15,25 +15,46 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::breaker::{Admission, BreakerPolicy};
 use super::dead_letter::{DeadLetters, Reason};
 use super::stats::EdgeStats;
+use crate::breaker::{Admission, BreakerPolicy};
 use crate::{ServiceName, State};
 
 /// Why a call did not produce a reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
+    /// The service's mailbox is full.
     #[error("the queue of {service} is full; retry later")]
-    QueueFull { service: ServiceName },
+    QueueFull {
+        /// The service called.
+        service: ServiceName,
+    },
+    /// The service is down and not on its way up.
     #[error("{service} is {state} and takes no requests")]
-    Unavailable { service: ServiceName, state: State },
+    Unavailable {
+        /// The service called.
+        service: ServiceName,
+        /// Its state.
+        state: State,
+    },
+    /// The incarnation holding the request ended without answering it.
     #[error("the incarnation of {service} handling the request ended before it answered; retry")]
-    Interrupted { service: ServiceName },
+    Interrupted {
+        /// The service called.
+        service: ServiceName,
+    },
+    /// No answer before the call's deadline.
     #[error("{service} did not answer before the deadline")]
-    DeadlineExceeded { service: ServiceName },
+    DeadlineExceeded {
+        /// The service called.
+        service: ServiceName,
+    },
+    /// The circuit breaker on the edge is open.
     #[error("the circuit to {service} is open after repeated failures; retry in {} ms", .retry_after.as_millis())]
     CircuitOpen {
+        /// The service called.
         service: ServiceName,
+        /// About how long it stays open still.
         retry_after: Duration,
     },
 }
@@ -51,6 +72,7 @@ impl CallError {
         }
     }
 
+    /// The service called.
     pub fn service(&self) -> &ServiceName {
         match self {
             CallError::QueueFull { service }
@@ -64,6 +86,7 @@ impl CallError {
 
 /// A request type names its operations, for per-operation figures (`sign`, `put`, ...).
 pub trait Operation: Send + 'static {
+    /// The operation's name.
     fn operation(&self) -> &'static str;
 }
 
@@ -77,8 +100,11 @@ impl<T: Send + 'static> Operation for Reply<T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
+    /// Its reply was sent.
     Handled,
+    /// It was answered with an error: refused at the door, or its reply dropped unanswered.
     Error,
+    /// It was dead-lettered with a reason.
     DeadLettered,
 }
 
@@ -129,6 +155,7 @@ pub struct Reply<T> {
 }
 
 impl<T> Reply<T> {
+    /// Answers the request.
     pub fn send(mut self, value: T) {
         self.tracker.settle(Outcome::Handled);
         if let Some(tx) = self.tx.take() {
@@ -363,17 +390,17 @@ impl<R: Operation> Handle<R> {
         }
     }
 
-    fn journal_breaker(&self, change: Option<super::breaker::BreakerSnapshot>) {
-        if let (Some(b), Some(journal)) = (change, self.edges.journal.get()) {
-            journal.append(
+    fn journal_breaker(&self, change: Option<crate::breaker::BreakerSnapshot>) {
+        if let Some(b) = change {
+            self.edges.journal.append(
                 Some(&self.mailbox.name),
                 None,
-                crate::journal::Event::Circuit {
+                crate::event::Event::Circuit {
                     caller: self.edge.caller.clone(),
                     state: b.state,
                     consecutive_failures: b.consecutive_failures,
                 },
-                crate::journal::Cause::Service,
+                crate::event::Cause::Service,
             );
         }
     }

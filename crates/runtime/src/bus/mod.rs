@@ -1,7 +1,6 @@
 //! The message bus: typed point-to-point requests through handles, publish/subscribe by message type,
 //! per-edge statistics, and the dead-letter queue.
 
-mod breaker;
 mod dead_letter;
 mod mailbox;
 mod stats;
@@ -10,14 +9,15 @@ mod topic;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-pub use breaker::{Admission, Breaker, BreakerPolicy, BreakerSnapshot, BreakerState};
+pub use crate::breaker::{Admission, Breaker, BreakerPolicy, BreakerSnapshot, BreakerState};
 pub use dead_letter::{DeadLetters, Letter, Reason as DeadLetterReason};
 pub use mailbox::{CallError, Handle, Operation, Outcome, Reply};
 pub(crate) use mailbox::{Envelope, Mailbox, MailboxControl};
 pub use stats::{BUCKETS_US, EdgeSnapshot, HistogramSnapshot, OperationSnapshot};
 pub use topic::{Delivery, Message, MessageKind, Subscription};
 
-use crate::ServiceName;
+use crate::journal::Journal;
+use crate::name::ServiceName;
 use stats::EdgeStats;
 
 /// The bus shared by the runtime, its services and the API. Cheap to clone.
@@ -40,17 +40,7 @@ pub(crate) struct Edges {
     /// Whether calls record latency histograms and per-operation figures (on by default).
     pub(crate) metrics: Arc<std::sync::atomic::AtomicBool>,
     /// Where circuit breakers journal opening and closing.
-    pub(crate) journal: Arc<std::sync::OnceLock<crate::Journal>>,
-}
-
-impl Default for Edges {
-    fn default() -> Self {
-        Edges {
-            map: Arc::default(),
-            metrics: Arc::new(std::sync::atomic::AtomicBool::new(true)),
-            journal: Arc::default(),
-        }
-    }
+    pub(crate) journal: Journal,
 }
 
 /// (caller, callee); the caller is `None` outside any service.
@@ -74,18 +64,17 @@ impl Edges {
     }
 }
 
-impl Default for Bus {
-    fn default() -> Self {
-        Bus::new()
-    }
-}
-
 impl Bus {
-    pub fn new() -> Self {
+    /// A bus whose circuit breakers journal their opening and closing in `journal`.
+    pub fn new(journal: Journal) -> Self {
         Bus {
             inner: Arc::new(Inner {
                 topics: topic::Topics::default(),
-                edges: Edges::default(),
+                edges: Edges {
+                    map: Arc::default(),
+                    metrics: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+                    journal,
+                },
                 dead_letters: DeadLetters::new(1024),
             }),
         }
@@ -107,6 +96,7 @@ impl Bus {
             .publish(from, message, &self.inner.dead_letters)
     }
 
+    /// The dead-letter queue.
     pub fn dead_letters(&self) -> &DeadLetters {
         &self.inner.dead_letters
     }
@@ -123,11 +113,6 @@ impl Bus {
             .edges
             .metrics
             .store(on, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Journals circuit breakers opening and closing here (the builder sets it).
-    pub(crate) fn set_journal(&self, journal: crate::Journal) {
-        let _ = self.inner.edges.journal.set(journal);
     }
 
     /// Messages published and deliveries made, over all types.

@@ -22,11 +22,12 @@ pub(crate) struct Histogram {
     sum_ns: AtomicU64,
 }
 
-/// A point-in-time copy of a [`Histogram`].
+/// A point-in-time copy of a latency histogram.
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct HistogramSnapshot {
     /// Count per bucket, not cumulative; the last entry is the overflow bucket.
     pub counts: Vec<u64>,
+    /// The sum of every latency recorded, in nanoseconds.
     pub sum_ns: u64,
 }
 
@@ -48,6 +49,7 @@ impl Histogram {
 }
 
 impl HistogramSnapshot {
+    /// How many latencies were recorded.
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()
     }
@@ -87,6 +89,7 @@ impl HistogramSnapshot {
         }
     }
 
+    /// Adds `other`'s counts to these.
     pub fn merge(&mut self, other: &HistogramSnapshot) {
         if self.counts.len() < other.counts.len() {
             self.counts.resize(other.counts.len(), 0);
@@ -111,7 +114,7 @@ pub(crate) struct EdgeStats {
     pub(crate) errors: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) latency: Histogram,
-    breaker: std::sync::Mutex<super::breaker::Breaker>,
+    breaker: std::sync::Mutex<crate::breaker::Breaker>,
     /// Closed with no failure on record: successes need not be written down, and admission needs no
     /// lock. Keeps the common path free of the breaker's mutex.
     breaker_clean: AtomicBool,
@@ -133,14 +136,22 @@ impl<T> std::ops::Deref for Padded<T> {
 /// `dead_lettered`; `calls` minus their sum are still in flight.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EdgeSnapshot {
+    /// The calling service; `None` outside any service (the API).
     pub caller: Option<ServiceName>,
+    /// The service called.
     pub callee: ServiceName,
+    /// Calls sent.
     pub calls: u64,
+    /// Calls answered.
     pub handled: u64,
+    /// Calls answered with an error.
     pub errors: u64,
+    /// Calls dead-lettered.
     pub dead_lettered: u64,
+    /// Latency of the calls answered.
     pub latency: HistogramSnapshot,
-    pub breaker: super::breaker::BreakerSnapshot,
+    /// The edge's circuit breaker.
+    pub breaker: crate::breaker::BreakerSnapshot,
 }
 
 impl EdgeStats {
@@ -158,7 +169,7 @@ impl EdgeStats {
         }
     }
 
-    fn breaker(&self) -> std::sync::MutexGuard<'_, super::breaker::Breaker> {
+    fn breaker(&self) -> std::sync::MutexGuard<'_, crate::breaker::Breaker> {
         self.breaker.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -166,11 +177,11 @@ impl EdgeStats {
     pub(crate) fn breaker_admit(
         &self,
         enabled: bool,
-        policy: impl Fn() -> super::breaker::BreakerPolicy,
+        policy: impl Fn() -> crate::breaker::BreakerPolicy,
         now: tokio::time::Instant,
-    ) -> super::breaker::Admission {
+    ) -> crate::breaker::Admission {
         if !enabled || self.breaker_clean.load(Acquire) {
-            return super::breaker::Admission::Call;
+            return crate::breaker::Admission::Call;
         }
         self.breaker().admit(&policy(), now)
     }
@@ -178,11 +189,11 @@ impl EdgeStats {
     pub(crate) fn breaker_record(
         &self,
         enabled: bool,
-        policy: impl Fn() -> super::breaker::BreakerPolicy,
+        policy: impl Fn() -> crate::breaker::BreakerPolicy,
         now: tokio::time::Instant,
         ok: bool,
         probe: bool,
-    ) -> Option<super::breaker::BreakerSnapshot> {
+    ) -> Option<crate::breaker::BreakerSnapshot> {
         if !enabled || (ok && !probe && self.breaker_clean.load(Acquire)) {
             return None;
         }
@@ -226,11 +237,16 @@ impl OperationStats {
     }
 }
 
+/// A copy of one operation's figures, from every caller.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OperationSnapshot {
+    /// The operation's name.
     pub operation: &'static str,
+    /// Calls.
     pub calls: u64,
+    /// Calls answered with an error.
     pub errors: u64,
+    /// Latency of the calls answered.
     pub latency: HistogramSnapshot,
 }
 

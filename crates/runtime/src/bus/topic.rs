@@ -18,17 +18,25 @@ use crate::ServiceName;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MessageKind {
+    /// A service's health changed.
     HealthCheck,
+    /// A configuration was applied.
     ConfigurationUpdate,
+    /// A resource ran short.
     ResourceAlert,
+    /// A journal entry about a service.
     ServiceEvent,
+    /// A request for data, broadcast.
     DataRequest,
+    /// An answer to a broadcast request.
     DataResponse,
+    /// Anything else.
     Custom,
 }
 
 /// A type that can be published on the bus. Subscribers subscribe to the type itself.
 pub trait Message: Clone + Send + Sync + 'static {
+    /// The family it belongs to.
     const KIND: MessageKind;
 }
 
@@ -39,10 +47,12 @@ pub struct Subscription<M> {
 }
 
 impl<M> Subscription<M> {
+    /// The next message, waiting for it; `None` once the bus is gone.
     pub async fn recv(&mut self) -> Option<M> {
         self.rx.recv().await
     }
 
+    /// The next message if one is queued.
     pub fn try_recv(&mut self) -> Option<M> {
         self.rx.try_recv().ok()
     }
@@ -51,7 +61,9 @@ impl<M> Subscription<M> {
 /// What happened to one published message.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Delivery {
+    /// Subscribers it was queued for.
     pub delivered: usize,
+    /// Subscribers whose queue was full.
     pub dead_lettered: usize,
 }
 

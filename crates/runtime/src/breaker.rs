@@ -15,10 +15,15 @@ use tokio::time::Instant;
 /// When a breaker opens and for how long.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct BreakerPolicy {
+    /// Whether calls on the edge are broken at all.
     pub enabled: bool,
+    /// Failures in a row that open it.
     pub consecutive_failures: u32,
+    /// The failure rate within `window` that opens it, in `(0, 1]`.
     pub failure_rate: f64,
+    /// Outcomes within `window` needed before the rate counts.
     pub min_calls: u32,
+    /// How long an outcome counts for the rate.
     #[serde(with = "crate::serde_duration")]
     #[schema(value_type = String, example = "5s")]
     pub window: Duration,
@@ -41,15 +46,20 @@ impl Default for BreakerPolicy {
     }
 }
 
+/// A breaker's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerState {
+    /// Calls go through.
     Closed,
+    /// Calls fail fast.
     Open,
+    /// One probe call goes through; its outcome closes or reopens the breaker.
     HalfOpen,
 }
 
 impl BreakerState {
+    /// The state's name, as the API and metrics show it.
     pub fn as_str(self) -> &'static str {
         match self {
             BreakerState::Closed => "closed",
@@ -66,10 +76,14 @@ pub enum Admission {
     Call,
     /// Go ahead: this call is the half-open probe.
     Probe,
-    /// Fail fast; the breaker is open for about this long still.
-    Reject { retry_after: Duration },
+    /// Fail fast.
+    Reject {
+        /// About how long the breaker stays open still.
+        retry_after: Duration,
+    },
 }
 
+/// The circuit breaker of one caller -> callee edge.
 #[derive(Debug, Clone)]
 pub struct Breaker {
     state: BreakerState,
@@ -83,7 +97,9 @@ pub struct Breaker {
 /// A copy of a breaker's state for the API and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct BreakerSnapshot {
+    /// Its state.
     pub state: BreakerState,
+    /// Failures in a row.
     pub consecutive_failures: u32,
     /// Times it has opened.
     pub opened: u64,
@@ -103,6 +119,7 @@ impl Default for Breaker {
 }
 
 impl Breaker {
+    /// A copy of its state.
     pub fn snapshot(&self) -> BreakerSnapshot {
         BreakerSnapshot {
             state: self.state,
@@ -111,6 +128,7 @@ impl Breaker {
         }
     }
 
+    /// Its state.
     pub fn state(&self) -> BreakerState {
         self.state
     }

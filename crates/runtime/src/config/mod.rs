@@ -1,0 +1,297 @@
+//! Typed configuration: `cloister.toml` parsed once into [`Config`], with every problem reported with
+//! its path (`services.storage.health.timeout: must be shorter than interval (10s)`).
+//!
+//! The file is walked by hand rather than through `serde` so that one pass reports *every* problem,
+//! not just the first, and so that unknown keys are errors everywhere.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+mod overrides;
+mod parse;
+mod problems;
+#[cfg(test)]
+mod tests;
+
+pub use crate::anomaly::AnomalyAction;
+use crate::graph::Graph;
+pub use crate::spec::check_spec;
+use crate::spec::{Kind, Priority};
+use crate::{ServiceName, Spec};
+pub use overrides::ServiceConfig;
+use overrides::parse_service;
+use parse::{parse_enclave, parse_runtime, parse_testing};
+use problems::{Fields, Problems, join, line_col};
+
+/// The whole configuration, valid by construction.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Config {
+    /// `[runtime]`.
+    pub runtime: RuntimeConfig,
+    /// `[enclave]`.
+    pub enclave: EnclaveConfig,
+    /// Per-service overrides, by service name. Services not named here run on their own defaults.
+    pub services: BTreeMap<ServiceName, ServiceConfig>,
+    /// `[testing]`.
+    pub testing: TestingConfig,
+}
+
+/// `[runtime]`: the runtime's own settings.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct RuntimeConfig {
+    /// The address the HTTP API listens on.
+    #[schema(value_type = String, example = "127.0.0.1:8420")]
+    pub listen: SocketAddr,
+    /// Where the journal, the sealed keys and the database live.
+    #[schema(value_type = String)]
+    pub data_dir: PathBuf,
+    /// The longest a whole shutdown may take before the process exits anyway.
+    #[serde(with = "crate::serde_duration")]
+    #[schema(value_type = String, example = "5s")]
+    pub shutdown_grace: Duration,
+    /// How often the monitor samples every service (anomaly detection, autoscaling).
+    #[serde(with = "crate::serde_duration")]
+    #[schema(value_type = String, example = "5s")]
+    pub monitor_interval: Duration,
+    /// How long a newly applied configuration is watched before it counts as good.
+    #[serde(with = "crate::serde_duration")]
+    #[schema(value_type = String, example = "5s")]
+    pub config_watch: Duration,
+}
+
+/// Read at start only: changing it takes a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct EnclaveConfig {
+    /// The enclave platform.
+    pub platform: Platform,
+    /// The enclave's memory, in MiB, which every service's replicas must fit in.
+    pub memory_mib: u32,
+    /// The enclave's threads, which every service's replicas must fit in.
+    pub threads: u32,
+}
+
+/// The enclave platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = PlatformKind)]
+#[serde(rename_all = "snake_case")]
+pub enum Platform {
+    /// No SGX: a simulation that says so in every quote.
+    Simulation,
+    /// SGX through Gramine's `/dev/attestation`.
+    Gramine,
+}
+
+/// `[testing]`: what only tests, demos and drills use.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct TestingConfig {
+    /// Enables `POST /v1/services/{name}/faults`.
+    pub fault_injection: bool,
+    /// Synthetic services for demos, chaos drills and end-to-end tests.
+    pub services: BTreeMap<ServiceName, SyntheticConfig>,
+}
+
+/// A synthetic service: it answers echo requests after `work`, and has whatever dependencies,
+/// priority and kind the file gives it.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct SyntheticConfig {
+    /// Core, optional or extension.
+    pub kind: Kind,
+    /// The services it depends on.
+    pub depends_on: Vec<ServiceName>,
+    /// Its start priority.
+    pub priority: Priority,
+    /// What it offers.
+    pub capabilities: Vec<String>,
+    /// How long each echo request takes.
+    #[serde(with = "crate::serde_duration")]
+    #[schema(value_type = String, example = "5s")]
+    pub work: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            runtime: RuntimeConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 8420)),
+                data_dir: PathBuf::from("cloister-data"),
+                shutdown_grace: Duration::from_secs(30),
+                monitor_interval: Duration::from_secs(1),
+                config_watch: Duration::from_secs(10),
+            },
+            enclave: EnclaveConfig {
+                platform: Platform::Simulation,
+                memory_mib: 2048,
+                threads: 32,
+            },
+            services: BTreeMap::new(),
+            testing: TestingConfig::default(),
+        }
+    }
+}
+
+/// One problem in a configuration, with the path of the offending key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// The offending key (`services.storage.health.timeout`); empty for the file as a whole.
+    pub path: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize)]
+#[error("invalid configuration: {}", .problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+pub struct Invalid {
+    /// Every problem, each with its path.
+    pub problems: Vec<Problem>,
+}
+
+impl Config {
+    /// Parses and validates `text` against the services this binary knows (`catalog`: their default
+    /// specs). Synthetic services from `[testing.services]` join the catalog.
+    pub fn parse(text: &str, catalog: &[Spec]) -> Result<Config, Invalid> {
+        let mut p = Problems(Vec::new(), 0);
+        let table: toml::Table = match text.parse() {
+            Ok(t) => t,
+            Err(e) => {
+                let e: toml::de::Error = e;
+                let at = e
+                    .span()
+                    .map(|s| line_col(text, s.start))
+                    .map(|(l, c)| format!("line {l}, column {c}: "));
+                p.push("", format!("{}{}", at.unwrap_or_default(), e.message()));
+                return Err(Invalid { problems: p.0 });
+            }
+        };
+        let mut config = Config::default();
+        let mut root = Fields::new(&table, "");
+        if let Some((t, path)) = root.table("runtime", &mut p) {
+            parse_runtime(t, &path, &mut config.runtime, &mut p);
+        }
+        if let Some((t, path)) = root.table("enclave", &mut p) {
+            parse_enclave(t, &path, &mut config.enclave, &mut p);
+        }
+        if let Some((t, path)) = root.table("testing", &mut p) {
+            parse_testing(t, &path, &mut config.testing, &mut p);
+        }
+        let mut known: BTreeSet<ServiceName> = catalog.iter().map(|s| s.name.clone()).collect();
+        known.extend(config.testing.services.keys().cloned());
+        if let Some((t, path)) = root.table("services", &mut p) {
+            for (name, value) in t {
+                let spath = join(&path, name);
+                let Ok(name) = ServiceName::new(name) else {
+                    p.push(&spath, "not a valid service name");
+                    continue;
+                };
+                if !known.contains(&name) {
+                    let list: Vec<&str> = known.iter().map(|n| n.as_str()).collect();
+                    p.push_unknown(
+                        &spath,
+                        format!("no such service (known: {})", list.join(", ")),
+                    );
+                    continue;
+                }
+                let Some(t) = value.as_table() else {
+                    p.push(
+                        &spath,
+                        format!("expected a table, found {}", value.type_str()),
+                    );
+                    continue;
+                };
+                let declared = catalog.iter().find(|s| s.name == name);
+                config
+                    .services
+                    .insert(name, parse_service(t, &spath, declared, &mut p));
+            }
+        }
+        root.finish(&mut p, &["runtime", "enclave", "services", "testing"]);
+        // Whole-file checks only make sense once every value parsed; unknown keys do not stand in
+        // their way, so a file's problems are all reported in one pass.
+        if p.values_read() {
+            config.check(catalog, &mut p);
+        }
+        if p.0.is_empty() {
+            Ok(config)
+        } else {
+            Err(Invalid { problems: p.0 })
+        }
+    }
+
+    /// Every service this configuration runs: the catalog plus synthetic services, overrides applied,
+    /// disabled ones left out. Also returns the names of the disabled ones.
+    pub fn resolve(&self, catalog: &[Spec]) -> (Vec<Spec>, BTreeSet<ServiceName>) {
+        let mut specs = Vec::new();
+        let mut disabled = BTreeSet::new();
+        let all = catalog
+            .iter()
+            .cloned()
+            .chain(self.testing.services.iter().map(|(n, s)| s.spec(n.clone())));
+        for mut spec in all {
+            let overrides = self.services.get(&spec.name);
+            if overrides.and_then(|o| o.enabled) == Some(false) {
+                disabled.insert(spec.name.clone());
+                continue;
+            }
+            if let Some(o) = overrides {
+                o.apply(&mut spec);
+            }
+            specs.push(spec);
+        }
+        (specs, disabled)
+    }
+
+    fn check(&self, catalog: &[Spec], p: &mut Problems) {
+        for (name, o) in &self.services {
+            if o.enabled == Some(false)
+                && let Some(spec) = catalog.iter().find(|s| &s.name == name)
+                && spec.kind == Kind::Core
+            {
+                p.push(
+                    &format!("services.{name}.enabled"),
+                    "a core service cannot be disabled",
+                );
+            }
+        }
+        let (specs, disabled) = self.resolve(catalog);
+        for spec in &specs {
+            for (key, message) in check_spec(spec) {
+                p.push(&format!("services.{}.{key}", spec.name), message);
+            }
+        }
+        let budget = crate::budget::Demand {
+            memory_mib: u64::from(self.enclave.memory_mib),
+            threads: u64::from(self.enclave.threads),
+        };
+        for (path, message) in crate::budget::check(&specs, budget) {
+            p.push(&path, message);
+        }
+        if let Err(problems) = Graph::build(&specs, &disabled) {
+            for problem in problems {
+                let path = match &problem {
+                    crate::GraphError::DisabledDependency { service, .. }
+                    | crate::GraphError::UnknownDependency { service, .. } => {
+                        format!("services.{service}")
+                    }
+                    crate::GraphError::Duplicate(name) => format!("testing.services.{name}"),
+                    crate::GraphError::Cycle(_) => "services".into(),
+                };
+                p.push(&path, problem.to_string());
+            }
+        }
+    }
+}

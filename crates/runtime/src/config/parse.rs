@@ -1,0 +1,176 @@
+//! Parsing the runtime's own tables: `[runtime]`, `[enclave]` and `[testing]` with its synthetic
+//! services.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::problems::{Fields, Problems, join};
+use super::{EnclaveConfig, Platform, RuntimeConfig, SyntheticConfig, TestingConfig};
+use crate::name::ServiceName;
+use crate::spec::{Kind, Priority, Spec};
+
+pub(super) const PRIORITIES: &[(&str, Priority)] = &[
+    ("critical", Priority::Critical),
+    ("high", Priority::High),
+    ("medium", Priority::Medium),
+    ("low", Priority::Low),
+];
+
+pub(super) fn parse_runtime(
+    t: &toml::Table,
+    path: &str,
+    out: &mut RuntimeConfig,
+    p: &mut Problems,
+) {
+    let mut f = Fields::new(t, path);
+    if let Some((s, path)) = f.string("listen", p) {
+        match s.parse() {
+            Ok(addr) => out.listen = addr,
+            Err(_) => p.push(
+                &path,
+                format!("{s:?} is not an address like \"127.0.0.1:8420\""),
+            ),
+        }
+    }
+    if let Some((s, path)) = f.string("data_dir", p) {
+        if s.is_empty() {
+            p.push(&path, "must not be empty");
+        } else {
+            out.data_dir = PathBuf::from(s);
+        }
+    }
+    if let Some(d) = f.duration("shutdown_grace", p) {
+        out.shutdown_grace = d;
+    }
+    if let Some(d) = f.duration("monitor_interval", p) {
+        out.monitor_interval = d;
+    }
+    if let Some(d) = f.duration("config_watch", p) {
+        out.config_watch = d;
+    }
+    f.finish(
+        p,
+        &[
+            "listen",
+            "data_dir",
+            "shutdown_grace",
+            "monitor_interval",
+            "config_watch",
+        ],
+    );
+}
+
+pub(super) fn parse_enclave(
+    t: &toml::Table,
+    path: &str,
+    out: &mut EnclaveConfig,
+    p: &mut Problems,
+) {
+    let mut f = Fields::new(t, path);
+    if let Some(platform) = f.choice(
+        "platform",
+        &[
+            ("simulation", Platform::Simulation),
+            ("gramine", Platform::Gramine),
+        ],
+        p,
+    ) {
+        out.platform = platform;
+    }
+    if let Some(n) = f.integer("memory_mib", 16, 1 << 20, p) {
+        out.memory_mib = n as u32;
+    }
+    if let Some(n) = f.integer("threads", 2, 4096, p) {
+        out.threads = n as u32;
+    }
+    f.finish(p, &["platform", "memory_mib", "threads"]);
+}
+
+pub(super) fn parse_testing(
+    t: &toml::Table,
+    path: &str,
+    out: &mut TestingConfig,
+    p: &mut Problems,
+) {
+    let mut f = Fields::new(t, path);
+    if let Some(b) = f.boolean("fault_injection", p) {
+        out.fault_injection = b;
+    }
+    if let Some((services, spath)) = f.table("services", p) {
+        for (name, value) in services {
+            let path = join(&spath, name);
+            let Ok(name) = ServiceName::new(name) else {
+                p.push(&path, "not a valid service name");
+                continue;
+            };
+            let Some(t) = value.as_table() else {
+                p.push(
+                    &path,
+                    format!("expected a table, found {}", value.type_str()),
+                );
+                continue;
+            };
+            let mut s = Fields::new(t, &path);
+            let synthetic = SyntheticConfig {
+                kind: s
+                    .choice(
+                        "kind",
+                        &[
+                            ("core", Kind::Core),
+                            ("optional", Kind::Optional),
+                            ("extension", Kind::Extension),
+                        ],
+                        p,
+                    )
+                    .unwrap_or(Kind::Extension),
+                depends_on: s.names("depends_on", p).unwrap_or_default(),
+                priority: s
+                    .choice("priority", PRIORITIES, p)
+                    .unwrap_or(Priority::Medium),
+                capabilities: match s.get("capabilities") {
+                    Some((v, cpath)) => match v.as_array() {
+                        Some(a) => a
+                            .iter()
+                            .filter_map(|c| c.as_str().map(str::to_owned))
+                            .collect(),
+                        None => {
+                            p.push(&cpath, "expected an array of strings");
+                            Vec::new()
+                        }
+                    },
+                    None => Vec::new(),
+                },
+                work: match s.get("work") {
+                    Some((v, wpath)) => match v.as_str().map(humantime::parse_duration) {
+                        Some(Ok(d)) => d,
+                        _ => {
+                            p.push(&wpath, "expected a duration like \"1ms\"");
+                            Duration::ZERO
+                        }
+                    },
+                    None => Duration::ZERO,
+                },
+            };
+            s.finish(
+                p,
+                &["kind", "depends_on", "priority", "capabilities", "work"],
+            );
+            out.services.insert(name, synthetic);
+        }
+    }
+    f.finish(p, &["fault_injection", "services"]);
+}
+
+impl SyntheticConfig {
+    /// The spec of the synthetic service `name`, before overrides.
+    pub fn spec(&self, name: ServiceName) -> Spec {
+        let mut spec = Spec::new(name, self.kind)
+            .description("synthetic service from [testing.services]: answers echo requests")
+            .priority(self.priority);
+        spec.dependencies = self.depends_on.clone();
+        for c in &self.capabilities {
+            spec = spec.capability(c);
+        }
+        spec
+    }
+}

@@ -1,0 +1,290 @@
+//! The configuration's tests: parsing, every problem with its path, overrides.
+
+use super::*;
+use crate::spec::Strategy;
+
+fn catalog() -> Vec<Spec> {
+    let crypto = ServiceName::from_static("crypto");
+    vec![
+        Spec::new(crypto.clone(), Kind::Core),
+        Spec::new(ServiceName::from_static("storage"), Kind::Core)
+            .depends_on(crypto.clone())
+            .setting("max_value_bytes", 1024, 1, 4096, "largest value"),
+        Spec::new(ServiceName::from_static("oracle"), Kind::Optional).depends_on(crypto),
+    ]
+}
+
+fn check(text: &str, expected: &[&str]) {
+    let got = match Config::parse(text, &catalog()) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.problems.iter().map(|p| p.to_string()).collect(),
+    };
+    assert_eq!(got, expected, "for:\n{text}");
+}
+
+#[test]
+fn empty_file_is_the_defaults() {
+    assert_eq!(Config::parse("", &catalog()), Ok(Config::default()));
+}
+
+#[test]
+fn every_problem_with_its_path() {
+    check(
+        r#"
+[runtime]
+listen = "nowhere"
+colour = "blue"
+
+[enclave]
+threads = 1
+
+[services.storage.health]
+interval = "1s"
+timeout = "2s"
+
+[services.crypto]
+replicas = { min = 0 }
+"#,
+        &[
+            "runtime.listen: \"nowhere\" is not an address like \"127.0.0.1:8420\"",
+            "runtime.colour: unknown key (expected one of: listen, data_dir, shutdown_grace, monitor_interval, config_watch)",
+            "enclave.threads: 1 is out of range (2 to 4096)",
+            "services.crypto.replicas.min: 0 is out of range (1 to 256)",
+        ],
+    );
+    check(
+        "[services.storage.health]\ninterval = \"1s\"\ntimeout = \"2s\"\n",
+        &["services.storage.health.timeout: must be shorter than interval (1s)"],
+    );
+    check(
+        "[services.nope]\n",
+        &["services.nope: no such service (known: crypto, oracle, storage)"],
+    );
+    check(
+        "[services.crypto.recovery]\nstrategy = \"pray\"\n",
+        &[
+            "services.crypto.recovery.strategy: \"pray\" is not one of: restart, failover, degrade, manual",
+        ],
+    );
+    check(
+        "[services.crypto.health]\ninterval = \"soon\"\n",
+        &[
+            "services.crypto.health.interval: \"soon\" is not a duration; write it like \"500ms\", \"10s\" or \"1m\"",
+        ],
+    );
+    check(
+        "[services.crypto]\nenabled = false\n",
+        &[
+            "services.crypto.enabled: a core service cannot be disabled",
+            "services.storage: service storage depends on crypto, which is disabled: enable crypto or disable storage",
+            "services.oracle: service oracle depends on crypto, which is disabled: enable crypto or disable oracle",
+        ],
+    );
+    check(
+        "runtime = 3\n",
+        &["runtime: expected a table, found integer"],
+    );
+    check(
+        "[runtime\n",
+        &["line 1, column 9: unclosed table, expected `]`"],
+    );
+    check(
+        "[services.crypto.recovery]\nstrategy = \"failover\"\n",
+        &[
+            "services.crypto.recovery.strategy: failover needs replicas.min of 2 or more to have a replica to fail over to",
+        ],
+    );
+    check(
+        "[services.crypto.anomaly]\naction = \"scale_out\"\n",
+        &[
+            "services.crypto.anomaly.action: scale_out needs autoscale.enabled = true and replicas.max above replicas.min (now enabled = false, min 1, max 1)",
+        ],
+    );
+    check(
+        "[services.crypto.anomaly]\naction = \"scale_out\"\n[services.crypto.autoscale]\nenabled = true\n[services.crypto.replicas]\nmax = 3\n",
+        &[],
+    );
+    check(
+        "[services.crypto.resources]\nnetwork_access = true\n",
+        &[
+            "services.crypto.resources.network_access: is fixed by the service itself and cannot be configured",
+        ],
+    );
+}
+
+/// An unknown key does not hide the file's other problems until it is removed: the whole-file
+/// checks (health timing, replica bounds, dependencies) report alongside it, each with its path.
+#[test]
+fn every_problem_is_reported_in_one_pass() {
+    check(
+        r#"
+[runtime]
+colour = "blue"
+
+[services.storage.health]
+interval = "1s"
+timeout = "2s"
+
+[services.crypto.replicas]
+min = 3
+max = 2
+
+[testing.services.feed]
+depends_on = ["ledger"]
+"#,
+        &[
+            "runtime.colour: unknown key (expected one of: listen, data_dir, shutdown_grace, monitor_interval, config_watch)",
+            "services.crypto.replicas.min: must not exceed replicas.max (2)",
+            "services.storage.health.timeout: must be shorter than interval (1s)",
+            "services.feed: service feed depends on ledger, which is not registered",
+        ],
+    );
+}
+
+#[test]
+fn a_service_declares_its_own_settings_and_the_file_is_held_to_their_bounds() {
+    check("[services.storage]\nmax_value_bytes = 2048\n", &[]);
+    check(
+        "[services.storage]\nmax_value_bytes = 8192\n",
+        &["services.storage.max_value_bytes: 8192 is out of range (1 to 4096)"],
+    );
+    check(
+        "[services.crypto]\nmax_value_bytes = 10\n",
+        &[
+            "services.crypto.max_value_bytes: unknown key (expected one of: enabled, priority, queue_capacity, call_timeout, shutdown_grace, replicas, health, recovery, breaker, anomaly, autoscale, resources)",
+        ],
+    );
+    let config =
+        Config::parse("[services.storage]\nmax_value_bytes = 2048\n", &catalog()).expect("valid");
+    let (specs, _) = config.resolve(&catalog());
+    let storage = specs
+        .iter()
+        .find(|s| s.name.as_str() == "storage")
+        .expect("storage");
+    assert_eq!(storage.setting_value("max_value_bytes"), 2048);
+}
+
+#[test]
+fn dependency_on_a_disabled_service_names_both() {
+    check(
+        "[testing.services.feed]\ndepends_on = [\"oracle\"]\n[services.oracle]\nenabled = false\n",
+        &[
+            "services.feed: service feed depends on oracle, which is disabled: enable oracle or disable feed",
+        ],
+    );
+    check(
+        "[testing.services.a]\ndepends_on = [\"b\"]\n[testing.services.b]\ndepends_on = [\"a\"]\n",
+        &["services: dependency cycle: a -> b -> a"],
+    );
+}
+
+proptest::proptest! {
+    /// Untrusted text never panics the parser: it is a config or a list of problems.
+    #[test]
+    fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+        let _ = Config::parse(&text, &catalog());
+    }
+}
+
+/// Known tables with every key and values of every type: never a panic, and every problem names
+/// the offending key's path (or below it). The one exception is a consequence named where it
+/// lands: disabling `crypto` names each service that depends on it.
+#[test]
+fn every_problem_in_a_known_table_names_its_key() {
+    let sections = [
+        "runtime",
+        "enclave",
+        "testing",
+        "services.crypto",
+        "services.crypto.health",
+        "services.crypto.recovery",
+        "services.crypto.replicas",
+        "services.crypto.breaker",
+        "services.crypto.anomaly",
+        "services.crypto.autoscale",
+        "services.crypto.resources",
+    ];
+    let keys = [
+        "listen",
+        "data_dir",
+        "platform",
+        "threads",
+        "memory_mib",
+        "interval",
+        "timeout",
+        "strategy",
+        "min",
+        "max",
+        "enabled",
+        "window",
+        "action",
+        "fault_injection",
+        "bogus",
+    ];
+    let values = [
+        "1",
+        "-5",
+        "0",
+        "99999999999",
+        "\"10s\"",
+        "\"\"",
+        "\"x\"",
+        "true",
+        "false",
+        "3.5",
+        "[1, 2]",
+        "{ a = 1 }",
+    ];
+    let mut rejected = 0;
+    for section in sections {
+        for key in keys {
+            for value in values {
+                let text = format!("[{section}]\n{key} = {value}\n");
+                let Err(invalid) = Config::parse(&text, &catalog()) else {
+                    continue;
+                };
+                rejected += 1;
+                let at = format!("{section}.{key}");
+                let names_the_key = |p: &Problem| {
+                    p.path == at
+                        || p.path.starts_with(&format!("{at}."))
+                        || p.path.starts_with(&format!("{at}["))
+                };
+                assert!(
+                    invalid.problems.iter().any(names_the_key),
+                    "no problem at {at}: {:?} for {text}",
+                    invalid.problems
+                );
+                for p in &invalid.problems {
+                    let dependent_of_disabled_crypto = at == "services.crypto.enabled"
+                        && ["services.storage", "services.oracle"].contains(&p.path.as_str())
+                        && p.message.contains("depends on crypto, which is disabled");
+                    assert!(
+                        names_the_key(p) || dependent_of_disabled_crypto,
+                        "{p:?} for {text}"
+                    );
+                }
+            }
+        }
+    }
+    // Most of these are wrong somewhere; the check above must have had work to do.
+    assert!(rejected > 1500, "{rejected}");
+}
+
+#[test]
+fn overrides_apply() {
+    let c = Config::parse(
+        "[services.storage]\npriority = \"high\"\nreplicas = { min = 3, max = 4 }\n[services.storage.recovery]\nstrategy = \"failover\"\nmax_restarts = 9\n",
+        &catalog(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let (specs, _) = c.resolve(&catalog());
+    let storage = specs
+        .iter()
+        .find(|s| s.name.as_str() == "storage")
+        .unwrap_or_else(|| panic!("storage"));
+    assert_eq!(storage.priority, Priority::High);
+    assert_eq!((storage.replicas.min, storage.replicas.max), (3, 4));
+    assert_eq!(storage.recovery.strategy, Strategy::Failover);
+    assert_eq!(storage.recovery.max_restarts, 9);
+}

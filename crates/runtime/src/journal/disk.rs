@@ -1,0 +1,174 @@
+//! The journal on disk: one JSON line per entry, each hashed over its other fields and chained to the
+//! line before; reading a file back verifies every line, and a torn last line is cut off.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{JournalError, OpenReport, RECENT};
+use crate::event::{Cause, Entry, Event, serialize_time};
+use crate::name::ServiceName;
+
+/// The `prev` of the first entry.
+pub(super) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The hashed part of an entry, in the field order of [`Entry`].
+#[derive(Serialize)]
+struct Body<'a> {
+    seq: u64,
+    #[serde(serialize_with = "serialize_time")]
+    time: &'a SystemTime,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service: &'a Option<ServiceName>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    generation: &'a Option<u64>,
+    event: &'a Event,
+    cause: &'a Cause,
+    prev: &'a str,
+}
+
+pub(super) fn digest(entry: &Entry) -> String {
+    let body = Body {
+        seq: entry.seq,
+        time: &entry.time,
+        service: &entry.service,
+        generation: &entry.generation,
+        event: &entry.event,
+        cause: &entry.cause,
+        prev: &entry.prev,
+    };
+    let json = serde_json::to_vec(&body).expect("journal bodies always serialize");
+    hex::encode(Sha256::digest(&json))
+}
+
+/// Checks one line (without its newline) against the hash of the line before it. Lines are bytes, not
+/// text: a damaged line need not be UTF-8, and is reported like any other damage.
+fn verify_line(line: &[u8], line_no: usize, prev_hash: &str) -> Result<Entry, JournalError> {
+    let entry: Entry = serde_json::from_slice(line).map_err(|e| JournalError::Tampered {
+        seq: 0,
+        line: line_no,
+        reason: format!("not a journal entry: {e}"),
+    })?;
+    // Compare the raw line too: a re-serialized entry that differs means fields were added or reordered.
+    let expected = digest(&entry);
+    if entry.hash != expected {
+        return Err(JournalError::Tampered {
+            seq: entry.seq,
+            line: line_no,
+            reason: "its hash does not match its content".into(),
+        });
+    }
+    if entry.prev != prev_hash {
+        return Err(JournalError::Tampered {
+            seq: entry.seq,
+            line: line_no,
+            reason: "it does not chain to the entry before it (an entry was changed, removed or inserted)".into(),
+        });
+    }
+    Ok(entry)
+}
+
+/// What an existing file holds: where its chain ends, and its last entries.
+pub(super) struct Scanned {
+    pub(super) last_hash: String,
+    pub(super) next_seq: u64,
+    pub(super) recent: VecDeque<Arc<Entry>>,
+}
+
+/// Reads every line of the journal `file` (at `path`) and verifies it, reporting the first damage
+/// and cutting a torn last line off, so appends continue the chain from the last whole entry.
+pub(super) fn scan(file: &mut File, path: &Path) -> Result<(Scanned, OpenReport), JournalError> {
+    let io = |source| JournalError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut report = OpenReport::default();
+    let mut reader = BufReader::new(&mut *file);
+    let mut last_hash = GENESIS.to_owned();
+    let mut next_seq = 1;
+    let mut recent = VecDeque::new();
+    let mut good_len: u64 = 0;
+    let mut buf = Vec::new();
+    let mut line_no = 0;
+    loop {
+        buf.clear();
+        // Bytes, not text: a line torn inside a character must still be found and cut off.
+        let n = reader.read_until(b'\n', &mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        let Some(line) = buf.strip_suffix(b"\n") else {
+            report.torn_bytes = n as u64;
+            break;
+        };
+        let entry = match verify_line(line, line_no, &last_hash) {
+            Ok(entry) => entry,
+            Err(e) => {
+                if report.violation.is_none() {
+                    report.violation = Some(e.to_string());
+                }
+                // Keep going from what the line says, so later entries are still readable and the
+                // chain continues from the end of the file.
+                match serde_json::from_slice::<Entry>(line) {
+                    Ok(entry) => entry,
+                    Err(_) => {
+                        good_len += n as u64;
+                        continue;
+                    }
+                }
+            }
+        };
+        good_len += n as u64;
+        last_hash = entry.hash.clone();
+        next_seq = entry.seq + 1;
+        report.entries += 1;
+        if recent.len() == RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(Arc::new(entry));
+    }
+    drop(reader);
+    if report.torn_bytes > 0 {
+        file.set_len(good_len).map_err(io)?;
+        file.seek(SeekFrom::End(0)).map_err(io)?;
+    }
+    Ok((
+        Scanned {
+            last_hash,
+            next_seq,
+            recent,
+        },
+        report,
+    ))
+}
+
+/// Up to `limit` entries with `seq > since` from the file at `path`, verifying the chain from its first
+/// line on.
+pub(super) fn read(path: &Path, since: u64, limit: usize) -> Result<Vec<Arc<Entry>>, JournalError> {
+    let io = |source| JournalError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let reader = BufReader::new(File::open(path).map_err(io)?);
+    let mut prev = GENESIS.to_owned();
+    let mut out = Vec::new();
+    for (i, line) in reader.split(b'\n').enumerate() {
+        let line = line.map_err(io)?;
+        let entry = verify_line(&line, i + 1, &prev)?;
+        prev = entry.hash.clone();
+        if entry.seq > since {
+            out.push(Arc::new(entry));
+            if out.len() >= limit {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
