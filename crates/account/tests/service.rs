@@ -203,7 +203,14 @@ async fn the_token_limit_is_enforced_and_names_its_setting() {
     })
     .await
     .expect_err("over the limit");
-    assert_eq!(refused, Error::TooManyTokens { count: limit });
+    assert_eq!(
+        refused,
+        Error::TooManyTokens {
+            count: limit,
+            limit,
+            setting: account::MAX_TOKENS
+        }
+    );
     assert!(refused.to_string().contains("max_tokens_per_account"));
     f.rt.shutdown().await;
 }
