@@ -39,8 +39,8 @@ pub enum Error {
         limit: usize,
         setting: &'static str,
     },
-    #[error("{0}")]
-    BadInput(String),
+    #[error(transparent)]
+    BadInput(BadInput),
     /// The stored value of `key` was modified, moved or damaged; nothing of it is returned.
     #[error("the stored value of {key:?} fails its integrity check (modified, moved or damaged)")]
     Integrity { key: String },
@@ -51,6 +51,24 @@ pub enum Error {
     Database(#[from] DbError),
     #[error("internal: {0}")]
     Internal(String),
+}
+
+/// What is wrong with a request, in terms the caller can fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadInput {
+    #[error("a key cannot be empty")]
+    EmptyKey,
+    #[error("a namespace cannot be empty")]
+    EmptyNamespace,
+    #[error("a batch needs at least one write")]
+    EmptyBatch,
+    /// A listing's page size out of range; `max` comes from `setting` ([`MAX_LIST_LIMIT`]).
+    #[error("limit must be between 1 and {max} (services.storage.{setting})")]
+    ListLimit {
+        asked: usize,
+        max: usize,
+        setting: &'static str,
+    },
 }
 
 impl Classify for Error {
@@ -194,7 +212,7 @@ mod tests {
                 "storage.too_large",
             ),
             (
-                Error::BadInput("empty".into()),
+                Error::BadInput(super::BadInput::EmptyKey),
                 ErrorKind::Invalid,
                 "storage.bad_input",
             ),

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use runtime::{CallError, Context, Kind, Priority, Reply, Service, ServiceError, Spec};
 
 use crate::db::{Change, Db, DbError, Record, associated_data};
-use crate::{Error, KEY_OWNER, NAME, Page, Request, Value, Write};
+use crate::{BadInput, Error, KEY_OWNER, NAME, Page, Request, Value, Write};
 
 type Answer<T> = Reply<Result<T, Error>>;
 
@@ -240,7 +240,7 @@ impl Limits {
 
     fn check_key(&self, key: &str) -> Result<(), Error> {
         if key.is_empty() {
-            return Err(Error::BadInput("a key cannot be empty".into()));
+            return Err(Error::BadInput(BadInput::EmptyKey));
         }
         if key.len() > self.key {
             return Err(Error::TooLarge {
@@ -268,7 +268,7 @@ impl Limits {
 
 fn check_namespace(namespace: &str) -> Result<(), Error> {
     if namespace.is_empty() {
-        return Err(Error::BadInput("a namespace cannot be empty".into()));
+        return Err(Error::BadInput(BadInput::EmptyNamespace));
     }
     Ok(())
 }
@@ -461,10 +461,11 @@ impl State<'_> {
     ) -> Result<Page, Error> {
         check_namespace(namespace)?;
         if limit == 0 || limit > limits.list {
-            return Err(Error::BadInput(format!(
-                "limit must be between 1 and {} (services.storage.{MAX_LIST_LIMIT})",
-                limits.list
-            )));
+            return Err(Error::BadInput(BadInput::ListLimit {
+                asked: limit,
+                max: limits.list,
+                setting: MAX_LIST_LIMIT,
+            }));
         }
         let (keys, more) = self.db.list(namespace, prefix, after, limit)?;
         let next = more.then(|| keys.last().map(|l| l.key.clone())).flatten();
@@ -486,7 +487,7 @@ impl State<'_> {
     ) -> Result<Vec<Change>, Error> {
         check_namespace(namespace)?;
         if writes.is_empty() {
-            return Err(Error::BadInput("a batch needs at least one write".into()));
+            return Err(Error::BadInput(BadInput::EmptyBatch));
         }
         if writes.len() > limits.batch {
             return Err(Error::TooLarge {
