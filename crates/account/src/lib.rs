@@ -28,9 +28,12 @@ pub const NAME: ServiceName = ServiceName::from_static("account");
 /// What callers can do about a failed operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// No such account, or no such token of this account.
-    #[error("{0}")]
-    NotFound(String),
+    /// No such account (for an account token, also another account: the same answer).
+    #[error("no account {account:?}")]
+    NoAccount { account: String },
+    /// The account has no such token.
+    #[error("account {account} has no token {token:?}")]
+    NoToken { account: String, token: String },
     #[error("{0}")]
     BadInput(String),
     /// Another account has this name: names are unique, so an account can be found by its name.
@@ -60,7 +63,7 @@ pub enum Error {
 impl Classify for Error {
     fn kind(&self) -> ErrorKind {
         match self {
-            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::NoAccount { .. } | Error::NoToken { .. } => ErrorKind::NotFound,
             Error::BadInput(_) => ErrorKind::Invalid,
             Error::NameTaken(_) | Error::TooManyTokens { .. } => ErrorKind::Conflict,
             Error::Unavailable { .. } => ErrorKind::Unavailable {
@@ -72,7 +75,7 @@ impl Classify for Error {
 
     fn code(&self) -> &'static str {
         match self {
-            Error::NotFound(_) => "account.not_found",
+            Error::NoAccount { .. } | Error::NoToken { .. } => "account.not_found",
             Error::BadInput(_) => "account.bad_input",
             Error::NameTaken(_) => "account.name_taken",
             Error::TooManyTokens { .. } => "account.too_many_tokens",
@@ -212,7 +215,17 @@ mod tests {
     fn every_error_has_its_kind_and_code() {
         let table = [
             (
-                Error::NotFound("no account".into()),
+                Error::NoAccount {
+                    account: "acc_1".into(),
+                },
+                ErrorKind::NotFound,
+                "account.not_found",
+            ),
+            (
+                Error::NoToken {
+                    account: "acc_1".into(),
+                    token: "tok_1".into(),
+                },
                 ErrorKind::NotFound,
                 "account.not_found",
             ),

@@ -237,9 +237,9 @@ impl State<'_> {
     }
 
     fn record(&self, id: &str) -> Result<&Record, Error> {
-        self.accounts
-            .get(id)
-            .ok_or_else(|| Error::NotFound(format!("no account {id:?}")))
+        self.accounts.get(id).ok_or_else(|| Error::NoAccount {
+            account: id.to_owned(),
+        })
     }
 
     /// Writes `record` to storage; only then does it replace the one in memory and in the directory.
@@ -451,9 +451,10 @@ impl State<'_> {
         let before = record.tokens.len();
         record.tokens.retain(|t| t.id != token);
         if record.tokens.len() == before {
-            return Err(Error::NotFound(format!(
-                "account {id} has no token {token:?}"
-            )));
+            return Err(Error::NoToken {
+                account: id.to_owned(),
+                token: token.to_owned(),
+            });
         }
         self.save(record).await?;
         self.service
