@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use runtime::clock::now_ms;
 
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -72,13 +74,6 @@ impl Directory {
 /// Only the digest of a token is kept; tokens are 256-bit random, so a fast hash is enough.
 pub(crate) fn digest(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// Buckets kept before idle (full) ones are forgotten.

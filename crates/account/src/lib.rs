@@ -3,63 +3,86 @@
 //! crypto service with its Neo N3 address, and the per-account rate limit. Records live sealed in the
 //! storage service (namespace `@account`); every change is journaled, without secrets. The HTTP API
 //! resolves tokens through a [`Gate`], which reads the directory this service publishes.
+//!
+//! This file is what other crates use: the name, the requests and their answers, the handle, the
+//! error, the gate and the settings' names. The service itself is in `service.rs`.
 
 mod address;
 mod gate;
 pub mod scope;
+mod service;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
-use runtime::journal::{Cause, Event};
-use runtime::{Context, Journal, Kind, Priority, Reply, Service, ServiceError, ServiceName, Spec};
-use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use runtime::{CallError, Classify, ErrorKind, Reply, ServiceName};
+use serde::Serialize;
 
 pub use address::{AddressError, neo_n3, neo_n3_script_hash};
 pub use gate::{AuthError, Directory, Gate, Principal};
 pub use runtime::rate::Rate;
 pub use scope::{Area, Scope};
-
-use gate::{Grant, digest, now_ms};
+pub use service::{Account, MAX_TOKENS, RATE_BURST, RATE_PER_SECOND};
 
 pub const NAME: ServiceName = ServiceName::from_static("account");
-
-/// The storage namespace holding account records.
-const NAMESPACE: &str = "@account";
-const RECORD_PREFIX: &str = "account/";
-
-/// Settings (in `[services.account]`).
-pub const RATE_PER_SECOND: &str = "rate_per_second";
-pub const RATE_BURST: &str = "rate_burst";
-pub const MAX_TOKENS: &str = "max_tokens_per_account";
-
-const MAX_NAME_CHARS: usize = 64;
 
 /// What callers can do about a failed operation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    /// No such account, or no such token of this account.
-    #[error("{0}")]
-    NotFound(String),
+    /// No such account (for an account token, also another account: the same answer).
+    #[error("no account {account:?}")]
+    NoAccount { account: String },
+    /// The account has no such token.
+    #[error("account {account} has no token {token:?}")]
+    NoToken { account: String, token: String },
     #[error("{0}")]
     BadInput(String),
     /// Another account has this name: names are unique, so an account can be found by its name.
     #[error("an account named {0:?} exists already")]
     NameTaken(String),
-    /// The account already has as many tokens as `max_tokens_per_account` allows.
+    /// The account already has `count` tokens, and the setting allows `limit`.
     #[error(
-        "the account has {count} tokens, the most `services.account.max_tokens_per_account` allows; revoke one first"
+        "the account has {count} tokens, the most `services.account.{setting}` allows; revoke one first"
     )]
-    TooManyTokens { count: usize },
-    /// Crypto or storage did not answer (restarting, circuit open): retry.
-    #[error("{0}")]
-    Unavailable(String),
+    TooManyTokens {
+        count: usize,
+        limit: usize,
+        /// The setting the limit comes from ([`MAX_TOKENS`]).
+        setting: &'static str,
+    },
+    /// Crypto or storage did not answer (restarting, circuit open) while doing `what`: retry.
+    #[error("{what}: the {} service did not answer: {source}", source.service())]
+    Unavailable {
+        what: &'static str,
+        source: CallError,
+    },
     /// Crypto or storage answered with an error that retrying will not fix.
     #[error("{0}")]
     Internal(String),
+}
+
+impl Classify for Error {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NoAccount { .. } | Error::NoToken { .. } => ErrorKind::NotFound,
+            Error::BadInput(_) => ErrorKind::Invalid,
+            Error::NameTaken(_) | Error::TooManyTokens { .. } => ErrorKind::Conflict,
+            Error::Unavailable { .. } => ErrorKind::Unavailable {
+                retry_after: Duration::from_secs(1),
+            },
+            Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Error::NoAccount { .. } | Error::NoToken { .. } => "account.not_found",
+            Error::BadInput(_) => "account.bad_input",
+            Error::NameTaken(_) => "account.name_taken",
+            Error::TooManyTokens { .. } => "account.too_many_tokens",
+            Error::Unavailable { .. } => "account.unavailable",
+            Error::Internal(_) => "account.internal",
+        }
+    }
 }
 
 /// The public description of an account.
@@ -180,582 +203,86 @@ impl runtime::bus::Operation for Request {
 
 pub type Handle = runtime::Handle<Request>;
 
-/// An account as stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Record {
-    id: String,
-    name: String,
-    created_ms: u64,
-    disabled: bool,
-    signing_key: String,
-    public_key: String,
-    neo_n3: String,
-    tokens: Vec<TokenRecord>,
-}
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TokenRecord {
-    id: String,
-    name: String,
-    /// Hex SHA-256 of the secret.
-    digest: String,
-    scopes: Vec<Scope>,
-    created_ms: u64,
-    expires_ms: Option<u64>,
-}
+    use runtime::{CallError, Classify, ErrorKind};
 
-impl Record {
-    fn info(&self) -> AccountInfo {
-        AccountInfo {
-            id: self.id.clone(),
-            name: self.name.clone(),
-            created_ms: self.created_ms,
-            disabled: self.disabled,
-            signing_key: self.signing_key.clone(),
-            public_key: self.public_key.clone(),
-            addresses: Addresses {
-                neo_n3: self.neo_n3.clone(),
-            },
-            tokens: self.tokens.iter().filter(|t| t.is_live()).count(),
-        }
-    }
-}
+    use super::Error;
 
-impl TokenRecord {
-    fn is_live(&self) -> bool {
-        self.expires_ms.is_none_or(|at| at > now_ms())
-    }
-
-    fn info(&self) -> TokenInfo {
-        TokenInfo {
-            id: self.id.clone(),
-            name: self.name.clone(),
-            scopes: self.scopes.clone(),
-            created_ms: self.created_ms,
-            expires_ms: self.expires_ms,
-        }
-    }
-}
-
-/// The recipe.
-#[derive(Debug)]
-pub struct Account {
-    crypto: crypto::Handle,
-    storage: storage::Handle,
-    journal: Journal,
-    directory: watch::Sender<Arc<Directory>>,
-}
-
-impl Account {
-    pub fn new(crypto: crypto::Handle, storage: storage::Handle, journal: Journal) -> Account {
-        let rate = rate_of(&Account::default_spec());
-        let (directory, _) = watch::channel(Arc::new(Directory::loading(rate)));
-        Account {
-            crypto: crypto.with_caller(&NAME),
-            storage: storage.with_caller(&NAME),
-            journal,
-            directory,
-        }
-    }
-
-    /// The gate the HTTP API authenticates service requests with. It outlives restarts: while the
-    /// service reloads, it answers [`AuthError::Loading`].
-    pub fn gate(&self) -> Gate {
-        Gate::new(self.directory.subscribe())
-    }
-
-    pub fn default_spec() -> Spec {
-        Spec::new(NAME, Kind::Core)
-            .description(
-                "accounts, their API tokens and scopes, per-account signing keys and addresses, and the per-account rate limit",
-            )
-            .depends_on(crypto::NAME)
-            .depends_on(storage::NAME)
-            .priority(Priority::High)
-            .capability("account.tokens")
-            .capability("account.address.neo_n3")
-            .setting(
-                RATE_PER_SECOND,
-                100,
-                1,
-                1_000_000,
-                "requests per second an account may make, on average",
-            )
-            .setting(
-                RATE_BURST,
-                200,
-                1,
-                1_000_000,
-                "requests an account may make at once after being idle",
-            )
-            .setting(MAX_TOKENS, 100, 1, 10_000, "most live tokens per account")
-    }
-
-    fn audit(&self, action: &str, subject: &str, detail: &[(&str, String)]) {
-        self.journal.append(
-            Some(&NAME),
-            None,
-            Event::Audit {
-                action: action.into(),
-                subject: subject.into(),
-                detail: detail
-                    .iter()
-                    .map(|(k, v)| ((*k).to_owned(), v.clone()))
-                    .collect(),
-            },
-            Cause::Service,
-        );
-    }
-}
-
-fn rate_of(spec: &Spec) -> Rate {
-    Rate {
-        per_second: spec.setting_value(RATE_PER_SECOND) as f64,
-        burst: spec.setting_value(RATE_BURST) as f64,
-    }
-}
-
-fn storage_failure(what: &str, e: runtime::CallError) -> Error {
-    Error::Unavailable(format!("{what}: the storage service did not answer: {e}"))
-}
-
-fn crypto_failure(what: &str, e: runtime::CallError) -> Error {
-    Error::Unavailable(format!("{what}: the crypto service did not answer: {e}"))
-}
-
-fn random_id(prefix: &str) -> String {
-    format!("{prefix}{}", hex::encode(rand::random::<[u8; 12]>()))
-}
-
-fn new_secret() -> String {
-    let bytes: [u8; 32] = rand::random();
-    format!(
-        "cls_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
-}
-
-fn check_name(name: &str, what: &str) -> Result<String, Error> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
-        return Err(Error::BadInput(format!(
-            "{what} must be 1 to {MAX_NAME_CHARS} characters"
-        )));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(Error::BadInput(format!(
-            "{what} must not contain control characters"
-        )));
-    }
-    Ok(name.to_owned())
-}
-
-/// One incarnation's state: every account, by id.
-struct State<'a> {
-    service: &'a Account,
-    accounts: BTreeMap<String, Record>,
-    max_tokens: usize,
-    rate: Rate,
-}
-
-impl State<'_> {
-    fn publish(&self) {
-        let mut grants = std::collections::HashMap::new();
-        for record in self.accounts.values() {
-            for token in &record.tokens {
-                let Ok(bytes) = hex::decode(&token.digest) else {
-                    continue;
-                };
-                let Ok(digest) = <[u8; 32]>::try_from(bytes) else {
-                    continue;
-                };
-                grants.insert(
-                    digest,
-                    Grant {
-                        principal: Principal {
-                            account: record.id.clone(),
-                            token: token.id.clone(),
-                            scopes: token.scopes.clone().into(),
-                            signing_key: record.signing_key.clone(),
-                            expires_ms: token.expires_ms,
-                        },
-                        expires_ms: token.expires_ms,
-                        disabled: record.disabled,
-                    },
-                );
-            }
-        }
-        self.service.directory.send_replace(Arc::new(Directory {
-            loaded: true,
-            grants,
-            rate: self.rate,
-        }));
-    }
-
-    fn record(&self, id: &str) -> Result<&Record, Error> {
-        self.accounts
-            .get(id)
-            .ok_or_else(|| Error::NotFound(format!("no account {id:?}")))
-    }
-
-    /// Writes `record` to storage; only then does it replace the one in memory and in the directory.
-    async fn save(&mut self, record: Record) -> Result<(), Error> {
-        let value = serde_json::to_vec(&record)
-            .map_err(|e| Error::Internal(format!("encoding account {}: {e}", record.id)))?;
-        let key = format!("{RECORD_PREFIX}{}", record.id);
-        self.service
-            .storage
-            .call(|reply| storage::Request::Put {
-                namespace: NAMESPACE.into(),
-                key,
-                value,
-                reply,
-            })
-            .await
-            .map_err(|e| storage_failure("saving the account", e))?
-            .map_err(|e| Error::Internal(format!("saving account {}: {e}", record.id)))?;
-        self.accounts.insert(record.id.clone(), record);
-        self.publish();
-        Ok(())
-    }
-
-    async fn load(&mut self) -> Result<(), ServiceError> {
-        let mut after = None;
-        loop {
-            let page = self
-                .service
-                .storage
-                .call(|reply| storage::Request::List {
-                    namespace: NAMESPACE.into(),
-                    prefix: RECORD_PREFIX.into(),
-                    after: after.clone(),
-                    limit: 500,
-                    reply,
-                })
-                .await
-                .map_err(|e| ServiceError::new(format!("listing accounts: {e}")))?
-                .map_err(|e| ServiceError::new(format!("listing accounts: {e}")))?;
-            for listed in page.keys {
-                let key = listed.key;
-                let value = self
-                    .service
-                    .storage
-                    .call(|reply| storage::Request::Get {
-                        namespace: NAMESPACE.into(),
-                        key: key.clone(),
-                        reply,
-                    })
-                    .await
-                    .map_err(|e| ServiceError::new(format!("reading {key}: {e}")))?
-                    .map_err(|e| ServiceError::new(format!("reading {key}: {e}")))?;
-                let record: Record = serde_json::from_slice(&value.data).map_err(|e| {
-                    ServiceError::new(format!("the account record {key} is not valid: {e}"))
-                })?;
-                self.accounts.insert(record.id.clone(), record);
-            }
-            match page.next {
-                Some(next) => after = Some(next),
-                None => break,
-            }
-        }
-        self.publish();
-        Ok(())
-    }
-
-    async fn create(&mut self, name: String) -> Result<Created, Error> {
-        let name = check_name(&name, "the account name")?;
-        if self.accounts.values().any(|a| a.name == name) {
-            return Err(Error::NameTaken(name));
-        }
-        let id = random_id("acc_");
-        let key = self
-            .service
-            .crypto
-            .call(|reply| crypto::Request::Generate {
-                owner: id.clone(),
-                algorithm: crypto::Algorithm::P256,
-                reply,
-            })
-            .await
-            .map_err(|e| crypto_failure("creating the signing key", e))?
-            .map_err(|e| Error::Internal(format!("creating the signing key: {e}")))?;
-        let uncompressed = key
-            .versions
-            .last()
-            .and_then(|v| hex::decode(&v.public_key).ok())
-            .ok_or_else(|| Error::Internal("the new signing key has no public key".into()))?;
-        let public = p256::PublicKey::from_sec1_bytes(&uncompressed)
-            .map_err(|e| Error::Internal(format!("the new signing key's public key: {e}")))?;
-        let compressed = {
-            use p256::elliptic_curve::sec1::ToEncodedPoint;
-            public.to_encoded_point(true).as_bytes().to_vec()
-        };
-        let neo = neo_n3(&compressed).map_err(|e| Error::Internal(e.to_string()))?;
-        let key_id = key.id.clone();
-        let (token, secret) = new_token(TokenGrant {
-            name: "first".into(),
-            scopes: vec![Scope::All],
-            ttl: None,
-            not_after: None,
-        });
-        let record = Record {
-            id: id.clone(),
-            name,
-            created_ms: now_ms(),
-            disabled: false,
-            signing_key: key.id,
-            public_key: hex::encode(&compressed),
-            neo_n3: neo,
-            tokens: vec![token.clone()],
-        };
-        if let Err(e) = self.save(record.clone()).await {
-            // Nothing refers to the new key: take it back rather than leave it orphaned.
-            let removed = self
-                .service
-                .crypto
-                .call(|reply| crypto::Request::Delete {
-                    owner: id.clone(),
-                    id: key_id,
-                    reply,
-                })
-                .await;
-            if !matches!(removed, Ok(Ok(()))) {
-                tracing::warn!(account = %id, "account: could not delete the signing key of an account that was not saved");
-            }
-            return Err(e);
-        }
-        self.service.audit(
-            "account.created",
-            &id,
-            &[
-                ("name", record.name.clone()),
-                ("signing_key", record.signing_key.clone()),
-                ("neo_n3", record.neo_n3.clone()),
-            ],
-        );
-        self.service.audit(
-            "token.issued",
-            &id,
-            &[("token", token.id.clone()), ("scopes", "*".into())],
-        );
-        Ok(Created {
-            account: record.info(),
-            token: IssuedToken {
-                info: token.info(),
-                secret,
-            },
-        })
-    }
-
-    async fn set_disabled(&mut self, id: &str, disabled: bool) -> Result<AccountInfo, Error> {
-        let mut record = self.record(id)?.clone();
-        if record.disabled != disabled {
-            record.disabled = disabled;
-            self.save(record.clone()).await?;
-            let action = if disabled {
-                "account.disabled"
-            } else {
-                "account.enabled"
-            };
-            self.service.audit(action, id, &[]);
-        }
-        Ok(record.info())
-    }
-
-    async fn issue(&mut self, id: &str, grant: TokenGrant) -> Result<IssuedToken, Error> {
-        let mut record = self.record(id)?.clone();
-        let name = check_name(&grant.name, "the token name")?;
-        if grant.scopes.is_empty() {
-            return Err(Error::BadInput(
-                "a token needs at least one scope (`*` for everything)".into(),
-            ));
-        }
-        let now = now_ms();
-        // Expired tokens stop counting (and are dropped) when a new one is issued.
-        record
-            .tokens
-            .retain(|t| t.expires_ms.is_none_or(|at| at > now));
-        if record.tokens.len() >= self.max_tokens {
-            return Err(Error::TooManyTokens {
-                count: record.tokens.len(),
-            });
-        }
-        let (token, secret) = new_token(TokenGrant { name, ..grant });
-        record.tokens.push(token.clone());
-        self.save(record).await?;
-        let scopes = token
-            .scopes
-            .iter()
-            .map(Scope::to_string)
-            .collect::<Vec<_>>()
-            .join(" ");
-        let mut detail = vec![("token", token.id.clone()), ("scopes", scopes)];
-        if let Some(at) = token.expires_ms {
-            detail.push(("expires_ms", at.to_string()));
-        }
-        self.service.audit("token.issued", id, &detail);
-        Ok(IssuedToken {
-            info: token.info(),
-            secret,
-        })
-    }
-
-    async fn revoke(&mut self, id: &str, token: &str) -> Result<(), Error> {
-        let mut record = self.record(id)?.clone();
-        let before = record.tokens.len();
-        record.tokens.retain(|t| t.id != token);
-        if record.tokens.len() == before {
-            return Err(Error::NotFound(format!(
-                "account {id} has no token {token:?}"
-            )));
-        }
-        self.save(record).await?;
-        self.service
-            .audit("token.revoked", id, &[("token", token.to_owned())]);
-        Ok(())
-    }
-
-    /// Deletes the account's stored values and keys, then the account. A failure part way leaves
-    /// the account in place (disabled), so the delete can be retried.
-    async fn delete(&mut self, id: &str) -> Result<(), Error> {
-        let mut record = self.record(id)?.clone();
-        if !record.disabled {
-            record.disabled = true;
-            self.save(record).await?;
-        }
-        let storage = &self.service.storage;
-        // Its values and their namespace key, in one commit.
-        storage
-            .call(|reply| storage::Request::DropNamespace {
-                namespace: id.to_owned(),
-                reply,
-            })
-            .await
-            .map_err(|e| storage_failure("deleting the account's values", e))?
-            .map_err(|e| Error::Internal(format!("deleting the account's values: {e}")))?;
-        let crypto = &self.service.crypto;
-        let keys = crypto
-            .call(|reply| crypto::Request::List {
-                owner: id.to_owned(),
-                reply,
-            })
-            .await
-            .map_err(|e| crypto_failure("deleting the account's keys", e))?
-            .map_err(|e| Error::Internal(format!("listing the account's keys: {e}")))?;
-        for key in keys {
-            crypto
-                .call(|reply| crypto::Request::Delete {
-                    owner: id.to_owned(),
-                    id: key.id.clone(),
-                    reply,
-                })
-                .await
-                .map_err(|e| crypto_failure("deleting the account's keys", e))?
-                .map_err(|e| Error::Internal(format!("deleting key {}: {e}", key.id)))?;
-        }
-        storage
-            .call(|reply| storage::Request::Delete {
-                namespace: NAMESPACE.into(),
-                key: format!("{RECORD_PREFIX}{id}"),
-                reply,
-            })
-            .await
-            .map_err(|e| storage_failure("deleting the account", e))?
-            .map_err(|e| Error::Internal(format!("deleting the account record: {e}")))?;
-        self.accounts.remove(id);
-        self.publish();
-        self.service.audit("account.deleted", id, &[]);
-        Ok(())
-    }
-
-    async fn handle(&mut self, request: Request) {
-        match request {
-            Request::Create { name, reply } => reply.send(self.create(name).await),
-            Request::Get { id, reply } => reply.send(self.record(&id).map(Record::info)),
-            Request::List { reply } => {
-                reply.send(Ok(self.accounts.values().map(Record::info).collect()))
-            }
-            Request::SetDisabled {
-                id,
-                disabled,
-                reply,
-            } => reply.send(self.set_disabled(&id, disabled).await),
-            Request::Delete { id, reply } => reply.send(self.delete(&id).await),
-            Request::IssueToken { id, grant, reply } => reply.send(self.issue(&id, grant).await),
-            Request::Tokens { id, reply } => reply.send(
-                self.record(&id)
-                    .map(|r| r.tokens.iter().map(TokenRecord::info).collect()),
-            ),
-            Request::RevokeToken { id, token, reply } => reply.send(self.revoke(&id, &token).await),
-        }
-    }
-}
-
-fn new_token(grant: TokenGrant) -> (TokenRecord, String) {
-    let secret = new_secret();
-    let now = now_ms();
-    let record = TokenRecord {
-        id: random_id("tok_"),
-        name: grant.name,
-        digest: hex::encode(digest(&secret)),
-        scopes: grant.scopes,
-        created_ms: now,
-        expires_ms: {
-            let by_ttl = grant
-                .ttl
-                .map(|ttl| now.saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)));
-            match (by_ttl, grant.not_after) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
-        },
-    };
-    (record, secret)
-}
-
-impl Service for Account {
-    type Request = Request;
-
-    fn spec(&self) -> Spec {
-        Account::default_spec()
-    }
-
-    fn validate(&self, new: &Spec) -> Result<(), String> {
-        if new.replicas.max > 1 {
-            return Err("account has a single writer: replicas.max must be 1".into());
-        }
-        Ok(())
-    }
-
-    async fn run(&self, mut cx: Context<Request>) -> Result<(), ServiceError> {
-        let spec = cx.spec();
-        let mut state = State {
-            service: self,
-            accounts: BTreeMap::new(),
-            max_tokens: spec.setting_value(MAX_TOKENS) as usize,
-            rate: rate_of(&spec),
-        };
-        // Until the records are first read the gate answers "loading"; across a restart it keeps
-        // the directory last published, which is what storage holds.
-        state.load().await?;
-        let mut specs = cx.spec_changes().clone();
-        loop {
-            tokio::select! {
-                request = cx.recv() => match request {
-                    Some(request) => state.handle(request).await,
-                    None => break,
+    #[test]
+    fn every_error_has_its_kind_and_code() {
+        let table = [
+            (
+                Error::NoAccount {
+                    account: "acc_1".into(),
                 },
-                Ok(()) = specs.changed() => {
-                    // Settings apply live, the rate limit included.
-                    let spec = specs.borrow_and_update().clone();
-                    state.max_tokens = spec.setting_value(MAX_TOKENS) as usize;
-                    state.rate = rate_of(&spec);
-                    state.publish();
-                }
-            }
+                ErrorKind::NotFound,
+                "account.not_found",
+            ),
+            (
+                Error::NoToken {
+                    account: "acc_1".into(),
+                    token: "tok_1".into(),
+                },
+                ErrorKind::NotFound,
+                "account.not_found",
+            ),
+            (
+                Error::BadInput("empty".into()),
+                ErrorKind::Invalid,
+                "account.bad_input",
+            ),
+            (
+                Error::NameTaken("alice".into()),
+                ErrorKind::Conflict,
+                "account.name_taken",
+            ),
+            (
+                Error::TooManyTokens {
+                    count: 3,
+                    limit: 3,
+                    setting: super::MAX_TOKENS,
+                },
+                ErrorKind::Conflict,
+                "account.too_many_tokens",
+            ),
+            (
+                Error::Unavailable {
+                    what: "saving the account",
+                    source: CallError::Interrupted {
+                        service: storage::NAME,
+                    },
+                },
+                ErrorKind::Unavailable {
+                    retry_after: Duration::from_secs(1),
+                },
+                "account.unavailable",
+            ),
+            (
+                Error::Internal("bug".into()),
+                ErrorKind::Internal,
+                "account.internal",
+            ),
+        ];
+        for (error, kind, code) in table {
+            assert_eq!((error.kind(), error.code()), (kind, code), "{error:?}");
         }
-        Ok(())
+    }
+
+    #[test]
+    fn an_unavailable_error_names_what_and_which_service() {
+        let e = Error::Unavailable {
+            what: "creating the signing key",
+            source: CallError::Interrupted {
+                service: crypto::NAME,
+            },
+        };
+        assert!(
+            e.to_string()
+                .starts_with("creating the signing key: the crypto service did not answer: "),
+            "{e}"
+        );
     }
 }

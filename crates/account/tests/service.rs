@@ -161,7 +161,9 @@ async fn tokens_resolve_expire_and_survive_a_restart() {
             reply,
         })
         .await,
-        Err(Error::NotFound("no account \"acc_nobody\"".into()))
+        Err(Error::NoAccount {
+            account: "acc_nobody".into()
+        })
     );
     f.rt.shutdown().await;
 }
@@ -203,7 +205,14 @@ async fn the_token_limit_is_enforced_and_names_its_setting() {
     })
     .await
     .expect_err("over the limit");
-    assert_eq!(refused, Error::TooManyTokens { count: limit });
+    assert_eq!(
+        refused,
+        Error::TooManyTokens {
+            count: limit,
+            limit,
+            setting: account::MAX_TOKENS
+        }
+    );
     assert!(refused.to_string().contains("max_tokens_per_account"));
     f.rt.shutdown().await;
 }
@@ -273,7 +282,7 @@ async fn a_deleted_account_leaves_no_values_keys_or_tokens() {
     assert!(f.gate.authenticate(&stay.token.secret).is_ok());
     assert!(matches!(
         ask(&f, |reply| Request::Get { id, reply }).await,
-        Err(Error::NotFound(_))
+        Err(Error::NoAccount { .. })
     ));
     f.rt.shutdown().await;
 }

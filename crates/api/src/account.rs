@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use account::{Area, Error, Request, Scope, TokenGrant};
+use account::{Area, Request, Scope, TokenGrant};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -18,29 +18,6 @@ use crate::auth::Caller;
 use crate::error::ErrorBody;
 use crate::input::{ask, body, call_error};
 use crate::{ApiError, AppState};
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> ApiError {
-        match e {
-            Error::NotFound(_) => ApiError::not_found("account.not_found", e.to_string()),
-            Error::BadInput(_) => ApiError::bad_request("account.bad_input", e.to_string()),
-            Error::NameTaken(_) => {
-                ApiError::new(StatusCode::CONFLICT, "account.name_taken", e.to_string())
-            }
-            Error::TooManyTokens { .. } => ApiError::new(
-                StatusCode::CONFLICT,
-                "account.too_many_tokens",
-                e.to_string(),
-            ),
-            Error::Unavailable(_) => ApiError::unavailable("account.unavailable", e.to_string(), 1),
-            Error::Internal(_) => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "account.internal",
-                e.to_string(),
-            ),
-        }
-    }
-}
 
 /// The longest `expires_in_s` a token may ask for: ten years.
 const MAX_EXPIRES_IN_S: u64 = 10 * 365 * 24 * 3600;

@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use crypto::{Algorithm, Error, Request};
+use crypto::{Algorithm, Request};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -19,30 +19,6 @@ use account::Area;
 use axum::Extension;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> ApiError {
-        match e {
-            Error::NotFound(_) => ApiError::not_found("crypto.key_not_found", e.to_string()),
-            Error::WrongKind { .. } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "crypto.wrong_key_kind",
-                e.to_string(),
-            ),
-            Error::BadInput(_) => ApiError::bad_request("crypto.bad_input", e.to_string()),
-            Error::Integrity => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "crypto.integrity",
-                e.to_string(),
-            ),
-            Error::Keystore(_) | Error::Internal(_) => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "crypto.internal",
-                e.to_string(),
-            ),
-        }
-    }
-}
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct KeyList {

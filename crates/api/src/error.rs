@@ -148,48 +148,23 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<runtime::Error> for ApiError {
-    fn from(e: runtime::Error) -> Self {
-        match &e {
-            runtime::Error::UnknownService(_) => {
-                ApiError::not_found("service.not_found", e.to_string())
-            }
-            runtime::Error::NotRunning { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "service.not_running", e.to_string())
-            }
-            runtime::Error::Graph(_) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "service.invalid_graph",
-                e.to_string(),
-            ),
-            runtime::Error::InvalidSpec { .. } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "service.invalid_spec",
-                e.to_string(),
-            ),
-            runtime::Error::Reconfigure(_) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "config.rejected",
-                e.to_string(),
-            ),
-            runtime::Error::ShuttingDown => {
-                ApiError::unavailable("runtime.shutting_down", e.to_string(), 5)
+/// `From` for every error type the API answers with, each said once here and classified beside its
+/// enum (its kind and code), so a handler's `?` and [`crate::input::ask`] turn it into the one answer
+/// [`ApiError::classified`] gives.
+macro_rules! classified {
+    ($($error:ty),* $(,)?) => {$(
+        impl From<$error> for ApiError {
+            fn from(e: $error) -> ApiError {
+                ApiError::classified(&e)
             }
         }
-    }
+    )*};
 }
 
-impl From<runtime::journal::JournalError> for ApiError {
-    fn from(e: runtime::journal::JournalError) -> Self {
-        match &e {
-            runtime::journal::JournalError::Tampered { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "journal.integrity", e.to_string())
-            }
-            runtime::journal::JournalError::Io { .. } => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "journal.io",
-                e.to_string(),
-            ),
-        }
-    }
-}
+classified![
+    runtime::Error,
+    runtime::journal::JournalError,
+    crypto::Error,
+    storage::Error,
+    account::Error,
+];

@@ -5,10 +5,10 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use storage::{Error, Request, Write};
+use storage::{Request, Write};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
@@ -38,38 +38,6 @@ pub(crate) struct Deleted {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Committed {
     version: u64,
-}
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> ApiError {
-        match e {
-            Error::NotFound(_) => ApiError::not_found("storage.not_found", e.to_string()),
-            Error::TooLarge { .. } => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "storage.too_large",
-                e.to_string(),
-            ),
-            Error::BadInput(_) => ApiError::bad_request("storage.bad_input", e.to_string()),
-            Error::Integrity { .. } => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "storage.integrity",
-                e.to_string(),
-            ),
-            Error::CryptoUnavailable(_) => {
-                ApiError::unavailable("storage.crypto_unavailable", e.to_string(), 1)
-            }
-            Error::Database(_) => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "storage.database",
-                e.to_string(),
-            ),
-            Error::Internal(_) => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "storage.internal",
-                e.to_string(),
-            ),
-        }
-    }
 }
 
 /// Stores the raw body at `key` in the caller's namespace, durably (acknowledged after commit).

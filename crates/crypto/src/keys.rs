@@ -6,7 +6,7 @@ use aes_gcm::{Aes256Gcm, Nonce};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::Error;
+use crate::{Error, KeyInfo, VersionInfo};
 
 /// The kinds of key the service holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -246,4 +246,51 @@ pub(crate) fn derive(secret: &Secret, salt: &[u8], info: &[u8]) -> Secret {
         .expand(info, out.as_mut())
         .expect("32 bytes is a valid HKDF-SHA256 output length");
     Secret::new(out)
+}
+
+/// One version of a key.
+#[derive(Debug, Clone)]
+pub(crate) struct Version {
+    pub(crate) version: u32,
+    pub(crate) created_ms: u64,
+    pub(crate) secret: Secret,
+}
+
+/// A key and all its versions.
+#[derive(Debug, Clone)]
+pub(crate) struct Key {
+    pub(crate) id: String,
+    pub(crate) owner: String,
+    pub(crate) algorithm: Algorithm,
+    pub(crate) created_ms: u64,
+    pub(crate) versions: Vec<Version>,
+}
+
+impl Key {
+    pub(crate) fn current(&self) -> &Version {
+        self.versions
+            .last()
+            .expect("a key always has at least one version")
+    }
+
+    pub(crate) fn info(&self) -> Result<KeyInfo, Error> {
+        Ok(KeyInfo {
+            id: self.id.clone(),
+            owner: self.owner.clone(),
+            algorithm: self.algorithm,
+            version: self.current().version,
+            created_ms: self.created_ms,
+            versions: self
+                .versions
+                .iter()
+                .map(|v| {
+                    Ok(VersionInfo {
+                        version: v.version,
+                        created_ms: v.created_ms,
+                        public_key: hex::encode(v.secret.public(self.algorithm)?),
+                    })
+                })
+                .collect::<Result<_, Error>>()?,
+        })
+    }
 }

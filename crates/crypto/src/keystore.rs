@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::keys::{Algorithm, Secret};
-use crate::{Error, Key, Version};
+use crate::Error;
+use crate::keys::{Algorithm, Key, Secret, Version};
 
 const MAGIC: &[u8; 8] = b"CLKS0001";
 

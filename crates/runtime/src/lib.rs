@@ -96,6 +96,32 @@ pub enum Error {
     },
 }
 
+impl Classify for Error {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Error::UnknownService(_) => ErrorKind::NotFound,
+            Error::NotRunning { .. } => ErrorKind::Conflict,
+            Error::Graph(_) | Error::InvalidSpec { .. } | Error::Reconfigure(_) => {
+                ErrorKind::Unprocessable
+            }
+            Error::ShuttingDown => ErrorKind::Unavailable {
+                retry_after: std::time::Duration::from_secs(5),
+            },
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Error::UnknownService(_) => "service.not_found",
+            Error::NotRunning { .. } => "service.not_running",
+            Error::Graph(_) => "service.invalid_graph",
+            Error::InvalidSpec { .. } => "service.invalid_spec",
+            Error::Reconfigure(_) => "config.rejected",
+            Error::ShuttingDown => "runtime.shutting_down",
+        }
+    }
+}
+
 fn join(problems: &[GraphError]) -> String {
     problems
         .iter()

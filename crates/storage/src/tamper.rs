@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use runtime::{Builder, Journal};
 
+use super::{Limits, State, Storage};
+use crate::Error;
 use crate::db::Db;
-use crate::{Error, State, Storage};
 
 const NAMESPACE: &str = "alice";
 const KEYS: [(&str, &[u8]); 3] = [
@@ -72,7 +73,7 @@ async fn every_flipped_byte_is_detected_or_harmless() {
         .await
         .expect("storage stops");
     let storage = Storage::new(dir.path(), platform, crypto);
-    let limits = crate::Limits::of(&Storage::default_spec());
+    let limits = Limits::of(&Storage::default_spec());
     let open = |storage: &Storage| -> Result<(Arc<Db>, u64), String> {
         let db = Db::open(&storage.path).map_err(|e| e.to_string())?;
         let seq = storage

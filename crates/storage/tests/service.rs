@@ -321,10 +321,14 @@ async fn bad_input_is_refused_and_changes_nothing() {
         batch(h, ALICE, vec![]).await,
         Err(Error::BadInput(_))
     ));
-    assert!(matches!(
+    assert_eq!(
         list(h, ALICE, "", None, 6).await,
-        Err(Error::BadInput(_))
-    ));
+        Err(Error::BadInput(storage::BadInput::ListLimit {
+            asked: 6,
+            max: 5,
+            setting: "max_list_limit"
+        }))
+    );
     assert!(matches!(
         list(h, ALICE, "", None, 0).await,
         Err(Error::BadInput(_))

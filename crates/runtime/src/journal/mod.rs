@@ -49,6 +49,23 @@ pub enum JournalError {
     },
 }
 
+impl crate::Classify for JournalError {
+    fn kind(&self) -> crate::ErrorKind {
+        match self {
+            JournalError::Io { .. } => crate::ErrorKind::Internal,
+            // Answered 409 since the journal API began: the file is not what was written.
+            JournalError::Tampered { .. } => crate::ErrorKind::Conflict,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            JournalError::Io { .. } => "journal.io",
+            JournalError::Tampered { .. } => "journal.integrity",
+        }
+    }
+}
+
 /// What [`Journal::open`] found in an existing file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OpenReport {

@@ -1,0 +1,721 @@
+//! The storage service itself: the recipe ([`Storage`]) with its settings and start-up freshness
+//! check, and one incarnation's [`State`], which serves reads and commits writes in groups.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use runtime::{CallError, Context, Kind, Priority, Reply, Service, ServiceError, Spec};
+
+use crate::db::{Change, Db, DbError, Record, associated_data};
+use crate::{BadInput, Error, KEY_OWNER, NAME, Page, Request, Value, Write};
+
+type Answer<T> = Reply<Result<T, Error>>;
+
+/// The freshness counter's name.
+const COUNTER: &str = "storage";
+
+/// Settings (in `[services.storage]`).
+pub const MAX_KEY_BYTES: &str = "max_key_bytes";
+pub const MAX_VALUE_BYTES: &str = "max_value_bytes";
+pub const MAX_BATCH_WRITES: &str = "max_batch_writes";
+pub const MAX_LIST_LIMIT: &str = "max_list_limit";
+
+/// The recipe.
+#[derive(Debug)]
+pub struct Storage {
+    path: PathBuf,
+    platform: Arc<dyn enclave::Platform>,
+    counters: Arc<enclave::Counters>,
+    crypto: crypto::Handle,
+    /// The database commit an operator accepted despite the freshness counter; used once.
+    accept: Mutex<Option<u64>>,
+}
+
+impl Storage {
+    /// Storage in `data_dir/storage.redb`, encrypting through `crypto`.
+    pub fn new(
+        data_dir: &Path,
+        platform: Arc<dyn enclave::Platform>,
+        crypto: crypto::Handle,
+    ) -> Storage {
+        Storage {
+            path: data_dir.join("storage.redb"),
+            counters: Arc::new(enclave::Counters::new(data_dir)),
+            platform,
+            crypto: crypto.with_caller(&NAME),
+            accept: Mutex::new(None),
+        }
+    }
+
+    /// Accepts, once, a database at commit `seq` that disagrees with the freshness counter (an
+    /// operator restoring a backup, or a lost counter file).
+    pub fn accept_rollback(self, seq: Option<u64>) -> Storage {
+        *self.accept.lock().unwrap_or_else(|p| p.into_inner()) = seq;
+        self
+    }
+
+    pub fn database_path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn default_spec() -> Spec {
+        Spec::new(NAME, Kind::Core)
+            .description(
+                "encrypted key-value storage: values sealed under per-namespace keys, tamper- and rollback-evident",
+            )
+            .depends_on(crypto::NAME)
+            .priority(Priority::High)
+            .capability("storage.kv")
+            .capability("storage.batch")
+            .setting(MAX_KEY_BYTES, 1024, 1, 65_536, "longest key, in bytes")
+            .setting(
+                MAX_VALUE_BYTES,
+                1 << 20,
+                1,
+                64 << 20,
+                "largest value, in bytes",
+            )
+            .setting(
+                MAX_BATCH_WRITES,
+                1000,
+                1,
+                100_000,
+                "most writes in one atomic batch",
+            )
+            .setting(
+                MAX_LIST_LIMIT,
+                1000,
+                1,
+                100_000,
+                "most keys in one page of a listing",
+            )
+    }
+
+    /// Compares the database's commit with the freshness counter; fixes the one benign gap (a crash
+    /// between the database commit and the counter write) and refuses anything else not accepted.
+    fn check_freshness(&self, db: &Db) -> Result<u64, ServiceError> {
+        let platform = &*self.platform;
+        let seq = db
+            .commit_seq()
+            .map_err(|e| ServiceError::new(e.to_string()))?;
+        let counter = self
+            .counters
+            .read(platform, COUNTER)
+            .map_err(|e| ServiceError::new(format!("the freshness counter: {e}")))?;
+        if seq == counter {
+            return Ok(seq);
+        }
+        if seq == counter + 1 {
+            self.counters
+                .advance(platform, COUNTER)
+                .map_err(|e| ServiceError::new(format!("the freshness counter: {e}")))?;
+            return Ok(seq);
+        }
+        let mut accept = self.accept.lock().unwrap_or_else(|p| p.into_inner());
+        if *accept == Some(seq) {
+            *accept = None;
+            tracing::warn!(
+                database = seq,
+                counter,
+                "storage: the operator accepted a database that disagrees with the freshness counter"
+            );
+            return if seq < counter {
+                db.fast_forward(counter)
+                    .map_err(|e| ServiceError::new(e.to_string()))?;
+                Ok(counter)
+            } else {
+                self.counters
+                    .advance_to(platform, COUNTER, seq)
+                    .map_err(|e| ServiceError::new(format!("the freshness counter: {e}")))?;
+                Ok(seq)
+            };
+        }
+        let what = if seq < counter {
+            format!(
+                "{} is at commit {seq}, but the freshness counter says commit {counter} was acknowledged: \
+                 the host may have replaced the database with an older copy",
+                self.path.display()
+            )
+        } else {
+            format!(
+                "{} is at commit {seq}, but the freshness counter is at {counter}: the counter file \
+                 ({COUNTER}.counter) was deleted or replaced, so rollbacks cannot be ruled out",
+                self.path.display()
+            )
+        };
+        let reason = format!(
+            "storage refuses to start: {what}. Nothing was read or changed. If this database is the one \
+             you mean to run with (say, a restored backup), restart with \
+             `cloister run --accept-storage-rollback {seq}`"
+        );
+        // Said once, where the operator looks first; no restart can change it, so none is tried.
+        tracing::error!("{reason}");
+        Err(ServiceError::needs_operator(reason))
+    }
+}
+
+impl Service for Storage {
+    type Request = Request;
+
+    fn spec(&self) -> Spec {
+        Storage::default_spec()
+    }
+
+    fn validate(&self, new: &Spec) -> Result<(), String> {
+        if new.replicas.max > 1 {
+            return Err("storage has a single writer: replicas.max must be 1".into());
+        }
+        Ok(())
+    }
+
+    async fn run(&self, mut cx: Context<Request>) -> Result<(), ServiceError> {
+        // Opening may repair an interrupted commit and sync: off the async workers.
+        let path = self.path.clone();
+        let db = tokio::task::spawn_blocking(move || Db::open(&path))
+            .await
+            .map_err(|e| ServiceError::new(format!("opening the database: {e}")))?
+            .map_err(|e| ServiceError::new(e.to_string()))?;
+        let seq = self.check_freshness(&db)?;
+        let mut state = State {
+            db: Arc::new(db),
+            seq,
+            namespace_keys: HashMap::new(),
+            storage: self,
+        };
+        let mut limits = Limits::of(&cx.spec());
+        while let Some(request) = cx.recv().await {
+            // Settings apply live: re-read only when the spec changed.
+            if cx.spec_changes().has_changed().unwrap_or(false) {
+                limits = Limits::of(&cx.spec_changes().borrow_and_update());
+            }
+            let first = match Pending::of(request) {
+                Ok(write) => write,
+                Err(other) => {
+                    state.other(other, &limits).await?;
+                    continue;
+                }
+            };
+            // Group commit: every write already waiting joins this one's commit (and its one
+            // counter advance), up to the batch limit; a read stops the group and goes next.
+            let mut group = vec![first];
+            let mut read_next = None;
+            while group.len() < limits.batch {
+                let Some(next) = cx.try_recv() else { break };
+                match Pending::of(next) {
+                    Ok(write) => group.push(write),
+                    Err(read) => {
+                        read_next = Some(read);
+                        break;
+                    }
+                }
+            }
+            state.commit_group(group, &limits).await?;
+            if let Some(other) = read_next {
+                state.other(other, &limits).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    key: usize,
+    value: usize,
+    batch: usize,
+    list: usize,
+}
+
+impl Limits {
+    fn of(spec: &Spec) -> Limits {
+        let get = |name| usize::try_from(spec.setting_value(name)).unwrap_or(usize::MAX);
+        Limits {
+            key: get(MAX_KEY_BYTES),
+            value: get(MAX_VALUE_BYTES),
+            batch: get(MAX_BATCH_WRITES),
+            list: get(MAX_LIST_LIMIT),
+        }
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), Error> {
+        if key.is_empty() {
+            return Err(Error::BadInput(BadInput::EmptyKey));
+        }
+        if key.len() > self.key {
+            return Err(Error::TooLarge {
+                what: "the key",
+                size: key.len(),
+                limit: self.key,
+                setting: MAX_KEY_BYTES,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<(), Error> {
+        if value.len() > self.value {
+            return Err(Error::TooLarge {
+                what: "the value",
+                size: value.len(),
+                limit: self.value,
+                setting: MAX_VALUE_BYTES,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn check_namespace(namespace: &str) -> Result<(), Error> {
+    if namespace.is_empty() {
+        return Err(Error::BadInput(BadInput::EmptyNamespace));
+    }
+    Ok(())
+}
+
+fn unavailable(e: CallError) -> Error {
+    Error::CryptoUnavailable(e)
+}
+
+/// One incarnation's state.
+struct State<'a> {
+    db: Arc<Db>,
+    /// The last commit's sequence number.
+    seq: u64,
+    /// Namespace → crypto key id, as far as seen.
+    namespace_keys: HashMap<String, String>,
+    storage: &'a Storage,
+}
+
+impl State<'_> {
+    /// Serves a request outside the group commit: a read, or dropping a namespace.
+    async fn other(&mut self, request: Request, limits: &Limits) -> Result<(), ServiceError> {
+        match request {
+            Request::DropNamespace { namespace, reply } => {
+                self.drop_namespace(namespace, reply).await
+            }
+            read => {
+                self.read(read, limits).await;
+                Ok(())
+            }
+        }
+    }
+
+    async fn drop_namespace(
+        &mut self,
+        namespace: String,
+        reply: Answer<u64>,
+    ) -> Result<(), ServiceError> {
+        let key_id = match check_namespace(&namespace).and_then(|()| self.key_id(&namespace)) {
+            Ok(id) => id,
+            Err(e) => {
+                reply.send(Err(e));
+                return Ok(());
+            }
+        };
+        let seq = self.seq + 1;
+        let ns = namespace.clone();
+        let committed = self
+            .durably(seq, move |db| db.drop_namespace(seq, &ns))
+            .await;
+        match committed {
+            Ok(_) => {
+                self.seq = seq;
+                self.namespace_keys.remove(&namespace);
+                // No value refers to the key any more; without it, no copy of one can be read.
+                if let Some(id) = key_id {
+                    let deleted = self
+                        .storage
+                        .crypto
+                        .call(|reply| crypto::Request::Delete {
+                            owner: KEY_OWNER.into(),
+                            id: id.clone(),
+                            reply,
+                        })
+                        .await;
+                    if !matches!(deleted, Ok(Ok(()))) {
+                        tracing::warn!(%namespace, key = %id, "storage: the dropped namespace's key could not be deleted");
+                    }
+                }
+                reply.send(Ok(seq));
+                Ok(())
+            }
+            Err(Fatal::No(e)) => {
+                reply.send(Err(e));
+                Ok(())
+            }
+            Err(Fatal::Yes(message)) => {
+                reply.send(Err(Error::Internal(message.clone())));
+                Err(ServiceError::new(message))
+            }
+        }
+    }
+
+    /// Runs `write` as commit `seq` off the async workers, then advances the freshness counter to
+    /// `seq`: only then is the commit acknowledged.
+    async fn durably<T: Send + 'static>(
+        &self,
+        seq: u64,
+        write: impl FnOnce(&Db) -> Result<T, DbError> + Send + 'static,
+    ) -> Result<T, Fatal> {
+        let db = self.db.clone();
+        let counters = self.storage.counters.clone();
+        let platform = self.storage.platform.clone();
+        tokio::task::spawn_blocking(move || {
+            let written = write(&db).map_err(|e| Fatal::No(e.into()))?;
+            // The commit is on disk; it is acknowledged only once the counter knows it.
+            let counter = counters
+                .advance(&*platform, COUNTER)
+                .map_err(|e| Fatal::Yes(format!("advancing the freshness counter: {e}")))?;
+            if counter != seq {
+                return Err(Fatal::Yes(format!(
+                    "the freshness counter moved to {counter}, expected {seq}: another writer?"
+                )));
+            }
+            Ok(written)
+        })
+        .await
+        .unwrap_or_else(|e| Err(Fatal::Yes(format!("the commit task: {e}"))))
+    }
+
+    /// Serves a read.
+    async fn read(&mut self, request: Request, limits: &Limits) {
+        match request {
+            Request::Get {
+                namespace,
+                key,
+                reply,
+            } => reply.send(self.get(&namespace, &key).await),
+            Request::List {
+                namespace,
+                prefix,
+                after,
+                limit,
+                reply,
+            } => reply.send(self.list(&namespace, &prefix, after.as_deref(), limit, limits)),
+            Request::Put { reply, .. }
+            | Request::Delete { reply, .. }
+            | Request::Batch { reply, .. }
+            | Request::DropNamespace { reply, .. } => {
+                reply.send(Err(Error::Internal("a write taken for a read".into())));
+            }
+        }
+    }
+
+    fn key_id(&mut self, namespace: &str) -> Result<Option<String>, Error> {
+        if let Some(id) = self.namespace_keys.get(namespace) {
+            return Ok(Some(id.clone()));
+        }
+        let id = self.db.namespace_key(namespace)?;
+        if let Some(id) = &id {
+            self.namespace_keys.insert(namespace.to_owned(), id.clone());
+        }
+        Ok(id)
+    }
+
+    async fn get(&mut self, namespace: &str, key: &str) -> Result<Value, Error> {
+        check_namespace(namespace)?;
+        let Some(bytes) = self.db.get(namespace, key)? else {
+            return Err(Error::NotFound(key.to_owned()));
+        };
+        let integrity = || Error::Integrity {
+            key: key.to_owned(),
+        };
+        let record = Record::decode(bytes).ok_or_else(integrity)?;
+        // A value without a namespace key can only be a record planted from elsewhere.
+        let key_id = self.key_id(namespace)?.ok_or_else(integrity)?;
+        let aad = associated_data(namespace, key, record.version);
+        let data = self
+            .storage
+            .crypto
+            .call(|reply| crypto::Request::Decrypt {
+                owner: KEY_OWNER.into(),
+                id: key_id,
+                ciphertext: record.ciphertext,
+                aad,
+                reply,
+            })
+            .await
+            .map_err(unavailable)?
+            .map_err(|e| match e {
+                // The namespace's key id comes from the file too: a damaged one names no key.
+                crypto::Error::Integrity
+                | crypto::Error::BadInput(_)
+                | crypto::Error::NotFound(_)
+                | crypto::Error::WrongKind { .. } => integrity(),
+                other => Error::Internal(format!("the namespace key: {other}")),
+            })?;
+        Ok(Value {
+            data,
+            version: record.version,
+        })
+    }
+
+    fn list(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        limits: &Limits,
+    ) -> Result<Page, Error> {
+        check_namespace(namespace)?;
+        if limit == 0 || limit > limits.list {
+            return Err(Error::BadInput(BadInput::ListLimit {
+                asked: limit,
+                max: limits.list,
+                setting: MAX_LIST_LIMIT,
+            }));
+        }
+        let (keys, more) = self.db.list(namespace, prefix, after, limit)?;
+        let next = more.then(|| keys.last().map(|l| l.key.clone())).flatten();
+        Ok(Page { keys, next })
+    }
+
+    /// Checks and encrypts one write request for commit `seq`. `overlay` says which keys the
+    /// group's earlier requests put (`true`) or deleted (`false`).
+    #[allow(clippy::too_many_arguments)]
+    async fn prepare(
+        &mut self,
+        namespace: &str,
+        writes: Vec<Write>,
+        must_exist: bool,
+        limits: &Limits,
+        seq: u64,
+        overlay: &mut HashMap<(String, String), bool>,
+        new_namespaces: &mut Vec<(String, String)>,
+    ) -> Result<Vec<Change>, Error> {
+        check_namespace(namespace)?;
+        if writes.is_empty() {
+            return Err(Error::BadInput(BadInput::EmptyBatch));
+        }
+        if writes.len() > limits.batch {
+            return Err(Error::TooLarge {
+                what: "the batch",
+                size: writes.len(),
+                limit: limits.batch,
+                setting: MAX_BATCH_WRITES,
+            });
+        }
+        for w in &writes {
+            match w {
+                Write::Put { key, value } => {
+                    limits.check_key(key)?;
+                    limits.check_value(value)?;
+                }
+                Write::Delete { key } => limits.check_key(key)?,
+            }
+        }
+        if must_exist {
+            for w in &writes {
+                if let Write::Delete { key } = w {
+                    let exists = match overlay.get(&(namespace.to_owned(), key.clone())) {
+                        Some(&exists) => exists,
+                        None => self.db.contains(namespace, key)?,
+                    };
+                    if !exists {
+                        return Err(Error::NotFound(key.clone()));
+                    }
+                }
+            }
+        }
+        let has_puts = writes.iter().any(|w| matches!(w, Write::Put { .. }));
+        let known = new_namespaces
+            .iter()
+            .find(|(ns, _)| ns == namespace)
+            .map(|(_, id)| id.clone());
+        let key_id = match known {
+            Some(id) => Some(id),
+            None => match self.key_id(namespace)? {
+                Some(id) => Some(id),
+                None if has_puts => {
+                    let info = self
+                        .storage
+                        .crypto
+                        .call(|reply| crypto::Request::Generate {
+                            owner: KEY_OWNER.into(),
+                            algorithm: crypto::Algorithm::Aes256gcm,
+                            reply,
+                        })
+                        .await
+                        .map_err(unavailable)?
+                        .map_err(|e| Error::Internal(format!("creating the namespace key: {e}")))?;
+                    new_namespaces.push((namespace.to_owned(), info.id.clone()));
+                    Some(info.id)
+                }
+                None => None,
+            },
+        };
+        let mut changes = Vec::with_capacity(writes.len());
+        for w in writes {
+            match w {
+                Write::Put { key, value } => {
+                    let id = key_id
+                        .clone()
+                        .ok_or_else(|| Error::Internal("a put without a namespace key".into()))?;
+                    let aad = associated_data(namespace, &key, seq);
+                    let ciphertext = self
+                        .storage
+                        .crypto
+                        .call(|reply| crypto::Request::Encrypt {
+                            owner: KEY_OWNER.into(),
+                            id,
+                            plaintext: value,
+                            aad,
+                            reply,
+                        })
+                        .await
+                        .map_err(unavailable)?
+                        .map_err(|e| Error::Internal(format!("encrypting: {e}")))?;
+                    let record = Record {
+                        version: seq,
+                        ciphertext,
+                    }
+                    .encode();
+                    changes.push(Change::Put {
+                        namespace: namespace.to_owned(),
+                        key,
+                        record,
+                    });
+                }
+                Write::Delete { key } => changes.push(Change::Delete {
+                    namespace: namespace.to_owned(),
+                    key,
+                }),
+            }
+        }
+        for change in &changes {
+            let (namespace, key, exists) = match change {
+                Change::Put { namespace, key, .. } => (namespace, key, true),
+                Change::Delete { namespace, key } => (namespace, key, false),
+            };
+            overlay.insert((namespace.clone(), key.clone()), exists);
+        }
+        Ok(changes)
+    }
+
+    /// Commits a group of write requests as one commit, advances the freshness counter, then
+    /// answers each. A request that fails its checks is answered at once and leaves the rest alone.
+    /// An error here ends the incarnation: a commit whose counter advance failed leaves memory and
+    /// disk disagreeing, which only a fresh start (and its freshness check) sorts out.
+    async fn commit_group(
+        &mut self,
+        group: Vec<Pending>,
+        limits: &Limits,
+    ) -> Result<(), ServiceError> {
+        let seq = self.seq + 1;
+        let mut overlay = HashMap::new();
+        let mut new_namespaces = Vec::new();
+        let mut changes = Vec::new();
+        let mut accepted = Vec::with_capacity(group.len());
+        for p in group {
+            let prepared = self
+                .prepare(
+                    &p.namespace,
+                    p.writes,
+                    p.must_exist,
+                    limits,
+                    seq,
+                    &mut overlay,
+                    &mut new_namespaces,
+                )
+                .await;
+            match prepared {
+                Ok(mut c) => {
+                    changes.append(&mut c);
+                    accepted.push(p.reply);
+                }
+                Err(e) => p.reply.send(Err(e)),
+            }
+        }
+        if changes.is_empty() && new_namespaces.is_empty() {
+            return Ok(());
+        }
+        let namespaces = new_namespaces.clone();
+        let committed = self
+            .durably(seq, move |db| db.commit(seq, &namespaces, &changes))
+            .await;
+        match committed {
+            Ok(()) => {
+                self.seq = seq;
+                self.namespace_keys.extend(new_namespaces);
+                for reply in accepted {
+                    reply.send(Ok(seq));
+                }
+                Ok(())
+            }
+            Err(Fatal::No(e)) => {
+                for reply in accepted {
+                    reply.send(Err(e.clone()));
+                }
+                Ok(())
+            }
+            Err(Fatal::Yes(message)) => {
+                for reply in accepted {
+                    reply.send(Err(Error::Internal(message.clone())));
+                }
+                Err(ServiceError::new(message))
+            }
+        }
+    }
+}
+
+/// A write request waiting for its group's commit.
+struct Pending {
+    namespace: String,
+    writes: Vec<Write>,
+    /// A single delete names a missing key; deletes in a batch do not.
+    must_exist: bool,
+    reply: Answer<u64>,
+}
+
+impl Pending {
+    /// The write in `request`, or the request back if it is a read.
+    fn of(request: Request) -> Result<Pending, Request> {
+        match request {
+            Request::Put {
+                namespace,
+                key,
+                value,
+                reply,
+            } => Ok(Pending {
+                namespace,
+                writes: vec![Write::Put { key, value }],
+                must_exist: false,
+                reply,
+            }),
+            Request::Delete {
+                namespace,
+                key,
+                reply,
+            } => Ok(Pending {
+                namespace,
+                writes: vec![Write::Delete { key }],
+                must_exist: true,
+                reply,
+            }),
+            Request::Batch {
+                namespace,
+                writes,
+                reply,
+            } => Ok(Pending {
+                namespace,
+                writes,
+                must_exist: false,
+                reply,
+            }),
+            read => Err(read),
+        }
+    }
+}
+
+/// A write's failure, and whether it leaves the incarnation unable to go on.
+#[derive(Debug)]
+enum Fatal {
+    No(Error),
+    Yes(String),
+}
+
+#[cfg(test)]
+#[path = "tamper.rs"]
+mod tamper;
