@@ -75,6 +75,42 @@ pub enum Error {
     Internal(String),
 }
 
+impl runtime::Classify for Error {
+    fn kind(&self) -> runtime::ErrorKind {
+        use runtime::ErrorKind;
+        match self {
+            Error::BadInput(_) => ErrorKind::Invalid,
+            Error::TooLarge(_) => ErrorKind::TooLarge,
+            Error::NotFound(_) | Error::JobNotFound(_) => ErrorKind::NotFound,
+            Error::InvalidModel(_) | Error::Shape(_) | Error::Inference(_) => {
+                ErrorKind::Unprocessable
+            }
+            Error::Cancelled => ErrorKind::Conflict,
+            Error::Storage(_) => ErrorKind::Unavailable {
+                retry_after: Duration::from_secs(1),
+            },
+            Error::Integrity(_) => ErrorKind::Integrity,
+            Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Error::BadInput(_) => "ai.bad_input",
+            Error::TooLarge(_) => "ai.too_large",
+            Error::NotFound(_) => "ai.model_not_found",
+            Error::JobNotFound(_) => "ai.job_not_found",
+            Error::InvalidModel(_) => "ai.invalid_model",
+            Error::Shape(_) => "ai.shape",
+            Error::Inference(_) => "ai.inference",
+            Error::Cancelled => "ai.cancelled",
+            Error::Storage(_) => "ai.storage",
+            Error::Integrity(_) => "ai.integrity",
+            Error::Internal(_) => "ai.internal",
+        }
+    }
+}
+
 /// What a model is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]

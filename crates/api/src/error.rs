@@ -193,3 +193,19 @@ impl From<runtime::journal::JournalError> for ApiError {
         }
     }
 }
+
+/// `From` for every error that classifies itself: each becomes an answer through
+/// [`ApiError::classified`], the one place a kind becomes a status.
+macro_rules! from_classified {
+    ($($error:ty),+ $(,)?) => {
+        $(
+            impl From<$error> for ApiError {
+                fn from(e: $error) -> ApiError {
+                    ApiError::classified(&e)
+                }
+            }
+        )+
+    };
+}
+
+from_classified!(computation::Error, oracle::Error, ai::Error);

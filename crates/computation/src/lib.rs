@@ -87,6 +87,40 @@ pub enum Error {
     Internal(String),
 }
 
+impl runtime::Classify for Error {
+    fn kind(&self) -> runtime::ErrorKind {
+        use runtime::ErrorKind;
+        match self {
+            Error::NotFound(_) => ErrorKind::NotFound,
+            Error::TooLarge { .. } => ErrorKind::TooLarge,
+            Error::AboveCeiling { .. } => ErrorKind::Unprocessable,
+            Error::BadInput(_) => ErrorKind::Invalid,
+            Error::Busy => ErrorKind::Unavailable {
+                retry_after: RETRY_AFTER,
+            },
+            Error::TooManyActive { .. } => ErrorKind::Limited {
+                retry_after: RETRY_AFTER,
+            },
+            Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Error::NotFound(_) => "computation.job_not_found",
+            Error::TooLarge { .. } => "computation.too_large",
+            Error::AboveCeiling { .. } => "computation.above_ceiling",
+            Error::BadInput(_) => "computation.bad_input",
+            Error::Busy => "computation.busy",
+            Error::TooManyActive { .. } => "computation.too_many_active",
+            Error::Internal(_) => "computation.internal",
+        }
+    }
+}
+
+/// When a run refused for want of room (a full queue, an account at its share) may be asked again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// Who a run acts for: the account whose storage namespace and keys the script may use.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {

@@ -69,6 +69,33 @@ pub enum Error {
     Internal(String),
 }
 
+impl runtime::Classify for Error {
+    fn kind(&self) -> runtime::ErrorKind {
+        use runtime::ErrorKind;
+        match self {
+            Error::BadInput(_) => ErrorKind::Invalid,
+            Error::RateLimited { retry_after_s, .. } => ErrorKind::Limited {
+                retry_after: Duration::from_secs(*retry_after_s),
+            },
+            Error::Unavailable(_) => ErrorKind::Unavailable {
+                retry_after: Duration::from_secs(1),
+            },
+            Error::Unsupported(_) => ErrorKind::Unsupported,
+            Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Error::BadInput(_) => "oracle.bad_input",
+            Error::RateLimited { .. } => "oracle.rate_limited",
+            Error::Unavailable(_) => "oracle.unavailable",
+            Error::Unsupported(_) => "oracle.unsupported",
+            Error::Internal(_) => "oracle.internal",
+        }
+    }
+}
+
 type Answer<T> = Reply<Result<T, Error>>;
 
 /// Requests to the oracle.
