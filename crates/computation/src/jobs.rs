@@ -6,9 +6,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use runtime::Reply;
+use runtime::clock::now_ms;
 use serde::Serialize;
 
 use crate::Error;
@@ -67,18 +67,6 @@ pub struct JobInfo {
     pub outcome: Option<Outcome>,
     /// Why the run could not start, for a job that failed without an outcome.
     pub error: Option<String>,
-}
-
-/// A fresh job id: 128 random bits.
-pub(crate) fn new_id() -> String {
-    format!("job_{}", hex::encode(rand::random::<[u8; 16]>()))
-}
-
-pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 struct Job {
