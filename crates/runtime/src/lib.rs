@@ -13,6 +13,7 @@ pub mod failure;
 pub mod graph;
 pub mod health;
 pub mod id;
+pub mod jobs;
 pub mod journal;
 pub mod lifecycle;
 pub mod monitor;
