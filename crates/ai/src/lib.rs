@@ -181,6 +181,12 @@ pub struct JobInfo {
     pub error: Option<String>,
 }
 
+impl runtime::jobs::Info for JobInfo {
+    fn is_finished(&self) -> bool {
+        self.finished_ms.is_some()
+    }
+}
+
 type Answer<T> = Reply<Result<T, Error>>;
 
 #[derive(Debug)]

@@ -1,15 +1,16 @@
 //! The ai service itself: its recipe (the spec and the settings it declares), the incarnation's
 //! loop, and its running state (the model cache, the training jobs, the blocking threads).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use runtime::clock::now_ms;
 use runtime::id::new_id;
+use runtime::jobs::{Cancel, Table};
 use runtime::{Context, Kind, Priority, Service, ServiceError, Spec};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::cache::{Cache, LOADED_COST_FACTOR};
@@ -153,10 +154,14 @@ impl Service for Ai {
             },
             threads: Semaphore::new(usize::from(spec.resources.cpu_cores.max(1))),
             cache: Mutex::new(Cache::default()),
-            jobs: Mutex::new(HashMap::new()),
         });
         let mut settings = Settings::of(&spec);
         let mut tasks = JoinSet::new();
+        let (reports, mut reported) = mpsc::unbounded_channel();
+        let mut training = Training {
+            table: Table::new("job", settings.max_finished_jobs),
+            reports,
+        };
         loop {
             tokio::select! {
                 request = cx.recv() => {
@@ -169,31 +174,61 @@ impl Service for Ai {
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .shrink(settings.cache_bytes);
+                        training.table.set_keep_finished(settings.max_finished_jobs);
                     }
-                    state.handle(request, settings, &mut tasks);
+                    state.handle(request, settings, &mut training, &mut tasks);
                 }
+                Some(report) = reported.recv() => training.report(report),
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
         }
         // Running training jobs see the service go: cancel them.
-        for jobs in state
-            .jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-        {
-            for job in jobs.values() {
-                job.cancel.store(true, Ordering::Relaxed);
-            }
-        }
+        training.table.cancel_all();
         Ok(())
     }
 }
 
-struct Job {
-    info: JobInfo,
-    cancel: Arc<AtomicBool>,
-    done: watch::Sender<bool>,
+/// A training task's report to the incarnation, which owns the job table.
+enum Report {
+    Started {
+        owner: String,
+        id: String,
+    },
+    Finished {
+        owner: String,
+        id: String,
+        result: Box<Result<ModelInfo, Error>>,
+    },
+}
+
+/// The training jobs: the table the incarnation owns, and the channel training tasks report on.
+struct Training {
+    table: Table<JobInfo>,
+    reports: mpsc::UnboundedSender<Report>,
+}
+
+impl Training {
+    fn report(&mut self, report: Report) {
+        match report {
+            Report::Started { owner, id } => self
+                .table
+                .update(&owner, &id, |job| job.state = JobState::Running),
+            Report::Finished { owner, id, result } => self.table.update(&owner, &id, |job| {
+                job.finished_ms = Some(now_ms());
+                match *result {
+                    Ok(model) => {
+                        job.state = JobState::Completed;
+                        job.model = Some(model);
+                    }
+                    Err(Error::Cancelled) => job.state = JobState::Cancelled,
+                    Err(e) => {
+                        job.state = JobState::Failed;
+                        job.error = Some(e.to_string());
+                    }
+                }
+            }),
+        }
+    }
 }
 
 /// The incarnation's running state, shared with its request tasks.
@@ -202,7 +237,6 @@ struct State {
     /// Blocking work (loading, inference, training) holds one of these: at most `cpu_cores` at once.
     threads: Semaphore,
     cache: Mutex<Cache>,
-    jobs: Mutex<HashMap<String, BTreeMap<String, Job>>>,
 }
 
 /// Whether running `inputs` through a model of `size` bytes is short enough to do in place.
@@ -212,7 +246,13 @@ fn is_small(size: u64, inputs: &BTreeMap<String, TensorData>) -> bool {
 }
 
 impl State {
-    fn handle(self: &Arc<Self>, request: Request, settings: Settings, tasks: &mut JoinSet<()>) {
+    fn handle(
+        self: &Arc<Self>,
+        request: Request,
+        settings: Settings,
+        training: &mut Training,
+        tasks: &mut JoinSet<()>,
+    ) {
         let this = self.clone();
         match request {
             Request::Upload {
@@ -271,74 +311,48 @@ impl State {
                 owner,
                 request,
                 reply,
-            } => reply.send(self.train(owner, *request, settings, tasks)),
+            } => reply.send(self.train(owner, *request, settings, training, tasks)),
             Request::Job {
                 owner,
                 id,
                 wait,
                 reply,
-            } => {
-                let found = self
-                    .job(&owner, &id)
-                    .map(|(info, done)| (info, done.subscribe()));
-                match found {
-                    Err(e) => reply.send(Err(e)),
-                    Ok((info, _)) if wait.is_zero() => reply.send(Ok(info)),
-                    Ok((_, mut done)) => {
-                        tasks.spawn(async move {
-                            let _ = tokio::time::timeout(wait, done.wait_for(|d| *d)).await;
-                            reply.send(this.job(&owner, &id).map(|(info, _)| info));
-                        });
-                    }
+            } => match training.table.watch(&owner, &id) {
+                None => reply.send(Err(Error::JobNotFound(id))),
+                Some(_) if wait.is_zero() => {
+                    reply.send(
+                        training
+                            .table
+                            .get(&owner, &id)
+                            .ok_or(Error::JobNotFound(id)),
+                    );
                 }
-            }
+                Some(job) => {
+                    let deadline = tokio::time::Instant::now() + wait;
+                    tasks.spawn(async move {
+                        let job = job.finished_by(deadline).await;
+                        reply.send(job.map_err(|_| Error::JobNotFound(id)));
+                    });
+                }
+            },
             Request::Jobs { owner, reply } => {
-                let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-                let mut list: Vec<JobInfo> = jobs
-                    .get(&owner)
-                    .map(|j| j.values().map(|j| j.info.clone()).collect())
-                    .unwrap_or_default();
-                list.sort_by_key(|j| std::cmp::Reverse(j.created_ms));
+                let mut list = training.table.list(&owner);
+                // Newest first.
+                list.reverse();
                 reply.send(Ok(list));
             }
-            Request::Cancel { owner, id, reply } => {
-                let found = self.job(&owner, &id);
-                match found {
-                    Err(e) => reply.send(Err(e)),
-                    Ok((info, done)) => {
-                        if let Some(job) = self
-                            .jobs
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .get(&owner)
-                            .and_then(|j| j.get(&id))
-                        {
-                            job.cancel.store(true, Ordering::Relaxed);
-                        }
-                        if info.finished_ms.is_some() {
-                            return reply.send(Ok(info));
-                        }
-                        let mut done = done.subscribe();
-                        tasks.spawn(async move {
-                            let _ = done.wait_for(|d| *d).await;
-                            reply.send(this.job(&owner, &id).map(|(info, _)| info));
-                        });
-                    }
+            Request::Cancel { owner, id, reply } => match training.table.cancel(&owner, &id) {
+                None => reply.send(Err(Error::JobNotFound(id))),
+                Some(Cancel::Finished(info)) => reply.send(Ok(info)),
+                Some(Cancel::Stopping { done, .. }) => {
+                    tasks.spawn(async move {
+                        let job = done.finished().await;
+                        reply.send(job.map_err(|_| Error::JobNotFound(id)));
+                    });
                 }
-            }
+            },
             Request::Purge { owner, reply } => {
-                let removed = self
-                    .jobs
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&owner);
-                let mut waits = Vec::new();
-                for job in removed.into_iter().flat_map(|j| j.into_values()) {
-                    job.cancel.store(true, Ordering::Relaxed);
-                    if job.info.finished_ms.is_none() {
-                        waits.push(job.done.subscribe());
-                    }
-                }
+                let stopped = training.table.purge(&owner);
                 {
                     let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
                     let theirs: Vec<_> = cache
@@ -352,21 +366,11 @@ impl State {
                     }
                 }
                 tasks.spawn(async move {
-                    for mut w in waits {
-                        let _ = w.wait_for(|d| *d).await;
-                    }
+                    stopped.await;
                     reply.send(Ok(()));
                 });
             }
         }
-    }
-
-    fn job(&self, owner: &str, id: &str) -> Result<(JobInfo, watch::Sender<bool>), Error> {
-        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        jobs.get(owner)
-            .and_then(|j| j.get(id))
-            .map(|j| (j.info.clone(), j.done.clone()))
-            .ok_or_else(|| Error::JobNotFound(id.to_owned()))
     }
 
     /// Runs `work` on a blocking thread once one of the service's threads is free.
@@ -494,6 +498,7 @@ impl State {
         owner: String,
         request: TrainRequest,
         settings: Settings,
+        training: &mut Training,
         tasks: &mut JoinSet<()>,
     ) -> Result<JobInfo, Error> {
         train::check(
@@ -502,54 +507,28 @@ impl State {
             request.test_fraction,
             settings.data,
         )?;
-        let info = JobInfo {
-            id: new_id("job"),
+        let job = training.table.submit(&owner, |id| JobInfo {
+            id: id.to_owned(),
             state: JobState::Pending,
             created_ms: now_ms(),
             finished_ms: None,
             model: None,
             error: None,
-        };
-        let cancel = Arc::new(AtomicBool::new(false));
-        {
-            let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-            let mine = jobs.entry(owner.clone()).or_default();
-            // Keep the most recent finished jobs.
-            let mut finished: Vec<(u64, String)> = mine
-                .values()
-                .filter(|j| j.info.finished_ms.is_some())
-                .map(|j| (j.info.created_ms, j.info.id.clone()))
-                .collect();
-            if finished.len() >= settings.max_finished_jobs {
-                finished.sort();
-                let drop = finished.len() + 1 - settings.max_finished_jobs;
-                for (_, id) in finished.into_iter().take(drop) {
-                    mine.remove(&id);
-                }
-            }
-            mine.insert(
-                info.id.clone(),
-                Job {
-                    info: info.clone(),
-                    cancel: cancel.clone(),
-                    done: watch::channel(false).0,
-                },
-            );
-        }
-        let this = self.clone();
-        let id = info.id.clone();
-        tasks.spawn(async move {
-            let result = this.run_training(&owner, &id, request, cancel).await;
-            this.finish(&owner, &id, result);
         });
-        Ok(info)
-    }
-
-    fn set_state(&self, owner: &str, id: &str, state: JobState) {
-        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(job) = jobs.get_mut(owner).and_then(|j| j.get_mut(id)) {
-            job.info.state = state;
-        }
+        let this = self.clone();
+        let reports = training.reports.clone();
+        let (id, cancel) = (job.id, job.cancel);
+        tasks.spawn(async move {
+            let result = this
+                .run_training(&owner, &id, request, cancel, &reports)
+                .await;
+            let _ = reports.send(Report::Finished {
+                owner,
+                id,
+                result: Box::new(result),
+            });
+        });
+        Ok(job.info)
     }
 
     async fn run_training(
@@ -558,6 +537,7 @@ impl State {
         id: &str,
         request: TrainRequest,
         cancel: Arc<AtomicBool>,
+        reports: &mpsc::UnboundedSender<Report>,
     ) -> Result<ModelInfo, Error> {
         let _permit = self
             .threads
@@ -567,7 +547,10 @@ impl State {
         if cancel.load(Ordering::Relaxed) {
             return Err(Error::Cancelled);
         }
-        self.set_state(owner, id, JobState::Running);
+        let _ = reports.send(Report::Started {
+            owner: owner.to_owned(),
+            id: id.to_owned(),
+        });
         let params = request.model.clone();
         let flag = cancel.clone();
         let (trained, metrics) = tokio::task::spawn_blocking(move || {
@@ -617,25 +600,5 @@ impl State {
             )
             .await?;
         Ok(info)
-    }
-
-    fn finish(&self, owner: &str, id: &str, result: Result<ModelInfo, Error>) {
-        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(job) = jobs.get_mut(owner).and_then(|j| j.get_mut(id)) else {
-            return;
-        };
-        job.info.finished_ms = Some(now_ms());
-        match result {
-            Ok(model) => {
-                job.info.state = JobState::Completed;
-                job.info.model = Some(model);
-            }
-            Err(Error::Cancelled) => job.info.state = JobState::Cancelled,
-            Err(e) => {
-                job.info.state = JobState::Failed;
-                job.info.error = Some(e.to_string());
-            }
-        }
-        job.done.send_replace(true);
     }
 }

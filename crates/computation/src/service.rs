@@ -5,9 +5,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use runtime::jobs::{Cancel, Table};
 use runtime::{Context, Kind, Priority, Reply, Service, ServiceError, Spec};
+use tokio::task::JoinSet;
 
-use crate::jobs::{Cancelling, Jobs};
+use crate::jobs::JobInfo;
 use crate::limits::{self, Ceilings, Policy};
 use crate::pool::{Pool, Task};
 use crate::run::{Deps, Run};
@@ -102,7 +104,8 @@ impl Service for Computation {
                 tokio: tokio::runtime::Handle::current(),
             },
             pool,
-            jobs: Jobs::default(),
+            jobs: Table::new("job", settings.keep_finished),
+            waits: JoinSet::new(),
             events,
             active: std::collections::HashMap::new(),
             flags: std::collections::HashMap::new(),
@@ -117,10 +120,12 @@ impl Service for Computation {
                         let spec = cx.spec_changes().borrow_and_update().clone();
                         settings = Settings::of(&spec, ceilings);
                         state.pool.resize(settings.workers, settings.queue);
+                        state.jobs.set_keep_finished(settings.keep_finished);
                     }
                     state.handle(request, &settings);
                 }
-                Some(event) = reports.recv() => state.report(event, &settings),
+                Some(event) = reports.recv() => state.report(event),
+                Some(_) = state.waits.join_next(), if !state.waits.is_empty() => {}
             }
         }
         Ok(())
@@ -172,7 +177,9 @@ enum Report {
 struct State {
     deps: Deps,
     pool: Pool,
-    jobs: Jobs,
+    jobs: Table<JobInfo>,
+    /// Replies waiting for a job to end (a wait, a cancel).
+    waits: JoinSet<()>,
     events: tokio::sync::mpsc::UnboundedSender<Report>,
     /// Runs and jobs queued or running, per owner.
     active: std::collections::HashMap<String, usize>,
@@ -230,13 +237,13 @@ impl State {
                 reply,
             } => {
                 let owner = caller.owner.clone();
-                let run = match self.prepare(caller, program, settings) {
+                let mut run = match self.prepare(caller, program, settings) {
                     Ok(run) => run,
                     Err(e) => return reply.send(Err(e)),
                 };
-                let id = runtime::id::new_id("job");
-                let flag = run.cancel.clone();
-                let info = self.jobs.add(&owner, id.clone(), run.cancel.clone());
+                let job = self.jobs.submit(&owner, JobInfo::pending);
+                let (id, flag) = (job.id, job.cancel);
+                run.cancel = flag.clone();
                 let started = {
                     let events = self.events.clone();
                     let (owner, id) = (owner.clone(), id.clone());
@@ -266,15 +273,32 @@ impl State {
                     return reply.send(Err(Error::Busy));
                 }
                 self.track(&owner, &flag);
-                reply.send(Ok(info));
+                reply.send(Ok(job.info));
             }
-            Request::Job { owner, id, reply } => reply.send(self.jobs.get(&owner, &id)),
-            Request::Wait { owner, id, reply } => self.jobs.wait(&owner, &id, reply),
-            Request::Cancel { owner, id, reply } => {
-                if let Cancelling::Running(flag) = self.jobs.cancel(&owner, &id, reply) {
-                    self.pool.cancel(&flag);
+            Request::Job { owner, id, reply } => {
+                reply.send(self.jobs.get(&owner, &id).ok_or(Error::NotFound(id)));
+            }
+            Request::Wait { owner, id, reply } => match self.jobs.watch(&owner, &id) {
+                None => reply.send(Err(Error::NotFound(id))),
+                Some(job) => {
+                    self.waits.spawn(async move {
+                        reply.send(job.finished().await.map_err(|_| Error::NotFound(id)));
+                    });
                 }
-            }
+            },
+            Request::Cancel { owner, id, reply } => match self.jobs.cancel(&owner, &id) {
+                None => reply.send(Err(Error::NotFound(id))),
+                Some(Cancel::Finished(info)) => reply.send(Ok(info)),
+                // Whether a pending job is still queued or a worker has just taken it (its start
+                // report may not have arrived yet) is the pool's to decide, under its lock: either
+                // way the end arrives as a finish report, which ends the wait.
+                Some(Cancel::Stopping { flag, done }) => {
+                    self.pool.cancel(&flag);
+                    self.waits.spawn(async move {
+                        reply.send(done.finished().await.map_err(|_| Error::NotFound(id)));
+                    });
+                }
+            },
             Request::Jobs { owner, reply } => reply.send(Ok(self.jobs.list(&owner))),
             Request::Pool { reply } => reply.send(self.pool.stats()),
             Request::Purge { owner, reply } => {
@@ -283,7 +307,9 @@ impl State {
                         self.pool.cancel(&flag);
                     }
                 }
-                self.jobs.forget(&owner);
+                // Waits on the owner's jobs end now (not found); the purge itself is answered
+                // once every run and job of the owner has ended, counted below.
+                drop(self.jobs.purge(&owner));
                 if self.active.contains_key(&owner) {
                     self.purges.entry(owner).or_default().push(reply);
                 } else {
@@ -293,12 +319,11 @@ impl State {
         }
     }
 
-    fn report(&mut self, report: Report, settings: &Settings) {
+    fn report(&mut self, report: Report) {
         match report {
-            Report::Started { owner, id } => self.jobs.started(&owner, &id),
+            Report::Started { owner, id } => self.jobs.update(&owner, &id, JobInfo::start),
             Report::Finished { owner, id, result } => {
-                self.jobs
-                    .finished(&owner, &id, *result, settings.keep_finished);
+                self.jobs.update(&owner, &id, |job| job.finish(*result));
                 self.ended(&owner);
             }
             Report::RunEnded { owner } => self.ended(&owner),
