@@ -32,8 +32,15 @@ pub const NAME: ServiceName = ServiceName::from_static("ai");
 pub enum Error {
     #[error("{0}")]
     BadInput(String),
-    #[error("{0}")]
-    TooLarge(String),
+    /// Something in the request is over a limit; `setting` (of `[services.SERVICE]`) names it.
+    #[error("{what} is {size}; at most {limit} ([services.{service}] {setting})")]
+    TooLarge {
+        what: String,
+        size: u64,
+        limit: u64,
+        service: &'static str,
+        setting: &'static str,
+    },
     #[error("no model {0:?}")]
     NotFound(String),
     #[error("no job {0:?}")]
@@ -63,7 +70,7 @@ impl runtime::Classify for Error {
         use runtime::ErrorKind;
         match self {
             Error::BadInput(_) => ErrorKind::Invalid,
-            Error::TooLarge(_) => ErrorKind::TooLarge,
+            Error::TooLarge { .. } => ErrorKind::TooLarge,
             Error::NotFound(_) | Error::JobNotFound(_) => ErrorKind::NotFound,
             Error::InvalidModel(_) | Error::Shape(_) | Error::Inference(_) => {
                 ErrorKind::Unprocessable
@@ -80,7 +87,7 @@ impl runtime::Classify for Error {
     fn code(&self) -> &'static str {
         match self {
             Error::BadInput(_) => "ai.bad_input",
-            Error::TooLarge(_) => "ai.too_large",
+            Error::TooLarge { .. } => "ai.too_large",
             Error::NotFound(_) => "ai.model_not_found",
             Error::JobNotFound(_) => "ai.job_not_found",
             Error::InvalidModel(_) => "ai.invalid_model",

@@ -399,18 +399,25 @@ impl State {
             return Err(Error::BadInput("the model file is empty".into()));
         }
         if file.len() > settings.max_model_bytes {
-            return Err(Error::TooLarge(format!(
-                "{} bytes; at most {} ([services.ai] max_model_bytes)",
-                file.len(),
-                settings.max_model_bytes
-            )));
+            return Err(Error::TooLarge {
+                what: "the model file, in bytes,".into(),
+                size: file.len() as u64,
+                limit: settings.max_model_bytes as u64,
+                service: "ai",
+                setting: MAX_MODEL_BYTES,
+            });
         }
         let cost = file.len() as u64 * LOADED_COST_FACTOR;
         if cost > settings.cache_bytes {
-            return Err(Error::TooLarge(format!(
-                "loaded, the model would take about {cost} bytes, over the service's memory budget ([services.ai] cache_bytes, {})",
-                settings.cache_bytes
-            )));
+            return Err(Error::TooLarge {
+                what: format!(
+                    "the memory the model takes loaded (about {LOADED_COST_FACTOR} × its file), in bytes,"
+                ),
+                size: cost,
+                limit: settings.cache_bytes,
+                service: "ai",
+                setting: CACHE_BYTES,
+            });
         }
         let file = Arc::new(file);
         let checked = file.clone();
