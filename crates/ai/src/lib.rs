@@ -7,50 +7,40 @@
 //! spec's `resources.cpu_cores` (counted in the enclave's thread budget); training runs as a job
 //! that can be cancelled between iterations.
 
+mod cache;
 mod onnx;
+mod service;
 mod store;
 pub mod train;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rand::Rng;
-use runtime::{Context, Kind, Priority, Reply, Service, ServiceError, ServiceName, Spec};
+use runtime::{Reply, ServiceName};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
 
 pub use crate::onnx::{TensorData, TensorSpec};
-use crate::store::{Record, Store, sha256_hex};
+pub use crate::service::{
+    Ai, CACHE_BYTES, MAX_DATASET_ROWS, MAX_FEATURES, MAX_FINISHED_JOBS, MAX_INPUT_ELEMENTS,
+    MAX_MODEL_BYTES,
+};
 pub use crate::train::{Dataset, Metrics, Params, Trained};
 
 pub const NAME: ServiceName = ServiceName::from_static("ai");
-
-pub const MAX_MODEL_BYTES: &str = "max_model_bytes";
-pub const CACHE_BYTES: &str = "cache_bytes";
-pub const MAX_DATASET_ROWS: &str = "max_dataset_rows";
-pub const MAX_FEATURES: &str = "max_features";
-pub const MAX_INPUT_ELEMENTS: &str = "max_input_elements";
-pub const MAX_FINISHED_JOBS: &str = "max_finished_jobs";
-
-/// Inference this small runs on the request's own task (a short burst, well under a millisecond);
-/// anything larger goes to the service's blocking threads.
-const INLINE_MODEL_BYTES: u64 = 4 << 20;
-const INLINE_INPUT_ELEMENTS: usize = 16 << 10;
-
-/// What a loaded ONNX model is counted as against `cache_bytes`: its file, times this (tract keeps
-/// the weights, and packs some of them again for its kernels).
-const LOADED_COST_FACTOR: u64 = 3;
-const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
     BadInput(String),
-    #[error("{0}")]
-    TooLarge(String),
+    /// Something in the request is over a limit; `setting` (of `[services.SERVICE]`) names it.
+    #[error("{what} is {size}; at most {limit} ([services.{service}] {setting})")]
+    TooLarge {
+        what: String,
+        size: u64,
+        limit: u64,
+        service: &'static str,
+        setting: &'static str,
+    },
     #[error("no model {0:?}")]
     NotFound(String),
     #[error("no job {0:?}")]
@@ -73,6 +63,42 @@ pub enum Error {
     Integrity(String),
     #[error("{0}")]
     Internal(String),
+}
+
+impl runtime::Classify for Error {
+    fn kind(&self) -> runtime::ErrorKind {
+        use runtime::ErrorKind;
+        match self {
+            Error::BadInput(_) => ErrorKind::Invalid,
+            Error::TooLarge { .. } => ErrorKind::TooLarge,
+            Error::NotFound(_) | Error::JobNotFound(_) => ErrorKind::NotFound,
+            Error::InvalidModel(_) | Error::Shape(_) | Error::Inference(_) => {
+                ErrorKind::Unprocessable
+            }
+            Error::Cancelled => ErrorKind::Conflict,
+            Error::Storage(_) => ErrorKind::Unavailable {
+                retry_after: Duration::from_secs(1),
+            },
+            Error::Integrity(_) => ErrorKind::Integrity,
+            Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Error::BadInput(_) => "ai.bad_input",
+            Error::TooLarge { .. } => "ai.too_large",
+            Error::NotFound(_) => "ai.model_not_found",
+            Error::JobNotFound(_) => "ai.job_not_found",
+            Error::InvalidModel(_) => "ai.invalid_model",
+            Error::Shape(_) => "ai.shape",
+            Error::Inference(_) => "ai.inference",
+            Error::Cancelled => "ai.cancelled",
+            Error::Storage(_) => "ai.storage",
+            Error::Integrity(_) => "ai.integrity",
+            Error::Internal(_) => "ai.internal",
+        }
+    }
 }
 
 /// What a model is.
@@ -162,6 +188,12 @@ pub struct JobInfo {
     pub error: Option<String>,
 }
 
+impl runtime::jobs::Info for JobInfo {
+    fn is_finished(&self) -> bool {
+        self.finished_ms.is_some()
+    }
+}
+
 type Answer<T> = Reply<Result<T, Error>>;
 
 #[derive(Debug)]
@@ -236,725 +268,3 @@ impl runtime::bus::Operation for Request {
 }
 
 pub type Handle = runtime::Handle<Request>;
-
-/// The recipe.
-#[derive(Debug)]
-pub struct Ai {
-    storage: storage::Handle,
-}
-
-impl Ai {
-    pub fn new(storage: storage::Handle) -> Self {
-        Ai {
-            storage: storage.with_caller(&NAME),
-        }
-    }
-
-    pub fn default_spec() -> Spec {
-        Spec::new(NAME, Kind::Optional)
-            .description(
-                "ONNX inference (tract) and training of linear/logistic regression and k-means; models sealed in storage",
-            )
-            .depends_on(storage::NAME)
-            .priority(Priority::Low)
-            .capability("ai.inference")
-            .capability("ai.training")
-            .resources(runtime::spec::Resources {
-                min_memory_mib: 64,
-                max_memory_mib: 512,
-                cpu_cores: 1,
-                network_access: false,
-            })
-            .call_timeout(CALL_TIMEOUT)
-            .setting(
-                MAX_MODEL_BYTES,
-                16 << 20,
-                1,
-                256 << 20,
-                "largest ONNX file that may be uploaded",
-            )
-            .setting(
-                CACHE_BYTES,
-                256 << 20,
-                1 << 20,
-                4 << 30,
-                "memory for loaded models; a model that would not fit alone is refused",
-            )
-            .setting(
-                MAX_DATASET_ROWS,
-                100_000,
-                1,
-                10_000_000,
-                "most rows in a training dataset",
-            )
-            .setting(MAX_FEATURES, 1_000, 1, 100_000, "most features per row")
-            .setting(
-                MAX_INPUT_ELEMENTS,
-                1 << 20,
-                1,
-                1 << 28,
-                "most elements in one input tensor",
-            )
-            .setting(
-                MAX_FINISHED_JOBS,
-                100,
-                1,
-                10_000,
-                "finished training jobs kept per account",
-            )
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Settings {
-    max_model_bytes: usize,
-    cache_bytes: u64,
-    data: train::DataLimits,
-    max_input_elements: usize,
-    max_finished_jobs: usize,
-}
-
-impl Settings {
-    fn of(spec: &Spec) -> Settings {
-        let get = |name| usize::try_from(spec.setting_value(name)).unwrap_or(1);
-        Settings {
-            max_model_bytes: get(MAX_MODEL_BYTES),
-            cache_bytes: u64::try_from(spec.setting_value(CACHE_BYTES)).unwrap_or(1),
-            data: train::DataLimits {
-                max_rows: get(MAX_DATASET_ROWS),
-                max_features: get(MAX_FEATURES),
-            },
-            max_input_elements: get(MAX_INPUT_ELEMENTS),
-            max_finished_jobs: get(MAX_FINISHED_JOBS),
-        }
-    }
-}
-
-impl Service for Ai {
-    type Request = Request;
-
-    fn spec(&self) -> Spec {
-        Ai::default_spec()
-    }
-
-    fn validate(&self, new: &Spec) -> Result<(), String> {
-        if new.setting_value(MAX_MODEL_BYTES) as u64 * LOADED_COST_FACTOR
-            > new.setting_value(CACHE_BYTES) as u64
-        {
-            return Err(format!(
-                "cache_bytes must hold a model of max_model_bytes loaded ({LOADED_COST_FACTOR} × its size)"
-            ));
-        }
-        Ok(())
-    }
-
-    async fn run(&self, mut cx: Context<Request>) -> Result<(), ServiceError> {
-        let spec = cx.spec();
-        let shared = Arc::new(Shared {
-            store: Store {
-                storage: self.storage.clone(),
-            },
-            threads: Semaphore::new(usize::from(spec.resources.cpu_cores.max(1))),
-            cache: Mutex::new(Cache::default()),
-            jobs: Mutex::new(HashMap::new()),
-        });
-        let mut settings = Settings::of(&spec);
-        let mut tasks = JoinSet::new();
-        loop {
-            tokio::select! {
-                request = cx.recv() => {
-                    let Some(request) = request else { break };
-                    if cx.spec_changes().has_changed().unwrap_or(false) {
-                        settings = Settings::of(&cx.spec_changes().borrow_and_update().clone());
-                        // A lowered budget applies now, not at the next model loaded.
-                        shared
-                            .cache
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .shrink(settings.cache_bytes);
-                    }
-                    shared.handle(request, settings, &mut tasks);
-                }
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            }
-        }
-        // Running training jobs see the service go: cancel them.
-        for jobs in shared
-            .jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-        {
-            for job in jobs.values() {
-                job.cancel.store(true, Ordering::Relaxed);
-            }
-        }
-        Ok(())
-    }
-}
-
-#[derive(Default)]
-struct Cache {
-    models: HashMap<(String, String), (Arc<onnx::Loaded>, u64)>,
-    order: VecDeque<(String, String)>,
-    used: u64,
-}
-
-impl Cache {
-    /// The model and the size of its file.
-    fn get(&mut self, key: &(String, String)) -> Option<(Arc<onnx::Loaded>, u64)> {
-        let (model, cost) = self.models.get(key)?;
-        let found = (model.clone(), cost / LOADED_COST_FACTOR);
-        if self.order.back() != Some(key) {
-            self.order.retain(|k| k != key);
-            self.order.push_back(key.clone());
-        }
-        Some(found)
-    }
-
-    /// Keeps `model` within `budget`, evicting the least recently used; a model that cannot fit
-    /// alone (the budget was lowered since it was uploaded) is not kept.
-    fn insert(&mut self, key: (String, String), model: Arc<onnx::Loaded>, cost: u64, budget: u64) {
-        self.remove(&key);
-        if cost > budget {
-            return;
-        }
-        self.shrink(budget - cost);
-        self.used += cost;
-        self.order.push_back(key.clone());
-        self.models.insert(key, (model, cost));
-    }
-
-    /// Evicts the least recently used models until at most `budget` is used.
-    fn shrink(&mut self, budget: u64) {
-        while self.used > budget {
-            let Some(oldest) = self.order.pop_front() else {
-                break;
-            };
-            if let Some((_, c)) = self.models.remove(&oldest) {
-                self.used -= c;
-            }
-        }
-    }
-
-    fn remove(&mut self, key: &(String, String)) {
-        if let Some((_, c)) = self.models.remove(key) {
-            self.used -= c;
-            self.order.retain(|k| k != key);
-        }
-    }
-}
-
-struct Job {
-    info: JobInfo,
-    cancel: Arc<AtomicBool>,
-    done: watch::Sender<bool>,
-}
-
-struct Shared {
-    store: Store,
-    /// Blocking work (loading, inference, training) holds one of these: at most `cpu_cores` at once.
-    threads: Semaphore,
-    cache: Mutex<Cache>,
-    jobs: Mutex<HashMap<String, BTreeMap<String, Job>>>,
-}
-
-/// Whether running `inputs` through a model of `size` bytes is short enough to do in place.
-fn is_small(size: u64, inputs: &BTreeMap<String, TensorData>) -> bool {
-    let elements: usize = inputs.values().map(|t| t.data.len()).sum();
-    size <= INLINE_MODEL_BYTES && elements <= INLINE_INPUT_ELEMENTS
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn new_id(prefix: &str) -> String {
-    let bytes: [u8; 8] = rand::thread_rng().r#gen();
-    format!("{prefix}_{}", hex::encode(bytes))
-}
-
-impl Shared {
-    fn handle(self: &Arc<Self>, request: Request, settings: Settings, tasks: &mut JoinSet<()>) {
-        let this = self.clone();
-        match request {
-            Request::Upload {
-                owner,
-                name,
-                file,
-                reply,
-            } => {
-                tasks.spawn(
-                    async move { reply.send(this.upload(owner, name, file, settings).await) },
-                );
-            }
-            Request::Models { owner, reply } => {
-                tasks.spawn(async move { reply.send(this.store.list(&owner).await) });
-            }
-            Request::Model { owner, id, reply } => {
-                tasks.spawn(async move {
-                    reply.send(this.store.record(&owner, &id).await.map(|r| r.info));
-                });
-            }
-            Request::Delete { owner, id, reply } => {
-                tasks.spawn(async move {
-                    let result = this.store.delete(&owner, &id).await;
-                    this.cache
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&(owner, id));
-                    reply.send(result);
-                });
-            }
-            Request::Predict {
-                owner,
-                id,
-                input,
-                reply,
-            } => {
-                // A small ONNX model already loaded answers here, without a task of its own.
-                let key = (owner, id);
-                let cached = self
-                    .cache
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&key);
-                if let (Some((model, size)), PredictInput::Tensors { inputs }) = (&cached, &input)
-                    && is_small(*size, inputs)
-                {
-                    let outputs = model.run(inputs, settings.max_input_elements);
-                    return reply.send(outputs.map(|o| serde_json::json!({ "outputs": o })));
-                }
-                let (owner, id) = key;
-                tasks.spawn(
-                    async move { reply.send(this.predict(owner, id, input, settings).await) },
-                );
-            }
-            Request::Train {
-                owner,
-                request,
-                reply,
-            } => reply.send(self.train(owner, *request, settings, tasks)),
-            Request::Job {
-                owner,
-                id,
-                wait,
-                reply,
-            } => {
-                let found = self
-                    .job(&owner, &id)
-                    .map(|(info, done)| (info, done.subscribe()));
-                match found {
-                    Err(e) => reply.send(Err(e)),
-                    Ok((info, _)) if wait.is_zero() => reply.send(Ok(info)),
-                    Ok((_, mut done)) => {
-                        tasks.spawn(async move {
-                            let _ = tokio::time::timeout(wait, done.wait_for(|d| *d)).await;
-                            reply.send(this.job(&owner, &id).map(|(info, _)| info));
-                        });
-                    }
-                }
-            }
-            Request::Jobs { owner, reply } => {
-                let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-                let mut list: Vec<JobInfo> = jobs
-                    .get(&owner)
-                    .map(|j| j.values().map(|j| j.info.clone()).collect())
-                    .unwrap_or_default();
-                list.sort_by_key(|j| std::cmp::Reverse(j.created_ms));
-                reply.send(Ok(list));
-            }
-            Request::Cancel { owner, id, reply } => {
-                let found = self.job(&owner, &id);
-                match found {
-                    Err(e) => reply.send(Err(e)),
-                    Ok((info, done)) => {
-                        if let Some(job) = self
-                            .jobs
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .get(&owner)
-                            .and_then(|j| j.get(&id))
-                        {
-                            job.cancel.store(true, Ordering::Relaxed);
-                        }
-                        if info.finished_ms.is_some() {
-                            return reply.send(Ok(info));
-                        }
-                        let mut done = done.subscribe();
-                        tasks.spawn(async move {
-                            let _ = done.wait_for(|d| *d).await;
-                            reply.send(this.job(&owner, &id).map(|(info, _)| info));
-                        });
-                    }
-                }
-            }
-            Request::Purge { owner, reply } => {
-                let removed = self
-                    .jobs
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&owner);
-                let mut waits = Vec::new();
-                for job in removed.into_iter().flat_map(|j| j.into_values()) {
-                    job.cancel.store(true, Ordering::Relaxed);
-                    if job.info.finished_ms.is_none() {
-                        waits.push(job.done.subscribe());
-                    }
-                }
-                {
-                    let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-                    let theirs: Vec<_> = cache
-                        .models
-                        .keys()
-                        .filter(|(o, _)| *o == owner)
-                        .cloned()
-                        .collect();
-                    for key in theirs {
-                        cache.remove(&key);
-                    }
-                }
-                tasks.spawn(async move {
-                    for mut w in waits {
-                        let _ = w.wait_for(|d| *d).await;
-                    }
-                    reply.send(Ok(()));
-                });
-            }
-        }
-    }
-
-    fn job(&self, owner: &str, id: &str) -> Result<(JobInfo, watch::Sender<bool>), Error> {
-        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        jobs.get(owner)
-            .and_then(|j| j.get(id))
-            .map(|j| (j.info.clone(), j.done.clone()))
-            .ok_or_else(|| Error::JobNotFound(id.to_owned()))
-    }
-
-    /// Runs `work` on a blocking thread once one of the service's threads is free.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> Result<T, Error> + Send + 'static,
-    ) -> Result<T, Error> {
-        let _permit = self
-            .threads
-            .acquire()
-            .await
-            .map_err(|_| Error::Internal("the service is stopping".into()))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| Error::Internal(format!("a worker thread failed: {e}")))?
-    }
-
-    async fn upload(
-        &self,
-        owner: String,
-        name: String,
-        file: Vec<u8>,
-        settings: Settings,
-    ) -> Result<ModelInfo, Error> {
-        if file.is_empty() {
-            return Err(Error::BadInput("the model file is empty".into()));
-        }
-        if file.len() > settings.max_model_bytes {
-            return Err(Error::TooLarge(format!(
-                "{} bytes; at most {} ([services.ai] max_model_bytes)",
-                file.len(),
-                settings.max_model_bytes
-            )));
-        }
-        let cost = file.len() as u64 * LOADED_COST_FACTOR;
-        if cost > settings.cache_bytes {
-            return Err(Error::TooLarge(format!(
-                "loaded, the model would take about {cost} bytes, over the service's memory budget ([services.ai] cache_bytes, {})",
-                settings.cache_bytes
-            )));
-        }
-        let file = Arc::new(file);
-        let checked = file.clone();
-        let loaded = self.blocking(move || onnx::load(&checked)).await?;
-        let info = ModelInfo {
-            id: new_id("mdl"),
-            owner: owner.clone(),
-            name,
-            kind: ModelKind::Onnx,
-            size_bytes: file.len() as u64,
-            sha256: sha256_hex(&file),
-            created_ms: now_ms(),
-            inputs: loaded.inputs.clone(),
-            outputs: loaded.outputs.clone(),
-            metrics: None,
-        };
-        let record = Record {
-            info: info.clone(),
-            chunks: file.len().div_ceil(512 << 10),
-            trained: None,
-        };
-        self.store.put(&record, Some(&file)).await?;
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(
-            (owner, info.id.clone()),
-            Arc::new(loaded),
-            cost,
-            settings.cache_bytes,
-        );
-        Ok(info)
-    }
-
-    async fn predict(
-        &self,
-        owner: String,
-        id: String,
-        input: PredictInput,
-        settings: Settings,
-    ) -> Result<serde_json::Value, Error> {
-        let key = (owner, id);
-        let cached = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key);
-        let (model, size) = match cached {
-            Some(found) => found,
-            None => {
-                let record = self.store.record(&key.0, &key.1).await?;
-                if let Some(trained) = record.trained {
-                    let PredictInput::Features { features } = input else {
-                        return Err(Error::Shape(
-                            "this is a trained model: give {\"features\": [[...], ...]}".into(),
-                        ));
-                    };
-                    return self.blocking(move || trained.predict(&features)).await;
-                }
-                let file = self.store.file(&record).await?;
-                let loaded = Arc::new(self.blocking(move || onnx::load(&file)).await?);
-                self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(
-                    key.clone(),
-                    loaded.clone(),
-                    record.info.size_bytes * LOADED_COST_FACTOR,
-                    settings.cache_bytes,
-                );
-                (loaded, record.info.size_bytes)
-            }
-        };
-        let PredictInput::Tensors { inputs } = input else {
-            return Err(Error::Shape(
-                "this is an ONNX model: give {\"inputs\": {\"NAME\": {\"shape\": [...], \"data\": [...]}}}"
-                    .into(),
-            ));
-        };
-        let limit = settings.max_input_elements;
-        let outputs = if is_small(size, &inputs) {
-            model.run(&inputs, limit)?
-        } else {
-            self.blocking(move || model.run(&inputs, limit)).await?
-        };
-        Ok(serde_json::json!({ "outputs": outputs }))
-    }
-
-    fn train(
-        self: &Arc<Self>,
-        owner: String,
-        request: TrainRequest,
-        settings: Settings,
-        tasks: &mut JoinSet<()>,
-    ) -> Result<JobInfo, Error> {
-        train::check(
-            &request.dataset,
-            &request.model,
-            request.test_fraction,
-            settings.data,
-        )?;
-        let info = JobInfo {
-            id: new_id("job"),
-            state: JobState::Pending,
-            created_ms: now_ms(),
-            finished_ms: None,
-            model: None,
-            error: None,
-        };
-        let cancel = Arc::new(AtomicBool::new(false));
-        {
-            let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-            let mine = jobs.entry(owner.clone()).or_default();
-            // Keep the most recent finished jobs.
-            let mut finished: Vec<(u64, String)> = mine
-                .values()
-                .filter(|j| j.info.finished_ms.is_some())
-                .map(|j| (j.info.created_ms, j.info.id.clone()))
-                .collect();
-            if finished.len() >= settings.max_finished_jobs {
-                finished.sort();
-                let drop = finished.len() + 1 - settings.max_finished_jobs;
-                for (_, id) in finished.into_iter().take(drop) {
-                    mine.remove(&id);
-                }
-            }
-            mine.insert(
-                info.id.clone(),
-                Job {
-                    info: info.clone(),
-                    cancel: cancel.clone(),
-                    done: watch::channel(false).0,
-                },
-            );
-        }
-        let this = self.clone();
-        let id = info.id.clone();
-        tasks.spawn(async move {
-            let result = this.run_training(&owner, &id, request, cancel).await;
-            this.finish(&owner, &id, result);
-        });
-        Ok(info)
-    }
-
-    fn set_state(&self, owner: &str, id: &str, state: JobState) {
-        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(job) = jobs.get_mut(owner).and_then(|j| j.get_mut(id)) {
-            job.info.state = state;
-        }
-    }
-
-    async fn run_training(
-        &self,
-        owner: &str,
-        id: &str,
-        request: TrainRequest,
-        cancel: Arc<AtomicBool>,
-    ) -> Result<ModelInfo, Error> {
-        let _permit = self
-            .threads
-            .acquire()
-            .await
-            .map_err(|_| Error::Internal("the service is stopping".into()))?;
-        if cancel.load(Ordering::Relaxed) {
-            return Err(Error::Cancelled);
-        }
-        self.set_state(owner, id, JobState::Running);
-        let params = request.model.clone();
-        let flag = cancel.clone();
-        let (trained, metrics) = tokio::task::spawn_blocking(move || {
-            train::train(&request.dataset, &params, request.test_fraction, &flag)
-                .map(|(t, m)| (t, m, request.name))
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("a worker thread failed: {e}")))?
-        .map(|(t, m, name)| ((t, name), m))?;
-        let (trained, name) = trained;
-        if cancel.load(Ordering::Relaxed) {
-            return Err(Error::Cancelled);
-        }
-        let kind = match &trained {
-            Trained::LinearRegression { .. } => ModelKind::LinearRegression,
-            Trained::LogisticRegression { .. } => ModelKind::LogisticRegression,
-            Trained::Kmeans { .. } => ModelKind::Kmeans,
-        };
-        let parameters =
-            serde_json::to_vec(&trained).map_err(|e| Error::Internal(e.to_string()))?;
-        let info = ModelInfo {
-            id: new_id("mdl"),
-            owner: owner.to_owned(),
-            name: name.unwrap_or_else(|| {
-                serde_json::to_value(kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default()
-            }),
-            kind,
-            // What is stored (and hashed): the parameters.
-            size_bytes: parameters.len() as u64,
-            sha256: sha256_hex(&parameters),
-            created_ms: now_ms(),
-            inputs: Vec::new(),
-            outputs: Vec::new(),
-            metrics: Some(metrics),
-        };
-        self.store
-            .put(
-                &Record {
-                    info: info.clone(),
-                    chunks: 0,
-                    trained: Some(trained),
-                },
-                None,
-            )
-            .await?;
-        Ok(info)
-    }
-
-    fn finish(&self, owner: &str, id: &str, result: Result<ModelInfo, Error>) {
-        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(job) = jobs.get_mut(owner).and_then(|j| j.get_mut(id)) else {
-            return;
-        };
-        job.info.finished_ms = Some(now_ms());
-        match result {
-            Ok(model) => {
-                job.info.state = JobState::Completed;
-                job.info.model = Some(model);
-            }
-            Err(Error::Cancelled) => job.info.state = JobState::Cancelled,
-            Err(e) => {
-                job.info.state = JobState::Failed;
-                job.info.error = Some(e.to_string());
-            }
-        }
-        job.done.send_replace(true);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn model() -> Arc<onnx::Loaded> {
-        Arc::new(onnx::load(include_bytes!("../tests/fixtures/mlp.onnx")).expect("fixture loads"))
-    }
-
-    fn key(id: &str) -> (String, String) {
-        ("alice".into(), id.into())
-    }
-
-    #[test]
-    fn the_cache_stays_within_its_budget_and_evicts_the_least_recently_used() {
-        let mut cache = Cache::default();
-        let m = model();
-        cache.insert(
-            key("a"),
-            m.clone(),
-            4 * LOADED_COST_FACTOR,
-            10 * LOADED_COST_FACTOR,
-        );
-        cache.insert(
-            key("b"),
-            m.clone(),
-            4 * LOADED_COST_FACTOR,
-            10 * LOADED_COST_FACTOR,
-        );
-        // Using a makes b the least recently used.
-        assert_eq!(cache.get(&key("a")).map(|(_, size)| size), Some(4));
-        cache.insert(
-            key("c"),
-            m.clone(),
-            4 * LOADED_COST_FACTOR,
-            10 * LOADED_COST_FACTOR,
-        );
-        assert!(cache.used <= 10 * LOADED_COST_FACTOR);
-        assert!(cache.get(&key("b")).is_none(), "b was evicted");
-        assert!(cache.get(&key("a")).is_some() && cache.get(&key("c")).is_some());
-
-        // A model larger than the whole budget is not kept, and evicts nothing.
-        cache.insert(
-            key("huge"),
-            m,
-            11 * LOADED_COST_FACTOR,
-            10 * LOADED_COST_FACTOR,
-        );
-        assert!(cache.get(&key("huge")).is_none());
-        assert_eq!(cache.used, 8 * LOADED_COST_FACTOR);
-        cache.remove(&key("a"));
-        assert_eq!(cache.used, 4 * LOADED_COST_FACTOR);
-    }
-}

@@ -199,11 +199,15 @@ impl Loaded {
                 .iter()
                 .try_fold(1usize, |acc, d| acc.checked_mul(*d))
                 .filter(|n| *n <= max_elements)
-                .ok_or_else(|| {
-                    Error::TooLarge(format!(
-                        "input {:?} is over [services.ai] max_input_elements ({max_elements})",
-                        input.name
-                    ))
+                .ok_or_else(|| Error::TooLarge {
+                    what: format!("the number of elements of input {:?}", input.name),
+                    size: t
+                        .shape
+                        .iter()
+                        .fold(1u64, |acc, d| acc.saturating_mul(*d as u64)),
+                    limit: max_elements as u64,
+                    service: "ai",
+                    setting: crate::MAX_INPUT_ELEMENTS,
                 })?;
             if t.data.len() != elements {
                 return Err(Error::Shape(format!(

@@ -40,9 +40,18 @@ fn storage_error(e: impl std::fmt::Display) -> Error {
 /// problem (too large), not an outage.
 fn refused(e: storage::Error) -> Error {
     match e {
-        storage::Error::TooLarge { .. } => Error::TooLarge(format!(
-            "the model does not fit the storage service's limits: {e}"
-        )),
+        storage::Error::TooLarge {
+            what,
+            size,
+            limit,
+            setting,
+        } => Error::TooLarge {
+            what: format!("{what} (the model as stored)"),
+            size: size as u64,
+            limit: limit as u64,
+            service: "storage",
+            setting,
+        },
         storage::Error::Integrity { .. } => {
             Error::Integrity(format!("the stored model is not used: {e}"))
         }

@@ -109,20 +109,26 @@ pub(crate) fn check(
         return Err(bad("the dataset is empty"));
     }
     if n > limits.max_rows {
-        return Err(Error::TooLarge(format!(
-            "{n} rows; at most {} ([services.ai] max_dataset_rows)",
-            limits.max_rows
-        )));
+        return Err(Error::TooLarge {
+            what: "the number of rows".into(),
+            size: n as u64,
+            limit: limits.max_rows as u64,
+            service: "ai",
+            setting: crate::MAX_DATASET_ROWS,
+        });
     }
     let d = data.features[0].len();
     if d == 0 {
         return Err(bad("rows have no features"));
     }
     if d > limits.max_features {
-        return Err(Error::TooLarge(format!(
-            "{d} features; at most {} ([services.ai] max_features)",
-            limits.max_features
-        )));
+        return Err(Error::TooLarge {
+            what: "the number of features per row".into(),
+            size: d as u64,
+            limit: limits.max_features as u64,
+            service: "ai",
+            setting: crate::MAX_FEATURES,
+        });
     }
     for (i, row) in data.features.iter().enumerate() {
         if row.len() != d {

@@ -175,7 +175,7 @@ async fn cache_bytes_applies_live() {
     let mut bigger = big();
     bigger.push(0);
     match f.upload("alice", bigger).await {
-        Err(Error::TooLarge(m)) => assert!(m.contains("max_model_bytes"), "{m}"),
+        Err(Error::TooLarge { setting, .. }) => assert_eq!(setting, ai::MAX_MODEL_BYTES),
         other => panic!("expected too large, got {other:?}"),
     }
     f.rt.shutdown().await;
@@ -191,11 +191,13 @@ async fn a_model_over_a_limit_is_too_large_at_upload() {
     )
     .await;
     match f.upload("alice", vec![0; (1 << 20) + 1]).await {
-        Err(Error::TooLarge(m)) => assert!(m.contains("max_model_bytes"), "{m}"),
+        Err(Error::TooLarge { setting, .. }) => assert_eq!(setting, ai::MAX_MODEL_BYTES),
         other => panic!("expected too large, got {other:?}"),
     }
     match f.upload("alice", big()).await {
-        Err(Error::TooLarge(m)) => assert!(m.contains("max_value_bytes"), "{m}"),
+        Err(Error::TooLarge {
+            service, setting, ..
+        }) => assert_eq!((service, setting), ("storage", storage::MAX_VALUE_BYTES)),
         other => panic!("expected too large, got {other:?}"),
     }
     // Nothing of the refused model was kept, and a small one still fits.

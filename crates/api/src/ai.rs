@@ -2,7 +2,7 @@
 //! jobs, all in the caller's account.
 
 use account::Area;
-use ai::{Error, JobInfo, ModelInfo, PredictInput, Request, TrainRequest};
+use ai::{JobInfo, ModelInfo, PredictInput, Request, TrainRequest};
 use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -16,36 +16,6 @@ use crate::auth::Caller;
 use crate::error::ErrorBody;
 use crate::input::{ask, body, wait_s};
 use crate::{ApiError, AppState};
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> ApiError {
-        let unprocessable =
-            |code| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string());
-        match &e {
-            Error::BadInput(_) => ApiError::bad_request("ai.bad_input", e.to_string()),
-            Error::TooLarge(_) => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "ai.too_large", e.to_string())
-            }
-            Error::NotFound(_) => ApiError::not_found("ai.model_not_found", e.to_string()),
-            Error::JobNotFound(_) => ApiError::not_found("ai.job_not_found", e.to_string()),
-            Error::InvalidModel(_) => unprocessable("ai.invalid_model"),
-            Error::Shape(_) => unprocessable("ai.shape"),
-            Error::Inference(_) => unprocessable("ai.inference"),
-            Error::Cancelled => ApiError::new(StatusCode::CONFLICT, "ai.cancelled", e.to_string()),
-            Error::Storage(_) => ApiError::unavailable("ai.storage", e.to_string(), 1),
-            Error::Integrity(_) => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "ai.integrity",
-                e.to_string(),
-            ),
-            Error::Internal(_) => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "ai.internal",
-                e.to_string(),
-            ),
-        }
-    }
-}
 
 /// The largest upload the HTTP layer reads: the ceiling of `[services.ai] max_model_bytes` (the
 /// service holds files to the setting itself, with a 413 naming it).

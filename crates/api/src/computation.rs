@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use computation::{Caller as RunAs, Error, Grants, Program, Request};
+use computation::{Caller as RunAs, Grants, Program, Request};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -18,39 +18,6 @@ use crate::auth::Caller;
 use crate::error::ErrorBody;
 use crate::input::{ask, body, call_error, wait_s};
 use crate::{ApiError, AppState};
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> ApiError {
-        match e {
-            Error::NotFound(_) => ApiError::not_found("computation.job_not_found", e.to_string()),
-            Error::TooLarge { .. } => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "computation.too_large",
-                e.to_string(),
-            ),
-            Error::AboveCeiling { .. } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "computation.above_ceiling",
-                e.to_string(),
-            ),
-            Error::BadInput(_) => ApiError::bad_request("computation.bad_input", e.to_string()),
-            Error::Busy => ApiError::unavailable("computation.busy", e.to_string(), 1),
-            Error::TooManyActive { .. } => ApiError {
-                retry_after: Some(1),
-                ..ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "computation.too_many_active",
-                    e.to_string(),
-                )
-            },
-            Error::Internal(_) => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "computation.internal",
-                e.to_string(),
-            ),
-        }
-    }
-}
 
 /// The largest body a run or job may send: the configured code and argument ceilings (read at start
 /// only), twice over for JSON escapes, plus room for the rest. The service holds code and args to

@@ -167,4 +167,7 @@ classified![
     crypto::Error,
     storage::Error,
     account::Error,
+    computation::Error,
+    oracle::Error,
+    ai::Error,
 ];

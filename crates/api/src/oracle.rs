@@ -3,43 +3,15 @@
 use account::Area;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use oracle::{Error, OracleRequest, Request};
+use oracle::{OracleRequest, Request};
 
 use crate::auth::Caller;
 use crate::computation::run_as;
 use crate::error::ErrorBody;
 use crate::input::{ask, body};
 use crate::{ApiError, AppState};
-
-impl From<Error> for ApiError {
-    fn from(e: Error) -> ApiError {
-        match e {
-            Error::BadInput(_) => ApiError::bad_request("oracle.bad_input", e.to_string()),
-            Error::RateLimited { retry_after_s, .. } => ApiError {
-                retry_after: Some(retry_after_s),
-                ..ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "oracle.rate_limited",
-                    e.to_string(),
-                )
-            },
-            Error::Unavailable(_) => ApiError::unavailable("oracle.unavailable", e.to_string(), 1),
-            Error::Unsupported(_) => ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "oracle.unsupported",
-                e.to_string(),
-            ),
-            Error::Internal(_) => ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "oracle.internal",
-                e.to_string(),
-            ),
-        }
-    }
-}
 
 /// Fetches the sources, extracts a value from each, aggregates them and answers with a signed
 /// report. A source that fails (unreachable, slow, too large, not JSON, a path that matches

@@ -19,7 +19,7 @@ use rquickjs::{Ctx, Exception, Function, Object, Value};
 use sha2::{Digest, Sha256};
 
 use crate::outcome::{ConsoleLine, Level};
-use crate::sandbox::Run;
+use crate::run::{Deps, Run};
 
 /// `Date.now()` in deterministic mode: 2000-01-01T00:00:00Z.
 pub const DETERMINISTIC_NOW_MS: u64 = 946_684_800_000;
@@ -29,14 +29,6 @@ pub const MAX_RANDOM_BYTES: usize = 1024;
 pub const MAX_LIST_KEYS: usize = 10_000;
 /// Keys asked of storage per page while listing.
 const LIST_PAGE: usize = 500;
-
-/// The services capability calls go to, and the async runtime they are awaited on.
-#[derive(Debug, Clone)]
-pub(crate) struct Deps {
-    pub(crate) crypto: crypto::Handle,
-    pub(crate) storage: storage::Handle,
-    pub(crate) tokio: tokio::runtime::Handle,
-}
 
 /// Why a run was stopped from outside the script's own control flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

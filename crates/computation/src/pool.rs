@@ -23,7 +23,8 @@ use serde::Serialize;
 use crate::Error;
 use crate::limits::{Limits, STACK_CEILING_BOUND, STACK_HEADROOM};
 use crate::outcome::{Ending, Outcome};
-use crate::sandbox::{self, Run};
+use crate::run::Run;
+use crate::sandbox;
 
 /// Abandoned workers still stuck beyond which the watchdog stops replacing them.
 const MAX_ABANDONED: usize = 16;

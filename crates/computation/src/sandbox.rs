@@ -9,8 +9,7 @@
 //! so a runtime is never reused.
 
 use std::rc::Rc;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rquickjs::{
@@ -18,9 +17,9 @@ use rquickjs::{
 };
 
 use crate::Error;
-use crate::capabilities::{self, Deps, Host, Stop};
-use crate::limits::Limits;
+use crate::capabilities::{self, Host, Stop};
 use crate::outcome::{Ending, Outcome};
+use crate::run::Run;
 
 /// The source line of the script's first line inside QuickJS's `AsyncFunction` wrapper.
 const LINE_OFFSET: u32 = 2;
@@ -28,21 +27,6 @@ const LINE_OFFSET: u32 = 2;
 const SAMPLE_EVERY: Duration = Duration::from_millis(10);
 /// Promise jobs run between two checks of the clock for sampling.
 const JOBS_PER_BATCH: usize = 64;
-
-/// Everything one run needs.
-#[derive(Debug)]
-pub(crate) struct Run {
-    pub(crate) owner: String,
-    pub(crate) signing_key: Option<String>,
-    pub(crate) grants: crate::Grants,
-    pub(crate) code: String,
-    pub(crate) args_json: String,
-    pub(crate) deterministic: bool,
-    pub(crate) limits: Limits,
-    pub(crate) deps: Deps,
-    /// Set to stop the run (a job's cancel); the interrupt handler polls it.
-    pub(crate) cancel: Arc<AtomicBool>,
-}
 
 /// A runtime and context made by an idle worker ahead of its next run, so that a run does not wait
 /// for them. Still one per run: [`execute`] consumes it.

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use reqwest::Url;
+use runtime::clock::now_ms;
 use runtime::rate::{Limiter, Rate};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
@@ -171,12 +172,6 @@ impl std::fmt::Debug for Fetcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fetcher").finish_non_exhaustive()
     }
-}
-
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Fetcher {

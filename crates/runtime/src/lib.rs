@@ -12,7 +12,8 @@
 //!   ([`recovery::plan`]), backoff and restart intensity; the dependency graph; the enclave budget.
 //! - [`event`], [`config`]: what the journal records; `cloister.toml` parsed once into [`config::Config`].
 //! - [`journal`], and the incarnation's control messages, reports and liveness probe.
-//! - [`bus`]: mailboxes, handles, publish/subscribe, per-edge statistics, dead letters.
+//! - [`bus`]: mailboxes, handles, publish/subscribe, per-edge statistics, dead letters; [`jobs`],
+//!   the job table a service that runs jobs owns.
 //! - the [`Service`] trait and the [`Context`] an incarnation reads.
 //! - the supervisor: the one task that owns every service's lifecycle state.
 //! - the [`Client`] of a running runtime; [`monitor`] and [`reconfig`], the tasks that act through it;
@@ -35,6 +36,7 @@ pub mod graph;
 pub mod health;
 pub mod id;
 mod incarnation;
+pub mod jobs;
 pub mod journal;
 pub mod lifecycle;
 pub mod monitor;
