@@ -86,19 +86,12 @@ struct Setup {
 }
 
 /// The built-in services' specs as `text` configures them.
-fn builtin_specs(text: &str) -> std::collections::HashMap<ServiceName, Spec> {
-    let catalog = [
-        ::crypto::Crypto::default_spec(),
-        ::storage::Storage::default_spec(),
-        ::account::Account::default_spec(),
-        ::computation::Computation::default_spec(),
-        ::oracle::Oracle::default_spec(),
-        ::ai::Ai::default_spec(),
-    ];
+fn builtin_specs(text: &str) -> Vec<Spec> {
+    let catalog = stack::catalog();
     let config = runtime::config::Config::parse(text, &catalog).expect("a valid [services] text");
     let (specs, disabled) = config.resolve(&catalog);
     assert!(disabled.is_empty(), "the harness disables services itself");
-    specs.into_iter().map(|s| (s.name.clone(), s)).collect()
+    specs
 }
 
 async fn start(setup: Setup) -> Harness {
@@ -108,51 +101,40 @@ async fn start(setup: Setup) -> Harness {
         None => tempfile::tempdir().expect("tempdir"),
     };
     let mut specs = builtin_specs(setup.services);
-    let switched_off = [
-        ::storage::NAME,
-        ::account::NAME,
-        ::computation::NAME,
-        ::oracle::NAME,
-        ::ai::NAME,
-    ];
-    let mut spec_of = |name: ServiceName| {
-        let mut spec = specs.remove(&name).expect("a built-in service");
+    let switched_off: std::collections::BTreeSet<ServiceName> = if setup.with_storage {
+        Default::default()
+    } else {
+        [
+            ::storage::NAME,
+            ::account::NAME,
+            ::computation::NAME,
+            ::oracle::NAME,
+            ::ai::NAME,
+        ]
+        .into()
+    };
+    for spec in &mut specs {
         // A core service that is off leaves the runtime not ready; the binary never switches one
         // off, and this harness runs the rest as if they were optional.
-        if !setup.with_storage && switched_off.contains(&name) {
+        if switched_off.contains(&spec.name) {
             spec.kind = Kind::Optional;
         }
-        spec
-    };
+    }
     let mut b = Builder::new(journal.clone());
     let echo = b.add(Echo(spec("base", &[])));
     b.add(Echo(spec("app", &["base"])));
     let platform = platform(dir.path());
-    let crypto = b.add_with_spec(
-        ::crypto::Crypto::new(dir.path(), platform.clone()),
-        spec_of(::crypto::NAME),
+    let services = stack::build(
+        &mut b,
+        &specs,
+        &switched_off,
+        stack::Options {
+            data_dir: dir.path().to_owned(),
+            platform: platform.clone(),
+            journal,
+            accept_storage_rollback: None,
+        },
     );
-    let storage = b.add_with_spec(
-        ::storage::Storage::new(dir.path(), platform.clone(), crypto.clone()),
-        spec_of(::storage::NAME),
-    );
-    let accounts = ::account::Account::new(crypto.clone(), storage.clone(), journal);
-    let gate = accounts.gate();
-    let account = b.add_with_spec(accounts, spec_of(::account::NAME));
-    let computation = b.add_with_spec(
-        ::computation::Computation::new(crypto.clone(), storage.clone()),
-        spec_of(::computation::NAME),
-    );
-    let oracle = b.add_with_spec(
-        ::oracle::Oracle::new(crypto.clone(), computation.clone(), platform.clone()),
-        spec_of(::oracle::NAME),
-    );
-    let ai = b.add_with_spec(::ai::Ai::new(storage.clone()), spec_of(::ai::NAME));
-    if !setup.with_storage {
-        for name in switched_off {
-            b.disable(name);
-        }
-    }
     let runtime = b.start().expect("start");
     runtime
         .readiness()
@@ -182,20 +164,20 @@ async fn start(setup: Setup) -> Harness {
         config: Arc::new(config),
         configs,
         platform,
-        crypto,
-        storage: storage.clone(),
-        account,
-        accounts: gate,
-        computation,
-        oracle,
-        ai,
+        crypto: services.crypto,
+        storage: services.storage.clone(),
+        account: services.account,
+        accounts: services.accounts,
+        computation: services.computation,
+        oracle: services.oracle,
+        ai: services.ai,
         shutdown: CancellationToken::new(),
     };
     Harness {
         app: api::router(state),
         runtime,
         echo,
-        storage,
+        storage: services.storage,
         dir,
     }
 }
