@@ -4,7 +4,7 @@
 //! model and a trained model that match onnxruntime and scikit-learn; and after a restart, the same
 //! oracle key and both models, still answering the same.
 
-mod support;
+const BIN: &str = env!("CARGO_BIN_EXE_cloister");
 
 use std::path::Path;
 use std::process::Command;
@@ -13,7 +13,7 @@ use axum::Router;
 use axum::routing::get;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::Server;
+use test_support::server::Server;
 
 /// A loopback source answering `body` at `/`.
 async fn source(body: &'static str) -> String {
@@ -121,7 +121,7 @@ async fn oracle_reports_verify_independently_and_models_survive_a_restart() {
     let b = source(r#"{"quotes": [{"pair": "NEO/USD", "last": "12.75"}]}"#).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config(dir.path());
-    let server = Server::start(&config).await;
+    let server = Server::start(BIN, &config).await;
 
     // An account with the oracle scope only asks; scripts run as that account.
     let (status, created) = server
@@ -194,7 +194,7 @@ async fn oracle_reports_verify_independently_and_models_survive_a_restart() {
     let answer = server
         .http
         .put(format!("{}/v1/config", server.base))
-        .bearer_auth(support::TOKEN)
+        .bearer_auth(test_support::server::TOKEN)
         .body(widened)
         .send()
         .await
@@ -267,7 +267,7 @@ async fn oracle_reports_verify_independently_and_models_survive_a_restart() {
     // The key lives sealed in the crypto service: the same after a restart, so old reports still
     // verify against the new quote.
     assert!(server.terminate().success());
-    let server = Server::start(&config).await;
+    let server = Server::start(BIN, &config).await;
     let (status, key_after) = server.json(Method::GET, "/v1/oracle/key", None).await;
     assert_eq!(status, 200, "{key_after}");
     assert_eq!(key_after["public_key"], key["public_key"]);
