@@ -9,22 +9,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_cloister");
 use std::path::Path;
 use std::process::Command;
 
-use axum::Router;
-use axum::routing::get;
 use reqwest::Method;
 use serde_json::{Value, json};
 use test_support::server::Server;
-
-/// A loopback source answering `body` at `/`.
-async fn source(body: &'static str) -> String {
-    let app = Router::new().route("/", get(move || async move { body }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}/")
-}
 
 fn config(dir: &Path) -> std::path::PathBuf {
     let text = format!(
@@ -117,8 +104,9 @@ fn linear_case() -> (Value, Vec<f64>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oracle_reports_verify_independently_and_models_survive_a_restart() {
-    let a = source(r#"{"pair": "NEO/USD", "price": 12.25}"#).await;
-    let b = source(r#"{"quotes": [{"pair": "NEO/USD", "last": "12.75"}]}"#).await;
+    let a = test_support::source::fixed(r#"{"pair": "NEO/USD", "price": 12.25}"#).await;
+    let b =
+        test_support::source::fixed(r#"{"quotes": [{"pair": "NEO/USD", "last": "12.75"}]}"#).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config(dir.path());
     let server = Server::start(BIN, &config).await;
