@@ -3,12 +3,12 @@
 
 use account::Area;
 use ai::{Error, JobInfo, ModelInfo, PredictInput, Request, TrainRequest};
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -72,7 +72,7 @@ pub(crate) struct UploadQuery {
     ))]
 pub(crate) async fn upload(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     query: Result<Query<UploadQuery>, QueryRejection>,
     file: Bytes,
 ) -> Result<Response, ApiError> {
@@ -99,7 +99,7 @@ pub(crate) struct ModelList {
     responses((status = 200, description = "The caller's models", body = ModelList)))]
 pub(crate) async fn models(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Ai, "models")?;
     let models = ask(&state.ai, |reply| Request::Models {
@@ -119,7 +119,7 @@ pub(crate) async fn models(
     ))]
 pub(crate) async fn model(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Ai, "models")?;
@@ -141,7 +141,7 @@ pub(crate) async fn model(
     ))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Ai, "models")?;
@@ -167,7 +167,7 @@ pub(crate) async fn delete(
     ))]
 pub(crate) async fn predict(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
     b: Result<Json<PredictInput>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -193,7 +193,7 @@ pub(crate) async fn predict(
     ))]
 pub(crate) async fn train(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     b: Result<Json<TrainRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Ai, "train")?;
@@ -217,7 +217,7 @@ pub(crate) struct JobList {
     responses((status = 200, description = "The caller's jobs", body = JobList)))]
 pub(crate) async fn jobs(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Ai, "train")?;
     let jobs = ask(&state.ai, |reply| Request::Jobs {
@@ -245,7 +245,7 @@ pub(crate) struct JobQuery {
     ))]
 pub(crate) async fn job(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
     query: Result<Query<JobQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -272,7 +272,7 @@ pub(crate) async fn job(
     ))]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Ai, "train")?;

@@ -1,11 +1,11 @@
 //! The oracle over HTTP: signed reports of external data, and the attested signing key.
 
 use account::Area;
+use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use oracle::{Error, OracleRequest, Request};
 
 use crate::auth::Caller;
@@ -53,7 +53,7 @@ impl From<Error> for ApiError {
     ))]
 pub(crate) async fn request(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     b: Result<Json<OracleRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Oracle, "request")?;
@@ -76,7 +76,7 @@ pub(crate) async fn request(
     ))]
 pub(crate) async fn key(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Oracle, "key")?;
     let attestation = ask(&state.oracle, |reply| Request::Key { reply }).await?;
