@@ -567,7 +567,7 @@ impl Service for Account {
         Account::default_spec()
     }
 
-    fn validate(&self, new: &Spec) -> Result<(), String> {
+    fn validate(&self, new: &Spec) -> Result<(), runtime::Veto> {
         if new.replicas.max > 1 {
             return Err("account has a single writer: replicas.max must be 1".into());
         }

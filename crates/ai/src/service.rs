@@ -135,13 +135,13 @@ impl Service for Ai {
         Ai::default_spec()
     }
 
-    fn validate(&self, new: &Spec) -> Result<(), String> {
+    fn validate(&self, new: &Spec) -> Result<(), runtime::Veto> {
         if new.setting_value(MAX_MODEL_BYTES) as u64 * LOADED_COST_FACTOR
             > new.setting_value(CACHE_BYTES) as u64
         {
             return Err(format!(
                 "cache_bytes must hold a model of max_model_bytes loaded ({LOADED_COST_FACTOR} × its size)"
-            ));
+            ).into());
         }
         Ok(())
     }

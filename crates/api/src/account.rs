@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use account::{Area, Request, Scope, TokenGrant};
+use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -79,7 +79,7 @@ pub(crate) struct CreateBody {
         (status = 400, description = "Bad name", body = ErrorBody), (status = 403, description = "Not the admin token", body = ErrorBody)))]
 pub(crate) async fn create(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     b: Result<Json<CreateBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     admin_only(&caller, "creating an account")?;
@@ -93,7 +93,7 @@ pub(crate) async fn create(
     responses((status = 200, description = "Every account", body = AccountList), (status = 403, description = "Not the admin token", body = ErrorBody)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
     admin_only(&caller, "listing accounts")?;
     let accounts = ask(&state.account, |reply| Request::List { reply }).await?;
@@ -106,7 +106,7 @@ pub(crate) async fn list(
     responses((status = 200, description = "The account", body = account::AccountInfo), (status = 404, description = "No such account (or not the caller's)", body = ErrorBody)))]
 pub(crate) async fn get(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = target(&caller, &id, "read")?;
@@ -136,7 +136,7 @@ async fn set_disabled(
     responses((status = 200, description = "Disabled", body = account::AccountInfo), (status = 404, description = "No such account", body = ErrorBody)))]
 pub(crate) async fn disable(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     set_disabled(state, caller, id, true).await
@@ -148,7 +148,7 @@ pub(crate) async fn disable(
     responses((status = 200, description = "Enabled", body = account::AccountInfo), (status = 404, description = "No such account", body = ErrorBody)))]
 pub(crate) async fn enable(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     set_disabled(state, caller, id, false).await
@@ -160,7 +160,7 @@ pub(crate) async fn enable(
     responses((status = 204, description = "Deleted"), (status = 404, description = "No such account", body = ErrorBody)))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     admin_only(&caller, "deleting an account")?;
@@ -212,7 +212,7 @@ pub(crate) struct IssueBody {
         (status = 409, description = "Too many live tokens (`account.too_many_tokens`)", body = ErrorBody)))]
 pub(crate) async fn issue(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
     b: Result<Json<IssueBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -278,7 +278,7 @@ pub(crate) async fn issue(
     responses((status = 200, description = "The tokens", body = TokenList), (status = 404, description = "No such account", body = ErrorBody)))]
 pub(crate) async fn tokens(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = target(&caller, &id, "tokens")?;
@@ -292,7 +292,7 @@ pub(crate) async fn tokens(
     responses((status = 204, description = "Revoked"), (status = 404, description = "No such account or token", body = ErrorBody)))]
 pub(crate) async fn revoke(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path((id, token)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let id = target(&caller, &id, "tokens")?;

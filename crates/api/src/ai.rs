@@ -3,12 +3,12 @@
 
 use account::Area;
 use ai::{JobInfo, ModelInfo, PredictInput, Request, TrainRequest};
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -42,7 +42,7 @@ pub(crate) struct UploadQuery {
     ))]
 pub(crate) async fn upload(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     query: Result<Query<UploadQuery>, QueryRejection>,
     file: Bytes,
 ) -> Result<Response, ApiError> {
@@ -69,7 +69,7 @@ pub(crate) struct ModelList {
     responses((status = 200, description = "The caller's models", body = ModelList)))]
 pub(crate) async fn models(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Ai, "models")?;
     let models = ask(&state.ai, |reply| Request::Models {
@@ -89,7 +89,7 @@ pub(crate) async fn models(
     ))]
 pub(crate) async fn model(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Ai, "models")?;
@@ -111,7 +111,7 @@ pub(crate) async fn model(
     ))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Ai, "models")?;
@@ -137,7 +137,7 @@ pub(crate) async fn delete(
     ))]
 pub(crate) async fn predict(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
     b: Result<Json<PredictInput>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -163,7 +163,7 @@ pub(crate) async fn predict(
     ))]
 pub(crate) async fn train(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     b: Result<Json<TrainRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Ai, "train")?;
@@ -187,7 +187,7 @@ pub(crate) struct JobList {
     responses((status = 200, description = "The caller's jobs", body = JobList)))]
 pub(crate) async fn jobs(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Ai, "train")?;
     let jobs = ask(&state.ai, |reply| Request::Jobs {
@@ -215,7 +215,7 @@ pub(crate) struct JobQuery {
     ))]
 pub(crate) async fn job(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
     query: Result<Query<JobQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -242,7 +242,7 @@ pub(crate) async fn job(
     ))]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Ai, "train")?;

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use account::{Area, AuthError, Principal};
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -149,6 +150,24 @@ impl Caller {
                 ),
             )),
         }
+    }
+}
+
+/// A service endpoint's caller, as an extractor: [`require_caller`] resolved it (once, for every
+/// route behind it) and a handler names it in its signature. A route not behind `require_caller`
+/// has no caller: a mistake in `lib.rs`, answered as an internal error, never as the admin.
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Caller, ApiError> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
+            tracing::error!(path = %parts.uri.path(), "a service endpoint is not behind require_caller");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "this endpoint has no caller; this is a bug in the API's routes",
+            )
+        })
     }
 }
 

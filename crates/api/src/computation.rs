@@ -5,11 +5,11 @@
 
 use account::Area;
 
+use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use computation::{Caller as RunAs, Grants, Program, Request};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -65,7 +65,7 @@ pub(crate) fn run_as(caller: &Caller) -> RunAs {
         (status = 503, description = "The queue is full (`computation.busy`)", body = ErrorBody)))]
 pub(crate) async fn run(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     b: Result<Json<Program>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Computation, "run")?;
@@ -89,7 +89,7 @@ pub(crate) async fn run(
         (status = 503, description = "The queue is full (`computation.busy`)", body = ErrorBody)))]
 pub(crate) async fn submit(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     b: Result<Json<Program>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Computation, "jobs")?;
@@ -108,7 +108,7 @@ pub(crate) async fn submit(
     responses((status = 200, description = "The caller's jobs", body = JobList)))]
 pub(crate) async fn jobs(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Computation, "jobs")?;
     let jobs = ask(&state.computation, |reply| Request::Jobs {
@@ -138,7 +138,7 @@ pub(crate) struct JobQuery {
         (status = 404, description = "No such job (`computation.job_not_found`)", body = ErrorBody)))]
 pub(crate) async fn job(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
     query: Result<Query<JobQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -178,7 +178,7 @@ pub(crate) async fn job(
         (status = 404, description = "No such job", body = ErrorBody)))]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Computation, "jobs")?;

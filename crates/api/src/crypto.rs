@@ -16,7 +16,6 @@ use crate::error::ErrorBody;
 use crate::input::{ask, body, decode, decode_optional};
 use crate::{ApiError, AppState};
 use account::Area;
-use axum::Extension;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -62,7 +61,7 @@ pub(crate) struct GenerateBody {
     responses((status = 201, description = "The new key (public half only)", body = crypto::KeyInfo), (status = 400, description = "Bad base64 or input (`request.invalid_body`, `crypto.bad_input`)", body = ErrorBody)))]
 pub(crate) async fn generate(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     b: Result<Json<GenerateBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Crypto, "generate")?;
@@ -81,7 +80,7 @@ pub(crate) async fn generate(
     responses((status = 200, description = "The caller's keys", body = KeyList)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Crypto, "list")?;
     let keys = ask(&state.crypto, |reply| Request::List {
@@ -97,7 +96,7 @@ pub(crate) async fn list(
     responses((status = 200, description = "The key", body = crypto::KeyInfo), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody)))]
 pub(crate) async fn describe(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Crypto, "describe")?;
@@ -130,7 +129,7 @@ pub(crate) struct SignBody {
     responses((status = 200, description = "The signature", body = SignAnswer), (status = 400, description = "Bad base64 or input (`request.invalid_body`, `crypto.bad_input`)", body = ErrorBody), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody), (status = 422, description = "The key's algorithm cannot do this (`crypto.wrong_key_kind`)", body = ErrorBody)))]
 pub(crate) async fn sign(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
     b: Result<Json<SignBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -166,7 +165,7 @@ pub(crate) struct VerifyBody {
     responses((status = 200, description = "Whether it verifies", body = Verified), (status = 400, description = "Bad base64 or input (`request.invalid_body`, `crypto.bad_input`)", body = ErrorBody), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody), (status = 422, description = "The key's algorithm cannot do this (`crypto.wrong_key_kind`)", body = ErrorBody)))]
 pub(crate) async fn verify(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
     b: Result<Json<VerifyBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -199,7 +198,7 @@ pub(crate) struct EncryptBody {
     responses((status = 200, description = "The ciphertext", body = Ciphertext), (status = 400, description = "Bad base64 or input (`request.invalid_body`, `crypto.bad_input`)", body = ErrorBody), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody), (status = 422, description = "The key's algorithm cannot do this (`crypto.wrong_key_kind`)", body = ErrorBody)))]
 pub(crate) async fn encrypt(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
     b: Result<Json<EncryptBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -233,7 +232,7 @@ pub(crate) struct DecryptBody {
     responses((status = 200, description = "The plaintext", body = Plaintext), (status = 400, description = "Bad base64 or input (`request.invalid_body`, `crypto.bad_input`)", body = ErrorBody), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody), (status = 422, description = "The key's algorithm cannot do this (`crypto.wrong_key_kind`)", body = ErrorBody)))]
 pub(crate) async fn decrypt(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
     b: Result<Json<DecryptBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -267,7 +266,7 @@ pub(crate) struct DeriveBody {
     responses((status = 201, description = "The derived key", body = crypto::KeyInfo), (status = 400, description = "Bad base64 or input (`request.invalid_body`, `crypto.bad_input`)", body = ErrorBody), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody), (status = 422, description = "The key's algorithm cannot do this (`crypto.wrong_key_kind`)", body = ErrorBody)))]
 pub(crate) async fn derive(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
     b: Result<Json<DeriveBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -291,7 +290,7 @@ pub(crate) async fn derive(
     responses((status = 200, description = "The key with its new version", body = crypto::KeyInfo), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody)))]
 pub(crate) async fn rotate(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Crypto, "rotate")?;
@@ -309,7 +308,7 @@ pub(crate) async fn rotate(
     responses((status = 204, description = "Deleted"), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody)))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Crypto, "delete")?;

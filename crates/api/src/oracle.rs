@@ -1,10 +1,10 @@
 //! The oracle over HTTP: signed reports of external data, and the attested signing key.
 
 use account::Area;
+use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
 use oracle::{OracleRequest, Request};
 
 use crate::auth::Caller;
@@ -25,7 +25,7 @@ use crate::{ApiError, AppState};
     ))]
 pub(crate) async fn request(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     b: Result<Json<OracleRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Oracle, "request")?;
@@ -48,7 +48,7 @@ pub(crate) async fn request(
     ))]
 pub(crate) async fn key(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Oracle, "key")?;
     let attestation = ask(&state.oracle, |reply| Request::Key { reply }).await?;

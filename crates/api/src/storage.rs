@@ -16,7 +16,6 @@ use crate::error::ErrorBody;
 use crate::input::{ask, body, decode};
 use crate::{ApiError, AppState};
 use account::Area;
-use axum::Extension;
 
 /// The header carrying a value's version (the commit that wrote it).
 pub(crate) const VERSION_HEADER: &str = "x-cloister-version";
@@ -47,7 +46,7 @@ pub(crate) struct Committed {
         (status = 413, description = "Larger than `[services.storage] max_value_bytes` (`storage.too_large`)", body = ErrorBody)))]
 pub(crate) async fn put(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(key): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -70,7 +69,7 @@ pub(crate) async fn put(
         (status = 500, description = "Tampered or rolled back (`storage.integrity`): never returned as data", body = ErrorBody)))]
 pub(crate) async fn get(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Storage, "get")?;
@@ -95,7 +94,7 @@ pub(crate) async fn get(
     responses((status = 200, description = "Deleted", body = Deleted), (status = 404, description = "No value", body = ErrorBody)))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     Path(key): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Storage, "delete")?;
@@ -131,7 +130,7 @@ pub(crate) struct ListQuery {
     responses((status = 200, description = "A page of keys", body = storage::Page)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Storage, "list")?;
@@ -170,7 +169,7 @@ pub(crate) struct BatchWrite {
     responses((status = 200, description = "Committed", body = Committed), (status = 400, description = "A write is malformed", body = ErrorBody)))]
 pub(crate) async fn batch(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
+    caller: Caller,
     b: Result<Json<BatchBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     caller.allow(Area::Storage, "batch")?;

@@ -37,14 +37,7 @@ pub(crate) struct RunArgs {
 
 /// The services built into this binary, with their default specs, dependencies first.
 fn catalog() -> Vec<Spec> {
-    vec![
-        crypto::Crypto::default_spec(),
-        storage::Storage::default_spec(),
-        account::Account::default_spec(),
-        computation::Computation::default_spec(),
-        oracle::Oracle::default_spec(),
-        ai::Ai::default_spec(),
-    ]
+    stack::catalog()
 }
 
 fn print_problems(file: &Path, invalid: &runtime::config::Invalid) {
@@ -312,60 +305,19 @@ async fn serve(start: Start) -> anyhow::Result<()> {
 
     let mut builder = Builder::new(journal.clone());
     let (specs, disabled) = config.resolve(&catalog());
-    let mut crypto_handle = None;
-    let mut storage_handle = None;
-    let mut account_handle = None;
-    let mut computation_handle = None;
-    let mut oracle_handle = None;
-    let mut ai_handle = None;
+    let services = stack::build(
+        &mut builder,
+        &specs,
+        &disabled,
+        stack::Options {
+            data_dir: dir.clone(),
+            platform: platform.clone(),
+            journal: journal.clone(),
+            accept_storage_rollback,
+        },
+    );
     for spec in specs {
-        if spec.name == crypto::NAME {
-            crypto_handle =
-                Some(builder.add_with_spec(crypto::Crypto::new(&dir, platform.clone()), spec));
-            continue;
-        }
-        if spec.name == storage::NAME {
-            // The catalog lists crypto first, and both are core (never disabled).
-            let crypto = crypto_handle
-                .clone()
-                .context("storage needs the crypto service")?;
-            let service = storage::Storage::new(&dir, platform.clone(), crypto)
-                .accept_rollback(accept_storage_rollback);
-            storage_handle = Some(builder.add_with_spec(service, spec));
-            continue;
-        }
-        if spec.name == account::NAME {
-            // Core services are never disabled, and the catalog lists their dependencies first.
-            let (Some(crypto), Some(storage)) = (&crypto_handle, &storage_handle) else {
-                bail!("the account service needs crypto and storage");
-            };
-            let service = account::Account::new(crypto.clone(), storage.clone(), journal.clone());
-            let gate = service.gate();
-            account_handle = Some((builder.add_with_spec(service, spec), gate));
-            continue;
-        }
-        if spec.name == computation::NAME {
-            let (Some(crypto), Some(storage)) = (&crypto_handle, &storage_handle) else {
-                bail!("the computation service needs crypto and storage");
-            };
-            let service = computation::Computation::new(crypto.clone(), storage.clone());
-            computation_handle = Some(builder.add_with_spec(service, spec));
-            continue;
-        }
-        if spec.name == oracle::NAME {
-            let (Some(crypto), Some(computation)) = (&crypto_handle, &computation_handle) else {
-                bail!("the oracle needs crypto and computation");
-            };
-            let service =
-                oracle::Oracle::new(crypto.clone(), computation.clone(), platform.clone());
-            oracle_handle = Some(builder.add_with_spec(service, spec));
-            continue;
-        }
-        if spec.name == ai::NAME {
-            let storage = storage_handle
-                .clone()
-                .context("ai needs the storage service")?;
-            ai_handle = Some(builder.add_with_spec(ai::Ai::new(storage), spec));
+        if stack::NAMES.contains(&spec.name) {
             continue;
         }
         match config.testing.services.get(&spec.name) {
@@ -383,22 +335,6 @@ async fn serve(start: Start) -> anyhow::Result<()> {
                 spec.name
             ),
         }
-    }
-    // A disabled oracle is still registered (and stays stopped), so its endpoints can say so.
-    if oracle_handle.is_none()
-        && let (Some(crypto), Some(computation)) = (&crypto_handle, &computation_handle)
-    {
-        let service = oracle::Oracle::new(crypto.clone(), computation.clone(), platform.clone());
-        oracle_handle = Some(builder.add_with_spec(service, oracle::Oracle::default_spec()));
-    }
-    if ai_handle.is_none()
-        && let Some(storage) = &storage_handle
-    {
-        ai_handle =
-            Some(builder.add_with_spec(ai::Ai::new(storage.clone()), ai::Ai::default_spec()));
-    }
-    for name in disabled {
-        builder.disable(name);
     }
     builder.budget(Demand {
         memory_mib: u64::from(config.enclave.memory_mib),
@@ -429,21 +365,19 @@ async fn serve(start: Start) -> anyhow::Result<()> {
     });
 
     let grace = config.runtime.shutdown_grace;
-    let account = account_handle.context("the account service is core and always registered")?;
     let state = api::AppState {
         client: runtime.client(),
         admin_token: Arc::from(token.as_str()),
         config: Arc::new(config),
         configs,
         platform: platform.clone(),
-        crypto: crypto_handle.context("the crypto service is core and always registered")?,
-        storage: storage_handle.context("the storage service is core and always registered")?,
-        account: account.0,
-        accounts: account.1,
-        computation: computation_handle
-            .context("the computation service is core and always registered")?,
-        oracle: oracle_handle.context("the oracle is always registered (and may be disabled)")?,
-        ai: ai_handle.context("the ai service is always registered (and may be disabled)")?,
+        crypto: services.crypto,
+        storage: services.storage,
+        account: services.account,
+        accounts: services.accounts,
+        computation: services.computation,
+        oracle: services.oracle,
+        ai: services.ai,
         shutdown: shutdown.clone(),
     };
     {

@@ -2,12 +2,12 @@
 //! and `crypto`; neither can reach the other's data, keys or jobs; everything is still there after a
 //! restart of the process.
 
-mod support;
+const BIN: &str = env!("CARGO_BIN_EXE_cloister");
 
 use base64::Engine;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Server, write_config};
+use test_support::server::{Server, write_config};
 
 /// Creates an account as the admin; answers its id, token secret and signing key id.
 async fn create(server: &Server, name: &str) -> (String, String, String) {
@@ -57,7 +57,7 @@ const SNOOP: &str = r#"
 async fn two_accounts_run_scripts_that_cannot_touch_each_other() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path());
-    let server = Server::start(&config).await;
+    let server = Server::start(BIN, &config).await;
     let (alice, alice_token, alice_key) = create(&server, "alice").await;
     let (_bob, bob_token, bob_key) = create(&server, "bob").await;
 
@@ -91,7 +91,7 @@ async fn two_accounts_run_scripts_that_cannot_touch_each_other() {
 
     // The script's signature is alice's key's: the crypto endpoint verifies it, for alice only.
     let verify = json!({
-        "message": support::B64.encode("alice's plan"),
+        "message": test_support::B64.encode("alice's plan"),
         "signature": alice_signature,
     });
     let path = format!("/v1/crypto/keys/{alice_key}/verify");
@@ -149,7 +149,7 @@ async fn two_accounts_run_scripts_that_cannot_touch_each_other() {
 
     // After a restart of the process: the same tokens work and the data is where it was.
     assert!(server.terminate().success());
-    let server = Server::start(&config).await;
+    let server = Server::start(BIN, &config).await;
     let again = run(&server, &alice_token, SNOOP, json!({"key": "none"})).await;
     assert_eq!(again["result"]["note"], "alice's plan");
     let again = run(&server, &bob_token, SNOOP, json!({"key": "none"})).await;
@@ -171,7 +171,7 @@ fn cli(server: &Server, args: &[&str]) -> (bool, String, String) {
         .args(args)
         .env_remove("CLOISTER_DATA_DIR")
         .env("CLOISTER_URL", &server.base)
-        .env("CLOISTER_ADMIN_TOKEN", support::TOKEN)
+        .env("CLOISTER_ADMIN_TOKEN", test_support::server::TOKEN)
         .output()
         .expect("client");
     (
@@ -184,7 +184,7 @@ fn cli(server: &Server, args: &[&str]) -> (bool, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_manages_accounts_and_tokens_from_the_command_line() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(&write_config(dir.path())).await;
+    let server = Server::start(BIN, &write_config(dir.path())).await;
 
     let (ok, out, err) = cli(&server, &["account", "create", "shop"]);
     assert!(ok, "{err}");

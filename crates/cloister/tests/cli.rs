@@ -1,7 +1,7 @@
 //! The binary as a newcomer meets it on the command line: what it writes when its output is not a
 //! terminal, and what the client commands say they did.
 
-mod support;
+const BIN: &str = env!("CARGO_BIN_EXE_cloister");
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::DirBuilderExt;
@@ -87,7 +87,7 @@ async fn stop_names_the_dependents_it_stops() {
         ),
     )
     .expect("config");
-    let server = support::Server::start(&config).await;
+    let server = test_support::server::Server::start(BIN, &config).await;
     let stop = |name: &str| {
         let output = Command::new(env!("CARGO_BIN_EXE_cloister"))
             .args([
@@ -96,7 +96,7 @@ async fn stop_names_the_dependents_it_stops() {
                 "--url",
                 &server.base,
                 "--token",
-                support::TOKEN,
+                test_support::server::TOKEN,
             ])
             .output()
             .expect("cloister stop");
@@ -114,44 +114,6 @@ async fn stop_names_the_dependents_it_stops() {
     drop(server);
 }
 
-/// Follows `/v1/events/stream` from the start until an entry matches `pred`, and answers it.
-async fn wait_for_entry(
-    base: &str,
-    pred: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    use futures::StreamExt;
-    let response = reqwest::Client::new()
-        .get(format!("{base}/v1/events/stream?since=0"))
-        .bearer_auth(support::TOKEN)
-        .send()
-        .await
-        .expect("stream");
-    let mut body = response.bytes_stream();
-    let mut buffer = String::new();
-    let search = async {
-        while let Some(chunk) = body.next().await {
-            buffer.push_str(&String::from_utf8_lossy(&chunk.expect("chunk")));
-            while let Some(end) = buffer.find("\n\n") {
-                let frame: String = buffer.drain(..end + 2).collect();
-                for line in frame.lines() {
-                    let Some(data) = line.strip_prefix("data:") else {
-                        continue;
-                    };
-                    if let Ok(e) = serde_json::from_str::<serde_json::Value>(data.trim())
-                        && pred(&e)
-                    {
-                        return e;
-                    }
-                }
-            }
-        }
-        panic!("the event stream ended first");
-    };
-    tokio::time::timeout(support::WAIT, search)
-        .await
-        .expect("the entry comes")
-}
-
 /// A storage rollback refusal is said where the operator looks first: once in the `cloister run`
 /// log, with the exact command that accepts it; storage goes to `failed` without restarts;
 /// `cloister status` stays readable (no line over 120 columns) and `cloister status storage`
@@ -159,10 +121,10 @@ async fn wait_for_entry(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storage_rollback_refusal_is_said_once_with_the_command_to_accept_it() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = support::write_config(dir.path());
+    let config = test_support::server::write_config(dir.path());
     let db = dir.path().join("data").join("storage.redb");
 
-    let server = support::Server::start(&config).await;
+    let server = test_support::server::Server::start(BIN, &config).await;
     assert_eq!(
         server
             .put("k", b"old".to_vec())
@@ -173,7 +135,7 @@ async fn a_storage_rollback_refusal_is_said_once_with_the_command_to_accept_it()
     );
     assert!(server.terminate().success());
     let old_copy = std::fs::read(&db).expect("storage.redb");
-    let server = support::Server::start(&config).await;
+    let server = test_support::server::Server::start(BIN, &config).await;
     assert_eq!(
         server
             .put("k", b"new".to_vec())
@@ -191,33 +153,25 @@ async fn a_storage_rollback_refusal_is_said_once_with_the_command_to_accept_it()
         .arg(&config)
         .env_remove("CLOISTER_DATA_DIR")
         .env_remove("CLOISTER_LISTEN")
-        .env("CLOISTER_ADMIN_TOKEN", support::TOKEN)
+        .env("CLOISTER_ADMIN_TOKEN", test_support::server::TOKEN)
         .env("CLOISTER_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn cloister run");
-    let mut banner = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut banner)
-        .expect("banner");
-    let base = format!(
-        "http://{}",
-        banner
-            .split("http://")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .expect("address in banner")
-    );
-    let failed = wait_for_entry(&base, |e| {
-        e["service"] == "storage" && e["event"]["kind"] == "failed"
-    })
-    .await;
+    let mut stderr = child.stderr.take().expect("stderr");
+    let server = test_support::server::Server::attach(child, test_support::server::TOKEN);
+    let base = server.base.clone();
+    let failed = server
+        .wait_event(0, |e| {
+            e["service"] == "storage" && e["event"]["kind"] == "failed"
+        })
+        .await;
 
     let cli = |args: &[&str]| {
         let output = Command::new(env!("CARGO_BIN_EXE_cloister"))
             .args(args)
-            .args(["--url", &base, "--token", support::TOKEN])
+            .args(["--url", &base, "--token", test_support::server::TOKEN])
             .output()
             .expect("cloister");
         assert!(output.status.success(), "{output:?}");
@@ -247,15 +201,9 @@ async fn a_storage_rollback_refusal_is_said_once_with_the_command_to_accept_it()
     let wide = cli(&["status", "--wide"]);
     assert!(wide.contains(&command), "{wide}");
 
-    child.kill().expect("SIGKILL");
-    child.wait().expect("wait");
+    server.kill_9();
     let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut log)
-        .expect("stderr is text");
+    stderr.read_to_string(&mut log).expect("stderr is text");
     assert_eq!(log.matches(&command).count(), 1, "said once: {log}");
 }
 
@@ -264,12 +212,12 @@ async fn a_storage_rollback_refusal_is_said_once_with_the_command_to_accept_it()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_applied_version_is_said_to_last_until_restart_and_does() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = support::write_config(dir.path());
-    let server = support::Server::start(&config).await;
+    let config = test_support::server::write_config(dir.path());
+    let server = test_support::server::Server::start(BIN, &config).await;
     let cli = |base: &str, args: &[&str]| {
         let output = Command::new(env!("CARGO_BIN_EXE_cloister"))
             .args(args)
-            .args(["--url", base, "--token", support::TOKEN])
+            .args(["--url", base, "--token", test_support::server::TOKEN])
             .output()
             .expect("cloister");
         assert!(output.status.success(), "{output:?}");
@@ -299,7 +247,7 @@ async fn an_applied_version_is_said_to_last_until_restart_and_does() {
     );
     assert!(server.terminate().success());
 
-    let server = support::Server::start(&config).await;
+    let server = test_support::server::Server::start(BIN, &config).await;
     let (_, history) = server
         .json(reqwest::Method::GET, "/v1/config/history", None)
         .await;

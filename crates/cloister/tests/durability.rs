@@ -1,19 +1,20 @@
 //! Keys and values through the real binary across process restarts, and acknowledged writes across
 //! `kill -9`.
 
-mod support;
+const BIN: &str = env!("CARGO_BIN_EXE_cloister");
 
 use base64::Engine;
 use serde_json::json;
 use std::process::Command;
 
-use support::{B64, Server, TOKEN, write_config};
+use test_support::B64;
+use test_support::server::{Server, TOKEN, write_config};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_signs_verifiably_and_values_survive_a_restart_of_the_process() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path());
-    let server = Server::start(&config).await;
+    let server = Server::start(BIN, &config).await;
 
     let (status, key) = server
         .json(
@@ -50,7 +51,7 @@ async fn a_key_signs_verifiably_and_values_survive_a_restart_of_the_process() {
     assert!(server.terminate().success());
 
     // A new process: the key still signs (same public key) and the value reads back.
-    let server = Server::start(&config).await;
+    let server = Server::start(BIN, &config).await;
     let (status, described) = server
         .json(reqwest::Method::GET, &format!("/v1/crypto/keys/{id}"), None)
         .await;
@@ -136,7 +137,7 @@ async fn kill_9_rounds(rounds: usize, writers: usize) -> usize {
     let mut per_commit: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
     let mut doubtful_seen = 0;
     for round in 0..rounds {
-        let server = Server::start(&config).await;
+        let server = Server::start(BIN, &config).await;
         for (key, value) in &acknowledged {
             assert_eq!(
                 server.get(key).await,
@@ -213,7 +214,7 @@ async fn kill_9_rounds(rounds: usize, writers: usize) -> usize {
             }
         }
     }
-    let server = Server::start(&config).await;
+    let server = Server::start(BIN, &config).await;
     for (key, value) in &acknowledged {
         assert_eq!(server.get(key).await, (200, value.clone()), "{key}");
     }

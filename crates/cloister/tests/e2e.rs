@@ -1,105 +1,58 @@
 //! End to end: the real `cloister` binary on loopback, driven as a user would drive it.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
-use futures::StreamExt;
 use serde_json::Value;
 
 const TOKEN: &str = "e2e-admin-token-0123456789";
-const WAIT: Duration = Duration::from_secs(60);
+
+const BIN: &str = env!("CARGO_BIN_EXE_cloister");
 
 fn cloister() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cloister"));
     // The tests say everything explicitly; nothing from the caller's environment leaks in.
-    for var in [
-        "CLOISTER_URL",
-        "CLOISTER_DATA_DIR",
-        "CLOISTER_LISTEN",
-        "CLOISTER_CONFIG",
-        "CLOISTER_ADMIN_TOKEN",
-    ] {
-        command.env_remove(var);
-    }
-    command
+    test_support::server::command(BIN)
 }
 
-/// A running `cloister run`, killed when dropped.
-struct Server {
-    child: Child,
-    base: String,
-}
+/// A running `cloister run` (the shared harness, not awaited until ready: these tests watch the
+/// start themselves), killed when dropped.
+struct Server(test_support::server::Server);
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Server {
+    type Target = test_support::server::Server;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 
 impl Server {
     fn start(config: &Path) -> Server {
-        let mut child = cloister()
-            .args(["run", "--config"])
-            .arg(config)
-            .env("CLOISTER_ADMIN_TOKEN", TOKEN)
-            .env("CLOISTER_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn cloister run");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut first = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut first)
-            .expect("banner");
-        let addr = first
-            .split("http://")
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .expect("address in banner");
-        Server {
-            child,
-            base: format!("http://{addr}"),
-        }
+        Server(test_support::server::Server::launch(BIN, config, TOKEN))
     }
 
     /// Sends SIGTERM and waits for a clean exit.
-    fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        // The shell's builtin, so the test needs no procps.
-        let status = Command::new("sh")
-            .args(["-c", &format!("kill -TERM {pid}")])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        self.child.wait().expect("wait")
+    fn terminate(self) -> std::process::ExitStatus {
+        self.0.terminate()
     }
 
     fn client(&self, args: &[&str]) -> std::process::Output {
         cloister()
             .args(args)
-            .env("CLOISTER_URL", &self.base)
+            .env("CLOISTER_URL", &self.0.base)
             .env("CLOISTER_ADMIN_TOKEN", TOKEN)
             .output()
             .expect("client")
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
-        let r = client()
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("get");
-        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+        self.0.json(reqwest::Method::GET, path, None).await
     }
 
     async fn post(&self, path: &str, body: Option<&str>) -> (u16, Value) {
-        let mut r = client()
-            .post(format!("{}{path}", self.base))
+        let mut r = self
+            .0
+            .http
+            .post(format!("{}{path}", self.0.base))
             .bearer_auth(TOKEN);
         if let Some(b) = body {
             r = r
@@ -111,35 +64,8 @@ impl Server {
     }
 
     /// Follows the event stream from `since` until an event matches, and returns it.
-    async fn wait_event(&self, since: u64, mut pred: impl FnMut(&Value) -> bool) -> Value {
-        let url = format!("{}/v1/events/stream?since={since}", self.base);
-        let response = client()
-            .get(url)
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .expect("stream");
-        assert_eq!(response.status().as_u16(), 200);
-        let mut stream = response.bytes_stream();
-        let mut buffer = String::new();
-        let search = async {
-            while let Some(chunk) = stream.next().await {
-                buffer.push_str(&String::from_utf8_lossy(&chunk.expect("chunk")));
-                while let Some(end) = buffer.find("\n\n") {
-                    let frame: String = buffer.drain(..end + 2).collect();
-                    for data in frame.lines().filter_map(|l| l.strip_prefix("data:")) {
-                        let event: Value = serde_json::from_str(data.trim()).expect("event json");
-                        if pred(&event) {
-                            return event;
-                        }
-                    }
-                }
-            }
-            panic!("event stream ended");
-        };
-        tokio::time::timeout(WAIT, search)
-            .await
-            .expect("the awaited event")
+    async fn wait_event(&self, since: u64, pred: impl FnMut(&Value) -> bool) -> Value {
+        self.0.wait_event(since, pred).await
     }
 }
 
@@ -720,10 +646,4 @@ async fn saving_the_watched_configuration_file_applies_it() {
     assert_eq!(from_file["event"]["changed"], serde_json::json!(["vault"]));
     assert_eq!(vault(&server).await, (Some(6), Some(1)));
     assert!(server.terminate().success());
-}
-
-/// An HTTP client; reqwest is built without a default TLS provider (see the binary's main).
-fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
 }

@@ -4,27 +4,14 @@
 //! model and a trained model that match onnxruntime and scikit-learn; and after a restart, the same
 //! oracle key and both models, still answering the same.
 
-mod support;
+const BIN: &str = env!("CARGO_BIN_EXE_cloister");
 
 use std::path::Path;
 use std::process::Command;
 
-use axum::Router;
-use axum::routing::get;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::Server;
-
-/// A loopback source answering `body` at `/`.
-async fn source(body: &'static str) -> String {
-    let app = Router::new().route("/", get(move || async move { body }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}/")
-}
+use test_support::server::Server;
 
 fn config(dir: &Path) -> std::path::PathBuf {
     let text = format!(
@@ -117,11 +104,12 @@ fn linear_case() -> (Value, Vec<f64>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oracle_reports_verify_independently_and_models_survive_a_restart() {
-    let a = source(r#"{"pair": "NEO/USD", "price": 12.25}"#).await;
-    let b = source(r#"{"quotes": [{"pair": "NEO/USD", "last": "12.75"}]}"#).await;
+    let a = test_support::source::fixed(r#"{"pair": "NEO/USD", "price": 12.25}"#).await;
+    let b =
+        test_support::source::fixed(r#"{"quotes": [{"pair": "NEO/USD", "last": "12.75"}]}"#).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config(dir.path());
-    let server = Server::start(&config).await;
+    let server = Server::start(BIN, &config).await;
 
     // An account with the oracle scope only asks; scripts run as that account.
     let (status, created) = server
@@ -194,7 +182,7 @@ async fn oracle_reports_verify_independently_and_models_survive_a_restart() {
     let answer = server
         .http
         .put(format!("{}/v1/config", server.base))
-        .bearer_auth(support::TOKEN)
+        .bearer_auth(test_support::server::TOKEN)
         .body(widened)
         .send()
         .await
@@ -267,7 +255,7 @@ async fn oracle_reports_verify_independently_and_models_survive_a_restart() {
     // The key lives sealed in the crypto service: the same after a restart, so old reports still
     // verify against the new quote.
     assert!(server.terminate().success());
-    let server = Server::start(&config).await;
+    let server = Server::start(BIN, &config).await;
     let (status, key_after) = server.json(Method::GET, "/v1/oracle/key", None).await;
     assert_eq!(status, 200, "{key_after}");
     assert_eq!(key_after["public_key"], key["public_key"]);

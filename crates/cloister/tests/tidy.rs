@@ -37,7 +37,7 @@ fn section(krate: &str, table: &str) -> toml::Table {
 }
 
 /// The workspace's own crates.
-const CRATES: [&str; 10] = [
+const CRATES: [&str; 12] = [
     "runtime",
     "enclave",
     "crypto",
@@ -46,8 +46,10 @@ const CRATES: [&str; 10] = [
     "computation",
     "oracle",
     "ai",
+    "stack",
     "api",
     "cloister",
+    "test-support",
 ];
 
 /// Which of our crates each crate may depend on, as ARCHITECTURE.md draws them ("Code map" and the
@@ -55,8 +57,12 @@ const CRATES: [&str; 10] = [
 /// and needs nothing of ours; a service crate depends on `runtime`, on `enclave` where it needs the
 /// platform (crypto seals, storage keeps freshness counters, the oracle quotes its key), and on the
 /// services it calls; `api` on the services whose endpoints it serves, the runtime it commands and
-/// the platform it attests; the binary on everything. Tests may use more (dev-dependencies).
-const ALLOWED: [(&str, &[&str]); 10] = [
+/// the platform it attests; `stack`, which wires the six services together, on them and what they
+/// are built on; the binary on `stack` for its services (it wires none itself), on `api`, and on
+/// the few service types its client commands read (account scopes, oracle reports). Tests may use
+/// more (dev-dependencies), and `test-support`, which only tests use, may use every crate but the
+/// binary.
+const ALLOWED: [(&str, &[&str]); 12] = [
     ("runtime", &[]),
     ("enclave", &[]),
     ("crypto", &["runtime", "enclave"]),
@@ -79,7 +85,7 @@ const ALLOWED: [(&str, &[&str]); 10] = [
         ],
     ),
     (
-        "cloister",
+        "stack",
         &[
             "runtime",
             "enclave",
@@ -89,10 +95,56 @@ const ALLOWED: [(&str, &[&str]); 10] = [
             "computation",
             "oracle",
             "ai",
+        ],
+    ),
+    (
+        "cloister",
+        &["runtime", "enclave", "account", "oracle", "stack", "api"],
+    ),
+    (
+        "test-support",
+        &[
+            "runtime",
+            "enclave",
+            "crypto",
+            "storage",
+            "account",
+            "computation",
+            "oracle",
+            "ai",
+            "stack",
             "api",
         ],
     ),
 ];
+
+/// Crates only tests use: they may start servers and clients (fakes, loopback sources, the binary
+/// driven over HTTP), because nothing that ships links them.
+const TEST_ONLY: [&str; 1] = ["test-support"];
+
+/// What only tests use stays out of what ships: no crate lists a test-only crate under
+/// `[dependencies]` or `[build-dependencies]`, and a test-only crate is not published.
+#[test]
+fn test_only_crates_are_dev_dependencies_only() {
+    for krate in CRATES {
+        for table in ["dependencies", "build-dependencies"] {
+            for only in TEST_ONLY {
+                assert!(
+                    !section(krate, table).contains_key(only),
+                    "crates/{krate} lists {only} under [{table}]: it is for [dev-dependencies] only"
+                );
+            }
+        }
+    }
+    for only in TEST_ONLY {
+        let package = section(only, "package");
+        assert_eq!(
+            package.get("publish").and_then(toml::Value::as_bool),
+            Some(false),
+            "crates/{only} says `publish = false`"
+        );
+    }
+}
 
 /// Every crate depends on no more of ours than the architecture allows it.
 #[test]
@@ -155,7 +207,7 @@ fn only_api_and_the_binary_know_http_servers() {
             .file_name()
             .to_string_lossy()
             .into_owned();
-        if name == "api" {
+        if name == "api" || TEST_ONLY.contains(&name.as_str()) {
             continue;
         }
         let deps = dependencies(&name);
@@ -211,7 +263,7 @@ fn only_the_oracle_has_an_http_client() {
             .file_name()
             .to_string_lossy()
             .into_owned();
-        if name == "oracle" || name == "cloister" {
+        if name == "oracle" || name == "cloister" || TEST_ONLY.contains(&name.as_str()) {
             continue;
         }
         let deps = dependencies(&name);

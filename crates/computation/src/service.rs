@@ -65,7 +65,7 @@ impl Service for Computation {
         Computation::default_spec()
     }
 
-    fn validate(&self, new: &Spec) -> Result<(), String> {
+    fn validate(&self, new: &Spec) -> Result<(), runtime::Veto> {
         limits::check(new)?;
         if new.replicas.max > 1 {
             return Err(
@@ -77,7 +77,7 @@ impl Service for Computation {
         {
             return Err(format!(
                 "services.computation.{setting} is a sandbox ceiling and is read at start only; restart cloister to change it"
-            ));
+            ).into());
         }
         let max_time = Duration::from_millis(Ceilings::of(new).time_ms);
         if new.call_timeout < max_time + max_time / 2 {
@@ -85,7 +85,7 @@ impl Service for Computation {
                 "call_timeout ({} ms) must be at least 1.5 × max_time_ms ({} ms), or a run at the ceiling would be cut off",
                 new.call_timeout.as_millis(),
                 max_time.as_millis()
-            ));
+            ).into());
         }
         Ok(())
     }

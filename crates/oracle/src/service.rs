@@ -149,7 +149,7 @@ impl Service for Oracle {
         Oracle::default_spec()
     }
 
-    fn validate(&self, new: &Spec) -> Result<(), String> {
+    fn validate(&self, new: &Spec) -> Result<(), runtime::Veto> {
         if !new.resources.network_access {
             return Err(
                 "the oracle fetches from the network: resources.network_access must stay true"
@@ -168,7 +168,7 @@ impl Service for Oracle {
         {
             return Err(format!(
                 "services.oracle.{ALLOWED_HOSTS} and {PLAIN_HTTP_HOSTS} decide where the enclave may connect and are read at start only; restart cloister to change them"
-            ));
+            ).into());
         }
         let timeout =
             Duration::from_millis(u64::try_from(new.setting_value(TIMEOUT_MS)).unwrap_or(0));
@@ -177,7 +177,7 @@ impl Service for Oracle {
                 "call_timeout ({} ms) must be at least twice timeout_ms ({} ms): a request fetches, may run a script, and signs",
                 new.call_timeout.as_millis(),
                 timeout.as_millis()
-            ));
+            ).into());
         }
         Ok(())
     }
@@ -442,11 +442,12 @@ impl State {
                 let nodes = path.query(&json).all();
                 match nodes.as_slice() {
                     [one] => Ok((*one).clone()),
-                    [] => Err(format!("the JSONPath {path} matches nothing in the body")),
+                    [] => Err(format!("the JSONPath {path} matches nothing in the body").into()),
                     many => Err(format!(
                         "the JSONPath {path} matches {} values; make it select one",
                         many.len()
-                    )),
+                    )
+                    .into()),
                 }
             }
             Extraction::Script(code) => {
@@ -476,7 +477,8 @@ impl State {
                         "the script ended with {}: {}",
                         ending.code(),
                         serde_json::to_string(&ending).unwrap_or_default()
-                    )),
+                    )
+                    .into()),
                 }
             }
         }

@@ -488,6 +488,7 @@ fn the_oracle_refuses_settings_that_would_open_or_break_it() {
         service
             .validate(&closed)
             .expect_err("refused")
+            .to_string()
             .contains("network_access")
     );
     let mut bad_host = good.clone();
@@ -500,6 +501,7 @@ fn the_oracle_refuses_settings_that_would_open_or_break_it() {
         service
             .validate(&bad_host)
             .expect_err("refused")
+            .to_string()
             .contains("allowed_hosts[0]")
     );
 }

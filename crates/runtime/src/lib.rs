@@ -59,7 +59,7 @@ pub use health::Health;
 pub use journal::Journal;
 pub use lifecycle::State;
 pub use name::{InvalidName, ServiceName};
-pub use service::{Context, Mode, Service, ServiceError};
+pub use service::{Context, Mode, Service, ServiceError, Veto};
 pub use spec::{Capability, Kind, Priority, Setting, Spec, Strategy};
 pub use supervisor::{
     Answer, HealthReport, Mark, Readiness, ServiceEvent, ServiceStatus, Snapshot,

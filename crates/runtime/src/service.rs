@@ -31,10 +31,10 @@ pub trait Service: Send + Sync + 'static {
         cx: Context<Self::Request>,
     ) -> impl Future<Output = Result<(), ServiceError>> + Send;
 
-    /// Checks a new spec from a configuration change before anything is applied; an error rejects
-    /// the whole configuration with this message. Running incarnations see an accepted spec through
+    /// Checks a new spec from a configuration change before anything is applied; a [`Veto`]
+    /// rejects the whole configuration with its message. Running incarnations see an accepted spec through
     /// [`Context::spec_changes`].
-    fn validate(&self, new: &Spec) -> Result<(), String> {
+    fn validate(&self, new: &Spec) -> Result<(), Veto> {
         let _ = new;
         Ok(())
     }
@@ -45,6 +45,35 @@ pub trait Service: Send + Sync + 'static {
     fn takes_live(&self, old: &Spec, new: &Spec) -> bool {
         let _ = (old, new);
         true
+    }
+}
+
+/// A service's refusal of a new spec ([`Service::validate`]): what is wrong with it, said to the
+/// operator with the setting's path, and the whole configuration is rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Veto {
+    message: String,
+}
+
+impl Veto {
+    /// A refusal saying `message`.
+    pub fn new(message: impl Into<String>) -> Veto {
+        Veto {
+            message: message.into(),
+        }
+    }
+}
+
+impl From<String> for Veto {
+    fn from(message: String) -> Veto {
+        Veto { message }
+    }
+}
+
+impl From<&str> for Veto {
+    fn from(message: &str) -> Veto {
+        Veto::new(message)
     }
 }
 
@@ -290,7 +319,7 @@ pub(crate) type Incarnation = Pin<Box<dyn Future<Output = Result<(), ServiceErro
 pub(crate) trait Erased: Send + Sync {
     fn launch(&self, launch: Launch) -> Incarnation;
     fn mailbox(&self) -> &dyn MailboxControl;
-    fn validate(&self, new: &Spec) -> Result<(), String>;
+    fn validate(&self, new: &Spec) -> Result<(), Veto>;
     fn takes_live(&self, old: &Spec, new: &Spec) -> bool;
 }
 
@@ -330,7 +359,7 @@ impl<S: Service> Erased for Wrapped<S> {
         &*self.mailbox
     }
 
-    fn validate(&self, new: &Spec) -> Result<(), String> {
+    fn validate(&self, new: &Spec) -> Result<(), Veto> {
         self.service.validate(new)
     }
 

@@ -162,7 +162,7 @@ impl Service for Storage {
         Storage::default_spec()
     }
 
-    fn validate(&self, new: &Spec) -> Result<(), String> {
+    fn validate(&self, new: &Spec) -> Result<(), runtime::Veto> {
         if new.replicas.max > 1 {
             return Err("storage has a single writer: replicas.max must be 1".into());
         }

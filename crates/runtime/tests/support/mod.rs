@@ -188,7 +188,7 @@ impl Service for Fake {
     }
 
     /// Refuses a queue capacity of 13, so tests can see a service veto a configuration.
-    fn validate(&self, new: &Spec) -> Result<(), String> {
+    fn validate(&self, new: &Spec) -> Result<(), runtime::Veto> {
         if new.queue_capacity == 13 {
             return Err("a queue of 13 is unlucky".into());
         }

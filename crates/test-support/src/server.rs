@@ -1,7 +1,7 @@
-//! A running `cloister run` for end-to-end tests: started on a config, awaited until ready through
-//! the event stream, spoken to over HTTP, stopped with SIGTERM or SIGKILL.
-
-#![allow(dead_code, unreachable_pub)] // each test file uses its own part
+//! The real `cloister run` on loopback: started on a configuration file, awaited until ready
+//! through its event stream, spoken to over HTTP, stopped with SIGTERM or SIGKILL.
+//!
+//! The binary's path is a parameter: its tests pass `env!("CARGO_BIN_EXE_cloister")`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -11,15 +11,20 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::Value;
 
+/// The admin token [`Server::start`] gives the binary.
 pub const TOKEN: &str = "durability-admin-token-0123456789";
+/// How long a test waits for the binary to become ready, or for an awaited event.
 pub const WAIT: Duration = Duration::from_secs(60);
-pub const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// A running `cloister run`, killed (SIGKILL) when dropped.
+#[derive(Debug)]
 pub struct Server {
     child: Child,
+    /// `http://ADDRESS`, from the banner.
     pub base: String,
     pub http: reqwest::Client,
+    /// The admin token the binary was started with.
+    pub token: String,
 }
 
 impl Drop for Server {
@@ -29,25 +34,53 @@ impl Drop for Server {
     }
 }
 
+/// The binary at `bin`, with nothing from the caller's environment that would change what it
+/// talks to or where it keeps its files.
+pub fn command(bin: impl AsRef<Path>) -> Command {
+    let mut command = Command::new(bin.as_ref());
+    for var in [
+        "CLOISTER_URL",
+        "CLOISTER_DATA_DIR",
+        "CLOISTER_LISTEN",
+        "CLOISTER_CONFIG",
+        "CLOISTER_ADMIN_TOKEN",
+    ] {
+        command.env_remove(var);
+    }
+    command
+}
+
 impl Server {
-    /// Starts the binary on `config` and waits until the runtime reports ready.
-    pub async fn start(config: &Path) -> Server {
-        // reqwest is built without a default TLS provider (see the binary's main).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::new();
+    /// Starts `bin run --config CONFIG` with the admin token [`TOKEN`] and waits until the runtime
+    /// reports ready.
+    pub async fn start(bin: impl AsRef<Path>, config: &Path) -> Server {
         // Every entry after this one is the new process's: the previous one has exited.
         let head = journal_head(config);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cloister"))
+        let server = Server::launch(bin.as_ref(), config, TOKEN);
+        server.wait_ready(head).await;
+        server
+    }
+
+    /// Starts `bin run --config CONFIG` with the admin token `token`, and answers once it has
+    /// printed its banner (listening; its services may still be starting).
+    pub fn launch(bin: impl AsRef<Path>, config: &Path, token: &str) -> Server {
+        let child = command(bin.as_ref())
             .args(["run", "--config"])
             .arg(config)
-            .env_remove("CLOISTER_DATA_DIR")
-            .env_remove("CLOISTER_LISTEN")
-            .env("CLOISTER_ADMIN_TOKEN", TOKEN)
+            .env("CLOISTER_ADMIN_TOKEN", token)
             .env("CLOISTER_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn cloister run");
+        Server::attach(child, token)
+    }
+
+    /// A `cloister run` already spawned with its stdout piped: reads the banner's first line for
+    /// the address. `token` is the admin token it runs with.
+    pub fn attach(mut child: Child, token: &str) -> Server {
+        // reqwest is built without a default TLS provider (see the binary's main).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let stdout = child.stdout.take().expect("stdout");
         let mut first = String::new();
         BufReader::new(stdout)
@@ -57,15 +90,14 @@ impl Server {
             .split("http://")
             .nth(1)
             .and_then(|s| s.split_whitespace().next())
-            .expect("address in banner")
+            .unwrap_or_else(|| panic!("no address in the banner: {first:?}"))
             .to_owned();
-        let server = Server {
+        Server {
             child,
             base: format!("http://{addr}"),
-            http,
-        };
-        server.wait_ready(head).await;
-        server
+            http: reqwest::Client::new(),
+            token: token.to_owned(),
+        }
     }
 
     /// Follows the event stream until this process's runtime is ready. The journal outlives the
@@ -73,58 +105,62 @@ impl Server {
     /// on disk before this process started, are this process's, and readiness counts only after
     /// its `runtime_started`.
     pub async fn wait_ready(&self, head: u64) {
+        let mut this_process = false;
+        self.wait_event(head, |e| {
+            assert!(
+                e["seq"].as_u64() > Some(head),
+                "an entry of an earlier process after {head}: {e}"
+            );
+            if e["event"]["kind"] == "runtime_started" {
+                this_process = true;
+            }
+            this_process && e["event"]["kind"] == "runtime_health" && e["event"]["level"] == "ready"
+        })
+        .await;
+    }
+
+    /// Follows `/v1/events/stream` from `since` until an entry matches `pred`, and answers it.
+    /// Entries whose data is not JSON are skipped.
+    pub async fn wait_event(&self, since: u64, mut pred: impl FnMut(&Value) -> bool) -> Value {
         let response = self
             .http
-            .get(format!("{}/v1/events/stream?since={head}", self.base))
-            .bearer_auth(TOKEN)
+            .get(format!("{}/v1/events/stream?since={since}", self.base))
+            .bearer_auth(&self.token)
             .send()
             .await
             .expect("stream");
+        assert_eq!(response.status().as_u16(), 200, "the event stream");
         let mut body = response.bytes_stream();
         let mut buffer = String::new();
-        let mut this_process = false;
         let search = async {
             while let Some(chunk) = body.next().await {
                 buffer.push_str(&String::from_utf8_lossy(&chunk.expect("chunk")));
                 while let Some(end) = buffer.find("\n\n") {
                     let frame: String = buffer.drain(..end + 2).collect();
-                    for line in frame.lines() {
-                        let Some(data) = line.strip_prefix("data:") else {
-                            continue;
-                        };
-                        let Ok(e) = serde_json::from_str::<Value>(data.trim()) else {
-                            continue;
-                        };
-                        assert!(
-                            e["seq"].as_u64() > Some(head),
-                            "an entry of an earlier process after {head}: {e}"
-                        );
-                        if e["event"]["kind"] == "runtime_started" {
-                            this_process = true;
-                        }
-                        if this_process
-                            && e["event"]["kind"] == "runtime_health"
-                            && e["event"]["level"] == "ready"
+                    for data in frame.lines().filter_map(|l| l.strip_prefix("data:")) {
+                        if let Ok(e) = serde_json::from_str::<Value>(data.trim())
+                            && pred(&e)
                         {
-                            return;
+                            return e;
                         }
                     }
                 }
             }
-            panic!("the event stream ended before the runtime was ready");
+            panic!("the event stream ended first");
         };
         tokio::time::timeout(WAIT, search)
             .await
-            .expect("the runtime becomes ready");
+            .expect("the awaited entry comes")
     }
 
+    /// A JSON request with the admin token; answers the status and the body (null when not JSON).
     pub async fn json(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        self.json_as(TOKEN, method, path, body).await
+        self.json_as(&self.token, method, path, body).await
     }
 
     /// A JSON request with any token.
@@ -146,20 +182,22 @@ impl Server {
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Stores `value` at `key` as the admin.
     pub async fn put(&self, key: &str, value: Vec<u8>) -> reqwest::Result<reqwest::Response> {
         self.http
             .put(format!("{}/v1/storage/{key}", self.base))
-            .bearer_auth(TOKEN)
+            .bearer_auth(&self.token)
             .body(value)
             .send()
             .await
     }
 
+    /// Reads `key` as the admin: the status and the bytes.
     pub async fn get(&self, key: &str) -> (u16, Vec<u8>) {
         let r = self
             .http
             .get(format!("{}/v1/storage/{key}", self.base))
-            .bearer_auth(TOKEN)
+            .bearer_auth(&self.token)
             .send()
             .await
             .expect("get");
@@ -167,13 +205,20 @@ impl Server {
         (status, r.bytes().await.expect("body").to_vec())
     }
 
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn kill_9(mut self) {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("wait");
     }
 
+    /// Sends SIGTERM and waits for the process to exit.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
+        // The shell's builtin, so the test needs no procps.
         let status = Command::new("sh")
             .args(["-c", &format!("kill -TERM {pid}")])
             .status()
@@ -186,7 +231,7 @@ impl Server {
 /// The sequence number of the last complete entry of the journal that `config`'s data directory
 /// holds (0 when there is none). A line cut short by a crash does not count: the next process cuts it
 /// off and reuses its number.
-fn journal_head(config: &Path) -> u64 {
+pub fn journal_head(config: &Path) -> u64 {
     let text = std::fs::read_to_string(config).expect("config");
     let table: toml::Table = text.parse().expect("config is TOML");
     let data_dir = table
@@ -208,6 +253,7 @@ fn journal_head(config: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Writes `DIR/cloister.toml`: listening on a free loopback port, data in `DIR/data`.
 pub fn write_config(dir: &Path) -> PathBuf {
     let text = format!(
         "[runtime]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",

@@ -1,0 +1,183 @@
+//! The oracle over HTTP: requests against loopback sources, signed reports, its key and its limits.
+
+use super::*;
+
+/// docs/api.md: 429 `oracle.rate_limited`, with `Retry-After`, over `requests_per_minute`.
+#[tokio::test]
+async fn error_code_oracle_rate_limited_is_429_with_retry_after() {
+    let h = start(Setup {
+        with_storage: true,
+        services: "[services.oracle]\nrequests_per_minute = 1\n",
+        ..Setup::default()
+    })
+    .await;
+    // A host nobody allowed: the source fails without a fetch, and the report says so.
+    let request = r#"{"sources":[{"url":"https://not-allowed.invalid/x","extract":{"json_path":"$.v"}}],"aggregation":{"method":"median"}}"#;
+    let (status, _, report) =
+        send(&h.app, "POST", "/v1/oracle/requests", Some(TOKEN), request).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let answer = send(&h.app, "POST", "/v1/oracle/requests", Some(TOKEN), request).await;
+    // One request a minute: the next is about a minute away.
+    assert_error(
+        &answer,
+        StatusCode::TOO_MANY_REQUESTS,
+        "oracle.rate_limited",
+        Some(1..=60),
+    );
+    h.runtime.shutdown().await;
+}
+
+/// The oracle's configuration for these tests: plain HTTP to loopback sources.
+const LOOPBACK: &str = "[services.oracle]\nplain_http_hosts = [\"127.0.0.1\"]\n";
+
+/// docs/api.md, "Oracle": a request over two loopback sources (one read by JSONPath, one by a
+/// script) and a host nobody allowed is answered with a signed report: the failed source has an
+/// `error` and no value, the median of the other two is the result, `report` is `payload` parsed,
+/// and `oracle::verify` accepts the report with the key's quote from `GET /v1/oracle/key`, and
+/// refuses it once its payload is changed.
+#[tokio::test]
+async fn an_oracle_request_is_answered_with_a_report_that_verifies_with_the_key() {
+    let h = start(Setup {
+        with_storage: true,
+        services: LOOPBACK,
+        ..Setup::default()
+    })
+    .await;
+    let a = test_support::source::fixed(r#"{"data": {"price": 100.0}}"#).await;
+    let b = test_support::source::fixed(r#"{"last": "102"}"#).await;
+    let request = serde_json::json!({
+        "sources": [
+            { "url": a, "extract": { "json_path": "$.data.price" } },
+            { "url": b, "extract": { "script": "return Number(JSON.parse(args.body).last)" } },
+            { "url": "https://not-allowed.invalid/x", "extract": { "json_path": "$.v" } },
+        ],
+        "aggregation": { "method": "median", "min_agreeing": 2 },
+    });
+    let answer = h
+        .post("/v1/oracle/requests")
+        .admin()
+        .json(&request)
+        .send()
+        .await
+        .status(200);
+    let signed = answer.json();
+    let report = &signed["report"];
+    assert_eq!(report["result"], serde_json::json!(101.0), "{report}");
+    assert_eq!(report["agreeing"], 2, "{report}");
+    let sources = report["sources"].as_array().expect("sources");
+    assert_eq!(sources.len(), 3);
+    assert_eq!(sources[0]["value"], serde_json::json!(100.0));
+    assert_eq!(sources[1]["value"], serde_json::json!(102));
+    assert!(sources[2]["error"].is_string(), "{}", sources[2]);
+    assert!(sources[2]["value"].is_null(), "{}", sources[2]);
+    let payload = signed["payload"].as_str().expect("payload");
+    assert_eq!(
+        &serde_json::from_str::<Value>(payload).expect("payload is JSON"),
+        report
+    );
+
+    let key = h
+        .get("/v1/oracle/key")
+        .admin()
+        .send()
+        .await
+        .status(200)
+        .json();
+    assert_eq!(key["simulation"], true, "{key}");
+    assert_eq!(key["public_key"], report["signer"]["public_key"]);
+    let verified = ::oracle::verify(&signed.to_string(), Some(&key.to_string()), true)
+        .expect("the report verifies with the key's quote");
+    assert_eq!(
+        verified.quote.map(|q| q.simulation),
+        Some(true),
+        "a simulation quote, said to be one"
+    );
+
+    let mut forged = signed.clone();
+    forged["payload"] = Value::String(payload.replace("101", "111"));
+    assert_eq!(
+        ::oracle::verify(&forged.to_string(), Some(&key.to_string()), true).err(),
+        Some(::oracle::VerifyError::BadSignature)
+    );
+    h.runtime.shutdown().await;
+}
+
+/// docs/api.md, the oracle's errors: 400 `oracle.bad_input` (no source, too many, a bad JSONPath,
+/// `min_agreeing` out of range), 400 `request.invalid_body`, and 503 `service.unavailable` while
+/// the oracle is disabled. (429 `oracle.rate_limited` has its own test; 501 `oracle.unsupported`
+/// needs a platform without quotes, which the simulation is not.)
+#[tokio::test]
+async fn error_codes_of_the_oracle_are_400_and_503() {
+    let h = start(Setup {
+        with_storage: true,
+        services: "[services.oracle]\nplain_http_hosts = [\"127.0.0.1\"]\nmax_sources = 2\n",
+        ..Setup::default()
+    })
+    .await;
+    let source = |path: &str| serde_json::json!({ "url": "http://127.0.0.1:9/", "extract": { "json_path": path } });
+    let median = |min: u32| serde_json::json!({ "method": "median", "min_agreeing": min });
+    for (why, request) in [
+        (
+            "no source",
+            serde_json::json!({ "sources": [], "aggregation": median(1) }),
+        ),
+        (
+            "too many",
+            serde_json::json!({ "sources": [source("$.a"), source("$.b"), source("$.c")], "aggregation": median(1) }),
+        ),
+        (
+            "a bad JSONPath",
+            serde_json::json!({ "sources": [source("$[")], "aggregation": median(1) }),
+        ),
+        (
+            "min_agreeing over the sources",
+            serde_json::json!({ "sources": [source("$.a")], "aggregation": median(2) }),
+        ),
+        (
+            "min_agreeing zero",
+            serde_json::json!({ "sources": [source("$.a")], "aggregation": median(0) }),
+        ),
+    ] {
+        let answer = h
+            .post("/v1/oracle/requests")
+            .admin()
+            .json(&request)
+            .send()
+            .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{why}: {}",
+            answer.body()
+        );
+        assert_eq!(answer.body()["error"]["code"], "oracle.bad_input", "{why}");
+    }
+    h.post("/v1/oracle/requests")
+        .admin()
+        .text(r#"{"sources": "not a list"}"#)
+        .send()
+        .await
+        .error(400, "request.invalid_body");
+    h.runtime.shutdown().await;
+
+    // Without storage the oracle is registered but disabled: its endpoints say so, and to retry.
+    let h = harness(false).await;
+    let answer = h
+        .post("/v1/oracle/requests")
+        .admin()
+        .json(&serde_json::json!({ "sources": [source("$.a")], "aggregation": median(1) }))
+        .send()
+        .await
+        .error(503, "service.unavailable");
+    assert!(
+        answer.header("retry-after").is_some(),
+        "{:?}",
+        answer.headers
+    );
+    h.get("/v1/oracle/key")
+        .admin()
+        .send()
+        .await
+        .error(503, "service.unavailable");
+    h.runtime.shutdown().await;
+}

@@ -1,0 +1,138 @@
+//! The six built-in services wired together, in one place: `cloister run`, the API tests and the
+//! benches all build them through [`build`], so how crypto, storage, account, computation, the
+//! oracle and the ai service reach each other is said once.
+//!
+//! The stack registers services on a [`runtime::Builder`] and starts nothing; the caller adds its
+//! own services (the binary's synthetic ones, a test's fakes) to the same builder and starts it.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use runtime::{Builder, Journal, ServiceName, Spec};
+
+/// The built-in services' names, dependencies first (the order [`build`] registers them in).
+pub const NAMES: [ServiceName; 6] = [
+    crypto::NAME,
+    storage::NAME,
+    account::NAME,
+    computation::NAME,
+    oracle::NAME,
+    ai::NAME,
+];
+
+/// The built-in services with their default specs, dependencies first: the catalog a
+/// configuration is parsed and resolved against.
+pub fn catalog() -> Vec<Spec> {
+    vec![
+        crypto::Crypto::default_spec(),
+        storage::Storage::default_spec(),
+        account::Account::default_spec(),
+        computation::Computation::default_spec(),
+        oracle::Oracle::default_spec(),
+        ai::Ai::default_spec(),
+    ]
+}
+
+/// What the services are built on.
+#[derive(Clone)]
+pub struct Options {
+    /// Where crypto keeps its keystore and storage its database.
+    pub data_dir: PathBuf,
+    /// The enclave platform: sealing, identity, quotes.
+    pub platform: Arc<dyn enclave::Platform>,
+    /// The journal account and token changes are audited in (the builder's own).
+    pub journal: Journal,
+    /// Accept, once, a storage database at this commit that disagrees with its freshness counter
+    /// (`cloister run --accept-storage-rollback`).
+    pub accept_storage_rollback: Option<u64>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("data_dir", &self.data_dir)
+            .field("accept_storage_rollback", &self.accept_storage_rollback)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The handles of the built-in services, as the API serves them.
+#[derive(Clone, Debug)]
+pub struct Stack {
+    pub crypto: crypto::Handle,
+    pub storage: storage::Handle,
+    pub account: account::Handle,
+    /// Resolves account tokens and applies the per-account rate limit, without a bus round trip.
+    pub accounts: account::Gate,
+    pub computation: computation::Handle,
+    pub oracle: oracle::Handle,
+    pub ai: ai::Handle,
+}
+
+/// Registers the six built-in services on `builder`, dependencies first, and disables every name
+/// in `disabled`.
+///
+/// Each built-in service takes its spec from `specs` (as a configuration resolved it); one that is
+/// not there (switched off) is registered with its default spec and stays stopped, so its handle
+/// answers that it is unavailable and its endpoints can say so. Specs of other services are left
+/// to the caller, which adds them to the same builder (before or after) and starts it.
+pub fn build(
+    builder: &mut Builder,
+    specs: &[Spec],
+    disabled: &BTreeSet<ServiceName>,
+    options: Options,
+) -> Stack {
+    let spec = |name: &ServiceName, default: fn() -> Spec| {
+        specs
+            .iter()
+            .find(|s| &s.name == name)
+            .cloned()
+            .unwrap_or_else(default)
+    };
+    let Options {
+        data_dir,
+        platform,
+        journal,
+        accept_storage_rollback,
+    } = options;
+    let crypto = builder.add_with_spec(
+        crypto::Crypto::new(&data_dir, platform.clone()),
+        spec(&crypto::NAME, crypto::Crypto::default_spec),
+    );
+    let storage = builder.add_with_spec(
+        storage::Storage::new(&data_dir, platform.clone(), crypto.clone())
+            .accept_rollback(accept_storage_rollback),
+        spec(&storage::NAME, storage::Storage::default_spec),
+    );
+    let service = account::Account::new(crypto.clone(), storage.clone(), journal);
+    let accounts = service.gate();
+    let account = builder.add_with_spec(
+        service,
+        spec(&account::NAME, account::Account::default_spec),
+    );
+    let computation = builder.add_with_spec(
+        computation::Computation::new(crypto.clone(), storage.clone()),
+        spec(&computation::NAME, computation::Computation::default_spec),
+    );
+    let oracle = builder.add_with_spec(
+        oracle::Oracle::new(crypto.clone(), computation.clone(), platform),
+        spec(&oracle::NAME, oracle::Oracle::default_spec),
+    );
+    let ai = builder.add_with_spec(
+        ai::Ai::new(storage.clone()),
+        spec(&ai::NAME, ai::Ai::default_spec),
+    );
+    for name in disabled {
+        builder.disable(name.clone());
+    }
+    Stack {
+        crypto,
+        storage,
+        account,
+        accounts,
+        computation,
+        oracle,
+        ai,
+    }
+}

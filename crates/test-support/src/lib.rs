@@ -1,0 +1,15 @@
+//! What Cloister's tests share, in one place instead of a copy per test target: fakes
+//! ([`fakes`]), the six services and the API in-process ([`in_process`], with a small fluent
+//! client), loopback HTTP sources for the oracle ([`source`]) and the real binary on loopback
+//! ([`server`]). A dev-dependency only: no crate lists it under `[dependencies]`.
+//!
+//! Tests that run the binary give its path, `env!("CARGO_BIN_EXE_cloister")`, which only the
+//! binary's own test targets know.
+
+pub mod fakes;
+pub mod in_process;
+pub mod server;
+pub mod source;
+
+/// Standard base64, as the API's byte fields are written.
+pub const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
