@@ -442,12 +442,11 @@ impl State {
                 let nodes = path.query(&json).all();
                 match nodes.as_slice() {
                     [one] => Ok((*one).clone()),
-                    [] => Err(format!("the JSONPath {path} matches nothing in the body").into()),
+                    [] => Err(format!("the JSONPath {path} matches nothing in the body")),
                     many => Err(format!(
                         "the JSONPath {path} matches {} values; make it select one",
                         many.len()
-                    )
-                    .into()),
+                    )),
                 }
             }
             Extraction::Script(code) => {
@@ -477,8 +476,7 @@ impl State {
                         "the script ended with {}: {}",
                         ending.code(),
                         serde_json::to_string(&ending).unwrap_or_default()
-                    )
-                    .into()),
+                    )),
                 }
             }
         }
