@@ -256,3 +256,39 @@ async fn an_applied_version_is_said_to_last_until_restart_and_does() {
     assert_eq!(versions[0]["source"], "startup", "{history}");
     drop(server);
 }
+
+/// Values with a grammar are checked when the file is parsed: `cloister config validate` refuses
+/// a host pattern the oracle could never use, with its path, before anything runs.
+#[test]
+fn config_validate_refuses_bad_host_patterns_with_their_paths() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("cloister.toml");
+    std::fs::write(
+        &file,
+        "[services.oracle]\nallowed_hosts = [\"api.example.com\", \"bad pattern!\", \"*.*\"]\n\
+         plain_http_hosts = [\"127.0.0.1:80x\"]\n",
+    )
+    .expect("config");
+    let output = Command::new(env!("CARGO_BIN_EXE_cloister"))
+        .args(["config", "validate"])
+        .arg(&file)
+        .output()
+        .expect("cloister config validate");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    for path in [
+        "services.oracle.allowed_hosts[1]",
+        "services.oracle.allowed_hosts[2]",
+        "services.oracle.plain_http_hosts[0]",
+    ] {
+        assert!(said.contains(path), "{path} in: {said}");
+    }
+    assert!(
+        !said.contains("allowed_hosts[0]"),
+        "a good pattern passes: {said}"
+    );
+}

@@ -2,7 +2,7 @@
 //! request's overrides against them.
 //!
 //! Defaults apply live on a configuration change; ceilings are sandbox policy and are read at start
-//! only (see [`Ceilings`] and `Computation::validate`).
+//! only (see [`Ceilings`]; the supervisor refuses a change to them, as to every start-only setting).
 
 use std::time::Duration;
 
@@ -144,6 +144,14 @@ pub(crate) fn declare(spec: runtime::Spec) -> runtime::Spec {
         100_000,
         "runs waiting for a worker; beyond it requests are refused as busy",
     )
+    // The ceilings bound what the enclave lends to one run: sandbox policy, read at start only.
+    .start_only(MAX_TIME_MS)
+    .start_only(MAX_MEMORY_BYTES)
+    .start_only(MAX_STACK_BYTES)
+    .start_only(MAX_OUTPUT_BYTES)
+    .start_only(MAX_CONSOLE_BYTES)
+    .start_only(MAX_CODE_BYTES)
+    .start_only(MAX_ARGS_BYTES)
 }
 
 /// What a request may ask to change, each at most up to its ceiling.
@@ -211,23 +219,6 @@ impl Ceilings {
             code_bytes: value(spec, MAX_CODE_BYTES),
             args_bytes: value(spec, MAX_ARGS_BYTES),
         }
-    }
-
-    /// The first ceiling setting that differs between `self` and `other`.
-    pub(crate) fn changed(&self, other: &Ceilings) -> Option<&'static str> {
-        let pairs = [
-            (self.time_ms, other.time_ms, MAX_TIME_MS),
-            (self.memory_bytes, other.memory_bytes, MAX_MEMORY_BYTES),
-            (self.stack_bytes, other.stack_bytes, MAX_STACK_BYTES),
-            (self.output_bytes, other.output_bytes, MAX_OUTPUT_BYTES),
-            (self.console_bytes, other.console_bytes, MAX_CONSOLE_BYTES),
-            (self.code_bytes, other.code_bytes, MAX_CODE_BYTES),
-            (self.args_bytes, other.args_bytes, MAX_ARGS_BYTES),
-        ];
-        pairs
-            .into_iter()
-            .find(|(a, b, _)| a != b)
-            .map(|(_, _, n)| n)
     }
 }
 

@@ -1,8 +1,8 @@
 //! The computation service itself: its recipe (the spec and the settings it declares), the
 //! incarnation's loop, and the state it owns (the pool, the job table, each owner's share).
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use runtime::jobs::{Cancel, Table};
@@ -23,8 +23,6 @@ use crate::{
 pub struct Computation {
     crypto: crypto::Handle,
     storage: storage::Handle,
-    /// The sandbox ceilings the first incarnation read; later configurations may not change them.
-    ceilings: OnceLock<Ceilings>,
 }
 
 impl Computation {
@@ -32,7 +30,6 @@ impl Computation {
         Computation {
             crypto: crypto.with_caller(&NAME),
             storage: storage.with_caller(&NAME),
-            ceilings: OnceLock::new(),
         }
     }
 
@@ -72,13 +69,6 @@ impl Service for Computation {
                 "computation keeps its jobs in one incarnation: replicas.max must be 1".into(),
             );
         }
-        if let Some(started) = self.ceilings.get()
-            && let Some(setting) = started.changed(&Ceilings::of(new))
-        {
-            return Err(format!(
-                "services.computation.{setting} is a sandbox ceiling and is read at start only; restart cloister to change it"
-            ).into());
-        }
         let max_time = Duration::from_millis(Ceilings::of(new).time_ms);
         if new.call_timeout < max_time + max_time / 2 {
             return Err(format!(
@@ -92,7 +82,7 @@ impl Service for Computation {
 
     async fn run(&self, mut cx: Context<Request>) -> Result<(), ServiceError> {
         let spec = cx.spec();
-        let ceilings = *self.ceilings.get_or_init(|| Ceilings::of(&spec));
+        let ceilings = Ceilings::of(&spec);
         let mut settings = Settings::of(&spec, ceilings);
         let pool = Pool::start(settings.workers, settings.queue)
             .map_err(|e| ServiceError::new(e.to_string()))?;

@@ -42,7 +42,7 @@ impl HostPolicy {
     }
 
     /// Checks a pattern as the configuration gives it: `*`, `host`, `*.domain` or `host:port`.
-    pub(crate) fn check_pattern(p: &str) -> Result<(), String> {
+    pub(crate) fn check_pattern(p: &str) -> Result<(), runtime::Veto> {
         let host = p.strip_prefix("*.").unwrap_or(p);
         let host = match host.rsplit_once(':') {
             Some((h, port)) if !h.contains(':') || h.starts_with('[') => {
@@ -65,7 +65,8 @@ impl HostPolicy {
         } else {
             Err(format!(
                 "{p:?} is not a host pattern (write \"api.example.com\", \"*.example.com\", \"127.0.0.1:8080\" or \"*\")"
-            ))
+            )
+            .into())
         }
     }
 

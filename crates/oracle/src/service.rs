@@ -7,6 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 use runtime::clock::now_ms;
 use runtime::rate::{Limiter, Rate};
+use runtime::spec::Grammar;
 use runtime::{Context, Kind, Priority, Service, ServiceError, Spec};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
@@ -34,9 +35,6 @@ pub struct Oracle {
     crypto: crypto::Handle,
     computation: computation::Handle,
     platform: Arc<dyn enclave::Platform>,
-    /// The host lists the first incarnation read: where the enclave may connect is a security
-    /// setting, read at start only (as the sandbox ceilings are).
-    hosts: std::sync::OnceLock<(Vec<String>, Vec<String>)>,
 }
 
 impl Oracle {
@@ -49,7 +47,6 @@ impl Oracle {
             crypto: crypto.with_caller(&NAME),
             computation: computation.with_caller(&NAME),
             platform,
-            hosts: std::sync::OnceLock::new(),
         }
     }
 
@@ -112,6 +109,10 @@ impl Oracle {
                 256,
                 "hosts that may also be fetched over plain HTTP (for example a loopback test server)",
             )
+            .list_grammar(ALLOWED_HOSTS, Grammar::new(HostPolicy::check_pattern))
+            .list_grammar(PLAIN_HTTP_HOSTS, Grammar::new(HostPolicy::check_pattern))
+            .start_only(ALLOWED_HOSTS)
+            .start_only(PLAIN_HTTP_HOSTS)
     }
 }
 
@@ -162,14 +163,6 @@ impl Service for Oracle {
                     .map_err(|e| format!("services.oracle.{list}[{i}]: {e}"))?;
             }
         }
-        if let Some((https, http)) = self.hosts.get()
-            && (new.list_value(ALLOWED_HOSTS) != https.as_slice()
-                || new.list_value(PLAIN_HTTP_HOSTS) != http.as_slice())
-        {
-            return Err(format!(
-                "services.oracle.{ALLOWED_HOSTS} and {PLAIN_HTTP_HOSTS} decide where the enclave may connect and are read at start only; restart cloister to change them"
-            ).into());
-        }
         let timeout =
             Duration::from_millis(u64::try_from(new.setting_value(TIMEOUT_MS)).unwrap_or(0));
         if new.call_timeout < timeout * 2 {
@@ -189,13 +182,12 @@ impl Service for Oracle {
             ));
         }
         let spec = cx.spec();
-        let (https, http) = self.hosts.get_or_init(|| {
-            (
-                spec.list_value(ALLOWED_HOSTS).to_vec(),
-                spec.list_value(PLAIN_HTTP_HOSTS).to_vec(),
-            )
-        });
-        let policy = HostPolicy::new(https, http);
+        // Where the enclave may connect: start-only, so every incarnation of this process reads
+        // the lists the runtime started with.
+        let policy = HostPolicy::new(
+            spec.list_value(ALLOWED_HOSTS),
+            spec.list_value(PLAIN_HTTP_HOSTS),
+        );
         let key = signing_key(&self.crypto).await?;
         let fetcher = Fetcher::new().map_err(ServiceError::new)?;
         let state = Arc::new(State {

@@ -65,7 +65,52 @@ pub struct ListSetting {
     pub max_items: usize,
     /// What it means.
     pub help: String,
+    /// Read at start only: a configuration that changes it is refused (it takes a restart).
+    #[serde(skip)]
+    pub start_only: bool,
+    /// The grammar each item must follow, checked when a configuration is parsed (so `cloister
+    /// config validate` reports a bad item with its path, not only a running service).
+    #[serde(skip)]
+    pub grammar: Grammar,
 }
+
+/// The grammar of a list setting's items: a check that says what is wrong with an item.
+#[derive(Clone, Copy, Default)]
+pub struct Grammar(Option<ItemCheck>);
+
+/// A check of one list item: what is wrong with it, if anything.
+pub type ItemCheck = fn(&str) -> Result<(), crate::Veto>;
+
+impl Grammar {
+    /// Items must pass `check`.
+    pub fn new(check: ItemCheck) -> Grammar {
+        Grammar(Some(check))
+    }
+
+    /// What is wrong with `item`, if anything.
+    pub fn check(&self, item: &str) -> Result<(), crate::Veto> {
+        self.0.map_or(Ok(()), |check| check(item))
+    }
+}
+
+impl std::fmt::Debug for Grammar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Grammar(checked)"
+        } else {
+            "Grammar(any)"
+        })
+    }
+}
+
+/// Grammars are not compared: a spec's value is what two specs differ in.
+impl PartialEq for Grammar {
+    fn eq(&self, _: &Grammar) -> bool {
+        true
+    }
+}
+
+impl Eq for Grammar {}
 
 /// One of a service's own settings: an integer, its bounds, and what it means.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -78,6 +123,9 @@ pub struct Setting {
     pub max: i64,
     /// What it means.
     pub help: String,
+    /// Read at start only: a configuration that changes it is refused (it takes a restart).
+    #[serde(skip)]
+    pub start_only: bool,
 }
 
 impl Spec {
@@ -184,6 +232,7 @@ impl Spec {
                 min,
                 max,
                 help: help.to_owned(),
+                start_only: false,
             },
         );
         self
@@ -198,8 +247,51 @@ impl Spec {
                 value: default.iter().map(|s| (*s).to_owned()).collect(),
                 max_items,
                 help: help.to_owned(),
+                start_only: false,
+                grammar: Grammar::default(),
             },
         );
+        self
+    }
+
+    /// Marks the declared setting or list `name` as read at start only: the supervisor refuses
+    /// every new spec that changes it, for every service alike, saying it takes a restart.
+    pub fn start_only(mut self, name: &str) -> Self {
+        if let Some(setting) = self.settings.get_mut(name) {
+            setting.start_only = true;
+        } else if let Some(list) = self.lists.get_mut(name) {
+            list.start_only = true;
+        } else {
+            debug_assert!(false, "{name}: start_only for an undeclared setting");
+        }
+        self
+    }
+
+    /// The start-only settings and lists whose values differ between `self` and `new`.
+    pub fn start_only_changes(&self, new: &Spec) -> Vec<&str> {
+        let settings = self.settings.iter().filter(|(name, old)| {
+            old.start_only
+                && new
+                    .settings
+                    .get(*name)
+                    .is_some_and(|n| n.value != old.value)
+        });
+        let lists = self.lists.iter().filter(|(name, old)| {
+            old.start_only && new.lists.get(*name).is_some_and(|n| n.value != old.value)
+        });
+        settings
+            .map(|(name, _)| name.as_str())
+            .chain(lists.map(|(name, _)| name.as_str()))
+            .collect()
+    }
+
+    /// Gives the declared list setting `name` a grammar its items must follow, checked when a
+    /// configuration is parsed, each bad item reported with its path.
+    pub fn list_grammar(mut self, name: &str, grammar: Grammar) -> Self {
+        match self.lists.get_mut(name) {
+            Some(list) => list.grammar = grammar,
+            None => debug_assert!(false, "{name}: a grammar for an undeclared list"),
+        }
         self
     }
 
@@ -562,5 +654,29 @@ pub struct Capability(pub String);
 impl fmt::Display for Capability {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn start_only_changes_name_the_start_only_settings_that_differ() {
+        let name = crate::ServiceName::new("svc").expect("name");
+        let old = super::Spec::new(name, super::Kind::Core)
+            .setting("ceiling", 10, 1, 100, "start only")
+            .setting("default", 5, 1, 100, "live")
+            .list("hosts", &["a"], 4, "start only")
+            .start_only("ceiling")
+            .start_only("hosts");
+        let mut new = old.clone();
+        assert!(old.start_only_changes(&new).is_empty());
+        new.settings.get_mut("default").expect("declared").value = 6;
+        assert!(
+            old.start_only_changes(&new).is_empty(),
+            "a live setting may change"
+        );
+        new.settings.get_mut("ceiling").expect("declared").value = 20;
+        new.lists.get_mut("hosts").expect("declared").value = vec!["b".into()];
+        assert_eq!(old.start_only_changes(&new), vec!["ceiling", "hosts"]);
     }
 }

@@ -393,12 +393,30 @@ impl Supervisor {
         let refusals: Vec<String> = updates
             .iter()
             .filter(|(i, spec)| !crate::spec::diff(&self.entries[*i].spec, spec).is_empty())
-            .filter_map(|(i, spec)| {
+            .flat_map(|(i, spec)| {
+                // Start-only settings are refused here, for every service alike, before the
+                // service is asked for its own veto.
+                let old = &self.entries[*i].spec;
+                let start_only: Vec<String> = old
+                    .start_only_changes(spec)
+                    .into_iter()
+                    .map(|setting| {
+                        format!(
+                            "{name}: services.{name}.{setting} is read at start only; restart cloister to change it",
+                            name = spec.name
+                        )
+                    })
+                    .collect();
+                if !start_only.is_empty() {
+                    return start_only;
+                }
                 self.entries[*i]
                     .service
                     .validate(spec)
                     .err()
                     .map(|m| format!("{}: {m}", spec.name))
+                    .into_iter()
+                    .collect()
             })
             .collect();
         if !refusals.is_empty() {
