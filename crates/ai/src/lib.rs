@@ -268,3 +268,66 @@ impl runtime::bus::Operation for Request {
 }
 
 pub type Handle = runtime::Handle<Request>;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use runtime::{Classify, ErrorKind};
+
+    use super::Error;
+
+    /// The kind and the stable code of each variant, as the API answers them (docs/api.md).
+    #[test]
+    fn every_error_has_its_kind_and_code() {
+        let s = || "x".to_owned();
+        let table = [
+            (Error::BadInput(s()), ErrorKind::Invalid, "ai.bad_input"),
+            (
+                Error::TooLarge {
+                    what: s(),
+                    size: 2,
+                    limit: 1,
+                    service: "ai",
+                    setting: "max_model_bytes",
+                },
+                ErrorKind::TooLarge,
+                "ai.too_large",
+            ),
+            (
+                Error::NotFound(s()),
+                ErrorKind::NotFound,
+                "ai.model_not_found",
+            ),
+            (
+                Error::JobNotFound(s()),
+                ErrorKind::NotFound,
+                "ai.job_not_found",
+            ),
+            (
+                Error::InvalidModel(s()),
+                ErrorKind::Unprocessable,
+                "ai.invalid_model",
+            ),
+            (Error::Shape(s()), ErrorKind::Unprocessable, "ai.shape"),
+            (
+                Error::Inference(s()),
+                ErrorKind::Unprocessable,
+                "ai.inference",
+            ),
+            (Error::Cancelled, ErrorKind::Conflict, "ai.cancelled"),
+            (
+                Error::Storage(s()),
+                ErrorKind::Unavailable {
+                    retry_after: Duration::from_secs(1),
+                },
+                "ai.storage",
+            ),
+            (Error::Integrity(s()), ErrorKind::Integrity, "ai.integrity"),
+            (Error::Internal(s()), ErrorKind::Internal, "ai.internal"),
+        ];
+        for (error, kind, code) in table {
+            assert_eq!((error.kind(), error.code()), (kind, code), "{error:?}");
+        }
+    }
+}

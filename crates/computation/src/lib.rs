@@ -237,3 +237,72 @@ impl runtime::bus::Operation for Request {
 }
 
 pub type Handle = runtime::Handle<Request>;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use runtime::{Classify, ErrorKind};
+
+    use super::Error;
+
+    /// The kind and the stable code of each variant, as the API answers them (docs/api.md).
+    #[test]
+    fn every_error_has_its_kind_and_code() {
+        let limited = Duration::from_secs(1);
+        let table = [
+            (
+                Error::NotFound("job_x".into()),
+                ErrorKind::NotFound,
+                "computation.job_not_found",
+            ),
+            (
+                Error::TooLarge {
+                    what: "code",
+                    size: 2,
+                    limit: 1,
+                    setting: "max_code_bytes",
+                },
+                ErrorKind::TooLarge,
+                "computation.too_large",
+            ),
+            (
+                Error::AboveCeiling {
+                    what: "time_ms",
+                    requested: 2,
+                    ceiling: 1,
+                    setting: "max_time_ms",
+                },
+                ErrorKind::Unprocessable,
+                "computation.above_ceiling",
+            ),
+            (
+                Error::BadInput("x".into()),
+                ErrorKind::Invalid,
+                "computation.bad_input",
+            ),
+            (
+                Error::Busy,
+                ErrorKind::Unavailable {
+                    retry_after: limited,
+                },
+                "computation.busy",
+            ),
+            (
+                Error::TooManyActive { active: 32 },
+                ErrorKind::Limited {
+                    retry_after: limited,
+                },
+                "computation.too_many_active",
+            ),
+            (
+                Error::Internal("x".into()),
+                ErrorKind::Internal,
+                "computation.internal",
+            ),
+        ];
+        for (error, kind, code) in table {
+            assert_eq!((error.kind(), error.code()), (kind, code), "{error:?}");
+        }
+    }
+}

@@ -106,3 +106,55 @@ impl runtime::bus::Operation for Request {
 }
 
 pub type Handle = runtime::Handle<Request>;
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use runtime::{Classify, ErrorKind};
+
+    use super::Error;
+
+    /// The kind and the stable code of each variant, as the API answers them (docs/api.md).
+    #[test]
+    fn every_error_has_its_kind_and_code() {
+        let table = [
+            (
+                Error::BadInput("x".into()),
+                ErrorKind::Invalid,
+                "oracle.bad_input",
+            ),
+            (
+                Error::RateLimited {
+                    owner: "acc_x".into(),
+                    limit: 60,
+                    retry_after_s: 7,
+                },
+                ErrorKind::Limited {
+                    retry_after: Duration::from_secs(7),
+                },
+                "oracle.rate_limited",
+            ),
+            (
+                Error::Unavailable("x".into()),
+                ErrorKind::Unavailable {
+                    retry_after: Duration::from_secs(1),
+                },
+                "oracle.unavailable",
+            ),
+            (
+                Error::Unsupported("x".into()),
+                ErrorKind::Unsupported,
+                "oracle.unsupported",
+            ),
+            (
+                Error::Internal("x".into()),
+                ErrorKind::Internal,
+                "oracle.internal",
+            ),
+        ];
+        for (error, kind, code) in table {
+            assert_eq!((error.kind(), error.code()), (kind, code), "{error:?}");
+        }
+    }
+}
