@@ -243,7 +243,7 @@ mod tests {
                 Error::TooManyTokens {
                     count: 3,
                     limit: 3,
-                    setting: super::MAX_TOKENS,
+                    setting: super::MAX_TOKENS.name(),
                 },
                 ErrorKind::Conflict,
                 "account.too_many_tokens",

@@ -8,6 +8,7 @@ use base64::Engine;
 use runtime::clock::now_ms;
 use runtime::id::new_id;
 use runtime::journal::{Cause, Event};
+use runtime::setting::Setting;
 use runtime::{CallError, Context, Journal, Kind, Priority, Service, ServiceError, Spec};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -22,10 +23,30 @@ use crate::{
 const NAMESPACE: &str = "@account";
 const RECORD_PREFIX: &str = "account/";
 
-/// Settings (in `[services.account]`).
-pub const RATE_PER_SECOND: &str = "rate_per_second";
-pub const RATE_BURST: &str = "rate_burst";
-pub const MAX_TOKENS: &str = "max_tokens_per_account";
+/// Requests per second an account may make, on average (in `[services.account]`).
+pub const RATE_PER_SECOND: Setting<u32> = Setting::new(
+    "rate_per_second",
+    100,
+    1,
+    1_000_000,
+    "requests per second an account may make, on average",
+);
+/// Requests an account may make at once after being idle.
+pub const RATE_BURST: Setting<u32> = Setting::new(
+    "rate_burst",
+    200,
+    1,
+    1_000_000,
+    "requests an account may make at once after being idle",
+);
+/// The most live tokens one account may hold.
+pub const MAX_TOKENS: Setting<usize> = Setting::new(
+    "max_tokens_per_account",
+    100,
+    1,
+    10_000,
+    "most live tokens per account",
+);
 
 const MAX_NAME_CHARS: usize = 64;
 
@@ -125,21 +146,9 @@ impl Account {
             .priority(Priority::High)
             .capability("account.tokens")
             .capability("account.address.neo_n3")
-            .setting(
-                RATE_PER_SECOND,
-                100,
-                1,
-                1_000_000,
-                "requests per second an account may make, on average",
-            )
-            .setting(
-                RATE_BURST,
-                200,
-                1,
-                1_000_000,
-                "requests an account may make at once after being idle",
-            )
-            .setting(MAX_TOKENS, 100, 1, 10_000, "most live tokens per account")
+            .setting(&RATE_PER_SECOND)
+            .setting(&RATE_BURST)
+            .setting(&MAX_TOKENS)
     }
 
     fn audit(&self, action: &str, subject: &str, detail: &[(&str, String)]) {
@@ -161,8 +170,8 @@ impl Account {
 
 fn rate_of(spec: &Spec) -> Rate {
     Rate {
-        per_second: spec.setting_value(RATE_PER_SECOND) as f64,
-        burst: spec.setting_value(RATE_BURST) as f64,
+        per_second: f64::from(spec.get(&RATE_PER_SECOND)),
+        burst: f64::from(spec.get(&RATE_BURST)),
     }
 }
 
@@ -423,7 +432,7 @@ impl State<'_> {
             return Err(Error::TooManyTokens {
                 count: record.tokens.len(),
                 limit: self.max_tokens,
-                setting: MAX_TOKENS,
+                setting: MAX_TOKENS.name(),
             });
         }
         let (token, secret) = new_token(TokenGrant { name, ..grant });
@@ -579,7 +588,7 @@ impl Service for Account {
         let mut state = State {
             service: self,
             accounts: BTreeMap::new(),
-            max_tokens: spec.setting_value(MAX_TOKENS) as usize,
+            max_tokens: spec.get(&MAX_TOKENS),
             rate: rate_of(&spec),
         };
         // Until the records are first read the gate answers "loading"; across a restart it keeps
@@ -595,7 +604,7 @@ impl Service for Account {
                 Ok(()) = specs.changed() => {
                     // Settings apply live, the rate limit included.
                     let spec = specs.borrow_and_update().clone();
-                    state.max_tokens = spec.setting_value(MAX_TOKENS) as usize;
+                    state.max_tokens = spec.get(&MAX_TOKENS);
                     state.rate = rate_of(&spec);
                     state.publish();
                 }

@@ -178,7 +178,7 @@ async fn the_token_limit_is_enforced_and_names_its_setting() {
     })
     .await
     .expect("created");
-    let limit = Account::default_spec().setting_value(account::MAX_TOKENS) as usize;
+    let limit = Account::default_spec().get(&account::MAX_TOKENS);
     for n in 1..limit {
         ask(&f, |reply| Request::IssueToken {
             id: created.account.id.clone(),
@@ -210,7 +210,7 @@ async fn the_token_limit_is_enforced_and_names_its_setting() {
         Error::TooManyTokens {
             count: limit,
             limit,
-            setting: account::MAX_TOKENS
+            setting: account::MAX_TOKENS.name()
         }
     );
     assert!(refused.to_string().contains("max_tokens_per_account"));
@@ -296,14 +296,8 @@ async fn the_rate_limit_follows_the_configuration_live() {
         assert!(f.gate.admit("acc_a").is_ok());
     }
     let mut spec = Account::default_spec();
-    spec.settings
-        .get_mut(account::RATE_BURST)
-        .expect("declared")
-        .value = 1;
-    spec.settings
-        .get_mut(account::RATE_PER_SECOND)
-        .expect("declared")
-        .value = 1;
+    spec.set(&account::RATE_BURST, 1);
+    spec.set(&account::RATE_PER_SECOND, 1);
     let mut published = f.gate.clone();
     f.rt.client()
         .reconfigure(

@@ -207,7 +207,7 @@ impl Loaded {
                         .fold(1u64, |acc, d| acc.saturating_mul(*d as u64)),
                     limit: max_elements as u64,
                     service: "ai",
-                    setting: crate::MAX_INPUT_ELEMENTS,
+                    setting: crate::MAX_INPUT_ELEMENTS.name(),
                 })?;
             if t.data.len() != elements {
                 return Err(Error::Shape(format!(

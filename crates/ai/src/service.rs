@@ -9,6 +9,7 @@ use std::time::Duration;
 use runtime::clock::now_ms;
 use runtime::id::new_id;
 use runtime::jobs::{Cancel, Table};
+use runtime::setting::Setting;
 use runtime::{Context, Kind, Priority, Service, ServiceError, Spec};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -21,12 +22,49 @@ use crate::{
     Error, JobInfo, JobState, ModelInfo, ModelKind, NAME, PredictInput, Request, TrainRequest,
 };
 
-pub const MAX_MODEL_BYTES: &str = "max_model_bytes";
-pub const CACHE_BYTES: &str = "cache_bytes";
-pub const MAX_DATASET_ROWS: &str = "max_dataset_rows";
-pub const MAX_FEATURES: &str = "max_features";
-pub const MAX_INPUT_ELEMENTS: &str = "max_input_elements";
-pub const MAX_FINISHED_JOBS: &str = "max_finished_jobs";
+/// Largest ONNX file that may be uploaded (`max_model_bytes`).
+pub const MAX_MODEL_BYTES: Setting<usize> = Setting::new(
+    "max_model_bytes",
+    16 << 20,
+    1,
+    256 << 20,
+    "largest ONNX file that may be uploaded",
+);
+/// Memory for loaded models; a model that would not fit alone is refused (`cache_bytes`).
+pub const CACHE_BYTES: Setting<u64> = Setting::new(
+    "cache_bytes",
+    256 << 20,
+    1 << 20,
+    4 << 30,
+    "memory for loaded models; a model that would not fit alone is refused",
+);
+/// Most rows in a training dataset (`max_dataset_rows`).
+pub const MAX_DATASET_ROWS: Setting<usize> = Setting::new(
+    "max_dataset_rows",
+    100_000,
+    1,
+    10_000_000,
+    "most rows in a training dataset",
+);
+/// Most features per row (`max_features`).
+pub const MAX_FEATURES: Setting<usize> =
+    Setting::new("max_features", 1_000, 1, 100_000, "most features per row");
+/// Most elements in one input tensor (`max_input_elements`).
+pub const MAX_INPUT_ELEMENTS: Setting<usize> = Setting::new(
+    "max_input_elements",
+    1 << 20,
+    1,
+    1 << 28,
+    "most elements in one input tensor",
+);
+/// Finished training jobs kept per account (`max_finished_jobs`).
+pub const MAX_FINISHED_JOBS: Setting<usize> = Setting::new(
+    "max_finished_jobs",
+    100,
+    1,
+    10_000,
+    "finished training jobs kept per account",
+);
 
 /// Inference this small runs on the request's own task (a short burst, well under a millisecond);
 /// anything larger goes to the service's blocking threads.
@@ -64,42 +102,12 @@ impl Ai {
                 network_access: false,
             })
             .call_timeout(CALL_TIMEOUT)
-            .setting(
-                MAX_MODEL_BYTES,
-                16 << 20,
-                1,
-                256 << 20,
-                "largest ONNX file that may be uploaded",
-            )
-            .setting(
-                CACHE_BYTES,
-                256 << 20,
-                1 << 20,
-                4 << 30,
-                "memory for loaded models; a model that would not fit alone is refused",
-            )
-            .setting(
-                MAX_DATASET_ROWS,
-                100_000,
-                1,
-                10_000_000,
-                "most rows in a training dataset",
-            )
-            .setting(MAX_FEATURES, 1_000, 1, 100_000, "most features per row")
-            .setting(
-                MAX_INPUT_ELEMENTS,
-                1 << 20,
-                1,
-                1 << 28,
-                "most elements in one input tensor",
-            )
-            .setting(
-                MAX_FINISHED_JOBS,
-                100,
-                1,
-                10_000,
-                "finished training jobs kept per account",
-            )
+            .setting(&MAX_MODEL_BYTES)
+            .setting(&CACHE_BYTES)
+            .setting(&MAX_DATASET_ROWS)
+            .setting(&MAX_FEATURES)
+            .setting(&MAX_INPUT_ELEMENTS)
+            .setting(&MAX_FINISHED_JOBS)
     }
 }
 
@@ -114,16 +122,15 @@ struct Settings {
 
 impl Settings {
     fn of(spec: &Spec) -> Settings {
-        let get = |name| usize::try_from(spec.setting_value(name)).unwrap_or(1);
         Settings {
-            max_model_bytes: get(MAX_MODEL_BYTES),
-            cache_bytes: u64::try_from(spec.setting_value(CACHE_BYTES)).unwrap_or(1),
+            max_model_bytes: spec.get(&MAX_MODEL_BYTES),
+            cache_bytes: spec.get(&CACHE_BYTES),
             data: train::DataLimits {
-                max_rows: get(MAX_DATASET_ROWS),
-                max_features: get(MAX_FEATURES),
+                max_rows: spec.get(&MAX_DATASET_ROWS),
+                max_features: spec.get(&MAX_FEATURES),
             },
-            max_input_elements: get(MAX_INPUT_ELEMENTS),
-            max_finished_jobs: get(MAX_FINISHED_JOBS),
+            max_input_elements: spec.get(&MAX_INPUT_ELEMENTS),
+            max_finished_jobs: spec.get(&MAX_FINISHED_JOBS),
         }
     }
 }
@@ -136,9 +143,7 @@ impl Service for Ai {
     }
 
     fn validate(&self, new: &Spec) -> Result<(), runtime::Veto> {
-        if new.setting_value(MAX_MODEL_BYTES) as u64 * LOADED_COST_FACTOR
-            > new.setting_value(CACHE_BYTES) as u64
-        {
+        if new.get(&MAX_MODEL_BYTES) as u64 * LOADED_COST_FACTOR > new.get(&CACHE_BYTES) {
             return Err(format!(
                 "cache_bytes must hold a model of max_model_bytes loaded ({LOADED_COST_FACTOR} × its size)"
             ).into());
@@ -404,7 +409,7 @@ impl State {
                 size: file.len() as u64,
                 limit: settings.max_model_bytes as u64,
                 service: "ai",
-                setting: MAX_MODEL_BYTES,
+                setting: MAX_MODEL_BYTES.name(),
             });
         }
         let cost = file.len() as u64 * LOADED_COST_FACTOR;
@@ -416,7 +421,7 @@ impl State {
                 size: cost,
                 limit: settings.cache_bytes,
                 service: "ai",
-                setting: CACHE_BYTES,
+                setting: CACHE_BYTES.name(),
             });
         }
         let file = Arc::new(file);

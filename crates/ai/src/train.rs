@@ -114,7 +114,7 @@ pub(crate) fn check(
             size: n as u64,
             limit: limits.max_rows as u64,
             service: "ai",
-            setting: crate::MAX_DATASET_ROWS,
+            setting: crate::MAX_DATASET_ROWS.name(),
         });
     }
     let d = data.features[0].len();
@@ -127,7 +127,7 @@ pub(crate) fn check(
             size: d as u64,
             limit: limits.max_features as u64,
             service: "ai",
-            setting: crate::MAX_FEATURES,
+            setting: crate::MAX_FEATURES.name(),
         });
     }
     for (i, row) in data.features.iter().enumerate() {

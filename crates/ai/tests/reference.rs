@@ -51,10 +51,7 @@ async fn onnx_outputs_match_onnxruntime() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_models_and_inputs_get_typed_errors_and_the_service_stays_up() {
     let f = start(|spec| {
-        spec.settings
-            .get_mut(ai::MAX_MODEL_BYTES)
-            .expect("declared")
-            .value = 64 << 10;
+        spec.set(&ai::MAX_MODEL_BYTES, 64 << 10);
     })
     .await;
     let mlp = std::fs::read(fixture("mlp.onnx")).expect("model");
@@ -82,7 +79,7 @@ async fn bad_models_and_inputs_get_typed_errors_and_the_service_stays_up() {
         )
         .await
     {
-        Err(Error::TooLarge { setting, .. }) => assert_eq!(setting, ai::MAX_MODEL_BYTES),
+        Err(Error::TooLarge { setting, .. }) => assert_eq!(setting, ai::MAX_MODEL_BYTES.name()),
         other => panic!("expected too large, got {other:?}"),
     }
     match f

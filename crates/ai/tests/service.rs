@@ -104,10 +104,6 @@ impl Fixture {
     }
 }
 
-fn set(spec: &mut runtime::Spec, name: &str, value: i64) {
-    spec.settings.get_mut(name).expect("declared").value = value;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_onnx_file_whose_stored_bytes_no_longer_match_their_sha256_is_refused() {
     let f = start(|_| {}).await;
@@ -155,10 +151,10 @@ async fn cache_bytes_applies_live() {
 
     // 1 MiB holds one of them loaded (3 × 300 KB), not two. The change applies at once: the least
     // recently used is let go, and so read back (and refused) when next asked for.
-    let size = i64::try_from(big().len()).expect("size");
+    let size = big().len();
     f.reconfigure_ai(|spec| {
-        set(spec, ai::CACHE_BYTES, 1 << 20);
-        set(spec, ai::MAX_MODEL_BYTES, size);
+        spec.set(&ai::CACHE_BYTES, 1 << 20);
+        spec.set(&ai::MAX_MODEL_BYTES, size);
     })
     .await;
     f.predict("alice", &older.id, big_input())
@@ -175,7 +171,7 @@ async fn cache_bytes_applies_live() {
     let mut bigger = big();
     bigger.push(0);
     match f.upload("alice", bigger).await {
-        Err(Error::TooLarge { setting, .. }) => assert_eq!(setting, ai::MAX_MODEL_BYTES),
+        Err(Error::TooLarge { setting, .. }) => assert_eq!(setting, ai::MAX_MODEL_BYTES.name()),
         other => panic!("expected too large, got {other:?}"),
     }
     f.rt.shutdown().await;
@@ -186,18 +182,21 @@ async fn a_model_over_a_limit_is_too_large_at_upload() {
     // Over the service's own limit, and over the storage service's value limit (a chunk is
     // 512 KiB; storage here takes 64 KiB): both are the caller's problem, not an outage.
     let f = start_with(
-        |spec| set(spec, ai::MAX_MODEL_BYTES, 1 << 20),
-        |spec| set(spec, storage::MAX_VALUE_BYTES, 64 << 10),
+        |spec| spec.set(&ai::MAX_MODEL_BYTES, 1 << 20),
+        |spec| spec.set(&storage::MAX_VALUE_BYTES, 64 << 10),
     )
     .await;
     match f.upload("alice", vec![0; (1 << 20) + 1]).await {
-        Err(Error::TooLarge { setting, .. }) => assert_eq!(setting, ai::MAX_MODEL_BYTES),
+        Err(Error::TooLarge { setting, .. }) => assert_eq!(setting, ai::MAX_MODEL_BYTES.name()),
         other => panic!("expected too large, got {other:?}"),
     }
     match f.upload("alice", big()).await {
         Err(Error::TooLarge {
             service, setting, ..
-        }) => assert_eq!((service, setting), ("storage", storage::MAX_VALUE_BYTES)),
+        }) => assert_eq!(
+            (service, setting),
+            ("storage", storage::MAX_VALUE_BYTES.name())
+        ),
         other => panic!("expected too large, got {other:?}"),
     }
     // Nothing of the refused model was kept, and a small one still fits.

@@ -24,15 +24,8 @@ use crate::{ApiError, AppState};
 /// their own limits and answers 413 `computation.too_large` naming the setting; a body beyond this
 /// is refused before it is parsed (413 `request.too_large`).
 pub(crate) fn body_limit(config: &runtime::config::Config) -> axum::extract::DefaultBodyLimit {
-    let defaults = computation::Computation::default_spec();
-    let setting = |name: &str| {
-        config
-            .services
-            .get(&computation::NAME)
-            .and_then(|c| c.settings.get(name).copied())
-            .unwrap_or_else(|| defaults.setting_value(name))
-    };
-    let ceilings = setting(computation::MAX_CODE_BYTES) + setting(computation::MAX_ARGS_BYTES);
+    let ceilings = config.setting(&computation::NAME, &computation::MAX_CODE_BYTES)
+        + config.setting(&computation::NAME, &computation::MAX_ARGS_BYTES);
     axum::extract::DefaultBodyLimit::max(
         usize::try_from(2 * ceilings).unwrap_or(usize::MAX) + (64 << 10),
     )

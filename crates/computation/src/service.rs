@@ -134,13 +134,12 @@ struct Settings {
 
 impl Settings {
     fn of(spec: &Spec, ceilings: Ceilings) -> Settings {
-        let get = |name| usize::try_from(spec.setting_value(name)).unwrap_or(1);
         Settings {
             policy: Policy::new(spec, ceilings),
             workers: usize::from(spec.resources.cpu_cores.max(1)),
-            queue: get(MAX_QUEUED_RUNS),
-            keep_finished: get(MAX_FINISHED_JOBS),
-            active_per_owner: get(MAX_ACTIVE_PER_ACCOUNT),
+            queue: spec.get(&MAX_QUEUED_RUNS),
+            keep_finished: spec.get(&MAX_FINISHED_JOBS),
+            active_per_owner: spec.get(&MAX_ACTIVE_PER_ACCOUNT),
         }
     }
 }
@@ -364,7 +363,7 @@ impl State {
                 what: "the code",
                 size: code_size,
                 limit: limits.code_bytes,
-                setting: MAX_CODE_BYTES,
+                setting: MAX_CODE_BYTES.name(),
             });
         }
         let args_json = program.args.map_or_else(
@@ -377,7 +376,7 @@ impl State {
                 what: "args (as JSON)",
                 size: args_size,
                 limit: limits.args_bytes,
-                setting: MAX_ARGS_BYTES,
+                setting: MAX_ARGS_BYTES.name(),
             });
         }
         Ok(Run {

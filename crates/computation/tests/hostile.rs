@@ -103,14 +103,14 @@ async fn hostile_scripts_end_with_a_typed_ending_and_leave_nothing_behind() {
         )
         .await;
     assert!(
-        matches!(big_args, Err(Error::TooLarge { setting, .. }) if setting == computation::MAX_ARGS_BYTES),
+        matches!(big_args, Err(Error::TooLarge { setting, .. }) if setting == computation::MAX_ARGS_BYTES.name()),
         "{big_args:?}"
     );
     let big_code = f
         .run_as(me.clone(), program(&" ".repeat((1 << 20) + 1)))
         .await;
     assert!(
-        matches!(big_code, Err(Error::TooLarge { setting, .. }) if setting == computation::MAX_CODE_BYTES),
+        matches!(big_code, Err(Error::TooLarge { setting, .. }) if setting == computation::MAX_CODE_BYTES.name()),
         "{big_code:?}"
     );
 

@@ -306,12 +306,8 @@ async fn deterministic_runs_repeat_and_others_do_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_are_checked_against_their_ceilings() {
     let f = start(|spec| {
-        if let Some(s) = spec.settings.get_mut(computation::MAX_CODE_BYTES) {
-            s.value = 100;
-        }
-        if let Some(s) = spec.settings.get_mut(computation::MAX_ARGS_BYTES) {
-            s.value = 20;
-        }
+        spec.set(&computation::MAX_CODE_BYTES, 100);
+        spec.set(&computation::MAX_ARGS_BYTES, 20);
     })
     .await;
     let above = f
@@ -332,12 +328,12 @@ async fn limits_are_checked_against_their_ceilings() {
             what: "time_ms",
             requested: 60_000,
             ceiling: 30_000,
-            setting: computation::MAX_TIME_MS,
+            setting: computation::MAX_TIME_MS.name(),
         })
     );
     let code = f.run_as(caller(ALICE), program(&"1;".repeat(51))).await;
     assert!(
-        matches!(code, Err(Error::TooLarge { setting, size: 102, .. }) if setting == computation::MAX_CODE_BYTES),
+        matches!(code, Err(Error::TooLarge { setting, size: 102, .. }) if setting == computation::MAX_CODE_BYTES.name()),
         "{code:?}"
     );
     let args = f
@@ -350,7 +346,7 @@ async fn limits_are_checked_against_their_ceilings() {
         )
         .await;
     assert!(
-        matches!(args, Err(Error::TooLarge { setting, .. }) if setting == computation::MAX_ARGS_BYTES),
+        matches!(args, Err(Error::TooLarge { setting, .. }) if setting == computation::MAX_ARGS_BYTES.name()),
         "{args:?}"
     );
     // Lower limits than the defaults apply and are reported.
@@ -477,9 +473,7 @@ async fn cancel_interrupts_a_running_loop_and_drops_a_pending_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finished_jobs_are_kept_up_to_the_bound_per_owner() {
     let f = start(|spec| {
-        if let Some(s) = spec.settings.get_mut(computation::MAX_FINISHED_JOBS) {
-            s.value = 3;
-        }
+        spec.set(&computation::MAX_FINISHED_JOBS, 3);
     })
     .await;
     let mut ids = Vec::new();
@@ -555,9 +549,7 @@ async fn a_script_can_do_no_more_than_its_callers_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_account_cannot_take_the_whole_pool() {
     let f = start(|spec| {
-        if let Some(s) = spec.settings.get_mut(computation::MAX_ACTIVE_PER_ACCOUNT) {
-            s.value = 1;
-        }
+        spec.set(&computation::MAX_ACTIVE_PER_ACCOUNT, 1);
     })
     .await;
     let looping = Program {
@@ -624,16 +616,16 @@ async fn defaults_change_live_and_ceilings_only_at_start() {
     let f = start(|_| {}).await;
     let mut spec = computation::Computation::default_spec();
     spec.recovery.strategy = runtime::Strategy::Manual;
-    let set = |spec: &mut runtime::Spec, name: &str, value: i64| {
-        spec.settings.get_mut(name).expect("declared").value = value;
-    };
     let operator = || runtime::journal::Cause::Operator {
         command: "test".into(),
     };
 
     // A ceiling is refused, and nothing changes.
     let mut raised = spec.clone();
-    set(&mut raised, computation::MAX_TIME_MS, 10_000);
+    raised.set(
+        &computation::MAX_TIME_MS,
+        std::time::Duration::from_secs(10),
+    );
     let refused =
         f.rt.client()
             .reconfigure(vec![raised], Default::default(), operator())
@@ -647,7 +639,10 @@ async fn defaults_change_live_and_ceilings_only_at_start() {
 
     // A default applies to the next run, without a restart.
     let mut quicker = spec.clone();
-    set(&mut quicker, computation::DEFAULT_TIME_MS, 150);
+    quicker.set(
+        &computation::DEFAULT_TIME_MS,
+        std::time::Duration::from_millis(150),
+    );
     f.rt.client()
         .reconfigure(vec![quicker], Default::default(), operator())
         .await

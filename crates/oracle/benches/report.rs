@@ -52,16 +52,13 @@ fn bench(c: &mut Criterion) {
         ));
         let computation = b.add(computation::Computation::new(crypto.clone(), storage));
         let mut spec = oracle::Oracle::default_spec();
-        let set = |spec: &mut runtime::Spec, name: &str, v: i64| {
-            spec.settings.get_mut(name).expect("declared").value = v;
-        };
-        set(&mut spec, oracle::CACHE_TTL_MS, 0);
-        set(&mut spec, oracle::HOST_RATE_PER_SECOND, 10_000);
-        set(&mut spec, oracle::REQUESTS_PER_MINUTE, 1_000_000);
-        spec.lists
-            .get_mut(oracle::PLAIN_HTTP_HOSTS)
-            .expect("declared")
-            .value = vec!["127.0.0.1".into(), "127.0.0.2".into(), "127.0.0.3".into()];
+        spec.set(&oracle::CACHE_TTL_MS, std::time::Duration::ZERO);
+        spec.set(&oracle::HOST_RATE_PER_SECOND, 10_000);
+        spec.set(&oracle::REQUESTS_PER_MINUTE, 1_000_000);
+        spec.set_items(
+            &oracle::PLAIN_HTTP_HOSTS,
+            &["127.0.0.1", "127.0.0.2", "127.0.0.3"],
+        );
         let oracle = b.add_with_spec(
             oracle::Oracle::new(crypto.clone(), computation, platform),
             spec,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine;
 use runtime::clock::now_ms;
 use runtime::rate::{Limiter, Rate};
-use runtime::spec::Grammar;
+use runtime::setting::{List, Setting};
 use runtime::{Context, Kind, Priority, Service, ServiceError, Spec};
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
@@ -17,14 +17,68 @@ use crate::report::{self, KeyAttestation, ReportPayload, SignedReport, Signer, S
 use crate::request::{Extraction, Method, OracleRequest, RequestLimits, Source};
 use crate::{Error, KEY_OWNER, NAME, Request, aggregate};
 
-pub const MAX_SOURCES: &str = "max_sources";
-pub const MAX_RESPONSE_BYTES: &str = "max_response_bytes";
-pub const TIMEOUT_MS: &str = "timeout_ms";
-pub const CACHE_TTL_MS: &str = "cache_ttl_ms";
-pub const HOST_RATE_PER_SECOND: &str = "host_rate_per_second";
-pub const REQUESTS_PER_MINUTE: &str = "requests_per_minute";
-pub const ALLOWED_HOSTS: &str = "allowed_hosts";
-pub const PLAIN_HTTP_HOSTS: &str = "plain_http_hosts";
+/// Sources one request may name (`max_sources`).
+pub const MAX_SOURCES: Setting<usize> =
+    Setting::new("max_sources", 8, 1, 64, "sources one request may name");
+/// Largest body read from a source (`max_response_bytes`).
+pub const MAX_RESPONSE_BYTES: Setting<usize> = Setting::new(
+    "max_response_bytes",
+    1 << 20,
+    1,
+    64 << 20,
+    "largest body read from a source",
+);
+/// Time a source has to answer in full (`timeout_ms`).
+pub const TIMEOUT_MS: Setting<Duration> = Setting::new(
+    "timeout_ms",
+    Duration::from_millis(5_000),
+    Duration::from_millis(100),
+    Duration::from_millis(60_000),
+    "time a source has to answer in full",
+);
+/// How long a source's answer is reused for the same request (0: never) (`cache_ttl_ms`).
+pub const CACHE_TTL_MS: Setting<Duration> = Setting::new(
+    "cache_ttl_ms",
+    Duration::from_millis(5_000),
+    Duration::from_millis(0),
+    Duration::from_millis(3_600_000),
+    "how long a source's answer is reused for the same request (0: never)",
+);
+/// Fetches per second to one host (cached answers are free) (`host_rate_per_second`).
+pub const HOST_RATE_PER_SECOND: Setting<u32> = Setting::new(
+    "host_rate_per_second",
+    10,
+    1,
+    10_000,
+    "fetches per second to one host (cached answers are free)",
+);
+/// Oracle requests per minute per account (`requests_per_minute`).
+pub const REQUESTS_PER_MINUTE: Setting<u32> = Setting::new(
+    "requests_per_minute",
+    60,
+    1,
+    1_000_000,
+    "oracle requests per minute per account",
+);
+/// Hosts that may be fetched over HTTPS (`allowed_hosts`): where the enclave may connect, so read
+/// at start only.
+pub const ALLOWED_HOSTS: List = List::new(
+    "allowed_hosts",
+    &[],
+    256,
+    "hosts that may be fetched over HTTPS: \"api.example.com\", \"*.example.com\", \"host:port\", or \"*\" for any",
+)
+.grammar(HostPolicy::check_pattern)
+.at_start();
+/// Hosts that may also be fetched over plain HTTP (`plain_http_hosts`); read at start only.
+pub const PLAIN_HTTP_HOSTS: List = List::new(
+    "plain_http_hosts",
+    &[],
+    256,
+    "hosts that may also be fetched over plain HTTP (for example a loopback test server)",
+)
+.grammar(HostPolicy::check_pattern)
+.at_start();
 
 /// How long one request may take in all: the slowest source, a script, and the signature.
 const CALL_TIMEOUT: Duration = Duration::from_secs(90);
@@ -67,52 +121,14 @@ impl Oracle {
                 network_access: true,
             })
             .call_timeout(CALL_TIMEOUT)
-            .setting(MAX_SOURCES, 8, 1, 64, "sources one request may name")
-            .setting(
-                MAX_RESPONSE_BYTES,
-                1 << 20,
-                1,
-                64 << 20,
-                "largest body read from a source",
-            )
-            .setting(TIMEOUT_MS, 5_000, 100, 60_000, "time a source has to answer in full")
-            .setting(
-                CACHE_TTL_MS,
-                5_000,
-                0,
-                3_600_000,
-                "how long a source's answer is reused for the same request (0: never)",
-            )
-            .setting(
-                HOST_RATE_PER_SECOND,
-                10,
-                1,
-                10_000,
-                "fetches per second to one host (cached answers are free)",
-            )
-            .setting(
-                REQUESTS_PER_MINUTE,
-                60,
-                1,
-                1_000_000,
-                "oracle requests per minute per account",
-            )
-            .list(
-                ALLOWED_HOSTS,
-                &[],
-                256,
-                "hosts that may be fetched over HTTPS: \"api.example.com\", \"*.example.com\", \"host:port\", or \"*\" for any",
-            )
-            .list(
-                PLAIN_HTTP_HOSTS,
-                &[],
-                256,
-                "hosts that may also be fetched over plain HTTP (for example a loopback test server)",
-            )
-            .list_grammar(ALLOWED_HOSTS, Grammar::new(HostPolicy::check_pattern))
-            .list_grammar(PLAIN_HTTP_HOSTS, Grammar::new(HostPolicy::check_pattern))
-            .start_only(ALLOWED_HOSTS)
-            .start_only(PLAIN_HTTP_HOSTS)
+            .setting(&MAX_SOURCES)
+            .setting(&MAX_RESPONSE_BYTES)
+            .setting(&TIMEOUT_MS)
+            .setting(&CACHE_TTL_MS)
+            .setting(&HOST_RATE_PER_SECOND)
+            .setting(&REQUESTS_PER_MINUTE)
+            .list(&ALLOWED_HOSTS)
+            .list(&PLAIN_HTTP_HOSTS)
     }
 }
 
@@ -121,24 +137,23 @@ impl Oracle {
 struct Settings {
     fetch: FetchLimits,
     request: RequestLimits,
-    requests_per_minute: i64,
+    requests_per_minute: u32,
 }
 
 impl Settings {
     fn of(spec: &Spec, policy: &HostPolicy) -> Settings {
-        let ms = |name| Duration::from_millis(u64::try_from(spec.setting_value(name)).unwrap_or(0));
         Settings {
             fetch: FetchLimits {
                 policy: policy.clone(),
-                timeout: ms(TIMEOUT_MS),
-                max_body: usize::try_from(spec.setting_value(MAX_RESPONSE_BYTES)).unwrap_or(1),
-                cache_ttl: ms(CACHE_TTL_MS),
-                host_rate_per_second: spec.setting_value(HOST_RATE_PER_SECOND) as f64,
+                timeout: spec.get(&TIMEOUT_MS),
+                max_body: spec.get(&MAX_RESPONSE_BYTES),
+                cache_ttl: spec.get(&CACHE_TTL_MS),
+                host_rate_per_second: f64::from(spec.get(&HOST_RATE_PER_SECOND)),
             },
             request: RequestLimits {
-                max_sources: usize::try_from(spec.setting_value(MAX_SOURCES)).unwrap_or(1),
+                max_sources: spec.get(&MAX_SOURCES),
             },
-            requests_per_minute: spec.setting_value(REQUESTS_PER_MINUTE),
+            requests_per_minute: spec.get(&REQUESTS_PER_MINUTE),
         }
     }
 }
@@ -157,14 +172,9 @@ impl Service for Oracle {
                     .into(),
             );
         }
-        for list in [ALLOWED_HOSTS, PLAIN_HTTP_HOSTS] {
-            for (i, pattern) in new.list_value(list).iter().enumerate() {
-                HostPolicy::check_pattern(pattern)
-                    .map_err(|e| format!("services.oracle.{list}[{i}]: {e}"))?;
-            }
-        }
-        let timeout =
-            Duration::from_millis(u64::try_from(new.setting_value(TIMEOUT_MS)).unwrap_or(0));
+        // The host patterns were checked by the configuration's parser (their grammar), and a
+        // change to them is refused as start-only; what is left is how the settings fit together.
+        let timeout = new.get(&TIMEOUT_MS);
         if new.call_timeout < timeout * 2 {
             return Err(format!(
                 "call_timeout ({} ms) must be at least twice timeout_ms ({} ms): a request fetches, may run a script, and signs",
@@ -184,10 +194,7 @@ impl Service for Oracle {
         let spec = cx.spec();
         // Where the enclave may connect: start-only, so every incarnation of this process reads
         // the lists the runtime started with.
-        let policy = HostPolicy::new(
-            spec.list_value(ALLOWED_HOSTS),
-            spec.list_value(PLAIN_HTTP_HOSTS),
-        );
+        let policy = HostPolicy::new(&spec.items(&ALLOWED_HOSTS), &spec.items(&PLAIN_HTTP_HOSTS));
         let key = signing_key(&self.crypto).await?;
         let fetcher = Fetcher::new().map_err(ServiceError::new)?;
         let state = Arc::new(State {
@@ -241,14 +248,14 @@ impl Service for Oracle {
 fn admit(accounts: &Limiter, owner: &str, settings: &Settings) -> Result<(), Error> {
     let limit = settings.requests_per_minute;
     let rate = Rate {
-        per_second: limit as f64 / 60.0,
-        burst: limit as f64,
+        per_second: f64::from(limit) / 60.0,
+        burst: f64::from(limit),
     };
     accounts
         .admit(owner, rate, std::time::Instant::now())
         .map_err(|wait| Error::RateLimited {
             owner: owner.to_owned(),
-            limit,
+            limit: limit.into(),
             retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
         })
 }

@@ -7,7 +7,8 @@
 //! - [`ServiceName`], [`lifecycle`], [`failure`], [`clock`], [`id`], [`rate`]: service names,
 //!   lifecycle states and their one transition function, error kinds, timestamps, ids, rate limits.
 //! - [`anomaly`], [`autoscale`], the circuit breaker (re-exported from [`bus`]): pure decisions.
-//! - [`spec`]: what a service declares about itself, and the consistency rules of a spec.
+//! - [`setting`]: a service's own settings, each a typed constant; [`spec`]: what a service
+//!   declares about itself, and the consistency rules of a spec.
 //! - [`health`], [`recovery`], [`graph`], [`budget`]: health levels; the recovery decision
 //!   ([`recovery::plan`]), backoff and restart intensity; the dependency graph; the enclave budget.
 //! - [`event`], [`config`]: what the journal records; `cloister.toml` parsed once into [`config::Config`].
@@ -46,6 +47,7 @@ pub mod reconfig;
 pub mod recovery;
 mod serde_duration;
 mod service;
+pub mod setting;
 pub mod spec;
 mod supervisor;
 
@@ -59,8 +61,9 @@ pub use health::Health;
 pub use journal::Journal;
 pub use lifecycle::State;
 pub use name::{InvalidName, ServiceName};
-pub use service::{Context, Mode, Service, ServiceError, Veto};
-pub use spec::{Capability, Kind, Priority, Setting, Spec, Strategy};
+pub use service::{Context, Mode, Service, ServiceError};
+pub use setting::{Setting, Veto};
+pub use spec::{Capability, Kind, Priority, Spec, Strategy};
 pub use supervisor::{
     Answer, HealthReport, Mark, Readiness, ServiceEvent, ServiceStatus, Snapshot,
 };

@@ -14,6 +14,7 @@ use crate::bus::{Bus, DeadLetterReason, Envelope, Mailbox, MailboxControl};
 use crate::event::Fault;
 use crate::health::Health;
 use crate::incarnation::{Control, IncarnationId, Report};
+use crate::setting::Veto;
 use crate::{ServiceName, Spec};
 
 /// A service the runtime can host.
@@ -45,35 +46,6 @@ pub trait Service: Send + Sync + 'static {
     fn takes_live(&self, old: &Spec, new: &Spec) -> bool {
         let _ = (old, new);
         true
-    }
-}
-
-/// A service's refusal of a new spec ([`Service::validate`]): what is wrong with it, said to the
-/// operator with the setting's path, and the whole configuration is rejected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct Veto {
-    message: String,
-}
-
-impl Veto {
-    /// A refusal saying `message`.
-    pub fn new(message: impl Into<String>) -> Veto {
-        Veto {
-            message: message.into(),
-        }
-    }
-}
-
-impl From<String> for Veto {
-    fn from(message: String) -> Veto {
-        Veto { message }
-    }
-}
-
-impl From<&str> for Veto {
-    fn from(message: &str) -> Veto {
-        Veto::new(message)
     }
 }
 

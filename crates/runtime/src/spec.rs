@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::ServiceName;
+use crate::setting::{List, Setting, Value};
 
 /// Everything the runtime knows about a service before it runs.
 #[derive(Debug, Clone, Serialize)]
@@ -49,83 +50,10 @@ pub struct Spec {
     #[serde(with = "crate::serde_duration")]
     pub shutdown_grace: Duration,
     /// The service's own settings, declared with their bounds; `[services.NAME]` may set them.
-    pub settings: BTreeMap<String, Setting>,
+    pub settings: BTreeMap<String, crate::setting::Entry>,
     /// The service's own list settings (for example the oracle's host allowlist).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub lists: BTreeMap<String, ListSetting>,
-}
-
-/// One of a service's own settings that is a list of strings: its value, how long it may be, and
-/// what it means.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ListSetting {
-    /// The value in force.
-    pub value: Vec<String>,
-    /// The most items it may have.
-    pub max_items: usize,
-    /// What it means.
-    pub help: String,
-    /// Read at start only: a configuration that changes it is refused (it takes a restart).
-    #[serde(skip)]
-    pub start_only: bool,
-    /// The grammar each item must follow, checked when a configuration is parsed (so `cloister
-    /// config validate` reports a bad item with its path, not only a running service).
-    #[serde(skip)]
-    pub grammar: Grammar,
-}
-
-/// The grammar of a list setting's items: a check that says what is wrong with an item.
-#[derive(Clone, Copy, Default)]
-pub struct Grammar(Option<ItemCheck>);
-
-/// A check of one list item: what is wrong with it, if anything.
-pub type ItemCheck = fn(&str) -> Result<(), crate::Veto>;
-
-impl Grammar {
-    /// Items must pass `check`.
-    pub fn new(check: ItemCheck) -> Grammar {
-        Grammar(Some(check))
-    }
-
-    /// What is wrong with `item`, if anything.
-    pub fn check(&self, item: &str) -> Result<(), crate::Veto> {
-        self.0.map_or(Ok(()), |check| check(item))
-    }
-}
-
-impl std::fmt::Debug for Grammar {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "Grammar(checked)"
-        } else {
-            "Grammar(any)"
-        })
-    }
-}
-
-/// Grammars are not compared: a spec's value is what two specs differ in.
-impl PartialEq for Grammar {
-    fn eq(&self, _: &Grammar) -> bool {
-        true
-    }
-}
-
-impl Eq for Grammar {}
-
-/// One of a service's own settings: an integer, its bounds, and what it means.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Setting {
-    /// The value in force.
-    pub value: i64,
-    /// The smallest value allowed.
-    pub min: i64,
-    /// The largest value allowed.
-    pub max: i64,
-    /// What it means.
-    pub help: String,
-    /// Read at start only: a configuration that changes it is refused (it takes a restart).
-    #[serde(skip)]
-    pub start_only: bool,
+    pub lists: BTreeMap<String, crate::setting::ListEntry>,
 }
 
 impl Spec {
@@ -219,52 +147,49 @@ impl Spec {
         self
     }
 
-    /// Declares one of the service's own settings with its default and bounds.
-    pub fn setting(mut self, name: &str, default: i64, min: i64, max: i64, help: &str) -> Self {
-        debug_assert!(
-            (min..=max).contains(&default),
-            "{name}: default out of bounds"
-        );
-        self.settings.insert(
-            name.to_owned(),
-            Setting {
-                value: default,
-                min,
-                max,
-                help: help.to_owned(),
-                start_only: false,
-            },
-        );
+    /// Declares one of the service's own settings ([`Setting`]): its default, bounds and help, and
+    /// whether it applies live or at start only.
+    pub fn setting<T: Value>(mut self, setting: &Setting<T>) -> Self {
+        self.settings
+            .insert(setting.name().to_owned(), setting.entry());
         self
     }
 
-    /// Declares a list-of-strings setting with its default (`[services.NAME] name = ["a", "b"]`).
-    pub fn list(mut self, name: &str, default: &[&str], max_items: usize, help: &str) -> Self {
-        debug_assert!(default.len() <= max_items, "{name}: default too long");
-        self.lists.insert(
-            name.to_owned(),
-            ListSetting {
-                value: default.iter().map(|s| (*s).to_owned()).collect(),
-                max_items,
-                help: help.to_owned(),
-                start_only: false,
-                grammar: Grammar::default(),
-            },
-        );
+    /// Declares one of the service's own list settings ([`List`]).
+    pub fn list(mut self, list: &List) -> Self {
+        self.lists.insert(list.name().to_owned(), list.entry());
         self
     }
 
-    /// Marks the declared setting or list `name` as read at start only: the supervisor refuses
-    /// every new spec that changes it, for every service alike, saying it takes a restart.
-    pub fn start_only(mut self, name: &str) -> Self {
-        if let Some(setting) = self.settings.get_mut(name) {
-            setting.start_only = true;
-        } else if let Some(list) = self.lists.get_mut(name) {
-            list.start_only = true;
-        } else {
-            debug_assert!(false, "{name}: start_only for an undeclared setting");
+    /// The value in force of a setting; its default if the service never declared it.
+    pub fn get<T: Value>(&self, setting: &Setting<T>) -> T {
+        self.settings
+            .get(setting.name())
+            .map_or(setting.default_value(), |entry| T::from_raw(entry.value))
+    }
+
+    /// Gives a declared setting a new value, as a configuration would (tests and benches use it; a
+    /// configuration's values come through its parser, which checks them against the bounds).
+    pub fn set<T: Value>(&mut self, setting: &Setting<T>, value: T) {
+        match self.settings.get_mut(setting.name()) {
+            Some(entry) => entry.value = value.to_raw(),
+            None => debug_assert!(false, "{}: set an undeclared setting", setting.name()),
         }
-        self
+    }
+
+    /// Gives a declared list setting new items, as [`Spec::set`] does for a setting.
+    pub fn set_items(&mut self, list: &List, items: &[&str]) {
+        match self.lists.get_mut(list.name()) {
+            Some(entry) => entry.value = items.iter().map(|s| (*s).to_owned()).collect(),
+            None => debug_assert!(false, "{}: set an undeclared list", list.name()),
+        }
+    }
+
+    /// The items in force of a list setting; its default if the service never declared it.
+    pub fn items(&self, list: &List) -> Vec<String> {
+        self.lists
+            .get(list.name())
+            .map_or_else(|| list.default_value(), |entry| entry.value.clone())
     }
 
     /// The start-only settings and lists whose values differ between `self` and `new`.
@@ -283,38 +208,6 @@ impl Spec {
             .map(|(name, _)| name.as_str())
             .chain(lists.map(|(name, _)| name.as_str()))
             .collect()
-    }
-
-    /// Gives the declared list setting `name` a grammar its items must follow, checked when a
-    /// configuration is parsed, each bad item reported with its path.
-    pub fn list_grammar(mut self, name: &str, grammar: Grammar) -> Self {
-        match self.lists.get_mut(name) {
-            Some(list) => list.grammar = grammar,
-            None => debug_assert!(false, "{name}: a grammar for an undeclared list"),
-        }
-        self
-    }
-
-    /// The current value of a declared list setting.
-    ///
-    /// # Panics
-    /// If the service never declared `name`: that is a bug in the service, not in a configuration.
-    pub fn list_value(&self, name: &str) -> &[String] {
-        match self.lists.get(name) {
-            Some(s) => &s.value,
-            None => panic!("{}: list setting {name:?} was never declared", self.name),
-        }
-    }
-
-    /// The current value of a declared setting.
-    ///
-    /// # Panics
-    /// If the service never declared `name`: that is a bug in the service, not in a configuration.
-    pub fn setting_value(&self, name: &str) -> i64 {
-        match self.settings.get(name) {
-            Some(s) => s.value,
-            None => panic!("{}: setting {name:?} was never declared", self.name),
-        }
     }
 
     /// A failed critical service makes the whole runtime not ready; any other only degrades it.
@@ -340,64 +233,82 @@ pub(crate) fn spec_problems(spec: &Spec) -> Result<(), crate::Error> {
     })
 }
 
-/// Consistency rules for a spec, as (key path under the service, message).
-pub fn check_spec(spec: &Spec) -> Vec<(&'static str, String)> {
-    let mut out = Vec::new();
+/// Consistency rules for a spec, as (key path under the service, message): how its settings fit
+/// together, and each list item against its list's grammar.
+pub fn check_spec(spec: &Spec) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (name, list) in &spec.lists {
+        for (i, item) in list.value.iter().enumerate() {
+            if let Err(veto) = list.grammar.check(item) {
+                out.push((format!("{name}[{i}]"), veto.to_string()));
+            }
+        }
+    }
+    let mut out = Problems(out);
     let h = &spec.health;
     if h.timeout >= h.interval {
-        out.push((
+        out.add(
             "health.timeout",
             format!(
                 "must be shorter than interval ({})",
                 humantime::format_duration(h.interval)
             ),
-        ));
+        );
     }
     let r = &spec.replicas;
     if r.min > r.max {
-        out.push((
+        out.add(
             "replicas.min",
             format!("must not exceed replicas.max ({})", r.max),
-        ));
+        );
     }
     if spec.recovery.strategy == Strategy::Failover && r.min < 2 {
-        out.push((
+        out.add(
             "recovery.strategy",
-            "failover needs replicas.min of 2 or more to have a replica to fail over to".into(),
-        ));
+            "failover needs replicas.min of 2 or more to have a replica to fail over to",
+        );
     }
     let b = &spec.recovery.backoff;
     if b.initial > b.max {
-        out.push((
+        out.add(
             "recovery.backoff_initial",
             format!(
                 "must not exceed backoff_max ({})",
                 humantime::format_duration(b.max)
             ),
-        ));
+        );
     }
     // The monitor asks the autoscaler for the replica; without autoscaling, or with no room above
     // the minimum, the action could never do anything, and saying so beats a silent no-op.
     if spec.anomaly.action == crate::anomaly::AnomalyAction::ScaleOut
         && (!spec.autoscale.enabled || r.max <= r.min)
     {
-        out.push((
+        out.add(
             "anomaly.action",
             format!(
                 "scale_out needs autoscale.enabled = true and replicas.max above replicas.min \
                  (now enabled = {}, min {}, max {})",
                 spec.autoscale.enabled, r.min, r.max
             ),
-        ));
+        );
     }
     let m = &spec.resources;
     if m.min_memory_mib > m.max_memory_mib {
-        out.push((
+        out.add(
             "resources.min_memory_mib",
             format!("must not exceed max_memory_mib ({})", m.max_memory_mib),
-        ));
+        );
     }
-    out
+    out.0
+}
+
+/// The problems [`check_spec`] collects.
+struct Problems(Vec<(String, String)>);
+
+impl Problems {
+    fn add(&mut self, key: &str, message: impl Into<String>) {
+        self.0.push((key.to_owned(), message.into()));
+    }
 }
 
 /// The names of the settings that differ between `old` and `new`, for the journal.
@@ -659,15 +570,19 @@ impl fmt::Display for Capability {
 
 #[cfg(test)]
 mod tests {
+    use crate::setting::{List, Setting};
+
+    const CEILING: Setting<u32> = Setting::new("ceiling", 10, 1, 100, "start only").at_start();
+    const LIVE: Setting<u32> = Setting::new("default", 5, 1, 100, "live");
+    const HOSTS: List = List::new("hosts", &["a"], 4, "start only").at_start();
+
     #[test]
     fn start_only_changes_name_the_start_only_settings_that_differ() {
         let name = crate::ServiceName::new("svc").expect("name");
         let old = super::Spec::new(name, super::Kind::Core)
-            .setting("ceiling", 10, 1, 100, "start only")
-            .setting("default", 5, 1, 100, "live")
-            .list("hosts", &["a"], 4, "start only")
-            .start_only("ceiling")
-            .start_only("hosts");
+            .setting(&CEILING)
+            .setting(&LIVE)
+            .list(&HOSTS);
         let mut new = old.clone();
         assert!(old.start_only_changes(&new).is_empty());
         new.settings.get_mut("default").expect("declared").value = 6;
@@ -675,8 +590,20 @@ mod tests {
             old.start_only_changes(&new).is_empty(),
             "a live setting may change"
         );
+        assert_eq!(new.get(&LIVE), 6, "read through its constant");
         new.settings.get_mut("ceiling").expect("declared").value = 20;
         new.lists.get_mut("hosts").expect("declared").value = vec!["b".into()];
         assert_eq!(old.start_only_changes(&new), vec!["ceiling", "hosts"]);
+    }
+
+    #[test]
+    fn an_undeclared_setting_reads_as_its_default() {
+        const OTHER: Setting<u32> = Setting::new("other", 7, 1, 100, "never declared");
+        let spec = super::Spec::new(
+            crate::ServiceName::new("svc").expect("name"),
+            super::Kind::Core,
+        );
+        assert_eq!(spec.get(&OTHER), 7);
+        assert_eq!(spec.items(&HOSTS), ["a"]);
     }
 }

@@ -206,7 +206,7 @@ mod tests {
                     what: "the value",
                     size: 2,
                     limit: 1,
-                    setting: super::MAX_VALUE_BYTES,
+                    setting: super::MAX_VALUE_BYTES.name(),
                 },
                 ErrorKind::TooLarge,
                 "storage.too_large",

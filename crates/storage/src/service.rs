@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use runtime::setting::Setting;
 use runtime::{CallError, Context, Kind, Priority, Reply, Service, ServiceError, Spec};
 
 use crate::db::{Change, Db, DbError, Record, associated_data};
@@ -15,11 +16,33 @@ type Answer<T> = Reply<Result<T, Error>>;
 /// The freshness counter's name.
 const COUNTER: &str = "storage";
 
-/// Settings (in `[services.storage]`).
-pub const MAX_KEY_BYTES: &str = "max_key_bytes";
-pub const MAX_VALUE_BYTES: &str = "max_value_bytes";
-pub const MAX_BATCH_WRITES: &str = "max_batch_writes";
-pub const MAX_LIST_LIMIT: &str = "max_list_limit";
+/// Longest key, in bytes (`max_key_bytes`).
+pub const MAX_KEY_BYTES: Setting<usize> =
+    Setting::new("max_key_bytes", 1024, 1, 65_536, "longest key, in bytes");
+/// Largest value, in bytes (`max_value_bytes`).
+pub const MAX_VALUE_BYTES: Setting<usize> = Setting::new(
+    "max_value_bytes",
+    1 << 20,
+    1,
+    64 << 20,
+    "largest value, in bytes",
+);
+/// Most writes in one atomic batch (`max_batch_writes`).
+pub const MAX_BATCH_WRITES: Setting<usize> = Setting::new(
+    "max_batch_writes",
+    1000,
+    1,
+    100_000,
+    "most writes in one atomic batch",
+);
+/// Most keys in one page of a listing (`max_list_limit`).
+pub const MAX_LIST_LIMIT: Setting<usize> = Setting::new(
+    "max_list_limit",
+    1000,
+    1,
+    100_000,
+    "most keys in one page of a listing",
+);
 
 /// The recipe.
 #[derive(Debug)]
@@ -68,28 +91,10 @@ impl Storage {
             .priority(Priority::High)
             .capability("storage.kv")
             .capability("storage.batch")
-            .setting(MAX_KEY_BYTES, 1024, 1, 65_536, "longest key, in bytes")
-            .setting(
-                MAX_VALUE_BYTES,
-                1 << 20,
-                1,
-                64 << 20,
-                "largest value, in bytes",
-            )
-            .setting(
-                MAX_BATCH_WRITES,
-                1000,
-                1,
-                100_000,
-                "most writes in one atomic batch",
-            )
-            .setting(
-                MAX_LIST_LIMIT,
-                1000,
-                1,
-                100_000,
-                "most keys in one page of a listing",
-            )
+            .setting(&MAX_KEY_BYTES)
+            .setting(&MAX_VALUE_BYTES)
+            .setting(&MAX_BATCH_WRITES)
+            .setting(&MAX_LIST_LIMIT)
     }
 
     /// Compares the database's commit with the freshness counter; fixes the one benign gap (a crash
@@ -229,12 +234,11 @@ struct Limits {
 
 impl Limits {
     fn of(spec: &Spec) -> Limits {
-        let get = |name| usize::try_from(spec.setting_value(name)).unwrap_or(usize::MAX);
         Limits {
-            key: get(MAX_KEY_BYTES),
-            value: get(MAX_VALUE_BYTES),
-            batch: get(MAX_BATCH_WRITES),
-            list: get(MAX_LIST_LIMIT),
+            key: spec.get(&MAX_KEY_BYTES),
+            value: spec.get(&MAX_VALUE_BYTES),
+            batch: spec.get(&MAX_BATCH_WRITES),
+            list: spec.get(&MAX_LIST_LIMIT),
         }
     }
 
@@ -247,7 +251,7 @@ impl Limits {
                 what: "the key",
                 size: key.len(),
                 limit: self.key,
-                setting: MAX_KEY_BYTES,
+                setting: MAX_KEY_BYTES.name(),
             });
         }
         Ok(())
@@ -259,7 +263,7 @@ impl Limits {
                 what: "the value",
                 size: value.len(),
                 limit: self.value,
-                setting: MAX_VALUE_BYTES,
+                setting: MAX_VALUE_BYTES.name(),
             });
         }
         Ok(())
@@ -464,7 +468,7 @@ impl State<'_> {
             return Err(Error::BadInput(BadInput::ListLimit {
                 asked: limit,
                 max: limits.list,
-                setting: MAX_LIST_LIMIT,
+                setting: MAX_LIST_LIMIT.name(),
             }));
         }
         let (keys, more) = self.db.list(namespace, prefix, after, limit)?;
@@ -494,7 +498,7 @@ impl State<'_> {
                 what: "the batch",
                 size: writes.len(),
                 limit: limits.batch,
-                setting: MAX_BATCH_WRITES,
+                setting: MAX_BATCH_WRITES.name(),
             });
         }
         for w in &writes {

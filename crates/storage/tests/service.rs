@@ -242,22 +242,10 @@ async fn put_get_delete_list_and_batches_per_namespace() {
 async fn bad_input_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let f = build(dir.path(), None, |spec| {
-        spec.settings
-            .get_mut("max_key_bytes")
-            .expect("declared")
-            .value = 8;
-        spec.settings
-            .get_mut("max_value_bytes")
-            .expect("declared")
-            .value = 16;
-        spec.settings
-            .get_mut("max_batch_writes")
-            .expect("declared")
-            .value = 2;
-        spec.settings
-            .get_mut("max_list_limit")
-            .expect("declared")
-            .value = 5;
+        spec.set(&storage::MAX_KEY_BYTES, 8);
+        spec.set(&storage::MAX_VALUE_BYTES, 16);
+        spec.set(&storage::MAX_BATCH_WRITES, 2);
+        spec.set(&storage::MAX_LIST_LIMIT, 5);
     });
     ready(&f.rt).await;
     let h = &f.storage;

@@ -255,6 +255,19 @@ impl Config {
         (specs, disabled)
     }
 
+    /// The value this configuration gives `service`'s `setting`: its override, else its default.
+    /// For the few readers outside the service (the API sizes a route's body limit from one).
+    pub fn setting<T: crate::setting::Value>(
+        &self,
+        service: &ServiceName,
+        setting: &crate::setting::Setting<T>,
+    ) -> T {
+        self.services
+            .get(service)
+            .and_then(|o| o.settings.get(setting.name()))
+            .map_or(setting.default_value(), |raw| T::from_raw(*raw))
+    }
+
     fn check(&self, catalog: &[Spec], p: &mut Problems) {
         for (name, o) in &self.services {
             if o.enabled == Some(false)

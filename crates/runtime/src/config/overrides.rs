@@ -295,12 +295,8 @@ pub(super) fn parse_service(
     }
     for (name, s) in declared.into_iter().flat_map(|spec| &spec.lists) {
         known.push(name);
+        // Each item's grammar is checked with the spec it ends up in (`check_spec`), with its path.
         if let Some(v) = f.strings(name, s.max_items, p) {
-            for (i, item) in v.iter().enumerate() {
-                if let Err(veto) = s.grammar.check(item) {
-                    p.push(&format!("{}[{i}]", f.path_of(name)), veto.to_string());
-                }
-            }
             o.lists.insert(name.clone(), v);
         }
     }

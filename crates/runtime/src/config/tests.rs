@@ -3,13 +3,16 @@
 use super::*;
 use crate::spec::Strategy;
 
+const MAX_VALUE_BYTES: crate::setting::Setting<u32> =
+    crate::setting::Setting::new("max_value_bytes", 1024, 1, 4096, "largest value");
+
 fn catalog() -> Vec<Spec> {
     let crypto = ServiceName::from_static("crypto");
     vec![
         Spec::new(crypto.clone(), Kind::Core),
         Spec::new(ServiceName::from_static("storage"), Kind::Core)
             .depends_on(crypto.clone())
-            .setting("max_value_bytes", 1024, 1, 4096, "largest value"),
+            .setting(&MAX_VALUE_BYTES),
         Spec::new(ServiceName::from_static("oracle"), Kind::Optional).depends_on(crypto),
     ]
 }
@@ -161,7 +164,7 @@ fn a_service_declares_its_own_settings_and_the_file_is_held_to_their_bounds() {
         .iter()
         .find(|s| s.name.as_str() == "storage")
         .expect("storage");
-    assert_eq!(storage.setting_value("max_value_bytes"), 2048);
+    assert_eq!(storage.get(&MAX_VALUE_BYTES), 2048);
 }
 
 #[test]

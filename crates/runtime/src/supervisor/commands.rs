@@ -394,8 +394,12 @@ impl Supervisor {
             .iter()
             .filter(|(i, spec)| !crate::spec::diff(&self.entries[*i].spec, spec).is_empty())
             .flat_map(|(i, spec)| {
-                // Start-only settings are refused here, for every service alike, before the
-                // service is asked for its own veto.
+                // A spec that breaks the consistency rules (a list item against its grammar
+                // among them) and start-only settings are refused here, for every service alike,
+                // before the service is asked for its own veto.
+                if let Err(problems) = crate::spec::spec_problems(spec) {
+                    return vec![problems.to_string()];
+                }
                 let old = &self.entries[*i].spec;
                 let start_only: Vec<String> = old
                     .start_only_changes(spec)
