@@ -217,6 +217,7 @@ fn admin_token(dir: &Path) -> anyhow::Result<(String, String)> {
     let path = dir.join("admin.token");
     match std::fs::read_to_string(&path) {
         Ok(text) => {
+            only_the_owner_can_read(&path)?;
             let token = text.trim();
             if token.len() < 16 {
                 bail!(
@@ -242,6 +243,33 @@ fn admin_token(dir: &Path) -> anyhow::Result<(String, String)> {
     Ok((token, path.display().to_string()))
 }
 
+/// Refuses a token file that anyone but the user running Cloister could read or replace: a token
+/// that others can read is a token others hold.
+fn only_the_owner_can_read(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "{path} can be read or written by its group or by others (mode {mode:o}): run \
+             `chmod 600 {path}`, and consider deleting it instead so that a new admin token is \
+             generated, since others may have read this one",
+            path = path.display()
+        );
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        bail!(
+            "{path} belongs to user {owner}, not to the user running cloister ({me}): run \
+             `chown {me} {path}` if it is yours, or delete it so that a new admin token is generated",
+            path = path.display(),
+            owner = meta.uid()
+        );
+    }
+    Ok(())
+}
+
 /// What `serve` starts from.
 struct Start {
     config: Config,
@@ -263,8 +291,9 @@ async fn serve(start: Start) -> anyhow::Result<()> {
     } = start;
     let dir = config.runtime.data_dir.clone();
     prepare_data_dir(&dir)?;
-    let (token, token_source) = admin_token(&dir)?;
+    // The platform first: nothing secret is written where no enclave will run.
     let platform = open_platform(&config, &dir)?;
+    let (token, token_source) = admin_token(&dir)?;
     let journal_path = dir.join("journal.log");
     let (journal, report) = Journal::open(&journal_path)
         .with_context(|| format!("cannot open {}", journal_path.display()))?;

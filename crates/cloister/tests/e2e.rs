@@ -362,7 +362,13 @@ fn an_invalid_config_lists_every_problem_and_starts_nothing() {
         "[runtime]\nlisten = \"here\"\ncolour = 1\n[testing.services.a]\ndepends_on = [\"b\"]\n[services.ghost]\n",
     )
     .expect("write");
-    for args in [vec!["run", "--config"], vec!["config", "validate"]] {
+    // Every `run` here has a data directory of its own: nothing is written where the test runs.
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("utf-8 path");
+    for args in [
+        vec!["run", "--data-dir", data, "--config"],
+        vec!["config", "validate"],
+    ] {
         let out = cloister().args(&args).arg(&config).output().expect("run");
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -405,7 +411,7 @@ fn an_invalid_config_lists_every_problem_and_starts_nothing() {
     let gramine = dir.path().join("gramine.toml");
     std::fs::write(&gramine, "[enclave]\nplatform = \"gramine\"\n").expect("write");
     let out = cloister()
-        .args(["run", "--config"])
+        .args(["run", "--data-dir", data, "--config"])
         .arg(&gramine)
         .output()
         .expect("run");
@@ -414,6 +420,10 @@ fn an_invalid_config_lists_every_problem_and_starts_nothing() {
     assert!(
         stderr.contains("not inside a Gramine enclave") && stderr.contains("/dev/attestation"),
         "{stderr}"
+    );
+    assert!(
+        !Path::new(data).join("admin.token").exists(),
+        "no admin token is written where no enclave runs"
     );
 
     // Services whose minimum does not fit the enclave budget: nothing starts, the numbers are named.
@@ -424,7 +434,7 @@ fn an_invalid_config_lists_every_problem_and_starts_nothing() {
     )
     .expect("write");
     let out = cloister()
-        .args(["run", "--config"])
+        .args(["run", "--data-dir", data, "--config"])
         .arg(&tight)
         .output()
         .expect("run");
@@ -435,6 +445,72 @@ fn an_invalid_config_lists_every_problem_and_starts_nothing() {
             && stderr.contains("(b 2, ")
             && stderr.contains("budget is 3"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn a_token_file_others_can_read_is_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("data dir");
+    let token = data.join("admin.token");
+    std::fs::write(&token, "0123456789abcdef0123456789abcdef\n").expect("token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let config = dir.path().join("cloister.toml");
+    std::fs::write(&config, "[runtime]\nlisten = \"127.0.0.1:0\"\n").expect("config");
+    let run = || {
+        cloister()
+            .args(["run", "--data-dir"])
+            .arg(&data)
+            .arg("--config")
+            .arg(&config)
+            .env_remove("CLOISTER_ADMIN_TOKEN")
+            .output()
+            .expect("run")
+    };
+    let out = run();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("chmod 600 {}", token.display())) && stderr.contains("mode 644"),
+        "{stderr}"
+    );
+    // Owned by someone else (only root can hand a file to another user).
+    if rustix::process::geteuid().is_root() {
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        std::os::unix::fs::chown(&token, Some(65534), None).expect("chown");
+        let out = run();
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("belongs to user 65534"), "{stderr}");
+    }
+}
+
+#[test]
+fn no_admin_token_or_data_directory_is_tracked_in_git() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let Ok(out) = Command::new("git")
+        .args(["ls-files", "--", "*admin.token", "*cloister-data*"])
+        .current_dir(&root)
+        .output()
+    else {
+        return; // not a git checkout (a source tarball): nothing can be tracked
+    };
+    let tracked = String::from_utf8_lossy(&out.stdout);
+    assert!(tracked.trim().is_empty(), "tracked: {tracked}");
+    let ignored = Command::new("git")
+        .args([
+            "check-ignore",
+            "-q",
+            "crates/cloister/cloister-data/admin.token",
+        ])
+        .current_dir(&root)
+        .status()
+        .expect("git check-ignore");
+    assert!(
+        ignored.success(),
+        "cloister-data/ is ignored in every directory"
     );
 }
 

@@ -6,6 +6,7 @@
 //! whose spec declares `network_access`, and it refuses to start without it.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use runtime::rate::{Limiter, Rate};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
+use crate::address::{self, Listed};
 use crate::request::{Method, Source};
 
 /// Hosts (and, in the service, accounts) with a rate-limit bucket before idle ones are forgotten.
@@ -31,18 +33,30 @@ pub(crate) struct HostPolicy {
     https: Vec<String>,
     /// Hosts that may also be fetched over plain HTTP (tests use loopback servers).
     http: Vec<String>,
+    /// The addresses and ranges either list names: the only non-public addresses that may be reached.
+    listed: Vec<Listed>,
 }
 
 impl HostPolicy {
     pub(crate) fn new(https: &[String], http: &[String]) -> HostPolicy {
+        let listed = https
+            .iter()
+            .chain(http)
+            .filter_map(|p| Listed::parse(p)?.ok())
+            .collect();
         HostPolicy {
             https: https.to_vec(),
             http: http.to_vec(),
+            listed,
         }
     }
 
-    /// Checks a pattern as the configuration gives it: `*`, `host`, `*.domain` or `host:port`.
+    /// Checks a pattern as the configuration gives it: `*`, `host`, `*.domain`, `host:port`, or an
+    /// address or range (`127.0.0.1`, `10.0.0.0/8:8080`, `[fd00::]/8`).
     pub(crate) fn check_pattern(p: &str) -> Result<(), runtime::Veto> {
+        if let Some(address) = Listed::parse(p) {
+            return address.map(|_| ()).map_err(runtime::Veto::from);
+        }
         let host = p.strip_prefix("*.").unwrap_or(p);
         let host = match host.rsplit_once(':') {
             Some((h, port)) if !h.contains(':') || h.starts_with('[') => {
@@ -77,7 +91,14 @@ impl HostPolicy {
             .ok_or_else(|| format!("{url} has no host"))?
             .to_ascii_lowercase();
         let port = url.port_or_known_default().unwrap_or(0);
-        let matches = |list: &[String]| list.iter().any(|p| pattern_matches(p, &host, port));
+        let ip = ip_of(url);
+        let matches = |list: &[String]| {
+            list.iter().any(|p| match (Listed::parse(p), ip) {
+                (Some(Ok(listed)), Some(ip)) => listed.holds((ip, port).into()),
+                (Some(_), _) => false,
+                (None, _) => pattern_matches(p, &host, port),
+            })
+        };
         match url.scheme() {
             "https" if matches(&self.https) || matches(&self.http) => Ok(()),
             "https" => Err(format!(
@@ -90,6 +111,39 @@ impl HostPolicy {
             other => Err(format!("scheme {other:?} is not fetched: use https")),
         }
     }
+
+    /// The addresses `url` may be fetched from: its own address if it spells one, else what its
+    /// name resolves to, each checked (a name with one inward address is refused whole). The
+    /// connection goes to these addresses and no others: nothing is resolved a second time.
+    pub(crate) async fn addresses(&self, url: &Url) -> Result<Vec<SocketAddr>, String> {
+        let port = url.port_or_known_default().unwrap_or(0);
+        let host = url.host_str().unwrap_or_default();
+        let addrs: Vec<SocketAddr> = match ip_of(url) {
+            Some(ip) => vec![(ip, port).into()],
+            None if host.is_empty() => return Err(format!("{url} has no host")),
+            None => tokio::net::lookup_host((host, port))
+                .await
+                .map_err(|e| format!("{host} does not resolve: {e}"))?
+                .collect(),
+        };
+        if addrs.is_empty() {
+            return Err(format!("{host} resolves to no address"));
+        }
+        for addr in &addrs {
+            address::check(&self.listed, host, *addr)?;
+        }
+        Ok(addrs)
+    }
+}
+
+/// The address `url` spells, if it spells one. The URL parser has already turned every IPv4 form
+/// (`2130706433`, `0x7f.1`, `0177.0.0.1`) into dotted decimal, so a name never parses as one.
+fn ip_of(url: &Url) -> Option<std::net::IpAddr> {
+    url.host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
 }
 
 fn pattern_matches(pattern: &str, host: &str, port: u16) -> bool {
@@ -164,7 +218,9 @@ struct Cache {
 
 /// The HTTP client with its cache and host limits. Shared by the incarnation's requests.
 pub(crate) struct Fetcher {
-    client: reqwest::Client,
+    /// TLS with the system's roots, made once; each fetch gets a client of its own that can reach
+    /// only the addresses checked for it.
+    tls: rustls::ClientConfig,
     cache: Mutex<Cache>,
     hosts: Limiter,
 }
@@ -177,18 +233,39 @@ impl std::fmt::Debug for Fetcher {
 
 impl Fetcher {
     pub(crate) fn new() -> Result<Fetcher, String> {
-        // reqwest's rustls needs a process-wide crypto provider; installing it twice is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("cloister-oracle/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("the HTTP client cannot start: {e}"))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
+            .map_err(|e| format!("the system's certificate roots cannot be used: {e}"))?;
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS cannot start: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Fetcher {
-            client,
+            tls,
             cache: Mutex::new(Cache::default()),
             hosts: Limiter::new(LIMITED_KEYS),
         })
+    }
+
+    /// A client that connects to `addrs` for `url`'s host and nowhere else: no redirects, no
+    /// proxy from the environment (the host sets the environment), no other name resolved.
+    fn client_for(&self, url: &Url, addrs: &[SocketAddr]) -> Result<reqwest::Client, String> {
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .user_agent(concat!("cloister-oracle/", env!("CARGO_PKG_VERSION")))
+            .tls_backend_preconfigured(self.tls.clone());
+        if ip_of(url).is_none()
+            && let Some(name) = url.host_str()
+        {
+            builder = builder.resolve_to_addrs(name, addrs);
+        }
+        builder
+            .build()
+            .map_err(|e| format!("the HTTP client cannot start: {e}"))
     }
 
     /// Fetches `source`, from the cache when a fresh enough copy is there.
@@ -260,9 +337,25 @@ impl Fetcher {
         source: &Source,
         limits: &FetchLimits,
     ) -> Result<Fetched, FetchError> {
+        let fetched_at_ms = now_ms();
+        let timeout = limits.timeout;
+        // Resolving counts against the source's time; the addresses are checked before any
+        // connection is made, and the client can reach no others.
+        let addrs = match tokio::time::timeout(timeout, limits.policy.addresses(&url)).await {
+            Ok(Ok(addrs)) => addrs,
+            Ok(Err(refused)) => return Err(FetchError::new(refused)),
+            Err(_) => {
+                return Err(FetchError::new(format!(
+                    "{} did not resolve within [services.oracle] timeout_ms ({} ms)",
+                    url.host_str().unwrap_or_default(),
+                    timeout.as_millis()
+                )));
+            }
+        };
+        let client = self.client_for(&url, &addrs).map_err(FetchError::new)?;
         let mut request = match source.method {
-            Method::Get => self.client.get(url),
-            Method::Post => self.client.post(url),
+            Method::Get => client.get(url),
+            Method::Post => client.post(url),
         };
         for (name, value) in &source.headers {
             request = request.header(name, value);
@@ -270,8 +363,6 @@ impl Fetcher {
         if let Some(body) = &source.body {
             request = request.body(body.clone());
         }
-        let fetched_at_ms = now_ms();
-        let timeout = limits.timeout;
         let work = async {
             let response = request
                 .send()

@@ -6,6 +6,7 @@
 //! It is the only service with network access: its spec declares `network_access`, it refuses to
 //! start without it, and its crate is the only service crate with an HTTP client.
 
+mod address;
 mod aggregate;
 mod fetch;
 pub mod report;

@@ -7,6 +7,30 @@ use sha2::{Digest, Sha256};
 
 use crate::Error;
 
+/// Why the oracle will not send a request header of this name, if it will not. `Host` would let a
+/// report carry one server's answer under another's name; hop-by-hop headers belong to the
+/// connection the oracle makes, not to the caller; proxy and forwarding headers would speak for
+/// the enclave's network position.
+pub(crate) fn refused_header(name: &str) -> Option<&'static str> {
+    let lower = name.to_ascii_lowercase();
+    match lower.as_str() {
+        "host" => Some("the host is the URL's"),
+        "connection" | "keep-alive" | "te" | "trailer" | "transfer-encoding" | "upgrade"
+        | "content-length" | "expect" => Some("a hop-by-hop header belongs to the connection"),
+        "forwarded" | "via" | "x-real-ip" => Some("forwarding headers are not sent"),
+        _ if lower.starts_with("proxy-") => Some("proxy headers are not sent"),
+        _ if lower.starts_with("x-forwarded-") => Some("forwarding headers are not sent"),
+        _ if !lower
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+            || lower.is_empty() =>
+        {
+            Some("not a header name")
+        }
+        _ => None,
+    }
+}
+
 /// The most headers one source may send, and the largest request body it may send.
 pub const MAX_HEADERS: usize = 32;
 pub const MAX_REQUEST_BODY: usize = 64 << 10;
@@ -131,6 +155,11 @@ impl OracleRequest {
             let at = |m: String| Error::BadInput(format!("sources[{i}]: {m}"));
             if s.headers.len() > MAX_HEADERS {
                 return Err(at(format!("at most {MAX_HEADERS} headers")));
+            }
+            for name in s.headers.keys() {
+                if let Some(why) = refused_header(name) {
+                    return Err(at(format!("header {name:?} is not sent: {why}")));
+                }
             }
             match (&s.method, &s.body) {
                 (Method::Get, Some(_)) => return Err(at("a GET sends no body".into())),

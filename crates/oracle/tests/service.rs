@@ -494,3 +494,136 @@ fn the_oracle_refuses_settings_that_would_open_or_break_it() {
         "{problems:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_does_not_reach_inward_addresses_in_any_spelling() {
+    let s = sources().await;
+    // The operator allows any host, over HTTPS and plain HTTP alike, and lists no address.
+    let f = start(|spec| {
+        spec.set_items(&oracle::ALLOWED_HOSTS, &["*"]);
+        spec.set_items(&oracle::PLAIN_HTTP_HOSTS, &["*"]);
+        spec.set(&oracle::MAX_SOURCES, 16);
+    })
+    .await;
+    let port = s.base.rsplit(':').next().expect("a port");
+    let inward = [
+        (
+            format!("http://127.0.0.1:{port}/counted"),
+            "a loopback address",
+        ),
+        (
+            format!("http://2130706433:{port}/counted"),
+            "a loopback address",
+        ),
+        (
+            format!("http://0x7f.1:{port}/counted"),
+            "a loopback address",
+        ),
+        (
+            format!("http://017700000001:{port}/counted"),
+            "a loopback address",
+        ),
+        (
+            format!("http://[::ffff:127.0.0.1]:{port}/counted"),
+            "a loopback address",
+        ),
+        (
+            format!("http://[::ffff:7f00:1]:{port}/counted"),
+            "a loopback address",
+        ),
+        (
+            format!("http://localhost:{port}/counted"),
+            "a loopback address",
+        ),
+        (
+            "http://169.254.169.254/latest/meta-data/".into(),
+            "a link-local address",
+        ),
+        ("http://[fe80::1]/".into(), "a link-local address"),
+        ("http://10.0.0.1/".into(), "a private address"),
+        ("http://100.64.0.1/".into(), "a shared"),
+        ("http://[fd00::1]/".into(), "a unique-local address"),
+        ("http://0.0.0.0/".into(), "unspecified"),
+        ("https://127.0.0.1/".into(), "a loopback address"),
+    ];
+    let p = f
+        .report(request(
+            inward
+                .iter()
+                .map(|(url, _)| path(url.clone(), "$.v"))
+                .collect(),
+            AggregationMethod::Median,
+            1,
+        ))
+        .await;
+    for (i, (url, expected)) in inward.iter().enumerate() {
+        let error = p.sources[i].error.as_deref().unwrap_or_default();
+        assert!(
+            error.contains(expected) && error.contains("allowed_hosts or plain_http_hosts"),
+            "{url}: {error:?} should say {expected:?}"
+        );
+    }
+    assert_eq!(
+        s.hits.load(Ordering::SeqCst),
+        0,
+        "nothing reached the server"
+    );
+    assert_eq!(p.result, Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_address_is_reached_and_only_on_its_port() {
+    let s = sources().await;
+    let port = s.base.rsplit(':').next().expect("a port").to_owned();
+    let listed = format!("127.0.0.0/8:{port}");
+    let f = start(|spec| {
+        spec.set_items(&oracle::PLAIN_HTTP_HOSTS, &["*"]);
+        spec.set_items(&oracle::ALLOWED_HOSTS, &[listed.as_str()]);
+    })
+    .await;
+    let p = f
+        .report(request(
+            vec![
+                path(format!("{}/counted", s.base), "$.v"),
+                path(format!("{}/counted", s.closing), "$.v"),
+            ],
+            AggregationMethod::Median,
+            1,
+        ))
+        .await;
+    assert_eq!(p.result, json!(1.0), "{:?}", p.sources);
+    assert_eq!(s.hits.load(Ordering::SeqCst), 1);
+    let other_port = p.sources[1].error.as_deref().unwrap_or_default();
+    assert!(other_port.contains("a loopback address"), "{other_port}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_hop_by_hop_and_proxy_headers_are_refused() {
+    let s = sources().await;
+    let f = start(|_| {}).await;
+    for name in [
+        "Host",
+        "host",
+        "Connection",
+        "Transfer-Encoding",
+        "Proxy-Authorization",
+        "X-Forwarded-For",
+        "Forwarded",
+        "Bad Header",
+    ] {
+        let mut source = path(format!("{}/a", s.base), "$.data.price");
+        source
+            .headers
+            .insert(name.into(), "internal.example".into());
+        match f
+            .ask("alice", request(vec![source], AggregationMethod::Median, 1))
+            .await
+        {
+            Err(Error::BadInput(m)) => {
+                assert!(m.contains("sources[0]") && m.contains(name), "{m}")
+            }
+            other => panic!("{name}: expected a refusal, got {other:?}"),
+        }
+    }
+    assert_eq!(s.hits.load(Ordering::SeqCst), 0);
+}
