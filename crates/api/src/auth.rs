@@ -40,12 +40,9 @@ fn bearer(request: &Request, needs: &str) -> Result<String, ApiError> {
         .ok_or_else(invalid_token)
 }
 
+/// 401 `auth.invalid_token`, as the account gate answers a token it does not know.
 fn invalid_token() -> ApiError {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "auth.invalid_token",
-        "the token is not valid for this runtime",
-    )
+    ApiError::from(AuthError::Unknown)
 }
 
 /// The one rule of admin endpoints: the admin token passes; a valid account token is 403
@@ -66,7 +63,7 @@ pub(crate) async fn require_admin(
         // Not the admin token, and accounts cannot be told yet: refuse it as any unknown token
         // (admin endpoints must answer while the account service is down).
         Err(AuthError::Loading) => Err(invalid_token()),
-        Err(e) => Err(auth_error(e)),
+        Err(e) => Err(ApiError::from(e)),
     }
 }
 
@@ -76,24 +73,6 @@ pub(crate) fn admin_only(what: &str) -> ApiError {
         "auth.admin_only",
         format!("{what} needs the admin token; an account token may not use it"),
     )
-}
-
-/// The answer to a token the account service did not accept.
-fn auth_error(e: AuthError) -> ApiError {
-    match e {
-        AuthError::Unknown => invalid_token(),
-        AuthError::Expired { .. } => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "auth.token_expired",
-            e.to_string(),
-        ),
-        AuthError::Disabled { .. } => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "auth.account_disabled",
-            e.to_string(),
-        ),
-        AuthError::Loading => ApiError::unavailable("account.loading", e.to_string(), 1),
-    }
 }
 
 /// Who is calling a service endpoint.
@@ -181,7 +160,10 @@ pub(crate) async fn require_caller(
     let caller = if token_matches(&state.admin_token, &token) {
         Caller::Admin
     } else {
-        let principal = state.accounts.authenticate(&token).map_err(auth_error)?;
+        let principal = state
+            .accounts
+            .authenticate(&token)
+            .map_err(ApiError::from)?;
         if let Err(wait) = state.accounts.admit(&principal.account) {
             return Err(ApiError::rate_limited(
                 format!(
