@@ -24,7 +24,8 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(request, state).await {
+        let limit = body_timeout(&request);
+        match within(limit, axum::Json::<T>::from_request(request, state)).await? {
             Ok(axum::Json(value)) => Ok(Json(value)),
             Err(JsonRejection::MissingJsonContentType(e)) => Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -47,11 +48,41 @@ impl<S: Send + Sync> FromRequest<S> for Raw {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        axum::body::Bytes::from_request(request, state)
-            .await
+        let limit = body_timeout(&request);
+        within(limit, axum::body::Bytes::from_request(request, state))
+            .await?
             .map(Raw)
             .map_err(|e| bytes_rejection(&e))
     }
+}
+
+/// How long the server lets a handler read its body (`runtime.body_read_timeout`); in-process,
+/// without the server, no limit.
+fn body_timeout(request: &Request) -> Option<std::time::Duration> {
+    request
+        .extensions()
+        .get::<crate::server::BodyTimeout>()
+        .map(|t| t.0)
+}
+
+/// `read`, or 408 `request.body_timeout` once `limit` has passed.
+async fn within<T>(
+    limit: Option<std::time::Duration>,
+    read: impl std::future::Future<Output = T>,
+) -> Result<T, ApiError> {
+    let Some(limit) = limit else {
+        return Ok(read.await);
+    };
+    tokio::time::timeout(limit, read).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request.body_timeout",
+            format!(
+                "the body did not arrive within runtime.body_read_timeout ({})",
+                humantime::format_duration(limit)
+            ),
+        )
+    })
 }
 
 fn bytes_rejection(e: &BytesRejection) -> ApiError {
