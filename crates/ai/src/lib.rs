@@ -54,9 +54,9 @@ pub enum Error {
     Inference(String),
     #[error("the job was cancelled")]
     Cancelled,
-    /// The storage service failed or did not answer.
+    /// The storage service failed or did not answer: retry after [`StorageFailure::retry_after`].
     #[error("storage: {0}")]
-    Storage(String),
+    Storage(StorageFailure),
     /// A stored model is no longer what was uploaded (its bytes fail their recorded SHA-256, or
     /// storage found them tampered with): it is not used. Retrying does not help.
     #[error("{0}")]
@@ -76,8 +76,8 @@ impl runtime::Classify for Error {
                 ErrorKind::Unprocessable
             }
             Error::Cancelled => ErrorKind::Conflict,
-            Error::Storage(_) => ErrorKind::Unavailable {
-                retry_after: Duration::from_secs(1),
+            Error::Storage(failure) => ErrorKind::Unavailable {
+                retry_after: failure.retry_after(),
             },
             Error::Integrity(_) => ErrorKind::Integrity,
             Error::Internal(_) => ErrorKind::Internal,
@@ -97,6 +97,31 @@ impl runtime::Classify for Error {
             Error::Storage(_) => "ai.storage",
             Error::Integrity(_) => "ai.integrity",
             Error::Internal(_) => "ai.internal",
+        }
+    }
+}
+
+/// How the storage service failed the ai service: no answer at all (restarting, circuit open), or
+/// an error of its own that a retry may get past.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StorageFailure {
+    #[error(transparent)]
+    NoAnswer(runtime::CallError),
+    #[error(transparent)]
+    Failed(storage::Error),
+}
+
+impl StorageFailure {
+    /// When the same request may succeed: what the bus or the storage service says, else a second.
+    pub fn retry_after(&self) -> Duration {
+        use runtime::Classify;
+        match self {
+            StorageFailure::NoAnswer(e) => e.retry_after(),
+            StorageFailure::Failed(e) => match e.kind() {
+                runtime::ErrorKind::Unavailable { retry_after }
+                | runtime::ErrorKind::Limited { retry_after } => retry_after,
+                _ => Duration::from_secs(1),
+            },
         }
     }
 }
@@ -273,9 +298,9 @@ pub type Handle = runtime::Handle<Request>;
 mod tests {
     use std::time::Duration;
 
-    use runtime::{Classify, ErrorKind};
+    use runtime::{CallError, Classify, ErrorKind};
 
-    use super::Error;
+    use super::{Error, StorageFailure};
 
     /// The kind and the stable code of each variant, as the API answers them (docs/api.md).
     #[test]
@@ -317,7 +342,31 @@ mod tests {
             ),
             (Error::Cancelled, ErrorKind::Conflict, "ai.cancelled"),
             (
-                Error::Storage(s()),
+                Error::Storage(StorageFailure::NoAnswer(CallError::Interrupted {
+                    service: storage::NAME,
+                })),
+                ErrorKind::Unavailable {
+                    retry_after: Duration::from_secs(1),
+                },
+                "ai.storage",
+            ),
+            // An open circuit to storage says when to retry, and the caller is told that.
+            (
+                Error::Storage(StorageFailure::NoAnswer(CallError::CircuitOpen {
+                    service: storage::NAME,
+                    retry_after: Duration::from_secs(5),
+                })),
+                ErrorKind::Unavailable {
+                    retry_after: Duration::from_secs(5),
+                },
+                "ai.storage",
+            ),
+            (
+                Error::Storage(StorageFailure::Failed(storage::Error::CryptoUnavailable(
+                    CallError::Interrupted {
+                        service: crypto::NAME,
+                    },
+                ))),
                 ErrorKind::Unavailable {
                     retry_after: Duration::from_secs(1),
                 },

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::train::Trained;
-use crate::{Error, ModelInfo};
+use crate::{Error, ModelInfo, StorageFailure};
 
 const PREFIX: &str = ".ai/models/";
 /// Chunk size: well under the storage service's default 1 MiB value limit.
@@ -32,8 +32,8 @@ fn chunk_key(id: &str, i: usize) -> String {
 }
 
 /// A storage call that got no answer: the storage service is restarting or its circuit is open.
-fn storage_error(e: impl std::fmt::Display) -> Error {
-    Error::Storage(e.to_string())
+fn storage_error(e: runtime::CallError) -> Error {
+    Error::Storage(StorageFailure::NoAnswer(e))
 }
 
 /// What the storage service refused. A limit that retrying will not change is the caller's
@@ -58,7 +58,7 @@ fn refused(e: storage::Error) -> Error {
         storage::Error::NotFound(_) | storage::Error::BadInput(_) => {
             Error::Internal(format!("storage refused the model: {e}"))
         }
-        other => Error::Storage(other.to_string()),
+        other => Error::Storage(StorageFailure::Failed(other)),
     }
 }
 

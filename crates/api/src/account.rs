@@ -7,16 +7,15 @@ use std::time::Duration;
 
 use account::{Area, Request, Scope, TokenGrant};
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::Caller;
+use crate::auth::{Admin, Caller};
 use crate::error::ErrorBody;
-use crate::input::{ask, body, call_error};
+use crate::input::{self, ask, call_error};
 use crate::{ApiError, AppState};
 
 /// The longest `expires_in_s` a token may ask for: ten years.
@@ -26,14 +25,6 @@ fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn admin_only(caller: &Caller, what: &str) -> Result<(), ApiError> {
-    if caller.is_admin() {
-        Ok(())
-    } else {
-        Err(crate::auth::admin_only(what))
-    }
 }
 
 fn no_account(id: &str) -> ApiError {
@@ -79,11 +70,9 @@ pub(crate) struct CreateBody {
         (status = 400, description = "Bad name", body = ErrorBody), (status = 403, description = "Not the admin token", body = ErrorBody)))]
 pub(crate) async fn create(
     State(state): State<AppState>,
-    caller: Caller,
-    b: Result<Json<CreateBody>, JsonRejection>,
+    _: Admin,
+    input::Json(CreateBody { name }): input::Json<CreateBody>,
 ) -> Result<Response, ApiError> {
-    admin_only(&caller, "creating an account")?;
-    let name = body(b)?.name;
     let created = ask(&state.account, |reply| Request::Create { name, reply }).await?;
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
@@ -91,11 +80,7 @@ pub(crate) async fn create(
 /// Every account (admin).
 #[utoipa::path(get, path = "/v1/accounts", tag = "accounts", security(("admin" = [])),
     responses((status = 200, description = "Every account", body = AccountList), (status = 403, description = "Not the admin token", body = ErrorBody)))]
-pub(crate) async fn list(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Response, ApiError> {
-    admin_only(&caller, "listing accounts")?;
+pub(crate) async fn list(State(state): State<AppState>, _: Admin) -> Result<Response, ApiError> {
     let accounts = ask(&state.account, |reply| Request::List { reply }).await?;
     Ok(Json(AccountList { accounts }).into_response())
 }
@@ -114,13 +99,7 @@ pub(crate) async fn get(
     Ok(Json(info).into_response())
 }
 
-async fn set_disabled(
-    state: AppState,
-    caller: Caller,
-    id: String,
-    disabled: bool,
-) -> Result<Response, ApiError> {
-    admin_only(&caller, "disabling or enabling an account")?;
+async fn set_disabled(state: AppState, id: String, disabled: bool) -> Result<Response, ApiError> {
     let info = ask(&state.account, |reply| Request::SetDisabled {
         id,
         disabled,
@@ -136,10 +115,10 @@ async fn set_disabled(
     responses((status = 200, description = "Disabled", body = account::AccountInfo), (status = 404, description = "No such account", body = ErrorBody)))]
 pub(crate) async fn disable(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Admin,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    set_disabled(state, caller, id, true).await
+    set_disabled(state, id, true).await
 }
 
 /// Enables a disabled account (admin).
@@ -148,10 +127,10 @@ pub(crate) async fn disable(
     responses((status = 200, description = "Enabled", body = account::AccountInfo), (status = 404, description = "No such account", body = ErrorBody)))]
 pub(crate) async fn enable(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Admin,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    set_disabled(state, caller, id, false).await
+    set_disabled(state, id, false).await
 }
 
 /// Deletes an account (admin): its tokens, runs and jobs, stored values and keys.
@@ -160,10 +139,9 @@ pub(crate) async fn enable(
     responses((status = 204, description = "Deleted"), (status = 404, description = "No such account", body = ErrorBody)))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Admin,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin_only(&caller, "deleting an account")?;
     // First its tokens stop working, then its runs and jobs are stopped (so none writes after its
     // values are gone), then the account service deletes values, keys and the account. A failure
     // part way leaves the account disabled; the delete can be repeated.
@@ -214,10 +192,11 @@ pub(crate) async fn issue(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    b: Result<Json<IssueBody>, JsonRejection>,
+    b: Result<input::Json<IssueBody>, ApiError>,
 ) -> Result<Response, ApiError> {
+    // Who may issue for `id` depends on the path: decided here, before the body is looked at.
     let id = target(&caller, &id, "tokens")?;
-    let b = body(b)?;
+    let input::Json(b) = b?;
     let held: Vec<Scope> = match &caller {
         Caller::Admin => vec![Scope::All],
         Caller::Account(p) => p.scopes.to_vec(),

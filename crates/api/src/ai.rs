@@ -4,17 +4,16 @@
 use account::Area;
 use ai::{JobInfo, ModelInfo, PredictInput, Request, TrainRequest};
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::Caller;
+use crate::auth::{Allowed, Caller, op};
 use crate::error::ErrorBody;
-use crate::input::{ask, body, wait_s};
+use crate::input::{self, Raw, ask, wait_s};
 use crate::{ApiError, AppState};
 
 /// The largest upload the HTTP layer reads: the ceiling of `[services.ai] max_model_bytes` (the
@@ -42,11 +41,10 @@ pub(crate) struct UploadQuery {
     ))]
 pub(crate) async fn upload(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(caller, _): Allowed<op::AiModels>,
     query: Result<Query<UploadQuery>, QueryRejection>,
-    file: Bytes,
+    Raw(file): Raw,
 ) -> Result<Response, ApiError> {
-    caller.allow(Area::Ai, "models")?;
     let Query(q) =
         query.map_err(|e| ApiError::bad_request("request.invalid_query", e.body_text()))?;
     let info = ask(&state.ai, |reply| Request::Upload {
@@ -137,12 +135,11 @@ pub(crate) async fn delete(
     ))]
 pub(crate) async fn predict(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(caller, _): Allowed<op::AiPredict>,
     Path(id): Path<String>,
-    b: Result<Json<PredictInput>, JsonRejection>,
+    input::Json(b): input::Json<PredictInput>,
 ) -> Result<Response, ApiError> {
-    caller.allow(Area::Ai, "predict")?;
-    let input = body(b)?;
+    let input = b;
     let answer = ask(&state.ai, |reply| Request::Predict {
         owner: caller.owner().into(),
         id,
@@ -163,11 +160,10 @@ pub(crate) async fn predict(
     ))]
 pub(crate) async fn train(
     State(state): State<AppState>,
-    caller: Caller,
-    b: Result<Json<TrainRequest>, JsonRejection>,
+    Allowed(caller, _): Allowed<op::AiTrain>,
+    input::Json(b): input::Json<TrainRequest>,
 ) -> Result<Response, ApiError> {
-    caller.allow(Area::Ai, "train")?;
-    let request = Box::new(body(b)?);
+    let request = Box::new(b);
     let job = ask(&state.ai, |reply| Request::Train {
         owner: caller.owner().into(),
         request,

@@ -40,12 +40,9 @@ fn bearer(request: &Request, needs: &str) -> Result<String, ApiError> {
         .ok_or_else(invalid_token)
 }
 
+/// 401 `auth.invalid_token`, as the account gate answers a token it does not know.
 fn invalid_token() -> ApiError {
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "auth.invalid_token",
-        "the token is not valid for this runtime",
-    )
+    ApiError::from(AuthError::Unknown)
 }
 
 /// The one rule of admin endpoints: the admin token passes; a valid account token is 403
@@ -54,11 +51,12 @@ fn invalid_token() -> ApiError {
 /// everywhere else.
 pub(crate) async fn require_admin(
     State(state): State<AppState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let token = bearer(&request, "the admin token")?;
     if token_matches(&state.admin_token, &token) {
+        request.extensions_mut().insert(Caller::Admin);
         return Ok(next.run(request).await);
     }
     match state.accounts.authenticate(&token) {
@@ -66,7 +64,7 @@ pub(crate) async fn require_admin(
         // Not the admin token, and accounts cannot be told yet: refuse it as any unknown token
         // (admin endpoints must answer while the account service is down).
         Err(AuthError::Loading) => Err(invalid_token()),
-        Err(e) => Err(auth_error(e)),
+        Err(e) => Err(ApiError::from(e)),
     }
 }
 
@@ -76,24 +74,6 @@ pub(crate) fn admin_only(what: &str) -> ApiError {
         "auth.admin_only",
         format!("{what} needs the admin token; an account token may not use it"),
     )
-}
-
-/// The answer to a token the account service did not accept.
-fn auth_error(e: AuthError) -> ApiError {
-    match e {
-        AuthError::Unknown => invalid_token(),
-        AuthError::Expired { .. } => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "auth.token_expired",
-            e.to_string(),
-        ),
-        AuthError::Disabled { .. } => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "auth.account_disabled",
-            e.to_string(),
-        ),
-        AuthError::Loading => ApiError::unavailable("account.loading", e.to_string(), 1),
-    }
 }
 
 /// Who is calling a service endpoint.
@@ -114,10 +94,6 @@ impl Caller {
             Caller::Admin => ADMIN_OWNER,
             Caller::Account(p) => &p.account,
         }
-    }
-
-    pub(crate) fn is_admin(&self) -> bool {
-        matches!(self, Caller::Admin)
     }
 
     /// The caller's default signing key, if it has one (accounts do; the admin does not).
@@ -171,6 +147,78 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
+/// The admin, as an extractor: a handler that only the admin token may call names it before any
+/// extractor that reads the body, so an account token hears 403 `auth.admin_only` whatever body
+/// it sent (and a request without a valid token has had its 401 from the middleware already).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Admin;
+
+impl<S: Send + Sync> FromRequestParts<S> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Admin, ApiError> {
+        match Caller::from_request_parts(parts, state).await? {
+            Caller::Admin => Ok(Admin),
+            Caller::Account(_) => Err(admin_only("this endpoint")),
+        }
+    }
+}
+
+/// An operation a token's scopes may include, as a type, so that a handler can say it in its
+/// signature ([`Allowed`]) and the check is made before the body is read.
+pub(crate) trait Operation {
+    const AREA: Area;
+    const NAME: &'static str;
+}
+
+/// The operations of the endpoints that take a body, each an [`Operation`].
+pub(crate) mod op {
+    use account::Area;
+
+    macro_rules! operations {
+        ($($name:ident = $area:ident : $operation:literal),* $(,)?) => {$(
+            #[derive(Debug)]
+            pub(crate) struct $name;
+            impl super::Operation for $name {
+                const AREA: Area = Area::$area;
+                const NAME: &'static str = $operation;
+            }
+        )*};
+    }
+
+    operations![
+        CryptoGenerate = Crypto: "generate",
+        CryptoSign = Crypto: "sign",
+        CryptoVerify = Crypto: "verify",
+        CryptoEncrypt = Crypto: "encrypt",
+        CryptoDecrypt = Crypto: "decrypt",
+        CryptoDerive = Crypto: "derive",
+        StoragePut = Storage: "put",
+        StorageBatch = Storage: "batch",
+        ComputationRun = Computation: "run",
+        ComputationJobs = Computation: "jobs",
+        OracleRequest = Oracle: "request",
+        AiModels = Ai: "models",
+        AiPredict = Ai: "predict",
+        AiTrain = Ai: "train",
+    ];
+}
+
+/// A caller whose token's scopes include the operation `O`, as an extractor: 403 `auth.scope`
+/// otherwise, before any extractor after it reads the body.
+#[derive(Debug)]
+pub(crate) struct Allowed<O>(pub Caller, pub std::marker::PhantomData<O>);
+
+impl<O: Operation, S: Send + Sync> FromRequestParts<S> for Allowed<O> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Allowed<O>, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.allow(O::AREA, O::NAME)?;
+        Ok(Allowed(caller, std::marker::PhantomData))
+    }
+}
+
 /// Resolves the caller of a service endpoint and applies its account's rate limit.
 pub(crate) async fn require_caller(
     State(state): State<AppState>,
@@ -181,7 +229,10 @@ pub(crate) async fn require_caller(
     let caller = if token_matches(&state.admin_token, &token) {
         Caller::Admin
     } else {
-        let principal = state.accounts.authenticate(&token).map_err(auth_error)?;
+        let principal = state
+            .accounts
+            .authenticate(&token)
+            .map_err(ApiError::from)?;
         if let Err(wait) = state.accounts.admit(&principal.account) {
             return Err(ApiError::rate_limited(
                 format!(

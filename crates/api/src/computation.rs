@@ -6,7 +6,7 @@
 use account::Area;
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -14,9 +14,9 @@ use computation::{Caller as RunAs, Grants, Program, Request};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::Caller;
+use crate::auth::{Allowed, Caller, op};
 use crate::error::ErrorBody;
-use crate::input::{ask, body, call_error, wait_s};
+use crate::input::{self, ask, call_error, wait_s};
 use crate::{ApiError, AppState};
 
 /// The largest body a run or job may send: the configured code and argument ceilings (read at start
@@ -58,11 +58,10 @@ pub(crate) fn run_as(caller: &Caller) -> RunAs {
         (status = 503, description = "The queue is full (`computation.busy`)", body = ErrorBody)))]
 pub(crate) async fn run(
     State(state): State<AppState>,
-    caller: Caller,
-    b: Result<Json<Program>, JsonRejection>,
+    Allowed(caller, _): Allowed<op::ComputationRun>,
+    input::Json(b): input::Json<Program>,
 ) -> Result<Response, ApiError> {
-    caller.allow(Area::Computation, "run")?;
-    let program = body(b)?;
+    let program = b;
     // The service's call timeout outlasts its longest time limit (its `validate` keeps it so).
     let outcome = ask(&state.computation, |reply| Request::Run {
         caller: run_as(&caller),
@@ -82,11 +81,10 @@ pub(crate) async fn run(
         (status = 503, description = "The queue is full (`computation.busy`)", body = ErrorBody)))]
 pub(crate) async fn submit(
     State(state): State<AppState>,
-    caller: Caller,
-    b: Result<Json<Program>, JsonRejection>,
+    Allowed(caller, _): Allowed<op::ComputationJobs>,
+    input::Json(b): input::Json<Program>,
 ) -> Result<Response, ApiError> {
-    caller.allow(Area::Computation, "jobs")?;
-    let program = body(b)?;
+    let program = b;
     let job = ask(&state.computation, |reply| Request::Submit {
         caller: run_as(&caller),
         program,

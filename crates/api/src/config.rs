@@ -8,7 +8,9 @@ use runtime::reconfig::{Outcome, Source, Status, Version};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::auth::Admin;
 use crate::error::{ErrorBody, ErrorDetail};
+use crate::input::Raw;
 use crate::{ApiError, AppState};
 
 /// Larger bodies are refused before parsing.
@@ -174,17 +176,26 @@ fn respond(outcome: Option<Outcome>) -> Result<Response, ApiError> {
     ))]
 pub(crate) async fn apply(
     State(state): State<AppState>,
+    _: Admin,
     query: Result<Query<ApplyQuery>, axum::extract::rejection::QueryRejection>,
-    body: axum::body::Bytes,
+    body: Result<Raw, ApiError>,
 ) -> Result<Response, ApiError> {
     let Query(q) =
         query.map_err(|e| ApiError::bad_request("request.invalid_query", e.body_text()))?;
-    if body.len() > MAX_CONFIG_BYTES {
-        return Err(ApiError::new(
+    let too_large = || {
+        ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "config.too_large",
             format!("a configuration may be at most {MAX_CONFIG_BYTES} bytes"),
-        ));
+        )
+    };
+    // A body over the server's own limit never reaches this handler whole: the same answer.
+    let Raw(body) = body.map_err(|e| match e.status {
+        StatusCode::PAYLOAD_TOO_LARGE => too_large(),
+        _ => e,
+    })?;
+    if body.len() > MAX_CONFIG_BYTES {
+        return Err(too_large());
     }
     let text = String::from_utf8(body.to_vec()).map_err(|_| {
         ApiError::bad_request(

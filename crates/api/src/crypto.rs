@@ -2,7 +2,6 @@
 //! account (the admin token has its own owner, `admin`); another account's key is a 404.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -11,9 +10,9 @@ use crypto::{Algorithm, Request};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::Caller;
+use crate::auth::{Allowed, Caller, op};
 use crate::error::ErrorBody;
-use crate::input::{ask, body, decode, decode_optional};
+use crate::input::{self, ask, decode, decode_optional};
 use crate::{ApiError, AppState};
 use account::Area;
 
@@ -61,11 +60,10 @@ pub(crate) struct GenerateBody {
     responses((status = 201, description = "The new key (public half only)", body = crypto::KeyInfo), (status = 400, description = "Bad base64 or input (`request.invalid_body`, `crypto.bad_input`)", body = ErrorBody)))]
 pub(crate) async fn generate(
     State(state): State<AppState>,
-    caller: Caller,
-    b: Result<Json<GenerateBody>, JsonRejection>,
+    Allowed(caller, _): Allowed<op::CryptoGenerate>,
+    input::Json(b): input::Json<GenerateBody>,
 ) -> Result<Response, ApiError> {
-    caller.allow(Area::Crypto, "generate")?;
-    let algorithm = body(b)?.algorithm;
+    let algorithm = b.algorithm;
     let info = ask(&state.crypto, |reply| Request::Generate {
         owner: caller.owner().into(),
         algorithm,
@@ -129,12 +127,10 @@ pub(crate) struct SignBody {
     responses((status = 200, description = "The signature", body = SignAnswer), (status = 400, description = "Bad base64 or input (`request.invalid_body`, `crypto.bad_input`)", body = ErrorBody), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody), (status = 422, description = "The key's algorithm cannot do this (`crypto.wrong_key_kind`)", body = ErrorBody)))]
 pub(crate) async fn sign(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(caller, _): Allowed<op::CryptoSign>,
     Path(id): Path<String>,
-    b: Result<Json<SignBody>, JsonRejection>,
+    input::Json(b): input::Json<SignBody>,
 ) -> Result<Response, ApiError> {
-    caller.allow(Area::Crypto, "sign")?;
-    let b = body(b)?;
     let message = decode("message", &b.message)?;
     let der = matches!(b.encoding, Some(Encoding::Der));
     let signed = ask(&state.crypto, |reply| Request::Sign {
@@ -165,12 +161,10 @@ pub(crate) struct VerifyBody {
     responses((status = 200, description = "Whether it verifies", body = Verified), (status = 400, description = "Bad base64 or input (`request.invalid_body`, `crypto.bad_input`)", body = ErrorBody), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody), (status = 422, description = "The key's algorithm cannot do this (`crypto.wrong_key_kind`)", body = ErrorBody)))]
 pub(crate) async fn verify(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(caller, _): Allowed<op::CryptoVerify>,
     Path(id): Path<String>,
-    b: Result<Json<VerifyBody>, JsonRejection>,
+    input::Json(b): input::Json<VerifyBody>,
 ) -> Result<Response, ApiError> {
-    caller.allow(Area::Crypto, "verify")?;
-    let b = body(b)?;
     let (message, signature) = (
         decode("message", &b.message)?,
         decode("signature", &b.signature)?,
@@ -198,12 +192,10 @@ pub(crate) struct EncryptBody {
     responses((status = 200, description = "The ciphertext", body = Ciphertext), (status = 400, description = "Bad base64 or input (`request.invalid_body`, `crypto.bad_input`)", body = ErrorBody), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody), (status = 422, description = "The key's algorithm cannot do this (`crypto.wrong_key_kind`)", body = ErrorBody)))]
 pub(crate) async fn encrypt(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(caller, _): Allowed<op::CryptoEncrypt>,
     Path(id): Path<String>,
-    b: Result<Json<EncryptBody>, JsonRejection>,
+    input::Json(b): input::Json<EncryptBody>,
 ) -> Result<Response, ApiError> {
-    caller.allow(Area::Crypto, "encrypt")?;
-    let b = body(b)?;
     let plaintext = decode("plaintext", &b.plaintext)?;
     let aad = decode_optional("aad", b.aad.as_deref())?;
     let ciphertext = ask(&state.crypto, |reply| Request::Encrypt {
@@ -232,12 +224,10 @@ pub(crate) struct DecryptBody {
     responses((status = 200, description = "The plaintext", body = Plaintext), (status = 400, description = "Bad base64 or input (`request.invalid_body`, `crypto.bad_input`)", body = ErrorBody), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody), (status = 422, description = "The key's algorithm cannot do this (`crypto.wrong_key_kind`)", body = ErrorBody)))]
 pub(crate) async fn decrypt(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(caller, _): Allowed<op::CryptoDecrypt>,
     Path(id): Path<String>,
-    b: Result<Json<DecryptBody>, JsonRejection>,
+    input::Json(b): input::Json<DecryptBody>,
 ) -> Result<Response, ApiError> {
-    caller.allow(Area::Crypto, "decrypt")?;
-    let b = body(b)?;
     let ciphertext = decode("ciphertext", &b.ciphertext)?;
     let aad = decode_optional("aad", b.aad.as_deref())?;
     let plaintext = ask(&state.crypto, |reply| Request::Decrypt {
@@ -266,12 +256,10 @@ pub(crate) struct DeriveBody {
     responses((status = 201, description = "The derived key", body = crypto::KeyInfo), (status = 400, description = "Bad base64 or input (`request.invalid_body`, `crypto.bad_input`)", body = ErrorBody), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody), (status = 422, description = "The key's algorithm cannot do this (`crypto.wrong_key_kind`)", body = ErrorBody)))]
 pub(crate) async fn derive(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(caller, _): Allowed<op::CryptoDerive>,
     Path(id): Path<String>,
-    b: Result<Json<DeriveBody>, JsonRejection>,
+    input::Json(b): input::Json<DeriveBody>,
 ) -> Result<Response, ApiError> {
-    caller.allow(Area::Crypto, "derive")?;
-    let b = body(b)?;
     let info = decode("info", &b.info)?;
     let salt = decode_optional("salt", b.salt.as_deref())?;
     let key = ask(&state.crypto, |reply| Request::Derive {

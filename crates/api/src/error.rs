@@ -100,6 +100,7 @@ impl ApiError {
             }
             ErrorKind::TooLarge => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, code, message),
             ErrorKind::Conflict => ApiError::new(StatusCode::CONFLICT, code, message),
+            ErrorKind::Unauthenticated => ApiError::new(StatusCode::UNAUTHORIZED, code, message),
             ErrorKind::Forbidden => ApiError::forbidden(code, message),
             ErrorKind::Limited { retry_after } => ApiError {
                 retry_after: Some(whole_seconds(retry_after)),
@@ -167,6 +168,7 @@ classified![
     crypto::Error,
     storage::Error,
     account::Error,
+    account::AuthError,
     computation::Error,
     oracle::Error,
     ai::Error,

@@ -1,29 +1,100 @@
 //! Reading what a request brings: JSON bodies, base64 fields, and the service call's own failure.
 
-use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{BytesRejection, JsonRejection};
+use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use base64::Engine;
 use runtime::CallError;
+use serde::de::DeserializeOwned;
 
 use crate::ApiError;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-/// A JSON body, or 400 `request.invalid_body` saying what is wrong with it (413
-/// `request.too_large` for a body over the endpoint's limit).
-pub(crate) fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|Json(b)| b).map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request.too_large",
-                e.body_text(),
-            )
-        } else {
-            ApiError::bad_request("request.invalid_body", e.body_text())
+/// A JSON body, read as axum's `Json` reads it, refused in the API's own error shape: 415
+/// `request.unsupported_media_type` without `Content-Type: application/json`, 413
+/// `request.too_large` over the endpoint's limit, 400 `request.invalid_body` for anything else
+/// (bad JSON, an unknown field, a wrong type). It reads the body, so it comes last in a handler's
+/// arguments, after the extractors that decide who may call ([`crate::auth::Admin`],
+/// [`crate::auth::Allowed`]): a caller who may not call learns that, not what is wrong with the body.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let limit = body_timeout(&request);
+        match within(limit, axum::Json::<T>::from_request(request, state)).await? {
+            Ok(axum::Json(value)) => Ok(Json(value)),
+            Err(JsonRejection::MissingJsonContentType(e)) => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "request.unsupported_media_type",
+                format!("{}; send `Content-Type: application/json`", e.body_text()),
+            )),
+            Err(JsonRejection::BytesRejection(e)) => Err(bytes_rejection(&e)),
+            Err(e) => Err(ApiError::bad_request("request.invalid_body", e.body_text())),
         }
+    }
+}
+
+/// A raw body (a stored value, an ONNX file, a TOML configuration), refused in the API's own
+/// error shape: 413 `request.too_large` over the endpoint's limit, 400 `request.invalid_body` when
+/// it cannot be read.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Raw(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Raw {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let limit = body_timeout(&request);
+        within(limit, axum::body::Bytes::from_request(request, state))
+            .await?
+            .map(Raw)
+            .map_err(|e| bytes_rejection(&e))
+    }
+}
+
+/// How long the server lets a handler read its body (`runtime.body_read_timeout`); in-process,
+/// without the server, no limit.
+fn body_timeout(request: &Request) -> Option<std::time::Duration> {
+    request
+        .extensions()
+        .get::<crate::server::BodyTimeout>()
+        .map(|t| t.0)
+}
+
+/// `read`, or 408 `request.body_timeout` once `limit` has passed.
+async fn within<T>(
+    limit: Option<std::time::Duration>,
+    read: impl std::future::Future<Output = T>,
+) -> Result<T, ApiError> {
+    let Some(limit) = limit else {
+        return Ok(read.await);
+    };
+    tokio::time::timeout(limit, read).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request.body_timeout",
+            format!(
+                "the body did not arrive within runtime.body_read_timeout ({})",
+                humantime::format_duration(limit)
+            ),
+        )
     })
+}
+
+fn bytes_rejection(e: &BytesRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request.too_large",
+            format!("{}: the body is over this endpoint's limit", e.body_text()),
+        )
+    } else {
+        ApiError::bad_request("request.invalid_body", e.body_text())
+    }
 }
 
 pub(crate) fn decode(field: &str, value: &str) -> Result<Vec<u8>, ApiError> {

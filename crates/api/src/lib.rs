@@ -17,6 +17,7 @@ mod metrics;
 mod openapi;
 mod oracle;
 mod orchestration;
+mod server;
 mod storage;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter, UtoipaMethodRouterE
 use utoipa_axum::routes;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use server::{LimitError, Limits, MIN_CONNECTIONS, serve};
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -184,14 +186,6 @@ fn at_wildcard(
         .schemas
         .extend(schemas);
     router
-}
-
-/// Serves the API on `listener` until `shutdown` is cancelled, then lets open requests finish.
-pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
-    let shutdown = state.shutdown.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

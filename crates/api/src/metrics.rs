@@ -53,7 +53,10 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &runtime::bus::Histo
 #[utoipa::path(get, path = "/metrics", tag = "probes", security(()),
     responses((status = 200, description = "Prometheus text exposition format 0.0.4",
         content_type = "text/plain; version=0.0.4", body = String)))]
-pub(crate) async fn render(State(state): State<AppState>) -> Response {
+pub(crate) async fn render(
+    State(state): State<AppState>,
+    connections: Option<axum::Extension<std::sync::Arc<crate::server::Connections>>>,
+) -> Response {
     let snap = match state.client.snapshot().await {
         Ok(s) => s,
         Err(e) => return crate::ApiError::from(e).into_response(),
@@ -349,6 +352,9 @@ pub(crate) async fn render(State(state): State<AppState>) -> Response {
         "cloister_journal_last_seq {}",
         state.client.journal().last_seq()
     );
+    if let Some(axum::Extension(c)) = connections {
+        http_figures(&mut out, &c);
+    }
 
     (
         StatusCode::OK,
@@ -359,4 +365,52 @@ pub(crate) async fn render(State(state): State<AppState>) -> Response {
         out,
     )
         .into_response()
+}
+
+/// What the HTTP server's accept loop and timeouts counted.
+fn http_figures(out: &mut String, c: &crate::server::Connections) {
+    use std::sync::atomic::Ordering::Relaxed;
+    family(
+        out,
+        "cloister_http_connections_open",
+        "gauge",
+        "Open HTTP connections.",
+    );
+    let _ = writeln!(
+        out,
+        "cloister_http_connections_open {}",
+        c.open.load(Relaxed)
+    );
+    family(
+        out,
+        "cloister_http_connections_refused_total",
+        "counter",
+        "Connections closed at once, by the limit they were over (runtime.max_connections, runtime.max_connections_per_peer).",
+    );
+    for (limit, n) in [
+        ("max_connections", &c.refused_in_all),
+        ("max_connections_per_peer", &c.refused_per_peer),
+    ] {
+        let _ = writeln!(
+            out,
+            "cloister_http_connections_refused_total{{limit=\"{limit}\"}} {}",
+            n.load(Relaxed)
+        );
+    }
+    family(
+        out,
+        "cloister_http_timeouts_total",
+        "counter",
+        "Requests answered with a timeout, by which (runtime.request_timeout: 503, runtime.body_read_timeout: 408).",
+    );
+    for (timeout, n) in [
+        ("request", &c.request_timeouts),
+        ("body_read", &c.body_timeouts),
+    ] {
+        let _ = writeln!(
+            out,
+            "cloister_http_timeouts_total{{timeout=\"{timeout}\"}} {}",
+            n.load(Relaxed)
+        );
+    }
 }

@@ -3,14 +3,13 @@
 use account::Area;
 use axum::Json;
 use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
 use axum::response::{IntoResponse, Response};
 use oracle::{OracleRequest, Request};
 
-use crate::auth::Caller;
+use crate::auth::{Allowed, Caller, op};
 use crate::computation::run_as;
 use crate::error::ErrorBody;
-use crate::input::{ask, body};
+use crate::input::{self, ask};
 use crate::{ApiError, AppState};
 
 /// Fetches the sources, extracts a value from each, aggregates them and answers with a signed
@@ -25,11 +24,10 @@ use crate::{ApiError, AppState};
     ))]
 pub(crate) async fn request(
     State(state): State<AppState>,
-    caller: Caller,
-    b: Result<Json<OracleRequest>, JsonRejection>,
+    Allowed(caller, _): Allowed<op::OracleRequest>,
+    input::Json(b): input::Json<OracleRequest>,
 ) -> Result<Response, ApiError> {
-    caller.allow(Area::Oracle, "request")?;
-    let request = body(b)?;
+    let request = b;
     let report = ask(&state.oracle, |reply| Request::Fetch {
         caller: run_as(&caller),
         request,

@@ -16,7 +16,9 @@ use runtime::{Readiness, RuntimeLevel, ServiceName, ServiceStatus, Snapshot};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::auth::Admin;
 use crate::error::ErrorBody;
+use crate::input;
 use crate::{ApiError, AppState};
 
 fn parse_name(name: &str) -> Result<ServiceName, ApiError> {
@@ -501,18 +503,17 @@ pub(crate) struct FaultBody {
     ))]
 pub(crate) async fn fault(
     State(state): State<AppState>,
+    _: Admin,
     Path(name): Path<String>,
-    body: Result<Json<FaultBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<input::Json<FaultBody>, ApiError>,
 ) -> Result<Response, ApiError> {
     let name = parse_name(&name)?;
-    let Json(body) = body.map_err(|e| {
-        ApiError::bad_request(
-            "request.invalid_body",
-            format!(
-                "{}; expected {{\"kind\": \"panic\" | \"hang\" | \"error\"}}",
-                e.body_text()
-            ),
-        )
+    let input::Json(body) = body.map_err(|e| ApiError {
+        message: format!(
+            "{}; expected {{\"kind\": \"panic\" | \"hang\" | \"error\"}}",
+            e.message
+        ),
+        ..e
     })?;
     Ok(command_response(
         state.client.inject_fault(&name, body.kind).await?,

@@ -2,8 +2,6 @@
 //! Each account has its own namespace (the admin token has its own, `admin`).
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -11,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use storage::{Request, Write};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::Caller;
+use crate::auth::{Allowed, Caller, op};
 use crate::error::ErrorBody;
-use crate::input::{ask, body, decode};
+use crate::input::{self, Raw, ask, decode};
 use crate::{ApiError, AppState};
 use account::Area;
 
@@ -46,11 +44,10 @@ pub(crate) struct Committed {
         (status = 413, description = "Larger than `[services.storage] max_value_bytes` (`storage.too_large`)", body = ErrorBody)))]
 pub(crate) async fn put(
     State(state): State<AppState>,
-    caller: Caller,
+    Allowed(caller, _): Allowed<op::StoragePut>,
     Path(key): Path<String>,
-    body: Bytes,
+    Raw(body): Raw,
 ) -> Result<Response, ApiError> {
-    caller.allow(Area::Storage, "put")?;
     let version = ask(&state.storage, |reply| Request::Put {
         namespace: caller.owner().into(),
         key: key.clone(),
@@ -169,11 +166,9 @@ pub(crate) struct BatchWrite {
     responses((status = 200, description = "Committed", body = Committed), (status = 400, description = "A write is malformed", body = ErrorBody)))]
 pub(crate) async fn batch(
     State(state): State<AppState>,
-    caller: Caller,
-    b: Result<Json<BatchBody>, JsonRejection>,
+    Allowed(caller, _): Allowed<op::StorageBatch>,
+    input::Json(b): input::Json<BatchBody>,
 ) -> Result<Response, ApiError> {
-    caller.allow(Area::Storage, "batch")?;
-    let b = body(b)?;
     let writes = b
         .writes
         .into_iter()

@@ -322,6 +322,8 @@ async fn serve(start: Start) -> anyhow::Result<()> {
             Cause::Journal,
         );
     }
+    // Before anything starts: the connections must fit under the file limit with the reserve.
+    let limits = api::Limits::for_this_process(&config.runtime).context("cannot serve the API")?;
     let listener = tokio::net::TcpListener::bind(config.runtime.listen)
         .await
         .with_context(|| {
@@ -435,7 +437,7 @@ async fn serve(start: Start) -> anyhow::Result<()> {
         }
         signal.cancel();
     });
-    let served = api::serve(listener, state)
+    let served = api::serve(listener, state, limits)
         .await
         .context("the API server failed");
     shutdown.cancel();

@@ -253,10 +253,43 @@ fn the_example_configuration_is_valid() {
     );
 }
 
+/// The features the workspace gives `dependency` (`[workspace.dependencies]`).
+fn workspace_features(dependency: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(workspace().join("Cargo.toml")).expect("manifest");
+    let manifest: toml::Table = text.parse().expect("toml");
+    manifest["workspace"]["dependencies"]
+        .get(dependency)
+        .and_then(|d| d.get("features"))
+        .and_then(|f| f.as_array())
+        .map(|f| {
+            f.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The oracle is the only service that may open network connections: its crate is the only one
 /// with an HTTP client (the binary has one too, for its client commands, but hosts no service code).
+/// The API, the only crate that serves HTTP, builds its server on hyper: with its server features
+/// only, never its client.
 #[test]
 fn only_the_oracle_has_an_http_client() {
+    for hyper in ["hyper", "hyper-util"] {
+        let features = workspace_features(hyper);
+        assert!(
+            features.iter().all(|f| !f.starts_with("client")),
+            "{hyper} is built with a client feature: {features:?}"
+        );
+        let deps = dependencies("api");
+        let own = deps
+            .get(hyper)
+            .and_then(|d| d.get("features"))
+            .and_then(|f| f.as_array())
+            .map(Vec::len)
+            .unwrap_or(0);
+        assert_eq!(own, 0, "crates/api adds features to {hyper}");
+    }
     for entry in std::fs::read_dir(workspace().join("crates")).expect("crates") {
         let name = entry
             .expect("entry")
@@ -276,6 +309,10 @@ fn only_the_oracle_has_an_http_client() {
             "surf",
             "attohttpc",
         ] {
+            // The API's server, checked above for its features.
+            if name == "api" && client.starts_with("hyper") {
+                continue;
+            }
             assert!(
                 !deps.contains_key(client),
                 "crates/{name} must not depend on {client}: only the oracle reaches the network"

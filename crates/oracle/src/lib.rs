@@ -35,8 +35,15 @@ pub const KEY_OWNER: &str = "@oracle";
 /// says so for that source.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    #[error("{0}")]
-    BadInput(String),
+    /// The request is refused before anything is fetched. `field` names what is wrong
+    /// (`sources`, `aggregation.min_agreeing`, `headers`, `extract.json_path`...), inside
+    /// `sources[source_index]` when it is about one source; `reason` is the whole sentence.
+    #[error("{}{reason}", source_index.map(|i| format!("sources[{i}]: ")).unwrap_or_default())]
+    BadInput {
+        source_index: Option<usize>,
+        field: &'static str,
+        reason: String,
+    },
     #[error(
         "account {owner} is over [services.oracle] requests_per_minute ({limit}); try again in {retry_after_s} s"
     )]
@@ -45,9 +52,13 @@ pub enum Error {
         limit: i64,
         retry_after_s: u64,
     },
-    /// A service the oracle needs did not answer (crypto to sign, computation for a script).
-    #[error("{0}")]
-    Unavailable(String),
+    /// A service the oracle needs did not answer while it was doing `what` (crypto to sign):
+    /// retry after [`Error::retry_after`].
+    #[error("the {} service did not {what}: {source}", source.service())]
+    Unavailable {
+        what: &'static str,
+        source: runtime::CallError,
+    },
     /// The platform cannot produce a quote.
     #[error("{0}")]
     Unsupported(String),
@@ -59,12 +70,12 @@ impl runtime::Classify for Error {
     fn kind(&self) -> runtime::ErrorKind {
         use runtime::ErrorKind;
         match self {
-            Error::BadInput(_) => ErrorKind::Invalid,
+            Error::BadInput { .. } => ErrorKind::Invalid,
             Error::RateLimited { retry_after_s, .. } => ErrorKind::Limited {
                 retry_after: Duration::from_secs(*retry_after_s),
             },
-            Error::Unavailable(_) => ErrorKind::Unavailable {
-                retry_after: Duration::from_secs(1),
+            Error::Unavailable { source, .. } => ErrorKind::Unavailable {
+                retry_after: source.retry_after(),
             },
             Error::Unsupported(_) => ErrorKind::Unsupported,
             Error::Internal(_) => ErrorKind::Internal,
@@ -73,9 +84,9 @@ impl runtime::Classify for Error {
 
     fn code(&self) -> &'static str {
         match self {
-            Error::BadInput(_) => "oracle.bad_input",
+            Error::BadInput { .. } => "oracle.bad_input",
             Error::RateLimited { .. } => "oracle.rate_limited",
-            Error::Unavailable(_) => "oracle.unavailable",
+            Error::Unavailable { .. } => "oracle.unavailable",
             Error::Unsupported(_) => "oracle.unsupported",
             Error::Internal(_) => "oracle.internal",
         }
@@ -112,7 +123,7 @@ pub type Handle = runtime::Handle<Request>;
 mod tests {
     use std::time::Duration;
 
-    use runtime::{Classify, ErrorKind};
+    use runtime::{CallError, Classify, ErrorKind};
 
     use super::Error;
 
@@ -121,7 +132,11 @@ mod tests {
     fn every_error_has_its_kind_and_code() {
         let table = [
             (
-                Error::BadInput("x".into()),
+                Error::BadInput {
+                    source_index: Some(2),
+                    field: "headers",
+                    reason: "at most 16 headers".into(),
+                },
                 ErrorKind::Invalid,
                 "oracle.bad_input",
             ),
@@ -137,9 +152,28 @@ mod tests {
                 "oracle.rate_limited",
             ),
             (
-                Error::Unavailable("x".into()),
+                Error::Unavailable {
+                    what: "sign",
+                    source: CallError::Interrupted {
+                        service: crypto::NAME,
+                    },
+                },
                 ErrorKind::Unavailable {
                     retry_after: Duration::from_secs(1),
+                },
+                "oracle.unavailable",
+            ),
+            // An open circuit says when it half-opens: that is the retry the caller is told.
+            (
+                Error::Unavailable {
+                    what: "sign",
+                    source: CallError::CircuitOpen {
+                        service: crypto::NAME,
+                        retry_after: Duration::from_secs(9),
+                    },
+                },
+                ErrorKind::Unavailable {
+                    retry_after: Duration::from_secs(9),
                 },
                 "oracle.unavailable",
             ),
@@ -157,5 +191,33 @@ mod tests {
         for (error, kind, code) in table {
             assert_eq!((error.kind(), error.code()), (kind, code), "{error:?}");
         }
+    }
+
+    /// The typed fields keep the sentences the API has always answered.
+    #[test]
+    fn typed_errors_keep_their_messages() {
+        let e = Error::BadInput {
+            source_index: Some(1),
+            field: "body",
+            reason: "a GET sends no body".into(),
+        };
+        assert_eq!(e.to_string(), "sources[1]: a GET sends no body");
+        let e = Error::BadInput {
+            source_index: None,
+            field: "sources",
+            reason: "give at least one source".into(),
+        };
+        assert_eq!(e.to_string(), "give at least one source");
+        let e = Error::Unavailable {
+            what: "sign",
+            source: CallError::Interrupted {
+                service: crypto::NAME,
+            },
+        };
+        assert!(
+            e.to_string()
+                .starts_with("the crypto service did not sign: "),
+            "{e}"
+        );
     }
 }

@@ -122,61 +122,83 @@ pub(crate) struct RequestLimits {
 impl OracleRequest {
     /// Refuses what can be refused before anything is fetched.
     pub(crate) fn check(&self, limits: RequestLimits) -> Result<(), Error> {
+        let bad = |field, reason: String| Error::BadInput {
+            source_index: None,
+            field,
+            reason,
+        };
         if self.sources.is_empty() {
-            return Err(Error::BadInput("give at least one source".into()));
+            return Err(bad("sources", "give at least one source".into()));
         }
         if self.sources.len() > limits.max_sources {
-            return Err(Error::BadInput(format!(
-                "{} sources; at most {} ([services.oracle] max_sources)",
-                self.sources.len(),
-                limits.max_sources
-            )));
+            return Err(bad(
+                "sources",
+                format!(
+                    "{} sources; at most {} ([services.oracle] max_sources)",
+                    self.sources.len(),
+                    limits.max_sources
+                ),
+            ));
         }
         let a = &self.aggregation;
         if a.min_agreeing == 0 || a.min_agreeing > self.sources.len() {
-            return Err(Error::BadInput(format!(
-                "aggregation.min_agreeing must be from 1 to the number of sources ({})",
-                self.sources.len()
-            )));
+            return Err(bad(
+                "aggregation.min_agreeing",
+                format!(
+                    "aggregation.min_agreeing must be from 1 to the number of sources ({})",
+                    self.sources.len()
+                ),
+            ));
         }
         if let Some(d) = a.max_deviation
             && !(d.is_finite() && d >= 0.0)
         {
-            return Err(Error::BadInput(
+            return Err(bad(
+                "aggregation.max_deviation",
                 "aggregation.max_deviation must be a finite fraction of 0 or more".into(),
             ));
         }
         if a.max_deviation.is_some() && a.method != AggregationMethod::Median {
-            return Err(Error::BadInput(
+            return Err(bad(
+                "aggregation.max_deviation",
                 "aggregation.max_deviation applies to median only".into(),
             ));
         }
         for (i, s) in self.sources.iter().enumerate() {
-            let at = |m: String| Error::BadInput(format!("sources[{i}]: {m}"));
+            let at = |field, reason: String| Error::BadInput {
+                source_index: Some(i),
+                field,
+                reason,
+            };
             if s.headers.len() > MAX_HEADERS {
-                return Err(at(format!("at most {MAX_HEADERS} headers")));
+                return Err(at("headers", format!("at most {MAX_HEADERS} headers")));
             }
             for name in s.headers.keys() {
                 if let Some(why) = refused_header(name) {
-                    return Err(at(format!("header {name:?} is not sent: {why}")));
+                    return Err(at("headers", format!("header {name:?} is not sent: {why}")));
                 }
             }
             match (&s.method, &s.body) {
-                (Method::Get, Some(_)) => return Err(at("a GET sends no body".into())),
+                (Method::Get, Some(_)) => return Err(at("body", "a GET sends no body".into())),
                 (_, Some(b)) if b.len() > MAX_REQUEST_BODY => {
-                    return Err(at(format!("the body is over {MAX_REQUEST_BODY} bytes")));
+                    return Err(at(
+                        "body",
+                        format!("the body is over {MAX_REQUEST_BODY} bytes"),
+                    ));
                 }
                 _ => {}
             }
             match &s.extract {
                 Extraction::JsonPath(p) => {
-                    serde_json_path::JsonPath::parse(p)
-                        .map_err(|e| at(format!("extract.json_path {p:?}: {e}")))?;
+                    serde_json_path::JsonPath::parse(p).map_err(|e| {
+                        at("extract.json_path", format!("extract.json_path {p:?}: {e}"))
+                    })?;
                 }
                 Extraction::Script(code) if code.len() > MAX_SCRIPT_BYTES => {
-                    return Err(at(format!(
-                        "extract.script is over {MAX_SCRIPT_BYTES} bytes"
-                    )));
+                    return Err(at(
+                        "extract.script",
+                        format!("extract.script is over {MAX_SCRIPT_BYTES} bytes"),
+                    ));
                 }
                 Extraction::Script(_) => {}
             }

@@ -362,7 +362,10 @@ impl State {
                 reply,
             })
             .await
-            .map_err(|e| Error::Unavailable(format!("the crypto service did not sign: {e}")))?
+            .map_err(|source| Error::Unavailable {
+                what: "sign",
+                source,
+            })?
             .map_err(|e| Error::Internal(format!("signing the report: {e}")))?;
         Ok(SignedReport {
             report: serde_json::from_str(&text).map_err(|e| Error::Internal(e.to_string()))?,

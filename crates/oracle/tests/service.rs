@@ -428,7 +428,11 @@ async fn each_account_has_its_own_request_limit_and_bad_requests_are_refused() {
     empty.sources.clear();
     assert!(matches!(
         f.ask("carol", empty).await,
-        Err(Error::BadInput(_))
+        Err(Error::BadInput {
+            source_index: None,
+            field: "sources",
+            ..
+        })
     ));
     let too_many = request(
         (0..9)
@@ -438,7 +442,11 @@ async fn each_account_has_its_own_request_limit_and_bad_requests_are_refused() {
         1,
     );
     match f.ask("carol", too_many).await {
-        Err(Error::BadInput(m)) => assert!(m.contains("max_sources"), "{m}"),
+        Err(Error::BadInput {
+            source_index: None,
+            field: "sources",
+            reason,
+        }) => assert!(reason.contains("max_sources"), "{reason}"),
         other => panic!("expected too many sources, got {other:?}"),
     }
     let bad_path = request(
@@ -446,15 +454,28 @@ async fn each_account_has_its_own_request_limit_and_bad_requests_are_refused() {
         AggregationMethod::Median,
         1,
     );
-    assert!(matches!(
-        f.ask("carol", bad_path).await,
-        Err(Error::BadInput(_))
-    ));
+    // Which source and which of its fields: the caller can point at it; the message says it too.
+    match f.ask("carol", bad_path).await {
+        Err(
+            e @ Error::BadInput {
+                source_index: Some(0),
+                field: "extract.json_path",
+                ..
+            },
+        ) => assert!(
+            e.to_string().starts_with("sources[0]: extract.json_path"),
+            "{e}"
+        ),
+        other => panic!("expected a bad json path in source 0, got {other:?}"),
+    }
     let mut needs_more = one();
     needs_more.aggregation.min_agreeing = 2;
     assert!(matches!(
         f.ask("carol", needs_more).await,
-        Err(Error::BadInput(_))
+        Err(Error::BadInput {
+            field: "aggregation.min_agreeing",
+            ..
+        })
     ));
 }
 
@@ -619,9 +640,12 @@ async fn host_hop_by_hop_and_proxy_headers_are_refused() {
             .ask("alice", request(vec![source], AggregationMethod::Median, 1))
             .await
         {
-            Err(Error::BadInput(m)) => {
-                assert!(m.contains("sources[0]") && m.contains(name), "{m}")
-            }
+            Err(
+                e @ Error::BadInput {
+                    source_index: Some(0),
+                    ..
+                },
+            ) => assert!(e.to_string().contains(name), "{e}"),
             other => panic!("{name}: expected a refusal, got {other:?}"),
         }
     }

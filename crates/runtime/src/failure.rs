@@ -17,6 +17,9 @@ pub enum ErrorKind {
     TooLarge,
     /// The request conflicts with the current state (a name taken, a job already ended).
     Conflict,
+    /// The caller is not known: no credentials, or ones this runtime does not accept (unknown,
+    /// revoked, expired). New credentials may succeed; the same ones will not.
+    Unauthenticated,
     /// The caller is known but may not do this.
     Forbidden,
     /// The caller is over a limit; the same request may succeed after `retry_after`.

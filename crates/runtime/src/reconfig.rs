@@ -306,6 +306,32 @@ impl Controller {
                 "changing the monitor interval takes a restart",
             );
         }
+        // The HTTP server's limits are set when it starts listening.
+        let (n, o) = (&new.runtime, &old.runtime);
+        for (key, changed) in [
+            (
+                "header_read_timeout",
+                n.header_read_timeout != o.header_read_timeout,
+            ),
+            (
+                "body_read_timeout",
+                n.body_read_timeout != o.body_read_timeout,
+            ),
+            ("request_timeout", n.request_timeout != o.request_timeout),
+            ("max_connections", n.max_connections != o.max_connections),
+            (
+                "max_connections_per_peer",
+                n.max_connections_per_peer != o.max_connections_per_peer,
+            ),
+            ("reserved_fds", n.reserved_fds != o.reserved_fds),
+        ] {
+            if changed {
+                push(
+                    &format!("runtime.{key}"),
+                    "the HTTP server's limits are set when it starts; changing them takes a restart",
+                );
+            }
+        }
         if new.testing != old.testing {
             push(
                 "testing",

@@ -546,6 +546,28 @@ async fn monitor_interval_cannot_be_changed_by_a_hot_apply() {
     refused_until_restart("monitor_interval = \"3s\"\n", "runtime.monitor_interval").await;
 }
 
+/// Promise: the HTTP server's limits cannot be changed by a hot apply (the server is built with
+/// them when it starts listening), each refused with its path.
+#[tokio::test(start_paused = true)]
+async fn the_servers_limits_cannot_be_changed_by_a_hot_apply() {
+    for (change, path) in [
+        (
+            "header_read_timeout = \"3s\"\n",
+            "runtime.header_read_timeout",
+        ),
+        ("body_read_timeout = \"3s\"\n", "runtime.body_read_timeout"),
+        ("request_timeout = \"90s\"\n", "runtime.request_timeout"),
+        ("max_connections = 7\n", "runtime.max_connections"),
+        (
+            "max_connections_per_peer = 7\n",
+            "runtime.max_connections_per_peer",
+        ),
+        ("reserved_fds = 77\n", "runtime.reserved_fds"),
+    ] {
+        refused_until_restart(change, path).await;
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_running_incarnation_reads_the_new_spec_without_a_restart() {
     let (rt, handle, _journal, svc) = start_with_handle(Fake::new("svc")).await;

@@ -5,6 +5,7 @@ mod accounts;
 mod ai;
 mod attestation;
 mod auth;
+mod bodies;
 mod computation;
 mod config;
 mod crypto;

@@ -72,6 +72,17 @@ impl CallError {
         }
     }
 
+    /// When the same request may succeed: when an open circuit half-opens, else after a second
+    /// (a queue drains, an incarnation restarts). Never zero.
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            CallError::CircuitOpen { retry_after, .. } => {
+                (*retry_after).max(Duration::from_secs(1))
+            }
+            _ => Duration::from_secs(1),
+        }
+    }
+
     /// The service called.
     pub fn service(&self) -> &ServiceName {
         match self {

@@ -62,7 +62,33 @@ pub struct RuntimeConfig {
     #[serde(with = "crate::serde_duration")]
     #[schema(value_type = String, example = "5s")]
     pub config_watch: Duration,
+    /// How long a client may take to send a request's headers (from the first byte, or from the
+    /// end of the previous request on a kept-alive connection): the connection is closed after.
+    #[serde(with = "crate::serde_duration")]
+    #[schema(value_type = String, example = "10s")]
+    pub header_read_timeout: Duration,
+    /// How long a client may take to send a request's body: 408 `request.body_timeout` after.
+    #[serde(with = "crate::serde_duration")]
+    #[schema(value_type = String, example = "60s")]
+    pub body_read_timeout: Duration,
+    /// The longest a request may take, from its headers to its answer's headers: 503
+    /// `request.timeout` after. Longer than the longest `wait_s` (30 s).
+    #[serde(with = "crate::serde_duration")]
+    #[schema(value_type = String, example = "60s")]
+    pub request_timeout: Duration,
+    /// Open connections at most; one more is closed at once. Also held under the file
+    /// descriptors the process may open, less `reserved_fds`.
+    pub max_connections: u32,
+    /// Open connections at most from one peer address; one more is closed at once.
+    pub max_connections_per_peer: u32,
+    /// File descriptors kept for storage, the keystore, the journal and outgoing calls: the
+    /// connections may use the process's limit (`RLIMIT_NOFILE`) less these.
+    pub reserved_fds: u32,
 }
+
+/// The lower bound of `runtime.request_timeout`: a request that waits (`wait_s`, at most 30 s)
+/// must be able to finish its wait.
+pub const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(31);
 
 /// Read at start only: changing it takes a restart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -122,6 +148,12 @@ impl Default for Config {
                 shutdown_grace: Duration::from_secs(30),
                 monitor_interval: Duration::from_secs(1),
                 config_watch: Duration::from_secs(10),
+                header_read_timeout: Duration::from_secs(10),
+                body_read_timeout: Duration::from_secs(60),
+                request_timeout: Duration::from_secs(60),
+                max_connections: 4096,
+                max_connections_per_peer: 512,
+                reserved_fds: 256,
             },
             enclave: EnclaveConfig {
                 platform: Platform::Simulation,

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::problems::{Fields, Problems, join};
-use super::{EnclaveConfig, Platform, RuntimeConfig, SyntheticConfig, TestingConfig};
+use super::{
+    EnclaveConfig, MIN_REQUEST_TIMEOUT, Platform, RuntimeConfig, SyntheticConfig, TestingConfig,
+};
 use crate::name::ServiceName;
 use crate::spec::{Kind, Priority, Spec};
 
@@ -48,6 +50,41 @@ pub(super) fn parse_runtime(
     if let Some(d) = f.duration("config_watch", p) {
         out.config_watch = d;
     }
+    if let Some(d) = f.duration("header_read_timeout", p) {
+        out.header_read_timeout = d;
+    }
+    if let Some(d) = f.duration("body_read_timeout", p) {
+        out.body_read_timeout = d;
+    }
+    if let Some((d, path)) = f
+        .duration("request_timeout", p)
+        .map(|d| (d, f.path_of("request_timeout")))
+    {
+        if d < MIN_REQUEST_TIMEOUT {
+            p.push(
+                &path,
+                format!(
+                    "must be at least {} (the longest wait_s, 30 s, must fit in a request)",
+                    humantime::format_duration(MIN_REQUEST_TIMEOUT)
+                ),
+            );
+        } else {
+            out.request_timeout = d;
+        }
+    }
+    let count = |f: &mut Fields, key, min, p: &mut Problems| {
+        f.integer(key, min, 1_000_000, p)
+            .and_then(|n| u32::try_from(n).ok())
+    };
+    if let Some(n) = count(&mut f, "max_connections", 1, p) {
+        out.max_connections = n;
+    }
+    if let Some(n) = count(&mut f, "max_connections_per_peer", 1, p) {
+        out.max_connections_per_peer = n;
+    }
+    if let Some(n) = count(&mut f, "reserved_fds", 16, p) {
+        out.reserved_fds = n;
+    }
     f.finish(
         p,
         &[
@@ -56,6 +93,12 @@ pub(super) fn parse_runtime(
             "shutdown_grace",
             "monitor_interval",
             "config_watch",
+            "header_read_timeout",
+            "body_read_timeout",
+            "request_timeout",
+            "max_connections",
+            "max_connections_per_peer",
+            "reserved_fds",
         ],
     );
 }

@@ -61,6 +61,11 @@ impl<'a> Fields<'a> {
         Some((v, join(&self.path, key)))
     }
 
+    /// The path of `key` in this table.
+    pub(super) fn path_of(&self, key: &str) -> String {
+        join(&self.path, key)
+    }
+
     pub(super) fn finish(self, problems: &mut Problems, known: &[&str]) {
         for key in self.table.keys() {
             if !self.used.contains(key.as_str()) {

@@ -30,6 +30,45 @@ fn empty_file_is_the_defaults() {
     assert_eq!(Config::parse("", &catalog()), Ok(Config::default()));
 }
 
+/// The HTTP server's limits: read, and each out of its bounds reported with its path.
+#[test]
+fn the_servers_limits_are_read_within_their_bounds() {
+    let c = Config::parse(
+        "[runtime]\nheader_read_timeout = \"2s\"\nbody_read_timeout = \"3s\"\nrequest_timeout = \"40s\"\nmax_connections = 8\nmax_connections_per_peer = 2\nreserved_fds = 64\n",
+        &catalog(),
+    )
+    .expect("valid");
+    let r = &c.runtime;
+    assert_eq!(
+        (
+            r.header_read_timeout,
+            r.body_read_timeout,
+            r.request_timeout,
+            r.max_connections,
+            r.max_connections_per_peer,
+            r.reserved_fds
+        ),
+        (
+            std::time::Duration::from_secs(2),
+            std::time::Duration::from_secs(3),
+            std::time::Duration::from_secs(40),
+            8,
+            2,
+            64
+        )
+    );
+    check(
+        "[runtime]\nheader_read_timeout = \"0s\"\nrequest_timeout = \"30s\"\nmax_connections = 0\nmax_connections_per_peer = 0\nreserved_fds = 15\n",
+        &[
+            "runtime.header_read_timeout: must be longer than zero",
+            "runtime.request_timeout: must be at least 31s (the longest wait_s, 30 s, must fit in a request)",
+            "runtime.max_connections: 0 is out of range (1 to 1000000)",
+            "runtime.max_connections_per_peer: 0 is out of range (1 to 1000000)",
+            "runtime.reserved_fds: 15 is out of range (16 to 1000000)",
+        ],
+    );
+}
+
 #[test]
 fn every_problem_with_its_path() {
     check(
@@ -50,7 +89,7 @@ replicas = { min = 0 }
 "#,
         &[
             "runtime.listen: \"nowhere\" is not an address like \"127.0.0.1:8420\"",
-            "runtime.colour: unknown key (expected one of: listen, data_dir, shutdown_grace, monitor_interval, config_watch)",
+            "runtime.colour: unknown key (expected one of: listen, data_dir, shutdown_grace, monitor_interval, config_watch, header_read_timeout, body_read_timeout, request_timeout, max_connections, max_connections_per_peer, reserved_fds)",
             "enclave.threads: 1 is out of range (2 to 4096)",
             "services.crypto.replicas.min: 0 is out of range (1 to 256)",
         ],
@@ -136,7 +175,7 @@ max = 2
 depends_on = ["ledger"]
 "#,
         &[
-            "runtime.colour: unknown key (expected one of: listen, data_dir, shutdown_grace, monitor_interval, config_watch)",
+            "runtime.colour: unknown key (expected one of: listen, data_dir, shutdown_grace, monitor_interval, config_watch, header_read_timeout, body_read_timeout, request_timeout, max_connections, max_connections_per_peer, reserved_fds)",
             "services.crypto.replicas.min: must not exceed replicas.max (2)",
             "services.storage.health.timeout: must be shorter than interval (1s)",
             "services.feed: service feed depends on ledger, which is not registered",

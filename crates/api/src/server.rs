@@ -1,0 +1,301 @@
+//! The HTTP server: an accept loop that holds the connection limits (in all, per peer address,
+//! and under the process's file limit less a reserve), hyper's HTTP/1 with a header read timeout,
+//! and the body read and whole-request timeouts, each answered in the API's error shape.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use runtime::config::RuntimeConfig;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::{ApiError, AppState};
+
+/// Fewer connections than this left under the file limit is refused at start.
+pub const MIN_CONNECTIONS: u64 = 16;
+
+/// The server's limits, from `[runtime]` and the process's file limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub request_timeout: Duration,
+    /// `runtime.max_connections`, or fewer when the file limit less the reserve is lower.
+    pub max_connections: usize,
+    pub max_connections_per_peer: usize,
+}
+
+/// Why the server cannot start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    #[error(
+        "the process may open {limit} files (RLIMIT_NOFILE) and runtime.reserved_fds keeps {reserved} of them for storage, the keystore and the journal: fewer than {MIN_CONNECTIONS} are left for connections; raise the limit (ulimit -n) or lower runtime.reserved_fds"
+    )]
+    TooFewFiles { limit: u64, reserved: u32 },
+}
+
+impl Limits {
+    /// The limits `runtime` asks for, held under `file_limit` (the process's `RLIMIT_NOFILE`)
+    /// less `runtime.reserved_fds`.
+    pub fn new(runtime: &RuntimeConfig, file_limit: u64) -> Result<Limits, LimitError> {
+        let left = file_limit.saturating_sub(u64::from(runtime.reserved_fds));
+        if left < MIN_CONNECTIONS {
+            return Err(LimitError::TooFewFiles {
+                limit: file_limit,
+                reserved: runtime.reserved_fds,
+            });
+        }
+        let max_connections = u64::from(runtime.max_connections).min(left);
+        Ok(Limits {
+            header_read_timeout: runtime.header_read_timeout,
+            body_read_timeout: runtime.body_read_timeout,
+            request_timeout: runtime.request_timeout,
+            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            max_connections_per_peer: usize::try_from(runtime.max_connections_per_peer)
+                .unwrap_or(usize::MAX),
+        })
+    }
+
+    /// The limits for this process: its soft file limit is raised to the hard one first.
+    pub fn for_this_process(runtime: &RuntimeConfig) -> Result<Limits, LimitError> {
+        Limits::new(runtime, file_limit())
+    }
+}
+
+/// The process's file limit, after raising the soft limit to the hard one (unlimited: `u64::MAX`).
+fn file_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            return limit.maximum.unwrap_or(u64::MAX);
+        }
+    }
+    limit.current.unwrap_or(u64::MAX)
+}
+
+/// What the accept loop counts, for `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct Connections {
+    pub(crate) open: AtomicU64,
+    pub(crate) refused_in_all: AtomicU64,
+    pub(crate) refused_per_peer: AtomicU64,
+    pub(crate) request_timeouts: AtomicU64,
+    pub(crate) body_timeouts: AtomicU64,
+}
+
+/// Open connections per peer address; a [`PeerSlot`] gives its one back when dropped.
+#[derive(Debug, Default)]
+struct Peers(Mutex<HashMap<IpAddr, usize>>);
+
+struct PeerSlot {
+    peers: Arc<Peers>,
+    ip: IpAddr,
+}
+
+impl Peers {
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<PeerSlot> {
+        let mut open = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = open.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            peers: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .peers
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// How long a handler may spend reading its body; the body extractors read it from the
+/// request's extensions (absent, in-process: no limit).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyTimeout(pub(crate) Duration);
+
+/// Serves the API on `listener` within `limits` until `state.shutdown` is cancelled, then lets
+/// open requests finish.
+pub async fn serve(listener: TcpListener, state: AppState, limits: Limits) -> std::io::Result<()> {
+    let shutdown = state.shutdown.clone();
+    let connections = Arc::new(Connections::default());
+    let app = with_timeouts(crate::router(state), limits, connections.clone());
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let peers = Arc::new(Peers::default());
+    let tracker = TaskTracker::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors or a connection reset before it was accepted: the
+                // listener itself is fine. Wait a little rather than spin.
+                tracing::warn!(error = %e, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(peer_slot) = peers.take(peer.ip(), limits.max_connections_per_peer) else {
+            connections.refused_per_peer.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            connections.refused_in_all.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let conn = http.serve_connection(TokioIo::new(stream), service);
+        let (shutdown, connections) = (shutdown.clone(), connections.clone());
+        connections.open.fetch_add(1, Ordering::Relaxed);
+        tracker.spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                () = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+            connections.open.fetch_sub(1, Ordering::Relaxed);
+            drop((permit, peer_slot));
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+    Ok(())
+}
+
+/// The router with the body read and whole-request timeouts, and what the metrics read.
+fn with_timeouts(
+    router: axum::Router,
+    limits: Limits,
+    connections: Arc<Connections>,
+) -> axum::Router {
+    let counts = connections.clone();
+    router
+        .layer(axum::middleware::from_fn(move |request, next| {
+            request_timeout(limits, counts.clone(), request, next)
+        }))
+        .layer(axum::Extension(connections))
+}
+
+async fn request_timeout(
+    limits: Limits,
+    connections: Arc<Connections>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    request
+        .extensions_mut()
+        .insert(BodyTimeout(limits.body_read_timeout));
+    match tokio::time::timeout(limits.request_timeout, next.run(request)).await {
+        Ok(response) => {
+            if response.status() == StatusCode::REQUEST_TIMEOUT {
+                connections.body_timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+            response
+        }
+        Err(_) => {
+            connections.request_timeouts.fetch_add(1, Ordering::Relaxed);
+            ApiError::unavailable(
+                "request.timeout",
+                format!(
+                    "the request took longer than runtime.request_timeout ({}); retry",
+                    humantime::format_duration(limits.request_timeout)
+                ),
+                1,
+            )
+            .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LimitError, Limits};
+
+    fn runtime(max_connections: u32, reserved_fds: u32) -> runtime::config::RuntimeConfig {
+        let mut r = runtime::config::Config::default().runtime;
+        r.max_connections = max_connections;
+        r.reserved_fds = reserved_fds;
+        r
+    }
+
+    /// The connections fit under the file limit less the reserve; too few left is refused.
+    #[test]
+    fn connections_are_held_under_the_file_limit_less_the_reserve() {
+        for (max, reserved, file_limit, want) in [
+            (4096, 256, 1024, Ok(768)),
+            (100, 256, 1024, Ok(100)),
+            (4096, 256, u64::MAX, Ok(4096)),
+            (4096, 256, 272, Ok(16)),
+            (
+                4096,
+                256,
+                271,
+                Err(LimitError::TooFewFiles {
+                    limit: 271,
+                    reserved: 256,
+                }),
+            ),
+            (
+                4096,
+                256,
+                100,
+                Err(LimitError::TooFewFiles {
+                    limit: 100,
+                    reserved: 256,
+                }),
+            ),
+        ] {
+            let got = Limits::new(&runtime(max, reserved), file_limit).map(|l| l.max_connections);
+            assert_eq!(
+                got, want,
+                "max {max}, reserved {reserved}, limit {file_limit}"
+            );
+        }
+    }
+}
