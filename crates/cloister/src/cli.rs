@@ -160,10 +160,10 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Graph { dot, target } => client::block_on(client::graph(target, dot)),
         Command::Restart { name, target } => {
-            client::block_on(client::command(target, "restart", name))
+            client::block_on(client::command(target, cloister_sdk::Command::Restart, name))
         }
-        Command::Stop { name, target } => client::block_on(client::command(target, "stop", name)),
-        Command::Start { name, target } => client::block_on(client::command(target, "start", name)),
+        Command::Stop { name, target } => client::block_on(client::command(target, cloister_sdk::Command::Stop, name)),
+        Command::Start { name, target } => client::block_on(client::command(target, cloister_sdk::Command::Start, name)),
         Command::Attest {
             nonce,
             json,
