@@ -77,8 +77,8 @@ pub(crate) async fn attest(
         identity,
         nonce: hex::encode(&nonce),
         report_data: hex::encode(report_data),
-        report_data_binding: "sha256(\"cloister attestation nonce v1\\0\" || nonce) || 32 zero bytes"
-            .to_owned(),
+        report_data_binding:
+            "sha256(\"cloister attestation nonce v1\\0\" || nonce) || 32 zero bytes".to_owned(),
         quote: base64::engine::general_purpose::STANDARD.encode(&quote),
     }))
 }

@@ -4,9 +4,9 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use cloister_sdk::types::accounts::{AccountInfo, IssueBody};
 use comfy_table::Table;
 use comfy_table::presets::UTF8_FULL_CONDENSED;
-use cloister_sdk::types::accounts::{AccountInfo, IssueBody};
 
 use crate::client::{Reported, Target, connect};
 

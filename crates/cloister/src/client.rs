@@ -6,10 +6,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
-use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use cloister_sdk::types::config::ApplyAnswer;
 use cloister_sdk::types::{Entry, Health, Outcome, ServiceName};
 use cloister_sdk::{Client, Command, Error};
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use serde_json::Value;
 
 /// How client commands find a running runtime.
@@ -227,7 +227,11 @@ pub(crate) async fn graph(target: Target, dot: bool) -> anyhow::Result<ExitCode>
             )?;
         }
         for n in &body.nodes {
-            writeln!(out, "  \"{}\" [label=\"{}\\n{}\"];", n.name, n.name, n.state)?;
+            writeln!(
+                out,
+                "  \"{}\" [label=\"{}\\n{}\"];",
+                n.name, n.name, n.state
+            )?;
         }
         for e in &body.edges {
             writeln!(out, "  \"{}\" -> \"{}\";", e.from, e.to)?;

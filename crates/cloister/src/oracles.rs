@@ -49,10 +49,7 @@ pub(crate) async fn run(command: OracleCommand) -> anyhow::Result<ExitCode> {
         OracleCommand::Request { file, target } => {
             let request: Value = serde_json::from_str(&read(&file)?)
                 .with_context(|| format!("{} is not JSON", file.display()))?;
-            let report = connect(target)?
-                .oracle_request(&request)
-                .await
-                .reported()?;
+            let report = connect(target)?.oracle_request(&request).await.reported()?;
             // Keys sorted, as the report's own canonical payload has them.
             let report = serde_json::to_value(&report)?;
             writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;

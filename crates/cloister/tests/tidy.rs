@@ -98,7 +98,10 @@ const ALLOWED: [(&str, &[&str]); 14] = [
     ("storage", &["runtime", "enclave", "crypto"]),
     ("account", &["runtime", "crypto", "storage"]),
     ("computation", &["runtime", "crypto", "storage"]),
-    ("oracle", &["runtime", "enclave", "crypto", "computation", "wire"]),
+    (
+        "oracle",
+        &["runtime", "enclave", "crypto", "computation", "wire"],
+    ),
     ("ai", &["runtime", "storage"]),
     (
         "api",
@@ -296,7 +299,9 @@ fn only_the_oracle_has_an_http_client() {
             .file_name()
             .to_string_lossy()
             .into_owned();
-        if ["oracle", "sdk", "cloister"].contains(&name.as_str()) || TEST_ONLY.contains(&name.as_str()) {
+        if ["oracle", "sdk", "cloister"].contains(&name.as_str())
+            || TEST_ONLY.contains(&name.as_str())
+        {
             continue;
         }
         let deps = dependencies(&name);

@@ -100,7 +100,6 @@ pub fn key_report_data(public_key_sec1: &[u8]) -> [u8; 64] {
     out
 }
 
-
 /// What a verification established.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verified {

@@ -2,7 +2,9 @@
 
 use reqwest::Method;
 use runtime::Answer;
-use wire::accounts::{AccountInfo, AccountList, CreateBody, Created, IssueBody, IssuedToken, TokenList};
+use wire::accounts::{
+    AccountInfo, AccountList, CreateBody, Created, IssueBody, IssuedToken, TokenList,
+};
 use wire::attestation::Attestation;
 use wire::config::{ApplyAnswer, History, VersionView};
 use wire::events::EventPage;
@@ -44,8 +46,11 @@ impl Client {
 
     /// `GET /v1/services/{name}`: one service (`service.not_found` if there is none).
     pub async fn service(&self, name: &str) -> Result<ServiceView, Error> {
-        self.call(Method::GET, &format!("/v1/services/{}", segment(name, false)))
-            .await
+        self.call(
+            Method::GET,
+            &format!("/v1/services/{}", segment(name, false)),
+        )
+        .await
     }
 
     /// `POST /v1/services/{name}/{start|stop|restart}`: what the service's state is now, and
@@ -62,8 +67,11 @@ impl Client {
 
     /// `GET /v1/events`: up to `limit` journal entries after sequence number `since`.
     pub async fn events(&self, since: u64, limit: usize) -> Result<EventPage, Error> {
-        self.call(Method::GET, &format!("/v1/events?since={since}&limit={limit}"))
-            .await
+        self.call(
+            Method::GET,
+            &format!("/v1/events?since={since}&limit={limit}"),
+        )
+        .await
     }
 
     /// `GET /v1/events/stream`: every entry after `since`, then each one as it is appended.
@@ -105,7 +113,11 @@ impl Client {
     /// `PUT /v1/config`: applies a whole TOML configuration. A rejection is an answer, not an
     /// error: its outcome is `Rejected` with every problem (and `error` says `config.rejected`).
     /// With `wait`, answers after the watch window, so a rollback shows in the answer.
-    pub async fn apply_config(&self, toml: impl Into<String>, wait: bool) -> Result<ApplyAnswer, Error> {
+    pub async fn apply_config(
+        &self,
+        toml: impl Into<String>,
+        wait: bool,
+    ) -> Result<ApplyAnswer, Error> {
         let (request, url) = self.request(Method::PUT, &format!("/v1/config?wait={wait}"));
         let mut request = request
             .header(reqwest::header::CONTENT_TYPE, "application/toml")
@@ -125,7 +137,9 @@ impl Client {
     /// `POST /v1/accounts` (admin): a new account and its first token, whose secret is shown only
     /// here.
     pub async fn create_account(&self, name: &str) -> Result<Created, Error> {
-        let body = CreateBody { name: name.to_owned() };
+        let body = CreateBody {
+            name: name.to_owned(),
+        };
         self.call_with(Method::POST, "/v1/accounts", &body).await
     }
 

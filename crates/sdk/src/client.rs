@@ -113,7 +113,10 @@ impl Client {
     /// A request to `path`, authenticated, without a timeout (for streams).
     pub(crate) fn untimed(&self, method: Method, path: &str) -> (RequestBuilder, String) {
         let url = format!("{}{path}", self.base);
-        (self.http.request(method, &url).bearer_auth(&self.token), url)
+        (
+            self.http.request(method, &url).bearer_auth(&self.token),
+            url,
+        )
     }
 
     /// Sends `request` and reads its answer to the end.
@@ -178,7 +181,10 @@ impl Client {
 pub(crate) fn segment(text: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') || (keep_slash && b == b'/') {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'_' | b'~')
+            || (keep_slash && b == b'/')
+        {
             out.push(char::from(b));
         } else {
             out.push_str(&format!("%{b:02X}"));

@@ -1,8 +1,9 @@
-//! What an application calls: storage, signing, the oracle.
+//! What an application calls: storage, signing, scripts, the oracle.
 
 use base64::Engine;
 use reqwest::Method;
 use serde::Serialize;
+use wire::computation::{Outcome, Program};
 use wire::crypto::{Encoding, SignAnswer, SignBody, Verified, VerifyBody};
 use wire::oracle::{KeyAttestation, SignedReport};
 use wire::storage::{Deleted, Page, Stored, VERSION_HEADER, Value};
@@ -99,6 +100,15 @@ impl Client {
         };
         let path = format!("/v1/crypto/keys/{}/verify", segment(key_id, false));
         self.call_with(Method::POST, &path, &body).await
+    }
+
+    /// `POST /v1/computation/run`: runs the script in the sandbox, as the caller, and answers how it
+    /// ended. A script that throws or runs out of time still has an outcome (see its `ending`);
+    /// only a run that never started is an error (`computation.busy`, `computation.too_large`,
+    /// ...).
+    pub async fn run(&self, program: &Program) -> Result<Outcome, Error> {
+        self.call_with(Method::POST, "/v1/computation/run", program)
+            .await
     }
 
     /// `POST /v1/oracle/requests`: fetches the request's sources, aggregates them and answers a

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use cloister_sdk::types::accounts::IssueBody;
+use cloister_sdk::types::computation::{Ending, Program};
 use cloister_sdk::types::crypto::Encoding;
 use cloister_sdk::types::{Health, Kind, Outcome, RuntimeLevel, ServiceName, State};
 use cloister_sdk::{Client, Command, Error};
@@ -50,7 +51,11 @@ async fn typed_answers_round_trip_through_the_real_api() {
     assert_eq!(page.events.first().map(|e| e.seq), Some(1));
     assert_eq!(page.next, page.events.last().map_or(0, |e| e.seq));
     let mut live = admin.event_stream(0).await.expect("stream");
-    let first = live.next().await.expect("an entry").expect("a readable entry");
+    let first = live
+        .next()
+        .await
+        .expect("an entry")
+        .expect("a readable entry");
     assert_eq!(first.seq, 1);
 
     // Configuration: the running version, and a rejection as an answer with its problems.
@@ -114,6 +119,16 @@ async fn typed_answers_round_trip_through_the_real_api() {
     assert_eq!(signed.version, 1);
     let deleted = alice.delete("notes/a b").await.expect("delete");
     assert!(deleted.deleted);
+    // A script, with arguments.
+    let program = Program::new("console.log('adding'); return args.x + 1;")
+        .with_args(&serde_json::json!({ "x": 41 }))
+        .expect("args");
+    let outcome = admin.run(&program).await.expect("run");
+    assert_eq!(outcome.ending, Ending::Completed);
+    assert_eq!(outcome.result, serde_json::json!(42));
+    assert_eq!(outcome.console.len(), 1);
+    assert_eq!(outcome.console[0].text, "adding");
+
     admin
         .revoke_token(&id, &issued.info.id)
         .await
@@ -136,7 +151,9 @@ async fn an_api_error_is_the_typed_error_with_its_code() {
     assert!(!api.retryable);
     assert_eq!(api.retry_after, None);
     assert!(
-        missing.to_string().ends_with("(404 Not Found, service.not_found)"),
+        missing
+            .to_string()
+            .ends_with("(404 Not Found, service.not_found)"),
         "{missing}"
     );
 

@@ -10,6 +10,7 @@
 
 pub mod accounts;
 pub mod attestation;
+pub mod computation;
 pub mod config;
 pub mod crypto;
 pub mod error;
