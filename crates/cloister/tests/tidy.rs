@@ -85,10 +85,10 @@ const CRATES: [&str; 14] = [
 /// are built on; the binary on `stack` for its services (it wires none itself), on `api`, and on
 /// the few service types its client commands read (account scopes, oracle reports). Tests may use
 /// more (dev-dependencies), and `test-support`, which only tests use, may use every crate but the
-/// binary. `wire`, the types the API puts on the wire, builds on the runtime's and the
-/// platform's own; the oracle's report lives there. `sdk`, the typed client, on `wire` and the
-/// types it re-exports, never on a service or the API (it is light on purpose), and the binary's
-/// client commands go through it.
+/// binary. `wire`, the types the API puts on the wire, builds on the runtime's and the platform's
+/// own; the oracle's report and the computation's run types live there (their services re-export
+/// them). `sdk`, the typed client, builds on `wire` and the types it re-exports, never on a service
+/// or the API (it is light on purpose); the binary's client commands go through it.
 const ALLOWED: [(&str, &[&str]); 14] = [
     ("runtime", &[]),
     ("enclave", &[]),
@@ -97,7 +97,7 @@ const ALLOWED: [(&str, &[&str]); 14] = [
     ("crypto", &["runtime", "enclave"]),
     ("storage", &["runtime", "enclave", "crypto"]),
     ("account", &["runtime", "crypto", "storage"]),
-    ("computation", &["runtime", "crypto", "storage"]),
+    ("computation", &["runtime", "crypto", "storage", "wire"]),
     (
         "oracle",
         &["runtime", "enclave", "crypto", "computation", "wire"],
