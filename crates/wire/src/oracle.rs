@@ -12,9 +12,15 @@ pub struct SignedReport {
     pub payload: String,
     /// Base64 of the 64-byte `r || s` ECDSA P-256 signature over SHA-256(payload).
     pub signature: String,
-    /// `payload`, parsed (convenience only; verify `payload`).
-    #[schema(value_type = Object)]
+    /// `payload`, parsed (convenience only; verify `payload`). Its schema, `ReportPayload`, is the
+    /// oracle's: the API's document adds it.
+    #[schema(schema_with = report_payload)]
     pub report: Value,
+}
+
+/// The schema of a report's payload, by name: the oracle crate owns `ReportPayload`.
+fn report_payload() -> utoipa::openapi::Ref {
+    utoipa::openapi::Ref::from_schema_name("ReportPayload")
 }
 
 /// The oracle's signing key and the quote that binds it to the enclave (`GET /v1/oracle/key`).
