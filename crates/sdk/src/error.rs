@@ -27,11 +27,12 @@ impl std::fmt::Display for ApiError {
     }
 }
 
-/// Why a call failed.
+/// Why a call failed. Each variant's cause is its `source()` (print the chain, as `anyhow`'s
+/// `{:#}` does, to see it).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// No answer: the runtime is not there, or the connection broke before it answered.
-    #[error("cannot reach Cloister at {base}: {source}")]
+    #[error("cannot reach Cloister at {base}")]
     Unreachable {
         /// The client's base URL.
         base: String,
@@ -43,7 +44,7 @@ pub enum Error {
     #[error("{0}")]
     Api(ApiError),
     /// The answer could not be read to its end (the connection broke off).
-    #[error("reading the answer of {url}: {source}")]
+    #[error("reading the answer of {url}")]
     Read {
         /// The request's URL.
         url: String,
@@ -53,7 +54,7 @@ pub enum Error {
     },
     /// The answer was not what this endpoint answers (a different version of Cloister, or not
     /// Cloister at all).
-    #[error("{url} did not answer as expected: {source}")]
+    #[error("{url} did not answer as expected")]
     Decode {
         /// The request's URL.
         url: String,
@@ -61,11 +62,8 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
-    /// The event stream ended: the runtime is shutting down.
-    #[error("the runtime closed the event stream (it is shutting down?)")]
-    StreamClosed,
     /// The HTTP client could not be built.
-    #[error("cannot build the HTTP client: {0}")]
+    #[error("cannot build the HTTP client")]
     Client(#[source] reqwest::Error),
 }
 
