@@ -10,8 +10,12 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
+
+use wire::accounts::{
+    AccountInfo, AccountList, Addresses, CreateBody, Created, IssuedToken, TokenInfo, TokenList,
+};
 
 use crate::auth::{Admin, Caller};
 use crate::error::ErrorBody;
@@ -48,25 +52,42 @@ fn target(caller: &Caller, id: &str, operation: &str) -> Result<String, ApiError
     }
 }
 
-#[derive(Serialize, ToSchema)]
-pub(crate) struct AccountList {
-    accounts: Vec<account::AccountInfo>,
+/// The API's view of an account (the account service's own type stays inside it).
+fn info(a: account::AccountInfo) -> AccountInfo {
+    AccountInfo {
+        id: a.id,
+        name: a.name,
+        created_ms: a.created_ms,
+        disabled: a.disabled,
+        signing_key: a.signing_key,
+        public_key: a.public_key,
+        addresses: Addresses {
+            neo_n3: a.addresses.neo_n3,
+        },
+        tokens: a.tokens,
+    }
 }
 
-#[derive(Serialize, ToSchema)]
-pub(crate) struct TokenList {
-    tokens: Vec<account::TokenInfo>,
+fn token(t: account::TokenInfo) -> TokenInfo {
+    TokenInfo {
+        id: t.id,
+        name: t.name,
+        scopes: t.scopes.iter().map(ToString::to_string).collect(),
+        created_ms: t.created_ms,
+        expires_ms: t.expires_ms,
+    }
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CreateBody {
-    name: String,
+fn issued(t: account::IssuedToken) -> IssuedToken {
+    IssuedToken {
+        info: token(t.info),
+        secret: t.secret,
+    }
 }
 
 /// Creates an account (admin) and returns it with its first token (scope `*`), shown once.
 #[utoipa::path(post, path = "/v1/accounts", tag = "accounts", security(("admin" = [])), request_body = CreateBody,
-    responses((status = 201, description = "Created; the token's secret appears only here", body = account::Created),
+    responses((status = 201, description = "Created; the token's secret appears only here", body = Created),
         (status = 400, description = "Bad name", body = ErrorBody), (status = 403, description = "Not the admin token", body = ErrorBody)))]
 pub(crate) async fn create(
     State(state): State<AppState>,
@@ -74,6 +95,10 @@ pub(crate) async fn create(
     input::Json(CreateBody { name }): input::Json<CreateBody>,
 ) -> Result<Response, ApiError> {
     let created = ask(&state.account, |reply| Request::Create { name, reply }).await?;
+    let created = Created {
+        account: info(created.account),
+        token: issued(created.token),
+    };
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
@@ -82,37 +107,38 @@ pub(crate) async fn create(
     responses((status = 200, description = "Every account", body = AccountList), (status = 403, description = "Not the admin token", body = ErrorBody)))]
 pub(crate) async fn list(State(state): State<AppState>, _: Admin) -> Result<Response, ApiError> {
     let accounts = ask(&state.account, |reply| Request::List { reply }).await?;
+    let accounts = accounts.into_iter().map(info).collect();
     Ok(Json(AccountList { accounts }).into_response())
 }
 
 /// One account: the admin any, an account itself (`me` names the caller's own).
 #[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts",
     params(("id" = String, Path, description = "An account id, or `me`")),
-    responses((status = 200, description = "The account", body = account::AccountInfo), (status = 404, description = "No such account (or not the caller's)", body = ErrorBody)))]
+    responses((status = 200, description = "The account", body = AccountInfo), (status = 404, description = "No such account (or not the caller's)", body = ErrorBody)))]
 pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = target(&caller, &id, "read")?;
-    let info = ask(&state.account, |reply| Request::Get { id, reply }).await?;
-    Ok(Json(info).into_response())
+    let found = ask(&state.account, |reply| Request::Get { id, reply }).await?;
+    Ok(Json(info(found)).into_response())
 }
 
 async fn set_disabled(state: AppState, id: String, disabled: bool) -> Result<Response, ApiError> {
-    let info = ask(&state.account, |reply| Request::SetDisabled {
+    let changed = ask(&state.account, |reply| Request::SetDisabled {
         id,
         disabled,
         reply,
     })
     .await?;
-    Ok(Json(info).into_response())
+    Ok(Json(info(changed)).into_response())
 }
 
 /// Disables an account (admin): its tokens are refused at once.
 #[utoipa::path(post, path = "/v1/accounts/{id}/disable", tag = "accounts", security(("admin" = [])),
     params(("id" = String, Path, description = "An account id")),
-    responses((status = 200, description = "Disabled", body = account::AccountInfo), (status = 404, description = "No such account", body = ErrorBody)))]
+    responses((status = 200, description = "Disabled", body = AccountInfo), (status = 404, description = "No such account", body = ErrorBody)))]
 pub(crate) async fn disable(
     State(state): State<AppState>,
     _: Admin,
@@ -124,7 +150,7 @@ pub(crate) async fn disable(
 /// Enables a disabled account (admin).
 #[utoipa::path(post, path = "/v1/accounts/{id}/enable", tag = "accounts", security(("admin" = [])),
     params(("id" = String, Path, description = "An account id")),
-    responses((status = 200, description = "Enabled", body = account::AccountInfo), (status = 404, description = "No such account", body = ErrorBody)))]
+    responses((status = 200, description = "Enabled", body = AccountInfo), (status = 404, description = "No such account", body = ErrorBody)))]
 pub(crate) async fn enable(
     State(state): State<AppState>,
     _: Admin,
@@ -184,7 +210,7 @@ pub(crate) struct IssueBody {
 /// Issues a token for the account, with at most the caller's scopes and lifetime.
 #[utoipa::path(post, path = "/v1/accounts/{id}/tokens", tag = "accounts", request_body = IssueBody,
     params(("id" = String, Path, description = "An account id, or `me`")),
-    responses((status = 201, description = "Issued; the secret appears only here", body = account::IssuedToken),
+    responses((status = 201, description = "Issued; the secret appears only here", body = IssuedToken),
         (status = 400, description = "Unknown scope or bad lifetime", body = ErrorBody),
         (status = 403, description = "Scopes the caller does not hold", body = ErrorBody),
         (status = 409, description = "Too many live tokens (`account.too_many_tokens`)", body = ErrorBody)))]
@@ -248,7 +274,7 @@ pub(crate) async fn issue(
         reply,
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(issued)).into_response())
+    Ok((StatusCode::CREATED, Json(self::issued(issued))).into_response())
 }
 
 /// The account's tokens (never a secret).
@@ -262,6 +288,7 @@ pub(crate) async fn tokens(
 ) -> Result<Response, ApiError> {
     let id = target(&caller, &id, "tokens")?;
     let tokens = ask(&state.account, |reply| Request::Tokens { id, reply }).await?;
+    let tokens = tokens.into_iter().map(token).collect();
     Ok(Json(TokenList { tokens }).into_response())
 }
 

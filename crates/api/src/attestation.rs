@@ -3,8 +3,10 @@
 use axum::Json;
 use axum::extract::{Query, State};
 use base64::Engine;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use wire::attestation::Attestation;
 
 use crate::error::ErrorBody;
 use crate::{ApiError, AppState};
@@ -18,22 +20,6 @@ pub(crate) struct AttestQuery {
     /// 1 to 64 bytes of hex, bound into the quote's report data (default: the current time, which
     /// proves identity but not freshness).
     nonce: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct Attestation {
-    platform: enclave::PlatformKind,
-    /// True on the simulation platform: nothing here is backed by hardware.
-    simulation: bool,
-    identity: enclave::Identity,
-    /// Hex.
-    nonce: String,
-    /// Hex, 64 bytes.
-    report_data: String,
-    /// How `report_data` is made from the nonce.
-    report_data_binding: &'static str,
-    /// Base64.
-    quote: String,
 }
 
 /// The enclave's identity and a quote binding the caller's nonce.
@@ -91,7 +77,8 @@ pub(crate) async fn attest(
         identity,
         nonce: hex::encode(&nonce),
         report_data: hex::encode(report_data),
-        report_data_binding: "sha256(\"cloister attestation nonce v1\\0\" || nonce) || 32 zero bytes",
+        report_data_binding:
+            "sha256(\"cloister attestation nonce v1\\0\" || nonce) || 32 zero bytes".to_owned(),
         quote: base64::engine::general_purpose::STANDARD.encode(&quote),
     }))
 }

@@ -4,9 +4,11 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use runtime::reconfig::{Outcome, Source, Status, Version};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use runtime::reconfig::{Outcome, Source, Version};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use wire::config::{ApplyAnswer, History, VersionSummary, VersionView};
 
 use crate::auth::Admin;
 use crate::error::{ErrorBody, ErrorDetail};
@@ -15,28 +17,6 @@ use crate::{ApiError, AppState};
 
 /// Larger bodies are refused before parsing.
 const MAX_CONFIG_BYTES: usize = 1 << 20;
-
-/// A kept configuration version, without its text.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct VersionSummary {
-    version: u64,
-    /// SHA-256 of the TOML text, hex.
-    hash: String,
-    /// RFC 3339.
-    applied_at: String,
-    source: Source,
-    status: Status,
-}
-
-/// A configuration version with its TOML text and the configuration it parsed into (every
-/// default filled in).
-#[derive(Serialize, ToSchema)]
-pub(crate) struct VersionView {
-    #[serde(flatten)]
-    summary: VersionSummary,
-    text: String,
-    config: runtime::config::Config,
-}
 
 fn summary(v: &Version) -> VersionSummary {
     VersionSummary {
@@ -48,12 +28,15 @@ fn summary(v: &Version) -> VersionSummary {
     }
 }
 
-fn full(v: &Version) -> VersionView {
-    VersionView {
+fn full(v: &Version) -> Result<VersionView, ApiError> {
+    // The parsed configuration is a document: it travels as the JSON it serializes to.
+    let config = serde_json::to_value(&*v.config)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok(VersionView {
         summary: summary(v),
         text: v.text.to_string(),
-        config: (*v.config).clone(),
-    }
+        config,
+    })
 }
 
 fn stopped() -> ApiError {
@@ -69,7 +52,7 @@ fn stopped() -> ApiError {
     responses((status = 200, description = "The running version", body = VersionView)))]
 pub(crate) async fn show(State(state): State<AppState>) -> Result<Json<VersionView>, ApiError> {
     let current = state.configs.current().ok_or_else(stopped)?;
-    Ok(Json(full(&current)))
+    Ok(Json(full(&current)?))
 }
 
 /// One kept version, with its text: the dashboard diffs two of them.
@@ -104,13 +87,7 @@ pub(crate) async fn version(
                 ),
             )
         })?;
-    Ok(Json(full(v)))
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct History {
-    /// Newest first; the first one is running.
-    versions: Vec<VersionSummary>,
+    Ok(Json(full(v)?))
 }
 
 /// The kept versions (the last ten), newest first.
@@ -129,15 +106,6 @@ pub(crate) struct ApplyQuery {
     /// runs, so a rollback shows in the answer.
     #[serde(default)]
     wait: bool,
-}
-
-/// What became of an apply or a rollback; a rejection also carries the usual error object.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct ApplyAnswer {
-    #[serde(flatten)]
-    outcome: Outcome,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<ErrorDetail>,
 }
 
 fn respond(outcome: Option<Outcome>) -> Result<Response, ApiError> {

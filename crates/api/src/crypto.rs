@@ -10,6 +10,8 @@ use crypto::{Algorithm, Request};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use wire::crypto::{Encoding, SignAnswer, SignBody, Verified, VerifyBody};
+
 use crate::auth::{Allowed, Caller, op};
 use crate::error::ErrorBody;
 use crate::input::{self, ask, decode, decode_optional};
@@ -21,20 +23,6 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 #[derive(Serialize, ToSchema)]
 pub(crate) struct KeyList {
     keys: Vec<crypto::KeyInfo>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct SignAnswer {
-    /// Base64.
-    signature: String,
-    /// The key version that signed.
-    version: u32,
-    encoding: Encoding,
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct Verified {
-    valid: bool,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -107,21 +95,6 @@ pub(crate) async fn describe(
     Ok(Json(info).into_response())
 }
 
-/// How an ECDSA signature is encoded: `raw` (64-byte r||s, the default) or `der`.
-#[derive(Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub(crate) enum Encoding {
-    Raw,
-    Der,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct SignBody {
-    message: String,
-    encoding: Option<Encoding>,
-}
-
 /// Signs a message: ECDSA as 64-byte r||s over SHA-256 of the message (DER on request), Ed25519 per RFC 8032.
 #[utoipa::path(post, path = "/v1/crypto/keys/{id}/sign", tag = "crypto", params(("id" = String, Path, description = "A key id")), request_body = SignBody,
     responses((status = 200, description = "The signature", body = SignAnswer), (status = 400, description = "Bad base64 or input (`request.invalid_body`, `crypto.bad_input`)", body = ErrorBody), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody), (status = 422, description = "The key's algorithm cannot do this (`crypto.wrong_key_kind`)", body = ErrorBody)))]
@@ -147,13 +120,6 @@ pub(crate) async fn sign(
         encoding: if der { Encoding::Der } else { Encoding::Raw },
     })
     .into_response())
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct VerifyBody {
-    message: String,
-    signature: String,
 }
 
 /// Verifies a signature with any kept version of the key.

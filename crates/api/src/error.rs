@@ -4,7 +4,6 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use runtime::{Classify, ErrorKind};
-use serde::Serialize;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -17,22 +16,9 @@ pub struct ApiError {
     pub(crate) logged: bool,
 }
 
-/// Every error answer has this shape, whatever the status.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[schema(example = json!({"error": {"code": "storage.not_found", "message": "no value at \"a/b\"", "retryable": false}}))]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ErrorDetail {
-    /// Stable and machine-readable: `AREA.REASON`, e.g. `auth.invalid_token`, `config.rejected`.
-    pub code: String,
-    /// For people: what went wrong and what to do.
-    pub message: String,
-    /// Whether the same request may succeed later (a 503 or 429 with `Retry-After`).
-    pub retryable: bool,
-}
+/// Every error answer has this shape, whatever the status; the type lives in `wire`, where the
+/// SDK reads it too.
+pub use wire::{ErrorBody, ErrorDetail};
 
 impl From<&ApiError> for ErrorBody {
     fn from(e: &ApiError) -> ErrorBody {

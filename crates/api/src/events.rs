@@ -14,9 +14,11 @@ use futures::Stream;
 use futures::StreamExt;
 use runtime::Journal;
 use runtime::journal::Entry;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::broadcast;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
+
+use wire::events::EventPage;
 
 use crate::error::ErrorBody;
 use crate::{ApiError, AppState};
@@ -31,17 +33,6 @@ pub(crate) struct ListQuery {
     since: Option<u64>,
     /// At most this many (default 1000, at most 10000).
     limit: Option<usize>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct EventPage {
-    /// In sequence order. Each entry carries the hash of the one before (`prev`) and its own.
-    #[schema(value_type = Vec<Entry>)]
-    events: Vec<Arc<Entry>>,
-    /// Pass as `since` for the next page.
-    next: u64,
-    /// The newest sequence number in the journal.
-    last_seq: u64,
 }
 
 /// The event journal from a cursor, as JSON.

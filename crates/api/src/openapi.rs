@@ -165,6 +165,15 @@ pub(crate) fn finish(mut api: OpenApi) -> OpenApi {
     let mut detail = Vec::new();
     <ErrorBody as utoipa::ToSchema>::schemas(&mut detail);
     components.schemas.extend(detail);
+    // A signed report names its payload's schema, which the oracle owns, by name (the report
+    // itself is `wire`'s, below the oracle).
+    components.schemas.insert(
+        "ReportPayload".into(),
+        <oracle::report::ReportPayload as utoipa::PartialSchema>::schema(),
+    );
+    let mut payload = Vec::new();
+    <oracle::report::ReportPayload as utoipa::ToSchema>::schemas(&mut payload);
+    components.schemas.extend(payload);
     api.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
         "token",
         Vec::<String>::new(),

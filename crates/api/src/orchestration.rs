@@ -16,6 +16,11 @@ use runtime::{Readiness, RuntimeLevel, ServiceName, ServiceStatus, Snapshot};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use wire::services::{
+    AnomalyView, CircuitView, GraphEdge, GraphNode, GraphView, OperationView, Replicas, Requests,
+    ServiceList, ServiceView,
+};
+
 use crate::auth::Admin;
 use crate::error::ErrorBody;
 use crate::input;
@@ -55,85 +60,6 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     (status, Json(readiness)).into_response()
 }
 
-/// A service as the API shows it.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct ServiceView<'a> {
-    name: &'a ServiceName,
-    description: &'a str,
-    #[serde(rename = "type")]
-    kind: runtime::Kind,
-    state: runtime::State,
-    health: &'a runtime::Health,
-    dependencies: &'a [ServiceName],
-    startup_priority: runtime::Priority,
-    /// Start layer: every dependency is in an earlier one.
-    layer: usize,
-    resources: &'a runtime::spec::Resources,
-    health_check: &'a runtime::spec::HealthPolicy,
-    recovery: &'a runtime::spec::Recovery,
-    replicas: Replicas,
-    capabilities: &'a [runtime::Capability],
-    restart_count: u64,
-    generation: u64,
-    /// RFC 3339, when the current incarnation started.
-    started_at: Option<String>,
-    uptime_seconds: Option<u64>,
-    queue_depth: usize,
-    /// Totals since the process started, over every caller.
-    requests: Requests,
-    operations: Vec<OperationView>,
-    /// One circuit breaker per caller of this service.
-    circuits: Vec<CircuitView>,
-    anomalies: Vec<AnomalyView>,
-    autoscale: &'a runtime::autoscale::AutoscalePolicy,
-}
-
-#[derive(Serialize, ToSchema)]
-struct Replicas {
-    running: u32,
-    min: u32,
-    max: u32,
-}
-
-/// Request figures over every edge into the service.
-#[derive(Serialize, Default, ToSchema)]
-pub(crate) struct Requests {
-    pub(crate) total: u64,
-    pub(crate) errors: u64,
-    pub(crate) dead_lettered: u64,
-    pub(crate) error_rate: f64,
-    pub(crate) latency_p50_ms: Option<f64>,
-    pub(crate) latency_p90_ms: Option<f64>,
-    pub(crate) latency_p99_ms: Option<f64>,
-}
-
-#[derive(Serialize, ToSchema)]
-struct OperationView {
-    operation: &'static str,
-    calls: u64,
-    errors: u64,
-    latency_p50_ms: Option<f64>,
-    latency_p90_ms: Option<f64>,
-    latency_p99_ms: Option<f64>,
-}
-
-#[derive(Serialize, ToSchema)]
-struct CircuitView {
-    /// The calling service, or `external` for the API and other callers outside any service.
-    caller: String,
-    state: runtime::bus::BreakerState,
-    consecutive_failures: u32,
-    /// Times it has opened.
-    opened: u64,
-}
-
-#[derive(Serialize, ToSchema)]
-struct AnomalyView {
-    signal: &'static str,
-    action: runtime::anomaly::AnomalyAction,
-    evidence: runtime::anomaly::Evidence,
-}
-
 fn ms(d: Option<Duration>) -> Option<f64> {
     d.map(|d| d.as_secs_f64() * 1e3)
 }
@@ -155,17 +81,17 @@ pub(crate) fn requests(edges: &[EdgeSnapshot], service: &ServiceName) -> Request
     r
 }
 
-fn view<'a>(
-    s: &'a ServiceStatus,
+fn view(
+    s: &ServiceStatus,
     edges: &[EdgeSnapshot],
     anomalies: &[runtime::monitor::ActiveAnomaly],
-) -> ServiceView<'a> {
+) -> ServiceView {
     let spec = &s.spec;
     let operations = s
         .operations
         .iter()
         .map(|o| OperationView {
-            operation: o.operation,
+            operation: o.operation.to_owned(),
             calls: o.calls,
             errors: o.errors,
             latency_p50_ms: ms(o.latency.quantile(0.5)),
@@ -191,29 +117,29 @@ fn view<'a>(
         .iter()
         .filter(|a| a.service == spec.name)
         .map(|a| AnomalyView {
-            signal: a.signal,
+            signal: a.signal.to_owned(),
             action: a.action,
             evidence: a.evidence,
         })
         .collect();
     ServiceView {
-        name: &spec.name,
-        description: &spec.description,
+        name: spec.name.clone(),
+        description: spec.description.clone(),
         kind: spec.kind,
         state: s.state,
-        health: &s.health,
-        dependencies: &spec.dependencies,
+        health: s.health.clone(),
+        dependencies: spec.dependencies.clone(),
         startup_priority: spec.priority,
         layer: s.layer,
-        resources: &spec.resources,
-        health_check: &spec.health,
-        recovery: &spec.recovery,
+        resources: spec.resources,
+        health_check: spec.health,
+        recovery: spec.recovery,
         replicas: Replicas {
             running: s.replicas_running,
             min: spec.replicas.min,
             max: spec.replicas.max,
         },
-        capabilities: &spec.capabilities,
+        capabilities: spec.capabilities.clone(),
         restart_count: s.restarts,
         generation: s.generation,
         started_at: s
@@ -228,18 +154,12 @@ fn view<'a>(
         operations,
         circuits,
         anomalies,
-        autoscale: &spec.autoscale,
+        autoscale: spec.autoscale,
     }
 }
 
 async fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
     Ok(state.client.snapshot().await?)
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct ServiceList<'a> {
-    readiness: &'a Readiness,
-    services: Vec<ServiceView<'a>>,
 }
 
 /// Every service: type, state, health and its reason, replicas, restarts, traffic, breakers,
@@ -256,7 +176,7 @@ pub(crate) async fn list(State(state): State<AppState>) -> Result<Response, ApiE
         .map(|s| view(s, &edges, &anomalies))
         .collect();
     Ok(Json(ServiceList {
-        readiness: &snap.readiness,
+        readiness: snap.readiness.clone(),
         services,
     })
     .into_response())
@@ -325,9 +245,9 @@ impl Window {
 /// A service in a live sample: everything `GET /v1/services` shows, and the last interval's
 /// figures.
 #[derive(Serialize, ToSchema)]
-pub(crate) struct SampledService<'a> {
+pub(crate) struct SampledService {
     #[serde(flatten)]
-    service: ServiceView<'a>,
+    service: ServiceView,
     window: Window,
 }
 
@@ -337,7 +257,7 @@ pub(crate) struct ServiceSample<'a> {
     /// RFC 3339, when the sample was taken.
     at: String,
     readiness: &'a Readiness,
-    services: Vec<SampledService<'a>>,
+    services: Vec<SampledService>,
 }
 
 /// The services, live, as server-sent events: a `services` event at once and then one per second,
@@ -520,32 +440,6 @@ pub(crate) async fn fault(
     ))
 }
 
-#[derive(Serialize, ToSchema)]
-pub(crate) struct GraphNode<'a> {
-    name: &'a ServiceName,
-    #[serde(rename = "type")]
-    kind: runtime::Kind,
-    state: runtime::State,
-    health: &'a runtime::Health,
-    startup_priority: runtime::Priority,
-    layer: usize,
-}
-
-/// `from` depends on `to`.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct GraphEdge<'a> {
-    from: &'a ServiceName,
-    to: &'a ServiceName,
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct GraphView<'a> {
-    nodes: Vec<GraphNode<'a>>,
-    edges: Vec<GraphEdge<'a>>,
-    /// Start layers in start order; a layer's services start in parallel.
-    layers: &'a [Vec<ServiceName>],
-}
-
 /// The dependency graph: nodes, edges and start layers.
 #[utoipa::path(get, path = "/v1/graph", tag = "orchestration",
     responses((status = 200, description = "The dependency graph", body = GraphView)))]
@@ -555,10 +449,10 @@ pub(crate) async fn graph(State(state): State<AppState>) -> Result<Response, Api
         .services
         .iter()
         .map(|s| GraphNode {
-            name: &s.spec.name,
+            name: s.spec.name.clone(),
             kind: s.spec.kind,
             state: s.state,
-            health: &s.health,
+            health: s.health.clone(),
             startup_priority: s.spec.priority,
             layer: s.layer,
         })
@@ -566,12 +460,15 @@ pub(crate) async fn graph(State(state): State<AppState>) -> Result<Response, Api
     let edges = snap
         .edges
         .iter()
-        .map(|(from, to)| GraphEdge { from, to })
+        .map(|(from, to)| GraphEdge {
+            from: from.clone(),
+            to: to.clone(),
+        })
         .collect();
     Ok(Json(GraphView {
         nodes,
         edges,
-        layers: &snap.layers,
+        layers: snap.layers.clone(),
     })
     .into_response())
 }

@@ -5,9 +5,11 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use storage::{Request, Write};
 use utoipa::{IntoParams, ToSchema};
+
+use wire::storage::{Committed, Deleted, Listed, Page, Stored};
 
 use crate::auth::{Allowed, Caller, op};
 use crate::error::ErrorBody;
@@ -16,26 +18,7 @@ use crate::{ApiError, AppState};
 use account::Area;
 
 /// The header carrying a value's version (the commit that wrote it).
-pub(crate) const VERSION_HEADER: &str = "x-cloister-version";
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct Stored {
-    key: String,
-    /// The commit that wrote it.
-    version: u64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct Deleted {
-    key: String,
-    version: u64,
-    deleted: bool,
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct Committed {
-    version: u64,
-}
+pub(crate) use wire::storage::VERSION_HEADER;
 
 /// Stores the raw body at `key` in the caller's namespace, durably (acknowledged after commit).
 #[utoipa::path(put, path = "/v1/storage/{key}", tag = "storage", params(("key" = String, Path, description = "The key; may contain `/`")),
@@ -124,7 +107,7 @@ pub(crate) struct ListQuery {
 
 /// Keys (with sizes and versions) in the caller's namespace, by prefix, in pages.
 #[utoipa::path(get, path = "/v1/storage", tag = "storage", params(ListQuery),
-    responses((status = 200, description = "A page of keys", body = storage::Page)))]
+    responses((status = 200, description = "A page of keys", body = Page)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -141,6 +124,17 @@ pub(crate) async fn list(
         reply,
     })
     .await?;
+    let page = Page {
+        keys: page
+            .keys
+            .into_iter()
+            .map(|l| Listed {
+                key: l.key,
+                version: l.version,
+            })
+            .collect(),
+        next: page.next,
+    };
     Ok(Json(page).into_response())
 }
 

@@ -4,13 +4,11 @@ use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use cloister_sdk::types::accounts::{AccountInfo, IssueBody};
 use comfy_table::Table;
 use comfy_table::presets::UTF8_FULL_CONDENSED;
-use reqwest::Method;
-use serde_json::{Value, json};
 
-use crate::client::Target;
-use crate::client::{Api, text};
+use crate::client::{Reported, Target, connect};
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum AccountCommand {
@@ -105,65 +103,47 @@ pub(crate) async fn run(command: AccountCommand) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match command {
         AccountCommand::Create { name, target } => {
-            let created = Api::new(target)?
-                .call(Method::POST, "/v1/accounts", Some(&json!({ "name": name })))
-                .await?;
-            describe(&mut out, &created["account"])?;
+            let created = connect(target)?.create_account(&name).await.reported()?;
+            describe(&mut out, &created.account)?;
             writeln!(
                 out,
                 "token:       {} ({}, scopes *)\n\nThe token's secret is shown only now; keep it:\n{}",
-                text(&created["token"]["id"]),
-                text(&created["token"]["name"]),
-                text(&created["token"]["secret"])
+                created.token.info.id, created.token.info.name, created.token.secret
             )?;
         }
         AccountCommand::List { target } => {
-            let body = Api::new(target)?
-                .call(Method::GET, "/v1/accounts", None)
-                .await?;
+            let body = connect(target)?.accounts().await.reported()?;
             let mut table = Table::new();
             table.load_style(UTF8_FULL_CONDENSED);
             table.set_header(["ID", "NAME", "DISABLED", "TOKENS", "NEO N3 ADDRESS"]);
-            for a in body["accounts"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-            {
+            for a in &body.accounts {
                 table.add_row([
-                    text(&a["id"]),
-                    text(&a["name"]),
-                    text(&a["disabled"]),
-                    text(&a["tokens"]),
-                    text(&a["addresses"]["neo_n3"]),
+                    a.id.clone(),
+                    a.name.clone(),
+                    a.disabled.to_string(),
+                    a.tokens.to_string(),
+                    a.addresses.neo_n3.clone(),
                 ]);
             }
             writeln!(out, "{table}")?;
         }
         AccountCommand::Show { id, target } => {
-            let account = Api::new(target)?
-                .call(Method::GET, &format!("/v1/accounts/{id}"), None)
-                .await?;
+            let account = connect(target)?.account(&id).await.reported()?;
             describe(&mut out, &account)?;
         }
         AccountCommand::Disable { id, target } => {
-            Api::new(target)?
-                .call(Method::POST, &format!("/v1/accounts/{id}/disable"), None)
-                .await?;
+            connect(target)?.disable_account(&id).await.reported()?;
             writeln!(
                 out,
                 "{id}: disabled; its tokens are refused until it is enabled"
             )?;
         }
         AccountCommand::Enable { id, target } => {
-            Api::new(target)?
-                .call(Method::POST, &format!("/v1/accounts/{id}/enable"), None)
-                .await?;
+            connect(target)?.enable_account(&id).await.reported()?;
             writeln!(out, "{id}: enabled")?;
         }
         AccountCommand::Delete { id, target } => {
-            Api::new(target)?
-                .call(Method::DELETE, &format!("/v1/accounts/{id}"), None)
-                .await?;
+            connect(target)?.delete_account(&id).await.reported()?;
             writeln!(out, "{id}: deleted, with its values, keys and tokens")?;
         }
         AccountCommand::Token {
@@ -173,47 +153,33 @@ pub(crate) async fn run(command: AccountCommand) -> anyhow::Result<ExitCode> {
             expires_in,
             target,
         } => {
-            let mut body = json!({ "name": name });
-            if !scopes.is_empty() {
-                body["scopes"] = json!(scopes);
-            }
-            if let Some(after) = expires_in {
-                body["expires_in_s"] = json!(after.as_secs().max(1));
-            }
-            let token = Api::new(target)?
-                .call(
-                    Method::POST,
-                    &format!("/v1/accounts/{id}/tokens"),
-                    Some(&body),
-                )
-                .await?;
+            let asked = IssueBody {
+                name: Some(name),
+                scopes: (!scopes.is_empty()).then_some(scopes),
+                expires_in_s: expires_in.map(|after| after.as_secs().max(1)),
+            };
+            let token = connect(target)?.issue_token(&id, &asked).await.reported()?;
             writeln!(
                 out,
                 "token {} ({}), scopes {}, expires {}\n\nThe secret is shown only now; keep it:\n{}",
-                text(&token["id"]),
-                text(&token["name"]),
-                scope_list(&token["scopes"]),
-                expiry(&token["expires_ms"]),
-                text(&token["secret"])
+                token.info.id,
+                token.info.name,
+                token.info.scopes.join(" "),
+                expiry(token.info.expires_ms),
+                token.secret
             )?;
         }
         AccountCommand::Tokens { id, target } => {
-            let body = Api::new(target)?
-                .call(Method::GET, &format!("/v1/accounts/{id}/tokens"), None)
-                .await?;
+            let body = connect(target)?.tokens(&id).await.reported()?;
             let mut table = Table::new();
             table.load_style(UTF8_FULL_CONDENSED);
             table.set_header(["ID", "NAME", "SCOPES", "EXPIRES"]);
-            for t in body["tokens"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-            {
+            for t in &body.tokens {
                 table.add_row([
-                    text(&t["id"]),
-                    text(&t["name"]),
-                    scope_list(&t["scopes"]),
-                    expiry(&t["expires_ms"]),
+                    t.id.clone(),
+                    t.name.clone(),
+                    t.scopes.join(" "),
+                    expiry(t.expires_ms),
                 ]);
             }
             writeln!(out, "{table}")?;
@@ -223,47 +189,33 @@ pub(crate) async fn run(command: AccountCommand) -> anyhow::Result<ExitCode> {
             token_id,
             target,
         } => {
-            Api::new(target)?
-                .call(
-                    Method::DELETE,
-                    &format!("/v1/accounts/{id}/tokens/{token_id}"),
-                    None,
-                )
-                .await?;
+            connect(target)?
+                .revoke_token(&id, &token_id)
+                .await
+                .reported()?;
             writeln!(out, "{token_id}: revoked")?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn describe(out: &mut impl std::io::Write, account: &Value) -> anyhow::Result<()> {
+fn describe(out: &mut impl std::io::Write, account: &AccountInfo) -> anyhow::Result<()> {
     writeln!(
         out,
         "account:     {} ({}){}\nsigning key: {} (P-256, public {})\nNeo N3:      {}\ntokens:      {} live",
-        text(&account["id"]),
-        text(&account["name"]),
-        if account["disabled"] == true {
-            ", DISABLED"
-        } else {
-            ""
-        },
-        text(&account["signing_key"]),
-        text(&account["public_key"]),
-        text(&account["addresses"]["neo_n3"]),
-        text(&account["tokens"]),
+        account.id,
+        account.name,
+        if account.disabled { ", DISABLED" } else { "" },
+        account.signing_key,
+        account.public_key,
+        account.addresses.neo_n3,
+        account.tokens,
     )?;
     Ok(())
 }
 
-fn scope_list(scopes: &Value) -> String {
-    scopes
-        .as_array()
-        .map(|s| s.iter().map(text).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-fn expiry(expires_ms: &Value) -> String {
-    match expires_ms.as_u64() {
+fn expiry(expires_ms: Option<u64>) -> String {
+    match expires_ms {
         Some(ms) => {
             humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms))
                 .to_string()

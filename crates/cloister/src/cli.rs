@@ -159,11 +159,17 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             client::block_on(client::status(target, name, wide))
         }
         Command::Graph { dot, target } => client::block_on(client::graph(target, dot)),
-        Command::Restart { name, target } => {
-            client::block_on(client::command(target, "restart", name))
+        Command::Restart { name, target } => client::block_on(client::command(
+            target,
+            cloister_sdk::Command::Restart,
+            name,
+        )),
+        Command::Stop { name, target } => {
+            client::block_on(client::command(target, cloister_sdk::Command::Stop, name))
         }
-        Command::Stop { name, target } => client::block_on(client::command(target, "stop", name)),
-        Command::Start { name, target } => client::block_on(client::command(target, "start", name)),
+        Command::Start { name, target } => {
+            client::block_on(client::command(target, cloister_sdk::Command::Start, name))
+        }
         Command::Attest {
             nonce,
             json,

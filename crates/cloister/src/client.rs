@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
+use cloister_sdk::types::config::ApplyAnswer;
+use cloister_sdk::types::{Entry, Health, Outcome, ServiceName};
+use cloister_sdk::{Client, Command, Error};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
-use futures::StreamExt;
 use serde_json::Value;
 
 /// How client commands find a running runtime.
@@ -35,120 +37,59 @@ pub(crate) fn block_on<F: Future<Output = anyhow::Result<ExitCode>>>(
         .block_on(f)
 }
 
-pub(crate) struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
+/// The SDK's client for `target`: its URL, and the token given or the admin token from its data
+/// directory.
+pub(crate) fn connect(target: Target) -> anyhow::Result<Client> {
+    let token = match target.token {
+        Some(t) => t,
+        None => {
+            let path = target.data_dir.join("admin.token");
+            std::fs::read_to_string(&path)
+                .map(|t| t.trim().to_owned())
+                .with_context(|| {
+                    format!(
+                        "no admin token: set CLOISTER_ADMIN_TOKEN, pass --token, or point --data-dir at the runtime's data \
+                         directory (could not read {})",
+                        path.display()
+                    )
+                })?
+        }
+    };
+    Client::new(&target.url, token).context("HTTP client")
 }
 
-impl Api {
-    pub(crate) fn new(target: Target) -> anyhow::Result<Api> {
-        let token = match target.token {
-            Some(t) => t,
-            None => {
-                let path = target.data_dir.join("admin.token");
-                std::fs::read_to_string(&path)
-                    .map(|t| t.trim().to_owned())
-                    .with_context(|| {
-                        format!(
-                            "no admin token: set CLOISTER_ADMIN_TOKEN, pass --token, or point --data-dir at the runtime's data \
-                             directory (could not read {})",
-                            path.display()
-                        )
-                    })?
-            }
-        };
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .context("HTTP client")?;
-        Ok(Api {
-            http,
-            base: target.url.trim_end_matches('/').to_owned(),
-            token,
-        })
-    }
-
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-    ) -> anyhow::Result<(reqwest::StatusCode, Value)> {
-        self.send_json(method, path, None).await
-    }
-
-    /// A request with an optional JSON body; an empty answer (204) reads as `null`.
-    async fn send_json(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> anyhow::Result<(reqwest::StatusCode, Value)> {
-        let url = format!("{}{path}", self.base);
-        let mut request = self
-            .http
-            .request(method, &url)
-            .bearer_auth(&self.token)
-            .timeout(Duration::from_secs(30));
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| unreachable_error(&self.base, e))?;
-        let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .with_context(|| format!("reading the answer of {url}"))?;
-        if bytes.is_empty() {
-            return Ok((status, Value::Null));
-        }
-        let body: Value = serde_json::from_slice(&bytes)
-            .with_context(|| format!("{url} did not answer with JSON"))?;
-        Ok((status, body))
-    }
-
-    /// The body of a successful answer to a request with `body`, or the API's error.
-    pub(crate) async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> anyhow::Result<Value> {
-        let (status, answer) = self.send_json(method, path, body).await?;
-        if status.is_success() {
-            Ok(answer)
-        } else {
-            Err(api_error(status, &answer))
-        }
-    }
-
-    /// The body of a successful answer, or the API's error as an `anyhow` error.
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let (status, body) = self.send(reqwest::Method::GET, path).await?;
-        if status.is_success() {
-            Ok(body)
-        } else {
-            Err(api_error(status, &body))
-        }
+/// An SDK error as the CLI reports it: an unreachable runtime with a hint where to look.
+pub(crate) fn reported(e: Error) -> anyhow::Error {
+    match e {
+        Error::Unreachable { base, source } => anyhow!(
+            "cannot reach Cloister at {base}: {source}. Is `cloister run` running there? Set --url or CLOISTER_URL."
+        ),
+        other => anyhow::Error::new(other),
     }
 }
 
-fn unreachable_error(base: &str, e: reqwest::Error) -> anyhow::Error {
-    anyhow!(
-        "cannot reach Cloister at {base}: {e}. Is `cloister run` running there? Set --url or CLOISTER_URL."
-    )
+/// The SDK's answers with the CLI's reading of its errors.
+pub(crate) trait Reported<T> {
+    fn reported(self) -> anyhow::Result<T>;
 }
 
-fn api_error(status: reqwest::StatusCode, body: &Value) -> anyhow::Error {
-    let code = body["error"]["code"].as_str().unwrap_or("unknown");
-    let message = body["error"]["message"].as_str().unwrap_or("no message");
-    anyhow!("{message} ({status}, {code})")
+impl<T> Reported<T> for Result<T, Error> {
+    fn reported(self) -> anyhow::Result<T> {
+        self.map_err(reported)
+    }
 }
 
-pub(crate) fn text(v: &Value) -> String {
+/// The name a value of a wire enum has in JSON (`core`, `not_ready`), as the CLI prints it.
+pub(crate) fn name_of(v: &impl serde::Serialize) -> String {
+    match serde_json::to_value(v) {
+        Ok(Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => "-".into(),
+    }
+}
+
+/// A JSON value in a line of text: a string as itself, null as `-`.
+fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
@@ -156,8 +97,8 @@ pub(crate) fn text(v: &Value) -> String {
     }
 }
 
-fn uptime(v: &Value) -> String {
-    match v.as_u64() {
+fn uptime(seconds: Option<u64>) -> String {
+    match seconds {
         Some(s) => humantime::format_duration(Duration::from_secs(s)).to_string(),
         None => "-".into(),
     }
@@ -179,10 +120,10 @@ fn shorten(text: &str, width: usize) -> (String, bool) {
     (cut, true)
 }
 
-fn health_text(s: &Value) -> String {
-    match s["health"]["reason"].as_str() {
-        Some(reason) => format!("{}: {reason}", text(&s["health"]["level"])),
-        None => text(&s["health"]["level"]),
+fn health_text(health: &Health) -> String {
+    match health.reason() {
+        Some(reason) => format!("{}: {reason}", health.level()),
+        None => health.level().to_owned(),
     }
 }
 
@@ -191,56 +132,47 @@ pub(crate) async fn status(
     name: Option<String>,
     wide: bool,
 ) -> anyhow::Result<ExitCode> {
-    let api = Api::new(target)?;
+    let api = connect(target)?;
     if let Some(name) = name {
         return status_of(&api, &name).await;
     }
-    let body = api.get("/v1/services").await?;
+    let body = api.services().await.reported()?;
     let mut table = Table::new();
     table.load_style(UTF8_FULL_CONDENSED);
     table.set_header([
         "SERVICE", "TYPE", "STATE", "HEALTH", "REPLICAS", "RESTARTS", "UPTIME",
     ]);
-    let mut services = body["services"].as_array().cloned().unwrap_or_default();
-    services.sort_by_key(|s| (s["layer"].as_u64(), text(&s["name"])));
+    let mut services = body.services;
+    services.sort_by(|a, b| (a.layer, a.name.as_str()).cmp(&(b.layer, b.name.as_str())));
     let mut shortened = false;
     for s in &services {
         let health = if wide {
-            health_text(s)
+            health_text(&s.health)
         } else {
-            let (health, cut) = shorten(&health_text(s), HEALTH_WIDTH);
+            let (health, cut) = shorten(&health_text(&s.health), HEALTH_WIDTH);
             shortened |= cut;
             health
         };
-        let r = &s["replicas"];
+        let r = &s.replicas;
         table.add_row([
-            text(&s["name"]),
-            text(&s["type"]),
-            text(&s["state"]),
+            s.name.to_string(),
+            name_of(&s.kind),
+            s.state.to_string(),
             health,
-            format!(
-                "{}/{}/{}",
-                text(&r["running"]),
-                text(&r["min"]),
-                text(&r["max"])
-            ),
-            text(&s["restart_count"]),
-            uptime(&s["uptime_seconds"]),
+            format!("{}/{}/{}", r.running, r.min, r.max),
+            s.restart_count.to_string(),
+            uptime(s.uptime_seconds),
         ]);
     }
-    let readiness = &body["readiness"];
+    let readiness = &body.readiness;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{table}")?;
-    writeln!(out, "runtime: {}", text(&readiness["level"]))?;
-    for reason in readiness["reasons"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
+    writeln!(out, "runtime: {}", name_of(&readiness.level))?;
+    for reason in &readiness.reasons {
         let reason = if wide {
-            text(reason)
+            reason.clone()
         } else {
-            let (reason, cut) = shorten(&text(reason), LINE_WIDTH - 4);
+            let (reason, cut) = shorten(reason, LINE_WIDTH - 4);
             shortened |= cut;
             reason
         };
@@ -256,59 +188,37 @@ pub(crate) async fn status(
 }
 
 /// One service, every line whole: `cloister status NAME`.
-async fn status_of(api: &Api, name: &str) -> anyhow::Result<ExitCode> {
-    let s = api.get(&format!("/v1/services/{name}")).await?;
-    let r = &s["replicas"];
+async fn status_of(api: &Client, name: &str) -> anyhow::Result<ExitCode> {
+    let s = api.service(name).await.reported()?;
+    let r = &s.replicas;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "service:  {}", text(&s["name"]))?;
-    writeln!(out, "type:     {}", text(&s["type"]))?;
-    writeln!(out, "state:    {}", text(&s["state"]))?;
-    writeln!(out, "health:   {}", text(&s["health"]["level"]))?;
-    if let Some(reason) = s["health"]["reason"].as_str() {
+    writeln!(out, "service:  {}", s.name)?;
+    writeln!(out, "type:     {}", name_of(&s.kind))?;
+    writeln!(out, "state:    {}", s.state)?;
+    writeln!(out, "health:   {}", s.health.level())?;
+    if let Some(reason) = s.health.reason() {
         writeln!(out, "reason:   {reason}")?;
     }
     writeln!(
         out,
         "replicas: {}/{}/{} (running/min/max)",
-        text(&r["running"]),
-        text(&r["min"]),
-        text(&r["max"])
+        r.running, r.min, r.max
     )?;
-    writeln!(out, "restarts: {}", text(&s["restart_count"]))?;
-    writeln!(out, "uptime:   {}", uptime(&s["uptime_seconds"]))?;
+    writeln!(out, "restarts: {}", s.restart_count)?;
+    writeln!(out, "uptime:   {}", uptime(s.uptime_seconds))?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// The start layers of a `/v1/graph` answer, as names.
-fn layers(body: &Value) -> Vec<Vec<String>> {
-    body["layers"]
-        .as_array()
-        .map(|layers| {
-            layers
-                .iter()
-                .map(|l| {
-                    l.as_array()
-                        .map(|names| names.iter().map(text).collect())
-                        .unwrap_or_default()
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 pub(crate) async fn graph(target: Target, dot: bool) -> anyhow::Result<ExitCode> {
-    let api = Api::new(target)?;
-    let body = api.get("/v1/graph").await?;
+    let api = connect(target)?;
+    let body = api.graph().await.reported()?;
     let mut out = std::io::stdout().lock();
-    let empty = Vec::new();
-    let nodes = body["nodes"].as_array().unwrap_or(&empty);
-    let edges = body["edges"].as_array().unwrap_or(&empty);
     if dot {
         writeln!(
             out,
             "digraph cloister {{\n  rankdir=BT;\n  node [shape=box, style=rounded];"
         )?;
-        for (i, names) in layers(&body).iter().enumerate() {
+        for (i, names) in body.layers.iter().enumerate() {
             let quoted: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
             writeln!(
                 out,
@@ -316,58 +226,51 @@ pub(crate) async fn graph(target: Target, dot: bool) -> anyhow::Result<ExitCode>
                 quoted.join("; ")
             )?;
         }
-        for n in nodes {
+        for n in &body.nodes {
             writeln!(
                 out,
                 "  \"{}\" [label=\"{}\\n{}\"];",
-                text(&n["name"]),
-                text(&n["name"]),
-                text(&n["state"])
+                n.name, n.name, n.state
             )?;
         }
-        for e in edges {
-            writeln!(out, "  \"{}\" -> \"{}\";", text(&e["from"]), text(&e["to"]))?;
+        for e in &body.edges {
+            writeln!(out, "  \"{}\" -> \"{}\";", e.from, e.to)?;
         }
         writeln!(out, "}}")?;
         return Ok(ExitCode::SUCCESS);
     }
-    for (i, names) in layers(&body).iter().enumerate() {
+    for (i, names) in body.layers.iter().enumerate() {
+        let names: Vec<&str> = names.iter().map(ServiceName::as_str).collect();
         writeln!(out, "layer {i}: {}", names.join(", "))?;
     }
-    for n in nodes {
-        let name = text(&n["name"]);
-        let deps: Vec<String> = edges
+    for n in &body.nodes {
+        let deps: Vec<&str> = body
+            .edges
             .iter()
-            .filter(|e| text(&e["from"]) == name)
-            .map(|e| text(&e["to"]))
+            .filter(|e| e.from == n.name)
+            .map(|e| e.to.as_str())
             .collect();
         if deps.is_empty() {
-            writeln!(out, "{name} ({})", text(&n["state"]))?;
+            writeln!(out, "{} ({})", n.name, n.state)?;
         } else {
-            writeln!(out, "{name} ({}) -> {}", text(&n["state"]), deps.join(", "))?;
+            writeln!(out, "{} ({}) -> {}", n.name, n.state, deps.join(", "))?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn command(target: Target, verb: &str, name: String) -> anyhow::Result<ExitCode> {
-    let api = Api::new(target)?;
-    let (status, body) = api
-        .send(
-            reqwest::Method::POST,
-            &format!("/v1/services/{name}/{verb}"),
-        )
-        .await?;
-    if !status.is_success() {
-        return Err(api_error(status, &body));
-    }
+pub(crate) async fn command(
+    target: Target,
+    verb: Command,
+    name: String,
+) -> anyhow::Result<ExitCode> {
+    let api = connect(target)?;
+    let answer = api.command(&name, verb).await.reported()?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
         "{}: {} (state: {})",
-        text(&body["service"]),
-        text(&body["message"]),
-        text(&body["state"])
+        answer.service, answer.message, answer.state
     )?;
     Ok(ExitCode::SUCCESS)
 }
@@ -384,12 +287,14 @@ fn flat(key: &str, v: &Value) -> String {
     }
 }
 
-fn print_event(out: &mut impl std::io::Write, e: &Value, json: bool) -> anyhow::Result<()> {
+fn print_event(out: &mut impl std::io::Write, e: &Entry, json: bool) -> anyhow::Result<()> {
     if json {
-        writeln!(out, "{e}")?;
+        writeln!(out, "{}", serde_json::to_value(e)?)?;
         return Ok(());
     }
-    let mut details = e["event"].clone();
+    // What happened and why are closed enums with a field or two per variant: printed as their
+    // JSON fields, `kind` and `by` first.
+    let mut details = serde_json::to_value(&e.event)?;
     let kind = details
         .as_object_mut()
         .and_then(|o| o.remove("kind"))
@@ -403,7 +308,7 @@ fn print_event(out: &mut impl std::io::Write, e: &Value, json: bool) -> anyhow::
             .join(" "),
         _ => String::new(),
     };
-    let mut cause = e["cause"].clone();
+    let mut cause = serde_json::to_value(&e.cause)?;
     let by = cause
         .as_object_mut()
         .and_then(|o| o.remove("by"))
@@ -413,16 +318,16 @@ fn print_event(out: &mut impl std::io::Write, e: &Value, json: bool) -> anyhow::
         .as_object()
         .map(|o| o.values().map(text).collect::<Vec<_>>().join(" "))
         .unwrap_or_default();
-    let service = e["service"].as_str().unwrap_or("runtime");
-    let generation = e["generation"]
-        .as_u64()
+    let service = e.service.as_ref().map_or("runtime", ServiceName::as_str);
+    let generation = e
+        .generation
         .map(|g| format!(" gen {g}"))
         .unwrap_or_default();
     writeln!(
         out,
         "{:>6} {} {service}{generation} {kind} {details} [{by}{}]",
-        text(&e["seq"]),
-        text(&e["time"]),
+        e.seq,
+        humantime::format_rfc3339_micros(e.time),
         if cause_detail.is_empty() {
             String::new()
         } else {
@@ -438,54 +343,29 @@ pub(crate) async fn events(
     follow: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let api = Api::new(target)?;
+    const PAGE: usize = 1000;
+    let api = connect(target)?;
     let mut cursor = since;
     loop {
-        let body = api
-            .get(&format!("/v1/events?since={cursor}&limit=1000"))
-            .await?;
-        let events = body["events"].as_array().cloned().unwrap_or_default();
+        let page = api.events(cursor, PAGE).await.reported()?;
         let mut out = std::io::stdout().lock();
-        for e in &events {
+        for e in &page.events {
             print_event(&mut out, e, json)?;
         }
-        cursor = body["next"].as_u64().unwrap_or(cursor);
-        if events.len() < 1000 {
+        cursor = page.next;
+        if page.events.len() < PAGE {
             break;
         }
     }
     if !follow {
         return Ok(ExitCode::SUCCESS);
     }
-    let url = format!("{}/v1/events/stream?since={cursor}", api.base);
-    let response = api
-        .http
-        .get(&url)
-        .bearer_auth(&api.token)
-        .send()
-        .await
-        .map_err(|e| unreachable_error(&api.base, e))?;
-    if !response.status().is_success() {
-        let status = response.status();
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        return Err(api_error(status, &body));
-    }
-    let mut stream = response.bytes_stream();
-    let mut buffer = String::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.context("the event stream broke off")?;
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-        while let Some(end) = buffer.find("\n\n") {
-            let frame: String = buffer.drain(..end + 2).collect();
-            for line in frame.lines() {
-                if let Some(data) = line.strip_prefix("data:") {
-                    let e: Value = serde_json::from_str(data.trim()).context("malformed event")?;
-                    let mut out = std::io::stdout().lock();
-                    print_event(&mut out, &e, json)?;
-                    out.flush()?;
-                }
-            }
-        }
+    let mut stream = api.event_stream(cursor).await.reported()?;
+    while let Some(e) = stream.next().await {
+        let e = e.context("the event stream broke off")?;
+        let mut out = std::io::stdout().lock();
+        print_event(&mut out, &e, json)?;
+        out.flush()?;
     }
     bail!("the runtime closed the event stream (it is shutting down?)")
 }
@@ -497,24 +377,24 @@ pub(crate) const UNTIL_RESTART: &str = "note: this version lasts until the runti
      starts again from the file given to `cloister run --config` (or the built-in defaults); to keep \
      it, save it as that file (a running runtime applies a saved file by itself)";
 
-fn print_outcome(body: &Value) -> anyhow::Result<ExitCode> {
+fn print_outcome(answer: &ApplyAnswer) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
-    match body["outcome"].as_str() {
-        Some("applied") => {
-            let changed: Vec<String> = body["changed"]
-                .as_array()
-                .map(|a| a.iter().map(text).collect())
-                .unwrap_or_default();
+    match &answer.outcome {
+        Outcome::Applied {
+            version,
+            changed,
+            watching,
+            ..
+        } => {
             writeln!(
                 out,
-                "applied as version {} ({}){}",
-                text(&body["version"]),
+                "applied as version {version} ({}){}",
                 if changed.is_empty() {
                     "no service changed".to_owned()
                 } else {
                     format!("changed: {}", changed.join(", "))
                 },
-                if body["watching"] == true {
+                if *watching {
                     "; watching for trouble before it counts as good"
                 } else {
                     ""
@@ -523,42 +403,26 @@ fn print_outcome(body: &Value) -> anyhow::Result<ExitCode> {
             writeln!(out, "{UNTIL_RESTART}")?;
             Ok(ExitCode::SUCCESS)
         }
-        Some("unchanged") => {
-            writeln!(
-                out,
-                "unchanged: version {} is already running",
-                text(&body["version"])
-            )?;
+        Outcome::Unchanged { version } => {
+            writeln!(out, "unchanged: version {version} is already running")?;
             Ok(ExitCode::SUCCESS)
         }
-        Some("rolled_back") => {
-            writeln!(
-                out,
-                "rolled back from version {} to {}: {}",
-                text(&body["from"]),
-                text(&body["to"]),
-                text(&body["reason"])
-            )?;
+        Outcome::RolledBack { from, to, reason } => {
+            writeln!(out, "rolled back from version {from} to {to}: {reason}")?;
             Ok(ExitCode::FAILURE)
         }
-        Some("rejected") => {
+        Outcome::Rejected { problems } => {
             let mut err = std::io::stderr().lock();
-            for p in body["problems"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-            {
-                let path = text(&p["path"]);
-                if path.is_empty() || path == "-" {
-                    writeln!(err, "{}", text(&p["message"]))?;
+            for p in problems {
+                if p.path.is_empty() {
+                    writeln!(err, "{}", p.message)?;
                 } else {
-                    writeln!(err, "{path}: {}", text(&p["message"]))?;
+                    writeln!(err, "{}: {}", p.path, p.message)?;
                 }
             }
             writeln!(err, "rejected; the running configuration is unchanged")?;
             Ok(ExitCode::FAILURE)
         }
-        _ => Err(api_error(reqwest::StatusCode::INTERNAL_SERVER_ERROR, body)),
     }
 }
 
@@ -569,62 +433,34 @@ pub(crate) async fn config_apply(
 ) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&file)
         .with_context(|| format!("cannot read {}", file.display()))?;
-    let api = Api::new(target)?;
-    let url = format!("{}/v1/config?wait={wait}", api.base);
-    let response = api
-        .http
-        .put(&url)
-        .bearer_auth(&api.token)
-        .header("content-type", "application/toml")
-        .body(text)
-        .timeout(Duration::from_secs(600))
-        .send()
-        .await
-        .map_err(|e| unreachable_error(&api.base, e))?;
-    let status = response.status();
-    let body: Value = response
-        .json()
-        .await
-        .context("the runtime did not answer with JSON")?;
-    if body.get("outcome").is_none() {
-        return Err(api_error(status, &body));
-    }
-    print_outcome(&body)
+    let api = connect(target)?;
+    let answer = api.apply_config(text, wait).await.reported()?;
+    print_outcome(&answer)
 }
 
 pub(crate) async fn config_rollback(target: Target) -> anyhow::Result<ExitCode> {
-    let api = Api::new(target)?;
-    let (status, body) = api
-        .send(reqwest::Method::POST, "/v1/config/rollback")
-        .await?;
-    if body.get("outcome").is_none() {
-        return Err(api_error(status, &body));
-    }
-    match print_outcome(&body)? {
+    let api = connect(target)?;
+    let answer = api.rollback_config().await.reported()?;
+    match print_outcome(&answer)? {
         // For an operator's rollback, having rolled back is success.
-        _ if body["outcome"] == "rolled_back" => Ok(ExitCode::SUCCESS),
+        _ if matches!(answer.outcome, Outcome::RolledBack { .. }) => Ok(ExitCode::SUCCESS),
         code => Ok(code),
     }
 }
 
 pub(crate) async fn config_history(target: Target) -> anyhow::Result<ExitCode> {
-    let api = Api::new(target)?;
-    let body = api.get("/v1/config/history").await?;
+    let api = connect(target)?;
+    let body = api.config_history().await.reported()?;
     let mut table = Table::new();
     table.load_style(UTF8_FULL_CONDENSED);
     table.set_header(["VERSION", "STATUS", "SOURCE", "APPLIED AT", "HASH"]);
-    for v in body["versions"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-    {
-        let hash = text(&v["hash"]);
+    for v in &body.versions {
         table.add_row([
-            text(&v["version"]),
-            text(&v["status"]),
-            text(&v["source"]),
-            text(&v["applied_at"]),
-            hash.chars().take(16).collect(),
+            v.version.to_string(),
+            name_of(&v.status),
+            name_of(&v.source),
+            v.applied_at.clone(),
+            v.hash.chars().take(16).collect(),
         ]);
     }
     writeln!(std::io::stdout().lock(), "{table}")?;
@@ -632,17 +468,17 @@ pub(crate) async fn config_history(target: Target) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) async fn config_show(target: Target) -> anyhow::Result<ExitCode> {
-    let api = Api::new(target)?;
-    let body = api.get("/v1/config").await?;
+    let api = connect(target)?;
+    let body = api.config().await.reported()?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
         "# version {} ({}), sha256 {}",
-        text(&body["version"]),
-        text(&body["status"]),
-        text(&body["hash"])
+        body.summary.version,
+        name_of(&body.summary.status),
+        body.summary.hash
     )?;
-    write!(out, "{}", body["text"].as_str().unwrap_or(""))?;
+    write!(out, "{}", body.text)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -662,16 +498,14 @@ pub(crate) async fn attest(
         }
         None => rand::random::<[u8; 32]>().to_vec(),
     };
-    let api = Api::new(target)?;
-    let body = api
-        .get(&format!("/v1/attestation?nonce={}", hex::encode(&nonce)))
-        .await?;
+    let api = connect(target)?;
+    let body = api.attestation(&nonce).await.reported()?;
     let mut out = std::io::stdout().lock();
     if json {
-        writeln!(out, "{body}")?;
+        writeln!(out, "{}", serde_json::to_value(&body)?)?;
     }
     let quote = base64::engine::general_purpose::STANDARD
-        .decode(body["quote"].as_str().unwrap_or(""))
+        .decode(&body.quote)
         .context("the quote is not base64")?;
     let parsed =
         enclave::quote::Quote::parse(&quote).map_err(|e| anyhow!("the runtime's quote: {e}"))?;
@@ -683,7 +517,7 @@ pub(crate) async fn attest(
     if !json {
         // Everything below comes from the quote itself, not from the JSON around it.
         let id = &parsed.body;
-        writeln!(out, "platform:          {}", text(&body["platform"]))?;
+        writeln!(out, "platform:          {}", name_of(&body.platform))?;
         writeln!(out, "measurement:       {}", hex::encode(id.mr_enclave))?;
         writeln!(out, "signer:            {}", hex::encode(id.mr_signer))?;
         writeln!(out, "product id:        {}", id.isv_prod_id)?;

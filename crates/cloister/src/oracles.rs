@@ -6,11 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use reqwest::Method;
 use serde_json::Value;
 
-use crate::client::Api;
-use crate::client::Target;
+use crate::client::{Reported, Target, connect};
 
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum OracleCommand {
@@ -51,15 +49,14 @@ pub(crate) async fn run(command: OracleCommand) -> anyhow::Result<ExitCode> {
         OracleCommand::Request { file, target } => {
             let request: Value = serde_json::from_str(&read(&file)?)
                 .with_context(|| format!("{} is not JSON", file.display()))?;
-            let report = Api::new(target)?
-                .call(Method::POST, "/v1/oracle/requests", Some(&request))
-                .await?;
+            let report = connect(target)?.oracle_request(&request).await.reported()?;
+            // Keys sorted, as the report's own canonical payload has them.
+            let report = serde_json::to_value(&report)?;
             writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
         }
         OracleCommand::Key { target } => {
-            let key = Api::new(target)?
-                .call(Method::GET, "/v1/oracle/key", None)
-                .await?;
+            let key = connect(target)?.oracle_key().await.reported()?;
+            let key = serde_json::to_value(&key)?;
             writeln!(out, "{}", serde_json::to_string_pretty(&key)?)?;
         }
         OracleCommand::Verify {

@@ -21,7 +21,6 @@ mod service;
 use std::time::Duration;
 
 use runtime::{Reply, ServiceName};
-use serde::Deserialize;
 
 pub use capabilities::{DETERMINISTIC_NOW_MS, MAX_LIST_KEYS, MAX_RANDOM_BYTES};
 pub use jobs::{JobInfo, JobState};
@@ -34,6 +33,7 @@ pub use limits::{
 pub use outcome::{ConsoleLine, Ending, Level, Outcome};
 pub use pool::PoolStats;
 pub use service::Computation;
+pub use wire::computation::Program;
 
 pub const NAME: ServiceName = ServiceName::from_static("computation");
 
@@ -148,25 +148,6 @@ impl Grants {
         sign: true,
         verify: true,
     };
-}
-
-/// A script and how to run it, as the API receives it.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Program {
-    /// The body of an async function: `return` the result (see the crate docs).
-    pub code: String,
-    /// Available to the script as `args`: kept as the JSON text it came as (no tree is built from
-    /// it outside the sandbox); absent is `null`.
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    pub args: Option<Box<serde_json::value::RawValue>>,
-    #[serde(default)]
-    pub limits: LimitOverrides,
-    /// Fixes `Date`, `performance.now()`, `Math.random` and `crypto.randomBytes` to values derived
-    /// from the code and args, so the same program gives the same result.
-    #[serde(default)]
-    pub deterministic: bool,
 }
 
 type Answer<T> = Reply<Result<T, Error>>;

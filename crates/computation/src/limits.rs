@@ -6,8 +6,6 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use runtime::setting::{Setting, Value};
 
 use crate::Error;
@@ -170,42 +168,13 @@ pub(crate) fn declare(spec: runtime::Spec) -> runtime::Spec {
         .setting(&MAX_QUEUED_RUNS)
 }
 
-/// What a request may ask to change, each at most up to its ceiling.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LimitOverrides {
-    pub time_ms: Option<u64>,
-    pub memory_bytes: Option<u64>,
-    pub stack_bytes: Option<u64>,
-    pub output_bytes: Option<u64>,
-    pub console_bytes: Option<u64>,
-}
+pub use wire::computation::{LimitOverrides, Limits};
 
-/// The limits that applied to a run. `time_ms` counts from when a worker starts the run (a wait in
-/// the queue is not counted) and includes the script's capability calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[schema(as = RunLimits)]
-pub struct Limits {
-    pub time_ms: u64,
-    pub memory_bytes: u64,
-    pub stack_bytes: u64,
-    pub output_bytes: u64,
-    pub console_bytes: u64,
-    pub code_bytes: u64,
-    pub args_bytes: u64,
-}
-
-impl Limits {
-    pub fn time(&self) -> Duration {
-        Duration::from_millis(self.time_ms)
-    }
-
-    /// When the watchdog gives up on a run that stopped polling its interrupt handler: half the
-    /// limit again, and at least 50 ms more.
-    pub(crate) fn hard_time(&self) -> Duration {
-        let limit = self.time();
-        limit + (limit / 2).max(Duration::from_millis(50))
-    }
+/// When the watchdog gives up on a run that stopped polling its interrupt handler: half the limit
+/// again, and at least 50 ms more.
+pub(crate) fn hard_time(limits: &Limits) -> Duration {
+    let limit = limits.time();
+    limit + (limit / 2).max(Duration::from_millis(50))
 }
 
 /// The sandbox ceilings: read at start only, since they bound what the enclave lends to one run.

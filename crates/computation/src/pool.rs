@@ -204,7 +204,7 @@ impl Pool {
         drop(state);
         self.shared.watch.notify_one();
         if let Some(task) = queued {
-            (task.finish)(Ok(Outcome::without_run(
+            (task.finish)(Ok(crate::outcome::without_run(
                 Ending::Cancelled { abandoned: false },
                 task.run.limits,
                 task.run.deterministic,
@@ -321,7 +321,7 @@ fn run_worker(shared: &Shared, id: u64) {
         }
         if run.cancel.load(Ordering::Relaxed) {
             drop(state);
-            finish(Ok(Outcome::without_run(
+            finish(Ok(crate::outcome::without_run(
                 Ending::Cancelled { abandoned: false },
                 run.limits,
                 run.deterministic,
@@ -330,7 +330,7 @@ fn run_worker(shared: &Shared, id: u64) {
             continue;
         }
         let started = Instant::now();
-        let hard_deadline = started + run.limits.hard_time();
+        let hard_deadline = started + crate::limits::hard_time(&run.limits);
         let slot: Answer = Arc::new(Mutex::new(Some(finish)));
         state.workers.insert(
             id,
@@ -428,7 +428,8 @@ fn run_watchdog(shared: &Arc<Shared>) {
                 } else {
                     Ending::TimedOut { abandoned: true }
                 };
-                let mut outcome = Outcome::without_run(ending, busy.limits, busy.deterministic);
+                let mut outcome =
+                    crate::outcome::without_run(ending, busy.limits, busy.deterministic);
                 outcome.duration_ms = busy.started.elapsed().as_millis() as u64;
                 answer(&busy.answer, Ok(outcome));
             }

@@ -26,7 +26,7 @@ pub use seal::{SealError, request_of, seal, unseal};
 pub use simulation::Simulation;
 
 /// Which platform produced an identity or a quote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[schema(as = Platform)]
 #[serde(rename_all = "snake_case")]
 pub enum PlatformKind {
@@ -36,15 +36,15 @@ pub enum PlatformKind {
 
 /// What the enclave is: its measurement (MRENCLAVE), its signer (MRSIGNER), product id, security
 /// version (ISVSVN) and debug flag.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Identity {
     pub platform: PlatformKind,
     /// Hex.
-    #[serde(serialize_with = "hex_bytes")]
+    #[serde(serialize_with = "hex_bytes", deserialize_with = "hex_bytes_from")]
     #[schema(value_type = String)]
     pub measurement: [u8; 32],
     /// Hex.
-    #[serde(serialize_with = "hex_bytes")]
+    #[serde(serialize_with = "hex_bytes", deserialize_with = "hex_bytes_from")]
     #[schema(value_type = String)]
     pub signer: [u8; 32],
     pub product_id: u16,
@@ -54,6 +54,13 @@ pub struct Identity {
 
 fn hex_bytes<S: serde::Serializer>(b: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&hex::encode(b))
+}
+
+fn hex_bytes_from<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+    let text = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text.as_bytes(), &mut out).map_err(serde::de::Error::custom)?;
+    Ok(out)
 }
 
 /// What a sealing key is bound to.

@@ -20,19 +20,9 @@ pub const FORMAT: &str = "cloister-oracle-report/1";
 /// The signature algorithm, as named in `signer.algorithm`.
 pub const ALGORITHM: &str = "ecdsa-p256-sha256";
 
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+pub use wire::oracle::{KeyAttestation, SignedReport};
 
-/// A signed report, as the API returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct SignedReport {
-    /// The report as canonical JSON: the signed bytes.
-    pub payload: String,
-    /// Base64 of the 64-byte `r || s` ECDSA P-256 signature over SHA-256(payload).
-    pub signature: String,
-    /// `payload`, parsed (convenience only; verify `payload`).
-    #[schema(value_type = ReportPayload)]
-    pub report: Value,
-}
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
 /// What `payload` holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -108,25 +98,6 @@ pub fn key_report_data(public_key_sec1: &[u8]) -> [u8; 64] {
     let mut out = [0u8; 64];
     out[..32].copy_from_slice(&h.finalize());
     out
-}
-
-/// The oracle's signing key and the quote that binds it to the enclave (`GET /v1/oracle/key`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct KeyAttestation {
-    /// `ecdsa-p256-sha256`.
-    pub algorithm: String,
-    /// Base64 SEC1 uncompressed (65 bytes).
-    pub public_key: String,
-    /// True on the simulation platform: the quote is not backed by hardware.
-    pub simulation: bool,
-    #[schema(value_type = enclave::Identity)]
-    pub enclave: Value,
-    /// Hex, 64 bytes.
-    pub report_data: String,
-    /// How `report_data` is made from the key.
-    pub report_data_binding: String,
-    /// Base64, SGX DCAP v3 layout.
-    pub quote: String,
 }
 
 /// What a verification established.

@@ -21,7 +21,7 @@ use crate::event::{Cause, Event, RuntimeLevel};
 const KEPT: usize = 10;
 
 /// Where a version came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[schema(as = ConfigSource)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
@@ -36,7 +36,7 @@ pub enum Source {
 }
 
 /// Where a version stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[schema(as = ConfigStatus)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
@@ -73,7 +73,7 @@ pub struct Version {
 }
 
 /// What became of an apply or a rollback.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[schema(as = ConfigOutcome)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {

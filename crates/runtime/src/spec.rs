@@ -405,7 +405,7 @@ impl Default for Resources {
 }
 
 /// The seed's `HealthCheckConfig`: liveness pings through the incarnation's own mailbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HealthPolicy {
     /// Time between two pings.
     #[serde(with = "crate::serde_duration")]
@@ -435,7 +435,7 @@ impl Default for HealthPolicy {
 }
 
 /// The seed's `RecoveryStrategy`, with its parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Recovery {
     /// What is restarted, and how.
     pub strategy: Strategy,
@@ -507,7 +507,7 @@ pub enum Scope {
 }
 
 /// Exponential backoff with jitter, reset after a stable run.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Backoff {
     /// The first delay.
     #[serde(with = "crate::serde_duration")]

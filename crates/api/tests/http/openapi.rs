@@ -43,6 +43,13 @@ async fn the_openapi_document_matches_the_routes_and_the_reference() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers[header::CONTENT_TYPE], "application/json");
     assert_eq!(doc["openapi"], "3.1.0");
+    // A signed report's parsed payload keeps its schema, though the report type lives below the
+    // oracle that owns the payload's.
+    assert_eq!(
+        doc["components"]["schemas"]["SignedReport"]["properties"]["report"]["$ref"],
+        "#/components/schemas/ReportPayload"
+    );
+    assert!(doc["components"]["schemas"]["ReportPayload"]["properties"]["sources"].is_object());
     let ops = operations(&doc);
     assert!(ops.len() > 40, "only {} operations documented", ops.len());
 

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use super::{rust_files, section, workspace};
+use super::{our_dependencies, rust_files, workspace};
 
 /// The longest a source file (outside tests and benches) may be.
 const MAX_LINES: usize = 800;
@@ -309,8 +309,8 @@ fn crates_import_only_downward_along_the_layer_list() {
     let mut edges = Vec::new();
     for krate in &crates {
         for table in ["dependencies", "build-dependencies"] {
-            for dependency in section(krate, table).keys() {
-                if crates.contains(dependency) {
+            for dependency in our_dependencies(krate, table) {
+                if crates.contains(&dependency) {
                     edges.push((krate.clone(), dependency.clone()));
                 }
             }

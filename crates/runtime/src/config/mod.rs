@@ -167,7 +167,7 @@ impl Default for Config {
 }
 
 /// One problem in a configuration, with the path of the offending key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     /// The offending key (`services.storage.health.timeout`); empty for the file as a whole.
     pub path: String,

@@ -65,7 +65,7 @@ pub(crate) struct Registration {
 
 /// The answer to an operator command: what the service's state is now, and whether the command
 /// changed anything.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Answer {
     /// The service.
     pub service: ServiceName,

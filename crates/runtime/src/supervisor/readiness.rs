@@ -1,6 +1,6 @@
 //! The runtime's own readiness: what each service's state means for it, kept up to date per event.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Supervisor;
 use crate::Spec;
@@ -9,7 +9,7 @@ use crate::lifecycle::State;
 
 /// The runtime's readiness: ready, degraded (an optional service is down or a service is degraded),
 /// or not ready (a core service is not up), with the reasons.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Readiness {
     /// Ready, degraded or not ready.
     pub level: RuntimeLevel,

@@ -1,0 +1,61 @@
+//! The storage service's answers (`/v1/storage`). Single values travel raw, not as JSON.
+
+use serde::{Deserialize, Serialize};
+
+/// The header carrying a value's version (the commit that wrote it).
+pub const VERSION_HEADER: &str = "x-cloister-version";
+
+/// `PUT /v1/storage/{key}`: stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Stored {
+    /// The key.
+    pub key: String,
+    /// The commit that wrote it.
+    pub version: u64,
+}
+
+/// `DELETE /v1/storage/{key}`: deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Deleted {
+    /// The key.
+    pub key: String,
+    /// The commit that deleted it.
+    pub version: u64,
+    /// Always true.
+    pub deleted: bool,
+}
+
+/// `POST /v1/storage`: the batch's commit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Committed {
+    /// The commit.
+    pub version: u64,
+}
+
+/// One page of a listing; `next` is the `after` of the next page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = StoragePage)]
+pub struct Page {
+    /// The keys, in order.
+    pub keys: Vec<Listed>,
+    /// Pass as `after` for the next page; `None` on the last one.
+    pub next: Option<String>,
+}
+
+/// A key in a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Listed {
+    /// The key.
+    pub key: String,
+    /// The commit that wrote it.
+    pub version: u64,
+}
+
+/// A value with its version, as `GET /v1/storage/{key}` answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Value {
+    /// The value, raw.
+    pub data: Vec<u8>,
+    /// The commit that wrote it.
+    pub version: u64,
+}
