@@ -108,6 +108,7 @@ pub async fn start(setup: Setup) -> Harness {
             platform: platform.clone(),
             journal,
             accept_storage_rollback: None,
+            accept_keystore_rollback: None,
         },
     );
     let runtime = b.start().expect("start");
