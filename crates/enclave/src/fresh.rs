@@ -68,13 +68,16 @@ pub fn judge(found: u64, counter: Option<u64>, accept: Option<u64>) -> Result<Ve
 mod tests {
     use super::*;
 
+    /// Found, counter, accept.
+    type Case = (u64, Option<u64>, Option<u64>);
+
     #[test]
     fn the_verdict_table() {
         use Verdict::{Accepted, CatchUp, Current};
         let rolled = |found, expected| Stale::RolledBack { found, expected };
         let lost = |found, counter| Stale::CounterLost { found, counter };
         #[rustfmt::skip]
-        let table: [((u64, Option<u64>, Option<u64>), Result<Verdict, Stale>); 13] = [
+        let table: [(Case, Result<Verdict, Stale>); 13] = [
             // A new store and no counter yet.
             ((0, None, None), Ok(Current)),
             // At the counter, whatever is accepted.

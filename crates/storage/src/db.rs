@@ -629,7 +629,8 @@ mod tests {
         db.seal_state(0, &k, &Root::default(), Some(b"a sealed key"))
             .expect("seal");
         let mut root = Root::default();
-        let commits: Vec<(Vec<(String, String)>, Vec<Change>)> = vec![
+        type NewNamespaces = Vec<(String, String)>;
+        let commits: Vec<(NewNamespaces, Vec<Change>)> = vec![
             (
                 vec![("a".into(), "ka".into()), ("b".into(), "kb".into())],
                 vec![put("a", "1", 1), put("a", "2", 1), put("b", "1", 1)],

@@ -95,7 +95,7 @@ struct Examined {
 enum State {
     /// The state key and the root of the content; `authentic` if the tag matches.
     Sealed {
-        keys: StateKey,
+        keys: Box<StateKey>,
         root: Root,
         entries: u64,
         authentic: bool,
@@ -121,7 +121,7 @@ fn examine(db: &Db, platform: &dyn Platform, counters: &Counters) -> Result<Exam
                 let (root, entries) = db.scan(&keys)?;
                 let authentic = keys.verify(stored.seq, &root, &tag);
                 State::Sealed {
-                    keys,
+                    keys: Box::new(keys),
                     root,
                     entries,
                     authentic,
@@ -218,7 +218,7 @@ pub(crate) fn open(
                 counter_to(seq)?;
                 return Ok(Opened {
                     seq,
-                    keys,
+                    keys: *keys,
                     root,
                     accepted: None,
                 });
@@ -232,7 +232,7 @@ pub(crate) fn open(
                 }
                 return Ok(Opened {
                     seq,
-                    keys,
+                    keys: *keys,
                     root,
                     accepted: None,
                 });
@@ -242,7 +242,7 @@ pub(crate) fn open(
                 counter_to(to)?;
                 return Ok(Opened {
                     seq: to,
-                    keys,
+                    keys: *keys,
                     root,
                     accepted: Some(StateError::stale(stale)),
                 });
@@ -283,7 +283,7 @@ pub(crate) fn open(
             db.seal_state(to, &keys, &root, None)?;
             Opened {
                 seq: to,
-                keys,
+                keys: *keys,
                 root,
                 accepted: Some(refusal),
             }
