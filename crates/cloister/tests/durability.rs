@@ -301,3 +301,62 @@ async fn an_older_keystore_is_refused_by_cloister_run_until_the_operator_accepts
     assert_eq!(server.json(reqwest::Method::GET, &path, None).await.0, 200);
     assert!(server.terminate().success());
 }
+
+/// Item 1 of #14 through the real binary: the host puts back an old `storage.redb` with the commit
+/// number in its plain metadata forged to the current one (the counter's). `cloister run` refuses it
+/// (the content does not match the sealed digest of that commit) and serves nothing from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_database_with_a_forged_commit_number_is_refused_by_cloister_run() {
+    const META: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path());
+    let db = dir.path().join("data").join("storage.redb");
+    let server = Server::start(BIN, &config).await;
+    let response = server.put("balance", b"100".to_vec()).await.expect("put");
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(server.terminate().success());
+    let old_copy = std::fs::read(&db).expect("storage.redb");
+    let server = Server::start(BIN, &config).await;
+    let response = server.put("balance", b"0".to_vec()).await.expect("put");
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(server.terminate().success());
+
+    // The current commit number, which the counter holds after a clean stop.
+    let commit = |path: &std::path::Path| {
+        let db = redb::Database::open(path).expect("open");
+        let txn = redb::ReadableDatabase::begin_read(&db).expect("read");
+        let meta = txn.open_table(META).expect("meta");
+        meta.get("commit").expect("get").expect("a commit").value()
+    };
+    let current = commit(&db);
+    std::fs::write(&db, &old_copy).expect("the host swaps the old copy back");
+    assert!(commit(&db) < current);
+    {
+        let file = redb::Database::open(&db).expect("open");
+        let txn = file.begin_write().expect("write");
+        txn.open_table(META)
+            .expect("meta")
+            .insert("commit", current)
+            .expect("forge the commit number");
+        txn.commit().expect("commit");
+    }
+
+    let head = test_support::server::journal_head(&config);
+    let server = Server::launch(BIN, &config, TOKEN);
+    let failed = server
+        .wait_event(head, |e| {
+            e["service"] == "storage" && e["event"]["kind"] == "failed"
+        })
+        .await;
+    let reason = failed["event"]["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains(&format!("says it is at commit {current}"))
+            && reason.contains("does not match the sealed digest")
+            && reason.contains(&format!("--accept-storage-rollback {current}")),
+        "{reason}"
+    );
+    let (status, body) = server.get("balance").await;
+    assert_ne!((status, body.as_slice()), (200, b"100".as_slice()));
+    assert_ne!(status, 200, "storage serves nothing from a refused database");
+    server.kill_9();
+}
