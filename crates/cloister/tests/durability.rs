@@ -357,6 +357,9 @@ async fn an_old_database_with_a_forged_commit_number_is_refused_by_cloister_run(
     );
     let (status, body) = server.get("balance").await;
     assert_ne!((status, body.as_slice()), (200, b"100".as_slice()));
-    assert_ne!(status, 200, "storage serves nothing from a refused database");
+    assert_ne!(
+        status, 200,
+        "storage serves nothing from a refused database"
+    );
     server.kill_9();
 }
