@@ -33,6 +33,12 @@ pub(crate) struct RunArgs {
     /// its refusal names the SEQ to give here. Commits after SEQ are then lost for good.
     #[arg(long, value_name = "SEQ")]
     accept_storage_rollback: Option<u64>,
+    /// Accept, once, a keystore at generation N that disagrees with its freshness counter (a
+    /// restored backup, a lost counter file; 0 for a keystore written before generations). The
+    /// crypto service refuses such a keystore otherwise, and its refusal names the N to give here.
+    /// Key changes after N are then lost for good, and keys deleted or rotated since are back.
+    #[arg(long, value_name = "N")]
+    accept_keystore_rollback: Option<u64>,
 }
 
 /// The services built into this binary, with their default specs, dependencies first.
@@ -153,6 +159,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         overrides,
         file: args.config,
         accept_storage_rollback: args.accept_storage_rollback,
+        accept_keystore_rollback: args.accept_keystore_rollback,
     }))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -279,6 +286,7 @@ struct Start {
     /// The file to watch for new versions.
     file: Option<PathBuf>,
     accept_storage_rollback: Option<u64>,
+    accept_keystore_rollback: Option<u64>,
 }
 
 async fn serve(start: Start) -> anyhow::Result<()> {
@@ -288,6 +296,7 @@ async fn serve(start: Start) -> anyhow::Result<()> {
         overrides,
         file,
         accept_storage_rollback,
+        accept_keystore_rollback,
     } = start;
     let dir = config.runtime.data_dir.clone();
     prepare_data_dir(&dir)?;
@@ -345,6 +354,7 @@ async fn serve(start: Start) -> anyhow::Result<()> {
             platform: platform.clone(),
             journal: journal.clone(),
             accept_storage_rollback,
+            accept_keystore_rollback,
         },
     );
     for spec in specs {

@@ -227,3 +227,139 @@ async fn kill_9_rounds(rounds: usize, writers: usize) -> usize {
     assert!(server.terminate().success());
     shared
 }
+
+/// Item 2 of #14 through the real binary: the host puts back an older `keystore.sealed`, from
+/// before a key was deleted. `cloister run` does not serve it (crypto fails for the operator,
+/// naming the generation to accept); `--accept-keystore-rollback N` serves it, deleted key and all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_keystore_is_refused_by_cloister_run_until_the_operator_accepts_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path());
+    let keystore = dir.path().join("data").join("keystore.sealed");
+    let server = Server::start(BIN, &config).await;
+    let (status, key) = server
+        .json(
+            reqwest::Method::POST,
+            "/v1/crypto/keys",
+            Some(json!({"algorithm": "p256"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{key}");
+    let id = key["id"].as_str().expect("id").to_owned();
+    let path = format!("/v1/crypto/keys/{id}");
+    assert!(server.terminate().success());
+    let old_copy = std::fs::read(&keystore).expect("keystore.sealed");
+
+    let server = Server::start(BIN, &config).await;
+    let (status, _) = server.json(reqwest::Method::DELETE, &path, None).await;
+    assert_eq!(status, 204);
+    assert_eq!(server.json(reqwest::Method::GET, &path, None).await.0, 404);
+    assert!(server.terminate().success());
+
+    std::fs::write(&keystore, &old_copy).expect("the host swaps the old copy back");
+    let head = test_support::server::journal_head(&config);
+    let server = Server::launch(BIN, &config, TOKEN);
+    let failed = server
+        .wait_event(head, |e| {
+            e["service"] == "crypto" && e["event"]["kind"] == "failed"
+        })
+        .await;
+    let reason = failed["event"]["reason"].as_str().expect("reason");
+    assert!(reason.contains("crypto refuses to start"), "{reason}");
+    let generation: String = reason
+        .split("--accept-keystore-rollback ")
+        .nth(1)
+        .expect("the command to accept, in the reason")
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    // The deleted key does not answer: the service that would hold it is down.
+    assert_ne!(server.json(reqwest::Method::GET, &path, None).await.0, 200);
+    server.kill_9();
+
+    let head = test_support::server::journal_head(&config);
+    let child = test_support::server::command(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .args(["--accept-keystore-rollback", &generation])
+        .env("CLOISTER_ADMIN_TOKEN", TOKEN)
+        .env("CLOISTER_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("spawn cloister run");
+    let server = Server::attach(child, TOKEN);
+    server.wait_ready(head).await;
+    let (status, again) = server.json(reqwest::Method::GET, &path, None).await;
+    assert_eq!(
+        status, 200,
+        "the operator accepted the keystore with the key: {again}"
+    );
+    assert!(server.terminate().success());
+    // Accepted once: the next plain start is a normal one.
+    let server = Server::start(BIN, &config).await;
+    assert_eq!(server.json(reqwest::Method::GET, &path, None).await.0, 200);
+    assert!(server.terminate().success());
+}
+
+/// Item 1 of #14 through the real binary: the host puts back an old `storage.redb` with the commit
+/// number in its plain metadata forged to the current one (the counter's). `cloister run` refuses it
+/// (the content does not match the sealed digest of that commit) and serves nothing from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_database_with_a_forged_commit_number_is_refused_by_cloister_run() {
+    const META: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path());
+    let db = dir.path().join("data").join("storage.redb");
+    let server = Server::start(BIN, &config).await;
+    let response = server.put("balance", b"100".to_vec()).await.expect("put");
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(server.terminate().success());
+    let old_copy = std::fs::read(&db).expect("storage.redb");
+    let server = Server::start(BIN, &config).await;
+    let response = server.put("balance", b"0".to_vec()).await.expect("put");
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(server.terminate().success());
+
+    // The current commit number, which the counter holds after a clean stop.
+    let commit = |path: &std::path::Path| {
+        let db = redb::Database::open(path).expect("open");
+        let txn = redb::ReadableDatabase::begin_read(&db).expect("read");
+        let meta = txn.open_table(META).expect("meta");
+        meta.get("commit").expect("get").expect("a commit").value()
+    };
+    let current = commit(&db);
+    std::fs::write(&db, &old_copy).expect("the host swaps the old copy back");
+    assert!(commit(&db) < current);
+    {
+        let file = redb::Database::open(&db).expect("open");
+        let txn = file.begin_write().expect("write");
+        txn.open_table(META)
+            .expect("meta")
+            .insert("commit", current)
+            .expect("forge the commit number");
+        txn.commit().expect("commit");
+    }
+
+    let head = test_support::server::journal_head(&config);
+    let server = Server::launch(BIN, &config, TOKEN);
+    let failed = server
+        .wait_event(head, |e| {
+            e["service"] == "storage" && e["event"]["kind"] == "failed"
+        })
+        .await;
+    let reason = failed["event"]["reason"].as_str().expect("reason");
+    assert!(
+        reason.contains(&format!("says it is at commit {current}"))
+            && reason.contains("does not match the sealed digest")
+            && reason.contains(&format!("--accept-storage-rollback {current}")),
+        "{reason}"
+    );
+    let (status, body) = server.get("balance").await;
+    assert_ne!((status, body.as_slice()), (200, b"100".as_slice()));
+    assert_ne!(
+        status, 200,
+        "storage serves nothing from a refused database"
+    );
+    server.kill_9();
+}

@@ -2,9 +2,12 @@
 //! (AES-256-GCM), and the data key is sealed through the platform with the signer policy, so an
 //! upgraded enclave from the same signer can still open it.
 //!
-//! Layout: `CLKS0001` | sealed data key length (4, BE) | sealed data key | nonce (12) | ciphertext.
-//! The header (everything before the ciphertext) is the associated data. Writes go to a temporary
-//! file that is synced and renamed over the old one, so a crash leaves the old or the new keystore.
+//! Layout: `CLKS0002` | generation (8, BE) | sealed data key length (4, BE) | sealed data key |
+//! nonce (12) | ciphertext. The header (everything before the ciphertext) is the associated data,
+//! so the generation, which `fresh.rs` checks against the keystore's freshness counter, is
+//! authenticated with the keys. A `CLKS0001` keystore (before generations) reads with none. Writes
+//! go to a temporary file that is synced and renamed over the old one, so a crash leaves the old or
+//! the new keystore.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,7 +22,15 @@ use zeroize::Zeroizing;
 use crate::Error;
 use crate::keys::{Algorithm, Key, Secret, Version};
 
-const MAGIC: &[u8; 8] = b"CLKS0001";
+const MAGIC: &[u8; 8] = b"CLKS0002";
+/// Before generations: no generation field.
+const MAGIC_V1: &[u8; 8] = b"CLKS0001";
+
+/// The keys in a keystore file, and its generation (`None` for a `CLKS0001` file).
+pub(crate) struct Loaded {
+    pub(crate) keys: Vec<Key>,
+    pub(crate) generation: Option<u64>,
+}
 
 #[derive(Serialize, Deserialize)]
 struct Stored {
@@ -57,32 +68,57 @@ impl Keystore {
         }
     }
 
-    pub(crate) fn load(&self, platform: &dyn enclave::Platform) -> Result<Vec<Key>, Error> {
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The keys and the generation; no file is generation 0 with no keys.
+    pub(crate) fn load(&self, platform: &dyn enclave::Platform) -> Result<Loaded, Error> {
         let bytes = match std::fs::read(&self.path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Loaded {
+                    keys: Vec::new(),
+                    generation: Some(0),
+                });
+            }
             Err(e) => return Err(Error::Keystore(format!("{}: {e}", self.path.display()))),
         };
         let corrupt = |what: &str| Error::Keystore(format!("{}: {what}", self.path.display()));
-        if bytes.len() < 12 || &bytes[..8] != MAGIC {
-            return Err(corrupt(
-                "not a Cloister keystore (wrong magic or truncated)",
-            ));
-        }
-        let sealed_len = u32::from_be_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
-        let header_len = 12usize
+        let (generation, start) = match bytes.get(..8) {
+            Some(m) if m == MAGIC && bytes.len() >= 20 => (
+                Some(u64::from_be_bytes(
+                    bytes[8..16].try_into().expect("8 bytes"),
+                )),
+                16,
+            ),
+            Some(m) if m == MAGIC_V1 && bytes.len() >= 12 => (None, 8),
+            _ => {
+                return Err(corrupt(
+                    "not a Cloister keystore (wrong magic or truncated)",
+                ));
+            }
+        };
+        let sealed_at = start + 4;
+        let sealed_len =
+            u32::from_be_bytes(bytes[start..sealed_at].try_into().expect("4 bytes")) as usize;
+        let header_len = sealed_at
             .checked_add(sealed_len)
             .and_then(|n| n.checked_add(12));
         let Some(header_len) = header_len.filter(|&n| n + 16 <= bytes.len()) else {
             return Err(corrupt("truncated"));
         };
-        let data_key = enclave::unseal(platform, &bytes[12..12 + sealed_len], b"keystore data key")
-            .map_err(|e| {
-                Error::Keystore(format!(
-                    "{}: the data key does not unseal: {e}",
-                    self.path.display()
-                ))
-            })?;
+        let data_key = enclave::unseal(
+            platform,
+            &bytes[sealed_at..sealed_at + sealed_len],
+            b"keystore data key",
+        )
+        .map_err(|e| {
+            Error::Keystore(format!(
+                "{}: the data key does not unseal: {e}",
+                self.path.display()
+            ))
+        })?;
         let cipher = Aes256Gcm::new_from_slice(&data_key)
             .map_err(|_| corrupt("data key of the wrong size"))?;
         let nonce = &bytes[header_len - 12..header_len];
@@ -99,7 +135,7 @@ impl Keystore {
         );
         let stored: Vec<Stored> = serde_json::from_slice(&plain)
             .map_err(|e| corrupt(&format!("unreadable content: {e}")))?;
-        stored
+        let keys = stored
             .into_iter()
             .map(|s| {
                 let versions = s
@@ -130,10 +166,36 @@ impl Keystore {
                     versions,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(Loaded { keys, generation })
     }
 
-    pub(crate) fn save(&self, platform: &dyn enclave::Platform, keys: &[Key]) -> Result<(), Error> {
+    /// Writes `keys` as generation `generation`, durably.
+    pub(crate) fn save(
+        &self,
+        platform: &dyn enclave::Platform,
+        keys: &[Key],
+        generation: u64,
+    ) -> Result<(), Error> {
+        self.write(platform, keys, Some(generation))
+    }
+
+    /// Writes a `CLKS0001` keystore, without a generation, as Cloister did before them.
+    #[cfg(test)]
+    pub(crate) fn save_v1(
+        &self,
+        platform: &dyn enclave::Platform,
+        keys: &[Key],
+    ) -> Result<(), Error> {
+        self.write(platform, keys, None)
+    }
+
+    fn write(
+        &self,
+        platform: &dyn enclave::Platform,
+        keys: &[Key],
+        generation: Option<u64>,
+    ) -> Result<(), Error> {
         let stored: Vec<Stored> = keys
             .iter()
             .map(|k| Stored {
@@ -165,8 +227,14 @@ impl Keystore {
             b"keystore data key",
         )
         .map_err(|e| Error::Keystore(e.to_string()))?;
-        let mut out = Vec::with_capacity(12 + sealed.len() + 12 + plain.len() + 16);
-        out.extend_from_slice(MAGIC);
+        let mut out = Vec::with_capacity(20 + sealed.len() + 12 + plain.len() + 16);
+        match generation {
+            Some(g) => {
+                out.extend_from_slice(MAGIC);
+                out.extend_from_slice(&g.to_be_bytes());
+            }
+            None => out.extend_from_slice(MAGIC_V1),
+        }
         out.extend_from_slice(&(sealed.len() as u32).to_be_bytes());
         out.extend_from_slice(&sealed);
         let nonce: [u8; 12] = rand::random();

@@ -2,11 +2,13 @@
 //! owned by one account, persisted in a keystore sealed to the enclave. Generate, list, describe
 //! (public part only), sign, verify, encrypt, decrypt, derive (HKDF), rotate (the newest version signs
 //! and encrypts; older ones still verify and decrypt), delete. Private material never leaves the
-//! service.
+//! service. The keystore is rollback-evident: each write is a generation checked against a
+//! freshness counter at start (`fresh.rs`).
 //!
 //! This file is what other crates use: the name, the requests and their answers, the handle and
 //! the error. The service itself is in `service.rs`.
 
+mod fresh;
 mod keys;
 mod keystore;
 mod service;
@@ -14,6 +16,7 @@ mod service;
 use runtime::{Classify, ErrorKind, Reply, ServiceName};
 use serde::Serialize;
 
+pub use fresh::StaleKeystore;
 pub use service::Crypto;
 
 pub use keys::Algorithm;

@@ -2,20 +2,23 @@
 //! requests over the keys it loaded from the keystore.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use runtime::clock::now_ms;
 use runtime::id::new_id;
 use runtime::{Context, Kind, Priority, Service, ServiceError, Spec};
 
+use crate::fresh::{Refusal, Store, Unsaved};
 use crate::keys::{self, Key, Secret, Version};
-use crate::{Algorithm, Error, NAME, Request, Signed, keystore};
+use crate::{Algorithm, Error, NAME, Request, Signed};
 
 /// The recipe: where the keystore lives and the platform that seals it.
 #[derive(Debug)]
 pub struct Crypto {
     keystore: PathBuf,
     platform: Arc<dyn enclave::Platform>,
+    /// The keystore generation an operator accepted despite the freshness counter; used once.
+    accept: Mutex<Option<u64>>,
 }
 
 impl Crypto {
@@ -23,6 +26,41 @@ impl Crypto {
         Crypto {
             keystore: data_dir.join("keystore.sealed"),
             platform,
+            accept: Mutex::new(None),
+        }
+    }
+
+    /// Accepts, once, a keystore at `generation` that disagrees with its freshness counter (an
+    /// operator restoring a backup, a lost counter file, a keystore from before generations: 0).
+    pub fn accept_rollback(self, generation: Option<u64>) -> Crypto {
+        *self.accept.lock().unwrap_or_else(|p| p.into_inner()) = generation;
+        self
+    }
+
+    /// Opens the keystore and checks its freshness (`fresh.rs`); a stale one is the operator's to
+    /// accept, and no restart can change it.
+    fn open(&self) -> Result<crate::fresh::Opened, ServiceError> {
+        let mut accept = self.accept.lock().unwrap_or_else(|p| p.into_inner());
+        match Store::open(&self.keystore, &*self.platform, *accept) {
+            Ok(opened) => {
+                if let Some(lifted) = &opened.accepted {
+                    *accept = None;
+                    tracing::warn!("crypto: the operator accepted a keystore that {lifted}");
+                }
+                Ok(opened)
+            }
+            Err(Refusal::Failed(e)) => Err(ServiceError::new(e.to_string())),
+            Err(Refusal::Stale(stale)) => {
+                let reason = format!(
+                    "crypto refuses to start: {} {stale}. Nothing was read or changed. If this \
+                     keystore is the one you mean to run with (say, a restored backup), restart \
+                     with `cloister run --accept-keystore-rollback {}`",
+                    self.keystore.display(),
+                    stale.found()
+                );
+                tracing::error!("{reason}");
+                Err(ServiceError::needs_operator(reason))
+            }
         }
     }
 
@@ -40,8 +78,10 @@ impl Crypto {
 /// One incarnation's state: the keys, and where to persist them.
 struct State<'a> {
     keys: Vec<Key>,
-    store: &'a keystore::Keystore,
+    store: Store,
     platform: &'a dyn enclave::Platform,
+    /// A change written but not acknowledged (the counter did not advance): the incarnation ends.
+    fatal: Option<Error>,
 }
 
 impl State<'_> {
@@ -53,13 +93,20 @@ impl State<'_> {
     }
 
     /// Persists, or undoes `undo` on the in-memory keys if the write fails, so memory never runs
-    /// ahead of what a restart would find.
+    /// ahead of what a restart would find. A write whose counter advance failed is answered as
+    /// failed and ends the incarnation: the next start finds it and lets the counter catch up.
     fn commit(&mut self, undo: impl FnOnce(&mut Vec<Key>)) -> Result<(), Error> {
-        if let Err(e) = self.store.save(self.platform, &self.keys) {
-            undo(&mut self.keys);
-            return Err(e);
+        match self.store.save(self.platform, &self.keys) {
+            Ok(()) => Ok(()),
+            Err(Unsaved::NotWritten(e)) => {
+                undo(&mut self.keys);
+                Err(e)
+            }
+            Err(Unsaved::Unacknowledged(e)) => {
+                self.fatal = Some(e.clone());
+                Err(e)
+            }
         }
-        Ok(())
     }
 
     fn handle(&mut self, request: Request) {
@@ -235,17 +282,21 @@ impl Service for Crypto {
     }
 
     async fn run(&self, mut cx: Context<Request>) -> Result<(), ServiceError> {
-        let store = keystore::Keystore::new(&self.keystore);
-        let keys = store
-            .load(&*self.platform)
-            .map_err(|e| ServiceError::new(e.to_string()))?;
+        let opened = self.open()?;
         let mut state = State {
-            keys,
-            store: &store,
+            keys: opened.keys,
+            store: opened.store,
             platform: &*self.platform,
+            fatal: None,
         };
         while let Some(request) = cx.recv().await {
             state.handle(request);
+            if let Some(e) = state.fatal.take() {
+                return Err(ServiceError::new(format!(
+                    "{}: {e}",
+                    state.store.path().display()
+                )));
+            }
         }
         Ok(())
     }

@@ -75,11 +75,22 @@ impl Counters {
 
     /// The counter's value; 0 if it was never advanced.
     pub fn read(&self, platform: &dyn Platform, name: &str) -> Result<u64, SealError> {
+        Ok(self.read_if_present(platform, name)?.unwrap_or(0))
+    }
+
+    /// The counter's value, or `None` if its file does not exist: never created, or deleted. A
+    /// store that starts new creates its counter (`advance_to(.., 0)`), so that later a missing
+    /// file means a lost counter (see [`crate::fresh`]).
+    pub fn read_if_present(
+        &self,
+        platform: &dyn Platform,
+        name: &str,
+    ) -> Result<Option<u64>, SealError> {
         check_name(name)?;
         let path = self.path(name);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Self::io(&path)(e)),
         };
         if bytes.len() != 2 * SLOT {
@@ -111,9 +122,9 @@ impl Counters {
             }
         }
         match (best, damage) {
-            (Some(v), _) => Ok(v),
+            (Some(v), _) => Ok(Some(v)),
             (None, Some(e)) => Err(e),
-            (None, None) => Ok(0),
+            (None, None) => Ok(Some(0)),
         }
     }
 
@@ -203,6 +214,15 @@ mod tests {
         let sim = Simulation::open(dir.path(), b"bin", b"", 1).expect("sim");
         let counters = Counters::new(dir.path());
         assert_eq!(counters.read(&sim, "storage").expect("read"), 0);
+        assert_eq!(
+            counters.read_if_present(&sim, "storage").expect("read"),
+            None
+        );
+        counters.advance_to(&sim, "storage", 0).expect("create");
+        assert_eq!(
+            counters.read_if_present(&sim, "storage").expect("read"),
+            Some(0)
+        );
         assert_eq!(counters.advance(&sim, "storage").expect("advance"), 1);
         assert_eq!(counters.advance(&sim, "storage").expect("advance"), 2);
         assert_eq!(counters.read(&sim, "other").expect("read"), 0);

@@ -2,13 +2,15 @@
 //! of report data), keys only it can derive (sealing keys from key requests), and sealed blobs that
 //! carry their key request so an upgraded enclave can still open them.
 //!
-//! [`Counters`] are freshness counters (advance, read) kept sealed in the data directory.
+//! [`Counters`] are freshness counters (advance, read) kept sealed in the data directory, and
+//! [`fresh::judge`] is how a store's sequence number is judged against its counter at start.
 //!
 //! Two backends implement [`Platform`]: [`Simulation`] (the default, for development and CI; every
 //! piece of evidence it makes says it is a simulation) and [`Gramine`] (inside an SGX enclave, through
 //! Gramine's `/dev/attestation` files).
 
 mod counter;
+pub mod fresh;
 mod gramine;
 pub mod quote;
 mod seal;

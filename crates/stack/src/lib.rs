@@ -46,6 +46,9 @@ pub struct Options {
     /// Accept, once, a storage database at this commit that disagrees with its freshness counter
     /// (`cloister run --accept-storage-rollback`).
     pub accept_storage_rollback: Option<u64>,
+    /// Accept, once, a keystore at this generation that disagrees with its freshness counter
+    /// (`cloister run --accept-keystore-rollback`).
+    pub accept_keystore_rollback: Option<u64>,
 }
 
 impl std::fmt::Debug for Options {
@@ -53,6 +56,7 @@ impl std::fmt::Debug for Options {
         f.debug_struct("Options")
             .field("data_dir", &self.data_dir)
             .field("accept_storage_rollback", &self.accept_storage_rollback)
+            .field("accept_keystore_rollback", &self.accept_keystore_rollback)
             .finish_non_exhaustive()
     }
 }
@@ -95,9 +99,10 @@ pub fn build(
         platform,
         journal,
         accept_storage_rollback,
+        accept_keystore_rollback,
     } = options;
     let crypto = builder.add_with_spec(
-        crypto::Crypto::new(&data_dir, platform.clone()),
+        crypto::Crypto::new(&data_dir, platform.clone()).accept_rollback(accept_keystore_rollback),
         spec(&crypto::NAME, crypto::Crypto::default_spec),
     );
     let storage = builder.add_with_spec(

@@ -1,4 +1,4 @@
-//! The redb layer: three tables and the record format. Everything here is synchronous; the service
+//! The redb layer: four tables and the record format. Everything here is synchronous; the service
 //! runs commits on the blocking pool.
 //!
 //! - `values`: `(namespace, key)` → record: format (1 byte, `1`) | version (8, LE) | ciphertext
@@ -6,15 +6,22 @@
 //! - `namespaces`: namespace → the id of its key in the crypto service.
 //! - `meta`: `"commit"` → the sequence number of the last commit; every record's version is the
 //!   sequence number of the commit that wrote it.
+//! - `state`: `"key"` → the state key, sealed; `"tag"` → the tag of the committed state at that
+//!   commit number (`digest.rs`). A commit updates data, commit number and tag in one transaction.
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use crate::digest::{Root, StateKey};
 
 const VALUES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("values");
 const NAMESPACES: TableDefinition<&str, &str> = TableDefinition::new("namespaces");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 const COMMIT: &str = "commit";
+const STATE_KEY: &str = "key";
+const TAG: &str = "tag";
 const FORMAT: u8 = 1;
 
 /// A failure of the database itself (not of one record).
@@ -122,6 +129,50 @@ pub(crate) enum Change {
     },
 }
 
+/// What the database says about its own state, before anything is checked.
+#[derive(Debug)]
+pub(crate) struct Stored {
+    /// The last commit's sequence number, as written (the tag says whether to believe it).
+    pub(crate) seq: u64,
+    /// The sealed state key and the tag; `None` in a database written before they existed, or
+    /// whose state table was removed.
+    pub(crate) sealed: Option<(Vec<u8>, Vec<u8>)>,
+    /// No values and no namespaces.
+    pub(crate) empty: bool,
+}
+
+/// Takes out of `root` the entry of `(namespace, key)` as `table` holds it now, if any.
+fn take_out(
+    table: &redb::Table<'_, (&'static str, &'static str), &'static [u8]>,
+    keys: &StateKey,
+    root: &mut Root,
+    namespace: &str,
+    key: &str,
+) -> Result<(), DbError> {
+    if let Some(old) = table.get((namespace, key)).map_err(DbError::from)? {
+        root.toggle(keys.record(namespace, key, old.value()));
+    }
+    Ok(())
+}
+
+/// Writes the commit number and the tag of `root` at it into `txn`.
+fn write_tag(
+    txn: &redb::WriteTransaction,
+    seq: u64,
+    keys: &StateKey,
+    root: &Root,
+) -> Result<(), DbError> {
+    txn.open_table(META)
+        .map_err(DbError::from)?
+        .insert(COMMIT, seq)
+        .map_err(DbError::from)?;
+    txn.open_table(STATE)
+        .map_err(DbError::from)?
+        .insert(TAG, keys.tag(seq, root).as_slice())
+        .map_err(DbError::from)?;
+    Ok(())
+}
+
 /// What a listing returns per key.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Listed {
@@ -184,25 +235,77 @@ impl Db {
         })
     }
 
-    pub(crate) fn commit_seq(&self) -> Result<u64, DbError> {
+    /// The commit number, the sealed state key and tag, and whether there is any data.
+    pub(crate) fn stored(&self) -> Result<Stored, DbError> {
         guarded(|| {
             let txn = self.db().begin_read().map_err(DbError::from)?;
             let meta = txn.open_table(META).map_err(DbError::from)?;
-            Ok(meta
+            let seq = meta
                 .get(COMMIT)
                 .map_err(DbError::from)?
-                .map_or(0, |v| v.value()))
+                .map_or(0, |v| v.value());
+            let sealed = match txn.open_table(STATE) {
+                Ok(t) => {
+                    let get = |name| {
+                        t.get(name)
+                            .map(|v| v.map(|v| v.value().to_vec()))
+                            .map_err(DbError::from)
+                    };
+                    get(STATE_KEY)?.zip(get(TAG)?)
+                }
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(DbError::from(e)),
+            };
+            let values = txn.open_table(VALUES).map_err(DbError::from)?;
+            let namespaces = txn.open_table(NAMESPACES).map_err(DbError::from)?;
+            let empty = values.is_empty().map_err(DbError::from)?
+                && namespaces.is_empty().map_err(DbError::from)?;
+            Ok(Stored { seq, sealed, empty })
         })
     }
 
-    /// Moves the commit sequence forward without changing data (an accepted rollback).
-    pub(crate) fn fast_forward(&self, seq: u64) -> Result<(), DbError> {
+    /// The root over every value and namespace mapping, and how many entries there are: one scan
+    /// of the database, made once at start.
+    pub(crate) fn scan(&self, keys: &StateKey) -> Result<(Root, u64), DbError> {
+        guarded(|| {
+            let txn = self.db().begin_read().map_err(DbError::from)?;
+            let mut root = Root::default();
+            let mut entries = 0u64;
+            let values = txn.open_table(VALUES).map_err(DbError::from)?;
+            for entry in values.iter().map_err(DbError::from)? {
+                let (k, v) = entry.map_err(DbError::from)?;
+                let (namespace, key) = k.value();
+                root.toggle(keys.record(namespace, key, v.value()));
+                entries += 1;
+            }
+            let namespaces = txn.open_table(NAMESPACES).map_err(DbError::from)?;
+            for entry in namespaces.iter().map_err(DbError::from)? {
+                let (k, v) = entry.map_err(DbError::from)?;
+                root.toggle(keys.namespace(k.value(), v.value()));
+                entries += 1;
+            }
+            Ok((root, entries))
+        })
+    }
+
+    /// Seals the state as it is: commit number `seq`, the tag of `root` at it, and the sealed
+    /// state key if given (a new key). For a new database and for a state the operator accepted.
+    pub(crate) fn seal_state(
+        &self,
+        seq: u64,
+        keys: &StateKey,
+        root: &Root,
+        sealed_key: Option<&[u8]>,
+    ) -> Result<(), DbError> {
         guarded(|| {
             let txn = self.db().begin_write().map_err(DbError::from)?;
-            txn.open_table(META)
-                .map_err(DbError::from)?
-                .insert(COMMIT, seq)
-                .map_err(DbError::from)?;
+            if let Some(sealed) = sealed_key {
+                txn.open_table(STATE)
+                    .map_err(DbError::from)?
+                    .insert(STATE_KEY, sealed)
+                    .map_err(DbError::from)?;
+            }
+            write_tag(&txn, seq, keys, root)?;
             txn.commit().map_err(DbError::from)
         })
     }
@@ -267,14 +370,17 @@ impl Db {
         })
     }
 
-    /// Commits `changes` as sequence number `seq`, recording `new_namespaces` (namespace, key id).
+    /// Commits `changes` as sequence number `seq`, recording `new_namespaces` (namespace, key id),
+    /// and the tag of the new state; `root` is the committed state's, and the new one is answered.
     /// Deletes of absent keys are no-ops.
     pub(crate) fn commit(
         &self,
         seq: u64,
         new_namespaces: &[(String, String)],
         changes: &[Change],
-    ) -> Result<(), DbError> {
+        keys: &StateKey,
+        mut root: Root,
+    ) -> Result<Root, DbError> {
         guarded(|| {
             let txn = self.db().begin_write().map_err(DbError::from)?;
             {
@@ -286,11 +392,14 @@ impl Db {
                             key,
                             record,
                         } => {
+                            take_out(&values, keys, &mut root, namespace, key)?;
+                            root.toggle(keys.record(namespace, key, record));
                             values
                                 .insert((namespace.as_str(), key.as_str()), record.as_slice())
                                 .map_err(DbError::from)?;
                         }
                         Change::Delete { namespace, key } => {
+                            take_out(&values, keys, &mut root, namespace, key)?;
                             values
                                 .remove((namespace.as_str(), key.as_str()))
                                 .map_err(DbError::from)?;
@@ -299,53 +408,59 @@ impl Db {
                 }
                 let mut namespaces = txn.open_table(NAMESPACES).map_err(DbError::from)?;
                 for (namespace, key_id) in new_namespaces {
-                    namespaces
+                    let old = namespaces
                         .insert(namespace.as_str(), key_id.as_str())
                         .map_err(DbError::from)?;
+                    if let Some(old) = old {
+                        root.toggle(keys.namespace(namespace, old.value()));
+                    }
+                    root.toggle(keys.namespace(namespace, key_id));
                 }
-                txn.open_table(META)
-                    .map_err(DbError::from)?
-                    .insert(COMMIT, seq)
-                    .map_err(DbError::from)?;
             }
-            txn.commit().map_err(DbError::from)
+            write_tag(&txn, seq, keys, &root)?;
+            txn.commit().map_err(DbError::from)?;
+            Ok(root)
         })
     }
 
-    /// Deletes every value of `namespace` and its key mapping, as commit `seq`; answers how many
-    /// values there were.
-    pub(crate) fn drop_namespace(&self, seq: u64, namespace: &str) -> Result<usize, DbError> {
+    /// Deletes every value of `namespace` and its key mapping, as commit `seq` (with the tag of
+    /// the new state, as [`Db::commit`]); answers how many values there were and the new root.
+    pub(crate) fn drop_namespace(
+        &self,
+        seq: u64,
+        namespace: &str,
+        keys: &StateKey,
+        mut root: Root,
+    ) -> Result<(usize, Root), DbError> {
         guarded(|| {
             let txn = self.db().begin_write().map_err(DbError::from)?;
             let dropped;
             {
                 let mut values = txn.open_table(VALUES).map_err(DbError::from)?;
-                let mut keys = Vec::new();
+                let mut names = Vec::new();
                 for entry in values.range((namespace, "")..).map_err(DbError::from)? {
-                    let (k, _) = entry.map_err(DbError::from)?;
+                    let (k, v) = entry.map_err(DbError::from)?;
                     let (ns, key) = k.value();
                     if ns != namespace {
                         break;
                     }
-                    keys.push(key.to_owned());
+                    root.toggle(keys.record(ns, key, v.value()));
+                    names.push(key.to_owned());
                 }
-                for key in &keys {
+                for key in &names {
                     values
                         .remove((namespace, key.as_str()))
                         .map_err(DbError::from)?;
                 }
-                dropped = keys.len();
-                txn.open_table(NAMESPACES)
-                    .map_err(DbError::from)?
-                    .remove(namespace)
-                    .map_err(DbError::from)?;
-                txn.open_table(META)
-                    .map_err(DbError::from)?
-                    .insert(COMMIT, seq)
-                    .map_err(DbError::from)?;
+                dropped = names.len();
+                let mut namespaces = txn.open_table(NAMESPACES).map_err(DbError::from)?;
+                if let Some(old) = namespaces.remove(namespace).map_err(DbError::from)? {
+                    root.toggle(keys.namespace(namespace, old.value()));
+                }
             }
+            write_tag(&txn, seq, keys, &root)?;
             txn.commit().map_err(DbError::from)?;
-            Ok(dropped)
+            Ok((dropped, root))
         })
     }
 
@@ -418,18 +533,29 @@ mod tests {
                 record: rec(1),
             })
             .collect();
-        db.commit(1, &[("alice".into(), "key_x".into())], &changes)
+        let k = StateKey::of(&[1; 32]);
+        let root = db
+            .commit(
+                1,
+                &[("alice".into(), "key_x".into())],
+                &changes,
+                &k,
+                Root::default(),
+            )
             .expect("commit");
-        db.commit(
-            2,
-            &[("bob".into(), "key_y".into())],
-            &[Change::Put {
-                namespace: "bob".into(),
-                key: "a/9".into(),
-                record: rec(2),
-            }],
-        )
-        .expect("commit");
+        let root = db
+            .commit(
+                2,
+                &[("bob".into(), "key_y".into())],
+                &[Change::Put {
+                    namespace: "bob".into(),
+                    key: "a/9".into(),
+                    record: rec(2),
+                }],
+                &k,
+                root,
+            )
+            .expect("commit");
         let keys = |(l, more): (Vec<Listed>, bool)| {
             (l.into_iter().map(|l| l.key).collect::<Vec<_>>(), more)
         };
@@ -446,7 +572,7 @@ mod tests {
             ["a", "a/1", "a/2", "a/3", "b/1"]
         );
         assert_eq!(keys(db.list("bob", "", None, 10).expect("list")).0, ["a/9"]);
-        assert_eq!(db.commit_seq().expect("seq"), 2);
+        assert_eq!(db.stored().expect("stored").seq, 2);
         assert_eq!(
             db.namespace_key("alice").expect("ns").as_deref(),
             Some("key_x")
@@ -464,8 +590,66 @@ mod tests {
                     key: "nope".into(),
                 },
             ],
+            &k,
+            root,
         )
         .expect("commit");
         assert!(!db.contains("alice", "a").expect("contains"));
+    }
+
+    /// The root a commit keeps up to date is the root a scan finds, through puts over existing
+    /// keys, deletes of present and absent keys, and a dropped namespace; and each commit's tag is
+    /// the tag of that root at its commit number.
+    #[test]
+    fn the_incremental_root_is_the_scanned_root() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open(&dir.path().join("s.redb")).expect("open");
+        let k = StateKey::of(&[9; 32]);
+        let put = |ns: &str, key: &str, v: u64| Change::Put {
+            namespace: ns.into(),
+            key: key.into(),
+            record: Record {
+                version: v,
+                ciphertext: vec![v as u8; 3],
+            }
+            .encode(),
+        };
+        let delete = |ns: &str, key: &str| Change::Delete {
+            namespace: ns.into(),
+            key: key.into(),
+        };
+        let check = |seq: u64, root: Root| {
+            let (scanned, _) = db.scan(&k).expect("scan");
+            assert_eq!(scanned, root, "commit {seq}");
+            let stored = db.stored().expect("stored");
+            assert_eq!(stored.seq, seq);
+            let (_, tag) = stored.sealed.expect("sealed");
+            assert!(k.verify(seq, &scanned, &tag), "commit {seq}");
+        };
+        db.seal_state(0, &k, &Root::default(), Some(b"a sealed key"))
+            .expect("seal");
+        let mut root = Root::default();
+        type NewNamespaces = Vec<(String, String)>;
+        let commits: Vec<(NewNamespaces, Vec<Change>)> = vec![
+            (
+                vec![("a".into(), "ka".into()), ("b".into(), "kb".into())],
+                vec![put("a", "1", 1), put("a", "2", 1), put("b", "1", 1)],
+            ),
+            (
+                vec![],
+                vec![put("a", "1", 2), delete("a", "2"), delete("a", "zz")],
+            ),
+            (vec![("a".into(), "ka2".into())], vec![put("a", "3", 3)]),
+        ];
+        for (i, (namespaces, changes)) in commits.into_iter().enumerate() {
+            let seq = i as u64 + 1;
+            root = db
+                .commit(seq, &namespaces, &changes, &k, root)
+                .expect("commit");
+            check(seq, root);
+        }
+        let (dropped, root) = db.drop_namespace(4, "a", &k, root).expect("drop");
+        assert_eq!(dropped, 2);
+        check(4, root);
     }
 }

@@ -5,14 +5,18 @@
 //!
 //! Get, put, delete, list by prefix with pagination, and atomic multi-key writes, with size limits
 //! from the service's settings. Every commit gets the next sequence number, recorded in the database
-//! and then in the platform's freshness counter before the write is acknowledged; at start, a database
-//! behind the counter (the host swapped in an older copy) is refused until an operator accepts that
-//! exact state.
+//! with a sealed digest of the whole committed state at that number (`digest.rs`), and then in the
+//! platform's freshness counter before the write is acknowledged. At start (`fresh.rs`), a database
+//! whose content does not match its digest (a record modified, deleted or copied in from an older
+//! copy) or whose commit is behind the counter (the host swapped in an older copy) is refused with a
+//! [`StateError`] until an operator accepts that exact state.
 //!
 //! This file is what other crates use: the name, the requests and their answers, the handle, the
 //! error and the settings' names. The service itself is in `service.rs`.
 
 mod db;
+mod digest;
+mod fresh;
 mod service;
 
 use std::time::Duration;
@@ -20,6 +24,7 @@ use std::time::Duration;
 use runtime::{CallError, Classify, ErrorKind, Reply, ServiceName};
 
 pub use db::{DbError, Listed};
+pub use fresh::{StateError, Verified};
 pub use service::{MAX_BATCH_WRITES, MAX_KEY_BYTES, MAX_LIST_LIMIT, MAX_VALUE_BYTES, Storage};
 
 pub const NAME: ServiceName = ServiceName::from_static("storage");

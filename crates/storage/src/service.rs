@@ -9,12 +9,11 @@ use runtime::setting::Setting;
 use runtime::{CallError, Context, Kind, Priority, Reply, Service, ServiceError, Spec};
 
 use crate::db::{Change, Db, DbError, Record, associated_data};
+use crate::digest::{Root, StateKey};
+use crate::fresh::{self, COUNTER, Opened, StateError, Verified};
 use crate::{BadInput, Error, KEY_OWNER, NAME, Page, Request, Value, Write};
 
 type Answer<T> = Reply<Result<T, Error>>;
-
-/// The freshness counter's name.
-const COUNTER: &str = "storage";
 
 /// Longest key, in bytes (`max_key_bytes`).
 pub const MAX_KEY_BYTES: Setting<usize> =
@@ -97,67 +96,50 @@ impl Storage {
             .setting(&MAX_LIST_LIMIT)
     }
 
-    /// Compares the database's commit with the freshness counter; fixes the one benign gap (a crash
-    /// between the database commit and the counter write) and refuses anything else not accepted.
-    fn check_freshness(&self, db: &Db) -> Result<u64, ServiceError> {
-        let platform = &*self.platform;
-        let seq = db
-            .commit_seq()
-            .map_err(|e| ServiceError::new(e.to_string()))?;
-        let counter = self
-            .counters
-            .read(platform, COUNTER)
-            .map_err(|e| ServiceError::new(format!("the freshness counter: {e}")))?;
-        if seq == counter {
-            return Ok(seq);
-        }
-        if seq == counter + 1 {
-            self.counters
-                .advance(platform, COUNTER)
-                .map_err(|e| ServiceError::new(format!("the freshness counter: {e}")))?;
-            return Ok(seq);
-        }
+    /// Checks the database at start (`fresh.rs`): its content against the sealed digest, its
+    /// commit number against the freshness counter. Fixes the one benign gap (a crash between the
+    /// database commit and the counter write) and refuses anything else the operator has not
+    /// accepted, for the operator (no restart can change it).
+    fn check_freshness(&self, db: &Db) -> Result<Opened, ServiceError> {
         let mut accept = self.accept.lock().unwrap_or_else(|p| p.into_inner());
-        if *accept == Some(seq) {
-            *accept = None;
-            tracing::warn!(
-                database = seq,
-                counter,
-                "storage: the operator accepted a database that disagrees with the freshness counter"
-            );
-            return if seq < counter {
-                db.fast_forward(counter)
-                    .map_err(|e| ServiceError::new(e.to_string()))?;
-                Ok(counter)
-            } else {
-                self.counters
-                    .advance_to(platform, COUNTER, seq)
-                    .map_err(|e| ServiceError::new(format!("the freshness counter: {e}")))?;
-                Ok(seq)
-            };
+        match fresh::open(db, &*self.platform, &self.counters, *accept) {
+            Ok(opened) => {
+                if let Some(lifted) = &opened.accepted {
+                    *accept = None;
+                    tracing::warn!(
+                        commit = opened.seq,
+                        "storage: the operator accepted a database that {lifted}"
+                    );
+                }
+                Ok(opened)
+            }
+            Err(e) => Err(refusal(&self.path, &e)),
         }
-        let what = if seq < counter {
-            format!(
-                "{} is at commit {seq}, but the freshness counter says commit {counter} was acknowledged: \
-                 the host may have replaced the database with an older copy",
-                self.path.display()
-            )
-        } else {
-            format!(
-                "{} is at commit {seq}, but the freshness counter is at {counter}: the counter file \
-                 ({COUNTER}.counter) was deleted or replaced, so rollbacks cannot be ruled out",
-                self.path.display()
-            )
-        };
-        let reason = format!(
-            "storage refuses to start: {what}. Nothing was read or changed. If this database is the one \
-             you mean to run with (say, a restored backup), restart with \
-             `cloister run --accept-storage-rollback {seq}`"
-        );
-        // Said once, where the operator looks first; no restart can change it, so none is tried.
-        tracing::error!("{reason}");
-        Err(ServiceError::needs_operator(reason))
     }
+
+    /// Checks the database at rest as a start would (one scan, the digest, the counter) and changes
+    /// nothing. The service must not be running: redb opens a file once.
+    pub fn verify(&self) -> Result<Verified, StateError> {
+        let db = Db::open(&self.path)?;
+        fresh::verify(&db, &*self.platform, &self.counters)
+    }
+}
+
+/// The service's failure for `e`: for the operator, with the command that accepts the database, if
+/// it is a refusal.
+fn refusal(path: &Path, e: &StateError) -> ServiceError {
+    let Some(seq) = e.refused_at() else {
+        return ServiceError::new(format!("{}: {e}", path.display()));
+    };
+    let reason = format!(
+        "storage refuses to start: {} {e}. Nothing was read or changed. If this database is the \
+         one you mean to run with (say, a restored backup), restart with \
+         `cloister run --accept-storage-rollback {seq}`",
+        path.display()
+    );
+    // Said once, where the operator looks first; no restart can change it, so none is tried.
+    tracing::error!("{reason}");
+    ServiceError::needs_operator(reason)
 }
 
 impl Service for Storage {
@@ -181,13 +163,8 @@ impl Service for Storage {
             .await
             .map_err(|e| ServiceError::new(format!("opening the database: {e}")))?
             .map_err(|e| ServiceError::new(e.to_string()))?;
-        let seq = self.check_freshness(&db)?;
-        let mut state = State {
-            db: Arc::new(db),
-            seq,
-            namespace_keys: HashMap::new(),
-            storage: self,
-        };
+        let opened = self.check_freshness(&db)?;
+        let mut state = State::new(db, opened, self);
         let mut limits = Limits::of(&cx.spec());
         while let Some(request) = cx.recv().await {
             // Settings apply live: re-read only when the spec changed.
@@ -286,12 +263,26 @@ struct State<'a> {
     db: Arc<Db>,
     /// The last commit's sequence number.
     seq: u64,
+    /// The state key, and the root of the committed state (`digest.rs`).
+    keys: Arc<StateKey>,
+    root: Root,
     /// Namespace → crypto key id, as far as seen.
     namespace_keys: HashMap<String, String>,
     storage: &'a Storage,
 }
 
-impl State<'_> {
+impl<'a> State<'a> {
+    fn new(db: Db, opened: Opened, storage: &'a Storage) -> State<'a> {
+        State {
+            db: Arc::new(db),
+            seq: opened.seq,
+            keys: Arc::new(opened.keys),
+            root: opened.root,
+            namespace_keys: HashMap::new(),
+            storage,
+        }
+    }
+
     /// Serves a request outside the group commit: a read, or dropping a namespace.
     async fn other(&mut self, request: Request, limits: &Limits) -> Result<(), ServiceError> {
         match request {
@@ -319,12 +310,14 @@ impl State<'_> {
         };
         let seq = self.seq + 1;
         let ns = namespace.clone();
+        let (keys, root) = (self.keys.clone(), self.root);
         let committed = self
-            .durably(seq, move |db| db.drop_namespace(seq, &ns))
+            .durably(seq, move |db| db.drop_namespace(seq, &ns, &keys, root))
             .await;
         match committed {
-            Ok(_) => {
+            Ok((_, root)) => {
                 self.seq = seq;
+                self.root = root;
                 self.namespace_keys.remove(&namespace);
                 // No value refers to the key any more; without it, no copy of one can be read.
                 if let Some(id) = key_id {
@@ -636,12 +629,16 @@ impl State<'_> {
             return Ok(());
         }
         let namespaces = new_namespaces.clone();
+        let (keys, root) = (self.keys.clone(), self.root);
         let committed = self
-            .durably(seq, move |db| db.commit(seq, &namespaces, &changes))
+            .durably(seq, move |db| {
+                db.commit(seq, &namespaces, &changes, &keys, root)
+            })
             .await;
         match committed {
-            Ok(()) => {
+            Ok(root) => {
                 self.seq = seq;
+                self.root = root;
                 self.namespace_keys.extend(new_namespaces);
                 for reply in accepted {
                     reply.send(Ok(seq));

@@ -1,12 +1,12 @@
 //! Flips every byte of a small storage database in turn, then opens it the way a starting
-//! incarnation does (open, freshness check) and reads every key back the way a `Get` does. Each read
-//! gives the value that was written or a typed error: integrity naming the key, not found, or a
-//! database error. Never wrong data, never a panic.
+//! incarnation does (open, the state digest and freshness check) and reads every key back the way a
+//! `Get` does. A flip in a value, a namespace or the tag is refused at open (the content no longer
+//! matches the sealed digest); past the open, each read gives the value that was written or a typed
+//! error: integrity naming the key, not found, or a database error. Never wrong data, never a panic.
 //!
 //! It runs below the mailbox (one runtime start per flip would take minutes); the service tests cover
 //! the same paths through the handle.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use runtime::{Builder, Journal};
@@ -14,6 +14,7 @@ use runtime::{Builder, Journal};
 use super::{Limits, State, Storage};
 use crate::Error;
 use crate::db::Db;
+use crate::fresh::Opened;
 
 const NAMESPACE: &str = "alice";
 const KEYS: [(&str, &[u8]); 3] = [
@@ -74,12 +75,12 @@ async fn every_flipped_byte_is_detected_or_harmless() {
         .expect("storage stops");
     let storage = Storage::new(dir.path(), platform, crypto);
     let limits = Limits::of(&Storage::default_spec());
-    let open = |storage: &Storage| -> Result<(Arc<Db>, u64), String> {
+    let open = |storage: &Storage| -> Result<(Db, Opened), String> {
         let db = Db::open(&storage.path).map_err(|e| e.to_string())?;
-        let seq = storage
+        let opened = storage
             .check_freshness(&db)
             .map_err(|e| e.message().to_owned())?;
-        Ok((Arc::new(db), seq))
+        Ok((db, opened))
     };
 
     let original = std::fs::read(&storage.path).expect("read");
@@ -88,19 +89,14 @@ async fn every_flipped_byte_is_detected_or_harmless() {
         let mut flipped = original.clone();
         flipped[i] ^= 0x01;
         std::fs::write(&storage.path, &flipped).expect("write");
-        let (db, seq) = match open(&storage) {
+        let (db, opened) = match open(&storage) {
             Ok(opened) => opened,
             Err(_) => {
                 refused += 1;
                 continue;
             }
         };
-        let mut state = State {
-            db,
-            seq,
-            namespace_keys: HashMap::new(),
-            storage: &storage,
-        };
+        let mut state = State::new(db, opened, &storage);
         for (key, value) in KEYS {
             match state.get(NAMESPACE, key).await {
                 Ok(got) => {
@@ -123,8 +119,8 @@ async fn every_flipped_byte_is_detected_or_harmless() {
         original.len()
     );
     assert!(
-        detected > 0,
-        "some flips land in values and must be detected"
+        refused > 0,
+        "some flips land in values and must be refused at open"
     );
     rt.shutdown().await;
 }

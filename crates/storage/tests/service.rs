@@ -363,7 +363,7 @@ async fn a_ciphertext_moved_to_another_key_or_namespace_is_an_integrity_error() 
     let f = start(dir.path()).await;
     put(&f.storage, ALICE, "salary", b"100").await.expect("put");
     put(&f.storage, ALICE, "bonus", b"5").await.expect("put");
-    put(&f.storage, "bob", "salary", b"90").await.expect("put");
+    let last = put(&f.storage, "bob", "salary", b"90").await.expect("put");
     f.rt.shutdown().await;
 
     {
@@ -386,7 +386,18 @@ async fn a_ciphertext_moved_to_another_key_or_namespace_is_an_integrity_error() 
         txn.commit().expect("commit");
     }
 
-    let f = start(dir.path()).await;
+    // The database no longer matches its sealed digest: refused at start (`tests/forgery.rs`).
+    let f = build(dir.path(), None, |_| {});
+    let reason = failure(&f).await;
+    assert!(
+        reason.contains("does not match the sealed digest"),
+        "{reason}"
+    );
+    f.rt.shutdown().await;
+    // Even accepted by the operator, a moved ciphertext never reads as data: its associated data
+    // names another key.
+    let f = build(dir.path(), Some(last), |_| {});
+    ready(&f.rt).await;
     assert_eq!(
         get(&f.storage, ALICE, "bonus").await,
         Err(Error::Integrity {

@@ -47,6 +47,8 @@ pub struct Setup {
     pub journal: Option<Journal>,
     /// Where the platform and the services keep their files (default: a new temporary directory).
     pub dir: Option<tempfile::TempDir>,
+    /// `cloister run --accept-storage-rollback`: a storage state to accept once.
+    pub accept_storage_rollback: Option<u64>,
 }
 
 /// A harness with only crypto of the built-in services running.
@@ -107,7 +109,8 @@ pub async fn start(setup: Setup) -> Harness {
             data_dir: dir.path().to_owned(),
             platform: platform.clone(),
             journal,
-            accept_storage_rollback: None,
+            accept_storage_rollback: setup.accept_storage_rollback,
+            accept_keystore_rollback: None,
         },
     );
     let runtime = b.start().expect("start");

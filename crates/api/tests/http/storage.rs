@@ -104,7 +104,9 @@ async fn storage_over_http_with_clear_errors() {
 }
 
 /// docs/api.md: 500 `storage.integrity` when a stored value was modified on disk: the message names
-/// the key, and no data is returned; other keys still read.
+/// the key, and no data is returned; other keys still read. A modified value no longer matches the
+/// database's sealed state digest, so storage first refuses to start (`storage/tests/forgery.rs`);
+/// the operator accepting that state is what lets the API answer at all.
 #[tokio::test]
 async fn error_code_storage_integrity_is_500_naming_the_key() {
     let h = harness_with(false, true).await;
@@ -149,13 +151,36 @@ async fn error_code_storage_integrity_is_500_naming_the_key() {
     std::fs::write(&file, bytes).expect("tamper");
     let since = h.runtime.journal().last_seq();
     h.runtime.start(&::storage::NAME).await.expect("start");
-    h.runtime
+    let failed = h
+        .runtime
         .journal()
         .wait_for(since, Duration::from_secs(60), |e| {
-            e.service.as_ref() == Some(&::storage::NAME) && matches!(e.event, Event::Up { .. })
+            e.service.as_ref() == Some(&::storage::NAME) && matches!(e.event, Event::Failed { .. })
         })
         .await
-        .expect("storage is up again");
+        .expect("storage refuses the modified database");
+    let Event::Failed { reason } = &failed.event else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains("does not match the sealed digest"),
+        "{reason}"
+    );
+    let accept: u64 = reason
+        .split("--accept-storage-rollback ")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .and_then(|n| n.parse().ok())
+        .expect("the commit to accept, in the reason");
+    let Harness { runtime, dir, .. } = h;
+    runtime.shutdown().await;
+    let h = start(Setup {
+        with_storage: true,
+        dir: Some(dir),
+        accept_storage_rollback: Some(accept),
+        ..Setup::default()
+    })
+    .await;
 
     let answer = send(&h.app, "GET", "/v1/storage/ledger", Some(TOKEN), "").await;
     assert_error(
