@@ -233,6 +233,9 @@ impl std::fmt::Debug for Fetcher {
 
 impl Fetcher {
     pub(crate) fn new() -> Result<Fetcher, String> {
+        // Other reqwest clients in the process (the SDK's, in tests and in applications that embed
+        // the stack) need a process-wide crypto provider; installing it twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
             .map_err(|e| format!("the system's certificate roots cannot be used: {e}"))?;
