@@ -4,10 +4,13 @@
 //! naming what was found (through `Storage::verify`, which runs the same check and changes
 //! nothing), and through the service, which fails for the operator with the command to accept it.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
-use runtime::journal::{Event, ExitOutcome};
+use common::failure;
+
 use runtime::{Builder, Journal, RuntimeLevel};
 use storage::{Request, StateError, Storage, Value, Verified};
 
@@ -62,41 +65,16 @@ async fn start(dir: &Path, accept: Option<u64>) -> Fixture {
     let mut readiness = f.rt.readiness();
     tokio::select! {
         r = readiness.wait_for(|r| r.level == RuntimeLevel::Ready) => { r.expect("ready"); }
-        reason = failure(&f) => panic!("storage failed to start: {reason}"),
+        reason = failure(&f.journal) => panic!("storage failed to start: {reason}"),
     }
     f
-}
-
-/// Waits until storage has failed and returns the reason it gave.
-async fn failure(f: &Fixture) -> String {
-    let exited = f
-        .journal
-        .wait_for(0, std::time::Duration::from_secs(30), |e| {
-            e.service.as_ref() == Some(&storage::NAME)
-                && matches!(
-                    e.event,
-                    Event::Exited {
-                        outcome: ExitOutcome::Error { .. },
-                        ..
-                    }
-                )
-        })
-        .await
-        .expect("storage exits with an error");
-    match &exited.event {
-        Event::Exited {
-            outcome: ExitOutcome::Error { message },
-            ..
-        } => message.clone(),
-        other => panic!("unexpected {other:?}"),
-    }
 }
 
 /// Starts storage expecting the refusal `expected`, and checks the reason says it with the
 /// command that accepts it.
 async fn refused(dir: &Path, expected: &StateError) {
     let f = build(dir, None);
-    let reason = failure(&f).await;
+    let reason = failure(&f.journal).await;
     let seq = expected.refused_at().expect("a refusal");
     assert!(
         reason.contains(&expected.to_string())

@@ -1,9 +1,13 @@
 //! The storage service through its handle, with the crypto service, on the simulation platform.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
-use runtime::journal::{Event, ExitOutcome};
+use common::failure;
+
+use runtime::journal::Event;
 use runtime::{Builder, Journal, RuntimeLevel};
 use storage::{Error, Request, Storage, Value, Write};
 
@@ -49,7 +53,7 @@ async fn start(dir: &Path) -> Fixture {
     let f = build(dir, None, |_| {});
     tokio::select! {
         () = ready(&f.rt) => {}
-        reason = failure(&f) => panic!("storage failed to start: {reason}"),
+        reason = failure(&f.journal) => panic!("storage failed to start: {reason}"),
     }
     f
 }
@@ -59,31 +63,6 @@ async fn ready(rt: &runtime::Runtime) {
         .wait_for(|r| r.level == RuntimeLevel::Ready)
         .await
         .expect("ready");
-}
-
-/// Waits until storage has failed and returns the reason it gave.
-async fn failure(f: &Fixture) -> String {
-    let exited = f
-        .journal
-        .wait_for(0, std::time::Duration::from_secs(30), |e| {
-            e.service.as_ref() == Some(&storage::NAME)
-                && matches!(
-                    e.event,
-                    Event::Exited {
-                        outcome: ExitOutcome::Error { .. },
-                        ..
-                    }
-                )
-        })
-        .await
-        .expect("storage exits with an error");
-    match &exited.event {
-        Event::Exited {
-            outcome: ExitOutcome::Error { message },
-            ..
-        } => message.clone(),
-        other => panic!("unexpected {other:?}"),
-    }
 }
 
 async fn put(h: &storage::Handle, ns: &str, key: &str, value: &[u8]) -> Result<u64, Error> {
@@ -388,7 +367,7 @@ async fn a_ciphertext_moved_to_another_key_or_namespace_is_an_integrity_error() 
 
     // The database no longer matches its sealed digest: refused at start (`tests/forgery.rs`).
     let f = build(dir.path(), None, |_| {});
-    let reason = failure(&f).await;
+    let reason = failure(&f.journal).await;
     assert!(
         reason.contains("does not match the sealed digest"),
         "{reason}"
@@ -434,7 +413,7 @@ async fn an_older_copy_of_the_database_is_refused_until_the_operator_accepts_it(
     // The host swaps the old copy back in.
     std::fs::write(&db_path, &old_copy).expect("swap");
     let f = build(dir.path(), None, |_| {});
-    let reason = failure(&f).await;
+    let reason = failure(&f.journal).await;
     assert!(
         reason.contains("is at commit 1")
             && reason.contains(&format!("says commit {newer}"))
@@ -445,7 +424,7 @@ async fn an_older_copy_of_the_database_is_refused_until_the_operator_accepts_it(
     // The refusal changed nothing, and accepting another commit number does not accept this one:
     // the same copy is refused again.
     let f = build(dir.path(), Some(7), |_| {});
-    assert!(failure(&f).await.contains("is at commit 1"));
+    assert!(failure(&f.journal).await.contains("is at commit 1"));
     f.rt.shutdown().await;
 
     let f = build(dir.path(), Some(1), |_| {});
@@ -533,7 +512,7 @@ async fn a_lost_counter_file_is_refused_too() {
     f.rt.shutdown().await;
     std::fs::remove_file(dir.path().join("storage.counter")).expect("remove");
     let f = build(dir.path(), None, |_| {});
-    let reason = failure(&f).await;
+    let reason = failure(&f.journal).await;
     assert!(reason.contains("deleted or replaced"), "{reason}");
     f.rt.shutdown().await;
     let f = build(dir.path(), Some(2), |_| {});
@@ -722,7 +701,7 @@ async fn a_database_one_commit_ahead_of_the_counter_is_fixed_up() {
     // The same counter file now lags two commits: that is not a crash, and it is refused.
     std::fs::write(&counter_path, &counter_at_first).expect("replace the counter");
     let f = build(dir.path(), None, |_| {});
-    let reason = failure(&f).await;
+    let reason = failure(&f.journal).await;
     assert!(
         reason.contains(&format!("is at commit {third}")) && reason.contains("deleted or replaced"),
         "{reason}"
@@ -749,7 +728,7 @@ async fn a_write_is_acknowledged_only_after_the_commit_and_the_counter_are_on_di
         matches!(&answer, Err(Error::Internal(m)) if m.contains("freshness counter")),
         "a write whose counter advance failed was answered {answer:?}"
     );
-    assert!(failure(&f).await.contains("freshness counter"));
+    assert!(failure(&f.journal).await.contains("freshness counter"));
     f.rt.shutdown().await;
 
     // The counter comes back: the database is one commit ahead of it (the commit of `b` landed,
