@@ -7,27 +7,16 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
 
-use common::failure;
+use common::{build, failure, platform, start};
 
-use runtime::{Builder, Journal, RuntimeLevel};
+use runtime::{Builder, Journal};
 use storage::{Request, StateError, Storage, Value, Verified};
 
 const ALICE: &str = "alice";
 const VALUES: redb::TableDefinition<(&str, &str), &[u8]> = redb::TableDefinition::new("values");
 const META: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
 const STATE: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("state");
-
-struct Fixture {
-    rt: runtime::Runtime,
-    storage: storage::Handle,
-    journal: Journal,
-}
-
-fn platform(dir: &Path) -> Arc<dyn enclave::Platform> {
-    Arc::new(enclave::Simulation::open(dir, b"test binary", b"", 1).expect("simulation"))
-}
 
 fn recipe(dir: &Path) -> Storage {
     // A handle to nothing: `verify` never calls the crypto service.
@@ -41,39 +30,10 @@ fn verify(dir: &Path) -> Result<Verified, StateError> {
     recipe(dir).verify()
 }
 
-fn build(dir: &Path, accept: Option<u64>) -> Fixture {
-    let platform = platform(dir);
-    let journal = Journal::in_memory();
-    let mut b = Builder::new(journal.clone());
-    let crypto = b.add(crypto::Crypto::new(dir, platform.clone()));
-    let mut spec = Storage::default_spec();
-    spec.recovery.strategy = runtime::Strategy::Manual;
-    let storage = b.add_with_spec(
-        Storage::new(dir, platform, crypto).accept_rollback(accept),
-        spec,
-    );
-    let rt = b.start().expect("start");
-    Fixture {
-        rt,
-        storage,
-        journal,
-    }
-}
-
-async fn start(dir: &Path, accept: Option<u64>) -> Fixture {
-    let f = build(dir, accept);
-    let mut readiness = f.rt.readiness();
-    tokio::select! {
-        r = readiness.wait_for(|r| r.level == RuntimeLevel::Ready) => { r.expect("ready"); }
-        reason = failure(&f.journal) => panic!("storage failed to start: {reason}"),
-    }
-    f
-}
-
 /// Starts storage expecting the refusal `expected`, and checks the reason says it with the
 /// command that accepts it.
 async fn refused(dir: &Path, expected: &StateError) {
-    let f = build(dir, None);
+    let f = build(dir, None, |_| {});
     let reason = failure(&f.journal).await;
     let seq = expected.refused_at().expect("a refusal");
     assert!(

@@ -3,67 +3,14 @@
 mod common;
 
 use std::path::Path;
-use std::sync::Arc;
 
-use common::failure;
+use common::{Fixture, build, failure, platform, ready, start};
 
 use runtime::journal::Event;
-use runtime::{Builder, Journal, RuntimeLevel};
+use runtime::{Builder, Journal};
 use storage::{Error, Request, Storage, Value, Write};
 
 const ALICE: &str = "alice";
-
-struct Fixture {
-    rt: runtime::Runtime,
-    storage: storage::Handle,
-    crypto: crypto::Handle,
-    journal: Journal,
-}
-
-fn platform(dir: &Path) -> Arc<dyn enclave::Platform> {
-    Arc::new(enclave::Simulation::open(dir, b"test binary", b"", 1).expect("simulation"))
-}
-
-fn build(dir: &Path, accept: Option<u64>, configure: impl FnOnce(&mut runtime::Spec)) -> Fixture {
-    let platform = platform(dir);
-    let journal = Journal::in_memory();
-    let mut b = Builder::new(journal.clone());
-    let mut crypto_spec = crypto::Crypto::default_spec();
-    crypto_spec.recovery.strategy = runtime::Strategy::Manual;
-    let crypto = b.add_with_spec(crypto::Crypto::new(dir, platform.clone()), crypto_spec);
-    let crypto_handle = crypto.clone();
-    let mut spec = Storage::default_spec();
-    spec.recovery.strategy = runtime::Strategy::Manual;
-    configure(&mut spec);
-    let storage = b.add_with_spec(
-        Storage::new(dir, platform, crypto).accept_rollback(accept),
-        spec,
-    );
-    let rt = b.start().expect("start");
-    Fixture {
-        rt,
-        storage,
-        crypto: crypto_handle,
-        journal,
-    }
-}
-
-/// Starts storage and waits until it is ready; if it fails instead, the test fails with its reason.
-async fn start(dir: &Path) -> Fixture {
-    let f = build(dir, None, |_| {});
-    tokio::select! {
-        () = ready(&f.rt) => {}
-        reason = failure(&f.journal) => panic!("storage failed to start: {reason}"),
-    }
-    f
-}
-
-async fn ready(rt: &runtime::Runtime) {
-    rt.readiness()
-        .wait_for(|r| r.level == RuntimeLevel::Ready)
-        .await
-        .expect("ready");
-}
 
 async fn put(h: &storage::Handle, ns: &str, key: &str, value: &[u8]) -> Result<u64, Error> {
     h.call(|reply| Request::Put {
@@ -131,7 +78,7 @@ fn keys(page: &storage::Page) -> Vec<&str> {
 #[tokio::test]
 async fn put_get_delete_list_and_batches_per_namespace() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let f = start(dir.path()).await;
+    let f = start(dir.path(), None).await;
     let h = &f.storage;
 
     let v1 = put(h, ALICE, "a/1", b"one").await.expect("put");
@@ -308,7 +255,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
 #[tokio::test]
 async fn values_survive_a_service_restart_and_a_process_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let f = start(dir.path()).await;
+    let f = start(dir.path(), None).await;
     let v = put(&f.storage, ALICE, "k", b"kept").await.expect("put");
     f.rt.restart(&storage::NAME).await.expect("restart");
     ready(&f.rt).await;
@@ -321,7 +268,7 @@ async fn values_survive_a_service_restart_and_a_process_restart() {
     );
     f.rt.shutdown().await;
 
-    let f = start(dir.path()).await;
+    let f = start(dir.path(), None).await;
     assert_eq!(
         get(&f.storage, ALICE, "k").await,
         Ok(Value {
@@ -339,7 +286,7 @@ const VALUES: redb::TableDefinition<(&str, &str), &[u8]> = redb::TableDefinition
 #[tokio::test]
 async fn a_ciphertext_moved_to_another_key_or_namespace_is_an_integrity_error() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let f = start(dir.path()).await;
+    let f = start(dir.path(), None).await;
     put(&f.storage, ALICE, "salary", b"100").await.expect("put");
     put(&f.storage, ALICE, "bonus", b"5").await.expect("put");
     let last = put(&f.storage, "bob", "salary", b"90").await.expect("put");
@@ -401,12 +348,12 @@ async fn a_ciphertext_moved_to_another_key_or_namespace_is_an_integrity_error() 
 async fn an_older_copy_of_the_database_is_refused_until_the_operator_accepts_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db_path = dir.path().join("storage.redb");
-    let f = start(dir.path()).await;
+    let f = start(dir.path(), None).await;
     put(&f.storage, ALICE, "k", b"old").await.expect("put");
     f.rt.shutdown().await;
     let old_copy = std::fs::read(&db_path).expect("read");
 
-    let f = start(dir.path()).await;
+    let f = start(dir.path(), None).await;
     let newer = put(&f.storage, ALICE, "k", b"new").await.expect("put");
     f.rt.shutdown().await;
 
@@ -436,7 +383,7 @@ async fn an_older_copy_of_the_database_is_refused_until_the_operator_accepts_it(
     f.rt.shutdown().await;
 
     // And the accepted state is now the normal one.
-    let f = start(dir.path()).await;
+    let f = start(dir.path(), None).await;
     assert_eq!(
         get(&f.storage, ALICE, "k").await.expect("get").data,
         b"newest"
@@ -451,11 +398,11 @@ async fn an_older_copy_of_the_database_is_refused_until_the_operator_accepts_it(
 async fn a_rollback_refusal_fails_at_once_without_restarts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db_path = dir.path().join("storage.redb");
-    let f = start(dir.path()).await;
+    let f = start(dir.path(), None).await;
     put(&f.storage, ALICE, "k", b"old").await.expect("put");
     f.rt.shutdown().await;
     let old_copy = std::fs::read(&db_path).expect("read");
-    let f = start(dir.path()).await;
+    let f = start(dir.path(), None).await;
     put(&f.storage, ALICE, "k", b"new").await.expect("put");
     f.rt.shutdown().await;
     std::fs::write(&db_path, &old_copy).expect("swap");
@@ -506,7 +453,7 @@ async fn a_rollback_refusal_fails_at_once_without_restarts() {
 #[tokio::test]
 async fn a_lost_counter_file_is_refused_too() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let f = start(dir.path()).await;
+    let f = start(dir.path(), None).await;
     put(&f.storage, ALICE, "a", b"1").await.expect("put");
     put(&f.storage, ALICE, "b", b"2").await.expect("put");
     f.rt.shutdown().await;
@@ -540,7 +487,7 @@ async fn storage_refuses_more_than_one_replica() {
 #[tokio::test]
 async fn concurrent_writes_share_commits_and_each_gets_its_own_answer() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let f = start(dir.path()).await;
+    let f = start(dir.path(), None).await;
     let h = &f.storage;
     put(h, ALICE, "old", b"x").await.expect("put");
     // All queued before storage runs (one thread): they form one group, in queue order.
@@ -588,7 +535,7 @@ async fn concurrent_writes_share_commits_and_each_gets_its_own_answer() {
 #[tokio::test]
 async fn a_dropped_namespace_loses_its_values_and_its_key_and_nothing_else() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let f = start(dir.path()).await;
+    let f = start(dir.path(), None).await;
     let storage_keys = |f: &Fixture| {
         let crypto = f.crypto.clone();
         async move {
@@ -642,7 +589,7 @@ async fn a_dropped_namespace_loses_its_values_and_its_key_and_nothing_else() {
     f.rt.shutdown().await;
 
     // After a restart: still gone; a new value in the namespace gets a new key and reads back.
-    let f = start(dir.path()).await;
+    let f = start(dir.path(), None).await;
     assert!(matches!(
         get(&f.storage, ALICE, "doc/1").await,
         Err(Error::NotFound(_))
@@ -673,13 +620,13 @@ fn counter(dir: &Path) -> u64 {
 async fn a_database_one_commit_ahead_of_the_counter_is_fixed_up() {
     let dir = tempfile::tempdir().expect("tempdir");
     let counter_path = dir.path().join("storage.counter");
-    let f = start(dir.path()).await;
+    let f = start(dir.path(), None).await;
     let first = put(&f.storage, ALICE, "a", b"1").await.expect("put");
     f.rt.shutdown().await;
     let counter_at_first = std::fs::read(&counter_path).expect("read the counter");
     assert_eq!(counter(dir.path()), first);
 
-    let f = start(dir.path()).await;
+    let f = start(dir.path(), None).await;
     let second = put(&f.storage, ALICE, "b", b"2").await.expect("put");
     assert_eq!(second, first + 1);
     f.rt.shutdown().await;
@@ -687,7 +634,7 @@ async fn a_database_one_commit_ahead_of_the_counter_is_fixed_up() {
     std::fs::write(&counter_path, &counter_at_first).expect("restore the counter");
     assert_eq!(counter(dir.path()), first);
 
-    let f = start(dir.path()).await;
+    let f = start(dir.path(), None).await;
     assert_eq!(
         counter(dir.path()),
         second,
@@ -716,7 +663,7 @@ async fn a_database_one_commit_ahead_of_the_counter_is_fixed_up() {
 async fn a_write_is_acknowledged_only_after_the_commit_and_the_counter_are_on_disk() {
     let dir = tempfile::tempdir().expect("tempdir");
     let counter_path = dir.path().join("storage.counter");
-    let f = start(dir.path()).await;
+    let f = start(dir.path(), None).await;
     let first = put(&f.storage, ALICE, "a", b"1").await.expect("put");
     // The counter can no longer be written (nor read): a directory stands where its file was.
     let saved = std::fs::read(&counter_path).expect("read the counter");
@@ -735,7 +682,7 @@ async fn a_write_is_acknowledged_only_after_the_commit_and_the_counter_are_on_di
     // unacknowledged), which the next start fixes up; `a` is there as acknowledged.
     std::fs::remove_dir(&counter_path).expect("remove the directory");
     std::fs::write(&counter_path, &saved).expect("restore");
-    let f = start(dir.path()).await;
+    let f = start(dir.path(), None).await;
     assert_eq!(counter(dir.path()), first + 1);
     assert_eq!(get(&f.storage, ALICE, "a").await.expect("get").data, b"1");
     f.rt.shutdown().await;

@@ -1,7 +1,14 @@
-//! What the storage test targets share.
+//! What the storage test targets share: a runtime with crypto and storage on a data directory,
+//! started until ready or until storage says why it failed.
+// Each test target uses a part of this module.
+#![allow(dead_code)]
 
-use runtime::Journal;
+use std::path::Path;
+use std::sync::Arc;
+
 use runtime::journal::{Event, ExitOutcome};
+use runtime::{Builder, Journal, RuntimeLevel};
+use storage::Storage;
 
 /// Waits until storage has failed and returns the reason it gave.
 pub(crate) async fn failure(journal: &Journal) -> String {
@@ -25,4 +32,60 @@ pub(crate) async fn failure(journal: &Journal) -> String {
         } => message.clone(),
         other => panic!("unexpected {other:?}"),
     }
+}
+
+pub(crate) struct Fixture {
+    pub(crate) rt: runtime::Runtime,
+    pub(crate) storage: storage::Handle,
+    pub(crate) crypto: crypto::Handle,
+    pub(crate) journal: Journal,
+}
+
+pub(crate) fn platform(dir: &Path) -> Arc<dyn enclave::Platform> {
+    Arc::new(enclave::Simulation::open(dir, b"test binary", b"", 1).expect("simulation"))
+}
+
+pub(crate) fn build(
+    dir: &Path,
+    accept: Option<u64>,
+    configure: impl FnOnce(&mut runtime::Spec),
+) -> Fixture {
+    let platform = platform(dir);
+    let journal = Journal::in_memory();
+    let mut b = Builder::new(journal.clone());
+    let mut crypto_spec = crypto::Crypto::default_spec();
+    crypto_spec.recovery.strategy = runtime::Strategy::Manual;
+    let crypto = b.add_with_spec(crypto::Crypto::new(dir, platform.clone()), crypto_spec);
+    let crypto_handle = crypto.clone();
+    let mut spec = Storage::default_spec();
+    spec.recovery.strategy = runtime::Strategy::Manual;
+    configure(&mut spec);
+    let storage = b.add_with_spec(
+        Storage::new(dir, platform, crypto).accept_rollback(accept),
+        spec,
+    );
+    let rt = b.start().expect("start");
+    Fixture {
+        rt,
+        storage,
+        crypto: crypto_handle,
+        journal,
+    }
+}
+
+/// Starts storage and waits until it is ready; if it fails instead, the test fails with its reason.
+pub(crate) async fn start(dir: &Path, accept: Option<u64>) -> Fixture {
+    let f = build(dir, accept, |_| {});
+    tokio::select! {
+        () = ready(&f.rt) => {}
+        reason = failure(&f.journal) => panic!("storage failed to start: {reason}"),
+    }
+    f
+}
+
+pub(crate) async fn ready(rt: &runtime::Runtime) {
+    rt.readiness()
+        .wait_for(|r| r.level == RuntimeLevel::Ready)
+        .await
+        .expect("ready");
 }
