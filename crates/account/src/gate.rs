@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use crate::scope::{self, Area, Scope};
-use runtime::rate::{Limiter, Rate};
+use runtime::rate::{Allowance, Limiter, Rate};
 
 /// Who a token speaks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,6 +149,13 @@ impl Gate {
     pub fn admit(&self, account: &str) -> Result<(), Duration> {
         let rate = self.directory.borrow().rate;
         self.buckets.admit(account, rate, Instant::now())
+    }
+
+    /// `account`'s bucket, for work done on its behalf after the request (a script's capability
+    /// calls): each call takes a token as a request does. At the rate published now.
+    pub fn allowance(&self, account: &str) -> Allowance {
+        let rate = self.directory.borrow().rate;
+        Allowance::new(self.buckets.clone(), account, rate)
     }
 }
 

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use ai::{Dataset, Params, PredictInput, Request, TensorData};
+use ai::{Dataset, Params, PredictInput, Request, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
 use runtime::{Builder, Journal, RuntimeLevel};
 use tract_onnx::prelude::*;
@@ -116,10 +116,7 @@ fn bench(c: &mut Criterion) {
             .expect("uploaded");
         let inputs = BTreeMap::from([(
             "x".to_owned(),
-            TensorData {
-                shape: shape.clone(),
-                data: data.clone(),
-            },
+            Tensor::f32(shape.clone(), data.iter().copied()),
         )]);
         group.bench_function(format!("{model}/service"), |b| {
             b.to_async(&rt).iter(|| async {

@@ -5,7 +5,8 @@
 //!
 //! Inference and training run on the service's own bounded set of blocking threads, as many as its
 //! spec's `resources.cpu_cores` (counted in the enclave's thread budget); training runs as a job
-//! that can be cancelled between iterations.
+//! whose work is bounded at submit, that can be cancelled at any row of any iteration, and an
+//! account has a bounded number of them queued or running.
 
 mod cache;
 mod onnx;
@@ -13,18 +14,19 @@ mod service;
 mod store;
 pub mod train;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use runtime::{Reply, ServiceName};
-use serde::{Deserialize, Serialize};
 
-pub use crate::onnx::{TensorData, TensorSpec};
 pub use crate::service::{
-    Ai, CACHE_BYTES, MAX_DATASET_ROWS, MAX_FEATURES, MAX_FINISHED_JOBS, MAX_INPUT_ELEMENTS,
-    MAX_MODEL_BYTES,
+    Ai, CACHE_BYTES, MAX_ACTIVE_JOBS_PER_ACCOUNT, MAX_DATASET_ROWS, MAX_FEATURES,
+    MAX_FINISHED_JOBS, MAX_INPUT_ELEMENTS, MAX_MODEL_BYTES, MAX_TRAINING_WORK,
 };
-pub use crate::train::{Dataset, Metrics, Params, Trained};
+pub use crate::train::Trained;
+pub use wire::ai::{
+    DType, Dataset, JobInfo, JobList, JobState, Metrics, ModelInfo, ModelKind, ModelList, Outputs,
+    Params, PredictInput, Prediction, Scalar, Tensor, TensorSpec, TrainRequest,
+};
 
 pub const NAME: ServiceName = ServiceName::from_static("ai");
 
@@ -54,6 +56,11 @@ pub enum Error {
     Inference(String),
     #[error("the job was cancelled")]
     Cancelled,
+    /// The account already has this many training jobs queued or running; retry when one ends.
+    #[error(
+        "{active} training jobs of this account are queued or running, the most services.ai.{MAX_ACTIVE_JOBS_PER_ACCOUNT} allows; retry when one has ended"
+    )]
+    TooManyJobs { active: usize },
     /// The storage service failed or did not answer: retry after [`StorageFailure::retry_after`].
     #[error("storage: {0}")]
     Storage(StorageFailure),
@@ -76,6 +83,9 @@ impl runtime::Classify for Error {
                 ErrorKind::Unprocessable
             }
             Error::Cancelled => ErrorKind::Conflict,
+            Error::TooManyJobs { .. } => ErrorKind::Limited {
+                retry_after: RETRY_AFTER,
+            },
             Error::Storage(failure) => ErrorKind::Unavailable {
                 retry_after: failure.retry_after(),
             },
@@ -94,12 +104,16 @@ impl runtime::Classify for Error {
             Error::Shape(_) => "ai.shape",
             Error::Inference(_) => "ai.inference",
             Error::Cancelled => "ai.cancelled",
+            Error::TooManyJobs { .. } => "ai.too_many_jobs",
             Error::Storage(_) => "ai.storage",
             Error::Integrity(_) => "ai.integrity",
             Error::Internal(_) => "ai.internal",
         }
     }
 }
+
+/// When an account over its active training jobs may try again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// How the storage service failed the ai service: no answer at all (restarting, circuit open), or
 /// an error of its own that a retry may get past.
@@ -123,99 +137,6 @@ impl StorageFailure {
                 _ => Duration::from_secs(1),
             },
         }
-    }
-}
-
-/// What a model is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ModelKind {
-    Onnx,
-    LinearRegression,
-    LogisticRegression,
-    Kmeans,
-}
-
-/// A kept model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ModelInfo {
-    pub id: String,
-    /// The account it belongs to (not shown: it is always the caller's).
-    #[serde(default, skip_serializing)]
-    #[schema(ignore)]
-    pub owner: String,
-    pub name: String,
-    pub kind: ModelKind,
-    /// The ONNX file's size (0 for trained models).
-    pub size_bytes: u64,
-    /// SHA-256 (hex) of the ONNX file, or of the trained parameters' JSON.
-    pub sha256: String,
-    pub created_ms: u64,
-    /// ONNX: the model's inputs and outputs.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub inputs: Vec<TensorSpec>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub outputs: Vec<TensorSpec>,
-    /// Trained models: the figures measured on the held-out rows.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<Metrics>,
-}
-
-/// Inputs for a prediction: named tensors for an ONNX model, rows of features for a trained one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(untagged)]
-pub enum PredictInput {
-    Tensors {
-        inputs: BTreeMap<String, TensorData>,
-    },
-    Features {
-        features: Vec<Vec<f64>>,
-    },
-}
-
-/// A training request.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TrainRequest {
-    /// A name for the model (default: its kind).
-    #[serde(default)]
-    pub name: Option<String>,
-    pub model: Params,
-    pub dataset: Dataset,
-    /// The last `round(rows × test_fraction)` rows are held out for the metrics (default 0.2).
-    #[serde(default = "default_test_fraction")]
-    pub test_fraction: f64,
-}
-
-fn default_test_fraction() -> f64 {
-    0.2
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    Pending,
-    Running,
-    Completed,
-    Failed,
-    Cancelled,
-}
-
-/// A training job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct JobInfo {
-    pub id: String,
-    pub state: JobState,
-    pub created_ms: u64,
-    pub finished_ms: Option<u64>,
-    /// The trained model, once completed.
-    pub model: Option<ModelInfo>,
-    pub error: Option<String>,
-}
-
-impl runtime::jobs::Info for JobInfo {
-    fn is_finished(&self) -> bool {
-        self.finished_ms.is_some()
     }
 }
 
@@ -247,7 +168,7 @@ pub enum Request {
         owner: String,
         id: String,
         input: PredictInput,
-        reply: Answer<serde_json::Value>,
+        reply: Answer<Prediction>,
     },
     Train {
         owner: String,
@@ -341,6 +262,13 @@ mod tests {
                 "ai.inference",
             ),
             (Error::Cancelled, ErrorKind::Conflict, "ai.cancelled"),
+            (
+                Error::TooManyJobs { active: 4 },
+                ErrorKind::Limited {
+                    retry_after: Duration::from_secs(1),
+                },
+                "ai.too_many_jobs",
+            ),
             (
                 Error::Storage(StorageFailure::NoAnswer(CallError::Interrupted {
                     service: storage::NAME,

@@ -1,7 +1,7 @@
 //! The ai service itself: its recipe (the spec and the settings it declares), the incarnation's
 //! loop, and its running state (the model cache, the training jobs, the blocking threads).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,12 +14,14 @@ use runtime::{Context, Kind, Priority, Service, ServiceError, Spec};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
+use crate::Tensor;
 use crate::cache::{Cache, LOADED_COST_FACTOR};
-use crate::onnx::{self, TensorData};
+use crate::onnx;
 use crate::store::{Record, Store, sha256_hex};
 use crate::train::{self, Trained};
 use crate::{
-    Error, JobInfo, JobState, ModelInfo, ModelKind, NAME, PredictInput, Request, TrainRequest,
+    Error, JobInfo, JobState, ModelInfo, ModelKind, NAME, PredictInput, Prediction, Request,
+    TrainRequest,
 };
 
 /// Largest ONNX file that may be uploaded (`max_model_bytes`).
@@ -56,6 +58,24 @@ pub const MAX_INPUT_ELEMENTS: Setting<usize> = Setting::new(
     1,
     1 << 28,
     "most elements in one input tensor",
+);
+/// Training jobs one account may have queued or running at once, so one account cannot fill the
+/// service's queue or its memory with datasets (`max_active_jobs_per_account`).
+pub const MAX_ACTIVE_JOBS_PER_ACCOUNT: Setting<usize> = Setting::new(
+    "max_active_jobs_per_account",
+    4,
+    1,
+    10_000,
+    "training jobs one account may have queued or running at once",
+);
+/// The most work a training job may take, in multiply-adds as [`train::work`] counts them before
+/// the job is accepted (`max_training_work`). The default is about a quarter of an hour of one core.
+pub const MAX_TRAINING_WORK: Setting<u64> = Setting::new(
+    "max_training_work",
+    1_000_000_000_000,
+    1,
+    1_000_000_000_000_000_000,
+    "the most work a training job may take, in multiply-adds (rows × features × ... as counted at submit)",
 );
 /// Finished training jobs kept per account (`max_finished_jobs`).
 pub const MAX_FINISHED_JOBS: Setting<usize> = Setting::new(
@@ -108,6 +128,8 @@ impl Ai {
             .setting(&MAX_FEATURES)
             .setting(&MAX_INPUT_ELEMENTS)
             .setting(&MAX_FINISHED_JOBS)
+            .setting(&MAX_ACTIVE_JOBS_PER_ACCOUNT)
+            .setting(&MAX_TRAINING_WORK)
     }
 }
 
@@ -118,6 +140,7 @@ struct Settings {
     data: train::DataLimits,
     max_input_elements: usize,
     max_finished_jobs: usize,
+    max_active_jobs: usize,
 }
 
 impl Settings {
@@ -128,9 +151,11 @@ impl Settings {
             data: train::DataLimits {
                 max_rows: spec.get(&MAX_DATASET_ROWS),
                 max_features: spec.get(&MAX_FEATURES),
+                max_work: spec.get(&MAX_TRAINING_WORK),
             },
             max_input_elements: spec.get(&MAX_INPUT_ELEMENTS),
             max_finished_jobs: spec.get(&MAX_FINISHED_JOBS),
+            max_active_jobs: spec.get(&MAX_ACTIVE_JOBS_PER_ACCOUNT),
         }
     }
 }
@@ -166,6 +191,7 @@ impl Service for Ai {
         let mut training = Training {
             table: Table::new("job", settings.max_finished_jobs),
             reports,
+            active: HashMap::new(),
         };
         loop {
             tokio::select! {
@@ -210,6 +236,10 @@ enum Report {
 struct Training {
     table: Table<JobInfo>,
     reports: mpsc::UnboundedSender<Report>,
+    /// Each account's jobs queued or running: counted up at submit, down when the job's task
+    /// reports its end (also for a job its owner's purge has already forgotten, which still holds
+    /// its dataset until then).
+    active: HashMap<String, usize>,
 }
 
 impl Training {
@@ -218,21 +248,33 @@ impl Training {
             Report::Started { owner, id } => self
                 .table
                 .update(&owner, &id, |job| job.state = JobState::Running),
-            Report::Finished { owner, id, result } => self.table.update(&owner, &id, |job| {
-                job.finished_ms = Some(now_ms());
-                match *result {
-                    Ok(model) => {
-                        job.state = JobState::Completed;
-                        job.model = Some(model);
-                    }
-                    Err(Error::Cancelled) => job.state = JobState::Cancelled,
-                    Err(e) => {
-                        job.state = JobState::Failed;
-                        job.error = Some(e.to_string());
+            Report::Finished { owner, id, result } => {
+                if let Some(active) = self.active.get_mut(&owner) {
+                    *active = active.saturating_sub(1);
+                    if *active == 0 {
+                        self.active.remove(&owner);
                     }
                 }
-            }),
+                self.finish(&owner, &id, *result);
+            }
         }
+    }
+
+    fn finish(&mut self, owner: &str, id: &str, result: Result<ModelInfo, Error>) {
+        self.table.update(owner, id, |job| {
+            job.finished_ms = Some(now_ms());
+            match result {
+                Ok(model) => {
+                    job.state = JobState::Completed;
+                    job.model = Some(model);
+                }
+                Err(Error::Cancelled) => job.state = JobState::Cancelled,
+                Err(e) => {
+                    job.state = JobState::Failed;
+                    job.error = Some(e.to_string());
+                }
+            }
+        })
     }
 }
 
@@ -245,7 +287,7 @@ struct State {
 }
 
 /// Whether running `inputs` through a model of `size` bytes is short enough to do in place.
-fn is_small(size: u64, inputs: &BTreeMap<String, TensorData>) -> bool {
+fn is_small(size: u64, inputs: &BTreeMap<String, Tensor>) -> bool {
     let elements: usize = inputs.values().map(|t| t.data.len()).sum();
     size <= INLINE_MODEL_BYTES && elements <= INLINE_INPUT_ELEMENTS
 }
@@ -305,7 +347,7 @@ impl State {
                     && is_small(*size, inputs)
                 {
                     let outputs = model.run(inputs, settings.max_input_elements);
-                    return reply.send(outputs.map(|o| serde_json::json!({ "outputs": o })));
+                    return reply.send(outputs.map(|outputs| Prediction::Outputs { outputs }));
                 }
                 let (owner, id) = key;
                 tasks.spawn(
@@ -460,7 +502,7 @@ impl State {
         id: String,
         input: PredictInput,
         settings: Settings,
-    ) -> Result<serde_json::Value, Error> {
+    ) -> Result<Prediction, Error> {
         let key = (owner, id);
         let cached = self
             .cache
@@ -502,7 +544,7 @@ impl State {
         } else {
             self.blocking(move || model.run(&inputs, limit)).await?
         };
-        Ok(serde_json::json!({ "outputs": outputs }))
+        Ok(Prediction::Outputs { outputs })
     }
 
     fn train(
@@ -513,6 +555,10 @@ impl State {
         training: &mut Training,
         tasks: &mut JoinSet<()>,
     ) -> Result<JobInfo, Error> {
+        let active = training.active.get(&owner).copied().unwrap_or(0);
+        if active >= settings.max_active_jobs {
+            return Err(Error::TooManyJobs { active });
+        }
         train::check(
             &request.dataset,
             &request.model,
@@ -527,6 +573,7 @@ impl State {
             model: None,
             error: None,
         });
+        *training.active.entry(owner.clone()).or_default() += 1;
         let this = self.clone();
         let reports = training.reports.clone();
         let (id, cancel) = (job.id, job.cancel);

@@ -2,6 +2,10 @@
 //! regression (binary, L2-regularized, Newton's method) and k-means (k-means++ starts, Lloyd
 //! iterations, the best of several starts). The last `round(n × test_fraction)` rows are held out,
 //! and the metrics are measured on them.
+//!
+//! A job's work is estimated before it is accepted ([`work`]) and held to a bound; its cancel flag
+//! is looked at once a row inside every pass over the rows (and once a column in the solver), so a
+//! cancel is seen within one row's work, not at the end of an iteration.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -9,46 +13,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
+use crate::{Error, Prediction};
 
-/// A dataset as submitted: rows of features, and targets for supervised kinds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Dataset {
-    pub features: Vec<Vec<f64>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub targets: Option<Vec<f64>>,
-}
-
-/// What to train.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Params {
-    /// Ordinary least squares with an intercept.
-    LinearRegression,
-    /// Binary labels 0 and 1. Minimizes `c × Σ log-loss + ½‖w‖²` (the intercept is not
-    /// penalized), as scikit-learn's `LogisticRegression(C=c)`.
-    LogisticRegression {
-        #[serde(default = "default_c")]
-        c: f64,
-    },
-    /// `k` clusters; the best of `n_init` k-means++ starts (seeded by `seed`).
-    Kmeans {
-        k: usize,
-        #[serde(default = "default_n_init")]
-        n_init: usize,
-        #[serde(default)]
-        seed: u64,
-    },
-}
-
-fn default_c() -> f64 {
-    1.0
-}
-
-fn default_n_init() -> usize {
-    10
-}
+pub use wire::ai::{Dataset, Params};
 
 /// A trained model's parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -59,38 +26,62 @@ pub enum Trained {
     Kmeans { centers: Vec<Vec<f64>> },
 }
 
-/// Honest figures: on the held-out rows when there are any, on the training rows otherwise (named
-/// so).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Metrics {
-    pub train_rows: usize,
-    pub test_rows: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub r2_test: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub r2_train: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub accuracy_test: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub accuracy_train: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log_loss_test: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log_loss_train: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub inertia_train: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub inertia_test: Option<f64>,
-    /// Iterations the solver took (Newton steps, or Lloyd iterations of the best start).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub iterations: Option<usize>,
-}
+pub use wire::ai::Metrics;
 
 /// The limits a dataset is held to.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DataLimits {
     pub(crate) max_rows: usize,
     pub(crate) max_features: usize,
+    /// The most [`work`] a job may take.
+    pub(crate) max_work: u64,
+}
+
+/// Newton steps logistic regression takes at most.
+const NEWTON_ITERATIONS: u64 = 100;
+/// Lloyd iterations one k-means start takes at most.
+const LLOYD_ITERATIONS: u64 = 300;
+
+/// The work of training `params` on `rows` rows of `features` features, in multiply-adds of the
+/// dominant loops, as a bound taken before the job runs (saturating: a product past `u64::MAX` is
+/// `u64::MAX`):
+///
+/// - linear regression: `rows × features²` (the normal equations; solving them, `features³`, is
+///   less, as there are more rows than features);
+/// - logistic regression: `rows × (features + 1)² × 100` (the Hessian, at most 100 Newton steps);
+/// - k-means: `rows × features × k × (300 + k) × n_init` (at most 300 Lloyd iterations of `k`
+///   distances a row, and the k-means++ start's fewer than `k²` distances a row, for each start).
+pub fn work(rows: usize, features: usize, params: &Params) -> u64 {
+    let (n, d) = (rows as u64, features as u64);
+    let per_row = match params {
+        Params::LinearRegression => d.saturating_mul(d),
+        Params::LogisticRegression { .. } => {
+            let p = d.saturating_add(1);
+            p.saturating_mul(p).saturating_mul(NEWTON_ITERATIONS)
+        }
+        Params::Kmeans { k, n_init, .. } => {
+            let k = *k as u64;
+            d.saturating_mul(k)
+                .saturating_mul(LLOYD_ITERATIONS.saturating_add(k))
+                .saturating_mul(*n_init as u64)
+        }
+    };
+    n.saturating_mul(per_row)
+}
+
+/// A job's cancel flag, as the training loops look at it.
+#[derive(Clone, Copy)]
+struct Stop<'a>(&'a AtomicBool);
+
+impl Stop<'_> {
+    /// [`Error::Cancelled`] once the job is cancelled.
+    fn check(self) -> Result<(), Error> {
+        if self.0.load(Ordering::Relaxed) {
+            Err(Error::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
 }
 
 fn bad(m: impl Into<String>) -> Error {
@@ -189,6 +180,23 @@ pub(crate) fn check(
             }
         }
     }
+    let work = work(n, d, params);
+    if work > limits.max_work {
+        return Err(Error::TooLarge {
+            what: format!(
+                "the training work (multiply-adds: {})",
+                match params {
+                    Params::LinearRegression => "rows × features²",
+                    Params::LogisticRegression { .. } => "rows × (features + 1)² × 100",
+                    Params::Kmeans { .. } => "rows × features × k × (300 + k) × n_init",
+                }
+            ),
+            size: work,
+            limit: limits.max_work,
+            service: "ai",
+            setting: crate::MAX_TRAINING_WORK.name(),
+        });
+    }
     Ok(())
 }
 
@@ -199,13 +207,15 @@ pub(crate) fn split(n: usize, fraction: f64) -> (usize, usize) {
     (n - test, test)
 }
 
-/// Trains; `cancel` is checked between iterations.
+/// Trains; `cancel` is checked inside every pass over the rows, so a cancel is seen within one
+/// row's work.
 pub fn train(
     data: &Dataset,
     params: &Params,
     test_fraction: f64,
     cancel: &AtomicBool,
 ) -> Result<(Trained, Metrics), Error> {
+    let stop = Stop(cancel);
     let (n_train, n_test) = split(data.features.len(), test_fraction);
     let (x_train, x_test) = data.features.split_at(n_train);
     let mut metrics = Metrics {
@@ -217,7 +227,7 @@ pub fn train(
         Params::LinearRegression => {
             let y = data.targets.as_deref().unwrap_or_default();
             let (y_train, y_test) = y.split_at(n_train);
-            let (coef, intercept) = least_squares(x_train, y_train)?;
+            let (coef, intercept) = least_squares(x_train, y_train, stop)?;
             let predict = |x: &[f64]| dot(&coef, x) + intercept;
             metrics.r2_train = Some(r2(x_train.iter().map(|r| predict(r)), y_train));
             if n_test >= 2 {
@@ -228,7 +238,7 @@ pub fn train(
         Params::LogisticRegression { c } => {
             let y = data.targets.as_deref().unwrap_or_default();
             let (y_train, y_test) = y.split_at(n_train);
-            let (coef, intercept, iterations) = logistic(x_train, y_train, *c, cancel)?;
+            let (coef, intercept, iterations) = logistic(x_train, y_train, *c, stop)?;
             let p = |x: &[f64]| sigmoid(dot(&coef, x) + intercept);
             let accuracy = |xs: &[Vec<f64>], ys: &[f64]| {
                 let right = xs
@@ -260,7 +270,7 @@ pub fn train(
             Trained::LogisticRegression { coef, intercept }
         }
         Params::Kmeans { k, n_init, seed } => {
-            let (centers, iterations) = kmeans(x_train, *k, *n_init, *seed, cancel)?;
+            let (centers, iterations) = kmeans(x_train, *k, *n_init, *seed, stop)?;
             metrics.inertia_train = Some(inertia(x_train, &centers));
             if n_test > 0 {
                 metrics.inertia_test = Some(inertia(x_test, &centers));
@@ -300,7 +310,8 @@ fn r2(predicted: impl Iterator<Item = f64>, y: &[f64]) -> f64 {
 }
 
 /// Solves `a x = b` (a is `n × n`, row-major) by Gaussian elimination with partial pivoting.
-fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
+/// `Ok(None)` when `a` is singular.
+fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>, stop: Stop<'_>) -> Result<Option<Vec<f64>>, Error> {
     let n = b.len();
     let scale = a
         .iter()
@@ -308,9 +319,13 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
         .fold(0.0f64, |m, v| m.max(v.abs()))
         .max(1.0);
     for col in 0..n {
-        let pivot = (col..n).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        stop.check()?;
+        let Some(pivot) = (col..n).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))
+        else {
+            return Ok(None);
+        };
         if a[pivot][col].abs() <= 1e-12 * scale {
-            return None;
+            return Ok(None);
         }
         a.swap(col, pivot);
         b.swap(col, pivot);
@@ -331,12 +346,12 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
         let s: f64 = (row + 1..n).map(|k| a[row][k] * x[k]).sum();
         x[row] = (b[row] - s) / a[row][row];
     }
-    Some(x)
+    Ok(Some(x))
 }
 
 /// Least squares with an intercept, through the centered normal equations (better conditioned than
 /// the raw ones).
-fn least_squares(x: &[Vec<f64>], y: &[f64]) -> Result<(Vec<f64>, f64), Error> {
+fn least_squares(x: &[Vec<f64>], y: &[f64], stop: Stop<'_>) -> Result<(Vec<f64>, f64), Error> {
     let n = x.len() as f64;
     let d = x[0].len();
     let mean_x: Vec<f64> = (0..d)
@@ -346,6 +361,7 @@ fn least_squares(x: &[Vec<f64>], y: &[f64]) -> Result<(Vec<f64>, f64), Error> {
     let mut xtx = vec![vec![0.0; d]; d];
     let mut xty = vec![0.0; d];
     for (row, t) in x.iter().zip(y) {
+        stop.check()?;
         let c: Vec<f64> = row.iter().zip(&mean_x).map(|(v, m)| v - m).collect();
         for i in 0..d {
             xty[i] += c[i] * (t - mean_y);
@@ -354,7 +370,7 @@ fn least_squares(x: &[Vec<f64>], y: &[f64]) -> Result<(Vec<f64>, f64), Error> {
             }
         }
     }
-    let coef = solve(xtx, xty).ok_or_else(|| {
+    let coef = solve(xtx, xty, stop)?.ok_or_else(|| {
         bad("the features are collinear (or constant): least squares has no unique solution")
     })?;
     let intercept = mean_y - dot(&coef, &mean_x);
@@ -366,7 +382,7 @@ fn logistic(
     x: &[Vec<f64>],
     y: &[f64],
     c: f64,
-    cancel: &AtomicBool,
+    stop: Stop<'_>,
 ) -> Result<(Vec<f64>, f64, usize), Error> {
     let d = x[0].len();
     // Parameters: w[0..d] weights, w[d] intercept.
@@ -374,6 +390,7 @@ fn logistic(
     let objective = |w: &[f64]| {
         let mut loss = 0.0;
         for (row, t) in x.iter().zip(y) {
+            stop.check()?;
             let z = dot(&w[..d], row) + w[d];
             // log(1 + e^z) - t z, computed stably.
             loss += if z > 0.0 {
@@ -382,16 +399,14 @@ fn logistic(
                 z.exp().ln_1p()
             } - t * z;
         }
-        c * loss + 0.5 * w[..d].iter().map(|v| v * v).sum::<f64>()
+        Ok::<_, Error>(c * loss + 0.5 * w[..d].iter().map(|v| v * v).sum::<f64>())
     };
-    let mut current = objective(&w);
-    for iteration in 1..=100 {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(Error::Cancelled);
-        }
+    let mut current = objective(&w)?;
+    for iteration in 1..=NEWTON_ITERATIONS as usize {
         let mut grad = vec![0.0; d + 1];
         let mut hess = vec![vec![0.0; d + 1]; d + 1];
         for (row, t) in x.iter().zip(y) {
+            stop.check()?;
             let p = sigmoid(dot(&w[..d], row) + w[d]);
             let r = c * (p - t);
             let s = c * p * (1.0 - p);
@@ -413,12 +428,12 @@ fn logistic(
             w.truncate(d);
             return Ok((w, intercept, iteration - 1));
         }
-        let step = solve(hess, grad.clone())
+        let step = solve(hess, grad.clone(), stop)?
             .ok_or_else(|| bad("the problem is degenerate (a singular Hessian)"))?;
         let mut t = 1.0;
         loop {
             let trial: Vec<f64> = w.iter().zip(&step).map(|(a, s)| a - t * s).collect();
-            let value = objective(&trial);
+            let value = objective(&trial)?;
             if value <= current || t < 1e-10 {
                 w = trial;
                 current = value;
@@ -429,7 +444,7 @@ fn logistic(
     }
     let intercept = w[d];
     w.truncate(d);
-    Ok((w, intercept, 100))
+    Ok((w, intercept, NEWTON_ITERATIONS as usize))
 }
 
 fn distance2(a: &[f64], b: &[f64]) -> f64 {
@@ -454,12 +469,26 @@ pub(crate) fn assign(x: &[Vec<f64>], centers: &[Vec<f64>]) -> Vec<usize> {
     x.iter().map(|r| nearest(r, centers).0).collect()
 }
 
+/// Each row's nearest center, as [`nearest`], the cancel flag looked at once a row.
+fn nearest_each(
+    x: &[Vec<f64>],
+    centers: &[Vec<f64>],
+    stop: Stop<'_>,
+) -> Result<Vec<(usize, f64)>, Error> {
+    x.iter()
+        .map(|r| {
+            stop.check()?;
+            Ok(nearest(r, centers))
+        })
+        .collect()
+}
+
 fn kmeans(
     x: &[Vec<f64>],
     k: usize,
     n_init: usize,
     seed: u64,
-    cancel: &AtomicBool,
+    stop: Stop<'_>,
 ) -> Result<(Vec<Vec<f64>>, usize), Error> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut best: Option<(f64, Vec<Vec<f64>>, usize)> = None;
@@ -467,7 +496,10 @@ fn kmeans(
         // k-means++: each next center drawn with probability proportional to its squared distance.
         let mut centers = vec![x[rng.gen_range(0..x.len())].clone()];
         while centers.len() < k {
-            let d2: Vec<f64> = x.iter().map(|r| nearest(r, &centers).1).collect();
+            let d2: Vec<f64> = nearest_each(x, &centers, stop)?
+                .into_iter()
+                .map(|(_, d2)| d2)
+                .collect();
             let total: f64 = d2.iter().sum();
             let next = if total == 0.0 {
                 rng.gen_range(0..x.len())
@@ -483,16 +515,13 @@ fn kmeans(
             centers.push(x[next].clone());
         }
         let mut iterations = 0;
-        for _ in 0..300 {
-            if cancel.load(Ordering::Relaxed) {
-                return Err(Error::Cancelled);
-            }
+        for _ in 0..LLOYD_ITERATIONS {
             iterations += 1;
-            let labels = assign(x, &centers);
+            let labels = nearest_each(x, &centers, stop)?;
             let d = x[0].len();
             let mut sums = vec![vec![0.0; d]; k];
             let mut counts = vec![0usize; k];
-            for (row, &l) in x.iter().zip(&labels) {
+            for (row, &(l, _)) in x.iter().zip(&labels) {
                 counts[l] += 1;
                 for (s, v) in sums[l].iter_mut().zip(row) {
                     *s += v;
@@ -511,7 +540,10 @@ fn kmeans(
                 break;
             }
         }
-        let score = inertia(x, &centers);
+        let score: f64 = nearest_each(x, &centers, stop)?
+            .into_iter()
+            .map(|(_, d2)| d2)
+            .sum();
         if best.as_ref().is_none_or(|(b, _, _)| score < *b) {
             best = Some((score, centers, iterations));
         }
@@ -523,7 +555,7 @@ fn kmeans(
 impl Trained {
     /// Predictions for `rows`: values (linear), labels and probabilities of label 1 (logistic), or
     /// cluster indices (k-means).
-    pub(crate) fn predict(&self, rows: &[Vec<f64>]) -> Result<serde_json::Value, Error> {
+    pub(crate) fn predict(&self, rows: &[Vec<f64>]) -> Result<Prediction, Error> {
         let d = match self {
             Trained::LinearRegression { coef, .. } | Trained::LogisticRegression { coef, .. } => {
                 coef.len()
@@ -542,20 +574,22 @@ impl Trained {
             }
         }
         Ok(match self {
-            Trained::LinearRegression { coef, intercept } => serde_json::json!({
-                "predictions": rows.iter().map(|r| dot(coef, r) + intercept).collect::<Vec<_>>()
-            }),
+            Trained::LinearRegression { coef, intercept } => Prediction::Values {
+                predictions: rows.iter().map(|r| dot(coef, r) + intercept).collect(),
+            },
             Trained::LogisticRegression { coef, intercept } => {
                 let p: Vec<f64> = rows
                     .iter()
                     .map(|r| sigmoid(dot(coef, r) + intercept))
                     .collect();
-                serde_json::json!({
-                    "predictions": p.iter().map(|q| u8::from(*q >= 0.5)).collect::<Vec<_>>(),
-                    "probabilities": p,
-                })
+                Prediction::Classes {
+                    predictions: p.iter().map(|q| u8::from(*q >= 0.5)).collect(),
+                    probabilities: p,
+                }
             }
-            Trained::Kmeans { centers } => serde_json::json!({ "clusters": assign(rows, centers) }),
+            Trained::Kmeans { centers } => Prediction::Clusters {
+                clusters: assign(rows, centers),
+            },
         })
     }
 }

@@ -3,6 +3,10 @@
 //! large, a model that makes tract panic is a typed error for that request only, and deleting an
 //! account takes its models (cached and stored) and nobody else's; a trained model reports the
 //! size of its stored parameters, and logistic regression its log-loss on the training rows.
+//! Training cannot be used to exhaust the service: an account has at most
+//! `max_active_jobs_per_account` jobs queued or running (another account is not affected), a job
+//! over `max_training_work` is refused at submit with its figure, and a cancel is seen inside a
+//! long iteration.
 //!
 //! What the cache holds is seen from outside by tampering with the stored copy: a model still
 //! cached answers from memory, one that is not is read back from storage and refused.
@@ -409,5 +413,196 @@ async fn logistic_regression_reports_its_log_loss_on_the_training_rows() {
         "log_loss_train {reported}, from the predictions {expected}"
     );
     assert!(metrics.log_loss_test.is_some(), "{metrics:?}");
+    f.rt.shutdown().await;
+}
+
+/// `max_training_work` at its highest: what the tests of a long job set.
+const NO_WORK_BOUND: u64 = 1_000_000_000_000_000_000;
+
+/// A k-means job far longer than any test: its k-means++ start alone is about 4 × 10¹² distances
+/// (20 000 rows, k = 20 000), before the first Lloyd iteration. It only ends by being cancelled.
+fn endless() -> TrainRequest {
+    TrainRequest {
+        name: None,
+        model: Params::Kmeans {
+            k: 20_000,
+            n_init: 1,
+            seed: 0,
+        },
+        dataset: ai::train::Dataset {
+            features: (0..20_000).map(|i| vec![f64::from(i)]).collect(),
+            targets: None,
+        },
+        test_fraction: 0.0,
+    }
+}
+
+impl Fixture {
+    async fn train_as(&self, owner: &str, request: TrainRequest) -> Result<ai::JobInfo, Error> {
+        self.ask(|reply| Request::Train {
+            owner: owner.into(),
+            request: Box::new(request),
+            reply,
+        })
+        .await
+    }
+
+    /// Cancels `owner`'s job `id`; the answer comes once the job has ended.
+    async fn cancel(&self, owner: &str, id: &str) -> ai::JobInfo {
+        self.ask(|reply| Request::Cancel {
+            owner: owner.into(),
+            id: id.into(),
+            reply,
+        })
+        .await
+        .expect("the job is found")
+    }
+
+    /// The job once its work has started (the state moves Pending → Running as the service hears
+    /// so; each look is a round trip to the service, no timer).
+    async fn running(&self, owner: &str, id: &str) {
+        loop {
+            let job = self
+                .ask(|reply| Request::Job {
+                    owner: owner.into(),
+                    id: id.into(),
+                    wait: Duration::ZERO,
+                    reply,
+                })
+                .await
+                .expect("job");
+            match job.state {
+                JobState::Running => return,
+                JobState::Pending => tokio::task::yield_now().await,
+                _ => panic!("the job ended: {job:?}"),
+            }
+        }
+    }
+}
+
+/// The attack: one account floods the service with training jobs, each holding its dataset in
+/// memory until it has run. Past `max_active_jobs_per_account` the submissions are refused
+/// (retryable, the setting named) and hold nothing; another account still trains; once a job of
+/// the account has ended it may submit again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_has_at_most_max_active_jobs_per_account_training_jobs() {
+    let f = start(|spec| {
+        spec.set(&ai::MAX_ACTIVE_JOBS_PER_ACCOUNT, 2);
+        spec.set(&ai::MAX_TRAINING_WORK, NO_WORK_BOUND);
+    })
+    .await;
+    let mut accepted = Vec::new();
+    for _ in 0..20 {
+        match f.train_as("alice", endless()).await {
+            Ok(job) => accepted.push(job.id),
+            Err(e @ Error::TooManyJobs { active: 2 }) => {
+                use runtime::Classify;
+                assert!(
+                    matches!(e.kind(), runtime::ErrorKind::Limited { .. }),
+                    "{e:?}"
+                );
+                assert_eq!(e.code(), "ai.too_many_jobs");
+                let m = e.to_string();
+                assert!(m.contains("services.ai.max_active_jobs_per_account"), "{m}");
+            }
+            Err(e) => panic!("expected a refusal for too many jobs, got {e:?}"),
+        }
+    }
+    assert_eq!(accepted.len(), 2, "two accepted of twenty");
+    let bob = f
+        .train_as("bob", endless())
+        .await
+        .expect("bob is not affected");
+    // One thread trains: whichever job runs is cancelled inside its iteration, then the queued
+    // ones see their flags as they get the thread.
+    let (a, b, c) = tokio::join!(
+        f.cancel("alice", &accepted[0]),
+        f.cancel("alice", &accepted[1]),
+        f.cancel("bob", &bob.id)
+    );
+    for job in [a, b, c] {
+        assert_eq!(job.state, JobState::Cancelled, "{job:?}");
+    }
+    let again = f
+        .train_as("alice", endless())
+        .await
+        .expect("once its jobs have ended, the account may submit again");
+    assert_eq!(
+        f.cancel("alice", &again.id).await.state,
+        JobState::Cancelled
+    );
+    f.rt.shutdown().await;
+}
+
+/// A job whose work (rows × features × ..., counted before it runs) is over `max_training_work`
+/// is refused at submit as too large, with the figure and the setting; one under it trains. The
+/// count saturates instead of overflowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_over_max_training_work_is_refused_at_submit() {
+    let f = start(|spec| spec.set(&ai::MAX_TRAINING_WORK, 1_000)).await;
+    let request = |model| TrainRequest {
+        name: None,
+        model,
+        dataset: overlapping(),
+        test_fraction: 0.25,
+    };
+    // Eight rows, one feature: 8 × 1² for least squares, 8 × (1 + 1)² × 100 for Newton's method.
+    let job = f
+        .train(request(Params::LinearRegression))
+        .await
+        .expect("work 8 is accepted");
+    assert_eq!(f.wait(&job.id).await.state, JobState::Completed);
+    match f
+        .train(request(Params::LogisticRegression { c: 1.0 }))
+        .await
+    {
+        Err(
+            e @ Error::TooLarge {
+                size: 3_200,
+                limit: 1_000,
+                setting: "max_training_work",
+                ..
+            },
+        ) => {
+            let m = e.to_string();
+            assert!(m.contains("3200") && m.contains("max_training_work"), "{m}");
+        }
+        other => panic!("expected too large, got {other:?}"),
+    }
+    assert_eq!(
+        f.ask(|reply| Request::Jobs {
+            owner: "alice".into(),
+            reply
+        })
+        .await
+        .expect("jobs")
+        .len(),
+        1,
+        "the refused job was never made"
+    );
+    let huge = Params::Kmeans {
+        k: usize::MAX,
+        n_init: usize::MAX,
+        seed: 0,
+    };
+    assert_eq!(ai::train::work(usize::MAX, usize::MAX, &huge), u64::MAX);
+    assert_eq!(
+        ai::train::work(1 << 20, 1 << 20, &Params::LogisticRegression { c: 1.0 }),
+        u64::MAX
+    );
+    f.rt.shutdown().await;
+}
+
+/// A cancel is seen inside a long iteration, not at its end: the job's k-means++ start would take
+/// hours, and cancelled while it runs, the job ends as cancelled (the cancel's answer is the
+/// job's end, awaited).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_is_seen_inside_a_long_iteration() {
+    let f = start(|spec| spec.set(&ai::MAX_TRAINING_WORK, NO_WORK_BOUND)).await;
+    let job = f.train(endless()).await.expect("accepted");
+    f.running("alice", &job.id).await;
+    let cancelled = f.cancel("alice", &job.id).await;
+    assert_eq!(cancelled.state, JobState::Cancelled, "{cancelled:?}");
+    assert!(cancelled.model.is_none() && cancelled.finished_ms.is_some());
     f.rt.shutdown().await;
 }

@@ -2,25 +2,19 @@
 //! jobs, all in the caller's account.
 
 use account::Area;
-use ai::{JobInfo, ModelInfo, PredictInput, Request, TrainRequest};
+use ai::{JobList, ModelList, PredictInput, Request, TrainRequest};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::auth::{Allowed, Caller, op};
 use crate::error::ErrorBody;
 use crate::input::{self, Raw, ask, wait_s};
 use crate::{ApiError, AppState};
-
-/// The largest upload the HTTP layer reads: the ceiling of `[services.ai] max_model_bytes` (the
-/// service holds files to the setting itself, with a 413 naming it).
-pub(crate) const MAX_UPLOAD: usize = 256 << 20;
-/// The largest training request (a dataset as JSON).
-pub(crate) const MAX_TRAIN_BODY: usize = 256 << 20;
 
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -57,14 +51,9 @@ pub(crate) async fn upload(
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 
-#[derive(Serialize, ToSchema)]
-pub(crate) struct ModelList {
-    models: Vec<ModelInfo>,
-}
-
 /// The caller's models, newest first.
 #[utoipa::path(get, path = "/v1/ai/models", tag = "ai",
-    responses((status = 200, description = "The caller's models", body = ModelList)))]
+    responses((status = 200, description = "The caller's models", body = ai::ModelList)))]
 pub(crate) async fn models(
     State(state): State<AppState>,
     caller: Caller,
@@ -129,7 +118,7 @@ pub(crate) async fn delete(
     params(("id" = String, Path, description = "A model id")),
     request_body = ai::PredictInput,
     responses(
-        (status = 200, description = "The outputs", body = Object),
+        (status = 200, description = "The outputs (ONNX), or the predictions, probabilities or clusters (trained)", body = ai::Prediction),
         (status = 404, description = "No such model", body = ErrorBody),
         (status = 422, description = "Inputs that do not fit the model (`ai.shape`), with what it takes", body = ErrorBody),
     ))]
@@ -156,7 +145,8 @@ pub(crate) async fn predict(
     responses(
         (status = 202, description = "Queued", body = ai::JobInfo),
         (status = 400, description = "A dataset that cannot be trained on (`ai.bad_input`): empty, ragged, not finite, wrong labels...", body = ErrorBody),
-        (status = 413, description = "Over `max_dataset_rows` or `max_features` (`ai.too_large`)", body = ErrorBody),
+        (status = 413, description = "Over `max_dataset_rows`, `max_features` or `max_training_work` (`ai.too_large`)", body = ErrorBody),
+        (status = 429, description = "The account has `max_active_jobs_per_account` training jobs queued or running (`ai.too_many_jobs`)", body = ErrorBody),
     ))]
 pub(crate) async fn train(
     State(state): State<AppState>,
@@ -173,14 +163,9 @@ pub(crate) async fn train(
     Ok((StatusCode::ACCEPTED, Json(job)).into_response())
 }
 
-#[derive(Serialize, ToSchema)]
-pub(crate) struct JobList {
-    jobs: Vec<JobInfo>,
-}
-
 /// The caller's training jobs.
 #[utoipa::path(get, path = "/v1/ai/jobs", tag = "ai",
-    responses((status = 200, description = "The caller's jobs", body = JobList)))]
+    responses((status = 200, description = "The caller's jobs", body = ai::JobList)))]
 pub(crate) async fn jobs(
     State(state): State<AppState>,
     caller: Caller,

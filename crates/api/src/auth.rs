@@ -68,6 +68,19 @@ pub(crate) async fn require_admin(
     }
 }
 
+/// `GET /metrics`: open unless `[runtime] metrics_auth` is on (read at start), then the rule of
+/// admin endpoints ([`require_admin`]), with the same answers.
+pub(crate) async fn metrics_gate(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if !state.config.runtime.metrics_auth {
+        return Ok(next.run(request).await);
+    }
+    require_admin(State(state), request, next).await
+}
+
 /// 403 `auth.admin_only`: `what` needs the admin token, and the caller holds an account token.
 pub(crate) fn admin_only(what: &str) -> ApiError {
     ApiError::forbidden(

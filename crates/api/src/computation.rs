@@ -10,31 +10,25 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use computation::{Caller as RunAs, Grants, Program, Request};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use computation::{Caller as RunAs, Capabilities, Grants, Program, Request};
+use serde::Deserialize;
+use utoipa::IntoParams;
+use wire::computation::JobList;
 
 use crate::auth::{Allowed, Caller, op};
 use crate::error::ErrorBody;
 use crate::input::{self, ask, call_error, wait_s};
 use crate::{ApiError, AppState};
 
-/// The largest body a run or job may send: the configured code and argument ceilings (read at start
-/// only), twice over for JSON escapes, plus room for the rest. The service holds code and args to
-/// their own limits and answers 413 `computation.too_large` naming the setting; a body beyond this
-/// is refused before it is parsed (413 `request.too_large`).
-pub(crate) fn body_limit(config: &runtime::config::Config) -> axum::extract::DefaultBodyLimit {
-    let ceilings = config.setting(&computation::NAME, &computation::MAX_CODE_BYTES)
-        + config.setting(&computation::NAME, &computation::MAX_ARGS_BYTES);
-    axum::extract::DefaultBodyLimit::max(
-        usize::try_from(2 * ceilings).unwrap_or(usize::MAX) + (64 << 10),
-    )
-}
-
-/// The run acts for the caller, and its capabilities can do what the caller's token can over HTTP.
-pub(crate) fn run_as(caller: &Caller) -> RunAs {
+/// The run acts for the caller, and its capabilities can do what the caller's token can over HTTP,
+/// each call taken from the account's rate limit as a request is (the admin has none).
+pub(crate) fn run_as(state: &AppState, caller: &Caller) -> RunAs {
     let may = |area, operation| caller.may(area, operation);
     RunAs {
+        allowance: match caller {
+            Caller::Admin => None,
+            Caller::Account(principal) => Some(state.accounts.allowance(&principal.account)),
+        },
         owner: caller.owner().to_owned(),
         signing_key: caller.signing_key().map(str::to_owned),
         grants: Grants {
@@ -45,6 +39,7 @@ pub(crate) fn run_as(caller: &Caller) -> RunAs {
             sign: may(Area::Crypto, "sign"),
             verify: may(Area::Crypto, "verify"),
         },
+        capabilities: Capabilities::Account,
     }
 }
 
@@ -64,7 +59,7 @@ pub(crate) async fn run(
     let program = b;
     // The service's call timeout outlasts its longest time limit (its `validate` keeps it so).
     let outcome = ask(&state.computation, |reply| Request::Run {
-        caller: run_as(&caller),
+        caller: run_as(&state, &caller),
         program,
         reply,
     })
@@ -74,7 +69,7 @@ pub(crate) async fn run(
 
 /// Queues a script as a job.
 #[utoipa::path(post, path = "/v1/computation/jobs", tag = "computation", request_body = Program,
-    responses((status = 202, description = "Queued", body = computation::JobInfo),
+    responses((status = 202, description = "Queued", body = wire::computation::JobInfo),
         (status = 413, description = "Code or args above their limits (`computation.too_large`)", body = ErrorBody),
         (status = 422, description = "A limit above its ceiling (`computation.above_ceiling`)", body = ErrorBody),
         (status = 429, description = "Too much queued or running for this account (`computation.too_many_active`)", body = ErrorBody),
@@ -86,7 +81,7 @@ pub(crate) async fn submit(
 ) -> Result<Response, ApiError> {
     let program = b;
     let job = ask(&state.computation, |reply| Request::Submit {
-        caller: run_as(&caller),
+        caller: run_as(&state, &caller),
         program,
         reply,
     })
@@ -110,11 +105,6 @@ pub(crate) async fn jobs(
     Ok(Json(JobList { jobs }).into_response())
 }
 
-#[derive(Serialize, ToSchema)]
-pub(crate) struct JobList {
-    jobs: Vec<computation::JobInfo>,
-}
-
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -125,7 +115,7 @@ pub(crate) struct JobQuery {
 
 /// One job; with `wait_s`, answers when it finishes or the wait ends.
 #[utoipa::path(get, path = "/v1/computation/jobs/{id}", tag = "computation", params(("id" = String, Path, description = "A job id"), JobQuery),
-    responses((status = 200, description = "The job", body = computation::JobInfo),
+    responses((status = 200, description = "The job", body = wire::computation::JobInfo),
         (status = 404, description = "No such job (`computation.job_not_found`)", body = ErrorBody)))]
 pub(crate) async fn job(
     State(state): State<AppState>,
@@ -165,7 +155,7 @@ pub(crate) async fn job(
 
 /// Cancels a job: a queued one never runs, a running one is interrupted; answers once it stopped.
 #[utoipa::path(delete, path = "/v1/computation/jobs/{id}", tag = "computation", params(("id" = String, Path, description = "A job id")),
-    responses((status = 200, description = "The job, cancelled (or already finished)", body = computation::JobInfo),
+    responses((status = 200, description = "The job, cancelled (or already finished)", body = wire::computation::JobInfo),
         (status = 404, description = "No such job", body = ErrorBody)))]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
@@ -184,7 +174,7 @@ pub(crate) async fn cancel(
 
 /// The worker pool (admin): size, idle, busy, abandoned workers still running, replacements.
 #[utoipa::path(get, path = "/v1/computation/pool", tag = "computation",
-    responses((status = 200, description = "The pool's figures", body = computation::PoolStats)))]
+    responses((status = 200, description = "The pool's figures", body = wire::computation::PoolStats)))]
 pub(crate) async fn pool(State(state): State<AppState>) -> Result<Response, ApiError> {
     let stats = state
         .computation

@@ -121,6 +121,7 @@ fn respond(outcome: Option<Outcome>) -> Result<Response, ApiError> {
                 code: "config.rejected".to_owned(),
                 message,
                 retryable: false,
+                request_id: crate::request_id::current(),
             };
             (StatusCode::UNPROCESSABLE_ENTITY, Some(error))
         }

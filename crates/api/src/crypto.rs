@@ -6,11 +6,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use crypto::{Algorithm, Request};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use crypto::Request;
 
-use wire::crypto::{Encoding, SignAnswer, SignBody, Verified, VerifyBody};
+use wire::crypto::{
+    Ciphertext, DecryptBody, DeriveBody, Encoding, EncryptBody, GenerateBody, KeyList, Plaintext,
+    SignAnswer, SignBody, Verified, VerifyBody,
+};
 
 use crate::auth::{Allowed, Caller, op};
 use crate::error::ErrorBody;
@@ -20,32 +21,9 @@ use account::Area;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-#[derive(Serialize, ToSchema)]
-pub(crate) struct KeyList {
-    keys: Vec<crypto::KeyInfo>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct Ciphertext {
-    /// Base64.
-    ciphertext: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct Plaintext {
-    /// Base64.
-    plaintext: String,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct GenerateBody {
-    algorithm: Algorithm,
-}
-
 /// Generates a key owned by the caller, sealed to the enclave.
 #[utoipa::path(post, path = "/v1/crypto/keys", tag = "crypto", request_body = GenerateBody,
-    responses((status = 201, description = "The new key (public half only)", body = crypto::KeyInfo), (status = 400, description = "Bad base64 or input (`request.invalid_body`, `crypto.bad_input`)", body = ErrorBody)))]
+    responses((status = 201, description = "The new key (public half only)", body = wire::crypto::KeyInfo), (status = 400, description = "Bad base64 or input (`request.invalid_body`, `crypto.bad_input`)", body = ErrorBody), (status = 413, description = "The account holds `[services.crypto] max_keys_per_account` keys (`crypto.too_many_keys`)", body = ErrorBody)))]
 pub(crate) async fn generate(
     State(state): State<AppState>,
     Allowed(caller, _): Allowed<op::CryptoGenerate>,
@@ -79,7 +57,7 @@ pub(crate) async fn list(
 
 /// One key: algorithm, versions and public keys.
 #[utoipa::path(get, path = "/v1/crypto/keys/{id}", tag = "crypto", params(("id" = String, Path, description = "A key id")),
-    responses((status = 200, description = "The key", body = crypto::KeyInfo), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody)))]
+    responses((status = 200, description = "The key", body = wire::crypto::KeyInfo), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody)))]
 pub(crate) async fn describe(
     State(state): State<AppState>,
     caller: Caller,
@@ -146,13 +124,6 @@ pub(crate) async fn verify(
     Ok(Json(Verified { valid }).into_response())
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct EncryptBody {
-    plaintext: String,
-    aad: Option<String>,
-}
-
 /// Encrypts with AES-256-GCM (random nonce, prepended with the key version).
 #[utoipa::path(post, path = "/v1/crypto/keys/{id}/encrypt", tag = "crypto", params(("id" = String, Path, description = "A key id")), request_body = EncryptBody,
     responses((status = 200, description = "The ciphertext", body = Ciphertext), (status = 400, description = "Bad base64 or input (`request.invalid_body`, `crypto.bad_input`)", body = ErrorBody), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody), (status = 422, description = "The key's algorithm cannot do this (`crypto.wrong_key_kind`)", body = ErrorBody)))]
@@ -176,13 +147,6 @@ pub(crate) async fn encrypt(
         ciphertext: B64.encode(ciphertext),
     })
     .into_response())
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct DecryptBody {
-    ciphertext: String,
-    aad: Option<String>,
 }
 
 /// Decrypts; a tampered ciphertext or wrong AAD is `crypto.integrity`.
@@ -210,16 +174,9 @@ pub(crate) async fn decrypt(
     .into_response())
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct DeriveBody {
-    info: String,
-    salt: Option<String>,
-}
-
 /// Derives a new AES key with HKDF-SHA256 from this one.
 #[utoipa::path(post, path = "/v1/crypto/keys/{id}/derive", tag = "crypto", params(("id" = String, Path, description = "A key id")), request_body = DeriveBody,
-    responses((status = 201, description = "The derived key", body = crypto::KeyInfo), (status = 400, description = "Bad base64 or input (`request.invalid_body`, `crypto.bad_input`)", body = ErrorBody), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody), (status = 422, description = "The key's algorithm cannot do this (`crypto.wrong_key_kind`)", body = ErrorBody)))]
+    responses((status = 201, description = "The derived key", body = wire::crypto::KeyInfo), (status = 400, description = "Bad base64 or input (`request.invalid_body`, `crypto.bad_input`)", body = ErrorBody), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody), (status = 422, description = "The key's algorithm cannot do this (`crypto.wrong_key_kind`)", body = ErrorBody), (status = 413, description = "The account holds `[services.crypto] max_keys_per_account` keys (`crypto.too_many_keys`)", body = ErrorBody)))]
 pub(crate) async fn derive(
     State(state): State<AppState>,
     Allowed(caller, _): Allowed<op::CryptoDerive>,
@@ -241,7 +198,7 @@ pub(crate) async fn derive(
 
 /// Rotates the key: a new version signs and encrypts; older versions still verify and decrypt.
 #[utoipa::path(post, path = "/v1/crypto/keys/{id}/rotate", tag = "crypto", params(("id" = String, Path, description = "A key id")),
-    responses((status = 200, description = "The key with its new version", body = crypto::KeyInfo), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody)))]
+    responses((status = 200, description = "The key with its new version", body = wire::crypto::KeyInfo), (status = 404, description = "No such key (or another account's): `crypto.key_not_found`", body = ErrorBody)))]
 pub(crate) async fn rotate(
     State(state): State<AppState>,
     caller: Caller,

@@ -27,6 +27,7 @@ impl From<&ApiError> for ErrorBody {
                 code: e.code.to_owned(),
                 message: e.message.clone(),
                 retryable: e.retry_after.is_some(),
+                request_id: crate::request_id::current(),
             },
         }
     }

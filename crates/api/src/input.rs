@@ -8,6 +8,7 @@ use runtime::CallError;
 use serde::de::DeserializeOwned;
 
 use crate::ApiError;
+use crate::body::InForce;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -25,6 +26,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let limit = body_timeout(&request);
+        let in_force = request.extensions().get::<InForce>().cloned();
         match within(limit, axum::Json::<T>::from_request(request, state)).await? {
             Ok(axum::Json(value)) => Ok(Json(value)),
             Err(JsonRejection::MissingJsonContentType(e)) => Err(ApiError::new(
@@ -32,7 +34,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
                 "request.unsupported_media_type",
                 format!("{}; send `Content-Type: application/json`", e.body_text()),
             )),
-            Err(JsonRejection::BytesRejection(e)) => Err(bytes_rejection(&e)),
+            Err(JsonRejection::BytesRejection(e)) => Err(bytes_rejection(&e, in_force.as_ref())),
             Err(e) => Err(ApiError::bad_request("request.invalid_body", e.body_text())),
         }
     }
@@ -49,10 +51,11 @@ impl<S: Send + Sync> FromRequest<S> for Raw {
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let limit = body_timeout(&request);
+        let in_force = request.extensions().get::<InForce>().cloned();
         within(limit, axum::body::Bytes::from_request(request, state))
             .await?
             .map(Raw)
-            .map_err(|e| bytes_rejection(&e))
+            .map_err(|e| bytes_rejection(&e, in_force.as_ref()))
     }
 }
 
@@ -85,8 +88,13 @@ async fn within<T>(
     })
 }
 
-fn bytes_rejection(e: &BytesRejection) -> ApiError {
+/// A body that could not be read: over the route's limit (named, when [`crate::body`] set it), or
+/// broken off.
+fn bytes_rejection(e: &BytesRejection, in_force: Option<&InForce>) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        if let Some(in_force) = in_force {
+            return in_force.refusal(None);
+        }
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "request.too_large",
@@ -115,13 +123,18 @@ pub(crate) fn decode_optional(field: &str, value: Option<&str>) -> Result<Vec<u8
 }
 
 /// A call that did not reach an answer: the service is restarting, its circuit is open, or the call
-/// timed out. All 503 with `Retry-After`.
+/// ran out of the request's deadline (`service.timeout`, the message naming the service that did
+/// not answer in time). All 503 with `Retry-After`.
 pub(crate) fn call_error(e: CallError) -> ApiError {
     let retry = match &e {
         CallError::CircuitOpen { retry_after, .. } => retry_after.as_secs().max(1),
         _ => 1,
     };
-    ApiError::unavailable("service.unavailable", e.to_string(), retry)
+    let code = match &e {
+        CallError::DeadlineExceeded { .. } => "service.timeout",
+        _ => "service.unavailable",
+    };
+    ApiError::unavailable(code, e.to_string(), retry)
 }
 
 /// Asks a service and waits for its answer: a call that did not get one is a 503 (`call_error`);

@@ -6,6 +6,7 @@ mod account;
 mod ai;
 mod attestation;
 mod auth;
+mod body;
 mod computation;
 mod config;
 mod crypto;
@@ -17,6 +18,7 @@ mod metrics;
 mod openapi;
 mod oracle;
 mod orchestration;
+pub mod request_id;
 mod server;
 mod storage;
 
@@ -29,7 +31,7 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter, UtoipaMethodRouterE
 use utoipa_axum::routes;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
-pub use server::{LimitError, Limits, MIN_CONNECTIONS, serve};
+pub use server::{DEADLINE_HEADER, LimitError, Limits, MIN_CONNECTIONS, serve};
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -58,6 +60,18 @@ pub struct AppState {
     pub ai: ::ai::Handle,
     /// Cancelled when the server shuts down, so long-lived streams end.
     pub shutdown: CancellationToken,
+}
+
+/// The unauthenticated paths a container runtime or Prometheus is pointed at. The routes are
+/// declared with the same literals (`#[utoipa::path]` takes no constant); `probe_paths_are_routes`
+/// in `tests/http` checks they agree.
+pub mod probes {
+    /// The process answers.
+    pub const LIVEZ: &str = "/livez";
+    /// Ready or degraded (200), or not ready (503).
+    pub const READYZ: &str = "/readyz";
+    /// Prometheus text.
+    pub const METRICS: &str = "/metrics";
 }
 
 /// The whole API, and its OpenAPI document built from the same route declarations.
@@ -109,7 +123,12 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         auth::require_admin,
     ));
     // Service endpoints: an account token (or the admin token), acting for that account only.
-    let run_limit = computation::body_limit(&state.config);
+    let limited = |limit| {
+        (
+            axum::middleware::from_fn_with_state((state.clone(), limit), body::limit),
+            axum::extract::DefaultBodyLimit::disable(),
+        )
+    };
     let services = OpenApiRouter::new()
         .routes(routes!(account::list, account::create))
         .routes(routes!(account::get, account::delete))
@@ -125,29 +144,26 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(crypto::decrypt))
         .routes(routes!(crypto::derive))
         .routes(routes!(crypto::rotate))
-        .routes(routes!(computation::run).layer(run_limit))
-        .routes(routes!(computation::jobs, computation::submit).layer(run_limit))
+        .routes(routes!(computation::run).layer(limited(body::Limit::Run)))
+        .routes(routes!(computation::jobs, computation::submit).layer(limited(body::Limit::Run)))
         .routes(routes!(computation::job, computation::cancel))
         .routes(routes!(storage::list, storage::batch))
         .routes(routes!(oracle::request))
         .routes(routes!(oracle::key))
-        .routes(
-            routes!(ai::models, ai::upload)
-                .layer(axum::extract::DefaultBodyLimit::max(ai::MAX_UPLOAD)),
-        )
+        .routes(routes!(ai::models, ai::upload).layer(limited(body::Limit::Model)))
         .routes(routes!(ai::model, ai::delete))
-        .routes(routes!(ai::predict).layer(axum::extract::DefaultBodyLimit::max(64 << 20)))
-        .routes(routes!(ai::train).layer(axum::extract::DefaultBodyLimit::max(ai::MAX_TRAIN_BODY)))
+        .routes(routes!(ai::predict).layer(limited(body::Limit::Predict)))
+        .routes(routes!(ai::train).layer(limited(body::Limit::Train)))
         .routes(routes!(ai::jobs))
         .routes(routes!(ai::job, ai::cancel));
-    // A key may contain `/`: axum matches it with a wildcard the document spells `{key}`. The
-    // service holds values to its own limit (and answers 413 with a JSON error); the body limit
-    // here is only the ceiling of that setting.
+    // A key may contain `/`: axum matches it with a wildcard the document spells `{key}`. A value
+    // over `max_value_bytes` is refused before it is read (or as it streams past), with the
+    // service's own 413.
     let services = at_wildcard(
         services,
         "/v1/storage/{*key}",
         routes!(storage::get, storage::put, storage::delete)
-            .layer(axum::extract::DefaultBodyLimit::max(64 << 20)),
+            .layer(limited(body::Limit::StorageValue)),
     )
     .route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
@@ -159,7 +175,12 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(dashboard::style))
         .routes(routes!(orchestration::livez))
         .routes(routes!(orchestration::readyz))
-        .routes(routes!(metrics::render))
+        .routes(
+            routes!(metrics::render).layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                auth::metrics_gate,
+            )),
+        )
         .routes(routes!(openapi::document))
         .merge(admin)
         .merge(services)

@@ -49,7 +49,9 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &runtime::bus::Histo
 }
 
 /// Prometheus text format: every service's state, health, restarts, replicas, queue depth and
-/// request figures, the bus, the journal and the enclave budget.
+/// request figures, the bus, the journal and the enclave budget. Open by default; with
+/// `[runtime] metrics_auth = true` it needs the admin token (401 without it, 403 for an account
+/// token), as the admin endpoints do.
 #[utoipa::path(get, path = "/metrics", tag = "probes", security(()),
     responses((status = 200, description = "Prometheus text exposition format 0.0.4",
         content_type = "text/plain; version=0.0.4", body = String)))]

@@ -4,10 +4,9 @@ use account::Area;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use oracle::{OracleRequest, Request};
+use oracle::{Extraction, OracleRequest, Request};
 
 use crate::auth::{Allowed, Caller, op};
-use crate::computation::run_as;
 use crate::error::ErrorBody;
 use crate::input::{self, ask};
 use crate::{ApiError, AppState};
@@ -15,11 +14,13 @@ use crate::{ApiError, AppState};
 /// Fetches the sources, extracts a value from each, aggregates them and answers with a signed
 /// report. A source that fails (unreachable, slow, too large, not JSON, a path that matches
 /// nothing) is reported as such; without enough agreeing sources the report has no result and
-/// says why. Scripts run as the caller, within its token's scopes.
+/// says why. An extraction script needs the token scope `computation:run` too; it runs as the
+/// caller, without capabilities and deterministic, and the report marks its value with its hash.
 #[utoipa::path(post, path = "/v1/oracle/requests", tag = "oracle", request_body = OracleRequest,
     responses(
         (status = 200, description = "The signed report", body = oracle::SignedReport),
-        (status = 400, description = "A malformed request, too many sources, a bad JSONPath (`oracle.bad_input`)", body = ErrorBody),
+        (status = 400, description = "A malformed request, too many sources, a bad JSONPath, a script that reads `kv` or `crypto` (`oracle.bad_input`)", body = ErrorBody),
+        (status = 403, description = "A script extraction without the scope `computation:run` (`auth.scope`)", body = ErrorBody),
         (status = 429, description = "Over `[services.oracle] requests_per_minute` (`oracle.rate_limited`)", body = ErrorBody),
     ))]
 pub(crate) async fn request(
@@ -28,8 +29,16 @@ pub(crate) async fn request(
     input::Json(b): input::Json<OracleRequest>,
 ) -> Result<Response, ApiError> {
     let request = b;
+    // A script is a computation run, whoever asks for it.
+    if request
+        .sources
+        .iter()
+        .any(|s| matches!(s.extract, Extraction::Script(_)))
+    {
+        caller.allow(Area::Computation, "run")?;
+    }
     let report = ask(&state.oracle, |reply| Request::Fetch {
-        caller: run_as(&caller),
+        owner: caller.owner().to_owned(),
         request,
         reply,
     })

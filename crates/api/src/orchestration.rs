@@ -17,8 +17,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use wire::services::{
-    AnomalyView, CircuitView, GraphEdge, GraphNode, GraphView, OperationView, Replicas, Requests,
-    ServiceList, ServiceView,
+    AnomalyList, AnomalyView, Broadcast, BusView, CircuitView, DeadLetterView, GraphEdge,
+    GraphNode, GraphView, OperationView, Replicas, Requests, SampledService, ServiceList,
+    ServiceSample, ServiceView, Window,
 };
 
 use crate::auth::Admin;
@@ -34,15 +35,37 @@ fn parse_name(name: &str) -> Result<ServiceName, ApiError> {
 
 #[derive(Serialize, ToSchema)]
 pub(crate) struct Alive {
-    /// Always `alive`: the process answers.
+    /// `alive`: the process answers; `escalated`: a service used up its restarts under
+    /// `on_exhausted = "escalate"` and the process is about to exit for its supervisor to start it
+    /// again.
     status: &'static str,
+    /// Why it escalated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
-/// The process is up (it may not be ready).
+/// The process is up (it may not be ready), unless the runtime escalated: then 503 with the
+/// reason, so that a liveness probe restarts it even before the process exits by itself.
 #[utoipa::path(get, path = "/livez", tag = "probes", security(()),
-    responses((status = 200, description = "The process answers", body = Alive)))]
-pub(crate) async fn livez() -> Json<Alive> {
-    Json(Alive { status: "alive" })
+    responses((status = 200, description = "The process answers", body = Alive),
+        (status = 503, description = "The runtime escalated (`status` is `escalated`, with the reason)", body = Alive)))]
+pub(crate) async fn livez(State(state): State<AppState>) -> Response {
+    let escalation = state.client.readiness().borrow().escalation.clone();
+    match escalation {
+        None => Json(Alive {
+            status: "alive",
+            reason: None,
+        })
+        .into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Alive {
+                status: "escalated",
+                reason: Some(reason),
+            }),
+        )
+            .into_response(),
+    }
 }
 
 /// Ready or degraded (200), or not ready (503), with the reasons.
@@ -117,7 +140,7 @@ fn view(
         .iter()
         .filter(|a| a.service == spec.name)
         .map(|a| AnomalyView {
-            signal: a.signal.to_owned(),
+            signal: a.signal.to_string(),
             action: a.action,
             evidence: a.evidence,
         })
@@ -203,61 +226,32 @@ fn totals(edges: &[EdgeSnapshot], service: &ServiceName) -> Totals {
     t
 }
 
-/// Figures over the last sample interval only.
-#[derive(Serialize, Default, ToSchema)]
-pub(crate) struct Window {
-    calls: u64,
-    errors: u64,
-    error_rate: f64,
-    latency_p50_ms: Option<f64>,
-    latency_p99_ms: Option<f64>,
-}
-
-impl Window {
-    fn between(now: &Totals, before: Option<&Totals>) -> Window {
-        let empty = Totals::default();
-        let before = before.unwrap_or(&empty);
-        // A restarted bus edge starts from zero again: then everything it holds is new.
-        let fresh = now.calls < before.calls;
-        let (calls, errors, latency) = if fresh {
-            (now.calls, now.errors, now.latency.clone())
+/// The figures over the interval between the totals `before` and `now`.
+fn window(now: &Totals, before: Option<&Totals>) -> Window {
+    let empty = Totals::default();
+    let before = before.unwrap_or(&empty);
+    // A restarted bus edge starts from zero again: then everything it holds is new.
+    let fresh = now.calls < before.calls;
+    let (calls, errors, latency) = if fresh {
+        (now.calls, now.errors, now.latency.clone())
+    } else {
+        (
+            now.calls - before.calls,
+            now.errors.saturating_sub(before.errors),
+            now.latency.minus(&before.latency),
+        )
+    };
+    Window {
+        calls,
+        errors,
+        error_rate: if calls == 0 {
+            0.0
         } else {
-            (
-                now.calls - before.calls,
-                now.errors.saturating_sub(before.errors),
-                now.latency.minus(&before.latency),
-            )
-        };
-        Window {
-            calls,
-            errors,
-            error_rate: if calls == 0 {
-                0.0
-            } else {
-                errors as f64 / calls as f64
-            },
-            latency_p50_ms: ms(latency.quantile(0.5)),
-            latency_p99_ms: ms(latency.quantile(0.99)),
-        }
+            errors as f64 / calls as f64
+        },
+        latency_p50_ms: ms(latency.quantile(0.5)),
+        latency_p99_ms: ms(latency.quantile(0.99)),
     }
-}
-
-/// A service in a live sample: everything `GET /v1/services` shows, and the last interval's
-/// figures.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct SampledService {
-    #[serde(flatten)]
-    service: ServiceView,
-    window: Window,
-}
-
-/// The data of one `services` event.
-#[derive(Serialize, ToSchema)]
-pub(crate) struct ServiceSample<'a> {
-    /// RFC 3339, when the sample was taken.
-    at: String,
-    readiness: &'a Readiness,
-    services: Vec<SampledService>,
 }
 
 /// The services, live, as server-sent events: a `services` event at once and then one per second,
@@ -304,14 +298,14 @@ async fn sample(
         let now = totals(&edges, name);
         services.push(SampledService {
             service: view(s, &edges, &anomalies),
-            window: Window::between(&now, before.get(name)),
+            window: window(&now, before.get(name)),
         });
         now_totals.insert(name.clone(), now);
     }
     *before = now_totals;
     let body = ServiceSample {
         at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        readiness: &snap.readiness,
+        readiness: snap.readiness,
         services,
     };
     SseEvent::default()
@@ -473,27 +467,6 @@ pub(crate) async fn graph(State(state): State<AppState>) -> Result<Response, Api
     .into_response())
 }
 
-#[derive(Serialize, ToSchema)]
-pub(crate) struct Broadcast {
-    published: u64,
-    delivered: u64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct DeadLetterView {
-    total: u64,
-    /// The most recent ones, oldest first.
-    recent: Vec<runtime::bus::Letter>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct BusView {
-    /// Traffic per caller -> callee edge (`caller` is absent for calls from outside any service).
-    edges: Vec<EdgeSnapshot>,
-    broadcast: Broadcast,
-    dead_letters: DeadLetterView,
-}
-
 /// The message bus: traffic per edge, broadcasts, dead letters.
 #[utoipa::path(get, path = "/v1/bus", tag = "orchestration",
     responses((status = 200, description = "The bus's figures", body = BusView)))]
@@ -511,11 +484,6 @@ pub(crate) async fn bus(State(state): State<AppState>) -> Json<BusView> {
             recent: bus.dead_letters().letters(),
         },
     })
-}
-
-#[derive(Serialize, ToSchema)]
-pub(crate) struct AnomalyList {
-    anomalies: Vec<runtime::monitor::ActiveAnomaly>,
 }
 
 /// Anomalies raised now, with their evidence and the action taken.

@@ -220,6 +220,7 @@ fn with_timeouts(
             request_timeout(limits, counts.clone(), request, next)
         }))
         .layer(axum::Extension(connections))
+        .layer(axum::middleware::from_fn(crate::request_id::layer))
 }
 
 async fn request_timeout(
@@ -231,7 +232,17 @@ async fn request_timeout(
     request
         .extensions_mut()
         .insert(BodyTimeout(limits.body_read_timeout));
-    match tokio::time::timeout(limits.request_timeout, next.run(request)).await {
+    let allowed = match client_deadline(&request) {
+        Ok(Some(asked)) => asked.min(limits.request_timeout),
+        Ok(None) => limits.request_timeout,
+        Err(e) => return e.into_response(),
+    };
+    // Every bus call made for this request, and every call those make, waits no longer than this.
+    // A call that runs out answers first (503 naming the service): `timeout_at` polls the handler
+    // before its own timer, and both fire at the same instant.
+    let deadline = tokio::time::Instant::now() + allowed;
+    let handled = runtime::deadline::scope(Some(deadline), next.run(request));
+    match tokio::time::timeout_at(deadline, handled).await {
         Ok(response) => {
             if response.status() == StatusCode::REQUEST_TIMEOUT {
                 connections.body_timeouts.fetch_add(1, Ordering::Relaxed);
@@ -243,8 +254,8 @@ async fn request_timeout(
             ApiError::unavailable(
                 "request.timeout",
                 format!(
-                    "the request took longer than runtime.request_timeout ({}); retry",
-                    humantime::format_duration(limits.request_timeout)
+                    "the request took longer than its deadline ({}; runtime.request_timeout, or less with {DEADLINE_HEADER}); retry",
+                    humantime::format_duration(allowed)
                 ),
                 1,
             )
@@ -253,9 +264,176 @@ async fn request_timeout(
     }
 }
 
+/// The request header with which a client asks for a shorter deadline than
+/// `runtime.request_timeout`, in milliseconds.
+pub const DEADLINE_HEADER: &str = "x-cloister-deadline-ms";
+
+/// The deadline the client asked for in [`DEADLINE_HEADER`], if any: a whole number of
+/// milliseconds from 1 up; anything else is 400 `request.invalid_deadline`. It can only lower the
+/// deadline, never raise it past `runtime.request_timeout`.
+fn client_deadline(request: &Request) -> Result<Option<Duration>, ApiError> {
+    let Some(value) = request.headers().get(DEADLINE_HEADER) else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::bad_request(
+            "request.invalid_deadline",
+            format!(
+                "{DEADLINE_HEADER} must be a whole number of milliseconds from 1 to {}",
+                u32::MAX
+            ),
+        )
+    };
+    let text = value.to_str().map_err(|_| bad())?;
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    match text.parse::<u32>() {
+        Ok(ms) if ms > 0 => Ok(Some(Duration::from_millis(u64::from(ms)))),
+        _ => Err(bad()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{LimitError, Limits};
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::{Connections, LimitError, Limits, with_timeouts};
+
+    /// README, "Limits": a request not answered within `runtime.request_timeout` is 503
+    /// `request.timeout` with `Retry-After`, counted for `/metrics`; one answered in time is not
+    /// touched. Under tokio's paused clock: the handler that never answers is cut off at exactly
+    /// the timeout.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_not_answered_within_the_request_timeout_is_503() {
+        let limits = Limits {
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(31),
+            max_connections: 16,
+            max_connections_per_peer: 16,
+        };
+        let router = axum::Router::new()
+            .route(
+                "/stuck",
+                axum::routing::get(std::future::pending::<&'static str>),
+            )
+            .route("/quick", axum::routing::get(|| async { "ok" }));
+        let connections = Arc::new(Connections::default());
+        let app = with_timeouts(router, limits, connections.clone());
+        let get = |uri: &str| Request::get(uri).body(Body::empty()).expect("request");
+
+        let started = tokio::time::Instant::now();
+        let response = app.clone().oneshot(get("/stuck")).await.expect("response");
+        assert_eq!(started.elapsed(), limits.request_timeout);
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers().get("retry-after").map(|v| v.as_bytes()),
+            Some(&b"1"[..])
+        );
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .expect("body")
+            .to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(body["error"]["code"], "request.timeout");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("runtime.request_timeout")),
+            "{body}"
+        );
+        assert_eq!(connections.request_timeouts.load(Ordering::Relaxed), 1);
+
+        let response = app.oneshot(get("/quick")).await.expect("response");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(connections.request_timeouts.load(Ordering::Relaxed), 1);
+    }
+
+    /// docs/api.md, "Deadlines": `x-cloister-deadline-ms` lowers the request's deadline (never
+    /// raises it past `runtime.request_timeout`), the handler runs under it (so every bus call it
+    /// makes inherits it), and a value that is not a whole number of milliseconds from 1 is 400
+    /// `request.invalid_deadline`. Paused clock: the times are exact.
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_header_lowers_the_deadline_and_a_bad_one_is_400() {
+        let limits = Limits {
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(31),
+            max_connections: 16,
+            max_connections_per_peer: 16,
+        };
+        let router = axum::Router::new()
+            .route(
+                "/stuck",
+                axum::routing::get(std::future::pending::<&'static str>),
+            )
+            .route(
+                "/left",
+                axum::routing::get(|| async {
+                    let left = runtime::deadline::current()
+                        .expect("the handler runs under the request's deadline")
+                        .saturating_duration_since(tokio::time::Instant::now());
+                    left.as_millis().to_string()
+                }),
+            );
+        let app = with_timeouts(router, limits, Arc::new(Connections::default()));
+        let get = |uri: &str, header: Option<&str>| {
+            let mut r = Request::get(uri);
+            if let Some(h) = header {
+                r = r.header(super::DEADLINE_HEADER, h);
+            }
+            r.body(Body::empty()).expect("request")
+        };
+        let text = |response: axum::response::Response| async move {
+            let bytes = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .expect("body")
+                .to_bytes();
+            String::from_utf8(bytes.to_vec()).expect("utf-8")
+        };
+
+        let started = tokio::time::Instant::now();
+        let response = app
+            .clone()
+            .oneshot(get("/stuck", Some("250")))
+            .await
+            .expect("response");
+        assert_eq!(started.elapsed(), Duration::from_millis(250));
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+        for (header, want) in [
+            (None, "31000"),
+            (Some("1200"), "1200"),
+            (Some("99000"), "31000"),
+        ] {
+            let response = app
+                .clone()
+                .oneshot(get("/left", header))
+                .await
+                .expect("response");
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(text(response).await, want, "{header:?}");
+        }
+
+        for bad in ["0", "-5", "1.5", "soon", "", " 100", "99999999999"] {
+            let response = app
+                .clone()
+                .oneshot(get("/left", Some(bad)))
+                .await
+                .expect("response");
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad:?}");
+            let body: serde_json::Value =
+                serde_json::from_str(&text(response).await).expect("json");
+            assert_eq!(body["error"]["code"], "request.invalid_deadline", "{bad:?}");
+        }
+    }
 
     fn runtime(max_connections: u32, reserved_fds: u32) -> runtime::config::RuntimeConfig {
         let mut r = runtime::config::Config::default().runtime;

@@ -7,9 +7,9 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use storage::{Request, Write};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
-use wire::storage::{Committed, Deleted, Listed, Page, Stored};
+use wire::storage::{BatchBody, Committed, Deleted, Listed, Page, Stored};
 
 use crate::auth::{Allowed, Caller, op};
 use crate::error::ErrorBody;
@@ -136,23 +136,6 @@ pub(crate) async fn list(
         next: page.next,
     };
     Ok(Json(page).into_response())
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct BatchBody {
-    writes: Vec<BatchWrite>,
-}
-
-/// `{"key": K, "value": BASE64}` or `{"key": K, "delete": true}`.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct BatchWrite {
-    key: String,
-    /// Base64.
-    value: Option<String>,
-    #[serde(default)]
-    delete: bool,
 }
 
 /// Puts and deletes in one atomic commit.

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::client::Target;
-use crate::{accounts, client, oracles, serve};
+use crate::{accounts, client, gramine, oracles, probe, quotes, serve};
 
 /// Cloister: an enclave service runtime. `cloister run` starts it; the other commands talk to a running
 /// one over its HTTP API.
@@ -84,6 +84,11 @@ enum Command {
         /// Print the raw JSON answer.
         #[arg(long)]
         json: bool,
+        /// Refuse a simulation quote (by default it is accepted and said to be one).
+        #[arg(long)]
+        require_hardware: bool,
+        #[command(flatten)]
+        hardware: quotes::HardwareArgs,
         #[command(flatten)]
         target: Target,
     },
@@ -98,6 +103,45 @@ enum Command {
     /// offline.
     #[command(subcommand)]
     Oracle(oracles::OracleCommand),
+    /// SGX DCAP quotes: verify one offline against Intel's collateral; fetch that collateral from a
+    /// PCCS.
+    #[command(subcommand)]
+    Quote(quotes::QuoteCommand),
+    /// Gramine: the manifest template that runs this binary with a configuration in an SGX
+    /// enclave.
+    #[command(subcommand)]
+    Gramine(GramineCommand),
+    /// One unauthenticated GET (the runtime's `/livez` by default); exit 0 on a 2xx answer. The
+    /// container image's health check.
+    Probe {
+        /// The path to get: `/livez`, `/readyz` or `/metrics`.
+        #[arg(default_value = api::probes::LIVEZ)]
+        path: String,
+        /// Base URL of the runtime's API (plain HTTP).
+        #[arg(long, env = "CLOISTER_URL", default_value = "http://127.0.0.1:8420")]
+        url: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum GramineCommand {
+    /// Print a Gramine manifest template (`.manifest.template`, for `gramine-manifest`) for this
+    /// binary and configuration: enclave size and threads from `[enclave]`, DCAP attestation,
+    /// `isvprodid`/`isvsvn` from the configuration, the binary, its libraries and the
+    /// configuration as trusted files, the data directory as allowed files.
+    Manifest {
+        /// The configuration the enclave runs with (measured); without it, the built-in defaults.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// A debug enclave (`sgx.debug = true`): the host can read its memory. Not for an
+        /// enclave that holds real keys or data.
+        #[arg(long)]
+        debug: bool,
+        /// Pass this variable in from the host (repeatable): only CLOISTER_LOG,
+        /// CLOISTER_LOG_FORMAT and NO_COLOR may be; CLOISTER_ADMIN_TOKEN never (use a token file).
+        #[arg(long, value_name = "NAME")]
+        env: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -155,6 +199,11 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Account(command) => client::block_on(accounts::run(command)),
         Command::Oracle(command) => client::block_on(oracles::run(command)),
+        Command::Quote(command) => client::block_on(quotes::run(command)),
+        Command::Probe { path, url } => probe::run(&url, &path),
+        Command::Gramine(GramineCommand::Manifest { config, debug, env }) => {
+            gramine::run(config.as_deref(), debug, &env).map(|()| ExitCode::SUCCESS)
+        }
         Command::Status { name, wide, target } => {
             client::block_on(client::status(target, name, wide))
         }
@@ -173,8 +222,13 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Attest {
             nonce,
             json,
+            require_hardware,
+            hardware,
             target,
-        } => client::block_on(client::attest(target, nonce, json)),
+        } => {
+            let trust = hardware.trust(require_hardware)?;
+            client::block_on(client::attest(target, nonce, json, trust))
+        }
         Command::Events {
             since,
             follow,

@@ -3,7 +3,11 @@
 mod accounts;
 mod cli;
 mod client;
+mod gramine;
+mod logs;
 mod oracles;
+mod probe;
+mod quotes;
 mod serve;
 mod synthetic;
 mod watch;

@@ -36,6 +36,8 @@ pub(crate) enum OracleCommand {
         /// Refuse a simulation quote (by default it is accepted and said to be one).
         #[arg(long, requires = "quote")]
         require_hardware: bool,
+        #[command(flatten)]
+        hardware: crate::quotes::HardwareArgs,
     },
 }
 
@@ -50,8 +52,6 @@ pub(crate) async fn run(command: OracleCommand) -> anyhow::Result<ExitCode> {
             let request: Value = serde_json::from_str(&read(&file)?)
                 .with_context(|| format!("{} is not JSON", file.display()))?;
             let report = connect(target)?.oracle_request(&request).await.reported()?;
-            // Keys sorted, as the report's own canonical payload has them.
-            let report = serde_json::to_value(&report)?;
             writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
         }
         OracleCommand::Key { target } => {
@@ -63,10 +63,12 @@ pub(crate) async fn run(command: OracleCommand) -> anyhow::Result<ExitCode> {
             report,
             quote,
             require_hardware,
+            hardware,
         } => {
             let text = read(&report)?;
             let attestation = quote.as_deref().map(read).transpose()?;
-            match oracle::verify(&text, attestation.as_deref(), !require_hardware) {
+            let trust = hardware.trust(require_hardware)?;
+            match oracle::verify(&text, attestation.as_deref(), &trust) {
                 Ok(v) => print_verified(&mut out, &v)?,
                 Err(e) => {
                     let mut err = std::io::stderr().lock();
@@ -91,9 +93,11 @@ fn print_verified(out: &mut impl std::io::Write, v: &oracle::Verified) -> std::i
             out,
             "quote:       valid, binds the key to the enclave below — SIMULATION: not backed by hardware"
         )?,
-        Some(_) => writeln!(
+        Some(q) => writeln!(
             out,
-            "quote:       valid, binds the key to the enclave below"
+            "quote:       valid, verified to Intel's SGX root CA (TCB status {}), binds the key to \
+             the enclave below",
+            q.tcb_status.map_or("?", |t| t.as_str())
         )?,
         None => writeln!(out, "quote:       not checked (pass --quote KEY.json)")?,
     }
@@ -118,7 +122,7 @@ fn print_verified(out: &mut impl std::io::Write, v: &oracle::Verified) -> std::i
         )?,
         Some(why) => writeln!(out, "result:      none: {why}")?,
     }
-    for s in &p.sources {
+    for (i, s) in p.sources.iter().enumerate() {
         let status = s.status.map_or("-".to_owned(), |c| c.to_string());
         let what = match &s.error {
             Some(e) => format!("error: {e}"),
@@ -126,6 +130,29 @@ fn print_verified(out: &mut impl std::io::Write, v: &oracle::Verified) -> std::i
         };
         let cached = if s.cached { " (cached)" } else { "" };
         writeln!(out, "  {} {} [{status}]{cached} {what}", s.method, s.url)?;
+        writeln!(out, "    from:    {}", provenance(p, i, s))?;
+        if let Some(body) = &s.body_sha256 {
+            writeln!(out, "    body:    sha256 {body}")?;
+        }
     }
     Ok(())
+}
+
+/// How source `i`'s value was read out of its body, as the signed payload says.
+fn provenance(
+    p: &oracle::report::ReportPayload,
+    i: usize,
+    s: &oracle::report::SourceReport,
+) -> String {
+    use oracle::report::ExtractedBy;
+    match (s.extraction, &s.script_sha256) {
+        (Some(ExtractedBy::Script), Some(hash)) => format!("script sha256 {hash}"),
+        (Some(ExtractedBy::JsonPath), _) => {
+            match p.request["sources"][i]["extract"]["json_path"].as_str() {
+                Some(path) => format!("JSONPath {path}"),
+                None => "JSONPath".to_owned(),
+            }
+        }
+        _ => format!("not recorded (a {} report)", p.format),
+    }
 }

@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
-use runtime::budget::Demand;
 use runtime::config::{Config, Platform};
 use runtime::journal::{Cause, Event};
 use runtime::reconfig::{Controller, Overrides};
@@ -28,6 +27,9 @@ pub(crate) struct RunArgs {
     /// Address for the HTTP API; overrides `runtime.listen`.
     #[arg(long, env = "CLOISTER_LISTEN")]
     listen: Option<SocketAddr>,
+    /// The enclave platform; overrides `enclave.platform` (a Gramine manifest passes `gramine`).
+    #[arg(long, value_enum)]
+    platform: Option<PlatformArg>,
     /// Accept, once, a storage database at commit SEQ that disagrees with its freshness counter
     /// (a restored backup, a lost counter file). Storage refuses such a database otherwise, and
     /// its refusal names the SEQ to give here. Commits after SEQ are then lost for good.
@@ -41,12 +43,30 @@ pub(crate) struct RunArgs {
     accept_keystore_rollback: Option<u64>,
 }
 
+/// `--platform`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum PlatformArg {
+    /// No SGX: a simulation that says so in every quote.
+    Simulation,
+    /// SGX through Gramine's `/dev/attestation`.
+    Gramine,
+}
+
+impl From<PlatformArg> for Platform {
+    fn from(p: PlatformArg) -> Platform {
+        match p {
+            PlatformArg::Simulation => Platform::Simulation,
+            PlatformArg::Gramine => Platform::Gramine,
+        }
+    }
+}
+
 /// The services built into this binary, with their default specs, dependencies first.
 fn catalog() -> Vec<Spec> {
     stack::catalog()
 }
 
-fn print_problems(file: &Path, invalid: &runtime::config::Invalid) {
+pub(crate) fn print_problems(file: &Path, invalid: &runtime::config::Invalid) {
     let mut err = std::io::stderr().lock();
     for p in &invalid.problems {
         let _ = writeln!(err, "{}: {p}", file.display());
@@ -63,7 +83,7 @@ fn read(file: &Path) -> anyhow::Result<String> {
         .with_context(|| format!("cannot read config file {}", file.display()))
 }
 
-fn load(file: &Path) -> anyhow::Result<Result<Config, runtime::config::Invalid>> {
+pub(crate) fn load(file: &Path) -> anyhow::Result<Result<Config, runtime::config::Invalid>> {
     Ok(Config::parse(&read(file)?, &catalog()))
 }
 
@@ -98,33 +118,7 @@ pub(crate) fn validate(file: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Whether the log is coloured: only on a terminal, and not when `NO_COLOR` is set to anything
-/// but the empty string (<https://no-color.org>).
-fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
-    terminal && no_color.is_none_or(|v| v.is_empty())
-}
-
 pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CLOISTER_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(colour(
-            std::io::IsTerminal::is_terminal(&std::io::stderr()),
-            std::env::var_os("NO_COLOR"),
-        ))
-        .init();
-    // A panicking service task is a service failure that its recovery policy handles; log it as one
-    // line instead of the default hook's report.
-    std::panic::set_hook(Box::new(|info| {
-        let location = info
-            .location()
-            .map(|l| format!(" at {}:{}", l.file(), l.line()))
-            .unwrap_or_default();
-        tracing::error!("panic{location}: {}", panic_message(info));
-    }));
     let text = match &args.config {
         Some(file) => read(file)?,
         None => String::new(),
@@ -139,7 +133,22 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    let variable = std::env::var(crate::logs::FORMAT_VARIABLE).ok();
+    crate::logs::init(crate::logs::format(
+        config.runtime.log_format,
+        variable.as_deref(),
+    )?);
+    // A panicking service task is a service failure that its recovery policy handles; log it as one
+    // line instead of the default hook's report.
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!("panic{location}: {}", panic_message(info));
+    }));
     let (data_dir, listen) = (args.data_dir.clone(), args.listen);
+    let platform = args.platform.map(Platform::from);
     let overrides: Overrides = Arc::new(move |c: &mut Config| {
         if let Some(dir) = &data_dir {
             c.runtime.data_dir = dir.clone();
@@ -147,13 +156,24 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         if let Some(listen) = listen {
             c.runtime.listen = listen;
         }
+        if let Some(platform) = platform {
+            c.enclave.platform = platform;
+        }
     });
     overrides(&mut config);
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if config.enclave.platform == Platform::Gramine {
+        // An enclave has a fixed number of thread slots, sized from the budget by
+        // `cloister gramine manifest`: the async workers are the runtime's reserve, and the
+        // blocking pool is capped, so the process never asks for a thread the enclave lacks.
+        rt.worker_threads(runtime::budget::RUNTIME_RESERVE.threads as usize)
+            .max_blocking_threads(runtime::budget::BLOCKING_THREADS as usize);
+    }
+    let rt = rt
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(serve(Start {
+    let ended = rt.block_on(serve(Start {
         config,
         text,
         overrides,
@@ -161,12 +181,23 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         accept_storage_rollback: args.accept_storage_rollback,
         accept_keystore_rollback: args.accept_keystore_rollback,
     }))?;
-    Ok(ExitCode::SUCCESS)
+    Ok(match ended {
+        Ended::Stopped => ExitCode::SUCCESS,
+        Ended::Escalated => ExitCode::from(ESCALATED),
+    })
 }
 
-/// This build's security version (ISVSVN): raise it with every release that fixes a security bug, so
-/// older builds can no longer derive its sealing keys.
-const SECURITY_VERSION: u16 = 1;
+/// The exit status of a runtime that escalated: a service used up its restarts under
+/// `on_exhausted = "escalate"`, and the process exits for its supervisor to start it again.
+pub(crate) const ESCALATED: u8 = 3;
+
+/// How the server ended.
+enum Ended {
+    /// Asked to stop (a signal), or the server ended by itself.
+    Stopped,
+    /// The runtime escalated: the exit is non-zero.
+    Escalated,
+}
 
 /// Where Gramine exposes attestation inside an enclave.
 const GRAMINE_ATTESTATION: &str = "/dev/attestation";
@@ -178,16 +209,46 @@ fn open_platform(config: &Config, dir: &Path) -> anyhow::Result<Arc<dyn enclave:
             let measured =
                 serde_json::to_vec(&config.enclave).context("measuring the [enclave] table")?;
             Arc::new(
-                enclave::Simulation::open_for_current_exe(dir, &measured, SECURITY_VERSION)
-                    .context("cannot start the simulation platform")?,
+                enclave::Simulation::open_for_current_exe(
+                    dir,
+                    &measured,
+                    config.enclave.security_version,
+                )
+                .context("cannot start the simulation platform")?
+                .with_product_id(config.enclave.product_id),
             )
         }
-        Platform::Gramine => Arc::new(
-            enclave::Gramine::open(Path::new(GRAMINE_ATTESTATION)).context(
+        Platform::Gramine => {
+            let gramine = enclave::Gramine::open(Path::new(GRAMINE_ATTESTATION)).context(
                 "enclave.platform is \"gramine\", but this process is not inside a Gramine enclave",
-            )?,
-        ),
+            )?;
+            same_identity(&config.enclave, enclave::Platform::identity(&gramine))?;
+            Arc::new(gramine)
+        }
     })
+}
+
+/// Refuses an enclave whose signed product id or security version is not the configuration's:
+/// its manifest was made from another configuration, and the sealing keys would not be the ones
+/// the configuration names.
+fn same_identity(
+    configured: &runtime::config::EnclaveConfig,
+    identity: &enclave::Identity,
+) -> anyhow::Result<()> {
+    if (identity.product_id, identity.security_version)
+        != (configured.product_id, configured.security_version)
+    {
+        bail!(
+            "this enclave was signed with product id {} and security version {}, but the \
+             configuration says enclave.product_id = {} and enclave.security_version = {}: make \
+             the manifest again from this configuration (`cloister gramine manifest`) and sign it",
+            identity.product_id,
+            identity.security_version,
+            configured.product_id,
+            configured.security_version
+        );
+    }
+    Ok(())
 }
 
 fn panic_message(info: &std::panic::PanicHookInfo<'_>) -> String {
@@ -208,10 +269,23 @@ fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create data directory {}", dir.display()))
 }
 
-/// The admin token: from `CLOISTER_ADMIN_TOKEN`, else from `DATA_DIR/admin.token`, else generated there
-/// (readable by the owner only).
-fn admin_token(dir: &Path) -> anyhow::Result<(String, String)> {
+/// The admin token: from `runtime.admin_token_file`, else from `CLOISTER_ADMIN_TOKEN`, else from
+/// `DATA_DIR/admin.token`, else generated there (readable by the owner only).
+fn admin_token(dir: &Path, file: Option<&Path>) -> anyhow::Result<(String, String)> {
     use std::os::unix::fs::OpenOptionsExt;
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read runtime.admin_token_file {}", path.display()))?;
+        only_the_owner_or_its_group_can_read(path)?;
+        let token = text.trim();
+        if token.len() < 16 {
+            bail!(
+                "runtime.admin_token_file {} holds a token shorter than 16 characters",
+                path.display()
+            );
+        }
+        return Ok((token.to_owned(), path.display().to_string()));
+    }
     if let Ok(token) = std::env::var("CLOISTER_ADMIN_TOKEN") {
         if token.trim().len() < 16 {
             bail!("CLOISTER_ADMIN_TOKEN must be at least 16 characters");
@@ -277,6 +351,33 @@ fn only_the_owner_can_read(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses a named token file that others can read, or that anyone but its owner, root or the
+/// user running Cloister could replace. Its group may read it: a Kubernetes secret mounted for a
+/// non-root user is readable through the pod's `fsGroup`.
+fn only_the_owner_or_its_group_can_read(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mode = meta.mode() & 0o777;
+    if mode & 0o027 != 0 {
+        bail!(
+            "{path} can be read by others or written by its group (mode {mode:o}): run `chmod 640 \
+             {path}` (or give the secret `defaultMode: 0440`), and replace the token, since others \
+             may have read it",
+            path = path.display()
+        );
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me && meta.uid() != 0 {
+        bail!(
+            "{path} belongs to user {owner}, neither root nor the user running cloister ({me})",
+            path = path.display(),
+            owner = meta.uid()
+        );
+    }
+    Ok(())
+}
+
 /// What `serve` starts from.
 struct Start {
     config: Config,
@@ -289,7 +390,7 @@ struct Start {
     accept_keystore_rollback: Option<u64>,
 }
 
-async fn serve(start: Start) -> anyhow::Result<()> {
+async fn serve(start: Start) -> anyhow::Result<Ended> {
     let Start {
         config,
         text,
@@ -302,7 +403,7 @@ async fn serve(start: Start) -> anyhow::Result<()> {
     prepare_data_dir(&dir)?;
     // The platform first: nothing secret is written where no enclave will run.
     let platform = open_platform(&config, &dir)?;
-    let (token, token_source) = admin_token(&dir)?;
+    let (token, token_source) = admin_token(&dir, config.runtime.admin_token_file.as_deref())?;
     let journal_path = dir.join("journal.log");
     let (journal, report) = Journal::open(&journal_path)
         .with_context(|| format!("cannot open {}", journal_path.display()))?;
@@ -377,10 +478,7 @@ async fn serve(start: Start) -> anyhow::Result<()> {
             ),
         }
     }
-    builder.budget(Demand {
-        memory_mib: u64::from(config.enclave.memory_mib),
-        threads: u64::from(config.enclave.threads),
-    });
+    builder.budget(config.enclave.budget());
     builder.monitor(config.runtime.monitor_interval);
     let runtime = builder.start().context("cannot start the runtime")?;
     // The controller and the file watcher end as soon as shutdown begins, so an apply waiting out
@@ -406,6 +504,8 @@ async fn serve(start: Start) -> anyhow::Result<()> {
     });
 
     let grace = config.runtime.shutdown_grace;
+    let escalation_grace = config.runtime.escalation_grace;
+    let mut readiness = runtime.client().readiness();
     let state = api::AppState {
         client: runtime.client(),
         admin_token: Arc::from(token.as_str()),
@@ -441,17 +541,37 @@ async fn serve(start: Start) -> anyhow::Result<()> {
     }
     let signal = shutdown.clone();
     let signal_task = tokio::spawn(async move {
-        tokio::select! {
-            () = wait_for_signal() => tracing::info!("shutting down"),
-            () = signal.cancelled() => {}
-        }
+        let escalated = async {
+            let Ok(reason) = readiness
+                .wait_for(|r| r.escalation.is_some())
+                .await
+                .map(|r| r.escalation.clone().unwrap_or_default())
+            else {
+                // The supervisor is gone: nothing will escalate.
+                return std::future::pending().await;
+            };
+            tracing::error!(%reason, grace = %humantime::format_duration(escalation_grace), "escalated: /livez answers 503; the process exits after the grace");
+            tokio::time::sleep(escalation_grace).await;
+        };
+        let ended = tokio::select! {
+            () = wait_for_signal() => {
+                tracing::info!("shutting down");
+                Ended::Stopped
+            }
+            () = escalated => {
+                tracing::error!(status = ESCALATED, "escalated: shutting down to exit for the process's supervisor");
+                Ended::Escalated
+            }
+            () = signal.cancelled() => Ended::Stopped,
+        };
         signal.cancel();
+        ended
     });
     let served = api::serve(listener, state, limits)
         .await
         .context("the API server failed");
     shutdown.cancel();
-    let _ = signal_task.await;
+    let ended = signal_task.await.unwrap_or(Ended::Stopped);
     background.cancel();
     let _ = controller.await;
     if let Some(w) = watcher {
@@ -463,7 +583,7 @@ async fn serve(start: Start) -> anyhow::Result<()> {
     {
         tracing::error!(grace = %humantime::format_duration(grace), "services did not stop within the shutdown grace; exiting anyway");
     }
-    served
+    served.map(|()| ended)
 }
 
 async fn wait_for_signal() {
@@ -492,13 +612,30 @@ async fn wait_for_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::colour;
+    use enclave::{Identity, PlatformKind};
+    use runtime::config::Config;
+
+    use super::same_identity;
 
     #[test]
-    fn the_log_is_coloured_only_on_a_terminal_without_no_color() {
-        assert!(colour(true, None));
-        assert!(colour(true, Some("".into())), "an empty NO_COLOR is unset");
-        assert!(!colour(true, Some("1".into())));
-        assert!(!colour(false, None));
+    fn an_enclave_signed_for_another_identity_is_refused() {
+        let config = Config::default().enclave;
+        let mut identity = Identity {
+            platform: PlatformKind::Gramine,
+            measurement: [1; 32],
+            signer: [2; 32],
+            product_id: config.product_id,
+            security_version: config.security_version,
+            debug: false,
+        };
+        assert!(same_identity(&config, &identity).is_ok());
+        identity.security_version += 1;
+        let refused = same_identity(&config, &identity)
+            .expect_err("refused")
+            .to_string();
+        assert!(refused.contains("security version 2"), "{refused}");
+        identity.security_version -= 1;
+        identity.product_id += 1;
+        assert!(same_identity(&config, &identity).is_err());
     }
 }

@@ -143,7 +143,10 @@ async fn connections_over_the_caps_are_closed_at_once_while_another_peer_is_serv
     );
     let server = Server::start(BIN, &config).await;
     let addr = address(&server);
-    let greedy = Ipv4Addr::new(127, 0, 0, 1);
+    // The harness followed the event stream to see the runtime ready, from 127.0.0.1: once the
+    // server has closed that connection, only this test's connections count.
+    until_only_the_asker_is_open(addr).await;
+    let greedy = Ipv4Addr::new(127, 0, 0, 4);
 
     // Two kept-alive connections from one address: each served, so each accepted and counted.
     let mut held = Vec::new();
@@ -189,6 +192,31 @@ async fn connections_over_the_caps_are_closed_at_once_while_another_peer_is_serv
         assert!(metrics.contains(line), "no {line:?} in:\n{metrics}");
     }
     drop(held);
+}
+
+/// Asks `/metrics` (over a new connection from 127.0.0.9, closed after each answer) until the
+/// server counts only that connection open: connections an earlier client dropped are gone.
+async fn until_only_the_asker_is_open(addr: SocketAddr) {
+    tokio::time::timeout(HANG_GUARD, async {
+        loop {
+            let mut asker = connect_from(Ipv4Addr::new(127, 0, 0, 9), addr).await;
+            asker
+                .write_all(
+                    format!("GET /metrics HTTP/1.1\r\nHost: cloister\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await
+                .expect("write");
+            let metrics = String::from_utf8_lossy(&until_closed(&mut asker, None).await).into_owned();
+            if metrics.contains("cloister_http_connections_open 1\n") {
+                return;
+            }
+            // The server closes a dropped connection when it next polls it.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the earlier connections close (hang guard)");
 }
 
 /// README, "Limits": a body that does not arrive within `runtime.body_read_timeout` is answered

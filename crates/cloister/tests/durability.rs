@@ -228,14 +228,15 @@ async fn kill_9_rounds(rounds: usize, writers: usize) -> usize {
     shared
 }
 
-/// Item 2 of #14 through the real binary: the host puts back an older `keystore.sealed`, from
-/// before a key was deleted. `cloister run` does not serve it (crypto fails for the operator,
+/// Item 2 of #14 through the real binary: the host puts back an older keystore (`keystore.sealed`
+/// and its change log `keystore.log`), from before a key was deleted. `cloister run` does not serve it (crypto fails for the operator,
 /// naming the generation to accept); `--accept-keystore-rollback N` serves it, deleted key and all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_keystore_is_refused_by_cloister_run_until_the_operator_accepts_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path());
     let keystore = dir.path().join("data").join("keystore.sealed");
+    let log = dir.path().join("data").join("keystore.log");
     let server = Server::start(BIN, &config).await;
     let (status, key) = server
         .json(
@@ -249,6 +250,7 @@ async fn an_older_keystore_is_refused_by_cloister_run_until_the_operator_accepts
     let path = format!("/v1/crypto/keys/{id}");
     assert!(server.terminate().success());
     let old_copy = std::fs::read(&keystore).expect("keystore.sealed");
+    let old_log = std::fs::read(&log).ok();
 
     let server = Server::start(BIN, &config).await;
     let (status, _) = server.json(reqwest::Method::DELETE, &path, None).await;
@@ -257,6 +259,10 @@ async fn an_older_keystore_is_refused_by_cloister_run_until_the_operator_accepts
     assert!(server.terminate().success());
 
     std::fs::write(&keystore, &old_copy).expect("the host swaps the old copy back");
+    match &old_log {
+        Some(old_log) => std::fs::write(&log, old_log).expect("and the old log"),
+        None => std::fs::remove_file(&log).expect("and no log"),
+    }
     let head = test_support::server::journal_head(&config);
     let server = Server::launch(BIN, &config, TOKEN);
     let failed = server
@@ -362,4 +368,142 @@ async fn an_old_database_with_a_forged_commit_number_is_refused_by_cloister_run(
         "storage serves nothing from a refused database"
     );
     server.kill_9();
+}
+
+/// A key operation as the writer saw it.
+enum KeyOutcome {
+    /// Created, with its first version's public key.
+    Created(String, String),
+    /// Deleted.
+    Deleted(String),
+    /// Sent, but no answer came (the process died): done in full or not at all.
+    InDoubt(Option<String>),
+}
+
+/// The keystore across `kill -9`: a writer creates keys and deletes every third one (one change-log
+/// record each, and a snapshot every 256), and the process is killed after a varying number of
+/// acknowledgements; after each restart every acknowledged key is there with its public key, and
+/// every acknowledged delete stays deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_key_operations_survive_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path());
+    let mut present: std::collections::HashMap<String, String> = Default::default();
+    let mut deleted: Vec<String> = Vec::new();
+    let mut operations = 0;
+    for round in 0..12 {
+        let server = Server::start(BIN, &config).await;
+        for (id, public_key) in &present {
+            let (status, key) = server
+                .json(reqwest::Method::GET, &format!("/v1/crypto/keys/{id}"), None)
+                .await;
+            assert_eq!(status, 200, "round {round}: acknowledged key {id}: {key}");
+            assert_eq!(key["versions"][0]["public_key"], public_key.as_str());
+        }
+        for id in &deleted {
+            let (status, _) = server
+                .json(reqwest::Method::GET, &format!("/v1/crypto/keys/{id}"), None)
+                .await;
+            assert_eq!(status, 404, "round {round}: deleted key {id} is back");
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (http, base) = (server.http.clone(), server.base.clone());
+        let writer = tokio::spawn(async move {
+            let mut last: Option<String> = None;
+            for i in 0.. {
+                let delete = if i % 3 == 2 { last.take() } else { None };
+                let sent = match &delete {
+                    Some(id) => {
+                        http.delete(format!("{base}/v1/crypto/keys/{id}"))
+                            .bearer_auth(TOKEN)
+                            .send()
+                            .await
+                    }
+                    None => {
+                        http.post(format!("{base}/v1/crypto/keys"))
+                            .bearer_auth(TOKEN)
+                            .json(&json!({"algorithm": "ed25519"}))
+                            .send()
+                            .await
+                    }
+                };
+                let answer = match sent {
+                    Ok(r) if r.status().is_success() => {
+                        if delete.is_some() {
+                            Ok(serde_json::Value::Null)
+                        } else {
+                            r.json::<serde_json::Value>().await
+                        }
+                    }
+                    Ok(r) => panic!("key operation {i}: {}", r.status()),
+                    Err(e) => Err(e),
+                };
+                let outcome = match (answer, delete) {
+                    (Ok(_), Some(id)) => KeyOutcome::Deleted(id),
+                    (Ok(key), None) => {
+                        let id = key["id"].as_str().expect("id").to_owned();
+                        last = Some(id.clone());
+                        let public_key = key["versions"][0]["public_key"].as_str().expect("pk");
+                        KeyOutcome::Created(id, public_key.to_owned())
+                    }
+                    (Err(_), delete) => {
+                        let _ = tx.send(KeyOutcome::InDoubt(delete));
+                        return;
+                    }
+                };
+                let _ = tx.send(outcome);
+            }
+        });
+        let kill_after = 5 + (round * 11) % 40;
+        let mut acked = 0;
+        let mut record = |outcome, present: &mut std::collections::HashMap<_, _>| match outcome {
+            KeyOutcome::Created(id, pk) => {
+                present.insert(id, pk);
+            }
+            KeyOutcome::Deleted(id) => {
+                present.remove(&id);
+                deleted.push(id);
+            }
+            // A delete in doubt: the key may or may not be there; a create in doubt has no id.
+            KeyOutcome::InDoubt(id) => {
+                if let Some(id) = id {
+                    present.remove(&id);
+                }
+            }
+        };
+        while acked < kill_after {
+            let outcome = rx.recv().await.expect("the writer goes on until the kill");
+            assert!(
+                !matches!(outcome, KeyOutcome::InDoubt(_)),
+                "round {round}: failed before the kill"
+            );
+            record(outcome, &mut present);
+            acked += 1;
+        }
+        server.kill_9();
+        writer.await.expect("writer");
+        while let Some(outcome) = rx.recv().await {
+            acked += 1;
+            record(outcome, &mut present);
+        }
+        operations += acked;
+    }
+    // Enough operations that the change log was compacted into a snapshot on the way.
+    assert!(operations > 256, "{operations} operations");
+    let server = Server::start(BIN, &config).await;
+    for (id, public_key) in &present {
+        let (status, key) = server
+            .json(reqwest::Method::GET, &format!("/v1/crypto/keys/{id}"), None)
+            .await;
+        assert_eq!(
+            (status, &key["versions"][0]["public_key"]),
+            (200, &json!(public_key))
+        );
+    }
+    eprintln!(
+        "12 kills: {operations} key operations, {} keys present and {} deleted, all as acknowledged",
+        present.len(),
+        deleted.len()
+    );
+    assert!(server.terminate().success());
 }

@@ -229,6 +229,14 @@ async fn lists_services_recovers_a_panic_and_a_hang_and_readyz_follows_health() 
         stdout.contains("signature valid, binds this nonce") && stdout.contains("SIMULATION:"),
         "{stdout}"
     );
+    // Hardware required: the simulation's quote is refused, exit 1, saying why.
+    let out = server.client(&["attest", "--require-hardware"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("NOT verified: the quote comes from the simulation platform"),
+        "{stdout}"
+    );
 
     // Metrics carry the restart.
     let metrics = reqwest::get(format!("{}/metrics", server.base))
@@ -722,4 +730,121 @@ async fn saving_the_watched_configuration_file_applies_it() {
     assert_eq!(from_file["event"]["changed"], serde_json::json!(["vault"]));
     assert_eq!(vault(&server).await, (Some(6), Some(1)));
     assert!(server.terminate().success());
+}
+
+/// Issue #18: a core service past its restarts escalates (its default `on_exhausted`): the journal
+/// says so, `/livez` answers 503 with the reason so that a probe restarts the process, and after
+/// `escalation_grace` (its default, 10 s) `cloister run` exits with status 3 for its supervisor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_core_service_past_its_restarts_escalates_and_the_process_exits_3() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path(), "");
+    let text = std::fs::read_to_string(&config).expect("config").replace(
+        "backoff_initial = \"50ms\"",
+        "backoff_initial = \"50ms\"\nmax_restarts = 1",
+    );
+    std::fs::write(&config, text).expect("write config");
+    let server = Server::start(&config);
+    let ready = server
+        .wait_event(0, |e| {
+            e["event"]["kind"] == "runtime_health" && e["event"]["level"] == "ready"
+        })
+        .await;
+    let since = ready["seq"].as_u64().expect("seq");
+    let livez = |base: String| async move {
+        let r = reqwest::get(format!("{base}/livez")).await.expect("livez");
+        (r.status().as_u16(), r.json::<Value>().await.expect("json"))
+    };
+    assert_eq!(livez(server.base.clone()).await.0, 200);
+
+    // The first panic is within its one restart; the second is past it.
+    let (status, _) = server
+        .post("/v1/services/vault/faults", Some(r#"{"kind":"panic"}"#))
+        .await;
+    assert_eq!(status, 202);
+    server.wait_event(since, is("vault", "up")).await;
+    let (status, _) = server
+        .post("/v1/services/vault/faults", Some(r#"{"kind":"panic"}"#))
+        .await;
+    assert_eq!(status, 202);
+    let escalated = server.wait_event(since, is("vault", "escalated")).await;
+    let reason = escalated["event"]["reason"].as_str().expect("reason");
+    assert!(reason.contains("vault"), "{escalated}");
+
+    let (status, body) = livez(server.base.clone()).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "escalated", "{body}");
+    assert_eq!(body["reason"], reason, "{body}");
+
+    let server = server.0;
+    let exit = tokio::task::spawn_blocking(move || server.wait())
+        .await
+        .expect("wait");
+    assert_eq!(exit.code(), Some(3), "{exit:?}");
+}
+
+/// docs/api.md, "Deadlines": with storage hung by fault injection, a request whose deadline
+/// (`x-cloister-deadline-ms`) runs out first is answered 503 `service.timeout` naming storage,
+/// retryable with `Retry-After`; the hang is journaled, storage is restarted and serves again. No
+/// time is measured: the request returning with that answer is the point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_service_answers_503_naming_it_within_the_requests_deadline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&write_config(dir.path(), ""));
+    let ready = server
+        .wait_event(0, |e| {
+            e["event"]["kind"] == "runtime_health" && e["event"]["level"] == "ready"
+        })
+        .await;
+    let since = ready["seq"].as_u64().expect("seq");
+
+    let (status, _) = server
+        .post("/v1/services/storage/faults", Some(r#"{"kind":"hang"}"#))
+        .await;
+    assert_eq!(status, 202);
+    let response = server
+        .http
+        .get(format!("{}/v1/storage/some-key", server.base))
+        .bearer_auth(TOKEN)
+        .header("x-cloister-deadline-ms", "1000")
+        .send()
+        .await
+        .expect("an answer, not a hang");
+    assert_eq!(response.status().as_u16(), 503);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "service.timeout", "{body}");
+    assert_eq!(body["error"]["retryable"], true, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("storage")),
+        "{body}"
+    );
+
+    // A bad header is refused before anything is asked.
+    let response = server
+        .http
+        .get(format!("{}/v1/storage/some-key", server.base))
+        .bearer_auth(TOKEN)
+        .header("x-cloister-deadline-ms", "soon")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status().as_u16(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "request.invalid_deadline", "{body}");
+
+    let exited = server.wait_event(since, is("storage", "exited")).await;
+    assert_eq!(exited["event"]["outcome"]["outcome"], "hung", "{exited}");
+    let exited_at = exited["seq"].as_u64().expect("seq");
+    server.wait_event(exited_at, is("storage", "up")).await;
+    let (status, _) = server.0.get("some-key").await;
+    assert_eq!(status, 404, "storage serves again");
 }

@@ -1,8 +1,9 @@
 //! The oracle and the ai service through the real binary: two sources on loopback, a signed report
 //! that an independent implementation (Python's cryptography, from the documented encoding)
-//! verifies, `cloister oracle verify` with the key's quote, a forged report refused by both; an ONNX
-//! model and a trained model that match onnxruntime and scikit-learn; and after a restart, the same
-//! oracle key and both models, still answering the same.
+//! verifies, `cloister oracle verify` with the key's quote and each value's provenance (JSONPath, or
+//! a script's hash), a script refused to a token without `computation:run`, a forged report
+//! refused by both; an ONNX model and a trained model that match onnxruntime and scikit-learn; and
+//! after a restart, the same oracle key and both models, still answering the same.
 
 const BIN: &str = env!("CARGO_BIN_EXE_cloister");
 
@@ -156,6 +157,69 @@ async fn oracle_reports_verify_independently_and_models_survive_a_restart() {
     assert!(ok, "{text}");
     assert!(text.contains("SIMULATION"), "{text}");
     assert!(text.contains("12.5 (2 of 2 sources agree)"), "{text}");
+    // Which value came from a script, and which script: its hash, signed with the rest.
+    let sources = &report["report"]["sources"];
+    let script_hash = sources[1]["script_sha256"].as_str().expect("a script hash");
+    assert_eq!(script_hash.len(), 64, "{}", sources[1]);
+    assert_eq!(sources[0]["script_sha256"], Value::Null, "{}", sources[0]);
+    // The independent verifier checked the mark against the script in the payload.
+    assert_eq!(answer["scripts"], json!([null, script_hash]), "{answer}");
+    assert!(text.contains("from:    JSONPath $.price"), "{text}");
+    assert!(
+        text.contains(&format!("from:    script sha256 {script_hash}")),
+        "{text}"
+    );
+    let body_hash = sources[1]["body_sha256"].as_str().expect("a body hash");
+    assert!(
+        text.contains(&format!("body:    sha256 {body_hash}")),
+        "{text}"
+    );
+
+    // A token with the oracle scope alone may ask by JSONPath, not run a script.
+    let account = created["account"]["id"]
+        .as_str()
+        .expect("the account's id")
+        .to_owned();
+    let (status, issued) = server
+        .json(
+            Method::POST,
+            &format!("/v1/accounts/{account}/tokens"),
+            Some(json!({ "name": "oracle only", "scopes": ["oracle"] })),
+        )
+        .await;
+    assert_eq!(status, 201, "{issued}");
+    let oracle_only = issued["secret"].as_str().expect("secret").to_owned();
+    let (status, refused) = server
+        .json_as(
+            &oracle_only,
+            Method::POST,
+            "/v1/oracle/requests",
+            Some(json!({
+                "sources": [{ "url": b, "extract": { "script": "return 1" } }],
+                "aggregation": { "method": "mode" },
+            })),
+        )
+        .await;
+    assert_eq!(status, 403, "{refused}");
+    assert_eq!(refused["error"]["code"], "auth.scope", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("computation:run")),
+        "{refused}"
+    );
+    let (status, answer) = server
+        .json_as(
+            &oracle_only,
+            Method::POST,
+            "/v1/oracle/requests",
+            Some(json!({
+                "sources": [{ "url": a, "extract": { "json_path": "$.price" } }],
+                "aggregation": { "method": "median" },
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
 
     // A report whose payload was changed is refused by both.
     let mut forged = report.clone();

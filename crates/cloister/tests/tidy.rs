@@ -94,7 +94,7 @@ const ALLOWED: [(&str, &[&str]); 14] = [
     ("enclave", &[]),
     ("wire", &["runtime", "enclave"]),
     ("sdk", &["runtime", "enclave", "wire"]),
-    ("crypto", &["runtime", "enclave"]),
+    ("crypto", &["runtime", "enclave", "wire"]),
     ("storage", &["runtime", "enclave", "crypto"]),
     ("account", &["runtime", "crypto", "storage"]),
     ("computation", &["runtime", "crypto", "storage", "wire"]),
@@ -102,7 +102,7 @@ const ALLOWED: [(&str, &[&str]); 14] = [
         "oracle",
         &["runtime", "enclave", "crypto", "computation", "wire"],
     ),
-    ("ai", &["runtime", "storage"]),
+    ("ai", &["runtime", "storage", "wire"]),
     (
         "api",
         &[

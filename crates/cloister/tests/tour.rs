@@ -54,6 +54,20 @@ const SKIPS: &[(&str, &str)] = &[
     ("alias cloister=", "PATH names the binary"),
     // Runs until interrupted; the test follows the journal the same way to wait for readiness.
     ("cloister events --follow", "runs forever"),
+    // The hardware quote block: it needs a quote from an SGX machine and a PCCS to fetch its
+    // collateral. `tests/quote.rs` runs both commands on a recorded real quote and a fake PCCS.
+    (
+        "cloister quote collateral quote.bin",
+        "needs a hardware quote and a PCCS (tests/quote.rs)",
+    ),
+    (
+        "cloister quote verify quote.bin",
+        "needs a hardware quote (tests/quote.rs)",
+    ),
+    (
+        "cloister attest --collateral",
+        "needs a hardware runtime (tests/quote.rs)",
+    ),
 ];
 
 /// Commands the README says fail, with their exit status. None in the tour today.

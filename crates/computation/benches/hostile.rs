@@ -63,6 +63,8 @@ fn main() {
                     owner: "mallory".into(),
                     signing_key: None,
                     grants: computation::Grants::ALL,
+                    allowance: None,
+                    capabilities: computation::Capabilities::Account,
                 },
                 program,
                 reply,

@@ -71,6 +71,8 @@ fn bench(c: &mut Criterion) {
                         owner: "bench".into(),
                         signing_key: None,
                         grants: computation::Grants::ALL,
+                        allowance: None,
+                        capabilities: computation::Capabilities::Account,
                     },
                     program: Program {
                         code: code.into(),

@@ -1,7 +1,8 @@
 //! The capability API a script sees: `kv` (the caller's storage namespace), `crypto` (signing with
 //! the caller's keys, hashing, randomness), `console` (captured, bounded), plus `Math.random` and, in
 //! deterministic mode, a fixed clock. Installed into each fresh context before the script runs, then
-//! frozen, so nothing a script does to them outlives its run.
+//! frozen, so nothing a script does to them outlives its run. A run without capabilities
+//! ([`crate::Capabilities::None`]) gets `console` only; reading `kv` or `crypto` stops it.
 //!
 //! Capability calls block the worker thread on the service's async handles
 //! (`tokio::runtime::Handle::block_on`) with the run's own deadline as the bus deadline, so a hung
@@ -16,6 +17,7 @@ use std::time::Instant;
 use base64::Engine as _;
 use rquickjs::function::{Opt, Rest};
 use rquickjs::{Ctx, Exception, Function, Object, Value};
+use runtime::rate::Allowance;
 use sha2::{Digest, Sha256};
 
 use crate::outcome::{ConsoleLine, Level};
@@ -36,6 +38,13 @@ pub(crate) enum Stop {
     TimedOut,
     Cancelled,
     ConsoleLimit,
+    /// The heap ran out where the script could not see it: in a promise job that failed, or in a
+    /// reaction whose rejection no handler awaited (see `sandbox::exhausted`).
+    MemoryLimit,
+    /// The stack ran out in a promise job that failed with nothing to catch it.
+    StackOverflow,
+    /// A run without capabilities read this global.
+    Refused(&'static str),
 }
 
 /// What the host lends one run: its caller, deadline, console and randomness. Lives on the worker
@@ -44,6 +53,8 @@ pub(crate) struct Host {
     pub(crate) owner: String,
     pub(crate) signing_key: Option<String>,
     pub(crate) grants: crate::Grants,
+    allowance: Option<Allowance>,
+    capabilities: crate::Capabilities,
     pub(crate) deadline: Instant,
     /// The run's cancel flag: a capability call checks it too, since a script that spends its
     /// time in capability calls reaches the interrupt handler's poll only rarely.
@@ -77,6 +88,8 @@ impl Host {
             owner: run.owner.clone(),
             signing_key: run.signing_key.clone(),
             grants: run.grants,
+            allowance: run.allowance.clone(),
+            capabilities: run.capabilities,
             deadline,
             cancel: run.cancel.clone(),
             deps: run.deps.clone(),
@@ -195,12 +208,73 @@ fn define_frozen<'js>(
 
 /// Installs the capability API into `ctx` for the run `host` describes.
 pub(crate) fn install<'js>(ctx: &Ctx<'js>, host: &Rc<Host>) -> rquickjs::Result<()> {
+    if host.capabilities == crate::Capabilities::None {
+        refuse_account(ctx, host, "kv")?;
+        refuse_account(ctx, host, "crypto")?;
+    } else {
+        install_account(ctx, host)?;
+    }
+    let console = Object::new(ctx.clone())?;
+    for (name, level) in [
+        ("log", Level::Log),
+        ("info", Level::Info),
+        ("warn", Level::Warn),
+        ("error", Level::Error),
+        ("debug", Level::Debug),
+    ] {
+        let h = host.clone();
+        console.set(
+            name,
+            named(ctx, name, move |ctx: Ctx<'js>, args: Rest<Value<'js>>| {
+                console_write(&h, &ctx, level, args.0)
+            })?,
+        )?;
+    }
+
+    let h = host.clone();
+    let random = named(ctx, "random", move || h.random.borrow_mut().next_f64())?;
+    let globals = ctx.globals();
+    let freeze: Function = globals.get::<_, Object>("Object")?.get("freeze")?;
+    define_frozen(ctx, &freeze, "console", console)?;
+    globals.get::<_, Object>("Math")?.set("random", random)?;
+    if host.deterministic {
+        let fix_clock: Function = ctx.eval(FIX_CLOCK)?;
+        fix_clock.call::<_, ()>((DETERMINISTIC_NOW_MS as f64,))?;
+    }
+    Ok(())
+}
+
+/// In a run without capabilities, `name` is a read-only global whose getter stops the run: the
+/// script is told (it throws), and the interrupt handler ends the run at its next poll whatever
+/// the script does with the exception. Nothing of the account's is behind it.
+fn refuse_account<'js>(
+    ctx: &Ctx<'js>,
+    host: &Rc<Host>,
+    name: &'static str,
+) -> rquickjs::Result<()> {
+    let h = host.clone();
+    let getter = move |ctx: Ctx<'js>| -> rquickjs::Result<()> {
+        if h.stop.get().is_none() {
+            h.stop.set(Some(Stop::Refused(name)));
+        }
+        Err(Exception::throw_reference(
+            &ctx,
+            &format!("{name} is not available: this run has no capabilities"),
+        ))
+    };
+    // No flags: not enumerable, not configurable, so the script cannot redefine it.
+    ctx.globals()
+        .prop(name, rquickjs::object::Accessor::new_get(getter))
+}
+
+/// `kv` and `crypto`, acting for the run's owner.
+fn install_account<'js>(ctx: &Ctx<'js>, host: &Rc<Host>) -> rquickjs::Result<()> {
     let kv = Object::new(ctx.clone())?;
     let h = host.clone();
     kv.set(
         "get",
         named(ctx, "get", move |ctx: Ctx<'js>, key: Opt<Value<'js>>| {
-            granted(&ctx, h.grants.kv_get, "kv.get", "storage:get")?;
+            granted(&h, &ctx, h.grants.kv_get, "kv.get", "storage:get")?;
             kv_get(&h, &ctx, key.0)
         })?,
     )?;
@@ -211,7 +285,7 @@ pub(crate) fn install<'js>(ctx: &Ctx<'js>, host: &Rc<Host>) -> rquickjs::Result<
             ctx,
             "put",
             move |ctx: Ctx<'js>, key: Opt<Value<'js>>, value: Opt<Value<'js>>| {
-                granted(&ctx, h.grants.kv_put, "kv.put", "storage:put")?;
+                granted(&h, &ctx, h.grants.kv_put, "kv.put", "storage:put")?;
                 kv_put(&h, &ctx, key.0, value.0)
             },
         )?,
@@ -220,7 +294,7 @@ pub(crate) fn install<'js>(ctx: &Ctx<'js>, host: &Rc<Host>) -> rquickjs::Result<
     kv.set(
         "delete",
         named(ctx, "delete", move |ctx: Ctx<'js>, key: Opt<Value<'js>>| {
-            granted(&ctx, h.grants.kv_delete, "kv.delete", "storage:delete")?;
+            granted(&h, &ctx, h.grants.kv_delete, "kv.delete", "storage:delete")?;
             kv_delete(&h, &ctx, key.0)
         })?,
     )?;
@@ -231,7 +305,7 @@ pub(crate) fn install<'js>(ctx: &Ctx<'js>, host: &Rc<Host>) -> rquickjs::Result<
             ctx,
             "list",
             move |ctx: Ctx<'js>, prefix: Opt<Value<'js>>| {
-                granted(&ctx, h.grants.kv_list, "kv.list", "storage:list")?;
+                granted(&h, &ctx, h.grants.kv_list, "kv.list", "storage:list")?;
                 kv_list(&h, &ctx, prefix.0)
             },
         )?,
@@ -245,7 +319,7 @@ pub(crate) fn install<'js>(ctx: &Ctx<'js>, host: &Rc<Host>) -> rquickjs::Result<
             ctx,
             "sign",
             move |ctx: Ctx<'js>, message: Opt<Value<'js>>, key: Opt<Value<'js>>| {
-                granted(&ctx, h.grants.sign, "crypto.sign", "crypto:sign")?;
+                granted(&h, &ctx, h.grants.sign, "crypto.sign", "crypto:sign")?;
                 sign(&h, &ctx, message.0, key.0)
             },
         )?,
@@ -260,7 +334,7 @@ pub(crate) fn install<'js>(ctx: &Ctx<'js>, host: &Rc<Host>) -> rquickjs::Result<
                   message: Opt<Value<'js>>,
                   signature: Opt<Value<'js>>,
                   key: Opt<Value<'js>>| {
-                granted(&ctx, h.grants.verify, "crypto.verify", "crypto:verify")?;
+                granted(&h, &ctx, h.grants.verify, "crypto.verify", "crypto:verify")?;
                 verify(&h, &ctx, message.0, signature.0, key.0)
             },
         )?,
@@ -288,49 +362,38 @@ pub(crate) fn install<'js>(ctx: &Ctx<'js>, host: &Rc<Host>) -> rquickjs::Result<
         )?,
     )?;
 
-    let console = Object::new(ctx.clone())?;
-    for (name, level) in [
-        ("log", Level::Log),
-        ("info", Level::Info),
-        ("warn", Level::Warn),
-        ("error", Level::Error),
-        ("debug", Level::Debug),
-    ] {
-        let h = host.clone();
-        console.set(
-            name,
-            named(ctx, name, move |ctx: Ctx<'js>, args: Rest<Value<'js>>| {
-                console_write(&h, &ctx, level, args.0)
-            })?,
-        )?;
-    }
-
-    let h = host.clone();
-    let random = named(ctx, "random", move || h.random.borrow_mut().next_f64())?;
-    let globals = ctx.globals();
-    let freeze: Function = globals.get::<_, Object>("Object")?.get("freeze")?;
+    let freeze: Function = ctx.globals().get::<_, Object>("Object")?.get("freeze")?;
     define_frozen(ctx, &freeze, "kv", kv)?;
     define_frozen(ctx, &freeze, "crypto", crypto)?;
-    define_frozen(ctx, &freeze, "console", console)?;
-    globals.get::<_, Object>("Math")?.set("random", random)?;
-    if host.deterministic {
-        let fix_clock: Function = ctx.eval(FIX_CLOCK)?;
-        fix_clock.call::<_, ()>((DETERMINISTIC_NOW_MS as f64,))?;
-    }
     Ok(())
 }
 
-/// Throws unless the caller's token lets the script make this call.
-fn granted<'js>(ctx: &Ctx<'js>, allowed: bool, call: &str, scope: &str) -> rquickjs::Result<()> {
-    if allowed {
-        Ok(())
-    } else {
-        Err(Exception::throw_message(
+/// Throws unless the caller's token lets the script make this call, and the account's rate limit
+/// has a token for it (a call on the account's data counts as a request would).
+fn granted<'js>(
+    host: &Host,
+    ctx: &Ctx<'js>,
+    allowed: bool,
+    call: &str,
+    scope: &str,
+) -> rquickjs::Result<()> {
+    if !allowed {
+        return Err(Exception::throw_message(
             ctx,
             &format!(
                 "{call} needs the token scope {scope}, which the caller's token does not have"
             ),
-        ))
+        ));
+    }
+    match host.allowance.as_ref().map(Allowance::admit) {
+        Some(Err(wait)) => Err(Exception::throw_range(
+            ctx,
+            &format!(
+                "{call}: the account is over its rate limit (services.account.rate_per_second), which capability calls count against; retry in {} ms",
+                wait.as_millis().max(1)
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -10,6 +10,7 @@
 //! table. See `sandbox.rs` for the script convention.
 
 mod capabilities;
+mod fair;
 mod jobs;
 mod limits;
 mod outcome;
@@ -25,12 +26,13 @@ use runtime::{Reply, ServiceName};
 pub use capabilities::{DETERMINISTIC_NOW_MS, MAX_LIST_KEYS, MAX_RANDOM_BYTES};
 pub use jobs::{JobInfo, JobState};
 pub use limits::{
-    DEFAULT_CONSOLE_BYTES, DEFAULT_MEMORY_BYTES, DEFAULT_OUTPUT_BYTES, DEFAULT_STACK_BYTES,
-    DEFAULT_TIME_MS, LimitOverrides, Limits, MAX_ACTIVE_PER_ACCOUNT, MAX_ARGS_BYTES,
-    MAX_CODE_BYTES, MAX_CONSOLE_BYTES, MAX_FINISHED_JOBS, MAX_MEMORY_BYTES, MAX_OUTPUT_BYTES,
-    MAX_QUEUED_RUNS, MAX_STACK_BYTES, MAX_TIME_MS, TIME_CEILING_BOUND,
+    ACCOUNT_WORKER_SHARE, DEFAULT_CONSOLE_BYTES, DEFAULT_MEMORY_BYTES, DEFAULT_OUTPUT_BYTES,
+    DEFAULT_STACK_BYTES, DEFAULT_TIME_MS, LimitOverrides, Limits, MAX_ACTIVE_PER_ACCOUNT,
+    MAX_ARGS_BYTES, MAX_CODE_BYTES, MAX_CONSOLE_BYTES, MAX_FINISHED_JOBS, MAX_KEPT_BYTES,
+    MAX_KEPT_BYTES_PER_ACCOUNT, MAX_MEMORY_BYTES, MAX_OUTPUT_BYTES, MAX_QUEUED_RUNS,
+    MAX_STACK_BYTES, MAX_TIME_MS, TIME_CEILING_BOUND,
 };
-pub use outcome::{ConsoleLine, Ending, Level, Outcome};
+pub use outcome::{ConsoleLine, Ending, JsonText, Level, Outcome};
 pub use pool::PoolStats;
 pub use service::Computation;
 pub use wire::computation::Program;
@@ -124,6 +126,23 @@ pub struct Caller {
     pub signing_key: Option<String>,
     /// What the script's capabilities may do: no more than the caller's token may over HTTP.
     pub grants: Grants,
+    /// The account's rate limit: each capability call on its data (`kv.*`, `crypto.sign`,
+    /// `crypto.verify`) takes a token, as a request does. `None`: not limited (the admin).
+    pub allowance: Option<runtime::rate::Allowance>,
+    /// Whether the run gets the account's capabilities at all.
+    pub capabilities: Capabilities,
+}
+
+/// Whether a run may reach its owner's account: `kv` and `crypto` (each call as [`Grants`]
+/// allows), or nothing of the account's at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capabilities {
+    /// `kv`, `crypto` and `console`, acting for the owner.
+    Account,
+    /// `console` only. Reading the global `kv` or `crypto` stops the run there, with
+    /// [`Ending::CapabilityRefused`] naming it; the script cannot catch its way past. For runs that
+    /// must depend on their arguments alone (an oracle extraction script).
+    None,
 }
 
 /// Which capability calls a run may make, from the caller's token scopes (`storage:get` grants
@@ -147,6 +166,14 @@ impl Grants {
         kv_list: true,
         sign: true,
         verify: true,
+    };
+    pub const NONE: Grants = Grants {
+        kv_get: false,
+        kv_put: false,
+        kv_delete: false,
+        kv_list: false,
+        sign: false,
+        verify: false,
     };
 }
 

@@ -129,6 +129,33 @@ pub const MAX_QUEUED_RUNS: Setting<usize> = Setting::new(
     100_000,
     "runs waiting for a worker; beyond it requests are refused as busy",
 );
+/// What one account's finished jobs may keep (results and console output), in bytes; past it its
+/// oldest go (`max_kept_bytes_per_account`).
+pub const MAX_KEPT_BYTES_PER_ACCOUNT: Setting<u64> = Setting::new(
+    "max_kept_bytes_per_account",
+    64 * MIB,
+    MIB,
+    64 * 1024 * MIB,
+    "what one account's finished jobs may keep (results and console output), in bytes; past it its oldest go",
+);
+/// What every account's finished jobs may keep together, in bytes; past it the oldest of the
+/// account keeping the most go (`max_kept_bytes`).
+pub const MAX_KEPT_BYTES: Setting<u64> = Setting::new(
+    "max_kept_bytes",
+    256 * MIB,
+    MIB,
+    64 * 1024 * MIB,
+    "what every account's finished jobs may keep together, in bytes; past it the oldest of the account keeping the most go",
+);
+/// Percent of the workers one account's runs may hold at once, rounded up and at least one; its
+/// other runs wait while other accounts' runs take the free workers (`account_worker_share`).
+pub const ACCOUNT_WORKER_SHARE: Setting<u32> = Setting::new(
+    "account_worker_share",
+    50,
+    1,
+    100,
+    "percent of the workers one account's runs may hold at once (rounded up, at least one); its other runs wait while other accounts' runs take the free workers",
+);
 /// Runs and jobs one owner may have queued or running at once, so one account cannot fill the queue (`max_active_per_account`).
 pub const MAX_ACTIVE_PER_ACCOUNT: Setting<usize> = Setting::new(
     "max_active_per_account",
@@ -164,8 +191,11 @@ pub(crate) fn declare(spec: runtime::Spec) -> runtime::Spec {
         .setting(&MAX_CODE_BYTES)
         .setting(&MAX_ARGS_BYTES)
         .setting(&MAX_FINISHED_JOBS)
+        .setting(&MAX_KEPT_BYTES_PER_ACCOUNT)
+        .setting(&MAX_KEPT_BYTES)
         .setting(&MAX_ACTIVE_PER_ACCOUNT)
         .setting(&MAX_QUEUED_RUNS)
+        .setting(&ACCOUNT_WORKER_SHARE)
 }
 
 pub use wire::computation::{LimitOverrides, Limits};

@@ -1,7 +1,8 @@
 //! The bounded pool of worker threads that runs scripts, and its watchdog.
 //!
 //! Workers are plain threads (a script blocks its thread for the whole run), each taking one task at
-//! a time from a bounded queue. Every busy worker has a hard deadline, half its run's time limit
+//! a time from a bounded queue that accounts share fairly ([`crate::fair`]: they take turns, and
+//! none holds more than its share of the workers). Every busy worker has a hard deadline, half its run's time limit
 //! past the limit itself. QuickJS's interrupt handler stops ordinary scripts at the limit; a script
 //! stuck in a builtin that never polls for interrupts is the watchdog's: at the hard deadline it
 //! answers the caller with a timed-out outcome, marks the worker abandoned (it exits when its call
@@ -12,15 +13,14 @@
 //! watchdog exits once no worker is busy. Nothing joins them: an abandoned worker may be stuck for
 //! longer than anyone should wait.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use crate::Error;
+use crate::fair::{FairQueue, share};
 use crate::limits::{Limits, STACK_CEILING_BOUND, STACK_HEADROOM};
 use crate::outcome::{Ending, Outcome};
 use crate::run::Run;
@@ -54,25 +54,7 @@ impl std::fmt::Debug for Task {
     }
 }
 
-/// The pool's figures, for `Request::Pool`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct PoolStats {
-    /// The configured number of workers (`resources.cpu_cores`).
-    pub size: usize,
-    /// Workers that take work now (idle + busy); equals `size` unless a replacement failed to start.
-    pub live: usize,
-    pub idle: usize,
-    pub busy: usize,
-    /// Runs waiting for a worker.
-    pub queued: usize,
-    pub queue_capacity: usize,
-    /// Abandoned workers whose stuck call has not returned yet; they take no work.
-    pub abandoned_running: usize,
-    /// Workers started to replace abandoned ones, since the pool started.
-    pub replaced_total: u64,
-    /// Runs finished by a worker (not counting those the watchdog answered for).
-    pub completed_total: u64,
-}
+pub use wire::computation::PoolStats;
 
 /// The answer slot of a busy run: taken once, by whoever finishes first.
 type Answer = Arc<Mutex<Option<Finish>>>;
@@ -85,6 +67,7 @@ fn answer(slot: &Answer, result: Result<Outcome, Error>) {
 }
 
 struct Busy {
+    owner: String,
     started: Instant,
     hard_deadline: Instant,
     limits: Limits,
@@ -94,9 +77,11 @@ struct Busy {
 }
 
 struct State {
-    queue: VecDeque<Task>,
+    queue: FairQueue<Task>,
     queue_capacity: usize,
     size: usize,
+    /// Workers one account's runs may hold at once.
+    share: usize,
     /// Live workers by id: `None` idle, `Some` busy. Abandoned workers are not here.
     workers: BTreeMap<u64, Option<Busy>>,
     next_id: u64,
@@ -137,13 +122,18 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// Starts `size` workers and the watchdog.
-    pub(crate) fn start(size: usize, queue_capacity: usize) -> Result<Pool, Error> {
+    /// Starts `size` workers and the watchdog; one account may hold `share_percent` of them.
+    pub(crate) fn start(
+        size: usize,
+        queue_capacity: usize,
+        share_percent: u32,
+    ) -> Result<Pool, Error> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                queue: VecDeque::new(),
+                queue: FairQueue::default(),
                 queue_capacity,
                 size: size.max(1),
+                share: share(size.max(1), share_percent),
                 workers: BTreeMap::new(),
                 next_id: 0,
                 abandoned_running: 0,
@@ -175,7 +165,8 @@ impl Pool {
         if state.closed || state.queue.len() >= state.queue_capacity {
             return Err(Box::new(task));
         }
-        state.queue.push_back(task);
+        let owner = task.run.owner.clone();
+        state.queue.push(&owner, task);
         drop(state);
         self.shared.work.notify_one();
         Ok(())
@@ -190,11 +181,7 @@ impl Pool {
         // Still queued: it never runs; answered here, outside the lock. Decided under the lock, so
         // a run is either taken from the queue here or already held by a worker that will see the
         // flag.
-        let queued = state
-            .queue
-            .iter()
-            .position(|t| Arc::ptr_eq(&t.run.cancel, cancel))
-            .and_then(|i| state.queue.remove(i));
+        let queued = state.queue.take(|t| Arc::ptr_eq(&t.run.cancel, cancel));
         let grace = Instant::now() + CANCEL_GRACE;
         for busy in state.workers.values_mut().flatten() {
             if Arc::ptr_eq(&busy.cancel, cancel) && busy.hard_deadline > grace {
@@ -212,10 +199,12 @@ impl Pool {
         }
     }
 
-    /// Sets the number of workers and the queue bound; extra idle workers exit, missing ones start.
-    pub(crate) fn resize(&self, size: usize, queue_capacity: usize) {
+    /// Sets the number of workers, the queue bound and an account's share; extra idle workers
+    /// exit, missing ones start.
+    pub(crate) fn resize(&self, size: usize, queue_capacity: usize, share_percent: u32) {
         let mut state = self.shared.lock();
         state.size = size.max(1);
+        state.share = share(state.size, share_percent);
         state.queue_capacity = queue_capacity;
         while state.workers.len() < state.size {
             if let Err(e) = spawn_worker(&self.shared, &mut state) {
@@ -254,7 +243,7 @@ impl Drop for Pool {
             for busy in state.workers.values().flatten() {
                 busy.cancel.store(true, Ordering::Relaxed);
             }
-            std::mem::take(&mut state.queue)
+            state.queue.drain()
         };
         // Dropped outside the lock: dropping a task drops its reply.
         drop(queued);
@@ -292,7 +281,8 @@ fn run_worker(shared: &Shared, id: u64) {
             shared.watch.notify_one();
             return;
         }
-        let Some(task) = state.queue.pop_front() else {
+        let share = state.share;
+        let Some((owner, task)) = state.queue.pop(share) else {
             if fresh.is_none() && !prepare_failed {
                 drop(state);
                 fresh = sandbox::Fresh::new()
@@ -317,6 +307,7 @@ fn run_worker(shared: &Shared, id: u64) {
             drop(state);
             drop(finish);
             state = shared.lock();
+            state.queue.ended(&owner);
             continue;
         }
         if run.cancel.load(Ordering::Relaxed) {
@@ -327,6 +318,7 @@ fn run_worker(shared: &Shared, id: u64) {
                 run.deterministic,
             )));
             state = shared.lock();
+            state.queue.ended(&owner);
             continue;
         }
         let started = Instant::now();
@@ -335,6 +327,7 @@ fn run_worker(shared: &Shared, id: u64) {
         state.workers.insert(
             id,
             Some(Busy {
+                owner: owner.clone(),
                 started,
                 hard_deadline,
                 limits: run.limits,
@@ -364,6 +357,7 @@ fn run_worker(shared: &Shared, id: u64) {
             Some(busy) => {
                 *busy = None;
                 state.completed_total += 1;
+                state.queue.ended(&owner);
                 // The watchdog only needs to hear of a finished run when it is waiting to exit.
                 let closed = state.closed;
                 drop(state);
@@ -395,6 +389,9 @@ fn run_watchdog(shared: &Arc<Shared>) {
         for id in expired {
             if let Some(Some(busy)) = state.workers.remove(&id) {
                 state.abandoned_running += 1;
+                // Answered for here: the account's share is free again (the stuck thread is
+                // counted in `abandoned_running`, and bounded by MAX_ABANDONED).
+                state.queue.ended(&busy.owner);
                 abandoned.push(busy);
                 // Each stuck thread keeps its stack and heap until its builtin returns: past a
                 // bound the pool shrinks instead of growing without end.

@@ -13,6 +13,9 @@ pub(crate) struct Run {
     pub(crate) owner: String,
     pub(crate) signing_key: Option<String>,
     pub(crate) grants: crate::Grants,
+    /// The account's rate limit, which capability calls count against.
+    pub(crate) allowance: Option<runtime::rate::Allowance>,
+    pub(crate) capabilities: crate::Capabilities,
     pub(crate) code: String,
     pub(crate) args_json: String,
     pub(crate) deterministic: bool,

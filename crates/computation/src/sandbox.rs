@@ -5,7 +5,9 @@
 //! `await`, if it is a promise) is the result; a script without `return` has the result `null`.
 //! `args` is also a global. Once the returned promise settles, the job queue is drained (as Node
 //! does before it exits), so work a script left queued still runs and still counts against the
-//! limits. A fresh runtime per run: QuickJS does not give back memory held after an out-of-memory,
+//! limits: a job that runs out of memory or stack ends the run with that limit, even after the
+//! result settled, whether the job itself failed or its out-of-memory became a rejection that no
+//! handler awaits. A fresh runtime per run: QuickJS does not give back memory held after an out-of-memory,
 //! so a runtime is never reused.
 
 use std::rc::Rc;
@@ -18,7 +20,7 @@ use rquickjs::{
 
 use crate::Error;
 use crate::capabilities::{self, Host, Stop};
-use crate::outcome::{Ending, Outcome};
+use crate::outcome::{Ending, JsonText, Outcome};
 use crate::run::Run;
 
 /// The source line of the script's first line inside QuickJS's `AsyncFunction` wrapper.
@@ -82,13 +84,25 @@ pub(crate) fn execute(run: &Run, fresh: Option<Fresh>) -> Result<Outcome, Error>
         }
     };
     runtime.set_interrupt_handler(Some(Box::new(interrupt)));
+    {
+        // An out-of-memory in a promise reaction becomes the rejection of a promise no one may
+        // await: without this, a run that ran out of memory there would end `completed`.
+        let host = host.clone();
+        runtime.set_host_promise_rejection_tracker(Some(Box::new(
+            move |ctx: Ctx<'_>, _promise: Value<'_>, reason: Value<'_>, handled: bool| {
+                if !handled && host.stop.get().is_none() && is_out_of_memory(&ctx, &reason) {
+                    host.stop.set(Some(Stop::MemoryLimit));
+                }
+            },
+        )));
+    }
 
     let mut peak = 0u64;
     let mut sample = |runtime: &Runtime| {
         let used = runtime.memory_usage().malloc_size;
         peak = peak.max(u64::try_from(used).unwrap_or(0));
     };
-    let finish = |ending: Ending, result: serde_json::Value, peak: u64, host: &Host| Outcome {
+    let finish = |ending: Ending, result: JsonText, peak: u64, host: &Host| Outcome {
         ending,
         result,
         console: std::mem::take(&mut host.console.borrow_mut().lines),
@@ -102,12 +116,7 @@ pub(crate) fn execute(run: &Run, fresh: Option<Fresh>) -> Result<Outcome, Error>
         Ok(context) => context,
         // The context alone did not fit in the memory limit.
         Err(_) => {
-            return Ok(finish(
-                Ending::MemoryLimit,
-                serde_json::Value::Null,
-                0,
-                &host,
-            ));
+            return Ok(finish(Ending::MemoryLimit, JsonText::null(), 0, &host));
         }
     };
 
@@ -116,27 +125,25 @@ pub(crate) fn execute(run: &Run, fresh: Option<Fresh>) -> Result<Outcome, Error>
     sample(&runtime);
     let promise = match started_script {
         Started::Ended(ending) => {
-            return Ok(finish(ending, serde_json::Value::Null, peak, &host));
+            return Ok(finish(ending, JsonText::null(), peak, &host));
         }
         Started::Running(promise) => promise,
     };
 
     // Drain the job queue until it is empty (the promise has settled by then, or never will).
+    // Jobs run through the runtime, not `Ctx::execute_pending_job`: that one drops the exception
+    // of a job that failed, and with it an out-of-memory after the result had settled.
     let mut last_sample = Instant::now();
-    loop {
-        let more = context.with(|ctx| {
-            for _ in 0..JOBS_PER_BATCH {
-                if host.stop.get().is_some() {
-                    return false;
-                }
-                if !ctx.execute_pending_job() {
-                    return false;
-                }
+    'drain: loop {
+        for _ in 0..JOBS_PER_BATCH {
+            if host.stop.get().is_some() {
+                break 'drain;
             }
-            true
-        });
-        if !more {
-            break;
+            match runtime.execute_pending_job() {
+                Ok(true) => {}
+                Ok(false) => break 'drain,
+                Err(failed) => failed.0.with(|ctx| exhausted(&ctx, &host)),
+            }
         }
         if last_sample.elapsed() >= SAMPLE_EVERY {
             sample(&runtime);
@@ -222,74 +229,77 @@ fn settle<'js>(
     host: &Host,
     run: &Run,
     promise: rquickjs::Persistent<Promise<'static>>,
-) -> (Ending, serde_json::Value) {
+) -> (Ending, JsonText) {
     if let Some(stop) = host.stop.get() {
-        return (stopped(stop, host), serde_json::Value::Null);
+        return (stopped(stop, host), JsonText::null());
     }
     let promise = match promise.restore(ctx) {
         Ok(p) => p,
         Err(e) => {
             return (
                 internal(format!("restoring the script's promise: {e}")),
-                serde_json::Value::Null,
+                JsonText::null(),
             );
         }
     };
     match promise.state() {
-        PromiseState::Pending => (Ending::NeverSettled, serde_json::Value::Null),
+        PromiseState::Pending => (Ending::NeverSettled, JsonText::null()),
         PromiseState::Rejected => {
             let _ = promise.result::<Value>();
             let reason = ctx.catch();
-            (ending_of(ctx, host, reason, false), serde_json::Value::Null)
+            (ending_of(ctx, host, reason, false), JsonText::null())
         }
         PromiseState::Resolved => match promise.result::<Value>() {
-            Some(Ok(value)) => serialize(ctx, host, run, value),
+            // Serializing runs script code too (`toJSON`, getters): a stop it caused still counts.
+            Some(Ok(value)) => match (serialize(ctx, host, run, value), host.stop.get()) {
+                (_, Some(stop)) => (stopped(stop, host), JsonText::null()),
+                (settled, None) => settled,
+            },
             _ => {
                 let caught = ctx.catch();
-                (ending_of(ctx, host, caught, false), serde_json::Value::Null)
+                (ending_of(ctx, host, caught, false), JsonText::null())
             }
         },
     }
 }
 
 /// The result as JSON, within the output limit.
-fn serialize<'js>(
-    ctx: &Ctx<'js>,
-    host: &Host,
-    run: &Run,
-    value: Value<'js>,
-) -> (Ending, serde_json::Value) {
-    let null = serde_json::Value::Null;
+fn serialize<'js>(ctx: &Ctx<'js>, host: &Host, run: &Run, value: Value<'js>) -> (Ending, JsonText) {
     if value.is_undefined() {
-        return (Ending::Completed, null);
+        return (Ending::Completed, JsonText::null());
     }
     if value.is_function() || value.is_symbol() {
         return (
             Ending::NotSerializable {
                 message: format!("a {} has no JSON form", value.type_name()),
             },
-            null,
+            JsonText::null(),
         );
     }
     let json = match ctx.json_stringify(value) {
         Ok(Some(s)) => match s.to_string() {
             Ok(s) => s,
-            Err(e) => return (internal(format!("reading the result: {e}")), null),
+            Err(e) => {
+                return (
+                    internal(format!("reading the result: {e}")),
+                    JsonText::null(),
+                );
+            }
         },
-        Ok(None) => return (Ending::Completed, null),
+        Ok(None) => return (Ending::Completed, JsonText::null()),
         Err(_) => {
             let caught = ctx.catch();
             if let Some(stop) = host.stop.get() {
-                return (stopped(stop, host), null);
+                return (stopped(stop, host), JsonText::null());
             }
             return match ending_of(ctx, host, caught, false) {
                 Ending::Error { name, message, .. } => (
                     Ending::NotSerializable {
                         message: format!("{name}: {message}"),
                     },
-                    null,
+                    JsonText::null(),
                 ),
-                other => (other, null),
+                other => (other, JsonText::null()),
             };
         }
     };
@@ -300,18 +310,52 @@ fn serialize<'js>(
                 size,
                 limit: run.limits.output_bytes,
             },
-            null,
+            JsonText::null(),
         );
     }
-    match serde_json::from_str(&json) {
+    match JsonText::from_text(json) {
         Ok(value) => (Ending::Completed, value),
         Err(e) => (
             Ending::NotSerializable {
                 message: format!("the result's JSON does not parse back: {e}"),
             },
-            null,
+            JsonText::null(),
         ),
     }
+}
+
+/// A promise job failed (a `queueMicrotask` callback threw, or a reaction could not even reject
+/// its promise): its exception is taken from the context, and if it was a limit (memory, stack, or
+/// a stop already set) the run stops there. An ordinary error in a job does not end the run, as in
+/// a browser.
+fn exhausted<'js>(ctx: &Ctx<'js>, host: &Host) {
+    let thrown = ctx.catch();
+    let stop = match ending_of(ctx, host, thrown, false) {
+        Ending::MemoryLimit => Stop::MemoryLimit,
+        Ending::StackOverflow => Stop::StackOverflow,
+        _ => return,
+    };
+    if host.stop.get().is_none() {
+        host.stop.set(Some(stop));
+    }
+}
+
+/// Whether `reason` is QuickJS's out-of-memory error. Unlike a thrown `null` (see [`ending_of`]),
+/// a rejection with `null` is not taken for one: `Promise.reject(null)` is ordinary script.
+fn is_out_of_memory<'js>(ctx: &Ctx<'js>, reason: &Value<'js>) -> bool {
+    let Some(object) = reason.as_object().filter(|_| reason.is_error()) else {
+        return false;
+    };
+    let read = |key: &str| match object.get::<_, Option<String>>(key) {
+        Ok(v) => v,
+        Err(_) => {
+            // A getter that threw: its exception must not stay pending inside the rejection.
+            let _ = ctx.catch();
+            None
+        }
+    };
+    read("message").as_deref() == Some("out of memory")
+        && read("name").as_deref() == Some("InternalError")
 }
 
 fn internal(message: String) -> Ending {
@@ -328,8 +372,13 @@ fn stopped(stop: Stop, host: &Host) -> Ending {
     match stop {
         Stop::TimedOut => Ending::TimedOut { abandoned: false },
         Stop::Cancelled => Ending::Cancelled { abandoned: false },
+        Stop::MemoryLimit => Ending::MemoryLimit,
+        Stop::StackOverflow => Ending::StackOverflow,
         Stop::ConsoleLimit => Ending::ConsoleLimit {
             limit: host.console.borrow().limit(),
+        },
+        Stop::Refused(capability) => Ending::CapabilityRefused {
+            capability: capability.into(),
         },
     }
 }

@@ -5,17 +5,18 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use runtime::jobs::{Cancel, Table};
+use runtime::jobs::{Cancel, KeepBytes, Table};
 use runtime::{Context, Kind, Priority, Reply, Service, ServiceError, Spec};
 use tokio::task::JoinSet;
 
-use crate::jobs::JobInfo;
+use crate::jobs::{self, JobInfo};
 use crate::limits::{self, Ceilings, Policy};
 use crate::pool::{Pool, Task};
 use crate::run::{Deps, Run};
 use crate::{
-    CALL_TIMEOUT, Caller, Error, MAX_ACTIVE_PER_ACCOUNT, MAX_ARGS_BYTES, MAX_CODE_BYTES,
-    MAX_FINISHED_JOBS, MAX_QUEUED_RUNS, NAME, Outcome, Program, Request,
+    ACCOUNT_WORKER_SHARE, CALL_TIMEOUT, Caller, Error, MAX_ACTIVE_PER_ACCOUNT, MAX_ARGS_BYTES,
+    MAX_CODE_BYTES, MAX_FINISHED_JOBS, MAX_KEPT_BYTES, MAX_KEPT_BYTES_PER_ACCOUNT, MAX_QUEUED_RUNS,
+    NAME, Outcome, Program, Request,
 };
 
 /// The recipe: the handles capability calls go through.
@@ -84,9 +85,11 @@ impl Service for Computation {
         let spec = cx.spec();
         let ceilings = Ceilings::of(&spec);
         let mut settings = Settings::of(&spec, ceilings);
-        let pool = Pool::start(settings.workers, settings.queue)
+        let pool = Pool::start(settings.workers, settings.queue, settings.share)
             .map_err(|e| ServiceError::new(e.to_string()))?;
         let (events, mut reports) = tokio::sync::mpsc::unbounded_channel();
+        let mut jobs = Table::new("job", settings.keep_finished);
+        jobs.set_keep_bytes(settings.keep_bytes);
         let mut state = State {
             deps: Deps {
                 crypto: self.crypto.clone(),
@@ -94,7 +97,7 @@ impl Service for Computation {
                 tokio: tokio::runtime::Handle::current(),
             },
             pool,
-            jobs: Table::new("job", settings.keep_finished),
+            jobs,
             waits: JoinSet::new(),
             events,
             active: std::collections::HashMap::new(),
@@ -109,8 +112,9 @@ impl Service for Computation {
                     if cx.spec_changes().has_changed().unwrap_or(false) {
                         let spec = cx.spec_changes().borrow_and_update().clone();
                         settings = Settings::of(&spec, ceilings);
-                        state.pool.resize(settings.workers, settings.queue);
+                        state.pool.resize(settings.workers, settings.queue, settings.share);
                         state.jobs.set_keep_finished(settings.keep_finished);
+                        state.jobs.set_keep_bytes(settings.keep_bytes);
                     }
                     state.handle(request, &settings);
                 }
@@ -128,7 +132,10 @@ struct Settings {
     policy: Policy,
     workers: usize,
     queue: usize,
+    /// Percent of the workers one account may hold.
+    share: u32,
     keep_finished: usize,
+    keep_bytes: KeepBytes,
     active_per_owner: usize,
 }
 
@@ -138,7 +145,13 @@ impl Settings {
             policy: Policy::new(spec, ceilings),
             workers: usize::from(spec.resources.cpu_cores.max(1)),
             queue: spec.get(&MAX_QUEUED_RUNS),
+            share: spec.get(&ACCOUNT_WORKER_SHARE),
             keep_finished: spec.get(&MAX_FINISHED_JOBS),
+            keep_bytes: KeepBytes {
+                per_owner: usize::try_from(spec.get(&MAX_KEPT_BYTES_PER_ACCOUNT))
+                    .unwrap_or(usize::MAX),
+                total: usize::try_from(spec.get(&MAX_KEPT_BYTES)).unwrap_or(usize::MAX),
+            },
             active_per_owner: spec.get(&MAX_ACTIVE_PER_ACCOUNT),
         }
     }
@@ -230,7 +243,7 @@ impl State {
                     Ok(run) => run,
                     Err(e) => return reply.send(Err(e)),
                 };
-                let job = self.jobs.submit(&owner, JobInfo::pending);
+                let job = self.jobs.submit(&owner, jobs::pending);
                 let (id, flag) = (job.id, job.cancel);
                 run.cancel = flag.clone();
                 let started = {
@@ -310,9 +323,10 @@ impl State {
 
     fn report(&mut self, report: Report) {
         match report {
-            Report::Started { owner, id } => self.jobs.update(&owner, &id, JobInfo::start),
+            Report::Started { owner, id } => self.jobs.update(&owner, &id, jobs::start),
             Report::Finished { owner, id, result } => {
-                self.jobs.update(&owner, &id, |job| job.finish(*result));
+                self.jobs
+                    .update(&owner, &id, |job| jobs::finish(job, *result));
                 self.ended(&owner);
             }
             Report::RunEnded { owner } => self.ended(&owner),
@@ -383,6 +397,8 @@ impl State {
             owner: caller.owner,
             signing_key: caller.signing_key,
             grants: caller.grants,
+            allowance: caller.allowance,
+            capabilities: caller.capabilities,
             code: program.code,
             args_json,
             deterministic: program.deterministic,

@@ -11,7 +11,10 @@ mod corpus;
 
 use common::{caller, program, start};
 use computation::{Ending, Error, LimitOverrides, Program};
-use corpus::{CONSOLE, MEMORY, OUTPUT, PROBE, STUCK_IN_A_BUILTIN, TIME_MS, ends_as, limits};
+use corpus::{
+    CONSOLE, FINALIZER_BOMB, FINALIZER_PROBE, MEMORY, OUTPUT, PROBE, STUCK_IN_A_BUILTIN, TIME_MS,
+    ends_as, limits,
+};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,7 +141,8 @@ async fn hostile_scripts_end_with_a_typed_ending_and_leave_nothing_behind() {
 /// given up and replaced, and the pool serves on at full size.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watchdog_replaces_a_worker_stuck_in_a_builtin() {
-    let f = start(|_| {}).await;
+    // One account may hold every worker here, so the two runs below can run at once.
+    let f = start(|spec| spec.set(&computation::ACCOUNT_WORKER_SHARE, 100)).await;
     let before = f.pool().await;
     assert_eq!((before.size, before.live, before.replaced_total), (2, 2, 0));
     let stuck = Program {
@@ -188,7 +192,62 @@ async fn the_watchdog_replaces_a_worker_stuck_in_a_builtin() {
     f.rt.shutdown().await;
 }
 
+/// Promise (issue #18 item 6): a script whose memory runs out in promise jobs after its result has
+/// settled ends `memory_limit`, not `completed` with the result it returned; so does one whose
+/// finalizers exhaust the heap (where QuickJS runs finalizers within a run). After each, the same
+/// pool serves a trivial run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_exhausted_after_the_result_settled_ends_the_run_as_memory_limit() {
+    let f = start(|_| {}).await;
+    let me = caller("mallory");
+    let limited = |code: &str| Program {
+        limits: LimitOverrides {
+            memory_bytes: Some(32 << 20),
+            time_ms: Some(10_000),
+            ..Default::default()
+        },
+        ..program(code)
+    };
+    // A chain of promises that each return a new promise, each holding a little more memory.
+    let chain = "const grow = (keep) => new Promise((resolve) => resolve(keep))
+                   .then((k) => grow([k, new Array(10000).fill(0)]));
+                 grow(null);
+                 return 'settled';";
+    let outcome = f
+        .run_as(me.clone(), limited(chain))
+        .await
+        .expect("an outcome");
+    assert_eq!(outcome.ending, Ending::MemoryLimit, "{outcome:?}");
+    assert_eq!(outcome.ending.code(), "memory_limit");
+    assert_eq!(outcome.result.value(), json!(null));
+    assert_eq!(
+        completed_value(&f.run("mallory", "return 1 + 1").await),
+        json!(2)
+    );
+
+    // Finalizers: if QuickJS runs them within a run, a finalizer bomb ends at the memory limit;
+    // if it does not, the probe says so and the bomb's result stands.
+    let runs_finalizers = completed_value(&f.run("mallory", FINALIZER_PROBE).await);
+    let bomb = f
+        .run_as(me.clone(), limited(FINALIZER_BOMB))
+        .await
+        .expect("an outcome");
+    if runs_finalizers == json!(true) {
+        assert_eq!(bomb.ending, Ending::MemoryLimit, "{bomb:?}");
+    } else {
+        assert_eq!(runs_finalizers, json!(false));
+        assert_eq!(completed_value(&bomb), json!("settled"));
+    }
+    assert_eq!(
+        completed_value(&f.run("mallory", "return 1 + 1").await),
+        json!(2)
+    );
+    let pool = f.pool().await;
+    assert_eq!((pool.size, pool.live, pool.busy), (2, 2, 0), "{pool:?}");
+    f.rt.shutdown().await;
+}
+
 fn completed_value(outcome: &computation::Outcome) -> serde_json::Value {
     assert_eq!(outcome.ending, Ending::Completed, "{outcome:?}");
-    outcome.result.clone()
+    outcome.result.value()
 }

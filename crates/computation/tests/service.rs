@@ -12,9 +12,9 @@ use serde_json::json;
 const ALICE: &str = "alice";
 const BOB: &str = "bob";
 
-fn completed(outcome: &computation::Outcome) -> &serde_json::Value {
+fn completed(outcome: &computation::Outcome) -> serde_json::Value {
     assert_eq!(outcome.ending, Ending::Completed, "{outcome:#?}");
-    &outcome.result
+    outcome.result.value()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,7 +32,7 @@ async fn args_in_result_out_with_console_and_limits() {
         .expect("run");
     assert_eq!(
         completed(&outcome),
-        &json!({"sum": 9, "echo": {"a": 2, "b": [3, 4]}})
+        json!({"sum": 9, "echo": {"a": 2, "b": [3, 4]}})
     );
     assert_eq!(outcome.console.len(), 1);
     assert_eq!(outcome.console[0].text, "sum of 2 [3,4]");
@@ -42,7 +42,7 @@ async fn args_in_result_out_with_console_and_limits() {
     assert!(!outcome.deterministic);
 
     // No return: null. A promise: its settled value. Await works at the top of the body.
-    assert_eq!(completed(&f.run(ALICE, "let x = 1;").await), &json!(null));
+    assert_eq!(completed(&f.run(ALICE, "let x = 1;").await), json!(null));
     assert_eq!(
         completed(
             &f.run(
@@ -51,7 +51,7 @@ async fn args_in_result_out_with_console_and_limits() {
             )
             .await
         ),
-        &json!(42)
+        json!(42)
     );
     // A thrown error with its position; a non-JSON result.
     let thrown = f.run(ALICE, "\n\n  null.x;").await;
@@ -143,13 +143,13 @@ async fn kv_round_trip_is_scoped_to_the_owner() {
         .await;
     assert_eq!(
         completed(&read),
-        &json!(["hello", null, ["g/2", "greeting"], ["g/2", "greeting"]])
+        json!(["hello", null, ["g/2", "greeting"], ["g/2", "greeting"]])
     );
     // Another owner sees nothing of it.
     let other = f
         .run(BOB, "return [kv.get('greeting'), kv.list('')];")
         .await;
-    assert_eq!(completed(&other), &json!([null, []]));
+    assert_eq!(completed(&other), json!([null, []]));
     // The values are in the owner's storage namespace, as UTF-8.
     let stored = f
         .storage
@@ -168,7 +168,7 @@ async fn kv_round_trip_is_scoped_to_the_owner() {
             "return [kv.delete('greeting'), kv.delete('greeting'), kv.get('greeting')];",
         )
         .await;
-    assert_eq!(completed(&deleted), &json!([true, false, null]));
+    assert_eq!(completed(&deleted), json!([true, false, null]));
     // Bad arguments are script errors that say what is expected.
     let bad = f.run(ALICE, "kv.put('k', 42);").await;
     match &bad.ending {
@@ -198,6 +198,8 @@ async fn crypto_signs_with_the_callers_keys_and_verifies() {
         owner: ALICE.into(),
         signing_key: Some(key.id.clone()),
         grants: computation::Grants::ALL,
+        allowance: None,
+        capabilities: computation::Capabilities::Account,
     };
     let outcome = f
         .run_as(
@@ -217,7 +219,7 @@ async fn crypto_signs_with_the_callers_keys_and_verifies() {
         .expect("run");
     assert_eq!(
         completed(&outcome),
-        &json!([
+        json!([
             true,
             true,
             false,
@@ -278,11 +280,14 @@ async fn deterministic_runs_repeat_and_others_do_not() {
     let (a, b) = (run(true).await, run(true).await);
     assert_eq!(completed(&a), completed(&b));
     assert!(a.deterministic);
-    assert_eq!(a.result[2], json!(computation::DETERMINISTIC_NOW_MS));
-    assert_eq!(a.result[3], json!("2000-01-01T00:00:00.000Z"));
+    assert_eq!(
+        a.result.value()[2],
+        json!(computation::DETERMINISTIC_NOW_MS)
+    );
+    assert_eq!(a.result.value()[3], json!("2000-01-01T00:00:00.000Z"));
     // The real clock is not reachable around the fixed one.
-    assert_eq!(a.result[6], json!("no clock"));
-    assert_eq!(a.result[7], json!(1_577_836_800_000u64));
+    assert_eq!(a.result.value()[6], json!("no clock"));
+    assert_eq!(a.result.value()[7], json!(1_577_836_800_000u64));
     // Other args, other randomness.
     let other_args = f
         .run_as(
@@ -295,11 +300,11 @@ async fn deterministic_runs_repeat_and_others_do_not() {
         )
         .await
         .expect("run");
-    assert_ne!(completed(&other_args)[0], a.result[0]);
+    assert_ne!(completed(&other_args)[0], a.result.value()[0]);
     let (c, d) = (run(false).await, run(false).await);
     assert_ne!(completed(&c)[0], completed(&d)[0]);
-    assert_ne!(c.result[4], d.result[4]);
-    assert_ne!(c.result[2], a.result[2]);
+    assert_ne!(c.result.value()[4], d.result.value()[4]);
+    assert_ne!(c.result.value()[2], a.result.value()[2]);
     f.rt.shutdown().await;
 }
 
@@ -387,7 +392,10 @@ async fn jobs_run_to_completion_and_are_private_to_their_owner() {
     assert!(matches!(job.state, JobState::Pending | JobState::Running));
     let done = f.wait(ALICE, &job.id).await.expect("wait");
     assert_eq!(done.state, JobState::Completed);
-    assert_eq!(done.outcome.as_ref().map(|o| &o.result), Some(&json!(42)));
+    assert_eq!(
+        done.outcome.as_ref().map(|o| o.result.value()),
+        Some(json!(42))
+    );
     assert!(done.started_ms.is_some() && done.finished_ms.is_some());
     assert_eq!(f.job(ALICE, &job.id).await, Ok(done.clone()));
     assert_eq!(f.jobs(ALICE).await, vec![done]);
@@ -415,7 +423,11 @@ async fn jobs_run_to_completion_and_are_private_to_their_owner() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_interrupts_a_running_loop_and_drops_a_pending_one() {
-    let (f, mut puts) = common::start_with_beacon(|_| {}).await;
+    // One account may hold every worker here (a single-tenant setting), so both loops run.
+    let (f, mut puts) = common::start_with_beacon(|spec| {
+        spec.set(&computation::ACCOUNT_WORKER_SHARE, 100);
+    })
+    .await;
     let long = LimitOverrides {
         time_ms: Some(20_000),
         ..Default::default()
@@ -457,7 +469,7 @@ async fn cancel_interrupts_a_running_loop_and_drops_a_pending_one() {
     // The workers are free again and serve the next run.
     assert_eq!(
         completed(&f.run(ALICE, "return 'next'").await),
-        &json!("next")
+        json!("next")
     );
     let pool = f.pool().await;
     assert_eq!((pool.size, pool.live, pool.busy), (2, 2, 0), "{pool:?}");
@@ -492,6 +504,147 @@ async fn finished_jobs_are_kept_up_to_the_bound_per_owner() {
     );
     // Another owner's jobs do not count against Alice's bound.
     assert_eq!(f.jobs(BOB).await.len(), 1);
+    f.rt.shutdown().await;
+}
+
+/// Attack (#14): three jobs returning large arrays used to take the process from 26 MB to 840 MB,
+/// each result kept as a tree of JSON values. A result is kept as its JSON text, and what an
+/// account's finished jobs keep is bounded: a flood of large results drops the flooder's own
+/// oldest, never another account's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_jobs_keep_their_results_within_the_byte_bounds() {
+    const MIB: u64 = 1 << 20;
+    let f = start(|spec| {
+        spec.set(&computation::MAX_KEPT_BYTES_PER_ACCOUNT, 2 * MIB);
+        spec.set(&computation::MAX_KEPT_BYTES, 3 * MIB);
+    })
+    .await;
+    // About 800 KB of JSON each: `[1,1,1,...]`.
+    let large = "return new Array(400000).fill(1);";
+    let bob = f.submit(BOB, program(large)).await;
+    let bob = f.wait(BOB, &bob.id).await.expect("wait");
+    assert_eq!(bob.state, JobState::Completed, "{:?}", bob.error);
+    let text = &bob.outcome.as_ref().expect("outcome").result;
+    assert_eq!(text.len(), 800_001, "kept as the script's JSON text");
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let job = f.submit(ALICE, program(large)).await;
+        let done = f.wait(ALICE, &job.id).await.expect("wait");
+        assert_eq!(done.state, JobState::Completed);
+        ids.push(job.id);
+    }
+    // Two of Alice's fit in her 2 MiB; with Bob's 800 KB the total (3 MiB) holds them too.
+    let kept: Vec<String> = f.jobs(ALICE).await.into_iter().map(|j| j.id).collect();
+    assert_eq!(kept, ids[4..].to_vec());
+    assert_eq!(
+        f.job(ALICE, &ids[0]).await,
+        Err(Error::NotFound(ids[0].clone()))
+    );
+    let bob_kept = f.job(BOB, &bob.id).await.expect("bob's job is kept");
+    assert_eq!(bob_kept.outcome.expect("outcome").result.len(), 800_001);
+    f.rt.shutdown().await;
+}
+
+/// Attack (#14): six looping jobs of one account used to hold both workers and the head of the
+/// queue, so another account's `return 1` waited a minute and failed. An account holds at most its
+/// share of the workers (one of two by default) and accounts take turns in the queue: Bob is
+/// served while Mallory's loops run, well before the first of them could end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_account_is_served_while_the_first_floods_the_pool() {
+    let (f, mut puts) = common::start_with_beacon(|_| {}).await;
+    let looping = Program {
+        limits: LimitOverrides {
+            time_ms: Some(25_000),
+            ..Default::default()
+        },
+        ..program("kv.put('loop', '1'); for (;;) {}")
+    };
+    let mut flood = Vec::new();
+    for _ in 0..6 {
+        flood.push(f.submit("mallory", looping.clone()).await);
+    }
+    puts.wait_for(|n| *n >= 1).await.expect("a loop started");
+    // Before any of the loops could end (25 s), Bob's run has its answer.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    let bob = f
+        .computation
+        .call_by(deadline, |reply| Request::Run {
+            caller: caller(BOB),
+            program: program("return 1"),
+            reply,
+        })
+        .await
+        .expect("answered before the deadline")
+        .expect("run");
+    assert_eq!(completed(&bob), json!(1));
+    // Mallory holds one worker; the other is free again, and her five other runs wait.
+    let pool = f.pool().await;
+    assert_eq!((pool.busy, pool.idle, pool.queued), (1, 1, 5), "{pool:?}");
+    let running: Vec<_> = f
+        .jobs("mallory")
+        .await
+        .into_iter()
+        .filter(|j| j.state == JobState::Running)
+        .collect();
+    assert_eq!(running.len(), 1, "{running:?}");
+    f.rt.shutdown().await;
+}
+
+/// Attack (#14): a script's capability calls were free, so one request could make thousands of
+/// storage and signing calls past the account's rate limit. Each call on the account's data takes
+/// a token from the account's bucket, as a request does: past the burst the call throws (a
+/// RangeError naming the limit), and the account's own next request finds the bucket empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capability_calls_count_against_the_accounts_rate_limit() {
+    use runtime::rate::{Allowance, Limiter, Rate};
+    let f = start(|_| {}).await;
+    let limiter = std::sync::Arc::new(Limiter::new(16));
+    // A slow refill: the burst is all the run can use.
+    let rate = Rate {
+        per_second: 0.001,
+        burst: 3.0,
+    };
+    let alice = Caller {
+        allowance: Some(Allowance::new(limiter.clone(), ALICE, rate)),
+        ..caller(ALICE)
+    };
+    let script = "const seen = []; \
+        for (let i = 0; i < 6; i++) { \
+            try { kv.get('k'); seen.push('ok'); } catch (e) { seen.push(e.name + ': ' + e.message); } \
+        } \
+        return seen;";
+    let outcome = f.run_as(alice, program(script)).await.expect("run");
+    let seen = completed(&outcome);
+    let seen: Vec<&str> = seen
+        .as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(seen[..3], ["ok", "ok", "ok"], "{seen:?}");
+    for refused in &seen[3..] {
+        assert!(
+            refused.starts_with("RangeError: kv.get: the account is over its rate limit")
+                && refused.contains("rate_per_second"),
+            "{refused}"
+        );
+    }
+    // The same bucket the account's requests use: empty now.
+    assert!(
+        limiter
+            .admit(ALICE, rate, std::time::Instant::now())
+            .is_err()
+    );
+    // Another account's bucket is its own.
+    let bob = Caller {
+        allowance: Some(Allowance::new(limiter.clone(), BOB, rate)),
+        ..caller(BOB)
+    };
+    let outcome = f
+        .run_as(bob, program("kv.get('k'); return 'served';"))
+        .await
+        .expect("run");
+    assert_eq!(completed(&outcome), json!("served"));
     f.rt.shutdown().await;
 }
 
@@ -546,6 +699,77 @@ async fn a_script_can_do_no_more_than_its_callers_token() {
     f.rt.shutdown().await;
 }
 
+/// A run without capabilities (an oracle extraction script) reaches nothing of its owner's: every
+/// way of reading `kv` or `crypto` (directly, by a computed name, under `try`, after an `await`,
+/// from `toJSON` while the result is serialized, after trying to delete it) ends the run as
+/// `capability_refused`, never with the value behind it. `console` is there, and deterministic
+/// mode fixes the clock and seeds `Math.random` as for any run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_without_capabilities_reaches_nothing_of_its_owner() {
+    let f = start(|_| {}).await;
+    let put = f
+        .run(ALICE, "kv.put('secret', 'alice-only'); return 1")
+        .await;
+    assert_eq!(completed(&put), json!(1));
+    let bare = Caller {
+        grants: computation::Grants::NONE,
+        capabilities: computation::Capabilities::None,
+        ..caller(ALICE)
+    };
+    for (code, capability) in [
+        ("return kv.get('secret')", "kv"),
+        (
+            "try { return kv.get('secret') } catch (e) { return 'caught' }",
+            "kv",
+        ),
+        (
+            "try { globalThis['k' + 'v'].get('secret') } catch (e) {} return 1",
+            "kv",
+        ),
+        (
+            "try { return crypto.sha256('a') } catch (e) { return 'caught' }",
+            "crypto",
+        ),
+        ("try { crypto.sign('m') } catch (e) {} return 2", "crypto"),
+        (
+            "await Promise.resolve(); try { kv.list('') } catch (e) {} return 3",
+            "kv",
+        ),
+        (
+            "return { toJSON() { try { kv.get('secret') } catch (e) {} return 4 } }",
+            "kv",
+        ),
+        ("delete globalThis.kv; return typeof kv", "kv"),
+    ] {
+        let outcome = f.run_as(bare.clone(), program(code)).await.expect("run");
+        assert_eq!(
+            outcome.ending,
+            Ending::CapabilityRefused {
+                capability: capability.into()
+            },
+            "{code}: {outcome:#?}"
+        );
+        assert_eq!(outcome.result.value(), serde_json::Value::Null, "{code}");
+        assert_eq!(outcome.ending.code(), "capability_refused");
+    }
+    let outcome = f
+        .run_as(
+            bare,
+            Program {
+                deterministic: true,
+                ..program("console.log('seen'); return [Date.now(), Math.random() < 1, typeof JSON.parse]")
+            },
+        )
+        .await
+        .expect("run");
+    assert_eq!(
+        completed(&outcome),
+        json!([computation::DETERMINISTIC_NOW_MS, true, "function"])
+    );
+    assert_eq!(outcome.console.len(), 1);
+    f.rt.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_account_cannot_take_the_whole_pool() {
     let f = start(|spec| {
@@ -567,10 +791,10 @@ async fn one_account_cannot_take_the_whole_pool() {
     assert_eq!(refused, Error::TooManyActive { active: 1 });
     assert!(refused.to_string().contains("max_active_per_account"));
     // Bob is not held up by alice.
-    assert_eq!(completed(&f.run("bob", "return 2").await), &json!(2));
+    assert_eq!(completed(&f.run("bob", "return 2").await), json!(2));
     let info = f.cancel(ALICE, &job.id).await.expect("cancel");
     assert_eq!(info.state, JobState::Cancelled);
-    assert_eq!(completed(&f.run(ALICE, "return 3").await), &json!(3));
+    assert_eq!(completed(&f.run(ALICE, "return 3").await), json!(3));
     f.rt.shutdown().await;
 }
 

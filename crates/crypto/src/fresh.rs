@@ -5,6 +5,12 @@
 //! [`enclave::fresh::judge`], shared with storage; an operator accepts a refused keystore with
 //! `cloister run --accept-keystore-rollback N`, N the generation found (0 for a keystore written
 //! before generations).
+//!
+//! The keystore is two files: the snapshot `keystore.sealed` and the change log `keystore.log`
+//! after it (`changes.rs`). A key operation appends one record to the log as the next
+//! generation; after [`COMPACT_AFTER`] records (or when the log cannot be appended to) the next
+//! generation is a whole snapshot instead, and the log is emptied. The generation judged is the
+//! last record's, so restoring either file, or both, to an older copy is refused here as before.
 
 use std::path::Path;
 
@@ -12,11 +18,16 @@ use enclave::fresh::{Stale, Verdict, judge};
 use enclave::{Counters, Platform};
 
 use crate::Error;
+use crate::changes::{self, Change, Log};
 use crate::keys::Key;
 use crate::keystore::Keystore;
 
 /// The freshness counter's name.
 const COUNTER: &str = "keystore";
+
+/// Records in the change log before the next change writes a snapshot instead: a key operation
+/// writes one key, and one in this many writes them all.
+pub(crate) const COMPACT_AFTER: usize = 256;
 
 /// Why the keystore on disk is not taken as the latest one; each names what was found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,6 +101,8 @@ pub(crate) enum Unsaved {
 #[derive(Debug)]
 pub(crate) struct Store {
     file: Keystore,
+    /// The change log after the snapshot; `None` until there is a snapshot to chain it to.
+    log: Option<Log>,
     counters: Counters,
     /// The generation on disk, and in the counter.
     generation: u64,
@@ -117,11 +130,37 @@ impl Store {
         let file = Keystore::new(path);
         let counters = Counters::new(path.parent().unwrap_or(Path::new(".")));
         let loaded = file.load(platform)?;
+        let log_path = changes::path_of(path);
+        let log_bytes = changes::read(&log_path)?;
+        let mut keys = loaded.keys;
+        // The log is read only after a CLKS0002 snapshot: a CLKS0001 one is refused or rewritten.
+        let (generation, log, tidy) = match (loaded.generation, loaded.chain) {
+            (Some(base), Some(chain)) => {
+                let replayed = changes::replay(&log_bytes, base, &chain, &mut keys)?;
+                let tidy = (replayed.end < log_bytes.len() as u64).then_some(replayed.end);
+                let log = Log::new(
+                    log_path.clone(),
+                    chain,
+                    replayed.tag,
+                    replayed.end,
+                    replayed.records,
+                );
+                (Some(replayed.generation), Some(log), tidy)
+            }
+            (generation, _) if log_bytes.is_empty() => (generation, None, None),
+            (_, _) => {
+                return Err(Refusal::Failed(Error::Keystore(format!(
+                    "{} has records but {} is not a keystore they can follow",
+                    log_path.display(),
+                    path.display()
+                ))));
+            }
+        };
         let counter = counters
             .read_if_present(platform, COUNTER)
             .map_err(counter_error)?;
-        let found = loaded.generation.unwrap_or(0);
-        let verdict = match loaded.generation {
+        let found = generation.unwrap_or(0);
+        let verdict = match generation {
             Some(found) => match judge(found, counter, accept) {
                 Ok(Verdict::Accepted { stale, to }) => Err((stale.into(), to)),
                 Ok(verdict) => Ok(verdict),
@@ -130,8 +169,13 @@ impl Store {
             None if accept == Some(0) => Err((StaleKeystore::Unversioned, counter.unwrap_or(0))),
             None => return Err(Refusal::Stale(StaleKeystore::Unversioned)),
         };
+        // Judged: now the log may be tidied (a write cut short, or records a compaction left).
+        if let Some(end) = tidy {
+            changes::truncate(&log_path, end)?;
+        }
         let mut store = Store {
             file,
+            log,
             counters,
             generation: found,
         };
@@ -156,8 +200,8 @@ impl Store {
             Err((lifted, to)) => {
                 // Rewritten at `to` (a `CLKS0001` file too, which gets its generation), then the
                 // counter moves: no generation number is ever reused.
-                if to != found || loaded.generation.is_none() {
-                    store.file.save(platform, &loaded.keys, to)?;
+                if to != found || generation.is_none() {
+                    store.snapshot(platform, &keys, to)?;
                 }
                 store.generation = to;
                 store.counter_to(platform, counter, to)?;
@@ -166,7 +210,7 @@ impl Store {
         };
         Ok(Opened {
             store,
-            keys: loaded.keys,
+            keys,
             accepted,
         })
     }
@@ -186,12 +230,39 @@ impl Store {
         Ok(())
     }
 
-    /// Writes `keys` as the next generation, then advances the counter to it.
-    pub(crate) fn save(&mut self, platform: &dyn Platform, keys: &[Key]) -> Result<(), Unsaved> {
+    /// Writes `keys` whole as `generation`, then empties the log, which now follows it.
+    fn snapshot(
+        &mut self,
+        platform: &dyn Platform,
+        keys: &[Key],
+        generation: u64,
+    ) -> Result<(), Error> {
+        let chain = self.file.save(platform, keys, generation)?;
+        let log_path = changes::path_of(self.file.path());
+        let tag = chain.tag;
+        let mut log = Log::new(log_path.clone(), chain, tag, 0, 0);
+        // The snapshot is written: what the log still holds is at or below its generation and
+        // skipped at start; if it cannot be emptied now, the next change writes a snapshot too.
+        log.broken = changes::truncate(&log_path, 0).is_err();
+        self.log = Some(log);
+        Ok(())
+    }
+
+    /// Persists `change` as the next generation, then advances the counter to it: one record
+    /// appended to the log, or, every [`COMPACT_AFTER`] records, `keys` (the keys after the
+    /// change) written whole.
+    pub(crate) fn save(
+        &mut self,
+        platform: &dyn Platform,
+        change: &Change,
+        keys: &[Key],
+    ) -> Result<(), Unsaved> {
         let next = self.generation + 1;
-        self.file
-            .save(platform, keys, next)
-            .map_err(Unsaved::NotWritten)?;
+        let written = match &mut self.log {
+            Some(log) if log.records < COMPACT_AFTER && !log.broken => log.append(next, change),
+            _ => self.snapshot(platform, keys, next),
+        };
+        written.map_err(Unsaved::NotWritten)?;
         let now = self
             .counters
             .advance(platform, COUNTER)
@@ -222,12 +293,31 @@ mod tests {
             owner: "alice".into(),
             algorithm: Algorithm::Ed25519,
             created_ms: 0,
-            versions: vec![Version {
-                version: 1,
-                created_ms: 0,
-                secret: Secret::generate(Algorithm::Ed25519),
-            }],
+            versions: vec![Version::new(
+                1,
+                0,
+                Secret::generate(Algorithm::Ed25519),
+                Algorithm::Ed25519,
+                1,
+            )],
         }
+    }
+
+    /// The service's way: change the keys in memory, then persist that one change.
+    fn put(store: &mut Store, sim: &dyn Platform, keys: &mut Vec<Key>, k: Key) {
+        keys.retain(|old| old.id != k.id);
+        let change = Change::put(&k);
+        keys.push(k);
+        store.save(sim, &change, keys).expect("save");
+    }
+
+    fn remove(store: &mut Store, sim: &dyn Platform, keys: &mut Vec<Key>, id: &str) {
+        keys.retain(|k| k.id != id);
+        let change = Change::Remove {
+            owner: "alice".into(),
+            id: id.into(),
+        };
+        store.save(sim, &change, keys).expect("save");
     }
 
     fn refusal(r: Result<Opened, Refusal>) -> StaleKeystore {
@@ -238,8 +328,51 @@ mod tests {
         }
     }
 
+    fn failure(r: Result<Opened, Refusal>) -> String {
+        match r {
+            Err(Refusal::Failed(e)) => e.to_string(),
+            Err(Refusal::Stale(stale)) => panic!("stale: {stale}"),
+            Ok(_) => panic!("opened"),
+        }
+    }
+
     fn ids(keys: &[Key]) -> Vec<&str> {
         keys.iter().map(|k| k.id.as_str()).collect()
+    }
+
+    /// Both files of a keystore, as the host could keep a copy of them.
+    struct Copy {
+        sealed: Vec<u8>,
+        log: Option<Vec<u8>>,
+    }
+
+    fn copy(path: &Path) -> Copy {
+        Copy {
+            sealed: std::fs::read(path).expect("sealed"),
+            log: std::fs::read(changes::path_of(path)).ok(),
+        }
+    }
+
+    fn restore(path: &Path, copy: &Copy) {
+        std::fs::write(path, &copy.sealed).expect("sealed");
+        match &copy.log {
+            Some(log) => std::fs::write(changes::path_of(path), log).expect("log"),
+            None => {
+                let _ = std::fs::remove_file(changes::path_of(path));
+            }
+        }
+    }
+
+    /// The log's records, as (start, end) byte ranges.
+    fn records(log: &[u8]) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos + 4 <= log.len() {
+            let len = u32::from_be_bytes(log[pos..pos + 4].try_into().expect("4")) as usize;
+            out.push((pos, pos + 4 + len));
+            pos += 4 + len;
+        }
+        out
     }
 
     #[test]
@@ -254,16 +387,14 @@ mod tests {
             counters.read_if_present(&sim, COUNTER).expect("counter"),
             Some(0)
         );
-        opened.store.save(&sim, &[key("a")]).expect("save"); // 1
-        let one = std::fs::read(&path).expect("read");
-        opened
-            .store
-            .save(&sim, &[key("a"), key("b")])
-            .expect("save"); // 2
-        opened.store.save(&sim, &[key("b")]).expect("save"); // 3: a deleted
+        let mut keys = Vec::new();
+        put(&mut opened.store, &sim, &mut keys, key("a")); // 1
+        let one = copy(&path);
+        put(&mut opened.store, &sim, &mut keys, key("b")); // 2
+        remove(&mut opened.store, &sim, &mut keys, "a"); // 3: a deleted
 
         // An older copy.
-        std::fs::write(&path, &one).expect("swap");
+        restore(&path, &one);
         assert_eq!(
             refusal(Store::open(&path, &sim, None)),
             StaleKeystore::RolledBack {
@@ -284,9 +415,11 @@ mod tests {
         // Now current: a normal open.
         let mut opened = Store::open(&path, &sim, None).expect("current");
         assert!(opened.accepted.is_none());
-        opened.store.save(&sim, &[key("c")]).expect("save"); // 4
+        let mut keys = opened.keys;
+        put(&mut opened.store, &sim, &mut keys, key("c")); // 4
 
-        // A keystore from before generations.
+        // A keystore from before generations (and so before the change log).
+        let _ = std::fs::remove_file(changes::path_of(&path));
         let file = Keystore::new(&path);
         file.save_v1(&sim, &[key("old")]).expect("v1");
         assert_eq!(
@@ -310,6 +443,192 @@ mod tests {
                 found: 4,
                 counter: None
             }
+        );
+    }
+
+    /// A key operation appends one record; the host cutting the log short, deleting it, taking
+    /// a record out of the middle or splicing in one from another keystore is refused.
+    #[test]
+    fn the_change_log_is_bound_to_its_snapshot_and_its_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sim = enclave::Simulation::open(dir.path(), b"bin", b"", 1).expect("sim");
+        let path = dir.path().join("keystore.sealed");
+        let log_path = changes::path_of(&path);
+        let mut opened = Store::open(&path, &sim, None).expect("new");
+        let mut keys = Vec::new();
+        put(&mut opened.store, &sim, &mut keys, key("a")); // 1: the first write is a snapshot
+        let snapshot = std::fs::read(&path).expect("snapshot");
+        for id in ["b", "c", "d", "e", "f"] {
+            put(&mut opened.store, &sim, &mut keys, key(id)); // 2 to 6
+        }
+        assert_eq!(
+            std::fs::read(&path).expect("snapshot"),
+            snapshot,
+            "a key operation leaves the snapshot alone"
+        );
+        let log = std::fs::read(&log_path).expect("log");
+        let ranges = records(&log);
+        assert_eq!(ranges.len(), 5, "one record per operation");
+        let full = copy(&path);
+        let current = Store::open(&path, &sim, None).expect("opens");
+        assert_eq!(
+            (ids(&current.keys), current.store.generation),
+            (vec!["a", "b", "c", "d", "e", "f"], 6)
+        );
+
+        // The last record cut off: an older keystore.
+        std::fs::write(&log_path, &log[..ranges[4].0]).expect("cut");
+        assert_eq!(
+            refusal(Store::open(&path, &sim, None)),
+            StaleKeystore::RolledBack {
+                found: 5,
+                expected: 6
+            }
+        );
+        // The log deleted: the snapshot alone is older still.
+        std::fs::remove_file(&log_path).expect("delete");
+        assert_eq!(
+            refusal(Store::open(&path, &sim, None)),
+            StaleKeystore::RolledBack {
+                found: 1,
+                expected: 6
+            }
+        );
+        // A record out of the middle.
+        let mut holed = log[..ranges[1].0].to_vec();
+        holed.extend_from_slice(&log[ranges[1].1..]);
+        std::fs::write(&log_path, &holed).expect("hole");
+        let reason = failure(Store::open(&path, &sim, None));
+        assert!(reason.contains("record 4 where 3 was due"), "{reason}");
+        // Two records swapped.
+        let mut swapped = log[..ranges[1].0].to_vec();
+        swapped.extend_from_slice(&log[ranges[2].0..ranges[2].1]);
+        swapped.extend_from_slice(&log[ranges[1].0..ranges[1].1]);
+        std::fs::write(&log_path, &swapped).expect("swap");
+        let reason = failure(Store::open(&path, &sim, None));
+        assert!(reason.contains("record 4 where 3 was due"), "{reason}");
+        // A record with its generation edited to fit the hole: its chain does not.
+        let mut edited = holed.clone();
+        let at = ranges[1].0 + 4;
+        edited[at..at + 8].copy_from_slice(&3u64.to_be_bytes());
+        edited.extend_from_slice(&log[ranges[2].0..]); // so the edited one is not the last
+        std::fs::write(&log_path, &edited).expect("edit");
+        let reason = failure(Store::open(&path, &sim, None));
+        assert!(
+            reason.contains("record 3 fails its integrity check"),
+            "{reason}"
+        );
+
+        // A record spliced in from another keystore at the same generation.
+        let other_dir = tempfile::tempdir().expect("tempdir");
+        let other_path = other_dir.path().join("keystore.sealed");
+        let mut other = Store::open(&other_path, &sim, None).expect("other");
+        let mut other_keys = Vec::new();
+        for id in ["x", "y", "z", "w", "v"] {
+            put(&mut other.store, &sim, &mut other_keys, key(id));
+        }
+        let other_log = std::fs::read(changes::path_of(&other_path)).expect("other log");
+        let other_ranges = records(&other_log);
+        let mut spliced = log[..ranges[1].0].to_vec();
+        spliced.extend_from_slice(&other_log[other_ranges[1].0..other_ranges[1].1]);
+        spliced.extend_from_slice(&log[ranges[2].0..]);
+        std::fs::write(&log_path, &spliced).expect("splice");
+        let reason = failure(Store::open(&path, &sim, None));
+        assert!(
+            reason.contains("record 3 fails its integrity check"),
+            "{reason}"
+        );
+        // The other keystore's whole log after this snapshot.
+        std::fs::write(&log_path, &other_log).expect("other log");
+        let reason = failure(Store::open(&path, &sim, None));
+        assert!(
+            reason.contains("record 2 fails its integrity check"),
+            "{reason}"
+        );
+
+        // Put back as it was, it opens.
+        restore(&path, &full);
+        let back = Store::open(&path, &sim, None).expect("opens");
+        assert_eq!(back.store.generation, 6);
+    }
+
+    /// A crash mid-append leaves part of a record that was never acknowledged: dropped at start.
+    /// After `COMPACT_AFTER` records the next change is a snapshot and the log starts over; a crash
+    /// before the log was emptied leaves records the snapshot covers, which are skipped.
+    #[test]
+    fn a_torn_append_is_dropped_and_compaction_survives_a_crash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sim = enclave::Simulation::open(dir.path(), b"bin", b"", 1).expect("sim");
+        let path = dir.path().join("keystore.sealed");
+        let log_path = changes::path_of(&path);
+        let mut opened = Store::open(&path, &sim, None).expect("new");
+        let mut keys = Vec::new();
+        put(&mut opened.store, &sim, &mut keys, key("a")); // 1
+        put(&mut opened.store, &sim, &mut keys, key("b")); // 2
+        let log = std::fs::read(&log_path).expect("log");
+        // Half of a third record, whose counter advance never happened.
+        let mut torn = log.clone();
+        torn.extend_from_slice(&log[..log.len() / 2]);
+        std::fs::write(&log_path, &torn).expect("torn");
+        let reopened = Store::open(&path, &sim, None).expect("opens");
+        assert_eq!(
+            (ids(&reopened.keys), reopened.store.generation),
+            (vec!["a", "b"], 2)
+        );
+        assert_eq!(
+            std::fs::read(&log_path).expect("log"),
+            log,
+            "the torn tail cut off"
+        );
+        let mut store = reopened.store;
+        let mut keys = reopened.keys;
+        put(&mut store, &sim, &mut keys, key("c")); // 3, appended after the cut
+
+        // Fill the log up to the compaction.
+        let mut n = 0;
+        while store.log.as_ref().expect("log").records < COMPACT_AFTER {
+            put(&mut store, &sim, &mut keys, key(&format!("k{n}")));
+            n += 1;
+        }
+        let before = std::fs::read(&log_path).expect("full log");
+        let generation = store.generation;
+        put(&mut store, &sim, &mut keys, key("after")); // a snapshot
+        assert_eq!(store.generation, generation + 1);
+        assert_eq!(std::fs::read(&log_path).expect("log").len(), 0, "emptied");
+        // The crash between the snapshot and emptying the log: the old records come back.
+        std::fs::write(&log_path, &before).expect("crash");
+        let reopened = Store::open(&path, &sim, None).expect("opens");
+        assert_eq!(reopened.store.generation, generation + 1);
+        assert_eq!(reopened.keys.len(), keys.len());
+        assert_eq!(std::fs::read(&log_path).expect("log").len(), 0, "tidied");
+        let mut store = reopened.store;
+        put(&mut store, &sim, &mut keys, key("later"));
+        let reopened = Store::open(&path, &sim, None).expect("opens");
+        assert_eq!(reopened.keys.len(), keys.len());
+    }
+
+    /// A keystore written before the change log (a `CLKS0002` file and nothing else) opens as it
+    /// is, and the next change goes to a log after it.
+    #[test]
+    fn a_keystore_from_before_the_log_opens_and_gets_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sim = enclave::Simulation::open(dir.path(), b"bin", b"", 1).expect("sim");
+        let path = dir.path().join("keystore.sealed");
+        Keystore::new(&path)
+            .save(&sim, &[key("old")], 7)
+            .expect("written as before");
+        Counters::new(dir.path())
+            .advance_to(&sim, COUNTER, 7)
+            .expect("counter");
+        let mut opened = Store::open(&path, &sim, None).expect("opens");
+        assert_eq!(ids(&opened.keys), ["old"]);
+        let mut keys = opened.keys;
+        put(&mut opened.store, &sim, &mut keys, key("new"));
+        assert!(std::fs::metadata(changes::path_of(&path)).is_ok(), "a log");
+        let reopened = Store::open(&path, &sim, None).expect("opens");
+        assert_eq!(
+            (ids(&reopened.keys), reopened.store.generation),
+            (vec!["old", "new"], 8)
         );
     }
 }

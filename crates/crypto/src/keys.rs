@@ -3,39 +3,10 @@
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
-use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::{Error, KeyInfo, VersionInfo};
-
-/// The kinds of key the service holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Algorithm {
-    /// ECDSA over secp256k1 with SHA-256; signatures 64-byte `r || s` (low S) or DER.
-    Secp256k1,
-    /// ECDSA over P-256 with SHA-256; signatures 64-byte `r || s` or DER.
-    P256,
-    /// Ed25519 (RFC 8032); 64-byte signatures.
-    Ed25519,
-    /// AES-256-GCM; ciphertexts carry the key version and a random nonce.
-    Aes256gcm,
-}
-
-impl Algorithm {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Algorithm::Secp256k1 => "secp256k1",
-            Algorithm::P256 => "p256",
-            Algorithm::Ed25519 => "ed25519",
-            Algorithm::Aes256gcm => "aes256gcm",
-        }
-    }
-
-    pub fn signs(self) -> bool {
-        !matches!(self, Algorithm::Aes256gcm)
-    }
-}
+pub use wire::crypto::Algorithm;
 
 /// Private key material: 32 bytes for every algorithm here, and the parsed key, made once on first
 /// use (parsing an ECDSA or Ed25519 key costs a scalar multiplication). Both are wiped when dropped.
@@ -248,12 +219,85 @@ pub(crate) fn derive(secret: &Secret, salt: &[u8], info: &[u8]) -> Secret {
     Secret::new(out)
 }
 
+/// The most encryptions one AES-256-GCM key makes with random 96-bit nonces: NIST SP 800-38D
+/// §8.3 bounds the invocations of one key with random nonces at 2^32, which keeps the chance that
+/// two of them share a nonce (and GCM loses its authenticity and the two plaintexts' XOR leaks)
+/// under 2^-32. A key version that reaches it is rotated before it encrypts again.
+pub const AES_GCM_MAX_ENCRYPTIONS: u64 = 1 << 32;
+
+/// Encryptions reserved on disk at a time: a version's count is persisted as a reservation
+/// ahead of use, so a restart (which resumes from the reservation) can only over-count, never
+/// under-count, and a reservation costs one change-log record per 65,536 encryptions.
+pub(crate) const RESERVATION: u64 = 1 << 16;
+
 /// One version of a key.
 #[derive(Debug, Clone)]
 pub(crate) struct Version {
     pub(crate) version: u32,
     pub(crate) created_ms: u64,
     pub(crate) secret: Secret,
+    /// AES: encryptions made (at start, the reservation: unknown uses count as made).
+    pub(crate) encryptions: u64,
+    /// AES: encryptions this version may make before a new reservation is persisted.
+    pub(crate) reserved: u64,
+}
+
+impl Version {
+    /// A new version; an AES one comes with its first reservation (of at most `bound`).
+    pub(crate) fn new(
+        version: u32,
+        created_ms: u64,
+        secret: Secret,
+        algorithm: Algorithm,
+        bound: u64,
+    ) -> Version {
+        let reserved = if algorithm == Algorithm::Aes256gcm {
+            RESERVATION.min(bound)
+        } else {
+            0
+        };
+        Version {
+            version,
+            created_ms,
+            secret,
+            encryptions: 0,
+            reserved,
+        }
+    }
+
+    /// A version read back from disk: every reserved encryption counts as made.
+    pub(crate) fn loaded(version: u32, created_ms: u64, secret: Secret, reserved: u64) -> Version {
+        Version {
+            version,
+            created_ms,
+            secret,
+            encryptions: reserved,
+            reserved,
+        }
+    }
+}
+
+/// What encrypting once more under `key`'s current version needs first, with `bound` the most
+/// encryptions a version makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Budget {
+    /// Within the reservation: encrypt.
+    Ready,
+    /// The reservation is used up: persist a larger one (`reserved` becomes this), then encrypt.
+    Reserve(u64),
+    /// The version reached the bound: rotate, then encrypt with the new version.
+    Rotate,
+}
+
+/// The decision, as a pure function of the version's counts and the bound.
+pub(crate) fn budget(encryptions: u64, reserved: u64, bound: u64) -> Budget {
+    if encryptions >= bound {
+        Budget::Rotate
+    } else if encryptions >= reserved {
+        Budget::Reserve(encryptions.saturating_add(RESERVATION).min(bound))
+    } else {
+        Budget::Ready
+    }
 }
 
 /// A key and all its versions.
@@ -270,6 +314,12 @@ impl Key {
     pub(crate) fn current(&self) -> &Version {
         self.versions
             .last()
+            .expect("a key always has at least one version")
+    }
+
+    pub(crate) fn current_mut(&mut self) -> &mut Version {
+        self.versions
+            .last_mut()
             .expect("a key always has at least one version")
     }
 
@@ -292,5 +342,41 @@ impl Key {
                 })
                 .collect::<Result<_, Error>>()?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Budget, RESERVATION, budget};
+
+    #[test]
+    fn the_encryption_budget_reserves_ahead_and_rotates_at_the_bound() {
+        let bound = super::AES_GCM_MAX_ENCRYPTIONS;
+        for (encryptions, reserved, bound, want) in [
+            (0, RESERVATION, bound, Budget::Ready),
+            (RESERVATION - 1, RESERVATION, bound, Budget::Ready),
+            (
+                RESERVATION,
+                RESERVATION,
+                bound,
+                Budget::Reserve(2 * RESERVATION),
+            ),
+            (0, 0, bound, Budget::Reserve(RESERVATION)),
+            (bound - 10, bound - 10, bound, Budget::Reserve(bound)),
+            (bound - 1, bound, bound, Budget::Ready),
+            (bound, bound, bound, Budget::Rotate),
+            // A lowered bound: three encryptions, then a rotation.
+            (0, 3, 3, Budget::Ready),
+            (2, 3, 3, Budget::Ready),
+            (3, 3, 3, Budget::Rotate),
+            // Lowered below what a version already made (or reserved): rotate.
+            (5, 10, 3, Budget::Rotate),
+        ] {
+            assert_eq!(
+                budget(encryptions, reserved, bound),
+                want,
+                "{encryptions} made, {reserved} reserved, bound {bound}"
+            );
+        }
     }
 }

@@ -8,6 +8,10 @@
 //! authenticated with the keys. A `CLKS0001` keystore (before generations) reads with none. Writes
 //! go to a temporary file that is synced and renamed over the old one, so a crash leaves the old or
 //! the new keystore.
+//!
+//! This file is the keystore's *snapshot*: a key operation appends to the change log
+//! (`changes.rs`), encrypted under this file's data key and chained to its tag, and the snapshot
+//! is written whole only when the log is compacted (`fresh.rs`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -26,14 +30,24 @@ const MAGIC: &[u8; 8] = b"CLKS0002";
 /// Before generations: no generation field.
 const MAGIC_V1: &[u8; 8] = b"CLKS0001";
 
-/// The keys in a keystore file, and its generation (`None` for a `CLKS0001` file).
+/// The keys in a keystore file, its generation (`None` for a `CLKS0001` file), and what the
+/// change log after it is chained to (`None` when there is no file).
 pub(crate) struct Loaded {
     pub(crate) keys: Vec<Key>,
     pub(crate) generation: Option<u64>,
+    pub(crate) chain: Option<Chain>,
 }
 
+/// What a snapshot gives the change log after it: its data key, which encrypts the log's records,
+/// and its authentication tag, which the first record is bound to.
+pub(crate) struct Chain {
+    pub(crate) data_key: Zeroizing<[u8; 32]>,
+    pub(crate) tag: [u8; 16],
+}
+
+/// A key as the snapshot and the change log store it.
 #[derive(Serialize, Deserialize)]
-struct Stored {
+pub(crate) struct Stored {
     id: String,
     owner: String,
     algorithm: Algorithm,
@@ -45,7 +59,75 @@ struct Stored {
 struct StoredVersion {
     version: u32,
     created_ms: u64,
-    secret: String,
+    /// The key material in base64, wiped when dropped.
+    secret: Zeroizing<String>,
+    /// Encryptions this version may have made (`keys::Version::reserved`); absent before counts.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    reserved: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Stored {
+    pub(crate) fn of(k: &Key) -> Stored {
+        Stored {
+            id: k.id.clone(),
+            owner: k.owner.clone(),
+            algorithm: k.algorithm,
+            created_ms: k.created_ms,
+            versions: k
+                .versions
+                .iter()
+                .map(|v| StoredVersion {
+                    version: v.version,
+                    created_ms: v.created_ms,
+                    secret: Zeroizing::new(
+                        base64::engine::general_purpose::STANDARD.encode(v.secret.bytes.as_slice()),
+                    ),
+                    reserved: v.reserved,
+                })
+                .collect(),
+        }
+    }
+
+    /// The key, or what is wrong with it.
+    pub(crate) fn key(self) -> Result<Key, &'static str> {
+        let versions = self
+            .versions
+            .into_iter()
+            .map(|v| {
+                let raw = Zeroizing::new(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(v.secret.as_bytes())
+                        .map_err(|_| "a key is not base64")?,
+                );
+                if raw.len() != 32 {
+                    return Err("a key is not 32 bytes");
+                }
+                // Copied straight into its wiped home, not through an array on the stack.
+                let mut secret = Zeroizing::new([0u8; 32]);
+                secret.copy_from_slice(&raw);
+                Ok(Version::loaded(
+                    v.version,
+                    v.created_ms,
+                    Secret::new(secret),
+                    v.reserved,
+                ))
+            })
+            .collect::<Result<Vec<_>, &'static str>>()?;
+        if versions.is_empty() {
+            return Err("a key has no version");
+        }
+        Ok(Key {
+            id: self.id,
+            owner: self.owner,
+            algorithm: self.algorithm,
+            created_ms: self.created_ms,
+            versions,
+        })
+    }
 }
 
 fn data_key_request(platform: &dyn enclave::Platform) -> enclave::KeyRequest {
@@ -80,6 +162,7 @@ impl Keystore {
                 return Ok(Loaded {
                     keys: Vec::new(),
                     generation: Some(0),
+                    chain: None,
                 });
             }
             Err(e) => return Err(Error::Keystore(format!("{}: {e}", self.path.display()))),
@@ -108,18 +191,26 @@ impl Keystore {
         let Some(header_len) = header_len.filter(|&n| n + 16 <= bytes.len()) else {
             return Err(corrupt("truncated"));
         };
-        let data_key = enclave::unseal(
-            platform,
-            &bytes[sealed_at..sealed_at + sealed_len],
-            b"keystore data key",
-        )
-        .map_err(|e| {
-            Error::Keystore(format!(
-                "{}: the data key does not unseal: {e}",
-                self.path.display()
-            ))
-        })?;
-        let cipher = Aes256Gcm::new_from_slice(&data_key)
+        let data_key: Zeroizing<[u8; 32]> = {
+            let unsealed = enclave::unseal(
+                platform,
+                &bytes[sealed_at..sealed_at + sealed_len],
+                b"keystore data key",
+            )
+            .map_err(|e| {
+                Error::Keystore(format!(
+                    "{}: the data key does not unseal: {e}",
+                    self.path.display()
+                ))
+            })?;
+            Zeroizing::new(
+                unsealed
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| corrupt("data key of the wrong size"))?,
+            )
+        };
+        let cipher = Aes256Gcm::new_from_slice(data_key.as_slice())
             .map_err(|_| corrupt("data key of the wrong size"))?;
         let nonce = &bytes[header_len - 12..header_len];
         let plain = Zeroizing::new(
@@ -137,46 +228,24 @@ impl Keystore {
             .map_err(|e| corrupt(&format!("unreadable content: {e}")))?;
         let keys = stored
             .into_iter()
-            .map(|s| {
-                let versions = s
-                    .versions
-                    .into_iter()
-                    .map(|v| {
-                        let raw = Zeroizing::new(
-                            base64::engine::general_purpose::STANDARD
-                                .decode(v.secret.as_bytes())
-                                .map_err(|_| corrupt("a key is not base64"))?,
-                        );
-                        let secret: [u8; 32] = raw
-                            .as_slice()
-                            .try_into()
-                            .map_err(|_| corrupt("a key is not 32 bytes"))?;
-                        Ok(Version {
-                            version: v.version,
-                            created_ms: v.created_ms,
-                            secret: Secret::new(Zeroizing::new(secret)),
-                        })
-                    })
-                    .collect::<Result<Vec<_>, Error>>()?;
-                Ok(Key {
-                    id: s.id,
-                    owner: s.owner,
-                    algorithm: s.algorithm,
-                    created_ms: s.created_ms,
-                    versions,
-                })
-            })
+            .map(|s| s.key().map_err(corrupt))
             .collect::<Result<Vec<_>, Error>>()?;
-        Ok(Loaded { keys, generation })
+        let tag: [u8; 16] = bytes[bytes.len() - 16..].try_into().expect("16 bytes");
+        Ok(Loaded {
+            keys,
+            generation,
+            chain: Some(Chain { data_key, tag }),
+        })
     }
 
-    /// Writes `keys` as generation `generation`, durably.
+    /// Writes `keys` as generation `generation`, durably; answers what a change log after it is
+    /// chained to.
     pub(crate) fn save(
         &self,
         platform: &dyn enclave::Platform,
         keys: &[Key],
         generation: u64,
-    ) -> Result<(), Error> {
+    ) -> Result<Chain, Error> {
         self.write(platform, keys, Some(generation))
     }
 
@@ -187,7 +256,7 @@ impl Keystore {
         platform: &dyn enclave::Platform,
         keys: &[Key],
     ) -> Result<(), Error> {
-        self.write(platform, keys, None)
+        self.write(platform, keys, None).map(drop)
     }
 
     fn write(
@@ -195,26 +264,8 @@ impl Keystore {
         platform: &dyn enclave::Platform,
         keys: &[Key],
         generation: Option<u64>,
-    ) -> Result<(), Error> {
-        let stored: Vec<Stored> = keys
-            .iter()
-            .map(|k| Stored {
-                id: k.id.clone(),
-                owner: k.owner.clone(),
-                algorithm: k.algorithm,
-                created_ms: k.created_ms,
-                versions: k
-                    .versions
-                    .iter()
-                    .map(|v| StoredVersion {
-                        version: v.version,
-                        created_ms: v.created_ms,
-                        secret: base64::engine::general_purpose::STANDARD
-                            .encode(v.secret.bytes.as_slice()),
-                    })
-                    .collect(),
-            })
-            .collect();
+    ) -> Result<Chain, Error> {
+        let stored: Vec<Stored> = keys.iter().map(Stored::of).collect();
         let plain = Zeroizing::new(
             serde_json::to_vec(&stored).map_err(|e| Error::Internal(e.to_string()))?,
         );
@@ -270,6 +321,61 @@ impl Keystore {
                 .and_then(|d| d.sync_all())
                 .map_err(io)?;
         }
-        Ok(())
+        Ok(Chain {
+            data_key,
+            tag: ct[ct.len() - 16..].try_into().expect("a 16-byte tag"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use zeroize::ZeroizeOnDrop;
+
+    use super::*;
+
+    fn wiped<T: ZeroizeOnDrop>(_: &T) {}
+
+    /// Every copy of key material the keystore makes is wiped when dropped: the base64 strings
+    /// written and read, the unsealed data key (kept for the change log), the decoded secrets.
+    /// (A check of the types: memory after a drop is not read.)
+    #[test]
+    fn key_material_copies_are_wiped_when_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sim = enclave::Simulation::open(dir.path(), b"bin", b"", 1).expect("sim");
+        let key = Key {
+            id: "k".into(),
+            owner: "alice".into(),
+            algorithm: Algorithm::Aes256gcm,
+            created_ms: 0,
+            versions: vec![Version::new(
+                1,
+                0,
+                Secret::generate(Algorithm::Aes256gcm),
+                Algorithm::Aes256gcm,
+                1,
+            )],
+        };
+        let stored = Stored::of(&key);
+        wiped(&stored.versions[0].secret);
+        let json = serde_json::to_string(&stored).expect("json");
+        let back: Stored = serde_json::from_str(&json).expect("back");
+        wiped(&back.versions[0].secret);
+        let loaded = back.key().expect("key");
+        wiped(&loaded.versions[0].secret.bytes);
+        let file = Keystore::new(&dir.path().join("keystore.sealed"));
+        let chain = file.save(&sim, &[key], 1).expect("save");
+        wiped(&chain.data_key);
+        let loaded = file.load(&sim).expect("load");
+        wiped(&loaded.chain.expect("chain").data_key);
+        wiped(
+            &enclave::unseal(
+                &sim,
+                &enclave::seal(&sim, &data_key_request(&sim), b"k", b"keystore data key")
+                    .expect("seal"),
+                b"keystore data key",
+            )
+            .expect("unseal"),
+        );
     }
 }

@@ -8,6 +8,7 @@
 //! This file is what other crates use: the name, the requests and their answers, the handle and
 //! the error. The service itself is in `service.rs`.
 
+mod changes;
 mod fresh;
 mod keys;
 mod keystore;
@@ -17,7 +18,8 @@ use runtime::{Classify, ErrorKind, Reply, ServiceName};
 use serde::Serialize;
 
 pub use fresh::StaleKeystore;
-pub use service::Crypto;
+pub use keys::AES_GCM_MAX_ENCRYPTIONS;
+pub use service::{Crypto, MAX_ENCRYPTIONS, MAX_KEYS};
 
 pub use keys::Algorithm;
 
@@ -40,6 +42,15 @@ pub enum Error {
         "the ciphertext fails its integrity check (modified, or used with other associated data)"
     )]
     Integrity,
+    /// The account holds `limit` keys, the most the setting allows.
+    #[error(
+        "the account holds {limit} keys, the most `services.crypto.{setting}` allows; delete one first"
+    )]
+    TooManyKeys {
+        limit: usize,
+        /// The setting the limit comes from ([`MAX_KEYS`]).
+        setting: &'static str,
+    },
     #[error("keystore: {0}")]
     Keystore(String),
     #[error("internal: {0}")]
@@ -62,6 +73,9 @@ impl Classify for Error {
             Error::BadInput(_) => ErrorKind::Invalid,
             // The caller's own ciphertext, not data the host could reach: theirs to look at.
             Error::WrongKind { .. } | Error::Integrity => ErrorKind::Unprocessable,
+            // Over a size limit, and one that waiting does not lift (429 would promise a retry):
+            // 413, as storage's and the ai service's limits answer.
+            Error::TooManyKeys { .. } => ErrorKind::TooLarge,
             Error::Keystore(_) | Error::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -72,30 +86,13 @@ impl Classify for Error {
             Error::WrongKind { .. } => "crypto.wrong_key_kind",
             Error::BadInput(_) => "crypto.bad_input",
             Error::Integrity => "crypto.integrity",
+            Error::TooManyKeys { .. } => "crypto.too_many_keys",
             Error::Keystore(_) | Error::Internal(_) => "crypto.internal",
         }
     }
 }
 
-/// The public description of a key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct KeyInfo {
-    pub id: String,
-    pub owner: String,
-    pub algorithm: Algorithm,
-    /// The version that signs and encrypts.
-    pub version: u32,
-    pub created_ms: u64,
-    pub versions: Vec<VersionInfo>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct VersionInfo {
-    pub version: u32,
-    pub created_ms: u64,
-    /// Hex: SEC1 uncompressed point (ECDSA), the 32-byte key (Ed25519), empty (AES).
-    pub public_key: String,
-}
+pub use wire::crypto::{KeyInfo, VersionInfo};
 
 /// A signature and the key version that made it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -223,6 +220,14 @@ mod tests {
                 Error::Integrity,
                 ErrorKind::Unprocessable,
                 "crypto.integrity",
+            ),
+            (
+                Error::TooManyKeys {
+                    limit: 2,
+                    setting: "max_keys_per_account",
+                },
+                ErrorKind::TooLarge,
+                "crypto.too_many_keys",
             ),
             (
                 Error::Keystore("disk".into()),

@@ -1,4 +1,5 @@
-//! The host puts back an older `keystore.sealed`, after a key was deleted and another rotated:
+//! The host puts back an older keystore (`keystore.sealed` and its change log `keystore.log`),
+//! after a key was deleted and another rotated:
 //! the crypto service refuses to start, for the operator (no restart), with the command that
 //! accepts it; accepted, it runs on that keystore and never reuses a generation.
 
@@ -79,7 +80,9 @@ async fn an_older_keystore_is_refused_until_the_operator_accepts_it() {
     let rotated = generate(&f.crypto).await; // generation 1
     let deleted = generate(&f.crypto).await; // generation 2
     f.rt.shutdown().await;
+    let log = dir.path().join("keystore.log");
     let old_copy = std::fs::read(&path).expect("read");
+    let old_log = std::fs::read(&log).expect("read the log");
 
     let f = start(dir.path(), None).await;
     call(&f.crypto, |reply| Request::Delete {
@@ -102,6 +105,7 @@ async fn an_older_keystore_is_refused_until_the_operator_accepts_it() {
     // The host puts the older keystore back: the deleted key would sign again, and the rotated
     // one with its old version.
     std::fs::write(&path, &old_copy).expect("swap");
+    std::fs::write(&log, &old_log).expect("swap the log");
     let f = build(dir.path(), None);
     let failed = f
         .journal

@@ -10,12 +10,21 @@ use runtime::{Builder, Journal, RuntimeLevel};
 const OWNER: &str = "alice";
 
 async fn start(dir: &std::path::Path) -> (runtime::Runtime, crypto::Handle, Journal) {
+    start_with(dir, |_| {}).await
+}
+
+/// The service with its spec changed by `configure` (its settings).
+async fn start_with(
+    dir: &std::path::Path,
+    configure: impl FnOnce(&mut runtime::Spec),
+) -> (runtime::Runtime, crypto::Handle, Journal) {
     let platform: Arc<dyn enclave::Platform> =
         Arc::new(enclave::Simulation::open(dir, b"test binary", b"", 1).expect("simulation"));
     let journal = Journal::in_memory();
     let mut b = Builder::new(journal.clone());
     let mut spec = Crypto::default_spec();
     spec.recovery.strategy = runtime::Strategy::Manual;
+    configure(&mut spec);
     let handle = b.add_with_spec(Crypto::new(dir, platform), spec);
     let rt = b.start().expect("start");
     (rt, handle, journal)
@@ -348,4 +357,202 @@ async fn signatures_verify_with_an_independent_implementation() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("9 signatures verified"), "{stdout}");
+}
+
+async fn first_exit_error(journal: &Journal) -> String {
+    let exited = journal
+        .wait_for(0, Duration::from_secs(30), |e| {
+            matches!(e.event, Event::Exited { .. })
+        })
+        .await
+        .expect("exited");
+    match &exited.event {
+        Event::Exited {
+            outcome: ExitOutcome::Error { message },
+            ..
+        } => message.clone(),
+        _ => panic!("{exited:?}"),
+    }
+}
+
+/// A key operation appends one record to `keystore.log`; the host taking one record out of the
+/// middle (a deleted key's removal, say) breaks the chain and the service does not start.
+#[tokio::test]
+async fn a_record_taken_out_of_the_change_log_fails_the_service() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (rt, h, _) = start(dir.path()).await;
+    ready(&rt).await;
+    for _ in 0..5 {
+        generate(&h, OWNER, Algorithm::Ed25519).await; // 1 (a snapshot), then records 2 to 5
+    }
+    rt.shutdown().await;
+    let log = dir.path().join("keystore.log");
+    let bytes = std::fs::read(&log).expect("the change log");
+    let record =
+        |at: usize| 4 + u32::from_be_bytes(bytes[at..at + 4].try_into().expect("4")) as usize;
+    let first = record(0);
+    let second = record(first);
+    let mut holed = bytes[..first].to_vec();
+    holed.extend_from_slice(&bytes[first + second..]);
+    std::fs::write(&log, &holed).expect("write");
+    let (rt, _h, journal) = start(dir.path()).await;
+    let message = first_exit_error(&journal).await;
+    assert!(
+        message.contains("keystore.log: record 4 where 3 was due"),
+        "{message}"
+    );
+    rt.shutdown().await;
+}
+
+/// `services.crypto.max_keys_per_account`: one key past it is refused with 413's kind and the
+/// setting's name, for generate and derive alike; another account still creates keys, and a
+/// service owner (`@storage`, a key per namespace) is not an account. A new value applies live.
+#[tokio::test]
+async fn an_account_past_its_key_cap_is_refused_and_another_is_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (rt, h, _) = start_with(dir.path(), |spec| spec.set(&crypto::MAX_KEYS, 2)).await;
+    ready(&rt).await;
+    let aes = generate(&h, OWNER, Algorithm::Aes256gcm).await;
+    generate(&h, OWNER, Algorithm::P256).await;
+    let refused = h
+        .call(|reply| Request::Generate {
+            owner: OWNER.into(),
+            algorithm: Algorithm::Ed25519,
+            reply,
+        })
+        .await
+        .expect("call");
+    let Err(e @ Error::TooManyKeys { .. }) = refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(runtime::Classify::kind(&e), runtime::ErrorKind::TooLarge);
+    assert!(
+        e.to_string()
+            .contains("`services.crypto.max_keys_per_account`"),
+        "{e}"
+    );
+    let derived = h
+        .call(|reply| Request::Derive {
+            owner: OWNER.into(),
+            id: aes.id.clone(),
+            salt: b"s".to_vec(),
+            info: b"i".to_vec(),
+            reply,
+        })
+        .await
+        .expect("call");
+    assert!(
+        matches!(derived, Err(Error::TooManyKeys { .. })),
+        "{derived:?}"
+    );
+    generate(&h, "bob", Algorithm::Ed25519).await;
+    for _ in 0..3 {
+        generate(&h, "@storage", Algorithm::Aes256gcm).await;
+    }
+    // The setting applies live: raised by a new configuration, the next key is made.
+    let mut raised = Crypto::default_spec();
+    raised.recovery.strategy = runtime::Strategy::Manual;
+    raised.set(&crypto::MAX_KEYS, 3);
+    rt.client()
+        .reconfigure(
+            vec![raised],
+            Default::default(),
+            runtime::journal::Cause::Operator {
+                command: "test".into(),
+            },
+        )
+        .await
+        .expect("applied live");
+    generate(&h, OWNER, Algorithm::Ed25519).await;
+    let full = h
+        .call(|reply| Request::Generate {
+            owner: OWNER.into(),
+            algorithm: Algorithm::Ed25519,
+            reply,
+        })
+        .await
+        .expect("call");
+    assert!(
+        matches!(full, Err(Error::TooManyKeys { limit: 3, .. })),
+        "{full:?}"
+    );
+    // Deleting one makes room again.
+    h.call(|reply| Request::Delete {
+        owner: OWNER.into(),
+        id: aes.id.clone(),
+        reply,
+    })
+    .await
+    .expect("call")
+    .expect("delete");
+    generate(&h, OWNER, Algorithm::Ed25519).await;
+    rt.shutdown().await;
+}
+
+async fn encrypt(h: &crypto::Handle, id: &str, plaintext: &[u8]) -> Vec<u8> {
+    h.call(|reply| Request::Encrypt {
+        owner: OWNER.into(),
+        id: id.into(),
+        plaintext: plaintext.to_vec(),
+        aad: b"aad".to_vec(),
+        reply,
+    })
+    .await
+    .expect("call")
+    .expect("encrypt")
+}
+
+async fn decrypt(h: &crypto::Handle, id: &str, ciphertext: &[u8]) -> Vec<u8> {
+    h.call(|reply| Request::Decrypt {
+        owner: OWNER.into(),
+        id: id.into(),
+        ciphertext: ciphertext.to_vec(),
+        aad: b"aad".to_vec(),
+        reply,
+    })
+    .await
+    .expect("call")
+    .expect("decrypt")
+}
+
+fn version_of(ciphertext: &[u8]) -> u32 {
+    u32::from_be_bytes(ciphertext[..4].try_into().expect("4 bytes"))
+}
+
+/// An AES-256-GCM key version makes at most `max_encryptions_per_key` encryptions (2^32 by
+/// default, NIST SP 800-38D §8.3), then the key rotates and the old version still decrypts. The
+/// count survives a restart: it resumes from what was reserved on disk, never from zero.
+#[tokio::test]
+async fn an_aes_key_rotates_at_its_encryption_bound_and_counts_across_restarts() {
+    assert_eq!(
+        Crypto::default_spec().get(&crypto::MAX_ENCRYPTIONS),
+        1 << 32
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lowered = |spec: &mut runtime::Spec| spec.set(&crypto::MAX_ENCRYPTIONS, 3);
+    let (rt, h, _) = start_with(dir.path(), lowered).await;
+    ready(&rt).await;
+    let key = generate(&h, OWNER, Algorithm::Aes256gcm).await;
+    let mut sealed = Vec::new();
+    for i in 0..4u8 {
+        sealed.push(encrypt(&h, &key.id, &[i]).await);
+    }
+    let versions: Vec<u32> = sealed.iter().map(|c| version_of(c)).collect();
+    assert_eq!(
+        versions,
+        [1, 1, 1, 2],
+        "the fourth encryption is the new version's"
+    );
+    for (i, c) in sealed.iter().enumerate() {
+        assert_eq!(decrypt(&h, &key.id, c).await, [i as u8]);
+    }
+    rt.shutdown().await;
+
+    // Version 2 made one of its three; after a restart its reservation (three) counts as made.
+    let (rt, h, _) = start_with(dir.path(), lowered).await;
+    ready(&rt).await;
+    let after = encrypt(&h, &key.id, b"after").await;
+    assert_eq!(version_of(&after), 3);
+    assert_eq!(decrypt(&h, &key.id, &sealed[0]).await, [0]);
+    rt.shutdown().await;
 }

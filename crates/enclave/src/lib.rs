@@ -24,6 +24,9 @@ use zeroize::Zeroizing;
 
 pub use counter::Counters;
 pub use gramine::Gramine;
+/// Hardware SGX quotes verified against Intel's collateral (the verifier lives beside the quote
+/// format, in `quote/dcap.rs`).
+pub use quote::dcap;
 pub use seal::{SealError, request_of, seal, unseal};
 pub use simulation::Simulation;
 

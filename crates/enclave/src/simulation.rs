@@ -71,6 +71,13 @@ impl Simulation {
         Simulation::open(data_dir, &code, measured, security_version)
     }
 
+    /// The same simulation with product id `id` (ISVPRODID; 1 unless the configuration says).
+    /// Sealing keys are bound to it, as under SGX.
+    pub fn with_product_id(mut self, id: u16) -> Simulation {
+        self.identity.product_id = id;
+        self
+    }
+
     /// The simulation attestation key's public part, uncompressed `x || y`.
     pub fn attestation_public_key(&self) -> [u8; 64] {
         let point = self.attestation.verifying_key().to_encoded_point(false);

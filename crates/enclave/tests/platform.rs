@@ -77,7 +77,7 @@ fn sealed_blobs_open_only_here_and_any_flipped_byte_is_detected() {
     )
     .expect("seal");
     assert_eq!(
-        unseal(&s, &blob, b"keystore").expect("unseal"),
+        *unseal(&s, &blob, b"keystore").expect("unseal"),
         b"secret keys"
     );
     assert!(matches!(
@@ -103,7 +103,7 @@ fn sealed_blobs_open_only_here_and_any_flipped_byte_is_detected() {
     // The same data directory gives the same keys after a restart.
     let again = sim(dir.path(), b"binary v1", 1);
     assert_eq!(
-        unseal(&again, &blob, b"keystore").expect("unseal after restart"),
+        *unseal(&again, &blob, b"keystore").expect("unseal after restart"),
         b"secret keys"
     );
 }
@@ -124,7 +124,7 @@ fn an_upgraded_enclave_opens_signer_bound_blobs_but_not_measurement_bound_ones()
     let v2 = sim(dir.path(), b"binary v2", 2);
     assert_ne!(v1.identity().measurement, v2.identity().measurement);
     assert_eq!(
-        unseal(&v2, &by_signer, b"").expect("upgrade reads the old blob"),
+        *unseal(&v2, &by_signer, b"").expect("upgrade reads the old blob"),
         b"survives upgrades"
     );
     match unseal(&v2, &by_measurement, b"") {
@@ -213,7 +213,7 @@ fn gramine_identity_keys_and_errors_come_from_its_files() {
             .bytes()
     );
     let blob = seal(&g, &request(Policy::Signer, 4), b"data", b"").expect("seal");
-    assert_eq!(unseal(&g, &blob, b"").expect("unseal"), b"data");
+    assert_eq!(*unseal(&g, &blob, b"").expect("unseal"), b"data");
     assert!(matches!(
         g.sealing_key(&request(Policy::Signer, 5)),
         Err(Error::SecurityVersionTooNew { .. })

@@ -88,15 +88,10 @@ fn bench(c: &mut Criterion) {
             max_deviation: None,
         },
     };
-    let caller = computation::Caller {
-        owner: "bench".into(),
-        signing_key: None,
-        grants: computation::Grants::ALL,
-    };
     let ask = || async {
         oracle
             .call(|reply| Request::Fetch {
-                caller: caller.clone(),
+                owner: "bench".into(),
                 request: request.clone(),
                 reply,
             })

@@ -95,7 +95,7 @@ fn mode(got: &[&Value], quorum_of: Option<usize>) -> Decision {
     // differ in the report.
     let mut counts: Vec<(String, &Value, usize)> = Vec::new();
     for v in got {
-        let key = v.to_string();
+        let key = crate::canonical::canonical_json(v);
         match counts.iter_mut().find(|(k, _, _)| *k == key) {
             Some(entry) => entry.2 += 1,
             None => counts.push((key, v, 1)),

@@ -1,6 +1,10 @@
 //! Fetching sources: the host allowlist, HTTPS through rustls with the system's roots (plain HTTP
 //! only to hosts the configuration names), a timeout and a size cap per source, no redirects, a
-//! response cache per source with a TTL, and a rate limit per host.
+//! response cache per account and source with a TTL, and a rate limit per account and host.
+//!
+//! The cache and the host budgets are per account (the owner a request acts for): a cached answer
+//! would tell one account that another asked the same thing a moment ago, and one account's
+//! fetches to a host would otherwise use up every other account's.
 //!
 //! This module holds the only HTTP client in any Cloister service: the oracle is the one service
 //! whose spec declares `network_access`, and it refuses to start without it.
@@ -20,7 +24,8 @@ use tokio::time::Instant;
 use crate::address::{self, Listed};
 use crate::request::{Method, Source};
 
-/// Hosts (and, in the service, accounts) with a rate-limit bucket before idle ones are forgotten.
+/// Account and host pairs (and, in the service, accounts) with a rate-limit bucket before idle ones
+/// are forgotten.
 pub(crate) const LIMITED_KEYS: usize = 4096;
 
 /// The most responses the cache holds; the oldest go first.
@@ -271,16 +276,17 @@ impl Fetcher {
             .map_err(|e| format!("the HTTP client cannot start: {e}"))
     }
 
-    /// Fetches `source`, from the cache when a fresh enough copy is there.
+    /// Fetches `source` for `owner`, from `owner`'s cache when a fresh enough copy is there.
     pub(crate) async fn fetch(
         &self,
+        owner: &str,
         source: &Source,
         limits: &FetchLimits,
     ) -> Result<Fetched, FetchError> {
         let url = Url::parse(&source.url)
             .map_err(|e| FetchError::new(format!("{:?} is not a URL: {e}", source.url)))?;
         limits.policy.check(&url).map_err(FetchError::new)?;
-        let key = cache_key(source);
+        let key = cache_key(owner, source);
         if !limits.cache_ttl.is_zero()
             && let Some(hit) = self.cached(&key, limits.cache_ttl)
         {
@@ -292,10 +298,14 @@ impl Fetcher {
             per_second: rate,
             burst: rate.max(1.0),
         };
-        let admitted = self.hosts.admit(&host, per_host, Instant::now().into_std());
+        let admitted = self.hosts.admit(
+            &budget_key(owner, &host),
+            per_host,
+            Instant::now().into_std(),
+        );
         if let Err(wait) = admitted {
             return Err(FetchError::new(format!(
-                "host {host} is over [services.oracle] host_rate_per_second ({rate}); try again in {} ms",
+                "host {host} is over [services.oracle] host_rate_per_second ({rate}) for this account; try again in {} ms",
                 wait.as_millis().max(1)
             )));
         }
@@ -425,12 +435,29 @@ impl Fetcher {
     }
 }
 
-/// Two requests share a cache entry only when they would send the same bytes.
-fn cache_key(source: &Source) -> String {
-    let parts: (&str, Method, &BTreeMap<String, String>, &Option<String>) =
-        (&source.url, source.method, &source.headers, &source.body);
+/// Two requests share a cache entry only when they act for the same owner and would send the same
+/// bytes.
+fn cache_key(owner: &str, source: &Source) -> String {
+    let parts: (
+        &str,
+        &str,
+        Method,
+        &BTreeMap<String, String>,
+        &Option<String>,
+    ) = (
+        owner,
+        &source.url,
+        source.method,
+        &source.headers,
+        &source.body,
+    );
     let text = serde_json::to_string(&parts).expect("plain data serializes");
     hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// The bucket of `owner`'s fetches to `host`. No account id or host contains a NUL.
+fn budget_key(owner: &str, host: &str) -> String {
+    format!("{owner}\0{host}")
 }
 
 /// An error with its causes ("error sending request: connection refused").

@@ -1,13 +1,15 @@
 //! The oracle service: fetches external data from allowed hosts, extracts a value from each source
-//! (a JSONPath, or a script run by the computation service as the caller), aggregates them (median,
-//! mode or quorum, with a minimum number of agreeing sources) and returns a report signed by a key
-//! that lives in the crypto service and is bound to the enclave by a quote.
+//! (a JSONPath, or a script the computation service runs without capabilities and deterministic),
+//! aggregates them (median, mode or quorum, with a minimum number of agreeing sources) and returns a
+//! report signed by a key that lives in the crypto service and is bound to the enclave by a quote.
+//! The report says how each value was obtained (a script's value carries the script's SHA-256).
 //!
 //! It is the only service with network access: its spec declares `network_access`, it refuses to
 //! start without it, and its crate is the only service crate with an HTTP client.
 
 mod address;
 mod aggregate;
+pub mod canonical;
 mod fetch;
 pub mod report;
 pub mod request;
@@ -98,9 +100,11 @@ type Answer<T> = Reply<Result<T, Error>>;
 /// Requests to the oracle.
 #[derive(Debug)]
 pub enum Request {
-    /// Fetch, extract, aggregate and sign. Scripts run as `caller`.
+    /// Fetch, extract, aggregate and sign, for `owner` (an account id, or `admin`): its request
+    /// limit, its cache entries and its fetch budget per host. Extraction scripts run as `owner`
+    /// without capabilities and deterministic (see [`request::Extraction::Script`]).
     Fetch {
-        caller: computation::Caller,
+        owner: String,
         request: OracleRequest,
         reply: Answer<SignedReport>,
     },

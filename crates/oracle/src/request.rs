@@ -78,9 +78,11 @@ pub enum Method {
 pub enum Extraction {
     /// An RFC 9535 JSONPath over the JSON body that selects exactly one value, e.g. `$.data.price`.
     JsonPath(String),
-    /// The body of an async JavaScript function run by the computation service as the caller,
-    /// with `args = {status, body}` (`body` as text; `JSON.parse(args.body)` for JSON): return the
-    /// value.
+    /// The body of an async JavaScript function run by the computation service with
+    /// `args = {body, status}` (`body` as text; `JSON.parse(args.body)` for JSON): return the
+    /// value. Needs the token scope `computation:run`. It runs without capabilities (reading `kv`
+    /// or `crypto` refuses the request) and deterministic; the report marks its value with the
+    /// script's SHA-256.
     Script(String),
 }
 
@@ -208,9 +210,9 @@ impl OracleRequest {
 
     /// SHA-256 of the request's canonical JSON (keys sorted, no spaces): what the report commits to.
     pub fn hash(&self) -> String {
-        let canonical = serde_json::to_value(self)
-            .and_then(|v| serde_json::to_string(&v))
-            .expect("a request serializes");
-        hex::encode(Sha256::digest(canonical.as_bytes()))
+        let value = serde_json::to_value(self).expect("a request serializes");
+        hex::encode(Sha256::digest(
+            crate::canonical::canonical_json(&value).as_bytes(),
+        ))
     }
 }

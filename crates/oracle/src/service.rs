@@ -9,11 +9,13 @@ use runtime::clock::now_ms;
 use runtime::rate::{Limiter, Rate};
 use runtime::setting::{List, Setting};
 use runtime::{Context, Kind, Priority, Service, ServiceError, Spec};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::task::JoinSet;
 
 use crate::fetch::{self, FetchLimits, Fetcher, HostPolicy, LIMITED_KEYS};
-use crate::report::{self, KeyAttestation, ReportPayload, SignedReport, Signer, SourceReport};
+use crate::report::{
+    self, ExtractedBy, KeyAttestation, ReportPayload, SignedReport, Signer, SourceReport,
+};
 use crate::request::{Extraction, Method, OracleRequest, RequestLimits, Source};
 use crate::{Error, KEY_OWNER, NAME, Request, aggregate};
 
@@ -216,18 +218,18 @@ impl Service for Oracle {
                         settings = Arc::new(Settings::of(&spec, &policy));
                     }
                     match request {
-                        Request::Fetch { caller, request, reply } => {
+                        Request::Fetch { owner, request, reply } => {
                             // A request that cannot run does not use up the account's quota.
                             if let Err(e) = request
                                 .check(settings.request)
-                                .and_then(|()| admit(&accounts, &caller.owner, &settings))
+                                .and_then(|()| admit(&accounts, &owner, &settings))
                             {
                                 reply.send(Err(e));
                                 continue;
                             }
                             let (state, settings) = (state.clone(), settings.clone());
                             tasks.spawn(async move {
-                                let result = state.answer(&caller, request, &settings).await;
+                                let result = state.answer(&owner, request, &settings).await;
                                 reply.send(result);
                             });
                         }
@@ -320,7 +322,7 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 impl State {
     async fn answer(
         &self,
-        caller: &computation::Caller,
+        owner: &str,
         request: OracleRequest,
         settings: &Settings,
     ) -> Result<SignedReport, Error> {
@@ -328,9 +330,14 @@ impl State {
             request
                 .sources
                 .iter()
-                .map(|s| self.source(caller, s, &settings.fetch)),
+                .map(|s| self.source(owner, s, &settings.fetch)),
         )
         .await;
+        let results = results
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| r.map_err(|refused| refused.at(i)))
+            .collect::<Result<Vec<_>, Error>>()?;
         let values: Vec<Option<Value>> = results.iter().map(|(_, v)| v.clone()).collect();
         let decision = aggregate::aggregate(&request.aggregation, &values);
         let payload = ReportPayload {
@@ -374,13 +381,14 @@ impl State {
         })
     }
 
-    /// One source's part of the report, and its value.
+    /// One source's part of the report, and its value; or the request refused, for a script
+    /// that reached for a capability.
     async fn source(
         &self,
-        caller: &computation::Caller,
+        owner: &str,
         source: &Source,
         limits: &FetchLimits,
-    ) -> (SourceReport, Option<Value>) {
+    ) -> Result<(SourceReport, Option<Value>), Refused> {
         let host = reqwest::Url::parse(&source.url)
             .ok()
             .and_then(|u| u.host_str().map(str::to_owned))
@@ -396,17 +404,25 @@ impl State {
             body_sha256: None,
             fetched_at_ms: None,
             cached: false,
+            extraction: Some(match &source.extract {
+                Extraction::JsonPath(_) => ExtractedBy::JsonPath,
+                Extraction::Script(_) => ExtractedBy::Script,
+            }),
+            script_sha256: match &source.extract {
+                Extraction::JsonPath(_) => None,
+                Extraction::Script(code) => Some(sha256_hex(code.as_bytes())),
+            },
             value: Value::Null,
             error: None,
         };
-        let fetched = match self.fetcher.fetch(source, limits).await {
+        let fetched = match self.fetcher.fetch(owner, source, limits).await {
             Ok(f) => f,
             Err(e) => {
                 report.status = e.status;
                 report.body_sha256 = e.body.as_deref().map(sha256_hex);
                 report.fetched_at_ms = e.fetched_at_ms;
                 report.error = Some(e.message);
-                return (report, None);
+                return Ok((report, None));
             }
         };
         report.status = Some(fetched.status);
@@ -415,70 +431,88 @@ impl State {
         report.cached = fetched.cached;
         if !(200..300).contains(&fetched.status) {
             report.error = Some(format!("the source answered HTTP {}", fetched.status));
-            return (report, None);
+            return Ok((report, None));
         }
-        match self.extract(caller, &source.extract, &fetched).await {
+        match self.extract(owner, &source.extract, &fetched).await {
             Ok(value) => {
                 report.value = value.clone();
-                (report, Some(value))
+                Ok((report, Some(value)))
             }
-            Err(e) => {
+            Err(Failed::Source(e)) => {
                 report.error = Some(e);
-                (report, None)
+                Ok((report, None))
             }
+            Err(Failed::Refused(refused)) => Err(refused),
         }
     }
 
     async fn extract(
         &self,
-        caller: &computation::Caller,
+        owner: &str,
         extraction: &Extraction,
         fetched: &fetch::Fetched,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, Failed> {
         match extraction {
             Extraction::JsonPath(path) => {
                 let json: Value = serde_json::from_slice(&fetched.body)
-                    .map_err(|e| format!("the body is not JSON: {e}"))?;
+                    .map_err(|e| Failed::Source(format!("the body is not JSON: {e}")))?;
                 let path = serde_json_path::JsonPath::parse(path)
-                    .map_err(|e| format!("bad JSONPath: {e}"))?;
+                    .map_err(|e| Failed::Source(format!("bad JSONPath: {e}")))?;
                 let nodes = path.query(&json).all();
                 match nodes.as_slice() {
                     [one] => Ok((*one).clone()),
-                    [] => Err(format!("the JSONPath {path} matches nothing in the body")),
-                    many => Err(format!(
+                    [] => Err(Failed::Source(format!(
+                        "the JSONPath {path} matches nothing in the body"
+                    ))),
+                    many => Err(Failed::Source(format!(
                         "the JSONPath {path} matches {} values; make it select one",
                         many.len()
-                    )),
+                    ))),
                 }
             }
             Extraction::Script(code) => {
-                let body = String::from_utf8_lossy(&fetched.body);
-                let args = json!({ "status": fetched.status, "body": body }).to_string();
-                let args = serde_json::value::RawValue::from_string(args)
-                    .map_err(|e| format!("the body cannot be passed to a script: {e}"))?;
+                let args = report::script_args(fetched.status, &fetched.body);
+                let args = serde_json::value::RawValue::from_string(args).map_err(|e| {
+                    Failed::Source(format!("the body cannot be passed to a script: {e}"))
+                })?;
+                // What a verifier can rerun from the report and the body alone: no account, no
+                // clock, no randomness but what the code and arguments seed.
                 let program = computation::Program {
                     code: code.clone(),
                     args: Some(args),
                     limits: computation::LimitOverrides::default(),
-                    deterministic: false,
+                    deterministic: true,
+                };
+                let caller = computation::Caller {
+                    owner: owner.to_owned(),
+                    signing_key: None,
+                    grants: computation::Grants::NONE,
+                    // It can make no capability call, so it has nothing to count.
+                    allowance: None,
+                    capabilities: computation::Capabilities::None,
                 };
                 let outcome = self
                     .computation
                     .call(|reply| computation::Request::Run {
-                        caller: caller.clone(),
+                        caller,
                         program,
                         reply,
                     })
                     .await
-                    .map_err(|e| format!("the computation service did not answer: {e}"))?
-                    .map_err(|e| format!("the script could not run: {e}"))?;
+                    .map_err(|e| {
+                        Failed::Source(format!("the computation service did not answer: {e}"))
+                    })?
+                    .map_err(|e| Failed::Source(format!("the script could not run: {e}")))?;
                 match outcome.ending {
-                    computation::Ending::Completed => Ok(outcome.result),
-                    ending => Err(format!(
+                    computation::Ending::Completed => Ok(outcome.result.value()),
+                    computation::Ending::CapabilityRefused { capability } => {
+                        Err(Failed::Refused(Refused { capability }))
+                    }
+                    ending => Err(Failed::Source(format!(
                         "the script ended with {}: {}",
                         ending.code(),
                         serde_json::to_string(&ending).unwrap_or_default()
-                    )),
+                    ))),
                 }
             }
         }
@@ -505,6 +539,33 @@ impl State {
                 "sha256(\"cloister oracle key v1\\0\" || public_key) || 32 zero bytes".into(),
             quote: B64.encode(&quote),
         })
+    }
+}
+
+/// Why a source has no value: its own failure (the report says so), or a script that reached for
+/// a capability (the whole request is refused).
+enum Failed {
+    Source(String),
+    Refused(Refused),
+}
+
+/// An extraction script that read `kv` or `crypto`.
+#[derive(Debug)]
+struct Refused {
+    capability: String,
+}
+
+impl Refused {
+    /// The request's error, naming source `index`.
+    fn at(self, index: usize) -> Error {
+        Error::BadInput {
+            source_index: Some(index),
+            field: "extract.script",
+            reason: format!(
+                "extract.script reads {}: an extraction script runs without capabilities (no kv, no crypto), on the fetched answer alone",
+                self.capability
+            ),
+        }
     }
 }
 

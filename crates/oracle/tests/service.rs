@@ -87,6 +87,7 @@ async fn sources() -> Sources {
 
 struct Fixture {
     oracle: oracle::Handle,
+    computation: computation::Handle,
     _rt: runtime::Runtime,
     _dir: tempfile::TempDir,
 }
@@ -107,7 +108,10 @@ async fn start(configure: impl FnOnce(&mut runtime::Spec)) -> Fixture {
     let mut spec = oracle::Oracle::default_spec();
     spec.set_items(&oracle::PLAIN_HTTP_HOSTS, &["127.0.0.1"]);
     configure(&mut spec);
-    let oracle = b.add_with_spec(oracle::Oracle::new(crypto, computation, platform), spec);
+    let oracle = b.add_with_spec(
+        oracle::Oracle::new(crypto, computation.clone(), platform),
+        spec,
+    );
     let rt = b.start().expect("start");
     rt.readiness()
         .wait_for(|r| r.level == RuntimeLevel::Ready)
@@ -115,16 +119,9 @@ async fn start(configure: impl FnOnce(&mut runtime::Spec)) -> Fixture {
         .expect("ready");
     Fixture {
         oracle,
+        computation,
         _rt: rt,
         _dir: dir,
-    }
-}
-
-fn caller(owner: &str) -> computation::Caller {
-    computation::Caller {
-        owner: owner.into(),
-        signing_key: None,
-        grants: computation::Grants::ALL,
     }
 }
 
@@ -157,7 +154,7 @@ impl Fixture {
     ) -> Result<oracle::SignedReport, Error> {
         self.oracle
             .call(|reply| Request::Fetch {
-                caller: caller(owner),
+                owner: owner.into(),
                 request,
                 reply,
             })
@@ -165,11 +162,20 @@ impl Fixture {
             .expect("the oracle answers")
     }
 
-    /// Asks, verifies the report, and answers its payload.
+    /// Asks as alice, verifies the report, and answers its payload.
     async fn report(&self, request: OracleRequest) -> oracle::report::ReportPayload {
-        let signed = self.ask("alice", request).await.expect("a report");
+        self.report_for("alice", request).await
+    }
+
+    /// Asks as `owner`, verifies the report, and answers its payload.
+    async fn report_for(
+        &self,
+        owner: &str,
+        request: OracleRequest,
+    ) -> oracle::report::ReportPayload {
+        let signed = self.ask(owner, request).await.expect("a report");
         let text = serde_json::to_string(&signed).expect("json");
-        oracle::verify(&text, None, true)
+        oracle::verify(&text, None, &SIMULATION_OK)
             .expect("the report verifies")
             .payload
     }
@@ -192,7 +198,7 @@ async fn a_report_from_two_sources_verifies_and_a_changed_one_does_not() {
     );
     let signed = f.ask("alice", req.clone()).await.expect("report");
     let text = serde_json::to_string(&signed).expect("json");
-    let verified = oracle::verify(&text, None, true).expect("verifies");
+    let verified = oracle::verify(&text, None, &SIMULATION_OK).expect("verifies");
     let p = verified.payload;
     assert_eq!(p.result, json!(101.0));
     assert_eq!(p.agreeing, 2);
@@ -216,12 +222,13 @@ async fn a_report_from_two_sources_verifies_and_a_changed_one_does_not() {
         .expect("answer")
         .expect("key");
     let attestation = serde_json::to_string(&attestation).expect("json");
-    let checked = oracle::verify(&text, Some(&attestation), true).expect("with quote");
+    let checked = oracle::verify(&text, Some(&attestation), &SIMULATION_OK).expect("with quote");
     assert_eq!(checked.quote.map(|q| q.simulation), Some(true));
     assert!(matches!(
-        oracle::verify(&text, Some(&attestation), false),
+        oracle::verify(&text, Some(&attestation), &enclave::quote::Trust::default()),
         Err(oracle::VerifyError::Quote(_))
     ));
+    hardware_quotes_go_through_the_dcap_verifier(&text, &attestation);
 
     // Any change to the payload breaks the signature.
     let mut forged: Value = serde_json::from_str(&text).expect("json");
@@ -231,7 +238,7 @@ async fn a_report_from_two_sources_verifies_and_a_changed_one_does_not() {
         .replace("101.0", "999.0");
     forged["payload"] = Value::String(payload);
     assert_eq!(
-        oracle::verify(&forged.to_string(), None, true),
+        oracle::verify(&forged.to_string(), None, &SIMULATION_OK),
         Err(oracle::VerifyError::BadSignature)
     );
 }
@@ -403,6 +410,191 @@ async fn answers_are_cached_per_source_and_hosts_are_rate_limited() {
     let p = g.report(request(three(), AggregationMethod::Mode, 1)).await;
     assert_eq!(limited(&p), 2, "{:?}", p.sources);
     assert_eq!(s.hits.load(Ordering::SeqCst), 4);
+}
+
+/// The cache and the host budget are the account's own: bob's request, the same as alice's a
+/// moment before, goes to the source (his answer is not hers, and does not tell him she asked),
+/// and alice using up her fetches to a host leaves bob his.
+#[tokio::test(start_paused = true)]
+async fn the_cache_and_the_host_budgets_are_per_account() {
+    let s = sources().await;
+    let f = start(|spec| {
+        spec.set(&oracle::CACHE_TTL_MS, Duration::from_millis(5_000));
+        spec.set(&oracle::HOST_RATE_PER_SECOND, 1);
+    })
+    .await;
+    let _clock = hold_the_clock();
+    let counted = || {
+        request(
+            vec![path(format!("{}/counted", s.base), "$.v")],
+            AggregationMethod::Mode,
+            1,
+        )
+    };
+    let alice = f.report_for("alice", counted()).await;
+    assert!(!alice.sources[0].cached);
+    assert_eq!(s.hits.load(Ordering::SeqCst), 1);
+    let bob = f.report_for("bob", counted()).await;
+    assert!(!bob.sources[0].cached, "bob is not given alice's answer");
+    assert_eq!(
+        s.hits.load(Ordering::SeqCst),
+        2,
+        "bob's request went to the source"
+    );
+    assert_eq!(bob.result, json!(1), "{:?}", bob.sources);
+    // Each is answered from their own entry now.
+    assert!(f.report_for("alice", counted()).await.sources[0].cached);
+    assert!(f.report_for("bob", counted()).await.sources[0].cached);
+    assert_eq!(s.hits.load(Ordering::SeqCst), 2);
+
+    // One fetch per second per account to the host: alice's three sources (different headers, so
+    // none is cached) spend her one; bob's goes out all the same.
+    let varied = |n: usize| {
+        let sources = (0..n)
+            .map(|i| {
+                let mut source = path(format!("{}/counted", s.base), "$.v");
+                source.headers.insert("x-n".into(), i.to_string());
+                source
+            })
+            .collect();
+        request(sources, AggregationMethod::Mode, 1)
+    };
+    let over = |p: &oracle::report::ReportPayload| {
+        p.sources
+            .iter()
+            .filter(|s| {
+                s.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("host_rate_per_second"))
+            })
+            .count()
+    };
+    tokio::time::advance(Duration::from_millis(1_000)).await;
+    let p = f.report_for("alice", varied(3)).await;
+    assert_eq!(over(&p), 2, "{:?}", p.sources);
+    assert_eq!(s.hits.load(Ordering::SeqCst), 3);
+    let p = f.report_for("bob", varied(1)).await;
+    assert_eq!(over(&p), 0, "alice's budget is not bob's: {:?}", p.sources);
+    assert_eq!(s.hits.load(Ordering::SeqCst), 4);
+}
+
+/// A value read by a script is marked with the script's SHA-256 (a JSONPath's is not), beside the
+/// body's: a verifier holding the body checks its hash, runs the script again on the same
+/// arguments, deterministic, and gets the same value, clock and `Math.random` included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_value_carries_the_script_hash_and_reruns_from_the_body() {
+    use oracle::report::ExtractedBy;
+    use sha2::{Digest, Sha256};
+    let s = sources().await;
+    let f = start(|_| {}).await;
+    let code = "const p = JSON.parse(args.body).data.price;\n\
+                return [p, Date.now(), Math.floor(Math.random() * 1e6), args.status];";
+    let req = request(
+        vec![
+            path(format!("{}/a", s.base), "$.data.state"),
+            Source {
+                extract: Extraction::Script(code.into()),
+                ..path(format!("{}/b", s.base), "")
+            },
+        ],
+        AggregationMethod::Mode,
+        1,
+    );
+    let p = f.report(req).await;
+    assert_eq!(p.format, "cloister-oracle-report/2");
+    let (by_path, by_script) = (&p.sources[0], &p.sources[1]);
+    assert_eq!(by_path.extraction, Some(ExtractedBy::JsonPath));
+    assert_eq!(by_path.script_sha256, None);
+    assert_eq!(by_script.extraction, Some(ExtractedBy::Script));
+    assert_eq!(
+        by_script.script_sha256.as_deref(),
+        Some(hex::encode(Sha256::digest(code.as_bytes())).as_str())
+    );
+    assert_eq!(by_script.value[1], json!(computation::DETERMINISTIC_NOW_MS));
+
+    // The verifier's side: the body, checked against the report, and the script run again on it.
+    let body = reqwest::get(format!("{}/b", s.base))
+        .await
+        .expect("fetch")
+        .bytes()
+        .await
+        .expect("body");
+    assert_eq!(
+        by_script.body_sha256.as_deref(),
+        Some(hex::encode(Sha256::digest(&body)).as_str())
+    );
+    let args = oracle::report::script_args(by_script.status.expect("a status"), &body);
+    let program = computation::Program {
+        code: code.into(),
+        args: Some(serde_json::value::RawValue::from_string(args).expect("json")),
+        limits: Default::default(),
+        deterministic: true,
+    };
+    let again = f
+        .computation
+        .call(|reply| computation::Request::Run {
+            caller: computation::Caller {
+                owner: "verifier".into(),
+                signing_key: None,
+                grants: computation::Grants::NONE,
+                allowance: None,
+                capabilities: computation::Capabilities::None,
+            },
+            program,
+            reply,
+        })
+        .await
+        .expect("answer")
+        .expect("run");
+    assert_eq!(again.ending, computation::Ending::Completed, "{again:?}");
+    assert_eq!(again.result.value(), by_script.value);
+}
+
+/// An extraction script runs without capabilities: one that reads `kv` or `crypto` (even inside
+/// `try`) refuses the whole request, naming its source, and nothing of the caller's is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extraction_script_that_reads_kv_or_crypto_is_refused() {
+    let s = sources().await;
+    let f = start(|_| {}).await;
+    for (code, capability) in [
+        ("return kv.get('secret')", "kv"),
+        ("try { kv.put('x', '1') } catch (e) {} return 1", "kv"),
+        ("return crypto.sha256(args.body)", "crypto"),
+        (
+            "try { return crypto.sign('m') } catch (e) { return 2 }",
+            "crypto",
+        ),
+    ] {
+        let req = request(
+            vec![
+                path(format!("{}/a", s.base), "$.data.price"),
+                Source {
+                    extract: Extraction::Script(code.into()),
+                    ..path(format!("{}/b", s.base), "")
+                },
+            ],
+            AggregationMethod::Median,
+            1,
+        );
+        match f.ask("alice", req).await {
+            Err(
+                e @ Error::BadInput {
+                    source_index: Some(1),
+                    field: "extract.script",
+                    ..
+                },
+            ) => {
+                let text = e.to_string();
+                assert!(
+                    text.starts_with("sources[1]: extract.script reads ")
+                        && text.contains(capability)
+                        && text.contains("without capabilities"),
+                    "{code}: {text}"
+                );
+            }
+            other => panic!("{code}: expected the request refused, got {other:?}"),
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -650,4 +842,53 @@ async fn host_hop_by_hop_and_proxy_headers_are_refused() {
         }
     }
     assert_eq!(s.hits.load(Ordering::SeqCst), 0);
+}
+
+/// Simulation quotes accepted (development), no hardware collateral.
+const SIMULATION_OK: enclave::quote::Trust = enclave::quote::Trust {
+    allow_simulation: true,
+    hardware: None,
+};
+
+/// The attestation with the recorded hardware quote in place of the simulation's: the oracle's
+/// verifier takes it to Intel's root CA with the collateral given, and then refuses it because the
+/// quote does not bind this report's key; without collateral it says what is missing.
+fn hardware_quotes_go_through_the_dcap_verifier(text: &str, attestation: &str) {
+    use base64::Engine as _;
+    use enclave::quote::{QuoteError, Trust};
+    let fixtures = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../enclave/tests/fixtures/dcap/"
+    );
+    let quote = std::fs::read(format!("{fixtures}sgx_quote")).expect("quote");
+    let collateral = std::fs::read(format!("{fixtures}sgx_quote_collateral.json")).expect("json");
+    let mut swapped: Value = serde_json::from_str(attestation).expect("json");
+    swapped["quote"] = json!(base64::engine::general_purpose::STANDARD.encode(&quote));
+    let swapped = swapped.to_string();
+    let hardware = Trust {
+        allow_simulation: false,
+        hardware: Some(enclave::dcap::HardwareCheck {
+            collateral: enclave::dcap::parse_collateral(&collateral).expect("collateral"),
+            at_unix_secs: 1_751_328_000,
+            policy: enclave::dcap::TcbPolicy {
+                allow: enclave::dcap::TcbStatus::ALL.to_vec(),
+                allow_debug: false,
+            },
+        }),
+    };
+    assert_eq!(
+        oracle::verify(text, Some(&swapped), &hardware).err(),
+        Some(oracle::VerifyError::Quote(QuoteError::ReportDataMismatch))
+    );
+    assert_eq!(
+        oracle::verify(text, Some(&swapped), &SIMULATION_OK).err(),
+        Some(oracle::VerifyError::Quote(QuoteError::CollateralNeeded))
+    );
+    // The simulation's own quote, with hardware required, is refused whatever collateral is given.
+    assert_eq!(
+        oracle::verify(text, Some(attestation), &hardware).err(),
+        Some(oracle::VerifyError::Quote(
+            QuoteError::SimulationNotAccepted
+        ))
+    );
 }

@@ -2,7 +2,8 @@
 (docs/api.md, "Oracle"): the signature is ECDSA P-256 over SHA-256 of the UTF-8 bytes of the
 report's `payload` string, as 64-byte r || s in base64; the key is the payload's
 `signer.public_key` (SEC1 uncompressed, base64); `request_hash` is SHA-256 of the request's
-canonical JSON (keys sorted, no spaces).
+canonical JSON (keys sorted, no spaces); a script-derived value's `script_sha256` is SHA-256 of its
+script's text in the request.
 
     python3 verify_report.py REPORT.json
 
@@ -30,7 +31,7 @@ def main(path):
         report = json.load(f)
     payload = report["payload"]
     fields = json.loads(payload)
-    if fields.get("format") != "cloister-oracle-report/1":
+    if fields.get("format") not in ("cloister-oracle-report/2", "cloister-oracle-report/1"):
         fail(f"unknown format {fields.get('format')!r}")
     if fields["signer"]["algorithm"] != "ecdsa-p256-sha256":
         fail(f"unknown algorithm {fields['signer']['algorithm']!r}")
@@ -50,6 +51,13 @@ def main(path):
     canonical = json.dumps(fields["request"], sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     if hashlib.sha256(canonical.encode("utf-8")).hexdigest() != fields["request_hash"]:
         fail("request_hash is not the hash of the request in the report")
+    # Format 2 marks each script-derived value with the SHA-256 of the script's exact text, which
+    # the request in the same payload holds.
+    for i, source in enumerate(fields["sources"]):
+        if source.get("extraction") == "script":
+            script = fields["request"]["sources"][i]["extract"]["script"]
+            if hashlib.sha256(script.encode("utf-8")).hexdigest() != source["script_sha256"]:
+                fail(f"sources[{i}].script_sha256 is not the hash of its script")
     print(
         json.dumps(
             {
@@ -57,6 +65,7 @@ def main(path):
                 "result": fields["result"],
                 "agreeing": fields["agreeing"],
                 "sources": len(fields["sources"]),
+                "scripts": [s.get("script_sha256") for s in fields["sources"]],
                 "enclave": fields["enclave"],
             }
         )

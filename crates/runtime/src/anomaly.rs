@@ -246,12 +246,13 @@ impl CrashLoop {
 }
 
 /// An anomaly that is raised now.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ActiveAnomaly {
     /// The service whose signal it is.
     pub service: ServiceName,
     /// The signal (`latency_p90_ms`, `error_rate`, `queue_depth`).
-    pub signal: &'static str,
+    #[schema(value_type = String)]
+    pub signal: std::borrow::Cow<'static, str>,
     /// What the runtime did about it.
     pub action: AnomalyAction,
     /// The value against its baseline.

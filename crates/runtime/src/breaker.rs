@@ -95,7 +95,7 @@ pub struct Breaker {
 }
 
 /// A copy of a breaker's state for the API and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct BreakerSnapshot {
     /// Its state.
     pub state: BreakerState,

@@ -12,6 +12,23 @@ pub const RUNTIME_RESERVE: Demand = Demand {
     threads: 2,
 };
 
+/// Threads the process runs outside the services' count and the reserve's async workers: the
+/// main thread (which waits on the async runtime) and the configuration file's watcher.
+pub const PROCESS_THREADS: u64 = 2;
+
+/// The most blocking threads the async runtime keeps where threads are a fixed budget (under
+/// Gramine): journal reads, quotes, storage commits and the ai service's loading and training
+/// queue for them beyond this.
+pub const BLOCKING_THREADS: u64 = 8;
+
+/// Every thread the process may run with `budget`: the services' threads and the runtime's
+/// async workers (both inside `budget.threads`, which [`check`] holds the minimum to), the
+/// blocking pool ([`BLOCKING_THREADS`]) and [`PROCESS_THREADS`]. An enclave with fewer thread
+/// slots than this could refuse the process a thread it was promised.
+pub fn process_threads(budget: Demand) -> u64 {
+    budget.threads + BLOCKING_THREADS + PROCESS_THREADS
+}
+
 /// Memory and threads: what services take, or what the enclave has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct Demand {
@@ -108,6 +125,19 @@ mod tests {
         s.replicas.min = min;
         s.replicas.max = min.max(4);
         s
+    }
+
+    #[test]
+    fn the_process_threads_cover_the_budget_and_what_runs_outside_it() {
+        let budget = Demand {
+            memory_mib: 64,
+            threads: 10,
+        };
+        assert_eq!(
+            process_threads(budget),
+            10 + BLOCKING_THREADS + PROCESS_THREADS
+        );
+        assert!(process_threads(budget) > budget.threads);
     }
 
     #[test]

@@ -103,6 +103,7 @@ impl Builder {
         let (readiness_tx, readiness_rx) = watch::channel(Readiness {
             level: RuntimeLevel::NotReady,
             reasons: vec!["starting".into()],
+            escalation: None,
         });
         let (commands_tx, commands_rx) = mpsc::channel(256);
         let supervisor = Supervisor::new(

@@ -126,6 +126,12 @@ pub enum Event {
         /// Why, and what to do.
         reason: String,
     },
+    /// Recovery gave up under `on_exhausted = "escalate"`: the runtime is no longer alive and its
+    /// process exits after `[runtime] escalation_grace`.
+    Escalated {
+        /// The service and why.
+        reason: String,
+    },
     /// An operator injected a fault.
     FaultInjected {
         /// The replica it went to.
@@ -336,7 +342,9 @@ pub(crate) fn serialize_time<S: serde::Serializer>(
     s.collect_str(&humantime::format_rfc3339_micros(*t))
 }
 
-fn deserialize_time<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+pub(crate) fn deserialize_time<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<SystemTime, D::Error> {
     let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
     humantime::parse_rfc3339(&s).map_err(serde::de::Error::custom)
 }

@@ -1,5 +1,8 @@
 //! A job table: work a service runs in the background for an owner, kept with what the owner may
-//! read about it (the service's own job type) until a bound on finished jobs drops it.
+//! read about it (the service's own job type) until a bound on finished jobs drops it: a count per
+//! owner, and the bytes finished jobs retain ([`Info::retained_bytes`]) per owner and in all. Past
+//! the total, the owner retaining the most loses its oldest first, so one owner's flood of large
+//! results drops its own, not another's.
 //!
 //! The table is plain data with one owner, the service's incarnation, which submits jobs and
 //! records what happens to them as its workers report. Readers do not share the table: a reader
@@ -19,6 +22,12 @@ use tokio::time::Instant;
 pub trait Info: Clone + Send + Sync + 'static {
     /// Whether the job has ended; nothing changes about a finished job.
     fn is_finished(&self) -> bool;
+
+    /// The bytes a finished job holds on to (its result and output), counted against the table's
+    /// byte bounds. None by default.
+    fn retained_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// A job just submitted.
@@ -82,12 +91,16 @@ struct Entry<T> {
     seq: u64,
     info: watch::Sender<T>,
     cancel: Arc<AtomicBool>,
+    /// What the job retains once finished (0 before).
+    bytes: usize,
 }
 
 struct Owned<T> {
     jobs: HashMap<String, Entry<T>>,
     /// Finished jobs, in the order they finished.
     finished: VecDeque<String>,
+    /// What the finished jobs retain, in all.
+    bytes: usize,
 }
 
 impl<T> Default for Owned<T> {
@@ -95,8 +108,38 @@ impl<T> Default for Owned<T> {
         Owned {
             jobs: HashMap::new(),
             finished: VecDeque::new(),
+            bytes: 0,
         }
     }
+}
+
+impl<T> Owned<T> {
+    /// Drops the oldest finished job; the bytes it retained.
+    fn drop_oldest(&mut self) -> usize {
+        let Some(old) = self.finished.pop_front() else {
+            return 0;
+        };
+        let bytes = self.jobs.remove(&old).map_or(0, |e| e.bytes);
+        self.bytes -= bytes;
+        bytes
+    }
+}
+
+/// How much finished jobs may retain, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepBytes {
+    /// Per owner: past it, the owner's oldest finished jobs go (its newest is always kept).
+    pub per_owner: usize,
+    /// In all: past it, the oldest finished jobs of the owner retaining the most go.
+    pub total: usize,
+}
+
+impl KeepBytes {
+    /// No byte bound.
+    pub const UNBOUNDED: KeepBytes = KeepBytes {
+        per_owner: usize::MAX,
+        total: usize::MAX,
+    };
 }
 
 /// A purged job still running: no reader sees it, but its end is awaited.
@@ -109,6 +152,9 @@ struct Draining<T> {
 pub struct Table<T> {
     prefix: &'static str,
     keep_finished: usize,
+    keep_bytes: KeepBytes,
+    /// What every owner's finished jobs retain.
+    bytes: usize,
     owners: HashMap<String, Owned<T>>,
     draining: HashMap<(String, String), Draining<T>>,
     next_seq: u64,
@@ -119,6 +165,8 @@ impl<T> std::fmt::Debug for Table<T> {
         f.debug_struct("Table")
             .field("prefix", &self.prefix)
             .field("keep_finished", &self.keep_finished)
+            .field("keep_bytes", &self.keep_bytes)
+            .field("bytes", &self.bytes)
             .field("owners", &self.owners.len())
             .field("draining", &self.draining.len())
             .finish()
@@ -132,6 +180,8 @@ impl<T: Info> Table<T> {
         Table {
             prefix,
             keep_finished: keep_finished.max(1),
+            keep_bytes: KeepBytes::UNBOUNDED,
+            bytes: 0,
             owners: HashMap::new(),
             draining: HashMap::new(),
             next_seq: 0,
@@ -141,6 +191,16 @@ impl<T: Info> Table<T> {
     /// Changes the bound on finished jobs kept per owner; it applies as the next job finishes.
     pub fn set_keep_finished(&mut self, keep: usize) {
         self.keep_finished = keep.max(1);
+    }
+
+    /// Changes the bounds on what finished jobs retain; they apply as the next job finishes.
+    pub fn set_keep_bytes(&mut self, keep: KeepBytes) {
+        self.keep_bytes = keep;
+    }
+
+    /// What finished jobs retain now, in all.
+    pub fn retained_bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Records a new job of `owner`, made by `make` from its fresh id.
@@ -153,6 +213,7 @@ impl<T: Info> Table<T> {
             seq: self.next_seq,
             info: watch::Sender::new(info.clone()),
             cancel: cancel.clone(),
+            bytes: 0,
         };
         self.owners
             .entry(owner.to_owned())
@@ -165,7 +226,9 @@ impl<T: Info> Table<T> {
     /// Forgets a job whose work never started (a scheduler refused it); its readers see [`Gone`].
     pub fn remove(&mut self, owner: &str, id: &str) {
         if let Some(o) = self.owners.get_mut(owner) {
-            o.jobs.remove(id);
+            let bytes = o.jobs.remove(id).map_or(0, |e| e.bytes);
+            o.bytes -= bytes;
+            self.bytes -= bytes;
             o.finished.retain(|f| f != id);
             if o.jobs.is_empty() {
                 self.owners.remove(owner);
@@ -193,7 +256,7 @@ impl<T: Info> Table<T> {
         let Some(o) = self.owners.get_mut(owner) else {
             return;
         };
-        let Some(entry) = o.jobs.get(id) else {
+        let Some(entry) = o.jobs.get_mut(id) else {
             return;
         };
         if entry.info.borrow().is_finished() {
@@ -203,12 +266,34 @@ impl<T: Info> Table<T> {
         if !entry.info.borrow().is_finished() {
             return;
         }
+        entry.bytes = entry.info.borrow().retained_bytes();
+        o.bytes += entry.bytes;
+        self.bytes += entry.bytes;
         o.finished.push_back(id.to_owned());
-        while o.finished.len() > self.keep_finished {
-            if let Some(old) = o.finished.pop_front() {
-                o.jobs.remove(&old);
-            }
+        while o.finished.len() > self.keep_finished
+            || (o.bytes > self.keep_bytes.per_owner && o.finished.len() > 1)
+        {
+            self.bytes -= o.drop_oldest();
         }
+        self.hold_to_total();
+    }
+
+    /// Drops finished jobs, the oldest of the owner retaining the most first, until what they
+    /// retain is within the total.
+    fn hold_to_total(&mut self) {
+        while self.bytes > self.keep_bytes.total {
+            let Some(largest) = self
+                .owners
+                .values_mut()
+                .filter(|o| !o.finished.is_empty())
+                .max_by_key(|o| o.bytes)
+            else {
+                return;
+            };
+            self.bytes -= largest.drop_oldest();
+        }
+        self.owners
+            .retain(|_, o| !o.jobs.is_empty() || !o.finished.is_empty());
     }
 
     /// The job as it is now.
@@ -249,12 +334,9 @@ impl<T: Info> Table<T> {
     /// at once. The future resolves when each job that was still going has reported its end.
     pub fn purge(&mut self, owner: &str) -> impl Future<Output = ()> + Send + 'static {
         let mut ends = Vec::new();
-        for (id, entry) in self
-            .owners
-            .remove(owner)
-            .map(|o| o.jobs)
-            .unwrap_or_default()
-        {
+        let owned = self.owners.remove(owner).unwrap_or_default();
+        self.bytes -= owned.bytes;
+        for (id, entry) in owned.jobs {
             entry.cancel.store(true, Ordering::Relaxed);
             let info = entry.info.borrow().clone();
             if !info.is_finished() {
@@ -295,11 +377,16 @@ mod tests {
     struct Job {
         id: String,
         state: &'static str,
+        result: usize,
     }
 
     impl Info for Job {
         fn is_finished(&self) -> bool {
             matches!(self.state, "done" | "cancelled")
+        }
+
+        fn retained_bytes(&self) -> usize {
+            self.result
         }
     }
 
@@ -307,11 +394,69 @@ mod tests {
         Job {
             id: id.to_owned(),
             state: "pending",
+            result: 0,
         }
     }
 
     fn set(state: &'static str) -> impl FnOnce(&mut Job) {
         move |j| j.state = state
+    }
+
+    fn done_with(bytes: usize) -> impl FnOnce(&mut Job) {
+        move |j| {
+            j.state = "done";
+            j.result = bytes;
+        }
+    }
+
+    #[test]
+    fn finished_jobs_retain_no_more_than_the_byte_bounds_and_a_flood_drops_its_own() {
+        let mut table = Table::new("job", 100);
+        table.set_keep_bytes(KeepBytes {
+            per_owner: 1000,
+            total: 1500,
+        });
+        let bob = table.submit("bob", pending);
+        table.update("bob", &bob.id, done_with(600));
+        let alice: Vec<_> = (0..5).map(|_| table.submit("alice", pending)).collect();
+        table.update("alice", &alice[0].id, done_with(500));
+        // 600 + 1000 is over the total: the largest holder, Alice, loses her oldest; Bob's stays.
+        table.update("alice", &alice[1].id, done_with(500));
+        assert!(table.get("alice", &alice[0].id).is_none(), "over the total");
+        assert!(table.get("bob", &bob.id).is_some(), "bob's result is kept");
+        assert_eq!(table.retained_bytes(), 600 + 500);
+        // Past 1000 of her own, her oldest go.
+        table.update("alice", &alice[2].id, done_with(300));
+        table.update("alice", &alice[3].id, done_with(300));
+        assert!(
+            table.get("alice", &alice[1].id).is_none(),
+            "over her own bound"
+        );
+        assert_eq!(table.list("alice").len(), 3, "two finished, one pending");
+        assert_eq!(table.retained_bytes(), 600 + 600);
+        // One result over her own bound is kept alone, until the total needs its room.
+        table.update("alice", &alice[4].id, done_with(1200));
+        assert!(table.get("alice", &alice[3].id).is_none());
+        assert!(
+            table.get("alice", &alice[4].id).is_none(),
+            "600 + 1200 is over the total"
+        );
+        assert!(table.get("bob", &bob.id).is_some());
+        assert_eq!(table.retained_bytes(), 600);
+        table.set_keep_bytes(KeepBytes {
+            per_owner: 1000,
+            total: 5000,
+        });
+        let big = table.submit("alice", pending);
+        table.update("alice", &big.id, done_with(1200));
+        assert!(
+            table.get("alice", &big.id).is_some(),
+            "the newest is kept alone"
+        );
+        assert_eq!(table.retained_bytes(), 1800);
+        // A purge gives its bytes back.
+        drop(table.purge("alice"));
+        assert_eq!(table.retained_bytes(), 600);
     }
 
     #[test]

@@ -31,6 +31,7 @@ mod client;
 pub mod clock;
 pub mod config;
 mod control;
+pub mod deadline;
 pub mod event;
 pub mod failure;
 pub mod graph;
@@ -63,7 +64,7 @@ pub use lifecycle::State;
 pub use name::{InvalidName, ServiceName};
 pub use service::{Context, Mode, Service, ServiceError};
 pub use setting::{Setting, Veto};
-pub use spec::{Capability, Kind, Priority, Spec, Strategy};
+pub use spec::{Capability, Kind, OnExhausted, Priority, Spec, Strategy};
 pub use supervisor::{
     Answer, HealthReport, Mark, Readiness, ServiceEvent, ServiceStatus, Snapshot,
 };

@@ -328,13 +328,13 @@ impl Monitor {
             for (signal, evidence) in &w.raised {
                 active.push(ActiveAnomaly {
                     service: service.clone(),
-                    signal: signal.name(),
+                    signal: signal.name().into(),
                     action: w.action.unwrap_or(AnomalyAction::Alert),
                     evidence: *evidence,
                 });
             }
         }
-        active.sort_by(|a, b| (&a.service, a.signal).cmp(&(&b.service, b.signal)));
+        active.sort_by(|a, b| (&a.service, &a.signal).cmp(&(&b.service, &b.signal)));
         self.active.send_if_modified(|current| {
             let same = current.len() == active.len()
                 && current

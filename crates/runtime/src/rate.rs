@@ -97,6 +97,49 @@ impl Limiter {
     }
 }
 
+/// One key's share of a [`Limiter`], handed to work done on its behalf away from the request that
+/// started it (a script's capability calls count against the account that runs it). Cheap to clone.
+#[derive(Clone)]
+pub struct Allowance {
+    limiter: std::sync::Arc<Limiter>,
+    key: String,
+    rate: Rate,
+}
+
+impl Allowance {
+    /// `key`'s bucket in `limiter`, at `rate`.
+    pub fn new(limiter: std::sync::Arc<Limiter>, key: &str, rate: Rate) -> Allowance {
+        Allowance {
+            limiter,
+            key: key.to_owned(),
+            rate,
+        }
+    }
+
+    /// Takes one token, or says how long until one is there.
+    pub fn admit(&self) -> Result<(), Duration> {
+        self.limiter.admit(&self.key, self.rate, Instant::now())
+    }
+}
+
+impl std::fmt::Debug for Allowance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Allowance")
+            .field("key", &self.key)
+            .field("rate", &self.rate)
+            .finish()
+    }
+}
+
+/// The same key of the same limiter.
+impl PartialEq for Allowance {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.limiter, &other.limiter) && self.key == other.key
+    }
+}
+
+impl Eq for Allowance {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

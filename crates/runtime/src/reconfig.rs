@@ -160,6 +160,11 @@ impl Handle {
     pub fn current(&self) -> Option<Version> {
         self.history.borrow().last().cloned()
     }
+
+    /// The running configuration, parsed (a live setting's value now, without cloning a version).
+    pub fn config(&self) -> Option<Arc<Config>> {
+        self.history.borrow().last().map(|v| v.config.clone())
+    }
 }
 
 fn hash(text: &str) -> String {
@@ -331,6 +336,30 @@ impl Controller {
                     "the HTTP server's limits are set when it starts; changing them takes a restart",
                 );
             }
+        }
+        if n.escalation_grace != o.escalation_grace {
+            push(
+                "runtime.escalation_grace",
+                "the grace before an escalated runtime exits is read at start; changing it takes a restart",
+            );
+        }
+        if n.metrics_auth != o.metrics_auth {
+            push(
+                "runtime.metrics_auth",
+                "whether /metrics needs the admin token is set when the server starts; changing it takes a restart",
+            );
+        }
+        if n.log_format != o.log_format {
+            push(
+                "runtime.log_format",
+                "the log format is set when the process starts; changing it takes a restart",
+            );
+        }
+        if n.admin_token_file != o.admin_token_file {
+            push(
+                "runtime.admin_token_file",
+                "the admin token is read when the process starts; changing its file takes a restart",
+            );
         }
         if new.testing != old.testing {
             push(

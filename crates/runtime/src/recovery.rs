@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::lifecycle::State;
-use crate::spec::{Backoff, Recovery, Scope, Strategy};
+use crate::spec::{Backoff, OnExhausted, Recovery, Scope, Strategy};
 
 /// The delay before restart number `attempt` (0-based), with `unit` in `[0, 1]` choosing the jitter.
 pub fn backoff_delay(backoff: &Backoff, attempt: u32, unit: f64) -> Duration {
@@ -129,6 +129,11 @@ pub struct Failure {
     pub serving: u32,
     /// What the service's restart history says about one more restart ([`History::verdict`]).
     pub verdict: Verdict,
+    /// What to do once restarts are used up ([`crate::Spec::on_exhausted`]).
+    pub on_exhausted: OnExhausted,
+    /// The backoff's maximum: the delay of every restart past the limit under
+    /// [`OnExhausted::Retry`].
+    pub ceiling: Duration,
 }
 
 /// What the supervisor does about a failure.
@@ -170,8 +175,15 @@ pub enum GiveUp {
     NeedsOperator,
     /// The `manual` strategy: the service waits for an operator.
     Manual,
-    /// The restart-intensity limit: `restarts` restarts within the window already.
+    /// The restart-intensity limit: `restarts` restarts within the window already
+    /// ([`OnExhausted::StayFailed`]).
     Exhausted {
+        /// Restarts within the window.
+        restarts: u32,
+    },
+    /// The restart-intensity limit under [`OnExhausted::Escalate`]: the service is failed and the
+    /// runtime escalates to whatever supervises its process.
+    Escalated {
         /// Restarts within the window.
         restarts: u32,
     },
@@ -186,6 +198,11 @@ impl GiveUp {
             GiveUp::Manual => format!("{what}; recovery is manual: start it again when ready"),
             GiveUp::Exhausted { restarts } => format!(
                 "{what}; gave up after {restarts} restarts within {}",
+                humantime::format_duration(window)
+            ),
+            GiveUp::Escalated { restarts } => format!(
+                "{what}; gave up after {restarts} restarts within {} and escalated: the process \
+                 exits for its supervisor to start it again",
                 humantime::format_duration(window)
             ),
         }
@@ -205,9 +222,16 @@ pub fn plan(failure: &Failure) -> Plan {
     if f.strategy == Strategy::Manual {
         return Plan::Fail(GiveUp::Manual);
     }
-    let (after, attempt) = match f.verdict {
-        Verdict::Exhausted { restarts } => return Plan::Fail(GiveUp::Exhausted { restarts }),
-        Verdict::Restart { delay, attempt } => (delay, attempt),
+    let (after, attempt) = match (f.verdict, f.on_exhausted) {
+        (Verdict::Restart { delay, attempt }, _) => (delay, attempt),
+        (Verdict::Exhausted { restarts }, OnExhausted::StayFailed) => {
+            return Plan::Fail(GiveUp::Exhausted { restarts });
+        }
+        (Verdict::Exhausted { restarts }, OnExhausted::Escalate) => {
+            return Plan::Fail(GiveUp::Escalated { restarts });
+        }
+        // CrashLoopBackOff: on and on, each restart after the backoff's maximum.
+        (Verdict::Exhausted { restarts }, OnExhausted::Retry) => (f.ceiling, restarts),
     };
     if f.strategy == Strategy::Failover && f.serving > 0 && f.state.is_up() {
         return Plan::Failover {
@@ -306,6 +330,7 @@ mod tests {
     mod plan_table {
         use super::super::*;
         use GiveUp as G;
+        use OnExhausted as On;
         use Scope as Sc;
         use State as S;
         use Strategy as St;
@@ -331,6 +356,8 @@ mod tests {
         const ALL_VERDICTS: [Verdict; 2] = [RESTART, EXHAUSTED];
         /// No other replica serving, or two of them.
         const ALL_SERVING: [u32; 2] = [0, 2];
+        const ALL_ON_EXHAUSTED: [OnExhausted; 3] = [On::Escalate, On::Retry, On::StayFailed];
+        const CEILING: Duration = Duration::from_millis(30_000);
 
         /// States where an exit belongs to a run that is over.
         const OVER: &[State] = &[
@@ -347,6 +374,9 @@ mod tests {
         const ANY_SCOPE: &[Scope] = &ALL_SCOPES;
         const ANY_SERVING: &[u32] = &ALL_SERVING;
         const ANY_VERDICT: &[Verdict] = &ALL_VERDICTS;
+        /// The table's policies past the limit: `retry` is checked apart (it plans what a
+        /// restart at the ceiling would).
+        const ANY_ON: &[OnExhausted] = &[On::Escalate, On::StayFailed];
         const EITHER: &[bool] = &[false, true];
 
         const fn restart(degraded: bool, scope: Scope) -> Plan {
@@ -365,69 +395,115 @@ mod tests {
             &'static [bool],
             &'static [u32],
             &'static [Verdict],
+            &'static [OnExhausted],
             Plan,
         );
 
         /// The complete decision table: (states, strategies, scopes, needs an operator, others
-        /// serving, verdict) -> plan. Every combination of inputs matches exactly one row.
+        /// serving, verdict, policy past the limit) -> plan. Every combination of inputs matches
+        /// exactly one row.
         #[rustfmt::skip]
         const TABLE: &[Row] = &[
-            (OVER, ANY_STRATEGY, ANY_SCOPE, EITHER, ANY_SERVING, ANY_VERDICT, Plan::Ignore),
-            (LIVE, ANY_STRATEGY, ANY_SCOPE, &[true], ANY_SERVING, ANY_VERDICT, Plan::Fail(G::NeedsOperator)),
-            (LIVE, &[St::Manual], ANY_SCOPE, &[false], ANY_SERVING, ANY_VERDICT, Plan::Fail(G::Manual)),
+            (OVER, ANY_STRATEGY, ANY_SCOPE, EITHER, ANY_SERVING, ANY_VERDICT, ANY_ON, Plan::Ignore),
+            (LIVE, ANY_STRATEGY, ANY_SCOPE, &[true], ANY_SERVING, ANY_VERDICT, ANY_ON, Plan::Fail(G::NeedsOperator)),
+            (LIVE, &[St::Manual], ANY_SCOPE, &[false], ANY_SERVING, ANY_VERDICT, ANY_ON, Plan::Fail(G::Manual)),
             (LIVE, &[St::Restart, St::Failover, St::Degrade], ANY_SCOPE, &[false], ANY_SERVING, &[EXHAUSTED],
-                Plan::Fail(G::Exhausted { restarts: 5 })),
-            (UP, &[St::Failover], ANY_SCOPE, &[false], &[2], &[RESTART],
+                &[On::StayFailed], Plan::Fail(G::Exhausted { restarts: 5 })),
+            (LIVE, &[St::Restart, St::Failover, St::Degrade], ANY_SCOPE, &[false], ANY_SERVING, &[EXHAUSTED],
+                &[On::Escalate], Plan::Fail(G::Escalated { restarts: 5 })),
+            (UP, &[St::Failover], ANY_SCOPE, &[false], &[2], &[RESTART], ANY_ON,
                 Plan::Failover { after: AFTER, attempt: 2, serving: 2 }),
             // Failover with nobody else serving (or not up yet) restarts the whole service.
-            (&[S::Starting], &[St::Failover], &[Sc::Service], &[false], ANY_SERVING, &[RESTART], restart(false, Sc::Service)),
-            (&[S::Starting], &[St::Failover], &[Sc::Dependents], &[false], ANY_SERVING, &[RESTART], restart(false, Sc::Dependents)),
-            (UP, &[St::Failover], &[Sc::Service], &[false], &[0], &[RESTART], restart(false, Sc::Service)),
-            (UP, &[St::Failover], &[Sc::Dependents], &[false], &[0], &[RESTART], restart(false, Sc::Dependents)),
-            (LIVE, &[St::Restart], &[Sc::Service], &[false], ANY_SERVING, &[RESTART], restart(false, Sc::Service)),
-            (LIVE, &[St::Restart], &[Sc::Dependents], &[false], ANY_SERVING, &[RESTART], restart(false, Sc::Dependents)),
-            (LIVE, &[St::Degrade], &[Sc::Service], &[false], ANY_SERVING, &[RESTART], restart(true, Sc::Service)),
-            (LIVE, &[St::Degrade], &[Sc::Dependents], &[false], ANY_SERVING, &[RESTART], restart(true, Sc::Dependents)),
+            (&[S::Starting], &[St::Failover], &[Sc::Service], &[false], ANY_SERVING, &[RESTART], ANY_ON, restart(false, Sc::Service)),
+            (&[S::Starting], &[St::Failover], &[Sc::Dependents], &[false], ANY_SERVING, &[RESTART], ANY_ON, restart(false, Sc::Dependents)),
+            (UP, &[St::Failover], &[Sc::Service], &[false], &[0], &[RESTART], ANY_ON, restart(false, Sc::Service)),
+            (UP, &[St::Failover], &[Sc::Dependents], &[false], &[0], &[RESTART], ANY_ON, restart(false, Sc::Dependents)),
+            (LIVE, &[St::Restart], &[Sc::Service], &[false], ANY_SERVING, &[RESTART], ANY_ON, restart(false, Sc::Service)),
+            (LIVE, &[St::Restart], &[Sc::Dependents], &[false], ANY_SERVING, &[RESTART], ANY_ON, restart(false, Sc::Dependents)),
+            (LIVE, &[St::Degrade], &[Sc::Service], &[false], ANY_SERVING, &[RESTART], ANY_ON, restart(true, Sc::Service)),
+            (LIVE, &[St::Degrade], &[Sc::Dependents], &[false], ANY_SERVING, &[RESTART], ANY_ON, restart(true, Sc::Dependents)),
         ];
 
-        #[test]
-        fn plan_table_is_complete_and_exact() {
-            let mut used = vec![false; TABLE.len()];
+        /// Every failure the table's columns can describe.
+        fn every_failure() -> impl Iterator<Item = Failure> {
+            let mut all = Vec::new();
             for state in ALL_STATES {
                 for strategy in ALL_STRATEGIES {
                     for scope in ALL_SCOPES {
                         for needs_operator in [false, true] {
                             for serving in ALL_SERVING {
                                 for verdict in ALL_VERDICTS {
-                                    let failure = Failure {
-                                        state,
-                                        strategy,
-                                        scope,
-                                        needs_operator,
-                                        serving,
-                                        verdict,
-                                    };
-                                    let rows: Vec<usize> = TABLE
-                                        .iter()
-                                        .enumerate()
-                                        .filter(|(_, (st, sy, sc, op, sv, v, _))| {
-                                            st.contains(&state)
-                                                && sy.contains(&strategy)
-                                                && sc.contains(&scope)
-                                                && op.contains(&needs_operator)
-                                                && sv.contains(&serving)
-                                                && v.contains(&verdict)
-                                        })
-                                        .map(|(k, _)| k)
-                                        .collect();
-                                    assert_eq!(rows.len(), 1, "{failure:?} matches rows {rows:?}");
-                                    used[rows[0]] = true;
-                                    assert_eq!(plan(&failure), TABLE[rows[0]].6, "{failure:?}");
+                                    for on_exhausted in ALL_ON_EXHAUSTED {
+                                        all.push(Failure {
+                                            state,
+                                            strategy,
+                                            scope,
+                                            needs_operator,
+                                            serving,
+                                            verdict,
+                                            on_exhausted,
+                                            ceiling: CEILING,
+                                        });
+                                    }
                                 }
                             }
                         }
                     }
                 }
+            }
+            all.into_iter()
+        }
+
+        /// Under `retry`, a service past its limit is planned exactly as one restarting after the
+        /// backoff's maximum; and where a restart would be planned, so it is past the limit.
+        #[test]
+        fn retry_past_the_limit_restarts_at_the_ceiling() {
+            let mut restarts = 0;
+            for f in every_failure().filter(|f| f.on_exhausted == On::Retry) {
+                let Verdict::Exhausted { restarts: n } = f.verdict else {
+                    // Within the limit the policy past it plays no part.
+                    let stay = Failure {
+                        on_exhausted: On::StayFailed,
+                        ..f
+                    };
+                    assert_eq!(plan(&f), plan(&stay), "{f:?}");
+                    continue;
+                };
+                let at_ceiling = Failure {
+                    verdict: Verdict::Restart {
+                        delay: CEILING,
+                        attempt: n,
+                    },
+                    ..f
+                };
+                let planned = plan(&f);
+                assert_eq!(planned, plan(&at_ceiling), "{f:?}");
+                restarts += usize::from(matches!(planned, Plan::Restart { after: CEILING, .. }));
+            }
+            assert!(restarts > 0, "no row restarted at the ceiling");
+        }
+
+        #[test]
+        fn plan_table_is_complete_and_exact() {
+            let mut used = vec![false; TABLE.len()];
+            for f in every_failure().filter(|f| f.on_exhausted != On::Retry) {
+                let rows: Vec<usize> = TABLE
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (st, sy, sc, op, sv, v, on, _))| {
+                        st.contains(&f.state)
+                            && sy.contains(&f.strategy)
+                            && sc.contains(&f.scope)
+                            && op.contains(&f.needs_operator)
+                            && sv.contains(&f.serving)
+                            && v.contains(&f.verdict)
+                            && on.contains(&f.on_exhausted)
+                    })
+                    .map(|(k, _)| k)
+                    .collect();
+                assert_eq!(rows.len(), 1, "{f:?} matches rows {rows:?}");
+                used[rows[0]] = true;
+                assert_eq!(plan(&f), TABLE[rows[0]].7, "{f:?}");
             }
             let unused: Vec<usize> = (0..TABLE.len()).filter(|&k| !used[k]).collect();
             assert!(unused.is_empty(), "rows never matched: {unused:?}");

@@ -222,9 +222,13 @@ impl<R: crate::bus::Operation> Context<R> {
     /// The next request, or `None` once the incarnation should stop. Control messages (liveness pings,
     /// stop, injected faults) are handled here first, so an incarnation that stops calling this is
     /// found hung by its probe. Requests whose deadline passed while queued are dead-lettered, not
-    /// returned.
+    /// returned. The returned request's deadline becomes the incarnation's current one
+    /// ([`crate::deadline::current`]), so the calls made while handling it inherit it; an incarnation
+    /// that hands a request to another task passes the deadline along itself.
     pub async fn recv(&mut self) -> Option<R> {
         self.set_ready();
+        // The previous request is done with: what runs until the next one has no deadline.
+        crate::deadline::set(None);
         loop {
             tokio::select! {
                 biased;
@@ -250,6 +254,8 @@ impl<R: crate::bus::Operation> Context<R> {
                         continue;
                     }
                     let _ = message;
+                    // Calls made while handling it inherit what is left of its deadline.
+                    crate::deadline::set(Some(*deadline));
                     return Some(envelope.message);
                 }
             }
@@ -319,7 +325,7 @@ impl<S: Service> Erased for Wrapped<S> {
         };
         let service = self.service.clone();
         Box::pin(async move {
-            let result = service.run(cx).await;
+            let result = crate::deadline::scope(None, service.run(cx)).await;
             if injected_error.load(Ordering::Acquire) {
                 return Err(ServiceError::new("injected fault: error"));
             }

@@ -214,6 +214,16 @@ impl Spec {
     pub fn is_critical(&self) -> bool {
         self.kind == Kind::Core
     }
+
+    /// What happens once recovery has used up its restarts: the configured policy, else
+    /// `escalate` for a core service (the runtime cannot serve without it) and `retry` for the
+    /// others.
+    pub fn on_exhausted(&self) -> OnExhausted {
+        self.recovery.on_exhausted.unwrap_or(match self.kind {
+            Kind::Core => OnExhausted::Escalate,
+            Kind::Optional | Kind::Extension => OnExhausted::Retry,
+        })
+    }
 }
 
 /// The spec's consistency problems as an error, for specs that did not come through a config file.
@@ -423,11 +433,16 @@ pub struct HealthPolicy {
     pub start_timeout: Duration,
 }
 
+/// The defaults find a hang within 3.6 s (`health::worst_case_detection`), well inside a request's
+/// deadline, and only after a loop has not answered for over 2.6 s, which no in-loop work (a group
+/// commit's sync, a keystore write) should come near. The timeout is not a round fraction of the
+/// interval, so a loop busy with half-second requests back to back still answers in time. A ping is
+/// one message through the control channel.
 impl Default for HealthPolicy {
     fn default() -> Self {
         HealthPolicy {
-            interval: Duration::from_secs(10),
-            timeout: Duration::from_secs(2),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(600),
             failure_threshold: 3,
             start_timeout: Duration::from_secs(30),
         }
@@ -449,6 +464,35 @@ pub struct Recovery {
     #[serde(with = "crate::serde_duration")]
     #[schema(value_type = String, example = "5s")]
     pub window: Duration,
+    /// What happens past the limit; absent, the kind's default ([`Spec::on_exhausted`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_exhausted: Option<OnExhausted>,
+}
+
+/// What recovery does once a service has used up its restarts (`max_restarts` within `window`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExhausted {
+    /// The service is failed, `/livez` answers 503 with the reason, and after
+    /// `[runtime] escalation_grace` the process exits non-zero, so that its own supervisor
+    /// (systemd, Kubernetes) starts the enclave afresh. The default for core services.
+    Escalate,
+    /// Keep restarting, each time after the backoff's maximum (as Kubernetes' CrashLoopBackOff
+    /// does). The default for optional services.
+    Retry,
+    /// The service stays failed until an operator starts it.
+    StayFailed,
+}
+
+impl OnExhausted {
+    /// The name in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnExhausted::Escalate => "escalate",
+            OnExhausted::Retry => "retry",
+            OnExhausted::StayFailed => "stay_failed",
+        }
+    }
 }
 
 impl Default for Recovery {
@@ -459,6 +503,7 @@ impl Default for Recovery {
             backoff: Backoff::default(),
             max_restarts: 5,
             window: Duration::from_secs(60),
+            on_exhausted: None,
         }
     }
 }

@@ -563,6 +563,7 @@ async fn the_servers_limits_cannot_be_changed_by_a_hot_apply() {
             "runtime.max_connections_per_peer",
         ),
         ("reserved_fds = 77\n", "runtime.reserved_fds"),
+        ("metrics_auth = true\n", "runtime.metrics_auth"),
     ] {
         refused_until_restart(change, path).await;
     }

@@ -6,7 +6,9 @@ mod support;
 use std::time::Duration;
 
 use runtime::journal::{Cause, Entry, Event, ExitOutcome, Fault};
-use runtime::{Builder, CallError, Journal, Kind, Mode, RuntimeLevel, State, Strategy};
+use runtime::{
+    Builder, CallError, Journal, Kind, Mode, OnExhausted, RuntimeLevel, State, Strategy,
+};
 use support::{Behaviour, Fake, Req, brief, name};
 use tokio::time::Instant;
 
@@ -161,10 +163,35 @@ async fn restart_intensity_fails_a_core_service_and_the_runtime_is_not_ready() {
         Fake::new("opt")
             .kind(Kind::Optional)
             .script(&[Behaviour::Panic; 10])
-            .spec_mut(|s| s.recovery.max_restarts = 2),
+            .spec_mut(|s| {
+                s.recovery.max_restarts = 2;
+                s.recovery.on_exhausted = Some(OnExhausted::StayFailed);
+            }),
     );
     let rt = b.start().expect("start");
     wait(&journal, is("core", |e| matches!(e, Event::Failed { .. }))).await;
+    // A core service escalates by default: the runtime says so, and stays so.
+    let escalated = wait(
+        &journal,
+        is("core", |e| matches!(e, Event::Escalated { .. })),
+    )
+    .await;
+    let mut r = rt.readiness();
+    let escalation = r
+        .wait_for(|r| r.escalation.is_some())
+        .await
+        .expect("readiness")
+        .escalation
+        .clone()
+        .expect("escalated");
+    assert!(
+        escalation.starts_with("core: ") && escalation.contains("gave up after 3 restarts"),
+        "{escalation}"
+    );
+    assert!(
+        matches!(&escalated.event, Event::Escalated { reason } if *reason == escalation),
+        "{escalated:?}"
+    );
     wait(&journal, is("opt", |e| matches!(e, Event::Failed { .. }))).await;
     let log = briefs(&journal);
     assert_eq!(
@@ -207,17 +234,64 @@ async fn a_failed_optional_service_only_degrades_the_runtime() {
         Fake::new("opt")
             .kind(Kind::Optional)
             .script(&[Behaviour::Fail; 10])
-            .spec_mut(|s| s.recovery.max_restarts = 1),
+            .spec_mut(|s| {
+                s.recovery.max_restarts = 1;
+                s.recovery.on_exhausted = Some(OnExhausted::StayFailed);
+            }),
     );
     let rt = b.start().expect("start");
     wait(&journal, is("opt", |e| matches!(e, Event::Failed { .. }))).await;
     let mut r = rt.readiness();
-    let level = r
+    let readiness = r
         .wait_for(|r| r.level != RuntimeLevel::NotReady)
         .await
         .expect("readiness")
-        .level;
-    assert_eq!(level, RuntimeLevel::Degraded);
+        .clone();
+    assert_eq!(readiness.level, RuntimeLevel::Degraded);
+    assert_eq!(readiness.escalation, None, "only `escalate` escalates");
+    rt.shutdown().await;
+}
+
+/// An optional service retries by default once its restarts are used up: each restart after the
+/// backoff's maximum, until it serves again; it is never failed and nothing escalates.
+#[tokio::test(start_paused = true)]
+async fn past_its_restarts_an_optional_service_retries_at_the_backoff_ceiling_until_it_serves() {
+    let journal = Journal::in_memory();
+    let mut b = Builder::new(journal.clone());
+    b.add(Fake::new("core"));
+    b.add(
+        Fake::new("opt")
+            .kind(Kind::Optional)
+            .script(&[Behaviour::Panic; 6])
+            .spec_mut(|s| {
+                s.recovery.max_restarts = 2;
+                s.recovery.backoff.max = Duration::from_secs(7);
+            }),
+    );
+    let rt = b.start().expect("start");
+    // Six panics, then it runs: up after the last one.
+    wait(&journal, is("opt", |e| matches!(e, Event::Up { .. }))).await;
+    let ceiling = Duration::from_secs(7).as_millis() as u64;
+    let delays: Vec<u64> = journal
+        .read(0, usize::MAX)
+        .expect("read")
+        .iter()
+        .filter(|e| e.service.as_ref().map(|n| n.as_str()) == Some("opt"))
+        .filter_map(|e| match e.event {
+            Event::BackoffScheduled { delay_ms, .. } => Some(delay_ms),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delays.len(), 6, "{delays:?}");
+    assert!(delays[..2].iter().all(|&d| d < ceiling), "{delays:?}");
+    assert!(delays[2..].iter().all(|&d| d == ceiling), "{delays:?}");
+    let log = briefs(&journal);
+    assert!(
+        !log.iter()
+            .any(|l| l.starts_with("opt: failed") || l.contains("escalated")),
+        "{log:#?}"
+    );
+    assert_eq!(rt.readiness().borrow().escalation, None);
     rt.shutdown().await;
 }
 

@@ -8,11 +8,10 @@ use wire::accounts::{
 use wire::attestation::Attestation;
 use wire::config::{ApplyAnswer, History, VersionView};
 use wire::events::EventPage;
-use wire::services::{GraphView, ServiceList, ServiceView};
+use wire::services::{AnomalyList, BusView, GraphView, ServiceList, ServiceView};
 
 use crate::client::{Client, segment};
 use crate::error::Error;
-use crate::events::EventStream;
 
 /// How long a configuration apply that waits out its watch window may take.
 const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
@@ -65,6 +64,31 @@ impl Client {
         self.call(Method::GET, "/v1/graph").await
     }
 
+    /// `GET /v1/bus`: traffic, latency and breaker per caller -> callee edge, broadcasts, and the
+    /// most recent dead letters.
+    pub async fn bus(&self) -> Result<BusView, Error> {
+        self.call(Method::GET, "/v1/bus").await
+    }
+
+    /// `GET /v1/anomalies`: the anomalies raised now, with their evidence and the action taken.
+    pub async fn anomalies(&self) -> Result<AnomalyList, Error> {
+        self.call(Method::GET, "/v1/anomalies").await
+    }
+
+    /// `GET /metrics`: the Prometheus text exposition (sent with the client's token, which the
+    /// runtime asks for when `[runtime] metrics_auth` is on).
+    pub async fn metrics(&self) -> Result<String, Error> {
+        let (request, url) = self.request(Method::GET, "/metrics");
+        let answer = self.send(request, url).await?;
+        if !answer.status.is_success() {
+            return Err(answer.error());
+        }
+        String::from_utf8(answer.body).map_err(|e| Error::Decode {
+            url: answer.url,
+            source: serde::de::Error::custom(format!("not UTF-8: {e}")),
+        })
+    }
+
     /// `GET /v1/events`: up to `limit` journal entries after sequence number `since`.
     pub async fn events(&self, since: u64, limit: usize) -> Result<EventPage, Error> {
         self.call(
@@ -72,26 +96,6 @@ impl Client {
             &format!("/v1/events?since={since}&limit={limit}"),
         )
         .await
-    }
-
-    /// `GET /v1/events/stream`: every entry after `since`, then each one as it is appended.
-    pub async fn event_stream(&self, since: u64) -> Result<EventStream, Error> {
-        // No timeout: the stream lasts as long as the runtime.
-        let (request, url) = self.untimed(Method::GET, &format!("/v1/events/stream?since={since}"));
-        let response = request.send().await.map_err(|source| Error::Unreachable {
-            base: self.base_url().to_owned(),
-            source,
-        })?;
-        if !response.status().is_success() {
-            let status = response.status();
-            let retry_after = crate::client::retry_after(response.headers());
-            let body = response
-                .bytes()
-                .await
-                .map_err(|source| Error::Read { url, source })?;
-            return Err(crate::error::from_answer(status, retry_after, &body));
-        }
-        Ok(EventStream::new(response, url))
     }
 
     /// `GET /v1/config`: the running configuration version, its TOML text and what it parsed into.

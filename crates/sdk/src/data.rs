@@ -6,7 +6,9 @@ use serde::Serialize;
 use wire::computation::{Outcome, Program};
 use wire::crypto::{Encoding, SignAnswer, SignBody, Verified, VerifyBody};
 use wire::oracle::{KeyAttestation, SignedReport};
-use wire::storage::{Deleted, Page, Stored, VERSION_HEADER, Value};
+use wire::storage::{
+    BatchBody, BatchWrite, Committed, Deleted, Page, Stored, VERSION_HEADER, Value,
+};
 
 use crate::client::{Client, segment};
 use crate::error::Error;
@@ -71,6 +73,16 @@ impl Client {
         self.call(Method::GET, &path).await
     }
 
+    /// `POST /v1/storage`: puts and deletes in one atomic commit, in order: either every write is
+    /// durable when this answers, or none is. Build the writes with [`Write::put`] and
+    /// [`Write::delete`].
+    pub async fn batch(&self, writes: impl IntoIterator<Item = Write>) -> Result<Committed, Error> {
+        let body = BatchBody {
+            writes: writes.into_iter().map(|w| w.0).collect(),
+        };
+        self.call_with(Method::POST, "/v1/storage", &body).await
+    }
+
     /// `POST /v1/crypto/keys/{id}/sign`: signs `message` with the caller's key `key_id` (an
     /// account's signing key is `signing_key` of its [`wire::accounts::AccountInfo`]).
     pub async fn sign(
@@ -125,6 +137,30 @@ impl Client {
     /// `GET /v1/oracle/key`: the oracle's signing key with the quote that binds it to the enclave.
     pub async fn oracle_key(&self) -> Result<KeyAttestation, Error> {
         self.call(Method::GET, "/v1/oracle/key").await
+    }
+}
+
+/// One write of a [`Client::batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write(BatchWrite);
+
+impl Write {
+    /// Store `value` at `key`.
+    pub fn put(key: impl Into<String>, value: impl AsRef<[u8]>) -> Write {
+        Write(BatchWrite {
+            key: key.into(),
+            value: Some(B64.encode(value)),
+            delete: false,
+        })
+    }
+
+    /// Delete `key`.
+    pub fn delete(key: impl Into<String>) -> Write {
+        Write(BatchWrite {
+            key: key.into(),
+            value: None,
+            delete: true,
+        })
     }
 }
 

@@ -46,15 +46,20 @@
 //! ```
 
 mod admin;
+mod ai;
 mod client;
 mod data;
 mod error;
 mod events;
+mod jobs;
+mod keys;
 
 pub use admin::Command;
 pub use client::Client;
+pub use data::Write;
 pub use error::{ApiError, Error};
-pub use events::EventStream;
+pub use events::{EventStream, ServiceStream};
+pub use jobs::MAX_JOB_WAIT;
 
 /// The API's answer and request types, as the API itself serializes them.
 pub mod types {

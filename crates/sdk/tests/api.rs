@@ -5,10 +5,14 @@
 use std::time::Duration;
 
 use cloister_sdk::types::accounts::IssueBody;
-use cloister_sdk::types::computation::{Ending, Program};
-use cloister_sdk::types::crypto::Encoding;
+use cloister_sdk::types::ai::{
+    Dataset, JobState as AiJobState, ModelKind, Params, PredictInput, Prediction, Tensor,
+    TrainRequest,
+};
+use cloister_sdk::types::computation::{Ending, JobState, Program};
+use cloister_sdk::types::crypto::{Algorithm, Encoding};
 use cloister_sdk::types::{Health, Kind, Outcome, RuntimeLevel, ServiceName, State};
-use cloister_sdk::{Client, Command, Error};
+use cloister_sdk::{Client, Command, Error, MAX_JOB_WAIT, Write};
 use test_support::in_process::{TOKEN, harness_with};
 use test_support::source::serve;
 
@@ -57,6 +61,22 @@ async fn typed_answers_round_trip_through_the_real_api() {
         .expect("an entry")
         .expect("a readable entry");
     assert_eq!(first.seq, 1);
+
+    // The services, live: a typed sample at once, with the interval's figures beside each.
+    let mut samples = admin.service_stream().await.expect("services stream");
+    let sample = samples
+        .next()
+        .await
+        .expect("a sample")
+        .expect("a readable sample");
+    assert_eq!(sample.readiness.level, RuntimeLevel::Ready);
+    let sampled = sample
+        .services
+        .iter()
+        .find(|s| s.service.name.as_str() == "storage")
+        .expect("storage is sampled");
+    assert_eq!(sampled.service.state, State::Running);
+    assert!(sampled.window.error_rate <= 1.0, "{sampled:?}");
 
     // Configuration: the running version, and a rejection as an answer with its problems.
     let running = admin.config().await.expect("config");
@@ -175,4 +195,193 @@ async fn an_api_error_is_the_typed_error_with_its_code() {
         "{unreachable:?}"
     );
     assert_eq!(unreachable.code(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_batches_jobs_and_the_runtimes_figures_are_typed_too() {
+    let h = harness_with(false, true).await;
+    let admin = Client::new(&serve(h.app.clone()).await, TOKEN).expect("client");
+    let created = admin.create_account("bob").await.expect("create");
+    let bob = Client::new(admin.base_url(), created.token.secret.clone()).expect("client");
+
+    // Keys: made, listed, used, rotated, derived from, deleted.
+    let aes = bob
+        .create_key(Algorithm::Aes256gcm)
+        .await
+        .expect("generate");
+    assert_eq!(aes.algorithm, Algorithm::Aes256gcm);
+    assert_eq!(aes.owner, created.account.id);
+    assert_eq!(aes.version, 1);
+    let listed = bob.keys().await.expect("keys");
+    assert!(listed.keys.iter().any(|k| k.id == aes.id));
+    let sealed = bob
+        .encrypt(&aes.id, b"secret", Some(b"context"))
+        .await
+        .expect("encrypt");
+    assert_ne!(sealed, b"secret");
+    let rotated = bob.rotate_key(&aes.id).await.expect("rotate");
+    assert_eq!(rotated.version, 2);
+    assert_eq!(rotated.versions.len(), 2);
+    assert_eq!(bob.key(&aes.id).await.expect("key"), rotated);
+    // The version that sealed it still opens it, and only with the same context.
+    let opened = bob
+        .decrypt(&aes.id, &sealed, Some(b"context"))
+        .await
+        .expect("decrypt");
+    assert_eq!(opened, b"secret");
+    let tampered = bob
+        .decrypt(&aes.id, &sealed, Some(b"other"))
+        .await
+        .expect_err("another context");
+    assert_eq!(tampered.code(), Some("crypto.integrity"));
+    let derived = bob
+        .derive_key(&aes.id, b"purpose", Some(b"salt"))
+        .await
+        .expect("derive");
+    assert_eq!(derived.algorithm, Algorithm::Aes256gcm);
+    assert_ne!(derived.id, aes.id);
+    bob.delete_key(&aes.id).await.expect("delete key");
+    let gone = bob.key(&aes.id).await.expect_err("deleted");
+    assert_eq!(gone.code(), Some("crypto.key_not_found"));
+
+    // A batch: all of it, in one commit.
+    bob.put("b/old", "x").await.expect("put");
+    let committed = bob
+        .batch([
+            Write::put("b/one", "1"),
+            Write::put("b/two", [2u8]),
+            Write::delete("b/old"),
+        ])
+        .await
+        .expect("batch");
+    assert_eq!(
+        bob.get("b/one").await.expect("one").version,
+        committed.version
+    );
+    assert_eq!(bob.get("b/two").await.expect("two").data, [2u8]);
+    let page = bob.list("b/", None, None).await.expect("list");
+    let keys: Vec<&str> = page.keys.iter().map(|k| k.key.as_str()).collect();
+    assert_eq!(keys, ["b/one", "b/two"]);
+
+    // A job: submitted, waited for, listed; one cancelled while it spins.
+    let job = bob
+        .submit(&Program::new("return 6 * 7;"))
+        .await
+        .expect("submit");
+    let done = bob
+        .job(&job.id, Some(Duration::from_secs(30)))
+        .await
+        .expect("wait");
+    assert_eq!(done.state, JobState::Completed);
+    assert_eq!(
+        done.outcome.expect("an outcome").result,
+        serde_json::json!(42)
+    );
+    let spinning = bob
+        .submit(&Program::new("for (;;) {}"))
+        .await
+        .expect("submit");
+    let cancelled = bob.cancel_job(&spinning.id).await.expect("cancel");
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    let jobs = bob.jobs().await.expect("jobs");
+    assert_eq!(jobs.jobs.len(), 2);
+    let pool = admin.pool().await.expect("pool");
+    assert!(pool.size >= 1);
+    assert!(pool.completed_total >= 1);
+    let refused = bob.pool().await.expect_err("the pool is the admin's");
+    assert_eq!(refused.api().map(|e| e.status.as_u16()), Some(403));
+
+    // The runtime's own figures: the bus saw the calls above, and Prometheus text.
+    let bus = admin.bus().await.expect("bus");
+    let storage = bus
+        .edges
+        .iter()
+        .find(|e| e.caller.is_none() && e.callee.as_str() == "storage")
+        .expect("the API called storage");
+    assert!(storage.handled >= 5, "{storage:?}");
+    let anomalies = admin.anomalies().await.expect("anomalies");
+    assert!(anomalies.anomalies.len() <= bus.edges.len() * 3);
+    let metrics = admin.metrics().await.expect("metrics");
+    assert!(
+        metrics.contains("cloister_"),
+        "not Prometheus text: {metrics:.200}"
+    );
+}
+
+/// The ai endpoints through the SDK: an ONNX model uploaded, listed, run and deleted; a model
+/// trained as a job, waited for, and run; every answer the typed one (a prediction is the variant
+/// for its kind of model), and an input that does not fit is the typed `ai.shape` error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_predictions_and_training_are_typed() {
+    const MLP: &[u8] = include_bytes!("../../ai/tests/fixtures/mlp.onnx");
+    let h = harness_with(false, true).await;
+    let admin = Client::new(&serve(h.app.clone()).await, TOKEN).expect("client");
+
+    let model = admin
+        .upload_model("mlp", MLP.to_vec())
+        .await
+        .expect("upload");
+    assert_eq!(model.name, "mlp");
+    assert_eq!(model.kind, ModelKind::Onnx);
+    assert_eq!(model.inputs[0].name, "x");
+    assert_eq!(admin.model(&model.id).await.expect("model"), model);
+    let listed = admin.models().await.expect("models");
+    assert_eq!(listed.models, vec![model.clone()]);
+
+    let x = Tensor::f32(vec![2, 4], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]);
+    let input = PredictInput::Tensors {
+        inputs: [("x".to_owned(), x)].into(),
+    };
+    let Prediction::Outputs { outputs } = admin.predict(&model.id, &input).await.expect("predict")
+    else {
+        panic!("an ONNX model answers outputs");
+    };
+    let y = outputs.values().next().expect("an output");
+    assert_eq!(y.shape, vec![2, 3]);
+    let wrong = PredictInput::Tensors {
+        inputs: [("x".to_owned(), Tensor::f32(vec![1, 3], [0.1, 0.2, 0.3]))].into(),
+    };
+    let refused = admin
+        .predict(&model.id, &wrong)
+        .await
+        .expect_err("three features where the model takes four");
+    assert_eq!(refused.code(), Some("ai.shape"), "{refused}");
+
+    // y = 2x + 1, the last two rows held out.
+    let job = admin
+        .train(&TrainRequest {
+            name: Some("line".into()),
+            model: Params::LinearRegression,
+            dataset: Dataset {
+                features: (1..=10).map(|x| vec![f64::from(x)]).collect(),
+                targets: Some((1..=10).map(|x| f64::from(2 * x + 1)).collect()),
+            },
+            test_fraction: 0.2,
+        })
+        .await
+        .expect("train");
+    let done = admin
+        .training_job(&job.id, Some(MAX_JOB_WAIT))
+        .await
+        .expect("job");
+    assert_eq!(done.state, AiJobState::Completed, "{done:?}");
+    let trained = done.model.expect("the trained model");
+    assert_eq!(trained.kind, ModelKind::LinearRegression);
+    let jobs = admin.training_jobs().await.expect("jobs");
+    assert_eq!(jobs.jobs.len(), 1);
+    let features = PredictInput::Features {
+        features: vec![vec![20.0]],
+    };
+    let Prediction::Values { predictions } = admin
+        .predict(&trained.id, &features)
+        .await
+        .expect("predict")
+    else {
+        panic!("a linear regression answers values");
+    };
+    assert!((predictions[0] - 41.0).abs() < 1e-6, "{predictions:?}");
+
+    admin.delete_model(&model.id).await.expect("delete");
+    let gone = admin.model(&model.id).await.expect_err("deleted");
+    assert_eq!(gone.code(), Some("ai.model_not_found"), "{gone}");
 }

@@ -64,6 +64,14 @@ fn private(path: &Path) -> std::io::Result<()> {
     file.set_permissions(std::fs::Permissions::from_mode(0o600))
 }
 
+/// What one namespace holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Usage {
+    pub(crate) keys: u64,
+    /// Keys and records, as stored (a record is its value encrypted, plus a 9-byte header).
+    pub(crate) bytes: u64,
+}
+
 /// A record as stored: the version that wrote it and the ciphertext.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Record {
@@ -367,6 +375,36 @@ impl Db {
                 });
             }
             Ok((out, false))
+        })
+    }
+
+    /// What `namespace` holds: its keys, and their bytes as stored (key and record).
+    pub(crate) fn usage(&self, namespace: &str) -> Result<Usage, DbError> {
+        guarded(|| {
+            let txn = self.db().begin_read().map_err(DbError::from)?;
+            let t = txn.open_table(VALUES).map_err(DbError::from)?;
+            let mut usage = Usage::default();
+            for entry in t.range((namespace, "")..).map_err(DbError::from)? {
+                let (k, v) = entry.map_err(DbError::from)?;
+                let (ns, key) = k.value();
+                if ns != namespace {
+                    break;
+                }
+                usage.keys += 1;
+                usage.bytes += (key.len() + v.value().len()) as u64;
+            }
+            Ok(usage)
+        })
+    }
+
+    /// The bytes one stored entry takes (key and record), if it exists.
+    pub(crate) fn entry_bytes(&self, namespace: &str, key: &str) -> Result<Option<u64>, DbError> {
+        guarded(|| {
+            let txn = self.db().begin_read().map_err(DbError::from)?;
+            let t = txn.open_table(VALUES).map_err(DbError::from)?;
+            Ok(t.get((namespace, key))
+                .map_err(DbError::from)?
+                .map(|v| (key.len() + v.value().len()) as u64))
         })
     }
 

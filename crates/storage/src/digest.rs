@@ -94,7 +94,7 @@ impl StateKey {
         platform: &dyn enclave::Platform,
         sealed: &[u8],
     ) -> Result<StateKey, enclave::SealError> {
-        let key = Zeroizing::new(enclave::unseal(platform, sealed, SEALED_AAD)?);
+        let key = enclave::unseal(platform, sealed, SEALED_AAD)?;
         Ok(StateKey::of(&key))
     }
 

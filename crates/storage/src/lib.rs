@@ -17,6 +17,7 @@
 mod db;
 mod digest;
 mod fresh;
+mod quota;
 mod service;
 
 use std::time::Duration;
@@ -25,6 +26,7 @@ use runtime::{CallError, Classify, ErrorKind, Reply, ServiceName};
 
 pub use db::{DbError, Listed};
 pub use fresh::{StateError, Verified};
+pub use quota::{Exceeded, MAX_ACCOUNT_BYTES, MAX_ACCOUNT_KEYS};
 pub use service::{MAX_BATCH_WRITES, MAX_KEY_BYTES, MAX_LIST_LIMIT, MAX_VALUE_BYTES, Storage};
 
 pub const NAME: ServiceName = ServiceName::from_static("storage");
@@ -46,6 +48,16 @@ pub enum Error {
     },
     #[error(transparent)]
     BadInput(BadInput),
+    /// The write would take the account's namespace past its quota.
+    #[error(
+        "the write would make this account hold {used} {what}; its quota is {limit} (services.storage.{setting}); delete something first"
+    )]
+    Quota {
+        what: Exceeded,
+        used: u64,
+        limit: u64,
+        setting: &'static str,
+    },
     /// The stored value of `key` was modified, moved or damaged; nothing of it is returned.
     #[error("the stored value of {key:?} fails its integrity check (modified, moved or damaged)")]
     Integrity { key: String },
@@ -80,7 +92,7 @@ impl Classify for Error {
     fn kind(&self) -> ErrorKind {
         match self {
             Error::NotFound(_) => ErrorKind::NotFound,
-            Error::TooLarge { .. } => ErrorKind::TooLarge,
+            Error::TooLarge { .. } | Error::Quota { .. } => ErrorKind::TooLarge,
             Error::BadInput(_) => ErrorKind::Invalid,
             Error::Integrity { .. } => ErrorKind::Integrity,
             Error::CryptoUnavailable(_) => ErrorKind::Unavailable {
@@ -94,6 +106,7 @@ impl Classify for Error {
         match self {
             Error::NotFound(_) => "storage.not_found",
             Error::TooLarge { .. } => "storage.too_large",
+            Error::Quota { .. } => "storage.quota_exceeded",
             Error::BadInput(_) => "storage.bad_input",
             Error::Integrity { .. } => "storage.integrity",
             Error::CryptoUnavailable(_) => "storage.crypto_unavailable",
@@ -215,6 +228,16 @@ mod tests {
                 },
                 ErrorKind::TooLarge,
                 "storage.too_large",
+            ),
+            (
+                Error::Quota {
+                    what: super::Exceeded::Bytes,
+                    used: 2,
+                    limit: 1,
+                    setting: super::MAX_ACCOUNT_BYTES.name(),
+                },
+                ErrorKind::TooLarge,
+                "storage.quota_exceeded",
             ),
             (
                 Error::BadInput(super::BadInput::EmptyKey),

@@ -11,6 +11,7 @@ use runtime::{CallError, Context, Kind, Priority, Reply, Service, ServiceError, 
 use crate::db::{Change, Db, DbError, Record, associated_data};
 use crate::digest::{Root, StateKey};
 use crate::fresh::{self, COUNTER, Opened, StateError, Verified};
+use crate::quota::{MAX_ACCOUNT_BYTES, MAX_ACCOUNT_KEYS, Quota, Tally, Usages};
 use crate::{BadInput, Error, KEY_OWNER, NAME, Page, Request, Value, Write};
 
 type Answer<T> = Reply<Result<T, Error>>;
@@ -94,6 +95,8 @@ impl Storage {
             .setting(&MAX_VALUE_BYTES)
             .setting(&MAX_BATCH_WRITES)
             .setting(&MAX_LIST_LIMIT)
+            .setting(&MAX_ACCOUNT_KEYS)
+            .setting(&MAX_ACCOUNT_BYTES)
     }
 
     /// Checks the database at start (`fresh.rs`): its content against the sealed digest, its
@@ -207,6 +210,7 @@ struct Limits {
     value: usize,
     batch: usize,
     list: usize,
+    quota: Quota,
 }
 
 impl Limits {
@@ -216,6 +220,10 @@ impl Limits {
             value: spec.get(&MAX_VALUE_BYTES),
             batch: spec.get(&MAX_BATCH_WRITES),
             list: spec.get(&MAX_LIST_LIMIT),
+            quota: Quota {
+                keys: spec.get(&MAX_ACCOUNT_KEYS),
+                bytes: spec.get(&MAX_ACCOUNT_BYTES),
+            },
         }
     }
 
@@ -268,6 +276,8 @@ struct State<'a> {
     root: Root,
     /// Namespace → crypto key id, as far as seen.
     namespace_keys: HashMap<String, String>,
+    /// What the namespaces written so far hold, for their quotas.
+    usages: Usages,
     storage: &'a Storage,
 }
 
@@ -279,6 +289,7 @@ impl<'a> State<'a> {
             keys: Arc::new(opened.keys),
             root: opened.root,
             namespace_keys: HashMap::new(),
+            usages: Usages::default(),
             storage,
         }
     }
@@ -319,6 +330,7 @@ impl<'a> State<'a> {
                 self.seq = seq;
                 self.root = root;
                 self.namespace_keys.remove(&namespace);
+                self.usages.forget(&namespace);
                 // No value refers to the key any more; without it, no copy of one can be read.
                 if let Some(id) = key_id {
                     let deleted = self
@@ -481,6 +493,7 @@ impl<'a> State<'a> {
         seq: u64,
         overlay: &mut HashMap<(String, String), bool>,
         new_namespaces: &mut Vec<(String, String)>,
+        tally: &mut Tally,
     ) -> Result<Vec<Change>, Error> {
         check_namespace(namespace)?;
         if writes.is_empty() {
@@ -581,6 +594,13 @@ impl<'a> State<'a> {
                 }),
             }
         }
+        tally.admit(
+            &mut self.usages,
+            &self.db,
+            namespace,
+            &changes,
+            limits.quota,
+        )?;
         for change in &changes {
             let (namespace, key, exists) = match change {
                 Change::Put { namespace, key, .. } => (namespace, key, true),
@@ -603,6 +623,7 @@ impl<'a> State<'a> {
         let seq = self.seq + 1;
         let mut overlay = HashMap::new();
         let mut new_namespaces = Vec::new();
+        let mut tally = Tally::default();
         let mut changes = Vec::new();
         let mut accepted = Vec::with_capacity(group.len());
         for p in group {
@@ -615,6 +636,7 @@ impl<'a> State<'a> {
                     seq,
                     &mut overlay,
                     &mut new_namespaces,
+                    &mut tally,
                 )
                 .await;
             match prepared {
@@ -639,6 +661,7 @@ impl<'a> State<'a> {
             Ok(root) => {
                 self.seq = seq;
                 self.root = root;
+                self.usages.commit(tally);
                 self.namespace_keys.extend(new_namespaces);
                 for reply in accepted {
                     reply.send(Ok(seq));

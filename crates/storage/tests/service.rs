@@ -4,13 +4,14 @@ mod common;
 
 use std::path::Path;
 
-use common::{Fixture, build, failure, platform, ready, start};
+use common::{Fixture, build, build_with, failure, platform, ready, start};
 
 use runtime::journal::Event;
 use runtime::{Builder, Journal};
 use storage::{Error, Request, Storage, Value, Write};
 
 const ALICE: &str = "alice";
+const BOB: &str = "bob";
 
 async fn put(h: &storage::Handle, ns: &str, key: &str, value: &[u8]) -> Result<u64, Error> {
     h.call(|reply| Request::Put {
@@ -275,6 +276,68 @@ async fn values_survive_a_service_restart_and_a_process_restart() {
             data: b"kept".to_vec(),
             version: v
         })
+    );
+    f.rt.shutdown().await;
+}
+
+/// A namespace's value key is an AES-256-GCM key in the crypto service: when it reaches its
+/// encryption bound (`services.crypto.max_encryptions_per_key`, lowered here to 2) it rotates,
+/// and every value written under an older version still reads, across a restart too.
+#[tokio::test]
+async fn values_outlive_their_value_keys_rotation_at_the_encryption_bound() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lowered = |spec: &mut runtime::Spec| spec.set(&crypto::MAX_ENCRYPTIONS, 2);
+    let started = |f: Fixture| async move {
+        tokio::select! {
+            () = ready(&f.rt) => {}
+            reason = failure(&f.journal) => panic!("storage failed to start: {reason}"),
+        }
+        f
+    };
+    let f = started(build_with(dir.path(), None, lowered, |_| {})).await;
+    for i in 0..5u8 {
+        put(&f.storage, ALICE, &format!("k{i}"), &[i])
+            .await
+            .expect("put");
+    }
+    let keys = f
+        .crypto
+        .call(|reply| crypto::Request::List {
+            owner: "@storage".into(),
+            reply,
+        })
+        .await
+        .expect("call")
+        .expect("list");
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!(
+        keys[0].version, 3,
+        "two encryptions per version: 1, 1, 2, 2, 3"
+    );
+    for i in 0..5u8 {
+        assert_eq!(
+            get(&f.storage, ALICE, &format!("k{i}"))
+                .await
+                .expect("get")
+                .data,
+            [i]
+        );
+    }
+    f.rt.shutdown().await;
+    let f = started(build_with(dir.path(), None, lowered, |_| {})).await;
+    for i in 0..5u8 {
+        assert_eq!(
+            get(&f.storage, ALICE, &format!("k{i}"))
+                .await
+                .expect("get")
+                .data,
+            [i]
+        );
+    }
+    put(&f.storage, ALICE, "after", b"x").await.expect("put");
+    assert_eq!(
+        get(&f.storage, ALICE, "after").await.expect("get").data,
+        b"x"
     );
     f.rt.shutdown().await;
 }
@@ -685,5 +748,111 @@ async fn a_write_is_acknowledged_only_after_the_commit_and_the_counter_are_on_di
     let f = start(dir.path(), None).await;
     assert_eq!(counter(dir.path()), first + 1);
     assert_eq!(get(&f.storage, ALICE, "a").await.expect("get").data, b"1");
+    f.rt.shutdown().await;
+}
+
+/// Starts storage on `dir` with `configure` applied to its spec, until ready.
+async fn start_with(dir: &Path, configure: impl FnOnce(&mut runtime::Spec)) -> Fixture {
+    let f = common::build(dir, None, configure);
+    common::ready(&f.rt).await;
+    f
+}
+
+/// Attack (#14): one account could fill the enclave's disk and its other tenants' share of it.
+/// Each account's namespace holds at most `max_account_keys` keys and `max_account_bytes` bytes:
+/// past either, a write is refused (413 `storage.quota_exceeded`, naming the setting) and changes
+/// nothing; shrinking is always allowed; a group commit cannot pass the quota its requests one by
+/// one could not; a restart counts what is on disk; other accounts and the service's own
+/// namespaces are not limited by it.
+#[tokio::test]
+async fn an_account_cannot_store_past_its_quota_of_keys_and_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let quota = |spec: &mut runtime::Spec| {
+        spec.set(&storage::MAX_ACCOUNT_KEYS, 3);
+        spec.set(&storage::MAX_ACCOUNT_BYTES, 4000);
+    };
+    let f = start_with(dir.path(), quota).await;
+    let h = &f.storage;
+    for key in ["k1", "k2", "k3"] {
+        put(h, ALICE, key, b"v").await.expect("within the quota");
+    }
+    let refused = put(h, ALICE, "k4", b"v").await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::Quota {
+                what: storage::Exceeded::Keys,
+                used: 4,
+                limit: 3,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let message = refused.expect_err("refused").to_string();
+    assert!(
+        message.contains("services.storage.max_account_keys"),
+        "{message}"
+    );
+    assert_eq!(get(h, ALICE, "k4").await, Err(Error::NotFound("k4".into())));
+    // Overwriting and deleting are fine; then there is room again.
+    put(h, ALICE, "k1", b"w")
+        .await
+        .expect("an overwrite adds no key");
+    delete(h, ALICE, "k1").await.expect("delete");
+    put(h, ALICE, "k4", b"v").await.expect("room again");
+    // Bytes: a value that would take her past 4000 bytes as stored is refused (here an overwrite,
+    // which adds no key).
+    delete(h, ALICE, "k2").await.expect("delete");
+    put(h, ALICE, "big1", &[1; 1800]).await.expect("within");
+    let refused = put(h, ALICE, "k3", &[1; 2200]).await;
+    assert!(
+        matches!(
+            refused,
+            Err(Error::Quota {
+                what: storage::Exceeded::Bytes,
+                limit: 4000,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    // Bob is not limited by Alice's use, nor is the service's own namespace.
+    for (key, size) in [("b1", 1800), ("b2", 1800), ("b3", 1)] {
+        put(h, BOB, key, &vec![2; size])
+            .await
+            .expect("bob's own quota");
+    }
+    for i in 0..5 {
+        put(h, "@internal", &format!("i{i}"), b"x")
+            .await
+            .expect("no quota");
+    }
+    // Five puts queued together (one group commit) with one key free: one lands.
+    delete(h, BOB, "b3").await.expect("delete");
+    let puts = (0..5).map(|i| async move { put(h, BOB, &format!("g{i}"), b"g").await });
+    let results = futures::future::join_all(puts).await;
+    let landed = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(landed, 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| matches!(
+                e,
+                Error::Quota {
+                    what: storage::Exceeded::Keys,
+                    ..
+                }
+            )),
+        "{results:?}"
+    );
+    f.rt.shutdown().await;
+    // A new incarnation reads what is on disk: Alice still has three keys.
+    let f = start_with(dir.path(), quota).await;
+    assert!(matches!(
+        put(&f.storage, ALICE, "k5", b"v").await,
+        Err(Error::Quota { .. })
+    ));
     f.rt.shutdown().await;
 }

@@ -49,6 +49,8 @@ pub struct Setup {
     pub dir: Option<tempfile::TempDir>,
     /// `cloister run --accept-storage-rollback`: a storage state to accept once.
     pub accept_storage_rollback: Option<u64>,
+    /// `[runtime] metrics_auth`: `/metrics` needs the admin token.
+    pub metrics_auth: bool,
 }
 
 /// A harness with only crypto of the built-in services running.
@@ -119,19 +121,36 @@ pub async fn start(setup: Setup) -> Harness {
         .wait_for(|r| r.level == RuntimeLevel::Ready)
         .await
         .expect("ready");
-    let fault_injection = setup.fault_injection;
-    let mut config = runtime::config::Config::default();
-    config.testing.fault_injection = fault_injection;
-    let catalog = vec![spec("base", &[]), spec("app", &["base"])];
-    let text = if fault_injection {
-        "[testing]\nfault_injection = true\n"
-    } else {
-        ""
-    };
+    // The controller starts from the text the services were configured with, so the API reads
+    // their live settings as a configured runtime would; with every built-in service running, a
+    // new version can change theirs too.
+    let mut catalog = vec![spec("base", &[]), spec("app", &["base"])];
+    if setup.with_storage {
+        catalog.extend(stack::catalog());
+    }
+    let text = format!(
+        "{}{}{}",
+        if setup.metrics_auth {
+            "[runtime]\nmetrics_auth = true\n"
+        } else {
+            ""
+        },
+        if setup.fault_injection {
+            "[testing]\nfault_injection = true\n"
+        } else {
+            ""
+        },
+        if setup.with_storage {
+            setup.services
+        } else {
+            ""
+        }
+    );
+    let config = runtime::config::Config::parse(&text, &catalog).expect("a valid configuration");
     let (configs, _task) = runtime::reconfig::Controller::spawn(
         runtime.client(),
         catalog,
-        text.into(),
+        text,
         config.clone(),
         Arc::new(|_: &mut runtime::config::Config| {}),
         CancellationToken::new(),

@@ -83,7 +83,9 @@ pub struct Outcome {
     /// How the run ended.
     pub ending: Ending,
     /// The script's result (the settled value of its function body), `null` unless it completed.
-    pub result: serde_json::Value,
+    /// Kept as the JSON text the script's `JSON.stringify` made, within the output limit.
+    #[schema(value_type = Value)]
+    pub result: crate::JsonText,
     /// What the script wrote with `console.*`, in order, up to the console limit.
     pub console: Vec<ConsoleLine>,
     /// Wall time from the start of the run to its end (or to the watchdog's answer).
@@ -140,6 +142,9 @@ pub enum Ending {
     NeverSettled,
     /// The run was cancelled (a job's `Cancel`). `abandoned` as for `TimedOut`.
     Cancelled { abandoned: bool },
+    /// The run was made without capabilities (an oracle extraction script) and the script read
+    /// `capability` (`kv` or `crypto`); it was stopped there.
+    CapabilityRefused { capability: String },
 }
 
 impl Ending {
@@ -157,6 +162,7 @@ impl Ending {
             Ending::ConsoleLimit { .. } => "console_limit",
             Ending::NeverSettled => "never_settled",
             Ending::Cancelled { .. } => "cancelled",
+            Ending::CapabilityRefused { .. } => "capability_refused",
         }
     }
 }
@@ -179,4 +185,110 @@ pub enum Level {
     Warn,
     Error,
     Debug,
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Pending,
+    Running,
+    Completed,
+    /// The script threw, did not parse, returned something without a JSON form or a promise that
+    /// never settled; or the run could not start (see `error`).
+    Failed,
+    TimedOut,
+    Cancelled,
+    MemoryLimit,
+    StackOverflow,
+    OutputTooLarge,
+    ConsoleLimit,
+}
+
+impl JobState {
+    /// Whether the job is over (every state but pending and running).
+    pub fn is_finished(self) -> bool {
+        !matches!(self, JobState::Pending | JobState::Running)
+    }
+
+    /// The state a job ends in when its run ended so.
+    pub fn of(ending: &Ending) -> JobState {
+        match ending {
+            Ending::Completed => JobState::Completed,
+            Ending::Error { .. }
+            | Ending::SyntaxError { .. }
+            | Ending::NotSerializable { .. }
+            | Ending::NeverSettled
+            | Ending::CapabilityRefused { .. } => JobState::Failed,
+            Ending::TimedOut { .. } => JobState::TimedOut,
+            Ending::Cancelled { .. } => JobState::Cancelled,
+            Ending::MemoryLimit => JobState::MemoryLimit,
+            Ending::StackOverflow => JobState::StackOverflow,
+            Ending::OutputTooLarge { .. } => JobState::OutputTooLarge,
+            Ending::ConsoleLimit { .. } => JobState::ConsoleLimit,
+        }
+    }
+}
+
+/// A job as its owner sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobInfo {
+    /// Random and unguessable: `job_` and 32 hex digits.
+    pub id: String,
+    pub state: JobState,
+    pub created_ms: u64,
+    pub started_ms: Option<u64>,
+    pub finished_ms: Option<u64>,
+    /// Once finished (unless the run could not start at all).
+    pub outcome: Option<Outcome>,
+    /// Why the run could not start, for a job that failed without an outcome.
+    pub error: Option<String>,
+}
+
+impl runtime::jobs::Info for JobInfo {
+    fn is_finished(&self) -> bool {
+        self.state.is_finished()
+    }
+
+    /// The result's JSON text, the console's lines and the error: what the job keeps beyond its
+    /// fixed fields.
+    fn retained_bytes(&self) -> usize {
+        let outcome = self.outcome.as_ref().map_or(0, |o| {
+            o.result.len()
+                + o.console
+                    .iter()
+                    .map(|line| line.text.len() + LINE_OVERHEAD)
+                    .sum::<usize>()
+        });
+        outcome + self.error.as_ref().map_or(0, String::len)
+    }
+}
+
+/// What a console line takes beyond its text (the `String` and the level).
+const LINE_OVERHEAD: usize = 32;
+
+/// `GET /v1/computation/jobs`: the caller's jobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<JobInfo>,
+}
+
+/// The pool's figures, `GET /v1/computation/pool`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PoolStats {
+    /// The configured number of workers (`resources.cpu_cores`).
+    pub size: usize,
+    /// Workers that take work now (idle + busy); equals `size` unless a replacement failed to start.
+    pub live: usize,
+    pub idle: usize,
+    pub busy: usize,
+    /// Runs waiting for a worker.
+    pub queued: usize,
+    pub queue_capacity: usize,
+    /// Abandoned workers whose stuck call has not returned yet; they take no work.
+    pub abandoned_running: usize,
+    /// Workers started to replace abandoned ones, since the pool started.
+    pub replaced_total: u64,
+    /// Runs finished by a worker (not counting those the watchdog answered for).
+    pub completed_total: u64,
 }

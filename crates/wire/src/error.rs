@@ -19,4 +19,8 @@ pub struct ErrorDetail {
     pub message: String,
     /// Whether the same request may succeed later (a 503 or 429 with `Retry-After`).
     pub retryable: bool,
+    /// The request's id, as in the answer's `x-request-id` header and the server's log lines
+    /// for it (absent where the answer was not made by the API's server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }

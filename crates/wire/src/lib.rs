@@ -9,14 +9,17 @@
 //! service.
 
 pub mod accounts;
+pub mod ai;
 pub mod attestation;
 pub mod computation;
 pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod events;
+pub mod json;
 pub mod oracle;
 pub mod services;
 pub mod storage;
 
 pub use error::{ErrorBody, ErrorDetail};
+pub use json::JsonText;

@@ -173,3 +173,71 @@ pub struct GraphEdge {
     /// The dependency.
     pub to: ServiceName,
 }
+
+/// `GET /v1/bus`: the message bus's figures.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BusView {
+    /// Traffic per caller -> callee edge (`caller` is absent for calls from outside any service).
+    pub edges: Vec<runtime::bus::EdgeSnapshot>,
+    pub broadcast: Broadcast,
+    pub dead_letters: DeadLetterView,
+}
+
+/// Broadcast events published, and deliveries of them to subscribers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Broadcast {
+    pub published: u64,
+    pub delivered: u64,
+}
+
+/// Messages that reached no handler.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeadLetterView {
+    /// Since the runtime started.
+    pub total: u64,
+    /// The most recent ones, oldest first.
+    pub recent: Vec<runtime::bus::Letter>,
+}
+
+/// `GET /v1/anomalies`: the anomalies raised now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AnomalyList {
+    pub anomalies: Vec<runtime::monitor::ActiveAnomaly>,
+}
+
+/// Figures over one sample interval of the live services stream only.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Window {
+    /// Calls answered in the interval.
+    pub calls: u64,
+    /// Of them, errors (dead letters included).
+    pub errors: u64,
+    /// `errors / calls` (0 without calls).
+    pub error_rate: f64,
+    /// The interval's median latency, when it had calls.
+    pub latency_p50_ms: Option<f64>,
+    /// The interval's 99th percentile latency, when it had calls.
+    pub latency_p99_ms: Option<f64>,
+}
+
+/// A service in a live sample: everything `GET /v1/services` shows, and the last interval's
+/// figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SampledService {
+    /// The service, as `GET /v1/services` shows it.
+    #[serde(flatten)]
+    pub service: ServiceView,
+    /// Its figures since the sample before.
+    pub window: Window,
+}
+
+/// The data of one `services` event of `GET /v1/services/stream`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ServiceSample {
+    /// RFC 3339, when the sample was taken.
+    pub at: String,
+    /// Ready, degraded or not ready, with the reasons.
+    pub readiness: Readiness,
+    /// Every registered service.
+    pub services: Vec<SampledService>,
+}

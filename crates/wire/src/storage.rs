@@ -1,4 +1,5 @@
-//! The storage service's answers (`/v1/storage`). Single values travel raw, not as JSON.
+//! The storage service's requests and answers (`/v1/storage`). Single values travel raw, not as
+//! JSON; a batch is JSON with its values in base64.
 
 use serde::{Deserialize, Serialize};
 
@@ -58,4 +59,23 @@ pub struct Value {
     pub data: Vec<u8>,
     /// The commit that wrote it.
     pub version: u64,
+}
+
+/// The body of `POST /v1/storage`: puts and deletes committed together, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchBody {
+    pub writes: Vec<BatchWrite>,
+}
+
+/// `{"key": K, "value": BASE64}` or `{"key": K, "delete": true}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchWrite {
+    pub key: String,
+    /// Base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub delete: bool,
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ai::{
-    Dataset, Error, JobInfo, JobState, ModelInfo, Params, PredictInput, Request, TensorData,
+    Dataset, Error, JobInfo, JobState, ModelInfo, Params, PredictInput, Request, Tensor,
     TrainRequest,
 };
 use runtime::{Builder, Journal, RuntimeLevel};
@@ -103,6 +103,7 @@ impl Fixture {
         id: &str,
         input: PredictInput,
     ) -> Result<Value, Error> {
+        // As JSON, the way the API writes it: the tests compare what a caller reads.
         self.ask(|reply| Request::Predict {
             owner: owner.into(),
             id: id.into(),
@@ -110,6 +111,7 @@ impl Fixture {
             reply,
         })
         .await
+        .map(|p| serde_json::to_value(p).expect("a prediction serializes"))
     }
 
     pub async fn train(&self, request: TrainRequest) -> Result<JobInfo, Error> {
@@ -157,6 +159,6 @@ impl Fixture {
 
 pub fn tensors(name: &str, shape: Vec<usize>, data: Vec<f64>) -> PredictInput {
     PredictInput::Tensors {
-        inputs: BTreeMap::from([(name.to_owned(), TensorData { shape, data })]),
+        inputs: BTreeMap::from([(name.to_owned(), Tensor::f32(shape, data))]),
     }
 }

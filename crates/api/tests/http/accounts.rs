@@ -277,8 +277,8 @@ async fn accounts_tokens_scopes_and_the_journal() {
 }
 
 /// Every owned resource (keys, values, jobs, tokens, models, training jobs) answers another account
-/// exactly as a missing one; listings, scripts and the oracle (its extraction scripts and its
-/// per-account limit) act for the caller's account only.
+/// exactly as a missing one; listings and scripts act for the caller's account only; the oracle's
+/// extraction scripts reach no account at all, and its request limit is per account.
 #[tokio::test]
 async fn account_isolation_matrix() {
     let h = start(Setup {
@@ -579,24 +579,31 @@ async fn account_isolation_matrix() {
     )
     .await;
     assert_eq!(job["state"], "completed", "{job}");
-    // The oracle: an extraction script runs as the caller, in the caller's namespace; each
-    // account has its own request limit (one a minute here).
+    // The oracle: an extraction script reaches nothing of any account's (one that reads `kv` is
+    // refused, naming its source), and each account has its own request limit (one a minute).
     let src = test_support::source::fixed(r#"{"v":1}"#).await;
-    let oracle_request = serde_json::json!({
+    let peeking = serde_json::json!({
         "sources": [{"url": src, "extract": {"script": "const v = kv.get('secret'); return v === null ? 'nothing' : v"}}],
         "aggregation": {"method": "mode"},
     })
     .to_string();
-    let (status, _, report) = send(
-        app,
-        "POST",
-        "/v1/oracle/requests",
-        Some(&alice),
-        &oracle_request,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{report}");
-    assert_eq!(report["report"]["result"], "alice's", "{report}");
+    let (status, _, refused) =
+        send(app, "POST", "/v1/oracle/requests", Some(&alice), &peeking).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("oracle.bad_input")),
+        "{refused}"
+    );
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("sources[0]: extract.script reads kv"),
+        "{message}"
+    );
+    let oracle_request = serde_json::json!({
+        "sources": [{"url": src, "extract": {"script": "return JSON.parse(args.body).v"}}],
+        "aggregation": {"method": "mode"},
+    })
+    .to_string();
     let (status, _, body) = send(
         app,
         "POST",
@@ -618,7 +625,7 @@ async fn account_isolation_matrix() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "bob has his own limit: {report}");
-    assert_eq!(report["report"]["result"], "nothing", "{report}");
+    assert_eq!(report["report"]["result"], 1, "{report}");
     // Bob's scripts see his namespace and his keys only.
     let peek = serde_json::json!({
         "code": format!(

@@ -341,3 +341,186 @@ async fn error_codes_of_the_ai_service_are_400_500_and_503() {
     );
     h.runtime.shutdown().await;
 }
+
+/// docs/api.md, "AI", and docs/security.md: an account past `max_active_jobs_per_account` training
+/// jobs queued or running is refused with 429 `ai.too_many_jobs` and `Retry-After` (the message
+/// names the setting); another account still trains; a job over `max_training_work` is 413
+/// `ai.too_large` with its figure; a running job cancelled ends as cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn training_is_bounded_per_account_and_in_work() {
+    let h = start(Setup {
+        with_storage: true,
+        services: "[services.ai]\nmax_active_jobs_per_account = 1\nmax_training_work = 10000000000000\n",
+        ..Setup::default()
+    })
+    .await;
+    // k-means++ over 20 000 rows with k = 20 000: about 8.1 × 10¹² in work, hours of computing.
+    let rows: Vec<Value> = (0..20_000).map(|i| serde_json::json!([i])).collect();
+    let long = |n_init: u32| {
+        serde_json::json!({
+            "model": { "kind": "kmeans", "k": 20_000, "n_init": n_init },
+            "dataset": { "features": rows },
+            "test_fraction": 0.0,
+        })
+    };
+    let answer = h.post("/v1/ai/train").admin().json(&long(2)).send().await;
+    let answer = answer.error(413, "ai.too_large");
+    let message = answer.body()["error"]["message"].to_string();
+    assert!(
+        message.contains("16240000000000") && message.contains("max_training_work"),
+        "{message}"
+    );
+    let job = h
+        .post("/v1/ai/train")
+        .admin()
+        .json(&long(1))
+        .send()
+        .await
+        .status(202)
+        .json();
+    let id = job["id"].as_str().expect("job id").to_owned();
+    let refused = h
+        .post("/v1/ai/train")
+        .admin()
+        .text(TRAIN)
+        .send()
+        .await
+        .error(429, "ai.too_many_jobs");
+    assert!(
+        refused.header("retry-after").is_some(),
+        "{:?}",
+        refused.headers
+    );
+    let message = refused.body()["error"]["message"].to_string();
+    assert!(
+        message.contains("services.ai.max_active_jobs_per_account"),
+        "{message}"
+    );
+    let (_, bob, _) = create_account(&h.app, "bob").await;
+    let bobs = h
+        .post("/v1/ai/train")
+        .token(&bob)
+        .text(TRAIN)
+        .send()
+        .await
+        .status(202)
+        .json();
+    let cancelled = h
+        .delete(&format!("/v1/ai/jobs/{id}"))
+        .admin()
+        .send()
+        .await
+        .status(200)
+        .json();
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    let bobs = h
+        .get(&format!(
+            "/v1/ai/jobs/{}?wait_s=30",
+            bobs["id"].as_str().expect("id")
+        ))
+        .token(&bob)
+        .send()
+        .await
+        .status(200)
+        .json();
+    assert_eq!(bobs["state"], "completed", "{bobs}");
+    h.runtime.shutdown().await;
+}
+
+/// docs/api.md and docs/ai.md: tensors of every common type over HTTP. A model whose inputs are
+/// i64, bool and f32 with an anonymous batch dimension (as skl2onnx writes it) is taken, lists
+/// its types, and answers i64 exactly (beyond 2^53), NaN as the string "NaN" and bools as
+/// booleans; a value outside its type, or another `dtype`, is a 422 `ai.shape` naming the input.
+/// A model tract cannot type is a 422 `ai.invalid_model` naming the input to give a shape.
+#[tokio::test]
+async fn tensors_of_every_type_travel_exactly_and_typing_errors_name_the_input() {
+    const DTYPES: &[u8] = include_bytes!("../../../ai/tests/fixtures/dtypes.onnx");
+    const UNSHAPED: &[u8] = include_bytes!("../../../ai/tests/fixtures/unshaped.onnx");
+    let h = start(Setup {
+        with_storage: true,
+        ..Setup::default()
+    })
+    .await;
+    let (status, _, model) =
+        raw(&h.app, "POST", "/v1/ai/models?name=dtypes", DTYPES.to_vec()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let model: Value = serde_json::from_slice(&model).expect("JSON");
+    let types: Vec<(&str, &str)> = model["inputs"]
+        .as_array()
+        .expect("inputs")
+        .iter()
+        .map(|i| {
+            (
+                i["name"].as_str().expect("name"),
+                i["dtype"].as_str().expect("dtype"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        types,
+        [("ids", "i64"), ("mask", "bool"), ("x", "f32")],
+        "{model}"
+    );
+    assert_eq!(
+        model["inputs"][0]["shape"],
+        serde_json::json!([null]),
+        "{model}"
+    );
+    let id = model["id"].as_str().expect("id").to_owned();
+    let predict = |body: &'static str| {
+        let app = h.app.clone();
+        let uri = format!("/v1/ai/models/{id}/predict");
+        async move { send(&app, "POST", &uri, Some(TOKEN), body).await }
+    };
+    let (status, _, answer) = predict(
+        r#"{"inputs":{"ids":{"dtype":"i64","shape":[3],"data":[9007199254740993,-5,0]},
+            "mask":{"dtype":"bool","shape":[3],"data":[true,false,true]},
+            "x":{"shape":[3],"data":["NaN",2.5,"-Infinity"]}}}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let outputs = &answer["outputs"];
+    assert_eq!(outputs["next"]["dtype"], "i64");
+    assert_eq!(
+        outputs["next"]["data"],
+        serde_json::json!([9_007_199_254_740_994_i64, -4, 1])
+    );
+    assert_eq!(
+        outputs["picked"]["data"],
+        serde_json::json!(["NaN", -2.5, "-Infinity"])
+    );
+    assert_eq!(outputs["nan"]["dtype"], "bool");
+    assert_eq!(
+        outputs["nan"]["data"],
+        serde_json::json!([true, false, false])
+    );
+    for (body, says) in [
+        (
+            r#"{"inputs":{"ids":{"dtype":"i64","shape":[1],"data":[1.5]},"mask":{"dtype":"bool","shape":[1],"data":[true]},"x":{"shape":[1],"data":[1]}}}"#,
+            "input \"ids\" element 0 (1.5) is not an integer",
+        ),
+        (
+            r#"{"inputs":{"ids":{"shape":[1],"data":[1]},"mask":{"dtype":"bool","shape":[1],"data":[true]},"x":{"shape":[1],"data":[1]}}}"#,
+            "input \"ids\" is i64 in the model; the request gives f32",
+        ),
+        (
+            r#"{"inputs":{"ids":{"dtype":"i64","shape":[1],"data":[1]},"mask":{"dtype":"bool","shape":[1],"data":[1]},"x":{"shape":[1],"data":[1]}}}"#,
+            "input \"mask\" element 0 (1) is not true or false",
+        ),
+    ] {
+        let answer = predict(body).await;
+        assert_error(&answer, StatusCode::UNPROCESSABLE_ENTITY, "ai.shape", None);
+        let message = answer.2["error"]["message"].as_str().expect("message");
+        assert!(message.contains(says), "{message:?} should say {says:?}");
+    }
+    let (status, _, body) = raw(&h.app, "POST", "/v1/ai/models?name=u", UNSHAPED.to_vec()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(body["error"]["code"], "ai.invalid_model");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("input \"x\"") && message.contains("give the input a shape"),
+        "{message}"
+    );
+    h.runtime.shutdown().await;
+}

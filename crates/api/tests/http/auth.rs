@@ -223,3 +223,61 @@ async fn error_code_auth_token_expired_is_401() {
     );
     h.runtime.shutdown().await;
 }
+
+/// docs/api.md: `/metrics` is open by default; with `[runtime] metrics_auth = true` it answers as
+/// an admin endpoint: 401 `auth.missing_token` without a token, 401 `auth.invalid_token` for an
+/// unknown one, 403 `auth.admin_only` for an account token, the figures for the admin token.
+#[tokio::test]
+async fn metrics_need_the_admin_token_when_metrics_auth_is_on() {
+    let open = harness(false).await;
+    let (status, _, body) = send(&open.app, "GET", "/metrics", None, "").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    open.runtime.shutdown().await;
+
+    let h = start(Setup {
+        with_storage: true,
+        metrics_auth: true,
+        ..Setup::default()
+    })
+    .await;
+    let (status, _, body) = send(&h.app, "GET", "/metrics", None, "").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("auth.missing_token")),
+        "{body}"
+    );
+    let (status, _, body) = send(&h.app, "GET", "/metrics", Some("cls_unknown"), "").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("auth.invalid_token"))
+    );
+    let (_, alice, _) = create_account(&h.app, "alice").await;
+    let (status, _, body) = send(&h.app, "GET", "/metrics", Some(&alice), "").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("auth.admin_only"))
+    );
+    let (status, _, body) = send(&h.app, "GET", "/metrics", Some(TOKEN), "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.as_str()
+            .is_some_and(|t| t.lines().any(|l| l == "cloister_runtime_ready 1")),
+        "{body}"
+    );
+    h.runtime.shutdown().await;
+}
+
+/// The constants deployments are checked against (`api::probes`, read by the Kubernetes
+/// manifests' test) name the routes the API serves, unauthenticated.
+#[tokio::test(start_paused = true)]
+async fn probe_paths_are_routes() {
+    let h = harness(false).await;
+    for path in [
+        api::probes::LIVEZ,
+        api::probes::READYZ,
+        api::probes::METRICS,
+    ] {
+        let (status, _, _) = send(&h.app, "GET", path, None, "").await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+    }
+}

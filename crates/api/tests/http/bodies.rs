@@ -224,3 +224,126 @@ async fn a_body_over_the_limit_is_413_in_the_apis_error_shape() {
     );
     h.runtime.shutdown().await;
 }
+
+/// A body that counts what the server pulls from it: `chunks` chunks of `chunk` bytes.
+fn counted_body(
+    chunk: usize,
+    chunks: usize,
+) -> (Body, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::Ordering;
+    let pulled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = pulled.clone();
+    let sent = futures::stream::iter((0..chunks).map(move |_| {
+        count.fetch_add(chunk, Ordering::SeqCst);
+        Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![7u8; chunk]))
+    }));
+    (Body::from_stream(sent), pulled)
+}
+
+async fn put_value(
+    app: &axum::Router,
+    body: Body,
+    length: Option<u64>,
+) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let mut req = Request::builder()
+        .method("PUT")
+        .uri("/v1/storage/upload")
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
+    if let Some(length) = length {
+        req = req.header(header::CONTENT_LENGTH, length);
+    }
+    let response = app
+        .clone()
+        .oneshot(req.body(body).expect("request"))
+        .await
+        .expect("response");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, headers, body)
+}
+
+/// Attack (#14): sixteen uploads announcing 64 MiB each used to be read whole before the storage
+/// service refused them. A `Content-Length` over the route's live limit is refused before a byte
+/// of the body is read, and a body that streams past the limit is cut off there: the server never
+/// pulls more than the limit (and a chunk).
+#[tokio::test]
+async fn a_body_over_the_live_limit_is_refused_from_its_length_or_while_it_streams() {
+    use std::sync::atomic::Ordering;
+    let h = start(Setup {
+        with_storage: true,
+        services: "[services.storage]\nmax_value_bytes = 1000\n",
+        ..Setup::default()
+    })
+    .await;
+    let app = &h.app;
+    // The length says 64 MiB: answered from it, not a byte of the body read.
+    let (body, pulled) = counted_body(4096, 1);
+    let answer = put_value(app, body, Some(64 << 20)).await;
+    assert_error(
+        &answer,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "storage.too_large",
+        None,
+    );
+    let message = answer.2["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("services.storage.max_value_bytes") && message.contains("67108864"),
+        "{message}"
+    );
+    assert_eq!(pulled.load(Ordering::SeqCst), 0, "not a byte was read");
+    // No length, 100 chunks of 100 bytes: cut off past the limit, the rest never pulled.
+    let (body, pulled) = counted_body(100, 100);
+    let answer = put_value(app, body, None).await;
+    assert_error(
+        &answer,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "storage.too_large",
+        None,
+    );
+    assert!(pulled.load(Ordering::SeqCst) <= 1100, "{pulled:?}");
+    // At the limit it is stored.
+    let (body, _) = counted_body(100, 10);
+    let (status, _, stored) = put_value(app, body, None).await;
+    assert_eq!(status, StatusCode::OK, "{stored}");
+    h.runtime.shutdown().await;
+}
+
+/// The limit is the setting as it is now: raising `max_value_bytes` in a new configuration
+/// version lets a larger value through without a restart, and lowering it refuses it again.
+#[tokio::test]
+async fn the_body_limit_follows_a_live_configuration_change() {
+    let h = start(Setup {
+        with_storage: true,
+        services: "[services.storage]\nmax_value_bytes = 1000\n",
+        ..Setup::default()
+    })
+    .await;
+    let app = &h.app;
+    let value = vec![1u8; 3000];
+    let (status, _, _) = raw(app, "PUT", "/v1/storage/k", value.clone()).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    let apply = |text: &'static str| {
+        let app = app.clone();
+        async move {
+            let (status, _, body) = send(&app, "PUT", "/v1/config", Some(TOKEN), text).await;
+            assert!(status.is_success(), "{body}");
+        }
+    };
+    apply("[services.storage]\nmax_value_bytes = 4000\n").await;
+    let (status, _, body) = raw(app, "PUT", "/v1/storage/k", value.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    apply("[services.storage]\nmax_value_bytes = 2000\n").await;
+    let (status, _, body) = raw(app, "PUT", "/v1/storage/k", value).await;
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "storage.too_large")
+    );
+    h.runtime.shutdown().await;
+}

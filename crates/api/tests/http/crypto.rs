@@ -105,3 +105,30 @@ async fn crypto_keys_over_http_with_clear_errors() {
     );
     h.runtime.shutdown().await;
 }
+
+/// docs/api.md: 413 `crypto.too_many_keys` for a key past `[services.crypto]
+/// max_keys_per_account`, naming the setting.
+#[tokio::test(start_paused = true)]
+async fn error_code_crypto_too_many_keys_is_413_naming_the_setting() {
+    let h = start(Setup {
+        services: "[services.crypto]\nmax_keys_per_account = 1\n",
+        ..Setup::default()
+    })
+    .await;
+    let body = r#"{"algorithm":"ed25519"}"#;
+    let (status, _, key) = send(&h.app, "POST", "/v1/crypto/keys", Some(TOKEN), body).await;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+    let (status, _, refused) = send(&h.app, "POST", "/v1/crypto/keys", Some(TOKEN), body).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("crypto.too_many_keys")),
+        "{refused}"
+    );
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("services.crypto.max_keys_per_account")),
+        "{refused}"
+    );
+    h.runtime.shutdown().await;
+}

@@ -85,7 +85,7 @@ async fn an_oracle_request_is_answered_with_a_report_that_verifies_with_the_key(
         .json();
     assert_eq!(key["simulation"], true, "{key}");
     assert_eq!(key["public_key"], report["signer"]["public_key"]);
-    let verified = ::oracle::verify(&signed.to_string(), Some(&key.to_string()), true)
+    let verified = ::oracle::verify(&signed.to_string(), Some(&key.to_string()), &SIMULATION_OK)
         .expect("the report verifies with the key's quote");
     assert_eq!(
         verified.quote.map(|q| q.simulation),
@@ -96,7 +96,7 @@ async fn an_oracle_request_is_answered_with_a_report_that_verifies_with_the_key(
     let mut forged = signed.clone();
     forged["payload"] = Value::String(payload.replace("101", "111"));
     assert_eq!(
-        ::oracle::verify(&forged.to_string(), Some(&key.to_string()), true).err(),
+        ::oracle::verify(&forged.to_string(), Some(&key.to_string()), &SIMULATION_OK).err(),
         Some(::oracle::VerifyError::BadSignature)
     );
     h.runtime.shutdown().await;
@@ -181,3 +181,112 @@ async fn error_codes_of_the_oracle_are_400_and_503() {
         .error(503, "service.unavailable");
     h.runtime.shutdown().await;
 }
+
+/// docs/api.md, "Oracle": a script extraction is a computation run, so it needs the token scope
+/// `computation:run` as well as `oracle:request`: without it, 403 `auth.scope` naming the scope,
+/// before anything is fetched; a JSONPath-only request needs `oracle:request` alone. With both, the
+/// script's value is marked with its hash and a script that reads `kv` refuses the request.
+#[tokio::test]
+async fn a_script_extraction_needs_computation_run_and_is_marked_with_its_hash() {
+    let h = start(Setup {
+        with_storage: true,
+        services: LOOPBACK,
+        ..Setup::default()
+    })
+    .await;
+    let (id, _, _) = create_account(&h.app, "feeds").await;
+    let token = |scopes: Value| {
+        let app = h.app.clone();
+        let id = id.clone();
+        async move {
+            let (status, _, issued) = send(
+                &app,
+                "POST",
+                &format!("/v1/accounts/{id}/tokens"),
+                Some(TOKEN),
+                &serde_json::json!({ "scopes": scopes }).to_string(),
+            )
+            .await;
+            assert_eq!(status, StatusCode::CREATED, "{issued}");
+            issued["secret"].as_str().expect("secret").to_owned()
+        }
+    };
+    let oracle_only = token(serde_json::json!(["oracle:request"])).await;
+    let both = token(serde_json::json!(["oracle:request", "computation:run"])).await;
+    let fetched = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = fetched.clone();
+    let counted = test_support::source::serve(axum::Router::new().route(
+        "/",
+        axum::routing::get(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async { r#"{"v": 7}"# }
+        }),
+    ))
+    .await;
+    let hits = || fetched.load(std::sync::atomic::Ordering::SeqCst);
+    let by_script = serde_json::json!({
+        "sources": [{ "url": counted, "extract": { "script": "return JSON.parse(args.body).v" } }],
+        "aggregation": { "method": "mode" },
+    })
+    .to_string();
+    let answer = send(
+        &h.app,
+        "POST",
+        "/v1/oracle/requests",
+        Some(&oracle_only),
+        &by_script,
+    )
+    .await;
+    assert_error(&answer, StatusCode::FORBIDDEN, "auth.scope", None);
+    let message = answer.2["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("computation:run"), "{message}");
+    assert_eq!(hits(), 0, "nothing was fetched");
+
+    let by_path = serde_json::json!({
+        "sources": [{ "url": counted, "extract": { "json_path": "$.v" } }],
+        "aggregation": { "method": "mode" },
+    })
+    .to_string();
+    let (status, _, report) = send(
+        &h.app,
+        "POST",
+        "/v1/oracle/requests",
+        Some(&oracle_only),
+        &by_path,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["report"]["sources"][0]["extraction"], "json_path");
+
+    let (status, _, report) = send(
+        &h.app,
+        "POST",
+        "/v1/oracle/requests",
+        Some(&both),
+        &by_script,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let source = &report["report"]["sources"][0];
+    assert_eq!(source["value"], 7, "{source}");
+    assert_eq!(source["extraction"], "script", "{source}");
+    let hash = source["script_sha256"].as_str().expect("a script hash");
+    assert_eq!(hash.len(), 64, "{source}");
+    ::oracle::verify(&report.to_string(), None, &SIMULATION_OK)
+        .expect("the marked report verifies");
+
+    let peeking = serde_json::json!({
+        "sources": [{ "url": counted, "extract": { "script": "try { return kv.get('k') } catch (e) { return 0 }" } }],
+        "aggregation": { "method": "mode" },
+    })
+    .to_string();
+    let answer = send(&h.app, "POST", "/v1/oracle/requests", Some(&both), &peeking).await;
+    assert_error(&answer, StatusCode::BAD_REQUEST, "oracle.bad_input", None);
+    h.runtime.shutdown().await;
+}
+
+/// Simulation quotes accepted (development), no hardware collateral.
+const SIMULATION_OK: enclave::quote::Trust = enclave::quote::Trust {
+    allow_simulation: true,
+    hardware: None,
+};

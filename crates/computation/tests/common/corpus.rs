@@ -283,6 +283,61 @@ pub fn corpus() -> Vec<Case> {
             "new FinalizationRegistry(() => { for (;;) {} }).register({}, 1); return 1;",
             &["completed", "timed_out"],
         ),
+        // Exhaustion where the script's own code cannot see it (issue #18 item 6): after its
+        // result settled, in microtasks and promise reactions, in code the serializer of the
+        // result runs. Each names the one ending it must come to.
+        case(
+            "memory runs out in a promise chain after the result settled",
+            "const grow = (keep) => Promise.resolve().then(() => grow([keep, new Array(10000).fill(0)]));
+             grow(null); return 'settled';",
+            MEMORY_LIMIT,
+        ),
+        case(
+            "memory runs out in microtasks after the result settled",
+            "const keep = []; const f = () => { keep.push(new Array(10000).fill(0)); queueMicrotask(f); };
+             queueMicrotask(f); return 'settled';",
+            MEMORY_LIMIT,
+        ),
+        case(
+            "memory runs out in promise reactions no one awaits",
+            "const keep = [];
+             Promise.resolve().then(function f() { keep.push(new Array(10000).fill(0)); Promise.resolve().then(f); });
+             return 'settled';",
+            MEMORY_LIMIT,
+        ),
+        case(
+            "stack runs out in a microtask after the result settled",
+            "queueMicrotask(() => { const f = () => f(); f(); }); return 'settled';",
+            STACK,
+        ),
+        Case {
+            result: Some(json!("settled")),
+            ..case(
+                "an ordinary error in a microtask does not end the run",
+                "queueMicrotask(() => { throw new Error('not a limit'); }); return 'settled';",
+                COMPLETED,
+            )
+        },
+        case(
+            "memory runs out in a getter the serializer calls",
+            "return { get big() { const a = []; for (;;) a.push(new Array(10000).fill(0)); } };",
+            MEMORY_LIMIT,
+        ),
+        case(
+            "memory runs out in toJSON",
+            "return { toJSON() { const a = []; for (;;) a.push(new Array(10000).fill(0)); } };",
+            MEMORY_LIMIT,
+        ),
+        case(
+            "time runs out in a getter the serializer calls",
+            "return { get x() { for (;;) {} } };",
+            TIMED_OUT,
+        ),
+        case(
+            "deep recursion in toJSON",
+            "return { toJSON() { const f = () => f(); return f(); } };",
+            STACK,
+        ),
         // Console and output.
         case(
             "console flood",
@@ -336,6 +391,25 @@ pub fn limits() -> LimitOverrides {
         console_bytes: Some(CONSOLE),
     }
 }
+
+/// A finalizer that allocates until the heap runs out, for every one of many objects dropped at
+/// once; QuickJS frees them by reference count, so their callbacks are queued as jobs at once.
+pub const FINALIZER_BOMB: &str = "
+  const keep = [];
+  const registry = new FinalizationRegistry(() => { for (;;) keep.push(new Array(10000).fill(0)); });
+  for (let i = 0; i < 100; i++) registry.register({}, i);
+  return 'settled';
+";
+
+/// Whether a finalization callback runs within a run: `true` if it ran before the script's
+/// result settled, `false` if not.
+pub const FINALIZER_PROBE: &str = "
+  let ran = false;
+  const registry = new FinalizationRegistry(() => { ran = true; });
+  registry.register({}, 1);
+  for (let i = 0; i < 10; i++) await null;
+  return ran;
+";
 
 /// Checks, in a fresh run, that the injected API and the intrinsics are pristine.
 pub const PROBE: &str = "

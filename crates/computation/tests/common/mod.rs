@@ -107,6 +107,8 @@ pub fn caller(owner: &str) -> Caller {
         owner: owner.into(),
         signing_key: None,
         grants: computation::Grants::ALL,
+        allowance: None,
+        capabilities: computation::Capabilities::Account,
     }
 }
 

@@ -1,15 +1,16 @@
 //! The dead-letter queue: a bounded record of messages that reached no handler, each with its reason.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ServiceName;
 
 /// Why a message was dead-lettered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[schema(as = DeadLetterReason)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
@@ -17,17 +18,22 @@ pub enum Reason {
     DeadlineExpired,
     /// The service stopped or failed with the message still queued.
     ServiceStopped,
+    /// The incarnation that would have taken it was declared hung, and no other replica was serving.
+    ServiceHung,
     /// A subscriber's queue was full when the event was published.
     SubscriberFull,
 }
 
 /// A message that could not be delivered, and why.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Letter {
     /// Its place among dead letters, from 1.
     pub seq: u64,
     /// When it was dead-lettered.
-    #[serde(serialize_with = "crate::event::serialize_time")]
+    #[serde(
+        serialize_with = "crate::event::serialize_time",
+        deserialize_with = "crate::event::deserialize_time"
+    )]
     #[schema(value_type = String, format = DateTime)]
     pub time: SystemTime,
     /// The sender; `None` outside any service.
@@ -35,7 +41,8 @@ pub struct Letter {
     /// The service or subscriber it was for.
     pub to: ServiceName,
     /// The Rust type of the message.
-    pub message: &'static str,
+    #[schema(value_type = String)]
+    pub message: Cow<'static, str>,
     /// Why it was not delivered.
     pub reason: Reason,
 }
@@ -83,7 +90,7 @@ impl DeadLetters {
             time: SystemTime::now(),
             from,
             to,
-            message,
+            message: Cow::Borrowed(message),
             reason,
         });
     }

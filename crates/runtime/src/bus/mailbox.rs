@@ -421,24 +421,36 @@ impl<R: Operation> Handle<R> {
         self.mailbox.rx.len()
     }
 
-    /// Sends the request built by `make` and waits for its reply, up to the service's default deadline.
+    /// Sends the request built by `make` and waits for its reply, up to the service's call timeout or
+    /// the deadline of the work making the call ([`crate::deadline::current`]), whichever is first.
     pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> R) -> Result<T, CallError> {
         let timeout = Duration::from_micros(self.mailbox.call_timeout_us.load(Ordering::Relaxed));
         self.call_by(Instant::now() + timeout, make).await
     }
 
-    /// Sends the request built by `make` and waits for its reply until `deadline`.
+    /// Sends the request built by `make` and waits for its reply until `deadline`, or until the
+    /// deadline of the work making the call if that is earlier: an inherited deadline is never raised.
+    /// The deadline travels in the envelope, so the service handling the request inherits it too.
     pub async fn call_by<T>(
         &self,
         deadline: Instant,
         make: impl FnOnce(Reply<T>) -> R,
     ) -> Result<T, CallError> {
+        let deadline = crate::deadline::current().map_or(deadline, |d| d.min(deadline));
         let edge = &self.edge;
         let mailbox = &*self.mailbox;
         edge.calls.fetch_add(1, Ordering::Relaxed);
         let breaker_on = mailbox.breaker_on.load(Ordering::Relaxed);
         let policy = || mailbox.breaker_policy();
         let started = Instant::now();
+        if deadline <= started {
+            // Nothing left of the caller's deadline: queue no work that nobody will wait for (and
+            // take no half-open probe slot).
+            edge.errors.fetch_add(1, Ordering::Relaxed);
+            return Err(CallError::DeadlineExceeded {
+                service: mailbox.name.clone(),
+            });
+        }
         let admission = edge.breaker_admit(breaker_on, policy, started);
         let probe = admission == Admission::Probe;
         let refuse = |e: CallError| {

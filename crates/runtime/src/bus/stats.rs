@@ -5,7 +5,7 @@ use std::sync::atomic::{
 };
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ServiceName;
 
@@ -23,7 +23,7 @@ pub(crate) struct Histogram {
 }
 
 /// A point-in-time copy of a latency histogram.
-#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HistogramSnapshot {
     /// Count per bucket, not cumulative; the last entry is the overflow bucket.
     pub counts: Vec<u64>,
@@ -134,7 +134,7 @@ impl<T> std::ops::Deref for Padded<T> {
 
 /// A copy of one edge's figures. Every call ends in exactly one of `handled`, `errors` and
 /// `dead_lettered`; `calls` minus their sum are still in flight.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EdgeSnapshot {
     /// The calling service; `None` outside any service (the API).
     pub caller: Option<ServiceName>,

@@ -84,6 +84,49 @@ pub struct RuntimeConfig {
     /// File descriptors kept for storage, the keystore, the journal and outgoing calls: the
     /// connections may use the process's limit (`RLIMIT_NOFILE`) less these.
     pub reserved_fds: u32,
+    /// Whether `GET /metrics` needs the admin token. Off by default: a Prometheus scraper then
+    /// needs no credential, and the figures name services and counts, never keys, values or
+    /// accounts. Turn it on where the listen address is reachable by anyone who should not see
+    /// the load and failures of the services. Read at start.
+    pub metrics_auth: bool,
+    /// How long after an escalation (a service past its restarts under `on_exhausted =
+    /// "escalate"`) the process shuts down and exits non-zero; meanwhile `/livez` answers 503
+    /// with the reason. Read at start.
+    #[serde(with = "crate::serde_duration")]
+    #[schema(value_type = String, example = "10s")]
+    pub escalation_grace: Duration,
+    /// How log lines are written to standard error: `text` for people, `json` (one object per
+    /// line) for log collectors. `CLOISTER_LOG_FORMAT` overrides it. Read at start.
+    pub log_format: LogFormat,
+    /// A file holding the admin token (a mounted secret), read at start; without it,
+    /// `CLOISTER_ADMIN_TOKEN` or `DATA_DIR/admin.token`. Read at start.
+    #[schema(value_type = Option<String>)]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// One line of text per event, for people.
+    Text,
+    /// One JSON object per line: time, level, target, message, fields and the spans (the
+    /// request id among them).
+    Json,
+}
+
+impl LogFormat {
+    /// Every format with its name in the file and in `CLOISTER_LOG_FORMAT`.
+    pub const ALL: [(&'static str, LogFormat); 2] =
+        [("text", LogFormat::Text), ("json", LogFormat::Json)];
+
+    /// The format named `name`, if there is one.
+    pub fn named(name: &str) -> Option<LogFormat> {
+        LogFormat::ALL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, f)| *f)
+    }
 }
 
 /// The lower bound of `runtime.request_timeout`: a request that waits (`wait_s`, at most 30 s)
@@ -99,6 +142,25 @@ pub struct EnclaveConfig {
     pub memory_mib: u32,
     /// The enclave's threads, which every service's replicas must fit in.
     pub threads: u32,
+    /// The enclave's product id (SGX ISVPRODID): a Gramine manifest made from this
+    /// configuration signs it in, and sealing keys are bound to it.
+    pub product_id: u16,
+    /// The enclave's security version (SGX ISVSVN): raise it with every release that fixes a
+    /// security bug, so older builds can no longer derive its sealing keys. Signed into the
+    /// Gramine manifest made from this configuration; every sealed blob names the version its
+    /// key belongs to.
+    pub security_version: u16,
+}
+
+impl EnclaveConfig {
+    /// The budget the runtime checks its services against at start, and a Gramine manifest
+    /// sizes the enclave from.
+    pub fn budget(&self) -> crate::budget::Demand {
+        crate::budget::Demand {
+            memory_mib: u64::from(self.memory_mib),
+            threads: u64::from(self.threads),
+        }
+    }
 }
 
 /// The enclave platform.
@@ -154,11 +216,17 @@ impl Default for Config {
                 max_connections: 4096,
                 max_connections_per_peer: 512,
                 reserved_fds: 256,
+                metrics_auth: false,
+                escalation_grace: Duration::from_secs(10),
+                log_format: LogFormat::Text,
+                admin_token_file: None,
             },
             enclave: EnclaveConfig {
                 platform: Platform::Simulation,
                 memory_mib: 2048,
                 threads: 32,
+                product_id: 1,
+                security_version: 1,
             },
             services: BTreeMap::new(),
             testing: TestingConfig::default(),
@@ -318,11 +386,7 @@ impl Config {
                 p.push(&format!("services.{}.{key}", spec.name), message);
             }
         }
-        let budget = crate::budget::Demand {
-            memory_mib: u64::from(self.enclave.memory_mib),
-            threads: u64::from(self.enclave.threads),
-        };
-        for (path, message) in crate::budget::check(&specs, budget) {
+        for (path, message) in crate::budget::check(&specs, self.enclave.budget()) {
             p.push(&path, message);
         }
         if let Err(problems) = Graph::build(&specs, &disabled) {

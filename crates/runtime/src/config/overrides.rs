@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::AnomalyAction;
 use super::parse::PRIORITIES;
 use super::problems::{Fields, Problems};
-use crate::spec::{Priority, Scope, Spec, Strategy};
+use crate::spec::{OnExhausted, Priority, Scope, Spec, Strategy};
 
 /// Overrides for one service; `None` keeps the service's own default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
@@ -60,6 +60,8 @@ pub struct ServiceConfig {
     pub backoff_reset_after: Option<Duration>,
     /// `recovery.max_restarts`.
     pub max_restarts: Option<u32>,
+    /// `recovery.on_exhausted`.
+    pub on_exhausted: Option<OnExhausted>,
     /// `recovery.window`.
     #[serde(skip)]
     pub restart_window: Option<Duration>,
@@ -179,6 +181,15 @@ pub(super) fn parse_service(
         o.backoff_reset_after = r.duration("reset_after", p);
         o.max_restarts = r.integer("max_restarts", 1, 10_000, p).map(|n| n as u32);
         o.restart_window = r.duration("window", p);
+        o.on_exhausted = r.choice(
+            "on_exhausted",
+            &[
+                ("escalate", OnExhausted::Escalate),
+                ("retry", OnExhausted::Retry),
+                ("stay_failed", OnExhausted::StayFailed),
+            ],
+            p,
+        );
         r.finish(
             p,
             &[
@@ -191,6 +202,7 @@ pub(super) fn parse_service(
                 "reset_after",
                 "max_restarts",
                 "window",
+                "on_exhausted",
             ],
         );
     }
@@ -343,6 +355,9 @@ impl ServiceConfig {
         );
         set(&mut spec.recovery.max_restarts, self.max_restarts);
         set(&mut spec.recovery.window, self.restart_window);
+        if self.on_exhausted.is_some() {
+            spec.recovery.on_exhausted = self.on_exhausted;
+        }
         set(&mut spec.resources.min_memory_mib, self.min_memory_mib);
         set(&mut spec.resources.max_memory_mib, self.max_memory_mib);
         set(&mut spec.resources.cpu_cores, self.cpu_cores);

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::problems::{Fields, Problems, join};
 use super::{
-    EnclaveConfig, MIN_REQUEST_TIMEOUT, Platform, RuntimeConfig, SyntheticConfig, TestingConfig,
+    EnclaveConfig, LogFormat, MIN_REQUEST_TIMEOUT, Platform, RuntimeConfig, SyntheticConfig,
+    TestingConfig,
 };
 use crate::name::ServiceName;
 use crate::spec::{Kind, Priority, Spec};
@@ -85,6 +86,22 @@ pub(super) fn parse_runtime(
     if let Some(n) = count(&mut f, "reserved_fds", 16, p) {
         out.reserved_fds = n;
     }
+    if let Some(b) = f.boolean("metrics_auth", p) {
+        out.metrics_auth = b;
+    }
+    if let Some(d) = f.duration("escalation_grace", p) {
+        out.escalation_grace = d;
+    }
+    if let Some(format) = f.choice("log_format", &LogFormat::ALL, p) {
+        out.log_format = format;
+    }
+    if let Some((s, path)) = f.string("admin_token_file", p) {
+        if s.is_empty() {
+            p.push(&path, "must not be empty");
+        } else {
+            out.admin_token_file = Some(PathBuf::from(s));
+        }
+    }
     f.finish(
         p,
         &[
@@ -99,6 +116,10 @@ pub(super) fn parse_runtime(
             "max_connections",
             "max_connections_per_peer",
             "reserved_fds",
+            "metrics_auth",
+            "escalation_grace",
+            "log_format",
+            "admin_token_file",
         ],
     );
 }
@@ -126,7 +147,22 @@ pub(super) fn parse_enclave(
     if let Some(n) = f.integer("threads", 2, 4096, p) {
         out.threads = n as u32;
     }
-    f.finish(p, &["platform", "memory_mib", "threads"]);
+    if let Some(n) = f.integer("product_id", 0, i64::from(u16::MAX), p) {
+        out.product_id = n as u16;
+    }
+    if let Some(n) = f.integer("security_version", 0, i64::from(u16::MAX), p) {
+        out.security_version = n as u16;
+    }
+    f.finish(
+        p,
+        &[
+            "platform",
+            "memory_mib",
+            "threads",
+            "product_id",
+            "security_version",
+        ],
+    );
 }
 
 pub(super) fn parse_testing(

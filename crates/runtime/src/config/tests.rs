@@ -69,6 +69,18 @@ fn the_servers_limits_are_read_within_their_bounds() {
     );
 }
 
+/// `metrics_auth` is off unless set, and is a boolean.
+#[test]
+fn metrics_auth_is_off_by_default_and_a_boolean() {
+    assert!(!Config::default().runtime.metrics_auth);
+    let c = Config::parse("[runtime]\nmetrics_auth = true\n", &catalog()).expect("valid");
+    assert!(c.runtime.metrics_auth);
+    check(
+        "[runtime]\nmetrics_auth = \"yes\"\n",
+        &["runtime.metrics_auth: expected true or false, found string"],
+    );
+}
+
 #[test]
 fn every_problem_with_its_path() {
     check(
@@ -89,7 +101,7 @@ replicas = { min = 0 }
 "#,
         &[
             "runtime.listen: \"nowhere\" is not an address like \"127.0.0.1:8420\"",
-            "runtime.colour: unknown key (expected one of: listen, data_dir, shutdown_grace, monitor_interval, config_watch, header_read_timeout, body_read_timeout, request_timeout, max_connections, max_connections_per_peer, reserved_fds)",
+            "runtime.colour: unknown key (expected one of: listen, data_dir, shutdown_grace, monitor_interval, config_watch, header_read_timeout, body_read_timeout, request_timeout, max_connections, max_connections_per_peer, reserved_fds, metrics_auth, escalation_grace, log_format, admin_token_file)",
             "enclave.threads: 1 is out of range (2 to 4096)",
             "services.crypto.replicas.min: 0 is out of range (1 to 256)",
         ],
@@ -175,7 +187,7 @@ max = 2
 depends_on = ["ledger"]
 "#,
         &[
-            "runtime.colour: unknown key (expected one of: listen, data_dir, shutdown_grace, monitor_interval, config_watch, header_read_timeout, body_read_timeout, request_timeout, max_connections, max_connections_per_peer, reserved_fds)",
+            "runtime.colour: unknown key (expected one of: listen, data_dir, shutdown_grace, monitor_interval, config_watch, header_read_timeout, body_read_timeout, request_timeout, max_connections, max_connections_per_peer, reserved_fds, metrics_auth, escalation_grace, log_format, admin_token_file)",
             "services.crypto.replicas.min: must not exceed replicas.max (2)",
             "services.storage.health.timeout: must be shorter than interval (1s)",
             "services.feed: service feed depends on ledger, which is not registered",

@@ -30,7 +30,7 @@ use tokio_util::task::TaskTracker;
 use tokio_util::time::DelayQueue;
 
 use crate::budget::Demand;
-use crate::bus::Bus;
+use crate::bus::{Bus, DeadLetterReason};
 use crate::event::{Cause, Event, ExitOutcome};
 use crate::graph::Graph;
 use crate::health::Health;
@@ -127,6 +127,9 @@ pub(crate) struct Supervisor {
     down_count: usize,
     degraded_count: usize,
     readiness_dirty: bool,
+    /// Why the runtime escalated, once a service's recovery gave up under
+    /// [`crate::OnExhausted::Escalate`]; it stays so until the process ends.
+    escalation: Option<String>,
     /// Services not in a down state, and incarnations alive: shutdown ends when both are zero.
     not_down: usize,
     live_replicas: usize,
@@ -172,6 +175,7 @@ impl Supervisor {
             down_count: 0,
             degraded_count: 0,
             readiness_dirty: true,
+            escalation: None,
             not_down: 0,
             live_replicas: 0,
             immediate: std::collections::VecDeque::new(),
@@ -287,6 +291,20 @@ impl Supervisor {
                 if let Some(replica) = self.replica_mut(id) {
                     replica.exit_cause = Some(ExitOutcome::Hung { missed });
                     replica.abort.abort();
+                    // With no other replica ready to take them, what waits in the mailbox would
+                    // wait out the restart: answer it now (the callers get a retryable
+                    // `Interrupted`), not at its deadline.
+                    let e = &self.entries[id.service];
+                    let serving = e
+                        .replicas
+                        .values()
+                        .any(|r| r.id != id && r.ready && !r.stopping);
+                    if !serving {
+                        let dropped = e.service.mailbox().drain(DeadLetterReason::ServiceHung);
+                        if dropped > 0 {
+                            tracing::warn!(service = %e.spec.name, dropped, "hung with requests queued; answered as interrupted");
+                        }
+                    }
                 }
             }
         }

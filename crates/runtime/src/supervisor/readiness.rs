@@ -15,6 +15,11 @@ pub struct Readiness {
     pub level: RuntimeLevel,
     /// Why it is not ready, one line per service (at most 16).
     pub reasons: Vec<String>,
+    /// Set once a service's recovery gave up under `on_exhausted = "escalate"`: why. The runtime
+    /// is then not alive (`/livez` answers 503) and its process exits after
+    /// `[runtime] escalation_grace`, for its own supervisor to start it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<String>,
 }
 
 /// Why the runtime is not fully ready, per service.
@@ -89,7 +94,11 @@ impl Supervisor {
                 });
             }
         }
-        let readiness = Readiness { level, reasons };
+        let readiness = Readiness {
+            level,
+            reasons,
+            escalation: self.escalation.clone(),
+        };
         let changed = self.readiness_tx.borrow().level != readiness.level;
         if changed {
             self.journal.append(

@@ -11,7 +11,7 @@ use crate::bus::DeadLetterReason;
 use crate::event::{Cause, Event, ExitOutcome};
 use crate::health::Health;
 use crate::lifecycle::Input;
-use crate::recovery::{Failure, Plan, plan};
+use crate::recovery::{Failure, GiveUp, Plan, plan};
 use crate::spec::Scope;
 
 impl Supervisor {
@@ -43,10 +43,17 @@ impl Supervisor {
                 .filter(|r| r.ready && !r.stopping)
                 .count() as u32,
             verdict: e.history.verdict(&recovery, now, ran, unit),
+            on_exhausted: e.spec.on_exhausted(),
+            ceiling: recovery.backoff.max,
         };
         let what = describe(&outcome);
         match plan(&failure) {
             Plan::Ignore => {}
+            Plan::Fail(why @ GiveUp::Escalated { .. }) => {
+                let reason = why.reason(&what, recovery.window);
+                self.fail(i, reason.clone(), cause.clone());
+                self.escalate(i, reason, cause);
+            }
             Plan::Fail(why) => self.fail(i, why.reason(&what, recovery.window), cause),
             Plan::Failover {
                 after,
@@ -149,6 +156,27 @@ impl Supervisor {
         }
         self.dirty
             .extend(self.graph.dependencies(i).iter().copied());
+    }
+}
+
+impl Supervisor {
+    /// Service `i` used up its restarts under `on_exhausted = "escalate"`: the runtime is no
+    /// longer alive, for whatever supervises the process to start it again. The first reason
+    /// stays.
+    fn escalate(&mut self, i: usize, reason: String, cause: Cause) {
+        tracing::error!(service = %self.entries[i].spec.name, %reason, "escalating: the runtime is no longer alive");
+        let reason = format!("{}: {reason}", self.entries[i].spec.name);
+        self.record(
+            i,
+            Event::Escalated {
+                reason: reason.clone(),
+            },
+            cause,
+        );
+        if self.escalation.is_none() {
+            self.escalation = Some(reason);
+            self.readiness_dirty = true;
+        }
     }
 }
 

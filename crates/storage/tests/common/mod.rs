@@ -50,11 +50,22 @@ pub(crate) fn build(
     accept: Option<u64>,
     configure: impl FnOnce(&mut runtime::Spec),
 ) -> Fixture {
+    build_with(dir, accept, |_| {}, configure)
+}
+
+/// As [`build`], with the crypto service's spec changed by `configure_crypto`.
+pub(crate) fn build_with(
+    dir: &Path,
+    accept: Option<u64>,
+    configure_crypto: impl FnOnce(&mut runtime::Spec),
+    configure: impl FnOnce(&mut runtime::Spec),
+) -> Fixture {
     let platform = platform(dir);
     let journal = Journal::in_memory();
     let mut b = Builder::new(journal.clone());
     let mut crypto_spec = crypto::Crypto::default_spec();
     crypto_spec.recovery.strategy = runtime::Strategy::Manual;
+    configure_crypto(&mut crypto_spec);
     let crypto = b.add_with_spec(crypto::Crypto::new(dir, platform.clone()), crypto_spec);
     let crypto_handle = crypto.clone();
     let mut spec = Storage::default_spec();

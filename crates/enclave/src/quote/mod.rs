@@ -5,10 +5,16 @@
 //! Simulation quotes use the same layout, signed by the simulation's attestation key, and say what
 //! they are twice: the QE vendor id is `CLOISTER-SIMULAT` and the header's user data starts with
 //! `SIMULATION`. A verifier rejects them unless told to accept simulations.
+//!
+//! Hardware quotes are verified against Intel's collateral by [`dcap`]; [`check`] is the one
+//! entry point that takes either kind.
 
 use p256::ecdsa::signature::{Signer, Verifier};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 
+pub mod dcap;
+
+use self::dcap::{HardwareCheck, HardwareVerdict, verify_hardware};
 use crate::Identity;
 
 pub const HEADER_LEN: usize = 48;
@@ -42,10 +48,73 @@ pub enum QuoteError {
     #[error("the quote's attestation key is not the expected one")]
     UnexpectedKey,
     #[error(
-        "verifying a hardware quote needs its quoting enclave report and PCK certificate chain checked \
-         against Intel's collateral, which this verifier does not do; use Intel's DCAP quote verification library"
+        "a hardware quote is verified against Intel's collateral (PCK CRLs, TCB info, QE identity), and \
+         none was given; fetch it with `cloister quote collateral QUOTE --pccs URL` and pass --collateral"
     )]
-    HardwareUnsupported,
+    CollateralNeeded,
+    #[error(
+        "the quote comes from the simulation platform: it can never verify as an SGX hardware quote"
+    )]
+    SimulationNotHardware,
+    #[error("the collateral is not readable: {0}")]
+    CollateralMalformed(String),
+    #[error("the collateral does not belong to this quote: {0}")]
+    CollateralMismatch(String),
+    #[error(
+        "the certificate chain or collateral signatures do not lead to Intel's SGX root CA: {0}"
+    )]
+    ChainUntrusted(String),
+    #[error(
+        "a certificate, CRL, TCB info or QE identity is not valid at the time checked (expired or not yet valid): {0}"
+    )]
+    Expired(String),
+    #[error("revoked: {0}")]
+    Revoked(String),
+    #[error("the quoting enclave does not verify: {0}")]
+    QuotingEnclave(String),
+    #[error("the quote does not verify: {0}")]
+    Rejected(String),
+    #[error(
+        "the platform's TCB status is {status} (advisories: {}), which is not accepted; \
+         accept it explicitly with --allow-tcb {status} if that is your policy",
+        if advisories.is_empty() { "none".to_owned() } else { advisories.join(", ") }
+    )]
+    TcbNotAccepted {
+        status: dcap::TcbStatus,
+        advisories: Vec<String>,
+    },
+    #[error("the enclave was built in debug mode: the host can read its memory")]
+    DebugEnclave,
+    #[error(
+        "unknown TCB status {0:?}: expected one of UpToDate, SWHardeningNeeded, ConfigurationNeeded, \
+         ConfigurationAndSWHardeningNeeded, OutOfDate, OutOfDateConfigurationNeeded"
+    )]
+    UnknownTcbStatus(String),
+}
+
+impl QuoteError {
+    /// A stable name for the refusal, for machine-readable output (`cloister quote verify --json`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            QuoteError::Malformed(_) => "malformed",
+            QuoteError::SimulationNotAccepted => "simulation_not_accepted",
+            QuoteError::BadSignature => "bad_signature",
+            QuoteError::ReportDataMismatch => "report_data_mismatch",
+            QuoteError::UnexpectedKey => "unexpected_key",
+            QuoteError::CollateralNeeded => "collateral_needed",
+            QuoteError::SimulationNotHardware => "simulation_not_hardware",
+            QuoteError::CollateralMalformed(_) => "collateral_malformed",
+            QuoteError::CollateralMismatch(_) => "collateral_mismatch",
+            QuoteError::ChainUntrusted(_) => "chain_untrusted",
+            QuoteError::Expired(_) => "expired",
+            QuoteError::Revoked(_) => "revoked",
+            QuoteError::QuotingEnclave(_) => "quoting_enclave",
+            QuoteError::Rejected(_) => "rejected",
+            QuoteError::TcbNotAccepted { .. } => "tcb_not_accepted",
+            QuoteError::DebugEnclave => "debug_enclave",
+            QuoteError::UnknownTcbStatus(_) => "unknown_tcb_status",
+        }
+    }
 }
 
 /// The fields of an SGX report body that Cloister reads.
@@ -162,9 +231,9 @@ impl Quote {
         &self.attestation_key
     }
 
-    /// Checks the quote: its signature, and optionally the report data and the attestation key.
-    /// Simulation quotes are refused unless `allow_simulation`; hardware quotes need Intel's
-    /// collateral and are refused with [`QuoteError::HardwareUnsupported`].
+    /// Checks a simulation quote: its signature, and optionally the report data and the attestation
+    /// key. Simulation quotes are refused unless `allow_simulation`; hardware quotes need Intel's
+    /// collateral ([`check`] takes it) and are refused here with [`QuoteError::CollateralNeeded`].
     pub fn verify(
         &self,
         allow_simulation: bool,
@@ -172,7 +241,7 @@ impl Quote {
         expected_key: Option<&[u8; 64]>,
     ) -> Result<(), QuoteError> {
         if !self.is_simulation() {
-            return Err(QuoteError::HardwareUnsupported);
+            return Err(QuoteError::CollateralNeeded);
         }
         if !allow_simulation {
             return Err(QuoteError::SimulationNotAccepted);
@@ -197,6 +266,52 @@ impl Quote {
         }
         Ok(())
     }
+}
+
+/// What a quote must prove, and what it is checked against.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    /// Accept a simulation quote (development only: it proves nothing about hardware).
+    pub allow_simulation: bool,
+    /// Intel's collateral and the caller's TCB policy, for hardware quotes; without it a hardware
+    /// quote is refused with [`QuoteError::CollateralNeeded`].
+    pub hardware: Option<HardwareCheck>,
+}
+
+/// How a quote verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verified {
+    /// A simulation quote, accepted because the caller allows simulations.
+    Simulation,
+    /// A hardware quote, verified to Intel's root CA and accepted by the caller's TCB policy.
+    Hardware(HardwareVerdict),
+}
+
+/// Checks `raw` as `trust` says: a simulation quote with its simulation key (if simulations are
+/// allowed), a hardware quote against Intel's collateral and the TCB policy; then the report data
+/// against `report_data` when given. Returns the parsed quote and how it verified.
+pub fn check(
+    raw: &[u8],
+    trust: &Trust,
+    report_data: Option<&[u8; 64]>,
+) -> Result<(Quote, Verified), QuoteError> {
+    let quote = Quote::parse(raw)?;
+    if quote.is_simulation() {
+        quote.verify(trust.allow_simulation, report_data, None)?;
+        return Ok((quote, Verified::Simulation));
+    }
+    let hardware = trust
+        .hardware
+        .as_ref()
+        .ok_or(QuoteError::CollateralNeeded)?;
+    let verdict = verify_hardware(raw, &hardware.collateral, hardware.at_unix_secs)?;
+    if let Some(rd) = report_data
+        && rd != &verdict.body.report_data
+    {
+        return Err(QuoteError::ReportDataMismatch);
+    }
+    verdict.accepted_by(&hardware.policy)?;
+    Ok((quote, Verified::Hardware(verdict)))
 }
 
 /// Builds a simulation quote for `identity` over `report_data`, signed by `key`.
