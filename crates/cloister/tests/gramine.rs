@@ -213,6 +213,31 @@ fn opened(log: &str, cwd: &Path) -> BTreeSet<PathBuf> {
     files
 }
 
+/// The process strace traces, killed (SIGKILL) when dropped unless forgotten once it has exited.
+/// Killing strace does not kill its tracee, and a SIGTERM that the tracee has not yet taken when
+/// its tracer dies is lost: without this, a failed or hurried test leaves a running
+/// `cloister run` behind.
+struct Tracee(String);
+
+impl Tracee {
+    fn signal(&self, name: &str) {
+        // The shell's builtin, so the test needs no procps.
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill -{name} {}", self.0)])
+            .status()
+            .expect("sh");
+        assert!(status.success(), "kill -{name} {}", self.0);
+    }
+}
+
+impl Drop for Tracee {
+    fn drop(&mut self) {
+        let _ = Command::new("sh")
+            .args(["-c", &format!("kill -KILL {} 2>/dev/null", self.0)])
+            .status();
+    }
+}
+
 /// Starts the real binary (simulation platform: there is no SGX here) under strace with the
 /// environment the manifest sets, waits until it is ready, stops it, and checks every file it
 /// opened against the manifest: trusted, allowed, in the data directory, or in Gramine's own
@@ -232,6 +257,9 @@ async fn every_file_opened_at_start_is_covered_by_the_manifest() {
         .join("data");
 
     let log = dir.path().join("strace.log");
+    // The traced binary's output goes to a file, never to the test's: should it outlive the
+    // test, it must not hold the test command's output open.
+    let stderr = std::fs::File::create(dir.path().join("stderr.log")).expect("stderr log");
     let mut command = Command::new("strace");
     command
         .args(["-f", "-qq", "-e", "trace=open,openat", "-o"])
@@ -242,7 +270,7 @@ async fn every_file_opened_at_start_is_covered_by_the_manifest() {
         .current_dir(dir.path())
         .env("CLOISTER_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(stderr);
     for var in [
         "CLOISTER_DATA_DIR",
         "CLOISTER_LISTEN",
@@ -263,17 +291,30 @@ async fn every_file_opened_at_start_is_covered_by_the_manifest() {
     let server = Server::attach(child, "gramine-test-admin-token-0123456789");
     server.wait_ready(0).await;
     let traced = std::fs::read_to_string(&log).expect("strace log");
-    let pid = traced
-        .split_whitespace()
-        .next()
-        .expect("the traced process's id")
-        .to_owned();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    drop(server);
+    let tracee = Tracee(
+        traced
+            .split_whitespace()
+            .next()
+            .expect("the traced process's id")
+            .to_owned(),
+    );
+    tracee.signal("TERM");
+    // strace exits with its tracee's status once the tracee has exited.
+    let stopped = tokio::time::timeout(
+        server::WAIT,
+        tokio::task::spawn_blocking(move || server.wait()),
+    )
+    .await;
+    let status = match stopped {
+        Ok(status) => status.expect("wait for strace"),
+        Err(_) => panic!("the traced binary did not stop within {:?} of SIGTERM", server::WAIT),
+    };
+    assert!(
+        status.success(),
+        "the traced binary stopped with {status} after SIGTERM: {}",
+        std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default()
+    );
+    std::mem::forget(tracee);
     let traced = std::fs::read_to_string(&log).expect("strace log");
 
     let binary = std::fs::canonicalize(BIN).expect("binary");
