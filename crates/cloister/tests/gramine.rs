@@ -307,7 +307,10 @@ async fn every_file_opened_at_start_is_covered_by_the_manifest() {
     .await;
     let status = match stopped {
         Ok(status) => status.expect("wait for strace"),
-        Err(_) => panic!("the traced binary did not stop within {:?} of SIGTERM", server::WAIT),
+        Err(_) => panic!(
+            "the traced binary did not stop within {:?} of SIGTERM",
+            server::WAIT
+        ),
     };
     assert!(
         status.success(),
