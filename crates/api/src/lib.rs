@@ -7,6 +7,7 @@ mod ai;
 mod attestation;
 mod auth;
 mod body;
+pub mod budget;
 mod computation;
 mod config;
 mod crypto;

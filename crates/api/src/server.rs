@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
+use crate::budget::Budgets;
 use crate::{ApiError, AppState};
 
 /// Fewer connections than this left under the file limit is refused at start.
@@ -30,6 +31,10 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
     pub request_timeout: Duration,
+    /// `runtime.config_watch`: a configuration applied with `?wait=true` may take this longer.
+    pub config_watch: Duration,
+    /// `runtime.shutdown_grace`: stopping or restarting a service may take this longer.
+    pub shutdown_grace: Duration,
     /// `runtime.max_connections`, or fewer when the file limit less the reserve is lower.
     pub max_connections: usize,
     pub max_connections_per_peer: usize,
@@ -60,6 +65,8 @@ impl Limits {
             header_read_timeout: runtime.header_read_timeout,
             body_read_timeout: runtime.body_read_timeout,
             request_timeout: runtime.request_timeout,
+            config_watch: runtime.config_watch,
+            shutdown_grace: runtime.shutdown_grace,
             max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
             max_connections_per_peer: usize::try_from(runtime.max_connections_per_peer)
                 .unwrap_or(usize::MAX),
@@ -232,9 +239,20 @@ async fn request_timeout(
     request
         .extensions_mut()
         .insert(BodyTimeout(limits.body_read_timeout));
+    let budget = crate::budget::budget(
+        request.method(),
+        request.uri().path(),
+        request.uri().query(),
+        &Budgets {
+            request: limits.request_timeout,
+            body_read: limits.body_read_timeout,
+            config_watch: limits.config_watch,
+            shutdown_grace: limits.shutdown_grace,
+        },
+    );
     let allowed = match client_deadline(&request) {
-        Ok(Some(asked)) => asked.min(limits.request_timeout),
-        Ok(None) => limits.request_timeout,
+        Ok(Some(asked)) => asked.min(budget),
+        Ok(None) => budget,
         Err(e) => return e.into_response(),
     };
     // Every bus call made for this request, and every call those make, waits no longer than this.
@@ -254,7 +272,7 @@ async fn request_timeout(
             ApiError::unavailable(
                 "request.timeout",
                 format!(
-                    "the request took longer than its deadline ({}; runtime.request_timeout, or less with {DEADLINE_HEADER}); retry",
+                    "the request took longer than its deadline ({}; runtime.request_timeout and its route's budget, or less with {DEADLINE_HEADER}); retry",
                     humantime::format_duration(allowed)
                 ),
                 1,
@@ -316,6 +334,8 @@ mod tests {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(31),
+            config_watch: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
             max_connections: 16,
             max_connections_per_peer: 16,
         };
@@ -366,6 +386,8 @@ mod tests {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(31),
+            config_watch: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
             max_connections: 16,
             max_connections_per_peer: 16,
         };
@@ -432,6 +454,49 @@ mod tests {
             let body: serde_json::Value =
                 serde_json::from_str(&text(response).await).expect("json");
             assert_eq!(body["error"]["code"], "request.invalid_deadline", "{bad:?}");
+        }
+    }
+
+    /// docs/api.md, "Deadlines": a route that waits on purpose has its wait added to the
+    /// request's deadline (a script run its time limit's bound, a long poll its `wait_s`), an
+    /// ordinary one has `runtime.request_timeout` alone, and the client's header still lowers
+    /// either. Paused clock: each stuck handler is cut off at exactly its budget.
+    #[tokio::test(start_paused = true)]
+    async fn a_route_that_waits_on_purpose_has_its_wait_added_to_the_deadline() {
+        let limits = Limits {
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(5),
+            config_watch: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+            max_connections: 16,
+            max_connections_per_peer: 16,
+        };
+        let stuck = || axum::routing::any(std::future::pending::<&'static str>);
+        let router = axum::Router::new()
+            .route("/v1/storage/{key}", stuck())
+            .route("/v1/computation/run", stuck())
+            .route("/v1/ai/jobs/{id}", stuck());
+        let app = with_timeouts(router, limits, Arc::new(Connections::default()));
+        let s = Duration::from_secs;
+        for (method, uri, header, want) in [
+            ("GET", "/v1/storage/k", None, s(5)),
+            ("POST", "/v1/computation/run", None, s(35)),
+            ("GET", "/v1/ai/jobs/j?wait_s=20", None, s(25)),
+            ("POST", "/v1/computation/run", Some("2000"), s(2)),
+        ] {
+            let mut request = Request::builder().method(method).uri(uri);
+            if let Some(h) = header {
+                request = request.header(super::DEADLINE_HEADER, h);
+            }
+            let started = tokio::time::Instant::now();
+            let response = app
+                .clone()
+                .oneshot(request.body(Body::empty()).expect("request"))
+                .await
+                .expect("response");
+            assert_eq!(started.elapsed(), want, "{method} {uri}");
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{method} {uri}");
         }
     }
 

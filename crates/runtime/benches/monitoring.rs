@@ -9,6 +9,10 @@
 //! percent. (D) figures on with such an idle timer, no monitor, and (E) figures off with it: C/D is
 //! the monitor's own cost, D/E the figures' cost with a timer running.
 //!
+//! (F) is the liveness probe's cost: figures on, no monitor, every service pinged every 10 ms, 100
+//! times as often as the default (1 s): F/B is the pings' cost at that rate, and the default's is a
+//! hundredth of it.
+//!
 //! Every round builds a fresh runtime, so a monitor or timer runs only during its own rounds.
 //!
 //! Run: `cargo bench -p runtime --bench monitoring` (without `--bench`, as under `cargo test`, it runs
@@ -22,6 +26,7 @@ use support::{EchoRequest, EchoService};
 
 use std::time::{Duration, Instant};
 
+use runtime::spec::HealthPolicy;
 use runtime::{Builder, Handle, Journal, Kind, RuntimeLevel, ServiceName, Spec};
 
 const SERVICES: usize = 100;
@@ -46,6 +51,9 @@ struct Setup {
     monitor: bool,
     /// A task wakes every [`INTERVAL`] and does nothing.
     idle_timer: bool,
+    /// Every service's liveness probe pings every [`INTERVAL`] (else the default, every second,
+    /// which hardly fires within a round).
+    pings: bool,
 }
 
 const A: usize = 0;
@@ -53,37 +61,50 @@ const B: usize = 1;
 const C: usize = 2;
 const D: usize = 3;
 const E: usize = 4;
+const F: usize = 5;
 
-const SETUPS: [Setup; 5] = [
+const SETUPS: [Setup; 6] = [
     Setup {
         label: "A: metrics off, no monitor",
         metrics: false,
         monitor: false,
         idle_timer: false,
+        pings: false,
     },
     Setup {
         label: "B: metrics on, no monitor",
         metrics: true,
         monitor: false,
         idle_timer: false,
+        pings: false,
     },
     Setup {
         label: "C: metrics on, monitor 10 ms",
         metrics: true,
         monitor: true,
         idle_timer: false,
+        pings: false,
     },
     Setup {
         label: "D: metrics on, idle 10 ms timer",
         metrics: true,
         monitor: false,
         idle_timer: true,
+        pings: false,
     },
     Setup {
         label: "E: metrics off, idle 10 ms timer",
         metrics: false,
         monitor: false,
         idle_timer: true,
+        pings: false,
+    },
+    Setup {
+        label: "F: metrics on, pings every 10 ms",
+        metrics: true,
+        monitor: false,
+        idle_timer: false,
+        pings: true,
     },
 ];
 
@@ -110,9 +131,16 @@ async fn round(setup: Setup, calls: u64) -> Duration {
     let handles: Vec<_> = (0..SERVICES)
         .map(|i| {
             let name = ServiceName::new(&format!("echo-{i}")).expect("a valid service name");
-            builder.add(EchoService {
-                spec: Spec::new(name, Kind::Core),
-            })
+            let mut spec = Spec::new(name, Kind::Core);
+            if setup.pings {
+                spec = spec.health(HealthPolicy {
+                    interval: INTERVAL,
+                    timeout: INTERVAL / 2,
+                    failure_threshold: 3,
+                    start_timeout: Duration::from_secs(10),
+                });
+            }
+            builder.add(EchoService { spec })
         })
         .collect();
     let runtime = builder.start().expect("a valid graph");
@@ -195,6 +223,12 @@ fn main() {
         ("C/A", C, A, "figures and monitor"),
         ("C/D", C, D, "the monitor's own work, beyond an idle timer"),
         ("D/E", D, E, "the figures, with a timer running"),
+        (
+            "F/B",
+            F,
+            B,
+            "liveness pings at 100x the default rate (the default costs 1/100 of this)",
+        ),
     ]
     .map(|(name, other, base, what)| (name, paired(base, other), base, other, what));
     let medians: Vec<f64> = rates.iter_mut().map(|r| median(r)).collect();

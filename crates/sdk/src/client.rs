@@ -22,7 +22,12 @@ pub struct Client {
     base: String,
     token: String,
     timeout: Duration,
+    deadline: Option<Duration>,
 }
+
+/// The request header that asks the runtime for a shorter deadline than its
+/// `runtime.request_timeout`, in whole milliseconds.
+pub const DEADLINE_HEADER: &str = "x-cloister-deadline-ms";
 
 /// An answer, read to its end.
 pub(crate) struct Answer {
@@ -85,6 +90,7 @@ impl Client {
             base: base_url.trim_end_matches('/').to_owned(),
             token: token.into(),
             timeout: TIMEOUT,
+            deadline: None,
         }
     }
 
@@ -92,6 +98,22 @@ impl Client {
     pub fn with_timeout(mut self, timeout: Duration) -> Client {
         self.timeout = timeout;
         self
+    }
+
+    /// The same client asking the runtime to answer every call within `deadline` (sent as
+    /// [`DEADLINE_HEADER`]; event streams have none). The runtime gives up on the call and every
+    /// call it made for it when the deadline passes, and answers 503 `service.timeout` or
+    /// `request.timeout`, retryable, rather than holding the request for its own
+    /// `runtime.request_timeout`. It can only lower the runtime's deadline, never raise it. Under a
+    /// millisecond counts as one.
+    pub fn with_deadline(mut self, deadline: Duration) -> Client {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// The deadline asked for with [`Client::with_deadline`], if any.
+    pub fn deadline(&self) -> Option<Duration> {
+        self.deadline
     }
 
     /// The per-call timeout.
@@ -107,11 +129,15 @@ impl Client {
     /// A request to `path` (which starts with `/`), authenticated, with the default timeout.
     pub(crate) fn request(&self, method: Method, path: &str) -> (RequestBuilder, String) {
         let url = format!("{}{path}", self.base);
-        let builder = self
+        let mut builder = self
             .http
             .request(method, &url)
             .bearer_auth(&self.token)
             .timeout(self.timeout);
+        if let Some(deadline) = self.deadline {
+            let ms = u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX).max(1);
+            builder = builder.header(DEADLINE_HEADER, ms);
+        }
         (builder, url)
     }
 

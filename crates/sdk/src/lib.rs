@@ -55,7 +55,7 @@ mod jobs;
 mod keys;
 
 pub use admin::Command;
-pub use client::Client;
+pub use client::{Client, DEADLINE_HEADER};
 pub use data::Write;
 pub use error::{ApiError, Error};
 pub use events::{EventStream, ServiceStream};

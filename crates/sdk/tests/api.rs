@@ -385,3 +385,36 @@ async fn models_predictions_and_training_are_typed() {
     let gone = admin.model(&model.id).await.expect_err("deleted");
     assert_eq!(gone.code(), Some("ai.model_not_found"), "{gone}");
 }
+
+/// `with_deadline` sends the deadline on every call, in whole milliseconds (at least one), and a
+/// client without one sends none: here a server that answers with the header it got.
+#[tokio::test]
+async fn a_clients_deadline_goes_with_every_call() {
+    use axum::http::HeaderMap;
+    use cloister_sdk::DEADLINE_HEADER;
+
+    async fn echo(headers: HeaderMap) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+        let got = headers
+            .get(DEADLINE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none")
+            .to_owned();
+        let body = serde_json::json!({"error": {"code": "echo", "message": got, "retryable": false}});
+        (axum::http::StatusCode::NOT_FOUND, axum::Json(body))
+    }
+    let app = axum::Router::new()
+        .route("/v1/storage/{*key}", axum::routing::get(echo).put(echo))
+        .route("/v1/services", axum::routing::get(echo));
+    let base = serve(app).await;
+    let sent = |e: Error| e.api().expect("the echo").message.clone();
+
+    let client = Client::new(&base, "token").expect("client");
+    assert_eq!(sent(client.get("k").await.expect_err("echo")), "none");
+    let client = client.with_deadline(Duration::from_millis(1500));
+    assert_eq!(client.deadline(), Some(Duration::from_millis(1500)));
+    assert_eq!(sent(client.get("k").await.expect_err("echo")), "1500");
+    assert_eq!(sent(client.put("k", "v").await.expect_err("echo")), "1500");
+    assert_eq!(sent(client.services().await.expect_err("echo")), "1500");
+    let tiny = client.with_deadline(Duration::from_micros(10));
+    assert_eq!(sent(tiny.get("k").await.expect_err("echo")), "1");
+}

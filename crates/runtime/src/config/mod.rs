@@ -71,10 +71,11 @@ pub struct RuntimeConfig {
     #[serde(with = "crate::serde_duration")]
     #[schema(value_type = String, example = "60s")]
     pub body_read_timeout: Duration,
-    /// The longest a request may take, from its headers to its answer's headers: 503
-    /// `request.timeout` after. Longer than the longest `wait_s` (30 s).
+    /// The longest a request's own work may take, from its headers to its answer's headers: 503
+    /// `request.timeout` after. Routes that wait on purpose add what they wait for (docs/api.md,
+    /// "Deadlines"). 1 s to 10 min.
     #[serde(with = "crate::serde_duration")]
-    #[schema(value_type = String, example = "60s")]
+    #[schema(value_type = String, example = "5s")]
     pub request_timeout: Duration,
     /// Open connections at most; one more is closed at once. Also held under the file
     /// descriptors the process may open, less `reserved_fds`.
@@ -129,9 +130,12 @@ impl LogFormat {
     }
 }
 
-/// The lower bound of `runtime.request_timeout`: a request that waits (`wait_s`, at most 30 s)
-/// must be able to finish its wait.
-pub const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(31);
+/// The bounds of `runtime.request_timeout`, the deadline of a request's own work. A route that
+/// waits on purpose (a `wait_s` long poll, a script's time limit, an oracle's fetches, an upload,
+/// an apply with `?wait=true`) adds what it waits for (the API's budget table).
+pub const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+/// See [`MIN_REQUEST_TIMEOUT`].
+pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Read at start only: changing it takes a restart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -212,7 +216,7 @@ impl Default for Config {
                 config_watch: Duration::from_secs(10),
                 header_read_timeout: Duration::from_secs(10),
                 body_read_timeout: Duration::from_secs(60),
-                request_timeout: Duration::from_secs(60),
+                request_timeout: Duration::from_secs(5),
                 max_connections: 4096,
                 max_connections_per_peer: 512,
                 reserved_fds: 256,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::problems::{Fields, Problems, join};
 use super::{
-    EnclaveConfig, LogFormat, MIN_REQUEST_TIMEOUT, Platform, RuntimeConfig, SyntheticConfig,
+    EnclaveConfig, LogFormat, MAX_REQUEST_TIMEOUT, MIN_REQUEST_TIMEOUT, Platform, RuntimeConfig, SyntheticConfig,
     TestingConfig,
 };
 use crate::name::ServiceName;
@@ -61,12 +61,13 @@ pub(super) fn parse_runtime(
         .duration("request_timeout", p)
         .map(|d| (d, f.path_of("request_timeout")))
     {
-        if d < MIN_REQUEST_TIMEOUT {
+        if !(MIN_REQUEST_TIMEOUT..=MAX_REQUEST_TIMEOUT).contains(&d) {
             p.push(
                 &path,
                 format!(
-                    "must be at least {} (the longest wait_s, 30 s, must fit in a request)",
-                    humantime::format_duration(MIN_REQUEST_TIMEOUT)
+                    "must be from {} to {} (a request's own work; long polls, script runs, oracle fetches, uploads and waited applies add what they wait for: docs/api.md, \"Deadlines\")",
+                    humantime::format_duration(MIN_REQUEST_TIMEOUT),
+                    humantime::format_duration(MAX_REQUEST_TIMEOUT)
                 ),
             );
         } else {

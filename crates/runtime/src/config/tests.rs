@@ -33,6 +33,12 @@ fn empty_file_is_the_defaults() {
 /// The HTTP server's limits: read, and each out of its bounds reported with its path.
 #[test]
 fn the_servers_limits_are_read_within_their_bounds() {
+    assert_eq!(
+        Config::default().runtime.request_timeout,
+        std::time::Duration::from_secs(5),
+        "an API's deadline: a few seconds"
+    );
+    check("[runtime]\nrequest_timeout = \"11m\"\n", &["runtime.request_timeout: must be from 1s to 10m (a request's own work; long polls, script runs, oracle fetches, uploads and waited applies add what they wait for: docs/api.md, \"Deadlines\")"]);
     let c = Config::parse(
         "[runtime]\nheader_read_timeout = \"2s\"\nbody_read_timeout = \"3s\"\nrequest_timeout = \"40s\"\nmax_connections = 8\nmax_connections_per_peer = 2\nreserved_fds = 64\n",
         &catalog(),
@@ -58,10 +64,10 @@ fn the_servers_limits_are_read_within_their_bounds() {
         )
     );
     check(
-        "[runtime]\nheader_read_timeout = \"0s\"\nrequest_timeout = \"30s\"\nmax_connections = 0\nmax_connections_per_peer = 0\nreserved_fds = 15\n",
+        "[runtime]\nheader_read_timeout = \"0s\"\nrequest_timeout = \"900ms\"\nmax_connections = 0\nmax_connections_per_peer = 0\nreserved_fds = 15\n",
         &[
             "runtime.header_read_timeout: must be longer than zero",
-            "runtime.request_timeout: must be at least 31s (the longest wait_s, 30 s, must fit in a request)",
+            "runtime.request_timeout: must be from 1s to 10m (a request's own work; long polls, script runs, oracle fetches, uploads and waited applies add what they wait for: docs/api.md, \"Deadlines\")",
             "runtime.max_connections: 0 is out of range (1 to 1000000)",
             "runtime.max_connections_per_peer: 0 is out of range (1 to 1000000)",
             "runtime.reserved_fds: 15 is out of range (16 to 1000000)",
