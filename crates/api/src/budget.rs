@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use axum::http::Method;
 
-use crate::input::MAX_WAIT_S;
+/// The longest a job request with `?wait_s=N` holds the connection (a larger N is refused).
+pub const MAX_WAIT_S: u64 = 30;
 
 /// What the table adds to, from `[runtime]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +87,12 @@ mod tests {
             (Method::PUT, "/v1/storage/a/b", None, s(5)),
             (Method::POST, "/v1/crypto/keys/k/sign", None, s(5)),
             (Method::GET, "/v1/computation/jobs/j", None, s(5)),
-            (Method::GET, "/v1/computation/jobs/j", Some("wait_s=12"), s(17)),
+            (
+                Method::GET,
+                "/v1/computation/jobs/j",
+                Some("wait_s=12"),
+                s(17),
+            ),
             (Method::GET, "/v1/ai/jobs/j", Some("x=1&wait_s=30"), s(35)),
             // Out of bounds or not a number: the handler refuses it; the budget adds at most
             // the bound.

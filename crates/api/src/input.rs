@@ -154,8 +154,7 @@ where
         .map_err(ApiError::from)
 }
 
-/// The longest a job request with `?wait_s=N` holds the connection.
-pub(crate) const MAX_WAIT_S: u64 = 30;
+pub(crate) use crate::budget::MAX_WAIT_S;
 
 /// A job query's `wait_s`, 1 to [`MAX_WAIT_S`] (absent: do not wait). `wait_s=0` is refused rather
 /// than read as "do not wait": leave it out for that.

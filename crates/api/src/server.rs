@@ -496,7 +496,11 @@ mod tests {
                 .await
                 .expect("response");
             assert_eq!(started.elapsed(), want, "{method} {uri}");
-            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{method} {uri}");
+            assert_eq!(
+                response.status(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{method} {uri}"
+            );
         }
     }
 

@@ -62,7 +62,9 @@ async fn burst() -> (usize, Duration) {
     }
     let end = Instant::now();
     let head = journal_head(&config);
-    let (_, services) = server.json(reqwest::Method::GET, "/v1/services", None).await;
+    let (_, services) = server
+        .json(reqwest::Method::GET, "/v1/services", None)
+        .await;
     if services["readiness"]["level"] != "ready" {
         server
             .wait_event(head, |e| {
@@ -127,7 +129,10 @@ async fn main() {
         "| last fault to ready | {} ms |",
         report.recovery.as_millis()
     );
-    println!("| faults by service | {:?} |", scenario::by_service(&report));
+    println!(
+        "| faults by service | {:?} |",
+        scenario::by_service(&report)
+    );
     if full {
         let (landed, recovery) = burst().await;
         println!(

@@ -15,7 +15,7 @@ async fn faults_in_every_service_lose_nothing_answer_in_time_and_heal() {
         seed: 0x00C1_0157_E4C4_A05u64,
         faults: 20,
         answers_between: 50,
-        deadline: Duration::from_secs(2),
+        deadline: Duration::from_secs(1),
         writers: 2,
         backoff_max: Some("1s"),
     };
@@ -36,8 +36,5 @@ async fn faults_in_every_service_lose_nothing_answer_in_time_and_heal() {
     // The round did what it says: faults landed and clients were answered both ways.
     let summary = scenario::summary(&report);
     assert!(report.injected.len() >= plan.faults / 2, "{summary}");
-    assert!(
-        report.acked_writes > 0 && report.succeeded > 0,
-        "{summary}"
-    );
+    assert!(report.acked_writes > 0 && report.succeeded > 0, "{summary}");
 }

@@ -134,6 +134,9 @@ pub struct Context<R> {
     reports: mpsc::UnboundedSender<Report>,
     stop: CancellationToken,
     injected_error: Arc<AtomicBool>,
+    /// An injected hang was taken: every later `recv` waits forever too, so a service that polls
+    /// `recv` beside other work (and drops that future when the other work wins) stays hung.
+    hung: bool,
     mode: Mode,
     bus: Bus,
     ready: bool,
@@ -226,6 +229,9 @@ impl<R: crate::bus::Operation> Context<R> {
     /// ([`crate::deadline::current`]), so the calls made while handling it inherit it; an incarnation
     /// that hands a request to another task passes the deadline along itself.
     pub async fn recv(&mut self) -> Option<R> {
+        if self.hung {
+            return std::future::pending().await;
+        }
         self.set_ready();
         // The previous request is done with: what runs until the next one has no deadline.
         crate::deadline::set(None);
@@ -240,7 +246,10 @@ impl<R: crate::bus::Operation> Context<R> {
                     Some(Control::Fault(Fault::Panic)) => {
                         panic!("injected fault: panic in {} (generation {})", self.name, self.id.generation)
                     }
-                    Some(Control::Fault(Fault::Hang)) => std::future::pending::<()>().await,
+                    Some(Control::Fault(Fault::Hang)) => {
+                        self.hung = true;
+                        std::future::pending::<()>().await;
+                    }
                     Some(Control::Fault(Fault::Error)) => {
                         self.injected_error.store(true, Ordering::Release);
                         return None;
@@ -268,6 +277,9 @@ impl<R: crate::bus::Operation> Context<R> {
     /// that batch work (a group commit takes every write already waiting). Control messages are left
     /// for the next [`Context::recv`], which the service calls soon after.
     pub fn try_recv(&mut self) -> Option<R> {
+        if self.hung {
+            return None;
+        }
         while let Ok(envelope) = self.mailbox.rx.try_recv() {
             if envelope.deadline <= tokio::time::Instant::now() {
                 self.mailbox
@@ -317,6 +329,7 @@ impl<S: Service> Erased for Wrapped<S> {
             reports: launch.reports,
             stop: launch.stop,
             injected_error: injected_error.clone(),
+            hung: false,
             mode: launch.mode,
             bus: launch.bus,
             ready: false,

@@ -150,6 +150,33 @@ async fn a_hang_is_detected_within_interval_times_threshold_plus_timeout() {
     rt.shutdown().await;
 }
 
+/// An injected hang holds even in a service that polls `recv` beside other work and drops the
+/// pending `recv` when the other work wins: every later `recv` waits forever too, so the probe
+/// finds the incarnation hung (the chaos test found computation's hang undone this way).
+#[tokio::test(start_paused = true)]
+async fn an_injected_hang_holds_when_the_service_drops_its_pending_recv() {
+    let journal = Journal::in_memory();
+    let mut b = Builder::new(journal.clone());
+    b.add(Fake::new("svc").script(&[Behaviour::RecvBesideTimer]));
+    let rt = b.start().expect("start");
+    wait(&journal, is("svc", |e| matches!(e, Event::Up { .. }))).await;
+    rt.inject_fault(&name("svc"), Fault::Hang)
+        .await
+        .expect("injected");
+    let exited = wait(&journal, is("svc", |e| matches!(e, Event::Exited { .. }))).await;
+    assert!(
+        matches!(
+            exited.event,
+            Event::Exited {
+                outcome: ExitOutcome::Hung { .. },
+                ..
+            }
+        ),
+        "{exited:?}"
+    );
+    rt.shutdown().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn restart_intensity_fails_a_core_service_and_the_runtime_is_not_ready() {
     let journal = Journal::in_memory();

@@ -75,7 +75,10 @@ pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Durati
 
 impl Client {
     /// A client of the runtime at `base_url` (`http://127.0.0.1:8420`), calling with `token`.
+    /// Installs rustls's ring provider as the process's default when none is installed yet (the
+    /// HTTP client is built without one of its own).
     pub fn new(base_url: &str, token: impl Into<String>) -> Result<Client, Error> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
@@ -135,7 +138,9 @@ impl Client {
             .bearer_auth(&self.token)
             .timeout(self.timeout);
         if let Some(deadline) = self.deadline {
-            let ms = u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX).max(1);
+            let ms = u32::try_from(deadline.as_millis())
+                .unwrap_or(u32::MAX)
+                .max(1);
             builder = builder.header(DEADLINE_HEADER, ms);
         }
         (builder, url)

@@ -399,7 +399,8 @@ async fn a_clients_deadline_goes_with_every_call() {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("none")
             .to_owned();
-        let body = serde_json::json!({"error": {"code": "echo", "message": got, "retryable": false}});
+        let body =
+            serde_json::json!({"error": {"code": "echo", "message": got, "retryable": false}});
         (axum::http::StatusCode::NOT_FOUND, axum::Json(body))
     }
     let app = axum::Router::new()

@@ -48,8 +48,10 @@ pub(crate) const FAULTS: [&str; 3] = ["panic", "hang", "error"];
 
 /// What a call may take past its deadline before it counts as not answered: the runtime answers
 /// at the deadline; this is the time to write and read the answer on a loaded machine, and is no
-/// performance figure.
-pub(crate) const MARGIN: Duration = Duration::from_secs(5);
+/// performance figure. With the test's 1 s deadline, 1 s + this is under the soonest a hang is
+/// found (2.6 s: two missed pings a second apart, then the third's 600 ms timeout), so a request
+/// left to wait for the hang's discovery, not answered at its own deadline, is caught.
+pub(crate) const MARGIN: Duration = Duration::from_millis(1500);
 /// How long the runtime may take to notice a fault and be ready again before the scenario says it
 /// did not recover (the harness's wait for an awaited journal entry): hang detection (interval ×
 /// threshold + timeout, about 3.6 s with the defaults) plus the longest backoff (`backoff_max`, 1 s
@@ -290,7 +292,9 @@ async fn signer(shared: Arc<Shared>, client: Client, key_id: String) {
         if let Ok(Some(verified)) = shared.call("crypto verify", verify).await
             && !verified.valid
         {
-            shared.violation(format!("crypto verify: the signature of {message:?} is not valid"));
+            shared.violation(format!(
+                "crypto verify: the signature of {message:?} is not valid"
+            ));
         }
     }
 }
@@ -374,9 +378,13 @@ async fn answers_after(shared: &Shared, from: u64, n: u64) -> Result<u64, String
             progressed.await;
         }
     };
-    tokio::time::timeout(RECOVERY_BOUND, wait).await.map_err(|_| {
-        format!("the clients had fewer than {n} answers in {RECOVERY_BOUND:?}: calls are hanging")
-    })
+    tokio::time::timeout(RECOVERY_BOUND, wait)
+        .await
+        .map_err(|_| {
+            format!(
+                "the clients had fewer than {n} answers in {RECOVERY_BOUND:?}: calls are hanging"
+            )
+        })
 }
 
 /// Retries `call` on retryable 503s until it succeeds, within [`RECOVERY_BOUND`].
@@ -474,11 +482,24 @@ pub(crate) async fn run(plan: &Plan) -> Report {
     // runtime is ready again (the head is read before readiness, so a ready that comes after it is
     // in the journal after it).
     for (service, head) in pending {
-        server
-            .wait_event(head, |e| {
-                e["service"] == service && e["event"]["kind"] == "exited"
-            })
-            .await;
+        let exited = server.wait_event(head, |e| {
+            e["service"] == service && e["event"]["kind"] == "exited"
+        });
+        if tokio::time::timeout(RECOVERY_BOUND / 2, exited)
+            .await
+            .is_err()
+        {
+            let entries = admin.events(head, 200).await.map(|page| {
+                page.events
+                    .iter()
+                    .filter(|e| e.service.as_ref().is_some_and(|s| s.as_str() == service))
+                    .map(|e| format!("{:?}", e.event))
+                    .collect::<Vec<_>>()
+            });
+            shared.violation(format!(
+                "{service}: no incarnation ended after its last fault; its entries since: {entries:?}"
+            ));
+        }
     }
     let head = journal_head(&config);
     let ready = admin.services().await.map(|l| l.readiness.level);

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::problems::{Fields, Problems, join};
 use super::{
-    EnclaveConfig, LogFormat, MAX_REQUEST_TIMEOUT, MIN_REQUEST_TIMEOUT, Platform, RuntimeConfig, SyntheticConfig,
-    TestingConfig,
+    EnclaveConfig, LogFormat, MAX_REQUEST_TIMEOUT, MIN_REQUEST_TIMEOUT, Platform, RuntimeConfig,
+    SyntheticConfig, TestingConfig,
 };
 use crate::name::ServiceName;
 use crate::spec::{Kind, Priority, Spec};

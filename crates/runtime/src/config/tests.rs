@@ -38,7 +38,12 @@ fn the_servers_limits_are_read_within_their_bounds() {
         std::time::Duration::from_secs(5),
         "an API's deadline: a few seconds"
     );
-    check("[runtime]\nrequest_timeout = \"11m\"\n", &["runtime.request_timeout: must be from 1s to 10m (a request's own work; long polls, script runs, oracle fetches, uploads and waited applies add what they wait for: docs/api.md, \"Deadlines\")"]);
+    check(
+        "[runtime]\nrequest_timeout = \"11m\"\n",
+        &[
+            "runtime.request_timeout: must be from 1s to 10m (a request's own work; long polls, script runs, oracle fetches, uploads and waited applies add what they wait for: docs/api.md, \"Deadlines\")",
+        ],
+    );
     let c = Config::parse(
         "[runtime]\nheader_read_timeout = \"2s\"\nbody_read_timeout = \"3s\"\nrequest_timeout = \"40s\"\nmax_connections = 8\nmax_connections_per_peer = 2\nreserved_fds = 64\n",
         &catalog(),

@@ -27,6 +27,9 @@ pub enum Behaviour {
     IgnoreStop,
     /// Serve, reporting itself degraded.
     Degraded,
+    /// Serve with `recv` polled beside a 10 ms timer, so the timer often wins and the pending
+    /// `recv` is dropped (as a service that also waits on its own workers does).
+    RecvBesideTimer,
 }
 
 pub enum Req {
@@ -213,6 +216,15 @@ impl Service for Fake {
                 cx.set_ready();
                 cx.set_degraded("scripted degradation");
                 while serve(&mut cx).await.is_some() {}
+            }
+            Behaviour::RecvBesideTimer => {
+                let mut tick = tokio::time::interval(Duration::from_millis(10));
+                loop {
+                    tokio::select! {
+                        served = serve(&mut cx) => if served.is_none() { break },
+                        _ = tick.tick() => {}
+                    }
+                }
             }
         }
         Ok(())
