@@ -75,6 +75,22 @@ pub enum Scope {
 pub struct ScopeError(String);
 
 impl Scope {
+    /// Every string [`Scope::parse`] takes: `*`, each service, `SERVICE:*` and each
+    /// `SERVICE:OPERATION`.
+    pub fn names() -> Vec<String> {
+        let mut names = vec!["*".to_owned()];
+        for area in Area::ALL {
+            names.push(area.as_str().to_owned());
+            names.push(format!("{}:*", area.as_str()));
+            names.extend(
+                area.operations()
+                    .iter()
+                    .map(|op| format!("{}:{op}", area.as_str())),
+            );
+        }
+        names
+    }
+
     pub fn parse(s: &str) -> Result<Scope, ScopeError> {
         if s == "*" {
             return Ok(Scope::All);
@@ -173,6 +189,7 @@ impl utoipa::PartialSchema for Scope {
                  computation, oracle or ai) or `SERVICE:OPERATION`",
             ))
             .examples(["*", "storage", "crypto:sign"])
+            .enum_values(Some(Scope::names()))
             .into()
     }
 }
@@ -182,6 +199,20 @@ impl utoipa::ToSchema for Scope {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The names the OpenAPI document lists are exactly the ones that parse.
+    #[test]
+    fn every_listed_name_parses_and_round_trips() {
+        let names = Scope::names();
+        assert!(names.len() > 20, "{names:?}");
+        for name in &names {
+            let scope = Scope::parse(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            if !name.ends_with(":*") {
+                assert_eq!(&scope.to_string(), name);
+            }
+        }
+        assert!(Scope::parse("storage:nope").is_err());
+    }
 
     fn check(s: &str, expected: Result<&str, &str>) {
         match (Scope::parse(s), expected) {

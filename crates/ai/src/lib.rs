@@ -32,8 +32,14 @@ pub const NAME: ServiceName = ServiceName::from_static("ai");
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
+    /// A request that breaks the API document (a bound, an empty list).
     #[error("{0}")]
     BadInput(String),
+    /// A dataset whose parts each have the documented shape but do not fit together or the kind
+    /// of model: ragged rows, targets that do not match the rows, labels other than 0 and 1, too
+    /// few rows for the features or for `k`.
+    #[error("{0}")]
+    Dataset(String),
     /// Something in the request is over a limit; `setting` (of `[services.SERVICE]`) names it.
     #[error("{what} is {size}; at most {limit} ([services.{service}] {setting})")]
     TooLarge {
@@ -79,7 +85,7 @@ impl runtime::Classify for Error {
             Error::BadInput(_) => ErrorKind::Invalid,
             Error::TooLarge { .. } => ErrorKind::TooLarge,
             Error::NotFound(_) | Error::JobNotFound(_) => ErrorKind::NotFound,
-            Error::InvalidModel(_) | Error::Shape(_) | Error::Inference(_) => {
+            Error::Dataset(_) | Error::InvalidModel(_) | Error::Shape(_) | Error::Inference(_) => {
                 ErrorKind::Unprocessable
             }
             Error::Cancelled => ErrorKind::Conflict,
@@ -97,6 +103,7 @@ impl runtime::Classify for Error {
     fn code(&self) -> &'static str {
         match self {
             Error::BadInput(_) => "ai.bad_input",
+            Error::Dataset(_) => "ai.bad_dataset",
             Error::TooLarge { .. } => "ai.too_large",
             Error::NotFound(_) => "ai.model_not_found",
             Error::JobNotFound(_) => "ai.job_not_found",
@@ -229,6 +236,11 @@ mod tests {
         let s = || "x".to_owned();
         let table = [
             (Error::BadInput(s()), ErrorKind::Invalid, "ai.bad_input"),
+            (
+                Error::Dataset(s()),
+                ErrorKind::Unprocessable,
+                "ai.bad_dataset",
+            ),
             (
                 Error::TooLarge {
                     what: s(),

@@ -443,7 +443,7 @@ impl State {
         settings: Settings,
     ) -> Result<ModelInfo, Error> {
         if file.is_empty() {
-            return Err(Error::BadInput("the model file is empty".into()));
+            return Err(Error::InvalidModel("the model file is empty".into()));
         }
         if file.len() > settings.max_model_bytes {
             return Err(Error::TooLarge {

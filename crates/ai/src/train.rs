@@ -88,6 +88,12 @@ fn bad(m: impl Into<String>) -> Error {
     Error::BadInput(m.into())
 }
 
+/// A dataset whose every part has the documented shape, but that does not fit together or fit
+/// the kind of model (see [`Error::Dataset`]).
+fn unfit(m: impl Into<String>) -> Error {
+    Error::Dataset(m.into())
+}
+
 /// Checks a dataset for `params`: shape, finiteness, labels.
 pub(crate) fn check(
     data: &Dataset,
@@ -123,7 +129,7 @@ pub(crate) fn check(
     }
     for (i, row) in data.features.iter().enumerate() {
         if row.len() != d {
-            return Err(bad(format!(
+            return Err(unfit(format!(
                 "features[{i}] has {} values; the first row has {d}",
                 row.len()
             )));
@@ -139,10 +145,13 @@ pub(crate) fn check(
     match params {
         Params::Kmeans { k, n_init, .. } => {
             if data.targets.is_some() {
-                return Err(bad("k-means takes no targets"));
+                return Err(unfit("k-means takes no targets"));
             }
-            if *k == 0 || *k > train {
-                return Err(bad(format!(
+            if *k == 0 {
+                return Err(bad("k must be at least 1"));
+            }
+            if *k > train {
+                return Err(unfit(format!(
                     "k must be from 1 to the number of training rows ({train})"
                 )));
             }
@@ -154,15 +163,15 @@ pub(crate) fn check(
             let targets = data
                 .targets
                 .as_ref()
-                .ok_or_else(|| bad("this kind needs targets"))?;
+                .ok_or_else(|| unfit("this kind needs targets"))?;
             if targets.len() != n {
-                return Err(bad(format!("{} targets for {n} rows", targets.len())));
+                return Err(unfit(format!("{} targets for {n} rows", targets.len())));
             }
             if let Some(i) = targets.iter().position(|v| !v.is_finite()) {
                 return Err(bad(format!("targets[{i}] is not a finite number")));
             }
             if train <= d {
-                return Err(bad(format!(
+                return Err(unfit(format!(
                     "{train} training rows for {d} features: give more rows than features"
                 )));
             }
@@ -171,11 +180,11 @@ pub(crate) fn check(
                     return Err(bad("c must be a positive number"));
                 }
                 if let Some(i) = targets.iter().position(|t| *t != 0.0 && *t != 1.0) {
-                    return Err(bad(format!("targets[{i}] is not a label 0 or 1")));
+                    return Err(unfit(format!("targets[{i}] is not a label 0 or 1")));
                 }
                 let ones = targets[..train].iter().filter(|t| **t == 1.0).count();
                 if ones == 0 || ones == train {
-                    return Err(bad("the training rows hold only one label"));
+                    return Err(unfit("the training rows hold only one label"));
                 }
             }
         }

@@ -70,7 +70,7 @@ async fn bad_models_and_inputs_get_typed_errors_and_the_service_stays_up() {
     ));
     assert!(matches!(
         f.upload("alice", Vec::new()).await,
-        Err(Error::BadInput(_))
+        Err(Error::InvalidModel(_))
     ));
     match f
         .upload(
@@ -285,7 +285,7 @@ async fn refuse(f: &Fixture, dataset: Dataset, model: Params, expected: &str) {
         test_fraction: 0.2,
     };
     match f.train(request).await {
-        Err(e @ (Error::BadInput(_) | Error::TooLarge { .. })) => {
+        Err(e @ (Error::BadInput(_) | Error::Dataset(_) | Error::TooLarge { .. })) => {
             let m = e.to_string();
             assert!(m.contains(expected), "{m:?} should say {expected:?}")
         }

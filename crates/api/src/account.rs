@@ -88,7 +88,8 @@ fn issued(t: account::IssuedToken) -> IssuedToken {
 /// Creates an account (admin) and returns it with its first token (scope `*`), shown once.
 #[utoipa::path(post, path = "/v1/accounts", tag = "accounts", security(("admin" = [])), request_body = CreateBody,
     responses((status = 201, description = "Created; the token's secret appears only here", body = Created),
-        (status = 400, description = "Bad name", body = ErrorBody), (status = 403, description = "Not the admin token", body = ErrorBody)))]
+        (status = 400, description = "Bad name", body = ErrorBody), (status = 403, description = "Not the admin token", body = ErrorBody),
+        (status = 409, description = "An account of that name exists (`account.name_taken`)", body = ErrorBody)))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     _: Admin,
@@ -200,10 +201,20 @@ pub(crate) async fn delete(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct IssueBody {
+    /// A name to recognise it by (default `unnamed`): as an account's name, 1 to 64 characters
+    /// once trimmed, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\u0000-\\u0020\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     name: Option<String>,
     /// Absent: the same scopes as the caller's token (every scope for the admin).
+    #[schema(min_items = 1)]
     scopes: Option<Vec<Scope>>,
-    /// Seconds until the token expires; absent: never.
+    /// Seconds until the token expires, at most ten years; absent: never.
+    #[serde(default, deserialize_with = "wire::integer::option")]
+    #[schema(minimum = 1, maximum = 315_360_000)]
     expires_in_s: Option<u64>,
 }
 
@@ -211,7 +222,8 @@ pub(crate) struct IssueBody {
 #[utoipa::path(post, path = "/v1/accounts/{id}/tokens", tag = "accounts", request_body = IssueBody,
     params(("id" = String, Path, description = "An account id, or `me`")),
     responses((status = 201, description = "Issued; the secret appears only here", body = IssuedToken),
-        (status = 400, description = "Unknown scope or bad lifetime", body = ErrorBody),
+        (status = 400, description = "Unknown scope or bad lifetime (`request.invalid_body`, `account.bad_input`)", body = ErrorBody),
+        (status = 404, description = "No such account, or not the caller's (`account.not_found`)", body = ErrorBody),
         (status = 403, description = "Scopes the caller does not hold", body = ErrorBody),
         (status = 409, description = "Too many live tokens (`account.too_many_tokens`)", body = ErrorBody)))]
 pub(crate) async fn issue(

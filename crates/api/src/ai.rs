@@ -144,7 +144,8 @@ pub(crate) async fn predict(
 #[utoipa::path(post, path = "/v1/ai/train", tag = "ai", request_body = ai::TrainRequest,
     responses(
         (status = 202, description = "Queued", body = ai::JobInfo),
-        (status = 400, description = "A dataset that cannot be trained on (`ai.bad_input`): empty, ragged, not finite, wrong labels...", body = ErrorBody),
+        (status = 400, description = "A request that breaks this document (`ai.bad_input`, `request.invalid_body`): an empty dataset or row, `k` or `n_init` out of range...", body = ErrorBody),
+        (status = 422, description = "A dataset whose parts do not fit together or the kind (`ai.bad_dataset`): ragged rows, targets missing or of another count, labels other than 0/1, too few rows", body = ErrorBody),
         (status = 413, description = "Over `max_dataset_rows`, `max_features` or `max_training_work` (`ai.too_large`)", body = ErrorBody),
         (status = 429, description = "The account has `max_active_jobs_per_account` training jobs queued or running (`ai.too_many_jobs`)", body = ErrorBody),
     ))]
@@ -184,6 +185,7 @@ pub(crate) async fn jobs(
 #[serde(deny_unknown_fields)]
 pub(crate) struct JobQuery {
     /// Wait up to this many seconds (at most 30) for the job to finish.
+    #[param(minimum = 1, maximum = 30)]
     wait_s: Option<u64>,
 }
 

@@ -19,6 +19,7 @@ const MAX_NONCE: usize = 64;
 pub(crate) struct AttestQuery {
     /// 1 to 64 bytes of hex, bound into the quote's report data (default: the current time, which
     /// proves identity but not freshness).
+    #[param(pattern = "^([0-9a-fA-F]{2}){1,64}$")]
     nonce: Option<String>,
 }
 

@@ -110,6 +110,7 @@ pub(crate) async fn jobs(
 #[serde(deny_unknown_fields)]
 pub(crate) struct JobQuery {
     /// Wait up to this many seconds (1 to 30) for the job to finish before answering.
+    #[param(minimum = 1, maximum = 30)]
     wait_s: Option<u64>,
 }
 

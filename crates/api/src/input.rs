@@ -27,8 +27,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
         let limit = body_timeout(&request);
         let in_force = request.extensions().get::<InForce>().cloned();
-        match within(limit, axum::Json::<T>::from_request(request, state)).await? {
-            Ok(axum::Json(value)) => Ok(Json(value)),
+        // Every JSON body of the API is an object: serde's structs would also read an array.
+        match within(
+            limit,
+            axum::Json::<wire::json::Object<T>>::from_request(request, state),
+        )
+        .await?
+        {
+            Ok(axum::Json(wire::json::Object(value))) => Ok(Json(value)),
             Err(JsonRejection::MissingJsonContentType(e)) => Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "request.unsupported_media_type",

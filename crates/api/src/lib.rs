@@ -79,7 +79,7 @@ pub mod probes {
 pub fn router(state: AppState) -> Router {
     let (router, api) = routes(&state).split_for_parts();
     let api = openapi::finish(api);
-    let document = openapi::Document(api.to_json().unwrap_or_default().into());
+    let document = openapi::Document::new(&api);
     router
         .fallback(not_found)
         .layer(axum::Extension(document))

@@ -6,24 +6,45 @@
 use std::sync::Arc;
 
 use axum::Extension;
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi, Ref, ResponseBuilder};
 
+use crate::AppState;
 use crate::error::ErrorBody;
 
-/// The document, rendered once when the router is built.
+/// The document as the handlers declare it, made strict ([`strict`]) once when the router is
+/// built; each answer adds the bounds the live configuration sets ([`live`]).
 #[derive(Debug, Clone)]
-pub(crate) struct Document(pub(crate) Arc<str>);
+pub(crate) struct Document(pub(crate) Arc<Value>);
+
+impl Document {
+    pub(crate) fn new(api: &OpenApi) -> Document {
+        let mut doc = serde_json::to_value(api).unwrap_or_default();
+        strict(&mut doc);
+        Document(Arc::new(doc))
+    }
+}
 
 /// This document.
 #[utoipa::path(get, path = "/v1/openapi.json", tag = "meta", security(()),
-    responses((status = 200, description = "OpenAPI 3.1, generated from the handlers",
-        content_type = "application/json", body = Object)))]
-pub(crate) async fn document(Extension(doc): Extension<Document>) -> Response {
-    let mut response = doc.0.to_string().into_response();
+    responses((status = 200, description = "OpenAPI 3.1, generated from the handlers, with the \
+        bounds the running configuration sets", content_type = "application/json", body = Object)))]
+pub(crate) async fn document(
+    State(state): State<AppState>,
+    Extension(doc): Extension<Document>,
+) -> Response {
+    let config = state
+        .configs
+        .config()
+        .unwrap_or_else(|| state.config.clone());
+    let mut doc = (*doc.0).clone();
+    live(&mut doc, &state.config, &config);
+    let mut response = doc.to_string().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -236,6 +257,32 @@ fn add_common_errors(op: &mut Operation) {
             ),
         ]);
     }
+    // A body is read against the route's size limit and `runtime.body_read_timeout`; a JSON body
+    // only with its content type.
+    let media: Vec<&String> = op
+        .request_body
+        .as_ref()
+        .map(|b| b.content.keys().collect())
+        .unwrap_or_default();
+    if !media.is_empty() {
+        common.extend([
+            (
+                "413",
+                "The body is over this endpoint's limit (`request.too_large`, or the service's own \
+                 code naming the setting)",
+            ),
+            (
+                "408",
+                "The body did not arrive within `runtime.body_read_timeout` (`request.body_timeout`)",
+            ),
+        ]);
+    }
+    if media.iter().any(|m| *m == "application/json") {
+        common.push((
+            "415",
+            "The body is not sent as `Content-Type: application/json` (`request.unsupported_media_type`)",
+        ));
+    }
     for (status, description) in common {
         if op.responses.responses.contains_key(status) {
             continue;
@@ -250,5 +297,151 @@ fn add_common_errors(op: &mut Operation) {
         op.responses
             .responses
             .insert(status.to_owned(), response.into());
+    }
+}
+
+/// What the server checks that the handlers' declarations cannot say, written into the document
+/// so that it is as strict as the server:
+/// - an unsigned integer (`u32`, `u64`, `usize`) ends at its type's maximum (a format alone would
+///   say `int32`/`int64`, whose range is not the server's);
+/// - a raw body or answer is a string of bytes (`format: binary`), and a stored value may be empty;
+/// - an event stream's schema describes each event: its `data` is JSON of the declared schema.
+pub(crate) fn strict(doc: &mut Value) {
+    unsigned_maxima(doc);
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, op) in item.iter_mut() {
+            // `Last-Event-ID` is a sequence number when given; `Option<u64>` would also
+            // document it as `null`.
+            if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
+                for p in params.iter_mut().filter(|p| p["name"] == "Last-Event-ID") {
+                    p["required"] = json!(false);
+                    p["schema"] = json!({"type": "integer", "minimum": 0, "maximum": u64::MAX});
+                }
+            }
+            if let Some(body) = op.get_mut("requestBody") {
+                if path == "/v1/storage/{key}" && method == "put" {
+                    // An empty body stores an empty value: over HTTP, no body is an empty one.
+                    body["required"] = json!(false);
+                }
+                raw_and_streams(body);
+            }
+            if let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) {
+                for response in responses.values_mut() {
+                    raw_and_streams(response);
+                }
+            }
+        }
+    }
+}
+
+/// The bounds the configuration sets, as it is now (`config`) or as it was at start (`start`,
+/// for the sandbox's ceilings, which are read at start only).
+pub(crate) fn live(
+    doc: &mut Value,
+    start: &runtime::config::Config,
+    config: &runtime::config::Config,
+) {
+    let storage = |s| config.setting(&storage::NAME, s) as u64;
+    if let Some(limit) = parameter(doc, "/v1/storage", "get", "limit") {
+        limit["schema"]["maximum"] = json!(storage(&storage::MAX_LIST_LIMIT));
+    }
+    let schemas = &mut doc["components"]["schemas"];
+    if schemas["BatchBody"].is_object() {
+        schemas["BatchBody"]["properties"]["writes"]["maxItems"] =
+            json!(storage(&storage::MAX_BATCH_WRITES));
+    }
+    if schemas["OracleRequest"].is_object() {
+        schemas["OracleRequest"]["properties"]["sources"]["maxItems"] =
+            json!(config.setting(&oracle::NAME, &oracle::MAX_SOURCES));
+    }
+    if schemas["LimitOverrides"].is_object() {
+        let ceiling = |s| start.setting(&computation::NAME, s);
+        let time = start.setting(&computation::NAME, &computation::MAX_TIME_MS);
+        let limits = &mut schemas["LimitOverrides"]["properties"];
+        limits["time_ms"]["maximum"] = json!(u64::try_from(time.as_millis()).unwrap_or(u64::MAX));
+        limits["memory_bytes"]["maximum"] = json!(ceiling(&computation::MAX_MEMORY_BYTES));
+        limits["stack_bytes"]["maximum"] = json!(ceiling(&computation::MAX_STACK_BYTES));
+        limits["output_bytes"]["maximum"] = json!(ceiling(&computation::MAX_OUTPUT_BYTES));
+        limits["console_bytes"]["maximum"] = json!(ceiling(&computation::MAX_CONSOLE_BYTES));
+    }
+}
+
+/// The parameter `name` of `method path`, if the document has it.
+fn parameter<'a>(
+    doc: &'a mut Value,
+    path: &str,
+    method: &str,
+    name: &str,
+) -> Option<&'a mut Value> {
+    doc.get_mut("paths")?
+        .get_mut(path)?
+        .get_mut(method)?
+        .get_mut("parameters")?
+        .as_array_mut()?
+        .iter_mut()
+        .find(|p| p["name"] == name)
+}
+
+/// Every integer schema with a minimum of 0 or more and no maximum is an unsigned Rust integer:
+/// `int32` is a `u8`, `u16` or `u32` (the widest, `u32`, bounds it), anything else a `u64` or
+/// `usize`.
+fn unsigned_maxima(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let integer = match map.get("type") {
+                Some(Value::String(t)) => t == "integer",
+                Some(Value::Array(ts)) => ts.iter().any(|t| t == "integer"),
+                _ => false,
+            };
+            if integer
+                && map.get("minimum").and_then(Value::as_u64).is_some()
+                && !map.contains_key("maximum")
+            {
+                let maximum = match map.get("format").and_then(Value::as_str) {
+                    Some("int32") => u64::from(u32::MAX),
+                    _ => u64::MAX,
+                };
+                map.insert("maximum".into(), json!(maximum));
+            }
+            map.values_mut().for_each(unsigned_maxima);
+        }
+        Value::Array(items) => items.iter_mut().for_each(unsigned_maxima),
+        _ => {}
+    }
+}
+
+/// In a request body or a response: raw bytes as `format: binary`; an event stream's schema
+/// as the schema of each event, whose `data` holds JSON of the declared schema.
+fn raw_and_streams(body: &mut Value) {
+    let Some(content) = body.get_mut("content").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (media, entry) in content.iter_mut() {
+        if media == "application/octet-stream" {
+            entry["schema"] = json!({"type": "string", "format": "binary"});
+        } else if media == "text/event-stream" {
+            let data = entry["schema"].take();
+            entry["schema"] = json!({
+                "type": "object",
+                "description": "One server-sent event: its name, its id (where the stream \
+                    resumes by id) and its data, JSON",
+                "required": ["event", "data"],
+                "properties": {
+                    "event": {"type": "string"},
+                    "id": {"type": "string", "pattern": "^[0-9]+$"},
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": data,
+                    },
+                },
+            });
+        }
     }
 }

@@ -19,7 +19,8 @@ use crate::{ApiError, AppState};
 #[utoipa::path(post, path = "/v1/oracle/requests", tag = "oracle", request_body = OracleRequest,
     responses(
         (status = 200, description = "The signed report", body = oracle::SignedReport),
-        (status = 400, description = "A malformed request, too many sources, a bad JSONPath, a script that reads `kv` or `crypto` (`oracle.bad_input`)", body = ErrorBody),
+        (status = 400, description = "A request that breaks this document (`oracle.bad_input`, `request.invalid_body`): no source, too many, a header name that is not a token...", body = ErrorBody),
+        (status = 422, description = "What this document cannot say (`oracle.unfit`): a JSONPath that does not parse, `min_agreeing` over the number of sources, `max_deviation` without `median`, a body on a GET, a header the oracle does not send, a script that reads `kv` or `crypto`", body = ErrorBody),
         (status = 403, description = "A script extraction without the scope `computation:run` (`auth.scope`)", body = ErrorBody),
         (status = 429, description = "Over `[services.oracle] requests_per_minute` (`oracle.rate_limited`)", body = ErrorBody),
     ))]

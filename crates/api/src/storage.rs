@@ -99,7 +99,8 @@ pub(crate) struct ListQuery {
     /// Only keys starting with this.
     #[serde(default)]
     prefix: String,
-    /// At most this many (default 100).
+    /// At most this many (default 100; at most `[services.storage] max_list_limit`).
+    #[param(minimum = 1)]
     limit: Option<usize>,
     /// Start after this key (the previous page's `next`).
     after: Option<String>,

@@ -200,10 +200,7 @@ impl Secret {
 /// The key version a ciphertext names, if it is long enough to be one of ours.
 pub(crate) fn ciphertext_version(ciphertext: &[u8]) -> Result<u32, Error> {
     if ciphertext.len() < 4 + 12 + 16 {
-        return Err(Error::BadInput(format!(
-            "a ciphertext is at least 32 bytes, found {}",
-            ciphertext.len()
-        )));
+        return Err(Error::ShortCiphertext(ciphertext.len()));
     }
     Ok(u32::from_be_bytes(
         ciphertext[..4].try_into().expect("4 bytes"),

@@ -42,6 +42,9 @@ pub enum Error {
         "the ciphertext fails its integrity check (modified, or used with other associated data)"
     )]
     Integrity,
+    /// Too short to be a ciphertext of this service (the key version, the nonce and the tag).
+    #[error("a ciphertext is at least 32 bytes, found {0}")]
+    ShortCiphertext(usize),
     /// The account holds `limit` keys, the most the setting allows.
     #[error(
         "the account holds {limit} keys, the most `services.crypto.{setting}` allows; delete one first"
@@ -72,7 +75,9 @@ impl Classify for Error {
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::BadInput(_) => ErrorKind::Invalid,
             // The caller's own ciphertext, not data the host could reach: theirs to look at.
-            Error::WrongKind { .. } | Error::Integrity => ErrorKind::Unprocessable,
+            Error::WrongKind { .. } | Error::Integrity | Error::ShortCiphertext(_) => {
+                ErrorKind::Unprocessable
+            }
             // Over a size limit, and one that waiting does not lift (429 would promise a retry):
             // 413, as storage's and the ai service's limits answer.
             Error::TooManyKeys { .. } => ErrorKind::TooLarge,
@@ -85,7 +90,7 @@ impl Classify for Error {
             Error::NotFound(_) => "crypto.key_not_found",
             Error::WrongKind { .. } => "crypto.wrong_key_kind",
             Error::BadInput(_) => "crypto.bad_input",
-            Error::Integrity => "crypto.integrity",
+            Error::Integrity | Error::ShortCiphertext(_) => "crypto.integrity",
             Error::TooManyKeys { .. } => "crypto.too_many_keys",
             Error::Keystore(_) | Error::Internal(_) => "crypto.internal",
         }
@@ -218,6 +223,11 @@ mod tests {
             ),
             (
                 Error::Integrity,
+                ErrorKind::Unprocessable,
+                "crypto.integrity",
+            ),
+            (
+                Error::ShortCiphertext(3),
                 ErrorKind::Unprocessable,
                 "crypto.integrity",
             ),

@@ -46,6 +46,16 @@ pub enum Error {
         field: &'static str,
         reason: String,
     },
+    /// Like `BadInput`, for what the API document cannot say: parts that do not fit together
+    /// (`min_agreeing` over the number of sources, `max_deviation` without `median`, a body on a
+    /// GET), a JSONPath that does not parse, a header the oracle does not send, a script that
+    /// reads `kv` or `crypto`.
+    #[error("{}{reason}", source_index.map(|i| format!("sources[{i}]: ")).unwrap_or_default())]
+    Unfit {
+        source_index: Option<usize>,
+        field: &'static str,
+        reason: String,
+    },
     #[error(
         "account {owner} is over [services.oracle] requests_per_minute ({limit}); try again in {retry_after_s} s"
     )]
@@ -73,6 +83,7 @@ impl runtime::Classify for Error {
         use runtime::ErrorKind;
         match self {
             Error::BadInput { .. } => ErrorKind::Invalid,
+            Error::Unfit { .. } => ErrorKind::Unprocessable,
             Error::RateLimited { retry_after_s, .. } => ErrorKind::Limited {
                 retry_after: Duration::from_secs(*retry_after_s),
             },
@@ -87,6 +98,7 @@ impl runtime::Classify for Error {
     fn code(&self) -> &'static str {
         match self {
             Error::BadInput { .. } => "oracle.bad_input",
+            Error::Unfit { .. } => "oracle.unfit",
             Error::RateLimited { .. } => "oracle.rate_limited",
             Error::Unavailable { .. } => "oracle.unavailable",
             Error::Unsupported(_) => "oracle.unsupported",
@@ -145,6 +157,15 @@ mod tests {
                 "oracle.bad_input",
             ),
             (
+                Error::Unfit {
+                    source_index: Some(0),
+                    field: "extract.json_path",
+                    reason: "extract.json_path \"x\": not a JSONPath".into(),
+                },
+                ErrorKind::Unprocessable,
+                "oracle.unfit",
+            ),
+            (
                 Error::RateLimited {
                     owner: "acc_x".into(),
                     limit: 60,
@@ -200,7 +221,7 @@ mod tests {
     /// The typed fields keep the sentences the API has always answered.
     #[test]
     fn typed_errors_keep_their_messages() {
-        let e = Error::BadInput {
+        let e = Error::Unfit {
             source_index: Some(1),
             field: "body",
             reason: "a GET sends no body".into(),

@@ -20,15 +20,38 @@ pub(crate) fn refused_header(name: &str) -> Option<&'static str> {
         "forwarded" | "via" | "x-real-ip" => Some("forwarding headers are not sent"),
         _ if lower.starts_with("proxy-") => Some("proxy headers are not sent"),
         _ if lower.starts_with("x-forwarded-") => Some("forwarding headers are not sent"),
-        _ if !lower
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-            || lower.is_empty() =>
-        {
-            Some("not a header name")
-        }
+        _ if !is_token(&lower) => Some("not a header name"),
         _ => None,
     }
+}
+
+/// Whether `name` is an HTTP token (RFC 9110), as a header name must be: the OpenAPI document's
+/// [`HEADER_NAME_PATTERN`].
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// What a header name may be, as a regular expression.
+pub const HEADER_NAME_PATTERN: &str = "^[!#$%&'*+\\-.^_`|~0-9A-Za-z]+$";
+
+/// The schema of a source's headers: at most [`MAX_HEADERS`], each named by a token.
+fn headers_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .max_properties(Some(MAX_HEADERS))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(HEADER_NAME_PATTERN)),
+        ))
+        .additional_properties(Some(AdditionalProperties::RefOr(
+            ObjectBuilder::new().schema_type(Type::String).into(),
+        )))
+        .build()
 }
 
 /// The most headers one source may send, and the largest request body it may send.
@@ -43,6 +66,7 @@ pub const MAX_SCRIPT_BYTES: usize = 64 << 10;
 #[schema(as = OracleRequest)]
 pub struct OracleRequest {
     /// 1 to `max_sources` sources, fetched in parallel.
+    #[schema(min_items = 1)]
     pub sources: Vec<Source>,
     pub aggregation: Aggregation,
 }
@@ -57,9 +81,11 @@ pub struct Source {
     pub method: Method,
     /// Request headers (at most 32).
     #[serde(default)]
+    #[schema(schema_with = headers_schema)]
     pub headers: BTreeMap<String, String>,
     /// A request body (POST only), sent as given (at most 64 KiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 65536)]
     pub body: Option<String>,
     pub extract: Extraction,
 }
@@ -73,7 +99,7 @@ pub enum Method {
 }
 
 /// How to read the value out of a source's answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Extraction {
     /// An RFC 9535 JSONPath over the JSON body that selects exactly one value, e.g. `$.data.price`.
@@ -86,17 +112,59 @@ pub enum Extraction {
     Script(String),
 }
 
+/// `{"json_path": PATH}` or `{"script": CODE}`, nothing else.
+impl utoipa::PartialSchema for Extraction {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let one = |name: &str, description: &str, max_length: Option<usize>| {
+            let mut value = serde_json::json!({"type": "string", "description": description});
+            if let Some(max) = max_length {
+                value["maxLength"] = serde_json::json!(max);
+            }
+            serde_json::json!({
+                "type": "object",
+                "title": name,
+                "required": [name],
+                "properties": {name: value},
+                "additionalProperties": false,
+            })
+        };
+        serde_json::from_value(serde_json::json!({
+            "description": "How to read the value out of a source's answer.",
+            "oneOf": [
+                one(
+                    "json_path",
+                    "An RFC 9535 JSONPath over the JSON body that selects exactly one value, \
+                     e.g. `$.data.price`",
+                    None,
+                ),
+                one(
+                    "script",
+                    "The body of an async JavaScript function run with `args = {body, status}`; \
+                     needs the token scope `computation:run`; runs without capabilities and \
+                     deterministic",
+                    Some(MAX_SCRIPT_BYTES),
+                ),
+            ],
+        }))
+        .expect("a schema")
+    }
+}
+
+impl utoipa::ToSchema for Extraction {}
+
 /// How to combine the sources' values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Aggregation {
     pub method: AggregationMethod,
-    /// Sources that must agree for a result (default 1).
-    #[serde(default = "one")]
+    /// Sources that must agree for a result (default 1): at most the number of sources.
+    #[serde(default = "one", deserialize_with = "wire::integer::whole")]
+    #[schema(minimum = 1)]
     pub min_agreeing: usize,
-    /// For `median`: a source agrees when its value is within this fraction of the median
+    /// For `median` only: a source agrees when its value is within this fraction of the median
     /// (default: every number agrees).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub max_deviation: Option<f64>,
 }
 
@@ -129,6 +197,11 @@ impl OracleRequest {
             field,
             reason,
         };
+        let unfit = |field, reason: String| Error::Unfit {
+            source_index: None,
+            field,
+            reason,
+        };
         if self.sources.is_empty() {
             return Err(bad("sources", "give at least one source".into()));
         }
@@ -143,8 +216,14 @@ impl OracleRequest {
             ));
         }
         let a = &self.aggregation;
-        if a.min_agreeing == 0 || a.min_agreeing > self.sources.len() {
+        if a.min_agreeing == 0 {
             return Err(bad(
+                "aggregation.min_agreeing",
+                "aggregation.min_agreeing must be at least 1".into(),
+            ));
+        }
+        if a.min_agreeing > self.sources.len() {
+            return Err(unfit(
                 "aggregation.min_agreeing",
                 format!(
                     "aggregation.min_agreeing must be from 1 to the number of sources ({})",
@@ -161,7 +240,7 @@ impl OracleRequest {
             ));
         }
         if a.max_deviation.is_some() && a.method != AggregationMethod::Median {
-            return Err(bad(
+            return Err(unfit(
                 "aggregation.max_deviation",
                 "aggregation.max_deviation applies to median only".into(),
             ));
@@ -172,16 +251,30 @@ impl OracleRequest {
                 field,
                 reason,
             };
+            let unfit_at = |field, reason: String| Error::Unfit {
+                source_index: Some(i),
+                field,
+                reason,
+            };
             if s.headers.len() > MAX_HEADERS {
                 return Err(at("headers", format!("at most {MAX_HEADERS} headers")));
             }
             for name in s.headers.keys() {
                 if let Some(why) = refused_header(name) {
-                    return Err(at("headers", format!("header {name:?} is not sent: {why}")));
+                    // A name that is not a token breaks the document; a token the oracle will
+                    // not send does not.
+                    let reason = format!("header {name:?} is not sent: {why}");
+                    return Err(if is_token(name) {
+                        unfit_at("headers", reason)
+                    } else {
+                        at("headers", reason)
+                    });
                 }
             }
             match (&s.method, &s.body) {
-                (Method::Get, Some(_)) => return Err(at("body", "a GET sends no body".into())),
+                (Method::Get, Some(_)) => {
+                    return Err(unfit_at("body", "a GET sends no body".into()));
+                }
                 (_, Some(b)) if b.len() > MAX_REQUEST_BODY => {
                     return Err(at(
                         "body",
@@ -193,7 +286,7 @@ impl OracleRequest {
             match &s.extract {
                 Extraction::JsonPath(p) => {
                     serde_json_path::JsonPath::parse(p).map_err(|e| {
-                        at("extract.json_path", format!("extract.json_path {p:?}: {e}"))
+                        unfit_at("extract.json_path", format!("extract.json_path {p:?}: {e}"))
                     })?;
                 }
                 Extraction::Script(code) if code.len() > MAX_SCRIPT_BYTES => {

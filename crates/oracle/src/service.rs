@@ -558,7 +558,7 @@ struct Refused {
 impl Refused {
     /// The request's error, naming source `index`.
     fn at(self, index: usize) -> Error {
-        Error::BadInput {
+        Error::Unfit {
             source_index: Some(index),
             field: "extract.script",
             reason: format!(

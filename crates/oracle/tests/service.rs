@@ -578,7 +578,7 @@ async fn an_extraction_script_that_reads_kv_or_crypto_is_refused() {
         );
         match f.ask("alice", req).await {
             Err(
-                e @ Error::BadInput {
+                e @ Error::Unfit {
                     source_index: Some(1),
                     field: "extract.script",
                     ..
@@ -649,7 +649,7 @@ async fn each_account_has_its_own_request_limit_and_bad_requests_are_refused() {
     // Which source and which of its fields: the caller can point at it; the message says it too.
     match f.ask("carol", bad_path).await {
         Err(
-            e @ Error::BadInput {
+            e @ Error::Unfit {
                 source_index: Some(0),
                 field: "extract.json_path",
                 ..
@@ -664,7 +664,7 @@ async fn each_account_has_its_own_request_limit_and_bad_requests_are_refused() {
     needs_more.aggregation.min_agreeing = 2;
     assert!(matches!(
         f.ask("carol", needs_more).await,
-        Err(Error::BadInput {
+        Err(Error::Unfit {
             field: "aggregation.min_agreeing",
             ..
         })
@@ -833,10 +833,14 @@ async fn host_hop_by_hop_and_proxy_headers_are_refused() {
             .await
         {
             Err(
-                e @ Error::BadInput {
+                e @ (Error::BadInput {
                     source_index: Some(0),
                     ..
-                },
+                }
+                | Error::Unfit {
+                    source_index: Some(0),
+                    ..
+                }),
             ) => assert!(e.to_string().contains(name), "{e}"),
             other => panic!("{name}: expected a refusal, got {other:?}"),
         }

@@ -141,6 +141,33 @@ impl Scalar {
     }
 }
 
+/// The schema of an array of [`Scalar`]s.
+fn scalar_array() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::Array::new(scalar_schema())
+}
+
+/// The same, or `null`.
+fn scalar_array_or_null() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            utoipa::openapi::schema::Type::Array,
+            utoipa::openapi::schema::Type::Null,
+        ]))
+        .items(scalar_schema())
+        .build()
+}
+
+/// One element: a number, a boolean or a string.
+fn scalar_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            utoipa::openapi::schema::Type::Number,
+            utoipa::openapi::schema::Type::Boolean,
+            utoipa::openapi::schema::Type::String,
+        ]))
+        .build()
+}
+
 /// The elements of a tensor, read one by one (no intermediate JSON tree).
 fn scalars<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Scalar>, D::Error> {
     struct Seq;
@@ -169,16 +196,17 @@ pub struct Tensor {
     #[serde(default)]
     pub dtype: DType,
     /// Each dimension's size.
+    #[serde(deserialize_with = "crate::integer::vec")]
     pub shape: Vec<usize>,
     /// The elements, row-major: numbers (`"NaN"`, `"Infinity"`, `"-Infinity"` as strings) for the
     /// float types, integers for the integer types, booleans for `bool`, strings for `string`.
     #[serde(deserialize_with = "scalars")]
-    #[schema(value_type = Vec<Value>)]
+    #[schema(schema_with = scalar_array)]
     pub data: Vec<Scalar>,
     /// Answers only: the class label of each position along the last axis, for a classifier's
     /// probabilities written by a ZipMap (scikit-learn's default export).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Vec<Value>>)]
+    #[schema(schema_with = scalar_array_or_null)]
     pub labels: Option<Vec<Scalar>>,
 }
 
@@ -300,8 +328,9 @@ pub struct ModelInfo {
 }
 
 /// Inputs for a prediction: named tensors for an ONNX model, rows of features for a trained one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(untagged)]
+/// Read through [`PredictBody`]: exactly one of the two, and nothing else.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged, try_from = "PredictBody")]
 pub enum PredictInput {
     /// `{"inputs": {NAME: {"dtype", "shape", "data"}}}`.
     Tensors {
@@ -315,6 +344,73 @@ pub enum PredictInput {
     },
 }
 
+/// A prediction's body as JSON has it, before it is one [`PredictInput`] or the other.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PredictBody {
+    inputs: Option<BTreeMap<String, Tensor>>,
+    features: Option<Vec<Vec<f64>>>,
+}
+
+impl TryFrom<PredictBody> for PredictInput {
+    type Error = &'static str;
+
+    fn try_from(b: PredictBody) -> Result<PredictInput, &'static str> {
+        match (b.inputs, b.features) {
+            (Some(inputs), None) => Ok(PredictInput::Tensors { inputs }),
+            (None, Some(features)) => Ok(PredictInput::Features { features }),
+            _ => Err("give either \"inputs\" (an ONNX model) or \"features\" (a trained one)"),
+        }
+    }
+}
+
+impl utoipa::PartialSchema for PredictInput {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        serde_json::from_value(serde_json::json!({
+            "description": "Inputs for a prediction: named tensors for an ONNX model \
+                (`{\"inputs\": {NAME: {\"dtype\", \"shape\", \"data\"}}}`), rows of features for a \
+                trained one (`{\"features\": [[...]]}`).",
+            "oneOf": [
+                {
+                    "type": "object",
+                    "title": "Tensors",
+                    "required": ["inputs"],
+                    "properties": {"inputs": {
+                        "type": "object",
+                        "description": "Each input of the model by its name.",
+                        "additionalProperties": {"$ref": "#/components/schemas/Tensor"},
+                    }},
+                    "additionalProperties": false,
+                },
+                {
+                    "type": "object",
+                    "title": "Features",
+                    "required": ["features"],
+                    "properties": {"features": {
+                        "type": "array",
+                        "description": "One row of features per prediction.",
+                        "items": {"type": "array", "items": {"type": "number", "format": "double"}},
+                    }},
+                    "additionalProperties": false,
+                },
+            ],
+        }))
+        .expect("a schema")
+    }
+}
+
+impl utoipa::ToSchema for PredictInput {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push(("Tensor".into(), <Tensor as utoipa::PartialSchema>::schema()));
+        <Tensor as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
 /// An ONNX model's answer: each output by its name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Outputs {
@@ -324,6 +420,7 @@ pub struct Outputs {
 
 /// A training job's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = TrainingJobState)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Queued.
@@ -340,6 +437,7 @@ pub enum JobState {
 
 /// A training job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = TrainingJob)]
 pub struct JobInfo {
     /// Its id.
     pub id: String,
@@ -370,6 +468,7 @@ pub struct ModelList {
 
 /// `GET /v1/ai/jobs`: the caller's training jobs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = TrainingJobList)]
 pub struct JobList {
     /// Each job.
     pub jobs: Vec<JobInfo>,
@@ -408,7 +507,9 @@ pub enum Prediction {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Dataset {
-    /// One row of features per example.
+    /// One row of features per example: at least one row of at least one feature, every row as
+    /// long as the first.
+    #[schema(schema_with = feature_rows)]
     pub features: Vec<Vec<f64>>,
     /// The target of each row (a value for linear regression, 0 or 1 for logistic regression);
     /// none for k-means.
@@ -417,7 +518,7 @@ pub struct Dataset {
 }
 
 /// What to train.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Params {
     /// Ordinary least squares with an intercept.
@@ -431,15 +532,103 @@ pub enum Params {
     },
     /// `k` clusters; the best of `n_init` k-means++ starts (seeded by `seed`).
     Kmeans {
-        /// How many clusters.
+        /// How many clusters: at least 1, at most the training rows.
+        #[serde(deserialize_with = "crate::integer::whole")]
         k: usize,
         /// How many starts (default 10).
-        #[serde(default = "default_n_init")]
+        #[serde(default = "default_n_init", deserialize_with = "crate::integer::whole")]
         n_init: usize,
         /// The seed of the starts (default 0).
-        #[serde(default)]
+        #[serde(default, deserialize_with = "crate::integer::whole")]
         seed: u64,
     },
+}
+
+/// Each kind with its own parameters, and nothing else (utoipa's schema of an internally tagged
+/// enum would let other fields through, which serde refuses).
+impl utoipa::PartialSchema for Params {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let kind = |name: &str, description: &str, mut properties: serde_json::Value| {
+            properties["kind"] = serde_json::json!({"type": "string", "enum": [name]});
+            let required: Vec<&str> = if name == "kmeans" {
+                vec!["kind", "k"]
+            } else {
+                vec!["kind"]
+            };
+            serde_json::json!({
+                "type": "object",
+                "title": name,
+                "description": description,
+                "required": required,
+                "properties": properties,
+                "additionalProperties": false,
+            })
+        };
+        serde_json::from_value(serde_json::json!({
+            "description": "What to train.",
+            "oneOf": [
+                kind(
+                    "linear_regression",
+                    "Ordinary least squares with an intercept.",
+                    serde_json::json!({}),
+                ),
+                kind(
+                    "logistic_regression",
+                    "Binary labels 0 and 1; minimizes `c × Σ log-loss + ½‖w‖²`, as \
+                     scikit-learn's `LogisticRegression(C=c)`.",
+                    serde_json::json!({"c": {
+                        "type": "number",
+                        "format": "double",
+                        "exclusiveMinimum": 0,
+                        "description": "The inverse of the regularization strength (default 1).",
+                    }}),
+                ),
+                kind(
+                    "kmeans",
+                    "`k` clusters; the best of `n_init` k-means++ starts (seeded by `seed`).",
+                    serde_json::json!({
+                        "k": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "description": "How many clusters: at most the training rows.",
+                        },
+                        "n_init": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": 100,
+                            "description": "How many starts (default 10).",
+                        },
+                        "seed": {
+                            "type": "integer",
+                            "minimum": 0,
+                            "description": "The seed of the starts (default 0).",
+                        },
+                    }),
+                ),
+            ],
+        }))
+        .expect("a schema")
+    }
+}
+
+impl utoipa::ToSchema for Params {}
+
+/// Rows of features: at least one row, each of at least one number.
+fn feature_rows() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .min_items(Some(1))
+        .items(
+            utoipa::openapi::schema::ArrayBuilder::new()
+                .min_items(Some(1))
+                .items(
+                    utoipa::openapi::schema::ObjectBuilder::new()
+                        .schema_type(utoipa::openapi::schema::Type::Number)
+                        .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                            utoipa::openapi::KnownFormat::Double,
+                        ))),
+                ),
+        )
+        .build()
 }
 
 fn default_c() -> f64 {
@@ -461,8 +650,10 @@ pub struct TrainRequest {
     pub model: Params,
     /// The rows to train on.
     pub dataset: Dataset,
-    /// The last `round(rows × test_fraction)` rows are held out for the metrics (default 0.2).
+    /// The last `round(rows × test_fraction)` rows are held out for the metrics (default 0.2):
+    /// at least 0, below 1.
     #[serde(default = "default_test_fraction")]
+    #[schema(minimum = 0, exclusive_maximum = 1)]
     pub test_fraction: f64,
 }
 

@@ -15,9 +15,9 @@ pub struct Program {
     /// Available to the script as `args`: kept as the JSON text it came as (no tree is built from
     /// it outside the sandbox); absent is `null`.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub args: Option<Box<serde_json::value::RawValue>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::json::object")]
     pub limits: LimitOverrides,
     /// Fixes `Date`, `performance.now()`, `Math.random` and `crypto.randomBytes` to values derived
     /// from the code and args, so the same program gives the same result.
@@ -47,10 +47,24 @@ impl Program {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitOverrides {
+    /// At least 1, at most `[services.computation] max_time_ms` (the document served says it).
+    #[serde(default, deserialize_with = "crate::integer::option")]
+    #[schema(minimum = 1)]
     pub time_ms: Option<u64>,
+    /// At least 1, at most `max_memory_bytes`.
+    #[serde(default, deserialize_with = "crate::integer::option")]
+    #[schema(minimum = 1)]
     pub memory_bytes: Option<u64>,
+    /// At least 1, at most `max_stack_bytes`.
+    #[serde(default, deserialize_with = "crate::integer::option")]
+    #[schema(minimum = 1)]
     pub stack_bytes: Option<u64>,
+    /// At least 1, at most `max_output_bytes`.
+    #[serde(default, deserialize_with = "crate::integer::option")]
+    #[schema(minimum = 1)]
     pub output_bytes: Option<u64>,
+    /// At most `max_console_bytes`; 0 allows no console output.
+    #[serde(default, deserialize_with = "crate::integer::option")]
     pub console_bytes: Option<u64>,
 }
 

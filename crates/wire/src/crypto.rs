@@ -18,6 +18,7 @@ pub enum Encoding {
 #[serde(deny_unknown_fields)]
 pub struct SignBody {
     /// The message, base64.
+    #[schema(format = Byte)]
     pub message: String,
     /// Absent: `raw`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -40,8 +41,10 @@ pub struct SignAnswer {
 #[serde(deny_unknown_fields)]
 pub struct VerifyBody {
     /// The message, base64.
+    #[schema(format = Byte)]
     pub message: String,
     /// The signature, base64.
+    #[schema(format = Byte)]
     pub signature: String,
 }
 
@@ -122,9 +125,11 @@ pub struct GenerateBody {
 #[serde(deny_unknown_fields)]
 pub struct EncryptBody {
     /// Base64.
+    #[schema(format = Byte)]
     pub plaintext: String,
     /// Associated data, base64: the same must be given to decrypt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = Byte)]
     pub aad: Option<String>,
 }
 
@@ -139,10 +144,12 @@ pub struct Ciphertext {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecryptBody {
-    /// Base64.
+    /// Base64, as `encrypt` answered it (at least 32 bytes: the key version, the nonce and the tag).
+    #[schema(format = Byte)]
     pub ciphertext: String,
     /// Associated data, base64, as given to encrypt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = Byte)]
     pub aad: Option<String>,
 }
 
@@ -158,8 +165,10 @@ pub struct Plaintext {
 #[serde(deny_unknown_fields)]
 pub struct DeriveBody {
     /// HKDF's info, base64.
+    #[schema(format = Byte)]
     pub info: String,
     /// HKDF's salt, base64; absent is none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = Byte)]
     pub salt: Option<String>,
 }

@@ -107,3 +107,71 @@ mod tests {
         assert_eq!(JsonText::from(&json!({"b": true})).text(), r#"{"b":true}"#);
     }
 }
+
+/// A value that JSON must give as an object. serde's derived structs also read an array of their
+/// fields in order (`[null, null]` for two optional fields), which the API's document does not
+/// allow: request bodies, and fields whose every part is optional, are read through this instead
+/// (`#[serde(deserialize_with = "wire::json::object")]`).
+pub fn object<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Object<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Object<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    d.deserialize_map(Object(std::marker::PhantomData))
+}
+
+/// A request body: a JSON object, read as `T` (see [`object`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Object<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Object<T>, D::Error> {
+        object(d).map(Object)
+    }
+}
+
+#[cfg(test)]
+mod object_tests {
+    use serde::Deserialize;
+
+    use super::Object;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Optional {
+        a: Option<u32>,
+        b: Option<u32>,
+    }
+
+    #[test]
+    fn an_object_is_read_and_an_array_of_fields_is_refused() {
+        let read = |t: &str| serde_json::from_str::<Object<Optional>>(t).map(|o| o.0);
+        assert_eq!(
+            read(r#"{"a": 1}"#).expect("an object"),
+            Optional {
+                a: Some(1),
+                b: None
+            }
+        );
+        assert!(
+            serde_json::from_str::<Optional>("[null, null]").is_ok(),
+            "serde's own reading"
+        );
+        let e = read("[null, null]").expect_err("an array");
+        assert!(e.to_string().contains("a JSON object"), "{e}");
+        let e = read(r#"{"c": 1}"#).expect_err("an unknown field");
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+}

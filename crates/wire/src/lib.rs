@@ -16,6 +16,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod events;
+pub mod integer;
 pub mod json;
 pub mod oracle;
 pub mod services;

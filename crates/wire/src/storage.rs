@@ -65,11 +65,13 @@ pub struct Value {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchBody {
+    /// At least one.
+    #[schema(min_items = 1)]
     pub writes: Vec<BatchWrite>,
 }
 
 /// `{"key": K, "value": BASE64}` or `{"key": K, "delete": true}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchWrite {
     pub key: String,
@@ -79,3 +81,41 @@ pub struct BatchWrite {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub delete: bool,
 }
+
+/// A write is a put (a value, `delete` absent or false) or a delete (`delete: true`, no value):
+/// the two shapes, each closed, as the API reads them.
+impl utoipa::PartialSchema for BatchWrite {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let key = serde_json::json!({"type": "string", "minLength": 1, "description": "The key"});
+        serde_json::from_value(serde_json::json!({
+            "description": "`{\"key\": K, \"value\": BASE64}` or `{\"key\": K, \"delete\": true}`.",
+            "oneOf": [
+                {
+                    "type": "object",
+                    "title": "Put",
+                    "required": ["key", "value"],
+                    "properties": {
+                        "key": key,
+                        "value": {"type": "string", "format": "byte", "description": "Base64"},
+                        "delete": {"type": "boolean", "enum": [false]},
+                    },
+                    "additionalProperties": false,
+                },
+                {
+                    "type": "object",
+                    "title": "Delete",
+                    "required": ["key", "delete"],
+                    "properties": {
+                        "key": key,
+                        "value": {"type": "null"},
+                        "delete": {"type": "boolean", "enum": [true]},
+                    },
+                    "additionalProperties": false,
+                },
+            ],
+        }))
+        .expect("a schema")
+    }
+}
+
+impl utoipa::ToSchema for BatchWrite {}

@@ -591,7 +591,7 @@ async fn account_isolation_matrix() {
         send(app, "POST", "/v1/oracle/requests", Some(&alice), &peeking).await;
     assert_eq!(
         (status, refused["error"]["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("oracle.bad_input")),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("oracle.unfit")),
         "{refused}"
     );
     let message = refused["error"]["message"].as_str().unwrap_or_default();

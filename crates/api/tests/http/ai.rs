@@ -244,29 +244,40 @@ async fn a_training_job_completes_with_a_model_that_predicts() {
     h.runtime.shutdown().await;
 }
 
-/// docs/api.md, the ai service's other errors: 400 `ai.bad_input` (a ragged or non-finite
-/// dataset, labels other than 0/1, `k` out of range), 400 `request.invalid_body` (a `null` where a
-/// number should be), 500 `ai.integrity` for an ONNX file changed in storage by hand, and 503
+/// docs/api.md, the ai service's other errors: 400 `ai.bad_input` for what breaks the API
+/// document (an empty dataset, `k` of 0), 422 `ai.bad_dataset` for a dataset whose parts fit the
+/// document but not each other or the kind (ragged rows, labels other than 0/1, `k` over the
+/// training rows), 400 `request.invalid_body` (a `null` where a number should be), 500
+/// `ai.integrity` for an ONNX file changed in storage by hand, and 503
 /// `service.unavailable` while the service is disabled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn error_codes_of_the_ai_service_are_400_500_and_503() {
+async fn error_codes_of_the_ai_service_are_400_422_500_and_503() {
     let h = harness_with(false, true).await;
-    for (why, body) in [
+    for (why, body, expected) in [
         (
             "ragged",
             r#"{"model":{"kind":"linear_regression"},"dataset":{"features":[[1],[2,3],[4]],"targets":[1,2,3]}}"#,
+            (422, "ai.bad_dataset"),
         ),
         (
             "labels other than 0/1",
             r#"{"model":{"kind":"logistic_regression"},"dataset":{"features":[[1],[2],[3],[4]],"targets":[0,1,2,1]}}"#,
+            (422, "ai.bad_dataset"),
         ),
         (
-            "k out of range",
+            "k over the training rows",
+            r#"{"model":{"kind":"kmeans","k":9},"dataset":{"features":[[1],[2],[3]]}}"#,
+            (422, "ai.bad_dataset"),
+        ),
+        (
+            "k of 0",
             r#"{"model":{"kind":"kmeans","k":0},"dataset":{"features":[[1],[2],[3]]}}"#,
+            (400, "ai.bad_input"),
         ),
         (
             "an empty dataset",
             r#"{"model":{"kind":"linear_regression"},"dataset":{"features":[],"targets":[]}}"#,
+            (400, "ai.bad_input"),
         ),
     ] {
         let answer = h.post("/v1/ai/train").admin().text(body).send().await;
@@ -275,7 +286,7 @@ async fn error_codes_of_the_ai_service_are_400_500_and_503() {
                 answer.status.as_u16(),
                 answer.body()["error"]["code"].as_str()
             ),
-            (400, Some("ai.bad_input")),
+            (expected.0, Some(expected.1)),
             "{why}: {}",
             answer.body()
         );

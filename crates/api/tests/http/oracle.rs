@@ -102,12 +102,13 @@ async fn an_oracle_request_is_answered_with_a_report_that_verifies_with_the_key(
     h.runtime.shutdown().await;
 }
 
-/// docs/api.md, the oracle's errors: 400 `oracle.bad_input` (no source, too many, a bad JSONPath,
-/// `min_agreeing` out of range), 400 `request.invalid_body`, and 503 `service.unavailable` while
-/// the oracle is disabled. (429 `oracle.rate_limited` has its own test; 501 `oracle.unsupported`
+/// docs/api.md, the oracle's errors: 400 `oracle.bad_input` for what breaks the API document (no
+/// source, too many, `min_agreeing` zero), 422 `oracle.unfit` for what the document cannot say (a
+/// bad JSONPath, `min_agreeing` over the sources), 400 `request.invalid_body`, and 503
+/// `service.unavailable` while the oracle is disabled. (429 `oracle.rate_limited` has its own test; 501 `oracle.unsupported`
 /// needs a platform without quotes, which the simulation is not.)
 #[tokio::test]
-async fn error_codes_of_the_oracle_are_400_and_503() {
+async fn error_codes_of_the_oracle_are_400_422_and_503() {
     let h = start(Setup {
         with_storage: true,
         services: "[services.oracle]\nplain_http_hosts = [\"127.0.0.1\"]\nmax_sources = 2\n",
@@ -116,26 +117,33 @@ async fn error_codes_of_the_oracle_are_400_and_503() {
     .await;
     let source = |path: &str| serde_json::json!({ "url": "http://127.0.0.1:9/", "extract": { "json_path": path } });
     let median = |min: u32| serde_json::json!({ "method": "median", "min_agreeing": min });
-    for (why, request) in [
+    let bad = (StatusCode::BAD_REQUEST, "oracle.bad_input");
+    let unfit = (StatusCode::UNPROCESSABLE_ENTITY, "oracle.unfit");
+    for (why, request, (status, code)) in [
         (
             "no source",
             serde_json::json!({ "sources": [], "aggregation": median(1) }),
+            bad,
         ),
         (
             "too many",
             serde_json::json!({ "sources": [source("$.a"), source("$.b"), source("$.c")], "aggregation": median(1) }),
+            bad,
         ),
         (
             "a bad JSONPath",
             serde_json::json!({ "sources": [source("$[")], "aggregation": median(1) }),
+            unfit,
         ),
         (
             "min_agreeing over the sources",
             serde_json::json!({ "sources": [source("$.a")], "aggregation": median(2) }),
+            unfit,
         ),
         (
             "min_agreeing zero",
             serde_json::json!({ "sources": [source("$.a")], "aggregation": median(0) }),
+            bad,
         ),
     ] {
         let answer = h
@@ -144,13 +152,8 @@ async fn error_codes_of_the_oracle_are_400_and_503() {
             .json(&request)
             .send()
             .await;
-        assert_eq!(
-            answer.status,
-            StatusCode::BAD_REQUEST,
-            "{why}: {}",
-            answer.body()
-        );
-        assert_eq!(answer.body()["error"]["code"], "oracle.bad_input", "{why}");
+        assert_eq!(answer.status, status, "{why}: {}", answer.body());
+        assert_eq!(answer.body()["error"]["code"], code, "{why}");
     }
     h.post("/v1/oracle/requests")
         .admin()
@@ -281,7 +284,12 @@ async fn a_script_extraction_needs_computation_run_and_is_marked_with_its_hash()
     })
     .to_string();
     let answer = send(&h.app, "POST", "/v1/oracle/requests", Some(&both), &peeking).await;
-    assert_error(&answer, StatusCode::BAD_REQUEST, "oracle.bad_input", None);
+    assert_error(
+        &answer,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "oracle.unfit",
+        None,
+    );
     h.runtime.shutdown().await;
 }
 
