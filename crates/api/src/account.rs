@@ -197,9 +197,9 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct IssueBody {
+pub struct IssueBody {
     name: Option<String>,
     /// Absent: the same scopes as the caller's token (every scope for the admin).
     scopes: Option<Vec<Scope>>,
