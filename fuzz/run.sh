@@ -7,7 +7,7 @@
 #   fuzz/run.sh SECONDS [TARGET...]
 #
 # FUZZ_SANITIZER picks the sanitizer (address, the default; none for a faster build and run), and
-# FUZZ_PROFILE the build (release, the default; dev, fuzz/Cargo.toml's lighter optimization, for a
+# FUZZ_PROFILE the build (release, the default; dev, unoptimized as fuzz/Cargo.toml says, for a
 # quicker cold build in CI).
 # Installs cargo-fuzz when it is missing. cargo-fuzz needs nightly flags, which the stable
 # toolchain accepts with RUSTC_BOOTSTRAP=1.
