@@ -7,8 +7,8 @@
 #   fuzz/run.sh SECONDS [TARGET...]
 #
 # FUZZ_SANITIZER picks the sanitizer (address, the default; none for a faster build and run), and
-# FUZZ_PROFILE the build (release, the default; dev, unoptimized as fuzz/Cargo.toml says, for a
-# quicker cold build in CI).
+# FUZZ_PROFILE the build (release, the default: optimized, with debug assertions; dev, unoptimized
+# as fuzz/Cargo.toml says, for a quicker cold build in CI). Both check integer overflow.
 # Installs cargo-fuzz when it is missing. cargo-fuzz needs nightly flags, which the stable
 # toolchain accepts with RUSTC_BOOTSTRAP=1.
 set -euo pipefail
@@ -25,7 +25,8 @@ export RUSTC_BOOTSTRAP=1
 unset CARGO_TARGET_DIR
 sanitizer=${FUZZ_SANITIZER:-address}
 case ${FUZZ_PROFILE:-release} in
-    release) build=(--fuzz-dir fuzz --sanitizer "$sanitizer" --release) out=release ;;
+    # cargo-fuzz's default build: optimized, with debug assertions (`--release` would drop them).
+    release) build=(--fuzz-dir fuzz --sanitizer "$sanitizer") out=release ;;
     dev) build=(--fuzz-dir fuzz --sanitizer "$sanitizer" --dev) out=debug ;;
     *)
         echo "FUZZ_PROFILE is release or dev, not ${FUZZ_PROFILE}" >&2
