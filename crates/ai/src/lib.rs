@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use runtime::{Reply, ServiceName};
 
+pub use crate::onnx::{Loaded, load as load_model};
 pub use crate::service::{
     Ai, CACHE_BYTES, MAX_ACTIVE_JOBS_PER_ACCOUNT, MAX_DATASET_ROWS, MAX_FEATURES,
     MAX_FINISHED_JOBS, MAX_INPUT_ELEMENTS, MAX_MODEL_BYTES, MAX_TRAINING_WORK,

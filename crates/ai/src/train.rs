@@ -30,11 +30,13 @@ pub use wire::ai::Metrics;
 
 /// The limits a dataset is held to.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct DataLimits {
-    pub(crate) max_rows: usize,
-    pub(crate) max_features: usize,
-    /// The most [`work`] a job may take.
-    pub(crate) max_work: u64,
+pub struct DataLimits {
+    /// `[services.ai] max_dataset_rows`.
+    pub max_rows: usize,
+    /// `[services.ai] max_features`.
+    pub max_features: usize,
+    /// The most [`work`] a job may take (`[services.ai] max_training_work`).
+    pub max_work: u64,
 }
 
 /// Newton steps logistic regression takes at most.
@@ -95,7 +97,7 @@ fn unfit(m: impl Into<String>) -> Error {
 }
 
 /// Checks a dataset for `params`: shape, finiteness, labels.
-pub(crate) fn check(
+pub fn check(
     data: &Dataset,
     params: &Params,
     test_fraction: f64,

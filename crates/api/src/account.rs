@@ -198,9 +198,9 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct IssueBody {
+pub struct IssueBody {
     /// A name to recognise it by (default `unnamed`): as an account's name, 1 to 64 characters
     /// once trimmed, no control characters.
     #[schema(

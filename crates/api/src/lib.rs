@@ -32,6 +32,13 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter, UtoipaMethodRouterE
 use utoipa_axum::routes;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail};
+
+/// The JSON bodies the API reads into types of its own; every other endpoint's body is a type of
+/// `wire` or of its service. Public for the fuzz targets in `fuzz/`.
+pub mod bodies {
+    pub use crate::account::IssueBody;
+    pub use crate::orchestration::FaultBody;
+}
 pub use server::{DEADLINE_HEADER, LimitError, Limits, MIN_CONNECTIONS, serve};
 
 /// What every handler can reach.

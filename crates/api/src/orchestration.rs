@@ -398,9 +398,9 @@ pub(crate) async fn start(
     ))
 }
 
-#[derive(Deserialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct FaultBody {
+pub struct FaultBody {
     kind: Fault,
 }
 

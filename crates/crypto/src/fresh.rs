@@ -18,9 +18,9 @@ use enclave::fresh::{Stale, Verdict, judge};
 use enclave::{Counters, Platform};
 
 use crate::Error;
-use crate::changes::{self, Change, Log};
+use crate::changes::{self, Change, Log, Replayed};
 use crate::keys::Key;
-use crate::keystore::Keystore;
+use crate::keystore::{Chain, Keystore, Loaded};
 
 /// The freshness counter's name.
 const COUNTER: &str = "keystore";
@@ -119,6 +119,49 @@ pub(crate) struct Opened {
     pub(crate) accepted: Option<StaleKeystore>,
 }
 
+/// A snapshot with its change log replayed after it.
+pub(crate) struct Followed {
+    pub(crate) keys: Vec<Key>,
+    /// The last record's generation (the snapshot's without records); `None` for a `CLKS0001`
+    /// snapshot.
+    pub(crate) generation: Option<u64>,
+    /// What the log is chained to and what replaying it found; `None` when there is no log to
+    /// follow (no snapshot, or a `CLKS0001` one).
+    pub(crate) log: Option<(Chain, Replayed)>,
+}
+
+/// Applies the change log `log_bytes` to the snapshot `loaded`. The log is read only after a
+/// `CLKS0002` snapshot: a `CLKS0001` one is refused or rewritten. The paths only name the files
+/// in errors.
+pub(crate) fn follow(
+    loaded: Loaded,
+    log_bytes: &[u8],
+    path: &Path,
+    log_path: &Path,
+) -> Result<Followed, Error> {
+    let mut keys = loaded.keys;
+    match (loaded.generation, loaded.chain) {
+        (Some(base), Some(chain)) => {
+            let replayed = changes::replay(log_bytes, base, &chain, &mut keys)?;
+            Ok(Followed {
+                keys,
+                generation: Some(replayed.generation),
+                log: Some((chain, replayed)),
+            })
+        }
+        (generation, _) if log_bytes.is_empty() => Ok(Followed {
+            keys,
+            generation,
+            log: None,
+        }),
+        (_, _) => Err(Error::Keystore(format!(
+            "{} has records but {} is not a keystore they can follow",
+            log_path.display(),
+            path.display()
+        ))),
+    }
+}
+
 impl Store {
     /// Loads the keystore at `path` and checks it against its counter (in the same directory);
     /// `accept` is the generation the operator accepted.
@@ -132,11 +175,13 @@ impl Store {
         let loaded = file.load(platform)?;
         let log_path = changes::path_of(path);
         let log_bytes = changes::read(&log_path)?;
-        let mut keys = loaded.keys;
-        // The log is read only after a CLKS0002 snapshot: a CLKS0001 one is refused or rewritten.
-        let (generation, log, tidy) = match (loaded.generation, loaded.chain) {
-            (Some(base), Some(chain)) => {
-                let replayed = changes::replay(&log_bytes, base, &chain, &mut keys)?;
+        let Followed {
+            keys,
+            generation,
+            log,
+        } = follow(loaded, &log_bytes, path, &log_path)?;
+        let (log, tidy) = match log {
+            Some((chain, replayed)) => {
                 let tidy = (replayed.end < log_bytes.len() as u64).then_some(replayed.end);
                 let log = Log::new(
                     log_path.clone(),
@@ -145,16 +190,9 @@ impl Store {
                     replayed.end,
                     replayed.records,
                 );
-                (Some(replayed.generation), Some(log), tidy)
+                (Some(log), tidy)
             }
-            (generation, _) if log_bytes.is_empty() => (generation, None, None),
-            (_, _) => {
-                return Err(Refusal::Failed(Error::Keystore(format!(
-                    "{} has records but {} is not a keystore they can follow",
-                    log_path.display(),
-                    path.display()
-                ))));
-            }
+            None => (None, None),
         };
         let counter = counters
             .read_if_present(platform, COUNTER)

@@ -167,6 +167,15 @@ impl Keystore {
             }
             Err(e) => return Err(Error::Keystore(format!("{}: {e}", self.path.display()))),
         };
+        self.parse(&bytes, platform)
+    }
+
+    /// The keys and the generation in `bytes`, the content of this keystore's file.
+    pub(crate) fn parse(
+        &self,
+        bytes: &[u8],
+        platform: &dyn enclave::Platform,
+    ) -> Result<Loaded, Error> {
         let corrupt = |what: &str| Error::Keystore(format!("{}: {what}", self.path.display()));
         let (generation, start) = match bytes.get(..8) {
             Some(m) if m == MAGIC && bytes.len() >= 20 => (

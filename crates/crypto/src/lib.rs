@@ -23,6 +23,21 @@ pub use service::{Crypto, MAX_ENCRYPTIONS, MAX_KEYS};
 
 pub use keys::Algorithm;
 
+/// Reads a keystore from the bytes of its two files, the snapshot `keystore.sealed` and the
+/// change log `keystore.log`, as the service does at start before it consults the freshness
+/// counter: the number of keys and the generation they reach, or why the files are refused.
+/// Both files are the host's to write; the fuzz targets (`fuzz/`) call this with any bytes.
+pub fn read_keystore(
+    snapshot: &[u8],
+    log: &[u8],
+    platform: &dyn enclave::Platform,
+) -> Result<(usize, Option<u64>), Error> {
+    let path = std::path::Path::new("keystore.sealed");
+    let loaded = keystore::Keystore::new(path).parse(snapshot, platform)?;
+    let followed = fresh::follow(loaded, log, path, &changes::path_of(path))?;
+    Ok((followed.keys.len(), followed.generation))
+}
+
 pub const NAME: ServiceName = ServiceName::from_static("crypto");
 
 /// What callers can do about a failed operation.

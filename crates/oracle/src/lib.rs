@@ -21,7 +21,8 @@ use runtime::{Reply, ServiceName};
 
 pub use crate::report::{KeyAttestation, SignedReport, Verified, VerifyError, verify};
 pub use crate::request::{
-    Aggregation, AggregationMethod, Extraction, Method, OracleRequest, Source,
+    Aggregation, AggregationMethod, Extraction, Method, NotExtracted, OracleRequest, RequestLimits,
+    Source, extract_json_path,
 };
 pub use crate::service::{
     ALLOWED_HOSTS, CACHE_TTL_MS, HOST_RATE_PER_SECOND, MAX_RESPONSE_BYTES, MAX_SOURCES, Oracle,

@@ -185,13 +185,14 @@ pub enum AggregationMethod {
 
 /// The limits a request is held to, from the service's settings.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct RequestLimits {
-    pub(crate) max_sources: usize,
+pub struct RequestLimits {
+    /// `[services.oracle] max_sources`.
+    pub max_sources: usize,
 }
 
 impl OracleRequest {
     /// Refuses what can be refused before anything is fetched.
-    pub(crate) fn check(&self, limits: RequestLimits) -> Result<(), Error> {
+    pub fn check(&self, limits: RequestLimits) -> Result<(), Error> {
         let bad = |field, reason: String| Error::BadInput {
             source_index: None,
             field,
@@ -307,5 +308,30 @@ impl OracleRequest {
         hex::encode(Sha256::digest(
             crate::canonical::canonical_json(&value).as_bytes(),
         ))
+    }
+}
+
+/// Why a source's answer gives no value by its JSONPath; the source's report says so.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotExtracted(String);
+
+/// The one value `path` selects in `body`, a source's answer as fetched (the source's bytes, not
+/// ours: the fuzz targets in `fuzz/` feed it any).
+pub fn extract_json_path(path: &str, body: &[u8]) -> Result<serde_json::Value, NotExtracted> {
+    let json: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| NotExtracted(format!("the body is not JSON: {e}")))?;
+    let path = serde_json_path::JsonPath::parse(path)
+        .map_err(|e| NotExtracted(format!("bad JSONPath: {e}")))?;
+    let nodes = path.query(&json).all();
+    match nodes.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] => Err(NotExtracted(format!(
+            "the JSONPath {path} matches nothing in the body"
+        ))),
+        many => Err(NotExtracted(format!(
+            "the JSONPath {path} matches {} values; make it select one",
+            many.len()
+        ))),
     }
 }

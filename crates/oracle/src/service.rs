@@ -453,23 +453,8 @@ impl State {
         fetched: &fetch::Fetched,
     ) -> Result<Value, Failed> {
         match extraction {
-            Extraction::JsonPath(path) => {
-                let json: Value = serde_json::from_slice(&fetched.body)
-                    .map_err(|e| Failed::Source(format!("the body is not JSON: {e}")))?;
-                let path = serde_json_path::JsonPath::parse(path)
-                    .map_err(|e| Failed::Source(format!("bad JSONPath: {e}")))?;
-                let nodes = path.query(&json).all();
-                match nodes.as_slice() {
-                    [one] => Ok((*one).clone()),
-                    [] => Err(Failed::Source(format!(
-                        "the JSONPath {path} matches nothing in the body"
-                    ))),
-                    many => Err(Failed::Source(format!(
-                        "the JSONPath {path} matches {} values; make it select one",
-                        many.len()
-                    ))),
-                }
-            }
+            Extraction::JsonPath(path) => crate::request::extract_json_path(path, &fetched.body)
+                .map_err(|e| Failed::Source(e.to_string())),
             Extraction::Script(code) => {
                 let args = report::script_args(fetched.status, &fetched.body);
                 let args = serde_json::value::RawValue::from_string(args).map_err(|e| {

@@ -72,15 +72,16 @@ pub(crate) struct Usage {
     pub(crate) bytes: u64,
 }
 
-/// A record as stored: the version that wrote it and the ciphertext.
+/// A record as stored: the version that wrote it and the ciphertext. The database file is the
+/// host's, so [`Record::decode`] reads any bytes (the fuzz targets in `fuzz/` check it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Record {
-    pub(crate) version: u64,
-    pub(crate) ciphertext: Vec<u8>,
+pub struct Record {
+    pub version: u64,
+    pub ciphertext: Vec<u8>,
 }
 
 impl Record {
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(9 + self.ciphertext.len());
         out.push(FORMAT);
         out.extend_from_slice(&self.version.to_le_bytes());
@@ -90,7 +91,7 @@ impl Record {
 
     /// `None` if the bytes are not a record (so: damaged). Takes the bytes so the ciphertext is not
     /// copied again on the read path.
-    pub(crate) fn decode(mut bytes: Vec<u8>) -> Option<Record> {
+    pub fn decode(mut bytes: Vec<u8>) -> Option<Record> {
         let version = Self::version_of(&bytes)?;
         bytes.drain(..9);
         Some(Record {
@@ -100,7 +101,7 @@ impl Record {
     }
 
     /// The version of an encoded record, without decoding the rest.
-    pub(crate) fn version_of(bytes: &[u8]) -> Option<u64> {
+    pub fn version_of(bytes: &[u8]) -> Option<u64> {
         match bytes {
             [FORMAT, version @ ..] if version.len() >= 8 => {
                 Some(u64::from_le_bytes(version[..8].try_into().ok()?))

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use runtime::{CallError, Classify, ErrorKind, Reply, ServiceName};
 
-pub use db::{DbError, Listed};
+pub use db::{DbError, Listed, Record};
 pub use fresh::{StateError, Verified};
 pub use quota::{Exceeded, MAX_ACCOUNT_BYTES, MAX_ACCOUNT_KEYS};
 pub use service::{MAX_BATCH_WRITES, MAX_KEY_BYTES, MAX_LIST_LIMIT, MAX_VALUE_BYTES, Storage};

@@ -27,7 +27,7 @@ use wire::ai::{Scalar, Tensor as WireTensor, TensorSpec};
 use crate::Error;
 
 /// A loaded, optimized, runnable model.
-pub(crate) struct Loaded {
+pub struct Loaded {
     plan: Arc<TypedRunnableModel>,
     pub(crate) inputs: Vec<TensorSpec>,
     pub(crate) outputs: Vec<TensorSpec>,
@@ -69,7 +69,7 @@ fn framework() -> tract_onnx::Onnx {
 
 /// Parses, types and optimizes `bytes`. Errors say what is wrong with the model; a panic anywhere
 /// in tract on the way is one of them.
-pub(crate) fn load(bytes: &[u8]) -> Result<Loaded, Error> {
+pub fn load(bytes: &[u8]) -> Result<Loaded, Error> {
     catch_unwind(AssertUnwindSafe(|| load_unguarded(bytes))).unwrap_or_else(|_| {
         Err(Error::InvalidModel(
             "the model broke the ONNX engine (it is malformed or uses something unsupported)"
