@@ -12,7 +12,7 @@ use scenario::{Plan, Report};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_in_every_service_lose_nothing_answer_in_time_and_heal() {
     let plan = Plan {
-        seed: 0x00C1_0157_E4C4_A05u64,
+        seed: 0x000C_1015_7E4C_4A05,
         faults: 20,
         answers_between: 50,
         deadline: Duration::from_secs(1),
