@@ -411,7 +411,7 @@ pub struct FaultBody {
     request_body = FaultBody,
     responses(
         (status = 202, description = "Injected", body = runtime::Answer),
-        (status = 200, description = "Not injected (the service is not running); `message` says why", body = runtime::Answer),
+        (status = 409, description = "Not injected: no replica is ready (`service.not_running`)", body = ErrorBody),
         (status = 400, description = "Not a fault kind", body = ErrorBody),
         (status = 404, description = "No such service", body = ErrorBody),
     ))]
