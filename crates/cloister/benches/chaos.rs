@@ -21,7 +21,6 @@ mod scenario;
 use std::time::{Duration, Instant};
 
 use scenario::{Plan, quantile};
-use serde_json::json;
 use test_support::server::{Server, journal_head};
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -49,15 +48,7 @@ async fn burst() -> (usize, Duration) {
     let mut landed = 0;
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(3) {
-        let (status, body) = server
-            .json(
-                reqwest::Method::POST,
-                "/v1/services/crypto/faults",
-                Some(json!({ "kind": "panic" })),
-            )
-            .await;
-        assert!(status == 202 || status == 409, "{status} {body}");
-        landed += usize::from(status == 202);
+        landed += usize::from(scenario::inject(&server, "crypto", "panic").await);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let end = Instant::now();

@@ -354,7 +354,7 @@ async fn predictor(shared: Arc<Shared>, client: Client, model: String, expected:
 }
 
 /// Injects a fault; whether it was injected (202) or the service was not running (409).
-async fn inject(server: &Server, service: &str, fault: &str) -> bool {
+pub(crate) async fn inject(server: &Server, service: &str, fault: &str) -> bool {
     let (status, body) = server
         .json(
             reqwest::Method::POST,
@@ -414,7 +414,7 @@ async fn eventually<T>(
 pub(crate) async fn run(plan: &Plan) -> Report {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("cloister.toml");
-    std::fs::write(&config, config_text(dir.path(), plan)).expect("config");
+    std::fs::write(&config, self::config(&dir.path().join("data"), plan)).expect("config");
     let server = Server::start(BIN, &config).await;
     let admin = Client::new(&server.base, TOKEN).expect("client");
 
@@ -586,10 +586,6 @@ pub(crate) async fn run(plan: &Plan) -> Report {
     report.violations.extend(after);
     report.recovery = recovery;
     report
-}
-
-fn config_text(dir: &std::path::Path, plan: &Plan) -> String {
-    config(&dir.join("data"), plan)
 }
 
 /// The `q` quantile of `latencies` (sorted in place).
