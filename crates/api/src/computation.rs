@@ -50,7 +50,7 @@ pub(crate) fn run_as(state: &AppState, caller: &Caller) -> RunAs {
         (status = 413, description = "Code or args above their limits (`computation.too_large`)", body = ErrorBody),
         (status = 422, description = "A limit above its ceiling (`computation.above_ceiling`)", body = ErrorBody),
         (status = 429, description = "Too much queued or running for this account (`computation.too_many_active`)", body = ErrorBody),
-        (status = 503, description = "The queue is full (`computation.busy`)", body = ErrorBody)))]
+        (status = 503, description = "The queue is full (`computation.busy`), the service stopped while the run was going (`computation.interrupted`), or the request's deadline passed while it ran (`computation.deadline_passed`): retry", body = ErrorBody)))]
 pub(crate) async fn run(
     State(state): State<AppState>,
     Allowed(caller, _): Allowed<op::ComputationRun>,

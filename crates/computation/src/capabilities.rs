@@ -5,8 +5,9 @@
 //! ([`crate::Capabilities::None`]) gets `console` only; reading `kv` or `crypto` stops it.
 //!
 //! Capability calls block the worker thread on the service's async handles
-//! (`tokio::runtime::Handle::block_on`) with the run's own deadline as the bus deadline, so a hung
-//! dependency cannot hold a worker past the run's time limit.
+//! (`tokio::runtime::Handle::block_on`) with the run's own deadline as the bus deadline (or its
+//! caller's, if that is sooner), so a hung dependency cannot hold a worker past the run's time limit,
+//! and a chain (request → computation → storage → crypto) gives up together.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -56,6 +57,8 @@ pub(crate) struct Host {
     allowance: Option<Allowance>,
     capabilities: crate::Capabilities,
     pub(crate) deadline: Instant,
+    /// When the caller stops waiting ([`Run::caller_deadline`]).
+    pub(crate) caller_deadline: Option<Instant>,
     /// The run's cancel flag: a capability call checks it too, since a script that spends its
     /// time in capability calls reaches the interrupt handler's poll only rarely.
     pub(crate) cancel: Arc<AtomicBool>,
@@ -91,6 +94,7 @@ impl Host {
             allowance: run.allowance.clone(),
             capabilities: run.capabilities,
             deadline,
+            caller_deadline: run.caller_deadline,
             cancel: run.cancel.clone(),
             deps: run.deps.clone(),
             stop: Cell::new(None),
@@ -105,9 +109,23 @@ impl Host {
         }
     }
 
-    /// The run's deadline on tokio's clock, for bus calls.
+    /// The run's deadline, or its caller's if that is sooner, on tokio's clock, for bus calls.
     fn bus_deadline(&self) -> tokio::time::Instant {
-        tokio::time::Instant::now() + self.deadline.saturating_duration_since(Instant::now())
+        let deadline = self
+            .caller_deadline
+            .map_or(self.deadline, |caller| caller.min(self.deadline));
+        tokio::time::Instant::now() + deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Why the run must stop now, if it must: a cancel, its caller gone, or its time limit.
+    pub(crate) fn due(&self, now: Instant) -> Option<Stop> {
+        if self.cancel.load(Ordering::Relaxed) || self.caller_deadline.is_some_and(|d| now >= d) {
+            Some(Stop::Cancelled)
+        } else if now >= self.deadline {
+            Some(Stop::TimedOut)
+        } else {
+            None
+        }
     }
 
     /// Runs a bus call to completion on this (non-async) thread.
@@ -411,11 +429,7 @@ where
 fn check_running<'js>(host: &Host, ctx: &Ctx<'js>) -> rquickjs::Result<()> {
     if host.stop.get().is_none() {
         // Set the stop as the interrupt handler would: the script cannot catch its way past it.
-        if host.cancel.load(Ordering::Relaxed) {
-            host.stop.set(Some(Stop::Cancelled));
-        } else if Instant::now() >= host.deadline {
-            host.stop.set(Some(Stop::TimedOut));
-        }
+        host.stop.set(host.due(Instant::now()));
     }
     if host.stop.get().is_some() {
         return Err(Exception::throw_internal(ctx, "the run is over"));

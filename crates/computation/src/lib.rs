@@ -80,6 +80,18 @@ pub enum Error {
         "{active} runs and jobs of this account are queued or running, the most services.computation.{MAX_ACTIVE_PER_ACCOUNT} allows; retry when one has ended"
     )]
     TooManyActive { active: usize },
+    /// The service stopped (a restart, a failure, a shutdown) while the run was going: it did not
+    /// finish, and asking again reaches the next incarnation.
+    #[error(
+        "the computation service stopped while the run was going (a restart or a shutdown); it did not finish: retry"
+    )]
+    Interrupted,
+    /// The request's deadline passed while the run was going: the run was stopped, since nobody
+    /// was waiting for its result any more.
+    #[error(
+        "the request's deadline passed while the run was going, and it was stopped: retry with a later deadline (x-cloister-deadline-ms) or a shorter script"
+    )]
+    DeadlinePassed,
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -98,6 +110,9 @@ impl runtime::Classify for Error {
             Error::TooManyActive { .. } => ErrorKind::Limited {
                 retry_after: RETRY_AFTER,
             },
+            Error::Interrupted | Error::DeadlinePassed => ErrorKind::Unavailable {
+                retry_after: RETRY_AFTER,
+            },
             Error::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -110,6 +125,8 @@ impl runtime::Classify for Error {
             Error::BadInput(_) => "computation.bad_input",
             Error::Busy => "computation.busy",
             Error::TooManyActive { .. } => "computation.too_many_active",
+            Error::Interrupted => "computation.interrupted",
+            Error::DeadlinePassed => "computation.deadline_passed",
             Error::Internal(_) => "computation.internal",
         }
     }
@@ -302,6 +319,20 @@ mod tests {
                     retry_after: limited,
                 },
                 "computation.too_many_active",
+            ),
+            (
+                Error::Interrupted,
+                ErrorKind::Unavailable {
+                    retry_after: limited,
+                },
+                "computation.interrupted",
+            ),
+            (
+                Error::DeadlinePassed,
+                ErrorKind::Unavailable {
+                    retry_after: limited,
+                },
+                "computation.deadline_passed",
             ),
             (
                 Error::Internal("x".into()),

@@ -351,6 +351,7 @@ fn run_worker(shared: &Shared, id: u64) {
         let result =
             std::panic::catch_unwind(AssertUnwindSafe(|| sandbox::execute(&run, prepared)))
                 .unwrap_or_else(|_| Err(Error::Internal("the sandbox panicked".into())));
+        let result = caller_gone_if(&run, result);
         drop(run);
         state = shared.lock();
         match state.workers.get_mut(&id) {
@@ -361,7 +362,7 @@ fn run_worker(shared: &Shared, id: u64) {
                 // The watchdog only needs to hear of a finished run when it is waiting to exit.
                 let closed = state.closed;
                 drop(state);
-                answer(&slot, result);
+                answer(&slot, interrupted_if(closed, result));
                 if closed {
                     shared.watch.notify_one();
                 }
@@ -373,6 +374,35 @@ fn run_worker(shared: &Shared, id: u64) {
                 return;
             }
         }
+    }
+}
+
+/// What a run's caller is told: a run the closing pool cancelled (its incarnation stopped or
+/// failed) did not end by its caller's choice or its own, and is a retryable error, not a
+/// `cancelled` outcome.
+fn interrupted_if(closed: bool, result: Result<Outcome, Error>) -> Result<Outcome, Error> {
+    match result {
+        Ok(outcome) if closed && matches!(outcome.ending, Ending::Cancelled { .. }) => {
+            Err(Error::Interrupted)
+        }
+        result => result,
+    }
+}
+
+/// A run stopped because its caller's deadline passed (not by a cancel) is a retryable error, so
+/// that an answer that races the caller's own timeout never reads as a `cancelled` outcome.
+fn caller_gone_if(run: &Run, result: Result<Outcome, Error>) -> Result<Outcome, Error> {
+    match result {
+        Ok(outcome)
+            if matches!(outcome.ending, Ending::Cancelled { .. })
+                && !run.cancel.load(Ordering::Relaxed)
+                && run
+                    .caller_deadline
+                    .is_some_and(|deadline| Instant::now() >= deadline) =>
+        {
+            Err(Error::DeadlinePassed)
+        }
+        result => result,
     }
 }
 
@@ -412,6 +442,7 @@ fn run_watchdog(shared: &Arc<Shared>) {
             }
         }
         if !abandoned.is_empty() {
+            let closed = state.closed;
             drop(state);
             for busy in abandoned {
                 let cancelled = busy.cancel.load(Ordering::Relaxed);
@@ -428,7 +459,7 @@ fn run_watchdog(shared: &Arc<Shared>) {
                 let mut outcome =
                     crate::outcome::without_run(ending, busy.limits, busy.deterministic);
                 outcome.duration_ms = busy.started.elapsed().as_millis() as u64;
-                answer(&busy.answer, Ok(outcome));
+                answer(&busy.answer, interrupted_if(closed, Ok(outcome)));
             }
             state = shared.lock();
             continue;

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Instant;
 
 use crate::limits::Limits;
 
@@ -23,6 +24,10 @@ pub(crate) struct Run {
     pub(crate) deps: Deps,
     /// Set to stop the run (a job's cancel); the interrupt handler polls it.
     pub(crate) cancel: Arc<AtomicBool>,
+    /// When the caller stops waiting: the deadline of the request a synchronous run answers (none
+    /// for a job, which outlives its request). Its capability calls inherit it, and the run stops
+    /// there, since no one would read its result.
+    pub(crate) caller_deadline: Option<Instant>,
 }
 
 /// The services capability calls go to, and the async runtime they are awaited on.

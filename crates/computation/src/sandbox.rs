@@ -11,7 +11,6 @@
 //! so a runtime is never reused.
 
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rquickjs::{
@@ -67,20 +66,13 @@ pub(crate) fn execute(run: &Run, fresh: Option<Fresh>) -> Result<Outcome, Error>
     let host = Rc::new(Host::new(run, deadline, seed));
     let interrupt = {
         let host = host.clone();
-        let cancel = run.cancel.clone();
         move || {
             if host.stop.get().is_some() {
                 return true;
             }
-            if cancel.load(Ordering::Relaxed) {
-                host.stop.set(Some(Stop::Cancelled));
-                return true;
-            }
-            if Instant::now() >= deadline {
-                host.stop.set(Some(Stop::TimedOut));
-                return true;
-            }
-            false
+            let due = host.due(Instant::now());
+            host.stop.set(due);
+            due.is_some()
         }
     };
     runtime.set_interrupt_handler(Some(Box::new(interrupt)));

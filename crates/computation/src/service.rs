@@ -201,10 +201,15 @@ impl State {
                 reply,
             } => {
                 let owner = caller.owner.clone();
-                let run = match self.prepare(caller, program, settings) {
+                let mut run = match self.prepare(caller, program, settings) {
                     Ok(run) => run,
                     Err(e) => return reply.send(Err(e)),
                 };
+                // The request's deadline, on the workers' clock.
+                run.caller_deadline = runtime::deadline::current().map(|deadline| {
+                    std::time::Instant::now()
+                        + deadline.saturating_duration_since(tokio::time::Instant::now())
+                });
                 self.track(&owner, &run.cancel);
                 let events = self.events.clone();
                 // Shared so the worker can skip the run if the caller stopped waiting while it
@@ -405,6 +410,7 @@ impl State {
             limits,
             deps: self.deps.clone(),
             cancel: Arc::new(AtomicBool::new(false)),
+            caller_deadline: None,
         })
     }
 }

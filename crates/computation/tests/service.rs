@@ -482,6 +482,108 @@ async fn cancel_interrupts_a_running_loop_and_drops_a_pending_one() {
     f.rt.shutdown().await;
 }
 
+/// A synchronous run lives within its caller's deadline: its capability calls inherit it, and the
+/// run stops when it passes, so a caller that gave up does not hold a worker for the run's whole
+/// time limit. With one worker, the next run (whose own deadline is shorter than the first run's
+/// time limit) can only be served if the first stopped with its caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_ends_with_its_callers_deadline_in_a_capability_call_or_a_loop() {
+    let (f, mut puts) = common::start_with_beacon(|spec| spec.resources.cpu_cores = 1).await;
+    let long = LimitOverrides {
+        time_ms: Some(20_000),
+        ..Default::default()
+    };
+    let scripts = [
+        // Blocked in a storage read that is never answered.
+        format!(
+            "kv.put('a', '1'); kv.get('{}'); return 'unreachable';",
+            common::HANG
+        ),
+        // A loop that swallows what it can.
+        "kv.put('a', '1'); while (true) { try { for (;;) {} } catch (e) {} }".to_owned(),
+    ];
+    for (i, code) in scripts.iter().enumerate() {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
+        let gave_up = f
+            .computation
+            .call_by(deadline, |reply| Request::Run {
+                caller: caller(ALICE),
+                program: Program {
+                    limits: long,
+                    ..program(code)
+                },
+                reply,
+            })
+            .await;
+        // The caller hears within its deadline: its own timeout, or the run's retryable error if
+        // that got there first.
+        match gave_up {
+            Err(runtime::CallError::DeadlineExceeded { .. }) | Ok(Err(Error::DeadlinePassed)) => {}
+            other => panic!("{code}: {other:?}"),
+        }
+        puts.wait_for(|n| *n > i as u64)
+            .await
+            .expect("the script ran");
+        // The one worker is free long before the first run's 20 s: the next run is served within
+        // a deadline of 15 s.
+        let next = f
+            .computation
+            .call_by(
+                tokio::time::Instant::now() + std::time::Duration::from_secs(15),
+                |reply| Request::Run {
+                    caller: caller(ALICE),
+                    program: program("return 'next'"),
+                    reply,
+                },
+            )
+            .await
+            .expect("the worker was freed when the caller's deadline passed")
+            .expect("run");
+        assert_eq!(completed(&next), json!("next"));
+    }
+    f.rt.shutdown().await;
+}
+
+/// A run going when its incarnation stops did not finish by anyone's choice: its caller gets the
+/// retryable `computation.interrupted`, not a `cancelled` outcome that reads as final.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_cut_short_by_a_restart_is_a_retryable_error() {
+    let (f, mut puts) = common::start_with_beacon(|_| {}).await;
+    let computation = f.computation.clone();
+    let run = tokio::spawn(async move {
+        computation
+            .call(|reply| Request::Run {
+                caller: caller(ALICE),
+                program: Program {
+                    limits: LimitOverrides {
+                        time_ms: Some(20_000),
+                        ..Default::default()
+                    },
+                    ..program("kv.put('a', '1'); for (;;) {}")
+                },
+                reply,
+            })
+            .await
+    });
+    puts.wait_for(|n| *n >= 1).await.expect("the script ran");
+    f.rt.client()
+        .restart(&computation::NAME)
+        .await
+        .expect("restart");
+    let answer = run.await.expect("join").expect("call");
+    let error = answer.expect_err("an interrupted run is an error");
+    assert_eq!(error, Error::Interrupted);
+    assert_eq!(
+        runtime::Classify::kind(&error),
+        runtime::ErrorKind::Unavailable {
+            retry_after: std::time::Duration::from_secs(1)
+        }
+    );
+    // The next incarnation serves.
+    assert_eq!(completed(&f.run(ALICE, "return 1").await), json!(1));
+    f.rt.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finished_jobs_are_kept_up_to_the_bound_per_owner() {
     let f = start(|spec| {

@@ -311,11 +311,9 @@ async fn runner(shared: Arc<Shared>, client: Client) {
         let program = Program::new("return args.x * 2;")
             .with_args(&json!({ "x": i }))
             .expect("args");
-        // A run whose incarnation was stopped under it ends `Cancelled`: an honest ending, not a
-        // wrong result (a retryable 503 would tell the caller more; see the closing note of
-        // 2026-12-06).
+        // A run whose incarnation was stopped under it is a retryable 503
+        // (`computation.interrupted`), never an outcome: every outcome is the right one.
         if let Ok(Some(outcome)) = shared.call("computation run", client.run(&program)).await
-            && !matches!(outcome.ending, Ending::Cancelled { .. })
             && (outcome.ending != Ending::Completed || outcome.result != json!(i * 2))
         {
             shared.violation(format!(

@@ -64,10 +64,14 @@ async fn start_on(configure: impl FnOnce(&mut runtime::Spec), beacon: Option<Bea
 }
 
 /// A stand-in for the storage service that keeps nothing: every put is counted on `puts` and
-/// answered as written, every read finds nothing.
+/// answered as written, every read finds nothing, except a read of the key [`HANG`], which is never
+/// answered (a hung storage, as far as that caller can tell).
 pub struct Beacon {
     puts: watch::Sender<u64>,
 }
+
+/// The key whose read [`Beacon`] never answers.
+pub const HANG: &str = "hang";
 
 impl runtime::Service for Beacon {
     type Request = storage::Request;
@@ -81,8 +85,10 @@ impl runtime::Service for Beacon {
         mut cx: runtime::Context<storage::Request>,
     ) -> Result<(), runtime::ServiceError> {
         use storage::{Error, Page, Request};
+        let mut held = Vec::new();
         while let Some(request) = cx.recv().await {
             match request {
+                Request::Get { key, reply, .. } if key == HANG => held.push(reply),
                 Request::Put { reply, .. } => {
                     self.puts.send_modify(|n| *n += 1);
                     reply.send(Ok(1));
