@@ -591,6 +591,7 @@ async fn restart_during_backoff_is_answered_with_the_state_and_starts_nothing_tw
             .script(&[Behaviour::Run, Behaviour::Run])
             .spec_mut(|s| {
                 s.recovery.backoff.initial = Duration::from_secs(10);
+                s.recovery.backoff.max = Duration::from_secs(10);
             }),
     );
     let rt = b.start().expect("start");
@@ -788,6 +789,7 @@ async fn shutdown_finishes_when_a_backoff_ends_while_dependents_are_still_stoppi
             .script(&[Behaviour::Run])
             .spec_mut(|s| {
                 s.recovery.backoff.initial = Duration::from_secs(10);
+                s.recovery.backoff.max = Duration::from_secs(10);
             }),
     );
     b.add(

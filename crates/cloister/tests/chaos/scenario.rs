@@ -72,7 +72,7 @@ pub(crate) struct Plan {
     pub(crate) deadline: Duration,
     /// Concurrent writers (each owns its keys).
     pub(crate) writers: usize,
-    /// `recovery.backoff_max` for every service (`None`: the default, 30 s).
+    /// `recovery.backoff_max` for every service (`None`: the default, 5 s).
     pub(crate) backoff_max: Option<&'static str>,
 }
 
