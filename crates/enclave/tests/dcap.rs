@@ -4,7 +4,7 @@
 
 use enclave::dcap::{
     Collateral, HardwareCheck, TcbPolicy, TcbStatus, parse_collateral, pck_identity,
-    verify_hardware,
+    verify_hardware, verify_hardware_with_root,
 };
 use enclave::quote::{
     BODY_MR_ENCLAVE, BODY_REPORT_DATA, HEADER_LEN, Quote, QuoteError, Trust, Verified, check,
@@ -16,6 +16,13 @@ const COLLATERAL: &[u8] = include_bytes!("fixtures/dcap/sgx_quote_collateral.jso
 const TDX_QUOTE: &[u8] = include_bytes!("fixtures/dcap/tdx_quote");
 const TDX_COLLATERAL: &[u8] = include_bytes!("fixtures/dcap/tdx_quote_collateral.json");
 const IMPOSTOR_CHAIN: &str = include_str!("fixtures/dcap/impostor_chain.pem");
+// The recorded quote and collateral re-signed under a test PKI (fixtures/dcap/make_test_pki.py):
+// the only way to have a CRL that lists the quote's PCK certificate.
+const TEST_ROOT: &[u8] = include_bytes!("fixtures/dcap/test_pki_root_ca.der");
+const TEST_QUOTE: &[u8] = include_bytes!("fixtures/dcap/test_pki_quote");
+const TEST_COLLATERAL: &[u8] = include_bytes!("fixtures/dcap/test_pki_collateral.json");
+const TEST_COLLATERAL_REVOKED: &[u8] =
+    include_bytes!("fixtures/dcap/test_pki_collateral_revoked.json");
 
 /// 2025-07-01T00:00:00Z: inside the collateral's window (TCB info 2025-06-19 to 2025-07-19).
 const INSIDE: u64 = 1_751_328_000;
@@ -302,4 +309,84 @@ fn a_tdx_quote_and_unreadable_collateral_are_refused_by_name() {
         "Fine".parse::<TcbStatus>(),
         Err(QuoteError::UnknownTcbStatus(_))
     ));
+}
+
+#[test]
+fn the_quote_re_signed_under_a_test_pki_verifies_under_that_root_as_the_real_one_does() {
+    let clean = parse_collateral(TEST_COLLATERAL).expect("test collateral parses");
+    let verdict = verify_hardware_with_root(TEST_QUOTE, &clean, INSIDE, TEST_ROOT)
+        .expect("verifies under the test root");
+    let real = verify_hardware(QUOTE, &collateral(), INSIDE).expect("verifies");
+    // Same platform, same TCB status and advisories, same enclave: only the signers differ, so a
+    // refusal of the revoked variant below is for the revocation and nothing else.
+    assert_eq!(verdict, real);
+    assert_eq!(verdict.tcb_status, STATUS);
+    // The enclave's report, the attestation key's signature over it, the attestation key and the
+    // QE report are the recorded bytes (only the signature data's length, the QE report's
+    // signature and the certification data differ).
+    let signed = HEADER_LEN + enclave::quote::BODY_LEN;
+    let qe_report_end = signed + 4 + 64 + 64 + 384;
+    assert_eq!(TEST_QUOTE[..signed], QUOTE[..signed]);
+    assert_eq!(
+        TEST_QUOTE[signed + 4..qe_report_end],
+        QUOTE[signed + 4..qe_report_end]
+    );
+    assert_ne!(
+        pck_identity(TEST_QUOTE).expect("pck").chain_pem,
+        pck_identity(QUOTE).expect("pck").chain_pem
+    );
+}
+
+#[test]
+fn a_quote_whose_pck_certificate_is_listed_in_the_pck_crl_is_refused_as_revoked_by_name() {
+    let clean = parse_collateral(TEST_COLLATERAL).expect("test collateral parses");
+    let revoked = parse_collateral(TEST_COLLATERAL_REVOKED).expect("revoked collateral parses");
+    // The two differ in their PCK CRL only, and the clean one verifies: the refusal below is for
+    // the CRL's entry and nothing else.
+    let mut only_the_crl = clean.clone();
+    only_the_crl.pck_crl = revoked.pck_crl.clone();
+    assert_eq!(only_the_crl, revoked);
+    assert!(verify_hardware_with_root(TEST_QUOTE, &clean, INSIDE, TEST_ROOT).is_ok());
+
+    let err = verify_hardware_with_root(TEST_QUOTE, &revoked, INSIDE, TEST_ROOT)
+        .expect_err("a revoked PCK certificate");
+    let QuoteError::Revoked(why) = &err else {
+        panic!("refused, but not as revoked: {err}");
+    };
+    // The quote's PCK certificate, by name and serial (make_test_pki.py derives it from a fixed
+    // label), and the CRL that lists it.
+    assert!(
+        why.contains("the PCK certificate \"Intel SGX PCK Certificate\"")
+            && why.contains("serial 00:E9:32:DE:EE:4B:D9:C3:B6:81:AF:BF:35:85:5D:6A:F8:FA:0A:AD")
+            && why.contains("is listed in the PCK CRL issued by \"Intel SGX PCK Processor CA\""),
+        "{why}"
+    );
+    assert_eq!(err.code(), "revoked");
+
+    // Collateral as `cloister quote collateral` writes it, with the PCK chain beside the CRLs (the
+    // library checks that copy): named the same.
+    let mut with_chain = revoked;
+    with_chain.pck_certificate_chain = Some(pck_identity(TEST_QUOTE).expect("pck").chain_pem);
+    let err = verify_hardware_with_root(TEST_QUOTE, &with_chain, INSIDE, TEST_ROOT)
+        .expect_err("a revoked PCK certificate");
+    assert_eq!(err, QuoteError::Revoked(why.clone()));
+}
+
+#[test]
+fn the_quote_re_signed_under_a_test_pki_is_untrusted_under_intels_root() {
+    let clean = parse_collateral(TEST_COLLATERAL).expect("test collateral parses");
+    let err = verify_hardware(TEST_QUOTE, &clean, INSIDE).expect_err("not Intel's");
+    assert!(matches!(err, QuoteError::ChainUntrusted(_)), "{err}");
+    // What the CLI and the oracle call: Intel's root, whatever the policy accepts.
+    let err = check(TEST_QUOTE, &hardware(clean, TcbStatus::ALL.to_vec()), None)
+        .expect_err("not Intel's");
+    assert!(matches!(err, QuoteError::ChainUntrusted(_)), "{err}");
+    // With Intel's own collateral, the quote's PCK chain still leads to a root that is not
+    // Intel's.
+    let err = verify_hardware(TEST_QUOTE, &collateral(), INSIDE).expect_err("not Intel's");
+    assert!(matches!(err, QuoteError::ChainUntrusted(_)), "{err}");
+    // And the recorded quote under the test root: Intel's chain does not lead there.
+    let err = verify_hardware_with_root(QUOTE, &collateral(), INSIDE, TEST_ROOT)
+        .expect_err("Intel's collateral under the test root");
+    assert!(matches!(err, QuoteError::ChainUntrusted(_)), "{err}");
 }
