@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex};
 use runtime::setting::Setting;
 use runtime::{CallError, Context, Kind, Priority, Reply, Service, ServiceError, Spec};
 
-use crate::db::{Change, Db, DbError, Record, associated_data};
-use crate::digest::{Root, StateKey};
-use crate::fresh::{self, COUNTER, Opened, StateError, Verified};
+use crate::db::{Change, Db, Record, associated_data};
+use crate::fresh::{self, COUNTER, COUNTER_POSTGRES, Opened, StateError, Verified};
+use crate::postgres::Pg;
 use crate::quota::{MAX_ACCOUNT_BYTES, MAX_ACCOUNT_KEYS, Quota, Tally, Usages};
-use crate::{BadInput, Error, KEY_OWNER, NAME, Page, Request, Value, Write};
+use crate::store::Store;
+use crate::{Backend, BadInput, Error, KEY_OWNER, NAME, Page, Request, Value, Write};
 
 type Answer<T> = Reply<Result<T, Error>>;
 
@@ -48,6 +49,7 @@ pub const MAX_LIST_LIMIT: Setting<usize> = Setting::new(
 #[derive(Debug)]
 pub struct Storage {
     path: PathBuf,
+    backend: Backend,
     platform: Arc<dyn enclave::Platform>,
     counters: Arc<enclave::Counters>,
     crypto: crypto::Handle,
@@ -64,6 +66,7 @@ impl Storage {
     ) -> Storage {
         Storage {
             path: data_dir.join("storage.redb"),
+            backend: Backend::Redb,
             counters: Arc::new(enclave::Counters::new(data_dir)),
             platform,
             crypto: crypto.with_caller(&NAME),
@@ -75,6 +78,13 @@ impl Storage {
     /// operator restoring a backup, or a lost counter file).
     pub fn accept_rollback(self, seq: Option<u64>) -> Storage {
         *self.accept.lock().unwrap_or_else(|p| p.into_inner()) = seq;
+        self
+    }
+
+    /// Keeps the records in `backend` instead of `DATA_DIR/storage.redb`. The freshness counter
+    /// stays in the data directory, sealed to this node.
+    pub fn with_backend(mut self, backend: Backend) -> Storage {
+        self.backend = backend;
         self
     }
 
@@ -116,13 +126,72 @@ impl Storage {
                 }
                 Ok(opened)
             }
-            Err(e) => Err(refusal(&self.path, &e)),
+            Err(e) => Err(refusal(&self.path.display().to_string(), &e)),
+        }
+    }
+
+    /// Opens the store the recipe names and checks it (`fresh.rs`): the incarnation's store and
+    /// the commit number it goes on from.
+    async fn open(&self) -> Result<(Store, u64), ServiceError> {
+        match &self.backend {
+            Backend::Redb => {
+                // Opening may repair an interrupted commit and sync: off the async workers.
+                let path = self.path.clone();
+                let db = tokio::task::spawn_blocking(move || Db::open(&path))
+                    .await
+                    .map_err(|e| ServiceError::new(format!("opening the database: {e}")))?
+                    .map_err(|e| ServiceError::new(e.to_string()))?;
+                let opened = self.check_freshness(&db)?;
+                let seq = opened.seq;
+                let store = Store::Redb {
+                    db: Arc::new(db),
+                    keys: Arc::new(opened.keys),
+                    root: opened.root,
+                };
+                Ok((store, seq))
+            }
+            Backend::Postgres(target) => {
+                // Unreachable now: a failure a restart may fix, with the restart policy's backoff.
+                let pg = Pg::connect(target)
+                    .await
+                    .map_err(|e| ServiceError::new(format!("the PostgreSQL database: {e}")))?;
+                let accept = *self.accept.lock().unwrap_or_else(|p| p.into_inner());
+                let opened =
+                    fresh::open_postgres(&pg, &*self.platform, &self.counters, accept).await;
+                match opened {
+                    Ok((seq, lifted)) => {
+                        if let Some(lifted) = lifted {
+                            *self.accept.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                            tracing::warn!(
+                                commit = seq,
+                                "storage: the operator accepted a PostgreSQL database that {lifted}"
+                            );
+                        }
+                        Ok((Store::Postgres(pg), seq))
+                    }
+                    Err(e) => Err(refusal("the PostgreSQL database", &e)),
+                }
+            }
+        }
+    }
+
+    /// The name of the freshness counter this recipe's backend advances.
+    fn counter(&self) -> &'static str {
+        match self.backend {
+            Backend::Redb => COUNTER,
+            Backend::Postgres(_) => COUNTER_POSTGRES,
         }
     }
 
     /// Checks the database at rest as a start would (one scan, the digest, the counter) and changes
-    /// nothing. The service must not be running: redb opens a file once.
+    /// nothing. The service must not be running: redb opens a file once. redb only: a PostgreSQL
+    /// database is checked by starting.
     pub fn verify(&self) -> Result<Verified, StateError> {
+        if let Backend::Postgres(_) = self.backend {
+            return Err(StateError::Database(crate::DbError(
+                "verify reads a redb file; a PostgreSQL database is checked at start".into(),
+            )));
+        }
         let db = Db::open(&self.path)?;
         fresh::verify(&db, &*self.platform, &self.counters)
     }
@@ -130,15 +199,14 @@ impl Storage {
 
 /// The service's failure for `e`: for the operator, with the command that accepts the database, if
 /// it is a refusal.
-fn refusal(path: &Path, e: &StateError) -> ServiceError {
+fn refusal(database: &str, e: &StateError) -> ServiceError {
     let Some(seq) = e.refused_at() else {
-        return ServiceError::new(format!("{}: {e}", path.display()));
+        return ServiceError::new(format!("{database}: {e}"));
     };
     let reason = format!(
-        "storage refuses to start: {} {e}. Nothing was read or changed. If this database is the \
-         one you mean to run with (say, a restored backup), restart with \
-         `cloister run --accept-storage-rollback {seq}`",
-        path.display()
+        "storage refuses to start: {database} {e}. Nothing was read or changed. If this database \
+         is the one you mean to run with (say, a restored backup), restart with \
+         `cloister run --accept-storage-rollback {seq}`"
     );
     // Said once, where the operator looks first; no restart can change it, so none is tried.
     tracing::error!("{reason}");
@@ -160,14 +228,8 @@ impl Service for Storage {
     }
 
     async fn run(&self, mut cx: Context<Request>) -> Result<(), ServiceError> {
-        // Opening may repair an interrupted commit and sync: off the async workers.
-        let path = self.path.clone();
-        let db = tokio::task::spawn_blocking(move || Db::open(&path))
-            .await
-            .map_err(|e| ServiceError::new(format!("opening the database: {e}")))?
-            .map_err(|e| ServiceError::new(e.to_string()))?;
-        let opened = self.check_freshness(&db)?;
-        let mut state = State::new(db, opened, self);
+        let (store, seq) = self.open().await?;
+        let mut state = State::new(store, seq, self);
         let mut limits = Limits::of(&cx.spec());
         while let Some(request) = cx.recv().await {
             // Settings apply live: re-read only when the spec changed.
@@ -268,12 +330,12 @@ fn unavailable(e: CallError) -> Error {
 
 /// One incarnation's state.
 struct State<'a> {
-    db: Arc<Db>,
+    store: Store,
     /// The last commit's sequence number.
     seq: u64,
-    /// The state key, and the root of the committed state (`digest.rs`).
-    keys: Arc<StateKey>,
-    root: Root,
+    /// A commit failed without knowing whether the database took it (the connection broke): the
+    /// next write first reads where the database is.
+    unsettled: bool,
     /// Namespace → crypto key id, as far as seen.
     namespace_keys: HashMap<String, String>,
     /// What the namespaces written so far hold, for their quotas.
@@ -282,12 +344,11 @@ struct State<'a> {
 }
 
 impl<'a> State<'a> {
-    fn new(db: Db, opened: Opened, storage: &'a Storage) -> State<'a> {
+    fn new(store: Store, seq: u64, storage: &'a Storage) -> State<'a> {
         State {
-            db: Arc::new(db),
-            seq: opened.seq,
-            keys: Arc::new(opened.keys),
-            root: opened.root,
+            store,
+            seq,
+            unsettled: false,
             namespace_keys: HashMap::new(),
             usages: Usages::default(),
             storage,
@@ -312,7 +373,22 @@ impl<'a> State<'a> {
         namespace: String,
         reply: Answer<u64>,
     ) -> Result<(), ServiceError> {
-        let key_id = match check_namespace(&namespace).and_then(|()| self.key_id(&namespace)) {
+        if let Err(e) = check_namespace(&namespace) {
+            reply.send(Err(e));
+            return Ok(());
+        }
+        match self.settle().await {
+            Ok(()) => {}
+            Err(Fatal::No(e)) => {
+                reply.send(Err(e));
+                return Ok(());
+            }
+            Err(Fatal::Yes(message)) => {
+                reply.send(Err(Error::Internal(message.clone())));
+                return Err(ServiceError::new(message));
+            }
+        }
+        let key_id = match self.key_id(&namespace).await {
             Ok(id) => id,
             Err(e) => {
                 reply.send(Err(e));
@@ -320,15 +396,11 @@ impl<'a> State<'a> {
             }
         };
         let seq = self.seq + 1;
-        let ns = namespace.clone();
-        let (keys, root) = (self.keys.clone(), self.root);
-        let committed = self
-            .durably(seq, move |db| db.drop_namespace(seq, &ns, &keys, root))
-            .await;
+        let written = self.store.drop_namespace(seq, &namespace).await;
+        let committed = self.count(seq, written).await;
         match committed {
-            Ok((_, root)) => {
+            Ok(_) => {
                 self.seq = seq;
-                self.root = root;
                 self.namespace_keys.remove(&namespace);
                 self.usages.forget(&namespace);
                 // No value refers to the key any more; without it, no copy of one can be read.
@@ -360,31 +432,66 @@ impl<'a> State<'a> {
         }
     }
 
-    /// Runs `write` as commit `seq` off the async workers, then advances the freshness counter to
-    /// `seq`: only then is the commit acknowledged.
-    async fn durably<T: Send + 'static>(
-        &self,
-        seq: u64,
-        write: impl FnOnce(&Db) -> Result<T, DbError> + Send + 'static,
-    ) -> Result<T, Fatal> {
-        let db = self.db.clone();
+    /// After commit `seq` was `written`, advances the freshness counter to `seq`: only then is
+    /// the commit acknowledged. A failed commit whose outcome is unknown leaves the state
+    /// unsettled ([`State::settle`]).
+    async fn count<T>(&mut self, seq: u64, written: Result<T, Error>) -> Result<T, Fatal> {
+        let written = match written {
+            Ok(written) => written,
+            Err(e) => {
+                if self.store.outcome_unknown(&e) {
+                    self.unsettled = true;
+                }
+                return Err(Fatal::No(e));
+            }
+        };
+        self.advance_counter(seq).await?;
+        Ok(written)
+    }
+
+    /// Advances the freshness counter by one, to `seq`, off the async workers (it syncs).
+    async fn advance_counter(&self, seq: u64) -> Result<(), Fatal> {
         let counters = self.storage.counters.clone();
         let platform = self.storage.platform.clone();
+        let name = self.storage.counter();
         tokio::task::spawn_blocking(move || {
-            let written = write(&db).map_err(|e| Fatal::No(e.into()))?;
-            // The commit is on disk; it is acknowledged only once the counter knows it.
             let counter = counters
-                .advance(&*platform, COUNTER)
+                .advance(&*platform, name)
                 .map_err(|e| Fatal::Yes(format!("advancing the freshness counter: {e}")))?;
             if counter != seq {
                 return Err(Fatal::Yes(format!(
                     "the freshness counter moved to {counter}, expected {seq}: another writer?"
                 )));
             }
-            Ok(written)
+            Ok(())
         })
         .await
-        .unwrap_or_else(|e| Err(Fatal::Yes(format!("the commit task: {e}"))))
+        .unwrap_or_else(|e| Err(Fatal::Yes(format!("the counter task: {e}"))))
+    }
+
+    /// After a commit whose outcome was unknown: reads the database's commit number. If that
+    /// commit landed, the counter catches up with it (its requests were answered as unavailable;
+    /// a retry writes again, at a later version); if it did not, nothing changes. Any other number
+    /// means another writer, and ends the incarnation.
+    async fn settle(&mut self) -> Result<(), Fatal> {
+        if !self.unsettled {
+            return Ok(());
+        }
+        let found = self.store.seq().await.map_err(Fatal::No)?;
+        if found == self.seq + 1 {
+            self.advance_counter(found).await?;
+            self.seq = found;
+            // What the namespaces hold changed unseen: read again when next written.
+            self.usages = Usages::default();
+        } else if found != self.seq {
+            return Err(Fatal::Yes(format!(
+                "the database is at commit {found}, and this node's last commit was {}: another \
+                 writer?",
+                self.seq
+            )));
+        }
+        self.unsettled = false;
+        Ok(())
     }
 
     /// Serves a read.
@@ -401,7 +508,10 @@ impl<'a> State<'a> {
                 after,
                 limit,
                 reply,
-            } => reply.send(self.list(&namespace, &prefix, after.as_deref(), limit, limits)),
+            } => reply.send(
+                self.list(&namespace, &prefix, after.as_deref(), limit, limits)
+                    .await,
+            ),
             Request::Put { reply, .. }
             | Request::Delete { reply, .. }
             | Request::Batch { reply, .. }
@@ -411,11 +521,11 @@ impl<'a> State<'a> {
         }
     }
 
-    fn key_id(&mut self, namespace: &str) -> Result<Option<String>, Error> {
+    async fn key_id(&mut self, namespace: &str) -> Result<Option<String>, Error> {
         if let Some(id) = self.namespace_keys.get(namespace) {
             return Ok(Some(id.clone()));
         }
-        let id = self.db.namespace_key(namespace)?;
+        let id = self.store.namespace_key(namespace).await?;
         if let Some(id) = &id {
             self.namespace_keys.insert(namespace.to_owned(), id.clone());
         }
@@ -424,7 +534,7 @@ impl<'a> State<'a> {
 
     async fn get(&mut self, namespace: &str, key: &str) -> Result<Value, Error> {
         check_namespace(namespace)?;
-        let Some(bytes) = self.db.get(namespace, key)? else {
+        let Some(bytes) = self.store.get(namespace, key).await? else {
             return Err(Error::NotFound(key.to_owned()));
         };
         let integrity = || Error::Integrity {
@@ -432,7 +542,7 @@ impl<'a> State<'a> {
         };
         let record = Record::decode(bytes).ok_or_else(integrity)?;
         // A value without a namespace key can only be a record planted from elsewhere.
-        let key_id = self.key_id(namespace)?.ok_or_else(integrity)?;
+        let key_id = self.key_id(namespace).await?.ok_or_else(integrity)?;
         let aad = associated_data(namespace, key, record.version);
         let data = self
             .storage
@@ -460,7 +570,7 @@ impl<'a> State<'a> {
         })
     }
 
-    fn list(
+    async fn list(
         &self,
         namespace: &str,
         prefix: &str,
@@ -476,7 +586,7 @@ impl<'a> State<'a> {
                 setting: MAX_LIST_LIMIT.name(),
             }));
         }
-        let (keys, more) = self.db.list(namespace, prefix, after, limit)?;
+        let (keys, more) = self.store.list(namespace, prefix, after, limit).await?;
         let next = more.then(|| keys.last().map(|l| l.key.clone())).flatten();
         Ok(Page { keys, next })
     }
@@ -521,7 +631,7 @@ impl<'a> State<'a> {
                 if let Write::Delete { key } = w {
                     let exists = match overlay.get(&(namespace.to_owned(), key.clone())) {
                         Some(&exists) => exists,
-                        None => self.db.contains(namespace, key)?,
+                        None => self.store.contains(namespace, key).await?,
                     };
                     if !exists {
                         return Err(Error::NotFound(key.clone()));
@@ -536,7 +646,7 @@ impl<'a> State<'a> {
             .map(|(_, id)| id.clone());
         let key_id = match known {
             Some(id) => Some(id),
-            None => match self.key_id(namespace)? {
+            None => match self.key_id(namespace).await? {
                 Some(id) => Some(id),
                 None if has_puts => {
                     let info = self
@@ -594,13 +704,15 @@ impl<'a> State<'a> {
                 }),
             }
         }
-        tally.admit(
-            &mut self.usages,
-            &self.db,
-            namespace,
-            &changes,
-            limits.quota,
-        )?;
+        tally
+            .admit(
+                &mut self.usages,
+                &self.store,
+                namespace,
+                &changes,
+                limits.quota,
+            )
+            .await?;
         for change in &changes {
             let (namespace, key, exists) = match change {
                 Change::Put { namespace, key, .. } => (namespace, key, true),
@@ -620,6 +732,21 @@ impl<'a> State<'a> {
         group: Vec<Pending>,
         limits: &Limits,
     ) -> Result<(), ServiceError> {
+        match self.settle().await {
+            Ok(()) => {}
+            Err(Fatal::No(e)) => {
+                for p in group {
+                    p.reply.send(Err(e.clone()));
+                }
+                return Ok(());
+            }
+            Err(Fatal::Yes(message)) => {
+                for p in group {
+                    p.reply.send(Err(Error::Internal(message.clone())));
+                }
+                return Err(ServiceError::new(message));
+            }
+        }
         let seq = self.seq + 1;
         let mut overlay = HashMap::new();
         let mut new_namespaces = Vec::new();
@@ -650,17 +777,14 @@ impl<'a> State<'a> {
         if changes.is_empty() && new_namespaces.is_empty() {
             return Ok(());
         }
-        let namespaces = new_namespaces.clone();
-        let (keys, root) = (self.keys.clone(), self.root);
-        let committed = self
-            .durably(seq, move |db| {
-                db.commit(seq, &namespaces, &changes, &keys, root)
-            })
+        let written = self
+            .store
+            .commit(seq, new_namespaces.clone(), changes)
             .await;
+        let committed = self.count(seq, written).await;
         match committed {
-            Ok(root) => {
+            Ok(()) => {
                 self.seq = seq;
-                self.root = root;
                 self.usages.commit(tally);
                 self.namespace_keys.extend(new_namespaces);
                 for reply in accepted {
