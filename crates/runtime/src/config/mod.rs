@@ -202,9 +202,9 @@ pub enum StorageBackend {
 }
 
 /// A PostgreSQL connection URL, or the file holding it (a mounted secret, read at start, one
-/// trailing newline trimmed). The URL may hold a password: it is never shown (`GET /v1/config`
-/// says only that it is set), but the configuration text it is in is kept in the data directory's
-/// configuration history, so prefer `database_url_file` for a URL with a password.
+/// trailing newline trimmed). The URL may hold a password: the parsed configuration never shows it
+/// (`"(set)"`), but the configuration's text, which the admin can read back, holds it as written:
+/// prefer `database_url_file` for a URL with a password.
 #[derive(Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DatabaseUrl {

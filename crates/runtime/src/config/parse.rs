@@ -230,6 +230,12 @@ pub(super) fn parse_storage(
                     p.push(path, "give database_url or database_url_file, not both");
                     return;
                 }
+                // One was given but is unusable: that is reported already.
+                (None, None)
+                    if t.contains_key("database_url") || t.contains_key("database_url_file") =>
+                {
+                    return;
+                }
                 (None, None) => {
                     p.push(
                         path,

@@ -88,8 +88,8 @@ fn the_storage_backend_is_redb_or_postgres_with_one_url() {
     check(
         "[storage]\nbackend = \"sqlite\"\nurl = \"x\"\n",
         &[
-            "storage.backend: expected one of \"redb\", \"postgres\", found \"sqlite\"",
-            "storage.url: unknown key (known: backend, database_url, database_url_file)",
+            "storage.backend: \"sqlite\" is not one of: redb, postgres",
+            "storage.url: unknown key (expected one of: backend, database_url, database_url_file)",
         ],
     );
 }
