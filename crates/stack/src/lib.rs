@@ -38,22 +38,45 @@ pub fn catalog() -> Vec<Spec> {
 /// the error names the setting and says what is wrong, never the URL (it may hold a password).
 pub fn storage_backend(
     config: &runtime::config::StorageConfig,
-) -> Result<storage::Backend, String> {
+) -> Result<storage::Backend, BackendError> {
     use runtime::config::{DatabaseUrl, StorageBackend};
     match &config.backend {
         StorageBackend::Redb => Ok(storage::Backend::Redb),
         StorageBackend::Postgres { database_url } => {
-            let url = database_url.read()?;
+            let url = database_url.read().map_err(BackendError::UrlFile)?;
             let setting = match database_url {
                 DatabaseUrl::Inline(_) => "storage.database_url",
                 DatabaseUrl::File(_) => "storage.database_url_file",
             };
-            let target =
-                storage::postgres::Target::parse(&url).map_err(|e| format!("{setting}: {e}"))?;
+            let target = storage::postgres::Target::parse(&url)
+                .map_err(|error| BackendError::Url { setting, error })?;
             Ok(storage::Backend::Postgres(Box::new(target)))
         }
     }
 }
+
+/// Why `[storage]` names no usable backend; the message names the setting, never the URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendError {
+    /// The URL's file cannot be read, or is empty.
+    UrlFile(runtime::config::UrlFileError),
+    /// The URL cannot be used; `setting` is where it came from.
+    Url {
+        setting: &'static str,
+        error: storage::postgres::BadTarget,
+    },
+}
+
+impl std::fmt::Display for BackendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendError::UrlFile(e) => e.fmt(f),
+            BackendError::Url { setting, error } => write!(f, "{setting}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for BackendError {}
 
 /// What the services are built on.
 #[derive(Clone)]

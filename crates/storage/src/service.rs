@@ -15,6 +15,8 @@ use crate::quota::{MAX_ACCOUNT_BYTES, MAX_ACCOUNT_KEYS, Quota, Tally, Usages};
 use crate::store::Store;
 use crate::{Backend, BadInput, Error, KEY_OWNER, NAME, Page, Request, Value, Write};
 
+use limits::{Limits, check_namespace};
+
 type Answer<T> = Reply<Result<T, Error>>;
 
 /// Longest key, in bytes (`max_key_bytes`).
@@ -266,64 +268,6 @@ impl Service for Storage {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Limits {
-    key: usize,
-    value: usize,
-    batch: usize,
-    list: usize,
-    quota: Quota,
-}
-
-impl Limits {
-    fn of(spec: &Spec) -> Limits {
-        Limits {
-            key: spec.get(&MAX_KEY_BYTES),
-            value: spec.get(&MAX_VALUE_BYTES),
-            batch: spec.get(&MAX_BATCH_WRITES),
-            list: spec.get(&MAX_LIST_LIMIT),
-            quota: Quota {
-                keys: spec.get(&MAX_ACCOUNT_KEYS),
-                bytes: spec.get(&MAX_ACCOUNT_BYTES),
-            },
-        }
-    }
-
-    fn check_key(&self, key: &str) -> Result<(), Error> {
-        if key.is_empty() {
-            return Err(Error::BadInput(BadInput::EmptyKey));
-        }
-        if key.len() > self.key {
-            return Err(Error::TooLarge {
-                what: "the key",
-                size: key.len(),
-                limit: self.key,
-                setting: MAX_KEY_BYTES.name(),
-            });
-        }
-        Ok(())
-    }
-
-    fn check_value(&self, value: &[u8]) -> Result<(), Error> {
-        if value.len() > self.value {
-            return Err(Error::TooLarge {
-                what: "the value",
-                size: value.len(),
-                limit: self.value,
-                setting: MAX_VALUE_BYTES.name(),
-            });
-        }
-        Ok(())
-    }
-}
-
-fn check_namespace(namespace: &str) -> Result<(), Error> {
-    if namespace.is_empty() {
-        return Err(Error::BadInput(BadInput::EmptyNamespace));
-    }
-    Ok(())
-}
-
 fn unavailable(e: CallError) -> Error {
     Error::CryptoUnavailable(e)
 }
@@ -430,68 +374,6 @@ impl<'a> State<'a> {
                 Err(ServiceError::new(message))
             }
         }
-    }
-
-    /// After commit `seq` was `written`, advances the freshness counter to `seq`: only then is
-    /// the commit acknowledged. A failed commit whose outcome is unknown leaves the state
-    /// unsettled ([`State::settle`]).
-    async fn count<T>(&mut self, seq: u64, written: Result<T, Error>) -> Result<T, Fatal> {
-        let written = match written {
-            Ok(written) => written,
-            Err(e) => {
-                if self.store.outcome_unknown(&e) {
-                    self.unsettled = true;
-                }
-                return Err(Fatal::No(e));
-            }
-        };
-        self.advance_counter(seq).await?;
-        Ok(written)
-    }
-
-    /// Advances the freshness counter by one, to `seq`, off the async workers (it syncs).
-    async fn advance_counter(&self, seq: u64) -> Result<(), Fatal> {
-        let counters = self.storage.counters.clone();
-        let platform = self.storage.platform.clone();
-        let name = self.storage.counter();
-        tokio::task::spawn_blocking(move || {
-            let counter = counters
-                .advance(&*platform, name)
-                .map_err(|e| Fatal::Yes(format!("advancing the freshness counter: {e}")))?;
-            if counter != seq {
-                return Err(Fatal::Yes(format!(
-                    "the freshness counter moved to {counter}, expected {seq}: another writer?"
-                )));
-            }
-            Ok(())
-        })
-        .await
-        .unwrap_or_else(|e| Err(Fatal::Yes(format!("the counter task: {e}"))))
-    }
-
-    /// After a commit whose outcome was unknown: reads the database's commit number. If that
-    /// commit landed, the counter catches up with it (its requests were answered as unavailable;
-    /// a retry writes again, at a later version); if it did not, nothing changes. Any other number
-    /// means another writer, and ends the incarnation.
-    async fn settle(&mut self) -> Result<(), Fatal> {
-        if !self.unsettled {
-            return Ok(());
-        }
-        let found = self.store.seq().await.map_err(Fatal::No)?;
-        if found == self.seq + 1 {
-            self.advance_counter(found).await?;
-            self.seq = found;
-            // What the namespaces hold changed unseen: read again when next written.
-            self.usages = Usages::default();
-        } else if found != self.seq {
-            return Err(Fatal::Yes(format!(
-                "the database is at commit {found}, and this node's last commit was {}: another \
-                 writer?",
-                self.seq
-            )));
-        }
-        self.unsettled = false;
-        Ok(())
     }
 
     /// Serves a read.
@@ -863,6 +745,11 @@ enum Fatal {
     No(Error),
     Yes(String),
 }
+
+#[path = "durable.rs"]
+mod durable;
+#[path = "limits.rs"]
+mod limits;
 
 #[cfg(test)]
 #[path = "tamper.rs"]

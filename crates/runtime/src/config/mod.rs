@@ -231,29 +231,32 @@ impl fmt::Debug for DatabaseUrl {
 }
 
 impl DatabaseUrl {
-    /// The URL: as written, or read from its file with trailing newlines trimmed. The error names
-    /// the setting and the file.
-    pub fn read(&self) -> Result<String, String> {
+    /// The URL: as written, or read from its file with trailing newlines trimmed.
+    pub fn read(&self) -> Result<String, UrlFileError> {
         match self {
             DatabaseUrl::Inline(url) => Ok(url.clone()),
             DatabaseUrl::File(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    format!(
-                        "storage.database_url_file: cannot read {}: {e}",
-                        path.display()
-                    )
+                let text = std::fs::read_to_string(path).map_err(|e| UrlFileError::Unreadable {
+                    path: path.clone(),
+                    reason: e.to_string(),
                 })?;
                 let url = text.trim_end_matches(['\n', '\r']);
                 if url.trim().is_empty() {
-                    return Err(format!(
-                        "storage.database_url_file: {} is empty",
-                        path.display()
-                    ));
+                    return Err(UrlFileError::Empty { path: path.clone() });
                 }
                 Ok(url.to_owned())
             }
         }
     }
+}
+
+/// Why `storage.database_url_file` gives no URL; the message names the setting and the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlFileError {
+    #[error("storage.database_url_file: cannot read {}: {reason}", path.display())]
+    Unreadable { path: PathBuf, reason: String },
+    #[error("storage.database_url_file: {} is empty", path.display())]
+    Empty { path: PathBuf },
 }
 
 /// `[testing]`: what only tests, demos and drills use.

@@ -104,14 +104,18 @@ fn a_database_url_file_is_read_with_its_trailing_newline_trimmed() {
         Ok("postgres://u@h/db".to_owned())
     );
     std::fs::write(&path, "\n").expect("write");
-    let empty = DatabaseUrl::File(path.clone()).read().expect_err("empty");
+    let empty = DatabaseUrl::File(path.clone())
+        .read()
+        .expect_err("empty")
+        .to_string();
     assert!(
         empty.contains("storage.database_url_file") && empty.contains("is empty"),
         "{empty}"
     );
     let missing = DatabaseUrl::File(dir.path().join("nope"))
         .read()
-        .expect_err("missing");
+        .expect_err("missing")
+        .to_string();
     assert!(missing.contains("cannot read"), "{missing}");
 }
 
