@@ -11,7 +11,7 @@ use runtime::{CallError, Context, Kind, Priority, Reply, Service, ServiceError, 
 use crate::db::{Change, Db, Record, associated_data};
 use crate::fresh::{self, COUNTER, COUNTER_POSTGRES, Opened, StateError, Verified};
 use crate::postgres::Pg;
-use crate::quota::{MAX_ACCOUNT_BYTES, MAX_ACCOUNT_KEYS, Quota, Tally, Usages};
+use crate::quota::{MAX_ACCOUNT_BYTES, MAX_ACCOUNT_KEYS, Tally, Usages};
 use crate::store::Store;
 use crate::{Backend, BadInput, Error, KEY_OWNER, NAME, Page, Request, Value, Write};
 

@@ -253,10 +253,20 @@ impl DatabaseUrl {
 /// Why `storage.database_url_file` gives no URL; the message names the setting and the file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlFileError {
+    /// The file cannot be read.
     #[error("storage.database_url_file: cannot read {}: {reason}", path.display())]
-    Unreadable { path: PathBuf, reason: String },
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What reading it said.
+        reason: String,
+    },
+    /// The file holds nothing but whitespace.
     #[error("storage.database_url_file: {} is empty", path.display())]
-    Empty { path: PathBuf },
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 /// `[testing]`: what only tests, demos and drills use.
