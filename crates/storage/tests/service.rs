@@ -650,8 +650,18 @@ async fn concurrent_writes(h: &storage::Handle) {
 
 #[tokio::test]
 async fn a_dropped_namespace_loses_its_values_and_its_key_and_nothing_else() {
+    dropped_namespace(|| storage::Backend::Redb).await;
+}
+
+#[tokio::test]
+async fn a_dropped_namespace_loses_its_values_and_its_key_and_nothing_else_on_postgres() {
+    let pg = Postgres::start();
+    dropped_namespace(|| postgres(&pg)).await;
+}
+
+async fn dropped_namespace(backend: impl Fn() -> storage::Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let f = start(dir.path(), None).await;
+    let f = start_on(dir.path(), backend(), None).await;
     let storage_keys = |f: &Fixture| {
         let crypto = f.crypto.clone();
         async move {
@@ -705,7 +715,7 @@ async fn a_dropped_namespace_loses_its_values_and_its_key_and_nothing_else() {
     f.rt.shutdown().await;
 
     // After a restart: still gone; a new value in the namespace gets a new key and reads back.
-    let f = start(dir.path(), None).await;
+    let f = start_on(dir.path(), backend(), None).await;
     assert!(matches!(
         get(&f.storage, ALICE, "doc/1").await,
         Err(Error::NotFound(_))
@@ -805,8 +815,12 @@ async fn a_write_is_acknowledged_only_after_the_commit_and_the_counter_are_on_di
 }
 
 /// Starts storage on `dir` with `configure` applied to its spec, until ready.
-async fn start_with(dir: &Path, configure: impl FnOnce(&mut runtime::Spec)) -> Fixture {
-    let f = common::build(dir, None, configure);
+async fn start_with(
+    dir: &Path,
+    backend: storage::Backend,
+    configure: impl FnOnce(&mut runtime::Spec),
+) -> Fixture {
+    let f = build_on(dir, backend, None, |_| {}, configure);
     common::ready(&f.rt).await;
     f
 }
@@ -819,12 +833,22 @@ async fn start_with(dir: &Path, configure: impl FnOnce(&mut runtime::Spec)) -> F
 /// namespaces are not limited by it.
 #[tokio::test]
 async fn an_account_cannot_store_past_its_quota_of_keys_and_bytes() {
+    quotas(|| storage::Backend::Redb).await;
+}
+
+#[tokio::test]
+async fn an_account_cannot_store_past_its_quota_of_keys_and_bytes_on_postgres() {
+    let pg = Postgres::start();
+    quotas(|| postgres(&pg)).await;
+}
+
+async fn quotas(backend: impl Fn() -> storage::Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
     let quota = |spec: &mut runtime::Spec| {
         spec.set(&storage::MAX_ACCOUNT_KEYS, 3);
         spec.set(&storage::MAX_ACCOUNT_BYTES, 4000);
     };
-    let f = start_with(dir.path(), quota).await;
+    let f = start_with(dir.path(), backend(), quota).await;
     let h = &f.storage;
     for key in ["k1", "k2", "k3"] {
         put(h, ALICE, key, b"v").await.expect("within the quota");
@@ -902,7 +926,7 @@ async fn an_account_cannot_store_past_its_quota_of_keys_and_bytes() {
     );
     f.rt.shutdown().await;
     // A new incarnation reads what is on disk: Alice still has three keys.
-    let f = start_with(dir.path(), quota).await;
+    let f = start_with(dir.path(), backend(), quota).await;
     assert!(matches!(
         put(&f.storage, ALICE, "k5", b"v").await,
         Err(Error::Quota { .. })
