@@ -99,6 +99,7 @@ async fn a_stopped_database_answers_503_with_retry_after_until_it_is_back() {
     let r = server.put("kept", b"kept".to_vec()).await.expect("put");
     assert_eq!(r.status().as_u16(), 200);
 
+    let head = test_support::server::journal_head(&config);
     pg.stop_server();
     for request in [
         server.http.get(format!("{}/v1/storage/kept", server.base)),
@@ -119,9 +120,26 @@ async fn a_stopped_database_answers_503_with_retry_after_until_it_is_back() {
         assert_eq!(body["error"]["retryable"], true, "{body}");
     }
 
+    // Meanwhile the service says why it is degraded (status, /readyz, the journal).
+    let storage_health = |level: &'static str| {
+        move |e: &Value| {
+            e["service"] == "storage"
+                && e["event"]["kind"] == "health_changed"
+                && e["event"]["health"]["level"] == level
+        }
+    };
+    let degraded = server.wait_event(head, storage_health("degraded")).await;
+    let reason = degraded["event"]["health"]["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("the PostgreSQL database cannot be reached"),
+        "{degraded}"
+    );
+
     // Back: the next requests are served, with no restart of anything.
     pg.start_server();
     assert_eq!(server.get("kept").await, (200, b"kept".to_vec()));
+    let since = degraded["seq"].as_u64().expect("seq");
+    server.wait_event(since, storage_health("healthy")).await;
     let r = server.put("after", b"after".to_vec()).await.expect("put");
     assert_eq!(r.status().as_u16(), 200);
     let (status, services) = server

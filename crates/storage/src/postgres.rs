@@ -164,6 +164,8 @@ fn prefix_end(prefix: &str) -> Option<Vec<u8>> {
 /// The PostgreSQL store: a pool, connected and migrated.
 pub(crate) struct Pg {
     pool: Pool,
+    /// Why the last operation found the database out of reach; `None` once one succeeds.
+    outage: std::sync::Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Pg {
@@ -196,9 +198,31 @@ impl Pg {
             .recycle_timeout(Some(OPERATION_TIMEOUT))
             .build()
             .map_err(|e| Error::Internal(format!("the connection pool: {e}")))?;
-        let pg = Pg { pool };
+        let pg = Pg {
+            pool,
+            outage: std::sync::Mutex::new(None),
+        };
         bounded(pg.migrate()).await?;
         Ok(pg)
+    }
+
+    /// As [`bounded`], remembering whether the database answered (for the service's health).
+    async fn bounded<T>(&self, work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        let result = bounded(work).await;
+        let mut outage = self.outage.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Err(Error::Unavailable(why)) => *outage = Some(why.clone()),
+            _ => *outage = None,
+        }
+        result
+    }
+
+    /// Why the database is out of reach, if the last operation found it so.
+    pub(crate) fn outage(&self) -> Option<String> {
+        self.outage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, Error> {
@@ -248,7 +272,7 @@ impl Pg {
 
     /// The number of the last commit.
     pub(crate) async fn seq(&self) -> Result<u64, Error> {
-        bounded(async {
+        self.bounded(async {
             let client = self.client().await?;
             let st = client
                 .prepare_cached("SELECT seq FROM storage_commit")
@@ -262,7 +286,7 @@ impl Pg {
 
     /// Sets the commit number to `to` (an operator's accept: no number is ever reused).
     pub(crate) async fn set_seq(&self, to: u64) -> Result<(), Error> {
-        bounded(async {
+        self.bounded(async {
             let client = self.client().await?;
             client
                 .execute("UPDATE storage_commit SET seq = $1", &[&as_i64(to)?])
@@ -274,7 +298,7 @@ impl Pg {
     }
 
     pub(crate) async fn namespace_key(&self, namespace: &str) -> Result<Option<String>, Error> {
-        bounded(async {
+        self.bounded(async {
             let client = self.client().await?;
             let st = client
                 .prepare_cached("SELECT key_id FROM storage_namespaces WHERE namespace = $1")
@@ -290,7 +314,7 @@ impl Pg {
     }
 
     pub(crate) async fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        bounded(async {
+        self.bounded(async {
             let client = self.client().await?;
             let st = client
                 .prepare_cached(
@@ -316,7 +340,7 @@ impl Pg {
         after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Listed>, bool), Error> {
-        bounded(async {
+        self.bounded(async {
             let client = self.client().await?;
             // The record's first 9 bytes are its format and version: the ciphertext stays put.
             let st = client
@@ -366,7 +390,7 @@ impl Pg {
 
     /// What `namespace` holds: its keys, and their bytes as stored (key and record).
     pub(crate) async fn usage(&self, namespace: &str) -> Result<Usage, Error> {
-        bounded(async {
+        self.bounded(async {
             let client = self.client().await?;
             let st = client
                 .prepare_cached(
@@ -393,7 +417,7 @@ impl Pg {
         namespace: &str,
         key: &str,
     ) -> Result<Option<u64>, Error> {
-        bounded(async {
+        self.bounded(async {
             let client = self.client().await?;
             let st = client
                 .prepare_cached(
@@ -419,7 +443,7 @@ impl Pg {
         new_namespaces: &[(String, String)],
         changes: &[Change],
     ) -> Result<(), Error> {
-        bounded(async {
+        self.bounded(async {
             let mut client = self.client().await?;
             let advance = client
                 .prepare_cached("UPDATE storage_commit SET seq = $1 WHERE seq = $2")
@@ -475,7 +499,7 @@ impl Pg {
     /// Deletes every value of `namespace` and its key mapping, as commit `seq`; answers how many
     /// values there were.
     pub(crate) async fn drop_namespace(&self, seq: u64, namespace: &str) -> Result<usize, Error> {
-        bounded(async {
+        self.bounded(async {
             let mut client = self.client().await?;
             let advance = client
                 .prepare_cached("UPDATE storage_commit SET seq = $1 WHERE seq = $2")

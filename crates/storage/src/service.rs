@@ -233,6 +233,7 @@ impl Service for Storage {
         let (store, seq) = self.open().await?;
         let mut state = State::new(store, seq, self);
         let mut limits = Limits::of(&cx.spec());
+        let mut degraded = false;
         while let Some(request) = cx.recv().await {
             // Settings apply live: re-read only when the spec changed.
             if cx.spec_changes().has_changed().unwrap_or(false) {
@@ -242,6 +243,7 @@ impl Service for Storage {
                 Ok(write) => write,
                 Err(other) => {
                     state.other(other, &limits).await?;
+                    report_outage(&mut cx, &state.store, &mut degraded);
                     continue;
                 }
             };
@@ -263,8 +265,26 @@ impl Service for Storage {
             if let Some(other) = read_next {
                 state.other(other, &limits).await?;
             }
+            report_outage(&mut cx, &state.store, &mut degraded);
         }
         Ok(())
+    }
+}
+
+/// Reports the service degraded while its database is out of reach, and healthy once it answers
+/// again; `degraded` is whether it is reported so now.
+fn report_outage(cx: &mut Context<Request>, store: &Store, degraded: &mut bool) {
+    match store.outage() {
+        Some(why) if !*degraded => {
+            *degraded = true;
+            cx.set_degraded(format!("the PostgreSQL database cannot be reached: {why}"));
+        }
+        Some(_) => {}
+        None if *degraded => {
+            *degraded = false;
+            cx.set_healthy();
+        }
+        None => {}
     }
 }
 

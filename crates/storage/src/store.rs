@@ -46,6 +46,14 @@ impl Store {
         matches!(self, Store::Postgres(_)) && matches!(e, Error::Unavailable(_))
     }
 
+    /// Why the database is out of reach now, if it is (a remote database only).
+    pub(crate) fn outage(&self) -> Option<String> {
+        match self {
+            Store::Redb { .. } => None,
+            Store::Postgres(pg) => pg.outage(),
+        }
+    }
+
     pub(crate) async fn namespace_key(&self, namespace: &str) -> Result<Option<String>, Error> {
         match self {
             Store::Redb { db, .. } => Ok(db.namespace_key(namespace)?),
