@@ -4,26 +4,9 @@
 
 const BIN: &str = env!("CARGO_BIN_EXE_cloister");
 
-use std::path::{Path, PathBuf};
-
 use serde_json::Value;
 use test_support::postgres::Postgres;
 use test_support::server::{Server, command};
-
-/// `DIR/cloister.toml` on a free port, data in `DIR/data`, the records in `pg` through a URL file
-/// (as a Kubernetes secret is mounted: with a trailing newline).
-fn config(dir: &Path, pg: &Postgres) -> PathBuf {
-    let url_file = dir.join("database-url");
-    std::fs::write(&url_file, format!("{}\n", pg.url())).expect("write the URL");
-    let text = format!(
-        "[runtime]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n[storage]\nbackend = \"postgres\"\ndatabase_url_file = \"{}\"\n",
-        dir.join("data").display(),
-        url_file.display()
-    );
-    let path = dir.join("cloister.toml");
-    std::fs::write(&path, text).expect("write config");
-    path
-}
 
 async fn list(server: &Server, query: &str) -> (u16, Value) {
     server
@@ -35,7 +18,7 @@ async fn list(server: &Server, query: &str) -> (u16, Value) {
 async fn the_binary_keeps_values_in_postgres_as_ciphertext_across_restarts() {
     let pg = Postgres::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = config(dir.path(), &pg);
+    let config = pg.write_config(dir.path());
     let server = Server::start(BIN, &config).await;
     let values: Vec<(String, Vec<u8>)> = (0..5)
         .map(|i| {
@@ -94,7 +77,7 @@ async fn the_binary_keeps_values_in_postgres_as_ciphertext_across_restarts() {
 async fn a_stopped_database_answers_503_with_retry_after_until_it_is_back() {
     let pg = Postgres::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = config(dir.path(), &pg);
+    let config = pg.write_config(dir.path());
     let server = Server::start(BIN, &config).await;
     let r = server.put("kept", b"kept".to_vec()).await.expect("put");
     assert_eq!(r.status().as_u16(), 200);

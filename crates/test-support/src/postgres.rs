@@ -179,6 +179,22 @@ impl Postgres {
         );
     }
 
+    /// Writes `DIR/cloister.toml` for the real binary: a free loopback port, data in `DIR/data`,
+    /// and the records in this server through a URL file (as a Kubernetes secret is mounted: with
+    /// a trailing newline).
+    pub fn write_config(&self, dir: &Path) -> PathBuf {
+        let url_file = dir.join("database-url");
+        std::fs::write(&url_file, format!("{}\n", self.url())).expect("write the URL");
+        let text = format!(
+            "[runtime]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n\n[storage]\nbackend = \"postgres\"\ndatabase_url_file = \"{}\"\n",
+            dir.join("data").display(),
+            url_file.display()
+        );
+        let path = dir.join("cloister.toml");
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
     /// The URL Cloister connects with.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{DATABASE}", self.port)
