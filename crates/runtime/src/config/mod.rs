@@ -183,7 +183,9 @@ pub enum Platform {
 /// `[storage]`: where the storage service keeps its records. Read at start only.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct StorageConfig {
-    /// `backend = "redb"` (the default) or `"postgres"`, with the database's URL.
+    /// `backend = "redb"` (the default) or `"postgres"`, with the database's URL. Flattened: the
+    /// document reads as the table is written (`{"backend": "postgres", "database_url": ...}`).
+    #[serde(flatten)]
     pub backend: StorageBackend,
 }
 

@@ -52,10 +52,15 @@ fn the_storage_backend_is_redb_or_postgres_with_one_url() {
             database_url: DatabaseUrl::Inline("postgres://u:pw@db/c".into())
         }
     );
-    let shown = format!(
-        "{inline:?} {}",
-        serde_json::to_string(&inline).expect("json")
+    let as_json = serde_json::to_value(StorageConfig {
+        backend: inline.clone(),
+    })
+    .expect("json");
+    assert_eq!(
+        as_json,
+        serde_json::json!({"backend": "postgres", "database_url": {"inline": "(set)"}})
     );
+    let shown = format!("{inline:?} {as_json}");
     assert!(!shown.contains("pw"), "{shown}");
     assert_eq!(
         parse("[storage]\nbackend = \"postgres\"\ndatabase_url_file = \"/run/secrets/db\"\n"),
