@@ -401,6 +401,7 @@ async fn serve(start: Start) -> anyhow::Result<Ended> {
     } = start;
     let dir = config.runtime.data_dir.clone();
     prepare_data_dir(&dir)?;
+    let storage_backend = stack::storage_backend(&config.storage)?;
     // The platform first: nothing secret is written where no enclave will run.
     let platform = open_platform(&config, &dir)?;
     let (token, token_source) = admin_token(&dir, config.runtime.admin_token_file.as_deref())?;
@@ -454,6 +455,7 @@ async fn serve(start: Start) -> anyhow::Result<Ended> {
             data_dir: dir.clone(),
             platform: platform.clone(),
             journal: journal.clone(),
+            storage_backend,
             accept_storage_rollback,
             accept_keystore_rollback,
         },

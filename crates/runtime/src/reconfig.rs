@@ -293,6 +293,12 @@ impl Controller {
                 "the [enclave] table is measured at start; changing it takes a restart",
             );
         }
+        if new.storage != old.storage {
+            push(
+                "storage",
+                "the [storage] table is read at start; changing it takes a restart",
+            );
+        }
         if new.runtime.listen != old.runtime.listen {
             push(
                 "runtime.listen",

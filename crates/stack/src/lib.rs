@@ -34,6 +34,50 @@ pub fn catalog() -> Vec<Spec> {
     ]
 }
 
+/// The storage backend `[storage]` names, its URL read (from its file, at start) and parsed once:
+/// the error names the setting and says what is wrong, never the URL (it may hold a password).
+pub fn storage_backend(
+    config: &runtime::config::StorageConfig,
+) -> Result<storage::Backend, BackendError> {
+    use runtime::config::{DatabaseUrl, StorageBackend};
+    match &config.backend {
+        StorageBackend::Redb => Ok(storage::Backend::Redb),
+        StorageBackend::Postgres { database_url } => {
+            let url = database_url.read().map_err(BackendError::UrlFile)?;
+            let setting = match database_url {
+                DatabaseUrl::Inline(_) => "storage.database_url",
+                DatabaseUrl::File(_) => "storage.database_url_file",
+            };
+            let target = storage::postgres::Target::parse(&url)
+                .map_err(|error| BackendError::Url { setting, error })?;
+            Ok(storage::Backend::Postgres(Box::new(target)))
+        }
+    }
+}
+
+/// Why `[storage]` names no usable backend; the message names the setting, never the URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendError {
+    /// The URL's file cannot be read, or is empty.
+    UrlFile(runtime::config::UrlFileError),
+    /// The URL cannot be used; `setting` is where it came from.
+    Url {
+        setting: &'static str,
+        error: storage::postgres::BadTarget,
+    },
+}
+
+impl std::fmt::Display for BackendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendError::UrlFile(e) => e.fmt(f),
+            BackendError::Url { setting, error } => write!(f, "{setting}: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for BackendError {}
+
 /// What the services are built on.
 #[derive(Clone)]
 pub struct Options {
@@ -43,6 +87,8 @@ pub struct Options {
     pub platform: Arc<dyn enclave::Platform>,
     /// The journal account and token changes are audited in (the builder's own).
     pub journal: Journal,
+    /// Where storage keeps its records (`[storage]`, parsed).
+    pub storage_backend: storage::Backend,
     /// Accept, once, a storage database at this commit that disagrees with its freshness counter
     /// (`cloister run --accept-storage-rollback`).
     pub accept_storage_rollback: Option<u64>,
@@ -55,6 +101,7 @@ impl std::fmt::Debug for Options {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Options")
             .field("data_dir", &self.data_dir)
+            .field("storage_backend", &self.storage_backend)
             .field("accept_storage_rollback", &self.accept_storage_rollback)
             .field("accept_keystore_rollback", &self.accept_keystore_rollback)
             .finish_non_exhaustive()
@@ -98,6 +145,7 @@ pub fn build(
         data_dir,
         platform,
         journal,
+        storage_backend,
         accept_storage_rollback,
         accept_keystore_rollback,
     } = options;
@@ -107,6 +155,7 @@ pub fn build(
     );
     let storage = builder.add_with_spec(
         storage::Storage::new(&data_dir, platform.clone(), crypto.clone())
+            .with_backend(storage_backend)
             .accept_rollback(accept_storage_rollback),
         spec(&storage::NAME, storage::Storage::default_spec),
     );

@@ -503,7 +503,8 @@ impl Db {
         })
     }
 
-    /// Whether `key` exists (for deletes that must name a missing key).
+    /// Whether `key` exists.
+    #[cfg(test)]
     pub(crate) fn contains(&self, namespace: &str, key: &str) -> Result<bool, DbError> {
         Ok(self.get(namespace, key)?.is_some())
     }

@@ -22,9 +22,13 @@ use enclave::{Counters, Platform};
 
 use crate::db::{Db, DbError};
 use crate::digest::{Root, StateKey};
+use crate::postgres::Pg;
 
 /// The freshness counter's name.
 pub(crate) const COUNTER: &str = "storage";
+/// The freshness counter's name when the records are in PostgreSQL: another counter, so a node
+/// moved from redb to a new database is not taken for a rollback.
+pub(crate) const COUNTER_POSTGRES: &str = "storage-postgres";
 
 /// Why the database is not taken as the committed state; each names what was found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,8 +39,9 @@ pub enum StateError {
     )]
     RolledBack { found: u64, expected: u64 },
     #[error(
-        "is at commit {found}, but the freshness counter {}: the counter file ({COUNTER}.counter) \
-         was deleted or replaced, so rollbacks cannot be ruled out",
+        "is at commit {found}, but the freshness counter {}: the counter file ({COUNTER}.counter, \
+         or {COUNTER_POSTGRES}.counter on PostgreSQL) was deleted or replaced, so rollbacks \
+         cannot be ruled out",
         match counter { Some(c) => format!("is at {c}"), None => "is missing".to_owned() }
     )]
     CounterLost { found: u64, counter: Option<u64> },
@@ -313,4 +318,56 @@ fn seal_new(
         root,
         accepted,
     })
+}
+
+/// The PostgreSQL start check: the database's commit number, judged against this node's freshness
+/// counter as redb's is ([`judge`]). There is no digest of the whole state to check (each record's
+/// AES-GCM tag is checked when it is read): behind the counter is an older copy of the database
+/// ([`StateError::RolledBack`]), ahead by more than a crash leaves is a lost counter or another
+/// writer ([`StateError::CounterLost`]). An operator's accept moves the database's commit number
+/// and the counter to the higher of the two, so no commit number is reused. Answers the commit
+/// number to go on from, and the refusal the accept lifted.
+pub(crate) async fn open_postgres(
+    pg: &Pg,
+    platform: &dyn Platform,
+    counters: &Counters,
+    accept: Option<u64>,
+) -> Result<(u64, Option<StateError>), StateError> {
+    let unreadable = |e: crate::Error| StateError::Database(DbError(e.to_string()));
+    let seq = pg.seq().await.map_err(unreadable)?;
+    let counter = counters
+        .read_if_present(platform, COUNTER_POSTGRES)
+        .map_err(counter_error)?;
+    match judge(seq, counter, accept).map_err(StateError::stale)? {
+        Verdict::Current => {
+            if counter != Some(seq) {
+                counters
+                    .advance_to(platform, COUNTER_POSTGRES, seq)
+                    .map_err(counter_error)?;
+            }
+            Ok((seq, None))
+        }
+        Verdict::CatchUp => {
+            let now = counters
+                .advance(platform, COUNTER_POSTGRES)
+                .map_err(counter_error)?;
+            if now != seq {
+                return Err(StateError::Counter(format!(
+                    "advanced to {now} to catch up with commit {seq}: another writer?"
+                )));
+            }
+            Ok((seq, None))
+        }
+        Verdict::Accepted { stale, to } => {
+            if to != seq {
+                pg.set_seq(to).await.map_err(unreadable)?;
+            }
+            if counter != Some(to) {
+                counters
+                    .advance_to(platform, COUNTER_POSTGRES, to)
+                    .map_err(counter_error)?;
+            }
+            Ok((to, Some(StateError::stale(stale))))
+        }
+    }
 }

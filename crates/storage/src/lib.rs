@@ -1,4 +1,4 @@
-//! The storage service: a key-value store on redb, one namespace per owner, every value encrypted
+//! The storage service: a key-value store on redb or PostgreSQL (`store.rs`), one namespace per owner, every value encrypted
 //! with AES-256-GCM under its namespace's key, which the crypto service holds and uses (the key never
 //! comes here). The associated data binds namespace, key and version, so a ciphertext moved to
 //! another key, namespace or version is an integrity error naming the key, never wrong data.
@@ -17,8 +17,10 @@
 mod db;
 mod digest;
 mod fresh;
+pub mod postgres;
 mod quota;
 mod service;
+mod store;
 
 use std::time::Duration;
 
@@ -28,6 +30,16 @@ pub use db::{DbError, Listed, Record};
 pub use fresh::{StateError, Verified};
 pub use quota::{Exceeded, MAX_ACCOUNT_BYTES, MAX_ACCOUNT_KEYS};
 pub use service::{MAX_BATCH_WRITES, MAX_KEY_BYTES, MAX_LIST_LIMIT, MAX_VALUE_BYTES, Storage};
+
+/// Where the records are kept: `[storage] backend` in the configuration.
+#[derive(Debug, Clone, Default)]
+pub enum Backend {
+    /// `DATA_DIR/storage.redb`, on this node only.
+    #[default]
+    Redb,
+    /// A PostgreSQL database (`postgres.rs`).
+    Postgres(Box<postgres::Target>),
+}
 
 pub const NAME: ServiceName = ServiceName::from_static("storage");
 
@@ -64,6 +76,9 @@ pub enum Error {
     /// The crypto service could not be reached; retry later.
     #[error("the crypto service is unavailable: {0}")]
     CryptoUnavailable(CallError),
+    /// The database (PostgreSQL) cannot be reached now; retry later.
+    #[error("the storage database is unavailable: {0}")]
+    Unavailable(String),
     #[error(transparent)]
     Database(#[from] DbError),
     #[error("internal: {0}")]
@@ -95,7 +110,7 @@ impl Classify for Error {
             Error::TooLarge { .. } | Error::Quota { .. } => ErrorKind::TooLarge,
             Error::BadInput(_) => ErrorKind::Invalid,
             Error::Integrity { .. } => ErrorKind::Integrity,
-            Error::CryptoUnavailable(_) => ErrorKind::Unavailable {
+            Error::CryptoUnavailable(_) | Error::Unavailable(_) => ErrorKind::Unavailable {
                 retry_after: Duration::from_secs(1),
             },
             Error::Database(_) | Error::Internal(_) => ErrorKind::Internal,
@@ -110,6 +125,7 @@ impl Classify for Error {
             Error::BadInput(_) => "storage.bad_input",
             Error::Integrity { .. } => "storage.integrity",
             Error::CryptoUnavailable(_) => "storage.crypto_unavailable",
+            Error::Unavailable(_) => "storage.unavailable",
             Error::Database(_) => "storage.database",
             Error::Internal(_) => "storage.internal",
         }
@@ -257,6 +273,13 @@ mod tests {
                     retry_after: Duration::from_secs(1),
                 },
                 "storage.crypto_unavailable",
+            ),
+            (
+                Error::Unavailable("connection refused".into()),
+                ErrorKind::Unavailable {
+                    retry_after: Duration::from_secs(1),
+                },
+                "storage.unavailable",
             ),
             (
                 Error::Database(DbError("damaged".into())),

@@ -12,7 +12,8 @@ use std::collections::HashMap;
 use runtime::setting::Setting;
 
 use crate::Error;
-use crate::db::{Change, Db, Usage};
+use crate::db::{Change, Usage};
+use crate::store::Store;
 
 /// Most keys one account's namespace may hold (`max_account_keys`).
 pub const MAX_ACCOUNT_KEYS: Setting<u64> = Setting::new(
@@ -81,10 +82,10 @@ pub(crate) struct Tally {
 impl Tally {
     /// Accepts `changes` to `namespace` if they keep it within `quota`, or refuses them and
     /// changes nothing.
-    pub(crate) fn admit(
+    pub(crate) async fn admit(
         &mut self,
         committed: &mut Usages,
-        db: &Db,
+        db: &Store,
         namespace: &str,
         changes: &[Change],
         quota: Quota,
@@ -94,7 +95,7 @@ impl Tally {
             None => match committed.0.get(namespace) {
                 Some(usage) => *usage,
                 None => {
-                    let usage = db.usage(namespace)?;
+                    let usage = db.usage(namespace).await?;
                     committed.0.insert(namespace.to_owned(), usage);
                     usage
                 }
@@ -112,7 +113,7 @@ impl Tally {
                 Some((_, size)) => *size,
                 None => match self.sizes.get(&id) {
                     Some(size) => *size,
-                    None => db.entry_bytes(namespace, key)?,
+                    None => db.entry_bytes(namespace, key).await?,
                 },
             };
             if old.is_some() {

@@ -8,11 +8,14 @@ use std::sync::{Arc, Mutex};
 use runtime::setting::Setting;
 use runtime::{CallError, Context, Kind, Priority, Reply, Service, ServiceError, Spec};
 
-use crate::db::{Change, Db, DbError, Record, associated_data};
-use crate::digest::{Root, StateKey};
-use crate::fresh::{self, COUNTER, Opened, StateError, Verified};
-use crate::quota::{MAX_ACCOUNT_BYTES, MAX_ACCOUNT_KEYS, Quota, Tally, Usages};
-use crate::{BadInput, Error, KEY_OWNER, NAME, Page, Request, Value, Write};
+use crate::db::{Change, Db, Record, associated_data};
+use crate::fresh::{self, COUNTER, COUNTER_POSTGRES, Opened, StateError, Verified};
+use crate::postgres::Pg;
+use crate::quota::{MAX_ACCOUNT_BYTES, MAX_ACCOUNT_KEYS, Tally, Usages};
+use crate::store::Store;
+use crate::{Backend, BadInput, Error, KEY_OWNER, NAME, Page, Request, Value, Write};
+
+use limits::{Limits, check_namespace};
 
 type Answer<T> = Reply<Result<T, Error>>;
 
@@ -48,6 +51,7 @@ pub const MAX_LIST_LIMIT: Setting<usize> = Setting::new(
 #[derive(Debug)]
 pub struct Storage {
     path: PathBuf,
+    backend: Backend,
     platform: Arc<dyn enclave::Platform>,
     counters: Arc<enclave::Counters>,
     crypto: crypto::Handle,
@@ -64,6 +68,7 @@ impl Storage {
     ) -> Storage {
         Storage {
             path: data_dir.join("storage.redb"),
+            backend: Backend::Redb,
             counters: Arc::new(enclave::Counters::new(data_dir)),
             platform,
             crypto: crypto.with_caller(&NAME),
@@ -75,6 +80,13 @@ impl Storage {
     /// operator restoring a backup, or a lost counter file).
     pub fn accept_rollback(self, seq: Option<u64>) -> Storage {
         *self.accept.lock().unwrap_or_else(|p| p.into_inner()) = seq;
+        self
+    }
+
+    /// Keeps the records in `backend` instead of `DATA_DIR/storage.redb`. The freshness counter
+    /// stays in the data directory, sealed to this node.
+    pub fn with_backend(mut self, backend: Backend) -> Storage {
+        self.backend = backend;
         self
     }
 
@@ -116,13 +128,72 @@ impl Storage {
                 }
                 Ok(opened)
             }
-            Err(e) => Err(refusal(&self.path, &e)),
+            Err(e) => Err(refusal(&self.path.display().to_string(), &e)),
+        }
+    }
+
+    /// Opens the store the recipe names and checks it (`fresh.rs`): the incarnation's store and
+    /// the commit number it goes on from.
+    async fn open(&self) -> Result<(Store, u64), ServiceError> {
+        match &self.backend {
+            Backend::Redb => {
+                // Opening may repair an interrupted commit and sync: off the async workers.
+                let path = self.path.clone();
+                let db = tokio::task::spawn_blocking(move || Db::open(&path))
+                    .await
+                    .map_err(|e| ServiceError::new(format!("opening the database: {e}")))?
+                    .map_err(|e| ServiceError::new(e.to_string()))?;
+                let opened = self.check_freshness(&db)?;
+                let seq = opened.seq;
+                let store = Store::Redb {
+                    db: Arc::new(db),
+                    keys: Arc::new(opened.keys),
+                    root: opened.root,
+                };
+                Ok((store, seq))
+            }
+            Backend::Postgres(target) => {
+                // Unreachable now: a failure a restart may fix, with the restart policy's backoff.
+                let pg = Pg::connect(target)
+                    .await
+                    .map_err(|e| ServiceError::new(format!("the PostgreSQL database: {e}")))?;
+                let accept = *self.accept.lock().unwrap_or_else(|p| p.into_inner());
+                let opened =
+                    fresh::open_postgres(&pg, &*self.platform, &self.counters, accept).await;
+                match opened {
+                    Ok((seq, lifted)) => {
+                        if let Some(lifted) = lifted {
+                            *self.accept.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                            tracing::warn!(
+                                commit = seq,
+                                "storage: the operator accepted a PostgreSQL database that {lifted}"
+                            );
+                        }
+                        Ok((Store::Postgres(pg), seq))
+                    }
+                    Err(e) => Err(refusal("the PostgreSQL database", &e)),
+                }
+            }
+        }
+    }
+
+    /// The name of the freshness counter this recipe's backend advances.
+    fn counter(&self) -> &'static str {
+        match self.backend {
+            Backend::Redb => COUNTER,
+            Backend::Postgres(_) => COUNTER_POSTGRES,
         }
     }
 
     /// Checks the database at rest as a start would (one scan, the digest, the counter) and changes
-    /// nothing. The service must not be running: redb opens a file once.
+    /// nothing. The service must not be running: redb opens a file once. redb only: a PostgreSQL
+    /// database is checked by starting.
     pub fn verify(&self) -> Result<Verified, StateError> {
+        if let Backend::Postgres(_) = self.backend {
+            return Err(StateError::Database(crate::DbError(
+                "verify reads a redb file; a PostgreSQL database is checked at start".into(),
+            )));
+        }
         let db = Db::open(&self.path)?;
         fresh::verify(&db, &*self.platform, &self.counters)
     }
@@ -130,15 +201,14 @@ impl Storage {
 
 /// The service's failure for `e`: for the operator, with the command that accepts the database, if
 /// it is a refusal.
-fn refusal(path: &Path, e: &StateError) -> ServiceError {
+fn refusal(database: &str, e: &StateError) -> ServiceError {
     let Some(seq) = e.refused_at() else {
-        return ServiceError::new(format!("{}: {e}", path.display()));
+        return ServiceError::new(format!("{database}: {e}"));
     };
     let reason = format!(
-        "storage refuses to start: {} {e}. Nothing was read or changed. If this database is the \
-         one you mean to run with (say, a restored backup), restart with \
-         `cloister run --accept-storage-rollback {seq}`",
-        path.display()
+        "storage refuses to start: {database} {e}. Nothing was read or changed. If this database \
+         is the one you mean to run with (say, a restored backup), restart with \
+         `cloister run --accept-storage-rollback {seq}`"
     );
     // Said once, where the operator looks first; no restart can change it, so none is tried.
     tracing::error!("{reason}");
@@ -160,15 +230,10 @@ impl Service for Storage {
     }
 
     async fn run(&self, mut cx: Context<Request>) -> Result<(), ServiceError> {
-        // Opening may repair an interrupted commit and sync: off the async workers.
-        let path = self.path.clone();
-        let db = tokio::task::spawn_blocking(move || Db::open(&path))
-            .await
-            .map_err(|e| ServiceError::new(format!("opening the database: {e}")))?
-            .map_err(|e| ServiceError::new(e.to_string()))?;
-        let opened = self.check_freshness(&db)?;
-        let mut state = State::new(db, opened, self);
+        let (store, seq) = self.open().await?;
+        let mut state = State::new(store, seq, self);
         let mut limits = Limits::of(&cx.spec());
+        let mut degraded = false;
         while let Some(request) = cx.recv().await {
             // Settings apply live: re-read only when the spec changed.
             if cx.spec_changes().has_changed().unwrap_or(false) {
@@ -178,6 +243,7 @@ impl Service for Storage {
                 Ok(write) => write,
                 Err(other) => {
                     state.other(other, &limits).await?;
+                    report_outage(&mut cx, &state.store, &mut degraded);
                     continue;
                 }
             };
@@ -199,67 +265,27 @@ impl Service for Storage {
             if let Some(other) = read_next {
                 state.other(other, &limits).await?;
             }
+            report_outage(&mut cx, &state.store, &mut degraded);
         }
         Ok(())
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Limits {
-    key: usize,
-    value: usize,
-    batch: usize,
-    list: usize,
-    quota: Quota,
-}
-
-impl Limits {
-    fn of(spec: &Spec) -> Limits {
-        Limits {
-            key: spec.get(&MAX_KEY_BYTES),
-            value: spec.get(&MAX_VALUE_BYTES),
-            batch: spec.get(&MAX_BATCH_WRITES),
-            list: spec.get(&MAX_LIST_LIMIT),
-            quota: Quota {
-                keys: spec.get(&MAX_ACCOUNT_KEYS),
-                bytes: spec.get(&MAX_ACCOUNT_BYTES),
-            },
+/// Reports the service degraded while its database is out of reach, and healthy once it answers
+/// again; `degraded` is whether it is reported so now.
+fn report_outage(cx: &mut Context<Request>, store: &Store, degraded: &mut bool) {
+    match store.outage() {
+        Some(why) if !*degraded => {
+            *degraded = true;
+            cx.set_degraded(format!("the PostgreSQL database cannot be reached: {why}"));
         }
-    }
-
-    fn check_key(&self, key: &str) -> Result<(), Error> {
-        if key.is_empty() {
-            return Err(Error::BadInput(BadInput::EmptyKey));
+        Some(_) => {}
+        None if *degraded => {
+            *degraded = false;
+            cx.set_healthy();
         }
-        if key.len() > self.key {
-            return Err(Error::TooLarge {
-                what: "the key",
-                size: key.len(),
-                limit: self.key,
-                setting: MAX_KEY_BYTES.name(),
-            });
-        }
-        Ok(())
+        None => {}
     }
-
-    fn check_value(&self, value: &[u8]) -> Result<(), Error> {
-        if value.len() > self.value {
-            return Err(Error::TooLarge {
-                what: "the value",
-                size: value.len(),
-                limit: self.value,
-                setting: MAX_VALUE_BYTES.name(),
-            });
-        }
-        Ok(())
-    }
-}
-
-fn check_namespace(namespace: &str) -> Result<(), Error> {
-    if namespace.is_empty() {
-        return Err(Error::BadInput(BadInput::EmptyNamespace));
-    }
-    Ok(())
 }
 
 fn unavailable(e: CallError) -> Error {
@@ -268,12 +294,12 @@ fn unavailable(e: CallError) -> Error {
 
 /// One incarnation's state.
 struct State<'a> {
-    db: Arc<Db>,
+    store: Store,
     /// The last commit's sequence number.
     seq: u64,
-    /// The state key, and the root of the committed state (`digest.rs`).
-    keys: Arc<StateKey>,
-    root: Root,
+    /// A commit failed without knowing whether the database took it (the connection broke): the
+    /// next write first reads where the database is.
+    unsettled: bool,
     /// Namespace → crypto key id, as far as seen.
     namespace_keys: HashMap<String, String>,
     /// What the namespaces written so far hold, for their quotas.
@@ -282,12 +308,11 @@ struct State<'a> {
 }
 
 impl<'a> State<'a> {
-    fn new(db: Db, opened: Opened, storage: &'a Storage) -> State<'a> {
+    fn new(store: Store, seq: u64, storage: &'a Storage) -> State<'a> {
         State {
-            db: Arc::new(db),
-            seq: opened.seq,
-            keys: Arc::new(opened.keys),
-            root: opened.root,
+            store,
+            seq,
+            unsettled: false,
             namespace_keys: HashMap::new(),
             usages: Usages::default(),
             storage,
@@ -312,7 +337,22 @@ impl<'a> State<'a> {
         namespace: String,
         reply: Answer<u64>,
     ) -> Result<(), ServiceError> {
-        let key_id = match check_namespace(&namespace).and_then(|()| self.key_id(&namespace)) {
+        if let Err(e) = check_namespace(&namespace) {
+            reply.send(Err(e));
+            return Ok(());
+        }
+        match self.settle().await {
+            Ok(()) => {}
+            Err(Fatal::No(e)) => {
+                reply.send(Err(e));
+                return Ok(());
+            }
+            Err(Fatal::Yes(message)) => {
+                reply.send(Err(Error::Internal(message.clone())));
+                return Err(ServiceError::new(message));
+            }
+        }
+        let key_id = match self.key_id(&namespace).await {
             Ok(id) => id,
             Err(e) => {
                 reply.send(Err(e));
@@ -320,15 +360,11 @@ impl<'a> State<'a> {
             }
         };
         let seq = self.seq + 1;
-        let ns = namespace.clone();
-        let (keys, root) = (self.keys.clone(), self.root);
-        let committed = self
-            .durably(seq, move |db| db.drop_namespace(seq, &ns, &keys, root))
-            .await;
+        let written = self.store.drop_namespace(seq, &namespace).await;
+        let committed = self.count(seq, written).await;
         match committed {
-            Ok((_, root)) => {
+            Ok(_) => {
                 self.seq = seq;
-                self.root = root;
                 self.namespace_keys.remove(&namespace);
                 self.usages.forget(&namespace);
                 // No value refers to the key any more; without it, no copy of one can be read.
@@ -360,33 +396,6 @@ impl<'a> State<'a> {
         }
     }
 
-    /// Runs `write` as commit `seq` off the async workers, then advances the freshness counter to
-    /// `seq`: only then is the commit acknowledged.
-    async fn durably<T: Send + 'static>(
-        &self,
-        seq: u64,
-        write: impl FnOnce(&Db) -> Result<T, DbError> + Send + 'static,
-    ) -> Result<T, Fatal> {
-        let db = self.db.clone();
-        let counters = self.storage.counters.clone();
-        let platform = self.storage.platform.clone();
-        tokio::task::spawn_blocking(move || {
-            let written = write(&db).map_err(|e| Fatal::No(e.into()))?;
-            // The commit is on disk; it is acknowledged only once the counter knows it.
-            let counter = counters
-                .advance(&*platform, COUNTER)
-                .map_err(|e| Fatal::Yes(format!("advancing the freshness counter: {e}")))?;
-            if counter != seq {
-                return Err(Fatal::Yes(format!(
-                    "the freshness counter moved to {counter}, expected {seq}: another writer?"
-                )));
-            }
-            Ok(written)
-        })
-        .await
-        .unwrap_or_else(|e| Err(Fatal::Yes(format!("the commit task: {e}"))))
-    }
-
     /// Serves a read.
     async fn read(&mut self, request: Request, limits: &Limits) {
         match request {
@@ -401,7 +410,10 @@ impl<'a> State<'a> {
                 after,
                 limit,
                 reply,
-            } => reply.send(self.list(&namespace, &prefix, after.as_deref(), limit, limits)),
+            } => reply.send(
+                self.list(&namespace, &prefix, after.as_deref(), limit, limits)
+                    .await,
+            ),
             Request::Put { reply, .. }
             | Request::Delete { reply, .. }
             | Request::Batch { reply, .. }
@@ -411,11 +423,11 @@ impl<'a> State<'a> {
         }
     }
 
-    fn key_id(&mut self, namespace: &str) -> Result<Option<String>, Error> {
+    async fn key_id(&mut self, namespace: &str) -> Result<Option<String>, Error> {
         if let Some(id) = self.namespace_keys.get(namespace) {
             return Ok(Some(id.clone()));
         }
-        let id = self.db.namespace_key(namespace)?;
+        let id = self.store.namespace_key(namespace).await?;
         if let Some(id) = &id {
             self.namespace_keys.insert(namespace.to_owned(), id.clone());
         }
@@ -424,7 +436,7 @@ impl<'a> State<'a> {
 
     async fn get(&mut self, namespace: &str, key: &str) -> Result<Value, Error> {
         check_namespace(namespace)?;
-        let Some(bytes) = self.db.get(namespace, key)? else {
+        let Some(bytes) = self.store.get(namespace, key).await? else {
             return Err(Error::NotFound(key.to_owned()));
         };
         let integrity = || Error::Integrity {
@@ -432,7 +444,7 @@ impl<'a> State<'a> {
         };
         let record = Record::decode(bytes).ok_or_else(integrity)?;
         // A value without a namespace key can only be a record planted from elsewhere.
-        let key_id = self.key_id(namespace)?.ok_or_else(integrity)?;
+        let key_id = self.key_id(namespace).await?.ok_or_else(integrity)?;
         let aad = associated_data(namespace, key, record.version);
         let data = self
             .storage
@@ -460,7 +472,7 @@ impl<'a> State<'a> {
         })
     }
 
-    fn list(
+    async fn list(
         &self,
         namespace: &str,
         prefix: &str,
@@ -476,7 +488,7 @@ impl<'a> State<'a> {
                 setting: MAX_LIST_LIMIT.name(),
             }));
         }
-        let (keys, more) = self.db.list(namespace, prefix, after, limit)?;
+        let (keys, more) = self.store.list(namespace, prefix, after, limit).await?;
         let next = more.then(|| keys.last().map(|l| l.key.clone())).flatten();
         Ok(Page { keys, next })
     }
@@ -521,7 +533,7 @@ impl<'a> State<'a> {
                 if let Write::Delete { key } = w {
                     let exists = match overlay.get(&(namespace.to_owned(), key.clone())) {
                         Some(&exists) => exists,
-                        None => self.db.contains(namespace, key)?,
+                        None => self.store.contains(namespace, key).await?,
                     };
                     if !exists {
                         return Err(Error::NotFound(key.clone()));
@@ -536,7 +548,7 @@ impl<'a> State<'a> {
             .map(|(_, id)| id.clone());
         let key_id = match known {
             Some(id) => Some(id),
-            None => match self.key_id(namespace)? {
+            None => match self.key_id(namespace).await? {
                 Some(id) => Some(id),
                 None if has_puts => {
                     let info = self
@@ -594,13 +606,15 @@ impl<'a> State<'a> {
                 }),
             }
         }
-        tally.admit(
-            &mut self.usages,
-            &self.db,
-            namespace,
-            &changes,
-            limits.quota,
-        )?;
+        tally
+            .admit(
+                &mut self.usages,
+                &self.store,
+                namespace,
+                &changes,
+                limits.quota,
+            )
+            .await?;
         for change in &changes {
             let (namespace, key, exists) = match change {
                 Change::Put { namespace, key, .. } => (namespace, key, true),
@@ -620,6 +634,21 @@ impl<'a> State<'a> {
         group: Vec<Pending>,
         limits: &Limits,
     ) -> Result<(), ServiceError> {
+        match self.settle().await {
+            Ok(()) => {}
+            Err(Fatal::No(e)) => {
+                for p in group {
+                    p.reply.send(Err(e.clone()));
+                }
+                return Ok(());
+            }
+            Err(Fatal::Yes(message)) => {
+                for p in group {
+                    p.reply.send(Err(Error::Internal(message.clone())));
+                }
+                return Err(ServiceError::new(message));
+            }
+        }
         let seq = self.seq + 1;
         let mut overlay = HashMap::new();
         let mut new_namespaces = Vec::new();
@@ -650,17 +679,14 @@ impl<'a> State<'a> {
         if changes.is_empty() && new_namespaces.is_empty() {
             return Ok(());
         }
-        let namespaces = new_namespaces.clone();
-        let (keys, root) = (self.keys.clone(), self.root);
-        let committed = self
-            .durably(seq, move |db| {
-                db.commit(seq, &namespaces, &changes, &keys, root)
-            })
+        let written = self
+            .store
+            .commit(seq, new_namespaces.clone(), changes)
             .await;
+        let committed = self.count(seq, written).await;
         match committed {
-            Ok(root) => {
+            Ok(()) => {
                 self.seq = seq;
-                self.root = root;
                 self.usages.commit(tally);
                 self.namespace_keys.extend(new_namespaces);
                 for reply in accepted {
@@ -739,6 +765,11 @@ enum Fatal {
     No(Error),
     Yes(String),
 }
+
+#[path = "durable.rs"]
+mod durable;
+#[path = "limits.rs"]
+mod limits;
 
 #[cfg(test)]
 #[path = "tamper.rs"]

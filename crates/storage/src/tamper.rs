@@ -96,7 +96,12 @@ async fn every_flipped_byte_is_detected_or_harmless() {
                 continue;
             }
         };
-        let mut state = State::new(db, opened, &storage);
+        let store = crate::store::Store::Redb {
+            db: Arc::new(db),
+            keys: Arc::new(opened.keys),
+            root: opened.root,
+        };
+        let mut state = State::new(store, opened.seq, &storage);
         for (key, value) in KEYS {
             match state.get(NAMESPACE, key).await {
                 Ok(got) => {
@@ -112,7 +117,7 @@ async fn every_flipped_byte_is_detected_or_harmless() {
             }
         }
         // A listing of a damaged file is an error or keys, never a panic.
-        let _ = state.list(NAMESPACE, "", None, 10, &limits);
+        let _ = state.list(NAMESPACE, "", None, 10, &limits).await;
     }
     eprintln!(
         "{} bytes flipped: {refused} refused at open, {detected} reads detected, {intact} reads intact",

@@ -4,7 +4,10 @@ mod common;
 
 use std::path::Path;
 
-use common::{Fixture, build, build_with, failure, platform, ready, start};
+use common::{
+    Fixture, build, build_on, build_with, failure, platform, postgres, ready, start, start_on,
+};
+use test_support::postgres::Postgres;
 
 use runtime::journal::Event;
 use runtime::{Builder, Journal};
@@ -80,8 +83,20 @@ fn keys(page: &storage::Page) -> Vec<&str> {
 async fn put_get_delete_list_and_batches_per_namespace() {
     let dir = tempfile::tempdir().expect("tempdir");
     let f = start(dir.path(), None).await;
-    let h = &f.storage;
+    basics(&f.storage).await;
+    f.rt.shutdown().await;
+}
 
+#[tokio::test]
+async fn put_get_delete_list_and_batches_per_namespace_on_postgres() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = start_on(dir.path(), postgres(&pg), None).await;
+    basics(&f.storage).await;
+    f.rt.shutdown().await;
+}
+
+async fn basics(h: &storage::Handle) {
     let v1 = put(h, ALICE, "a/1", b"one").await.expect("put");
     let v2 = put(h, ALICE, "a/2", b"two").await.expect("put");
     assert!(v2 > v1);
@@ -162,20 +177,47 @@ async fn put_get_delete_list_and_batches_per_namespace() {
         get(h, ALICE, "b/1").await,
         Err(Error::NotFound("b/1".into()))
     );
-    f.rt.shutdown().await;
+    // Keys of any bytes a string holds, and prefixes at the edges of the byte order.
+    for key in ["nul\0key", "é/1", "é/2", "ê"] {
+        put(h, "edge", key, key.as_bytes()).await.expect("put");
+    }
+    assert_eq!(
+        keys(&list(h, "edge", "é", None, 10).await.expect("list")),
+        ["é/1", "é/2"]
+    );
+    assert_eq!(
+        get(h, "edge", "nul\0key").await.expect("get").data,
+        b"nul\0key"
+    );
+}
+
+fn small_limits(spec: &mut runtime::Spec) {
+    spec.set(&storage::MAX_KEY_BYTES, 8);
+    spec.set(&storage::MAX_VALUE_BYTES, 16);
+    spec.set(&storage::MAX_BATCH_WRITES, 2);
+    spec.set(&storage::MAX_LIST_LIMIT, 5);
 }
 
 #[tokio::test]
 async fn bad_input_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let f = build(dir.path(), None, |spec| {
-        spec.set(&storage::MAX_KEY_BYTES, 8);
-        spec.set(&storage::MAX_VALUE_BYTES, 16);
-        spec.set(&storage::MAX_BATCH_WRITES, 2);
-        spec.set(&storage::MAX_LIST_LIMIT, 5);
-    });
+    let f = build(dir.path(), None, small_limits);
     ready(&f.rt).await;
-    let h = &f.storage;
+    bad_input(&f.storage).await;
+    f.rt.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_changes_nothing_on_postgres() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = build_on(dir.path(), postgres(&pg), None, |_| {}, small_limits);
+    ready(&f.rt).await;
+    bad_input(&f.storage).await;
+    f.rt.shutdown().await;
+}
+
+async fn bad_input(h: &storage::Handle) {
     assert!(matches!(
         put(h, ALICE, "", b"v").await,
         Err(Error::BadInput(_))
@@ -250,7 +292,6 @@ async fn bad_input_is_refused_and_changes_nothing() {
     ));
     assert!(matches!(get(h, "", "k").await, Err(Error::BadInput(_))));
     assert_eq!(get(h, ALICE, "k").await.expect("get").data, [7; 16]);
-    f.rt.shutdown().await;
 }
 
 #[tokio::test]
@@ -551,7 +592,20 @@ async fn storage_refuses_more_than_one_replica() {
 async fn concurrent_writes_share_commits_and_each_gets_its_own_answer() {
     let dir = tempfile::tempdir().expect("tempdir");
     let f = start(dir.path(), None).await;
-    let h = &f.storage;
+    concurrent_writes(&f.storage).await;
+    f.rt.shutdown().await;
+}
+
+#[tokio::test]
+async fn concurrent_writes_share_commits_and_each_gets_its_own_answer_on_postgres() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = start_on(dir.path(), postgres(&pg), None).await;
+    concurrent_writes(&f.storage).await;
+    f.rt.shutdown().await;
+}
+
+async fn concurrent_writes(h: &storage::Handle) {
     put(h, ALICE, "old", b"x").await.expect("put");
     // All queued before storage runs (one thread): they form one group, in queue order.
     let puts = (0..32)
@@ -592,13 +646,22 @@ async fn concurrent_writes_share_commits_and_each_gets_its_own_answer() {
         get(h, ALICE, "old").await,
         Err(Error::NotFound("old".into()))
     );
-    f.rt.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_dropped_namespace_loses_its_values_and_its_key_and_nothing_else() {
+    dropped_namespace(|| storage::Backend::Redb).await;
+}
+
+#[tokio::test]
+async fn a_dropped_namespace_loses_its_values_and_its_key_and_nothing_else_on_postgres() {
+    let pg = Postgres::start();
+    dropped_namespace(|| postgres(&pg)).await;
+}
+
+async fn dropped_namespace(backend: impl Fn() -> storage::Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let f = start(dir.path(), None).await;
+    let f = start_on(dir.path(), backend(), None).await;
     let storage_keys = |f: &Fixture| {
         let crypto = f.crypto.clone();
         async move {
@@ -652,7 +715,7 @@ async fn a_dropped_namespace_loses_its_values_and_its_key_and_nothing_else() {
     f.rt.shutdown().await;
 
     // After a restart: still gone; a new value in the namespace gets a new key and reads back.
-    let f = start(dir.path(), None).await;
+    let f = start_on(dir.path(), backend(), None).await;
     assert!(matches!(
         get(&f.storage, ALICE, "doc/1").await,
         Err(Error::NotFound(_))
@@ -752,8 +815,12 @@ async fn a_write_is_acknowledged_only_after_the_commit_and_the_counter_are_on_di
 }
 
 /// Starts storage on `dir` with `configure` applied to its spec, until ready.
-async fn start_with(dir: &Path, configure: impl FnOnce(&mut runtime::Spec)) -> Fixture {
-    let f = common::build(dir, None, configure);
+async fn start_with(
+    dir: &Path,
+    backend: storage::Backend,
+    configure: impl FnOnce(&mut runtime::Spec),
+) -> Fixture {
+    let f = build_on(dir, backend, None, |_| {}, configure);
     common::ready(&f.rt).await;
     f
 }
@@ -766,12 +833,22 @@ async fn start_with(dir: &Path, configure: impl FnOnce(&mut runtime::Spec)) -> F
 /// namespaces are not limited by it.
 #[tokio::test]
 async fn an_account_cannot_store_past_its_quota_of_keys_and_bytes() {
+    quotas(|| storage::Backend::Redb).await;
+}
+
+#[tokio::test]
+async fn an_account_cannot_store_past_its_quota_of_keys_and_bytes_on_postgres() {
+    let pg = Postgres::start();
+    quotas(|| postgres(&pg)).await;
+}
+
+async fn quotas(backend: impl Fn() -> storage::Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
     let quota = |spec: &mut runtime::Spec| {
         spec.set(&storage::MAX_ACCOUNT_KEYS, 3);
         spec.set(&storage::MAX_ACCOUNT_BYTES, 4000);
     };
-    let f = start_with(dir.path(), quota).await;
+    let f = start_with(dir.path(), backend(), quota).await;
     let h = &f.storage;
     for key in ["k1", "k2", "k3"] {
         put(h, ALICE, key, b"v").await.expect("within the quota");
@@ -849,7 +926,7 @@ async fn an_account_cannot_store_past_its_quota_of_keys_and_bytes() {
     );
     f.rt.shutdown().await;
     // A new incarnation reads what is on disk: Alice still has three keys.
-    let f = start_with(dir.path(), quota).await;
+    let f = start_with(dir.path(), backend(), quota).await;
     assert!(matches!(
         put(&f.storage, ALICE, "k5", b"v").await,
         Err(Error::Quota { .. })

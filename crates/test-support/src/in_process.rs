@@ -111,6 +111,7 @@ pub async fn start(setup: Setup) -> Harness {
             data_dir: dir.path().to_owned(),
             platform: platform.clone(),
             journal,
+            storage_backend: storage::Backend::Redb,
             accept_storage_rollback: setup.accept_storage_rollback,
             accept_keystore_rollback: None,
         },

@@ -1,6 +1,7 @@
 //! What Cloister's tests share, in one place instead of a copy per test target: fakes
 //! ([`fakes`]), the six services and the API in-process ([`in_process`], with a small fluent
-//! client), loopback HTTP sources for the oracle ([`source`]) and the real binary on loopback
+//! client), loopback HTTP sources for the oracle ([`source`]), a private PostgreSQL server
+//! ([`postgres`]) and the real binary on loopback
 //! ([`server`]). A dev-dependency only: no crate lists it under `[dependencies]`.
 //!
 //! Tests that run the binary give its path, `env!("CARGO_BIN_EXE_cloister")`, which only the
@@ -8,6 +9,7 @@
 
 pub mod fakes;
 pub mod in_process;
+pub mod postgres;
 pub mod server;
 pub mod source;
 

@@ -25,7 +25,7 @@ use crate::spec::{Kind, Priority};
 use crate::{ServiceName, Spec};
 pub use overrides::ServiceConfig;
 use overrides::parse_service;
-use parse::{parse_enclave, parse_runtime, parse_testing};
+use parse::{parse_enclave, parse_runtime, parse_storage, parse_testing};
 use problems::{Fields, Problems, join, line_col};
 
 /// The whole configuration, valid by construction.
@@ -35,6 +35,8 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// `[enclave]`.
     pub enclave: EnclaveConfig,
+    /// `[storage]`: where the storage service keeps its records. Read at start.
+    pub storage: StorageConfig,
     /// Per-service overrides, by service name. Services not named here run on their own defaults.
     pub services: BTreeMap<ServiceName, ServiceConfig>,
     /// `[testing]`.
@@ -178,6 +180,97 @@ pub enum Platform {
     Gramine,
 }
 
+/// `[storage]`: where the storage service keeps its records. Read at start only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct StorageConfig {
+    /// `backend = "redb"` (the default) or `"postgres"`, with the database's URL. Flattened: the
+    /// document reads as the table is written (`{"backend": "postgres", "database_url": ...}`).
+    #[serde(flatten)]
+    pub backend: StorageBackend,
+}
+
+/// Where the records are: `[storage] backend`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case", tag = "backend")]
+pub enum StorageBackend {
+    /// `DATA_DIR/storage.redb`, on this node.
+    #[default]
+    Redb,
+    /// A PostgreSQL database; exactly one of `database_url` and `database_url_file` says which.
+    Postgres {
+        /// Where the URL comes from.
+        database_url: DatabaseUrl,
+    },
+}
+
+/// A PostgreSQL connection URL, or the file holding it (a mounted secret, read at start, one
+/// trailing newline trimmed). The URL may hold a password: the parsed configuration never shows it
+/// (`"(set)"`), but the configuration's text, which the admin can read back, holds it as written:
+/// prefer `database_url_file` for a URL with a password.
+#[derive(Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DatabaseUrl {
+    /// `database_url`: the URL itself. Shown as `"(set)"`.
+    #[serde(serialize_with = "hidden")]
+    #[schema(value_type = String)]
+    Inline(String),
+    /// `database_url_file`: a file holding the URL.
+    #[schema(value_type = String)]
+    File(PathBuf),
+}
+
+fn hidden<S: serde::Serializer>(_: &String, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("(set)")
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DatabaseUrl::Inline(_) => f.write_str("Inline(..)"),
+            DatabaseUrl::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
+}
+
+impl DatabaseUrl {
+    /// The URL: as written, or read from its file with trailing newlines trimmed.
+    pub fn read(&self) -> Result<String, UrlFileError> {
+        match self {
+            DatabaseUrl::Inline(url) => Ok(url.clone()),
+            DatabaseUrl::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| UrlFileError::Unreadable {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                let url = text.trim_end_matches(['\n', '\r']);
+                if url.trim().is_empty() {
+                    return Err(UrlFileError::Empty { path: path.clone() });
+                }
+                Ok(url.to_owned())
+            }
+        }
+    }
+}
+
+/// Why `storage.database_url_file` gives no URL; the message names the setting and the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlFileError {
+    /// The file cannot be read.
+    #[error("storage.database_url_file: cannot read {}: {reason}", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// What reading it said.
+        reason: String,
+    },
+    /// The file holds nothing but whitespace.
+    #[error("storage.database_url_file: {} is empty", path.display())]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
 /// `[testing]`: what only tests, demos and drills use.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TestingConfig {
@@ -232,6 +325,7 @@ impl Default for Config {
                 product_id: 1,
                 security_version: 1,
             },
+            storage: StorageConfig::default(),
             services: BTreeMap::new(),
             testing: TestingConfig::default(),
         }
@@ -290,6 +384,9 @@ impl Config {
         if let Some((t, path)) = root.table("enclave", &mut p) {
             parse_enclave(t, &path, &mut config.enclave, &mut p);
         }
+        if let Some((t, path)) = root.table("storage", &mut p) {
+            parse_storage(t, &path, &mut config.storage, &mut p);
+        }
         if let Some((t, path)) = root.table("testing", &mut p) {
             parse_testing(t, &path, &mut config.testing, &mut p);
         }
@@ -323,7 +420,10 @@ impl Config {
                     .insert(name, parse_service(t, &spath, declared, &mut p));
             }
         }
-        root.finish(&mut p, &["runtime", "enclave", "services", "testing"]);
+        root.finish(
+            &mut p,
+            &["runtime", "enclave", "storage", "services", "testing"],
+        );
         // Whole-file checks only make sense once every value parsed; unknown keys do not stand in
         // their way, so a file's problems are all reported in one pass.
         if p.values_read() {

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::problems::{Fields, Problems, join};
 use super::{
-    EnclaveConfig, LogFormat, MAX_REQUEST_TIMEOUT, MIN_REQUEST_TIMEOUT, Platform, RuntimeConfig,
-    SyntheticConfig, TestingConfig,
+    DatabaseUrl, EnclaveConfig, LogFormat, MAX_REQUEST_TIMEOUT, MIN_REQUEST_TIMEOUT, Platform,
+    RuntimeConfig, StorageBackend, StorageConfig, SyntheticConfig, TestingConfig,
 };
 use crate::name::ServiceName;
 use crate::spec::{Kind, Priority, Spec};
@@ -164,6 +164,89 @@ pub(super) fn parse_enclave(
             "security_version",
         ],
     );
+}
+
+/// The backends `[storage] backend` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BackendName {
+    Redb,
+    Postgres,
+}
+
+pub(super) fn parse_storage(
+    t: &toml::Table,
+    path: &str,
+    out: &mut StorageConfig,
+    p: &mut Problems,
+) {
+    let mut f = Fields::new(t, path);
+    let backend = f.choice(
+        "backend",
+        &[
+            ("redb", BackendName::Redb),
+            ("postgres", BackendName::Postgres),
+        ],
+        p,
+    );
+    let url_path = f.path_of("database_url");
+    let file_path = f.path_of("database_url_file");
+    let mut nonempty = |f: &mut Fields, key: &str| match f.string(key, p) {
+        Some((s, path)) if s.trim().is_empty() => {
+            p.push(&path, "must not be empty");
+            None
+        }
+        Some((s, _)) => Some(s),
+        None => None,
+    };
+    let url = nonempty(&mut f, "database_url");
+    let file = nonempty(&mut f, "database_url_file");
+    f.finish(p, &["backend", "database_url", "database_url_file"]);
+    match backend.unwrap_or(BackendName::Redb) {
+        BackendName::Redb => {
+            for (given, path) in [(url.is_some(), &url_path), (file.is_some(), &file_path)] {
+                if given {
+                    p.push(path, "only with backend = \"postgres\"");
+                }
+            }
+        }
+        BackendName::Postgres => {
+            let database_url = match (url, file) {
+                (Some(url), None) => {
+                    if !(url.starts_with("postgres://")
+                        || url.starts_with("postgresql://")
+                        || url.contains('='))
+                    {
+                        p.push(
+                            &url_path,
+                            "expected a PostgreSQL URL like \"postgres://user@host:5432/dbname\" \
+                             (or the key=value form)",
+                        );
+                        return;
+                    }
+                    DatabaseUrl::Inline(url)
+                }
+                (None, Some(file)) => DatabaseUrl::File(PathBuf::from(file)),
+                (Some(_), Some(_)) => {
+                    p.push(path, "give database_url or database_url_file, not both");
+                    return;
+                }
+                // One was given but is unusable: that is reported already.
+                (None, None)
+                    if t.contains_key("database_url") || t.contains_key("database_url_file") =>
+                {
+                    return;
+                }
+                (None, None) => {
+                    p.push(
+                        path,
+                        "backend = \"postgres\" needs database_url or database_url_file",
+                    );
+                    return;
+                }
+            };
+            out.backend = StorageBackend::Postgres { database_url };
+        }
+    }
 }
 
 pub(super) fn parse_testing(

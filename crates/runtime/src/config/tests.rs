@@ -30,6 +30,100 @@ fn empty_file_is_the_defaults() {
     assert_eq!(Config::parse("", &catalog()), Ok(Config::default()));
 }
 
+/// `[storage]`: redb by default; PostgreSQL with exactly one of the URL and the URL's file; each
+/// mistake reported with its path. The URL is never shown.
+#[test]
+fn the_storage_backend_is_redb_or_postgres_with_one_url() {
+    let parse = |text: &str| {
+        Config::parse(text, &catalog())
+            .expect("valid")
+            .storage
+            .backend
+    };
+    assert_eq!(
+        parse("[storage]\nbackend = \"redb\"\n"),
+        StorageBackend::Redb
+    );
+    let inline =
+        parse("[storage]\nbackend = \"postgres\"\ndatabase_url = \"postgres://u:pw@db/c\"\n");
+    assert_eq!(
+        inline,
+        StorageBackend::Postgres {
+            database_url: DatabaseUrl::Inline("postgres://u:pw@db/c".into())
+        }
+    );
+    let as_json = serde_json::to_value(StorageConfig {
+        backend: inline.clone(),
+    })
+    .expect("json");
+    assert_eq!(
+        as_json,
+        serde_json::json!({"backend": "postgres", "database_url": {"inline": "(set)"}})
+    );
+    let shown = format!("{inline:?} {as_json}");
+    assert!(!shown.contains("pw"), "{shown}");
+    assert_eq!(
+        parse("[storage]\nbackend = \"postgres\"\ndatabase_url_file = \"/run/secrets/db\"\n"),
+        StorageBackend::Postgres {
+            database_url: DatabaseUrl::File("/run/secrets/db".into())
+        }
+    );
+    check(
+        "[storage]\nbackend = \"postgres\"\n",
+        &["storage: backend = \"postgres\" needs database_url or database_url_file"],
+    );
+    check(
+        "[storage]\nbackend = \"postgres\"\ndatabase_url = \"postgres://a/b\"\ndatabase_url_file = \"/f\"\n",
+        &["storage: give database_url or database_url_file, not both"],
+    );
+    check(
+        "[storage]\ndatabase_url = \"postgres://a/b\"\n",
+        &["storage.database_url: only with backend = \"postgres\""],
+    );
+    check(
+        "[storage]\nbackend = \"postgres\"\ndatabase_url = \"mysql://a/b\"\n",
+        &[
+            "storage.database_url: expected a PostgreSQL URL like \"postgres://user@host:5432/dbname\" (or the key=value form)",
+        ],
+    );
+    check(
+        "[storage]\nbackend = \"postgres\"\ndatabase_url_file = \" \"\n",
+        &["storage.database_url_file: must not be empty"],
+    );
+    check(
+        "[storage]\nbackend = \"sqlite\"\nurl = \"x\"\n",
+        &[
+            "storage.backend: \"sqlite\" is not one of: redb, postgres",
+            "storage.url: unknown key (expected one of: backend, database_url, database_url_file)",
+        ],
+    );
+}
+
+#[test]
+fn a_database_url_file_is_read_with_its_trailing_newline_trimmed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("url");
+    std::fs::write(&path, "postgres://u@h/db\n").expect("write");
+    assert_eq!(
+        DatabaseUrl::File(path.clone()).read(),
+        Ok("postgres://u@h/db".to_owned())
+    );
+    std::fs::write(&path, "\n").expect("write");
+    let empty = DatabaseUrl::File(path.clone())
+        .read()
+        .expect_err("empty")
+        .to_string();
+    assert!(
+        empty.contains("storage.database_url_file") && empty.contains("is empty"),
+        "{empty}"
+    );
+    let missing = DatabaseUrl::File(dir.path().join("nope"))
+        .read()
+        .expect_err("missing")
+        .to_string();
+    assert!(missing.contains("cannot read"), "{missing}");
+}
+
 /// The HTTP server's limits: read, and each out of its bounds reported with its path.
 #[test]
 fn the_servers_limits_are_read_within_their_bounds() {
@@ -259,6 +353,7 @@ fn every_problem_in_a_known_table_names_its_key() {
     let sections = [
         "runtime",
         "enclave",
+        "storage",
         "testing",
         "services.crypto",
         "services.crypto.health",
@@ -284,6 +379,8 @@ fn every_problem_in_a_known_table_names_its_key() {
         "window",
         "action",
         "fault_injection",
+        "backend",
+        "database_url",
         "bogus",
     ];
     let values = [

@@ -60,6 +60,30 @@ pub(crate) fn build_with(
     configure_crypto: impl FnOnce(&mut runtime::Spec),
     configure: impl FnOnce(&mut runtime::Spec),
 ) -> Fixture {
+    build_on(
+        dir,
+        storage::Backend::Redb,
+        accept,
+        configure_crypto,
+        configure,
+    )
+}
+
+/// The backend on the private PostgreSQL server `pg`.
+pub(crate) fn postgres(pg: &test_support::postgres::Postgres) -> storage::Backend {
+    storage::Backend::Postgres(Box::new(
+        storage::postgres::Target::parse(&pg.url()).expect("url"),
+    ))
+}
+
+/// As [`build_with`], with the records in `backend`.
+pub(crate) fn build_on(
+    dir: &Path,
+    backend: storage::Backend,
+    accept: Option<u64>,
+    configure_crypto: impl FnOnce(&mut runtime::Spec),
+    configure: impl FnOnce(&mut runtime::Spec),
+) -> Fixture {
     let platform = platform(dir);
     let journal = Journal::in_memory();
     let mut b = Builder::new(journal.clone());
@@ -72,7 +96,9 @@ pub(crate) fn build_with(
     spec.recovery.strategy = runtime::Strategy::Manual;
     configure(&mut spec);
     let storage = b.add_with_spec(
-        Storage::new(dir, platform, crypto).accept_rollback(accept),
+        Storage::new(dir, platform, crypto)
+            .with_backend(backend)
+            .accept_rollback(accept),
         spec,
     );
     let rt = b.start().expect("start");
@@ -87,6 +113,20 @@ pub(crate) fn build_with(
 /// Starts storage and waits until it is ready; if it fails instead, the test fails with its reason.
 pub(crate) async fn start(dir: &Path, accept: Option<u64>) -> Fixture {
     let f = build(dir, accept, |_| {});
+    tokio::select! {
+        () = ready(&f.rt) => {}
+        reason = failure(&f.journal) => panic!("storage failed to start: {reason}"),
+    }
+    f
+}
+
+/// As [`start`], with the records in `backend`.
+pub(crate) async fn start_on(
+    dir: &Path,
+    backend: storage::Backend,
+    accept: Option<u64>,
+) -> Fixture {
+    let f = build_on(dir, backend, accept, |_| {}, |_| {});
     tokio::select! {
         () = ready(&f.rt) => {}
         reason = failure(&f.journal) => panic!("storage failed to start: {reason}"),

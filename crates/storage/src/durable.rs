@@ -1,0 +1,74 @@
+//! When a commit counts: the freshness counter advanced after the database took it, and a commit
+//! whose outcome is unknown (PostgreSQL's connection broke mid-commit) settled before the next one.
+
+use super::{Fatal, State};
+use crate::Error;
+use crate::quota::Usages;
+
+impl State<'_> {
+    /// After commit `seq` was `written`, advances the freshness counter to `seq`: only then is
+    /// the commit acknowledged. A failed commit whose outcome is unknown leaves the state
+    /// unsettled ([`State::settle`]).
+    pub(super) async fn count<T>(
+        &mut self,
+        seq: u64,
+        written: Result<T, Error>,
+    ) -> Result<T, Fatal> {
+        let written = match written {
+            Ok(written) => written,
+            Err(e) => {
+                if self.store.outcome_unknown(&e) {
+                    self.unsettled = true;
+                }
+                return Err(Fatal::No(e));
+            }
+        };
+        self.advance_counter(seq).await?;
+        Ok(written)
+    }
+
+    /// Advances the freshness counter by one, to `seq`, off the async workers (it syncs).
+    pub(super) async fn advance_counter(&self, seq: u64) -> Result<(), Fatal> {
+        let counters = self.storage.counters.clone();
+        let platform = self.storage.platform.clone();
+        let name = self.storage.counter();
+        tokio::task::spawn_blocking(move || {
+            let counter = counters
+                .advance(&*platform, name)
+                .map_err(|e| Fatal::Yes(format!("advancing the freshness counter: {e}")))?;
+            if counter != seq {
+                return Err(Fatal::Yes(format!(
+                    "the freshness counter moved to {counter}, expected {seq}: another writer?"
+                )));
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| Err(Fatal::Yes(format!("the counter task: {e}"))))
+    }
+
+    /// After a commit whose outcome was unknown: reads the database's commit number. If that
+    /// commit landed, the counter catches up with it (its requests were answered as unavailable;
+    /// a retry writes again, at a later version); if it did not, nothing changes. Any other number
+    /// means another writer, and ends the incarnation.
+    pub(super) async fn settle(&mut self) -> Result<(), Fatal> {
+        if !self.unsettled {
+            return Ok(());
+        }
+        let found = self.store.seq().await.map_err(Fatal::No)?;
+        if found == self.seq + 1 {
+            self.advance_counter(found).await?;
+            self.seq = found;
+            // What the namespaces hold changed unseen: read again when next written.
+            self.usages = Usages::default();
+        } else if found != self.seq {
+            return Err(Fatal::Yes(format!(
+                "the database is at commit {found}, and this node's last commit was {}: another \
+                 writer?",
+                self.seq
+            )));
+        }
+        self.unsettled = false;
+        Ok(())
+    }
+}

@@ -1,0 +1,582 @@
+//! The PostgreSQL layer: the same records as the redb path, in three tables, through a small pool
+//! of connections and prepared statements.
+//!
+//! - `storage_values`: `(namespace, key)` → record, the bytes `db.rs` stores (format | version |
+//!   AES-GCM ciphertext from the crypto service). Namespace and key are `bytea` so they order as
+//!   the redb path orders them (bytewise) and hold any string; they are plaintext, as in redb:
+//!   listing by prefix needs them in order.
+//! - `storage_namespaces`: namespace → the id of its key in the crypto service.
+//! - `storage_commit`: one row, the number of the last commit. Every commit moves it from `n` to
+//!   `n + 1` in the same transaction as its data, and fails if it is not at `n` (another writer).
+//!
+//! `cloister_schema` records which migrations ran; [`Pg::connect`] applies the missing ones at
+//! start, idempotently, under a lock.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+use crate::Error;
+use crate::db::{Change, DbError, Listed, Record, Usage};
+
+/// The longest one database operation may take, if the request's own deadline is not sooner.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections at most: the service has one writer, and reads are served one at a time.
+const POOL_SIZE: usize = 4;
+
+/// The migrations, in order; `cloister_schema` holds how many ran. Never edit one that shipped:
+/// add the next.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE storage_commit (
+        id boolean PRIMARY KEY DEFAULT true CHECK (id),
+        seq bigint NOT NULL CHECK (seq >= 0)
+    );
+    INSERT INTO storage_commit (id, seq) VALUES (true, 0);
+    CREATE TABLE storage_namespaces (
+        namespace bytea PRIMARY KEY,
+        key_id text NOT NULL
+    );
+    CREATE TABLE storage_values (
+        namespace bytea NOT NULL,
+        key bytea NOT NULL,
+        record bytea NOT NULL,
+        PRIMARY KEY (namespace, key)
+    );
+"];
+
+/// A PostgreSQL database to store in: a parsed connection URL (`postgres://user@host:port/db`, or
+/// the `key=value` form). Its `Debug` does not show the password.
+#[derive(Clone)]
+pub struct Target(tokio_postgres::Config);
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("hosts", &self.0.get_hosts())
+            .field("ports", &self.0.get_ports())
+            .field("dbname", &self.0.get_dbname())
+            .field("user", &self.0.get_user())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A database URL that cannot be used; the message says why, without the URL (it may hold a
+/// password).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the database URL {0}")]
+pub struct BadTarget(String);
+
+impl Target {
+    /// Parses a connection URL. TLS to the database is not supported yet: a URL that requires it
+    /// (`sslmode=require`) is refused here rather than failing at every connection.
+    pub fn parse(url: &str) -> Result<Target, BadTarget> {
+        let url = url.trim();
+        if url.is_empty() {
+            return Err(BadTarget("is empty".into()));
+        }
+        let config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| BadTarget(format!("is not a PostgreSQL URL: {e}")))?;
+        if config.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(BadTarget(
+                "asks for sslmode=require, and this build connects without TLS: reach the \
+                 database over a private network or a unix socket, and drop sslmode"
+                    .into(),
+            ));
+        }
+        if config.get_hosts().is_empty() {
+            return Err(BadTarget("names no host".into()));
+        }
+        if config.get_dbname().is_none() {
+            return Err(BadTarget("names no database".into()));
+        }
+        Ok(Target(config))
+    }
+}
+
+/// Whether a failure is the database being out of reach (a retry may succeed) or something else.
+fn classify(e: &tokio_postgres::Error) -> Error {
+    use tokio_postgres::error::SqlState;
+    match e.code() {
+        // No server-side error: the connection closed, could not be made, or timed out.
+        None => Error::Unavailable(e.to_string()),
+        Some(code)
+            if code.code().starts_with("08")
+                || *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+                || *code == SqlState::TOO_MANY_CONNECTIONS =>
+        {
+            Error::Unavailable(e.to_string())
+        }
+        Some(_) => Error::Database(DbError(match e.as_db_error() {
+            Some(db) => format!("PostgreSQL: {}", db.message()),
+            None => e.to_string(),
+        })),
+    }
+}
+
+fn pool_error(e: deadpool_postgres::PoolError) -> Error {
+    match e {
+        deadpool_postgres::PoolError::Backend(e) => classify(&e),
+        other => Error::Unavailable(other.to_string()),
+    }
+}
+
+/// Runs `work` within the operation timeout (or the request's deadline, if sooner): a database
+/// that does not answer is unavailable, never a hang.
+async fn bounded<T>(work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    let limit = tokio::time::Instant::now() + OPERATION_TIMEOUT;
+    let until =
+        runtime::deadline::earliest(Some(limit), runtime::deadline::current()).unwrap_or(limit);
+    tokio::time::timeout_at(until, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Unavailable(
+                "the database did not answer in time".into(),
+            ))
+        })
+}
+
+fn as_i64(n: u64) -> Result<i64, Error> {
+    i64::try_from(n)
+        .map_err(|_| Error::Internal(format!("commit number {n} is past PostgreSQL's bigint")))
+}
+
+fn as_u64(n: i64) -> Result<u64, Error> {
+    u64::try_from(n).map_err(|_| {
+        Error::Database(DbError(format!(
+            "a negative number ({n}) where a count or commit number belongs"
+        )))
+    })
+}
+
+/// The smallest byte string above every string that starts with `prefix` (UTF-8 never holds
+/// 0xFF, so the last byte can always be raised); `None` for the empty prefix.
+fn prefix_end(prefix: &str) -> Option<Vec<u8>> {
+    let mut end = prefix.as_bytes().to_vec();
+    let last = end.pop()?;
+    end.push(last + 1);
+    Some(end)
+}
+
+/// The PostgreSQL store: a pool, connected and migrated.
+pub(crate) struct Pg {
+    pool: Pool,
+    /// Why the last operation found the database out of reach; `None` once one succeeds.
+    outage: std::sync::Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Pg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pg")
+            .field("pool", &self.pool.status())
+            .finish()
+    }
+}
+
+impl Pg {
+    /// A pool to `target`, with the schema brought up to date. Connections are made when needed
+    /// and made again after the database comes back.
+    pub(crate) async fn connect(target: &Target) -> Result<Pg, Error> {
+        let mut config = target.0.clone();
+        config.connect_timeout(OPERATION_TIMEOUT);
+        config.application_name("cloister");
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(OPERATION_TIMEOUT))
+            .create_timeout(Some(OPERATION_TIMEOUT))
+            .recycle_timeout(Some(OPERATION_TIMEOUT))
+            .build()
+            .map_err(|e| Error::Internal(format!("the connection pool: {e}")))?;
+        let pg = Pg {
+            pool,
+            outage: std::sync::Mutex::new(None),
+        };
+        bounded(pg.migrate()).await?;
+        Ok(pg)
+    }
+
+    /// As [`bounded`], remembering whether the database answered (for the service's health).
+    async fn bounded<T>(&self, work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        let result = bounded(work).await;
+        let mut outage = self.outage.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Err(Error::Unavailable(why)) => *outage = Some(why.clone()),
+            _ => *outage = None,
+        }
+        result
+    }
+
+    /// Why the database is out of reach, if the last operation found it so.
+    pub(crate) fn outage(&self) -> Option<String> {
+        self.outage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, Error> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    /// Applies the migrations this build knows and the database has not seen, in one
+    /// transaction under a lock (two nodes starting at once migrate once).
+    async fn migrate(&self) -> Result<(), Error> {
+        let mut client = self.client().await?;
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS cloister_schema (
+                     version integer PRIMARY KEY,
+                     applied_at timestamptz NOT NULL DEFAULT now()
+                 )",
+            )
+            .await
+            .map_err(|e| classify(&e))?;
+        let tx = client.transaction().await.map_err(|e| classify(&e))?;
+        tx.batch_execute("LOCK TABLE cloister_schema IN EXCLUSIVE MODE")
+            .await
+            .map_err(|e| classify(&e))?;
+        let row = tx
+            .query_one("SELECT coalesce(max(version), 0) FROM cloister_schema", &[])
+            .await
+            .map_err(|e| classify(&e))?;
+        let at: i32 = row.get(0);
+        let known = MIGRATIONS.len() as i32;
+        if at > known {
+            return Err(Error::Database(DbError(format!(
+                "the database's schema is at version {at}, newer than this build knows ({known}): \
+                 a newer Cloister wrote it"
+            ))));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(at as usize) {
+            tx.batch_execute(sql).await.map_err(|e| classify(&e))?;
+            tx.execute(
+                "INSERT INTO cloister_schema (version) VALUES ($1)",
+                &[&(i as i32 + 1)],
+            )
+            .await
+            .map_err(|e| classify(&e))?;
+        }
+        tx.commit().await.map_err(|e| classify(&e))
+    }
+
+    /// The number of the last commit.
+    pub(crate) async fn seq(&self) -> Result<u64, Error> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let st = client
+                .prepare_cached("SELECT seq FROM storage_commit")
+                .await
+                .map_err(|e| classify(&e))?;
+            let row = client.query_one(&st, &[]).await.map_err(|e| classify(&e))?;
+            as_u64(row.get(0))
+        })
+        .await
+    }
+
+    /// Sets the commit number to `to` (an operator's accept: no number is ever reused).
+    pub(crate) async fn set_seq(&self, to: u64) -> Result<(), Error> {
+        self.bounded(async {
+            let client = self.client().await?;
+            client
+                .execute("UPDATE storage_commit SET seq = $1", &[&as_i64(to)?])
+                .await
+                .map_err(|e| classify(&e))?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn namespace_key(&self, namespace: &str) -> Result<Option<String>, Error> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let st = client
+                .prepare_cached("SELECT key_id FROM storage_namespaces WHERE namespace = $1")
+                .await
+                .map_err(|e| classify(&e))?;
+            let row = client
+                .query_opt(&st, &[&namespace.as_bytes()])
+                .await
+                .map_err(|e| classify(&e))?;
+            Ok(row.map(|r| r.get(0)))
+        })
+        .await
+    }
+
+    pub(crate) async fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let st = client
+                .prepare_cached(
+                    "SELECT record FROM storage_values WHERE namespace = $1 AND key = $2",
+                )
+                .await
+                .map_err(|e| classify(&e))?;
+            let row = client
+                .query_opt(&st, &[&namespace.as_bytes(), &key.as_bytes()])
+                .await
+                .map_err(|e| classify(&e))?;
+            Ok(row.map(|r| r.get(0)))
+        })
+        .await
+    }
+
+    /// As `Db::list`: up to `limit` keys of `namespace` starting with `prefix`, strictly after
+    /// `after`, in byte order; and whether more follow.
+    pub(crate) async fn list(
+        &self,
+        namespace: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Listed>, bool), Error> {
+        self.bounded(async {
+            let client = self.client().await?;
+            // The record's first 9 bytes are its format and version: the ciphertext stays put.
+            let st = client
+                .prepare_cached(
+                    "SELECT key, substring(record FROM 1 FOR 9) FROM storage_values
+                     WHERE namespace = $1 AND key >= $2 AND ($3::bytea IS NULL OR key < $3)
+                       AND ($4::bytea IS NULL OR key > $4)
+                     ORDER BY key LIMIT $5",
+                )
+                .await
+                .map_err(|e| classify(&e))?;
+            let end = prefix_end(prefix);
+            let rows = client
+                .query(
+                    &st,
+                    &[
+                        &namespace.as_bytes(),
+                        &prefix.as_bytes(),
+                        &end.as_deref(),
+                        &after.map(str::as_bytes),
+                        &(limit as i64 + 1),
+                    ],
+                )
+                .await
+                .map_err(|e| classify(&e))?;
+            let more = rows.len() > limit;
+            let mut out = Vec::with_capacity(rows.len().min(limit));
+            for row in rows.into_iter().take(limit) {
+                let key: Vec<u8> = row.get(0);
+                let head: Vec<u8> = row.get(1);
+                let key = String::from_utf8(key).map_err(|_| {
+                    Error::Database(DbError(format!(
+                        "a key in namespace {namespace:?} is not UTF-8: the row was written by \
+                         something other than Cloister"
+                    )))
+                })?;
+                // A damaged record still lists (with version 0): reading it names the damage.
+                out.push(Listed {
+                    key,
+                    version: Record::version_of(&head).unwrap_or(0),
+                });
+            }
+            Ok((out, more))
+        })
+        .await
+    }
+
+    /// What `namespace` holds: its keys, and their bytes as stored (key and record).
+    pub(crate) async fn usage(&self, namespace: &str) -> Result<Usage, Error> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let st = client
+                .prepare_cached(
+                    "SELECT count(*), coalesce(sum(length(key) + length(record)), 0)::bigint
+                     FROM storage_values WHERE namespace = $1",
+                )
+                .await
+                .map_err(|e| classify(&e))?;
+            let row = client
+                .query_one(&st, &[&namespace.as_bytes()])
+                .await
+                .map_err(|e| classify(&e))?;
+            Ok(Usage {
+                keys: as_u64(row.get(0))?,
+                bytes: as_u64(row.get(1))?,
+            })
+        })
+        .await
+    }
+
+    /// The bytes one stored entry takes (key and record), if it exists.
+    pub(crate) async fn entry_bytes(
+        &self,
+        namespace: &str,
+        key: &str,
+    ) -> Result<Option<u64>, Error> {
+        self.bounded(async {
+            let client = self.client().await?;
+            let st = client
+                .prepare_cached(
+                    "SELECT (length(key) + length(record))::bigint FROM storage_values
+                     WHERE namespace = $1 AND key = $2",
+                )
+                .await
+                .map_err(|e| classify(&e))?;
+            let row = client
+                .query_opt(&st, &[&namespace.as_bytes(), &key.as_bytes()])
+                .await
+                .map_err(|e| classify(&e))?;
+            row.map(|r| as_u64(r.get(0))).transpose()
+        })
+        .await
+    }
+
+    /// Commits `changes` and `new_namespaces` as commit `seq`, in one transaction that also moves
+    /// the commit number from `seq - 1` to `seq`. Deletes of absent keys are no-ops.
+    pub(crate) async fn commit(
+        &self,
+        seq: u64,
+        new_namespaces: &[(String, String)],
+        changes: &[Change],
+    ) -> Result<(), Error> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let advance = client
+                .prepare_cached("UPDATE storage_commit SET seq = $1 WHERE seq = $2")
+                .await
+                .map_err(|e| classify(&e))?;
+            let upsert_namespace = client
+                .prepare_cached(
+                    "INSERT INTO storage_namespaces (namespace, key_id) VALUES ($1, $2)
+                     ON CONFLICT (namespace) DO UPDATE SET key_id = EXCLUDED.key_id",
+                )
+                .await
+                .map_err(|e| classify(&e))?;
+            let put = client
+                .prepare_cached(
+                    "INSERT INTO storage_values (namespace, key, record) VALUES ($1, $2, $3)
+                     ON CONFLICT (namespace, key) DO UPDATE SET record = EXCLUDED.record",
+                )
+                .await
+                .map_err(|e| classify(&e))?;
+            let delete = client
+                .prepare_cached("DELETE FROM storage_values WHERE namespace = $1 AND key = $2")
+                .await
+                .map_err(|e| classify(&e))?;
+            let tx = client.transaction().await.map_err(|e| classify(&e))?;
+            advance_commit(&tx, &advance, seq).await?;
+            for (namespace, key_id) in new_namespaces {
+                tx.execute(&upsert_namespace, &[&namespace.as_bytes(), key_id])
+                    .await
+                    .map_err(|e| classify(&e))?;
+            }
+            for change in changes {
+                let done = match change {
+                    Change::Put {
+                        namespace,
+                        key,
+                        record,
+                    } => {
+                        tx.execute(&put, &[&namespace.as_bytes(), &key.as_bytes(), record])
+                            .await
+                    }
+                    Change::Delete { namespace, key } => {
+                        tx.execute(&delete, &[&namespace.as_bytes(), &key.as_bytes()])
+                            .await
+                    }
+                };
+                done.map_err(|e| classify(&e))?;
+            }
+            tx.commit().await.map_err(|e| classify(&e))
+        })
+        .await
+    }
+
+    /// Deletes every value of `namespace` and its key mapping, as commit `seq`; answers how many
+    /// values there were.
+    pub(crate) async fn drop_namespace(&self, seq: u64, namespace: &str) -> Result<usize, Error> {
+        self.bounded(async {
+            let mut client = self.client().await?;
+            let advance = client
+                .prepare_cached("UPDATE storage_commit SET seq = $1 WHERE seq = $2")
+                .await
+                .map_err(|e| classify(&e))?;
+            let tx = client.transaction().await.map_err(|e| classify(&e))?;
+            advance_commit(&tx, &advance, seq).await?;
+            let dropped = tx
+                .execute(
+                    "DELETE FROM storage_values WHERE namespace = $1",
+                    &[&namespace.as_bytes()],
+                )
+                .await
+                .map_err(|e| classify(&e))?;
+            tx.execute(
+                "DELETE FROM storage_namespaces WHERE namespace = $1",
+                &[&namespace.as_bytes()],
+            )
+            .await
+            .map_err(|e| classify(&e))?;
+            tx.commit().await.map_err(|e| classify(&e))?;
+            Ok(dropped as usize)
+        })
+        .await
+    }
+}
+
+/// Moves the commit number from `seq - 1` to `seq` in `tx`; another writer moved it otherwise.
+async fn advance_commit(
+    tx: &deadpool_postgres::Transaction<'_>,
+    advance: &tokio_postgres::Statement,
+    seq: u64,
+) -> Result<(), Error> {
+    let previous = seq
+        .checked_sub(1)
+        .ok_or_else(|| Error::Internal("commit 0 is never written".into()))?;
+    let moved = tx
+        .execute(advance, &[&as_i64(seq)?, &as_i64(previous)?])
+        .await
+        .map_err(|e| classify(&e))?;
+    if moved != 1 {
+        return Err(Error::Database(DbError(format!(
+            "the database's commit number is no longer {previous}: another writer changed it"
+        ))));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_ends_where_its_last_byte_is_raised() {
+        assert_eq!(prefix_end(""), None);
+        assert_eq!(prefix_end("a/").as_deref(), Some(&b"a0"[..]));
+        assert_eq!(prefix_end("é").as_deref(), Some(&[0xc3, 0xaa][..]));
+    }
+
+    #[test]
+    fn targets_are_parsed_once_with_a_reason_for_each_refusal() {
+        assert!(Target::parse("postgres://u@127.0.0.1:5432/db").is_ok());
+        assert!(Target::parse("host=/run/pg dbname=db user=u").is_ok());
+        for (url, reason) in [
+            ("", "is empty"),
+            ("\n", "is empty"),
+            ("mysql://x", "is not a PostgreSQL URL"),
+            ("postgres://u@h/db?sslmode=require", "sslmode=require"),
+            ("postgres://u@127.0.0.1", "names no database"),
+        ] {
+            let e = Target::parse(url).expect_err(url).to_string();
+            assert!(e.contains(reason), "{url:?}: {e}");
+        }
+        let shown = format!(
+            "{:?}",
+            Target::parse("postgres://u:hunter2@h/db").expect("ok")
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+}
