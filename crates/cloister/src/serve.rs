@@ -508,7 +508,7 @@ async fn serve(start: Start) -> anyhow::Result<Ended> {
     let grace = config.runtime.shutdown_grace;
     let escalation_grace = config.runtime.escalation_grace;
     let mut readiness = runtime.client().readiness();
-    let state = api::AppState {
+    let state = api::AppState::new(api::Shared {
         client: runtime.client(),
         admin_token: Arc::from(token.as_str()),
         config: Arc::new(config),
@@ -522,7 +522,7 @@ async fn serve(start: Start) -> anyhow::Result<Ended> {
         oracle: services.oracle,
         ai: services.ai,
         shutdown: shutdown.clone(),
-    };
+    });
     {
         let mut out = std::io::stdout().lock();
         let identity = platform.identity();

@@ -156,7 +156,7 @@ pub async fn start(setup: Setup) -> Harness {
         Arc::new(|_: &mut runtime::config::Config| {}),
         CancellationToken::new(),
     );
-    let state = api::AppState {
+    let state = api::AppState::new(api::Shared {
         client: runtime.client(),
         admin_token: Arc::from(TOKEN),
         config: Arc::new(config),
@@ -170,7 +170,7 @@ pub async fn start(setup: Setup) -> Harness {
         oracle: services.oracle,
         ai: services.ai,
         shutdown: CancellationToken::new(),
-    };
+    });
     Harness {
         app: api::router(state),
         runtime,
