@@ -197,6 +197,70 @@ impl Secret {
     }
 }
 
+/// An AES-256-GCM key's versions, lent inside the process for decryption only, so that a caller
+/// that reads often (the storage service, on every read) decrypts without a bus hop to this
+/// service. It cannot encrypt: encryptions are counted against each version's budget here, so they
+/// stay requests. It has no serialized form and shows no material; the key schedules are wiped when
+/// the last clone is dropped. A key rotated after it was lent has versions it does not hold
+/// ([`Opener::holds`]): ask for a new one.
+#[derive(Clone)]
+pub struct Opener {
+    versions: std::sync::Arc<[(u32, Aes256Gcm)]>,
+}
+
+impl std::fmt::Debug for Opener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let versions: Vec<u32> = self.versions.iter().map(|(v, _)| *v).collect();
+        f.debug_struct("Opener")
+            .field("versions", &versions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Opener {
+    pub(crate) fn new(versions: &[Version]) -> Result<Opener, Error> {
+        let versions = versions
+            .iter()
+            .map(|v| {
+                Aes256Gcm::new_from_slice(v.secret.bytes.as_slice())
+                    .map(|cipher| (v.version, cipher))
+                    .map_err(|_| Error::Internal("AES key size".into()))
+            })
+            .collect::<Result<_, Error>>()?;
+        Ok(Opener { versions })
+    }
+
+    /// Whether this opener holds the key version `ciphertext` names (false for one too short to
+    /// be a ciphertext).
+    pub fn holds(&self, ciphertext: &[u8]) -> bool {
+        ciphertext_version(ciphertext).is_ok_and(|version| self.cipher(version).is_some())
+    }
+
+    /// Decrypts as the service's `Decrypt` does: [`Error::ShortCiphertext`] for a ciphertext too
+    /// short to be one, [`Error::Integrity`] for one that fails its tag or names a version this
+    /// opener does not hold.
+    pub fn open(&self, ciphertext: &[u8], aad: &[u8]) -> Result<Vec<u8>, Error> {
+        let version = ciphertext_version(ciphertext)?;
+        let cipher = self.cipher(version).ok_or(Error::Integrity)?;
+        cipher
+            .decrypt(
+                Nonce::from_slice(&ciphertext[4..16]),
+                Payload {
+                    msg: &ciphertext[16..],
+                    aad,
+                },
+            )
+            .map_err(|_| Error::Integrity)
+    }
+
+    fn cipher(&self, version: u32) -> Option<&Aes256Gcm> {
+        self.versions
+            .iter()
+            .find(|(v, _)| *v == version)
+            .map(|(_, c)| c)
+    }
+}
+
 /// The key version a ciphertext names, if it is long enough to be one of ours.
 pub(crate) fn ciphertext_version(ciphertext: &[u8]) -> Result<u32, Error> {
     if ciphertext.len() < 4 + 12 + 16 {

@@ -18,7 +18,7 @@ use runtime::{Classify, ErrorKind, Reply, ServiceName};
 use serde::Serialize;
 
 pub use fresh::StaleKeystore;
-pub use keys::AES_GCM_MAX_ENCRYPTIONS;
+pub use keys::{AES_GCM_MAX_ENCRYPTIONS, Opener};
 pub use service::{Crypto, MAX_ENCRYPTIONS, MAX_KEYS};
 
 pub use keys::Algorithm;
@@ -169,6 +169,13 @@ pub enum Request {
         aad: Vec<u8>,
         reply: Answer<Vec<u8>>,
     },
+    /// The key's versions as an [`Opener`], for decrypting inside the process without a request
+    /// per ciphertext (an AES-256-GCM key only).
+    Lend {
+        owner: String,
+        id: String,
+        reply: Answer<Opener>,
+    },
     /// A new AES-256-GCM key derived with HKDF-SHA256 from the current version of `id`.
     Derive {
         owner: String,
@@ -199,6 +206,7 @@ impl runtime::bus::Operation for Request {
             Request::Verify { .. } => "verify",
             Request::Encrypt { .. } => "encrypt",
             Request::Decrypt { .. } => "decrypt",
+            Request::Lend { .. } => "lend",
             Request::Derive { .. } => "derive",
             Request::Rotate { .. } => "rotate",
             Request::Delete { .. } => "delete",

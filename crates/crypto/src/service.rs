@@ -332,6 +332,15 @@ impl State<'_> {
                     v.secret.decrypt(&ciphertext, &aad)
                 }));
             }
+            Request::Lend { owner, id, reply } => {
+                reply.send(self.find(&owner, &id).and_then(|i| {
+                    let k = &self.keys[i];
+                    if k.algorithm != Algorithm::Aes256gcm {
+                        return Err(Error::wrong_kind(k.algorithm, "decrypt"));
+                    }
+                    keys::Opener::new(&k.versions)
+                }));
+            }
             Request::Derive {
                 owner,
                 id,

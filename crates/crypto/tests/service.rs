@@ -556,3 +556,64 @@ async fn an_aes_key_rotates_at_its_encryption_bound_and_counts_across_restarts()
     assert_eq!(decrypt(&h, &key.id, &sealed[0]).await, [0]);
     rt.shutdown().await;
 }
+
+async fn lend(h: &crypto::Handle, owner: &str, id: &str) -> Result<crypto::Opener, Error> {
+    h.call(|reply| Request::Lend {
+        owner: owner.into(),
+        id: id.into(),
+        reply,
+    })
+    .await
+    .expect("call")
+}
+
+/// A lent opener decrypts what the service encrypted, exactly as its `Decrypt` would: the tag and
+/// the associated data are checked, and a version made after it was lent is one it does not hold
+/// (the holder asks again). Only an AES key of the caller's own is lent, and its Debug form shows
+/// no key material.
+#[tokio::test]
+async fn an_opener_decrypts_as_the_service_does_and_only_for_its_owner() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (rt, h, _) = start(dir.path()).await;
+    ready(&rt).await;
+    let key = generate(&h, OWNER, Algorithm::Aes256gcm).await;
+    let c1 = encrypt(&h, &key.id, b"first").await;
+    let opener = lend(&h, OWNER, &key.id).await.expect("lend");
+    assert!(opener.holds(&c1));
+    assert_eq!(opener.open(&c1, b"aad"), Ok(b"first".to_vec()));
+    assert_eq!(opener.open(&c1, b"other"), Err(Error::Integrity));
+    let mut flipped = c1.clone();
+    flipped[20] ^= 1;
+    assert_eq!(opener.open(&flipped, b"aad"), Err(Error::Integrity));
+    assert_eq!(opener.open(&[0; 7], b"aad"), Err(Error::ShortCiphertext(7)));
+    assert!(!opener.holds(&[0; 7]));
+
+    h.call(|reply| Request::Rotate {
+        owner: OWNER.into(),
+        id: key.id.clone(),
+        reply,
+    })
+    .await
+    .expect("call")
+    .expect("rotate");
+    let c2 = encrypt(&h, &key.id, b"second").await;
+    assert_eq!(version_of(&c2), 2);
+    assert!(!opener.holds(&c2), "lent before the rotation");
+    assert_eq!(opener.open(&c2, b"aad"), Err(Error::Integrity));
+    let again = lend(&h, OWNER, &key.id).await.expect("lend");
+    assert_eq!(again.open(&c1, b"aad"), Ok(b"first".to_vec()));
+    assert_eq!(again.open(&c2, b"aad"), Ok(b"second".to_vec()));
+
+    let debug = format!("{again:?}");
+    assert_eq!(debug, "Opener { versions: [1, 2], .. }");
+    assert!(matches!(
+        lend(&h, "mallory", &key.id).await,
+        Err(Error::NotFound(_))
+    ));
+    let signing = generate(&h, OWNER, Algorithm::Ed25519).await;
+    assert!(matches!(
+        lend(&h, OWNER, &signing.id).await,
+        Err(Error::WrongKind { .. })
+    ));
+    rt.shutdown().await;
+}

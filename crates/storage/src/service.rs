@@ -302,6 +302,9 @@ struct State<'a> {
     unsettled: bool,
     /// Namespace → crypto key id, as far as seen.
     namespace_keys: HashMap<String, String>,
+    /// Crypto key id → its versions, lent by the crypto service: reads decrypt here, without a
+    /// request to it per value (writes still ask it to encrypt, which counts each encryption).
+    openers: HashMap<String, crypto::Opener>,
     /// What the namespaces written so far hold, for their quotas.
     usages: Usages,
     storage: &'a Storage,
@@ -314,6 +317,7 @@ impl<'a> State<'a> {
             seq,
             unsettled: false,
             namespace_keys: HashMap::new(),
+            openers: HashMap::new(),
             usages: Usages::default(),
             storage,
         }
@@ -367,6 +371,9 @@ impl<'a> State<'a> {
                 self.seq = seq;
                 self.namespace_keys.remove(&namespace);
                 self.usages.forget(&namespace);
+                if let Some(id) = &key_id {
+                    self.openers.remove(id);
+                }
                 // No value refers to the key any more; without it, no copy of one can be read.
                 if let Some(id) = key_id {
                     let deleted = self
@@ -446,30 +453,55 @@ impl<'a> State<'a> {
         // A value without a namespace key can only be a record planted from elsewhere.
         let key_id = self.key_id(namespace).await?.ok_or_else(integrity)?;
         let aad = associated_data(namespace, key, record.version);
-        let data = self
-            .storage
-            .crypto
-            .call(|reply| crypto::Request::Decrypt {
-                owner: KEY_OWNER.into(),
-                id: key_id,
-                ciphertext: record.ciphertext,
-                aad,
-                reply,
-            })
-            .await
-            .map_err(unavailable)?
-            .map_err(|e| match e {
-                // The namespace's key id comes from the file too: a damaged one names no key.
-                crypto::Error::Integrity
-                | crypto::Error::BadInput(_)
-                | crypto::Error::NotFound(_)
-                | crypto::Error::WrongKind { .. } => integrity(),
-                other => Error::Internal(format!("the namespace key: {other}")),
-            })?;
+        let opener = self.opener(&key_id, &record.ciphertext, key).await?;
+        let data = opener.open(&record.ciphertext, &aad).map_err(|e| match e {
+            crypto::Error::Integrity | crypto::Error::ShortCiphertext(_) => integrity(),
+            other => Error::Internal(format!("the namespace key: {other}")),
+        })?;
         Ok(Value {
             data,
             version: record.version,
         })
+    }
+
+    /// The opener for key `id`, lent again when the one held lacks the version `ciphertext`
+    /// names (the key rotated since). A key the crypto service does not know, or not as an AES
+    /// key, can only be an id damaged or planted in the file: an integrity failure of `key`.
+    async fn opener(
+        &mut self,
+        id: &str,
+        ciphertext: &[u8],
+        key: &str,
+    ) -> Result<crypto::Opener, Error> {
+        if let Some(opener) = self.openers.get(id)
+            && opener.holds(ciphertext)
+        {
+            return Ok(opener.clone());
+        }
+        let opener = self
+            .storage
+            .crypto
+            .call(|reply| crypto::Request::Lend {
+                owner: KEY_OWNER.into(),
+                id: id.to_owned(),
+                reply,
+            })
+            .await
+            .map_err(unavailable)?;
+        match opener {
+            Ok(opener) => {
+                self.openers.insert(id.to_owned(), opener.clone());
+                Ok(opener)
+            }
+            Err(
+                crypto::Error::BadInput(_)
+                | crypto::Error::NotFound(_)
+                | crypto::Error::WrongKind { .. },
+            ) => Err(Error::Integrity {
+                key: key.to_owned(),
+            }),
+            Err(other) => Err(Error::Internal(format!("the namespace key: {other}"))),
+        }
     }
 
     async fn list(
