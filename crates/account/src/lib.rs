@@ -18,7 +18,7 @@ use runtime::{CallError, Classify, ErrorKind, Reply, ServiceName};
 use serde::Serialize;
 
 pub use address::{AddressError, neo_n3, neo_n3_script_hash};
-pub use gate::{AuthError, Directory, Gate, Principal};
+pub use gate::{AuthError, Directory, Gate, Principal, TokenDigest};
 pub use runtime::rate::Rate;
 pub use scope::{Area, Scope};
 pub use service::{Account, MAX_TOKENS, RATE_BURST, RATE_PER_SECOND};

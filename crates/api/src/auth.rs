@@ -3,24 +3,29 @@
 
 use std::time::Duration;
 
-use account::{Area, AuthError, Principal};
+use account::{Area, AuthError, Principal, TokenDigest};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
-use sha2::{Digest, Sha256};
 
 use crate::{ApiError, AppState};
 
-/// Compares digests so the time taken does not depend on where the tokens differ.
-pub(crate) fn token_matches(expected: &str, given: &str) -> bool {
-    let a = Sha256::digest(expected.as_bytes());
-    let b = Sha256::digest(given.as_bytes());
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
+/// The admin token, kept only as its digest: the secret itself is not in the server's state (nor
+/// in its `Debug`). A presented token is hashed once, compared with it in a time that does not
+/// depend on where they differ, and, when it is not the admin's, looked up by the same digest.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminToken(TokenDigest);
+
+impl AdminToken {
+    pub fn new(secret: &str) -> AdminToken {
+        AdminToken(TokenDigest::of(secret))
+    }
+
+    pub(crate) fn matches(&self, given: &TokenDigest) -> bool {
+        self.0.matches(given)
+    }
 }
 
 /// The bearer token of a request, or 401 saying how to send one.
@@ -54,12 +59,12 @@ pub(crate) async fn require_admin(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let token = bearer(&request, "the admin token")?;
-    if token_matches(&state.admin_token, &token) {
+    let token = TokenDigest::of(&bearer(&request, "the admin token")?);
+    if state.admin_token.matches(&token) {
         request.extensions_mut().insert(Caller::Admin);
         return Ok(next.run(request).await);
     }
-    match state.accounts.authenticate(&token) {
+    match state.accounts.authenticate_digest(&token) {
         Ok(_) => Err(admin_only("this endpoint")),
         // Not the admin token, and accounts cannot be told yet: refuse it as any unknown token
         // (admin endpoints must answer while the account service is down).
@@ -238,13 +243,13 @@ pub(crate) async fn require_caller(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let token = bearer(&request, "an account token (or the admin token)")?;
-    let caller = if token_matches(&state.admin_token, &token) {
+    let token = TokenDigest::of(&bearer(&request, "an account token (or the admin token)")?);
+    let caller = if state.admin_token.matches(&token) {
         Caller::Admin
     } else {
         let principal = state
             .accounts
-            .authenticate(&token)
+            .authenticate_digest(&token)
             .map_err(ApiError::from)?;
         if let Err(wait) = state.accounts.admit(&principal.account) {
             return Err(ApiError::rate_limited(
@@ -265,4 +270,28 @@ pub(crate) async fn require_caller(
 /// `Retry-After` is in whole seconds: round up, at least one.
 fn retry_secs(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use account::TokenDigest;
+
+    use super::AdminToken;
+
+    #[test]
+    fn the_admin_token_matches_only_itself_and_is_kept_only_as_a_digest() {
+        let secret = "admin-token-0123456789abcdef";
+        let admin = AdminToken::new(secret);
+        assert!(admin.matches(&TokenDigest::of(secret)));
+        for other in [
+            "",
+            "admin-token-0123456789abcdeF",
+            "admin-token-0123456789abcde",
+        ] {
+            assert!(!admin.matches(&TokenDigest::of(other)), "{other:?}");
+        }
+        // The server's state derives Debug: nothing of the secret may show in it.
+        let shown = format!("{admin:?}");
+        assert_eq!(shown, "AdminToken(TokenDigest(..))");
+    }
 }

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 
+pub use auth::AdminToken;
 pub use error::{ApiError, ErrorBody, ErrorDetail};
 
 /// The JSON bodies the API reads into types of its own; every other endpoint's body is a type of
@@ -66,7 +67,7 @@ impl std::ops::Deref for AppState {
 #[derive(Debug)]
 pub struct Shared {
     pub client: runtime::Client,
-    pub admin_token: Arc<str>,
+    pub admin_token: AdminToken,
     /// The configuration the process started with (start-only settings such as fault injection).
     pub config: Arc<runtime::config::Config>,
     /// The hot-configuration controller.

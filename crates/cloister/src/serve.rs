@@ -510,7 +510,7 @@ async fn serve(start: Start) -> anyhow::Result<Ended> {
     let mut readiness = runtime.client().readiness();
     let state = api::AppState::new(api::Shared {
         client: runtime.client(),
-        admin_token: Arc::from(token.as_str()),
+        admin_token: api::AdminToken::new(&token),
         config: Arc::new(config),
         configs,
         platform: platform.clone(),

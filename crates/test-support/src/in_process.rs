@@ -158,7 +158,7 @@ pub async fn start(setup: Setup) -> Harness {
     );
     let state = api::AppState::new(api::Shared {
         client: runtime.client(),
-        admin_token: Arc::from(TOKEN),
+        admin_token: api::AdminToken::new(TOKEN),
         config: Arc::new(config),
         configs,
         platform,
