@@ -390,12 +390,18 @@ fn interrupted_if(closed: bool, result: Result<Outcome, Error>) -> Result<Outcom
 }
 
 /// A run stopped because its caller's deadline passed (not by a cancel) is a retryable error, so
-/// that an answer that races the caller's own timeout never reads as a `cancelled` outcome.
+/// that an answer that races the caller's own timeout never reads as a `cancelled` outcome. That
+/// includes a run that ended in an error thrown after the deadline: a capability call made with
+/// the caller's deadline fails with a JavaScript error when it passes, and the script may end with
+/// it before the interrupt handler stops it (the test that found this race:
+/// `a_run_ends_with_its_callers_deadline_in_a_capability_call_or_a_loop`).
 fn caller_gone_if(run: &Run, result: Result<Outcome, Error>) -> Result<Outcome, Error> {
     match result {
         Ok(outcome)
-            if matches!(outcome.ending, Ending::Cancelled { .. })
-                && !run.cancel.load(Ordering::Relaxed)
+            if matches!(
+                outcome.ending,
+                Ending::Cancelled { .. } | Ending::Error { .. }
+            ) && !run.cancel.load(Ordering::Relaxed)
                 && run
                     .caller_deadline
                     .is_some_and(|deadline| Instant::now() >= deadline) =>

@@ -17,6 +17,7 @@
 mod db;
 mod digest;
 mod fresh;
+mod openers;
 pub mod postgres;
 mod quota;
 mod service;

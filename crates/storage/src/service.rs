@@ -10,6 +10,7 @@ use runtime::{CallError, Context, Kind, Priority, Reply, Service, ServiceError, 
 
 use crate::db::{Change, Db, Record, associated_data};
 use crate::fresh::{self, COUNTER, COUNTER_POSTGRES, Opened, StateError, Verified};
+use crate::openers::Openers;
 use crate::postgres::Pg;
 use crate::quota::{MAX_ACCOUNT_BYTES, MAX_ACCOUNT_KEYS, Tally, Usages};
 use crate::store::Store;
@@ -302,9 +303,8 @@ struct State<'a> {
     unsettled: bool,
     /// Namespace → crypto key id, as far as seen.
     namespace_keys: HashMap<String, String>,
-    /// Crypto key id → its versions, lent by the crypto service: reads decrypt here, without a
-    /// request to it per value (writes still ask it to encrypt, which counts each encryption).
-    openers: HashMap<String, crypto::Opener>,
+    /// The namespace keys' openers: reads decrypt here, without a request per value.
+    openers: Openers,
     /// What the namespaces written so far hold, for their quotas.
     usages: Usages,
     storage: &'a Storage,
@@ -317,7 +317,7 @@ impl<'a> State<'a> {
             seq,
             unsettled: false,
             namespace_keys: HashMap::new(),
-            openers: HashMap::new(),
+            openers: Openers::default(),
             usages: Usages::default(),
             storage,
         }
@@ -372,7 +372,7 @@ impl<'a> State<'a> {
                 self.namespace_keys.remove(&namespace);
                 self.usages.forget(&namespace);
                 if let Some(id) = &key_id {
-                    self.openers.remove(id);
+                    self.openers.forget(id);
                 }
                 // No value refers to the key any more; without it, no copy of one can be read.
                 if let Some(id) = key_id {
@@ -453,7 +453,10 @@ impl<'a> State<'a> {
         // A value without a namespace key can only be a record planted from elsewhere.
         let key_id = self.key_id(namespace).await?.ok_or_else(integrity)?;
         let aad = associated_data(namespace, key, record.version);
-        let opener = self.opener(&key_id, &record.ciphertext, key).await?;
+        let opener = self
+            .openers
+            .get(&self.storage.crypto, &key_id, &record.ciphertext, key)
+            .await?;
         let data = opener.open(&record.ciphertext, &aad).map_err(|e| match e {
             crypto::Error::Integrity | crypto::Error::ShortCiphertext(_) => integrity(),
             other => Error::Internal(format!("the namespace key: {other}")),
@@ -462,46 +465,6 @@ impl<'a> State<'a> {
             data,
             version: record.version,
         })
-    }
-
-    /// The opener for key `id`, lent again when the one held lacks the version `ciphertext`
-    /// names (the key rotated since). A key the crypto service does not know, or not as an AES
-    /// key, can only be an id damaged or planted in the file: an integrity failure of `key`.
-    async fn opener(
-        &mut self,
-        id: &str,
-        ciphertext: &[u8],
-        key: &str,
-    ) -> Result<crypto::Opener, Error> {
-        if let Some(opener) = self.openers.get(id)
-            && opener.holds(ciphertext)
-        {
-            return Ok(opener.clone());
-        }
-        let opener = self
-            .storage
-            .crypto
-            .call(|reply| crypto::Request::Lend {
-                owner: KEY_OWNER.into(),
-                id: id.to_owned(),
-                reply,
-            })
-            .await
-            .map_err(unavailable)?;
-        match opener {
-            Ok(opener) => {
-                self.openers.insert(id.to_owned(), opener.clone());
-                Ok(opener)
-            }
-            Err(
-                crypto::Error::BadInput(_)
-                | crypto::Error::NotFound(_)
-                | crypto::Error::WrongKind { .. },
-            ) => Err(Error::Integrity {
-                key: key.to_owned(),
-            }),
-            Err(other) => Err(Error::Internal(format!("the namespace key: {other}"))),
-        }
     }
 
     async fn list(
