@@ -484,3 +484,83 @@ fn to_wire(r: Record) -> wire::cluster::Cluster {
         created_at: r.created_at,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use enclave::Platform as _;
+    use runtime::Classify as _;
+
+    use super::*;
+
+    /// A node on "hardware": the simulation's keys and quotes under an identity that says Gramine
+    /// and not debug, which is all `verify` asks of its own platform.
+    #[derive(Debug)]
+    struct Hardware(enclave::Simulation, enclave::Identity);
+
+    impl enclave::Platform for Hardware {
+        fn identity(&self) -> &enclave::Identity {
+            &self.1
+        }
+        fn quote(&self, report_data: &[u8; 64]) -> Result<Vec<u8>, enclave::Error> {
+            self.0.quote(report_data)
+        }
+        fn sealing_key(
+            &self,
+            request: &enclave::KeyRequest,
+        ) -> Result<enclave::SealingKey, enclave::Error> {
+            self.0.sealing_key(request)
+        }
+    }
+
+    fn node(platform: Arc<dyn enclave::Platform>, dir: &Path) -> Node {
+        Node {
+            id: "n".into(),
+            policy: Policy::resolve(
+                runtime::config::ClusterPolicy::Measurement,
+                platform.identity(),
+            ),
+            platform,
+            dir: dir.to_owned(),
+            db: None,
+            address: String::new(),
+            version: String::new(),
+            held: watch::Sender::new(None),
+            writing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    #[test]
+    fn a_hardware_member_refuses_simulation_quotes_and_cannot_yet_verify_hardware_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sim = enclave::Simulation::open(dir.path(), b"code", b"config", 1).expect("sim");
+        let quote = sim.quote(&[5; 64]).expect("quote");
+        let identity = enclave::Identity {
+            platform: enclave::PlatformKind::Gramine,
+            debug: false,
+            ..sim.identity().clone()
+        };
+        let other = tempfile::tempdir().expect("tempdir");
+        let hardware = node(
+            Arc::new(Hardware(
+                enclave::Simulation::open(other.path(), b"code", b"config", 1).expect("sim"),
+                identity,
+            )),
+            dir.path(),
+        );
+        let refused = hardware.verify(&quote, &[5; 64]).expect_err("refused");
+        assert_eq!(refused.code(), "cluster.simulation_refused", "{refused}");
+
+        // The same quote without its simulation marks is a hardware quote to the verifier: no
+        // collateral, so unsupported, never accepted.
+        let mut unmarked = quote.clone();
+        unmarked[12..48].fill(0);
+        let refused = hardware.verify(&unmarked, &[5; 64]).expect_err("refused");
+        assert_eq!(refused.code(), "cluster.hardware_unsupported", "{refused}");
+
+        // A simulation member admits it, having the same measurement, and only with its binding.
+        let simulation = node(Arc::new(sim), dir.path());
+        assert!(simulation.verify(&quote, &[5; 64]).is_ok());
+        let refused = simulation.verify(&quote, &[6; 64]).expect_err("refused");
+        assert_eq!(refused.code(), "cluster.report_data_mismatch", "{refused}");
+    }
+}
