@@ -159,4 +159,5 @@ classified![
     computation::Error,
     oracle::Error,
     ai::Error,
+    cluster::Error,
 ];

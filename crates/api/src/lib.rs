@@ -8,6 +8,7 @@ mod attestation;
 mod auth;
 mod body;
 pub mod budget;
+mod cluster;
 mod computation;
 mod config;
 mod crypto;
@@ -40,7 +41,7 @@ pub mod bodies {
     pub use crate::account::IssueBody;
     pub use crate::orchestration::FaultBody;
 }
-pub use server::{DEADLINE_HEADER, LimitError, Limits, MIN_CONNECTIONS, serve};
+pub use server::{DEADLINE_HEADER, LimitError, Limits, MIN_CONNECTIONS, NODE_HEADER, serve};
 
 /// What every handler can reach: the [`Shared`] parts behind one reference count. axum clones the
 /// state for every middleware and extractor that takes it, several times per request; a clone of
@@ -88,6 +89,8 @@ pub struct Shared {
     pub oracle: ::oracle::Handle,
     /// The ai service (optional, as the oracle).
     pub ai: ::ai::Handle,
+    /// This node in its cluster (on PostgreSQL), or a node of none.
+    pub cluster: std::sync::Arc<::cluster::Node>,
     /// Cancelled when the server shuts down, so long-lived streams end.
     pub shutdown: CancellationToken,
 }
@@ -139,6 +142,8 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(config::rollback))
         .routes(routes!(orchestration::anomalies))
         .routes(routes!(attestation::attest))
+        .routes(routes!(cluster::status))
+        .routes(routes!(cluster::init))
         .routes(routes!(computation::pool))
         .routes(routes!(events::list))
         .routes(routes!(events::stream));
@@ -212,6 +217,8 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
             )),
         )
         .routes(routes!(openapi::document))
+        .routes(routes!(cluster::challenge))
+        .routes(routes!(cluster::join))
         .merge(admin)
         .merge(services)
 }

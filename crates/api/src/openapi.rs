@@ -74,6 +74,11 @@ const TAGS: &[(&str, &str)] = &[
         "The enclave's identity and quotes. Admin token.",
     ),
     (
+        "cluster",
+        "The cluster on PostgreSQL (docs/cluster.md): its members (admin token), its creation \
+         (admin token), and admission by attestation (no token: the joiner's quote is checked).",
+    ),
+    (
         "accounts",
         "Accounts and their tokens. Creating, listing, disabling and deleting need the admin \
          token; an account token reads and manages its own (`me`).",

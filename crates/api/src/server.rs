@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::Request;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -158,7 +158,21 @@ pub(crate) struct BodyTimeout(pub(crate) Duration);
 pub async fn serve(listener: TcpListener, state: AppState, limits: Limits) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
     let connections = Arc::new(Connections::default());
-    let app = with_timeouts(crate::router(state), limits, connections.clone());
+    let node = HeaderValue::from_str(state.cluster.id()).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the node id is not a valid header value",
+        )
+    })?;
+    let app = with_timeouts(crate::router(state), limits, connections.clone()).layer(
+        axum::middleware::map_response(move |mut response: Response| {
+            let node = node.clone();
+            async move {
+                response.headers_mut().insert(NODE_HEADER, node);
+                response
+            }
+        }),
+    );
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let peers = Arc::new(Peers::default());
     let tracker = TaskTracker::new();
@@ -214,6 +228,10 @@ pub async fn serve(listener: TcpListener, state: AppState, limits: Limits) -> st
     tracker.wait().await;
     Ok(())
 }
+
+/// The answer header naming the node that answered (its `node.id`), on every answer of the server.
+pub const NODE_HEADER: axum::http::HeaderName =
+    axum::http::HeaderName::from_static("x-cloister-node");
 
 /// The router with the body read and whole-request timeouts, and what the metrics read.
 fn with_timeouts(

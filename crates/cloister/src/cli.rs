@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::client::Target;
-use crate::{accounts, client, gramine, oracles, probe, quotes, serve};
+use crate::{accounts, client, clusters, gramine, oracles, probe, quotes, serve};
 
 /// Cloister: an enclave service runtime. `cloister run` starts it; the other commands talk to a running
 /// one over its HTTP API.
@@ -99,6 +99,9 @@ enum Command {
     /// tokens, revoke.
     #[command(subcommand)]
     Account(accounts::AccountCommand),
+    /// The cluster on PostgreSQL (docs/cluster.md): make it on a first node, show its members.
+    #[command(subcommand)]
+    Cluster(clusters::ClusterCommand),
     /// The oracle: request a signed report, fetch the attested signing key, verify a report
     /// offline.
     #[command(subcommand)]
@@ -199,6 +202,7 @@ pub(crate) fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Account(command) => client::block_on(accounts::run(command)),
         Command::Oracle(command) => client::block_on(oracles::run(command)),
+        Command::Cluster(command) => client::block_on(clusters::run(command)),
         Command::Quote(command) => client::block_on(quotes::run(command)),
         Command::Probe { path, url } => probe::run(&url, &path),
         Command::Gramine(GramineCommand::Manifest { config, debug, env }) => {

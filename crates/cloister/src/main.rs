@@ -3,6 +3,7 @@
 mod accounts;
 mod cli;
 mod client;
+mod clusters;
 mod gramine;
 mod logs;
 mod oracles;

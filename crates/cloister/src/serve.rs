@@ -41,6 +41,11 @@ pub(crate) struct RunArgs {
     /// Key changes after N are then lost for good, and keys deleted or rotated since are back.
     #[arg(long, value_name = "N")]
     accept_keystore_rollback: Option<u64>,
+    /// A cluster member to ask for admission (its API address, `http://HOST:PORT`), when this
+    /// node's database belongs to a cluster whose key it does not hold yet; repeatable, tried in
+    /// order. Replaces `[cluster] join`.
+    #[arg(long = "join", value_name = "URL")]
+    join: Vec<String>,
 }
 
 /// `--platform`.
@@ -147,7 +152,15 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_default();
         tracing::error!("panic{location}: {}", panic_message(info));
     }));
-    let (data_dir, listen) = (args.data_dir.clone(), args.listen);
+    for url in &args.join {
+        runtime::config::check_join_url(url).with_context(|| format!("--join {url}"))?;
+    }
+    if !args.join.is_empty() && config.storage.backend == runtime::config::StorageBackend::Redb {
+        bail!(
+            "--join: a cluster keeps its records in PostgreSQL: set [storage] backend = \"postgres\""
+        );
+    }
+    let (data_dir, listen, join) = (args.data_dir.clone(), args.listen, args.join.clone());
     let platform = args.platform.map(Platform::from);
     let overrides: Overrides = Arc::new(move |c: &mut Config| {
         if let Some(dir) = &data_dir {
@@ -158,6 +171,9 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         if let Some(platform) = platform {
             c.enclave.platform = platform;
+        }
+        if !join.is_empty() {
+            c.cluster.join = join.clone();
         }
     });
     overrides(&mut config);
@@ -444,6 +460,19 @@ async fn serve(start: Start) -> anyhow::Result<Ended> {
             )
         })?;
     let local = listener.local_addr().context("listener address")?;
+    // The cluster before the services: a node of a cluster serves only once it holds its key.
+    let cluster = cluster::Node::open(cluster::Options {
+        platform: platform.clone(),
+        data_dir: &dir,
+        config: &config.cluster,
+        database: storage_backend.database(),
+        address: format!("http://{local}"),
+        version: env!("CARGO_PKG_VERSION"),
+    })
+    .await
+    .context("cannot take this node's part in its cluster")?;
+    crate::clusters::join_if_needed(&cluster, &config.cluster.join, &journal).await?;
+    let cluster = Arc::new(cluster);
 
     let mut builder = Builder::new(journal.clone());
     let (specs, disabled) = config.resolve(&catalog());
@@ -521,8 +550,13 @@ async fn serve(start: Start) -> anyhow::Result<Ended> {
         computation: services.computation,
         oracle: services.oracle,
         ai: services.ai,
+        cluster: cluster.clone(),
         shutdown: shutdown.clone(),
     });
+    let membership = {
+        let (node, cancel) = (cluster.clone(), background.clone());
+        tokio::spawn(async move { node.keep_membership(cancel).await })
+    };
     {
         let mut out = std::io::stdout().lock();
         let identity = platform.identity();
@@ -537,6 +571,7 @@ async fn serve(start: Start) -> anyhow::Result<Ended> {
             }
         );
         let _ = writeln!(out, "measurement: {}", hex::encode(identity.measurement));
+        let _ = writeln!(out, "node: {}", cluster.id());
         let _ = writeln!(out, "admin token: {token_source}");
         let _ = writeln!(out, "data directory: {}", dir.display());
         let _ = out.flush();
@@ -576,6 +611,7 @@ async fn serve(start: Start) -> anyhow::Result<Ended> {
     let ended = signal_task.await.unwrap_or(Ended::Stopped);
     background.cancel();
     let _ = controller.await;
+    let _ = membership.await;
     if let Some(w) = watcher {
         let _ = w.await;
     }

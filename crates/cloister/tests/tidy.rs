@@ -59,7 +59,7 @@ fn section(krate: &str, table: &str) -> toml::Table {
 }
 
 /// The workspace's own crates.
-const CRATES: [&str; 14] = [
+const CRATES: [&str; 15] = [
     "runtime",
     "enclave",
     "wire",
@@ -70,6 +70,7 @@ const CRATES: [&str; 14] = [
     "computation",
     "oracle",
     "ai",
+    "cluster",
     "stack",
     "api",
     "cloister",
@@ -89,7 +90,7 @@ const CRATES: [&str; 14] = [
 /// own; the oracle's report and the computation's run types live there (their services re-export
 /// them). `sdk`, the typed client, builds on `wire` and the types it re-exports, never on a service
 /// or the API (it is light on purpose); the binary's client commands go through it.
-const ALLOWED: [(&str, &[&str]); 14] = [
+const ALLOWED: [(&str, &[&str]); 15] = [
     ("runtime", &[]),
     ("enclave", &[]),
     ("wire", &["runtime", "enclave"]),
@@ -103,6 +104,7 @@ const ALLOWED: [(&str, &[&str]); 14] = [
         &["runtime", "enclave", "crypto", "computation", "wire"],
     ),
     ("ai", &["runtime", "storage", "wire"]),
+    ("cluster", &["runtime", "enclave", "storage", "wire"]),
     (
         "api",
         &[
@@ -114,6 +116,7 @@ const ALLOWED: [(&str, &[&str]); 14] = [
             "computation",
             "oracle",
             "ai",
+            "cluster",
             "wire",
         ],
     ),
@@ -133,7 +136,7 @@ const ALLOWED: [(&str, &[&str]); 14] = [
     (
         "cloister",
         &[
-            "runtime", "enclave", "account", "oracle", "stack", "api", "sdk",
+            "runtime", "enclave", "account", "oracle", "cluster", "stack", "api", "sdk",
         ],
     ),
     (
@@ -147,6 +150,7 @@ const ALLOWED: [(&str, &[&str]); 14] = [
             "computation",
             "oracle",
             "ai",
+            "cluster",
             "stack",
             "api",
         ],

@@ -299,6 +299,13 @@ impl Controller {
                 "the [storage] table is read at start; changing it takes a restart",
             );
         }
+        if new.cluster != old.cluster {
+            push(
+                "cluster",
+                "the [cluster] table is read at start (its policy decides who gets the cluster \
+                 key); changing it takes a restart",
+            );
+        }
         if new.runtime.listen != old.runtime.listen {
             push(
                 "runtime.listen",

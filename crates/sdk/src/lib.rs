@@ -48,6 +48,7 @@
 mod admin;
 mod ai;
 mod client;
+mod cluster;
 mod data;
 mod error;
 mod events;

@@ -42,6 +42,16 @@ pub enum Backend {
     Postgres(Box<postgres::Target>),
 }
 
+impl Backend {
+    /// The PostgreSQL database, if the records are in one (a cluster lives there too).
+    pub fn database(&self) -> Option<&postgres::Target> {
+        match self {
+            Backend::Redb => None,
+            Backend::Postgres(target) => Some(target),
+        }
+    }
+}
+
 pub const NAME: ServiceName = ServiceName::from_static("storage");
 
 /// The crypto owner of every namespace key: not an account id, so no account can use these keys.

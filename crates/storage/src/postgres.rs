@@ -9,6 +9,10 @@
 //! - `storage_commit`: one row, the number of the last commit. Every commit moves it from `n` to
 //!   `n + 1` in the same transaction as its data, and fails if it is not at `n` (another writer).
 //!
+//! - `cloister_cluster` and `cloister_nodes` (migration 2): the cluster's one row (its id, its
+//!   admission policy, a check value of its key, never the key) and its members with their
+//!   heartbeats; the `cluster` crate reads and writes them (docs/cluster.md).
+//!
 //! `cloister_schema` records which migrations ran; [`Pg::connect`] applies the missing ones at
 //! start, idempotently, under a lock.
 
@@ -28,7 +32,8 @@ const POOL_SIZE: usize = 4;
 
 /// The migrations, in order; `cloister_schema` holds how many ran. Never edit one that shipped:
 /// add the next.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE storage_commit (
         id boolean PRIMARY KEY DEFAULT true CHECK (id),
         seq bigint NOT NULL CHECK (seq >= 0)
@@ -44,7 +49,31 @@ const MIGRATIONS: &[&str] = &["
         record bytea NOT NULL,
         PRIMARY KEY (namespace, key)
     );
-"];
+",
+    "
+    CREATE TABLE cloister_cluster (
+        id boolean PRIMARY KEY DEFAULT true CHECK (id),
+        cluster_id text NOT NULL,
+        policy text NOT NULL,
+        key_check bytea NOT NULL,
+        created_by text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE cloister_nodes (
+        node_id text PRIMARY KEY,
+        platform text NOT NULL,
+        measurement bytea NOT NULL,
+        signer bytea NOT NULL,
+        product_id integer NOT NULL,
+        security_version integer NOT NULL,
+        address text NOT NULL,
+        version text NOT NULL,
+        key_check bytea NOT NULL,
+        joined_at timestamptz NOT NULL DEFAULT now(),
+        last_heartbeat timestamptz NOT NULL DEFAULT now()
+    );
+",
+];
 
 /// A PostgreSQL database to store in: a parsed connection URL (`postgres://user@host:port/db`, or
 /// the `key=value` form). Its `Debug` does not show the password.
@@ -159,6 +188,12 @@ fn prefix_end(prefix: &str) -> Option<Vec<u8>> {
     let last = end.pop()?;
     end.push(last + 1);
     Some(end)
+}
+
+/// A pool of connections to `target`, with the schema brought up to date: for the cluster's own
+/// tables (`cloister_cluster`, `cloister_nodes`), which share this database and its migrations.
+pub async fn migrated_pool(target: &Target) -> Result<Pool, Error> {
+    Ok(Pg::connect(target).await?.pool)
 }
 
 /// The PostgreSQL store: a pool, connected and migrated.

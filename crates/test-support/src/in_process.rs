@@ -156,6 +156,16 @@ pub async fn start(setup: Setup) -> Harness {
         Arc::new(|_: &mut runtime::config::Config| {}),
         CancellationToken::new(),
     );
+    let cluster = cluster::Node::open(cluster::Options {
+        platform: platform.clone(),
+        data_dir: dir.path(),
+        config: &config.cluster,
+        database: None,
+        address: "http://in-process".into(),
+        version: env!("CARGO_PKG_VERSION"),
+    })
+    .await
+    .expect("the node's cluster part");
     let state = api::AppState::new(api::Shared {
         client: runtime.client(),
         admin_token: api::AdminToken::new(TOKEN),
@@ -169,6 +179,7 @@ pub async fn start(setup: Setup) -> Harness {
         computation: services.computation,
         oracle: services.oracle,
         ai: services.ai,
+        cluster: Arc::new(cluster),
         shutdown: CancellationToken::new(),
     });
     Harness {

@@ -61,12 +61,26 @@ impl Server {
         server
     }
 
+    /// As [`Server::start`], with more arguments for `run` (`--join URL`).
+    pub async fn start_with(bin: impl AsRef<Path>, config: &Path, args: &[&str]) -> Server {
+        let head = journal_head(config);
+        let server = Server::launch_with(bin.as_ref(), config, TOKEN, args);
+        server.wait_ready(head).await;
+        server
+    }
+
     /// Starts `bin run --config CONFIG` with the admin token `token`, and answers once it has
     /// printed its banner (listening; its services may still be starting).
     pub fn launch(bin: impl AsRef<Path>, config: &Path, token: &str) -> Server {
+        Server::launch_with(bin, config, token, &[])
+    }
+
+    /// As [`Server::launch`], with more arguments for `run`.
+    pub fn launch_with(bin: impl AsRef<Path>, config: &Path, token: &str, args: &[&str]) -> Server {
         let child = command(bin.as_ref())
             .args(["run", "--config"])
             .arg(config)
+            .args(args)
             .env("CLOISTER_ADMIN_TOKEN", token)
             .env("CLOISTER_LOG", "warn")
             .stdout(Stdio::piped())

@@ -11,6 +11,7 @@
 pub mod accounts;
 pub mod ai;
 pub mod attestation;
+pub mod cluster;
 pub mod computation;
 pub mod config;
 pub mod crypto;

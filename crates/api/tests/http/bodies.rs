@@ -28,6 +28,17 @@ fn operations_with_a_body(doc: &Value) -> Vec<(String, String, String, bool)> {
     ops
 }
 
+/// Whether an operation needs no token (`security: [{}]`): the cluster's admission exchange, where
+/// the joiner's quote is what is checked, decides inside the handler.
+fn public(doc: &Value, method: &str, path: &str) -> bool {
+    doc["paths"][path][method.to_lowercase()]["security"]
+        .as_array()
+        .is_some_and(|reqs| {
+            reqs.iter()
+                .all(|r| r.as_object().is_some_and(|o| o.is_empty()))
+        })
+}
+
 fn uri(path: &str, id: &str) -> String {
     path.replace("{key}", "some/key")
         .replace("{name}", "app")
@@ -147,6 +158,9 @@ async fn who_may_call_is_decided_before_a_malformed_body_is_read() {
     let malformed = b"{not json".to_vec();
     let ops = operations_with_a_body(&doc);
     for (method, path, content_type, admin) in &ops {
+        if public(&doc, method, path) {
+            continue;
+        }
         let ct = Some(content_type.as_str());
         let uri = uri(path, "me");
         let (status, body) = send_body(app, None, method, &uri, ct, malformed.clone()).await;

@@ -25,7 +25,7 @@ use crate::spec::{Kind, Priority};
 use crate::{ServiceName, Spec};
 pub use overrides::ServiceConfig;
 use overrides::parse_service;
-use parse::{parse_enclave, parse_runtime, parse_storage, parse_testing};
+use parse::{parse_cluster, parse_enclave, parse_runtime, parse_storage, parse_testing};
 use problems::{Fields, Problems, join, line_col};
 
 /// The whole configuration, valid by construction.
@@ -37,6 +37,9 @@ pub struct Config {
     pub enclave: EnclaveConfig,
     /// `[storage]`: where the storage service keeps its records. Read at start.
     pub storage: StorageConfig,
+    /// `[cluster]`: joining a cluster of nodes on one PostgreSQL database, and who may join.
+    /// Read at start.
+    pub cluster: ClusterConfig,
     /// Per-service overrides, by service name. Services not named here run on their own defaults.
     pub services: BTreeMap<ServiceName, ServiceConfig>,
     /// `[testing]`.
@@ -271,6 +274,59 @@ pub enum UrlFileError {
     },
 }
 
+/// `[cluster]`: how this node becomes a member of a cluster (docs/cluster.md), and which
+/// enclaves it admits. Read at start only: the policy decides who receives the cluster key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ClusterConfig {
+    /// Members to ask for admission, in order, when this node holds no cluster key yet
+    /// (`cloister run --join URL` adds to them). Each is `http://` or `https://` and the node's
+    /// API address.
+    pub join: Vec<String>,
+    /// Which enclaves this node admits, and accepts as a member answering its own join.
+    pub policy: ClusterPolicy,
+}
+
+/// The most members `[cluster] join` may list.
+pub const MAX_JOIN_URLS: usize = 16;
+
+/// `[cluster] policy`: which enclave identities belong to the cluster, relative to this node's
+/// own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case", tag = "policy")]
+pub enum ClusterPolicy {
+    /// `policy = "measurement"` (the default): the same MRENCLAVE as this node, so exactly this
+    /// build with this measured configuration.
+    #[default]
+    Measurement,
+    /// `policy = "signer"`: the same MRSIGNER and product id as this node, at a security version
+    /// of at least `min_security_version` (default: this node's own).
+    Signer {
+        /// The lowest ISVSVN admitted; `None`: this node's own security version.
+        min_security_version: Option<u16>,
+    },
+}
+
+/// A member's URL that cannot be joined through; the message says why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadJoinUrl(String);
+
+/// Checks a member's URL from `[cluster] join` or `--join`: `http://` or `https://`, a host and
+/// port, no path (the API's routes are appended to it).
+pub fn check_join_url(url: &str) -> Result<(), BadJoinUrl> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| BadJoinUrl(format!("{url:?} is not an http:// or https:// URL")))?;
+    let host = rest.strip_suffix('/').unwrap_or(rest);
+    if host.is_empty() || host.contains(['/', '?', '#', ' ', '@']) {
+        return Err(BadJoinUrl(format!(
+            "{url:?} must be a member's API address only, like \"http://10.0.0.1:8420\""
+        )));
+    }
+    Ok(())
+}
+
 /// `[testing]`: what only tests, demos and drills use.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TestingConfig {
@@ -326,6 +382,7 @@ impl Default for Config {
                 security_version: 1,
             },
             storage: StorageConfig::default(),
+            cluster: ClusterConfig::default(),
             services: BTreeMap::new(),
             testing: TestingConfig::default(),
         }
@@ -387,6 +444,15 @@ impl Config {
         if let Some((t, path)) = root.table("storage", &mut p) {
             parse_storage(t, &path, &mut config.storage, &mut p);
         }
+        if let Some((t, path)) = root.table("cluster", &mut p) {
+            parse_cluster(t, &path, &mut config.cluster, &mut p);
+            if config.storage.backend == StorageBackend::Redb {
+                p.push(
+                    &path,
+                    "a cluster keeps its records in PostgreSQL: set [storage] backend = \"postgres\"",
+                );
+            }
+        }
         if let Some((t, path)) = root.table("testing", &mut p) {
             parse_testing(t, &path, &mut config.testing, &mut p);
         }
@@ -422,7 +488,9 @@ impl Config {
         }
         root.finish(
             &mut p,
-            &["runtime", "enclave", "storage", "services", "testing"],
+            &[
+                "runtime", "enclave", "storage", "cluster", "services", "testing",
+            ],
         );
         // Whole-file checks only make sense once every value parsed; unknown keys do not stand in
         // their way, so a file's problems are all reported in one pass.

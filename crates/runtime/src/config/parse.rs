@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use super::problems::{Fields, Problems, join};
 use super::{
-    DatabaseUrl, EnclaveConfig, LogFormat, MAX_REQUEST_TIMEOUT, MIN_REQUEST_TIMEOUT, Platform,
-    RuntimeConfig, StorageBackend, StorageConfig, SyntheticConfig, TestingConfig,
+    ClusterConfig, ClusterPolicy, DatabaseUrl, EnclaveConfig, LogFormat, MAX_JOIN_URLS,
+    MAX_REQUEST_TIMEOUT, MIN_REQUEST_TIMEOUT, Platform, RuntimeConfig, StorageBackend,
+    StorageConfig, SyntheticConfig, TestingConfig,
 };
 use crate::name::ServiceName;
 use crate::spec::{Kind, Priority, Spec};
@@ -245,6 +246,52 @@ pub(super) fn parse_storage(
                 }
             };
             out.backend = StorageBackend::Postgres { database_url };
+        }
+    }
+}
+
+pub(super) fn parse_cluster(
+    t: &toml::Table,
+    path: &str,
+    out: &mut ClusterConfig,
+    p: &mut Problems,
+) {
+    #[derive(Clone, Copy)]
+    enum Kind {
+        Measurement,
+        Signer,
+    }
+    let mut f = Fields::new(t, path);
+    let join_path = f.path_of("join");
+    if let Some(urls) = f.strings("join", MAX_JOIN_URLS, p) {
+        for (i, url) in urls.iter().enumerate() {
+            if let Err(why) = super::check_join_url(url) {
+                p.push(&format!("{join_path}[{i}]"), why.to_string());
+            }
+        }
+        out.join = urls;
+    }
+    let kind = f.choice(
+        "policy",
+        &[("measurement", Kind::Measurement), ("signer", Kind::Signer)],
+        p,
+    );
+    let min_path = f.path_of("min_security_version");
+    let min = f
+        .integer("min_security_version", 0, i64::from(u16::MAX), p)
+        .map(|n| n as u16);
+    f.finish(p, &["join", "policy", "min_security_version"]);
+    match kind.unwrap_or(Kind::Measurement) {
+        Kind::Measurement => {
+            if min.is_some() {
+                p.push(&min_path, "only with policy = \"signer\"");
+            }
+            out.policy = ClusterPolicy::Measurement;
+        }
+        Kind::Signer => {
+            out.policy = ClusterPolicy::Signer {
+                min_security_version: min,
+            }
         }
     }
 }

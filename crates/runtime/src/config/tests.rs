@@ -30,6 +30,60 @@ fn empty_file_is_the_defaults() {
     assert_eq!(Config::parse("", &catalog()), Ok(Config::default()));
 }
 
+/// `[cluster]`: members to join and the admission policy, only over PostgreSQL; each mistake
+/// reported with its path.
+#[test]
+fn the_cluster_table_names_members_and_a_policy_over_postgres_only() {
+    const PG: &str = "[storage]\nbackend = \"postgres\"\ndatabase_url = \"postgres://a/b\"\n";
+    let parse = |text: &str| {
+        Config::parse(&format!("{PG}{text}"), &catalog())
+            .expect("valid")
+            .cluster
+    };
+    assert_eq!(Config::default().cluster, ClusterConfig::default());
+    assert_eq!(
+        parse("[cluster]\njoin = [\"http://10.0.0.1:8420\", \"https://m.example/\"]\n"),
+        ClusterConfig {
+            join: vec!["http://10.0.0.1:8420".into(), "https://m.example/".into()],
+            policy: ClusterPolicy::Measurement,
+        }
+    );
+    assert_eq!(
+        parse("[cluster]\npolicy = \"signer\"\nmin_security_version = 3\n").policy,
+        ClusterPolicy::Signer {
+            min_security_version: Some(3)
+        }
+    );
+    assert_eq!(
+        parse("[cluster]\npolicy = \"signer\"\n").policy,
+        ClusterPolicy::Signer {
+            min_security_version: None
+        }
+    );
+    check(
+        "[cluster]\npolicy = \"signer\"\n",
+        &[
+            "cluster: a cluster keeps its records in PostgreSQL: set [storage] backend = \"postgres\"",
+        ],
+    );
+    let check_pg = |text: &str, expected: &[&str]| check(&format!("{PG}{text}"), expected);
+    check_pg(
+        "[cluster]\nmin_security_version = 2\n",
+        &["cluster.min_security_version: only with policy = \"signer\""],
+    );
+    check_pg(
+        "[cluster]\npolicy = \"anyone\"\n",
+        &["cluster.policy: \"anyone\" is not one of: measurement, signer"],
+    );
+    check_pg(
+        "[cluster]\njoin = [\"10.0.0.1:8420\", \"http://h:1/v1\"]\n",
+        &[
+            "cluster.join[0]: \"10.0.0.1:8420\" is not an http:// or https:// URL",
+            "cluster.join[1]: \"http://h:1/v1\" must be a member's API address only, like \"http://10.0.0.1:8420\"",
+        ],
+    );
+}
+
 /// `[storage]`: redb by default; PostgreSQL with exactly one of the URL and the URL's file; each
 /// mistake reported with its path. The URL is never shown.
 #[test]

@@ -1,0 +1,136 @@
+//! The cluster (docs/cluster.md): `GET /v1/cluster` and `POST /v1/cluster/init` for the admin;
+//! `POST /v1/cluster/challenge` and `POST /v1/cluster/join`, the admission exchange, for any
+//! caller, since a joiner has no token: its quote is what is checked. Every admission and every
+//! refusal goes to the journal.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use runtime::journal::{Cause, Event};
+use wire::cluster::{Challenge, Initialized, JoinAnswer, JoinRequest, Status};
+
+use crate::error::ErrorBody;
+use crate::{ApiError, AppState};
+
+/// The cluster, this node and the members, as the database records them.
+#[utoipa::path(get, path = "/v1/cluster", tag = "cluster",
+    responses(
+        (status = 200, description = "The cluster and its members", body = Status),
+        (status = 503, description = "The database is out of reach (`cluster.unavailable`)", body = ErrorBody),
+    ))]
+pub(crate) async fn status(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
+    Ok(Json(state.cluster.status().await?))
+}
+
+/// Creates the cluster on this node: a new cluster key, sealed here, and the cluster's record in
+/// the database. Once per database.
+#[utoipa::path(post, path = "/v1/cluster/init", tag = "cluster",
+    responses(
+        (status = 201, description = "The cluster is made; this node is its first member", body = Initialized),
+        (status = 409, description = "A cluster exists already (`cluster.exists`)", body = ErrorBody),
+        (status = 501, description = "Storage is not PostgreSQL (`cluster.unsupported`)", body = ErrorBody),
+    ))]
+pub(crate) async fn init(
+    State(state): State<AppState>,
+) -> Result<(axum::http::StatusCode, Json<Initialized>), ApiError> {
+    let made = state.cluster.init().await?;
+    let mut detail = BTreeMap::new();
+    detail.insert("key_check".to_owned(), made.key_check.clone());
+    detail.insert("policy".to_owned(), made.policy.to_string());
+    state.client.journal().append(
+        None,
+        None,
+        Event::Audit {
+            action: "cluster.initialized".into(),
+            subject: made.id.clone(),
+            detail,
+        },
+        Cause::Operator {
+            command: "cluster init".into(),
+        },
+    );
+    Ok((axum::http::StatusCode::CREATED, Json(made)))
+}
+
+/// A member's challenge, for a joiner to bind into its quote; good for 60 seconds.
+#[utoipa::path(post, path = "/v1/cluster/challenge", tag = "cluster", security(()),
+    responses(
+        (status = 200, description = "A challenge", body = Challenge),
+        (status = 409, description = "This node holds no cluster key (`cluster.not_member`)", body = ErrorBody),
+    ))]
+pub(crate) async fn challenge(State(state): State<AppState>) -> Result<Json<Challenge>, ApiError> {
+    Ok(Json(state.cluster.challenge()?))
+}
+
+/// Admission: the joiner's quote is checked against the cluster's policy, and the answer is the
+/// cluster key encrypted to the joiner's ephemeral key, with this member's quote binding it.
+#[utoipa::path(post, path = "/v1/cluster/join", tag = "cluster", security(()),
+    request_body = JoinRequest,
+    responses(
+        (status = 200, description = "Admitted: the wrapped cluster key and this member's quote", body = JoinAnswer),
+        (status = 400, description = "A field cannot be read, or the challenge is not this cluster's or has expired (`cluster.invalid`, `cluster.bad_challenge`, `cluster.challenge_expired`, `cluster.malformed_quote`)", body = ErrorBody),
+        (status = 403, description = "Refused: the quote does not verify or bind the request, or the enclave is not the cluster's (`cluster.bad_quote`, `cluster.report_data_mismatch`, `cluster.simulation_refused`, `cluster.policy_refused`)", body = ErrorBody),
+        (status = 409, description = "This node holds no cluster key (`cluster.not_member`)", body = ErrorBody),
+        (status = 501, description = "A hardware quote, which this build cannot verify in a node (`cluster.hardware_unsupported`)", body = ErrorBody),
+    ))]
+pub(crate) async fn join(
+    State(state): State<AppState>,
+    crate::input::Json(request): crate::input::Json<JoinRequest>,
+) -> Result<Json<JoinAnswer>, ApiError> {
+    let mut detail = BTreeMap::new();
+    detail.insert("address".to_owned(), request.address.clone());
+    let subject = request.node.clone();
+    let outcome = state.cluster.admit(&request).await;
+    let action = match &outcome {
+        Ok(admitted) => {
+            detail.insert(
+                "measurement".to_owned(),
+                hex::encode(admitted.identity.mr_enclave),
+            );
+            detail.insert(
+                "security_version".to_owned(),
+                admitted.identity.isv_svn.to_string(),
+            );
+            if admitted.answer.simulation {
+                detail.insert(
+                    "simulation".to_owned(),
+                    "admitted on a simulation quote: nothing in this exchange is backed by \
+                     hardware"
+                        .to_owned(),
+                );
+            }
+            "cluster.admitted"
+        }
+        Err(refused) => {
+            use runtime::Classify as _;
+            detail.insert("code".to_owned(), refused.code().to_owned());
+            detail.insert("reason".to_owned(), refused.to_string());
+            "cluster.refused"
+        }
+    };
+    if !matches!(outcome, Err(::cluster::Error::NotMember)) {
+        state.client.journal().append(
+            None,
+            None,
+            Event::Audit {
+                action: action.into(),
+                subject,
+                detail,
+            },
+            Cause::Service,
+        );
+    }
+    match outcome {
+        Ok(admitted) => {
+            if admitted.answer.simulation {
+                tracing::warn!(node = %request.node, "admitted a node on a simulation quote: nothing in this exchange is backed by hardware");
+            }
+            Ok(Json(admitted.answer))
+        }
+        Err(refused) => {
+            tracing::warn!(node = %request.node, error = %refused, "refused a node's join");
+            Err(refused.into())
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! `cloister cluster init|status` (docs/cluster.md), and a starting node's admission: when its
+//! database belongs to a cluster whose key it does not hold, it asks the members it was given
+//! (`--join`, `[cluster] join`) before it serves anything.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use runtime::Journal;
+use runtime::journal::{Cause, Event};
+
+use crate::client::{Reported, Target, connect};
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum ClusterCommand {
+    /// Make the cluster on a running node whose storage is PostgreSQL: a new cluster key, sealed
+    /// in that node, and the cluster's record in the database. Once per database.
+    Init {
+        /// Print the JSON answer.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// The cluster, the node answering, and every member with its identity and last heartbeat.
+    Status {
+        /// Print the JSON answer.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+pub(crate) async fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        ClusterCommand::Init { json, target } => {
+            let made = connect(target)?.cluster_init().await.reported()?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&made)?)?;
+            } else {
+                writeln!(out, "cluster {} made on node {}", made.id, made.node)?;
+                writeln!(out, "key check: {}", made.key_check)?;
+                writeln!(out, "policy: {}", made.policy)?;
+            }
+        }
+        ClusterCommand::Status { json, target } => {
+            let status = connect(target)?.cluster().await.reported()?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&status)?)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            match &status.cluster {
+                Some(c) => {
+                    writeln!(
+                        out,
+                        "cluster {} (made by {} at {})",
+                        c.id, c.created_by, c.created_at
+                    )?;
+                    writeln!(out, "key check: {}", c.key_check)?;
+                    writeln!(out, "policy: {}", c.policy)?;
+                }
+                None => writeln!(out, "no cluster: `cloister cluster init` makes one")?,
+            }
+            writeln!(
+                out,
+                "answered by node {} ({})",
+                status.node,
+                if status.member {
+                    "a member: it holds the cluster key"
+                } else {
+                    "not a member: it holds no cluster key"
+                }
+            )?;
+            let mut table = Table::new();
+            table.load_style(UTF8_FULL_CONDENSED);
+            table.set_header([
+                "NODE",
+                "ADDRESS",
+                "PLATFORM",
+                "MEASUREMENT",
+                "SVN",
+                "VERSION",
+                "KEY",
+                "HEARTBEAT",
+            ]);
+            let recorded = status.cluster.as_ref().map(|c| c.key_check.as_str());
+            for m in &status.members {
+                table.add_row([
+                    m.node.clone(),
+                    m.address.clone(),
+                    m.platform.clone(),
+                    m.measurement.chars().take(16).collect::<String>(),
+                    m.security_version.to_string(),
+                    m.version.clone(),
+                    if Some(m.key_check.as_str()) == recorded {
+                        "the cluster's".to_owned()
+                    } else {
+                        "OTHER".to_owned()
+                    },
+                    format!("{:.1}s ago", m.heartbeat_age_ms as f64 / 1000.0),
+                ]);
+            }
+            writeln!(out, "{table}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Before a node serves: if its database belongs to a cluster whose key it does not hold, it
+/// asks `members` in turn, and stops with every refusal's reason when none admits it.
+pub(crate) async fn join_if_needed(
+    node: &cluster::Node,
+    members: &[String],
+    journal: &Journal,
+) -> anyhow::Result<()> {
+    if node.is_member() {
+        if !members.is_empty() {
+            tracing::info!(
+                cluster = %node.cluster_id().map(|c| c.to_string()).unwrap_or_default(),
+                "this node holds the cluster key already: no admission needed"
+            );
+        }
+        return Ok(());
+    }
+    let recorded = match node.recorded().await {
+        Ok(recorded) => recorded,
+        // Not on PostgreSQL: no cluster (the configuration refuses `[cluster]` there).
+        Err(cluster::Error::NotPostgres) => return Ok(()),
+        Err(e) => return Err(e).context("cannot read the cluster's record"),
+    };
+    let Some(id) = recorded else {
+        if members.is_empty() {
+            return Ok(());
+        }
+        bail!(
+            "this node was told to join ({}), but its database records no cluster: run `cloister \
+             cluster init` against the first node, then start this one",
+            members.join(", ")
+        );
+    };
+    if members.is_empty() {
+        bail!(
+            "the database belongs to cluster {id}, and this node holds no key of it: start it \
+             with --join URL (a member's API address) or [cluster] join"
+        );
+    }
+    let mut refusals = Vec::new();
+    for url in members {
+        match join_through(node, url).await {
+            Ok(answer) => {
+                let mut detail = BTreeMap::new();
+                detail.insert("member".to_owned(), answer.node.clone());
+                detail.insert("url".to_owned(), url.clone());
+                if answer.simulation {
+                    tracing::warn!(%url, "admitted by a member on the simulation platform: nothing in this exchange is backed by hardware");
+                    detail.insert(
+                        "simulation".to_owned(),
+                        "admitted on simulation quotes: nothing in this exchange is backed by \
+                         hardware"
+                            .to_owned(),
+                    );
+                }
+                journal.append(
+                    None,
+                    None,
+                    Event::Audit {
+                        action: "cluster.joined".into(),
+                        subject: answer.cluster_id.clone(),
+                        detail,
+                    },
+                    Cause::Startup,
+                );
+                return Ok(());
+            }
+            Err(e) => {
+                let reason = format!("{e:#}");
+                tracing::warn!(%url, %reason, "the member did not admit this node");
+                let mut detail = BTreeMap::new();
+                detail.insert("url".to_owned(), url.clone());
+                detail.insert("reason".to_owned(), reason.clone());
+                journal.append(
+                    None,
+                    None,
+                    Event::Audit {
+                        action: "cluster.join_failed".into(),
+                        subject: id.clone(),
+                        detail,
+                    },
+                    Cause::Startup,
+                );
+                refusals.push(format!("{url}: {reason}"));
+            }
+        }
+    }
+    bail!(
+        "no member admitted this node into cluster {id}:\n  {}",
+        refusals.join("\n  ")
+    )
+}
+
+/// One admission through the member at `url`: its challenge, this node's quote, its answer.
+async fn join_through(
+    node: &cluster::Node,
+    url: &str,
+) -> anyhow::Result<cloister_sdk::types::cluster::JoinAnswer> {
+    // No token: the member checks this node's quote, not a credential.
+    let member = cloister_sdk::Client::new(url, "").context("HTTP client")?;
+    let challenge = member.cluster_challenge().await.reported()?;
+    let joining = node.begin_join(&challenge).await?;
+    let answer = member.cluster_join(&joining.request).await.reported()?;
+    node.finish_join(joining, &answer)
+        .await
+        .context("the member's answer is refused")?;
+    Ok(answer)
+}

@@ -1,0 +1,383 @@
+//! A cluster of real `cloister` processes on one private PostgreSQL server (docs/cluster.md): a
+//! first node makes the cluster, a second joins it by mutual attestation and holds the same key;
+//! a node of another identity, a forged request and a member's answer that its quote does not
+//! bind are each refused, with the reason on both sides.
+
+const BIN: &str = env!("CARGO_BIN_EXE_cloister");
+
+use std::path::Path;
+
+use base64::Engine as _;
+use cluster::exchange;
+use serde_json::{Value, json};
+use test_support::postgres::Postgres;
+use test_support::server::{Server, TOKEN, command, journal_head};
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn unb64(text: &Value) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text.as_str().expect("a base64 string"))
+        .expect("base64")
+}
+
+/// `cloister cluster ARGS --url URL` with the admin token: exit status, stdout, stderr.
+fn cli(url: &str, args: &[&str]) -> (bool, String, String) {
+    let out = command(BIN)
+        .arg("cluster")
+        .args(args)
+        .args(["--url", url])
+        .env("CLOISTER_ADMIN_TOKEN", TOKEN)
+        .output()
+        .expect("cloister cluster");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A node's `GET /v1/cluster`, and the `x-cloister-node` header it came with.
+async fn status(server: &Server) -> (Value, String) {
+    let r = server
+        .http
+        .get(format!("{}/v1/cluster", server.base))
+        .bearer_auth(&server.token)
+        .send()
+        .await
+        .expect("GET /v1/cluster");
+    assert_eq!(r.status().as_u16(), 200);
+    let node = r
+        .headers()
+        .get("x-cloister-node")
+        .expect("x-cloister-node")
+        .to_str()
+        .expect("text")
+        .to_owned();
+    (r.json().await.expect("json"), node)
+}
+
+/// Starts node A and makes the cluster on it with `cloister cluster init`.
+/// Starts node A and makes the cluster on it with `cloister cluster init`; answers the server,
+/// what init printed, and the head of A's journal after it.
+async fn first_node(pg: &Postgres, dir: &Path) -> (Server, Value, u64) {
+    let config = pg.write_config(dir);
+    let a = Server::start(BIN, &config).await;
+    let (ok, out, err) = cli(&a.base, &["init", "--json"]);
+    assert!(ok, "cluster init: {err}");
+    let made: Value = serde_json::from_str(&out).expect("json");
+    let head = journal_head(&config);
+    (a, made, head)
+}
+
+/// The audit entry `action` about `subject` in `server`'s journal after `since`.
+async fn audit(server: &Server, since: u64, action: &str, subject: &str) -> Value {
+    server
+        .wait_event(since, |e| {
+            e["event"]["kind"] == "audit"
+                && e["event"]["action"] == action
+                && e["event"]["subject"] == subject
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_by_attestation_and_holds_the_clusters_key() {
+    let pg = Postgres::start();
+    let (da, db) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let (a, made, a_head) = first_node(&pg, da.path()).await;
+    // Once per database: a second init is refused with the reason.
+    let (ok, _, err) = cli(&a.base, &["init"]);
+    assert!(!ok);
+    assert!(err.contains("cluster.exists"), "{err}");
+    // The database holds the key's check value, never the key.
+    assert_eq!(
+        pg.sql("SELECT encode(key_check, 'hex') FROM cloister_cluster"),
+        made["key_check"].as_str().expect("key_check")
+    );
+
+    let config_b = pg.write_config(db.path());
+    let b = Server::start_with(BIN, &config_b, &["--join", &a.base]).await;
+    let (b_status, b_header) = status(&b).await;
+    assert_eq!(b_status["node"], b_header.as_str());
+    assert_eq!(b_status["member"], true, "{b_status}");
+    assert_eq!(b_status["key_check"], made["key_check"], "{b_status}");
+    assert_eq!(b_status["cluster"]["id"], made["id"], "{b_status}");
+    let (a_status, a_header) = status(&a).await;
+    assert_eq!(a_status["node"], made["node"]);
+    assert_ne!(a_header, b_header, "each node answers with its own id");
+    let members: Vec<&str> = a_status["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| {
+            assert_eq!(m["key_check"], made["key_check"], "{m}");
+            m["node"].as_str().expect("node")
+        })
+        .collect();
+    assert!(
+        members.contains(&a_header.as_str()) && members.contains(&b_header.as_str()),
+        "{a_status}"
+    );
+
+    // A journaled the admission, and says it rested on simulation quotes.
+    let admitted = audit(&a, a_head, "cluster.admitted", &b_header).await;
+    assert!(
+        admitted["event"]["detail"]["simulation"]
+            .as_str()
+            .is_some_and(|s| s.contains("simulation")),
+        "{admitted}"
+    );
+    // Every answer names its node, errors too.
+    let r = b
+        .http
+        .get(format!("{}/v1/nothing-here", b.base))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(r.headers()["x-cloister-node"], b_header.as_str());
+
+    // `cloister cluster status` lists both, each holding the cluster's key.
+    let (ok, out, err) = cli(&b.base, &["status"]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&a_header) && out.contains(&b_header), "{out}");
+    assert_eq!(out.matches("the cluster's").count(), 2, "{out}");
+
+    // B restarts without --join: it holds the key sealed, and needs no new admission.
+    assert!(b.terminate().success());
+    let b = Server::start(BIN, &config_b).await;
+    assert_eq!(status(&b).await.0["key_check"], made["key_check"]);
+    assert!(b.terminate().success());
+    assert!(a.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_identity_breaks_the_policy_is_refused_with_the_reason_on_both_sides() {
+    let pg = Postgres::start();
+    let (da, dc) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let (a, made, a_head) = first_node(&pg, da.path()).await;
+    // Another product id: another measurement, as another manifest would be under SGX.
+    let config_c = pg.write_config(dc.path());
+    let text = std::fs::read_to_string(&config_c).expect("config");
+    std::fs::write(&config_c, format!("{text}\n[enclave]\nproduct_id = 2\n")).expect("write");
+    let out = command(BIN)
+        .args(["run", "--config"])
+        .arg(&config_c)
+        .args(["--join", &a.base])
+        .env("CLOISTER_ADMIN_TOKEN", TOKEN)
+        .output()
+        .expect("cloister run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("cluster.policy_refused"), "{stderr}");
+    assert!(stderr.contains("measurement (MRENCLAVE)"), "{stderr}");
+    assert!(!dc.path().join("data/cluster.key").exists());
+    let node_c = std::fs::read_to_string(dc.path().join("data/node.id")).expect("node id");
+    let refused = audit(&a, a_head, "cluster.refused", node_c.trim()).await;
+    assert_eq!(
+        refused["event"]["detail"]["code"], "cluster.policy_refused",
+        "{refused}"
+    );
+    // Nothing about it reached the members.
+    let members = status(&a).await.0["members"].clone();
+    assert_eq!(members.as_array().map(Vec::len), Some(1), "{members}");
+    assert_eq!(members[0]["key_check"], made["key_check"]);
+    assert!(a.terminate().success());
+}
+
+/// A fresh challenge from member `a`.
+async fn challenge(a: &Server) -> Vec<u8> {
+    let (status, c) = a
+        .json_as("", reqwest::Method::POST, "/v1/cluster/challenge", None)
+        .await;
+    assert_eq!(status, 200, "{c}");
+    unb64(&c["challenge"])
+}
+
+/// `POST /v1/cluster/join` to member `a`, with no token.
+async fn join(a: &Server, body: Value) -> (u16, Value) {
+    a.json_as("", reqwest::Method::POST, "/v1/cluster/join", Some(body))
+        .await
+}
+
+/// A simulation platform with the identity the binary has under `pg.write_config`'s
+/// configuration: its quotes pass the policy, so what is tested is the binding alone.
+fn same_identity(dir: &Path) -> enclave::Simulation {
+    let code = std::fs::read(BIN).expect("the binary");
+    let measured = serde_json::to_vec(&runtime::config::Config::default().enclave)
+        .expect("the [enclave] table");
+    enclave::Simulation::open(dir, &code, &measured, 1).expect("simulation")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_join_requests_are_refused_and_journaled() {
+    use enclave::Platform as _;
+    let pg = Postgres::start();
+    let (da, dx) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let (a, made, a_head) = first_node(&pg, da.path()).await;
+    let platform = same_identity(dx.path());
+    let request = |node: &str, challenge: &[u8], public: &[u8; 32], quote: &[u8]| {
+        json!({"challenge": b64(challenge), "public_key": b64(public), "quote": b64(quote),
+               "node": node, "address": "http://127.0.0.1:9"})
+    };
+
+    // A quote that binds another public key than the one sent.
+    let c = challenge(&a).await;
+    let (mine, other) = (exchange::Ephemeral::new(), exchange::Ephemeral::new());
+    let quote = platform
+        .quote(&exchange::request_report_data(&c, other.public()))
+        .expect("quote");
+    let (status, body) = join(&a, request("other-key", &c, mine.public(), &quote)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("cluster.report_data_mismatch")),
+        "{body}"
+    );
+
+    // A quote changed after it was made (its measurement): its signature no longer verifies.
+    let c = challenge(&a).await;
+    let mut quote = platform
+        .quote(&exchange::request_report_data(&c, mine.public()))
+        .expect("quote");
+    quote[enclave::quote::HEADER_LEN + enclave::quote::BODY_MR_ENCLAVE] ^= 1;
+    let (status, body) = join(&a, request("tampered", &c, mine.public(), &quote)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("cluster.bad_quote")),
+        "{body}"
+    );
+
+    // A challenge the member never made.
+    let forged = [7u8; exchange::CHALLENGE_LEN];
+    let quote = platform
+        .quote(&exchange::request_report_data(&forged, mine.public()))
+        .expect("quote");
+    let (status, body) = join(
+        &a,
+        request("forged-challenge", &forged, mine.public(), &quote),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("cluster.bad_challenge")),
+        "{body}"
+    );
+
+    for node in ["other-key", "tampered", "forged-challenge"] {
+        audit(&a, a_head, "cluster.refused", node).await;
+    }
+
+    // The same request done right is admitted, and the answer is what docs/cluster.md says: the
+    // member's quote binds it, and the key it carries is the cluster's.
+    let c = challenge(&a).await;
+    let rd = exchange::request_report_data(&c, mine.public());
+    let quote = platform.quote(&rd).expect("quote");
+    let (status, answer) = join(&a, request("right", &c, mine.public(), &quote)).await;
+    assert_eq!(status, 200, "{answer}");
+    let id = exchange::ClusterId::parse(answer["cluster_id"].as_str().expect("id")).expect("hex");
+    let member: [u8; 32] = unb64(&answer["public_key"]).try_into().expect("32 bytes");
+    let wrapped = unb64(&answer["wrapped_key"]);
+    let trust = enclave::quote::Trust {
+        allow_simulation: true,
+        hardware: None,
+    };
+    let expected = exchange::answer_report_data(&rd, &id, &member, &wrapped);
+    enclave::quote::check(&unb64(&answer["quote"]), &trust, Some(&expected))
+        .expect("the member's quote binds its answer");
+    let key = mine.unwrap(&id, &member, &wrapped).expect("the key opens");
+    assert_eq!(
+        hex::encode(key.check(&id)),
+        made["key_check"].as_str().expect("check")
+    );
+    assert!(a.terminate().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_refuses_an_answer_whose_quote_does_not_bind_it() {
+    use enclave::Platform as _;
+    let pg = Postgres::start();
+    let (da, db, dx) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let (a, _, _) = first_node(&pg, da.path()).await;
+    // Between B and A: passes everything on, but answers with a quote of the right identity
+    // over other report data (as one recorded from another exchange would be).
+    let platform = std::sync::Arc::new(same_identity(dx.path()));
+    let member = a.base.clone();
+    let http = reqwest::Client::new();
+    let relay = {
+        let (member, http) = (member.clone(), http.clone());
+        axum::Router::new()
+            .route(
+                "/v1/cluster/challenge",
+                axum::routing::post({
+                    let (member, http) = (member.clone(), http.clone());
+                    move || async move {
+                        let r = http
+                            .post(format!("{member}/v1/cluster/challenge"))
+                            .send()
+                            .await
+                            .expect("challenge");
+                        axum::Json(r.json::<Value>().await.expect("json"))
+                    }
+                }),
+            )
+            .route(
+                "/v1/cluster/join",
+                axum::routing::post(move |axum::Json(body): axum::Json<Value>| async move {
+                    let r = http
+                        .post(format!("{member}/v1/cluster/join"))
+                        .json(&body)
+                        .send()
+                        .await
+                        .expect("join");
+                    let mut answer: Value = r.json().await.expect("json");
+                    let quote = platform.quote(&[9u8; 64]).expect("quote");
+                    answer["quote"] = Value::String(b64(&quote));
+                    axum::Json(answer)
+                }),
+            )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let relay_url = format!("http://{}", listener.local_addr().expect("addr"));
+    let serving = tokio::spawn(async move { axum::serve(listener, relay).await });
+
+    let config_b = pg.write_config(db.path());
+    let out = tokio::task::spawn_blocking(move || {
+        command(BIN)
+            .args(["run", "--config"])
+            .arg(&config_b)
+            .args(["--join", &relay_url])
+            .env("CLOISTER_ADMIN_TOKEN", TOKEN)
+            .output()
+            .expect("cloister run")
+    })
+    .await
+    .expect("joined");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the member's answer is refused"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("report data does not match"), "{stderr}");
+    assert!(!db.path().join("data/cluster.key").exists());
+    serving.abort();
+    assert!(a.terminate().success());
+}
