@@ -27,12 +27,19 @@ impl State<'_> {
         Ok(written)
     }
 
-    /// Advances the freshness counter by one, to `seq`, off the async workers (it syncs).
+    /// Advances the freshness counter to `seq`, off the async workers (it syncs): by one on a
+    /// database of this node's own; on a shared one, past the commits of other nodes since.
     pub(super) async fn advance_counter(&self, seq: u64) -> Result<(), Fatal> {
         let counters = self.storage.counters.clone();
         let platform = self.storage.platform.clone();
         let name = self.storage.counter();
+        let shared = self.store.shared();
         tokio::task::spawn_blocking(move || {
+            if shared {
+                return counters
+                    .advance_to(&*platform, name, seq)
+                    .map_err(|e| Fatal::Yes(format!("advancing the freshness counter: {e}")));
+            }
             let counter = counters
                 .advance(&*platform, name)
                 .map_err(|e| Fatal::Yes(format!("advancing the freshness counter: {e}")))?;
@@ -49,14 +56,18 @@ impl State<'_> {
 
     /// After a commit whose outcome was unknown: reads the database's commit number. If that
     /// commit landed, the counter catches up with it (its requests were answered as unavailable;
-    /// a retry writes again, at a later version); if it did not, nothing changes. Any other number
-    /// means another writer, and ends the incarnation.
+    /// a retry writes again, at a later version); if it did not, nothing changes. On a database
+    /// of this node's own, any other number means another writer, and ends the incarnation; on a
+    /// shared one, other nodes' commits are expected, and the node catches up with them.
     pub(super) async fn settle(&mut self) -> Result<(), Fatal> {
         if !self.unsettled {
             return Ok(());
         }
         let found = self.store.seq().await.map_err(Fatal::No)?;
-        if found == self.seq + 1 {
+        if self.store.shared() && found >= self.seq {
+            self.advance_counter(found).await?;
+            self.catch_up().await.map_err(Fatal::No)?;
+        } else if found == self.seq + 1 {
             self.advance_counter(found).await?;
             self.seq = found;
             // What the namespaces hold changed unseen: read again when next written.

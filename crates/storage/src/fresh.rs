@@ -321,40 +321,44 @@ fn seal_new(
 }
 
 /// The PostgreSQL start check: the database's commit number, judged against this node's freshness
-/// counter as redb's is ([`judge`]). There is no digest of the whole state to check (each record's
-/// AES-GCM tag is checked when it is read): behind the counter is an older copy of the database
-/// ([`StateError::RolledBack`]), ahead by more than a crash leaves is a lost counter or another
-/// writer ([`StateError::CounterLost`]). An operator's accept moves the database's commit number
-/// and the counter to the higher of the two, so no commit number is reused. Answers the commit
-/// number to go on from, and the refusal the accept lifted.
+/// counter. There is no digest of the whole state to check (each record's AES-GCM tag is checked
+/// when it is read). The database is shared: other nodes of a cluster commit to it too, so a
+/// number ahead of the counter is their commits, and the counter catches up; a number behind it
+/// is an older copy of the database ([`StateError::RolledBack`]), refused. No counter at all for a
+/// database that is not new is a lost counter ([`StateError::CounterLost`]), unless this node has
+/// just been admitted to the cluster (`newcomer`): it has seen nothing yet, and takes the number as
+/// it is. An operator's accept moves the database's commit number and the counter to the higher of
+/// the two, so no commit number is reused. Answers the commit number to go on from, and the
+/// refusal the accept lifted.
 pub(crate) async fn open_postgres(
     pg: &Pg,
     platform: &dyn Platform,
     counters: &Counters,
     accept: Option<u64>,
+    newcomer: bool,
 ) -> Result<(u64, Option<StateError>), StateError> {
     let unreadable = |e: crate::Error| StateError::Database(DbError(e.to_string()));
     let seq = pg.seq().await.map_err(unreadable)?;
     let counter = counters
         .read_if_present(platform, COUNTER_POSTGRES)
         .map_err(counter_error)?;
-    match judge(seq, counter, accept).map_err(StateError::stale)? {
-        Verdict::Current => {
+    let verdict = match counter {
+        Some(c) if seq >= c => Verdict::Current,
+        None if newcomer => {
+            tracing::info!(
+                commit = seq,
+                "storage: a new member of the cluster starts from the database's commit number"
+            );
+            Verdict::Current
+        }
+        _ => judge(seq, counter, accept).map_err(StateError::stale)?,
+    };
+    match verdict {
+        Verdict::Current | Verdict::CatchUp => {
             if counter != Some(seq) {
                 counters
                     .advance_to(platform, COUNTER_POSTGRES, seq)
                     .map_err(counter_error)?;
-            }
-            Ok((seq, None))
-        }
-        Verdict::CatchUp => {
-            let now = counters
-                .advance(platform, COUNTER_POSTGRES)
-                .map_err(counter_error)?;
-            if now != seq {
-                return Err(StateError::Counter(format!(
-                    "advanced to {now} to catch up with commit {seq}: another writer?"
-                )));
             }
             Ok((seq, None))
         }

@@ -6,8 +6,11 @@
 //!   the redb path orders them (bytewise) and hold any string; they are plaintext, as in redb:
 //!   listing by prefix needs them in order.
 //! - `storage_namespaces`: namespace → the id of its key in the crypto service.
-//! - `storage_commit`: one row, the number of the last commit. Every commit moves it from `n` to
-//!   `n + 1` in the same transaction as its data, and fails if it is not at `n` (another writer).
+//! - `storage_commit`: one row, the number of the last commit, cluster-wide: every commit moves it
+//!   from `n` to `n + 1` in the same transaction as its data. A commit that finds it past `n` has
+//!   been overtaken by another node's and writes nothing ([`Committed::Overtaken`]): the service
+//!   catches up and prepares its writes again at the new number, so the number orders every commit
+//!   of every node, and a value's version (bound into its ciphertext) only grows.
 //!
 //! - `cloister_cluster` and `cloister_nodes` (migration 2): the cluster's one row (its id, its
 //!   admission policy, a check value of its key, never the key) and its members with their
@@ -471,13 +474,14 @@ impl Pg {
     }
 
     /// Commits `changes` and `new_namespaces` as commit `seq`, in one transaction that also moves
-    /// the commit number from `seq - 1` to `seq`. Deletes of absent keys are no-ops.
+    /// the commit number from `seq - 1` to `seq`; writes nothing if another node committed `seq`
+    /// first. Deletes of absent keys are no-ops.
     pub(crate) async fn commit(
         &self,
         seq: u64,
         new_namespaces: &[(String, String)],
         changes: &[Change],
-    ) -> Result<(), Error> {
+    ) -> Result<Committed, Error> {
         self.bounded(async {
             let mut client = self.client().await?;
             let advance = client
@@ -503,7 +507,9 @@ impl Pg {
                 .await
                 .map_err(|e| classify(&e))?;
             let tx = client.transaction().await.map_err(|e| classify(&e))?;
-            advance_commit(&tx, &advance, seq).await?;
+            if let Committed::Overtaken = advance_commit(&tx, &advance, seq).await? {
+                return Ok(Committed::Overtaken);
+            }
             for (namespace, key_id) in new_namespaces {
                 tx.execute(&upsert_namespace, &[&namespace.as_bytes(), key_id])
                     .await
@@ -526,14 +532,19 @@ impl Pg {
                 };
                 done.map_err(|e| classify(&e))?;
             }
-            tx.commit().await.map_err(|e| classify(&e))
+            tx.commit().await.map_err(|e| classify(&e))?;
+            Ok(Committed::Done)
         })
         .await
     }
 
     /// Deletes every value of `namespace` and its key mapping, as commit `seq`; answers how many
-    /// values there were.
-    pub(crate) async fn drop_namespace(&self, seq: u64, namespace: &str) -> Result<usize, Error> {
+    /// values there were, or nothing if another node committed `seq` first.
+    pub(crate) async fn drop_namespace(
+        &self,
+        seq: u64,
+        namespace: &str,
+    ) -> Result<Option<usize>, Error> {
         self.bounded(async {
             let mut client = self.client().await?;
             let advance = client
@@ -541,7 +552,9 @@ impl Pg {
                 .await
                 .map_err(|e| classify(&e))?;
             let tx = client.transaction().await.map_err(|e| classify(&e))?;
-            advance_commit(&tx, &advance, seq).await?;
+            if let Committed::Overtaken = advance_commit(&tx, &advance, seq).await? {
+                return Ok(None);
+            }
             let dropped = tx
                 .execute(
                     "DELETE FROM storage_values WHERE namespace = $1",
@@ -556,18 +569,27 @@ impl Pg {
             .await
             .map_err(|e| classify(&e))?;
             tx.commit().await.map_err(|e| classify(&e))?;
-            Ok(dropped as usize)
+            Ok(Some(dropped as usize))
         })
         .await
     }
 }
 
-/// Moves the commit number from `seq - 1` to `seq` in `tx`; another writer moved it otherwise.
+/// Whether a commit was written, or overtaken by another node's commit of the same number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub(crate) enum Committed {
+    Done,
+    /// The commit number was past `seq - 1`: nothing was written.
+    Overtaken,
+}
+
+/// Moves the commit number from `seq - 1` to `seq` in `tx`, unless another node moved it first.
 async fn advance_commit(
     tx: &deadpool_postgres::Transaction<'_>,
     advance: &tokio_postgres::Statement,
     seq: u64,
-) -> Result<(), Error> {
+) -> Result<Committed, Error> {
     let previous = seq
         .checked_sub(1)
         .ok_or_else(|| Error::Internal("commit 0 is never written".into()))?;
@@ -575,12 +597,11 @@ async fn advance_commit(
         .execute(advance, &[&as_i64(seq)?, &as_i64(previous)?])
         .await
         .map_err(|e| classify(&e))?;
-    if moved != 1 {
-        return Err(Error::Database(DbError(format!(
-            "the database's commit number is no longer {previous}: another writer changed it"
-        ))));
-    }
-    Ok(())
+    Ok(if moved == 1 {
+        Committed::Done
+    } else {
+        Committed::Overtaken
+    })
 }
 
 #[cfg(test)]

@@ -8,14 +8,15 @@ use std::sync::{Arc, Mutex};
 use runtime::setting::Setting;
 use runtime::{CallError, Context, Kind, Priority, Reply, Service, ServiceError, Spec};
 
-use crate::db::{Change, Db, Record, associated_data};
+use crate::db::{Db, Record, associated_data};
 use crate::fresh::{self, COUNTER, COUNTER_POSTGRES, Opened, StateError, Verified};
 use crate::openers::Openers;
 use crate::postgres::Pg;
-use crate::quota::{MAX_ACCOUNT_BYTES, MAX_ACCOUNT_KEYS, Tally, Usages};
+use crate::quota::{MAX_ACCOUNT_BYTES, MAX_ACCOUNT_KEYS, Usages};
 use crate::store::Store;
 use crate::{Backend, BadInput, Error, KEY_OWNER, NAME, Page, Request, Value, Write};
 
+use commit::MAX_ATTEMPTS;
 use limits::{Limits, check_namespace};
 
 type Answer<T> = Reply<Result<T, Error>>;
@@ -58,6 +59,9 @@ pub struct Storage {
     crypto: crypto::Handle,
     /// The database commit an operator accepted despite the freshness counter; used once.
     accept: Mutex<Option<u64>>,
+    /// This node has just been admitted to its cluster: a shared database's commit number is
+    /// taken as it is when there is no freshness counter yet (`fresh::open_postgres`).
+    newcomer: bool,
 }
 
 impl Storage {
@@ -74,7 +78,15 @@ impl Storage {
             platform,
             crypto: crypto.with_caller(&NAME),
             accept: Mutex::new(None),
+            newcomer: false,
         }
+    }
+
+    /// Says this node has just been admitted to its cluster (it has no freshness counter for the
+    /// shared database yet, and nothing to compare its commit number with).
+    pub fn newcomer(mut self, newcomer: bool) -> Storage {
+        self.newcomer = newcomer;
+        self
     }
 
     /// Accepts, once, a database at commit `seq` that disagrees with the freshness counter (an
@@ -160,7 +172,8 @@ impl Storage {
                     .map_err(|e| ServiceError::new(format!("the PostgreSQL database: {e}")))?;
                 let accept = *self.accept.lock().unwrap_or_else(|p| p.into_inner());
                 let opened =
-                    fresh::open_postgres(&pg, &*self.platform, &self.counters, accept).await;
+                    fresh::open_postgres(&pg, &*self.platform, &self.counters, accept, self.newcomer)
+                        .await;
                 match opened {
                     Ok((seq, lifted)) => {
                         if let Some(lifted) = lifted {
@@ -356,15 +369,35 @@ impl<'a> State<'a> {
                 return Err(ServiceError::new(message));
             }
         }
-        let key_id = match self.key_id(&namespace).await {
-            Ok(id) => id,
-            Err(e) => {
-                reply.send(Err(e));
-                return Ok(());
+        let mut attempts = 0;
+        let (key_id, seq, written) = loop {
+            let key_id = match self.key_id(&namespace).await {
+                Ok(id) => id,
+                Err(e) => {
+                    reply.send(Err(e));
+                    return Ok(());
+                }
+            };
+            let seq = self.seq + 1;
+            match self.store.drop_namespace(seq, &namespace).await {
+                // Overtaken by another node's commit: the namespace's key may have changed.
+                Ok(None) if attempts < MAX_ATTEMPTS => {
+                    attempts += 1;
+                    if let Err(e) = self.catch_up().await {
+                        reply.send(Err(e));
+                        return Ok(());
+                    }
+                }
+                Ok(None) => {
+                    reply.send(Err(Error::Unavailable(format!(
+                        "other nodes committed first {MAX_ATTEMPTS} times in a row; retry"
+                    ))));
+                    return Ok(());
+                }
+                Ok(Some(dropped)) => break (key_id, seq, Ok(dropped)),
+                Err(e) => break (key_id, seq, Err(e)),
             }
         };
-        let seq = self.seq + 1;
-        let written = self.store.drop_namespace(seq, &namespace).await;
         let committed = self.count(seq, written).await;
         match committed {
             Ok(_) => {
@@ -442,6 +475,20 @@ impl<'a> State<'a> {
     }
 
     async fn get(&mut self, namespace: &str, key: &str) -> Result<Value, Error> {
+        let got = self.get_once(namespace, key).await;
+        // On a shared database another node may have dropped the namespace and made it again,
+        // under a new key: a value that does not open with the key remembered is tried once
+        // more with the key the database records.
+        if matches!(got, Err(Error::Integrity { .. }))
+            && self.store.shared()
+            && self.namespace_keys.remove(namespace).is_some()
+        {
+            return self.get_once(namespace, key).await;
+        }
+        got
+    }
+
+    async fn get_once(&mut self, namespace: &str, key: &str) -> Result<Value, Error> {
         check_namespace(namespace)?;
         let Some(bytes) = self.store.get(namespace, key).await? else {
             return Err(Error::NotFound(key.to_owned()));
@@ -488,221 +535,6 @@ impl<'a> State<'a> {
         Ok(Page { keys, next })
     }
 
-    /// Checks and encrypts one write request for commit `seq`. `overlay` says which keys the
-    /// group's earlier requests put (`true`) or deleted (`false`).
-    #[allow(clippy::too_many_arguments)]
-    async fn prepare(
-        &mut self,
-        namespace: &str,
-        writes: Vec<Write>,
-        must_exist: bool,
-        limits: &Limits,
-        seq: u64,
-        overlay: &mut HashMap<(String, String), bool>,
-        new_namespaces: &mut Vec<(String, String)>,
-        tally: &mut Tally,
-    ) -> Result<Vec<Change>, Error> {
-        check_namespace(namespace)?;
-        if writes.is_empty() {
-            return Err(Error::BadInput(BadInput::EmptyBatch));
-        }
-        if writes.len() > limits.batch {
-            return Err(Error::TooLarge {
-                what: "the batch",
-                size: writes.len(),
-                limit: limits.batch,
-                setting: MAX_BATCH_WRITES.name(),
-            });
-        }
-        for w in &writes {
-            match w {
-                Write::Put { key, value } => {
-                    limits.check_key(key)?;
-                    limits.check_value(value)?;
-                }
-                Write::Delete { key } => limits.check_key(key)?,
-            }
-        }
-        if must_exist {
-            for w in &writes {
-                if let Write::Delete { key } = w {
-                    let exists = match overlay.get(&(namespace.to_owned(), key.clone())) {
-                        Some(&exists) => exists,
-                        None => self.store.contains(namespace, key).await?,
-                    };
-                    if !exists {
-                        return Err(Error::NotFound(key.clone()));
-                    }
-                }
-            }
-        }
-        let has_puts = writes.iter().any(|w| matches!(w, Write::Put { .. }));
-        let known = new_namespaces
-            .iter()
-            .find(|(ns, _)| ns == namespace)
-            .map(|(_, id)| id.clone());
-        let key_id = match known {
-            Some(id) => Some(id),
-            None => match self.key_id(namespace).await? {
-                Some(id) => Some(id),
-                None if has_puts => {
-                    let info = self
-                        .storage
-                        .crypto
-                        .call(|reply| crypto::Request::Generate {
-                            owner: KEY_OWNER.into(),
-                            algorithm: crypto::Algorithm::Aes256gcm,
-                            reply,
-                        })
-                        .await
-                        .map_err(unavailable)?
-                        .map_err(|e| Error::Internal(format!("creating the namespace key: {e}")))?;
-                    new_namespaces.push((namespace.to_owned(), info.id.clone()));
-                    Some(info.id)
-                }
-                None => None,
-            },
-        };
-        let mut changes = Vec::with_capacity(writes.len());
-        for w in writes {
-            match w {
-                Write::Put { key, value } => {
-                    let id = key_id
-                        .clone()
-                        .ok_or_else(|| Error::Internal("a put without a namespace key".into()))?;
-                    let aad = associated_data(namespace, &key, seq);
-                    let ciphertext = self
-                        .storage
-                        .crypto
-                        .call(|reply| crypto::Request::Encrypt {
-                            owner: KEY_OWNER.into(),
-                            id,
-                            plaintext: value,
-                            aad,
-                            reply,
-                        })
-                        .await
-                        .map_err(unavailable)?
-                        .map_err(|e| Error::Internal(format!("encrypting: {e}")))?;
-                    let record = Record {
-                        version: seq,
-                        ciphertext,
-                    }
-                    .encode();
-                    changes.push(Change::Put {
-                        namespace: namespace.to_owned(),
-                        key,
-                        record,
-                    });
-                }
-                Write::Delete { key } => changes.push(Change::Delete {
-                    namespace: namespace.to_owned(),
-                    key,
-                }),
-            }
-        }
-        tally
-            .admit(
-                &mut self.usages,
-                &self.store,
-                namespace,
-                &changes,
-                limits.quota,
-            )
-            .await?;
-        for change in &changes {
-            let (namespace, key, exists) = match change {
-                Change::Put { namespace, key, .. } => (namespace, key, true),
-                Change::Delete { namespace, key } => (namespace, key, false),
-            };
-            overlay.insert((namespace.clone(), key.clone()), exists);
-        }
-        Ok(changes)
-    }
-
-    /// Commits a group of write requests as one commit, advances the freshness counter, then
-    /// answers each. A request that fails its checks is answered at once and leaves the rest alone.
-    /// An error here ends the incarnation: a commit whose counter advance failed leaves memory and
-    /// disk disagreeing, which only a fresh start (and its freshness check) sorts out.
-    async fn commit_group(
-        &mut self,
-        group: Vec<Pending>,
-        limits: &Limits,
-    ) -> Result<(), ServiceError> {
-        match self.settle().await {
-            Ok(()) => {}
-            Err(Fatal::No(e)) => {
-                for p in group {
-                    p.reply.send(Err(e.clone()));
-                }
-                return Ok(());
-            }
-            Err(Fatal::Yes(message)) => {
-                for p in group {
-                    p.reply.send(Err(Error::Internal(message.clone())));
-                }
-                return Err(ServiceError::new(message));
-            }
-        }
-        let seq = self.seq + 1;
-        let mut overlay = HashMap::new();
-        let mut new_namespaces = Vec::new();
-        let mut tally = Tally::default();
-        let mut changes = Vec::new();
-        let mut accepted = Vec::with_capacity(group.len());
-        for p in group {
-            let prepared = self
-                .prepare(
-                    &p.namespace,
-                    p.writes,
-                    p.must_exist,
-                    limits,
-                    seq,
-                    &mut overlay,
-                    &mut new_namespaces,
-                    &mut tally,
-                )
-                .await;
-            match prepared {
-                Ok(mut c) => {
-                    changes.append(&mut c);
-                    accepted.push(p.reply);
-                }
-                Err(e) => p.reply.send(Err(e)),
-            }
-        }
-        if changes.is_empty() && new_namespaces.is_empty() {
-            return Ok(());
-        }
-        let written = self
-            .store
-            .commit(seq, new_namespaces.clone(), changes)
-            .await;
-        let committed = self.count(seq, written).await;
-        match committed {
-            Ok(()) => {
-                self.seq = seq;
-                self.usages.commit(tally);
-                self.namespace_keys.extend(new_namespaces);
-                for reply in accepted {
-                    reply.send(Ok(seq));
-                }
-                Ok(())
-            }
-            Err(Fatal::No(e)) => {
-                for reply in accepted {
-                    reply.send(Err(e.clone()));
-                }
-                Ok(())
-            }
-            Err(Fatal::Yes(message)) => {
-                for reply in accepted {
-                    reply.send(Err(Error::Internal(message.clone())));
-                }
-                Err(ServiceError::new(message))
-            }
-        }
-    }
 }
 
 /// A write request waiting for its group's commit.
@@ -761,6 +593,8 @@ enum Fatal {
     Yes(String),
 }
 
+#[path = "commit.rs"]
+mod commit;
 #[path = "durable.rs"]
 mod durable;
 #[path = "limits.rs"]

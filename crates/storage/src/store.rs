@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::Error;
 use crate::db::{Change, Db, DbError, Listed, Usage};
 use crate::digest::{Root, StateKey};
-use crate::postgres::Pg;
+use crate::postgres::{Committed, Pg};
 
 /// One incarnation's database.
 #[derive(Debug)]
@@ -40,6 +40,12 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Store {
+    /// Whether other nodes may commit to this database too (PostgreSQL): then the commit number
+    /// can move between two of this node's commits, and what was read may have changed.
+    pub(crate) fn shared(&self) -> bool {
+        matches!(self, Store::Postgres(_))
+    }
+
     /// Whether an error from a commit leaves its outcome unknown (the database may have
     /// committed before the connection broke): only a remote database's can.
     pub(crate) fn outcome_unknown(&self, e: &Error) -> bool {
@@ -103,14 +109,15 @@ impl Store {
         Ok(self.entry_bytes(namespace, key).await?.is_some())
     }
 
-    /// Commits `changes` as commit `seq`, recording `new_namespaces` (namespace, key id). Deletes
-    /// of absent keys are no-ops. The freshness counter is the caller's.
+    /// Commits `changes` as commit `seq`, recording `new_namespaces` (namespace, key id), unless
+    /// another node of a shared database committed `seq` first. Deletes of absent keys are
+    /// no-ops. The freshness counter is the caller's.
     pub(crate) async fn commit(
         &mut self,
         seq: u64,
         new_namespaces: Vec<(String, String)>,
         changes: Vec<Change>,
-    ) -> Result<(), Error> {
+    ) -> Result<Committed, Error> {
         match self {
             Store::Redb { db, keys, root } => {
                 let (keys, old) = (keys.clone(), *root);
@@ -118,26 +125,26 @@ impl Store {
                     db.commit(seq, &new_namespaces, &changes, &keys, old)
                 })
                 .await?;
-                Ok(())
+                Ok(Committed::Done)
             }
             Store::Postgres(pg) => pg.commit(seq, &new_namespaces, &changes).await,
         }
     }
 
     /// Deletes every value of `namespace` and its key mapping, as commit `seq`; answers how many
-    /// values there were.
+    /// values there were, or nothing if another node committed `seq` first.
     pub(crate) async fn drop_namespace(
         &mut self,
         seq: u64,
         namespace: &str,
-    ) -> Result<usize, Error> {
+    ) -> Result<Option<usize>, Error> {
         match self {
             Store::Redb { db, keys, root } => {
                 let (keys, old, ns) = (keys.clone(), *root, namespace.to_owned());
                 let (dropped, new) =
                     blocking(db, move |db| db.drop_namespace(seq, &ns, &keys, old)).await?;
                 *root = new;
-                Ok(dropped)
+                Ok(Some(dropped))
             }
             Store::Postgres(pg) => pg.drop_namespace(seq, namespace).await,
         }

@@ -1,0 +1,292 @@
+//! Writes: each request checked and encrypted for its commit, and a group of them committed as
+//! one. On a shared database (PostgreSQL, other nodes writing too) a group overtaken by another
+//! node's commit is prepared again at the next number, up to [`MAX_ATTEMPTS`] times.
+
+use std::collections::HashMap;
+
+use runtime::ServiceError;
+
+use super::{Fatal, Limits, MAX_BATCH_WRITES, Pending, State, check_namespace, unavailable};
+use crate::db::{Change, Record, associated_data};
+use crate::postgres::Committed;
+use crate::quota::{Tally, Usages};
+use crate::{BadInput, Error, KEY_OWNER, Write};
+
+/// How many times a group is prepared again after other nodes' commits overtook it, before its
+/// requests are answered as unavailable (retryable).
+pub(super) const MAX_ATTEMPTS: u32 = 8;
+
+impl State<'_> {
+    /// Checks and encrypts one write request for commit `seq`. `overlay` says which keys the
+    /// group's earlier requests put (`true`) or deleted (`false`).
+    #[allow(clippy::too_many_arguments)]
+    async fn prepare(
+        &mut self,
+        namespace: &str,
+        writes: Vec<Write>,
+        must_exist: bool,
+        limits: &Limits,
+        seq: u64,
+        overlay: &mut HashMap<(String, String), bool>,
+        new_namespaces: &mut Vec<(String, String)>,
+        tally: &mut Tally,
+    ) -> Result<Vec<Change>, Error> {
+        check_namespace(namespace)?;
+        if writes.is_empty() {
+            return Err(Error::BadInput(BadInput::EmptyBatch));
+        }
+        if writes.len() > limits.batch {
+            return Err(Error::TooLarge {
+                what: "the batch",
+                size: writes.len(),
+                limit: limits.batch,
+                setting: MAX_BATCH_WRITES.name(),
+            });
+        }
+        for w in &writes {
+            match w {
+                Write::Put { key, value } => {
+                    limits.check_key(key)?;
+                    limits.check_value(value)?;
+                }
+                Write::Delete { key } => limits.check_key(key)?,
+            }
+        }
+        if must_exist {
+            for w in &writes {
+                if let Write::Delete { key } = w {
+                    let exists = match overlay.get(&(namespace.to_owned(), key.clone())) {
+                        Some(&exists) => exists,
+                        None => self.store.contains(namespace, key).await?,
+                    };
+                    if !exists {
+                        return Err(Error::NotFound(key.clone()));
+                    }
+                }
+            }
+        }
+        let has_puts = writes.iter().any(|w| matches!(w, Write::Put { .. }));
+        let known = new_namespaces
+            .iter()
+            .find(|(ns, _)| ns == namespace)
+            .map(|(_, id)| id.clone());
+        let key_id = match known {
+            Some(id) => Some(id),
+            None => match self.key_id(namespace).await? {
+                Some(id) => Some(id),
+                None if has_puts => {
+                    let info = self
+                        .storage
+                        .crypto
+                        .call(|reply| crypto::Request::Generate {
+                            owner: KEY_OWNER.into(),
+                            algorithm: crypto::Algorithm::Aes256gcm,
+                            reply,
+                        })
+                        .await
+                        .map_err(unavailable)?
+                        .map_err(|e| Error::Internal(format!("creating the namespace key: {e}")))?;
+                    new_namespaces.push((namespace.to_owned(), info.id.clone()));
+                    Some(info.id)
+                }
+                None => None,
+            },
+        };
+        let mut changes = Vec::with_capacity(writes.len());
+        for w in writes {
+            match w {
+                Write::Put { key, value } => {
+                    let id = key_id
+                        .clone()
+                        .ok_or_else(|| Error::Internal("a put without a namespace key".into()))?;
+                    let aad = associated_data(namespace, &key, seq);
+                    let ciphertext = self
+                        .storage
+                        .crypto
+                        .call(|reply| crypto::Request::Encrypt {
+                            owner: KEY_OWNER.into(),
+                            id,
+                            plaintext: value,
+                            aad,
+                            reply,
+                        })
+                        .await
+                        .map_err(unavailable)?
+                        .map_err(|e| Error::Internal(format!("encrypting: {e}")))?;
+                    let record = Record {
+                        version: seq,
+                        ciphertext,
+                    }
+                    .encode();
+                    changes.push(Change::Put {
+                        namespace: namespace.to_owned(),
+                        key,
+                        record,
+                    });
+                }
+                Write::Delete { key } => changes.push(Change::Delete {
+                    namespace: namespace.to_owned(),
+                    key,
+                }),
+            }
+        }
+        tally
+            .admit(
+                &mut self.usages,
+                &self.store,
+                namespace,
+                &changes,
+                limits.quota,
+            )
+            .await?;
+        for change in &changes {
+            let (namespace, key, exists) = match change {
+                Change::Put { namespace, key, .. } => (namespace, key, true),
+                Change::Delete { namespace, key } => (namespace, key, false),
+            };
+            overlay.insert((namespace.clone(), key.clone()), exists);
+        }
+        Ok(changes)
+    }
+
+    /// Commits a group of write requests as one commit, advances the freshness counter, then
+    /// answers each. A request that fails its checks is answered at once and leaves the rest alone.
+    /// An error here ends the incarnation: a commit whose counter advance failed leaves memory and
+    /// disk disagreeing, which only a fresh start (and its freshness check) sorts out.
+    pub(super) async fn commit_group(
+        &mut self,
+        group: Vec<Pending>,
+        limits: &Limits,
+    ) -> Result<(), ServiceError> {
+        match self.settle().await {
+            Ok(()) => {}
+            Err(Fatal::No(e)) => {
+                for p in group {
+                    p.reply.send(Err(e.clone()));
+                }
+                return Ok(());
+            }
+            Err(Fatal::Yes(message)) => {
+                for p in group {
+                    p.reply.send(Err(Error::Internal(message.clone())));
+                }
+                return Err(ServiceError::new(message));
+            }
+        }
+        let mut group = group;
+        for attempt in 1..=MAX_ATTEMPTS {
+            let seq = self.seq + 1;
+            let mut overlay = HashMap::new();
+            let mut new_namespaces = Vec::new();
+            let mut tally = Tally::default();
+            let mut changes = Vec::new();
+            let mut accepted = Vec::with_capacity(group.len());
+            let shared = self.store.shared();
+            for mut p in group {
+                // On a shared database the group may have to be prepared again (below).
+                let writes = if shared {
+                    p.writes.clone()
+                } else {
+                    std::mem::take(&mut p.writes)
+                };
+                let prepared = self
+                    .prepare(
+                        &p.namespace,
+                        writes,
+                        p.must_exist,
+                        limits,
+                        seq,
+                        &mut overlay,
+                        &mut new_namespaces,
+                        &mut tally,
+                    )
+                    .await;
+                match prepared {
+                    Ok(mut c) => {
+                        changes.append(&mut c);
+                        accepted.push(p);
+                    }
+                    Err(e) => p.reply.send(Err(e)),
+                }
+            }
+            if changes.is_empty() && new_namespaces.is_empty() {
+                return Ok(());
+            }
+            let written = self
+                .store
+                .commit(seq, new_namespaces.clone(), changes)
+                .await;
+            if let Ok(Committed::Overtaken) = written {
+                // Another node committed first: what this group read may have changed. Catch
+                // up and prepare it again at the next number; the namespace keys made for this
+                // attempt are recorded nowhere, so they go.
+                self.forget_keys(new_namespaces).await;
+                if let Err(e) = self.catch_up().await {
+                    for p in accepted {
+                        p.reply.send(Err(e.clone()));
+                    }
+                    return Ok(());
+                }
+                tracing::debug!(attempt, commit = seq, "storage: overtaken by another node's commit");
+                group = accepted;
+                continue;
+            }
+            let committed = self.count(seq, written).await;
+            match committed {
+                Ok(_) => {
+                    self.seq = seq;
+                    self.usages.commit(tally);
+                    self.namespace_keys.extend(new_namespaces);
+                    for p in accepted {
+                        p.reply.send(Ok(seq));
+                    }
+                    return Ok(());
+                }
+                Err(Fatal::No(e)) => {
+                    for p in accepted {
+                        p.reply.send(Err(e.clone()));
+                    }
+                    return Ok(());
+                }
+                Err(Fatal::Yes(message)) => {
+                    for p in accepted {
+                        p.reply.send(Err(Error::Internal(message.clone())));
+                    }
+                    return Err(ServiceError::new(message));
+                }
+            }
+        }
+        let busy = Error::Unavailable(format!(
+            "other nodes committed first {MAX_ATTEMPTS} times in a row; retry"
+        ));
+        for p in group {
+            p.reply.send(Err(busy.clone()));
+        }
+        Ok(())
+    }
+
+    /// After another node's commit overtook this one's: the commit number the database is at,
+    /// and nothing remembered of what it may have changed.
+    pub(super) async fn catch_up(&mut self) -> Result<(), Error> {
+        self.seq = self.store.seq().await?;
+        self.usages = Usages::default();
+        self.namespace_keys.clear();
+        Ok(())
+    }
+
+    /// Deletes namespace keys made for a commit that was not written (best effort: an unused key
+    /// left behind holds nothing).
+    async fn forget_keys(&self, new_namespaces: Vec<(String, String)>) {
+        for (_, id) in new_namespaces {
+            let _ = self
+                .storage
+                .crypto
+                .call(|reply| crypto::Request::Delete {
+                    owner: KEY_OWNER.into(),
+                    id,
+                    reply,
+                })
+                .await;
+        }
+    }
+}
