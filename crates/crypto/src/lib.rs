@@ -13,13 +13,15 @@ mod fresh;
 mod keys;
 mod keystore;
 mod service;
+mod vault;
 
 use runtime::{Classify, ErrorKind, Reply, ServiceName};
 use serde::Serialize;
 
 pub use fresh::StaleKeystore;
 pub use keys::{AES_GCM_MAX_ENCRYPTIONS, Opener};
-pub use service::{Crypto, MAX_ENCRYPTIONS, MAX_KEYS};
+pub use service::{Crypto, MAX_ENCRYPTIONS, MAX_KEYS, VaultWatch};
+pub use vault::{Entry, Vault, VaultError, VaultFuture};
 
 pub use keys::Algorithm;
 
@@ -71,6 +73,12 @@ pub enum Error {
     },
     #[error("keystore: {0}")]
     Keystore(String),
+    /// The cluster's keys (in its database) cannot be reached now; retry later.
+    #[error("the cluster's keys are unavailable: {0}")]
+    Unavailable(String),
+    /// Another node of the cluster changed the key at the same time; retry.
+    #[error("key {0} was changed through another node at the same time; retry")]
+    Conflict(String),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -96,6 +104,10 @@ impl Classify for Error {
             // Over a size limit, and one that waiting does not lift (429 would promise a retry):
             // 413, as storage's and the ai service's limits answer.
             Error::TooManyKeys { .. } => ErrorKind::TooLarge,
+            Error::Unavailable(_) => ErrorKind::Unavailable {
+                retry_after: std::time::Duration::from_secs(1),
+            },
+            Error::Conflict(_) => ErrorKind::Conflict,
             Error::Keystore(_) | Error::Internal(_) => ErrorKind::Internal,
         }
     }
@@ -107,6 +119,8 @@ impl Classify for Error {
             Error::BadInput(_) => "crypto.bad_input",
             Error::Integrity | Error::ShortCiphertext(_) => "crypto.integrity",
             Error::TooManyKeys { .. } => "crypto.too_many_keys",
+            Error::Unavailable(_) => "crypto.unavailable",
+            Error::Conflict(_) => "crypto.conflict",
             Error::Keystore(_) | Error::Internal(_) => "crypto.internal",
         }
     }
