@@ -21,7 +21,7 @@ pub use address::{AddressError, neo_n3, neo_n3_script_hash};
 pub use gate::{AuthError, Directory, Gate, Principal, TokenDigest};
 pub use runtime::rate::Rate;
 pub use scope::{Area, Scope};
-pub use service::{Account, MAX_TOKENS, RATE_BURST, RATE_PER_SECOND};
+pub use service::{Account, MAX_TOKENS, RATE_BURST, RATE_PER_SECOND, SYNC_EVERY};
 
 pub const NAME: ServiceName = ServiceName::from_static("account");
 

@@ -1,7 +1,7 @@
 //! The account service itself: the recipe ([`Account`]) with its settings, the records as stored,
 //! and one incarnation's [`State`], which holds every account and publishes the gate's directory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use base64::Engine;
@@ -49,6 +49,9 @@ pub const MAX_TOKENS: Setting<usize> = Setting::new(
 );
 
 const MAX_NAME_CHARS: usize = 64;
+/// On a shared database, how often the records are read again for what other nodes changed
+/// (`Account::shared`): the longest an account, token or disable made elsewhere goes unseen here.
+pub const SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// An account as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,6 +119,8 @@ pub struct Account {
     storage: storage::Handle,
     journal: Journal,
     directory: watch::Sender<Arc<Directory>>,
+    /// Other nodes of a cluster write the same records (storage on PostgreSQL).
+    shared: bool,
 }
 
 impl Account {
@@ -127,7 +132,16 @@ impl Account {
             storage: storage.with_caller(&NAME),
             journal,
             directory,
+            shared: false,
         }
+    }
+
+    /// Says other nodes of a cluster write the same records: the service reads again what they
+    /// changed before each request and every [`SYNC_EVERY`], so an account, token or disable made
+    /// through one node holds on every other within that time.
+    pub fn shared(mut self, shared: bool) -> Account {
+        self.shared = shared;
+        self
     }
 
     /// The gate the HTTP API authenticates service requests with. It outlives restarts: while the
@@ -180,6 +194,11 @@ fn unavailable(what: &'static str) -> impl FnOnce(CallError) -> Error {
     move |source| Error::Unavailable { what, source }
 }
 
+/// The storage key of account `id`'s record.
+fn key_of(id: &str) -> String {
+    format!("{RECORD_PREFIX}{id}")
+}
+
 fn new_secret() -> String {
     let bytes: [u8; 32] = rand::random();
     format!(
@@ -207,6 +226,8 @@ fn check_name(name: &str, what: &str) -> Result<String, Error> {
 struct State<'a> {
     service: &'a Account,
     accounts: BTreeMap<String, Record>,
+    /// The version of each record as last read or written, by storage key.
+    versions: HashMap<String, u64>,
     max_tokens: usize,
     rate: Rate,
 }
@@ -255,8 +276,9 @@ impl State<'_> {
     async fn save(&mut self, record: Record) -> Result<(), Error> {
         let value = serde_json::to_vec(&record)
             .map_err(|e| Error::Internal(format!("encoding account {}: {e}", record.id)))?;
-        let key = format!("{RECORD_PREFIX}{}", record.id);
-        self.service
+        let key = key_of(&record.id);
+        let version = self
+            .service
             .storage
             .call(|reply| storage::Request::Put {
                 namespace: NAMESPACE.into(),
@@ -267,13 +289,38 @@ impl State<'_> {
             .await
             .map_err(unavailable("saving the account"))?
             .map_err(|e| Error::Internal(format!("saving account {}: {e}", record.id)))?;
+        self.versions.insert(key_of(&record.id), version);
         self.accounts.insert(record.id.clone(), record);
         self.publish();
         Ok(())
     }
 
     async fn load(&mut self) -> Result<(), ServiceError> {
+        self.read_all().await.map_err(ServiceError::new)?;
+        self.publish();
+        Ok(())
+    }
+
+    /// On a shared database: reads again each record another node changed (or made, or deleted)
+    /// since this one last read it, and publishes the directory if anything changed. A failure is
+    /// logged, and the directory stays as it was.
+    async fn sync(&mut self) {
+        if !self.service.shared {
+            return;
+        }
+        match self.read_all().await {
+            Ok(true) => self.publish(),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("account: cannot read the cluster's accounts again: {e}"),
+        }
+    }
+
+    /// Reads every record whose version is not the one read before; answers whether anything
+    /// changed.
+    async fn read_all(&mut self) -> Result<bool, String> {
         let mut after = None;
+        let mut seen = HashMap::new();
+        let mut changed = false;
         loop {
             let page = self
                 .service
@@ -286,10 +333,14 @@ impl State<'_> {
                     reply,
                 })
                 .await
-                .map_err(|e| ServiceError::new(format!("listing accounts: {e}")))?
-                .map_err(|e| ServiceError::new(format!("listing accounts: {e}")))?;
+                .map_err(|e| format!("listing accounts: {e}"))?
+                .map_err(|e| format!("listing accounts: {e}"))?;
             for listed in page.keys {
                 let key = listed.key;
+                if self.versions.get(&key) == Some(&listed.version) {
+                    seen.insert(key, listed.version);
+                    continue;
+                }
                 let value = self
                     .service
                     .storage
@@ -299,20 +350,30 @@ impl State<'_> {
                         reply,
                     })
                     .await
-                    .map_err(|e| ServiceError::new(format!("reading {key}: {e}")))?
-                    .map_err(|e| ServiceError::new(format!("reading {key}: {e}")))?;
-                let record: Record = serde_json::from_slice(&value.data).map_err(|e| {
-                    ServiceError::new(format!("the account record {key} is not valid: {e}"))
-                })?;
+                    .map_err(|e| format!("reading {key}: {e}"))?;
+                let value = match value {
+                    Ok(value) => value,
+                    // Deleted through another node between the listing and the read.
+                    Err(storage::Error::NotFound(_)) => continue,
+                    Err(e) => return Err(format!("reading {key}: {e}")),
+                };
+                let record: Record = serde_json::from_slice(&value.data)
+                    .map_err(|e| format!("the account record {key} is not valid: {e}"))?;
+                seen.insert(key, value.version);
                 self.accounts.insert(record.id.clone(), record);
+                changed = true;
             }
             match page.next {
                 Some(next) => after = Some(next),
                 None => break,
             }
         }
-        self.publish();
-        Ok(())
+        let before = self.accounts.len();
+        self.accounts
+            .retain(|id, _| seen.contains_key(&format!("{RECORD_PREFIX}{id}")));
+        changed |= self.accounts.len() != before;
+        self.versions = seen;
+        Ok(changed)
     }
 
     async fn create(&mut self, name: String) -> Result<Created, Error> {
@@ -519,6 +580,7 @@ impl State<'_> {
             .map_err(unavailable("deleting the account"))?
             .map_err(|e| Error::Internal(format!("deleting the account record: {e}")))?;
         self.accounts.remove(id);
+        self.versions.remove(&key_of(id));
         self.publish();
         self.service.audit("account.deleted", id, &[]);
         Ok(())
@@ -588,6 +650,7 @@ impl Service for Account {
         let mut state = State {
             service: self,
             accounts: BTreeMap::new(),
+            versions: HashMap::new(),
             max_tokens: spec.get(&MAX_TOKENS),
             rate: rate_of(&spec),
         };
@@ -595,12 +658,19 @@ impl Service for Account {
         // the directory last published, which is what storage holds.
         state.load().await?;
         let mut specs = cx.spec_changes().clone();
+        let mut resync = tokio::time::interval(SYNC_EVERY);
+        resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 request = cx.recv() => match request {
-                    Some(request) => state.handle(request).await,
+                    Some(request) => {
+                        // Another node may have changed the account since: read it again first.
+                        state.sync().await;
+                        state.handle(request).await;
+                    }
                     None => break,
                 },
+                _ = resync.tick(), if self.shared => state.sync().await,
                 Ok(()) = specs.changed() => {
                     // Settings apply live, the rate limit included.
                     let spec = specs.borrow_and_update().clone();

@@ -111,12 +111,13 @@ pub(crate) async fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// Before a node serves: if its database belongs to a cluster whose key it does not hold, it
-/// asks `members` in turn, and stops with every refusal's reason when none admits it.
+/// asks `members` in turn, and stops with every refusal's reason when none admits it. Answers
+/// whether it was admitted now.
 pub(crate) async fn join_if_needed(
     node: &cluster::Node,
     members: &[String],
     journal: &Journal,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     if node.is_member() {
         if !members.is_empty() {
             tracing::info!(
@@ -124,17 +125,17 @@ pub(crate) async fn join_if_needed(
                 "this node holds the cluster key already: no admission needed"
             );
         }
-        return Ok(());
+        return Ok(false);
     }
     let recorded = match node.recorded().await {
         Ok(recorded) => recorded,
         // Not on PostgreSQL: no cluster (the configuration refuses `[cluster]` there).
-        Err(cluster::Error::NotPostgres) => return Ok(()),
+        Err(cluster::Error::NotPostgres) => return Ok(false),
         Err(e) => return Err(e).context("cannot read the cluster's record"),
     };
     let Some(id) = recorded else {
         if members.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         bail!(
             "this node was told to join ({}), but its database records no cluster: run `cloister \
@@ -174,7 +175,7 @@ pub(crate) async fn join_if_needed(
                     },
                     Cause::Startup,
                 );
-                return Ok(());
+                return Ok(true);
             }
             Err(e) => {
                 let reason = format!("{e:#}");

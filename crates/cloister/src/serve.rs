@@ -471,7 +471,7 @@ async fn serve(start: Start) -> anyhow::Result<Ended> {
     })
     .await
     .context("cannot take this node's part in its cluster")?;
-    crate::clusters::join_if_needed(&cluster, &config.cluster.join, &journal).await?;
+    let newcomer = crate::clusters::join_if_needed(&cluster, &config.cluster.join, &journal).await?;
     let cluster = Arc::new(cluster);
 
     let mut builder = Builder::new(journal.clone());
@@ -487,6 +487,8 @@ async fn serve(start: Start) -> anyhow::Result<Ended> {
             storage_backend,
             accept_storage_rollback,
             accept_keystore_rollback,
+            vault: Some(cluster.vault()),
+            newcomer,
         },
     );
     for spec in specs {

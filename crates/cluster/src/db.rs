@@ -58,7 +58,7 @@ async fn bounded<T>(work: impl Future<Output = Result<T, Error>>) -> Result<T, E
 }
 
 /// A pool to the cluster's database.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Db {
     pool: Pool,
 }
@@ -229,4 +229,114 @@ impl Db {
         })
         .await
     }
+
+    /// Key `id` of `owner` in `crypto_keys`: its id, revision and wrapped record.
+    pub(crate) async fn key(
+        &self,
+        owner: &str,
+        id: &str,
+    ) -> Result<Option<(String, u64, Vec<u8>)>, Error> {
+        bounded(async {
+            let client = self.client().await?;
+            let st = client
+                .prepare_cached(
+                    "SELECT id, revision, sealed FROM crypto_keys WHERE owner = $1 AND id = $2",
+                )
+                .await
+                .map_err(|e| classify(&e))?;
+            let row = client
+                .query_opt(&st, &[&owner, &id])
+                .await
+                .map_err(|e| classify(&e))?;
+            row.map(key_row).transpose()
+        })
+        .await
+    }
+
+    /// Every key of `owner` in `crypto_keys`.
+    pub(crate) async fn keys(&self, owner: &str) -> Result<Vec<(String, u64, Vec<u8>)>, Error> {
+        bounded(async {
+            let client = self.client().await?;
+            let st = client
+                .prepare_cached(
+                    "SELECT id, revision, sealed FROM crypto_keys WHERE owner = $1 ORDER BY id",
+                )
+                .await
+                .map_err(|e| classify(&e))?;
+            let rows = client.query(&st, &[&owner]).await.map_err(|e| classify(&e))?;
+            rows.into_iter().map(key_row).collect()
+        })
+        .await
+    }
+
+    /// Writes key `id` of `owner` at `revision` if the table holds it at `revision - 1` (no
+    /// row for revision 1); false, and nothing written, otherwise.
+    pub(crate) async fn put_key(
+        &self,
+        owner: &str,
+        id: &str,
+        revision: u64,
+        sealed: &[u8],
+    ) -> Result<bool, Error> {
+        let revision = i64::try_from(revision)
+            .map_err(|_| Error::Internal(format!("revision {revision} is out of range")))?;
+        bounded(async {
+            let client = self.client().await?;
+            let st = if revision == 1 {
+                client
+                    .prepare_cached(
+                        "INSERT INTO crypto_keys (owner, id, revision, sealed)
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (owner, id) DO NOTHING",
+                    )
+                    .await
+            } else {
+                client
+                    .prepare_cached(
+                        "UPDATE crypto_keys SET revision = $3, sealed = $4
+                         WHERE owner = $1 AND id = $2 AND revision = $3 - 1",
+                    )
+                    .await
+            }
+            .map_err(|e| classify(&e))?;
+            let written = client
+                .execute(&st, &[&owner, &id, &revision, &sealed])
+                .await
+                .map_err(|e| classify(&e))?;
+            Ok(written == 1)
+        })
+        .await
+    }
+
+    /// Deletes key `id` of `owner` if the table holds it at `revision`.
+    pub(crate) async fn remove_key(
+        &self,
+        owner: &str,
+        id: &str,
+        revision: u64,
+    ) -> Result<bool, Error> {
+        let revision = i64::try_from(revision)
+            .map_err(|_| Error::Internal(format!("revision {revision} is out of range")))?;
+        bounded(async {
+            let client = self.client().await?;
+            let st = client
+                .prepare_cached(
+                    "DELETE FROM crypto_keys WHERE owner = $1 AND id = $2 AND revision = $3",
+                )
+                .await
+                .map_err(|e| classify(&e))?;
+            let removed = client
+                .execute(&st, &[&owner, &id, &revision])
+                .await
+                .map_err(|e| classify(&e))?;
+            Ok(removed == 1)
+        })
+        .await
+    }
+}
+
+fn key_row(row: tokio_postgres::Row) -> Result<(String, u64, Vec<u8>), Error> {
+    let revision: i64 = row.get(1);
+    let revision = u64::try_from(revision)
+        .map_err(|_| Error::Database(format!("a key's revision ({revision}) is negative")))?;
+    Ok((row.get(0), revision, row.get(2)))
 }

@@ -13,6 +13,7 @@ pub mod exchange;
 mod node;
 pub mod policy;
 mod sealed;
+mod vault;
 
 use enclave::quote::QuoteError;
 use runtime::{Classify, ErrorKind};

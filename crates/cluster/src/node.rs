@@ -58,6 +58,8 @@ pub struct Node {
     address: String,
     version: String,
     held: watch::Sender<Option<Arc<Held>>>,
+    /// The cluster's keys for the crypto service, once this node holds the cluster key.
+    vault: watch::Sender<Option<Arc<dyn crypto::Vault>>>,
     /// Init and join each write the key file once: one at a time.
     writing: tokio::sync::Mutex<()>,
 }
@@ -105,6 +107,10 @@ fn now_secs() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+fn vault_of(db: &Db, held: &Held) -> Arc<dyn crypto::Vault> {
+    Arc::new(crate::vault::KeyVault::new(db.clone(), held.id, &held.key))
 }
 
 /// The node's id: `DATA_DIR/node.id`, made once (16 random bytes, hex).
@@ -174,6 +180,10 @@ impl Node {
                 Some(_) => {}
             }
         }
+        let vault = match (&db, &held) {
+            (Some(db), Some(held)) => Some(vault_of(db, held)),
+            _ => None,
+        };
         Ok(Node {
             id,
             platform: o.platform,
@@ -183,8 +193,23 @@ impl Node {
             address: o.address,
             version: o.version.to_owned(),
             held: watch::Sender::new(held),
+            vault: watch::Sender::new(vault),
             writing: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// The cluster's keys, for the crypto service (`crypto::Crypto::shared`): none until this
+    /// node holds the cluster key, then the vault in the database.
+    pub fn vault(&self) -> crypto::VaultWatch {
+        self.vault.subscribe()
+    }
+
+    /// Holds the cluster key from now on, and hands the vault it opens to the crypto service.
+    fn hold(&self, held: Held) -> Result<(), Error> {
+        let held = Arc::new(held);
+        self.vault.send_replace(Some(vault_of(self.db()?, &held)));
+        self.held.send_replace(Some(held));
+        Ok(())
     }
 
     /// The node id (also in every answer's `x-cloister-node` header).
@@ -271,8 +296,7 @@ impl Node {
                 return Err(e);
             }
         }
-        self.held
-            .send_replace(Some(Arc::new(Held { id, key, check })));
+        self.hold(Held { id, key, check })?;
         self.register().await?;
         Ok(Initialized {
             id: id.to_string(),
@@ -432,8 +456,7 @@ impl Node {
             return Err(Error::Exists(id.to_string()));
         }
         sealed::store(self.platform.as_ref(), &self.dir, &id, &key)?;
-        self.held
-            .send_replace(Some(Arc::new(Held { id, key, check })));
+        self.hold(Held { id, key, check })?;
         self.register().await?;
         Ok(id)
     }
@@ -525,6 +548,7 @@ mod tests {
             address: String::new(),
             version: String::new(),
             held: watch::Sender::new(None),
+            vault: watch::Sender::new(None),
             writing: tokio::sync::Mutex::new(()),
         }
     }

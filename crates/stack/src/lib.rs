@@ -95,6 +95,11 @@ pub struct Options {
     /// Accept, once, a keystore at this generation that disagrees with its freshness counter
     /// (`cloister run --accept-keystore-rollback`).
     pub accept_keystore_rollback: Option<u64>,
+    /// The cluster's vault (`cluster::Node::vault`): crypto keeps its keys there once the node
+    /// holds the cluster key. `None` on a node of no cluster database.
+    pub vault: Option<crypto::VaultWatch>,
+    /// This node was admitted to its cluster in this start (`storage::Storage::newcomer`).
+    pub newcomer: bool,
 }
 
 impl std::fmt::Debug for Options {
@@ -148,18 +153,24 @@ pub fn build(
         storage_backend,
         accept_storage_rollback,
         accept_keystore_rollback,
+        vault,
+        newcomer,
     } = options;
-    let crypto = builder.add_with_spec(
-        crypto::Crypto::new(&data_dir, platform.clone()).accept_rollback(accept_keystore_rollback),
-        spec(&crypto::NAME, crypto::Crypto::default_spec),
-    );
+    let shared = storage_backend.database().is_some();
+    let mut recipe =
+        crypto::Crypto::new(&data_dir, platform.clone()).accept_rollback(accept_keystore_rollback);
+    if let Some(vault) = vault {
+        recipe = recipe.shared(vault);
+    }
+    let crypto = builder.add_with_spec(recipe, spec(&crypto::NAME, crypto::Crypto::default_spec));
     let storage = builder.add_with_spec(
         storage::Storage::new(&data_dir, platform.clone(), crypto.clone())
             .with_backend(storage_backend)
-            .accept_rollback(accept_storage_rollback),
+            .accept_rollback(accept_storage_rollback)
+            .newcomer(newcomer),
         spec(&storage::NAME, storage::Storage::default_spec),
     );
-    let service = account::Account::new(crypto.clone(), storage.clone(), journal);
+    let service = account::Account::new(crypto.clone(), storage.clone(), journal).shared(shared);
     let accounts = service.gate();
     let account = builder.add_with_spec(
         service,

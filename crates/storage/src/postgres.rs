@@ -15,6 +15,9 @@
 //! - `cloister_cluster` and `cloister_nodes` (migration 2): the cluster's one row (its id, its
 //!   admission policy, a check value of its key, never the key) and its members with their
 //!   heartbeats; the `cluster` crate reads and writes them (docs/cluster.md).
+//! - `crypto_keys` (migration 3): the crypto service's keys once the node is a member of a
+//!   cluster, each record wrapped by the cluster key, with the revision its writes move
+//!   (`cluster/src/vault.rs`).
 //!
 //! `cloister_schema` records which migrations ran; [`Pg::connect`] applies the missing ones at
 //! start, idempotently, under a lock.
@@ -74,6 +77,15 @@ const MIGRATIONS: &[&str] = &[
         key_check bytea NOT NULL,
         joined_at timestamptz NOT NULL DEFAULT now(),
         last_heartbeat timestamptz NOT NULL DEFAULT now()
+    );
+",
+    "
+    CREATE TABLE crypto_keys (
+        owner text NOT NULL,
+        id text NOT NULL,
+        revision bigint NOT NULL CHECK (revision > 0),
+        sealed bytea NOT NULL,
+        PRIMARY KEY (owner, id)
     );
 ",
 ];

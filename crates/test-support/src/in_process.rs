@@ -114,6 +114,8 @@ pub async fn start(setup: Setup) -> Harness {
             storage_backend: storage::Backend::Redb,
             accept_storage_rollback: setup.accept_storage_rollback,
             accept_keystore_rollback: None,
+            vault: None,
+            newcomer: false,
         },
     );
     let runtime = b.start().expect("start");
