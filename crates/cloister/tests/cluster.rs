@@ -381,3 +381,171 @@ async fn a_joiner_refuses_an_answer_whose_quote_does_not_bind_it() {
     serving.abort();
     assert!(a.terminate().success());
 }
+
+/// A request through `server` with `token`, retried while it answers `unknown` (the status of a
+/// token or record the node has not read yet): another node's change reaches this one within
+/// `account::SYNC_EVERY`, and the wait ends as soon as it has.
+async fn once_seen(
+    server: &Server,
+    token: &str,
+    path: &str,
+    unknown: u16,
+) -> (u16, Value) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, body) = server
+            .json_as(token, reqwest::Method::GET, path, None)
+            .await;
+        if status != unknown || tokio::time::Instant::now() > deadline {
+            return (status, body);
+        }
+        // A poll, not a settle: the loop ends at the first answer that is not `unknown`.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_share_values_keys_and_accounts_and_write_through_any_node() {
+    use base64::engine::general_purpose::STANDARD as B64;
+    let pg = Postgres::start();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    // A serves alone first: what it stored and the key it made then move into the cluster at
+    // init, without a restart.
+    let config_a = pg.write_config(dirs[0].path());
+    let a = Server::start(BIN, &config_a).await;
+    let r = a.put("before/init", b"stored alone".to_vec()).await.expect("put");
+    assert_eq!(r.status().as_u16(), 200);
+    let (status, early) = a
+        .json(
+            reqwest::Method::POST,
+            "/v1/crypto/keys",
+            Some(json!({"algorithm": "ed25519"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{early}");
+    let a_head = journal_head(&config_a);
+    let (ok, _, err) = cli(&a.base, &["init"]);
+    assert!(ok, "cluster init: {err}");
+    a.wait_event(a_head, |e| {
+        e["event"]["kind"] == "audit" && e["event"]["action"] == "cluster.initialized"
+    })
+    .await;
+
+    let b = Server::start_with(BIN, &pg.write_config(dirs[1].path()), &["--join", &a.base]).await;
+    let c = Server::start_with(BIN, &pg.write_config(dirs[2].path()), &["--join", &b.base]).await;
+
+    // A value written before the cluster, and one written after, read through every node.
+    let r = a.put("after/init", b"written through A".to_vec()).await.expect("put");
+    assert_eq!(r.status().as_u16(), 200);
+    for node in [&a, &b, &c] {
+        assert_eq!(node.get("before/init").await, (200, b"stored alone".to_vec()));
+        assert_eq!(node.get("after/init").await, (200, b"written through A".to_vec()));
+    }
+    // The key made on A alone signs through C, with its one public key.
+    let early_id = early["id"].as_str().expect("id");
+    let (status, described) = c
+        .json(reqwest::Method::GET, &format!("/v1/crypto/keys/{early_id}"), None)
+        .await;
+    assert_eq!(status, 200, "{described}");
+    assert_eq!(described["versions"][0]["public_key"], early["versions"][0]["public_key"]);
+
+    // A key made on B signs on C; the signature verifies on A; a rotation on C is B's current
+    // version at once.
+    let (status, key) = b
+        .json(
+            reqwest::Method::POST,
+            "/v1/crypto/keys",
+            Some(json!({"algorithm": "p256"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{key}");
+    let id = key["id"].as_str().expect("id");
+    let message = B64.encode(b"pay 10 to bob");
+    let (status, signed) = c
+        .json(
+            reqwest::Method::POST,
+            &format!("/v1/crypto/keys/{id}/sign"),
+            Some(json!({"message": message})),
+        )
+        .await;
+    assert_eq!(status, 200, "{signed}");
+    let (status, verified) = a
+        .json(
+            reqwest::Method::POST,
+            &format!("/v1/crypto/keys/{id}/verify"),
+            Some(json!({"message": message, "signature": signed["signature"]})),
+        )
+        .await;
+    assert_eq!((status, &verified["valid"]), (200, &json!(true)), "{verified}");
+    let (status, rotated) = c
+        .json(reqwest::Method::POST, &format!("/v1/crypto/keys/{id}/rotate"), None)
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    let (_, on_b) = b
+        .json(reqwest::Method::GET, &format!("/v1/crypto/keys/{id}"), None)
+        .await;
+    assert_eq!(on_b["version"], rotated["version"], "{on_b}");
+    // Deleted through A, it is gone on B.
+    let (status, _) = a
+        .json(reqwest::Method::DELETE, &format!("/v1/crypto/keys/{id}"), None)
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = b
+        .json(reqwest::Method::GET, &format!("/v1/crypto/keys/{id}"), None)
+        .await;
+    assert_eq!(status, 404);
+
+    // An account made through A authenticates through B and C; disabled through C, its token
+    // stops working on A.
+    let (status, created) = a
+        .json(
+            reqwest::Method::POST,
+            "/v1/accounts",
+            Some(json!({"name": "alice"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let account = created["account"]["id"].as_str().expect("id").to_owned();
+    let token = created["token"]["secret"].as_str().expect("secret").to_owned();
+    let path = format!("/v1/accounts/{account}");
+    for node in [&b, &c] {
+        let (status, seen) = once_seen(node, &token, &path, 401).await;
+        assert_eq!(status, 200, "{seen}");
+    }
+    let (status, _) = c
+        .json(reqwest::Method::POST, &format!("{path}/disable"), None)
+        .await;
+    assert_eq!(status, 200);
+    let (status, refused) = once_seen(&a, &token, &path, 200).await;
+    assert_eq!(status, 403, "{refused}");
+
+    // Writes through all three nodes at once: each acknowledged one reads back through another.
+    let writes = [&a, &b, &c].map(|node| async move {
+        let mut acknowledged = Vec::new();
+        for i in 0..20 {
+            let key = format!("many/{}/{i}", node.base.rsplit(':').next().expect("port"));
+            let r = node.put(&key, key.clone().into_bytes()).await.expect("put");
+            match r.status().as_u16() {
+                200 => acknowledged.push(key),
+                503 => {}
+                other => panic!("{key}: {other}"),
+            }
+        }
+        acknowledged
+    });
+    let [wa, wb, wc] = writes;
+    let (wa, wb, wc) = tokio::join!(wa, wb, wc);
+    assert!(!wa.is_empty() && !wb.is_empty() && !wc.is_empty());
+    for (keys, reader) in [(wa, &b), (wb, &c), (wc, &a)] {
+        for key in keys {
+            assert_eq!(reader.get(&key).await, (200, key.clone().into_bytes()), "{key}");
+        }
+    }
+
+    // The database holds none of it in the clear: no value, no key, no token secret.
+    let dump = String::from_utf8_lossy(&pg.dump()).into_owned();
+    for secret in ["stored alone", "written through A", token.as_str()] {
+        assert!(!dump.contains(secret), "the dump holds {secret:?}");
+    }
+    assert_eq!(pg.sql("SELECT count(*) > 0 FROM crypto_keys"), "t");
+}

@@ -292,8 +292,8 @@ impl Db {
             } else {
                 client
                     .prepare_cached(
-                        "UPDATE crypto_keys SET revision = $3, sealed = $4
-                         WHERE owner = $1 AND id = $2 AND revision = $3 - 1",
+                        "UPDATE crypto_keys SET revision = $3::bigint, sealed = $4
+                         WHERE owner = $1 AND id = $2 AND revision = $3::bigint - 1",
                     )
                     .await
             }

@@ -40,6 +40,9 @@ pub const MAX_ENCRYPTIONS: Setting<u64> = Setting::new(
 )
 .at_start();
 
+/// How many times an encryption's reservation is made again after other members' overtook it.
+const MAX_ATTEMPTS: u32 = 8;
+
 /// Owners that are services, not accounts: no account id starts with `@`.
 fn is_service_owner(owner: &str) -> bool {
     owner.starts_with('@')
@@ -604,7 +607,26 @@ impl State<'_> {
         }
     }
 
+    /// Encrypts with key `id`'s current version. With a vault, the encryptions a version may
+    /// make are reserved in the vault, so members encrypting with one key at once reserve in
+    /// turn: a reservation overtaken by another member's is made again on the key as it is now.
     async fn encrypt(
+        &mut self,
+        owner: &str,
+        id: &str,
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<Vec<u8>, Error> {
+        let mut attempts = 1;
+        loop {
+            match self.encrypt_once(owner, id, plaintext, aad).await {
+                Err(Error::Conflict(_)) if attempts < MAX_ATTEMPTS => attempts += 1,
+                done => return done,
+            }
+        }
+    }
+
+    async fn encrypt_once(
         &mut self,
         owner: &str,
         id: &str,

@@ -16,6 +16,17 @@ use crate::{BadInput, Error, KEY_OWNER, Write};
 /// requests are answered as unavailable (retryable).
 pub(super) const MAX_ATTEMPTS: u32 = 8;
 
+/// The crypto service's failure while `doing`: retryable when its keys (in a cluster's database)
+/// are out of reach or were changed through another node at that moment.
+fn crypto_failed(doing: &str, e: crypto::Error) -> Error {
+    match e {
+        crypto::Error::Unavailable(_) | crypto::Error::Conflict(_) => {
+            Error::Unavailable(format!("{doing}: {e}"))
+        }
+        other => Error::Internal(format!("{doing}: {other}")),
+    }
+}
+
 impl State<'_> {
     /// Checks and encrypts one write request for commit `seq`. `overlay` says which keys the
     /// group's earlier requests put (`true`) or deleted (`false`).
@@ -85,7 +96,7 @@ impl State<'_> {
                         })
                         .await
                         .map_err(unavailable)?
-                        .map_err(|e| Error::Internal(format!("creating the namespace key: {e}")))?;
+                        .map_err(|e| crypto_failed("creating the namespace key", e))?;
                     new_namespaces.push((namespace.to_owned(), info.id.clone()));
                     Some(info.id)
                 }
@@ -112,7 +123,7 @@ impl State<'_> {
                         })
                         .await
                         .map_err(unavailable)?
-                        .map_err(|e| Error::Internal(format!("encrypting: {e}")))?;
+                        .map_err(|e| crypto_failed("encrypting", e))?;
                     let record = Record {
                         version: seq,
                         ciphertext,
