@@ -471,7 +471,8 @@ async fn serve(start: Start) -> anyhow::Result<Ended> {
     })
     .await
     .context("cannot take this node's part in its cluster")?;
-    let newcomer = crate::clusters::join_if_needed(&cluster, &config.cluster.join, &journal).await?;
+    let newcomer =
+        crate::clusters::join_if_needed(&cluster, &config.cluster.join, &journal).await?;
     let cluster = Arc::new(cluster);
 
     let mut builder = Builder::new(journal.clone());

@@ -385,12 +385,7 @@ async fn a_joiner_refuses_an_answer_whose_quote_does_not_bind_it() {
 /// A request through `server` with `token`, retried while it answers `unknown` (the status of a
 /// token or record the node has not read yet): another node's change reaches this one within
 /// `account::SYNC_EVERY`, and the wait ends as soon as it has.
-async fn once_seen(
-    server: &Server,
-    token: &str,
-    path: &str,
-    unknown: u16,
-) -> (u16, Value) {
+async fn once_seen(server: &Server, token: &str, path: &str, unknown: u16) -> (u16, Value) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let (status, body) = server
@@ -413,7 +408,10 @@ async fn members_share_values_keys_and_accounts_and_write_through_any_node() {
     // init, without a restart.
     let config_a = pg.write_config(dirs[0].path());
     let a = Server::start(BIN, &config_a).await;
-    let r = a.put("before/init", b"stored alone".to_vec()).await.expect("put");
+    let r = a
+        .put("before/init", b"stored alone".to_vec())
+        .await
+        .expect("put");
     assert_eq!(r.status().as_u16(), 200);
     let (status, early) = a
         .json(
@@ -435,19 +433,35 @@ async fn members_share_values_keys_and_accounts_and_write_through_any_node() {
     let c = Server::start_with(BIN, &pg.write_config(dirs[2].path()), &["--join", &b.base]).await;
 
     // A value written before the cluster, and one written after, read through every node.
-    let r = a.put("after/init", b"written through A".to_vec()).await.expect("put");
+    let r = a
+        .put("after/init", b"written through A".to_vec())
+        .await
+        .expect("put");
     assert_eq!(r.status().as_u16(), 200);
     for node in [&a, &b, &c] {
-        assert_eq!(node.get("before/init").await, (200, b"stored alone".to_vec()));
-        assert_eq!(node.get("after/init").await, (200, b"written through A".to_vec()));
+        assert_eq!(
+            node.get("before/init").await,
+            (200, b"stored alone".to_vec())
+        );
+        assert_eq!(
+            node.get("after/init").await,
+            (200, b"written through A".to_vec())
+        );
     }
     // The key made on A alone signs through C, with its one public key.
     let early_id = early["id"].as_str().expect("id");
     let (status, described) = c
-        .json(reqwest::Method::GET, &format!("/v1/crypto/keys/{early_id}"), None)
+        .json(
+            reqwest::Method::GET,
+            &format!("/v1/crypto/keys/{early_id}"),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{described}");
-    assert_eq!(described["versions"][0]["public_key"], early["versions"][0]["public_key"]);
+    assert_eq!(
+        described["versions"][0]["public_key"],
+        early["versions"][0]["public_key"]
+    );
 
     // A key made on B signs on C; the signature verifies on A; a rotation on C is B's current
     // version at once.
@@ -476,9 +490,17 @@ async fn members_share_values_keys_and_accounts_and_write_through_any_node() {
             Some(json!({"message": message, "signature": signed["signature"]})),
         )
         .await;
-    assert_eq!((status, &verified["valid"]), (200, &json!(true)), "{verified}");
+    assert_eq!(
+        (status, &verified["valid"]),
+        (200, &json!(true)),
+        "{verified}"
+    );
     let (status, rotated) = c
-        .json(reqwest::Method::POST, &format!("/v1/crypto/keys/{id}/rotate"), None)
+        .json(
+            reqwest::Method::POST,
+            &format!("/v1/crypto/keys/{id}/rotate"),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{rotated}");
     let (_, on_b) = b
@@ -487,7 +509,11 @@ async fn members_share_values_keys_and_accounts_and_write_through_any_node() {
     assert_eq!(on_b["version"], rotated["version"], "{on_b}");
     // Deleted through A, it is gone on B.
     let (status, _) = a
-        .json(reqwest::Method::DELETE, &format!("/v1/crypto/keys/{id}"), None)
+        .json(
+            reqwest::Method::DELETE,
+            &format!("/v1/crypto/keys/{id}"),
+            None,
+        )
         .await;
     assert_eq!(status, 204);
     let (status, _) = b
@@ -506,7 +532,10 @@ async fn members_share_values_keys_and_accounts_and_write_through_any_node() {
         .await;
     assert_eq!(status, 201, "{created}");
     let account = created["account"]["id"].as_str().expect("id").to_owned();
-    let token = created["token"]["secret"].as_str().expect("secret").to_owned();
+    let token = created["token"]["secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
     let path = format!("/v1/accounts/{account}");
     for node in [&b, &c] {
         let (status, seen) = once_seen(node, &token, &path, 401).await;
@@ -538,7 +567,11 @@ async fn members_share_values_keys_and_accounts_and_write_through_any_node() {
     assert!(!wa.is_empty() && !wb.is_empty() && !wc.is_empty());
     for (keys, reader) in [(wa, &b), (wb, &c), (wc, &a)] {
         for key in keys {
-            assert_eq!(reader.get(&key).await, (200, key.clone().into_bytes()), "{key}");
+            assert_eq!(
+                reader.get(&key).await,
+                (200, key.clone().into_bytes()),
+                "{key}"
+            );
         }
     }
 
@@ -548,4 +581,97 @@ async fn members_share_values_keys_and_accounts_and_write_through_any_node() {
         assert!(!dump.contains(secret), "the dump holds {secret:?}");
     }
     assert_eq!(pg.sql("SELECT count(*) > 0 FROM crypto_keys"), "t");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_during_writes_loses_no_acknowledged_write_and_comes_back_without_admission()
+{
+    let pg = Postgres::start();
+    let (da, db) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let (a, _, _) = first_node(&pg, da.path()).await;
+    let config_b = pg.write_config(db.path());
+    let b = Server::start_with(BIN, &config_b, &["--join", &a.base]).await;
+
+    // Writes through B, one after another, until B is gone; B is killed after the tenth
+    // acknowledgement, with writes still coming.
+    let (count, mut counted) = tokio::sync::watch::channel(0usize);
+    let writer = {
+        let (http, base, token) = (b.http.clone(), b.base.clone(), b.token.clone());
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for i in 0..10_000 {
+                let key = format!("killed/{i}");
+                let sent = http
+                    .put(format!("{base}/v1/storage/{key}"))
+                    .bearer_auth(&token)
+                    .body(key.clone().into_bytes())
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().is_success() => {
+                        acknowledged.push(key);
+                        count.send_replace(acknowledged.len());
+                    }
+                    Ok(r) => panic!("{key}: {}", r.status()),
+                    // The process is gone: what it acknowledged is what counts.
+                    Err(_) => break,
+                }
+            }
+            acknowledged
+        })
+    };
+    counted.wait_for(|n| *n >= 10).await.expect("ten writes");
+    b.kill_9();
+    let acknowledged = writer.await.expect("writer");
+    assert!(acknowledged.len() >= 10);
+    for key in &acknowledged {
+        assert_eq!(a.get(key).await, (200, key.clone().into_bytes()), "{key}");
+    }
+
+    // B starts again from its data directory: it holds the key, so no member is asked.
+    let a_head = journal_head(&da.path().join("cloister.toml"));
+    let b_head = journal_head(&config_b);
+    let b = Server::start(BIN, &config_b).await;
+    let (status, _) = status(&b).await;
+    assert_eq!(status["member"], true, "{status}");
+    for key in &acknowledged {
+        assert_eq!(b.get(key).await, (200, key.clone().into_bytes()), "{key}");
+    }
+    let r = b
+        .put("after/restart", b"still a member".to_vec())
+        .await
+        .expect("put");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        a.get("after/restart").await,
+        (200, b"still a member".to_vec())
+    );
+    let (_, a_events) = a
+        .json(
+            reqwest::Method::GET,
+            &format!("/v1/events?since={a_head}&limit=1000"),
+            None,
+        )
+        .await;
+    let (_, b_events) = b
+        .json(
+            reqwest::Method::GET,
+            &format!("/v1/events?since={b_head}&limit=1000"),
+            None,
+        )
+        .await;
+    for (events, action) in [
+        (&a_events, "cluster.admitted"),
+        (&b_events, "cluster.joined"),
+    ] {
+        let found = events["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .any(|e| e["event"]["action"] == action);
+        assert!(!found, "{action} after the restart: {events}");
+    }
 }

@@ -263,7 +263,10 @@ impl Db {
                 )
                 .await
                 .map_err(|e| classify(&e))?;
-            let rows = client.query(&st, &[&owner]).await.map_err(|e| classify(&e))?;
+            let rows = client
+                .query(&st, &[&owner])
+                .await
+                .map_err(|e| classify(&e))?;
             rows.into_iter().map(key_row).collect()
         })
         .await

@@ -93,7 +93,13 @@ impl Wrap {
         let aad = associated_data(&self.id, owner, key, revision);
         let sealed = self
             .cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: record, aad: &aad })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: record,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| VaultError::Failed("wrapping a key failed".into()))?;
         let mut out = Vec::with_capacity(12 + sealed.len());
         out.extend_from_slice(&nonce);
@@ -142,7 +148,9 @@ impl Vault for KeyVault {
     fn list<'a>(&'a self, owner: &'a str) -> VaultFuture<'a, Vec<Entry>> {
         Box::pin(async move {
             let rows = self.db.keys(owner).await.map_err(vault_error)?;
-            rows.into_iter().map(|row| self.wrap.open(owner, row)).collect()
+            rows.into_iter()
+                .map(|row| self.wrap.open(owner, row))
+                .collect()
         })
     }
 
@@ -203,8 +211,15 @@ mod tests {
         let entry = wrap
             .open("alice", ("key_1".into(), 3, sealed.clone()))
             .expect("opens");
-        assert_eq!((entry.revision, entry.record.as_slice()), (3, &b"record"[..]));
-        for (owner, id, revision) in [("bob", "key_1", 3), ("alice", "key_2", 3), ("alice", "key_1", 2)] {
+        assert_eq!(
+            (entry.revision, entry.record.as_slice()),
+            (3, &b"record"[..])
+        );
+        for (owner, id, revision) in [
+            ("bob", "key_1", 3),
+            ("alice", "key_2", 3),
+            ("alice", "key_1", 2),
+        ] {
             let e = wrap
                 .open(owner, (id.into(), revision, sealed.clone()))
                 .expect_err("moved");

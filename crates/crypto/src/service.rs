@@ -178,7 +178,10 @@ impl State<'_> {
         };
         let entry = shared.vault.load(owner, id).await?;
         let slot = (owner.to_owned(), id.to_owned());
-        let held = self.keys.iter().position(|k| k.id == id && k.owner == owner);
+        let held = self
+            .keys
+            .iter()
+            .position(|k| k.id == id && k.owner == owner);
         match (entry, held) {
             (None, held) => {
                 if let Some(i) = held {
@@ -674,10 +677,9 @@ impl Service for Crypto {
                 .and_then(|v| v.borrow_and_update().clone())
                 .filter(|_| state.shared.is_none());
             if let Some(joined) = joined {
-                state
-                    .share(joined)
-                    .await
-                    .map_err(|e| ServiceError::new(format!("moving the keys to the cluster: {e}")))?;
+                state.share(joined).await.map_err(|e| {
+                    ServiceError::new(format!("moving the keys to the cluster: {e}"))
+                })?;
             }
             let request = match &mut vault {
                 Some(v) if state.shared.is_none() => tokio::select! {

@@ -238,7 +238,11 @@ impl State<'_> {
                     }
                     return Ok(());
                 }
-                tracing::debug!(attempt, commit = seq, "storage: overtaken by another node's commit");
+                tracing::debug!(
+                    attempt,
+                    commit = seq,
+                    "storage: overtaken by another node's commit"
+                );
                 group = accepted;
                 continue;
             }

@@ -171,9 +171,14 @@ impl Storage {
                     .await
                     .map_err(|e| ServiceError::new(format!("the PostgreSQL database: {e}")))?;
                 let accept = *self.accept.lock().unwrap_or_else(|p| p.into_inner());
-                let opened =
-                    fresh::open_postgres(&pg, &*self.platform, &self.counters, accept, self.newcomer)
-                        .await;
+                let opened = fresh::open_postgres(
+                    &pg,
+                    &*self.platform,
+                    &self.counters,
+                    accept,
+                    self.newcomer,
+                )
+                .await;
                 match opened {
                     Ok((seq, lifted)) => {
                         if let Some(lifted) = lifted {
@@ -534,7 +539,6 @@ impl<'a> State<'a> {
         let next = more.then(|| keys.last().map(|l| l.key.clone())).flatten();
         Ok(Page { keys, next })
     }
-
 }
 
 /// A write request waiting for its group's commit.
