@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use runtime::journal::{Cause, Event};
-use wire::cluster::{Challenge, Initialized, JoinAnswer, JoinRequest, Status};
+use wire::cluster::{Challenge, Initialized, JoinAnswer, JoinRequest, Removed, Status};
 
 use crate::error::ErrorBody;
 use crate::{ApiError, AppState};
@@ -51,6 +51,38 @@ pub(crate) async fn init(
         },
     );
     Ok((axum::http::StatusCode::CREATED, Json(made)))
+}
+
+/// Removes a node from the cluster: it may not join again, and a running one gives up the
+/// cluster key and stops at its next heartbeat (within 5 seconds).
+#[utoipa::path(delete, path = "/v1/cluster/members/{node}", tag = "cluster",
+    params(("node" = String, Path, description = "The node's id, as `GET /v1/cluster` lists it")),
+    responses(
+        (status = 200, description = "The node is removed", body = Removed),
+        (status = 409, description = "This node holds no cluster key, or is the node named (`cluster.not_member`, `cluster.refused`)", body = ErrorBody),
+        (status = 503, description = "The database is out of reach (`cluster.unavailable`)", body = ErrorBody),
+    ))]
+pub(crate) async fn remove(
+    State(state): State<AppState>,
+    axum::extract::Path(node): axum::extract::Path<String>,
+) -> Result<Json<Removed>, ApiError> {
+    let removed = state.cluster.remove(&node).await?;
+    let mut detail = BTreeMap::new();
+    detail.insert("was_member".to_owned(), removed.was_member.to_string());
+    detail.insert("removed_by".to_owned(), removed.removed_by.clone());
+    state.client.journal().append(
+        None,
+        None,
+        Event::Audit {
+            action: "cluster.removed".into(),
+            subject: removed.node.clone(),
+            detail,
+        },
+        Cause::Operator {
+            command: "cluster remove".into(),
+        },
+    );
+    Ok(Json(removed))
 }
 
 /// A member's challenge, for a joiner to bind into its quote; good for 60 seconds.

@@ -144,6 +144,7 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(attestation::attest))
         .routes(routes!(cluster::status))
         .routes(routes!(cluster::init))
+        .routes(routes!(cluster::remove))
         .routes(routes!(computation::pool))
         .routes(routes!(events::list))
         .routes(routes!(events::stream));

@@ -1,4 +1,4 @@
-//! `cloister cluster init|status` (docs/cluster.md), and a starting node's admission: when its
+//! `cloister cluster init|status|remove` (docs/cluster.md), and a starting node's admission: when its
 //! database belongs to a cluster whose key it does not hold, it asks the members it was given
 //! (`--join`, `[cluster] join`) before it serves anything.
 
@@ -18,6 +18,18 @@ pub(crate) enum ClusterCommand {
     /// Make the cluster on a running node whose storage is PostgreSQL: a new cluster key, sealed
     /// in that node, and the cluster's record in the database. Once per database.
     Init {
+        /// Print the JSON answer.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Remove a node from the cluster: it may not join again, and, running, it gives up the
+    /// cluster key and stops within a heartbeat (5 s). Ask any other member; a node does not
+    /// remove itself.
+    Remove {
+        /// The node's id, as `cloister cluster status` lists it.
+        node: String,
         /// Print the JSON answer.
         #[arg(long)]
         json: bool,
@@ -45,6 +57,24 @@ pub(crate) async fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
                 writeln!(out, "cluster {} made on node {}", made.id, made.node)?;
                 writeln!(out, "key check: {}", made.key_check)?;
                 writeln!(out, "policy: {}", made.policy)?;
+            }
+        }
+        ClusterCommand::Remove { node, json, target } => {
+            let removed = connect(target)?.cluster_remove(&node).await.reported()?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&removed)?)?;
+            } else if removed.was_member {
+                writeln!(
+                    out,
+                    "node {} removed by {}: it stops within a heartbeat and may not join again",
+                    removed.node, removed.removed_by
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "node {} was no registered member; its id may not join from now on",
+                    removed.node
+                )?;
             }
         }
         ClusterCommand::Status { json, target } => {

@@ -200,8 +200,13 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     Ok(match ended {
         Ended::Stopped => ExitCode::SUCCESS,
         Ended::Escalated => ExitCode::from(ESCALATED),
+        Ended::Removed => ExitCode::from(REMOVED),
     })
 }
+
+/// The exit status of a node removed from its cluster (`cloister cluster remove`): it gave up the
+/// cluster key and stopped; restarting it does not bring it back.
+pub(crate) const REMOVED: u8 = 4;
 
 /// The exit status of a runtime that escalated: a service used up its restarts under
 /// `on_exhausted = "escalate"`, and the process exits for its supervisor to start it again.
@@ -213,6 +218,8 @@ enum Ended {
     Stopped,
     /// The runtime escalated: the exit is non-zero.
     Escalated,
+    /// The node was removed from its cluster.
+    Removed,
 }
 
 /// Where Gramine exposes attestation inside an enclave.
@@ -556,9 +563,15 @@ async fn serve(start: Start) -> anyhow::Result<Ended> {
         cluster: cluster.clone(),
         shutdown: shutdown.clone(),
     });
+    // A node removed from its cluster stops: it gave up the key, and serves nothing more.
+    let removed = CancellationToken::new();
     let membership = {
-        let (node, cancel) = (cluster.clone(), background.clone());
-        tokio::spawn(async move { node.keep_membership(cancel).await })
+        let (node, cancel, removed) = (cluster.clone(), background.clone(), removed.clone());
+        tokio::spawn(async move {
+            if node.keep_membership(cancel).await == cluster::Membership::Removed {
+                removed.cancel();
+            }
+        })
     };
     {
         let mut out = std::io::stdout().lock();
@@ -601,6 +614,10 @@ async fn serve(start: Start) -> anyhow::Result<Ended> {
             () = escalated => {
                 tracing::error!(status = ESCALATED, "escalated: shutting down to exit for the process's supervisor");
                 Ended::Escalated
+            }
+            () = removed.cancelled() => {
+                tracing::error!(status = REMOVED, "removed from the cluster: shutting down");
+                Ended::Removed
             }
             () = signal.cancelled() => Ended::Stopped,
         };

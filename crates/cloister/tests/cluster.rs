@@ -675,3 +675,55 @@ async fn a_node_killed_during_writes_loses_no_acknowledged_write_and_comes_back_
         assert!(!found, "{action} after the restart: {events}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_node_gives_up_the_key_stops_and_cannot_join_again() {
+    let pg = Postgres::start();
+    let (da, db) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let (a, made, a_head) = first_node(&pg, da.path()).await;
+    let config_b = pg.write_config(db.path());
+    let b = Server::start_with(BIN, &config_b, &["--join", &a.base]).await;
+    let (_, b_id) = status(&b).await;
+    let a_id = made["node"].as_str().expect("node");
+    assert!(db.path().join("data/cluster.key").exists());
+
+    // A node does not remove itself.
+    let (ok, _, err) = cli(&a.base, &["remove", a_id]);
+    assert!(!ok);
+    assert!(err.contains("cluster.refused"), "{err}");
+
+    let (ok, out, err) = cli(&a.base, &["remove", &b_id]);
+    assert!(ok, "cluster remove: {err}");
+    assert!(out.contains(&b_id), "{out}");
+    audit(&a, a_head, "cluster.removed", &b_id).await;
+    // B sees it at its next heartbeat: it erases the key and exits with its own status.
+    let exited = tokio::task::spawn_blocking(move || b.wait())
+        .await
+        .expect("wait");
+    assert_eq!(exited.code(), Some(4), "{exited:?}");
+    assert!(!db.path().join("data/cluster.key").exists());
+    let (a_status, _) = status(&a).await;
+    assert!(
+        a_status["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .all(|m| m["node"] != b_id.as_str()),
+        "{a_status}"
+    );
+
+    // Started again with --join, it is refused, and says why.
+    let out = command(BIN)
+        .args(["run", "--config"])
+        .arg(&config_b)
+        .args(["--join", &a.base])
+        .env("CLOISTER_ADMIN_TOKEN", TOKEN)
+        .output()
+        .expect("cloister run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("was removed from the cluster"), "{stderr}");
+}

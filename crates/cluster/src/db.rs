@@ -230,6 +230,46 @@ impl Db {
         .await
     }
 
+    /// Records `node` as removed (by `by`) and deletes its row, in one transaction; answers
+    /// whether it had a row.
+    pub(crate) async fn remove_node(&self, node: &str, by: &str) -> Result<bool, Error> {
+        bounded(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(|e| classify(&e))?;
+            tx.execute(
+                "INSERT INTO cloister_removed (node_id, removed_by) VALUES ($1, $2)
+                 ON CONFLICT (node_id) DO NOTHING",
+                &[&node, &by],
+            )
+            .await
+            .map_err(|e| classify(&e))?;
+            let deleted = tx
+                .execute("DELETE FROM cloister_nodes WHERE node_id = $1", &[&node])
+                .await
+                .map_err(|e| classify(&e))?;
+            tx.commit().await.map_err(|e| classify(&e))?;
+            Ok(deleted == 1)
+        })
+        .await
+    }
+
+    /// Whether `node` was removed from the cluster.
+    pub(crate) async fn is_removed(&self, node: &str) -> Result<bool, Error> {
+        bounded(async {
+            let client = self.client().await?;
+            let st = client
+                .prepare_cached("SELECT 1 FROM cloister_removed WHERE node_id = $1")
+                .await
+                .map_err(|e| classify(&e))?;
+            let row = client
+                .query_opt(&st, &[&node])
+                .await
+                .map_err(|e| classify(&e))?;
+            Ok(row.is_some())
+        })
+        .await
+    }
+
     /// Key `id` of `owner` in `crypto_keys`: its id, revision and wrapped record.
     pub(crate) async fn key(
         &self,

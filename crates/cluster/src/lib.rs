@@ -19,7 +19,7 @@ use enclave::quote::QuoteError;
 use runtime::{Classify, ErrorKind};
 
 pub use exchange::{ClusterId, ClusterKey, Ephemeral};
-pub use node::{Admission, HEARTBEAT, Joining, Node, Options};
+pub use node::{Admission, HEARTBEAT, Joining, Membership, Node, Options};
 pub use policy::{Mismatch, Policy};
 
 /// How long a caller waits before retrying when the database is out of reach.
@@ -82,6 +82,15 @@ pub enum Error {
         /// Hex.
         recorded: String,
     },
+    /// The node was removed from the cluster (`cloister cluster remove`).
+    #[error(
+        "node {0} was removed from the cluster: it may not join or serve as a member again (a \
+         new node, with a new data directory, may join if the policy admits it)"
+    )]
+    Removed(String),
+    /// No member with this id, and none to remove.
+    #[error("{0}")]
+    Refused(String),
     /// The database cannot be reached.
     #[error("the database cannot be reached: {0}")]
     Unavailable(String),
@@ -122,7 +131,10 @@ impl Classify for Error {
                 ErrorKind::Invalid
             }
             Error::Quote(QuoteError::Malformed(_)) => ErrorKind::Invalid,
-            Error::Quote(_) | Error::Policy(_) | Error::BadAnswer(_) => ErrorKind::Forbidden,
+            Error::Quote(_) | Error::Policy(_) | Error::BadAnswer(_) | Error::Removed(_) => {
+                ErrorKind::Forbidden
+            }
+            Error::Refused(_) => ErrorKind::Conflict,
             Error::ForeignKey(_) | Error::KeyCheck { .. } => ErrorKind::Integrity,
             Error::Unavailable(_) => ErrorKind::Unavailable { retry_after: RETRY },
             Error::Database(_) | Error::Sealed(_) | Error::Internal(_) => ErrorKind::Internal,
@@ -146,6 +158,8 @@ impl Classify for Error {
             Error::Policy(_) => "cluster.policy_refused",
             Error::BadAnswer(_) => "cluster.bad_answer",
             Error::KeyCheck { .. } => "cluster.key_check",
+            Error::Removed(_) => "cluster.removed",
+            Error::Refused(_) => "cluster.refused",
             Error::Unavailable(_) => "cluster.unavailable",
             Error::Database(_) => "cluster.database",
             Error::Sealed(_) => "cluster.sealed_key",

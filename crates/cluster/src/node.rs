@@ -180,6 +180,16 @@ impl Node {
                 Some(_) => {}
             }
         }
+        let id_removed = match &db {
+            Some(db) => db.is_removed(&id).await?,
+            None => false,
+        };
+        if id_removed {
+            if held.is_some() {
+                sealed::remove(o.data_dir);
+            }
+            return Err(Error::Removed(id));
+        }
         let vault = match (&db, &held) {
             (Some(db), Some(held)) => Some(vault_of(db, held)),
             _ => None,
@@ -364,6 +374,9 @@ impl Node {
                 "address must be at most {MAX_ADDRESS} characters"
             )));
         }
+        if self.db()?.is_removed(&request.node).await? {
+            return Err(Error::Removed(request.node.clone()));
+        }
         let challenge = b64("challenge", &request.challenge)?;
         exchange::check_challenge(&held.key, &challenge, now_secs())?;
         let joiner = exchange::public_key(&b64("public_key", &request.public_key)?)?;
@@ -463,18 +476,23 @@ impl Node {
 
     /// Keeps this node's row fresh while it is a member: a heartbeat every [`HEARTBEAT`], the row
     /// written again if it went missing. Waits to become a member first; ends when `cancel` is.
-    pub async fn keep_membership(&self, cancel: CancellationToken) {
+    pub async fn keep_membership(&self, cancel: CancellationToken) -> Membership {
         let Some(db) = self.db.as_ref() else {
-            return;
+            return Membership::Ended;
         };
         let mut member = self.held.subscribe();
         tokio::select! {
-            became = async { member.wait_for(Option::is_some).await.is_ok() } => if !became { return },
-            () = cancel.cancelled() => return,
+            became = async { member.wait_for(Option::is_some).await.is_ok() } => if !became { return Membership::Ended },
+            () = cancel.cancelled() => return Membership::Ended,
         }
         // Written again at each start: the address or the version may have changed.
         let mut registered = false;
         loop {
+            // A removed node gives up the key before anything else: it is no member any more.
+            if let Ok(true) = db.is_removed(&self.id).await {
+                self.give_up_key();
+                return Membership::Removed;
+            }
             let result = if registered {
                 match db.heartbeat(&self.id).await {
                     Ok(true) => Ok(()),
@@ -492,10 +510,52 @@ impl Node {
             }
             tokio::select! {
                 () = tokio::time::sleep(HEARTBEAT) => {}
-                () = cancel.cancelled() => return,
+                () = cancel.cancelled() => return Membership::Ended,
             }
         }
     }
+
+    /// Removes `node` from the cluster: it may not join again, and, running, it gives up the key
+    /// and stops at its next heartbeat. A node does not remove itself: ask another member.
+    pub async fn remove(&self, node: &str) -> Result<wire::cluster::Removed, Error> {
+        self.held()?;
+        if node == self.id {
+            return Err(Error::Refused(format!(
+                "node {node} is the node answering: a node does not remove itself; ask another \
+                 member to remove it"
+            )));
+        }
+        if node.is_empty() || node.len() > MAX_NODE_ID {
+            return Err(Error::Invalid(format!(
+                "node must be 1 to {MAX_NODE_ID} characters"
+            )));
+        }
+        let was_member = self.db()?.remove_node(node, &self.id).await?;
+        Ok(wire::cluster::Removed {
+            node: node.to_owned(),
+            was_member,
+            removed_by: self.id.clone(),
+        })
+    }
+
+    /// Erases the sealed cluster key and holds none from now on.
+    fn give_up_key(&self) {
+        sealed::remove(&self.dir);
+        self.held.send_replace(None);
+        tracing::error!(
+            node = %self.id,
+            "this node was removed from the cluster: its cluster key is erased, and it stops"
+        );
+    }
+}
+
+/// How [`Node::keep_membership`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    /// Shutdown, or no cluster to be a member of.
+    Ended,
+    /// This node was removed from the cluster: it gave up the key, and must stop serving.
+    Removed,
 }
 
 fn to_wire(r: Record) -> wire::cluster::Cluster {

@@ -2,7 +2,7 @@
 //! the admission exchange, which need no token (a node that joins has none: its quote is checked).
 
 use reqwest::Method;
-use wire::cluster::{Challenge, Initialized, JoinAnswer, JoinRequest, Status};
+use wire::cluster::{Challenge, Initialized, JoinAnswer, JoinRequest, Removed, Status};
 
 use crate::client::Client;
 use crate::error::Error;
@@ -16,6 +16,15 @@ impl Client {
     /// `POST /v1/cluster/init`: makes the cluster on this node (admin token); once per database.
     pub async fn cluster_init(&self) -> Result<Initialized, Error> {
         self.call(Method::POST, "/v1/cluster/init").await
+    }
+
+    /// `DELETE /v1/cluster/members/{node}`: removes a node from the cluster (admin token).
+    pub async fn cluster_remove(&self, node: &str) -> Result<Removed, Error> {
+        let path = format!(
+            "/v1/cluster/members/{}",
+            crate::client::segment(node, false)
+        );
+        self.call(Method::DELETE, &path).await
     }
 
     /// `POST /v1/cluster/challenge`: a member's challenge for a joiner's quote.

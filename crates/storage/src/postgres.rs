@@ -18,6 +18,8 @@
 //! - `crypto_keys` (migration 3): the crypto service's keys once the node is a member of a
 //!   cluster, each record wrapped by the cluster key, with the revision its writes move
 //!   (`cluster/src/vault.rs`).
+//! - `cloister_removed` (migration 4): the nodes removed from the cluster, which may not join
+//!   or register again.
 //!
 //! `cloister_schema` records which migrations ran; [`Pg::connect`] applies the missing ones at
 //! start, idempotently, under a lock.
@@ -86,6 +88,13 @@ const MIGRATIONS: &[&str] = &[
         revision bigint NOT NULL CHECK (revision > 0),
         sealed bytea NOT NULL,
         PRIMARY KEY (owner, id)
+    );
+",
+    "
+    CREATE TABLE cloister_removed (
+        node_id text PRIMARY KEY,
+        removed_by text NOT NULL,
+        removed_at timestamptz NOT NULL DEFAULT now()
     );
 ",
 ];

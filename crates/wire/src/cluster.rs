@@ -80,6 +80,17 @@ pub struct Initialized {
     pub policy: serde_json::Value,
 }
 
+/// `DELETE /v1/cluster/members/{node}`: a node removed from the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Removed {
+    /// The node removed.
+    pub node: String,
+    /// Whether it was a registered member (false: only its id is refused from now on).
+    pub was_member: bool,
+    /// The member that recorded the removal.
+    pub removed_by: String,
+}
+
 /// `POST /v1/cluster/challenge`: a member's challenge, to be bound into the joiner's quote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Challenge {
