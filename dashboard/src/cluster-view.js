@@ -52,18 +52,19 @@ export function policyText(policy, hex = shortHash) {
 const code = (value) => h('code', { title: value }, value ?? '–');
 const shortCode = (value, testid) => h('code', { class: 'short-hex', title: value, testid }, typeof value === 'string' ? `${shortHash(value)}…` : '–');
 
+// Liveness first: on a narrow screen the table scrolls and the identity columns go off to the right.
 const COLUMNS = [
   ['Node'],
+  ['Last heartbeat', `by the database's clock; stale after ${STALE_AFTER_MS / 1000} s (three heartbeats)`],
   ['Address'],
+  ['Version', "Cloister's version on the node"],
+  ['Key', "whether the node holds the cluster's key (by its check value)"],
   ['Platform'],
   ['Measurement', 'MRENCLAVE (hover for the full value)'],
   ['Signer', 'MRSIGNER (hover for the full value)'],
   ['Product', 'ISVPRODID'],
   ['SVN', 'ISVSVN, the security version'],
-  ['Version', "Cloister's version on the node"],
-  ['Key', "whether the node holds the cluster's key (by its check value)"],
   ['Joined'],
-  ['Last heartbeat', `by the database's clock; stale after ${STALE_AFTER_MS / 1000} s (three heartbeats)`],
 ];
 
 export class ClusterView {
@@ -121,7 +122,7 @@ export class ClusterView {
     const row = (label, value, testid) => [h('dt', {}, label), h('dd', { testid }, value)];
     const membership = s.member ? 'a member: it holds the cluster key' : 'not a member: it holds no cluster key';
     const c = s.cluster;
-    this.container.replaceChildren(
+    const parts = [
       failure ? message('error', `The cluster could not be refreshed (${failure.message}); below is the answer of ${clock(this.at)}.`, 'cluster-error') : null,
       h(
         'dl',
@@ -133,7 +134,8 @@ export class ClusterView {
       ),
       inNoCluster(s) ? this.noCluster() : this.table(s),
       h('p', { class: 'muted small', testid: 'cluster-updated' }, `As of ${clock(this.at)}; asked again every ${REFRESH_MS / 1000} s.`),
-    );
+    ];
+    this.container.replaceChildren(...parts.flat().filter(Boolean));
   }
 
   noCluster() {
@@ -144,11 +146,11 @@ export class ClusterView {
       h(
         'p',
         {},
-        'A cluster is several nodes on one PostgreSQL database. Give each node ',
+        'A cluster is several nodes on one PostgreSQL database: each needs ',
         h('code', {}, '[storage] backend = "postgres"'),
-        ' and the database’s URL, run ',
+        ' and the database’s URL. Then ',
         h('code', {}, 'cloister cluster init --url http://NODE:8420'),
-        ' against one of them, then start the others with ',
+        ' against one of them makes the cluster, and the others start with ',
         h('code', {}, '--join http://NODE:8420'),
         '. docs/cluster.md has the details.',
       ),
@@ -180,21 +182,22 @@ export class ClusterView {
       'tr',
       { class: classes || null, testid: 'cluster-member', 'data-node': m.node, 'data-self': String(self), 'data-stale': String(stale) },
       h('td', {}, h('code', { class: 'name', title: m.node }, m.node), self ? h('span', { class: 'badge badge-self', testid: 'member-self' }, 'this node') : null),
+      h(
+        'td',
+        { class: stale ? 'heartbeat stale' : 'heartbeat', title: m.last_heartbeat, testid: 'member-heartbeat' },
+        ago(m.heartbeat_age_ms),
+        stale ? ' ' : null,
+        stale ? h('span', { class: 'badge badge-stale', testid: 'member-stale', title: `no heartbeat for more than ${STALE_AFTER_MS / 1000} s (three heartbeats)` }, 'stale') : null,
+      ),
       h('td', { class: 'address' }, h('span', { class: 'name', title: m.address }, m.address)),
+      h('td', {}, m.version),
+      h('td', { class: key === 'other' ? 'key-other' : null, title: m.key_check, testid: 'member-key' }, { cluster: 'the cluster’s', other: 'OTHER', unknown: '–' }[key]),
       h('td', {}, m.platform),
       h('td', {}, shortCode(m.measurement, 'member-measurement')),
       h('td', {}, shortCode(m.signer, 'member-signer')),
       h('td', { class: 'num' }, m.product_id),
       h('td', { class: 'num' }, m.security_version),
-      h('td', {}, m.version),
-      h('td', { class: key === 'other' ? 'key-other' : null, title: m.key_check, testid: 'member-key' }, { cluster: 'the cluster’s', other: 'OTHER', unknown: '–' }[key]),
       h('td', { title: m.joined_at }, dateTime(m.joined_at)),
-      h(
-        'td',
-        { class: stale ? 'heartbeat stale' : 'heartbeat', title: m.last_heartbeat, testid: 'member-heartbeat' },
-        ago(m.heartbeat_age_ms),
-        stale ? h('span', { class: 'badge badge-stale', testid: 'member-stale', title: `no heartbeat for more than ${STALE_AFTER_MS / 1000} s (three heartbeats)` }, 'stale') : null,
-      ),
     );
   }
 
