@@ -9,6 +9,12 @@ export function duration(seconds) {
   return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
 }
 
+/** "4s ago", from milliseconds (an age as the runtime reports it). */
+export function ago(milliseconds) {
+  if (milliseconds == null || !Number.isFinite(milliseconds) || milliseconds < 0) return '–';
+  return `${duration(milliseconds / 1000)} ago`;
+}
+
 export function ms(value) {
   if (value == null || !Number.isFinite(value)) return '–';
   if (value === 0) return '0 ms';

@@ -10,6 +10,7 @@ import { DetailView } from './detail.js';
 import { JournalView } from './journal-view.js';
 import { ConfigView } from './config-view.js';
 import { AttestationView } from './attestation-view.js';
+import { ClusterView } from './cluster-view.js';
 import { byId, h, setText } from './dom.js';
 import { clock } from './format.js';
 
@@ -50,10 +51,13 @@ class Session {
       onError,
       onSimulation: (simulation) => (ui.simulation.hidden = !simulation),
     });
+    this.cluster = new ClusterView(byId('cluster'), { api: this.api, onError });
     byId('graph').replaceChildren(h('p', { class: 'msg msg-empty' }, 'Loading the services…'));
 
     this.journal.subscribe((change) => {
-      if (change.type === 'add') this.config.onJournal(change.added);
+      if (change.type !== 'add') return;
+      this.config.onJournal(change.added);
+      this.cluster.onJournal(change.added);
     });
     this.services.subscribe((body) => this.render(body));
     this.live = new Live(this.api, this.journal, {
@@ -62,6 +66,7 @@ class Session {
       onConnected: () => {
         this.config.load();
         this.attestation.load();
+        this.cluster.load();
       },
       onRefused: onError,
     });
@@ -102,6 +107,7 @@ class Session {
     ui.connection.dataset.state = state;
     ui.connection.className = `conn conn-${state}`;
     document.body.classList.toggle('stale', state === 'disconnected' || state === 'reconnecting');
+    if (state === 'disconnected' || state === 'reconnecting') this.cluster.pause();
     const labels = { connecting: 'connecting…', live: 'live', reconnecting: 'reconnecting…', disconnected: 'disconnected' };
     setText(ui.connection, labels[state] ?? state);
     if (state !== 'disconnected' && state !== 'reconnecting') {
@@ -135,7 +141,8 @@ class Session {
     this.detail.destroy();
     this.journalView.destroy();
     this.config.destroy();
-    for (const id of ['graph', 'services', 'detail', 'journal', 'config', 'attestation']) byId(id).replaceChildren();
+    this.cluster.destroy();
+    for (const id of ['graph', 'services', 'detail', 'journal', 'config', 'attestation', 'cluster']) byId(id).replaceChildren();
     document.body.classList.remove('stale');
   }
 }

@@ -101,6 +101,97 @@ describe('the dashboard', { timeout: 5 * TIMEOUT }, () => {
     assertNoProblems(problems);
   });
 
+  it('says that a node on redb is in no cluster, and what to do about it', { timeout: TIMEOUT }, async () => {
+    const { body } = await runtime.api('/v1/cluster');
+    assert.deepEqual([body.member, body.cluster, body.members], [false, undefined, []], 'a redb node answers without a cluster');
+    const panel = page.getByTestId('cluster');
+    await panel.getByTestId('cluster-none').waitFor();
+    const advice = await panel.getByTestId('cluster-none').textContent();
+    assert.match(advice, /This node is in no cluster\./);
+    assert.match(advice, /\[storage\] backend = "postgres"/);
+    assert.match(advice, /cloister cluster init/);
+    assert.match(advice, /--join/);
+    assert.equal(await panel.getByTestId('cluster-node').textContent(), `${body.node} — not a member: it holds no cluster key`);
+    assert.equal(await panel.getByTestId('cluster-members').count(), 0);
+    assert.equal(await panel.getByTestId('cluster-id').count(), 0);
+    assertNoProblems(problems);
+  });
+
+  it("lists a cluster's members from the node's answer, marks this node and a stale member, and asks again every heartbeat", { timeout: TIMEOUT }, async () => {
+    // A redb node has no cluster: the page gets canned answers to GET /v1/cluster (as
+    // docs/api.md shows them) and the real runtime for everything else.
+    const hex = (byte) => byte.repeat(32);
+    const member = (node, age, key = 'aa') => ({
+      node, platform: 'simulation', measurement: hex('1a'), signer: hex('2b'), product_id: 1, security_version: 3,
+      address: `http://10.0.0.${node.length}:8420`, version: '0.1.0', key_check: hex(key),
+      joined_at: '2026-12-06T15:40:00.000Z', last_heartbeat: '2026-12-06T15:45:00.000Z', heartbeat_age_ms: age,
+    });
+    const cluster = { id: 'c1'.repeat(16), policy: { policy: 'measurement', measurement: hex('1a') }, key_check: hex('aa'), created_by: '3f9c0a1b2c3d4e5f', created_at: '2026-12-06T15:40:00.000Z' };
+    const self = '3f9c0a1b2c3d4e5f';
+    const before = { node: self, member: true, key_check: hex('aa'), cluster, members: [member(self, 4_000), member('8a7b6c5d4e3f2a1b', 20_000), member('c0ffee0000000001', 15_000, 'bb')] };
+    const afterwards = { ...before, members: [member(self, 1_000), member('8a7b6c5d4e3f2a1b', 2_000)] };
+    let answer = { status: 200, body: before };
+    let asked = 0;
+    const { page: p, problems: seen, requests: urls } = await openPage(browser);
+    p.setDefaultTimeout(20_000);
+    await p.route('**/v1/cluster', (route) => {
+      asked += 1;
+      return route.fulfill({ status: answer.status, contentType: 'application/json', body: JSON.stringify(answer.body) });
+    });
+    await p.goto(origin.url);
+    await signIn(p);
+    const panel = p.getByTestId('cluster');
+    const memberRow = (node) => panel.locator(`[data-testid="cluster-member"][data-node="${node}"]`);
+    await memberRow(self).waitFor();
+
+    assert.equal(await panel.getByTestId('cluster-node').textContent(), `${self} — a member: it holds the cluster key`);
+    assert.equal(await panel.getByTestId('cluster-id').textContent(), cluster.id);
+    const policy = panel.getByTestId('cluster-policy').locator('span');
+    assert.equal(await policy.textContent(), `the same measurement (MRENCLAVE ${hex('1a').slice(0, 12)})`);
+    assert.equal(await policy.getAttribute('title'), `the same measurement (MRENCLAVE ${hex('1a')})`);
+    assert.equal(await panel.getByTestId('cluster-none').count(), 0);
+    assert.equal(await panel.getByTestId('cluster-member').count(), 3);
+
+    // The node answering: marked, fresh.
+    assert.equal(await memberRow(self).getAttribute('data-self'), 'true');
+    assert.equal(await memberRow(self).getAttribute('data-stale'), 'false');
+    assert.equal(await memberRow(self).getByTestId('member-self').textContent(), 'this node');
+    assert.equal(await memberRow(self).getByTestId('member-heartbeat').textContent(), '4s ago');
+    // Shortened identities, the full value in the title.
+    const measurement = memberRow(self).getByTestId('member-measurement');
+    assert.equal(await measurement.textContent(), `${hex('1a').slice(0, 12)}…`);
+    assert.equal(await measurement.getAttribute('title'), hex('1a'));
+    assert.equal(await memberRow(self).getByTestId('member-signer').getAttribute('title'), hex('2b'));
+    // Twenty seconds without a heartbeat is stale; fifteen (three heartbeats) is not yet.
+    const stale = memberRow('8a7b6c5d4e3f2a1b');
+    assert.equal(await stale.getAttribute('data-stale'), 'true');
+    assert.equal(await stale.getAttribute('data-self'), 'false');
+    assert.equal(await stale.getByTestId('member-heartbeat').textContent(), '20s ago stale');
+    assert.equal(await memberRow('c0ffee0000000001').getAttribute('data-stale'), 'false');
+    assert.equal(await panel.getByTestId('cluster-stale-count').textContent(), '1 stale');
+    // A member whose key check is not the cluster's.
+    assert.equal(await memberRow('c0ffee0000000001').getByTestId('member-key').textContent(), 'OTHER');
+    assert.equal(await memberRow(self).getByTestId('member-key').textContent(), 'the cluster’s');
+
+    // The database out of reach at the next refresh: said, and the last answer stays.
+    const first = asked;
+    answer = { status: 503, body: { error: { code: 'cluster.unavailable', message: 'the database is out of reach' } } };
+    await panel.getByTestId('cluster-error').getByText(/could not be refreshed \(the database is out of reach\)/).waitFor();
+    assert.ok(asked > first);
+    assert.equal(await panel.getByTestId('cluster-member').count(), 3);
+
+    // Back: the next refresh shows the members as they are now.
+    answer = { status: 200, body: afterwards };
+    await stale.and(p.locator('[data-stale="false"]')).waitFor();
+    await memberRow('c0ffee0000000001').waitFor({ state: 'detached' });
+    assert.equal(await panel.getByTestId('cluster-error').count(), 0);
+    assert.equal(await panel.getByTestId('cluster-stale-count').count(), 0);
+    assert.equal(await stale.getByTestId('member-heartbeat').textContent(), '2s ago');
+    await p.context().close();
+    assertSameOrigin(urls, origin.url);
+    assertNoProblems(seen);
+  });
+
   it('shows an injected panic as a restart in the graph, the table and the journal', { timeout: TIMEOUT }, async () => {
     const { body: before } = await runtime.api('/v1/services/alpha');
     const restarts = before.restart_count;

@@ -1,4 +1,5 @@
-// Unit tests of the page's pure parts: the SSE parser, the journal, reconnection, formatting, diffs.
+// Unit tests of the page's pure parts: the SSE parser, the journal, reconnection, formatting, diffs,
+// the cluster's members.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { SseParser, readSse, StreamLost } from '../src/sse.js';
@@ -6,8 +7,9 @@ import { Journal } from '../src/journal.js';
 import { Live, backoffDelay } from '../src/live.js';
 import { ApiError } from '../src/api.js';
 import { Services, windowOf } from '../src/services.js';
-import { cause, summarize, ms, percent, duration } from '../src/format.js';
+import { cause, summarize, ms, percent, duration, ago } from '../src/format.js';
 import { diffRows } from '../src/config-view.js';
+import { HEARTBEAT_MS, STALE_AFTER_MS, isStale, inNoCluster, memberRows, policyText } from '../src/cluster-view.js';
 
 describe('SseParser', () => {
   const parse = (...chunks) => {
@@ -183,6 +185,11 @@ describe('format', () => {
     assert.equal(ms(12.4), '12 ms');
     assert.equal(percent(0.5), '50.0%');
     assert.equal(duration(3725), '1h 2m');
+    assert.equal(ago(4000), '4s ago');
+    assert.equal(ago(999), '0s ago');
+    assert.equal(ago(61_500), '1m 1s ago');
+    assert.equal(ago(null), '–');
+    assert.equal(ago(-1), '–');
   });
 });
 
@@ -193,5 +200,54 @@ describe('diffRows', () => {
     const rows = diffRows(before, after, 2);
     assert.deepEqual(rows.map((r) => r.type), ['skip', 'same', 'same', 'del', 'add']);
     assert.deepEqual(rows.slice(1).map((r) => [r.old, r.new, r.text]), [[8, 8, 'h'], [9, 9, 'i'], [10, undefined, 'x'], [undefined, 10, 'y']]);
+  });
+});
+
+describe('cluster', () => {
+  const member = (node, age, key = 'k1') => ({ node, heartbeat_age_ms: age, key_check: key, measurement: 'ab'.repeat(32), signer: 'cd'.repeat(32) });
+  const status = (extra) => ({ node: 'n1', member: true, cluster: { id: 'c'.repeat(32), key_check: 'k1', policy: { policy: 'measurement', measurement: 'ab'.repeat(32) } }, ...extra });
+
+  it('calls a member stale once its heartbeat is older than three heartbeats (15 s)', () => {
+    assert.equal(HEARTBEAT_MS, 5000, 'HEARTBEAT in crates/cluster/src/node.rs');
+    assert.equal(STALE_AFTER_MS, 15_000);
+    const cases = [
+      [0, false],
+      [4_000, false],
+      [15_000, false],
+      [15_001, true],
+      [600_000, true],
+      [undefined, true],
+      [null, true],
+    ];
+    for (const [age, stale] of cases) assert.equal(isStale({ heartbeat_age_ms: age }), stale, `age ${age}`);
+  });
+
+  it('marks the node answering, stale members and a member holding another key, in the runtime order', () => {
+    const rows = memberRows(status({ members: [member('n0', 20_000), member('n1', 4_000), member('n2', 1_000, 'k2')] }));
+    assert.deepEqual(
+      rows.map((r) => [r.member.node, r.self, r.stale, r.key]),
+      [
+        ['n0', false, true, 'cluster'],
+        ['n1', true, false, 'cluster'],
+        ['n2', false, false, 'other'],
+      ],
+    );
+    assert.deepEqual(memberRows(status({ cluster: undefined, members: [member('n1', 0)] })).map((r) => r.key), ['unknown']);
+  });
+
+  it('tells a node in no cluster (redb, or before `cluster init`) from one in a cluster', () => {
+    assert.equal(inNoCluster({ node: 'n1', member: false, members: [] }), true, "a redb node's answer");
+    assert.equal(inNoCluster(status({ members: [] })), false, 'a cluster recorded, no member yet');
+    assert.equal(inNoCluster({ node: 'n1', member: false, members: [member('n0', 0)] }), false, 'members without a record');
+    assert.deepEqual(memberRows({ node: 'n1', member: false, members: [] }), []);
+  });
+
+  it('says the admission policy in words, the identities shortened or in full', () => {
+    const m = 'ab'.repeat(32);
+    assert.equal(policyText({ policy: 'measurement', measurement: m }), 'the same measurement (MRENCLAVE abababababab)');
+    assert.equal(policyText({ policy: 'measurement', measurement: m }, (x) => x), `the same measurement (MRENCLAVE ${m})`);
+    assert.equal(policyText({ policy: 'signer', signer: 'cd'.repeat(32), product_id: 1, min_security_version: 2 }), 'the same signer (MRSIGNER cdcdcdcdcdcd), product id 1, security version ≥ 2');
+    assert.equal(policyText({ policy: 'future', x: 1 }), 'policy=future x=1');
+    assert.equal(policyText(undefined), '–');
   });
 });
