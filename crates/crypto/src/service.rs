@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -147,11 +148,20 @@ struct State<'a> {
     max_encryptions: u64,
 }
 
-/// The cluster's vault, and the revision of each key held in memory.
+/// The cluster's vault, the revision of each key held in memory, and when each service-owned key
+/// was last checked against it.
 struct Shared {
     vault: Arc<dyn Vault>,
     revisions: HashMap<(String, String), u64>,
+    checked: HashMap<(String, String), Instant>,
 }
+
+/// How long a key owned by a service (`@storage`'s namespace keys, `@oracle`'s) is used without
+/// asking the vault for its revision again. An account's key is checked at every use. A service
+/// key changes only when its encryption budget rotates it or its namespace is dropped, and a
+/// storage commit made with a stale one is overtaken (the drop moved the cluster's commit number)
+/// and prepared again; meanwhile the vault is not asked once per value written.
+const SERVICE_KEY_RECHECK: Duration = Duration::from_secs(1);
 
 /// What a change did to the keys in memory, to persist.
 enum Changed {
@@ -173,11 +183,26 @@ impl State<'_> {
     /// vault holds the key at the same revision (so its encryption count goes on), and replaced
     /// (or dropped) otherwise.
     async fn current(&mut self, owner: &str, id: &str) -> Result<usize, Error> {
+        let slot = (owner.to_owned(), id.to_owned());
+        let Some(shared) = &self.shared else {
+            return self.find(owner, id);
+        };
+        if is_service_owner(owner)
+            && shared
+                .checked
+                .get(&slot)
+                .is_some_and(|at| at.elapsed() < SERVICE_KEY_RECHECK)
+            && let Ok(i) = self.find(owner, id)
+        {
+            return Ok(i);
+        }
         let Some(shared) = &mut self.shared else {
             return self.find(owner, id);
         };
         let entry = shared.vault.load(owner, id).await?;
-        let slot = (owner.to_owned(), id.to_owned());
+        if is_service_owner(owner) {
+            shared.checked.insert(slot.clone(), Instant::now());
+        }
         let held = self
             .keys
             .iter()
@@ -266,6 +291,7 @@ impl State<'_> {
         self.shared = Some(Shared {
             vault,
             revisions: HashMap::new(),
+            checked: HashMap::new(),
         });
         tracing::info!(
             keys = moving,
@@ -342,6 +368,7 @@ impl State<'_> {
                 Ok(None) => {
                     undo(&mut self.keys);
                     shared.revisions.remove(&slot);
+                    shared.checked.remove(&slot);
                     Err(Error::Conflict(slot.1))
                 }
                 Err(e) => {

@@ -186,6 +186,35 @@ impl State<'_> {
         }
         let mut group = group;
         for attempt in 1..=MAX_ATTEMPTS {
+            // On a shared database, the cluster's commit number is locked first: other nodes'
+            // commits wait until this one is written, so it is not overtaken.
+            let locked = match self.store.lock().await {
+                Ok(locked) => locked,
+                Err(e) => {
+                    for p in group {
+                        p.reply.send(Err(e.clone()));
+                    }
+                    return Ok(());
+                }
+            };
+            if let Some(locked) = &locked {
+                if locked.seq < self.seq {
+                    let message = format!(
+                        "the database's commit number went back from {} to {}: it was replaced \
+                         by an older copy while this node ran",
+                        self.seq, locked.seq
+                    );
+                    for p in group {
+                        p.reply.send(Err(Error::Internal(message.clone())));
+                    }
+                    return Err(ServiceError::new(message));
+                }
+                if locked.seq > self.seq {
+                    // Other nodes committed since: what this node remembers may have changed.
+                    self.seq = locked.seq;
+                    self.forget_what_others_changed();
+                }
+            }
             let seq = self.seq + 1;
             let mut overlay = HashMap::new();
             let mut new_namespaces = Vec::new();
@@ -221,11 +250,12 @@ impl State<'_> {
                 }
             }
             if changes.is_empty() && new_namespaces.is_empty() {
+                self.store.release(locked).await;
                 return Ok(());
             }
             let written = self
                 .store
-                .commit(seq, new_namespaces.clone(), changes)
+                .commit(seq, new_namespaces.clone(), changes, locked)
                 .await;
             if let Ok(Committed::Overtaken) = written {
                 // Another node committed first: what this group read may have changed. Catch
@@ -284,9 +314,14 @@ impl State<'_> {
     /// and nothing remembered of what it may have changed.
     pub(super) async fn catch_up(&mut self) -> Result<(), Error> {
         self.seq = self.store.seq().await?;
+        self.forget_what_others_changed();
+        Ok(())
+    }
+
+    /// Forgets what other nodes' commits may have changed: the namespaces' usage and keys.
+    fn forget_what_others_changed(&mut self) {
         self.usages = Usages::default();
         self.namespace_keys.clear();
-        Ok(())
     }
 
     /// Deletes namespace keys made for a commit that was not written (best effort: an unused key

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::Error;
 use crate::db::{Change, Db, DbError, Listed, Usage};
 use crate::digest::{Root, StateKey};
-use crate::postgres::{Committed, Pg};
+use crate::postgres::{Committed, Locked, Pg};
 
 /// One incarnation's database.
 #[derive(Debug)]
@@ -109,15 +109,37 @@ impl Store {
         Ok(self.entry_bytes(namespace, key).await?.is_some())
     }
 
+    /// On a shared database: the commit number, locked until the next commit (other nodes' commits
+    /// wait for it). None on redb, which has one writer.
+    pub(crate) async fn lock(&self) -> Result<Option<Locked>, Error> {
+        match self {
+            Store::Redb { .. } => Ok(None),
+            Store::Postgres(pg) => pg.lock().await.map(Some),
+        }
+    }
+
+    /// Releases a lock taken for a commit that has nothing to write.
+    pub(crate) async fn release(&self, locked: Option<Locked>) {
+        if let (Store::Postgres(pg), Some(locked)) = (self, locked) {
+            pg.release(locked).await;
+        }
+    }
+
     /// Commits `changes` as commit `seq`, recording `new_namespaces` (namespace, key id), unless
-    /// another node of a shared database committed `seq` first. Deletes of absent keys are
-    /// no-ops. The freshness counter is the caller's.
+    /// another node of a shared database committed `seq` first (never, under `locked`). Deletes
+    /// of absent keys are no-ops. The freshness counter is the caller's.
     pub(crate) async fn commit(
         &mut self,
         seq: u64,
         new_namespaces: Vec<(String, String)>,
         changes: Vec<Change>,
+        locked: Option<Locked>,
     ) -> Result<Committed, Error> {
+        if let (Store::Postgres(pg), Some(locked)) = (&*self, locked) {
+            return pg
+                .commit_locked(locked, seq, &new_namespaces, &changes)
+                .await;
+        }
         match self {
             Store::Redb { db, keys, root } => {
                 let (keys, old) = (keys.clone(), *root);
