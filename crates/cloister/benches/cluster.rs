@@ -247,7 +247,14 @@ async fn main() {
         .pool_max_idle_per_host(concurrency)
         .build()
         .expect("client");
-    let (p, g) = through(&client, &[redb.base.clone()], "redb", concurrency, duration).await;
+    let (p, g) = through(
+        &client,
+        std::slice::from_ref(&redb.base),
+        "redb",
+        concurrency,
+        duration,
+    )
+    .await;
     rows.push(("1 node, redb".into(), p, g));
     assert!(redb.terminate().success());
 
