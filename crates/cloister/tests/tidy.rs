@@ -104,7 +104,10 @@ const ALLOWED: [(&str, &[&str]); 15] = [
         &["runtime", "enclave", "crypto", "computation", "wire"],
     ),
     ("ai", &["runtime", "storage", "wire"]),
-    ("cluster", &["runtime", "enclave", "storage", "wire"]),
+    (
+        "cluster",
+        &["runtime", "enclave", "crypto", "storage", "wire"],
+    ),
     (
         "api",
         &[
