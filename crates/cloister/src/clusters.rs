@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
@@ -21,6 +22,14 @@ pub(crate) enum ClusterCommand {
         /// Print the JSON answer.
         #[arg(long)]
         json: bool,
+        /// Keep asking, for up to this long (`90s`, `5m`), while the node cannot be reached or
+        /// answers 503: for a hook that starts together with the node.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        wait: Option<Duration>,
+        /// Exit 0 when the database has a cluster already (`cluster.exists`), so that the
+        /// command can run at every start of the node.
+        #[arg(long)]
+        exists_ok: bool,
         #[command(flatten)]
         target: Target,
     },
@@ -49,8 +58,20 @@ pub(crate) enum ClusterCommand {
 pub(crate) async fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     match command {
-        ClusterCommand::Init { json, target } => {
-            let made = connect(target)?.cluster_init().await.reported()?;
+        ClusterCommand::Init {
+            json,
+            wait,
+            exists_ok,
+            target,
+        } => {
+            let made = match init(&connect(target)?, wait).await {
+                Err(e) if exists_ok && e.code() == Some(EXISTS) => {
+                    let message = e.api().map(|a| a.message.as_str()).unwrap_or(EXISTS);
+                    writeln!(out, "nothing to do: {message}")?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+                made => made.reported()?,
+            };
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&made)?)?;
             } else {
@@ -138,6 +159,40 @@ pub(crate) async fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The code of a second `cluster init`'s answer.
+const EXISTS: &str = "cluster.exists";
+/// How often `cluster init --wait` asks again.
+const ASK_AGAIN: Duration = Duration::from_millis(500);
+
+/// `POST /v1/cluster/init`; with `wait`, asked again while the node cannot be reached or answers
+/// that it should be asked later, until `wait` has passed.
+async fn init(
+    client: &cloister_sdk::Client,
+    wait: Option<Duration>,
+) -> Result<cloister_sdk::types::cluster::Initialized, cloister_sdk::Error> {
+    let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+    let mut said = false;
+    loop {
+        let answer = client.cluster_init().await;
+        let later = match &answer {
+            Err(cloister_sdk::Error::Unreachable { .. }) => true,
+            Err(e) => e.api().is_some_and(|a| a.retryable),
+            Ok(_) => false,
+        };
+        let time_left = deadline.is_some_and(|d| tokio::time::Instant::now() + ASK_AGAIN < d);
+        if !(later && time_left) {
+            return answer;
+        }
+        if !said {
+            said = true;
+            if let Err(e) = &answer {
+                eprintln!("waiting for the node: {e}");
+            }
+        }
+        tokio::time::sleep(ASK_AGAIN).await;
+    }
 }
 
 /// Before a node serves: if its database belongs to a cluster whose key it does not hold, it

@@ -46,6 +46,12 @@ pub(crate) struct RunArgs {
     /// order. Replaces `[cluster] join`.
     #[arg(long = "join", value_name = "URL")]
     join: Vec<String>,
+    /// This node's API address as other members and operators reach it (`http://HOST:PORT` or
+    /// `https://...`), registered in the cluster's database and sent when joining; replaces
+    /// `[cluster] advertise`. Without either, the address the API listens on (unroutable for
+    /// 0.0.0.0). A `--join` URL equal to it is skipped, so every node can be given the same list.
+    #[arg(long, value_name = "URL", env = "CLOISTER_ADVERTISE")]
+    advertise: Option<String>,
 }
 
 /// `--platform`.
@@ -155,12 +161,23 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     for url in &args.join {
         runtime::config::check_join_url(url).with_context(|| format!("--join {url}"))?;
     }
-    if !args.join.is_empty() && config.storage.backend == runtime::config::StorageBackend::Redb {
-        bail!(
-            "--join: a cluster keeps its records in PostgreSQL: set [storage] backend = \"postgres\""
-        );
+    if let Some(url) = &args.advertise {
+        runtime::config::check_advertise(url).with_context(|| format!("--advertise {url}"))?;
+    }
+    if config.storage.backend == runtime::config::StorageBackend::Redb {
+        for (given, flag) in [
+            (!args.join.is_empty(), "--join"),
+            (args.advertise.is_some(), "--advertise"),
+        ] {
+            if given {
+                bail!(
+                    "{flag}: a cluster keeps its records in PostgreSQL: set [storage] backend = \"postgres\""
+                );
+            }
+        }
     }
     let (data_dir, listen, join) = (args.data_dir.clone(), args.listen, args.join.clone());
+    let advertise = args.advertise.clone();
     let platform = args.platform.map(Platform::from);
     let overrides: Overrides = Arc::new(move |c: &mut Config| {
         if let Some(dir) = &data_dir {
@@ -174,6 +191,9 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         if !join.is_empty() {
             c.cluster.join = join.clone();
+        }
+        if let Some(url) = &advertise {
+            c.cluster.advertise = Some(url.clone());
         }
     });
     overrides(&mut config);
@@ -467,19 +487,26 @@ async fn serve(start: Start) -> anyhow::Result<Ended> {
             )
         })?;
     let local = listener.local_addr().context("listener address")?;
+    let advertised = config.cluster.advertise.clone();
+    let address = advertised
+        .clone()
+        .unwrap_or_else(|| format!("http://{local}"));
     // The cluster before the services: a node of a cluster serves only once it holds its key.
     let cluster = cluster::Node::open(cluster::Options {
         platform: platform.clone(),
         data_dir: &dir,
         config: &config.cluster,
         database: storage_backend.database(),
-        address: format!("http://{local}"),
+        address: address.clone(),
         version: env!("CARGO_PKG_VERSION"),
     })
     .await
     .context("cannot take this node's part in its cluster")?;
-    let newcomer =
-        crate::clusters::join_if_needed(&cluster, &config.cluster.join, &journal).await?;
+    let members = config.cluster.members_to_ask();
+    if members.len() < config.cluster.join.len() {
+        tracing::info!(%address, "the members to join through name this node's own address: it is not asked");
+    }
+    let newcomer = crate::clusters::join_if_needed(&cluster, &members, &journal).await?;
     let cluster = Arc::new(cluster);
 
     let mut builder = Builder::new(journal.clone());
@@ -588,6 +615,9 @@ async fn serve(start: Start) -> anyhow::Result<Ended> {
         );
         let _ = writeln!(out, "measurement: {}", hex::encode(identity.measurement));
         let _ = writeln!(out, "node: {}", cluster.id());
+        if let Some(url) = &advertised {
+            let _ = writeln!(out, "advertised as: {url}");
+        }
         let _ = writeln!(out, "admin token: {token_source}");
         let _ = writeln!(out, "data directory: {}", dir.display());
         let _ = out.flush();

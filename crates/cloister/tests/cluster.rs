@@ -194,6 +194,82 @@ async fn a_node_whose_identity_breaks_the_policy_is_refused_with_the_reason_on_b
     assert!(a.terminate().success());
 }
 
+/// As the Kubernetes overlay runs its pods (every pod with the same arguments): the first node
+/// is given itself to join and its own address to advertise, so it asks no one and serves;
+/// `cluster init --wait --exists-ok`, started before that node listens, waits for it and makes
+/// the cluster, and run again counts the cluster made as done. Each node registers and sends the
+/// address it advertises (`--advertise`, `[cluster] advertise`), not the one it listens on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_advertise_their_address_and_the_first_skips_itself_when_told_to_join() {
+    let pg = Postgres::start();
+    let (da, db) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let (a_url, b_url) = (
+        "http://cloister-0.cloister.test:8420",
+        "http://cloister-1.cloister.test:8420",
+    );
+    let listen = format!("127.0.0.1:{}", test_support::free_port());
+    let init = command(BIN)
+        .args(["cluster", "init", "--wait", "10m", "--exists-ok", "--url"])
+        .arg(format!("http://{listen}"))
+        .env("CLOISTER_ADMIN_TOKEN", TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cloister cluster init");
+    let config_a = pg.write_config(da.path());
+    let a = Server::start_with(
+        BIN,
+        &config_a,
+        &["--listen", &listen, "--advertise", a_url, "--join", a_url],
+    )
+    .await;
+    let made = tokio::task::spawn_blocking(move || init.wait_with_output())
+        .await
+        .expect("join")
+        .expect("cloister cluster init");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&made.stdout),
+        String::from_utf8_lossy(&made.stderr),
+    );
+    assert!(made.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("made on node"), "{stdout}");
+    let (ok, out, err) = cli(&a.base, &["init", "--exists-ok"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("nothing to do") && out.contains("already"), "{out}");
+    let (a_status, a_node) = status(&a).await;
+    assert_eq!(a_status["member"], true, "{a_status}");
+    assert_eq!(a_status["members"][0]["address"], a_url, "{a_status}");
+
+    let config_b = pg.write_config(db.path());
+    let text = std::fs::read_to_string(&config_b).expect("config");
+    std::fs::write(
+        &config_b,
+        format!("{text}\n[cluster]\nadvertise = \"{b_url}\"\n"),
+    )
+    .expect("write");
+    let a_head = journal_head(&config_a);
+    let b = Server::start_with(BIN, &config_b, &["--join", &a.base]).await;
+    let (b_status, b_node) = status(&b).await;
+    assert_eq!(b_status["member"], true, "{b_status}");
+    let admitted = audit(&a, a_head, "cluster.admitted", &b_node).await;
+    assert_eq!(admitted["event"]["detail"]["address"], b_url, "{admitted}");
+    let addresses: std::collections::BTreeMap<String, String> = status(&a).await.0["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| (m["node"].as_str().expect("node").to_owned(), m["address"].as_str().expect("address").to_owned()))
+        .collect();
+    assert_eq!(
+        addresses,
+        [(a_node, a_url.to_owned()), (b_node, b_url.to_owned())].into()
+    );
+    assert!(b.terminate().success());
+    assert!(a.terminate().success());
+}
+
 /// A fresh challenge from member `a`.
 async fn challenge(a: &Server) -> Vec<u8> {
     let (status, c) = a

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use runtime::config::Config;
+use runtime::config::{Config, DatabaseUrl, StorageBackend};
 use serde_yaml::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cloister");
@@ -37,10 +37,49 @@ fn documents() -> Vec<(PathBuf, Value)> {
 }
 
 fn shipped_config() -> Config {
-    let text = std::fs::read_to_string(root().join("deploy/kubernetes/base/cloister.toml"))
-        .expect("the shipped configuration");
+    config_at("deploy/kubernetes/base/cloister.toml")
+}
+
+fn config_at(path: &str) -> Config {
+    let text = std::fs::read_to_string(root().join(path)).expect("the shipped configuration");
     Config::parse(&text, &stack::catalog())
-        .unwrap_or_else(|e| panic!("the shipped configuration is invalid: {e}"))
+        .unwrap_or_else(|e| panic!("{path}: the shipped configuration is invalid: {e}"))
+}
+
+/// The strings of the sequence at `v`.
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_sequence()
+        .unwrap_or_else(|| panic!("not a sequence: {v:?}"))
+        .iter()
+        .map(|a| a.as_str().unwrap_or_else(|| panic!("not a string: {a:?}")))
+        .collect()
+}
+
+/// The value after `flag` in `args`.
+fn flag<'a>(args: &[&'a str], flag: &str) -> &'a str {
+    args.windows(2)
+        .find(|w| w[0] == flag)
+        .map(|w| w[1])
+        .unwrap_or_else(|| panic!("no {flag} in {args:?}"))
+}
+
+/// `cloister ARGS --help`.
+fn help(args: &[&str]) -> String {
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .arg("--help")
+        .output()
+        .expect("cloister --help");
+    assert!(out.status.success(), "{args:?}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every `--flag` in `args` is one that `cloister COMMAND` takes.
+fn flags_exist(args: &[&str], command: &[&str]) {
+    let help = help(command);
+    for arg in args.iter().filter(|a| a.starts_with("--")) {
+        assert!(help.contains(&format!("{arg} ")), "cloister {command:?} has no {arg}");
+    }
 }
 
 fn str_at<'a>(v: &'a Value, path: &[&str]) -> &'a str {
@@ -224,6 +263,173 @@ fn the_sgx_overlay_asks_for_the_devices_and_epc_for_the_whole_enclave() {
         std::fs::read_to_string(root().join("deploy/kubernetes/overlays/sgx/kustomization.yaml"))
             .expect("kustomization");
     assert!(kustomization.contains("../../base"));
+}
+
+/// The cluster overlay (`overlays/cluster`): N nodes on PostgreSQL with the database's URL from
+/// a Secret; each pod advertises its own name under the headless Service, and every pod is told
+/// to join through pod 0, which finds its own address there and asks no one; pod 0's postStart
+/// hook makes the cluster once. Each setting is checked against the base, the binary's flags and
+/// the configuration's own rules, so that the pieces cannot drift apart.
+#[test]
+fn the_cluster_overlay_runs_nodes_on_postgres_that_join_pod_0_through_the_headless_service() {
+    let base = shipped_config();
+    let config = config_at("deploy/kubernetes/overlays/cluster/cloister.toml");
+    assert_eq!(config.runtime, base.runtime, "the base's [runtime]");
+    assert_eq!(config.enclave, base.enclave, "the base's [enclave]: the same measurement");
+    let url_file = match &config.storage.backend {
+        StorageBackend::Postgres {
+            database_url: DatabaseUrl::File(path),
+        } => path.clone(),
+        other => panic!("the cluster's storage is PostgreSQL, its URL in a file: {other:?}"),
+    };
+    assert!(
+        config.cluster.join.is_empty() && config.cluster.advertise.is_none(),
+        "per pod, so flags: {:?}",
+        config.cluster
+    );
+
+    let kustomization = std::fs::read_to_string(
+        root().join("deploy/kubernetes/overlays/cluster/kustomization.yaml"),
+    )
+    .expect("kustomization");
+    let kustomization: Value = serde_yaml::from_str(&kustomization).expect("YAML");
+    assert_eq!(strings(&kustomization["resources"]), ["../../base"]);
+    let generated = &kustomization["configMapGenerator"][0];
+    assert_eq!(
+        (
+            str_at(generated, &["name"]),
+            str_at(generated, &["behavior"]),
+            strings(&generated["files"]),
+        ),
+        ("cloister-config", "replace", vec!["cloister.toml"]),
+        "the base's ConfigMap, replaced"
+    );
+    assert_eq!(
+        str_at(&kustomization["patches"][0], &["path"]),
+        "cluster.yaml"
+    );
+
+    let docs = documents();
+    let set = base_statefulset(&docs);
+    let base_container = &set["spec"]["template"]["spec"]["containers"][0];
+    let patch = docs
+        .iter()
+        .find(|(p, d)| p.ends_with("overlays/cluster/cluster.yaml") && d["kind"] == "StatefulSet")
+        .map(|(_, d)| d)
+        .expect("the cluster overlay patches the StatefulSet");
+    assert_eq!(patch["metadata"]["name"], set["metadata"]["name"]);
+    assert!(patch["spec"]["replicas"].as_u64() >= Some(2), "several nodes");
+    assert_eq!(
+        str_at(patch, &["spec", "podManagementPolicy"]),
+        "OrderedReady",
+        "a joiner starts after pod 0 is ready, which is after it made the cluster"
+    );
+    let container = &patch["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["name"], base_container["name"]);
+
+    // The downward API gives each pod its name and namespace.
+    let env = container["env"].as_sequence().expect("env");
+    for (name, field) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+    ] {
+        let var = env
+            .iter()
+            .find(|e| e["name"] == name)
+            .unwrap_or_else(|| panic!("no {name}"));
+        assert_eq!(str_at(var, &["valueFrom", "fieldRef", "fieldPath"]), field);
+    }
+
+    // The same --config as the base's, one address per pod, and pod 0's address to join.
+    let args = strings(&container["args"]);
+    assert_eq!(args[0], "run");
+    assert_eq!(
+        flag(&args, "--config"),
+        flag(&strings(&base_container["args"]), "--config")
+    );
+    flags_exist(&args[1..], &["run"]);
+    let (advertise, join) = (flag(&args, "--advertise"), flag(&args, "--join"));
+    let service = str_at(set, &["spec", "serviceName"]);
+    let port = config.runtime.listen.port();
+    assert_eq!(
+        advertise,
+        format!("http://$(POD_NAME).{service}.$(POD_NAMESPACE).svc:{port}"),
+        "the pod's stable name under the headless Service, on the API's port"
+    );
+    let set_name = str_at(set, &["metadata", "name"]);
+    let pod = |i: usize, url: &str| {
+        url.replace("$(POD_NAME)", &format!("{set_name}-{i}"))
+            .replace("$(POD_NAMESPACE)", "default")
+    };
+    assert_eq!(pod(0, join), pod(0, advertise), "--join names pod 0");
+    for i in 0..3 {
+        let cluster = runtime::config::ClusterConfig {
+            join: vec![pod(i, join)],
+            advertise: Some(pod(i, advertise)),
+            ..Default::default()
+        };
+        for url in cluster.join.iter().chain(&cluster.advertise) {
+            runtime::config::check_advertise(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+        let asked = cluster.members_to_ask();
+        if i == 0 {
+            assert!(asked.is_empty(), "pod 0 asks no one: {asked:?}");
+        } else {
+            assert_eq!(asked, [pod(0, join)], "pod {i} asks pod 0");
+        }
+    }
+
+    // The hook: `cloister cluster init` against this pod's node, with the admin token's
+    // directory, waiting for the node, and a cluster already made counted as done.
+    let hook = strings(&container["lifecycle"]["postStart"]["exec"]["command"]);
+    assert_eq!(hook[0], strings(&base_container["command"])[0], "the image's binary");
+    assert_eq!(&hook[1..3], ["cluster", "init"]);
+    flags_exist(&hook[3..], &["cluster", "init"]);
+    assert_eq!(flag(&hook, "--url"), format!("http://127.0.0.1:{port}"));
+    assert!(hook.contains(&"--exists-ok"), "{hook:?}");
+    humantime::parse_duration(flag(&hook, "--wait")).expect("a duration");
+    let token = base
+        .runtime
+        .admin_token_file
+        .as_ref()
+        .expect("the token comes from a file");
+    assert_eq!(
+        Some(Path::new(flag(&hook, "--data-dir"))),
+        token.parent(),
+        "the CLI reads DATA_DIR/admin.token"
+    );
+
+    // The database's URL: a Secret mounted where the configuration reads it.
+    let mounts = container["volumeMounts"].as_sequence().expect("mounts");
+    let mount = mounts
+        .iter()
+        .find(|m| Some(Path::new(str_at(m, &["mountPath"]))) == url_file.parent())
+        .unwrap_or_else(|| panic!("nothing mounted at the directory of {}", url_file.display()));
+    let volumes = patch["spec"]["template"]["spec"]["volumes"]
+        .as_sequence()
+        .expect("volumes");
+    let volume = volumes
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the URL's volume");
+    assert_eq!(
+        str_at(volume, &["secret", "secretName"]),
+        "cloister-database-url"
+    );
+    let mode = volume["secret"]["defaultMode"].as_u64().expect("a mode");
+    assert_eq!(mode & 0o027, 0, "others cannot read the URL: {mode:o}");
+    let key = url_file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("a file name");
+    let readme = std::fs::read_to_string(
+        root().join("deploy/kubernetes/overlays/cluster/kustomization.yaml"),
+    )
+    .expect("kustomization");
+    assert!(
+        readme.contains(&format!("cloister-database-url --from-literal={key}=")),
+        "the kustomization says how to make the Secret with the key {key}"
+    );
 }
 
 #[test]

@@ -22,7 +22,7 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 const NODE_ID_FILE: &str = "node.id";
 /// The longest node id and address a join request may carry.
 const MAX_NODE_ID: usize = 64;
-const MAX_ADDRESS: usize = 256;
+const MAX_ADDRESS: usize = runtime::config::MAX_ADDRESS_LEN;
 
 /// What [`Node::open`] needs.
 #[derive(Debug)]

@@ -15,3 +15,12 @@ pub mod source;
 
 /// Standard base64, as the API's byte fields are written.
 pub const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// A loopback port free when asked, for a process that must be told its port before it starts
+/// (a PostgreSQL server; a node a command is already waiting for).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}

@@ -57,13 +57,6 @@ fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
 fn checked(what: &str, output: std::io::Result<Output>) -> Output {
     let output = output.unwrap_or_else(|e| panic!("{what}: {e}"));
     assert!(
@@ -92,7 +85,7 @@ impl Postgres {
         let pg = Postgres {
             bin,
             dir,
-            port: free_port(),
+            port: crate::free_port(),
             as_postgres,
         };
         checked(

@@ -44,6 +44,7 @@ pub fn command(bin: impl AsRef<Path>) -> Command {
         "CLOISTER_LISTEN",
         "CLOISTER_CONFIG",
         "CLOISTER_ADMIN_TOKEN",
+        "CLOISTER_ADVERTISE",
     ] {
         command.env_remove(var);
     }

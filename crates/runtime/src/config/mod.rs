@@ -282,12 +282,40 @@ pub struct ClusterConfig {
     /// (`cloister run --join URL` adds to them). Each is `http://` or `https://` and the node's
     /// API address.
     pub join: Vec<String>,
+    /// This node's API address as other members and operators reach it (`http://HOST:PORT` or
+    /// `https://...`): registered in the database and sent with a join request. `None`: the
+    /// address the API listens on, which is unroutable for `0.0.0.0` (`cloister run
+    /// --advertise URL` replaces it).
+    pub advertise: Option<String>,
     /// Which enclaves this node admits, and accepts as a member answering its own join.
     pub policy: ClusterPolicy,
 }
 
+impl ClusterConfig {
+    /// The members to ask for admission: `join` in order, without this node's own `advertise`
+    /// address (a trailing slash and the case of the scheme and host aside), so that every
+    /// node of a cluster can be given the same list.
+    pub fn members_to_ask(&self) -> Vec<String> {
+        let own = self.advertise.as_deref().map(address_key);
+        self.join
+            .iter()
+            .filter(|url| own.as_deref() != Some(address_key(url).as_str()))
+            .cloned()
+            .collect()
+    }
+}
+
+/// An API address as [`ClusterConfig::members_to_ask`] compares it.
+fn address_key(url: &str) -> String {
+    url.strip_suffix('/').unwrap_or(url).to_ascii_lowercase()
+}
+
 /// The most members `[cluster] join` may list.
 pub const MAX_JOIN_URLS: usize = 16;
+
+/// The longest API address a node may advertise: a member refuses a join request carrying a
+/// longer one.
+pub const MAX_ADDRESS_LEN: usize = 256;
 
 /// `[cluster] policy`: which enclave identities belong to the cluster, relative to this node's
 /// own.
@@ -322,6 +350,19 @@ pub fn check_join_url(url: &str) -> Result<(), BadJoinUrl> {
     if host.is_empty() || host.contains(['/', '?', '#', ' ', '@']) {
         return Err(BadJoinUrl(format!(
             "{url:?} must be a member's API address only, like \"http://10.0.0.1:8420\""
+        )));
+    }
+    Ok(())
+}
+
+/// Checks this node's API address from `[cluster] advertise` or `--advertise`: a URL as
+/// [`check_join_url`] takes, at most [`MAX_ADDRESS_LEN`] characters.
+pub fn check_advertise(url: &str) -> Result<(), BadJoinUrl> {
+    check_join_url(url)?;
+    if url.len() > MAX_ADDRESS_LEN {
+        return Err(BadJoinUrl(format!(
+            "an address to advertise has at most {MAX_ADDRESS_LEN} characters (this one has {})",
+            url.len()
         )));
     }
     Ok(())

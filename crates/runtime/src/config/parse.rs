@@ -271,6 +271,12 @@ pub(super) fn parse_cluster(
         }
         out.join = urls;
     }
+    if let Some((url, path)) = f.string("advertise", p) {
+        match super::check_advertise(&url) {
+            Ok(()) => out.advertise = Some(url),
+            Err(why) => p.push(&path, why.to_string()),
+        }
+    }
     let kind = f.choice(
         "policy",
         &[("measurement", Kind::Measurement), ("signer", Kind::Signer)],
@@ -280,7 +286,7 @@ pub(super) fn parse_cluster(
     let min = f
         .integer("min_security_version", 0, i64::from(u16::MAX), p)
         .map(|n| n as u16);
-    f.finish(p, &["join", "policy", "min_security_version"]);
+    f.finish(p, &["join", "advertise", "policy", "min_security_version"]);
     match kind.unwrap_or(Kind::Measurement) {
         Kind::Measurement => {
             if min.is_some() {

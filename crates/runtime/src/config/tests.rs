@@ -45,8 +45,13 @@ fn the_cluster_table_names_members_and_a_policy_over_postgres_only() {
         parse("[cluster]\njoin = [\"http://10.0.0.1:8420\", \"https://m.example/\"]\n"),
         ClusterConfig {
             join: vec!["http://10.0.0.1:8420".into(), "https://m.example/".into()],
+            advertise: None,
             policy: ClusterPolicy::Measurement,
         }
+    );
+    assert_eq!(
+        parse("[cluster]\nadvertise = \"http://cloister-1.cloister:8420\"\n").advertise,
+        Some("http://cloister-1.cloister:8420".into())
     );
     assert_eq!(
         parse("[cluster]\npolicy = \"signer\"\nmin_security_version = 3\n").policy,
@@ -82,6 +87,51 @@ fn the_cluster_table_names_members_and_a_policy_over_postgres_only() {
             "cluster.join[1]: \"http://h:1/v1\" must be a member's API address only, like \"http://10.0.0.1:8420\"",
         ],
     );
+    let long = format!("http://{}:8420", "h".repeat(MAX_ADDRESS_LEN));
+    check_pg(
+        "[cluster]\nadvertise = \"0.0.0.0:8420\"\n",
+        &["cluster.advertise: \"0.0.0.0:8420\" is not an http:// or https:// URL"],
+    );
+    check_pg(
+        &format!("[cluster]\nadvertise = \"{long}\"\n"),
+        &[format!(
+            "cluster.advertise: an address to advertise has at most {MAX_ADDRESS_LEN} characters (this one has {})",
+            long.len()
+        )
+        .as_str()],
+    );
+    check_pg(
+        "[cluster]\nadvertise = \"http://h:1/v1\"\n",
+        &["cluster.advertise: \"http://h:1/v1\" must be a member's API address only, like \"http://10.0.0.1:8420\""],
+    );
+    check_pg(
+        "[cluster]\nadvertise = 8420\n",
+        &["cluster.advertise: expected a string, found integer"],
+    );
+}
+
+/// The members a node asks for admission: `join` in order, less its own advertised address (a
+/// trailing slash and the case of scheme and host aside), so one list serves every node.
+#[test]
+fn a_node_does_not_ask_itself_for_admission() {
+    let check = |join: &[&str], advertise: Option<&str>, expected: &[&str]| {
+        let config = ClusterConfig {
+            join: join.iter().map(|s| s.to_string()).collect(),
+            advertise: advertise.map(str::to_owned),
+            policy: ClusterPolicy::Measurement,
+        };
+        assert_eq!(config.members_to_ask(), expected, "{join:?} from {advertise:?}");
+    };
+    let (zero, one) = ("http://cloister-0.cloister:8420", "http://cloister-1.cloister:8420");
+    check(&[zero], Some(zero), &[]);
+    check(&[zero], Some(one), &[zero]);
+    check(&[zero], None, &[zero]);
+    check(&[zero, one], Some(one), &[zero]);
+    check(&[one, zero], Some(zero), &[one]);
+    check(&["HTTP://Cloister-0.cloister:8420/"], Some(zero), &[]);
+    check(&[zero], Some("https://cloister-0.cloister:8420"), &[zero]);
+    check(&[zero], Some("http://cloister-0.cloister:8421"), &[zero]);
+    check(&[], Some(zero), &[]);
 }
 
 /// `[storage]`: redb by default; PostgreSQL with exactly one of the URL and the URL's file; each
