@@ -238,7 +238,10 @@ async fn nodes_advertise_their_address_and_the_first_skips_itself_when_told_to_j
     assert!(stdout.contains("made on node"), "{stdout}");
     let (ok, out, err) = cli(&a.base, &["init", "--exists-ok"]);
     assert!(ok, "{err}");
-    assert!(out.contains("nothing to do") && out.contains("already"), "{out}");
+    assert!(
+        out.contains("nothing to do") && out.contains("already"),
+        "{out}"
+    );
     let (a_status, a_node) = status(&a).await;
     assert_eq!(a_status["member"], true, "{a_status}");
     assert_eq!(a_status["members"][0]["address"], a_url, "{a_status}");
@@ -260,7 +263,12 @@ async fn nodes_advertise_their_address_and_the_first_skips_itself_when_told_to_j
         .as_array()
         .expect("members")
         .iter()
-        .map(|m| (m["node"].as_str().expect("node").to_owned(), m["address"].as_str().expect("address").to_owned()))
+        .map(|m| {
+            (
+                m["node"].as_str().expect("node").to_owned(),
+                m["address"].as_str().expect("address").to_owned(),
+            )
+        })
         .collect();
     assert_eq!(
         addresses,

@@ -78,7 +78,10 @@ fn help(args: &[&str]) -> String {
 fn flags_exist(args: &[&str], command: &[&str]) {
     let help = help(command);
     for arg in args.iter().filter(|a| a.starts_with("--")) {
-        assert!(help.contains(&format!("{arg} ")), "cloister {command:?} has no {arg}");
+        assert!(
+            help.contains(&format!("{arg} ")),
+            "cloister {command:?} has no {arg}"
+        );
     }
 }
 
@@ -275,7 +278,10 @@ fn the_cluster_overlay_runs_nodes_on_postgres_that_join_pod_0_through_the_headle
     let base = shipped_config();
     let config = config_at("deploy/kubernetes/overlays/cluster/cloister.toml");
     assert_eq!(config.runtime, base.runtime, "the base's [runtime]");
-    assert_eq!(config.enclave, base.enclave, "the base's [enclave]: the same measurement");
+    assert_eq!(
+        config.enclave, base.enclave,
+        "the base's [enclave]: the same measurement"
+    );
     let url_file = match &config.storage.backend {
         StorageBackend::Postgres {
             database_url: DatabaseUrl::File(path),
@@ -318,7 +324,10 @@ fn the_cluster_overlay_runs_nodes_on_postgres_that_join_pod_0_through_the_headle
         .map(|(_, d)| d)
         .expect("the cluster overlay patches the StatefulSet");
     assert_eq!(patch["metadata"]["name"], set["metadata"]["name"]);
-    assert!(patch["spec"]["replicas"].as_u64() >= Some(2), "several nodes");
+    assert!(
+        patch["spec"]["replicas"].as_u64() >= Some(2),
+        "several nodes"
+    );
     assert_eq!(
         str_at(patch, &["spec", "podManagementPolicy"]),
         "OrderedReady",
@@ -382,7 +391,11 @@ fn the_cluster_overlay_runs_nodes_on_postgres_that_join_pod_0_through_the_headle
     // The hook: `cloister cluster init` against this pod's node, with the admin token's
     // directory, waiting for the node, and a cluster already made counted as done.
     let hook = strings(&container["lifecycle"]["postStart"]["exec"]["command"]);
-    assert_eq!(hook[0], strings(&base_container["command"])[0], "the image's binary");
+    assert_eq!(
+        hook[0],
+        strings(&base_container["command"])[0],
+        "the image's binary"
+    );
     assert_eq!(&hook[1..3], ["cluster", "init"]);
     flags_exist(&hook[3..], &["cluster", "init"]);
     assert_eq!(flag(&hook, "--url"), format!("http://127.0.0.1:{port}"));

@@ -102,7 +102,9 @@ fn the_cluster_table_names_members_and_a_policy_over_postgres_only() {
     );
     check_pg(
         "[cluster]\nadvertise = \"http://h:1/v1\"\n",
-        &["cluster.advertise: \"http://h:1/v1\" must be a member's API address only, like \"http://10.0.0.1:8420\""],
+        &[
+            "cluster.advertise: \"http://h:1/v1\" must be a member's API address only, like \"http://10.0.0.1:8420\"",
+        ],
     );
     check_pg(
         "[cluster]\nadvertise = 8420\n",
@@ -120,9 +122,16 @@ fn a_node_does_not_ask_itself_for_admission() {
             advertise: advertise.map(str::to_owned),
             policy: ClusterPolicy::Measurement,
         };
-        assert_eq!(config.members_to_ask(), expected, "{join:?} from {advertise:?}");
+        assert_eq!(
+            config.members_to_ask(),
+            expected,
+            "{join:?} from {advertise:?}"
+        );
     };
-    let (zero, one) = ("http://cloister-0.cloister:8420", "http://cloister-1.cloister:8420");
+    let (zero, one) = (
+        "http://cloister-0.cloister:8420",
+        "http://cloister-1.cloister:8420",
+    );
     check(&[zero], Some(zero), &[]);
     check(&[zero], Some(one), &[zero]);
     check(&[zero], None, &[zero]);
