@@ -156,12 +156,12 @@ pub(crate) async fn join(
     match outcome {
         Ok(admitted) => {
             if admitted.answer.simulation {
-                tracing::warn!(node = %request.node, "admitted a node on a simulation quote: nothing in this exchange is backed by hardware");
+                tracing::warn!(node = ?request.node, "admitted a node on a simulation quote: nothing in this exchange is backed by hardware");
             }
             Ok(Json(admitted.answer))
         }
         Err(refused) => {
-            tracing::warn!(node = %request.node, error = %refused, "refused a node's join");
+            tracing::warn!(node = ?request.node, error = %refused, "refused a node's join");
             Err(refused.into())
         }
     }

@@ -255,7 +255,7 @@ impl State<'_> {
             }
             let written = self
                 .store
-                .commit(seq, new_namespaces.clone(), changes, locked)
+                .commit(seq, new_namespaces.clone(), changes, tally.usage(), locked)
                 .await;
             if let Ok(Committed::Overtaken) = written {
                 // Another node committed first: what this group read may have changed. Catch

@@ -3,7 +3,7 @@
 
 use super::{Committed, Pg, as_i64, as_u64, bounded, classify};
 use crate::Error;
-use crate::db::Change;
+use crate::db::{Change, Usage};
 
 /// The cluster's commit number, locked for this node's next commit: a transaction open on one
 /// connection, holding `storage_commit`'s row, so that other nodes' commits wait for this one
@@ -83,6 +83,7 @@ impl Pg {
         seq: u64,
         new_namespaces: &[(String, String)],
         changes: &[Change],
+        usage: &[(String, Usage)],
     ) -> Result<Committed, Error> {
         if Some(seq) != locked.seq.checked_add(1) {
             return Err(Error::Internal(format!(
@@ -103,7 +104,7 @@ impl Pg {
                 .execute(&advance, &[&as_i64(seq)?])
                 .await
                 .map_err(|e| classify(&e))?;
-            write_changes(client, new_namespaces, changes).await?;
+            write_changes(client, new_namespaces, changes, usage).await?;
             client
                 .batch_execute("COMMIT")
                 .await
@@ -117,12 +118,21 @@ impl Pg {
     }
 }
 
-/// Writes `new_namespaces` and `changes` on `client`, inside the caller's transaction.
+/// Writes `new_namespaces`, `changes` and the namespaces' `usage` after them on `client`,
+/// inside the caller's transaction.
 async fn write_changes(
     client: &deadpool_postgres::Object,
     new_namespaces: &[(String, String)],
     changes: &[Change],
+    usage: &[(String, Usage)],
 ) -> Result<(), Error> {
+    let set_usage = client
+        .prepare_cached(
+            "INSERT INTO storage_usage (namespace, keys, bytes) VALUES ($1, $2, $3)
+             ON CONFLICT (namespace) DO UPDATE SET keys = EXCLUDED.keys, bytes = EXCLUDED.bytes",
+        )
+        .await
+        .map_err(|e| classify(&e))?;
     let upsert_namespace = client
         .prepare_cached(
             "INSERT INTO storage_namespaces (namespace, key_id) VALUES ($1, $2)
@@ -165,6 +175,15 @@ async fn write_changes(
             }
         };
         done.map_err(|e| classify(&e))?;
+    }
+    for (namespace, u) in usage {
+        client
+            .execute(
+                &set_usage,
+                &[&namespace.as_bytes(), &as_i64(u.keys)?, &as_i64(u.bytes)?],
+            )
+            .await
+            .map_err(|e| classify(&e))?;
     }
     Ok(())
 }

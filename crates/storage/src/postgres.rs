@@ -18,6 +18,9 @@
 //! - `crypto_keys` (migration 3): the crypto service's keys once the node is a member of a
 //!   cluster, each record wrapped by the cluster key, with the revision its writes move
 //!   (`cluster/src/vault.rs`).
+//! - `storage_usage` (migration 5): each namespace's number of values and their bytes, as its quota
+//!   counts them, written in the transaction of every commit that changes them, so a quota check
+//!   reads one row instead of counting the namespace.
 //! - `cloister_removed` (migration 4): the nodes removed from the cluster, which may not join
 //!   or register again.
 //!
@@ -100,6 +103,16 @@ const MIGRATIONS: &[&str] = &[
         removed_by text NOT NULL,
         removed_at timestamptz NOT NULL DEFAULT now()
     );
+",
+    "
+    CREATE TABLE storage_usage (
+        namespace bytea PRIMARY KEY,
+        keys bigint NOT NULL CHECK (keys >= 0),
+        bytes bigint NOT NULL CHECK (bytes >= 0)
+    );
+    INSERT INTO storage_usage (namespace, keys, bytes)
+        SELECT namespace, count(*), sum(length(key) + length(record))
+        FROM storage_values GROUP BY namespace;
 ",
 ];
 
@@ -456,19 +469,20 @@ impl Pg {
         self.bounded(async {
             let client = self.client().await?;
             let st = client
-                .prepare_cached(
-                    "SELECT count(*), coalesce(sum(length(key) + length(record)), 0)::bigint
-                     FROM storage_values WHERE namespace = $1",
-                )
+                .prepare_cached("SELECT keys, bytes FROM storage_usage WHERE namespace = $1")
                 .await
                 .map_err(|e| classify(&e))?;
             let row = client
-                .query_one(&st, &[&namespace.as_bytes()])
+                .query_opt(&st, &[&namespace.as_bytes()])
                 .await
                 .map_err(|e| classify(&e))?;
-            Ok(Usage {
-                keys: as_u64(row.get(0))?,
-                bytes: as_u64(row.get(1))?,
+            // No row: no value was ever committed there (migration 5 counted the ones before).
+            Ok(match row {
+                Some(row) => Usage {
+                    keys: as_u64(row.get(0))?,
+                    bytes: as_u64(row.get(1))?,
+                },
+                None => Usage::default(),
             })
         })
         .await
@@ -506,6 +520,7 @@ impl Pg {
         seq: u64,
         new_namespaces: &[(String, String)],
         changes: &[Change],
+        usage: &[(String, Usage)],
     ) -> Result<Committed, Error> {
         self.bounded(async {
             let mut client = self.client().await?;
@@ -557,6 +572,15 @@ impl Pg {
                 };
                 done.map_err(|e| classify(&e))?;
             }
+            for (namespace, u) in usage {
+                tx.execute(
+                    "INSERT INTO storage_usage (namespace, keys, bytes) VALUES ($1, $2, $3)
+                     ON CONFLICT (namespace) DO UPDATE SET keys = EXCLUDED.keys, bytes = EXCLUDED.bytes",
+                    &[&namespace.as_bytes(), &as_i64(u.keys)?, &as_i64(u.bytes)?],
+                )
+                .await
+                .map_err(|e| classify(&e))?;
+            }
             tx.commit().await.map_err(|e| classify(&e))?;
             Ok(Committed::Done)
         })
@@ -589,6 +613,12 @@ impl Pg {
                 .map_err(|e| classify(&e))?;
             tx.execute(
                 "DELETE FROM storage_namespaces WHERE namespace = $1",
+                &[&namespace.as_bytes()],
+            )
+            .await
+            .map_err(|e| classify(&e))?;
+            tx.execute(
+                "DELETE FROM storage_usage WHERE namespace = $1",
                 &[&namespace.as_bytes()],
             )
             .await

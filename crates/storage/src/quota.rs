@@ -80,6 +80,11 @@ pub(crate) struct Tally {
 }
 
 impl Tally {
+    /// The usage of each namespace the group writes, as its accepted requests leave it.
+    pub(crate) fn usage(&self) -> Vec<(String, Usage)> {
+        self.usage.iter().map(|(n, u)| (n.clone(), *u)).collect()
+    }
+
     /// Accepts `changes` to `namespace` if they keep it within `quota`, or refuses them and
     /// changes nothing.
     pub(crate) async fn admit(

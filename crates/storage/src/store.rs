@@ -125,7 +125,8 @@ impl Store {
         }
     }
 
-    /// Commits `changes` as commit `seq`, recording `new_namespaces` (namespace, key id), unless
+    /// Commits `changes` as commit `seq`, recording `new_namespaces` (namespace, key id) and, on
+    /// PostgreSQL, the namespaces' `usage` after it, unless
     /// another node of a shared database committed `seq` first (never, under `locked`). Deletes
     /// of absent keys are no-ops. The freshness counter is the caller's.
     pub(crate) async fn commit(
@@ -133,11 +134,12 @@ impl Store {
         seq: u64,
         new_namespaces: Vec<(String, String)>,
         changes: Vec<Change>,
+        usage: Vec<(String, Usage)>,
         locked: Option<Locked>,
     ) -> Result<Committed, Error> {
         if let (Store::Postgres(pg), Some(locked)) = (&*self, locked) {
             return pg
-                .commit_locked(locked, seq, &new_namespaces, &changes)
+                .commit_locked(locked, seq, &new_namespaces, &changes, &usage)
                 .await;
         }
         match self {
@@ -149,7 +151,7 @@ impl Store {
                 .await?;
                 Ok(Committed::Done)
             }
-            Store::Postgres(pg) => pg.commit(seq, &new_namespaces, &changes).await,
+            Store::Postgres(pg) => pg.commit(seq, &new_namespaces, &changes, &usage).await,
         }
     }
 

@@ -840,6 +840,18 @@ async fn an_account_cannot_store_past_its_quota_of_keys_and_bytes() {
 async fn an_account_cannot_store_past_its_quota_of_keys_and_bytes_on_postgres() {
     let pg = Postgres::start();
     quotas(|| postgres(&pg)).await;
+    // The usage each commit records (what a quota check reads) is what the values add up to.
+    assert_eq!(
+        pg.sql(
+            "SELECT count(*) FROM (SELECT namespace, count(*) AS k,
+                    sum(length(key) + length(record)) AS b
+                FROM storage_values GROUP BY namespace) v
+             FULL JOIN storage_usage u USING (namespace)
+             WHERE coalesce(v.k, 0) <> coalesce(u.keys, 0) OR coalesce(v.b, 0) <> coalesce(u.bytes, 0)"
+        ),
+        "0"
+    );
+    assert_ne!(pg.sql("SELECT count(*) FROM storage_usage"), "0");
 }
 
 async fn quotas(backend: impl Fn() -> storage::Backend) {
