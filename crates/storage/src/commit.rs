@@ -1,6 +1,6 @@
 //! Writes: each request checked and encrypted for its commit, and a group of them committed as
-//! one. On a shared database (PostgreSQL, other nodes writing too) a group overtaken by another
-//! node's commit is prepared again at the next number, up to [`MAX_ATTEMPTS`] times.
+//! one. On a shared database (PostgreSQL, other nodes writing too) the cluster's commit number is
+//! locked before the group is prepared, so the group is never overtaken.
 
 use std::collections::HashMap;
 
@@ -8,12 +8,11 @@ use runtime::ServiceError;
 
 use super::{Fatal, Limits, MAX_BATCH_WRITES, Pending, State, check_namespace, unavailable};
 use crate::db::{Change, Record, associated_data};
-use crate::postgres::Committed;
 use crate::quota::{Tally, Usages};
 use crate::{BadInput, Error, KEY_OWNER, Write};
 
-/// How many times a group is prepared again after other nodes' commits overtook it, before its
-/// requests are answered as unavailable (retryable).
+/// How many times dropping a namespace is tried again after other nodes' commits overtook it
+/// (it does not take the lock), before it is answered as unavailable (retryable).
 pub(super) const MAX_ATTEMPTS: u32 = 8;
 
 /// The crypto service's failure while `doing`: retryable when its keys (in a cluster's database)
@@ -184,130 +183,93 @@ impl State<'_> {
                 return Err(ServiceError::new(message));
             }
         }
-        let mut group = group;
-        for attempt in 1..=MAX_ATTEMPTS {
-            // On a shared database, the cluster's commit number is locked first: other nodes'
-            // commits wait until this one is written, so it is not overtaken.
-            let locked = match self.store.lock().await {
-                Ok(locked) => locked,
-                Err(e) => {
-                    for p in group {
-                        p.reply.send(Err(e.clone()));
-                    }
-                    return Ok(());
+        // On a shared database, the cluster's commit number is locked first: other nodes'
+        // commits wait until this one is written.
+        let locked = match self.store.lock().await {
+            Ok(locked) => locked,
+            Err(e) => {
+                for p in group {
+                    p.reply.send(Err(e.clone()));
                 }
-            };
-            if let Some(locked) = &locked {
-                if locked.seq < self.seq {
-                    let message = format!(
-                        "the database's commit number went back from {} to {}: it was replaced \
-                         by an older copy while this node ran",
-                        self.seq, locked.seq
-                    );
-                    for p in group {
-                        p.reply.send(Err(Error::Internal(message.clone())));
-                    }
-                    return Err(ServiceError::new(message));
-                }
-                if locked.seq > self.seq {
-                    // Other nodes committed since: what this node remembers may have changed.
-                    self.seq = locked.seq;
-                    self.forget_what_others_changed();
-                }
-            }
-            let seq = self.seq + 1;
-            let mut overlay = HashMap::new();
-            let mut new_namespaces = Vec::new();
-            let mut tally = Tally::default();
-            let mut changes = Vec::new();
-            let mut accepted = Vec::with_capacity(group.len());
-            let shared = self.store.shared();
-            for mut p in group {
-                // On a shared database the group may have to be prepared again (below).
-                let writes = if shared {
-                    p.writes.clone()
-                } else {
-                    std::mem::take(&mut p.writes)
-                };
-                let prepared = self
-                    .prepare(
-                        &p.namespace,
-                        writes,
-                        p.must_exist,
-                        limits,
-                        seq,
-                        &mut overlay,
-                        &mut new_namespaces,
-                        &mut tally,
-                    )
-                    .await;
-                match prepared {
-                    Ok(mut c) => {
-                        changes.append(&mut c);
-                        accepted.push(p);
-                    }
-                    Err(e) => p.reply.send(Err(e)),
-                }
-            }
-            if changes.is_empty() && new_namespaces.is_empty() {
-                self.store.release(locked).await;
                 return Ok(());
             }
-            let written = self
-                .store
-                .commit(seq, new_namespaces.clone(), changes, tally.usage(), locked)
-                .await;
-            if let Ok(Committed::Overtaken) = written {
-                // Another node committed first: what this group read may have changed. Catch
-                // up and prepare it again at the next number; the namespace keys made for this
-                // attempt are recorded nowhere, so they go.
-                self.forget_keys(new_namespaces).await;
-                if let Err(e) = self.catch_up().await {
-                    for p in accepted {
-                        p.reply.send(Err(e.clone()));
-                    }
-                    return Ok(());
-                }
-                tracing::debug!(
-                    attempt,
-                    commit = seq,
-                    "storage: overtaken by another node's commit"
+        };
+        if let Some(locked) = &locked {
+            if locked.seq < self.seq {
+                let message = format!(
+                    "the database's commit number went back from {} to {}: it was replaced by \
+                     an older copy while this node ran",
+                    self.seq, locked.seq
                 );
-                group = accepted;
-                continue;
+                for p in group {
+                    p.reply.send(Err(Error::Internal(message.clone())));
+                }
+                return Err(ServiceError::new(message));
             }
-            let committed = self.count(seq, written).await;
-            match committed {
-                Ok(_) => {
-                    self.seq = seq;
-                    self.usages.commit(tally);
-                    self.namespace_keys.extend(new_namespaces);
-                    for p in accepted {
-                        p.reply.send(Ok(seq));
-                    }
-                    return Ok(());
-                }
-                Err(Fatal::No(e)) => {
-                    for p in accepted {
-                        p.reply.send(Err(e.clone()));
-                    }
-                    return Ok(());
-                }
-                Err(Fatal::Yes(message)) => {
-                    for p in accepted {
-                        p.reply.send(Err(Error::Internal(message.clone())));
-                    }
-                    return Err(ServiceError::new(message));
-                }
+            if locked.seq > self.seq {
+                // Other nodes committed since: what this node remembers may have changed.
+                self.seq = locked.seq;
+                self.forget_what_others_changed();
             }
         }
-        let busy = Error::Unavailable(format!(
-            "other nodes committed first {MAX_ATTEMPTS} times in a row; retry"
-        ));
+        let seq = self.seq + 1;
+        let mut overlay = HashMap::new();
+        let mut new_namespaces = Vec::new();
+        let mut tally = Tally::default();
+        let mut changes = Vec::new();
+        let mut accepted = Vec::with_capacity(group.len());
         for p in group {
-            p.reply.send(Err(busy.clone()));
+            let prepared = self
+                .prepare(
+                    &p.namespace,
+                    p.writes,
+                    p.must_exist,
+                    limits,
+                    seq,
+                    &mut overlay,
+                    &mut new_namespaces,
+                    &mut tally,
+                )
+                .await;
+            match prepared {
+                Ok(mut c) => {
+                    changes.append(&mut c);
+                    accepted.push(p.reply);
+                }
+                Err(e) => p.reply.send(Err(e)),
+            }
         }
-        Ok(())
+        if changes.is_empty() && new_namespaces.is_empty() {
+            self.store.release(locked).await;
+            return Ok(());
+        }
+        let written = self
+            .store
+            .commit(seq, new_namespaces.clone(), changes, tally.usage(), locked)
+            .await;
+        match self.count(seq, written).await {
+            Ok(()) => {
+                self.seq = seq;
+                self.usages.commit(tally);
+                self.namespace_keys.extend(new_namespaces);
+                for reply in accepted {
+                    reply.send(Ok(seq));
+                }
+                Ok(())
+            }
+            Err(Fatal::No(e)) => {
+                for reply in accepted {
+                    reply.send(Err(e.clone()));
+                }
+                Ok(())
+            }
+            Err(Fatal::Yes(message)) => {
+                for reply in accepted {
+                    reply.send(Err(Error::Internal(message.clone())));
+                }
+                Err(ServiceError::new(message))
+            }
+        }
     }
 
     /// After another node's commit overtook this one's: the commit number the database is at,
@@ -322,21 +284,5 @@ impl State<'_> {
     fn forget_what_others_changed(&mut self) {
         self.usages = Usages::default();
         self.namespace_keys.clear();
-    }
-
-    /// Deletes namespace keys made for a commit that was not written (best effort: an unused key
-    /// left behind holds nothing).
-    async fn forget_keys(&self, new_namespaces: Vec<(String, String)>) {
-        for (_, id) in new_namespaces {
-            let _ = self
-                .storage
-                .crypto
-                .call(|reply| crypto::Request::Delete {
-                    owner: KEY_OWNER.into(),
-                    id,
-                    reply,
-                })
-                .await;
-        }
     }
 }

@@ -1,7 +1,7 @@
 //! The cluster-wide commit number's lock: a commit on a shared database locks `storage_commit`'s
 //! row before its group is prepared, so the commits of all nodes are made one at a time.
 
-use super::{Committed, Pg, as_i64, as_u64, bounded, classify};
+use super::{Pg, as_i64, as_u64, bounded, classify};
 use crate::Error;
 use crate::db::{Change, Usage};
 
@@ -84,7 +84,7 @@ impl Pg {
         new_namespaces: &[(String, String)],
         changes: &[Change],
         usage: &[(String, Usage)],
-    ) -> Result<Committed, Error> {
+    ) -> Result<(), Error> {
         if Some(seq) != locked.seq.checked_add(1) {
             return Err(Error::Internal(format!(
                 "commit {seq} under a lock taken at {}",
@@ -114,7 +114,7 @@ impl Pg {
         .await?;
         // Committed: the connection goes back to the pool.
         locked.client = None;
-        Ok(Committed::Done)
+        Ok(())
     }
 }
 

@@ -7,10 +7,11 @@
 //!   listing by prefix needs them in order.
 //! - `storage_namespaces`: namespace → the id of its key in the crypto service.
 //! - `storage_commit`: one row, the number of the last commit, cluster-wide: every commit moves it
-//!   from `n` to `n + 1` in the same transaction as its data. A commit that finds it past `n` has
-//!   been overtaken by another node's and writes nothing ([`Committed::Overtaken`]): the service
-//!   catches up and prepares its writes again at the new number, so the number orders every commit
-//!   of every node, and a value's version (bound into its ciphertext) only grows.
+//!   from `n` to `n + 1` in the same transaction as its data. A group of writes locks the row
+//!   before it is prepared (`lock.rs`), so the number orders every commit of every node, and a
+//!   value's version (bound into its ciphertext) only grows. Dropping a namespace does not lock:
+//!   if the number moved past `n` meanwhile it writes nothing ([`Committed::Overtaken`]), and the
+//!   service tries again at the new number.
 //!
 //! - `cloister_cluster` and `cloister_nodes` (migration 2): the cluster's one row (its id, its
 //!   admission policy, a check value of its key, never the key) and its members with their
@@ -34,7 +35,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
 use crate::Error;
-use crate::db::{Change, DbError, Listed, Record, Usage};
+use crate::db::{DbError, Listed, Record, Usage};
 
 #[path = "lock.rs"]
 mod lock;
@@ -508,81 +509,6 @@ impl Pg {
                 .await
                 .map_err(|e| classify(&e))?;
             row.map(|r| as_u64(r.get(0))).transpose()
-        })
-        .await
-    }
-
-    /// Commits `changes` and `new_namespaces` as commit `seq`, in one transaction that also moves
-    /// the commit number from `seq - 1` to `seq`; writes nothing if another node committed `seq`
-    /// first. Deletes of absent keys are no-ops.
-    pub(crate) async fn commit(
-        &self,
-        seq: u64,
-        new_namespaces: &[(String, String)],
-        changes: &[Change],
-        usage: &[(String, Usage)],
-    ) -> Result<Committed, Error> {
-        self.bounded(async {
-            let mut client = self.client().await?;
-            let advance = client
-                .prepare_cached("UPDATE storage_commit SET seq = $1 WHERE seq = $2")
-                .await
-                .map_err(|e| classify(&e))?;
-            let upsert_namespace = client
-                .prepare_cached(
-                    "INSERT INTO storage_namespaces (namespace, key_id) VALUES ($1, $2)
-                     ON CONFLICT (namespace) DO UPDATE SET key_id = EXCLUDED.key_id",
-                )
-                .await
-                .map_err(|e| classify(&e))?;
-            let put = client
-                .prepare_cached(
-                    "INSERT INTO storage_values (namespace, key, record) VALUES ($1, $2, $3)
-                     ON CONFLICT (namespace, key) DO UPDATE SET record = EXCLUDED.record",
-                )
-                .await
-                .map_err(|e| classify(&e))?;
-            let delete = client
-                .prepare_cached("DELETE FROM storage_values WHERE namespace = $1 AND key = $2")
-                .await
-                .map_err(|e| classify(&e))?;
-            let tx = client.transaction().await.map_err(|e| classify(&e))?;
-            if let Committed::Overtaken = advance_commit(&tx, &advance, seq).await? {
-                return Ok(Committed::Overtaken);
-            }
-            for (namespace, key_id) in new_namespaces {
-                tx.execute(&upsert_namespace, &[&namespace.as_bytes(), key_id])
-                    .await
-                    .map_err(|e| classify(&e))?;
-            }
-            for change in changes {
-                let done = match change {
-                    Change::Put {
-                        namespace,
-                        key,
-                        record,
-                    } => {
-                        tx.execute(&put, &[&namespace.as_bytes(), &key.as_bytes(), record])
-                            .await
-                    }
-                    Change::Delete { namespace, key } => {
-                        tx.execute(&delete, &[&namespace.as_bytes(), &key.as_bytes()])
-                            .await
-                    }
-                };
-                done.map_err(|e| classify(&e))?;
-            }
-            for (namespace, u) in usage {
-                tx.execute(
-                    "INSERT INTO storage_usage (namespace, keys, bytes) VALUES ($1, $2, $3)
-                     ON CONFLICT (namespace) DO UPDATE SET keys = EXCLUDED.keys, bytes = EXCLUDED.bytes",
-                    &[&namespace.as_bytes(), &as_i64(u.keys)?, &as_i64(u.bytes)?],
-                )
-                .await
-                .map_err(|e| classify(&e))?;
-            }
-            tx.commit().await.map_err(|e| classify(&e))?;
-            Ok(Committed::Done)
         })
         .await
     }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use crate::Error;
 use crate::db::{Change, Db, DbError, Listed, Usage};
 use crate::digest::{Root, StateKey};
-use crate::postgres::{Committed, Locked, Pg};
+use crate::postgres::{Locked, Pg};
 
 /// One incarnation's database.
 #[derive(Debug)]
@@ -126,9 +126,9 @@ impl Store {
     }
 
     /// Commits `changes` as commit `seq`, recording `new_namespaces` (namespace, key id) and, on
-    /// PostgreSQL, the namespaces' `usage` after it, unless
-    /// another node of a shared database committed `seq` first (never, under `locked`). Deletes
-    /// of absent keys are no-ops. The freshness counter is the caller's.
+    /// PostgreSQL, the namespaces' `usage` after it, in the transaction `locked` holds (a shared
+    /// database is committed to only under the lock). Deletes of absent keys are no-ops. The
+    /// freshness counter is the caller's.
     pub(crate) async fn commit(
         &mut self,
         seq: u64,
@@ -136,12 +136,7 @@ impl Store {
         changes: Vec<Change>,
         usage: Vec<(String, Usage)>,
         locked: Option<Locked>,
-    ) -> Result<Committed, Error> {
-        if let (Store::Postgres(pg), Some(locked)) = (&*self, locked) {
-            return pg
-                .commit_locked(locked, seq, &new_namespaces, &changes, &usage)
-                .await;
-        }
+    ) -> Result<(), Error> {
         match self {
             Store::Redb { db, keys, root } => {
                 let (keys, old) = (keys.clone(), *root);
@@ -149,9 +144,15 @@ impl Store {
                     db.commit(seq, &new_namespaces, &changes, &keys, old)
                 })
                 .await?;
-                Ok(Committed::Done)
+                Ok(())
             }
-            Store::Postgres(pg) => pg.commit(seq, &new_namespaces, &changes, &usage).await,
+            Store::Postgres(pg) => {
+                let locked = locked.ok_or_else(|| {
+                    Error::Internal("a commit to a shared database without its lock".into())
+                })?;
+                pg.commit_locked(locked, seq, &new_namespaces, &changes, &usage)
+                    .await
+            }
         }
     }
 
