@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use runtime::journal::{Cause, Event};
-use wire::cluster::{Challenge, Initialized, JoinAnswer, JoinRequest, Removed, Status};
+use wire::cluster::{Challenge, Initialized, JoinAnswer, JoinRequest, Removed, Rotated, Status};
 
 use crate::error::ErrorBody;
 use crate::{ApiError, AppState};
@@ -83,6 +83,46 @@ pub(crate) async fn remove(
         },
     );
     Ok(Json(removed))
+}
+
+/// Rotates the cluster key: a new key, sealed in the database to each member's own key (not to
+/// removed nodes), and every key of the crypto service re-wrapped under it. Members go on serving;
+/// each takes the new key at its next heartbeat or the first time it meets a key wrapped by it.
+#[utoipa::path(post, path = "/v1/cluster/rotate", tag = "cluster",
+    responses(
+        (status = 200, description = "The key is rotated; the members it was sealed to, those left out, and the keys re-wrapped", body = Rotated),
+        (status = 409, description = "This node holds no cluster key, or another member rotated first (`cluster.not_member`, `cluster.refused`)", body = ErrorBody),
+        (status = 503, description = "The database is out of reach (`cluster.unavailable`); a retry finishes the re-wrapping", body = ErrorBody),
+    ))]
+pub(crate) async fn rotate(State(state): State<AppState>) -> Result<Json<Rotated>, ApiError> {
+    let rotated = state.cluster.rotate().await?;
+    let mut detail = BTreeMap::new();
+    detail.insert("generation".to_owned(), rotated.generation.to_string());
+    detail.insert("key_check".to_owned(), rotated.key_check.clone());
+    detail.insert("granted".to_owned(), rotated.granted.join(","));
+    detail.insert(
+        "skipped".to_owned(),
+        rotated
+            .skipped
+            .iter()
+            .map(|s| s.node.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    detail.insert("rewrapped".to_owned(), rotated.rewrapped.to_string());
+    state.client.journal().append(
+        None,
+        None,
+        Event::Audit {
+            action: "cluster.rotated".into(),
+            subject: rotated.node.clone(),
+            detail,
+        },
+        Cause::Operator {
+            command: "cluster rotate".into(),
+        },
+    );
+    Ok(Json(rotated))
 }
 
 /// A member's challenge, for a joiner to bind into its quote; good for 60 seconds.

@@ -145,6 +145,7 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(cluster::status))
         .routes(routes!(cluster::init))
         .routes(routes!(cluster::remove))
+        .routes(routes!(cluster::rotate))
         .routes(routes!(computation::pool))
         .routes(routes!(events::list))
         .routes(routes!(events::stream));

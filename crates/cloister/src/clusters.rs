@@ -1,4 +1,4 @@
-//! `cloister cluster init|status|remove` (docs/cluster.md), and a starting node's admission: when its
+//! `cloister cluster init|status|remove|rotate` (docs/cluster.md), and a starting node's admission: when its
 //! database belongs to a cluster whose key it does not hold, it asks the members it was given
 //! (`--join`, `[cluster] join`) before it serves anything.
 
@@ -39,6 +39,16 @@ pub(crate) enum ClusterCommand {
     Remove {
         /// The node's id, as `cloister cluster status` lists it.
         node: String,
+        /// Print the JSON answer.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Rotate the cluster key: a new key, sealed to each member's own key in the database (never
+    /// to a removed node), and every key of the crypto service re-wrapped under it, while every
+    /// member goes on serving. After a removal, this shuts the removed node out of the keys.
+    Rotate {
         /// Print the JSON answer.
         #[arg(long)]
         json: bool,
@@ -98,6 +108,38 @@ pub(crate) async fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
                 )?;
             }
         }
+        ClusterCommand::Rotate { json, target } => {
+            let rotated = connect(target)?.cluster_rotate().await.reported()?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&rotated)?)?;
+            } else {
+                writeln!(
+                    out,
+                    "cluster key rotated by node {} to generation {} (key check {})",
+                    rotated.node, rotated.generation, rotated.key_check
+                )?;
+                writeln!(
+                    out,
+                    "sealed to {} member(s): {}",
+                    rotated.granted.len(),
+                    rotated.granted.join(", ")
+                )?;
+                writeln!(out, "keys re-wrapped: {}", rotated.rewrapped)?;
+                for s in &rotated.skipped {
+                    writeln!(
+                        out,
+                        "left out: node {} ({}); it must join again",
+                        s.node, s.reason
+                    )?;
+                }
+                for u in &rotated.unreadable {
+                    writeln!(out, "not re-wrapped, does not open: {u}")?;
+                }
+            }
+            if !rotated.unreadable.is_empty() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         ClusterCommand::Status { json, target } => {
             let status = connect(target)?.cluster().await.reported()?;
             if json {
@@ -111,7 +153,11 @@ pub(crate) async fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
                         "cluster {} (made by {} at {})",
                         c.id, c.created_by, c.created_at
                     )?;
-                    writeln!(out, "key check: {}", c.key_check)?;
+                    writeln!(
+                        out,
+                        "key check: {} (generation {})",
+                        c.key_check, c.generation
+                    )?;
                     writeln!(out, "policy: {}", c.policy)?;
                 }
                 None => writeln!(out, "no cluster: `cloister cluster init` makes one")?,
@@ -148,9 +194,9 @@ pub(crate) async fn run(command: ClusterCommand) -> anyhow::Result<ExitCode> {
                     m.security_version.to_string(),
                     m.version.clone(),
                     if Some(m.key_check.as_str()) == recorded {
-                        "the cluster's".to_owned()
+                        format!("the cluster's (gen {})", m.generation)
                     } else {
-                        "OTHER".to_owned()
+                        format!("OTHER (gen {})", m.generation)
                     },
                     format!("{:.1}s ago", m.heartbeat_age_ms as f64 / 1000.0),
                 ]);

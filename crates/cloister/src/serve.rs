@@ -507,7 +507,6 @@ async fn serve(start: Start) -> anyhow::Result<Ended> {
         tracing::info!(%address, "the members to join through name this node's own address: it is not asked");
     }
     let newcomer = crate::clusters::join_if_needed(&cluster, &members, &journal).await?;
-    let cluster = Arc::new(cluster);
 
     let mut builder = Builder::new(journal.clone());
     let (specs, disabled) = config.resolve(&catalog());

@@ -5,21 +5,29 @@
 //! with its heartbeat.
 //!
 //! `exchange.rs` is the exchange's cryptography, `policy.rs` the admission decision, both pure;
+//! `grant.rs` the cryptography of the key's rotation, pure too; `keys.rs` the key as a node holds
+//! it and what wraps the crypto service's keys under it; `vault.rs` crypto's vault on the
+//! database; `admission.rs` a node's two sides of the exchange; `rotation.rs` the rotation's steps;
 //! `db.rs` the cluster's tables; `sealed.rs` the key file; `node.rs` this node's part in it all,
 //! which the API serves and the binary starts.
 
+mod admission;
 mod db;
 pub mod exchange;
+pub mod grant;
+mod keys;
 mod node;
 pub mod policy;
+mod rotation;
 mod sealed;
 mod vault;
 
 use enclave::quote::QuoteError;
 use runtime::{Classify, ErrorKind};
 
+pub use admission::{Admission, Joining};
 pub use exchange::{ClusterId, ClusterKey, Ephemeral};
-pub use node::{Admission, HEARTBEAT, Joining, Membership, Node, Options};
+pub use node::{HEARTBEAT, Membership, Node, Options};
 pub use policy::{Mismatch, Policy};
 
 /// How long a caller waits before retrying when the database is out of reach.
@@ -82,6 +90,16 @@ pub enum Error {
         /// Hex.
         recorded: String,
     },
+    /// A rotation's grant to this node does not open.
+    #[error("the rotated cluster key's grant to this node cannot be used: {0}")]
+    BadGrant(String),
+    /// A rotation left this node out.
+    #[error(
+        "the cluster key was rotated to generation {0}, and no grant of it was written for this \
+         node (it was not a registered member then): move DATA_DIR/cluster.key away and start it \
+         with --join to be admitted again"
+    )]
+    NotGranted(u64),
     /// The node was removed from the cluster (`cloister cluster remove`).
     #[error(
         "node {0} was removed from the cluster: it may not join or serve as a member again (a \
@@ -131,9 +149,12 @@ impl Classify for Error {
                 ErrorKind::Invalid
             }
             Error::Quote(QuoteError::Malformed(_)) => ErrorKind::Invalid,
-            Error::Quote(_) | Error::Policy(_) | Error::BadAnswer(_) | Error::Removed(_) => {
-                ErrorKind::Forbidden
-            }
+            Error::Quote(_)
+            | Error::Policy(_)
+            | Error::BadAnswer(_)
+            | Error::Removed(_)
+            | Error::NotGranted(_) => ErrorKind::Forbidden,
+            Error::BadGrant(_) => ErrorKind::Integrity,
             Error::Refused(_) => ErrorKind::Conflict,
             Error::ForeignKey(_) | Error::KeyCheck { .. } => ErrorKind::Integrity,
             Error::Unavailable(_) => ErrorKind::Unavailable { retry_after: RETRY },
@@ -159,6 +180,8 @@ impl Classify for Error {
             Error::BadAnswer(_) => "cluster.bad_answer",
             Error::KeyCheck { .. } => "cluster.key_check",
             Error::Removed(_) => "cluster.removed",
+            Error::BadGrant(_) => "cluster.bad_grant",
+            Error::NotGranted(_) => "cluster.not_granted",
             Error::Refused(_) => "cluster.refused",
             Error::Unavailable(_) => "cluster.unavailable",
             Error::Database(_) => "cluster.database",

@@ -3,17 +3,18 @@
 //! challenge, admit a joiner, join through a member, and register and heartbeat in the database.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use base64::Engine as _;
-use enclave::quote::{ReportBody, Trust};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use wire::cluster::{Challenge, Initialized, JoinAnswer, JoinRequest, Status};
+use wire::cluster::{Initialized, Status};
 
 use crate::db::{Db, NodeRow, Record};
-use crate::exchange::{self, ClusterId, ClusterKey, Ephemeral};
+use crate::exchange::{ClusterId, ClusterKey};
+use crate::grant::{self, open_grant};
+use crate::keys::{Held, Keyholder};
+use crate::sealed::Sealed;
 use crate::{Error, Policy, sealed};
 
 /// How often a member moves its heartbeat in the database.
@@ -21,8 +22,8 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// The node id's file in the data directory.
 const NODE_ID_FILE: &str = "node.id";
 /// The longest node id and address a join request may carry.
-const MAX_NODE_ID: usize = 64;
-const MAX_ADDRESS: usize = runtime::config::MAX_ADDRESS_LEN;
+pub(crate) const MAX_NODE_ID: usize = 64;
+pub(crate) const MAX_ADDRESS: usize = runtime::config::MAX_ADDRESS_LEN;
 
 /// What [`Node::open`] needs.
 #[derive(Debug)]
@@ -41,27 +42,24 @@ pub struct Options<'a> {
     pub version: &'a str,
 }
 
-/// The cluster key this node holds.
-struct Held {
-    id: ClusterId,
-    key: ClusterKey,
-    check: [u8; 32],
-}
-
 /// This node in its cluster (or a node of no cluster, on redb or before `cluster init`).
 pub struct Node {
-    id: String,
-    platform: Arc<dyn enclave::Platform>,
-    policy: Policy,
-    dir: PathBuf,
+    pub(crate) id: String,
+    pub(crate) platform: Arc<dyn enclave::Platform>,
+    pub(crate) policy: Policy,
+    pub(crate) dir: PathBuf,
     db: Option<Db>,
-    address: String,
+    pub(crate) address: String,
     version: String,
-    held: watch::Sender<Option<Arc<Held>>>,
+    pub(crate) held: watch::Sender<Option<Arc<Held>>>,
     /// The cluster's keys for the crypto service, once this node holds the cluster key.
     vault: watch::Sender<Option<Arc<dyn crypto::Vault>>>,
-    /// Init and join each write the key file once: one at a time.
-    writing: tokio::sync::Mutex<()>,
+    /// Init, join, a rotation and taking a rotation's grant each write the key file: one at a
+    /// time.
+    pub(crate) writing: tokio::sync::Mutex<()>,
+    /// This node's static key, to which rotations seal the new cluster key.
+    pub(crate) member: x25519_dalek::StaticSecret,
+    me: Weak<Node>,
 }
 
 impl std::fmt::Debug for Node {
@@ -72,45 +70,6 @@ impl std::fmt::Debug for Node {
             .field("member", &self.is_member())
             .finish_non_exhaustive()
     }
-}
-
-/// A join that was admitted: the answer, and what the journal says about it.
-#[derive(Debug, Clone)]
-pub struct Admission {
-    /// What the joiner gets.
-    pub answer: JoinAnswer,
-    /// The joiner's identity, as its quote proved it.
-    pub identity: ReportBody,
-}
-
-/// The joiner's state between its request and the member's answer.
-#[derive(Debug)]
-pub struct Joining {
-    ephemeral: Ephemeral,
-    report_data: [u8; 64],
-    /// What to send to the member.
-    pub request: JoinRequest,
-}
-
-fn b64(field: &str, text: &str) -> Result<Vec<u8>, Error> {
-    base64::engine::general_purpose::STANDARD
-        .decode(text)
-        .map_err(|e| Error::Invalid(format!("{field} is not base64: {e}")))
-}
-
-fn b64_encode(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-fn vault_of(db: &Db, held: &Held) -> Arc<dyn crypto::Vault> {
-    Arc::new(crate::vault::KeyVault::new(db.clone(), held.id, &held.key))
 }
 
 /// The node's id: `DATA_DIR/node.id`, made once (16 random bytes, hex).
@@ -145,18 +104,18 @@ fn node_id(dir: &Path) -> Result<String, Error> {
 
 impl Node {
     /// This node: its id (made on first start), its policy, the key it holds if any, and the
-    /// database. A key that is not the database's cluster's is refused here.
-    pub async fn open(o: Options<'_>) -> Result<Node, Error> {
+    /// database. A key that is not the database's cluster's is refused here; a key one rotation
+    /// behind the database's is replaced by this node's grant of the new one.
+    pub async fn open(o: Options<'_>) -> Result<Arc<Node>, Error> {
         let id = node_id(o.data_dir)?;
         let policy = Policy::resolve(o.config.policy, o.platform.identity());
-        let held = sealed::load(o.platform.as_ref(), o.data_dir)?.map(|(id, key)| {
-            let check = key.check(&id);
-            Arc::new(Held { id, key, check })
-        });
+        let member = grant::member_secret(o.platform.as_ref(), &id)?;
+        let held = sealed::load(o.platform.as_ref(), o.data_dir)?.map(|s| Arc::new(Held::new(s)));
         let db = match o.database {
             Some(target) => Some(Db::connect(target).await?),
             None => None,
         };
+        let mut behind = false;
         if let (Some(db), Some(held)) = (&db, &held) {
             match db.cluster().await? {
                 None => {
@@ -167,14 +126,36 @@ impl Node {
                         held.id
                     )));
                 }
-                Some(record)
-                    if record.id != held.id.to_string() || record.key_check != held.check =>
-                {
+                Some(record) if record.id != held.id.to_string() => {
                     return Err(Error::ForeignKey(format!(
                         "this node holds the key of cluster {}, and the database belongs to \
                          cluster {}: point it at its own cluster's database, or give it a new \
                          data directory and have it join",
                         held.id, record.id
+                    )));
+                }
+                Some(record) if record.generation == held.generation + 1 => behind = true,
+                Some(record) if record.generation != held.generation => {
+                    return Err(Error::ForeignKey(format!(
+                        "this node holds generation {} of cluster {}'s key, and the database \
+                         records generation {}: {}",
+                        held.generation,
+                        held.id,
+                        record.generation,
+                        if record.generation < held.generation {
+                            "the database was restored from before a rotation"
+                        } else {
+                            "this node missed more than one rotation; move DATA_DIR/cluster.key \
+                             away and start it with --join to be admitted again"
+                        }
+                    )));
+                }
+                Some(record) if record.key_check != held.check => {
+                    return Err(Error::ForeignKey(format!(
+                        "this node holds a key of cluster {} whose check value is not the \
+                         database's: point it at its own cluster's database, or give it a new \
+                         data directory and have it join",
+                        held.id
                     )));
                 }
                 Some(_) => {}
@@ -190,22 +171,51 @@ impl Node {
             }
             return Err(Error::Removed(id));
         }
-        let vault = match (&db, &held) {
-            (Some(db), Some(held)) => Some(vault_of(db, held)),
-            _ => None,
-        };
-        Ok(Node {
+        let node = Arc::new_cyclic(|me| Node {
             id,
             platform: o.platform,
             policy,
             dir: o.data_dir.to_owned(),
+            vault: watch::Sender::new(match (&db, &held) {
+                (Some(_), Some(_)) => Some(Arc::new(crate::vault::KeyVault::new(
+                    me.clone() as Weak<dyn Keyholder>
+                ))),
+                _ => None,
+            }),
             db,
             address: o.address,
             version: o.version.to_owned(),
             held: watch::Sender::new(held),
-            vault: watch::Sender::new(vault),
             writing: tokio::sync::Mutex::new(()),
-        })
+            member,
+            me: me.clone(),
+        });
+        if behind {
+            node.take_grant().await?;
+        }
+        Ok(node)
+    }
+
+    /// A node of no cluster and no database, for tests.
+    #[cfg(test)]
+    pub(crate) fn bare(platform: Arc<dyn enclave::Platform>, dir: &Path) -> Node {
+        Node {
+            id: "n".into(),
+            policy: Policy::resolve(
+                runtime::config::ClusterPolicy::Measurement,
+                platform.identity(),
+            ),
+            platform,
+            dir: dir.to_owned(),
+            db: None,
+            address: String::new(),
+            version: String::new(),
+            held: watch::Sender::new(None),
+            vault: watch::Sender::new(None),
+            writing: tokio::sync::Mutex::new(()),
+            member: x25519_dalek::StaticSecret::random_from_rng(rand::rngs::OsRng),
+            me: Weak::new(),
+        }
     }
 
     /// The cluster's keys, for the crypto service (`crypto::Crypto::shared`): none until this
@@ -215,10 +225,15 @@ impl Node {
     }
 
     /// Holds the cluster key from now on, and hands the vault it opens to the crypto service.
-    fn hold(&self, held: Held) -> Result<(), Error> {
-        let held = Arc::new(held);
-        self.vault.send_replace(Some(vault_of(self.db()?, &held)));
-        self.held.send_replace(Some(held));
+    pub(crate) fn hold(&self, held: Held) -> Result<(), Error> {
+        self.db()?;
+        self.held.send_replace(Some(Arc::new(held)));
+        if self.vault.borrow().is_none() {
+            let vault: Arc<dyn crypto::Vault> = Arc::new(crate::vault::KeyVault::new(
+                self.me.clone() as Weak<dyn Keyholder>,
+            ));
+            self.vault.send_replace(Some(vault));
+        }
         Ok(())
     }
 
@@ -247,7 +262,7 @@ impl Node {
         self.platform.identity().platform == enclave::PlatformKind::Simulation
     }
 
-    fn db(&self) -> Result<&Db, Error> {
+    pub(crate) fn db(&self) -> Result<&Db, Error> {
         self.db.as_ref().ok_or(Error::NotPostgres)
     }
 
@@ -256,8 +271,13 @@ impl Node {
         Ok(self.db()?.cluster().await?.map(|r| r.id))
     }
 
-    fn held(&self) -> Result<Arc<Held>, Error> {
+    /// The key this node holds now.
+    pub(crate) fn current(&self) -> Result<Arc<Held>, Error> {
         self.held.borrow().clone().ok_or(Error::NotMember)
+    }
+
+    pub(crate) fn held(&self) -> Result<Arc<Held>, Error> {
+        self.current()
     }
 
     /// What `GET /v1/cluster` answers.
@@ -287,10 +307,15 @@ impl Node {
         if let Some(record) = db.cluster().await? {
             return Err(Error::Exists(record.id));
         }
-        let (id, key) = (ClusterId::random(), ClusterKey::random());
-        let check = key.check(&id);
+        let held = Held::new(Sealed {
+            id: ClusterId::random(),
+            key: ClusterKey::random(),
+            generation: 1,
+            previous: None,
+        });
+        let (id, check) = (held.id, held.check);
         let policy = self.policy.to_json();
-        sealed::store(self.platform.as_ref(), &self.dir, &id, &key)?;
+        sealed::store(self.platform.as_ref(), &self.dir, &held.sealed())?;
         let created = db
             .create(&id.to_string(), &policy.to_string(), &check, &self.id)
             .await;
@@ -306,7 +331,7 @@ impl Node {
                 return Err(e);
             }
         }
-        self.hold(Held { id, key, check })?;
+        self.hold(held)?;
         self.register().await?;
         Ok(Initialized {
             id: id.to_string(),
@@ -316,8 +341,11 @@ impl Node {
         })
     }
 
-    async fn register(&self) -> Result<(), Error> {
+    pub(crate) async fn register(&self) -> Result<(), Error> {
         let held = self.held()?;
+        let member_key = x25519_dalek::PublicKey::from(&self.member).to_bytes();
+        let member_tag =
+            grant::member_tag(&held.key, &held.id, held.generation, &self.id, &member_key);
         self.db()?
             .register(&NodeRow {
                 node: &self.id,
@@ -325,153 +353,70 @@ impl Node {
                 address: &self.address,
                 version: &self.version,
                 key_check: &held.check,
+                generation: held.generation,
+                member_key: &member_key,
+                member_tag: &member_tag,
             })
             .await
     }
 
-    /// A challenge for a joiner, good for `exchange::CHALLENGE_LIFETIME_SECS`.
-    pub fn challenge(&self) -> Result<Challenge, Error> {
-        let held = self.held()?;
-        Ok(Challenge {
-            challenge: b64_encode(&exchange::challenge(&held.key, now_secs())),
-            node: self.id.clone(),
-        })
-    }
-
-    async fn quote(&self, report_data: [u8; 64]) -> Result<Vec<u8>, Error> {
-        let platform = self.platform.clone();
-        tokio::task::spawn_blocking(move || platform.quote(&report_data))
-            .await
-            .map_err(|e| Error::Internal(format!("the quote's task: {e}")))?
-            .map_err(|e| Error::Internal(format!("this node cannot make a quote: {e}")))
-    }
-
-    /// Checks a peer's quote: it verifies (a simulation quote only on a simulation node), binds
-    /// `report_data`, and shows an identity the policy admits.
-    fn verify(&self, quote: &[u8], report_data: &[u8; 64]) -> Result<ReportBody, Error> {
-        let trust = Trust {
-            allow_simulation: self.simulation(),
-            hardware: None,
-        };
-        let (quote, _) =
-            enclave::quote::check(quote, &trust, Some(report_data)).map_err(Error::quote)?;
-        self.policy
-            .admits(&quote.body, self.platform.identity().debug)?;
-        Ok(quote.body)
-    }
-
-    /// A member's side: checks a join request and answers with the cluster key wrapped to the
-    /// joiner's ephemeral key and a quote binding the answer.
-    pub async fn admit(&self, request: &JoinRequest) -> Result<Admission, Error> {
-        let held = self.held()?;
-        if request.node.is_empty() || request.node.len() > MAX_NODE_ID {
-            return Err(Error::Invalid(format!(
-                "node must be 1 to {MAX_NODE_ID} characters"
-            )));
-        }
-        if request.address.len() > MAX_ADDRESS {
-            return Err(Error::Invalid(format!(
-                "address must be at most {MAX_ADDRESS} characters"
-            )));
-        }
-        if self.db()?.is_removed(&request.node).await? {
-            return Err(Error::Removed(request.node.clone()));
-        }
-        let challenge = b64("challenge", &request.challenge)?;
-        exchange::check_challenge(&held.key, &challenge, now_secs())?;
-        let joiner = exchange::public_key(&b64("public_key", &request.public_key)?)?;
-        let quote = b64("quote", &request.quote)?;
-        let request_data = exchange::request_report_data(&challenge, &joiner);
-        let identity = self.verify(&quote, &request_data)?;
-        let wrapped = exchange::wrap(&held.key, &held.id, &joiner)?;
-        let answer_data = exchange::answer_report_data(
-            &request_data,
-            &held.id,
-            &wrapped.member,
-            &wrapped.wrapped,
-        );
-        let own_quote = self.quote(answer_data).await?;
-        Ok(Admission {
-            answer: JoinAnswer {
-                cluster_id: held.id.to_string(),
-                node: self.id.clone(),
-                public_key: b64_encode(&wrapped.member),
-                wrapped_key: b64_encode(&wrapped.wrapped),
-                quote: b64_encode(&own_quote),
-                simulation: self.simulation(),
-            },
-            identity,
-        })
-    }
-
-    /// A joiner's side, first half: an ephemeral key pair and a quote binding it with the
-    /// member's challenge.
-    pub async fn begin_join(&self, challenge: &Challenge) -> Result<Joining, Error> {
-        let bytes = b64("challenge", &challenge.challenge)?;
-        if bytes.len() != exchange::CHALLENGE_LEN {
-            return Err(Error::BadAnswer(format!(
-                "the member's challenge is {} bytes, expected {}",
-                bytes.len(),
-                exchange::CHALLENGE_LEN
-            )));
-        }
-        let ephemeral = Ephemeral::new();
-        let report_data = exchange::request_report_data(&bytes, ephemeral.public());
-        let quote = self.quote(report_data).await?;
-        let request = JoinRequest {
-            challenge: challenge.challenge.clone(),
-            public_key: b64_encode(ephemeral.public()),
-            quote: b64_encode(&quote),
-            node: self.id.clone(),
-            address: self.address.clone(),
-        };
-        Ok(Joining {
-            ephemeral,
-            report_data,
-            request,
-        })
-    }
-
-    /// A joiner's side, second half: checks the member's quote (it binds this answer to this
-    /// request, and the policy admits the member), opens the key, checks it against the
-    /// database's record, seals it here and registers this node.
-    pub async fn finish_join(
-        &self,
-        joining: Joining,
-        answer: &JoinAnswer,
-    ) -> Result<ClusterId, Error> {
+    /// Takes this node's grant of the cluster key one generation past the one it holds (another
+    /// member rotated it): opens it, checks it against the database's check value, seals it here
+    /// with the key before it, and registers again with a tag under it.
+    pub(crate) async fn take_grant(&self) -> Result<(), Error> {
         let db = self.db()?;
-        let bad = |what: &str| Error::BadAnswer(what.to_owned());
-        let id = ClusterId::parse(&answer.cluster_id)
-            .ok_or_else(|| bad("cluster_id is not 32 hex digits"))?;
-        let member: [u8; 32] = b64("public_key", &answer.public_key)?
-            .try_into()
-            .map_err(|_| bad("public_key is not 32 bytes"))?;
-        let wrapped = b64("wrapped_key", &answer.wrapped_key)?;
-        let quote = b64("quote", &answer.quote)?;
-        let expected = exchange::answer_report_data(&joining.report_data, &id, &member, &wrapped);
-        self.verify(&quote, &expected)?;
-        let key = joining.ephemeral.unwrap(&id, &member, &wrapped)?;
-        let check = key.check(&id);
-        let record = db.cluster().await?.ok_or_else(|| {
-            Error::BadAnswer(format!(
-                "the member answered for cluster {id}, and the database records no cluster"
-            ))
-        })?;
-        if record.id != id.to_string() || record.key_check != check {
+        let _writing = self.writing.lock().await;
+        let held = self.current()?;
+        let record = db
+            .cluster()
+            .await?
+            .ok_or_else(|| Error::Refused("the database records no cluster".into()))?;
+        if record.generation <= held.generation {
+            return Ok(());
+        }
+        if record.generation != held.generation + 1 {
+            return Err(Error::ForeignKey(format!(
+                "this node holds generation {} of the cluster key, and the database records \
+                 generation {}: it missed more than one rotation; move DATA_DIR/cluster.key away \
+                 and start it with --join to be admitted again",
+                held.generation, record.generation
+            )));
+        }
+        let grant = db
+            .grant(record.generation, &self.id)
+            .await?
+            .ok_or(Error::NotGranted(record.generation))?;
+        let key = open_grant(
+            &held.key,
+            &held.id,
+            record.generation,
+            &self.id,
+            &self.member,
+            &grant,
+        )?;
+        let check = key.check(&held.id);
+        if check != record.key_check.as_slice() {
             return Err(Error::KeyCheck {
                 received: hex::encode(check),
                 recorded: hex::encode(&record.key_check),
             });
         }
-        let _writing = self.writing.lock().await;
-        if self.is_member() {
-            return Err(Error::Exists(id.to_string()));
+        let next = Held::new(Sealed {
+            id: held.id,
+            key,
+            generation: record.generation,
+            previous: Some(ClusterKey::from_bytes(*held.key.bytes())),
+        });
+        sealed::replace(self.platform.as_ref(), &self.dir, &next.sealed())?;
+        self.hold(next)?;
+        tracing::info!(
+            generation = record.generation,
+            "this node took the rotated cluster key"
+        );
+        if let Err(e) = self.register().await {
+            tracing::warn!(error = %e, "registering the rotated key failed; the next heartbeat tries again");
         }
-        sealed::store(self.platform.as_ref(), &self.dir, &id, &key)?;
-        self.hold(Held { id, key, check })?;
-        self.register().await?;
-        Ok(id)
+        Ok(())
     }
 
     /// Keeps this node's row fresh while it is a member: a heartbeat every [`HEARTBEAT`], the row
@@ -492,6 +437,13 @@ impl Node {
             if let Ok(true) = db.is_removed(&self.id).await {
                 self.give_up_key();
                 return Membership::Removed;
+            }
+            // A rotation on another member: this node takes its grant of the new key.
+            if let (Ok(Some(record)), Ok(held)) = (db.cluster().await, self.current())
+                && record.generation > held.generation
+                && let Err(e) = self.take_grant().await
+            {
+                tracing::error!(error = %e, "this node cannot take the rotated cluster key");
             }
             let result = if registered {
                 match db.heartbeat(&self.id).await {
@@ -549,6 +501,22 @@ impl Node {
     }
 }
 
+impl Keyholder for Node {
+    fn current(&self) -> Result<Arc<Held>, Error> {
+        Node::current(self)
+    }
+
+    fn db(&self) -> Result<&Db, Error> {
+        Node::db(self)
+    }
+
+    fn follow(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Error>> + Send + '_>> {
+        Box::pin(self.take_grant())
+    }
+}
+
 /// How [`Node::keep_membership`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Membership {
@@ -565,86 +533,6 @@ fn to_wire(r: Record) -> wire::cluster::Cluster {
         key_check: hex::encode(r.key_check),
         created_by: r.created_by,
         created_at: r.created_at,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use enclave::Platform as _;
-    use runtime::Classify as _;
-
-    use super::*;
-
-    /// A node on "hardware": the simulation's keys and quotes under an identity that says Gramine
-    /// and not debug, which is all `verify` asks of its own platform.
-    #[derive(Debug)]
-    struct Hardware(enclave::Simulation, enclave::Identity);
-
-    impl enclave::Platform for Hardware {
-        fn identity(&self) -> &enclave::Identity {
-            &self.1
-        }
-        fn quote(&self, report_data: &[u8; 64]) -> Result<Vec<u8>, enclave::Error> {
-            self.0.quote(report_data)
-        }
-        fn sealing_key(
-            &self,
-            request: &enclave::KeyRequest,
-        ) -> Result<enclave::SealingKey, enclave::Error> {
-            self.0.sealing_key(request)
-        }
-    }
-
-    fn node(platform: Arc<dyn enclave::Platform>, dir: &Path) -> Node {
-        Node {
-            id: "n".into(),
-            policy: Policy::resolve(
-                runtime::config::ClusterPolicy::Measurement,
-                platform.identity(),
-            ),
-            platform,
-            dir: dir.to_owned(),
-            db: None,
-            address: String::new(),
-            version: String::new(),
-            held: watch::Sender::new(None),
-            vault: watch::Sender::new(None),
-            writing: tokio::sync::Mutex::new(()),
-        }
-    }
-
-    #[test]
-    fn a_hardware_member_refuses_simulation_quotes_and_cannot_yet_verify_hardware_ones() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let sim = enclave::Simulation::open(dir.path(), b"code", b"config", 1).expect("sim");
-        let quote = sim.quote(&[5; 64]).expect("quote");
-        let identity = enclave::Identity {
-            platform: enclave::PlatformKind::Gramine,
-            debug: false,
-            ..sim.identity().clone()
-        };
-        let other = tempfile::tempdir().expect("tempdir");
-        let hardware = node(
-            Arc::new(Hardware(
-                enclave::Simulation::open(other.path(), b"code", b"config", 1).expect("sim"),
-                identity,
-            )),
-            dir.path(),
-        );
-        let refused = hardware.verify(&quote, &[5; 64]).expect_err("refused");
-        assert_eq!(refused.code(), "cluster.simulation_refused", "{refused}");
-
-        // The same quote without its simulation marks is a hardware quote to the verifier: no
-        // collateral, so unsupported, never accepted.
-        let mut unmarked = quote.clone();
-        unmarked[12..48].fill(0);
-        let refused = hardware.verify(&unmarked, &[5; 64]).expect_err("refused");
-        assert_eq!(refused.code(), "cluster.hardware_unsupported", "{refused}");
-
-        // A simulation member admits it, having the same measurement, and only with its binding.
-        let simulation = node(Arc::new(sim), dir.path());
-        assert!(simulation.verify(&quote, &[5; 64]).is_ok());
-        let refused = simulation.verify(&quote, &[6; 64]).expect_err("refused");
-        assert_eq!(refused.code(), "cluster.report_data_mismatch", "{refused}");
+        generation: r.generation,
     }
 }

@@ -1,7 +1,14 @@
-//! The cluster key sealed in the data directory (`cluster.key`): the cluster id and the key,
-//! sealed through the platform with the signer policy (as the keystore's data key), so an
-//! upgraded enclave of the same signer still opens it. Written to a temporary file, synced,
+//! The cluster key sealed in the data directory (`cluster.key`): the cluster id, the key, its
+//! generation and, after a rotation, the generation before it (whose keys may still be being
+//! re-wrapped), sealed through the platform with the signer policy (as the keystore's data key),
+//! so an upgraded enclave of the same signer still opens it. Written to a temporary file, synced,
 //! renamed.
+//!
+//! ```text
+//! plain = cluster id (16) || key (32)                                       (the first format: generation 1)
+//!       | cluster id (16) || key (32) || generation (8, BE)
+//!       | cluster id (16) || key (32) || generation (8, BE) || previous key (32)
+//! ```
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -27,11 +34,18 @@ pub(crate) fn path(dir: &Path) -> PathBuf {
     dir.join(FILE)
 }
 
+/// What `cluster.key` holds.
+#[derive(Debug)]
+pub(crate) struct Sealed {
+    pub(crate) id: ClusterId,
+    pub(crate) key: ClusterKey,
+    pub(crate) generation: u64,
+    /// The key of `generation - 1`, kept after a rotation.
+    pub(crate) previous: Option<ClusterKey>,
+}
+
 /// The cluster key sealed in `dir`, if there is one.
-pub(crate) fn load(
-    platform: &dyn enclave::Platform,
-    dir: &Path,
-) -> Result<Option<(ClusterId, ClusterKey)>, Error> {
+pub(crate) fn load(platform: &dyn enclave::Platform, dir: &Path) -> Result<Option<Sealed>, Error> {
     let path = path(dir);
     let blob = match std::fs::read(&path) {
         Ok(blob) => blob,
@@ -43,33 +57,36 @@ pub(crate) fn load(
             )));
         }
     };
-    let plain = enclave::unseal(platform, &blob, AAD)
-        .map_err(|e| Error::Sealed(format!("{}: {e}", path.display())))?;
-    if plain.len() != 48 {
+    let plain = zeroize::Zeroizing::new(
+        enclave::unseal(platform, &blob, AAD)
+            .map_err(|e| Error::Sealed(format!("{}: {e}", path.display())))?,
+    );
+    if ![48, 56, 88].contains(&plain.len()) {
         return Err(Error::Sealed(format!(
-            "{} holds {} bytes, expected 48 (cluster id and key)",
+            "{} holds {} bytes, expected 48, 56 or 88 (cluster id, key, generation, previous key)",
             path.display(),
             plain.len()
         )));
     }
-    let id = ClusterId(plain[..16].try_into().expect("16 bytes"));
-    let key = ClusterKey::from_bytes(plain[16..].try_into().expect("32 bytes"));
-    Ok(Some((id, key)))
+    let key_at =
+        |at: usize| ClusterKey::from_bytes(plain[at..at + 32].try_into().expect("32 bytes"));
+    Ok(Some(Sealed {
+        id: ClusterId(plain[..16].try_into().expect("16 bytes")),
+        key: key_at(16),
+        generation: match plain.get(48..56) {
+            Some(bytes) => u64::from_be_bytes(bytes.try_into().expect("8 bytes")),
+            None => 1,
+        },
+        previous: (plain.len() == 88).then(|| key_at(56)),
+    }))
 }
 
-/// Seals `key` of cluster `id` into `dir`, replacing nothing: the file must not exist.
+/// Seals `sealed` into `dir`, replacing nothing: the file must not exist (init, join).
 pub(crate) fn store(
     platform: &dyn enclave::Platform,
     dir: &Path,
-    id: &ClusterId,
-    key: &ClusterKey,
+    sealed: &Sealed,
 ) -> Result<(), Error> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut plain = zeroize::Zeroizing::new(Vec::with_capacity(48));
-    plain.extend_from_slice(&id.0);
-    plain.extend_from_slice(key.bytes());
-    let blob = enclave::seal(platform, &request(platform), &plain, AAD)
-        .map_err(|e| Error::Sealed(e.to_string()))?;
     let target = path(dir);
     if target.exists() {
         return Err(Error::Sealed(format!(
@@ -77,6 +94,31 @@ pub(crate) fn store(
             target.display()
         )));
     }
+    write(platform, dir, sealed)
+}
+
+/// Seals `sealed` into `dir` in place of the key there (a rotation): the new file is complete
+/// and synced before it takes the old one's name.
+pub(crate) fn replace(
+    platform: &dyn enclave::Platform,
+    dir: &Path,
+    sealed: &Sealed,
+) -> Result<(), Error> {
+    write(platform, dir, sealed)
+}
+
+fn write(platform: &dyn enclave::Platform, dir: &Path, sealed: &Sealed) -> Result<(), Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut plain = zeroize::Zeroizing::new(Vec::with_capacity(88));
+    plain.extend_from_slice(&sealed.id.0);
+    plain.extend_from_slice(sealed.key.bytes());
+    plain.extend_from_slice(&sealed.generation.to_be_bytes());
+    if let Some(previous) = &sealed.previous {
+        plain.extend_from_slice(previous.bytes());
+    }
+    let blob = enclave::seal(platform, &request(platform), &plain, AAD)
+        .map_err(|e| Error::Sealed(e.to_string()))?;
+    let target = path(dir);
     let temporary = dir.join(format!("{FILE}.tmp"));
     let written = (|| {
         let mut file = std::fs::OpenOptions::new()
@@ -108,10 +150,36 @@ mod tests {
         let sim = enclave::Simulation::open(dir.path(), b"code", b"config", 1).expect("sim");
         assert!(load(&sim, dir.path()).expect("load").is_none());
         let (id, key) = (ClusterId::random(), ClusterKey::random());
-        store(&sim, dir.path(), &id, &key).expect("store");
-        let (id2, key2) = load(&sim, dir.path()).expect("load").expect("a key");
-        assert_eq!((id2, key2.bytes()), (id, key.bytes()));
-        assert!(store(&sim, dir.path(), &id, &ClusterKey::random()).is_err());
+        let first = Sealed {
+            id,
+            key: ClusterKey::from_bytes(*key.bytes()),
+            generation: 1,
+            previous: None,
+        };
+        store(&sim, dir.path(), &first).expect("store");
+        let opened = load(&sim, dir.path()).expect("load").expect("a key");
+        assert_eq!(
+            (opened.id, opened.key.bytes(), opened.generation),
+            (id, key.bytes(), 1)
+        );
+        assert!(opened.previous.is_none());
+        assert!(store(&sim, dir.path(), &first).is_err());
+
+        // A rotation replaces it, keeping the key before.
+        let next = ClusterKey::random();
+        let rotated = Sealed {
+            id,
+            key: ClusterKey::from_bytes(*next.bytes()),
+            generation: 2,
+            previous: Some(ClusterKey::from_bytes(*key.bytes())),
+        };
+        replace(&sim, dir.path(), &rotated).expect("replace");
+        let opened = load(&sim, dir.path()).expect("load").expect("a key");
+        assert_eq!((opened.key.bytes(), opened.generation), (next.bytes(), 2));
+        assert_eq!(
+            opened.previous.expect("the previous key").bytes(),
+            key.bytes()
+        );
 
         // Another platform (another simulation root, so other sealing keys) cannot open it.
         let other_dir = tempfile::tempdir().expect("tempdir");

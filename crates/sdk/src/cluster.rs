@@ -2,7 +2,7 @@
 //! the admission exchange, which need no token (a node that joins has none: its quote is checked).
 
 use reqwest::Method;
-use wire::cluster::{Challenge, Initialized, JoinAnswer, JoinRequest, Removed, Status};
+use wire::cluster::{Challenge, Initialized, JoinAnswer, JoinRequest, Removed, Rotated, Status};
 
 use crate::client::Client;
 use crate::error::Error;
@@ -16,6 +16,12 @@ impl Client {
     /// `POST /v1/cluster/init`: makes the cluster on this node (admin token); once per database.
     pub async fn cluster_init(&self) -> Result<Initialized, Error> {
         self.call(Method::POST, "/v1/cluster/init").await
+    }
+
+    /// `POST /v1/cluster/rotate`: a new cluster key, handed to every member and re-wrapping
+    /// every key (admin token).
+    pub async fn cluster_rotate(&self) -> Result<Rotated, Error> {
+        self.call(Method::POST, "/v1/cluster/rotate").await
     }
 
     /// `DELETE /v1/cluster/members/{node}`: removes a node from the cluster (admin token).

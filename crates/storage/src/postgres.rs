@@ -24,6 +24,9 @@
 //!   reads one row instead of counting the namespace.
 //! - `cloister_removed` (migration 4): the nodes removed from the cluster, which may not join
 //!   or register again.
+//! - migration 6, the cluster key's rotation (`cluster/src/rotation.rs`): the key's
+//!   `generation` in `cloister_cluster`, each key's in `crypto_keys`, each member's static key
+//!   and its tag in `cloister_nodes`, and `cloister_grants`, the new key sealed to each member.
 //!
 //! `cloister_schema` records which migrations ran; [`Pg::connect`] applies the missing ones at
 //! start, idempotently, under a lock.
@@ -114,6 +117,22 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO storage_usage (namespace, keys, bytes)
         SELECT namespace, count(*), sum(length(key) + length(record))
         FROM storage_values GROUP BY namespace;
+",
+    "
+    ALTER TABLE cloister_cluster
+        ADD COLUMN generation bigint NOT NULL DEFAULT 1 CHECK (generation > 0);
+    ALTER TABLE cloister_nodes
+        ADD COLUMN generation bigint NOT NULL DEFAULT 0,
+        ADD COLUMN member_key bytea,
+        ADD COLUMN member_tag bytea;
+    ALTER TABLE crypto_keys
+        ADD COLUMN generation bigint NOT NULL DEFAULT 1 CHECK (generation > 0);
+    CREATE TABLE cloister_grants (
+        generation bigint NOT NULL,
+        node_id text NOT NULL,
+        sealed bytea NOT NULL,
+        PRIMARY KEY (generation, node_id)
+    );
 ",
 ];
 

@@ -181,7 +181,7 @@ pub async fn start(setup: Setup) -> Harness {
         computation: services.computation,
         oracle: services.oracle,
         ai: services.ai,
-        cluster: Arc::new(cluster),
+        cluster,
         shutdown: CancellationToken::new(),
     });
     Harness {

@@ -36,6 +36,13 @@ pub struct Cluster {
     pub created_by: String,
     /// When, as the database's clock says (RFC 3339).
     pub created_at: String,
+    /// The cluster key's generation: 1, and one more at each `cloister cluster rotate`.
+    #[serde(default = "first_generation")]
+    pub generation: u64,
+}
+
+fn first_generation() -> u64 {
+    1
 }
 
 /// A node registered in the cluster's database.
@@ -59,6 +66,9 @@ pub struct Member {
     pub version: String,
     /// The check value of the key it holds, hex.
     pub key_check: String,
+    /// The generation of the key it holds (0: registered before generations were recorded).
+    #[serde(default)]
+    pub generation: u64,
     /// When it registered first (RFC 3339, database clock).
     pub joined_at: String,
     /// Its last heartbeat (RFC 3339, database clock).
@@ -89,6 +99,34 @@ pub struct Removed {
     pub was_member: bool,
     /// The member that recorded the removal.
     pub removed_by: String,
+}
+
+/// `POST /v1/cluster/rotate`: the cluster key rotated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Rotated {
+    /// The member that rotated it.
+    pub node: String,
+    /// The new key's generation.
+    pub generation: u64,
+    /// The new key's check value, hex.
+    pub key_check: String,
+    /// The members the new key was sealed to (this one among them).
+    pub granted: Vec<String>,
+    /// The members left out, and why: each must join again.
+    pub skipped: Vec<Skipped>,
+    /// How many of the crypto service's keys were re-wrapped under the new key.
+    pub rewrapped: u64,
+    /// The keys that could not be re-wrapped because they do not open (`owner/id: why`).
+    pub unreadable: Vec<String>,
+}
+
+/// A member a rotation left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Skipped {
+    /// Its node id.
+    pub node: String,
+    /// Why.
+    pub reason: String,
 }
 
 /// `POST /v1/cluster/challenge`: a member's challenge, to be bound into the joiner's quote.
