@@ -144,7 +144,8 @@ pub(crate) async fn challenge(State(state): State<AppState>) -> Result<Json<Chal
         (status = 400, description = "A field cannot be read, or the challenge is not this cluster's or has expired (`cluster.invalid`, `cluster.bad_challenge`, `cluster.challenge_expired`, `cluster.malformed_quote`)", body = ErrorBody),
         (status = 403, description = "Refused: the quote does not verify or bind the request, or the enclave is not the cluster's (`cluster.bad_quote`, `cluster.report_data_mismatch`, `cluster.simulation_refused`, `cluster.policy_refused`)", body = ErrorBody),
         (status = 409, description = "This node holds no cluster key (`cluster.not_member`)", body = ErrorBody),
-        (status = 501, description = "A hardware quote, which this build cannot verify in a node (`cluster.hardware_unsupported`)", body = ErrorBody),
+        (status = 501, description = "A hardware quote, and this node has no `[cluster] pccs` to fetch Intel's collateral from (`cluster.hardware_unsupported`)", body = ErrorBody),
+        (status = 503, description = "The PCCS did not answer with the collateral for a hardware quote (`cluster.unavailable`); retry", body = ErrorBody),
     ))]
 pub(crate) async fn join(
     State(state): State<AppState>,

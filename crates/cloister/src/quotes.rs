@@ -325,6 +325,25 @@ const INTEL_ROOT_CA_CRL: &str = "https://certificates.trustedservices.intel.com/
 
 /// The PCCS API (v4) calls that make a quote's collateral: the quote's PCK chain says which
 /// platform family (FMSPC) and which PCK CA.
+/// A PCCS (`[cluster] pccs`) as the cluster's source of collateral: each fetch asks it afresh.
+#[derive(Debug)]
+pub(crate) struct Pccs(pub(crate) String);
+
+impl cluster::CollateralSource for Pccs {
+    fn fetch<'a>(
+        &'a self,
+        quote: &'a [u8],
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<Collateral, cluster::CollateralError>> + Send + 'a>,
+    > {
+        Box::pin(async move {
+            fetch_collateral(quote, &self.0)
+                .await
+                .map_err(|e| cluster::CollateralError(format!("{e:#}")))
+        })
+    }
+}
+
 async fn fetch_collateral(raw: &[u8], pccs: &str) -> anyhow::Result<Collateral> {
     let pck = enclave::dcap::pck_identity(raw).context("the quote")?;
     let base = pccs

@@ -492,16 +492,20 @@ async fn serve(start: Start) -> anyhow::Result<Ended> {
         .clone()
         .unwrap_or_else(|| format!("http://{local}"));
     // The cluster before the services: a node of a cluster serves only once it holds its key.
-    let cluster = cluster::Node::open(cluster::Options {
-        platform: platform.clone(),
-        data_dir: &dir,
-        config: &config.cluster,
-        database: storage_backend.database(),
-        address: address.clone(),
-        version: env!("CARGO_PKG_VERSION"),
-    })
-    .await
-    .context("cannot take this node's part in its cluster")?;
+    let cluster =
+        cluster::Node::open(cluster::Options {
+            platform: platform.clone(),
+            data_dir: &dir,
+            config: &config.cluster,
+            database: storage_backend.database(),
+            address: address.clone(),
+            version: env!("CARGO_PKG_VERSION"),
+            collateral: config.cluster.pccs.clone().map(|url| {
+                Arc::new(crate::quotes::Pccs(url)) as Arc<dyn cluster::CollateralSource>
+            }),
+        })
+        .await
+        .context("cannot take this node's part in its cluster")?;
     let members = config.cluster.members_to_ask();
     if members.len() < config.cluster.join.len() {
         tracing::info!(%address, "the members to join through name this node's own address: it is not asked");

@@ -4,7 +4,7 @@
 //! check of the member's answer, after which the key is sealed here.
 
 use base64::Engine as _;
-use enclave::quote::{ReportBody, Trust};
+use enclave::quote::{QuoteError, ReportBody, Trust};
 use wire::cluster::{Challenge, JoinAnswer, JoinRequest};
 
 use crate::Error;
@@ -41,19 +41,12 @@ fn b64_encode(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 impl Node {
     /// A challenge for a joiner, good for `exchange::CHALLENGE_LIFETIME_SECS`.
     pub fn challenge(&self) -> Result<Challenge, Error> {
         let held = self.held()?;
         Ok(Challenge {
-            challenge: b64_encode(&exchange::challenge(&held.key, now_secs())),
+            challenge: b64_encode(&exchange::challenge(&held.key, (self.clock)())),
             node: self.id.clone(),
         })
     }
@@ -68,13 +61,35 @@ impl Node {
 
     /// Checks a peer's quote: it verifies (a simulation quote only on a simulation node), binds
     /// `report_data`, and shows an identity the policy admits.
-    fn verify(&self, quote: &[u8], report_data: &[u8; 64]) -> Result<ReportBody, Error> {
-        let trust = Trust {
+    ///
+    /// A hardware quote is verified to Intel's root with the collateral for its platform, fetched
+    /// from `[cluster] pccs` for each check (admissions are rare, and the collateral changes), as
+    /// of now, with the TCB statuses `[cluster] tcb_allow` accepts.
+    async fn verify(&self, quote: &[u8], report_data: &[u8; 64]) -> Result<ReportBody, Error> {
+        let mut trust = Trust {
             allow_simulation: self.simulation(),
             hardware: None,
         };
-        let (quote, _) =
-            enclave::quote::check(quote, &trust, Some(report_data)).map_err(Error::quote)?;
+        let checked = match enclave::quote::check(quote, &trust, Some(report_data)) {
+            Err(QuoteError::CollateralNeeded) => {
+                let Some(hardware) = &self.hardware else {
+                    return Err(Error::HardwareUnsupported);
+                };
+                let collateral = hardware.source.fetch(quote).await.map_err(|e| {
+                    Error::Unavailable(format!(
+                        "Intel's collateral for the quote cannot be fetched from the PCCS: {e}"
+                    ))
+                })?;
+                trust.hardware = Some(enclave::dcap::HardwareCheck {
+                    collateral,
+                    at_unix_secs: (self.clock)(),
+                    policy: hardware.policy.clone(),
+                });
+                enclave::quote::check(quote, &trust, Some(report_data))
+            }
+            checked => checked,
+        };
+        let (quote, _) = checked.map_err(Error::quote)?;
         self.policy
             .admits(&quote.body, self.platform.identity().debug)?;
         Ok(quote.body)
@@ -98,11 +113,11 @@ impl Node {
             return Err(Error::Removed(request.node.clone()));
         }
         let challenge = b64("challenge", &request.challenge)?;
-        exchange::check_challenge(&held.key, &challenge, now_secs())?;
+        exchange::check_challenge(&held.key, &challenge, (self.clock)())?;
         let joiner = exchange::public_key(&b64("public_key", &request.public_key)?)?;
         let quote = b64("quote", &request.quote)?;
         let request_data = exchange::request_report_data(&challenge, &joiner);
-        let identity = self.verify(&quote, &request_data)?;
+        let identity = self.verify(&quote, &request_data).await?;
         let wrapped = exchange::wrap(&held.key, &held.id, &joiner)?;
         let answer_data = exchange::answer_report_data(
             &request_data,
@@ -170,7 +185,7 @@ impl Node {
         let wrapped = b64("wrapped_key", &answer.wrapped_key)?;
         let quote = b64("quote", &answer.quote)?;
         let expected = exchange::answer_report_data(&joining.report_data, &id, &member, &wrapped);
-        self.verify(&quote, &expected)?;
+        self.verify(&quote, &expected).await?;
         let key = joining.ephemeral.unwrap(&id, &member, &wrapped)?;
         let check = key.check(&id);
         let record = db.cluster().await?.ok_or_else(|| {
@@ -234,8 +249,8 @@ mod tests {
         Node::bare(platform, dir)
     }
 
-    #[test]
-    fn a_hardware_member_refuses_simulation_quotes_and_cannot_yet_verify_hardware_ones() {
+    #[tokio::test]
+    async fn a_hardware_member_refuses_simulation_quotes_and_hardware_ones_without_a_pccs() {
         let dir = tempfile::tempdir().expect("tempdir");
         let sim = enclave::Simulation::open(dir.path(), b"code", b"config", 1).expect("sim");
         let quote = sim.quote(&[5; 64]).expect("quote");
@@ -252,20 +267,170 @@ mod tests {
             )),
             dir.path(),
         );
-        let refused = hardware.verify(&quote, &[5; 64]).expect_err("refused");
+        let refused = hardware
+            .verify(&quote, &[5; 64])
+            .await
+            .expect_err("refused");
         assert_eq!(refused.code(), "cluster.simulation_refused", "{refused}");
 
         // The same quote without its simulation marks is a hardware quote to the verifier: no
-        // collateral, so unsupported, never accepted.
+        // PCCS to fetch its collateral from, so unsupported, never accepted.
         let mut unmarked = quote.clone();
         unmarked[12..48].fill(0);
-        let refused = hardware.verify(&unmarked, &[5; 64]).expect_err("refused");
+        let refused = hardware
+            .verify(&unmarked, &[5; 64])
+            .await
+            .expect_err("refused");
         assert_eq!(refused.code(), "cluster.hardware_unsupported", "{refused}");
 
         // A simulation member admits it, having the same measurement, and only with its binding.
         let simulation = node(Arc::new(sim), dir.path());
-        assert!(simulation.verify(&quote, &[5; 64]).is_ok());
-        let refused = simulation.verify(&quote, &[6; 64]).expect_err("refused");
+        assert!(simulation.verify(&quote, &[5; 64]).await.is_ok());
+        let refused = simulation
+            .verify(&quote, &[6; 64])
+            .await
+            .expect_err("refused");
         assert_eq!(refused.code(), "cluster.report_data_mismatch", "{refused}");
+    }
+
+    /// A PCCS that answers with the collateral recorded for `sgx_quote`, or cannot be reached.
+    #[derive(Debug)]
+    struct RecordedPccs(Option<enclave::dcap::Collateral>);
+
+    impl crate::CollateralSource for RecordedPccs {
+        fn fetch<'a>(
+            &'a self,
+            _quote: &'a [u8],
+        ) -> std::pin::Pin<
+            Box<
+                dyn std::future::Future<
+                        Output = Result<enclave::dcap::Collateral, crate::CollateralError>,
+                    > + Send
+                    + 'a,
+            >,
+        > {
+            let answer = self
+                .0
+                .clone()
+                .ok_or_else(|| crate::CollateralError("connection refused".into()));
+            Box::pin(async move { answer })
+        }
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!(
+            "{}/../enclave/tests/fixtures/dcap/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// 2025-07-01T00:00:00Z: inside the recorded collateral's validity (fixtures/dcap/README.md).
+    fn recorded_day() -> u64 {
+        1_751_328_000
+    }
+
+    /// 2025-09-01T00:00:00Z: after the recorded TCB info's next update.
+    fn two_months_later() -> u64 {
+        1_756_684_800
+    }
+
+    /// A member whose own identity is the recorded quote's enclave (so `policy = "measurement"`
+    /// admits it), verifying with `pccs` as the PCCS and `allow` as `[cluster] tcb_allow`.
+    fn member_like(
+        body: &ReportBody,
+        pccs: RecordedPccs,
+        allow: Vec<enclave::dcap::TcbStatus>,
+        dir: &std::path::Path,
+    ) -> Node {
+        let identity = enclave::Identity {
+            platform: enclave::PlatformKind::Gramine,
+            measurement: body.mr_enclave,
+            signer: body.mr_signer,
+            product_id: body.isv_prod_id,
+            security_version: body.isv_svn,
+            debug: body.debug,
+        };
+        let sim = enclave::Simulation::open(dir, b"code", b"config", 1).expect("sim");
+        let mut member = node(Arc::new(Hardware(sim, identity)), dir);
+        member.hardware = Some(crate::node::HardwareTrust {
+            source: Arc::new(pccs),
+            policy: enclave::dcap::TcbPolicy {
+                allow,
+                allow_debug: body.debug,
+            },
+        });
+        member.clock = recorded_day;
+        member
+    }
+
+    /// A real SGX quote (recorded, fixtures/dcap/README.md) verifies to Intel's root with the
+    /// collateral the PCCS serves, and is admitted only with its own binding, with its TCB status
+    /// allowed, and while the collateral is current; a PCCS out of reach is a retryable 503.
+    #[tokio::test]
+    async fn a_hardware_member_with_a_pccs_verifies_a_hardware_quote_to_intels_root() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let raw = fixture("sgx_quote");
+        let collateral =
+            enclave::dcap::parse_collateral(&fixture("sgx_quote_collateral.json")).expect("json");
+        let body = enclave::quote::Quote::parse(&raw).expect("quote").body;
+        let allowed = vec![enclave::dcap::TcbStatus::ConfigurationAndSWHardeningNeeded];
+        let member = member_like(
+            &body,
+            RecordedPccs(Some(collateral.clone())),
+            allowed.clone(),
+            dir.path(),
+        );
+        let admitted = member
+            .verify(&raw, &body.report_data)
+            .await
+            .expect("admitted");
+        assert_eq!(admitted, body);
+
+        // Another binding: it is not this exchange's quote.
+        let refused = member.verify(&raw, &[7; 64]).await.expect_err("refused");
+        assert_eq!(refused.code(), "cluster.report_data_mismatch", "{refused}");
+
+        // Its platform's TCB status, not allowed.
+        let strict = member_like(
+            &body,
+            RecordedPccs(Some(collateral.clone())),
+            Vec::new(),
+            dir.path(),
+        );
+        let refused = strict
+            .verify(&raw, &body.report_data)
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.code(), "cluster.bad_quote", "{refused}");
+        assert!(
+            refused
+                .to_string()
+                .contains("ConfigurationAndSWHardeningNeeded"),
+            "{refused}"
+        );
+
+        // Collateral past its next update: a PCCS that serves stale collateral is not believed.
+        let mut late = member_like(
+            &body,
+            RecordedPccs(Some(collateral)),
+            allowed.clone(),
+            dir.path(),
+        );
+        late.clock = two_months_later;
+        let refused = late
+            .verify(&raw, &body.report_data)
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.code(), "cluster.bad_quote", "{refused}");
+        assert!(refused.to_string().contains("expired"), "{refused}");
+
+        // No PCCS answer: retryable.
+        let unreachable = member_like(&body, RecordedPccs(None), allowed, dir.path());
+        let refused = unreachable
+            .verify(&raw, &body.report_data)
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.code(), "cluster.unavailable", "{refused}");
     }
 }

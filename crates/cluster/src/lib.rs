@@ -30,6 +30,24 @@ pub use exchange::{ClusterId, ClusterKey, Ephemeral};
 pub use node::{HEARTBEAT, Membership, Node, Options};
 pub use policy::{Mismatch, Policy};
 
+/// Where a node gets Intel's collateral (PCK CRL, TCB info, QE identity, with their chains) to
+/// verify an SGX hardware quote: `[cluster] pccs`, fetched by the binary's HTTP client.
+pub trait CollateralSource: Send + Sync + std::fmt::Debug {
+    /// The collateral for `quote`'s platform (its FMSPC and PCK CA), as the source has it now.
+    fn fetch<'a>(
+        &'a self,
+        quote: &'a [u8],
+    ) -> std::pin::Pin<
+        Box<dyn Future<Output = Result<enclave::dcap::Collateral, CollateralError>> + Send + 'a>,
+    >;
+}
+
+/// Why a [`CollateralSource`] has no collateral to give (the PCCS is out of reach, or answered
+/// with something that is not collateral).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct CollateralError(pub String);
+
 /// How long a caller waits before retrying when the database is out of reach.
 const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -66,11 +84,11 @@ pub enum Error {
     /// The quote does not verify.
     #[error("the quote is refused: {0}")]
     Quote(QuoteError),
-    /// A hardware quote, which this build cannot verify inside a node.
+    /// A hardware quote, and this node has no PCCS to fetch the collateral from.
     #[error(
         "the quote is an SGX hardware quote, and verifying one needs Intel's collateral (PCK CRLs, \
-         TCB info, QE identity), which a node does not fetch yet: admission between hardware \
-         enclaves is not supported by this build (docs/cluster.md)"
+         TCB info, QE identity), which this node fetches only from a PCCS: set [cluster] pccs \
+         (docs/cluster.md)"
     )]
     HardwareUnsupported,
     /// The quote verifies, but the identity is not the cluster's.

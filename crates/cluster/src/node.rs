@@ -40,6 +40,16 @@ pub struct Options<'a> {
     pub address: String,
     /// Cloister's version.
     pub version: &'a str,
+    /// Where Intel's collateral comes from (`[cluster] pccs`), to verify hardware quotes.
+    pub collateral: Option<Arc<dyn crate::CollateralSource>>,
+}
+
+/// How this node verifies an SGX hardware quote: the collateral's source, and the TCB statuses it
+/// accepts besides `UpToDate`.
+#[derive(Debug)]
+pub(crate) struct HardwareTrust {
+    pub(crate) source: Arc<dyn crate::CollateralSource>,
+    pub(crate) policy: enclave::dcap::TcbPolicy,
 }
 
 /// This node in its cluster (or a node of no cluster, on redb or before `cluster init`).
@@ -59,6 +69,10 @@ pub struct Node {
     pub(crate) writing: tokio::sync::Mutex<()>,
     /// This node's static key, to which rotations seal the new cluster key.
     pub(crate) member: x25519_dalek::StaticSecret,
+    /// How hardware quotes are verified; `None`: they are refused (no `[cluster] pccs`).
+    pub(crate) hardware: Option<HardwareTrust>,
+    /// Seconds since the Unix epoch: the challenges' clock and the collateral's.
+    pub(crate) clock: fn() -> u64,
     me: Weak<Node>,
 }
 
@@ -70,6 +84,14 @@ impl std::fmt::Debug for Node {
             .field("member", &self.is_member())
             .finish_non_exhaustive()
     }
+}
+
+/// Seconds since the Unix epoch, by the system clock.
+pub(crate) fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The node's id: `DATA_DIR/node.id`, made once (16 random bytes, hex).
@@ -110,6 +132,24 @@ impl Node {
         let id = node_id(o.data_dir)?;
         let policy = Policy::resolve(o.config.policy, o.platform.identity());
         let member = grant::member_secret(o.platform.as_ref(), &id)?;
+        let hardware = match o.collateral {
+            Some(source) => {
+                let mut allow = Vec::new();
+                for name in &o.config.tcb_allow {
+                    allow.push(name.parse::<enclave::dcap::TcbStatus>().map_err(|e| {
+                        Error::Invalid(format!("[cluster] tcb_allow: {name:?}: {e}"))
+                    })?);
+                }
+                Some(HardwareTrust {
+                    source,
+                    policy: enclave::dcap::TcbPolicy {
+                        allow,
+                        allow_debug: o.platform.identity().debug,
+                    },
+                })
+            }
+            None => None,
+        };
         let held = sealed::load(o.platform.as_ref(), o.data_dir)?.map(|s| Arc::new(Held::new(s)));
         let db = match o.database {
             Some(target) => Some(Db::connect(target).await?),
@@ -188,6 +228,8 @@ impl Node {
             held: watch::Sender::new(held),
             writing: tokio::sync::Mutex::new(()),
             member,
+            hardware,
+            clock: now_secs,
             me: me.clone(),
         });
         if behind {
@@ -214,6 +256,8 @@ impl Node {
             vault: watch::Sender::new(None),
             writing: tokio::sync::Mutex::new(()),
             member: x25519_dalek::StaticSecret::random_from_rng(rand::rngs::OsRng),
+            hardware: None,
+            clock: now_secs,
             me: Weak::new(),
         }
     }

@@ -165,6 +165,7 @@ pub async fn start(setup: Setup) -> Harness {
         database: None,
         address: "http://in-process".into(),
         version: env!("CARGO_PKG_VERSION"),
+        collateral: None,
     })
     .await
     .expect("the node's cluster part");

@@ -289,6 +289,49 @@ pub struct ClusterConfig {
     pub advertise: Option<String>,
     /// Which enclaves this node admits, and accepts as a member answering its own join.
     pub policy: ClusterPolicy,
+    /// The PCCS (or Intel's PCS) this node fetches Intel's collateral from, to verify an SGX
+    /// hardware quote of a joiner or of a member answering its join (`https://HOST[:PORT]`,
+    /// optionally with `/sgx/certification/v4`). `None`: hardware quotes are refused with
+    /// `cluster.hardware_unsupported`.
+    pub pccs: Option<String>,
+    /// TCB statuses a hardware quote may have besides `UpToDate` (names as Intel's TCB info
+    /// gives them, one of [`TCB_STATUSES`]; `Revoked` is never accepted).
+    pub tcb_allow: Vec<String>,
+}
+
+/// The TCB statuses `[cluster] tcb_allow` may name: Intel's, but `UpToDate` (always accepted)
+/// and `Revoked` (never).
+pub const TCB_STATUSES: [&str; 5] = [
+    "SWHardeningNeeded",
+    "ConfigurationNeeded",
+    "ConfigurationAndSWHardeningNeeded",
+    "OutOfDate",
+    "OutOfDateConfigurationNeeded",
+];
+
+/// Checks `[cluster] pccs`: an `https://` URL (or `http://` to a PCCS on loopback), with no
+/// query, user or fragment; a path is allowed (`/sgx/certification/v4`).
+pub fn check_pccs_url(url: &str) -> Result<(), BadJoinUrl> {
+    let (rest, https) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(rest), _) => (rest, true),
+        (None, Some(rest)) => (rest, false),
+        (None, None) => {
+            return Err(BadJoinUrl(format!("{url:?} is not an https:// URL")));
+        }
+    };
+    let host = rest.split('/').next().unwrap_or_default();
+    let host_name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    if host.is_empty() || rest.contains(['?', '#', ' ', '@']) {
+        return Err(BadJoinUrl(format!(
+            "{url:?} must be a PCCS address, like \"https://pccs.internal:8081\""
+        )));
+    }
+    if !https && !matches!(host_name, "localhost" | "127.0.0.1" | "[::1]") {
+        return Err(BadJoinUrl(format!(
+            "{url:?}: a PCCS off this machine is asked over https://"
+        )));
+    }
+    Ok(())
 }
 
 impl ClusterConfig {

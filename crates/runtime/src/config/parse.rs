@@ -286,7 +286,39 @@ pub(super) fn parse_cluster(
     let min = f
         .integer("min_security_version", 0, i64::from(u16::MAX), p)
         .map(|n| n as u16);
-    f.finish(p, &["join", "advertise", "policy", "min_security_version"]);
+    if let Some((url, path)) = f.string("pccs", p) {
+        match super::check_pccs_url(&url) {
+            Ok(()) => out.pccs = Some(url),
+            Err(why) => p.push(&path, why.to_string()),
+        }
+    }
+    let allow_path = f.path_of("tcb_allow");
+    if let Some(statuses) = f.strings("tcb_allow", super::TCB_STATUSES.len(), p) {
+        for (i, status) in statuses.iter().enumerate() {
+            if !super::TCB_STATUSES.contains(&status.as_str()) {
+                p.push(
+                    &format!("{allow_path}[{i}]"),
+                    format!(
+                        "{status:?} is not a TCB status that can be allowed: one of {} (UpToDate \
+                         is always accepted, Revoked never)",
+                        super::TCB_STATUSES.join(", ")
+                    ),
+                );
+            }
+        }
+        out.tcb_allow = statuses;
+    }
+    f.finish(
+        p,
+        &[
+            "join",
+            "advertise",
+            "policy",
+            "min_security_version",
+            "pccs",
+            "tcb_allow",
+        ],
+    );
     match kind.unwrap_or(Kind::Measurement) {
         Kind::Measurement => {
             if min.is_some() {

@@ -47,7 +47,23 @@ fn the_cluster_table_names_members_and_a_policy_over_postgres_only() {
             join: vec!["http://10.0.0.1:8420".into(), "https://m.example/".into()],
             advertise: None,
             policy: ClusterPolicy::Measurement,
+            pccs: None,
+            tcb_allow: Vec::new(),
         }
+    );
+    let hardware = parse(
+        "[cluster]\npccs = \"https://pccs.internal:8081/sgx/certification/v4\"\ntcb_allow = [\"SWHardeningNeeded\"]\n",
+    );
+    assert_eq!(
+        (hardware.pccs.as_deref(), hardware.tcb_allow),
+        (
+            Some("https://pccs.internal:8081/sgx/certification/v4"),
+            vec!["SWHardeningNeeded".to_owned()]
+        )
+    );
+    assert_eq!(
+        parse("[cluster]\npccs = \"http://localhost:8081\"\n").pccs,
+        Some("http://localhost:8081".into())
     );
     assert_eq!(
         parse("[cluster]\nadvertise = \"http://cloister-1.cloister:8420\"\n").advertise,
@@ -75,6 +91,14 @@ fn the_cluster_table_names_members_and_a_policy_over_postgres_only() {
     check_pg(
         "[cluster]\nmin_security_version = 2\n",
         &["cluster.min_security_version: only with policy = \"signer\""],
+    );
+    check_pg(
+        "[cluster]\npccs = \"http://pccs.internal:8081\"\ntcb_allow = [\"Revoked\", \"UpToDate\"]\n",
+        &[
+            "cluster.pccs: \"http://pccs.internal:8081\": a PCCS off this machine is asked over https://",
+            "cluster.tcb_allow[0]: \"Revoked\" is not a TCB status that can be allowed: one of SWHardeningNeeded, ConfigurationNeeded, ConfigurationAndSWHardeningNeeded, OutOfDate, OutOfDateConfigurationNeeded (UpToDate is always accepted, Revoked never)",
+            "cluster.tcb_allow[1]: \"UpToDate\" is not a TCB status that can be allowed: one of SWHardeningNeeded, ConfigurationNeeded, ConfigurationAndSWHardeningNeeded, OutOfDate, OutOfDateConfigurationNeeded (UpToDate is always accepted, Revoked never)",
+        ],
     );
     check_pg(
         "[cluster]\npolicy = \"anyone\"\n",
@@ -120,7 +144,7 @@ fn a_node_does_not_ask_itself_for_admission() {
         let config = ClusterConfig {
             join: join.iter().map(|s| s.to_string()).collect(),
             advertise: advertise.map(str::to_owned),
-            policy: ClusterPolicy::Measurement,
+            ..ClusterConfig::default()
         };
         assert_eq!(
             config.members_to_ask(),
