@@ -3,7 +3,11 @@
 //! - `inference/*`: one prediction (batch 1) of the fixture MLPs through the ai service's handle
 //!   (a bus round trip, input checks, the cached model) next to raw tract running the same
 //!   optimized model. onnxruntime's figure for the same models is in
-//!   `tests/fixtures/reference_timings.json` (measured from Python by `generate.py`).
+//!   `tests/fixtures/reference_timings.json` (measured from Python by `generate.py`). Each call
+//!   through the service is measured twice: from criterion's thread (`service`,
+//!   `bus_round_trip`: every call wakes the runtime's worker thread and waits to be woken back),
+//!   and from a task on the runtime (`service_on_runtime`, `bus_round_trip_on_runtime`: as the
+//!   HTTP API calls it, so a call is a channel hop on the same worker, no thread wake-up).
 //! - `train/*`: fitting the fixture datasets with this crate's trainers; scikit-learn's fit times
 //!   for the same data are in the same file.
 //!
@@ -19,6 +23,9 @@ use ai::{Dataset, Params, PredictInput, Request, Tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
 use runtime::{Builder, Journal, RuntimeLevel};
 use tract_onnx::prelude::*;
+
+/// One call through the service, as a task on the runtime makes it.
+type CallFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -68,21 +75,44 @@ fn bench(c: &mut Criterion) {
         (runtime, handle)
     });
 
-    let mut group = c.benchmark_group("inference");
-    // The bus round trip alone: a request the service answers at once (no jobs to list).
-    group.bench_function("bus_round_trip", |b| {
-        b.to_async(&rt).iter(|| async {
-            black_box(
-                handle
-                    .call(|reply| Request::Jobs {
-                        owner: "nobody".into(),
-                        reply,
-                    })
-                    .await
-                    .expect("answer")
-                    .expect("jobs"),
-            )
+    // `iters` calls made one after the other by a task on the runtime; the time they took.
+    let on_runtime = |iters: u64, call: Arc<dyn Fn() -> CallFuture + Send + Sync>| {
+        rt.block_on(async move {
+            tokio::spawn(async move {
+                let start = std::time::Instant::now();
+                for _ in 0..iters {
+                    call().await;
+                }
+                start.elapsed()
+            })
+            .await
+            .expect("the calling task")
         })
+    };
+
+    let mut group = c.benchmark_group("inference");
+    let jobs = {
+        let handle = handle.clone();
+        Arc::new(move || -> CallFuture {
+            let handle = handle.clone();
+            Box::pin(async move {
+                black_box(
+                    handle
+                        .call(|reply| Request::Jobs {
+                            owner: "nobody".into(),
+                            reply,
+                        })
+                        .await
+                        .expect("answer")
+                        .expect("jobs"),
+                );
+            })
+        })
+    };
+    // The bus round trip alone: a request the service answers at once (no jobs to list).
+    group.bench_function("bus_round_trip", |b| b.to_async(&rt).iter(|| jobs()));
+    group.bench_function("bus_round_trip_on_runtime", |b| {
+        b.iter_custom(|iters| on_runtime(iters, jobs.clone()))
     });
     for model in ["mlp", "mlp_big"] {
         let file = std::fs::read(fixture(&format!("{model}.onnx"))).expect("model");
@@ -118,22 +148,30 @@ fn bench(c: &mut Criterion) {
             "x".to_owned(),
             Tensor::f32(shape.clone(), data.iter().copied()),
         )]);
-        group.bench_function(format!("{model}/service"), |b| {
-            b.to_async(&rt).iter(|| async {
-                let out = handle
-                    .call(|reply| Request::Predict {
-                        owner: "bench".into(),
-                        id: info.id.clone(),
-                        input: PredictInput::Tensors {
-                            inputs: inputs.clone(),
-                        },
-                        reply,
-                    })
-                    .await
-                    .expect("answer")
-                    .expect("predicted");
-                black_box(out)
+        let predict = {
+            let (handle, id, inputs) = (handle.clone(), info.id.clone(), inputs.clone());
+            Arc::new(move || -> CallFuture {
+                let (handle, id, inputs) = (handle.clone(), id.clone(), inputs.clone());
+                Box::pin(async move {
+                    let out = handle
+                        .call(|reply| Request::Predict {
+                            owner: "bench".into(),
+                            id,
+                            input: PredictInput::Tensors { inputs },
+                            reply,
+                        })
+                        .await
+                        .expect("answer")
+                        .expect("predicted");
+                    black_box(out);
+                })
             })
+        };
+        group.bench_function(format!("{model}/service"), |b| {
+            b.to_async(&rt).iter(|| predict())
+        });
+        group.bench_function(format!("{model}/service_on_runtime"), |b| {
+            b.iter_custom(|iters| on_runtime(iters, predict.clone()))
         });
     }
     group.finish();

@@ -475,7 +475,39 @@ fn interleaved(contenders: &[Contender]) {
     }
 }
 
+/// `BUS_COUNT=CONTENDER,VARIANT,N` (for example `cloister,sequential,200000`): runs N round trips
+/// per caller of one contender and exits, for an instruction count under callgrind, which is the
+/// same from run to run on this noisy machine. Two runs with different N give the instructions
+/// per call: (I(N2) - I(N1)) / (N2 - N1), the start and stop cancelling out.
+fn count_only() -> bool {
+    let Ok(spec) = std::env::var("BUS_COUNT") else {
+        return false;
+    };
+    let parts: Vec<&str> = spec.split(',').collect();
+    let [name, variant, n] = parts[..] else {
+        panic!("BUS_COUNT is CONTENDER,VARIANT,N, not {spec:?}");
+    };
+    let variant = match variant {
+        "sequential" => Variant::Sequential,
+        "concurrent64" => Variant::Concurrent,
+        other => panic!("variant {other:?}: sequential or concurrent64"),
+    };
+    let n: u64 = n.parse().expect("N is a number");
+    let contender = match name {
+        "cloister" => cloister(),
+        "tokio" => raw_tokio(),
+        other => panic!("contender {other:?}: cloister or tokio"),
+    };
+    let elapsed = (contender.run)(variant, n);
+    println!("{name} {} x{n}: {elapsed:?}", variant.label());
+    (contender.stop)();
+    true
+}
+
 fn main() {
+    if count_only() {
+        return;
+    }
     let mut c = Criterion::default().configure_from_args();
     // Cloister first: the interleaved comparison divides by it.
     let contenders = vec![cloister(), raw_tokio(), actix(), kameo(), ractor()];

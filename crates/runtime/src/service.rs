@@ -255,8 +255,7 @@ impl<R: crate::bus::Operation> Context<R> {
                         return None;
                     }
                 },
-                envelope = self.mailbox.rx.recv() => {
-                    let Ok(envelope) = envelope else { return None };
+                envelope = self.mailbox.queue.pop() => {
                     let Envelope { message, tracker: _, deadline } = &envelope;
                     if *deadline <= tokio::time::Instant::now() {
                         self.mailbox.dead_letter(envelope, DeadLetterReason::DeadlineExpired);
@@ -280,7 +279,7 @@ impl<R: crate::bus::Operation> Context<R> {
         if self.hung {
             return None;
         }
-        while let Ok(envelope) = self.mailbox.rx.try_recv() {
+        while let Some(envelope) = self.mailbox.queue.try_pop() {
             if envelope.deadline <= tokio::time::Instant::now() {
                 self.mailbox
                     .dead_letter(envelope, DeadLetterReason::DeadlineExpired);

@@ -205,11 +205,65 @@ pub(crate) struct Envelope<R> {
 
 const OPEN: u8 = u8::MAX;
 
+/// A mailbox's queue: any number of senders (the handles) and of receivers (the replicas of the
+/// service). The queue is lock-free, and a waiting receiver costs no allocation: it waits on
+/// tokio's `Notify`, whose waiters are an intrusive list (an `async_channel` receiver allocates a
+/// listener each time it waits, that is, for nearly every request of a service that keeps up).
+pub(crate) struct Queue<T> {
+    items: concurrent_queue::ConcurrentQueue<T>,
+    ready: tokio::sync::Notify,
+}
+
+impl<T> Queue<T> {
+    fn new() -> Self {
+        Queue {
+            items: concurrent_queue::ConcurrentQueue::unbounded(),
+            ready: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Queues `item` and wakes one waiting receiver (or lets the next one that waits pass).
+    fn push(&self, item: T) {
+        // An unbounded queue refuses only when closed, and this one is never closed.
+        if self.items.push(item).is_ok() {
+            self.ready.notify_one();
+        }
+    }
+
+    /// The next item, if one is queued.
+    pub(crate) fn try_pop(&self) -> Option<T> {
+        self.items.pop().ok()
+    }
+
+    /// How many items are queued.
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// The next item, waiting for one. Cancel-safe: a receiver dropped after it was woken passes
+    /// the wake-up to another (`Notify` forwards a `notify_one` whose future is dropped), and
+    /// nothing is taken from the queue until the item is returned.
+    pub(crate) async fn pop(&self) -> T {
+        loop {
+            if let Some(item) = self.try_pop() {
+                return item;
+            }
+            let notified = self.ready.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the second look, so a push between the two is not missed.
+            notified.as_mut().enable();
+            if let Some(item) = self.try_pop() {
+                return item;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// The mailbox of one service, shared by its handles and its incarnations.
 pub(crate) struct Mailbox<R> {
     pub(crate) name: ServiceName,
-    tx: async_channel::Sender<Envelope<R>>,
-    pub(crate) rx: async_channel::Receiver<Envelope<R>>,
+    pub(crate) queue: Queue<Envelope<R>>,
     /// Live-tunable: configuration changes reach handles without a restart.
     capacity: AtomicUsize,
     call_timeout_us: AtomicU64,
@@ -247,11 +301,9 @@ impl<R: Send + 'static> Mailbox<R> {
     pub(crate) fn new(spec: &crate::Spec, dead_letters: DeadLetters) -> Self {
         // Unbounded underneath (it allocates lazily, so an idle service costs little); the bound is
         // enforced on send.
-        let (tx, rx) = async_channel::unbounded();
         let mailbox = Mailbox {
             name: spec.name.clone(),
-            tx,
-            rx,
+            queue: Queue::new(),
             capacity: AtomicUsize::new(1),
             call_timeout_us: AtomicU64::new(0),
             breaker: RwLock::new(spec.breaker),
@@ -338,12 +390,12 @@ impl<R: Send + 'static> MailboxControl for Mailbox<R> {
     }
 
     fn depth(&self) -> usize {
-        self.rx.len()
+        self.queue.len()
     }
 
     fn drain(&self, reason: Reason) -> usize {
         let mut n = 0;
-        while let Ok(envelope) = self.rx.try_recv() {
+        while let Some(envelope) = self.queue.try_pop() {
             self.dead_letter(envelope, reason);
             n += 1;
         }
@@ -418,14 +470,15 @@ impl<R: Operation> Handle<R> {
 
     /// Requests waiting in the mailbox.
     pub fn queue_depth(&self) -> usize {
-        self.mailbox.rx.len()
+        self.mailbox.queue.len()
     }
 
     /// Sends the request built by `make` and waits for its reply, up to the service's call timeout or
     /// the deadline of the work making the call ([`crate::deadline::current`]), whichever is first.
     pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> R) -> Result<T, CallError> {
         let timeout = Duration::from_micros(self.mailbox.call_timeout_us.load(Ordering::Relaxed));
-        self.call_by(Instant::now() + timeout, make).await
+        let now = Instant::now();
+        self.call_at(now, now + timeout, make).await
     }
 
     /// Sends the request built by `make` and waits for its reply until `deadline`, or until the
@@ -436,13 +489,22 @@ impl<R: Operation> Handle<R> {
         deadline: Instant,
         make: impl FnOnce(Reply<T>) -> R,
     ) -> Result<T, CallError> {
+        self.call_at(Instant::now(), deadline, make).await
+    }
+
+    /// [`Handle::call_by`], with the clock read once by the caller: `started` is now.
+    async fn call_at<T>(
+        &self,
+        started: Instant,
+        deadline: Instant,
+        make: impl FnOnce(Reply<T>) -> R,
+    ) -> Result<T, CallError> {
         let deadline = crate::deadline::current().map_or(deadline, |d| d.min(deadline));
         let edge = &self.edge;
         let mailbox = &*self.mailbox;
         edge.calls.fetch_add(1, Ordering::Relaxed);
         let breaker_on = mailbox.breaker_on.load(Ordering::Relaxed);
         let policy = || mailbox.breaker_policy();
-        let started = Instant::now();
         if deadline <= started {
             // Nothing left of the caller's deadline: queue no work that nobody will wait for (and
             // take no half-open probe slot).
@@ -469,7 +531,7 @@ impl<R: Operation> Handle<R> {
                 service: mailbox.name.clone(),
                 state: state_from_code(gate),
             })
-        } else if mailbox.tx.len() >= mailbox.effective_capacity() {
+        } else if mailbox.queue.len() >= mailbox.effective_capacity() {
             Some(CallError::QueueFull {
                 service: mailbox.name.clone(),
             })
@@ -487,21 +549,11 @@ impl<R: Operation> Handle<R> {
             tracker: tracker.clone(),
         });
         let operation = message.operation();
-        if mailbox
-            .tx
-            .try_send(Envelope {
-                message,
-                tracker,
-                deadline,
-            })
-            .is_err()
-        {
-            // Unreachable while the mailbox holds its own receiver; the dropped reply settles it.
-            return Err(CallError::Unavailable {
-                service: mailbox.name.clone(),
-                state: State::Stopped,
-            });
-        }
+        mailbox.queue.push(Envelope {
+            message,
+            tracker,
+            deadline,
+        });
         // The service may have stopped between the gate check and the send, after its mailbox was
         // drained: drain again so the request is dead-lettered rather than left unread.
         let gate = mailbox.gate.load(Ordering::Acquire);
