@@ -92,6 +92,7 @@ pub(crate) async fn remove(
     responses(
         (status = 200, description = "The key is rotated; the members it was sealed to, those left out, and the keys re-wrapped", body = Rotated),
         (status = 409, description = "This node holds no cluster key, or another member rotated first (`cluster.not_member`, `cluster.refused`)", body = ErrorBody),
+        (status = 501, description = "Storage is not PostgreSQL (`cluster.unsupported`)", body = ErrorBody),
         (status = 503, description = "The database is out of reach (`cluster.unavailable`); a retry finishes the re-wrapping", body = ErrorBody),
     ))]
 pub(crate) async fn rotate(State(state): State<AppState>) -> Result<Json<Rotated>, ApiError> {

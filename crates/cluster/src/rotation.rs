@@ -20,10 +20,13 @@ impl Node {
     /// re-wrapped under it. Members go on serving throughout: a member reading a re-wrapped key,
     /// or writing one, takes its grant first.
     pub async fn rotate(&self) -> Result<wire::cluster::Rotated, Error> {
+        // A node that holds no key (every node on redb) has nothing to rotate: 409, as for a
+        // removal, before the 501 of a node without PostgreSQL.
+        let before = self.current()?;
         let db = self.db()?;
         // Whatever an interrupted rotation left wrapped by the previous key first: after this
         // one, nobody holds that key any more.
-        let mut rewrapped = self.rewrap(&*self.current()?).await?;
+        let mut rewrapped = self.rewrap(&before).await?;
         let writing = self.writing.lock().await;
         let held = self.current()?;
         let generation = held.generation + 1;
