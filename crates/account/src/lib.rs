@@ -55,6 +55,13 @@ pub enum Error {
         what: &'static str,
         source: CallError,
     },
+    /// The account's record kept changing through other nodes while this one tried to change it
+    /// (each attempt read it again and applied the change to what it found): retry.
+    #[error(
+        "account {account} was changed through another node at the same moment, {attempts} times \
+         in a row; retry"
+    )]
+    Changed { account: String, attempts: u32 },
     /// Crypto or storage answered with an error that retrying will not fix.
     #[error("{0}")]
     Internal(String),
@@ -65,7 +72,9 @@ impl Classify for Error {
         match self {
             Error::NoAccount { .. } | Error::NoToken { .. } => ErrorKind::NotFound,
             Error::BadInput(_) => ErrorKind::Invalid,
-            Error::NameTaken(_) | Error::TooManyTokens { .. } => ErrorKind::Conflict,
+            Error::NameTaken(_) | Error::TooManyTokens { .. } | Error::Changed { .. } => {
+                ErrorKind::Conflict
+            }
             Error::Unavailable { .. } => ErrorKind::Unavailable {
                 retry_after: Duration::from_secs(1),
             },
@@ -79,6 +88,7 @@ impl Classify for Error {
             Error::BadInput(_) => "account.bad_input",
             Error::NameTaken(_) => "account.name_taken",
             Error::TooManyTokens { .. } => "account.too_many_tokens",
+            Error::Changed { .. } => "account.changed",
             Error::Unavailable { .. } => "account.unavailable",
             Error::Internal(_) => "account.internal",
         }

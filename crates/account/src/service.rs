@@ -194,6 +194,18 @@ fn unavailable(what: &'static str) -> impl FnOnce(CallError) -> Error {
     move |source| Error::Unavailable { what, source }
 }
 
+/// How many times a change to an account is applied again after another node changed the record
+/// first, before the caller is told to retry.
+const CHANGE_ATTEMPTS: u32 = 4;
+
+/// What [`State::save`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Save {
+    Saved,
+    /// Another node changed the record since this one read it: nothing was written.
+    Changed,
+}
+
 /// The storage key of account `id`'s record.
 fn key_of(id: &str) -> String {
     format!("{RECORD_PREFIX}{id}")
@@ -272,27 +284,69 @@ impl State<'_> {
         })
     }
 
-    /// Writes `record` to storage; only then does it replace the one in memory and in the directory.
-    async fn save(&mut self, record: Record) -> Result<(), Error> {
+    /// Writes `record` to storage over the version of it this node last read (none: a new
+    /// account), so a change another node made in between is never overwritten: that answers
+    /// [`Save::Changed`]. Only once written does it replace the one in memory and in the directory.
+    async fn save(&mut self, record: Record) -> Result<Save, Error> {
         let value = serde_json::to_vec(&record)
             .map_err(|e| Error::Internal(format!("encoding account {}: {e}", record.id)))?;
         let key = key_of(&record.id);
-        let version = self
+        let current = self.versions.get(&key).copied();
+        let saved = self
             .service
             .storage
-            .call(|reply| storage::Request::Put {
+            .call(|reply| storage::Request::PutIf {
                 namespace: NAMESPACE.into(),
                 key,
                 value,
+                current,
                 reply,
             })
             .await
-            .map_err(unavailable("saving the account"))?
-            .map_err(|e| Error::Internal(format!("saving account {}: {e}", record.id)))?;
+            .map_err(unavailable("saving the account"))?;
+        let version = match saved {
+            Ok(version) => version,
+            Err(storage::Error::Changed { .. }) => return Ok(Save::Changed),
+            Err(e) => {
+                return Err(Error::Internal(format!(
+                    "saving account {}: {e}",
+                    record.id
+                )));
+            }
+        };
         self.versions.insert(key_of(&record.id), version);
         self.accounts.insert(record.id.clone(), record);
         self.publish();
-        Ok(())
+        Ok(Save::Saved)
+    }
+
+    /// Applies `change` to account `id`'s record and saves it. When another node changed the
+    /// record since this one read it, reads it again and applies `change` to what it finds, up to
+    /// [`CHANGE_ATTEMPTS`] times: two nodes changing one account at once both take effect (a
+    /// token issued through one while another disables the account leaves it disabled, with the
+    /// token). `change` answers `None` when there is nothing to write.
+    async fn modify<T>(
+        &mut self,
+        id: &str,
+        mut change: impl FnMut(&mut Record) -> Result<Option<T>, Error>,
+    ) -> Result<(Record, Option<T>), Error> {
+        for _ in 0..CHANGE_ATTEMPTS {
+            let mut record = self.record(id)?.clone();
+            let Some(out) = change(&mut record)? else {
+                return Ok((record, None));
+            };
+            match self.save(record.clone()).await? {
+                Save::Saved => return Ok((record, Some(out))),
+                Save::Changed => {
+                    self.read_all().await.map_err(Error::Internal)?;
+                    self.publish();
+                }
+            }
+        }
+        Err(Error::Changed {
+            account: id.to_owned(),
+            attempts: CHANGE_ATTEMPTS,
+        })
     }
 
     async fn load(&mut self) -> Result<(), ServiceError> {
@@ -422,7 +476,16 @@ impl State<'_> {
             neo_n3: neo,
             tokens: vec![token.clone()],
         };
-        if let Err(e) = self.save(record.clone()).await {
+        let saved = match self.save(record.clone()).await {
+            Ok(Save::Saved) => Ok(()),
+            // An account id is new: a record there already is another node's, made with the same
+            // random id, which is not to be overwritten.
+            Ok(Save::Changed) => Err(Error::Internal(format!(
+                "an account {id} exists already in storage"
+            ))),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = saved {
             // Nothing refers to the new key: take it back rather than leave it orphaned.
             let removed = self
                 .service
@@ -462,10 +525,12 @@ impl State<'_> {
     }
 
     async fn set_disabled(&mut self, id: &str, disabled: bool) -> Result<AccountInfo, Error> {
-        let mut record = self.record(id)?.clone();
-        if record.disabled != disabled {
-            record.disabled = disabled;
-            self.save(record.clone()).await?;
+        let (record, changed) = self
+            .modify(id, |record| {
+                Ok((record.disabled != disabled).then(|| record.disabled = disabled))
+            })
+            .await?;
+        if changed.is_some() {
             let action = if disabled {
                 "account.disabled"
             } else {
@@ -477,28 +542,36 @@ impl State<'_> {
     }
 
     async fn issue(&mut self, id: &str, grant: TokenGrant) -> Result<IssuedToken, Error> {
-        let mut record = self.record(id)?.clone();
+        self.record(id)?;
         let name = check_name(&grant.name, "the token name")?;
         if grant.scopes.is_empty() {
             return Err(Error::BadInput(
                 "a token needs at least one scope (`*` for everything)".into(),
             ));
         }
-        let now = now_ms();
-        // Expired tokens stop counting (and are dropped) when a new one is issued.
-        record
-            .tokens
-            .retain(|t| t.expires_ms.is_none_or(|at| at > now));
-        if record.tokens.len() >= self.max_tokens {
-            return Err(Error::TooManyTokens {
-                count: record.tokens.len(),
-                limit: self.max_tokens,
-                setting: MAX_TOKENS.name(),
-            });
-        }
-        let (token, secret) = new_token(TokenGrant { name, ..grant });
-        record.tokens.push(token.clone());
-        self.save(record).await?;
+        let max_tokens = self.max_tokens;
+        let grant = TokenGrant { name, ..grant };
+        let (_, issued) = self
+            .modify(id, |record| {
+                let now = now_ms();
+                // Expired tokens stop counting (and are dropped) when a new one is issued.
+                record
+                    .tokens
+                    .retain(|t| t.expires_ms.is_none_or(|at| at > now));
+                if record.tokens.len() >= max_tokens {
+                    return Err(Error::TooManyTokens {
+                        count: record.tokens.len(),
+                        limit: max_tokens,
+                        setting: MAX_TOKENS.name(),
+                    });
+                }
+                let (token, secret) = new_token(grant.clone());
+                record.tokens.push(token.clone());
+                Ok(Some((token, secret)))
+            })
+            .await?;
+        let (token, secret) =
+            issued.ok_or_else(|| Error::Internal("a token issued and not saved".into()))?;
         let scopes = token
             .scopes
             .iter()
@@ -517,16 +590,18 @@ impl State<'_> {
     }
 
     async fn revoke(&mut self, id: &str, token: &str) -> Result<(), Error> {
-        let mut record = self.record(id)?.clone();
-        let before = record.tokens.len();
-        record.tokens.retain(|t| t.id != token);
-        if record.tokens.len() == before {
-            return Err(Error::NoToken {
-                account: id.to_owned(),
-                token: token.to_owned(),
-            });
-        }
-        self.save(record).await?;
+        self.modify(id, |record| {
+            let before = record.tokens.len();
+            record.tokens.retain(|t| t.id != token);
+            if record.tokens.len() == before {
+                return Err(Error::NoToken {
+                    account: id.to_owned(),
+                    token: token.to_owned(),
+                });
+            }
+            Ok(Some(()))
+        })
+        .await?;
         self.service
             .audit("token.revoked", id, &[("token", token.to_owned())]);
         Ok(())
@@ -535,11 +610,10 @@ impl State<'_> {
     /// Deletes the account's stored values and keys, then the account. A failure part way leaves
     /// the account in place (disabled), so the delete can be retried.
     async fn delete(&mut self, id: &str) -> Result<(), Error> {
-        let mut record = self.record(id)?.clone();
-        if !record.disabled {
-            record.disabled = true;
-            self.save(record).await?;
-        }
+        self.modify(id, |record| {
+            Ok((!record.disabled).then(|| record.disabled = true))
+        })
+        .await?;
         let storage = &self.service.storage;
         // Its values and their namespace key, in one commit.
         storage

@@ -434,3 +434,73 @@ async fn account_names_are_unique_until_the_account_is_deleted() {
     assert_ne!(again.account.id, alice.account.id);
     f.rt.shutdown().await;
 }
+
+/// Another node of a cluster disables the account (its write lands in storage, which this node
+/// has not read yet); this node then issues a token from what it had in memory. The token is
+/// issued over the other node's change, not over the stale record: the account stays disabled.
+#[tokio::test]
+async fn a_change_made_through_another_node_is_not_overwritten() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = start(dir.path()).await;
+    let created = ask(&f, |reply| Request::Create {
+        name: "alice".into(),
+        reply,
+    })
+    .await
+    .expect("created");
+    let id = created.account.id.clone();
+
+    // The other node's write: the same record, disabled, straight into storage.
+    let key = format!("account/{id}");
+    let stored = f
+        .storage
+        .call(|reply| storage::Request::Get {
+            namespace: "@account".into(),
+            key: key.clone(),
+            reply,
+        })
+        .await
+        .expect("storage answers")
+        .expect("the record");
+    let mut record: serde_json::Value = serde_json::from_slice(&stored.data).expect("json");
+    assert_eq!(record["disabled"], false);
+    record["disabled"] = serde_json::Value::Bool(true);
+    f.storage
+        .call(|reply| storage::Request::Put {
+            namespace: "@account".into(),
+            key,
+            value: serde_json::to_vec(&record).expect("json"),
+            reply,
+        })
+        .await
+        .expect("storage answers")
+        .expect("put");
+
+    let issued = ask(&f, |reply| Request::IssueToken {
+        id: id.clone(),
+        grant: TokenGrant {
+            name: "second".into(),
+            scopes: vec![Scope::All],
+            ttl: None,
+            not_after: None,
+        },
+        reply,
+    })
+    .await
+    .expect("issued over the other node's change");
+    let info = ask(&f, |reply| Request::Get {
+        id: id.clone(),
+        reply,
+    })
+    .await
+    .expect("the account");
+    assert!(info.disabled, "the other node's disable was overwritten");
+    assert_eq!(info.tokens, 2);
+    assert_eq!(
+        f.gate.authenticate(&issued.secret),
+        Err(AuthError::Disabled {
+            account: id.clone()
+        })
+    );
+    f.rt.shutdown().await;
+}

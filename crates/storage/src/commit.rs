@@ -35,6 +35,7 @@ impl State<'_> {
         namespace: &str,
         writes: Vec<Write>,
         must_exist: bool,
+        current: Option<Option<u64>>,
         limits: &Limits,
         seq: u64,
         overlay: &mut HashMap<(String, String), bool>,
@@ -72,6 +73,31 @@ impl State<'_> {
                     if !exists {
                         return Err(Error::NotFound(key.clone()));
                     }
+                }
+            }
+        }
+        if let Some(expected) = current {
+            for w in &writes {
+                let Write::Put { key, .. } = w else { continue };
+                // A write earlier in this group: the key is at this commit's version, or gone.
+                let found = match overlay.get(&(namespace.to_owned(), key.clone())) {
+                    Some(true) => Some(seq),
+                    Some(false) => None,
+                    None => match self.store.get(namespace, key).await? {
+                        Some(bytes) => Some(
+                            Record::decode(bytes)
+                                .ok_or_else(|| Error::Integrity { key: key.clone() })?
+                                .version,
+                        ),
+                        None => None,
+                    },
+                };
+                if found != expected {
+                    return Err(Error::Changed {
+                        key: key.clone(),
+                        expected,
+                        found,
+                    });
                 }
             }
         }
@@ -224,6 +250,7 @@ impl State<'_> {
                     &p.namespace,
                     p.writes,
                     p.must_exist,
+                    p.current,
                     limits,
                     seq,
                     &mut overlay,

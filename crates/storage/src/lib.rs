@@ -84,6 +84,17 @@ pub enum Error {
     /// The stored value of `key` was modified, moved or damaged; nothing of it is returned.
     #[error("the stored value of {key:?} fails its integrity check (modified, moved or damaged)")]
     Integrity { key: String },
+    /// A conditional put found the key at another version than the one it named.
+    #[error(
+        "{key:?} changed since it was read (expected {}, found {}): read it again and retry",
+        version_text(*expected),
+        version_text(*found)
+    )]
+    Changed {
+        key: String,
+        expected: Option<u64>,
+        found: Option<u64>,
+    },
     /// The crypto service could not be reached; retry later.
     #[error("the crypto service is unavailable: {0}")]
     CryptoUnavailable(CallError),
@@ -114,6 +125,13 @@ pub enum BadInput {
     },
 }
 
+fn version_text(version: Option<u64>) -> String {
+    match version {
+        Some(v) => format!("version {v}"),
+        None => "no value".to_owned(),
+    }
+}
+
 impl Classify for Error {
     fn kind(&self) -> ErrorKind {
         match self {
@@ -121,6 +139,7 @@ impl Classify for Error {
             Error::TooLarge { .. } | Error::Quota { .. } => ErrorKind::TooLarge,
             Error::BadInput(_) => ErrorKind::Invalid,
             Error::Integrity { .. } => ErrorKind::Integrity,
+            Error::Changed { .. } => ErrorKind::Conflict,
             Error::CryptoUnavailable(_) | Error::Unavailable(_) => ErrorKind::Unavailable {
                 retry_after: Duration::from_secs(1),
             },
@@ -135,6 +154,7 @@ impl Classify for Error {
             Error::Quota { .. } => "storage.quota_exceeded",
             Error::BadInput(_) => "storage.bad_input",
             Error::Integrity { .. } => "storage.integrity",
+            Error::Changed { .. } => "storage.changed",
             Error::CryptoUnavailable(_) => "storage.crypto_unavailable",
             Error::Unavailable(_) => "storage.unavailable",
             Error::Database(_) => "storage.database",
@@ -188,6 +208,16 @@ pub enum Request {
         value: Vec<u8>,
         reply: Answer<u64>,
     },
+    /// Puts `value` only if the key is at version `current` now (`None`: only if it is absent),
+    /// checked in the commit that writes it, so no other write (of this node or another) can come
+    /// in between; answers the new version, or [`Error::Changed`] with the version found.
+    PutIf {
+        namespace: String,
+        key: String,
+        value: Vec<u8>,
+        current: Option<u64>,
+        reply: Answer<u64>,
+    },
     /// `NotFound` if the key is absent.
     Delete {
         namespace: String,
@@ -220,6 +250,7 @@ impl runtime::bus::Operation for Request {
         match self {
             Request::Get { .. } => "get",
             Request::Put { .. } => "put",
+            Request::PutIf { .. } => "put_if",
             Request::Delete { .. } => "delete",
             Request::List { .. } => "list",
             Request::Batch { .. } => "batch",

@@ -460,6 +460,7 @@ impl<'a> State<'a> {
                     .await,
             ),
             Request::Put { reply, .. }
+            | Request::PutIf { reply, .. }
             | Request::Delete { reply, .. }
             | Request::Batch { reply, .. }
             | Request::DropNamespace { reply, .. } => {
@@ -547,6 +548,8 @@ struct Pending {
     writes: Vec<Write>,
     /// A single delete names a missing key; deletes in a batch do not.
     must_exist: bool,
+    /// A conditional put's version of the key as its caller read it (`Some(None)`: absent).
+    current: Option<Option<u64>>,
     reply: Answer<u64>,
 }
 
@@ -563,6 +566,20 @@ impl Pending {
                 namespace,
                 writes: vec![Write::Put { key, value }],
                 must_exist: false,
+                current: None,
+                reply,
+            }),
+            Request::PutIf {
+                namespace,
+                key,
+                value,
+                current,
+                reply,
+            } => Ok(Pending {
+                namespace,
+                writes: vec![Write::Put { key, value }],
+                must_exist: false,
+                current: Some(current),
                 reply,
             }),
             Request::Delete {
@@ -573,6 +590,7 @@ impl Pending {
                 namespace,
                 writes: vec![Write::Delete { key }],
                 must_exist: true,
+                current: None,
                 reply,
             }),
             Request::Batch {
@@ -583,6 +601,7 @@ impl Pending {
                 namespace,
                 writes,
                 must_exist: false,
+                current: None,
                 reply,
             }),
             read => Err(read),

@@ -96,7 +96,73 @@ async fn put_get_delete_list_and_batches_per_namespace_on_postgres() {
     f.rt.shutdown().await;
 }
 
+async fn put_if(
+    h: &storage::Handle,
+    ns: &str,
+    key: &str,
+    value: &[u8],
+    current: Option<u64>,
+) -> Result<u64, Error> {
+    h.call(|reply| storage::Request::PutIf {
+        namespace: ns.into(),
+        key: key.into(),
+        value: value.to_vec(),
+        current,
+        reply,
+    })
+    .await
+    .expect("the storage service answers")
+}
+
+/// A conditional put writes only over the version its caller read: a write in between (another
+/// node's, in a cluster) makes it fail with the version found, and changes nothing.
+async fn conditional_puts(h: &storage::Handle) {
+    let first = put_if(h, ALICE, "cas", b"one", None).await.expect("absent");
+    let refused = put_if(h, ALICE, "cas", b"again", None).await;
+    assert_eq!(
+        refused,
+        Err(Error::Changed {
+            key: "cas".into(),
+            expected: None,
+            found: Some(first)
+        })
+    );
+    let second = put_if(h, ALICE, "cas", b"two", Some(first))
+        .await
+        .expect("at the version read");
+    // Someone else's write in between: the stale writer is refused, and its value is not stored.
+    let between = put(h, ALICE, "cas", b"someone else").await.expect("put");
+    let refused = put_if(h, ALICE, "cas", b"stale", Some(second)).await;
+    assert_eq!(
+        refused,
+        Err(Error::Changed {
+            key: "cas".into(),
+            expected: Some(second),
+            found: Some(between)
+        })
+    );
+    assert_eq!(
+        get(h, ALICE, "cas").await.expect("get").data,
+        b"someone else"
+    );
+    delete(h, ALICE, "cas").await.expect("delete");
+    let refused = put_if(h, ALICE, "cas", b"gone", Some(between)).await;
+    assert_eq!(
+        refused,
+        Err(Error::Changed {
+            key: "cas".into(),
+            expected: Some(between),
+            found: None
+        })
+    );
+    assert!(matches!(
+        get(h, ALICE, "cas").await,
+        Err(Error::NotFound(_))
+    ));
+}
+
 async fn basics(h: &storage::Handle) {
+    conditional_puts(h).await;
     let v1 = put(h, ALICE, "a/1", b"one").await.expect("put");
     let v2 = put(h, ALICE, "a/2", b"two").await.expect("put");
     assert!(v2 > v1);

@@ -99,7 +99,9 @@ impl runtime::Service for Beacon {
                     keys: Vec::new(),
                     next: None,
                 })),
-                Request::Batch { reply, .. } | Request::DropNamespace { reply, .. } => {
+                Request::PutIf { reply, .. }
+                | Request::Batch { reply, .. }
+                | Request::DropNamespace { reply, .. } => {
                     reply.send(Ok(1));
                 }
             }
