@@ -142,6 +142,17 @@ async fn rotating_the_key_during_writes_loses_nothing_and_reaches_every_member_b
     let (ok, out, err) = cli(&a.base, &["rotate", "--json"]);
     assert!(ok, "cluster rotate: {out} {err}");
     let rotated: Value = serde_json::from_str(&out).expect("json");
+    // A key made through B at once, most likely before B's next heartbeat has shown it the new
+    // key: its write under the old one is refused as stale, and B writes it under the new one.
+    let (status, made_after) = b
+        .json(
+            reqwest::Method::POST,
+            "/v1/crypto/keys",
+            Some(json!({"algorithm": "ed25519"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{made_after}");
+    let made_after_id = made_after["id"].as_str().expect("id").to_owned();
     let after = *counted.borrow();
     counted
         .wait_for(|n| *n >= after + 10)
@@ -170,10 +181,17 @@ async fn rotating_the_key_during_writes_loses_nothing_and_reaches_every_member_b
         "{rotated}"
     );
     audit(&a, a_head, "cluster.rotated", &a_id).await;
-    // The database: no key wrapped by the old generation, and no grant to the removed node.
+    // The database: no key wrapped by the old generation (the key made after the rotation
+    // among them), and no grant to the removed node.
     assert_eq!(
         pg.sql("SELECT count(*) FROM crypto_keys WHERE generation <> 2"),
         "0"
+    );
+    assert_eq!(
+        pg.sql(&format!(
+            "SELECT generation FROM crypto_keys WHERE id = '{made_after_id}'"
+        )),
+        "2"
     );
     assert_eq!(
         pg.sql(&format!(
