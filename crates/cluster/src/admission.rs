@@ -44,7 +44,7 @@ fn b64_encode(bytes: &[u8]) -> String {
 impl Node {
     /// A challenge for a joiner, good for `exchange::CHALLENGE_LIFETIME_SECS`.
     pub fn challenge(&self) -> Result<Challenge, Error> {
-        let held = self.held()?;
+        let held = self.current()?;
         Ok(Challenge {
             challenge: b64_encode(&exchange::challenge(&held.key, (self.clock)())),
             node: self.id.clone(),
@@ -98,7 +98,7 @@ impl Node {
     /// A member's side: checks a join request and answers with the cluster key wrapped to the
     /// joiner's ephemeral key and a quote binding the answer.
     pub async fn admit(&self, request: &JoinRequest) -> Result<Admission, Error> {
-        let held = self.held()?;
+        let held = self.current()?;
         if request.node.is_empty() || request.node.len() > MAX_NODE_ID {
             return Err(Error::Invalid(format!(
                 "node must be 1 to {MAX_NODE_ID} characters"

@@ -320,10 +320,6 @@ impl Node {
         self.held.borrow().clone().ok_or(Error::NotMember)
     }
 
-    pub(crate) fn held(&self) -> Result<Arc<Held>, Error> {
-        self.current()
-    }
-
     /// What `GET /v1/cluster` answers.
     pub async fn status(&self) -> Result<Status, Error> {
         let held = self.held.borrow().clone();
@@ -386,7 +382,7 @@ impl Node {
     }
 
     pub(crate) async fn register(&self) -> Result<(), Error> {
-        let held = self.held()?;
+        let held = self.current()?;
         let member_key = x25519_dalek::PublicKey::from(&self.member).to_bytes();
         let member_tag =
             grant::member_tag(&held.key, &held.id, held.generation, &self.id, &member_key);
@@ -514,7 +510,7 @@ impl Node {
     /// Removes `node` from the cluster: it may not join again, and, running, it gives up the key
     /// and stops at its next heartbeat. A node does not remove itself: ask another member.
     pub async fn remove(&self, node: &str) -> Result<wire::cluster::Removed, Error> {
-        self.held()?;
+        self.current()?;
         if node == self.id {
             return Err(Error::Refused(format!(
                 "node {node} is the node answering: a node does not remove itself; ask another \

@@ -94,20 +94,16 @@ pub(crate) fn store(
             target.display()
         )));
     }
-    write(platform, dir, sealed)
+    replace(platform, dir, sealed)
 }
 
-/// Seals `sealed` into `dir` in place of the key there (a rotation): the new file is complete
-/// and synced before it takes the old one's name.
+/// Seals `sealed` into `dir` in place of the key there, if any (a rotation): the new file is
+/// complete and synced before it takes the old one's name.
 pub(crate) fn replace(
     platform: &dyn enclave::Platform,
     dir: &Path,
     sealed: &Sealed,
 ) -> Result<(), Error> {
-    write(platform, dir, sealed)
-}
-
-fn write(platform: &dyn enclave::Platform, dir: &Path, sealed: &Sealed) -> Result<(), Error> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut plain = zeroize::Zeroizing::new(Vec::with_capacity(88));
     plain.extend_from_slice(&sealed.id.0);
