@@ -13,6 +13,28 @@ use wire::cluster::{Challenge, Initialized, JoinAnswer, JoinRequest, Removed, Ro
 use crate::error::ErrorBody;
 use crate::{ApiError, AppState};
 
+/// Journals what an operator's `command` did: `action` on `subject`, with `detail`.
+fn operator_audit(
+    state: &AppState,
+    action: &str,
+    subject: &str,
+    detail: BTreeMap<String, String>,
+    command: &str,
+) {
+    state.client.journal().append(
+        None,
+        None,
+        Event::Audit {
+            action: action.into(),
+            subject: subject.into(),
+            detail,
+        },
+        Cause::Operator {
+            command: command.into(),
+        },
+    );
+}
+
 /// The cluster, this node and the members, as the database records them.
 #[utoipa::path(get, path = "/v1/cluster", tag = "cluster",
     responses(
@@ -38,17 +60,12 @@ pub(crate) async fn init(
     let mut detail = BTreeMap::new();
     detail.insert("key_check".to_owned(), made.key_check.clone());
     detail.insert("policy".to_owned(), made.policy.to_string());
-    state.client.journal().append(
-        None,
-        None,
-        Event::Audit {
-            action: "cluster.initialized".into(),
-            subject: made.id.clone(),
-            detail,
-        },
-        Cause::Operator {
-            command: "cluster init".into(),
-        },
+    operator_audit(
+        &state,
+        "cluster.initialized",
+        &made.id,
+        detail,
+        "cluster init",
     );
     Ok((axum::http::StatusCode::CREATED, Json(made)))
 }
@@ -70,17 +87,12 @@ pub(crate) async fn remove(
     let mut detail = BTreeMap::new();
     detail.insert("was_member".to_owned(), removed.was_member.to_string());
     detail.insert("removed_by".to_owned(), removed.removed_by.clone());
-    state.client.journal().append(
-        None,
-        None,
-        Event::Audit {
-            action: "cluster.removed".into(),
-            subject: removed.node.clone(),
-            detail,
-        },
-        Cause::Operator {
-            command: "cluster remove".into(),
-        },
+    operator_audit(
+        &state,
+        "cluster.removed",
+        &removed.node,
+        detail,
+        "cluster remove",
     );
     Ok(Json(removed))
 }
@@ -111,17 +123,12 @@ pub(crate) async fn rotate(State(state): State<AppState>) -> Result<Json<Rotated
             .join(","),
     );
     detail.insert("rewrapped".to_owned(), rotated.rewrapped.to_string());
-    state.client.journal().append(
-        None,
-        None,
-        Event::Audit {
-            action: "cluster.rotated".into(),
-            subject: rotated.node.clone(),
-            detail,
-        },
-        Cause::Operator {
-            command: "cluster rotate".into(),
-        },
+    operator_audit(
+        &state,
+        "cluster.rotated",
+        &rotated.node,
+        detail,
+        "cluster rotate",
     );
     Ok(Json(rotated))
 }
