@@ -7,11 +7,21 @@
 //!   through the service is measured twice: from criterion's thread (`service`,
 //!   `bus_round_trip`: every call wakes the runtime's worker thread and waits to be woken back),
 //!   and from a task on the runtime (`service_on_runtime`, `bus_round_trip_on_runtime`: as the
-//!   HTTP API calls it, so a call is a channel hop on the same worker, no thread wake-up).
+//!   HTTP API calls it, so a call is a channel hop on the same worker, no thread wake-up); and
+//!   `inline`: as the HTTP API predicts with a model the service has loaded, on the caller's own
+//!   task through [`ai::Inline`], with no bus hop.
 //! - `train/*`: fitting the fixture datasets with this crate's trainers; scikit-learn's fit times
 //!   for the same data are in the same file.
 //!
 //! Run: `cargo bench -p ai --bench inference`
+//!
+//! `AI_COUNT=MODEL,raw|inline|service,N` (for example `mlp,service,20000`) makes N predictions of
+//! one model (raw tract, on the caller's task as the API makes them, or through the service from a
+//! task on the runtime) and exits: for an instruction
+//! count under callgrind, the same from run to run on this noisy machine. Two runs with different
+//! N give the instructions per prediction, (I(N2) - I(N1)) / (N2 - N1).
+
+#![allow(clippy::print_stdout)]
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -61,18 +71,20 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let platform: Arc<dyn enclave::Platform> =
         Arc::new(enclave::Simulation::open(dir.path(), b"bench", b"", 1).expect("simulation"));
-    let (_runtime, handle) = rt.block_on(async {
+    let (_runtime, handle, inline) = rt.block_on(async {
         let mut b = Builder::new(Journal::in_memory());
         let crypto = b.add(crypto::Crypto::new(dir.path(), platform.clone()));
         let storage = b.add(storage::Storage::new(dir.path(), platform, crypto));
-        let handle = b.add(ai::Ai::new(storage));
+        let service = ai::Ai::new(storage);
+        let inline = service.inline();
+        let handle = b.add(service);
         let runtime = b.start().expect("start");
         runtime
             .readiness()
             .wait_for(|r| r.level == RuntimeLevel::Ready)
             .await
             .expect("ready");
-        (runtime, handle)
+        (runtime, handle, inline)
     });
 
     // `iters` calls made one after the other by a task on the runtime; the time they took.
@@ -90,6 +102,14 @@ fn bench(c: &mut Criterion) {
         })
     };
 
+    let count = std::env::var("AI_COUNT").ok().map(|spec| {
+        let parts: Vec<String> = spec.split(',').map(str::to_owned).collect();
+        let [model, how, n] = &parts[..] else {
+            panic!("AI_COUNT is MODEL,raw|inline|service,N, not {spec:?}");
+        };
+        let n: u64 = n.parse().expect("N is a number");
+        (model.clone(), how.clone(), n)
+    });
     let mut group = c.benchmark_group("inference");
     let jobs = {
         let handle = handle.clone();
@@ -110,10 +130,12 @@ fn bench(c: &mut Criterion) {
         })
     };
     // The bus round trip alone: a request the service answers at once (no jobs to list).
-    group.bench_function("bus_round_trip", |b| b.to_async(&rt).iter(|| jobs()));
-    group.bench_function("bus_round_trip_on_runtime", |b| {
-        b.iter_custom(|iters| on_runtime(iters, jobs.clone()))
-    });
+    if count.is_none() {
+        group.bench_function("bus_round_trip", |b| b.to_async(&rt).iter(|| jobs()));
+        group.bench_function("bus_round_trip_on_runtime", |b| {
+            b.iter_custom(|iters| on_runtime(iters, jobs.clone()))
+        });
+    }
     for model in ["mlp", "mlp_big"] {
         let file = std::fs::read(fixture(&format!("{model}.onnx"))).expect("model");
         let (shape, data) = input(model);
@@ -126,14 +148,23 @@ fn bench(c: &mut Criterion) {
             .and_then(|m| m.into_runnable())
             .expect("tract loads the fixture");
         let floats: Vec<f32> = data.iter().map(|v| *v as f32).collect();
-        group.bench_function(format!("{model}/raw_tract"), |b| {
-            b.iter(|| {
-                let tensor = tract_ndarray::ArrayD::from_shape_vec(shape.clone(), floats.clone())
-                    .expect("shape")
-                    .into_tensor();
-                black_box(plan.run(tvec!(tensor.into_tvalue())).expect("run"))
-            })
-        });
+        let raw = || {
+            let tensor = tract_ndarray::ArrayD::from_shape_vec(shape.clone(), floats.clone())
+                .expect("shape")
+                .into_tensor();
+            black_box(plan.run(tvec!(tensor.into_tvalue())).expect("run"))
+        };
+        if let Some((m, how, n)) = &count
+            && m == model
+            && how == "raw"
+        {
+            (0..*n).for_each(|_| drop(raw()));
+            println!("{model} raw x{n}");
+            std::process::exit(0);
+        }
+        if count.is_none() {
+            group.bench_function(format!("{model}/raw_tract"), |b| b.iter(raw));
+        }
 
         let info = rt
             .block_on(handle.call(|reply| Request::Upload {
@@ -148,6 +179,9 @@ fn bench(c: &mut Criterion) {
             "x".to_owned(),
             Tensor::f32(shape.clone(), data.iter().copied()),
         )]);
+        let input = PredictInput::Tensors {
+            inputs: inputs.clone(),
+        };
         let predict = {
             let (handle, id, inputs) = (handle.clone(), info.id.clone(), inputs.clone());
             Arc::new(move || -> CallFuture {
@@ -167,6 +201,31 @@ fn bench(c: &mut Criterion) {
                 })
             })
         };
+        // As the HTTP API predicts with a model already loaded: on the caller's own task.
+        let local = || {
+            let answer = inline.predict(&handle, "bench", &info.id, &input);
+            black_box(answer.expect("loaded").expect("predicted"))
+        };
+        if let Some((m, how, n)) = &count
+            && m == model
+            && how == "inline"
+        {
+            (0..*n).for_each(|_| drop(local()));
+            println!("{model} inline x{n}");
+            std::process::exit(0);
+        }
+        if let Some((m, how, n)) = &count
+            && m == model
+            && how == "service"
+        {
+            on_runtime(*n, predict.clone());
+            println!("{model} service x{n}");
+            std::process::exit(0);
+        }
+        if count.is_some() {
+            continue;
+        }
+        group.bench_function(format!("{model}/inline"), |b| b.iter(local));
         group.bench_function(format!("{model}/service"), |b| {
             b.to_async(&rt).iter(|| predict())
         });

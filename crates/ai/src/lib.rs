@@ -9,6 +9,7 @@
 //! account has a bounded number of them queued or running.
 
 mod cache;
+mod inline;
 mod onnx;
 mod service;
 mod store;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use runtime::{Reply, ServiceName};
 
+pub use crate::inline::Inline;
 pub use crate::onnx::{Loaded, load as load_model};
 pub use crate::service::{
     Ai, CACHE_BYTES, MAX_ACTIVE_JOBS_PER_ACCOUNT, MAX_DATASET_ROWS, MAX_FEATURES,
@@ -211,7 +213,7 @@ impl runtime::bus::Operation for Request {
             Request::Models { .. } => "models",
             Request::Model { .. } => "model",
             Request::Delete { .. } => "delete",
-            Request::Predict { .. } => "predict",
+            Request::Predict { .. } => inline::PREDICT,
             Request::Train { .. } => "train",
             Request::Job { .. } => "job",
             Request::Jobs { .. } => "jobs",

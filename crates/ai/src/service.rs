@@ -1,9 +1,9 @@
 //! The ai service itself: its recipe (the spec and the settings it declares), the incarnation's
 //! loop, and its running state (the model cache, the training jobs, the blocking threads).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use runtime::clock::now_ms;
@@ -14,8 +14,8 @@ use runtime::{Context, Kind, Priority, Service, ServiceError, Spec};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 
-use crate::Tensor;
-use crate::cache::{Cache, LOADED_COST_FACTOR};
+use crate::cache::LOADED_COST_FACTOR;
+use crate::inline::{Inline, Models, is_small};
 use crate::onnx;
 use crate::store::{Record, Store, sha256_hex};
 use crate::train::{self, Trained};
@@ -86,24 +86,28 @@ pub const MAX_FINISHED_JOBS: Setting<usize> = Setting::new(
     "finished training jobs kept per account",
 );
 
-/// Inference this small runs on the request's own task (a short burst, well under a millisecond);
-/// anything larger goes to the service's blocking threads.
-const INLINE_MODEL_BYTES: u64 = 4 << 20;
-const INLINE_INPUT_ELEMENTS: usize = 16 << 10;
-
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The recipe.
 #[derive(Debug)]
 pub struct Ai {
     storage: storage::Handle,
+    /// Shared by every incarnation and replica, and lent through [`Inline`].
+    models: Arc<Models>,
 }
 
 impl Ai {
     pub fn new(storage: storage::Handle) -> Self {
         Ai {
             storage: storage.with_caller(&NAME),
+            models: Arc::default(),
         }
+    }
+
+    /// Predictions of small models the service has loaded, made on the caller's own task (the
+    /// HTTP API's): see [`Inline`].
+    pub fn inline(&self) -> Inline {
+        Inline::new(self.models.clone())
     }
 
     pub fn default_spec() -> Spec {
@@ -183,9 +187,16 @@ impl Service for Ai {
                 storage: self.storage.clone(),
             },
             threads: Semaphore::new(usize::from(spec.resources.cpu_cores.max(1))),
-            cache: Mutex::new(Cache::default()),
+            models: self.models.clone(),
         });
         let mut settings = Settings::of(&spec);
+        self.models
+            .set_max_input_elements(settings.max_input_elements);
+        // An incarnation starts with nothing loaded, as if the process had just started.
+        self.models.cache().shrink(0);
+        // A change of settings applies when it comes, not at the next request: predictions made
+        // through [`Inline`] read the input limit without asking the service.
+        let mut changes = cx.spec_changes().clone();
         let mut tasks = JoinSet::new();
         let (reports, mut reported) = mpsc::unbounded_channel();
         let mut training = Training {
@@ -197,17 +208,13 @@ impl Service for Ai {
             tokio::select! {
                 request = cx.recv() => {
                     let Some(request) = request else { break };
-                    if cx.spec_changes().has_changed().unwrap_or(false) {
-                        settings = Settings::of(&cx.spec_changes().borrow_and_update().clone());
-                        // A lowered budget applies now, not at the next model loaded.
-                        state
-                            .cache
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .shrink(settings.cache_bytes);
-                        training.table.set_keep_finished(settings.max_finished_jobs);
+                    if changes.has_changed().unwrap_or(false) {
+                        settings = self.apply(&changes.borrow_and_update().clone(), &mut training);
                     }
                     state.handle(request, settings, &mut training, &mut tasks);
+                }
+                Ok(()) = changes.changed() => {
+                    settings = self.apply(&changes.borrow_and_update().clone(), &mut training);
                 }
                 Some(report) = reported.recv() => training.report(report),
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -216,6 +223,19 @@ impl Service for Ai {
         // Running training jobs see the service go: cancel them.
         training.table.cancel_all();
         Ok(())
+    }
+}
+
+impl Ai {
+    /// The settings of `spec`, applied now to what outlives a request: a lowered budget evicts
+    /// models at once, not at the next model loaded.
+    fn apply(&self, spec: &Spec, training: &mut Training) -> Settings {
+        let settings = Settings::of(spec);
+        self.models.cache().shrink(settings.cache_bytes);
+        self.models
+            .set_max_input_elements(settings.max_input_elements);
+        training.table.set_keep_finished(settings.max_finished_jobs);
+        settings
     }
 }
 
@@ -283,13 +303,7 @@ struct State {
     store: Store,
     /// Blocking work (loading, inference, training) holds one of these: at most `cpu_cores` at once.
     threads: Semaphore,
-    cache: Mutex<Cache>,
-}
-
-/// Whether running `inputs` through a model of `size` bytes is short enough to do in place.
-fn is_small(size: u64, inputs: &BTreeMap<String, Tensor>) -> bool {
-    let elements: usize = inputs.values().map(|t| t.data.len()).sum();
-    size <= INLINE_MODEL_BYTES && elements <= INLINE_INPUT_ELEMENTS
+    models: Arc<Models>,
 }
 
 impl State {
@@ -323,10 +337,7 @@ impl State {
             Request::Delete { owner, id, reply } => {
                 tasks.spawn(async move {
                     let result = this.store.delete(&owner, &id).await;
-                    this.cache
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&(owner, id));
+                    this.models.cache().remove(&(owner, id));
                     reply.send(result);
                 });
             }
@@ -338,11 +349,7 @@ impl State {
             } => {
                 // A small ONNX model already loaded answers here, without a task of its own.
                 let key = (owner, id);
-                let cached = self
-                    .cache
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&key);
+                let cached = self.models.cache().get(&key);
                 if let (Some((model, size)), PredictInput::Tensors { inputs }) = (&cached, &input)
                     && is_small(*size, inputs)
                 {
@@ -401,7 +408,7 @@ impl State {
             Request::Purge { owner, reply } => {
                 let stopped = training.table.purge(&owner);
                 {
-                    let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut cache = self.models.cache();
                     let theirs: Vec<_> = cache
                         .models
                         .keys()
@@ -487,7 +494,7 @@ impl State {
             trained: None,
         };
         self.store.put(&record, Some(&file)).await?;
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(
+        self.models.cache().insert(
             (owner, info.id.clone()),
             Arc::new(loaded),
             cost,
@@ -504,11 +511,7 @@ impl State {
         settings: Settings,
     ) -> Result<Prediction, Error> {
         let key = (owner, id);
-        let cached = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key);
+        let cached = self.models.cache().get(&key);
         let (model, size) = match cached {
             Some(found) => found,
             None => {
@@ -523,7 +526,7 @@ impl State {
                 }
                 let file = self.store.file(&record).await?;
                 let loaded = Arc::new(self.blocking(move || onnx::load(&file)).await?);
-                self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(
+                self.models.cache().insert(
                     key.clone(),
                     loaded.clone(),
                     record.info.size_bytes * LOADED_COST_FACTOR,

@@ -79,22 +79,6 @@ impl Fixture {
             .expect("ai is up again");
     }
 
-    async fn reconfigure_ai(&self, change: impl FnOnce(&mut runtime::Spec)) {
-        let mut spec = ai::Ai::default_spec();
-        change(&mut spec);
-        self.rt
-            .client()
-            .reconfigure(
-                vec![spec],
-                Default::default(),
-                runtime::journal::Cause::Operator {
-                    command: "test".into(),
-                },
-            )
-            .await
-            .expect("the change is accepted");
-    }
-
     async fn models(&self, owner: &str) -> Vec<String> {
         self.ask(|reply| Request::Models {
             owner: owner.into(),

@@ -89,6 +89,8 @@ pub struct Shared {
     pub oracle: ::oracle::Handle,
     /// The ai service (optional, as the oracle).
     pub ai: ::ai::Handle,
+    /// Predictions of small models the ai service has loaded, made on the request's own task.
+    pub ai_inline: ::ai::Inline,
     /// This node in its cluster (on PostgreSQL), or a node of none.
     pub cluster: std::sync::Arc<::cluster::Node>,
     /// Cancelled when the server shuts down, so long-lived streams end.

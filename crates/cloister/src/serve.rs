@@ -590,6 +590,7 @@ async fn serve(start: Start) -> anyhow::Result<Ended> {
         computation: services.computation,
         oracle: services.oracle,
         ai: services.ai,
+        ai_inline: services.ai_inline,
         cluster: cluster.clone(),
         shutdown: shutdown.clone(),
     });

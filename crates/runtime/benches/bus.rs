@@ -139,8 +139,14 @@ impl RoundTrip for Cloister {
 }
 
 fn cloister() -> Contender {
+    cloister_with(true)
+}
+
+/// Cloister's bus with its latency figures recorded or not (`Bus::set_metrics`).
+fn cloister_with(figures: bool) -> Contender {
     let rt = tokio_runtime();
     let mut builder = Builder::new(Journal::in_memory());
+    builder.bus().set_metrics(figures);
     let handles = (0..SERVICES)
         .map(|i| {
             let name = ServiceName::new(&format!("echo-{i}")).expect("a valid service name");
@@ -476,7 +482,8 @@ fn interleaved(contenders: &[Contender]) {
 }
 
 /// `BUS_COUNT=CONTENDER,VARIANT,N` (for example `cloister,sequential,200000`): runs N round trips
-/// per caller of one contender and exits, for an instruction count under callgrind, which is the
+/// per caller of one contender (`cloister`, `cloister-nofigures`: without the latency figures, or
+/// `tokio`) and exits, for an instruction count under callgrind, which is the
 /// same from run to run on this noisy machine. Two runs with different N give the instructions
 /// per call: (I(N2) - I(N1)) / (N2 - N1), the start and stop cancelling out.
 fn count_only() -> bool {
@@ -495,8 +502,9 @@ fn count_only() -> bool {
     let n: u64 = n.parse().expect("N is a number");
     let contender = match name {
         "cloister" => cloister(),
+        "cloister-nofigures" => cloister_with(false),
         "tokio" => raw_tokio(),
-        other => panic!("contender {other:?}: cloister or tokio"),
+        other => panic!("contender {other:?}: cloister, cloister-nofigures or tokio"),
     };
     let elapsed = (contender.run)(variant, n);
     println!("{name} {} x{n}: {elapsed:?}", variant.label());

@@ -124,6 +124,8 @@ pub struct Stack {
     pub computation: computation::Handle,
     pub oracle: oracle::Handle,
     pub ai: ai::Handle,
+    /// Answers predictions of small models the ai service has loaded, without a bus round trip.
+    pub ai_inline: ai::Inline,
 }
 
 /// Registers the six built-in services on `builder`, dependencies first, and disables every name
@@ -184,10 +186,9 @@ pub fn build(
         oracle::Oracle::new(crypto.clone(), computation.clone(), platform),
         spec(&oracle::NAME, oracle::Oracle::default_spec),
     );
-    let ai = builder.add_with_spec(
-        ai::Ai::new(storage.clone()),
-        spec(&ai::NAME, ai::Ai::default_spec),
-    );
+    let service = ai::Ai::new(storage.clone());
+    let ai_inline = service.inline();
+    let ai = builder.add_with_spec(service, spec(&ai::NAME, ai::Ai::default_spec));
     for name in disabled {
         builder.disable(name.clone());
     }
@@ -199,5 +200,6 @@ pub fn build(
         computation,
         oracle,
         ai,
+        ai_inline,
     }
 }

@@ -182,6 +182,7 @@ pub async fn start(setup: Setup) -> Harness {
         computation: services.computation,
         oracle: services.oracle,
         ai: services.ai,
+        ai_inline: services.ai_inline,
         cluster,
         shutdown: CancellationToken::new(),
     });

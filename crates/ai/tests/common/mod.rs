@@ -36,6 +36,8 @@ pub fn floats(v: &Value) -> Vec<f64> {
 
 pub struct Fixture {
     pub ai: ai::Handle,
+    /// Predictions made on the test's own task, as the HTTP API makes them.
+    pub inline: ai::Inline,
     pub storage: storage::Handle,
     pub rt: runtime::Runtime,
     _dir: tempfile::TempDir,
@@ -65,7 +67,9 @@ pub async fn start_with(
     );
     let mut spec = ai::Ai::default_spec();
     configure(&mut spec);
-    let ai = b.add_with_spec(ai::Ai::new(storage.clone()), spec);
+    let service = ai::Ai::new(storage.clone());
+    let inline = service.inline();
+    let ai = b.add_with_spec(service, spec);
     let rt = b.start().expect("start");
     rt.readiness()
         .wait_for(|r| r.level == RuntimeLevel::Ready)
@@ -73,6 +77,7 @@ pub async fn start_with(
         .expect("ready");
     Fixture {
         ai,
+        inline,
         storage,
         rt,
         _dir: dir,
@@ -80,6 +85,23 @@ pub async fn start_with(
 }
 
 impl Fixture {
+    /// Changes the ai spec through the runtime, as hot configuration does.
+    pub async fn reconfigure_ai(&self, change: impl FnOnce(&mut runtime::Spec)) {
+        let mut spec = ai::Ai::default_spec();
+        change(&mut spec);
+        self.rt
+            .client()
+            .reconfigure(
+                vec![spec],
+                Default::default(),
+                runtime::journal::Cause::Operator {
+                    command: "test".into(),
+                },
+            )
+            .await
+            .expect("the change is accepted");
+    }
+
     pub async fn ask<T>(
         &self,
         make: impl FnOnce(runtime::Reply<Result<T, Error>>) -> Request,

@@ -468,6 +468,27 @@ impl<R: Operation> Handle<R> {
         }
     }
 
+    /// Whether the service takes requests now. A caller that answers from state the service lent
+    /// it (a model already loaded, say) asks this first, so a stopped, failed or disabled service
+    /// answers nothing through it either.
+    pub fn is_open(&self) -> bool {
+        self.mailbox.gate.load(Ordering::Acquire) == OPEN
+    }
+
+    /// Counts a request the caller answered itself from state the service lent it, begun at
+    /// `started`, in the service's figures as an answered call of `operation`: so the edge's
+    /// counters, the latency figures, the dashboard and the autoscaler see that work too.
+    pub fn count_local(&self, operation: &'static str, started: Instant) {
+        let edge = &self.edge;
+        edge.calls.fetch_add(1, Ordering::Relaxed);
+        edge.handled.fetch_add(1, Ordering::Relaxed);
+        if self.edges.metrics.load(Ordering::Relaxed) {
+            let elapsed = Instant::now().saturating_duration_since(started);
+            edge.latency.record(elapsed);
+            self.mailbox.operations.record(operation, elapsed, true);
+        }
+    }
+
     /// Requests waiting in the mailbox.
     pub fn queue_depth(&self) -> usize {
         self.mailbox.queue.len()
