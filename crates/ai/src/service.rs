@@ -192,8 +192,11 @@ impl Service for Ai {
         let mut settings = Settings::of(&spec);
         self.models
             .set_max_input_elements(settings.max_input_elements);
-        // An incarnation starts with nothing loaded, as if the process had just started.
-        self.models.cache().shrink(0);
+        // The first replica starts with nothing loaded, as if the process had just started (a
+        // replica added beside it finds what is loaded already).
+        if cx.replica() == 0 {
+            self.models.cache().shrink(0);
+        }
         // A change of settings applies when it comes, not at the next request: predictions made
         // through [`Inline`] read the input limit without asking the service.
         let mut changes = cx.spec_changes().clone();
