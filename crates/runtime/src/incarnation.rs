@@ -2,7 +2,10 @@
 //! messages that overtake its data, the reports it sends back, and the liveness probe that pings it
 //! through its own control channel.
 
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::event::Fault;
@@ -33,10 +36,50 @@ pub(crate) enum Control {
     Fault(Fault),
 }
 
+/// The supervisor's side of an incarnation's control channel. Sending wakes the incarnation
+/// through its mailbox's wake-up, so an idle incarnation waits on one thing (its mailbox) rather
+/// than on two, and the last sender's drop wakes it too, to see the channel closed.
+#[derive(Clone)]
+pub(crate) struct ControlSender(Arc<ControlInner>);
+
+struct ControlInner {
+    tx: Option<mpsc::Sender<Control>>,
+    ready: Arc<Notify>,
+}
+
+impl ControlSender {
+    pub(crate) fn new(tx: mpsc::Sender<Control>, ready: Arc<Notify>) -> Self {
+        ControlSender(Arc::new(ControlInner {
+            tx: Some(tx),
+            ready,
+        }))
+    }
+
+    pub(crate) fn try_send(&self, control: Control) -> Result<(), TrySendError<Control>> {
+        // `tx` is taken only as the last sender drops.
+        let Some(tx) = &self.0.tx else {
+            return Err(TrySendError::Closed(control));
+        };
+        let result = tx.try_send(control);
+        if result.is_ok() {
+            // Every waiting replica wakes; those the message is not for look and wait again.
+            self.0.ready.notify_waiters();
+        }
+        result
+    }
+}
+
+impl Drop for ControlInner {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        self.ready.notify_waiters();
+    }
+}
+
 /// Pings through `control` every `interval`; returns the number of consecutive misses once it reaches
 /// the threshold, or `None` when cancelled or when the incarnation's control channel is gone.
 pub(crate) async fn probe(
-    control: mpsc::Sender<Control>,
+    control: ControlSender,
     policy: HealthPolicy,
     cancel: CancellationToken,
 ) -> Option<u32> {
@@ -54,8 +97,8 @@ pub(crate) async fn probe(
                 _ = cancel.cancelled() => return None,
                 r = tokio::time::timeout(policy.timeout, rx) => matches!(r, Ok(Ok(()))),
             },
-            Err(mpsc::error::TrySendError::Full(_)) => false,
-            Err(mpsc::error::TrySendError::Closed(_)) => return None,
+            Err(TrySendError::Full(_)) => false,
+            Err(TrySendError::Closed(_)) => return None,
         };
         missed = if answered { 0 } else { missed + 1 };
         if missed >= policy.failure_threshold.max(1) {

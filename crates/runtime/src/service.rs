@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Bus, DeadLetterReason, Envelope, Mailbox, MailboxControl};
+use crate::bus::{Bus, DeadLetterReason, Mailbox, MailboxControl};
 use crate::event::Fault;
 use crate::health::Health;
 use crate::incarnation::{Control, IncarnationId, Report};
@@ -236,37 +237,48 @@ impl<R: crate::bus::Operation> Context<R> {
         // The previous request is done with: what runs until the next one has no deadline.
         crate::deadline::set(None);
         loop {
-            tokio::select! {
-                biased;
-                control = self.control.recv() => match control {
-                    Some(Control::Ping(answer)) => {
-                        let _ = answer.send(());
-                    }
-                    Some(Control::Stop) | None => return None,
-                    Some(Control::Fault(Fault::Panic)) => {
-                        panic!("injected fault: panic in {} (generation {})", self.name, self.id.generation)
-                    }
-                    Some(Control::Fault(Fault::Hang)) => {
-                        self.hung = true;
-                        std::future::pending::<()>().await;
-                    }
-                    Some(Control::Fault(Fault::Error)) => {
-                        self.injected_error.store(true, Ordering::Release);
-                        return None;
-                    }
-                },
-                envelope = self.mailbox.queue.pop() => {
-                    let Envelope { message, tracker: _, deadline } = &envelope;
-                    if *deadline <= tokio::time::Instant::now() {
-                        self.mailbox.dead_letter(envelope, DeadLetterReason::DeadlineExpired);
-                        continue;
-                    }
-                    let _ = message;
-                    // Calls made while handling it inherit what is left of its deadline.
-                    crate::deadline::set(Some(*deadline));
-                    return Some(envelope.message);
+            // Registered before looking, so a control message or a request that comes between the
+            // look and the wait is not missed. One wake-up for both: the control sender wakes the
+            // mailbox's waiters too (`incarnation::ControlSender`).
+            let ready = self.mailbox.queue.ready().clone();
+            let mut woken = std::pin::pin!(ready.notified());
+            woken.as_mut().enable();
+            match self.control.try_recv() {
+                Ok(Control::Ping(answer)) => {
+                    let _ = answer.send(());
+                    continue;
                 }
+                Ok(Control::Stop) | Err(TryRecvError::Disconnected) => return None,
+                Ok(Control::Fault(Fault::Panic)) => {
+                    panic!(
+                        "injected fault: panic in {} (generation {})",
+                        self.name, self.id.generation
+                    )
+                }
+                Ok(Control::Fault(Fault::Hang)) => {
+                    self.hung = true;
+                    std::future::pending::<()>().await;
+                }
+                Ok(Control::Fault(Fault::Error)) => {
+                    self.injected_error.store(true, Ordering::Release);
+                    return None;
+                }
+                Err(TryRecvError::Empty) => {}
             }
+            if let Some(envelope) = self.mailbox.queue.try_pop() {
+                if envelope.deadline <= tokio::time::Instant::now() {
+                    self.mailbox
+                        .dead_letter(envelope, DeadLetterReason::DeadlineExpired);
+                    continue;
+                }
+                // A request taken without waiting still counts against the task's budget, so a
+                // service whose queue never empties yields to the others on its worker.
+                tokio::task::consume_budget().await;
+                // Calls made while handling it inherit what is left of its deadline.
+                crate::deadline::set(Some(envelope.deadline));
+                return Some(envelope.message);
+            }
+            woken.await;
         }
     }
 }

@@ -211,14 +211,14 @@ const OPEN: u8 = u8::MAX;
 /// listener each time it waits, that is, for nearly every request of a service that keeps up).
 pub(crate) struct Queue<T> {
     items: concurrent_queue::ConcurrentQueue<T>,
-    ready: tokio::sync::Notify,
+    ready: Arc<tokio::sync::Notify>,
 }
 
 impl<T> Queue<T> {
     fn new() -> Self {
         Queue {
             items: concurrent_queue::ConcurrentQueue::unbounded(),
-            ready: tokio::sync::Notify::new(),
+            ready: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -230,6 +230,12 @@ impl<T> Queue<T> {
         }
     }
 
+    /// What its receivers wait on: woken once per item pushed, and by the control sender
+    /// (`crate::incarnation::ControlSender`) for a control message, so an incarnation waits on one thing.
+    pub(crate) fn ready(&self) -> &Arc<tokio::sync::Notify> {
+        &self.ready
+    }
+
     /// The next item, if one is queued.
     pub(crate) fn try_pop(&self) -> Option<T> {
         self.items.pop().ok()
@@ -238,25 +244,6 @@ impl<T> Queue<T> {
     /// How many items are queued.
     pub(crate) fn len(&self) -> usize {
         self.items.len()
-    }
-
-    /// The next item, waiting for one. Cancel-safe: a receiver dropped after it was woken passes
-    /// the wake-up to another (`Notify` forwards a `notify_one` whose future is dropped), and
-    /// nothing is taken from the queue until the item is returned.
-    pub(crate) async fn pop(&self) -> T {
-        loop {
-            if let Some(item) = self.try_pop() {
-                return item;
-            }
-            let notified = self.ready.notified();
-            let mut notified = std::pin::pin!(notified);
-            // Registered before the second look, so a push between the two is not missed.
-            notified.as_mut().enable();
-            if let Some(item) = self.try_pop() {
-                return item;
-            }
-            notified.await;
-        }
     }
 }
 
@@ -355,6 +342,8 @@ impl<R: Send + 'static> Mailbox<R> {
 
 /// What the supervisor needs from a mailbox without knowing its request type.
 pub(crate) trait MailboxControl: Send + Sync {
+    /// What the service's incarnations wait on, for waking them with a control message.
+    fn ready(&self) -> Arc<tokio::sync::Notify>;
     fn set_state(&self, state: State);
     /// While shedding, requests beyond a small queue are refused at once.
     fn set_shedding(&self, on: bool);
@@ -370,6 +359,10 @@ pub(crate) trait MailboxControl: Send + Sync {
 impl<R: Send + 'static> MailboxControl for Mailbox<R> {
     fn operations(&self) -> Vec<super::stats::OperationSnapshot> {
         self.operations.snapshot()
+    }
+
+    fn ready(&self) -> Arc<tokio::sync::Notify> {
+        self.queue.ready().clone()
     }
 
     fn set_state(&self, state: State) {

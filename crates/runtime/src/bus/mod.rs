@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 pub use crate::breaker::{Admission, Breaker, BreakerPolicy, BreakerSnapshot, BreakerState};
 pub use dead_letter::{DeadLetters, Letter, Reason as DeadLetterReason};
 pub use mailbox::{CallError, Handle, Operation, Outcome, Reply};
-pub(crate) use mailbox::{Envelope, Mailbox, MailboxControl};
+pub(crate) use mailbox::{Mailbox, MailboxControl};
 pub use stats::{BUCKETS_US, EdgeSnapshot, HistogramSnapshot, OperationSnapshot};
 pub use topic::{Delivery, Message, MessageKind, Subscription};
 

@@ -34,7 +34,7 @@ use crate::bus::{Bus, DeadLetterReason};
 use crate::event::{Cause, Event, ExitOutcome};
 use crate::graph::Graph;
 use crate::health::Health;
-use crate::incarnation::{Control, IncarnationId, Report};
+use crate::incarnation::{IncarnationId, Report};
 use crate::journal::Journal;
 use crate::lifecycle::{Input, State, transition};
 use crate::recovery::History;
@@ -63,7 +63,7 @@ enum Timer {
 
 struct Replica {
     id: IncarnationId,
-    control: mpsc::Sender<Control>,
+    control: crate::incarnation::ControlSender,
     cancel: CancellationToken,
     abort: AbortHandle,
     ready: bool,

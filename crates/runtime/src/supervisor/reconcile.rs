@@ -121,7 +121,10 @@ impl Supervisor {
             slot,
             Replica {
                 id,
-                control: control_tx,
+                control: crate::incarnation::ControlSender::new(
+                    control_tx,
+                    e.service.mailbox().ready(),
+                ),
                 cancel,
                 abort,
                 ready: false,
