@@ -62,6 +62,22 @@ fn input(model: &str) -> (Vec<usize>, Vec<f64>) {
     (shape, data)
 }
 
+/// What `AI_COUNT` asks for: the model, how to predict, and how many times.
+type Count = Option<(String, String, u64)>;
+
+/// In count mode, makes the predictions `count` asks for if they are `how` of `model` (`run` with
+/// their number), then exits.
+fn count_and_exit(count: &Count, model: &str, how: &str, run: impl FnOnce(u64)) {
+    if let Some((m, h, n)) = count
+        && m == model
+        && h == how
+    {
+        run(*n);
+        println!("{model} {how} x{n}");
+        std::process::exit(0);
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -102,7 +118,7 @@ fn bench(c: &mut Criterion) {
         })
     };
 
-    let count = std::env::var("AI_COUNT").ok().map(|spec| {
+    let count: Count = std::env::var("AI_COUNT").ok().map(|spec| {
         let parts: Vec<String> = spec.split(',').map(str::to_owned).collect();
         let [model, how, n] = &parts[..] else {
             panic!("AI_COUNT is MODEL,raw|inline|service,N, not {spec:?}");
@@ -154,14 +170,7 @@ fn bench(c: &mut Criterion) {
                 .into_tensor();
             black_box(plan.run(tvec!(tensor.into_tvalue())).expect("run"))
         };
-        if let Some((m, how, n)) = &count
-            && m == model
-            && how == "raw"
-        {
-            (0..*n).for_each(|_| drop(raw()));
-            println!("{model} raw x{n}");
-            std::process::exit(0);
-        }
+        count_and_exit(&count, model, "raw", |n| (0..n).for_each(|_| drop(raw())));
         if count.is_none() {
             group.bench_function(format!("{model}/raw_tract"), |b| b.iter(raw));
         }
@@ -206,22 +215,12 @@ fn bench(c: &mut Criterion) {
             let answer = inline.predict(&handle, "bench", &info.id, &input);
             black_box(answer.expect("loaded").expect("predicted"))
         };
-        if let Some((m, how, n)) = &count
-            && m == model
-            && how == "inline"
-        {
-            (0..*n).for_each(|_| drop(local()));
-            println!("{model} inline x{n}");
-            std::process::exit(0);
-        }
-        if let Some((m, how, n)) = &count
-            && m == model
-            && how == "service"
-        {
-            on_runtime(*n, predict.clone());
-            println!("{model} service x{n}");
-            std::process::exit(0);
-        }
+        count_and_exit(&count, model, "inline", |n| {
+            (0..n).for_each(|_| drop(local()));
+        });
+        count_and_exit(&count, model, "service", |n| {
+            on_runtime(n, predict.clone());
+        });
         if count.is_some() {
             continue;
         }

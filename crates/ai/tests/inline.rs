@@ -54,6 +54,18 @@ impl Fixture {
         (edge.handled, predictions)
     }
 
+    /// Changes the ai spec, and waits until the service has taken the change: any request it
+    /// answers after the change has taken it first.
+    async fn reconfigure_and_settle(&self, change: impl FnOnce(&mut runtime::Spec)) {
+        self.reconfigure_ai(change).await;
+        self.ask(|reply| Request::Jobs {
+            owner: "alice".into(),
+            reply,
+        })
+        .await
+        .expect("jobs");
+    }
+
     /// Waits for the ai service's journal entry after `since` that `event` matches.
     async fn wait_for(&self, since: u64, event: impl Fn(&Event) -> bool) {
         self.rt
@@ -102,27 +114,14 @@ async fn a_loaded_model_answers_on_the_callers_task_as_the_service_does_and_only
         Err(Error::NotFound(_))
     ));
 
-    // A lowered input limit applies here once the service has taken the change (any request it
-    // answers after the change has taken it).
-    f.reconfigure_ai(|spec| spec.set(&ai::MAX_INPUT_ELEMENTS, 3))
+    // A lowered input limit applies here once the service has taken the change.
+    f.reconfigure_and_settle(|spec| spec.set(&ai::MAX_INPUT_ELEMENTS, 3))
         .await;
-    f.ask(|reply| Request::Jobs {
-        owner: "alice".into(),
-        reply,
-    })
-    .await
-    .expect("jobs");
     assert!(matches!(
         f.inline_predict("alice", &model.id, &input()),
         Some(Err(Error::TooLarge { .. }))
     ));
-    f.reconfigure_ai(|_| {}).await;
-    f.ask(|reply| Request::Jobs {
-        owner: "alice".into(),
-        reply,
-    })
-    .await
-    .expect("jobs");
+    f.reconfigure_and_settle(|_| {}).await;
     assert!(matches!(
         f.inline_predict("alice", &model.id, &input()),
         Some(Ok(_))
