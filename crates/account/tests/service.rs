@@ -52,16 +52,21 @@ async fn ask<T>(
         .expect("the account service answers")
 }
 
+/// Creates the account `name`: the account and its first token.
+async fn create(f: &Fixture, name: &str) -> account::Created {
+    ask(f, |reply| Request::Create {
+        name: name.into(),
+        reply,
+    })
+    .await
+    .expect("created")
+}
+
 #[tokio::test]
 async fn tokens_resolve_expire_and_survive_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let f = start(dir.path()).await;
-    let created = ask(&f, |reply| Request::Create {
-        name: "alice".into(),
-        reply,
-    })
-    .await
-    .expect("created");
+    let created = create(&f, "alice").await;
     let id = created.account.id.clone();
     let first = created.token.secret.clone();
     let principal = f.gate.authenticate(&first).expect("the first token works");
@@ -172,12 +177,7 @@ async fn tokens_resolve_expire_and_survive_a_restart() {
 async fn the_token_limit_is_enforced_and_names_its_setting() {
     let dir = tempfile::tempdir().expect("tempdir");
     let f = start(dir.path()).await;
-    let created = ask(&f, |reply| Request::Create {
-        name: "many".into(),
-        reply,
-    })
-    .await
-    .expect("created");
+    let created = create(&f, "many").await;
     let limit = Account::default_spec().get(&account::MAX_TOKENS);
     for n in 1..limit {
         ask(&f, |reply| Request::IssueToken {
@@ -221,12 +221,7 @@ async fn the_token_limit_is_enforced_and_names_its_setting() {
 async fn a_deleted_account_leaves_no_values_keys_or_tokens() {
     let dir = tempfile::tempdir().expect("tempdir");
     let f = start(dir.path()).await;
-    let created = ask(&f, |reply| Request::Create {
-        name: "leaving".into(),
-        reply,
-    })
-    .await
-    .expect("created");
+    let created = create(&f, "leaving").await;
     let id = created.account.id.clone();
     f.storage
         .call(|reply| storage::Request::Put {
@@ -238,12 +233,7 @@ async fn a_deleted_account_leaves_no_values_keys_or_tokens() {
         .await
         .expect("call")
         .expect("put");
-    let stay = ask(&f, |reply| Request::Create {
-        name: "staying".into(),
-        reply,
-    })
-    .await
-    .expect("created");
+    let stay = create(&f, "staying").await;
 
     ask(&f, |reply| Request::Delete {
         id: id.clone(),
@@ -334,12 +324,7 @@ async fn token_secrets_are_never_stored_or_journaled() {
     use sha2::Digest;
     let dir = tempfile::tempdir().expect("tempdir");
     let f = start(dir.path()).await;
-    let created = ask(&f, |reply| Request::Create {
-        name: "alice".into(),
-        reply,
-    })
-    .await
-    .expect("created");
+    let created = create(&f, "alice").await;
     let issued = ask(&f, |reply| Request::IssueToken {
         id: created.account.id.clone(),
         grant: TokenGrant {
@@ -442,12 +427,7 @@ async fn account_names_are_unique_until_the_account_is_deleted() {
 async fn a_change_made_through_another_node_is_not_overwritten() {
     let dir = tempfile::tempdir().expect("tempdir");
     let f = start(dir.path()).await;
-    let created = ask(&f, |reply| Request::Create {
-        name: "alice".into(),
-        reply,
-    })
-    .await
-    .expect("created");
+    let created = create(&f, "alice").await;
     let id = created.account.id.clone();
 
     // The other node's write: the same record, disabled, straight into storage.
