@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-pub use counter::Counters;
+pub use counter::{Carried, CounterLog, Counters, LOG_SLOTS};
 pub use gramine::Gramine;
 /// Hardware SGX quotes verified against Intel's collateral (the verifier lives beside the quote
 /// format, in `quote/dcap.rs`).

@@ -125,7 +125,7 @@ pub(crate) fn associated_data(namespace: &str, key: &str, version: u64) -> Vec<u
 }
 
 /// One change in a commit.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Change {
     Put {
         namespace: String,
@@ -411,7 +411,8 @@ impl Db {
 
     /// Commits `changes` as sequence number `seq`, recording `new_namespaces` (namespace, key id),
     /// and the tag of the new state; `root` is the committed state's, and the new one is answered.
-    /// Deletes of absent keys are no-ops.
+    /// Deletes of absent keys are no-ops. A commit that is not `durable` is on disk only once a
+    /// later durable one is (`replay.rs` says when that is enough).
     pub(crate) fn commit(
         &self,
         seq: u64,
@@ -419,9 +420,10 @@ impl Db {
         changes: &[Change],
         keys: &StateKey,
         mut root: Root,
+        durable: bool,
     ) -> Result<Root, DbError> {
         guarded(|| {
-            let txn = self.db().begin_write().map_err(DbError::from)?;
+            let txn = self.begin_write(durable)?;
             {
                 let mut values = txn.open_table(VALUES).map_err(DbError::from)?;
                 for change in changes {
@@ -470,9 +472,10 @@ impl Db {
         namespace: &str,
         keys: &StateKey,
         mut root: Root,
+        durable: bool,
     ) -> Result<(usize, Root), DbError> {
         guarded(|| {
-            let txn = self.db().begin_write().map_err(DbError::from)?;
+            let txn = self.begin_write(durable)?;
             let dropped;
             {
                 let mut values = txn.open_table(VALUES).map_err(DbError::from)?;
@@ -500,6 +503,26 @@ impl Db {
             write_tag(&txn, seq, keys, &root)?;
             txn.commit().map_err(DbError::from)?;
             Ok((dropped, root))
+        })
+    }
+
+    fn begin_write(&self, durable: bool) -> Result<redb::WriteTransaction, DbError> {
+        let mut txn = self.db().begin_write().map_err(DbError::from)?;
+        if !durable {
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| DbError(format!("a commit without a sync: {e}")))?;
+        }
+        Ok(txn)
+    }
+
+    /// Makes every commit so far durable (an empty commit that syncs).
+    pub(crate) fn sync(&self) -> Result<(), DbError> {
+        guarded(|| {
+            self.db()
+                .begin_write()
+                .map_err(DbError::from)?
+                .commit()
+                .map_err(DbError::from)
         })
     }
 
@@ -581,6 +604,7 @@ mod tests {
                 &changes,
                 &k,
                 Root::default(),
+                true,
             )
             .expect("commit");
         let root = db
@@ -594,6 +618,7 @@ mod tests {
                 }],
                 &k,
                 root,
+                true,
             )
             .expect("commit");
         let keys = |(l, more): (Vec<Listed>, bool)| {
@@ -632,6 +657,7 @@ mod tests {
             ],
             &k,
             root,
+            true,
         )
         .expect("commit");
         assert!(!db.contains("alice", "a").expect("contains"));
@@ -684,11 +710,11 @@ mod tests {
         for (i, (namespaces, changes)) in commits.into_iter().enumerate() {
             let seq = i as u64 + 1;
             root = db
-                .commit(seq, &namespaces, &changes, &k, root)
+                .commit(seq, &namespaces, &changes, &k, root, true)
                 .expect("commit");
             check(seq, root);
         }
-        let (dropped, root) = db.drop_namespace(4, "a", &k, root).expect("drop");
+        let (dropped, root) = db.drop_namespace(4, "a", &k, root, true).expect("drop");
         assert_eq!(dropped, 2);
         check(4, root);
     }

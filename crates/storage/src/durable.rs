@@ -1,29 +1,32 @@
-//! When a commit counts: the freshness counter advanced after the database took it, and a commit
-//! whose outcome is unknown (PostgreSQL's connection broke mid-commit) settled before the next one.
+//! When a commit counts: the freshness counter advanced with it (redb, `replay.rs`) or after the
+//! database took it (PostgreSQL), and a commit whose outcome is unknown (PostgreSQL's connection
+//! broke mid-commit) settled before the next one.
 
 use super::{Fatal, State};
-use crate::Error;
 use crate::quota::Usages;
 
 impl State<'_> {
-    /// After commit `seq` was `written`, advances the freshness counter to `seq`: only then is
-    /// the commit acknowledged. A failed commit whose outcome is unknown leaves the state
-    /// unsettled ([`State::settle`]).
+    /// After commit `seq` was `written`, advances the freshness counter to `seq` unless the store
+    /// advanced it with the commit (redb): only then is the commit acknowledged. A failed commit
+    /// whose outcome is unknown leaves the state unsettled ([`State::settle`]).
     pub(super) async fn count<T>(
         &mut self,
         seq: u64,
-        written: Result<T, Error>,
+        written: Result<T, Fatal>,
     ) -> Result<T, Fatal> {
         let written = match written {
             Ok(written) => written,
-            Err(e) => {
+            Err(Fatal::No(e)) => {
                 if self.store.outcome_unknown(&e) {
                     self.unsettled = true;
                 }
                 return Err(Fatal::No(e));
             }
+            Err(fatal) => return Err(fatal),
         };
-        self.advance_counter(seq).await?;
+        if !self.store.counts_itself() {
+            self.advance_counter(seq).await?;
+        }
         Ok(written)
     }
 

@@ -6,10 +6,13 @@
 //!    deleted, added or copied in from another copy, or an edited commit number, fails here
 //!    ([`StateError::StateMismatch`]).
 //! 3. The commit number, now authenticated, is judged against the freshness counter
-//!    ([`enclave::fresh::judge`]): behind it is an older copy ([`StateError::RolledBack`]); ahead
-//!    by more than a crash leaves, or no counter file for a database that is not new, is a lost
-//!    counter ([`StateError::CounterLost`]); one ahead is a crash between commit and counter
-//!    advance, and the counter catches up.
+//!    ([`enclave::fresh::judge`]). Behind it, with the counter's slots holding every commit the
+//!    database lacks (a crash before the database synced them, `replay.rs`), those commits are
+//!    applied and the database is current; behind it otherwise is an older copy
+//!    ([`StateError::RolledBack`]); ahead by more than a crash leaves, or no counter file for a
+//!    database that is not new, is a lost counter ([`StateError::CounterLost`]); one ahead is a
+//!    crash between a commit too large for the counter's slot and the counter's advance, and the
+//!    counter catches up.
 //!
 //! A database without a sealed state (new, or written before the state digest existed) is sealed
 //! here if it is empty and at commit 0; otherwise it is refused ([`StateError::Untagged`]) until
@@ -20,9 +23,12 @@
 use enclave::fresh::{Stale, Verdict, judge};
 use enclave::{Counters, Platform};
 
+use std::collections::BTreeMap;
+
 use crate::db::{Db, DbError};
 use crate::digest::{Root, StateKey};
 use crate::postgres::Pg;
+use crate::replay;
 
 /// The freshness counter's name.
 pub(crate) const COUNTER: &str = "storage";
@@ -94,6 +100,8 @@ fn counter_error(e: enclave::SealError) -> StateError {
 struct Examined {
     seq: u64,
     counter: Option<u64>,
+    /// The commits the counter's slots carry (`replay.rs`).
+    payloads: BTreeMap<u64, Vec<u8>>,
     state: State,
 }
 
@@ -113,9 +121,11 @@ enum State {
 
 fn examine(db: &Db, platform: &dyn Platform, counters: &Counters) -> Result<Examined, StateError> {
     let stored = db.stored()?;
-    let counter = counters
-        .read_if_present(platform, COUNTER)
-        .map_err(counter_error)?;
+    let carried = counters.carried(platform, COUNTER).map_err(counter_error)?;
+    let (counter, payloads) = match carried {
+        Some(c) => (Some(c.value), c.payloads),
+        None => (None, BTreeMap::new()),
+    };
     let state = match stored.sealed {
         None => State::Unsealed {
             empty: stored.empty,
@@ -137,6 +147,7 @@ fn examine(db: &Db, platform: &dyn Platform, counters: &Counters) -> Result<Exam
     Ok(Examined {
         seq: stored.seq,
         counter,
+        payloads,
         state,
     })
 }
@@ -151,11 +162,13 @@ pub(crate) struct Opened {
     pub(crate) accepted: Option<StateError>,
 }
 
-/// What [`verify`] found: an authentic state at `seq`, with `entries` values and namespaces.
+/// What [`verify`] found: an authentic state at `seq`, with `entries` values and namespaces, and
+/// `pending` commits after it that the freshness counter carries and the next start applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verified {
     pub seq: u64,
     pub entries: u64,
+    pub pending: u64,
 }
 
 /// Checks the database as a start does and changes nothing: no new database is sealed, no
@@ -168,6 +181,7 @@ pub(crate) fn verify(
     let Examined {
         seq,
         counter,
+        payloads,
         state,
     } = examine(db, platform, counters)?;
     let entries = match state {
@@ -186,8 +200,19 @@ pub(crate) fn verify(
         State::Unsealed { .. } => return Err(StateError::Untagged { found: seq }),
         State::BadKey(detail) => return Err(StateError::StateKey { found: seq, detail }),
     };
+    if let Some(c) = counter.filter(|&c| replay::covers(&payloads, seq, c)) {
+        return Ok(Verified {
+            seq,
+            entries,
+            pending: c - seq,
+        });
+    }
     judge(seq, counter, None).map_err(StateError::stale)?;
-    Ok(Verified { seq, entries })
+    Ok(Verified {
+        seq,
+        entries,
+        pending: 0,
+    })
 }
 
 /// Checks the database at start, and makes it ready: seals a new database, lets the counter catch
@@ -199,8 +224,9 @@ pub(crate) fn open(
     accept: Option<u64>,
 ) -> Result<Opened, StateError> {
     let Examined {
-        seq,
+        mut seq,
         counter,
+        payloads,
         state,
     } = examine(db, platform, counters)?;
     // Moves the counter to `to` unless it is there (creating it at 0 for a new database).
@@ -215,44 +241,59 @@ pub(crate) fn open(
     let (sealed, refusal) = match state {
         State::Sealed {
             keys,
-            root,
+            mut root,
             authentic: true,
             ..
-        } => match judge(seq, counter, accept).map_err(StateError::stale)? {
-            Verdict::Current => {
-                counter_to(seq)?;
-                return Ok(Opened {
-                    seq,
-                    keys: *keys,
-                    root,
-                    accepted: None,
-                });
+        } => {
+            // Commits the counter carries and the database lacks (a crash before it synced them)
+            // are applied, unless the operator accepts this database as it is.
+            if let Some(c) =
+                counter.filter(|&c| accept != Some(seq) && replay::covers(&payloads, seq, c))
+            {
+                root = replay::apply(db, &keys, root, seq, c, &payloads)?;
+                tracing::info!(
+                    from = seq + 1,
+                    to = c,
+                    "storage: applied the commits the freshness counter carries and the database lacked"
+                );
+                seq = c;
             }
-            Verdict::CatchUp => {
-                let now = counters.advance(platform, COUNTER).map_err(counter_error)?;
-                if now != seq {
-                    return Err(StateError::Counter(format!(
-                        "advanced to {now} to catch up with commit {seq}: another writer?"
-                    )));
+            match judge(seq, counter, accept).map_err(StateError::stale)? {
+                Verdict::Current => {
+                    counter_to(seq)?;
+                    return Ok(Opened {
+                        seq,
+                        keys: *keys,
+                        root,
+                        accepted: None,
+                    });
                 }
-                return Ok(Opened {
-                    seq,
-                    keys: *keys,
-                    root,
-                    accepted: None,
-                });
+                Verdict::CatchUp => {
+                    let now = counters.advance(platform, COUNTER).map_err(counter_error)?;
+                    if now != seq {
+                        return Err(StateError::Counter(format!(
+                            "advanced to {now} to catch up with commit {seq}: another writer?"
+                        )));
+                    }
+                    return Ok(Opened {
+                        seq,
+                        keys: *keys,
+                        root,
+                        accepted: None,
+                    });
+                }
+                Verdict::Accepted { stale, to } => {
+                    db.seal_state(to, &keys, &root, None)?;
+                    counter_to(to)?;
+                    return Ok(Opened {
+                        seq: to,
+                        keys: *keys,
+                        root,
+                        accepted: Some(StateError::stale(stale)),
+                    });
+                }
             }
-            Verdict::Accepted { stale, to } => {
-                db.seal_state(to, &keys, &root, None)?;
-                counter_to(to)?;
-                return Ok(Opened {
-                    seq: to,
-                    keys: *keys,
-                    root,
-                    accepted: Some(StateError::stale(stale)),
-                });
-            }
-        },
+        }
         State::Sealed {
             keys,
             root,

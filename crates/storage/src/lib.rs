@@ -20,6 +20,7 @@ mod fresh;
 mod openers;
 pub mod postgres;
 mod quota;
+mod replay;
 mod service;
 mod store;
 
@@ -28,6 +29,7 @@ use std::time::Duration;
 use runtime::{CallError, Classify, ErrorKind, Reply, ServiceName};
 
 pub use db::{DbError, Listed, Record};
+pub use enclave::LOG_SLOTS;
 pub use fresh::{StateError, Verified};
 pub use quota::{Exceeded, MAX_ACCOUNT_BYTES, MAX_ACCOUNT_KEYS};
 pub use service::{MAX_BATCH_WRITES, MAX_KEY_BYTES, MAX_LIST_LIMIT, MAX_VALUE_BYTES, Storage};

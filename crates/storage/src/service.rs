@@ -13,7 +13,7 @@ use crate::fresh::{self, COUNTER, COUNTER_POSTGRES, Opened, StateError, Verified
 use crate::openers::Openers;
 use crate::postgres::Pg;
 use crate::quota::{MAX_ACCOUNT_BYTES, MAX_ACCOUNT_KEYS, Usages};
-use crate::store::Store;
+use crate::store::{Fatal, Logged, Store};
 use crate::{Backend, BadInput, Error, KEY_OWNER, NAME, Page, Request, Value, Write};
 
 use commit::MAX_ATTEMPTS;
@@ -158,11 +158,7 @@ impl Storage {
                     .map_err(|e| ServiceError::new(e.to_string()))?;
                 let opened = self.check_freshness(&db)?;
                 let seq = opened.seq;
-                let store = Store::Redb {
-                    db: Arc::new(db),
-                    keys: Arc::new(opened.keys),
-                    root: opened.root,
-                };
+                let store = self.redb_store(db, opened)?;
                 Ok((store, seq))
             }
             Backend::Postgres(target) => {
@@ -194,6 +190,28 @@ impl Storage {
                 }
             }
         }
+    }
+
+    /// The store over `db`, checked and `opened` at the commit it is at: from here on the counter
+    /// carries each commit and reuses its slots (`replay.rs`), so what the database holds now is
+    /// synced first (after a crash, the file may hold commits redb had not synced).
+    fn redb_store(&self, db: Db, opened: Opened) -> Result<Store, ServiceError> {
+        db.sync()
+            .map_err(|e| ServiceError::new(format!("syncing the database: {e}")))?;
+        let log = self
+            .counters
+            .log(&*self.platform, COUNTER)
+            .map_err(|e| ServiceError::new(format!("the freshness counter: {e}")))?;
+        Ok(Store::Redb {
+            db: Arc::new(db),
+            keys: Arc::new(opened.keys),
+            root: opened.root,
+            log: Arc::new(Mutex::new(Logged::new(
+                log,
+                opened.seq,
+                self.platform.clone(),
+            ))),
+        })
     }
 
     /// The name of the freshness counter this recipe's backend advances.
@@ -286,7 +304,11 @@ impl Service for Storage {
             }
             report_outage(&mut cx, &state.store, &mut degraded);
         }
-        Ok(())
+        state
+            .store
+            .close()
+            .await
+            .map_err(|e| ServiceError::new(format!("syncing the database as it stops: {e}")))
     }
 }
 
@@ -607,13 +629,6 @@ impl Pending {
             read => Err(read),
         }
     }
-}
-
-/// A write's failure, and whether it leaves the incarnation unable to go on.
-#[derive(Debug)]
-enum Fatal {
-    No(Error),
-    Yes(String),
 }
 
 #[path = "commit.rs"]

@@ -8,12 +8,94 @@
 //! number, which the counter follows, and each record's AES-GCM tag (`fresh.rs` and
 //! docs/security.md say what that does and does not detect).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use enclave::{CounterLog, Platform};
 
 use crate::Error;
 use crate::db::{Change, Db, DbError, Listed, Usage};
 use crate::digest::{Root, StateKey};
 use crate::postgres::{Locked, Pg};
+use crate::replay::{self, LOG_SLOTS};
+
+/// A write's failure, and whether it leaves the incarnation unable to go on: `Yes` when the
+/// database and the freshness counter may disagree, which only a fresh start (and its freshness
+/// check) sorts out.
+#[derive(Debug)]
+pub(crate) enum Fatal {
+    No(Error),
+    Yes(String),
+}
+
+/// The freshness counter of a redb store, whose advances carry the commits (`replay.rs`), and the
+/// last commit the database holds durably.
+#[derive(Debug)]
+pub(crate) struct Logged {
+    log: CounterLog,
+    durable: u64,
+    platform: Arc<dyn Platform>,
+}
+
+impl Logged {
+    /// `log` at the database's commit `durable`, which is on disk.
+    pub(crate) fn new(log: CounterLog, durable: u64, platform: Arc<dyn Platform>) -> Logged {
+        Logged {
+            log,
+            durable,
+            platform,
+        }
+    }
+
+    /// Commits `seq` (what it changes is `entry`) through `write`, told whether to sync. A commit
+    /// that fits a slot goes to the counter first, synced, and to the database without a sync
+    /// unless the counter's slots would otherwise outrun what the database holds durably; a
+    /// larger one goes to the database first, synced, and the counter follows carrying nothing.
+    fn commit<T>(
+        &mut self,
+        seq: u64,
+        entry: &[u8],
+        write: impl FnOnce(bool) -> Result<T, DbError>,
+    ) -> Result<T, Fatal> {
+        let counter = |e: enclave::SealError| {
+            Fatal::Yes(format!("advancing the freshness counter to {seq}: {e}"))
+        };
+        if entry.len() <= CounterLog::CAPACITY {
+            self.log
+                .advance(&*self.platform, seq, entry)
+                .map_err(counter)?;
+            // The slot the next commit takes holds commit `seq + 1 - LOG_SLOTS`: that one must be
+            // in the database durably by then.
+            let durable = seq.saturating_sub(self.durable) >= LOG_SLOTS;
+            let written = write(durable).map_err(|e| {
+                Fatal::Yes(format!(
+                    "commit {seq} is in the freshness counter, but the database did not take it                      ({e}); the next start applies it from the counter"
+                ))
+            })?;
+            if durable {
+                self.durable = seq;
+            }
+            Ok(written)
+        } else {
+            let written = write(true).map_err(|e| Fatal::No(Error::from(e)))?;
+            self.durable = seq;
+            self.log
+                .advance(&*self.platform, seq, &[])
+                .map_err(counter)?;
+            Ok(written)
+        }
+    }
+}
+
+/// Runs a logged redb commit on the blocking pool (it syncs).
+async fn logged<T: Send + 'static>(
+    log: &Arc<Mutex<Logged>>,
+    work: impl FnOnce(&mut Logged) -> Result<T, Fatal> + Send + 'static,
+) -> Result<T, Fatal> {
+    let log = log.clone();
+    tokio::task::spawn_blocking(move || work(&mut log.lock().unwrap_or_else(|p| p.into_inner())))
+        .await
+        .unwrap_or_else(|e| Err(Fatal::Yes(format!("the database task: {e}"))))
+}
 
 /// One incarnation's database.
 #[derive(Debug)]
@@ -23,6 +105,8 @@ pub(crate) enum Store {
         /// The state key, and the root of the committed state (`digest.rs`).
         keys: Arc<StateKey>,
         root: Root,
+        /// The freshness counter, which this store advances with each commit.
+        log: Arc<Mutex<Logged>>,
     },
     Postgres(Pg),
 }
@@ -44,6 +128,21 @@ impl Store {
     /// can move between two of this node's commits, and what was read may have changed.
     pub(crate) fn shared(&self) -> bool {
         matches!(self, Store::Postgres(_))
+    }
+
+    /// Whether this store advances the freshness counter itself, with each commit (redb); on
+    /// PostgreSQL the service advances it after the commit.
+    pub(crate) fn counts_itself(&self) -> bool {
+        matches!(self, Store::Redb { .. })
+    }
+
+    /// Makes every commit so far durable: when the service stops, so the next start finds them in
+    /// the database rather than in the counter.
+    pub(crate) async fn close(&self) -> Result<(), Error> {
+        match self {
+            Store::Redb { db, .. } => blocking(db, |db| db.sync()).await,
+            Store::Postgres(_) => Ok(()),
+        }
     }
 
     /// Whether an error from a commit leaves its outcome unknown (the database may have
@@ -127,8 +226,8 @@ impl Store {
 
     /// Commits `changes` as commit `seq`, recording `new_namespaces` (namespace, key id) and, on
     /// PostgreSQL, the namespaces' `usage` after it, in the transaction `locked` holds (a shared
-    /// database is committed to only under the lock). Deletes of absent keys are no-ops. The
-    /// freshness counter is the caller's.
+    /// database is committed to only under the lock). Deletes of absent keys are no-ops. On redb
+    /// the freshness counter advances with the commit ([`Store::counts_itself`]).
     pub(crate) async fn commit(
         &mut self,
         seq: u64,
@@ -136,22 +235,33 @@ impl Store {
         changes: Vec<Change>,
         usage: Vec<(String, Usage)>,
         locked: Option<Locked>,
-    ) -> Result<(), Error> {
+    ) -> Result<(), Fatal> {
         match self {
-            Store::Redb { db, keys, root } => {
-                let (keys, old) = (keys.clone(), *root);
-                *root = blocking(db, move |db| {
-                    db.commit(seq, &new_namespaces, &changes, &keys, old)
+            Store::Redb {
+                db,
+                keys,
+                root,
+                log,
+            } => {
+                let (db, keys, old) = (db.clone(), keys.clone(), *root);
+                let entry = replay::encode_commit(&new_namespaces, &changes);
+                *root = logged(log, move |log| {
+                    log.commit(seq, &entry, |durable| {
+                        db.commit(seq, &new_namespaces, &changes, &keys, old, durable)
+                    })
                 })
                 .await?;
                 Ok(())
             }
             Store::Postgres(pg) => {
                 let locked = locked.ok_or_else(|| {
-                    Error::Internal("a commit to a shared database without its lock".into())
+                    Fatal::No(Error::Internal(
+                        "a commit to a shared database without its lock".into(),
+                    ))
                 })?;
                 pg.commit_locked(locked, seq, &new_namespaces, &changes, &usage)
                     .await
+                    .map_err(Fatal::No)
             }
         }
     }
@@ -162,16 +272,26 @@ impl Store {
         &mut self,
         seq: u64,
         namespace: &str,
-    ) -> Result<Option<usize>, Error> {
+    ) -> Result<Option<usize>, Fatal> {
         match self {
-            Store::Redb { db, keys, root } => {
-                let (keys, old, ns) = (keys.clone(), *root, namespace.to_owned());
-                let (dropped, new) =
-                    blocking(db, move |db| db.drop_namespace(seq, &ns, &keys, old)).await?;
+            Store::Redb {
+                db,
+                keys,
+                root,
+                log,
+            } => {
+                let (db, keys, old, ns) = (db.clone(), keys.clone(), *root, namespace.to_owned());
+                let entry = replay::encode_drop(namespace);
+                let (dropped, new) = logged(log, move |log| {
+                    log.commit(seq, &entry, |durable| {
+                        db.drop_namespace(seq, &ns, &keys, old, durable)
+                    })
+                })
+                .await?;
                 *root = new;
                 Ok(Some(dropped))
             }
-            Store::Postgres(pg) => pg.drop_namespace(seq, namespace).await,
+            Store::Postgres(pg) => pg.drop_namespace(seq, namespace).await.map_err(Fatal::No),
         }
     }
 

@@ -96,12 +96,12 @@ async fn every_flipped_byte_is_detected_or_harmless() {
                 continue;
             }
         };
-        let store = crate::store::Store::Redb {
-            db: Arc::new(db),
-            keys: Arc::new(opened.keys),
-            root: opened.root,
+        let seq = opened.seq;
+        let Ok(store) = storage.redb_store(db, opened) else {
+            refused += 1;
+            continue;
         };
-        let mut state = State::new(store, opened.seq, &storage);
+        let mut state = State::new(store, seq, &storage);
         for (key, value) in KEYS {
             match state.get(NAMESPACE, key).await {
                 Ok(got) => {

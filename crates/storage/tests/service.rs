@@ -5,7 +5,8 @@ mod common;
 use std::path::Path;
 
 use common::{
-    Fixture, build, build_on, build_with, failure, platform, postgres, ready, start, start_on,
+    Fixture, build, build_on, build_with, failure, platform, postgres, ready, recipe, start,
+    start_on,
 };
 use test_support::postgres::Postgres;
 
@@ -25,6 +26,17 @@ async fn put(h: &storage::Handle, ns: &str, key: &str, value: &[u8]) -> Result<u
     })
     .await
     .expect("call")
+}
+
+/// Commits as many times as the freshness counter carries commits, so a copy of the database taken
+/// before is out of its reach (within it, the commits the copy lacks are applied at start);
+/// answers the last commit number.
+async fn past_the_counters_reach(h: &storage::Handle) -> u64 {
+    let mut last = 0;
+    for i in 0..storage::LOG_SLOTS {
+        last = put(h, "filler", &format!("f{i}"), b"x").await.expect("put");
+    }
+    last
 }
 
 async fn get(h: &storage::Handle, ns: &str, key: &str) -> Result<Value, Error> {
@@ -524,7 +536,8 @@ async fn an_older_copy_of_the_database_is_refused_until_the_operator_accepts_it(
     let old_copy = std::fs::read(&db_path).expect("read");
 
     let f = start(dir.path(), None).await;
-    let newer = put(&f.storage, ALICE, "k", b"new").await.expect("put");
+    put(&f.storage, ALICE, "k", b"new").await.expect("put");
+    let newer = past_the_counters_reach(&f.storage).await;
     f.rt.shutdown().await;
 
     // The host swaps the old copy back in.
@@ -574,6 +587,7 @@ async fn a_rollback_refusal_fails_at_once_without_restarts() {
     let old_copy = std::fs::read(&db_path).expect("read");
     let f = start(dir.path(), None).await;
     put(&f.storage, ALICE, "k", b"new").await.expect("put");
+    past_the_counters_reach(&f.storage).await;
     f.rt.shutdown().await;
     std::fs::write(&db_path, &old_copy).expect("swap");
 
@@ -848,11 +862,87 @@ async fn a_database_one_commit_ahead_of_the_counter_is_fixed_up() {
     f.rt.shutdown().await;
 }
 
-/// A write is acknowledged only once its commit and the counter's advance are both on disk: when
-/// the counter cannot be advanced, the caller hears an error, never success, and the service stops
-/// (its memory and the disk disagree until the next start's freshness check).
+/// The freshness counter carries each commit (its slot is the commit's one sync; the database
+/// syncs every few commits): a database behind the counter by commits its slots still hold (a
+/// crash before the database synced them, or an older copy swapped in) is brought up to it at
+/// start, with every kind of write, and nothing acknowledged is lost. One commit further back is
+/// out of reach, and refused.
 #[tokio::test]
-async fn a_write_is_acknowledged_only_after_the_commit_and_the_counter_are_on_disk() {
+async fn a_database_behind_the_counter_within_its_slots_is_brought_up_to_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db_path = dir.path().join("storage.redb");
+    let f = start(dir.path(), None).await;
+    let base = put(&f.storage, ALICE, "a", b"1").await.expect("put");
+    f.rt.shutdown().await;
+    let old_copy = std::fs::read(&db_path).expect("read");
+
+    let f = start(dir.path(), None).await;
+    put(&f.storage, ALICE, "a", b"2").await.expect("put");
+    put(&f.storage, "bob", "x", b"y").await.expect("put");
+    f.storage
+        .call(|reply| Request::Delete {
+            namespace: ALICE.into(),
+            key: "a".into(),
+            reply,
+        })
+        .await
+        .expect("call")
+        .expect("delete");
+    put(&f.storage, ALICE, "b", b"3").await.expect("put");
+    f.storage
+        .call(|reply| Request::DropNamespace {
+            namespace: "bob".into(),
+            reply,
+        })
+        .await
+        .expect("call")
+        .expect("drop");
+    let mut last = put(&f.storage, ALICE, "c", b"4").await.expect("put");
+    while last - base < storage::LOG_SLOTS {
+        last = put(&f.storage, ALICE, "c", b"5").await.expect("put");
+    }
+    f.rt.shutdown().await;
+
+    // The database loses every commit after `base`: exactly as many as the counter carries.
+    std::fs::write(&db_path, &old_copy).expect("swap");
+    assert_eq!(
+        recipe(dir.path()).verify().expect("verifies").pending,
+        storage::LOG_SLOTS
+    );
+    let f = start(dir.path(), None).await;
+    assert!(matches!(
+        get(&f.storage, ALICE, "a").await,
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(get(&f.storage, ALICE, "b").await.expect("get").data, b"3");
+    assert_eq!(get(&f.storage, ALICE, "c").await.expect("get").data, b"5");
+    assert!(matches!(
+        get(&f.storage, "bob", "x").await,
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(counter(dir.path()), last);
+    let next = put(&f.storage, ALICE, "d", b"6").await.expect("put");
+    assert_eq!(next, last + 1);
+    f.rt.shutdown().await;
+    assert_eq!(recipe(dir.path()).verify().expect("verifies").pending, 0);
+
+    // The counter has moved on by one since: the same copy is out of its reach, an older copy.
+    std::fs::write(&db_path, &old_copy).expect("swap");
+    let f = build(dir.path(), None, |_| {});
+    let reason = failure(&f.journal).await;
+    assert!(
+        reason.contains(&format!("is at commit {base}")) && reason.contains("older copy"),
+        "{reason}"
+    );
+    f.rt.shutdown().await;
+}
+
+/// A write is acknowledged only once the counter's advance carrying it is on disk: when the
+/// counter cannot be advanced, the caller hears an error, never success, the service stops (its
+/// memory and the disk may disagree until the next start's freshness check), and nothing of the
+/// write is applied.
+#[tokio::test]
+async fn a_write_is_acknowledged_only_after_the_counter_carrying_it_is_on_disk() {
     let dir = tempfile::tempdir().expect("tempdir");
     let counter_path = dir.path().join("storage.counter");
     let f = start(dir.path(), None).await;
@@ -870,13 +960,17 @@ async fn a_write_is_acknowledged_only_after_the_commit_and_the_counter_are_on_di
     assert!(failure(&f.journal).await.contains("freshness counter"));
     f.rt.shutdown().await;
 
-    // The counter comes back: the database is one commit ahead of it (the commit of `b` landed,
-    // unacknowledged), which the next start fixes up; `a` is there as acknowledged.
+    // The counter comes back: the commit of `b` went nowhere (the counter is written first), and
+    // `a` is there as acknowledged.
     std::fs::remove_dir(&counter_path).expect("remove the directory");
     std::fs::write(&counter_path, &saved).expect("restore");
     let f = start(dir.path(), None).await;
-    assert_eq!(counter(dir.path()), first + 1);
+    assert_eq!(counter(dir.path()), first);
     assert_eq!(get(&f.storage, ALICE, "a").await.expect("get").data, b"1");
+    assert!(matches!(
+        get(&f.storage, ALICE, "b").await,
+        Err(Error::NotFound(_))
+    ));
     f.rt.shutdown().await;
 }
 

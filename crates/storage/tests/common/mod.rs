@@ -45,6 +45,14 @@ pub(crate) fn platform(dir: &Path) -> Arc<dyn enclave::Platform> {
     Arc::new(enclave::Simulation::open(dir, b"test binary", b"", 1).expect("simulation"))
 }
 
+/// The storage recipe on `dir`, to call `verify` on (never started: its crypto handle leads nowhere,
+/// and `verify` never calls the crypto service).
+pub(crate) fn recipe(dir: &Path) -> Storage {
+    let mut b = Builder::new(Journal::in_memory());
+    let crypto = b.add(crypto::Crypto::new(dir, platform(dir)));
+    Storage::new(dir, platform(dir), crypto)
+}
+
 pub(crate) fn build(
     dir: &Path,
     accept: Option<u64>,
