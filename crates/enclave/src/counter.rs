@@ -14,7 +14,7 @@
 //! layouts, told apart by the file's length:
 //!
 //! - plain: two 4 KiB slots, each holding the value alone (every counter starts so);
-//! - carrying ([`CounterLog`]): [`LOG_SLOTS`] slots of 64 KiB, each holding the value and what its
+//! - carrying ([`CounterLog`]): [`LOG_SLOTS`] slots of 64 KiB (2 MiB), each holding the value and what its
 //!   advance carried, so the last few advances can be read back with their payloads. A store
 //!   writes what a commit changes there and the counter's advance is the commit's one sync (the
 //!   storage service's redb commits, `storage/src/store.rs`).
@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use crate::{KeyRequest, Platform, Policy, SealError, seal, unseal};
 
 /// How many slots a carrying counter file has: the advances whose payloads can be read back.
-pub const LOG_SLOTS: u64 = 8;
+pub const LOG_SLOTS: u64 = 32;
 
 /// A counter file's layout: its slots, their size, and the width of each slot's length prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -541,34 +541,35 @@ mod tests {
             .expect("the capacity is usable");
 
         // Only the last LOG_SLOTS advances keep their payloads.
-        for v in 9..=20u64 {
+        let last = 12 + LOG_SLOTS;
+        for v in 9..=last {
             log.advance(&sim, v, &v.to_le_bytes()).expect("advance");
         }
         let carried = counters
             .carried(&sim, "storage")
             .expect("read")
             .expect("present");
-        assert_eq!(carried.value, 20);
+        assert_eq!(carried.value, last);
         assert_eq!(
             carried.payloads.keys().copied().collect::<Vec<_>>(),
-            (13..=20).collect::<Vec<_>>()
+            (13..=last).collect::<Vec<_>>()
         );
-        assert_eq!(carried.payloads[&20], 20u64.to_le_bytes());
+        assert_eq!(carried.payloads[&last], last.to_le_bytes());
 
         // A write torn by a crash damages its own slot only: the value before it is read.
         let mut bytes = std::fs::read(&path).expect("read");
-        bytes[CARRYING.offset(20) + 100] ^= 1;
+        bytes[CARRYING.offset(last) + 100] ^= 1;
         std::fs::write(&path, &bytes).expect("write");
         let carried = counters
             .carried(&sim, "storage")
             .expect("read")
             .expect("present");
-        assert_eq!(carried.value, 19);
-        assert!(!carried.payloads.contains_key(&20));
+        assert_eq!(carried.value, last - 1);
+        assert!(!carried.payloads.contains_key(&last));
         assert!(carried.payloads.contains_key(&13));
 
         // A slot moved to another place is not taken for that place's value.
-        let (from, to) = (CARRYING.offset(19), CARRYING.offset(18));
+        let (from, to) = (CARRYING.offset(last - 1), CARRYING.offset(last - 2));
         let moved = bytes[from..from + CARRYING.size].to_vec();
         bytes[to..to + CARRYING.size].copy_from_slice(&moved);
         std::fs::write(&path, &bytes).expect("write");
@@ -576,12 +577,12 @@ mod tests {
             .carried(&sim, "storage")
             .expect("read")
             .expect("present");
-        assert_eq!(carried.value, 19);
-        assert!(!carried.payloads.contains_key(&18));
+        assert_eq!(carried.value, last - 1);
+        assert!(!carried.payloads.contains_key(&(last - 2)));
 
         // The plain advance works on a carrying file too.
         let counters = Counters::new(dir.path());
-        assert_eq!(counters.advance(&sim, "storage").expect("advance"), 20);
-        assert_eq!(counters.read(&sim, "storage").expect("read"), 20);
+        assert_eq!(counters.advance(&sim, "storage").expect("advance"), last);
+        assert_eq!(counters.read(&sim, "storage").expect("read"), last);
     }
 }
