@@ -91,6 +91,8 @@ pub struct Shared {
     pub ai: ::ai::Handle,
     /// Predictions of small models the ai service has loaded, made on the request's own task.
     pub ai_inline: ::ai::Inline,
+    /// Reads of values the storage service has cached, answered on the request's own task.
+    pub storage_reads: ::storage::Reads,
     /// This node in its cluster (on PostgreSQL), or a node of none.
     pub cluster: std::sync::Arc<::cluster::Node>,
     /// Cancelled when the server shuts down, so long-lived streams end.

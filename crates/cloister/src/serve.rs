@@ -591,6 +591,7 @@ async fn serve(start: Start) -> anyhow::Result<Ended> {
         oracle: services.oracle,
         ai: services.ai,
         ai_inline: services.ai_inline,
+        storage_reads: services.storage_reads,
         cluster: cluster.clone(),
         shutdown: shutdown.clone(),
     });

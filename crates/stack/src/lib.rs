@@ -126,6 +126,8 @@ pub struct Stack {
     pub ai: ai::Handle,
     /// Answers predictions of small models the ai service has loaded, without a bus round trip.
     pub ai_inline: ai::Inline,
+    /// Answers reads of values the storage service has cached, without a bus round trip.
+    pub storage_reads: storage::Reads,
 }
 
 /// Registers the six built-in services on `builder`, dependencies first, and disables every name
@@ -165,11 +167,13 @@ pub fn build(
         recipe = recipe.shared(vault);
     }
     let crypto = builder.add_with_spec(recipe, spec(&crypto::NAME, crypto::Crypto::default_spec));
+    let service = storage::Storage::new(&data_dir, platform.clone(), crypto.clone())
+        .with_backend(storage_backend)
+        .accept_rollback(accept_storage_rollback)
+        .newcomer(newcomer);
+    let storage_reads = service.reads();
     let storage = builder.add_with_spec(
-        storage::Storage::new(&data_dir, platform.clone(), crypto.clone())
-            .with_backend(storage_backend)
-            .accept_rollback(accept_storage_rollback)
-            .newcomer(newcomer),
+        service,
         spec(&storage::NAME, storage::Storage::default_spec),
     );
     let service = account::Account::new(crypto.clone(), storage.clone(), journal).shared(shared);
@@ -201,5 +205,6 @@ pub fn build(
         oracle,
         ai,
         ai_inline,
+        storage_reads,
     }
 }

@@ -270,6 +270,12 @@ impl State<'_> {
             self.store.release(locked).await;
             return Ok(());
         }
+        // Out of the read cache before the commit: once it is acknowledged, no read returns what
+        // it replaced.
+        for change in &changes {
+            let (Change::Put { namespace, key, .. } | Change::Delete { namespace, key }) = change;
+            self.storage.cache.forget(namespace, key);
+        }
         let written = self
             .store
             .commit(seq, new_namespaces.clone(), changes, tally.usage(), locked)

@@ -20,6 +20,7 @@ mod fresh;
 mod openers;
 pub mod postgres;
 mod quota;
+mod reads;
 mod replay;
 mod service;
 mod store;
@@ -32,6 +33,7 @@ pub use db::{DbError, Listed, Record};
 pub use enclave::LOG_SLOTS;
 pub use fresh::{StateError, Verified};
 pub use quota::{Exceeded, MAX_ACCOUNT_BYTES, MAX_ACCOUNT_KEYS};
+pub use reads::{READ_CACHE_BYTES, Reads};
 pub use service::{MAX_BATCH_WRITES, MAX_KEY_BYTES, MAX_LIST_LIMIT, MAX_VALUE_BYTES, Storage};
 
 /// Where the records are kept: `[storage] backend` in the configuration.

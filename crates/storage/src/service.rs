@@ -13,6 +13,7 @@ use crate::fresh::{self, COUNTER, COUNTER_POSTGRES, Opened, StateError, Verified
 use crate::openers::Openers;
 use crate::postgres::Pg;
 use crate::quota::{MAX_ACCOUNT_BYTES, MAX_ACCOUNT_KEYS, Usages};
+use crate::reads::{READ_CACHE_BYTES, ReadCache, Reads};
 use crate::store::{Fatal, Logged, Store};
 use crate::{Backend, BadInput, Error, KEY_OWNER, NAME, Page, Request, Value, Write};
 
@@ -62,6 +63,8 @@ pub struct Storage {
     /// This node has just been admitted to its cluster: a shared database's commit number is
     /// taken as it is when there is no freshness counter yet (`fresh::open_postgres`).
     newcomer: bool,
+    /// Values read lately, decrypted (`reads.rs`); lent out as [`Reads`].
+    cache: Arc<ReadCache>,
 }
 
 impl Storage {
@@ -79,6 +82,21 @@ impl Storage {
             crypto: crypto.with_caller(&NAME),
             accept: Mutex::new(None),
             newcomer: false,
+            cache: Arc::default(),
+        }
+    }
+
+    /// Reads of values the service has cached, answered on the caller's own task (the HTTP
+    /// API's): see [`Reads`].
+    pub fn reads(&self) -> Reads {
+        Reads(self.cache.clone())
+    }
+
+    /// The read cache's budget under `spec`: none on a database other nodes write to too.
+    fn cache_budget(&self, spec: &Spec) -> usize {
+        match self.backend {
+            Backend::Redb => spec.get(&READ_CACHE_BYTES),
+            Backend::Postgres(_) => 0,
         }
     }
 
@@ -122,6 +140,7 @@ impl Storage {
             .setting(&MAX_LIST_LIMIT)
             .setting(&MAX_ACCOUNT_KEYS)
             .setting(&MAX_ACCOUNT_BYTES)
+            .setting(&READ_CACHE_BYTES)
     }
 
     /// Checks the database at start (`fresh.rs`): its content against the sealed digest, its
@@ -270,11 +289,15 @@ impl Service for Storage {
         let (store, seq) = self.open().await?;
         let mut state = State::new(store, seq, self);
         let mut limits = Limits::of(&cx.spec());
+        // What an earlier incarnation cached may not be what this one opened.
+        self.cache.reset(self.cache_budget(&cx.spec()));
         let mut degraded = false;
         while let Some(request) = cx.recv().await {
             // Settings apply live: re-read only when the spec changed.
             if cx.spec_changes().has_changed().unwrap_or(false) {
-                limits = Limits::of(&cx.spec_changes().borrow_and_update());
+                let spec = cx.spec_changes().borrow_and_update().clone();
+                limits = Limits::of(&spec);
+                self.cache.set_budget(self.cache_budget(&spec));
             }
             let first = match Pending::of(request) {
                 Ok(write) => write,
@@ -406,6 +429,7 @@ impl<'a> State<'a> {
                 }
             };
             let seq = self.seq + 1;
+            self.storage.cache.forget_namespace(&namespace);
             match self.store.drop_namespace(seq, &namespace).await {
                 // Overtaken by another node's commit: the namespace's key may have changed.
                 Ok(None) if attempts < MAX_ATTEMPTS => {
@@ -518,6 +542,9 @@ impl<'a> State<'a> {
 
     async fn get_once(&mut self, namespace: &str, key: &str) -> Result<Value, Error> {
         check_namespace(namespace)?;
+        if let Some(value) = self.storage.cache.get(namespace, key) {
+            return Ok(value);
+        }
         let Some(bytes) = self.store.get(namespace, key).await? else {
             return Err(Error::NotFound(key.to_owned()));
         };
@@ -536,10 +563,12 @@ impl<'a> State<'a> {
             crypto::Error::Integrity | crypto::Error::ShortCiphertext(_) => integrity(),
             other => Error::Internal(format!("the namespace key: {other}")),
         })?;
-        Ok(Value {
+        let value = Value {
             data,
             version: record.version,
-        })
+        };
+        self.storage.cache.insert(namespace, key, &value);
+        Ok(value)
     }
 
     async fn list(

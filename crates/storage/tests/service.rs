@@ -862,6 +862,110 @@ async fn a_database_one_commit_ahead_of_the_counter_is_fixed_up() {
     f.rt.shutdown().await;
 }
 
+/// Reads of cached values: the service fills its read cache from its own reads, and the lent
+/// `Reads` answer from it on the caller's task, counted as the service's `get`. Once a write,
+/// delete, batch or dropped namespace is acknowledged, no read returns what it replaced; a stopped
+/// service answers nothing through `Reads`, a new incarnation starts empty, and with
+/// `read_cache_bytes = 0` nothing is kept. Each account's values stay its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_read_never_outlives_the_write_that_replaced_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = start(dir.path(), None).await;
+    let lent = |ns: &str, key: &str| f.reads.get(&f.storage, ns, key);
+    put(&f.storage, ALICE, "k", b"v1").await.expect("put");
+    assert_eq!(lent(ALICE, "k"), None, "a write does not fill the cache");
+    let v1 = get(&f.storage, ALICE, "k").await.expect("get");
+    assert_eq!(lent(ALICE, "k"), Some(v1.clone()), "a read does");
+    assert_eq!(lent("bob", "k"), None, "another account's namespace");
+    let figures = || async {
+        let snapshot = f.rt.snapshot().await.expect("snapshot");
+        let storage = snapshot.service(storage::NAME.as_str()).expect("storage");
+        storage
+            .operations
+            .iter()
+            .find(|o| o.operation == "get")
+            .map_or(0, |o| o.calls)
+    };
+    let gets = figures().await;
+    lent(ALICE, "k").expect("cached");
+    assert_eq!(figures().await, gets + 1, "counted as the service's get");
+
+    // Each kind of write takes the key out before it is acknowledged.
+    let v2 = put(&f.storage, ALICE, "k", b"v2").await.expect("put");
+    assert_eq!(lent(ALICE, "k"), None);
+    assert_eq!(get(&f.storage, ALICE, "k").await.expect("get").version, v2);
+    assert_eq!(lent(ALICE, "k").expect("cached").data, b"v2");
+    f.storage
+        .call(|reply| Request::Delete {
+            namespace: ALICE.into(),
+            key: "k".into(),
+            reply,
+        })
+        .await
+        .expect("call")
+        .expect("delete");
+    assert_eq!(lent(ALICE, "k"), None);
+    assert!(matches!(
+        get(&f.storage, ALICE, "k").await,
+        Err(Error::NotFound(_))
+    ));
+    put(&f.storage, ALICE, "a", b"1").await.expect("put");
+    get(&f.storage, ALICE, "a").await.expect("get");
+    f.storage
+        .call(|reply| Request::Batch {
+            namespace: ALICE.into(),
+            writes: vec![Write::Put {
+                key: "a".into(),
+                value: b"2".to_vec(),
+            }],
+            reply,
+        })
+        .await
+        .expect("call")
+        .expect("batch");
+    assert_eq!(lent(ALICE, "a"), None);
+    assert_eq!(get(&f.storage, ALICE, "a").await.expect("get").data, b"2");
+    put(&f.storage, "bob", "x", b"y").await.expect("put");
+    get(&f.storage, "bob", "x").await.expect("get");
+    assert!(lent("bob", "x").is_some());
+    f.storage
+        .call(|reply| Request::DropNamespace {
+            namespace: "bob".into(),
+            reply,
+        })
+        .await
+        .expect("call")
+        .expect("drop");
+    assert_eq!(lent("bob", "x"), None);
+    assert_eq!(lent(ALICE, "a").expect("untouched").data, b"2");
+
+    // Stopped, nothing answers here; started again, the cache is empty.
+    let since = f.journal.last_seq();
+    f.rt.client().stop(&storage::NAME).await.expect("stop");
+    f.journal
+        .wait_for(since, std::time::Duration::from_secs(60), |e| {
+            e.service.as_ref() == Some(&storage::NAME) && matches!(e.event, Event::Stopped { .. })
+        })
+        .await
+        .expect("stopped");
+    assert_eq!(lent(ALICE, "a"), None);
+    f.rt.client().start(&storage::NAME).await.expect("start");
+    ready(&f.rt).await;
+    assert_eq!(lent(ALICE, "a"), None);
+    get(&f.storage, ALICE, "a").await.expect("get");
+    assert!(lent(ALICE, "a").is_some());
+    f.rt.shutdown().await;
+
+    // With no budget, nothing is kept.
+    let f = build(dir.path(), None, |spec| {
+        spec.set(&storage::READ_CACHE_BYTES, 0)
+    });
+    ready(&f.rt).await;
+    get(&f.storage, ALICE, "a").await.expect("get");
+    assert_eq!(f.reads.get(&f.storage, ALICE, "a"), None);
+    f.rt.shutdown().await;
+}
+
 /// The freshness counter carries each commit (its slot is the commit's one sync; the database
 /// syncs every few commits): a database behind the counter by commits its slots still hold (a
 /// crash before the database synced them, or an older copy swapped in) is brought up to it at

@@ -183,6 +183,7 @@ pub async fn start(setup: Setup) -> Harness {
         oracle: services.oracle,
         ai: services.ai,
         ai_inline: services.ai_inline,
+        storage_reads: services.storage_reads,
         cluster,
         shutdown: CancellationToken::new(),
     });

@@ -39,6 +39,8 @@ pub(crate) struct Fixture {
     pub(crate) storage: storage::Handle,
     pub(crate) crypto: crypto::Handle,
     pub(crate) journal: Journal,
+    /// The recipe's lent reads of cached values.
+    pub(crate) reads: storage::Reads,
 }
 
 pub(crate) fn platform(dir: &Path) -> Arc<dyn enclave::Platform> {
@@ -103,18 +105,18 @@ pub(crate) fn build_on(
     let mut spec = Storage::default_spec();
     spec.recovery.strategy = runtime::Strategy::Manual;
     configure(&mut spec);
-    let storage = b.add_with_spec(
-        Storage::new(dir, platform, crypto)
-            .with_backend(backend)
-            .accept_rollback(accept),
-        spec,
-    );
+    let recipe = Storage::new(dir, platform, crypto)
+        .with_backend(backend)
+        .accept_rollback(accept);
+    let reads = recipe.reads();
+    let storage = b.add_with_spec(recipe, spec);
     let rt = b.start().expect("start");
     Fixture {
         rt,
         storage,
         crypto: crypto_handle,
         journal,
+        reads,
     }
 }
 
