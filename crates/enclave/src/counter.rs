@@ -21,7 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -228,7 +228,14 @@ fn write_whole(
     let mut whole = vec![0u8; layout.slots * layout.size];
     whole[offset..offset + slot.len()].copy_from_slice(slot);
     let tmp = dir.join(format!(".{name}.counter.tmp"));
-    let mut file = std::fs::File::create(&tmp).map_err(&io)?;
+    // The owner's alone, like every other file in the data directory.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(&io)?;
     file.write_all(&whole)
         .and_then(|()| file.sync_all())
         .map_err(&io)?;
@@ -514,6 +521,11 @@ mod tests {
         let mut log = counters.log(&sim, "storage").expect("log");
         assert_eq!(log.value(), 5);
         let path = dir.path().join("storage.counter");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).expect("file").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "the owner's alone");
+        }
         assert_eq!(
             std::fs::metadata(&path).expect("file").len() as usize,
             CARRYING.slots * CARRYING.size
