@@ -3,8 +3,9 @@
 //! through its own control channel.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -45,16 +46,29 @@ pub(crate) struct ControlSender(Arc<ControlInner>);
 struct ControlInner {
     tx: Option<mpsc::Sender<Control>>,
     ready: Arc<Notify>,
+    /// Set after each message and as the last sender drops: the receiver looks at the channel
+    /// only when it is, so a request's way through `Context::recv` costs one atomic swap for
+    /// control rather than a look into the channel.
+    pending: Arc<AtomicBool>,
+}
+
+/// An incarnation's control channel of `capacity` messages; sending wakes the waiters of `ready`
+/// (the mailbox's wake-up).
+pub(crate) fn control_channel(
+    capacity: usize,
+    ready: Arc<Notify>,
+) -> (ControlSender, ControlReceiver) {
+    let (tx, rx) = mpsc::channel(capacity);
+    let pending = Arc::new(AtomicBool::new(false));
+    let sender = ControlSender(Arc::new(ControlInner {
+        tx: Some(tx),
+        ready,
+        pending: pending.clone(),
+    }));
+    (sender, ControlReceiver { rx, pending })
 }
 
 impl ControlSender {
-    pub(crate) fn new(tx: mpsc::Sender<Control>, ready: Arc<Notify>) -> Self {
-        ControlSender(Arc::new(ControlInner {
-            tx: Some(tx),
-            ready,
-        }))
-    }
-
     pub(crate) fn try_send(&self, control: Control) -> Result<(), TrySendError<Control>> {
         // `tx` is taken only as the last sender drops.
         let Some(tx) = &self.0.tx else {
@@ -62,6 +76,8 @@ impl ControlSender {
         };
         let result = tx.try_send(control);
         if result.is_ok() {
+            // After the send: a receiver that sees the flag finds the message.
+            self.0.pending.store(true, Ordering::Release);
             // Every waiting replica wakes; those the message is not for look and wait again.
             self.0.ready.notify_waiters();
         }
@@ -72,7 +88,31 @@ impl ControlSender {
 impl Drop for ControlInner {
     fn drop(&mut self) {
         drop(self.tx.take());
+        self.pending.store(true, Ordering::Release);
         self.ready.notify_waiters();
+    }
+}
+
+/// The incarnation's side of its control channel.
+#[derive(Debug)]
+pub(crate) struct ControlReceiver {
+    rx: mpsc::Receiver<Control>,
+    pending: Arc<AtomicBool>,
+}
+
+impl ControlReceiver {
+    /// The next control message, `Empty` without looking into the channel when nothing was sent
+    /// since it was last found empty, or `Disconnected` once every sender is gone.
+    pub(crate) fn try_recv(&mut self) -> Result<Control, TryRecvError> {
+        if !self.pending.swap(false, Ordering::Acquire) {
+            return Err(TryRecvError::Empty);
+        }
+        let got = self.rx.try_recv();
+        if !matches!(got, Err(TryRecvError::Empty)) {
+            // More may wait behind this one (or the channel stays closed): look again next time.
+            self.pending.store(true, Ordering::Relaxed);
+        }
+        got
     }
 }
 

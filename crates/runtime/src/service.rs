@@ -131,7 +131,7 @@ pub struct Context<R> {
     id: IncarnationId,
     name: ServiceName,
     mailbox: Arc<Mailbox<R>>,
-    control: mpsc::Receiver<Control>,
+    control: crate::incarnation::ControlReceiver,
     reports: mpsc::UnboundedSender<Report>,
     stop: CancellationToken,
     injected_error: Arc<AtomicBool>,
@@ -237,50 +237,97 @@ impl<R: crate::bus::Operation> Context<R> {
         // The previous request is done with: what runs until the next one has no deadline.
         crate::deadline::set(None);
         loop {
-            // Registered before looking, so a control message or a request that comes between the
-            // look and the wait is not missed. One wake-up for both: the control sender wakes the
-            // mailbox's waiters too (`incarnation::ControlSender`).
+            // A look before registering: after a wake-up, what woke it is there.
+            match self.look() {
+                Look::Nothing => {}
+                found => match self.settle(found).await {
+                    Some(out) => return out,
+                    None => continue,
+                },
+            }
+            // Registered before looking again, so a control message or a request that comes
+            // between the look and the wait is not missed. One wake-up for both: the control
+            // sender wakes the mailbox's waiters too (`incarnation::ControlSender`).
             let ready = self.mailbox.queue.ready().clone();
             let mut woken = std::pin::pin!(ready.notified());
             woken.as_mut().enable();
-            match self.control.try_recv() {
-                Ok(Control::Ping(answer)) => {
-                    let _ = answer.send(());
-                    continue;
+            match self.look() {
+                Look::Nothing => woken.await,
+                found => {
+                    if let Some(out) = self.settle(found).await {
+                        return out;
+                    }
                 }
-                Ok(Control::Stop) | Err(TryRecvError::Disconnected) => return None,
-                Ok(Control::Fault(Fault::Panic)) => {
-                    panic!(
-                        "injected fault: panic in {} (generation {})",
-                        self.name, self.id.generation
-                    )
-                }
-                Ok(Control::Fault(Fault::Hang)) => {
-                    self.hung = true;
-                    std::future::pending::<()>().await;
-                }
-                Ok(Control::Fault(Fault::Error)) => {
-                    self.injected_error.store(true, Ordering::Release);
-                    return None;
-                }
-                Err(TryRecvError::Empty) => {}
             }
-            if let Some(envelope) = self.mailbox.queue.try_pop() {
-                if envelope.deadline <= tokio::time::Instant::now() {
-                    self.mailbox
-                        .dead_letter(envelope, DeadLetterReason::DeadlineExpired);
-                    continue;
-                }
+        }
+    }
+
+    /// Looks, without waiting, at the control channel first (control overtakes data) and then
+    /// at the mailbox.
+    fn look(&mut self) -> Look<R> {
+        match self.control.try_recv() {
+            Ok(Control::Ping(answer)) => {
+                let _ = answer.send(());
+                return Look::Again;
+            }
+            Ok(Control::Stop) | Err(TryRecvError::Disconnected) => return Look::Stop,
+            Ok(Control::Fault(Fault::Panic)) => {
+                panic!(
+                    "injected fault: panic in {} (generation {})",
+                    self.name, self.id.generation
+                )
+            }
+            Ok(Control::Fault(Fault::Hang)) => return Look::Hang,
+            Ok(Control::Fault(Fault::Error)) => {
+                self.injected_error.store(true, Ordering::Release);
+                return Look::Stop;
+            }
+            Err(TryRecvError::Empty) => {}
+        }
+        match self.mailbox.queue.try_pop() {
+            Some(envelope) if envelope.deadline <= tokio::time::Instant::now() => {
+                self.mailbox
+                    .dead_letter(envelope, DeadLetterReason::DeadlineExpired);
+                Look::Again
+            }
+            Some(envelope) => {
+                // Calls made while handling it inherit what is left of its deadline.
+                crate::deadline::set(Some(envelope.deadline));
+                Look::Request(envelope.message)
+            }
+            None => Look::Nothing,
+        }
+    }
+
+    /// What `recv` does with what a look found: `Some` answer to return, or `None` to look again.
+    async fn settle(&mut self, found: Look<R>) -> Option<Option<R>> {
+        match found {
+            Look::Request(request) => {
                 // A request taken without waiting still counts against the task's budget, so a
                 // service whose queue never empties yields to the others on its worker.
                 tokio::task::consume_budget().await;
-                // Calls made while handling it inherit what is left of its deadline.
-                crate::deadline::set(Some(envelope.deadline));
-                return Some(envelope.message);
+                Some(Some(request))
             }
-            woken.await;
+            Look::Stop => Some(None),
+            Look::Hang => {
+                self.hung = true;
+                std::future::pending().await
+            }
+            Look::Again | Look::Nothing => None,
         }
     }
+}
+
+/// What one look into the control channel and the mailbox found.
+enum Look<R> {
+    Request(R),
+    /// Stop receiving: stopped, the control channel closed, or an injected error.
+    Stop,
+    /// An injected hang: wait forever.
+    Hang,
+    /// Something was handled (a ping answered, an expired request dead-lettered): look again.
+    Again,
+    Nothing,
 }
 
 impl<R: crate::bus::Operation> Context<R> {
@@ -306,7 +353,7 @@ impl<R: crate::bus::Operation> Context<R> {
 /// What the supervisor hands to a launch.
 pub(crate) struct Launch {
     pub(crate) id: IncarnationId,
-    pub(crate) control: mpsc::Receiver<Control>,
+    pub(crate) control: crate::incarnation::ControlReceiver,
     pub(crate) reports: mpsc::UnboundedSender<Report>,
     pub(crate) stop: CancellationToken,
     pub(crate) mode: Mode,

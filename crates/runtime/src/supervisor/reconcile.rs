@@ -1,7 +1,6 @@
 //! Reconciliation: launching wanted services once their dependencies are up, and stopping unwanted
 //! ones once their dependents are down.
 
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -93,7 +92,8 @@ impl Supervisor {
         };
         // Pings wait for their answer before the next one, so this never fills in practice; a stop
         // that still finds it full is backed by the stop deadline.
-        let (control_tx, control_rx) = mpsc::channel(64);
+        let (control_tx, control_rx) =
+            crate::incarnation::control_channel(64, e.service.mailbox().ready());
         let cancel = self.root.child_token();
         let mode = match &e.degraded_mode {
             Some(reason) => Mode::Degraded {
@@ -121,10 +121,7 @@ impl Supervisor {
             slot,
             Replica {
                 id,
-                control: crate::incarnation::ControlSender::new(
-                    control_tx,
-                    e.service.mailbox().ready(),
-                ),
+                control: control_tx,
                 cancel,
                 abort,
                 ready: false,
