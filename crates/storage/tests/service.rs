@@ -1041,6 +1041,39 @@ async fn a_database_behind_the_counter_within_its_slots_is_brought_up_to_it() {
     f.rt.shutdown().await;
 }
 
+/// A commit too large for the counter's slot (over 64 KiB of changes) is synced to the database
+/// first and the counter follows carrying nothing: it is acknowledged durable, and a database that
+/// lacks it cannot have it applied from the counter, so an older copy is refused, not brought up.
+#[tokio::test]
+async fn a_commit_too_large_for_the_counters_slot_is_synced_to_the_database_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db_path = dir.path().join("storage.redb");
+    let f = start(dir.path(), None).await;
+    let base = put(&f.storage, ALICE, "a", b"1").await.expect("put");
+    f.rt.shutdown().await;
+    let old_copy = std::fs::read(&db_path).expect("read");
+
+    let f = start(dir.path(), None).await;
+    let big = vec![0x42; 100 << 10];
+    let large = put(&f.storage, ALICE, "big", &big).await.expect("put");
+    assert_eq!(large, base + 1);
+    f.rt.shutdown().await;
+    assert_eq!(recipe(dir.path()).verify().expect("verifies").pending, 0);
+    let f = start(dir.path(), None).await;
+    assert_eq!(get(&f.storage, ALICE, "big").await.expect("get").data, big);
+    f.rt.shutdown().await;
+
+    std::fs::write(&db_path, &old_copy).expect("swap");
+    let f = build(dir.path(), None, |_| {});
+    let reason = failure(&f.journal).await;
+    assert!(
+        reason.contains(&format!("is at commit {base}"))
+            && reason.contains(&format!("says commit {large}")),
+        "{reason}"
+    );
+    f.rt.shutdown().await;
+}
+
 /// A write is acknowledged only once the counter's advance carrying it is on disk: when the
 /// counter cannot be advanced, the caller hears an error, never success, the service stops (its
 /// memory and the disk may disagree until the next start's freshness check), and nothing of the
