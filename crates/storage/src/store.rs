@@ -68,7 +68,8 @@ impl Logged {
             let durable = seq.saturating_sub(self.durable) >= LOG_SLOTS;
             let written = write(durable).map_err(|e| {
                 Fatal::Yes(format!(
-                    "commit {seq} is in the freshness counter, but the database did not take it                      ({e}); the next start applies it from the counter"
+                    "commit {seq} is in the freshness counter, but the database did not take it \
+                     ({e}); the next start applies it from the counter"
                 ))
             })?;
             if durable {
