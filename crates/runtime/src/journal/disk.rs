@@ -44,7 +44,13 @@ pub(super) fn digest(entry: &Entry) -> String {
         prev: &entry.prev,
     };
     let json = serde_json::to_vec(&body).expect("journal bodies always serialize");
-    hex::encode(Sha256::digest(&json))
+    // Into a buffer of its size: `hex::encode` builds its string one char at a time, which was a
+    // visible share of a restart's journal entries.
+    let mut out = [0u8; 64];
+    hex::encode_to_slice(Sha256::digest(&json), &mut out).expect("a SHA-256 digest is 32 bytes");
+    std::str::from_utf8(&out)
+        .expect("hex digits are ASCII")
+        .to_owned()
 }
 
 /// Checks one line (without its newline) against the hash of the line before it. Lines are bytes, not

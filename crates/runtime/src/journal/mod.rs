@@ -93,6 +93,8 @@ struct Inner {
 #[derive(Debug)]
 struct Writer {
     file: Option<File>,
+    /// The file's length after the last whole entry: where a torn append is cut back to.
+    len: u64,
     next_seq: u64,
     last_hash: String,
     recent: VecDeque<Arc<Entry>>,
@@ -105,6 +107,7 @@ impl Journal {
             None,
             Writer {
                 file: None,
+                len: 0,
                 next_seq: 1,
                 last_hash: GENESIS.into(),
                 recent: VecDeque::new(),
@@ -140,10 +143,12 @@ impl Journal {
                 .map_err(io)?
         };
         let (scanned, report) = disk::scan(&mut file, path)?;
+        let len = file.metadata().map_err(io)?.len();
         let journal = Journal::with_writer(
             Some(path.to_owned()),
             Writer {
                 file: Some(file),
+                len,
                 next_seq: scanned.next_seq,
                 last_hash: scanned.last_hash,
                 recent: scanned.recent,
@@ -172,17 +177,18 @@ impl Journal {
             hash: String::new(),
         };
         entry.hash = digest(&entry);
+        let before = w.len;
         if let Some(file) = w.file.as_mut() {
             let mut line = serde_json::to_vec(&entry).expect("journal entries always serialize");
             line.push(b'\n');
             // One write per entry: a crash tears at most the last line, which open() cuts off.
-            let before = file.metadata().map(|m| m.len()).ok();
-            if let Err(e) = file.write_all(&line) {
-                tracing::error!(error = %e, path = ?self.inner.path, "journal append failed; the entry is kept in memory only");
-                // Cut a partial line off, so the next entry does not land on it and the file still
-                // verifies (it only lacks this entry, which readers then pass over).
-                if let Some(len) = before {
-                    let _ = file.set_len(len);
+            match file.write_all(&line) {
+                Ok(()) => w.len = before + line.len() as u64,
+                Err(e) => {
+                    tracing::error!(error = %e, path = ?self.inner.path, "journal append failed; the entry is kept in memory only");
+                    // Cut a partial line off, so the next entry does not land on it and the file
+                    // still verifies (it only lacks this entry, which readers then pass over).
+                    let _ = file.set_len(before);
                 }
             }
         }
