@@ -512,6 +512,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let sim = Simulation::open(dir.path(), b"bin", b"", 1).expect("sim");
         let counters = Counters::new(dir.path());
+        let read_back = |counters: &Counters| {
+            counters
+                .carried(&sim, "storage")
+                .expect("read")
+                .expect("present")
+        };
         assert!(
             counters.log(&sim, "storage").is_err(),
             "a log needs its counter"
@@ -534,10 +540,7 @@ mod tests {
 
         log.advance(&sim, 6, b"six").expect("advance");
         log.advance(&sim, 7, b"").expect("advance carrying nothing");
-        let carried = counters
-            .carried(&sim, "storage")
-            .expect("read")
-            .expect("present");
+        let carried = read_back(&counters);
         assert_eq!(carried.value, 7);
         assert_eq!(
             carried.payloads,
@@ -557,10 +560,7 @@ mod tests {
         for v in 9..=last {
             log.advance(&sim, v, &v.to_le_bytes()).expect("advance");
         }
-        let carried = counters
-            .carried(&sim, "storage")
-            .expect("read")
-            .expect("present");
+        let carried = read_back(&counters);
         assert_eq!(carried.value, last);
         assert_eq!(
             carried.payloads.keys().copied().collect::<Vec<_>>(),
@@ -572,10 +572,7 @@ mod tests {
         let mut bytes = std::fs::read(&path).expect("read");
         bytes[CARRYING.offset(last) + 100] ^= 1;
         std::fs::write(&path, &bytes).expect("write");
-        let carried = counters
-            .carried(&sim, "storage")
-            .expect("read")
-            .expect("present");
+        let carried = read_back(&counters);
         assert_eq!(carried.value, last - 1);
         assert!(!carried.payloads.contains_key(&last));
         assert!(carried.payloads.contains_key(&13));
@@ -585,10 +582,7 @@ mod tests {
         let moved = bytes[from..from + CARRYING.size].to_vec();
         bytes[to..to + CARRYING.size].copy_from_slice(&moved);
         std::fs::write(&path, &bytes).expect("write");
-        let carried = counters
-            .carried(&sim, "storage")
-            .expect("read")
-            .expect("present");
+        let carried = read_back(&counters);
         assert_eq!(carried.value, last - 1);
         assert!(!carried.payloads.contains_key(&(last - 2)));
 

@@ -67,6 +67,20 @@ fn bench(c: &mut Criterion) {
                 .expect("put")
         }
     };
+    let get = |i: u64| {
+        let handle = &handle;
+        async move {
+            handle
+                .call(|reply| Request::Get {
+                    namespace: "bench".into(),
+                    key: key(i),
+                    reply,
+                })
+                .await
+                .expect("call")
+                .expect("get")
+        }
+    };
     rt.block_on(async {
         for i in 0..KEYS as u64 {
             put(i).await;
@@ -166,16 +180,7 @@ fn bench(c: &mut Criterion) {
             rt.block_on(async {
                 let start = Instant::now();
                 for i in 0..iters {
-                    let value = handle
-                        .call(|reply| Request::Get {
-                            namespace: "bench".into(),
-                            key: key(i),
-                            reply,
-                        })
-                        .await
-                        .expect("call")
-                        .expect("get");
-                    black_box(value);
+                    black_box(get(i).await);
                 }
                 start.elapsed()
             })
@@ -185,15 +190,7 @@ fn bench(c: &mut Criterion) {
     // answered on the caller's task, without the bus.
     rt.block_on(async {
         for i in 0..KEYS as u64 {
-            handle
-                .call(|reply| Request::Get {
-                    namespace: "bench".into(),
-                    key: key(i),
-                    reply,
-                })
-                .await
-                .expect("call")
-                .expect("get");
+            get(i).await;
         }
     });
     group.bench_function("get/lent_reads", |b| {

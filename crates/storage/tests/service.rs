@@ -39,6 +39,35 @@ async fn past_the_counters_reach(h: &storage::Handle) -> u64 {
     last
 }
 
+/// Drops namespace `ns` with its values.
+async fn drop_namespace(h: &storage::Handle, ns: &str) {
+    h.call(|reply| Request::DropNamespace {
+        namespace: ns.into(),
+        reply,
+    })
+    .await
+    .expect("call")
+    .expect("drop");
+}
+
+/// Starts storage on `dir`, makes one commit, stops, and answers that commit's number and a copy
+/// of the database as it was then.
+async fn one_commit_and_a_copy(dir: &Path) -> (u64, Vec<u8>) {
+    let f = start(dir, None).await;
+    let base = put(&f.storage, ALICE, "a", b"1").await.expect("put");
+    f.rt.shutdown().await;
+    let copy = std::fs::read(dir.join("storage.redb")).expect("read");
+    (base, copy)
+}
+
+/// Starts storage on `dir`, which must refuse to: answers why.
+async fn refusal_of(dir: &Path) -> String {
+    let f = build(dir, None, |_| {});
+    let reason = failure(&f.journal).await;
+    f.rt.shutdown().await;
+    reason
+}
+
 async fn get(h: &storage::Handle, ns: &str, key: &str) -> Result<Value, Error> {
     h.call(|reply| Request::Get {
         namespace: ns.into(),
@@ -895,15 +924,7 @@ async fn a_cached_read_never_outlives_the_write_that_replaced_it() {
     assert_eq!(lent(ALICE, "k"), None);
     assert_eq!(get(&f.storage, ALICE, "k").await.expect("get").version, v2);
     assert_eq!(lent(ALICE, "k").expect("cached").data, b"v2");
-    f.storage
-        .call(|reply| Request::Delete {
-            namespace: ALICE.into(),
-            key: "k".into(),
-            reply,
-        })
-        .await
-        .expect("call")
-        .expect("delete");
+    delete(&f.storage, ALICE, "k").await.expect("delete");
     assert_eq!(lent(ALICE, "k"), None);
     assert!(matches!(
         get(&f.storage, ALICE, "k").await,
@@ -928,14 +949,7 @@ async fn a_cached_read_never_outlives_the_write_that_replaced_it() {
     put(&f.storage, "bob", "x", b"y").await.expect("put");
     get(&f.storage, "bob", "x").await.expect("get");
     assert!(lent("bob", "x").is_some());
-    f.storage
-        .call(|reply| Request::DropNamespace {
-            namespace: "bob".into(),
-            reply,
-        })
-        .await
-        .expect("call")
-        .expect("drop");
+    drop_namespace(&f.storage, "bob").await;
     assert_eq!(lent("bob", "x"), None);
     assert_eq!(lent(ALICE, "a").expect("untouched").data, b"2");
 
@@ -975,32 +989,14 @@ async fn a_cached_read_never_outlives_the_write_that_replaced_it() {
 async fn a_database_behind_the_counter_within_its_slots_is_brought_up_to_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db_path = dir.path().join("storage.redb");
-    let f = start(dir.path(), None).await;
-    let base = put(&f.storage, ALICE, "a", b"1").await.expect("put");
-    f.rt.shutdown().await;
-    let old_copy = std::fs::read(&db_path).expect("read");
+    let (base, old_copy) = one_commit_and_a_copy(dir.path()).await;
 
     let f = start(dir.path(), None).await;
     put(&f.storage, ALICE, "a", b"2").await.expect("put");
     put(&f.storage, "bob", "x", b"y").await.expect("put");
-    f.storage
-        .call(|reply| Request::Delete {
-            namespace: ALICE.into(),
-            key: "a".into(),
-            reply,
-        })
-        .await
-        .expect("call")
-        .expect("delete");
+    delete(&f.storage, ALICE, "a").await.expect("delete");
     put(&f.storage, ALICE, "b", b"3").await.expect("put");
-    f.storage
-        .call(|reply| Request::DropNamespace {
-            namespace: "bob".into(),
-            reply,
-        })
-        .await
-        .expect("call")
-        .expect("drop");
+    drop_namespace(&f.storage, "bob").await;
     let mut last = put(&f.storage, ALICE, "c", b"4").await.expect("put");
     while last - base < storage::LOG_SLOTS {
         last = put(&f.storage, ALICE, "c", b"5").await.expect("put");
@@ -1032,13 +1028,11 @@ async fn a_database_behind_the_counter_within_its_slots_is_brought_up_to_it() {
 
     // The counter has moved on by one since: the same copy is out of its reach, an older copy.
     std::fs::write(&db_path, &old_copy).expect("swap");
-    let f = build(dir.path(), None, |_| {});
-    let reason = failure(&f.journal).await;
+    let reason = refusal_of(dir.path()).await;
     assert!(
         reason.contains(&format!("is at commit {base}")) && reason.contains("older copy"),
         "{reason}"
     );
-    f.rt.shutdown().await;
 }
 
 /// A commit too large for the counter's slot (over 64 KiB of changes) is synced to the database
@@ -1048,10 +1042,7 @@ async fn a_database_behind_the_counter_within_its_slots_is_brought_up_to_it() {
 async fn a_commit_too_large_for_the_counters_slot_is_synced_to_the_database_first() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db_path = dir.path().join("storage.redb");
-    let f = start(dir.path(), None).await;
-    let base = put(&f.storage, ALICE, "a", b"1").await.expect("put");
-    f.rt.shutdown().await;
-    let old_copy = std::fs::read(&db_path).expect("read");
+    let (base, old_copy) = one_commit_and_a_copy(dir.path()).await;
 
     let f = start(dir.path(), None).await;
     let big = vec![0x42; 100 << 10];
@@ -1064,14 +1055,12 @@ async fn a_commit_too_large_for_the_counters_slot_is_synced_to_the_database_firs
     f.rt.shutdown().await;
 
     std::fs::write(&db_path, &old_copy).expect("swap");
-    let f = build(dir.path(), None, |_| {});
-    let reason = failure(&f.journal).await;
+    let reason = refusal_of(dir.path()).await;
     assert!(
         reason.contains(&format!("is at commit {base}"))
             && reason.contains(&format!("says commit {large}")),
         "{reason}"
     );
-    f.rt.shutdown().await;
 }
 
 /// A write is acknowledged only once the counter's advance carrying it is on disk: when the
