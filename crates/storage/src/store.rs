@@ -87,15 +87,21 @@ impl Logged {
     }
 }
 
-/// Runs a logged redb commit on the blocking pool (it syncs).
+/// Commits `seq` (what it changes is `entry`) through `write` with the counter in `log`
+/// ([`Logged::commit`]), on the blocking pool: it syncs.
 async fn logged<T: Send + 'static>(
     log: &Arc<Mutex<Logged>>,
-    work: impl FnOnce(&mut Logged) -> Result<T, Fatal> + Send + 'static,
+    seq: u64,
+    entry: Vec<u8>,
+    write: impl FnOnce(bool) -> Result<T, DbError> + Send + 'static,
 ) -> Result<T, Fatal> {
     let log = log.clone();
-    tokio::task::spawn_blocking(move || work(&mut log.lock().unwrap_or_else(|p| p.into_inner())))
-        .await
-        .unwrap_or_else(|e| Err(Fatal::Yes(format!("the database task: {e}"))))
+    tokio::task::spawn_blocking(move || {
+        let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+        log.commit(seq, &entry, write)
+    })
+    .await
+    .unwrap_or_else(|e| Err(Fatal::Yes(format!("the database task: {e}"))))
 }
 
 /// One incarnation's database.
@@ -246,10 +252,8 @@ impl Store {
             } => {
                 let (db, keys, old) = (db.clone(), keys.clone(), *root);
                 let entry = replay::encode_commit(&new_namespaces, &changes);
-                *root = logged(log, move |log| {
-                    log.commit(seq, &entry, |durable| {
-                        db.commit(seq, &new_namespaces, &changes, &keys, old, durable)
-                    })
+                *root = logged(log, seq, entry, move |durable| {
+                    db.commit(seq, &new_namespaces, &changes, &keys, old, durable)
                 })
                 .await?;
                 Ok(())
@@ -283,10 +287,8 @@ impl Store {
             } => {
                 let (db, keys, old, ns) = (db.clone(), keys.clone(), *root, namespace.to_owned());
                 let entry = replay::encode_drop(namespace);
-                let (dropped, new) = logged(log, move |log| {
-                    log.commit(seq, &entry, |durable| {
-                        db.drop_namespace(seq, &ns, &keys, old, durable)
-                    })
+                let (dropped, new) = logged(log, seq, entry, move |durable| {
+                    db.drop_namespace(seq, &ns, &keys, old, durable)
                 })
                 .await?;
                 *root = new;
