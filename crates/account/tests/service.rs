@@ -42,7 +42,7 @@ async fn start(dir: &Path) -> Fixture {
     }
 }
 
-async fn ask<T>(
+async fn ask<T: Send + 'static>(
     f: &Fixture,
     make: impl FnOnce(runtime::Reply<Result<T, Error>>) -> Request,
 ) -> Result<T, Error> {

@@ -72,7 +72,7 @@ pub(crate) struct Store {
 }
 
 impl Store {
-    async fn call<T>(
+    async fn call<T: Send + 'static>(
         &self,
         make: impl FnOnce(runtime::Reply<Result<T, storage::Error>>) -> storage::Request,
     ) -> Result<Result<T, storage::Error>, Error> {

@@ -151,6 +151,8 @@ pub(crate) async fn ask<R, T, E>(
 ) -> Result<T, ApiError>
 where
     R: runtime::bus::Operation,
+    T: Send + 'static,
+    E: Send + 'static,
     ApiError: From<E>,
 {
     handle

@@ -43,7 +43,7 @@ async fn start(dir: &Path, accept: Option<u64>) -> Fixture {
     f
 }
 
-async fn call<T>(
+async fn call<T: Send + 'static>(
     h: &crypto::Handle,
     request: impl FnOnce(runtime::Reply<Result<T, Error>>) -> Request,
 ) -> Result<T, Error> {

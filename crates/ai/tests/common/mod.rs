@@ -102,7 +102,7 @@ impl Fixture {
             .expect("the change is accepted");
     }
 
-    pub async fn ask<T>(
+    pub async fn ask<T: Send + 'static>(
         &self,
         make: impl FnOnce(runtime::Reply<Result<T, Error>>) -> Request,
     ) -> Result<T, Error> {

@@ -11,10 +11,9 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use serde::Serialize;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::call::{Call, Outcome, Pending, Reply, Unanswered};
 use super::dead_letter::{DeadLetters, Reason};
 use super::stats::EdgeStats;
 use crate::breaker::{Admission, BreakerPolicy};
@@ -101,105 +100,16 @@ pub trait Operation: Send + 'static {
     fn operation(&self) -> &'static str;
 }
 
-impl<T: Send + 'static> Operation for Reply<T> {
+impl<T: Send + 'static> Operation for super::Reply<T> {
     fn operation(&self) -> &'static str {
         "call"
     }
 }
 
-/// How a message ended. Exactly one per message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// Its reply was sent.
-    Handled,
-    /// It was answered with an error: refused at the door, or its reply dropped unanswered.
-    Error,
-    /// It was dead-lettered with a reason.
-    DeadLettered,
-}
-
-/// Settles a message's outcome once, whoever gets there first: the reply, the dead-letter queue, or
-/// the drop of an unanswered reply.
-#[derive(Debug, Clone)]
-pub(crate) struct Tracker(Arc<TrackerInner>);
-
-#[derive(Debug)]
-struct TrackerInner {
-    settled: AtomicBool,
-    edge: Arc<EdgeStats>,
-}
-
-impl Tracker {
-    fn new(edge: Arc<EdgeStats>) -> Self {
-        Tracker(Arc::new(TrackerInner {
-            settled: AtomicBool::new(false),
-            edge,
-        }))
-    }
-
-    pub(crate) fn settle(&self, outcome: Outcome) -> bool {
-        if self.0.settled.swap(true, Ordering::AcqRel) {
-            return false;
-        }
-        let counter = match outcome {
-            Outcome::Handled => &self.0.edge.handled,
-            Outcome::Error => &self.0.edge.errors,
-            Outcome::DeadLettered => &self.0.edge.dead_lettered,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        true
-    }
-
-    pub(crate) fn caller(&self) -> Option<ServiceName> {
-        self.0.edge.caller.clone()
-    }
-}
-
-/// The sending half of a typed reply, carried inside a request.
-///
-/// Dropping it unanswered (for example because the incarnation holding it panicked) gives the caller
-/// [`CallError::Interrupted`].
-pub struct Reply<T> {
-    tx: Option<oneshot::Sender<T>>,
-    tracker: Tracker,
-}
-
-impl<T> Reply<T> {
-    /// Answers the request.
-    pub fn send(mut self, value: T) {
-        self.tracker.settle(Outcome::Handled);
-        if let Some(tx) = self.tx.take() {
-            // The caller may have given up at its deadline; the request was still handled.
-            let _ = tx.send(value);
-        }
-    }
-
-    /// Whether the caller is still waiting for the answer.
-    pub fn is_wanted(&self) -> bool {
-        self.tx.as_ref().is_some_and(|tx| !tx.is_closed())
-    }
-}
-
-impl<T> Drop for Reply<T> {
-    fn drop(&mut self) {
-        if self.tx.is_some() {
-            self.tracker.settle(Outcome::Error);
-        }
-    }
-}
-
-impl<T> fmt::Debug for Reply<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reply")
-            .field("wanted", &self.is_wanted())
-            .finish()
-    }
-}
-
 pub(crate) struct Envelope<R> {
     pub(crate) message: R,
-    pub(crate) tracker: Tracker,
+    /// The call, for settling its outcome if the request is dead-lettered.
+    pub(crate) tracker: Arc<dyn Pending>,
     pub(crate) deadline: Instant,
 }
 
@@ -396,6 +306,18 @@ impl<R: Send + 'static> MailboxControl for Mailbox<R> {
     }
 }
 
+/// A call's place among the bus's deadlines, given up when the call ends (or its caller stops waiting).
+struct Filed<'a> {
+    deadlines: &'a super::deadlines::Deadlines,
+    ticket: super::deadlines::Ticket,
+}
+
+impl Drop for Filed<'_> {
+    fn drop(&mut self) {
+        self.deadlines.remove(self.ticket);
+    }
+}
+
 /// A cheap, cloneable handle to a service's mailbox. It stays valid across restarts of the service.
 pub struct Handle<R> {
     mailbox: Arc<Mailbox<R>>,
@@ -489,7 +411,10 @@ impl<R: Operation> Handle<R> {
 
     /// Sends the request built by `make` and waits for its reply, up to the service's call timeout or
     /// the deadline of the work making the call ([`crate::deadline::current`]), whichever is first.
-    pub async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> R) -> Result<T, CallError> {
+    pub async fn call<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(Reply<T>) -> R,
+    ) -> Result<T, CallError> {
         let timeout = Duration::from_micros(self.mailbox.call_timeout_us.load(Ordering::Relaxed));
         let now = Instant::now();
         self.call_at(now, now + timeout, make).await
@@ -498,7 +423,7 @@ impl<R: Operation> Handle<R> {
     /// Sends the request built by `make` and waits for its reply until `deadline`, or until the
     /// deadline of the work making the call if that is earlier: an inherited deadline is never raised.
     /// The deadline travels in the envelope, so the service handling the request inherits it too.
-    pub async fn call_by<T>(
+    pub async fn call_by<T: Send + 'static>(
         &self,
         deadline: Instant,
         make: impl FnOnce(Reply<T>) -> R,
@@ -507,7 +432,7 @@ impl<R: Operation> Handle<R> {
     }
 
     /// [`Handle::call_by`], with the clock read once by the caller: `started` is now.
-    async fn call_at<T>(
+    async fn call_at<T: Send + 'static>(
         &self,
         started: Instant,
         deadline: Instant,
@@ -556,16 +481,12 @@ impl<R: Operation> Handle<R> {
             self.journal_breaker(edge.breaker_record(breaker_on, policy, started, false, probe));
             return refuse(e);
         }
-        let (tx, rx) = oneshot::channel();
-        let tracker = Tracker::new(edge.clone());
-        let message = make(Reply {
-            tx: Some(tx),
-            tracker: tracker.clone(),
-        });
+        let (wait, reply) = Call::open(edge.clone());
+        let message = make(reply);
         let operation = message.operation();
         mailbox.queue.push(Envelope {
             message,
-            tracker,
+            tracker: wait.pending(),
             deadline,
         });
         // The service may have stopped between the gate check and the send, after its mailbox was
@@ -574,15 +495,21 @@ impl<R: Operation> Handle<R> {
         if gate != OPEN {
             MailboxControl::drain(mailbox, Reason::ServiceStopped);
         }
-        let result = match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(_)) => Err(CallError::Interrupted {
-                service: mailbox.name.clone(),
-            }),
-            Err(_) => Err(CallError::DeadlineExceeded {
-                service: mailbox.name.clone(),
-            }),
+        let deadlines = &self.edges.deadlines;
+        let filed = Filed {
+            deadlines,
+            ticket: deadlines.insert(deadline, wait.pending()),
         };
+        let result = wait.await;
+        drop(filed);
+        let result = result.map_err(|e| match e {
+            Unanswered::Interrupted => CallError::Interrupted {
+                service: mailbox.name.clone(),
+            },
+            Unanswered::Expired => CallError::DeadlineExceeded {
+                service: mailbox.name.clone(),
+            },
+        });
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(started);
         self.journal_breaker(edge.breaker_record(breaker_on, policy, now, result.is_ok(), probe));

@@ -1,7 +1,9 @@
 //! The message bus: typed point-to-point requests through handles, publish/subscribe by message type,
 //! per-edge statistics, and the dead-letter queue.
 
+mod call;
 mod dead_letter;
+mod deadlines;
 mod mailbox;
 mod stats;
 mod topic;
@@ -10,8 +12,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 pub use crate::breaker::{Admission, Breaker, BreakerPolicy, BreakerSnapshot, BreakerState};
+pub use call::{Outcome, Reply};
 pub use dead_letter::{DeadLetters, Letter, Reason as DeadLetterReason};
-pub use mailbox::{CallError, Handle, Operation, Outcome, Reply};
+pub use mailbox::{CallError, Handle, Operation};
 pub(crate) use mailbox::{Mailbox, MailboxControl};
 pub use stats::{BUCKETS_US, EdgeSnapshot, HistogramSnapshot, OperationSnapshot};
 pub use topic::{Delivery, Message, MessageKind, Subscription};
@@ -41,6 +44,8 @@ pub(crate) struct Edges {
     pub(crate) metrics: Arc<std::sync::atomic::AtomicBool>,
     /// Where circuit breakers journal opening and closing.
     pub(crate) journal: Journal,
+    /// The deadlines of the calls in flight over every edge.
+    pub(crate) deadlines: Arc<deadlines::Deadlines>,
 }
 
 /// (caller, callee); the caller is `None` outside any service.
@@ -74,6 +79,7 @@ impl Bus {
                     map: Arc::default(),
                     metrics: Arc::new(std::sync::atomic::AtomicBool::new(true)),
                     journal,
+                    deadlines: Arc::default(),
                 },
                 dead_letters: DeadLetters::new(1024),
             }),

@@ -1,0 +1,226 @@
+//! One call in flight: where its answer, its deadline and its caller meet.
+//!
+//! A call is one allocation shared by the caller (waiting on it), the [`Reply`] inside the request,
+//! the envelope in the mailbox (which settles the call's outcome if the request is dead-lettered)
+//! and the bus's [`super::deadlines::Deadlines`] (which ends the wait when the deadline comes). It
+//! replaces a tokio `oneshot`, a separate outcome tracker and a timer per call.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use serde::Serialize;
+
+use super::stats::EdgeStats;
+use crate::ServiceName;
+
+/// How a message ended. Exactly one per message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Its reply was sent.
+    Handled,
+    /// It was answered with an error: refused at the door, or its reply dropped unanswered.
+    Error,
+    /// It was dead-lettered with a reason.
+    DeadLettered,
+}
+
+/// What the bus needs of a call in flight without knowing its answer's type.
+pub(crate) trait Pending: Send + Sync {
+    /// Settles the call's outcome once, whoever gets there first: the reply, the dead-letter queue,
+    /// or the drop of an unanswered reply. `false` if it was already settled.
+    fn settle(&self, outcome: Outcome) -> bool;
+    /// Who made the call.
+    fn caller(&self) -> Option<ServiceName>;
+    /// The call's deadline has come: a caller still waiting stops waiting, with a timeout. The
+    /// request itself is not settled: it is still handled, or dead-lettered, and counted then.
+    fn expire(&self);
+}
+
+/// The shared state of one call.
+pub(crate) struct Call<T> {
+    state: Mutex<State<T>>,
+    settled: AtomicBool,
+    edge: Arc<EdgeStats>,
+}
+
+enum State<T> {
+    /// Nobody has answered yet; the caller's waker once it has waited.
+    Waiting(Option<Waker>),
+    Answered(T),
+    /// The reply was dropped unanswered.
+    Dropped,
+    /// The deadline came first.
+    Expired,
+    /// The caller has taken the outcome, or stopped waiting.
+    Done,
+}
+
+impl<T: Send + 'static> Call<T> {
+    /// A call on `edge`: what the caller waits on, and the reply that goes into the request.
+    pub(crate) fn open(edge: Arc<EdgeStats>) -> (Wait<T>, Reply<T>) {
+        let call = Arc::new(Call {
+            state: Mutex::new(State::Waiting(None)),
+            settled: AtomicBool::new(false),
+            edge,
+        });
+        (
+            Wait {
+                call: call.clone(),
+                finished: false,
+            },
+            Reply { call: Some(call) },
+        )
+    }
+}
+
+impl<T> Call<T> {
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // Nothing that runs under this lock can panic; a poisoned state is still consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn settle_once(&self, outcome: Outcome) -> bool {
+        if self.settled.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let counter = match outcome {
+            Outcome::Handled => &self.edge.handled.0,
+            Outcome::Error => &self.edge.errors,
+            Outcome::DeadLettered => &self.edge.dead_lettered,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        true
+    }
+
+    /// Moves a waiting call to `to` and wakes its caller; a call no longer waiting is left as it is
+    /// (and `to` dropped).
+    fn end(&self, to: State<T>) {
+        let mut state = self.lock();
+        if let State::Waiting(waker) = &mut *state {
+            let waker = waker.take();
+            *state = to;
+            drop(state);
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+}
+
+impl<T: Send + 'static> Pending for Call<T> {
+    fn settle(&self, outcome: Outcome) -> bool {
+        self.settle_once(outcome)
+    }
+
+    fn caller(&self) -> Option<ServiceName> {
+        self.edge.caller.clone()
+    }
+
+    fn expire(&self) {
+        self.end(State::Expired);
+    }
+}
+
+/// How a wait ended without an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unanswered {
+    /// The reply was dropped unanswered (the incarnation holding it ended).
+    Interrupted,
+    /// The deadline came first.
+    Expired,
+}
+
+/// The caller's side of a call: resolves to the answer, or to why there is none.
+pub(crate) struct Wait<T> {
+    call: Arc<Call<T>>,
+    /// The outcome was taken: dropping needs to tell nobody.
+    finished: bool,
+}
+
+impl<T: Send + 'static> Wait<T> {
+    /// The call, for the mailbox's envelope and the deadlines.
+    pub(crate) fn pending(&self) -> Arc<dyn Pending> {
+        self.call.clone()
+    }
+}
+
+impl<T> Future for Wait<T> {
+    type Output = Result<T, Unanswered>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.call.lock();
+        let outcome = match std::mem::replace(&mut *state, State::Done) {
+            State::Waiting(mut waker) => {
+                match &mut waker {
+                    Some(w) => w.clone_from(cx.waker()),
+                    None => waker = Some(cx.waker().clone()),
+                }
+                *state = State::Waiting(waker);
+                return Poll::Pending;
+            }
+            State::Answered(value) => Ok(value),
+            State::Dropped | State::Done => Err(Unanswered::Interrupted),
+            State::Expired => Err(Unanswered::Expired),
+        };
+        drop(state);
+        self.finished = true;
+        Poll::Ready(outcome)
+    }
+}
+
+impl<T> Drop for Wait<T> {
+    fn drop(&mut self) {
+        if !self.finished {
+            // The caller stopped waiting (its task was cancelled): the reply is no longer wanted.
+            *self.call.lock() = State::Done;
+        }
+    }
+}
+
+/// The sending half of a typed reply, carried inside a request.
+///
+/// Dropping it unanswered (for example because the incarnation holding it panicked) gives the caller
+/// [`crate::CallError::Interrupted`].
+pub struct Reply<T> {
+    call: Option<Arc<Call<T>>>,
+}
+
+impl<T> Reply<T> {
+    /// Answers the request.
+    pub fn send(mut self, value: T) {
+        if let Some(call) = self.call.take() {
+            call.settle_once(Outcome::Handled);
+            // The caller may have given up at its deadline; the request was still handled.
+            call.end(State::Answered(value));
+        }
+    }
+
+    /// Whether the caller is still waiting for the answer.
+    pub fn is_wanted(&self) -> bool {
+        self.call
+            .as_ref()
+            .is_some_and(|call| matches!(*call.lock(), State::Waiting(_)))
+    }
+}
+
+impl<T> Drop for Reply<T> {
+    fn drop(&mut self) {
+        if let Some(call) = self.call.take() {
+            call.settle_once(Outcome::Error);
+            call.end(State::Dropped);
+        }
+    }
+}
+
+impl<T> fmt::Debug for Reply<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reply")
+            .field("wanted", &self.is_wanted())
+            .finish()
+    }
+}
