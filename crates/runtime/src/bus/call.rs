@@ -224,3 +224,65 @@ impl<T> fmt::Debug for Reply<T> {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+
+    fn edge() -> Arc<EdgeStats> {
+        Arc::new(EdgeStats::new(
+            None,
+            ServiceName::new("svc").expect("a valid name"),
+        ))
+    }
+
+    fn poll<T>(wait: &mut Wait<T>) -> Poll<Result<T, Unanswered>> {
+        Pin::new(wait).poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    /// Each way a call can end reaches the caller as what it means, the outcome is counted once, and
+    /// a reply is wanted exactly while its caller waits.
+    #[test]
+    fn a_call_ends_once_and_its_reply_is_wanted_only_while_the_caller_waits() {
+        // Answered.
+        let edge = edge();
+        let (mut wait, reply) = Call::<u32>::open(edge.clone());
+        assert!(poll(&mut wait).is_pending());
+        assert!(reply.is_wanted());
+        reply.send(7);
+        assert_eq!(poll(&mut wait), Poll::Ready(Ok(7)));
+
+        // The reply dropped unanswered: interrupted, counted as an error.
+        let (mut wait, reply) = Call::<u32>::open(edge.clone());
+        drop(reply);
+        assert_eq!(poll(&mut wait), Poll::Ready(Err(Unanswered::Interrupted)));
+
+        // The deadline first: a timeout for the caller; the late answer is still counted as handled,
+        // and only once (a dead letter after it changes nothing).
+        let (mut wait, reply) = Call::<u32>::open(edge.clone());
+        let pending = wait.pending();
+        assert!(poll(&mut wait).is_pending());
+        pending.expire();
+        assert!(!reply.is_wanted(), "nobody waits for it after the deadline");
+        assert_eq!(poll(&mut wait), Poll::Ready(Err(Unanswered::Expired)));
+        reply.send(8);
+        assert!(!pending.settle(Outcome::DeadLettered));
+
+        // The caller stops waiting (its task is cancelled): the reply is no longer wanted, and a
+        // deadline after that finds nobody.
+        let (wait, reply) = Call::<u32>::open(edge.clone());
+        let pending = wait.pending();
+        drop(wait);
+        assert!(!reply.is_wanted());
+        pending.expire();
+        drop(reply);
+
+        assert_eq!(edge.handled.load(Relaxed), 2);
+        assert_eq!(edge.errors.load(Relaxed), 2);
+        assert_eq!(edge.dead_lettered.load(Relaxed), 0);
+    }
+}
