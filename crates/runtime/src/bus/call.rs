@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use serde::Serialize;
+use tokio::time::Instant;
 
 use super::stats::EdgeStats;
 use crate::ServiceName;
@@ -61,8 +62,9 @@ enum State<T> {
 }
 
 impl<T: Send + 'static> Call<T> {
-    /// A call on `edge`: what the caller waits on, and the reply that goes into the request.
-    pub(crate) fn open(edge: Arc<EdgeStats>) -> (Wait<T>, Reply<T>) {
+    /// A call on `edge` until `deadline`: what the caller waits on, and the reply that goes into
+    /// the request.
+    pub(crate) fn open(edge: Arc<EdgeStats>, deadline: Instant) -> (Wait<T>, Reply<T>) {
         let call = Arc::new(Call {
             state: Mutex::new(State::Waiting(None)),
             settled: AtomicBool::new(false),
@@ -71,6 +73,7 @@ impl<T: Send + 'static> Call<T> {
         (
             Wait {
                 call: call.clone(),
+                deadline,
                 finished: false,
             },
             Reply { call: Some(call) },
@@ -138,6 +141,7 @@ pub(crate) enum Unanswered {
 /// The caller's side of a call: resolves to the answer, or to why there is none.
 pub(crate) struct Wait<T> {
     call: Arc<Call<T>>,
+    deadline: Instant,
     /// The outcome was taken: dropping needs to tell nobody.
     finished: bool,
 }
@@ -155,6 +159,11 @@ impl<T> Future for Wait<T> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.call.lock();
         let outcome = match std::mem::replace(&mut *state, State::Done) {
+            // Polled again with no answer: if that is because the deadline has come, the wait ends
+            // now rather than when the deadlines' task gets to it. So work that waits under the
+            // same deadline (the HTTP API's `timeout_at` around a handler, which polls the handler
+            // first) sees the call's own timeout, naming the service, at the same instant.
+            State::Waiting(Some(_)) if Instant::now() >= self.deadline => Err(Unanswered::Expired),
             State::Waiting(mut waker) => {
                 match &mut waker {
                     Some(w) => w.clone_from(cx.waker()),
@@ -240,6 +249,10 @@ mod tests {
         ))
     }
 
+    fn far() -> Instant {
+        Instant::now() + std::time::Duration::from_secs(3600)
+    }
+
     fn poll<T>(wait: &mut Wait<T>) -> Poll<Result<T, Unanswered>> {
         Pin::new(wait).poll(&mut Context::from_waker(Waker::noop()))
     }
@@ -250,20 +263,20 @@ mod tests {
     fn a_call_ends_once_and_its_reply_is_wanted_only_while_the_caller_waits() {
         // Answered.
         let edge = edge();
-        let (mut wait, reply) = Call::<u32>::open(edge.clone());
+        let (mut wait, reply) = Call::<u32>::open(edge.clone(), far());
         assert!(poll(&mut wait).is_pending());
         assert!(reply.is_wanted());
         reply.send(7);
         assert_eq!(poll(&mut wait), Poll::Ready(Ok(7)));
 
         // The reply dropped unanswered: interrupted, counted as an error.
-        let (mut wait, reply) = Call::<u32>::open(edge.clone());
+        let (mut wait, reply) = Call::<u32>::open(edge.clone(), far());
         drop(reply);
         assert_eq!(poll(&mut wait), Poll::Ready(Err(Unanswered::Interrupted)));
 
         // The deadline first: a timeout for the caller; the late answer is still counted as handled,
         // and only once (a dead letter after it changes nothing).
-        let (mut wait, reply) = Call::<u32>::open(edge.clone());
+        let (mut wait, reply) = Call::<u32>::open(edge.clone(), far());
         let pending = wait.pending();
         assert!(poll(&mut wait).is_pending());
         pending.expire();
@@ -274,7 +287,7 @@ mod tests {
 
         // The caller stops waiting (its task is cancelled): the reply is no longer wanted, and a
         // deadline after that finds nobody.
-        let (wait, reply) = Call::<u32>::open(edge.clone());
+        let (wait, reply) = Call::<u32>::open(edge.clone(), far());
         let pending = wait.pending();
         drop(wait);
         assert!(!reply.is_wanted());
@@ -284,5 +297,19 @@ mod tests {
         assert_eq!(edge.handled.load(Relaxed), 2);
         assert_eq!(edge.errors.load(Relaxed), 2);
         assert_eq!(edge.dead_lettered.load(Relaxed), 0);
+    }
+
+    /// A wait polled again at its deadline ends with a timeout by itself, without the deadlines'
+    /// task: what the HTTP API's own timeout, firing at the same instant, relies on.
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_polled_at_its_deadline_times_out_by_itself() {
+        let deadline = Instant::now() + std::time::Duration::from_secs(1);
+        let (mut wait, reply) = Call::<u32>::open(edge(), deadline);
+        assert!(poll(&mut wait).is_pending());
+        tokio::time::advance(std::time::Duration::from_millis(999)).await;
+        assert!(poll(&mut wait).is_pending(), "not before its deadline");
+        tokio::time::advance(std::time::Duration::from_millis(1)).await;
+        assert_eq!(poll(&mut wait), Poll::Ready(Err(Unanswered::Expired)));
+        assert!(!reply.is_wanted());
     }
 }

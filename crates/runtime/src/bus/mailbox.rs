@@ -481,7 +481,7 @@ impl<R: Operation> Handle<R> {
             self.journal_breaker(edge.breaker_record(breaker_on, policy, started, false, probe));
             return refuse(e);
         }
-        let (wait, reply) = Call::open(edge.clone());
+        let (wait, reply) = Call::open(edge.clone(), deadline);
         let message = make(reply);
         let operation = message.operation();
         mailbox.queue.push(Envelope {
