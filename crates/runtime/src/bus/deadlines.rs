@@ -99,12 +99,23 @@ impl PartialEq for Entry {
 
 impl Eq for Entry {}
 
-/// A call's place among the deadlines, for taking it out when it ends.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Ticket {
+/// A call's place among the deadlines: dropping it (when the call ends, or its caller stops
+/// waiting) takes the call out.
+#[must_use = "dropping it takes the call out of the deadlines at once"]
+pub(crate) struct Filed<'a> {
+    deadlines: &'a Deadlines,
     shard: u8,
     key: u32,
     generation: u32,
+}
+
+impl Drop for Filed<'_> {
+    fn drop(&mut self) {
+        let shard = &self.deadlines.shared.shards[usize::from(self.shard)];
+        let call = shard.lock().take(self.key, self.generation);
+        // Dropped after the lock: it may be the call's last reference.
+        drop(call);
+    }
 }
 
 impl State {
@@ -188,9 +199,9 @@ impl std::fmt::Debug for Deadlines {
 }
 
 impl Deadlines {
-    /// Expires `call` at `at` unless [`Deadlines::remove`] takes it out first. Must be called on a
+    /// Expires `call` at `at` unless the [`Filed`] returned is dropped first. Must be called on a
     /// tokio runtime (the task that keeps the deadlines is started on the first call).
-    pub(crate) fn insert(&self, at: Instant, call: Arc<dyn Pending>) -> Ticket {
+    pub(crate) fn insert(&self, at: Instant, call: Arc<dyn Pending>) -> Filed<'_> {
         let shard = shard_of_this_thread();
         let mut state = self.shared.shards[shard].lock();
         if state.heap.len() >= state.sweep_at {
@@ -229,19 +240,12 @@ impl Deadlines {
         } else if earlier {
             self.shared.wake.notify_one();
         }
-        Ticket {
+        Filed {
+            deadlines: self,
             shard: shard as u8,
             key,
             generation,
         }
-    }
-
-    /// Takes a call that has ended out of the deadlines.
-    pub(crate) fn remove(&self, ticket: Ticket) {
-        let shard = &self.shared.shards[usize::from(ticket.shard)];
-        let call = shard.lock().take(ticket.key, ticket.generation);
-        // Dropped after the lock: it may be the call's last reference.
-        drop(call);
     }
 }
 
@@ -357,12 +361,11 @@ mod tests {
         let start = Instant::now();
         let probes: Vec<Arc<Probe>> = (0..3).map(|_| Arc::default()).collect();
         // Out of order: 300 ms, then 100 ms (earlier than what the task sleeps until), then 200 ms.
-        for (probe, ms) in probes.iter().zip([300, 100, 200]) {
-            deadlines.insert(start + Duration::from_millis(ms), probe.clone());
-        }
+        let _filed: Vec<Filed<'_>> = (probes.iter().zip([300, 100, 200]))
+            .map(|(probe, ms)| deadlines.insert(start + Duration::from_millis(ms), probe.clone()))
+            .collect();
         let ended = Arc::new(Probe::default());
-        let ticket = deadlines.insert(start + Duration::from_millis(50), ended.clone());
-        deadlines.remove(ticket);
+        drop(deadlines.insert(start + Duration::from_millis(50), ended.clone()));
         assert_eq!(
             Arc::strong_count(&ended),
             1,
@@ -394,12 +397,12 @@ mod tests {
         let deadlines = Deadlines::default();
         let far = Instant::now() + Duration::from_secs(3600);
         let live: Vec<Arc<Probe>> = (0..10).map(|_| Arc::default()).collect();
-        for probe in &live {
-            deadlines.insert(far, probe.clone());
-        }
+        let _filed: Vec<Filed<'_>> = live
+            .iter()
+            .map(|probe| deadlines.insert(far, probe.clone()))
+            .collect();
         for _ in 0..100 * SWEEP_FLOOR {
-            let ticket = deadlines.insert(far, Arc::new(Probe::default()));
-            deadlines.remove(ticket);
+            drop(deadlines.insert(far, Arc::new(Probe::default())));
             assert!(
                 len(&deadlines) <= 2 * SWEEP_FLOOR + 10,
                 "{}",
@@ -417,10 +420,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_task_ends_with_the_deadlines() {
         let deadlines = Deadlines::default();
-        let _ = deadlines.insert(
+        drop(deadlines.insert(
             Instant::now() + Duration::from_secs(5),
             Arc::new(Probe::default()),
-        );
+        ));
         let shared = Arc::downgrade(&deadlines.shared);
         drop(deadlines);
         for _ in 0..16 {

@@ -100,7 +100,7 @@ pub trait Operation: Send + 'static {
     fn operation(&self) -> &'static str;
 }
 
-impl<T: Send + 'static> Operation for super::Reply<T> {
+impl<T: Send + 'static> Operation for Reply<T> {
     fn operation(&self) -> &'static str {
         "call"
     }
@@ -306,18 +306,6 @@ impl<R: Send + 'static> MailboxControl for Mailbox<R> {
     }
 }
 
-/// A call's place among the bus's deadlines, given up when the call ends (or its caller stops waiting).
-struct Filed<'a> {
-    deadlines: &'a super::deadlines::Deadlines,
-    ticket: super::deadlines::Ticket,
-}
-
-impl Drop for Filed<'_> {
-    fn drop(&mut self) {
-        self.deadlines.remove(self.ticket);
-    }
-}
-
 /// A cheap, cloneable handle to a service's mailbox. It stays valid across restarts of the service.
 pub struct Handle<R> {
     mailbox: Arc<Mailbox<R>>,
@@ -495,11 +483,8 @@ impl<R: Operation> Handle<R> {
         if gate != OPEN {
             MailboxControl::drain(mailbox, Reason::ServiceStopped);
         }
-        let deadlines = &self.edges.deadlines;
-        let filed = Filed {
-            deadlines,
-            ticket: deadlines.insert(deadline, wait.pending()),
-        };
+        // Taken out of the deadlines when dropped: once answered, or if the caller stops waiting.
+        let filed = self.edges.deadlines.insert(deadline, wait.pending());
         let result = wait.await;
         drop(filed);
         let result = result.map_err(|e| match e {
