@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::bus::WakeAll;
 use crate::event::Fault;
 use crate::health::Health;
 use crate::spec::HealthPolicy;
@@ -45,18 +46,18 @@ pub(crate) struct ControlSender(Arc<ControlInner>);
 
 struct ControlInner {
     tx: Option<mpsc::Sender<Control>>,
-    ready: Arc<Notify>,
+    ready: Arc<dyn WakeAll>,
     /// Set after each message and as the last sender drops: the receiver looks at the channel
     /// only when it is, so a request's way through `Context::recv` costs one atomic swap for
     /// control rather than a look into the channel.
     pending: Arc<AtomicBool>,
 }
 
-/// An incarnation's control channel of `capacity` messages; sending wakes the waiters of `ready`
-/// (the mailbox's wake-up).
+/// An incarnation's control channel of `capacity` messages; sending wakes the receivers waiting on
+/// `ready` (the mailbox's queue).
 pub(crate) fn control_channel(
     capacity: usize,
-    ready: Arc<Notify>,
+    ready: Arc<dyn WakeAll>,
 ) -> (ControlSender, ControlReceiver) {
     let (tx, rx) = mpsc::channel(capacity);
     let pending = Arc::new(AtomicBool::new(false));
@@ -79,7 +80,7 @@ impl ControlSender {
             // After the send: a receiver that sees the flag finds the message.
             self.0.pending.store(true, Ordering::Release);
             // Every waiting replica wakes; those the message is not for look and wait again.
-            self.0.ready.notify_waiters();
+            self.0.ready.wake_all();
         }
         result
     }
@@ -89,7 +90,7 @@ impl Drop for ControlInner {
     fn drop(&mut self) {
         drop(self.tx.take());
         self.pending.store(true, Ordering::Release);
-        self.ready.notify_waiters();
+        self.ready.wake_all();
     }
 }
 

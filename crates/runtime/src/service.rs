@@ -6,12 +6,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
 
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Bus, DeadLetterReason, Mailbox, MailboxControl};
+use crate::bus::{Bus, DeadLetterReason, Mailbox, MailboxControl, Receiver};
 use crate::event::Fault;
 use crate::health::Health;
 use crate::incarnation::{Control, IncarnationId, Report};
@@ -132,6 +133,8 @@ pub struct Context<R> {
     name: ServiceName,
     mailbox: Arc<Mailbox<R>>,
     control: crate::incarnation::ControlReceiver,
+    /// Its place among the receivers of the mailbox's queue.
+    receiver: Receiver,
     reports: mpsc::UnboundedSender<Report>,
     stop: CancellationToken,
     injected_error: Arc<AtomicBool>,
@@ -237,97 +240,111 @@ impl<R: crate::bus::Operation> Context<R> {
         // The previous request is done with: what runs until the next one has no deadline.
         crate::deadline::set(None);
         loop {
-            // A look before registering: after a wake-up, what woke it is there.
-            match self.look() {
-                Look::Nothing => {}
-                found => match self.settle(found).await {
-                    Some(out) => return out,
-                    None => continue,
+            let mut waited = false;
+            let found = {
+                let queue = &*self.mailbox.queue;
+                let control = &mut self.control;
+                // Leaves the queue's waiting receivers if this look ends (or is dropped, in a
+                // `select!`) without taking a request.
+                let mut waiting = Waiting {
+                    queue,
+                    receiver: self.receiver,
+                    took: false,
+                };
+                let found = std::future::poll_fn(|cx| {
+                    // Control overtakes data.
+                    if let Some(control) = look_at_control(control) {
+                        return Poll::Ready(Found::Control(control));
+                    }
+                    match queue.poll_pop(waiting.receiver, cx) {
+                        Poll::Ready(envelope) => Poll::Ready(Found::Request(envelope)),
+                        // Registered: a control message sent after the look above woke nobody.
+                        Poll::Pending => match look_at_control(control) {
+                            Some(control) => Poll::Ready(Found::Control(control)),
+                            None => {
+                                waited = true;
+                                Poll::Pending
+                            }
+                        },
+                    }
+                })
+                .await;
+                waiting.took = matches!(found, Found::Request(_));
+                found
+            };
+            match found {
+                Found::Request(envelope) => {
+                    if envelope.deadline <= tokio::time::Instant::now() {
+                        self.mailbox
+                            .dead_letter(envelope, DeadLetterReason::DeadlineExpired);
+                        continue;
+                    }
+                    // Calls made while handling it inherit what is left of its deadline.
+                    crate::deadline::set(Some(envelope.deadline));
+                    if !waited {
+                        // Taken without waiting: it still counts against the task's budget, so a
+                        // service whose queue never empties yields to the others on its worker.
+                        tokio::task::consume_budget().await;
+                    }
+                    return Some(envelope.message);
+                }
+                Found::Control(control) => match control {
+                    Ok(Control::Ping(answer)) => {
+                        let _ = answer.send(());
+                    }
+                    Ok(Control::Stop) | Err(TryRecvError::Disconnected) => return None,
+                    Ok(Control::Fault(Fault::Panic)) => {
+                        panic!(
+                            "injected fault: panic in {} (generation {})",
+                            self.name, self.id.generation
+                        )
+                    }
+                    Ok(Control::Fault(Fault::Hang)) => {
+                        self.hung = true;
+                        return std::future::pending().await;
+                    }
+                    Ok(Control::Fault(Fault::Error)) => {
+                        self.injected_error.store(true, Ordering::Release);
+                        return None;
+                    }
+                    Err(TryRecvError::Empty) => {}
                 },
             }
-            // Registered before looking again, so a control message or a request that comes
-            // between the look and the wait is not missed. One wake-up for both: the control
-            // sender wakes the mailbox's waiters too (`incarnation::ControlSender`).
-            let ready = self.mailbox.queue.ready().clone();
-            let mut woken = std::pin::pin!(ready.notified());
-            woken.as_mut().enable();
-            match self.look() {
-                Look::Nothing => woken.await,
-                found => {
-                    if let Some(out) = self.settle(found).await {
-                        return out;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Looks, without waiting, at the control channel first (control overtakes data) and then
-    /// at the mailbox.
-    fn look(&mut self) -> Look<R> {
-        match self.control.try_recv() {
-            Ok(Control::Ping(answer)) => {
-                let _ = answer.send(());
-                return Look::Again;
-            }
-            Ok(Control::Stop) | Err(TryRecvError::Disconnected) => return Look::Stop,
-            Ok(Control::Fault(Fault::Panic)) => {
-                panic!(
-                    "injected fault: panic in {} (generation {})",
-                    self.name, self.id.generation
-                )
-            }
-            Ok(Control::Fault(Fault::Hang)) => return Look::Hang,
-            Ok(Control::Fault(Fault::Error)) => {
-                self.injected_error.store(true, Ordering::Release);
-                return Look::Stop;
-            }
-            Err(TryRecvError::Empty) => {}
-        }
-        match self.mailbox.queue.try_pop() {
-            Some(envelope) if envelope.deadline <= tokio::time::Instant::now() => {
-                self.mailbox
-                    .dead_letter(envelope, DeadLetterReason::DeadlineExpired);
-                Look::Again
-            }
-            Some(envelope) => {
-                // Calls made while handling it inherit what is left of its deadline.
-                crate::deadline::set(Some(envelope.deadline));
-                Look::Request(envelope.message)
-            }
-            None => Look::Nothing,
-        }
-    }
-
-    /// What `recv` does with what a look found: `Some` answer to return, or `None` to look again.
-    async fn settle(&mut self, found: Look<R>) -> Option<Option<R>> {
-        match found {
-            Look::Request(request) => {
-                // A request taken without waiting still counts against the task's budget, so a
-                // service whose queue never empties yields to the others on its worker.
-                tokio::task::consume_budget().await;
-                Some(Some(request))
-            }
-            Look::Stop => Some(None),
-            Look::Hang => {
-                self.hung = true;
-                std::future::pending().await
-            }
-            Look::Again | Look::Nothing => None,
         }
     }
 }
 
+/// A control message (or the channel's end), if there is one: `Empty` is `None`.
+fn look_at_control(
+    control: &mut crate::incarnation::ControlReceiver,
+) -> Option<Result<Control, TryRecvError>> {
+    match control.try_recv() {
+        Err(TryRecvError::Empty) => None,
+        other => Some(other),
+    }
+}
+
 /// What one look into the control channel and the mailbox found.
-enum Look<R> {
-    Request(R),
-    /// Stop receiving: stopped, the control channel closed, or an injected error.
-    Stop,
-    /// An injected hang: wait forever.
-    Hang,
-    /// Something was handled (a ping answered, an expired request dead-lettered): look again.
-    Again,
-    Nothing,
+enum Found<E> {
+    Control(Result<Control, TryRecvError>),
+    Request(E),
+}
+
+/// An incarnation's place among the receivers waiting on its mailbox, for the length of one look.
+struct Waiting<'a, T> {
+    queue: &'a crate::bus::Queue<T>,
+    receiver: Receiver,
+    /// It took a request: whatever woke it was used.
+    took: bool,
+}
+
+impl<T> Drop for Waiting<'_, T> {
+    fn drop(&mut self) {
+        if !self.took {
+            // Gives up its place, or passes on a wake-up meant for a request it did not take.
+            self.queue.leave(self.receiver);
+        }
+    }
 }
 
 impl<R: crate::bus::Operation> Context<R> {
@@ -384,6 +401,7 @@ impl<S: Service> Erased for Wrapped<S> {
             name: self.mailbox.name.clone(),
             mailbox: self.mailbox.clone(),
             control: launch.control,
+            receiver: self.mailbox.queue.receiver(),
             reports: launch.reports,
             stop: launch.stop,
             injected_error: injected_error.clone(),

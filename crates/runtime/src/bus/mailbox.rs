@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use super::call::{Call, Outcome, Pending, Reply, Unanswered};
 use super::dead_letter::{DeadLetters, Reason};
+use super::queue::{Queue, WakeAll};
 use super::stats::EdgeStats;
 use crate::breaker::{Admission, BreakerPolicy};
 use crate::{ServiceName, State};
@@ -115,52 +116,11 @@ pub(crate) struct Envelope<R> {
 
 const OPEN: u8 = u8::MAX;
 
-/// A mailbox's queue: any number of senders (the handles) and of receivers (the replicas of the
-/// service). The queue is lock-free, and a waiting receiver costs no allocation: it waits on
-/// tokio's `Notify`, whose waiters are an intrusive list (an `async_channel` receiver allocates a
-/// listener each time it waits, that is, for nearly every request of a service that keeps up).
-pub(crate) struct Queue<T> {
-    items: concurrent_queue::ConcurrentQueue<T>,
-    ready: Arc<tokio::sync::Notify>,
-}
-
-impl<T> Queue<T> {
-    fn new() -> Self {
-        Queue {
-            items: concurrent_queue::ConcurrentQueue::unbounded(),
-            ready: Arc::new(tokio::sync::Notify::new()),
-        }
-    }
-
-    /// Queues `item` and wakes one waiting receiver (or lets the next one that waits pass).
-    fn push(&self, item: T) {
-        // An unbounded queue refuses only when closed, and this one is never closed.
-        if self.items.push(item).is_ok() {
-            self.ready.notify_one();
-        }
-    }
-
-    /// What its receivers wait on: woken once per item pushed, and by the control sender
-    /// (`crate::incarnation::ControlSender`) for a control message, so an incarnation waits on one thing.
-    pub(crate) fn ready(&self) -> &Arc<tokio::sync::Notify> {
-        &self.ready
-    }
-
-    /// The next item, if one is queued.
-    pub(crate) fn try_pop(&self) -> Option<T> {
-        self.items.pop().ok()
-    }
-
-    /// How many items are queued.
-    pub(crate) fn len(&self) -> usize {
-        self.items.len()
-    }
-}
-
 /// The mailbox of one service, shared by its handles and its incarnations.
 pub(crate) struct Mailbox<R> {
     pub(crate) name: ServiceName,
-    pub(crate) queue: Queue<Envelope<R>>,
+    /// Shared with the control senders of its incarnations, which wake its waiting receivers.
+    pub(crate) queue: Arc<Queue<Envelope<R>>>,
     /// Live-tunable: configuration changes reach handles without a restart.
     capacity: AtomicUsize,
     call_timeout_us: AtomicU64,
@@ -200,7 +160,7 @@ impl<R: Send + 'static> Mailbox<R> {
         // enforced on send.
         let mailbox = Mailbox {
             name: spec.name.clone(),
-            queue: Queue::new(),
+            queue: Arc::new(Queue::new()),
             capacity: AtomicUsize::new(1),
             call_timeout_us: AtomicU64::new(0),
             breaker: RwLock::new(spec.breaker),
@@ -253,7 +213,7 @@ impl<R: Send + 'static> Mailbox<R> {
 /// What the supervisor needs from a mailbox without knowing its request type.
 pub(crate) trait MailboxControl: Send + Sync {
     /// What the service's incarnations wait on, for waking them with a control message.
-    fn ready(&self) -> Arc<tokio::sync::Notify>;
+    fn ready(&self) -> Arc<dyn WakeAll>;
     fn set_state(&self, state: State);
     /// While shedding, requests beyond a small queue are refused at once.
     fn set_shedding(&self, on: bool);
@@ -271,8 +231,8 @@ impl<R: Send + 'static> MailboxControl for Mailbox<R> {
         self.operations.snapshot()
     }
 
-    fn ready(&self) -> Arc<tokio::sync::Notify> {
-        self.queue.ready().clone()
+    fn ready(&self) -> Arc<dyn WakeAll> {
+        self.queue.clone()
     }
 
     fn set_state(&self, state: State) {

@@ -5,6 +5,7 @@ mod call;
 mod dead_letter;
 mod deadlines;
 mod mailbox;
+mod queue;
 mod stats;
 mod topic;
 
@@ -16,6 +17,7 @@ pub use call::{Outcome, Reply};
 pub use dead_letter::{DeadLetters, Letter, Reason as DeadLetterReason};
 pub use mailbox::{CallError, Handle, Operation};
 pub(crate) use mailbox::{Mailbox, MailboxControl};
+pub(crate) use queue::{Queue, Receiver, WakeAll};
 pub use stats::{BUCKETS_US, EdgeSnapshot, HistogramSnapshot, OperationSnapshot};
 pub use topic::{Delivery, Message, MessageKind, Subscription};
 
