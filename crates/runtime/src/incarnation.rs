@@ -104,8 +104,10 @@ pub(crate) struct ControlReceiver {
 impl ControlReceiver {
     /// The next control message, `Empty` without looking into the channel when nothing was sent
     /// since it was last found empty, or `Disconnected` once every sender is gone.
+    #[inline]
     pub(crate) fn try_recv(&mut self) -> Result<Control, TryRecvError> {
-        if !self.pending.swap(false, Ordering::Acquire) {
+        // A plain load first: on a request's way through `Context::recv` nothing was sent.
+        if !self.pending.load(Ordering::Relaxed) || !self.pending.swap(false, Ordering::Acquire) {
             return Err(TryRecvError::Empty);
         }
         let got = self.rx.try_recv();

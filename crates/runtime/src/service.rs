@@ -315,6 +315,7 @@ impl<R: crate::bus::Operation> Context<R> {
 }
 
 /// A control message (or the channel's end), if there is one: `Empty` is `None`.
+#[inline]
 fn look_at_control(
     control: &mut crate::incarnation::ControlReceiver,
 ) -> Option<Result<Control, TryRecvError>> {

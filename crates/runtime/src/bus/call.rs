@@ -40,12 +40,18 @@ pub(crate) trait Pending: Send + Sync {
     /// The call's deadline has come: a caller still waiting stops waiting, with a timeout. The
     /// request itself is not settled: it is still handled, or dead-lettered, and counted then.
     fn expire(&self);
+    /// Whether [`Pending::expire`] would do nothing now or later: the caller has its answer, or
+    /// why there is none, or stopped waiting. The deadlines let go of such a call.
+    fn is_over(&self) -> bool;
 }
 
 /// The shared state of one call.
 pub(crate) struct Call<T> {
     state: Mutex<State<T>>,
     settled: AtomicBool,
+    /// The state has left `Waiting` (set under the lock as it does): for the deadlines' sweeps,
+    /// which look at many calls and take none of their locks.
+    over: AtomicBool,
     edge: Arc<EdgeStats>,
 }
 
@@ -68,6 +74,7 @@ impl<T: Send + 'static> Call<T> {
         let call = Arc::new(Call {
             state: Mutex::new(State::Waiting(None)),
             settled: AtomicBool::new(false),
+            over: AtomicBool::new(false),
             edge,
         });
         (
@@ -107,6 +114,7 @@ impl<T> Call<T> {
         if let State::Waiting(waker) = &mut *state {
             let waker = waker.take();
             *state = to;
+            self.over.store(true, Ordering::Release);
             drop(state);
             if let Some(waker) = waker {
                 waker.wake();
@@ -126,6 +134,10 @@ impl<T: Send + 'static> Pending for Call<T> {
 
     fn expire(&self) {
         self.end(State::Expired);
+    }
+
+    fn is_over(&self) -> bool {
+        self.over.load(Ordering::Acquire)
     }
 }
 
@@ -163,7 +175,10 @@ impl<T> Future for Wait<T> {
             // now rather than when the deadlines' task gets to it. So work that waits under the
             // same deadline (the HTTP API's `timeout_at` around a handler, which polls the handler
             // first) sees the call's own timeout, naming the service, at the same instant.
-            State::Waiting(Some(_)) if Instant::now() >= self.deadline => Err(Unanswered::Expired),
+            State::Waiting(Some(_)) if Instant::now() >= self.deadline => {
+                self.call.over.store(true, Ordering::Release);
+                Err(Unanswered::Expired)
+            }
             State::Waiting(mut waker) => {
                 match &mut waker {
                     Some(w) => w.clone_from(cx.waker()),
@@ -187,6 +202,7 @@ impl<T> Drop for Wait<T> {
         if !self.finished {
             // The caller stopped waiting (its task was cancelled): the reply is no longer wanted.
             *self.call.lock() = State::Done;
+            self.call.over.store(true, Ordering::Release);
         }
     }
 }
@@ -257,21 +273,30 @@ mod tests {
         Pin::new(wait).poll(&mut Context::from_waker(Waker::noop()))
     }
 
-    /// Each way a call can end reaches the caller as what it means, the outcome is counted once, and
-    /// a reply is wanted exactly while its caller waits.
+    /// Each way a call can end reaches the caller as what it means, the outcome is counted once, a
+    /// reply is wanted exactly while its caller waits, and the call is over (for the deadlines,
+    /// which then let it go) exactly once it has ended for the caller.
     #[test]
     fn a_call_ends_once_and_its_reply_is_wanted_only_while_the_caller_waits() {
         // Answered.
         let edge = edge();
         let (mut wait, reply) = Call::<u32>::open(edge.clone(), far());
+        let pending = wait.pending();
         assert!(poll(&mut wait).is_pending());
         assert!(reply.is_wanted());
+        assert!(!pending.is_over());
         reply.send(7);
+        assert!(
+            pending.is_over(),
+            "answered: its deadline has nothing left to do"
+        );
         assert_eq!(poll(&mut wait), Poll::Ready(Ok(7)));
 
         // The reply dropped unanswered: interrupted, counted as an error.
         let (mut wait, reply) = Call::<u32>::open(edge.clone(), far());
+        let pending = wait.pending();
         drop(reply);
+        assert!(pending.is_over());
         assert_eq!(poll(&mut wait), Poll::Ready(Err(Unanswered::Interrupted)));
 
         // The deadline first: a timeout for the caller; the late answer is still counted as handled,
@@ -280,6 +305,7 @@ mod tests {
         let pending = wait.pending();
         assert!(poll(&mut wait).is_pending());
         pending.expire();
+        assert!(pending.is_over());
         assert!(!reply.is_wanted(), "nobody waits for it after the deadline");
         assert_eq!(poll(&mut wait), Poll::Ready(Err(Unanswered::Expired)));
         reply.send(8);
@@ -290,6 +316,10 @@ mod tests {
         let (wait, reply) = Call::<u32>::open(edge.clone(), far());
         let pending = wait.pending();
         drop(wait);
+        assert!(
+            pending.is_over(),
+            "nobody waits: its deadline has nothing left to do"
+        );
         assert!(!reply.is_wanted());
         pending.expire();
         drop(reply);
@@ -309,7 +339,10 @@ mod tests {
         tokio::time::advance(std::time::Duration::from_millis(999)).await;
         assert!(poll(&mut wait).is_pending(), "not before its deadline");
         tokio::time::advance(std::time::Duration::from_millis(1)).await;
+        let pending = wait.pending();
+        assert!(!pending.is_over());
         assert_eq!(poll(&mut wait), Poll::Ready(Err(Unanswered::Expired)));
+        assert!(pending.is_over());
         assert!(!reply.is_wanted());
     }
 }

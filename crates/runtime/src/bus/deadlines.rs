@@ -2,13 +2,15 @@
 //!
 //! A call used to wait under `tokio::time::timeout_at`: a timer registered in the runtime's wheel on
 //! the first poll and unlinked again when the answer came, about 840 of a call's 4,000 instructions.
-//! Here a call files itself in a slab and pushes its deadline onto a min-heap, in the shard of the
-//! thread it runs on, and one task per bus sleeps until the earliest deadline of all shards and
-//! expires what is due. Successive calls' deadlines mostly grow, so a push is a comparison. A call
-//! that ends leaves the slab at once (so nothing it holds outlives it) but not the heap, where
-//! finding it would cost a search: its entry there is a stale (key, generation) pair, dropped when
-//! its deadline comes or by a sweep that runs when the shard's heap has doubled since the last one.
-//! So a heap holds at most about twice the calls in flight, and a sweep costs a comparison per call.
+//! Here a call pushes itself with its deadline onto a min-heap, in the shard of the thread it runs
+//! on, and one task per bus sleeps until the earliest deadline of all shards and expires what is
+//! due. Successive calls' deadlines mostly grow, so a push is a comparison. A call that ends is not
+//! looked for in the heap (that would cost a search, and a second lock per call): it stays there,
+//! over, until its deadline comes or until a sweep, which runs when the shard's heap has doubled
+//! since the last one (and is at least [`SWEEP_FLOOR`] long) and keeps only the calls still
+//! waiting. So a heap holds at most about twice the calls in flight, or the floor, and a sweep
+//! costs a look per call it passes; the calls it lets go are recent, so their memory is reused
+//! warm.
 //!
 //! Deadlines are exact, as with a timer of their own: the task sleeps on tokio's clock until the
 //! earliest one, so a paused clock in tests advances to it as it did before.
@@ -24,8 +26,8 @@ use tokio::time::Instant;
 
 use super::call::Pending;
 
-/// A sweep never runs on a shard's heap smaller than this.
-const SWEEP_FLOOR: usize = 1024;
+/// A sweep never runs on a shard's heap smaller than this: the ended calls a shard may hold.
+const SWEEP_FLOOR: usize = 128;
 
 /// Each thread files its calls in a shard of its own (while there are no more threads than shards),
 /// so the runtime's workers do not take one lock, and its cache line, from each other on every call:
@@ -53,10 +55,7 @@ struct Shard(Mutex<State>);
 
 #[derive(Default)]
 struct State {
-    /// The calls in flight, by key; a slot's generation tells a heap entry that is still its call
-    /// from one left behind by an earlier call in the same slot.
-    slots: Vec<Slot>,
-    free: Vec<u32>,
+    /// The calls filed, earliest deadline on top; some of them over.
     heap: BinaryHeap<Entry>,
     /// The heap's length at which the next insert sweeps out entries of calls that have ended.
     sweep_at: usize,
@@ -66,16 +65,9 @@ struct State {
     armed: Option<Instant>,
 }
 
-struct Slot {
-    generation: u32,
-    call: Option<Arc<dyn Pending>>,
-}
-
-#[derive(Clone, Copy)]
 struct Entry {
     at: Instant,
-    key: u32,
-    generation: u32,
+    call: Arc<dyn Pending>,
 }
 
 impl Ord for Entry {
@@ -99,47 +91,9 @@ impl PartialEq for Entry {
 
 impl Eq for Entry {}
 
-/// A call's place among the deadlines: dropping it (when the call ends, or its caller stops
-/// waiting) takes the call out.
-#[must_use = "dropping it takes the call out of the deadlines at once"]
-pub(crate) struct Filed<'a> {
-    deadlines: &'a Deadlines,
-    shard: u8,
-    key: u32,
-    generation: u32,
-}
-
-impl Drop for Filed<'_> {
-    fn drop(&mut self) {
-        let shard = &self.deadlines.shared.shards[usize::from(self.shard)];
-        let call = shard.lock().take(self.key, self.generation);
-        // Dropped after the lock: it may be the call's last reference.
-        drop(call);
-    }
-}
-
 impl State {
-    /// Takes the call filed under `key` if it is still the one of `generation`.
-    fn take(&mut self, key: u32, generation: u32) -> Option<Arc<dyn Pending>> {
-        let slot = self.slots.get_mut(key as usize)?;
-        if slot.generation != generation {
-            return None;
-        }
-        slot.generation = slot.generation.wrapping_add(1);
-        self.free.push(key);
-        slot.call.take()
-    }
-
-    fn is_current(&self, entry: &Entry) -> bool {
-        self.slots
-            .get(entry.key as usize)
-            .is_some_and(|s| s.generation == entry.generation)
-    }
-
     fn sweep(&mut self) {
-        let mut heap = std::mem::take(&mut self.heap).into_vec();
-        heap.retain(|e| self.is_current(e));
-        self.heap = BinaryHeap::from(heap);
+        self.heap.retain(|e| !e.call.is_over());
         self.sweep_at = (2 * self.heap.len()).max(SWEEP_FLOOR);
     }
 }
@@ -186,47 +140,23 @@ impl Default for Deadlines {
 
 impl std::fmt::Debug for Deadlines {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let in_flight: usize = (self.shared.shards.iter())
-            .map(|s| {
-                let state = s.lock();
-                state.slots.len() - state.free.len()
-            })
+        let filed: usize = (self.shared.shards.iter())
+            .map(|s| s.lock().heap.len())
             .sum();
-        f.debug_struct("Deadlines")
-            .field("in_flight", &in_flight)
-            .finish()
+        f.debug_struct("Deadlines").field("filed", &filed).finish()
     }
 }
 
 impl Deadlines {
-    /// Expires `call` at `at` unless the [`Filed`] returned is dropped first. Must be called on a
-    /// tokio runtime (the task that keeps the deadlines is started on the first call).
-    pub(crate) fn insert(&self, at: Instant, call: Arc<dyn Pending>) -> Filed<'_> {
+    /// Expires `call` at `at`, unless it is over by then ([`Pending::is_over`]). Must be called on
+    /// a tokio runtime (the task that keeps the deadlines is started on the first call).
+    pub(crate) fn insert(&self, at: Instant, call: Arc<dyn Pending>) {
         let shard = shard_of_this_thread();
         let mut state = self.shared.shards[shard].lock();
         if state.heap.len() >= state.sweep_at {
             state.sweep();
         }
-        let key = match state.free.pop() {
-            Some(key) => key,
-            None => {
-                // More than u32::MAX calls in flight cannot fit in memory anyway.
-                let key = u32::try_from(state.slots.len()).unwrap_or(u32::MAX);
-                state.slots.push(Slot {
-                    generation: 0,
-                    call: None,
-                });
-                key
-            }
-        };
-        let slot = &mut state.slots[key as usize];
-        slot.call = Some(call);
-        let generation = slot.generation;
-        state.heap.push(Entry {
-            at,
-            key,
-            generation,
-        });
+        state.heap.push(Entry { at, call });
         let earlier = state.armed.is_none_or(|armed| at < armed);
         if earlier {
             state.armed = Some(at);
@@ -239,12 +169,6 @@ impl Deadlines {
             tokio::spawn(async move { run(running).await });
         } else if earlier {
             self.shared.wake.notify_one();
-        }
-        Filed {
-            deadlines: self,
-            shard: shard as u8,
-            key,
-            generation,
         }
     }
 }
@@ -285,10 +209,10 @@ async fn run(running: Running) {
         let mut next: Option<Instant> = None;
         for shard in &shared.shards {
             let mut state = shard.lock();
-            while let Some(entry) = state.heap.peek().copied().filter(|e| e.at <= now) {
-                state.heap.pop();
-                if let Some(call) = state.take(entry.key, entry.generation) {
-                    due.push(call);
+            while state.heap.peek().is_some_and(|e| e.at <= now) {
+                if let Some(entry) = state.heap.pop() {
+                    // Expired after the lock; a call already over ignores it.
+                    due.push(entry.call);
                 }
             }
             if let Some(first) = state.heap.peek() {
@@ -325,7 +249,7 @@ async fn run(running: Running) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::time::Duration;
 
     use super::*;
@@ -335,6 +259,15 @@ mod tests {
     #[derive(Default)]
     struct Probe {
         expired: AtomicUsize,
+        over: AtomicBool,
+    }
+
+    impl Probe {
+        fn over() -> Arc<Probe> {
+            let probe = Probe::default();
+            probe.over.store(true, Ordering::SeqCst);
+            Arc::new(probe)
+        }
     }
 
     impl Pending for Probe {
@@ -345,7 +278,13 @@ mod tests {
             None
         }
         fn expire(&self) {
-            self.expired.fetch_add(1, Ordering::SeqCst);
+            // As a call: one that is over ignores its deadline.
+            if !self.is_over() {
+                self.expired.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        fn is_over(&self) -> bool {
+            self.over.load(Ordering::SeqCst)
         }
     }
 
@@ -354,25 +293,21 @@ mod tests {
     }
 
     /// Each deadline expires its call at its own instant, in any order of insertion, and not before;
-    /// a call nobody holds any more is dropped, not expired.
+    /// a call that is over is let go at its deadline without being expired.
     #[tokio::test(start_paused = true)]
     async fn each_call_expires_at_its_own_deadline_and_not_before() {
         let deadlines = Deadlines::default();
         let start = Instant::now();
         let probes: Vec<Arc<Probe>> = (0..3).map(|_| Arc::default()).collect();
         // Out of order: 300 ms, then 100 ms (earlier than what the task sleeps until), then 200 ms.
-        let _filed: Vec<Filed<'_>> = (probes.iter().zip([300, 100, 200]))
-            .map(|(probe, ms)| deadlines.insert(start + Duration::from_millis(ms), probe.clone()))
-            .collect();
-        let ended = Arc::new(Probe::default());
-        drop(deadlines.insert(start + Duration::from_millis(50), ended.clone()));
-        assert_eq!(
-            Arc::strong_count(&ended),
-            1,
-            "an ended call is let go at once"
-        );
+        for (probe, ms) in probes.iter().zip([300, 100, 200]) {
+            deadlines.insert(start + Duration::from_millis(ms), probe.clone());
+        }
+        let ended = Probe::over();
+        deadlines.insert(start + Duration::from_millis(50), ended.clone());
         let expired = |i: usize| probes[i].expired.load(Ordering::SeqCst);
         for (ms, want) in [
+            (49, [0, 0, 0]),
             (99, [0, 0, 0]),
             (100, [0, 1, 0]),
             (200, [0, 1, 1]),
@@ -384,46 +319,58 @@ mod tests {
                 tokio::task::yield_now().await;
             }
             assert_eq!([expired(0), expired(1), expired(2)], want, "at {ms} ms");
+            if ms >= 99 {
+                assert_eq!(
+                    Arc::strong_count(&ended),
+                    1,
+                    "an ended call is let go at its deadline"
+                );
+            }
         }
         assert_eq!([expired(0), expired(1), expired(2)], [1, 1, 1]);
-        assert_eq!(ended.expired.load(Ordering::SeqCst), 0);
         assert_eq!(len(&deadlines), 0);
     }
 
     /// Calls that have ended do not pile up until their deadlines: the heap stays within about twice
-    /// the calls in flight.
+    /// the calls in flight (or the floor), and every call still waiting is kept.
     #[tokio::test(start_paused = true)]
     async fn ended_calls_are_swept_out_long_before_their_deadlines() {
         let deadlines = Deadlines::default();
         let far = Instant::now() + Duration::from_secs(3600);
         let live: Vec<Arc<Probe>> = (0..10).map(|_| Arc::default()).collect();
-        let _filed: Vec<Filed<'_>> = live
-            .iter()
-            .map(|probe| deadlines.insert(far, probe.clone()))
-            .collect();
-        for _ in 0..100 * SWEEP_FLOOR {
-            drop(deadlines.insert(far, Arc::new(Probe::default())));
+        for probe in &live {
+            deadlines.insert(far, probe.clone());
+        }
+        let ended: Vec<Arc<Probe>> = (0..100 * SWEEP_FLOOR).map(|_| Probe::over()).collect();
+        for probe in &ended {
+            deadlines.insert(far, probe.clone());
             assert!(
                 len(&deadlines) <= 2 * SWEEP_FLOOR + 10,
                 "{}",
                 len(&deadlines)
             );
         }
+        let let_go = ended.iter().filter(|p| Arc::strong_count(p) == 1).count();
+        assert!(
+            let_go >= ended.len() - 2 * SWEEP_FLOOR,
+            "the sweeps let go of the ended calls: {let_go} of {}",
+            ended.len()
+        );
         // One thread filed them all, so all in one shard.
         let state = deadlines.shared.shards[shard_of_this_thread()].lock();
-        let kept = state.heap.iter().filter(|e| state.is_current(e)).count();
+        let kept = state.heap.iter().filter(|e| !e.call.is_over()).count();
         assert_eq!(kept, live.len(), "every call in flight is still kept");
-        assert_eq!(state.slots.len(), live.len() + 1, "slots are reused");
+        assert!(live.iter().all(|p| Arc::strong_count(p) == 2));
     }
 
     /// The task ends when the bus drops its deadlines.
     #[tokio::test(start_paused = true)]
     async fn the_task_ends_with_the_deadlines() {
         let deadlines = Deadlines::default();
-        drop(deadlines.insert(
+        deadlines.insert(
             Instant::now() + Duration::from_secs(5),
             Arc::new(Probe::default()),
-        ));
+        );
         let shared = Arc::downgrade(&deadlines.shared);
         drop(deadlines);
         for _ in 0..16 {

@@ -443,10 +443,9 @@ impl<R: Operation> Handle<R> {
         if gate != OPEN {
             MailboxControl::drain(mailbox, Reason::ServiceStopped);
         }
-        // Taken out of the deadlines when dropped: once answered, or if the caller stops waiting.
-        let filed = self.edges.deadlines.insert(deadline, wait.pending());
+        // Over once answered, or if the caller stops waiting: the deadlines then let it go.
+        self.edges.deadlines.insert(deadline, wait.pending());
         let result = wait.await;
-        drop(filed);
         let result = result.map_err(|e| match e {
             Unanswered::Interrupted => CallError::Interrupted {
                 service: mailbox.name.clone(),
