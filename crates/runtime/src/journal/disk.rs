@@ -33,7 +33,8 @@ struct Body<'a> {
     prev: &'a str,
 }
 
-pub(super) fn digest(entry: &Entry) -> String {
+/// The hashed part of `entry` as JSON: the entry without its hash.
+pub(super) fn body(entry: &Entry) -> Vec<u8> {
     let body = Body {
         seq: entry.seq,
         time: &entry.time,
@@ -43,14 +44,35 @@ pub(super) fn digest(entry: &Entry) -> String {
         cause: &entry.cause,
         prev: &entry.prev,
     };
-    let json = serde_json::to_vec(&body).expect("journal bodies always serialize");
+    serde_json::to_vec(&body).expect("journal bodies always serialize")
+}
+
+/// The SHA-256 of a body's JSON, hex.
+pub(super) fn digest_of(body: &[u8]) -> String {
     // Into a buffer of its size: `hex::encode` builds its string one char at a time, which was a
     // visible share of a restart's journal entries.
     let mut out = [0u8; 64];
-    hex::encode_to_slice(Sha256::digest(&json), &mut out).expect("a SHA-256 digest is 32 bytes");
+    hex::encode_to_slice(Sha256::digest(body), &mut out).expect("a SHA-256 digest is 32 bytes");
     std::str::from_utf8(&out)
         .expect("hex digits are ASCII")
         .to_owned()
+}
+
+pub(super) fn digest(entry: &Entry) -> String {
+    digest_of(&body(entry))
+}
+
+/// The entry's line on disk, newline included, made from its body's JSON and its hash: the same
+/// bytes as serializing the whole entry (its hash is its last field, and hex needs no escaping),
+/// without serializing it a second time.
+pub(super) fn line(mut body: Vec<u8>, hash: &str) -> Vec<u8> {
+    debug_assert_eq!(body.last(), Some(&b'}'));
+    body.pop();
+    body.reserve(hash.len() + 12);
+    body.extend_from_slice(b",\"hash\":\"");
+    body.extend_from_slice(hash.as_bytes());
+    body.extend_from_slice(b"\"}\n");
+    body
 }
 
 /// Checks one line (without its newline) against the hash of the line before it. Lines are bytes, not

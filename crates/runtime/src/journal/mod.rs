@@ -21,7 +21,7 @@ use tokio::sync::broadcast;
 
 pub use crate::event::{Cause, Entry, Event, ExitOutcome, Fault, RuntimeLevel};
 use crate::name::ServiceName;
-use disk::{GENESIS, digest};
+use disk::GENESIS;
 
 /// Entries kept in memory for readers and for the live stream's catch-up.
 const RECENT: usize = 8192;
@@ -176,11 +176,11 @@ impl Journal {
             prev: w.last_hash.clone(),
             hash: String::new(),
         };
-        entry.hash = digest(&entry);
+        let body = disk::body(&entry);
+        entry.hash = disk::digest_of(&body);
         let before = w.len;
         if let Some(file) = w.file.as_mut() {
-            let mut line = serde_json::to_vec(&entry).expect("journal entries always serialize");
-            line.push(b'\n');
+            let line = disk::line(body, &entry.hash);
             // One write per entry: a crash tears at most the last line, which open() cuts off.
             match file.write_all(&line) {
                 Ok(()) => w.len = before + line.len() as u64,

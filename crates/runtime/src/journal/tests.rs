@@ -206,3 +206,46 @@ fn a_torn_tail_is_cut_and_the_chain_continues() {
         (3, None, 0)
     );
 }
+
+/// A line on disk is built from the hashed body and the hash, not by serializing the entry again:
+/// it must still be byte for byte the entry's own JSON, for entries with and without a service and a
+/// generation, and with text that JSON escapes.
+#[test]
+fn each_line_on_disk_is_the_entrys_own_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("journal.log");
+    let (j, _) = Journal::open(&path).expect("open");
+    let svc = ServiceName::from_static("svc");
+    j.append(None, None, Event::RuntimeStopped, Cause::Shutdown);
+    j.append(
+        Some(&svc),
+        Some(3),
+        Event::Failed {
+            reason: "a \"quoted\" reason,\nwith a newline, a tab\t and é".into(),
+        },
+        Cause::Operator {
+            command: "fault \\ \"panic\"".into(),
+        },
+    );
+    j.append(
+        Some(&svc),
+        None,
+        Event::Ready { replica: 2 },
+        Cause::Startup,
+    );
+    let text = std::fs::read(&path).expect("read");
+    let lines: Vec<&[u8]> = text.split_inclusive(|&b| b == b'\n').collect();
+    let entries = j.read(0, 10).expect("read");
+    assert_eq!(lines.len(), entries.len());
+    for (line, entry) in lines.iter().zip(&entries) {
+        let mut json = serde_json::to_vec(&**entry).expect("serializes");
+        json.push(b'\n');
+        assert_eq!(
+            String::from_utf8_lossy(line),
+            String::from_utf8_lossy(&json)
+        );
+    }
+    drop(j);
+    let (_, report) = Journal::open(&path).expect("reopen");
+    assert_eq!((report.entries, report.violation), (3, None));
+}
