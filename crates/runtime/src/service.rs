@@ -242,7 +242,7 @@ impl<R: crate::bus::Operation> Context<R> {
         loop {
             let mut waited = false;
             let found = {
-                let queue = &*self.mailbox.queue;
+                let queue = &self.mailbox.queue;
                 let control = &mut self.control;
                 // Leaves the queue's waiting receivers if this look ends (or is dropped, in a
                 // `select!`) without taking a request.
@@ -385,6 +385,8 @@ pub(crate) type Incarnation = Pin<Box<dyn Future<Output = Result<(), ServiceErro
 pub(crate) trait Erased: Send + Sync {
     fn launch(&self, launch: Launch) -> Incarnation;
     fn mailbox(&self) -> &dyn MailboxControl;
+    /// What the service's incarnations wait on, for waking them with a control message.
+    fn ready(&self) -> Arc<dyn crate::bus::WakeAll>;
     fn validate(&self, new: &Spec) -> Result<(), Veto>;
     fn takes_live(&self, old: &Spec, new: &Spec) -> bool;
 }
@@ -425,6 +427,10 @@ impl<S: Service> Erased for Wrapped<S> {
 
     fn mailbox(&self) -> &dyn MailboxControl {
         &*self.mailbox
+    }
+
+    fn ready(&self) -> Arc<dyn crate::bus::WakeAll> {
+        self.mailbox.clone()
     }
 
     fn validate(&self, new: &Spec) -> Result<(), Veto> {

@@ -119,8 +119,7 @@ const OPEN: u8 = u8::MAX;
 /// The mailbox of one service, shared by its handles and its incarnations.
 pub(crate) struct Mailbox<R> {
     pub(crate) name: ServiceName,
-    /// Shared with the control senders of its incarnations, which wake its waiting receivers.
-    pub(crate) queue: Arc<Queue<Envelope<R>>>,
+    pub(crate) queue: Queue<Envelope<R>>,
     /// Live-tunable: configuration changes reach handles without a restart.
     capacity: AtomicUsize,
     call_timeout_us: AtomicU64,
@@ -160,7 +159,7 @@ impl<R: Send + 'static> Mailbox<R> {
         // enforced on send.
         let mailbox = Mailbox {
             name: spec.name.clone(),
-            queue: Arc::new(Queue::new()),
+            queue: Queue::new(),
             capacity: AtomicUsize::new(1),
             call_timeout_us: AtomicU64::new(0),
             breaker: RwLock::new(spec.breaker),
@@ -210,10 +209,16 @@ impl<R: Send + 'static> Mailbox<R> {
     }
 }
 
+/// A control sender wakes the replicas waiting on the mailbox's queue (the control channel holds the
+/// mailbox, which its incarnations share anyway).
+impl<R: Send + 'static> WakeAll for Mailbox<R> {
+    fn wake_all(&self) {
+        self.queue.wake_all();
+    }
+}
+
 /// What the supervisor needs from a mailbox without knowing its request type.
 pub(crate) trait MailboxControl: Send + Sync {
-    /// What the service's incarnations wait on, for waking them with a control message.
-    fn ready(&self) -> Arc<dyn WakeAll>;
     fn set_state(&self, state: State);
     /// While shedding, requests beyond a small queue are refused at once.
     fn set_shedding(&self, on: bool);
@@ -229,10 +234,6 @@ pub(crate) trait MailboxControl: Send + Sync {
 impl<R: Send + 'static> MailboxControl for Mailbox<R> {
     fn operations(&self) -> Vec<super::stats::OperationSnapshot> {
         self.operations.snapshot()
-    }
-
-    fn ready(&self) -> Arc<dyn WakeAll> {
-        self.queue.clone()
     }
 
     fn set_state(&self, state: State) {

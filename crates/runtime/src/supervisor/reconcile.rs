@@ -92,8 +92,7 @@ impl Supervisor {
         };
         // Pings wait for their answer before the next one, so this never fills in practice; a stop
         // that still finds it full is backed by the stop deadline.
-        let (control_tx, control_rx) =
-            crate::incarnation::control_channel(64, e.service.mailbox().ready());
+        let (control_tx, control_rx) = crate::incarnation::control_channel(64, e.service.ready());
         let cancel = self.root.child_token();
         let mode = match &e.degraded_mode {
             Some(reason) => Mode::Degraded {
