@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Bus, DeadLetterReason, Mailbox, MailboxControl, Receiver};
+use crate::bus::{Bus, Mailbox, MailboxControl, Receiver};
 use crate::event::Fault;
 use crate::health::Health;
 use crate::incarnation::{Control, IncarnationId, Report};
@@ -274,11 +274,9 @@ impl<R: crate::bus::Operation> Context<R> {
             };
             match found {
                 Found::Request(envelope) => {
-                    if envelope.deadline <= tokio::time::Instant::now() {
-                        self.mailbox
-                            .dead_letter(envelope, DeadLetterReason::DeadlineExpired);
+                    let Some(envelope) = self.mailbox.unexpired(envelope) else {
                         continue;
-                    }
+                    };
                     // Calls made while handling it inherit what is left of its deadline.
                     crate::deadline::set(Some(envelope.deadline));
                     if !waited {
@@ -357,12 +355,9 @@ impl<R: crate::bus::Operation> Context<R> {
             return None;
         }
         while let Some(envelope) = self.mailbox.queue.try_pop() {
-            if envelope.deadline <= tokio::time::Instant::now() {
-                self.mailbox
-                    .dead_letter(envelope, DeadLetterReason::DeadlineExpired);
-                continue;
+            if let Some(envelope) = self.mailbox.unexpired(envelope) {
+                return Some(envelope.message);
             }
-            return Some(envelope.message);
         }
         None
     }

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::call::{Call, Outcome, Pending, Reply, Unanswered};
 use super::dead_letter::{DeadLetters, Reason};
-use super::queue::{Queue, WakeAll};
+use super::queue::Queue;
 use super::stats::EdgeStats;
 use crate::breaker::{Admission, BreakerPolicy};
 use crate::{ServiceName, State};
@@ -197,6 +197,16 @@ impl<R: Send + 'static> Mailbox<R> {
         *self.breaker.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// `envelope`, or `None` once it is dead-lettered because its deadline passed while it was
+    /// queued: what a receiver does with every request it takes.
+    pub(crate) fn unexpired(&self, envelope: Envelope<R>) -> Option<Envelope<R>> {
+        if envelope.deadline <= Instant::now() {
+            self.dead_letter(envelope, Reason::DeadlineExpired);
+            return None;
+        }
+        Some(envelope)
+    }
+
     pub(crate) fn dead_letter(&self, envelope: Envelope<R>, reason: Reason) {
         if envelope.tracker.settle(Outcome::DeadLettered) {
             self.dead_letters.push(
@@ -209,11 +219,17 @@ impl<R: Send + 'static> Mailbox<R> {
     }
 }
 
+/// What a control sender needs of the mailbox its incarnation waits on: to wake every replica
+/// waiting, so that the one the message is for looks at its control channel.
+pub(crate) trait WakeAll: Send + Sync {
+    fn wake_all(&self);
+}
+
 /// A control sender wakes the replicas waiting on the mailbox's queue (the control channel holds the
 /// mailbox, which its incarnations share anyway).
 impl<R: Send + 'static> WakeAll for Mailbox<R> {
     fn wake_all(&self) {
-        self.queue.wake_all();
+        self.queue.wake_receivers();
     }
 }
 

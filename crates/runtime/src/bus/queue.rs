@@ -17,12 +17,6 @@ use std::task::{Context, Poll, Waker};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Receiver(u64);
 
-/// What a control sender needs of the queue its incarnation waits on: to wake every receiver
-/// waiting, so that the one the message is for looks at its control channel.
-pub(crate) trait WakeAll: Send + Sync {
-    fn wake_all(&self);
-}
-
 pub(crate) struct Queue<T> {
     inner: Mutex<Inner<T>>,
     /// The items queued, kept beside the lock for readers that only need the number (the bound is
@@ -84,7 +78,7 @@ impl<T> Queue<T> {
     }
 
     /// The next item, or `Pending` with `receiver` registered to be woken by the next push (or by
-    /// [`WakeAll::wake_all`]). A receiver that stops waiting before it took an item calls
+    /// [`Queue::wake_receivers`]). A receiver that stops waiting before it took an item calls
     /// [`Queue::leave`].
     pub(crate) fn poll_pop(&self, receiver: Receiver, cx: &mut Context<'_>) -> Poll<T> {
         let mut inner = self.lock();
@@ -132,8 +126,9 @@ impl<T> Queue<T> {
     }
 }
 
-impl<T: Send> WakeAll for Queue<T> {
-    fn wake_all(&self) {
+impl<T> Queue<T> {
+    /// Wakes every receiver waiting (for a control message, which only one of them may be for).
+    pub(crate) fn wake_receivers(&self) {
         let waiting = std::mem::take(&mut self.lock().waiting);
         for (_, waker) in waiting {
             waker.wake();
@@ -168,6 +163,11 @@ mod tests {
         (Waker::from(Arc::new(Count(n.clone()))), n)
     }
 
+    /// The wake-ups counted so far by each of `counts`.
+    fn woken<const N: usize>(counts: [&AtomicUsize; N]) -> [usize; N] {
+        counts.map(|n| n.load(Ordering::SeqCst))
+    }
+
     #[test]
     fn a_push_wakes_the_receiver_that_waited_longest_and_only_it() {
         let queue = Queue::new();
@@ -178,26 +178,17 @@ mod tests {
         // Polled again while waiting: still one place, with the newer waker.
         assert_eq!(poll_once(&queue, a, &wa), None);
         queue.push(1);
-        assert_eq!(
-            (na.load(Ordering::SeqCst), nb.load(Ordering::SeqCst)),
-            (1, 0)
-        );
+        assert_eq!(woken([&na, &nb]), [1, 0]);
         assert_eq!(queue.len(), 1);
         queue.push(2);
-        assert_eq!(
-            (na.load(Ordering::SeqCst), nb.load(Ordering::SeqCst)),
-            (1, 1)
-        );
+        assert_eq!(woken([&na, &nb]), [1, 1]);
         // Items come out in order, whoever takes them.
         assert_eq!(poll_once(&queue, b, &wb), Some(1));
         assert_eq!(queue.try_pop(), Some(2));
         assert_eq!(queue.len(), 0);
         // Nobody waits now: a push wakes nobody, and the item waits for the next look.
         queue.push(3);
-        assert_eq!(
-            (na.load(Ordering::SeqCst), nb.load(Ordering::SeqCst)),
-            (1, 1)
-        );
+        assert_eq!(woken([&na, &nb]), [1, 1]);
         assert_eq!(poll_once(&queue, a, &wa), Some(3));
     }
 
@@ -229,17 +220,11 @@ mod tests {
         let ((wa, na), (wb, nb)) = (counting(), counting());
         assert_eq!(poll_once(&queue, a, &wa), None);
         assert_eq!(poll_once(&queue, b, &wb), None);
-        queue.wake_all();
-        assert_eq!(
-            (na.load(Ordering::SeqCst), nb.load(Ordering::SeqCst)),
-            (1, 1)
-        );
+        queue.wake_receivers();
+        assert_eq!(woken([&na, &nb]), [1, 1]);
         // They are no longer registered: a push now wakes nobody until one waits again.
         queue.push(1);
-        assert_eq!(
-            (na.load(Ordering::SeqCst), nb.load(Ordering::SeqCst)),
-            (1, 1)
-        );
+        assert_eq!(woken([&na, &nb]), [1, 1]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
