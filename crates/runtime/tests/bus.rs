@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -463,6 +464,57 @@ async fn an_expired_request_is_dead_lettered_with_its_reason() {
         runtime::bus::DeadLetterReason::DeadlineExpired
     );
     assert_eq!(letters[0].to.as_str(), "svc");
+    rt.shutdown().await;
+}
+
+/// A caller that stops waiting before its deadline is never told the deadline came, so the
+/// receiver compares the deadline with the clock: its request, still queued past it, is
+/// dead-lettered all the same, and an unexpired one from a caller that stopped waiting is handled.
+#[tokio::test(start_paused = true)]
+async fn a_request_whose_caller_left_is_dead_lettered_once_its_deadline_passed_in_the_queue() {
+    let journal = Journal::in_memory();
+    let mut b = Builder::new(journal.clone());
+    let svc = b.add(Fake::new("svc"));
+    let rt = b.start().expect("start");
+    rt.readiness()
+        .wait_for(|r| r.level == RuntimeLevel::Ready)
+        .await
+        .expect("ready");
+    // Occupy the single incarnation for 2 s; queue two requests behind it, whose callers leave
+    // at once: one with a deadline at 1 s, one with a deadline at 10 s.
+    let busy = svc.clone();
+    let slow =
+        tokio::spawn(async move { busy.call(|r| Req::Slow(Duration::from_secs(2), r)).await });
+    tokio::task::yield_now().await;
+    for (x, secs) in [(1, 1), (2, 10)] {
+        let mut left = Box::pin(
+            svc.call_by(Instant::now() + Duration::from_secs(secs), |r| {
+                Req::Echo(x, r)
+            }),
+        );
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(
+            left.as_mut().poll(&mut cx).is_pending(),
+            "queued behind the slow request"
+        );
+        drop(left);
+    }
+    assert_eq!(slow.await.expect("join"), Ok(()));
+    assert_eq!(svc.call(|r| Req::Echo(3, r)).await, Ok(3));
+    let letters = rt.bus().dead_letters().letters();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].reason, DeadLetterReason::DeadlineExpired);
+    let edge = rt
+        .bus()
+        .edges()
+        .into_iter()
+        .find(|e| e.caller.is_none() && e.callee.as_str() == "svc")
+        .expect("the edge");
+    assert_eq!(
+        (edge.calls, edge.handled, edge.dead_lettered),
+        (4, 3, 1),
+        "the slow request, echo 2 (whose caller left before its deadline) and echo 3 handled"
+    );
     rt.shutdown().await;
 }
 

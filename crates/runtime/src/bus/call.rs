@@ -8,7 +8,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -43,15 +43,27 @@ pub(crate) trait Pending: Send + Sync {
     /// Whether [`Pending::expire`] would do nothing now or later: the caller has its answer, or
     /// why there is none, or stopped waiting. The deadlines let go of such a call.
     fn is_over(&self) -> bool;
+    /// Whether the caller was told the deadline came (by the deadlines' task, or by its own wait
+    /// polled at the deadline). A receiver that takes such a request dead-letters it, without a
+    /// clock read of its own.
+    fn is_expired(&self) -> bool;
 }
+
+/// [`Call::phase`]: the caller still waits.
+const WAITING: u8 = 0;
+/// [`Call::phase`]: the caller has its answer or why there is none, or stopped waiting.
+const OVER: u8 = 1;
+/// [`Call::phase`]: the caller was told that the deadline came. Only ever raised to, never left.
+const EXPIRED: u8 = 2;
 
 /// The shared state of one call.
 pub(crate) struct Call<T> {
     state: Mutex<State<T>>,
     settled: AtomicBool,
-    /// The state has left `Waiting` (set under the lock as it does): for the deadlines' sweeps,
-    /// which look at many calls and take none of their locks.
-    over: AtomicBool,
+    /// [`WAITING`] until the state leaves `Waiting`, then [`OVER`] or [`EXPIRED`] (set under the
+    /// lock as it does): for the deadlines' sweeps and the receiver's expiry check, which take no
+    /// call's lock.
+    phase: AtomicU8,
     edge: Arc<EdgeStats>,
 }
 
@@ -74,7 +86,7 @@ impl<T: Send + 'static> Call<T> {
         let call = Arc::new(Call {
             state: Mutex::new(State::Waiting(None)),
             settled: AtomicBool::new(false),
-            over: AtomicBool::new(false),
+            phase: AtomicU8::new(WAITING),
             edge,
         });
         (
@@ -113,8 +125,13 @@ impl<T> Call<T> {
         let mut state = self.lock();
         if let State::Waiting(waker) = &mut *state {
             let waker = waker.take();
+            let phase = if matches!(to, State::Expired) {
+                EXPIRED
+            } else {
+                OVER
+            };
             *state = to;
-            self.over.store(true, Ordering::Release);
+            self.phase.store(phase, Ordering::Release);
             drop(state);
             if let Some(waker) = waker {
                 waker.wake();
@@ -137,7 +154,11 @@ impl<T: Send + 'static> Pending for Call<T> {
     }
 
     fn is_over(&self) -> bool {
-        self.over.load(Ordering::Acquire)
+        self.phase.load(Ordering::Acquire) != WAITING
+    }
+
+    fn is_expired(&self) -> bool {
+        self.phase.load(Ordering::Acquire) == EXPIRED
     }
 }
 
@@ -176,7 +197,7 @@ impl<T> Future for Wait<T> {
             // same deadline (the HTTP API's `timeout_at` around a handler, which polls the handler
             // first) sees the call's own timeout, naming the service, at the same instant.
             State::Waiting(Some(_)) if Instant::now() >= self.deadline => {
-                self.call.over.store(true, Ordering::Release);
+                self.call.phase.store(EXPIRED, Ordering::Release);
                 Err(Unanswered::Expired)
             }
             State::Waiting(mut waker) => {
@@ -202,7 +223,9 @@ impl<T> Drop for Wait<T> {
         if !self.finished {
             // The caller stopped waiting (its task was cancelled): the reply is no longer wanted.
             *self.call.lock() = State::Done;
-            self.call.over.store(true, Ordering::Release);
+            // A call that expired stays expired: its request is still dead-lettered if it is
+            // taken.
+            self.call.phase.fetch_max(OVER, Ordering::AcqRel);
         }
     }
 }
@@ -274,8 +297,9 @@ mod tests {
     }
 
     /// Each way a call can end reaches the caller as what it means, the outcome is counted once, a
-    /// reply is wanted exactly while its caller waits, and the call is over (for the deadlines,
-    /// which then let it go) exactly once it has ended for the caller.
+    /// reply is wanted exactly while its caller waits, the call is over (for the deadlines, which
+    /// then let it go) exactly once it has ended for the caller, and expired (for a receiver, which
+    /// then dead-letters the request) exactly once the caller was told its deadline came.
     #[test]
     fn a_call_ends_once_and_its_reply_is_wanted_only_while_the_caller_waits() {
         // Answered.
@@ -290,6 +314,7 @@ mod tests {
             pending.is_over(),
             "answered: its deadline has nothing left to do"
         );
+        assert!(!pending.is_expired());
         assert_eq!(poll(&mut wait), Poll::Ready(Ok(7)));
 
         // The reply dropped unanswered: interrupted, counted as an error.
@@ -306,6 +331,7 @@ mod tests {
         assert!(poll(&mut wait).is_pending());
         pending.expire();
         assert!(pending.is_over());
+        assert!(pending.is_expired(), "a receiver dead-letters it");
         assert!(!reply.is_wanted(), "nobody waits for it after the deadline");
         assert_eq!(poll(&mut wait), Poll::Ready(Err(Unanswered::Expired)));
         reply.send(8);
@@ -320,12 +346,25 @@ mod tests {
             pending.is_over(),
             "nobody waits: its deadline has nothing left to do"
         );
+        assert!(
+            !pending.is_expired(),
+            "stopping is not a deadline: the receiver compares its deadline with the clock"
+        );
         assert!(!reply.is_wanted());
         pending.expire();
         drop(reply);
 
+        // Expired, then the caller's wait dropped before it took the timeout: still expired, so
+        // the request is still dead-lettered when it is taken.
+        let (wait, reply) = Call::<u32>::open(edge.clone(), far());
+        let pending = wait.pending();
+        pending.expire();
+        drop(wait);
+        assert!(pending.is_expired());
+        drop(reply);
+
         assert_eq!(edge.handled.load(Relaxed), 2);
-        assert_eq!(edge.errors.load(Relaxed), 2);
+        assert_eq!(edge.errors.load(Relaxed), 3);
         assert_eq!(edge.dead_lettered.load(Relaxed), 0);
     }
 
@@ -343,6 +382,7 @@ mod tests {
         assert!(!pending.is_over());
         assert_eq!(poll(&mut wait), Poll::Ready(Err(Unanswered::Expired)));
         assert!(pending.is_over());
+        assert!(pending.is_expired());
         assert!(!reply.is_wanted());
     }
 }

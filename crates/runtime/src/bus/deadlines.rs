@@ -286,6 +286,9 @@ mod tests {
         fn is_over(&self) -> bool {
             self.over.load(Ordering::SeqCst)
         }
+        fn is_expired(&self) -> bool {
+            self.expired.load(Ordering::SeqCst) > 0
+        }
     }
 
     fn len(d: &Deadlines) -> usize {
