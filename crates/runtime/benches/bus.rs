@@ -430,16 +430,25 @@ fn bench(c: &mut Criterion, contenders: &[Contender]) {
 }
 
 /// Criterion measures one contender after the other, so a machine that speeds up or slows down in
-/// between skews their ratios. Here every contender runs a ~25 ms batch in turn, round after round,
-/// and the ratios are taken between the medians.
+/// between skews their ratios. Here every contender runs a ~25 ms batch in turn, round after round
+/// (`BUS_ROUNDS`, 15 unless set), and Cloister's ratio to each is taken within each round, where
+/// the batches ran at most a few hundred milliseconds apart: the median of those per-round ratios,
+/// with their middle half (25th to 75th percentile) as the spread.
 fn interleaved(contenders: &[Contender]) {
-    const ROUNDS: usize = 15;
+    let rounds: usize = std::env::var("BUS_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(15)
+        .max(1);
     const BATCH: Duration = Duration::from_millis(25);
     let rate = |variant: Variant, iters: u64, elapsed: Duration| {
         (iters * variant.callers() as u64) as f64 / elapsed.as_secs_f64()
     };
+    let quantile =
+        |sorted: &[f64], q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
     println!(
-        "\nbus, interleaved: {ROUNDS} rounds of ~{} ms per contender and variant, median msg/s",
+        "\nbus, interleaved: {rounds} rounds of ~{} ms per contender and variant; median msg/s, and \
+         Cloister's ratio to each within a round: median [25th-75th percentile]",
         BATCH.as_millis()
     );
     for variant in [Variant::Sequential, Variant::Concurrent] {
@@ -451,8 +460,8 @@ fn interleaved(contenders: &[Contender]) {
                 (BATCH.as_secs_f64() / per_iteration).clamp(16.0, 1e7) as u64
             })
             .collect();
-        let mut rates: Vec<Vec<f64>> = vec![Vec::with_capacity(ROUNDS); contenders.len()];
-        for round in 0..ROUNDS {
+        let mut rates: Vec<Vec<f64>> = vec![Vec::with_capacity(rounds); contenders.len()];
+        for round in 0..rounds {
             // Rotate who goes first, so no contender always follows the same one.
             for k in 0..contenders.len() {
                 let i = (round + k) % contenders.len();
@@ -460,22 +469,20 @@ fn interleaved(contenders: &[Contender]) {
                 rates[i].push(rate(variant, batches[i], elapsed));
             }
         }
-        let medians: Vec<f64> = rates
-            .iter_mut()
-            .map(|r| {
-                r.sort_by(f64::total_cmp);
-                r[r.len() / 2]
-            })
-            .collect();
-        let ours = medians[0];
-        for (contender, median) in contenders.iter().zip(&medians) {
+        for (contender, theirs) in contenders.iter().zip(&rates) {
+            let mut ratios: Vec<f64> = rates[0].iter().zip(theirs).map(|(o, t)| o / t).collect();
+            ratios.sort_by(f64::total_cmp);
+            let mut sorted = theirs.clone();
+            sorted.sort_by(f64::total_cmp);
             println!(
-                "  {:<14} {:<8} {:>10.0} msg/s   cloister / {:<8} = {:.2}",
+                "  {:<14} {:<8} {:>10.0} msg/s   cloister / {:<8} = {:.2} [{:.2}-{:.2}]",
                 variant.label(),
                 contender.name,
-                median,
+                quantile(&sorted, 0.5),
                 contender.name,
-                ours / median
+                quantile(&ratios, 0.5),
+                quantile(&ratios, 0.25),
+                quantile(&ratios, 0.75),
             );
         }
     }
