@@ -13,6 +13,7 @@ mod fresh;
 mod keys;
 mod keystore;
 mod service;
+mod signers;
 mod vault;
 
 use runtime::{Classify, ErrorKind, Reply, ServiceName};
@@ -21,6 +22,7 @@ use serde::Serialize;
 pub use fresh::StaleKeystore;
 pub use keys::{AES_GCM_MAX_ENCRYPTIONS, Opener};
 pub use service::{Crypto, MAX_ENCRYPTIONS, MAX_KEYS, VaultWatch};
+pub use signers::Signers;
 pub use vault::{Entry, Vault, VaultError, VaultFuture};
 
 pub use keys::Algorithm;

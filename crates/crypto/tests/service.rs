@@ -18,14 +18,26 @@ async fn start_with(
     dir: &std::path::Path,
     configure: impl FnOnce(&mut runtime::Spec),
 ) -> (runtime::Runtime, crypto::Handle, Journal) {
+    start_recipe(recipe(dir), configure)
+}
+
+/// The service's recipe on the simulation platform, keeping its keystore in `dir`.
+fn recipe(dir: &std::path::Path) -> Crypto {
     let platform: Arc<dyn enclave::Platform> =
         Arc::new(enclave::Simulation::open(dir, b"test binary", b"", 1).expect("simulation"));
+    Crypto::new(dir, platform)
+}
+
+fn start_recipe(
+    recipe: Crypto,
+    configure: impl FnOnce(&mut runtime::Spec),
+) -> (runtime::Runtime, crypto::Handle, Journal) {
     let journal = Journal::in_memory();
     let mut b = Builder::new(journal.clone());
     let mut spec = Crypto::default_spec();
     spec.recovery.strategy = runtime::Strategy::Manual;
     configure(&mut spec);
-    let handle = b.add_with_spec(Crypto::new(dir, platform), spec);
+    let handle = b.add_with_spec(recipe, spec);
     let rt = b.start().expect("start");
     (rt, handle, journal)
 }
@@ -615,5 +627,248 @@ async fn an_opener_decrypts_as_the_service_does_and_only_for_its_owner() {
         lend(&h, OWNER, &signing.id).await,
         Err(Error::WrongKind { .. })
     ));
+    rt.shutdown().await;
+}
+
+/// Signatures counted in the crypto service's figures as `sign`.
+async fn signatures_counted(rt: &runtime::Runtime) -> u64 {
+    let snapshot = rt.client().snapshot().await.expect("snapshot");
+    let crypto = (snapshot.services.iter())
+        .find(|s| s.spec.name == crypto::NAME)
+        .expect("crypto");
+    (crypto.operations.iter())
+        .find(|o| o.operation == "sign")
+        .map_or(0, |o| o.calls)
+}
+
+/// A key the service lends signs on the caller's task exactly as the service does (the same
+/// deterministic signatures, the same version), counted in its figures; only its owner's, only
+/// once the service has signed with it, never after a rotation or deletion was answered (the next
+/// signature is the service's, with the key as it is then), and not while the service is stopped
+/// or after it starts again until it signs again.
+#[tokio::test]
+async fn a_lent_key_signs_as_the_service_does_and_only_while_it_may() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let recipe = recipe(dir.path());
+    let signers = recipe.signers();
+    let (rt, h, _journal) = start_recipe(recipe, |_| {});
+    ready(&rt).await;
+    let lent = |id: &str, owner: &str, der: bool| signers.sign(&h, owner, id, b"message", der);
+    for (algorithm, der) in [(Algorithm::Ed25519, false), (Algorithm::Secp256k1, true)] {
+        let key = generate(&h, OWNER, algorithm).await;
+        assert!(
+            lent(&key.id, OWNER, der).is_none(),
+            "not lent before a signature"
+        );
+        let there = sign(&h, &key.id, b"message", der).await.expect("sign");
+        let before = signatures_counted(&rt).await;
+        let here = lent(&key.id, OWNER, der)
+            .expect("lent as the service signed")
+            .expect("signed");
+        assert_eq!(
+            here, there,
+            "{algorithm:?}: deterministic, the same key and version"
+        );
+        assert!(verify(&h, &key.id, b"message", &here.signature).await);
+        assert_eq!(signatures_counted(&rt).await, before + 1);
+        assert!(lent(&key.id, "bob", der).is_none(), "another owner's key");
+    }
+
+    // Rotated: taken back before the rotation is answered; the service lends the new version.
+    let key = generate(&h, OWNER, Algorithm::Ed25519).await;
+    sign(&h, &key.id, b"message", false).await.expect("sign");
+    assert_eq!(
+        lent(&key.id, OWNER, false)
+            .expect("lent")
+            .expect("signed")
+            .version,
+        1
+    );
+    h.call(|reply| Request::Rotate {
+        owner: OWNER.into(),
+        id: key.id.clone(),
+        reply,
+    })
+    .await
+    .expect("call")
+    .expect("rotate");
+    assert!(
+        lent(&key.id, OWNER, false).is_none(),
+        "taken back at the rotation"
+    );
+    assert_eq!(
+        sign(&h, &key.id, b"message", false)
+            .await
+            .expect("sign")
+            .version,
+        2
+    );
+    assert_eq!(
+        lent(&key.id, OWNER, false)
+            .expect("lent")
+            .expect("signed")
+            .version,
+        2
+    );
+
+    // Deleted: taken back before the deletion is answered.
+    h.call(|reply| Request::Delete {
+        owner: OWNER.into(),
+        id: key.id.clone(),
+        reply,
+    })
+    .await
+    .expect("call")
+    .expect("delete");
+    assert!(
+        lent(&key.id, OWNER, false).is_none(),
+        "taken back at the deletion"
+    );
+    assert!(matches!(
+        sign(&h, &key.id, b"message", false).await,
+        Err(Error::NotFound(_))
+    ));
+
+    // Stopped, nothing signs here; started again, nothing is lent until the service signs.
+    let key = generate(&h, OWNER, Algorithm::Ed25519).await;
+    sign(&h, &key.id, b"message", false).await.expect("sign");
+    assert!(lent(&key.id, OWNER, false).is_some());
+    rt.client().stop(&crypto::NAME).await.expect("stop");
+    assert!(
+        lent(&key.id, OWNER, false).is_none(),
+        "the service is stopped"
+    );
+    rt.client().start(&crypto::NAME).await.expect("start");
+    ready(&rt).await;
+    assert!(
+        lent(&key.id, OWNER, false).is_none(),
+        "a new incarnation lends nothing yet"
+    );
+    sign(&h, &key.id, b"message", false).await.expect("sign");
+    assert!(lent(&key.id, OWNER, false).is_some());
+    rt.shutdown().await;
+}
+
+/// A cluster's vault in memory, for the service in a cluster.
+#[derive(Debug, Default)]
+struct MemoryVault(std::sync::Mutex<std::collections::HashMap<(String, String), (u64, Vec<u8>)>>);
+
+impl crypto::Vault for MemoryVault {
+    fn load<'a>(
+        &'a self,
+        owner: &'a str,
+        id: &'a str,
+    ) -> crypto::VaultFuture<'a, Option<crypto::Entry>> {
+        let found = self
+            .0
+            .lock()
+            .expect("vault")
+            .get(&(owner.into(), id.into()))
+            .cloned();
+        Box::pin(async move {
+            Ok(found.map(|(revision, record)| crypto::Entry {
+                id: id.into(),
+                revision,
+                record: record.into(),
+            }))
+        })
+    }
+
+    fn list<'a>(&'a self, owner: &'a str) -> crypto::VaultFuture<'a, Vec<crypto::Entry>> {
+        let held = self.0.lock().expect("vault");
+        let entries = (held.iter())
+            .filter(|((o, _), _)| o == owner)
+            .map(|((_, id), (revision, record))| crypto::Entry {
+                id: id.clone(),
+                revision: *revision,
+                record: record.clone().into(),
+            })
+            .collect();
+        Box::pin(async move { Ok(entries) })
+    }
+
+    fn put<'a>(
+        &'a self,
+        owner: &'a str,
+        id: &'a str,
+        revision: u64,
+        record: zeroize::Zeroizing<Vec<u8>>,
+    ) -> crypto::VaultFuture<'a, bool> {
+        let mut held = self.0.lock().expect("vault");
+        let slot = (owner.to_owned(), id.to_owned());
+        let at = held.get(&slot).map_or(0, |(r, _)| *r);
+        let written = at + 1 == revision;
+        if written {
+            held.insert(slot, (revision, record.to_vec()));
+        }
+        Box::pin(async move { Ok(written) })
+    }
+
+    fn remove<'a>(
+        &'a self,
+        owner: &'a str,
+        id: &'a str,
+        revision: u64,
+    ) -> crypto::VaultFuture<'a, bool> {
+        let mut held = self.0.lock().expect("vault");
+        let slot = (owner.to_owned(), id.to_owned());
+        let removed = held.get(&slot).is_some_and(|(r, _)| *r == revision);
+        if removed {
+            held.remove(&slot);
+        }
+        Box::pin(async move { Ok(removed) })
+    }
+}
+
+/// In a cluster, where another node may rotate or delete a key and only a request to the service
+/// sees it, the service lends nothing, and takes back what it lent when the node joins.
+#[tokio::test]
+async fn in_a_cluster_the_service_lends_no_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (vault_tx, vault_rx) = tokio::sync::watch::channel(None);
+    let recipe = recipe(dir.path()).shared(vault_rx);
+    let signers = recipe.signers();
+    let (rt, h, _journal) = start_recipe(recipe, |_| {});
+    ready(&rt).await;
+    let key = generate(&h, OWNER, Algorithm::Ed25519).await;
+    sign(&h, &key.id, b"message", false).await.expect("sign");
+    assert!(
+        signers
+            .sign(&h, OWNER, &key.id, b"message", false)
+            .is_some()
+    );
+
+    // The node joins a cluster: the next request moves the keys to the vault first.
+    let vault: Arc<dyn crypto::Vault> = Arc::new(MemoryVault::default());
+    vault_tx.send_replace(Some(vault.clone()));
+    let there = sign(&h, &key.id, b"message", false).await.expect("sign");
+    assert!(
+        signers
+            .sign(&h, OWNER, &key.id, b"message", false)
+            .is_none(),
+        "taken back at the join, and not lent again"
+    );
+    // Another node deletes the key: only the service, asking the vault, sees it.
+    let entry = vault
+        .load(OWNER, &key.id)
+        .await
+        .expect("load")
+        .expect("in the vault");
+    assert!(
+        vault
+            .remove(OWNER, &key.id, entry.revision)
+            .await
+            .expect("remove")
+    );
+    assert!(
+        signers
+            .sign(&h, OWNER, &key.id, b"message", false)
+            .is_none()
+    );
+    assert!(matches!(
+        sign(&h, &key.id, b"message", false).await,
+        Err(Error::NotFound(_))
+    ));
+    assert_eq!(there.version, 1);
     rt.shutdown().await;
 }
