@@ -219,8 +219,10 @@ async fn main() {
         ),
     )
     .expect("write config");
-    eprintln!("starting {BIN} ...");
-    let server = Server::start(BIN, &config).await;
+    // Another build of the binary (an earlier commit's, say) to compare with, under the same bench.
+    let bin = std::env::var("CLOISTER_BENCH_BIN").unwrap_or_else(|_| BIN.to_owned());
+    eprintln!("starting {bin} ...");
+    let server = Server::start(&bin, &config).await;
     let client = Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()
