@@ -84,22 +84,14 @@ pub(crate) async fn sign(
 ) -> Result<Response, ApiError> {
     let message = decode("message", &b.message)?;
     let der = matches!(b.encoding, Some(Encoding::Der));
-    // A key the service has lent signs here, on this task: no bus round trip, and signatures on
-    // every worker rather than on the service's one task.
-    let signed =
-        match (state.crypto_signers).sign(&state.crypto, caller.owner(), &id, &message, der) {
-            Some(signed) => signed?,
-            None => {
-                ask(&state.crypto, |reply| Request::Sign {
-                    owner: caller.owner().into(),
-                    id,
-                    message,
-                    der,
-                    reply,
-                })
-                .await?
-            }
-        };
+    let signed = ask(&state.crypto, |reply| Request::Sign {
+        owner: caller.owner().into(),
+        id,
+        message,
+        der,
+        reply,
+    })
+    .await?;
     Ok(Json(SignAnswer {
         signature: B64.encode(&signed.signature),
         version: signed.version,

@@ -93,8 +93,6 @@ pub struct Shared {
     pub ai_inline: ::ai::Inline,
     /// Reads of values the storage service has cached, answered on the request's own task.
     pub storage_reads: ::storage::Reads,
-    /// Signatures with keys the crypto service has lent, made on the request's own task.
-    pub crypto_signers: ::crypto::Signers,
     /// This node in its cluster (on PostgreSQL), or a node of none.
     pub cluster: std::sync::Arc<::cluster::Node>,
     /// Cancelled when the server shuts down, so long-lived streams end.

@@ -592,7 +592,6 @@ async fn serve(start: Start) -> anyhow::Result<Ended> {
         ai: services.ai,
         ai_inline: services.ai_inline,
         storage_reads: services.storage_reads,
-        crypto_signers: services.crypto_signers,
         cluster: cluster.clone(),
         shutdown: shutdown.clone(),
     });

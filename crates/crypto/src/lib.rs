@@ -13,7 +13,6 @@ mod fresh;
 mod keys;
 mod keystore;
 mod service;
-mod signers;
 mod vault;
 
 use runtime::{Classify, ErrorKind, Reply, ServiceName};
@@ -22,7 +21,6 @@ use serde::Serialize;
 pub use fresh::StaleKeystore;
 pub use keys::{AES_GCM_MAX_ENCRYPTIONS, Opener};
 pub use service::{Crypto, MAX_ENCRYPTIONS, MAX_KEYS, VaultWatch};
-pub use signers::Signers;
 pub use vault::{Entry, Vault, VaultError, VaultFuture};
 
 pub use keys::Algorithm;

@@ -16,7 +16,6 @@ use runtime::{Context, Kind, Priority, Service, ServiceError, Spec};
 use crate::changes::Change;
 use crate::fresh::{Refusal, Store, Unsaved};
 use crate::keys::{self, AES_GCM_MAX_ENCRYPTIONS, Budget, Key, Secret, Version};
-use crate::signers::{Lending, Signers};
 use crate::vault::{self, Vault};
 use crate::{Algorithm, Error, NAME, Request, Signed};
 
@@ -63,7 +62,6 @@ pub struct Crypto {
     /// The keystore generation an operator accepted despite the freshness counter; used once.
     accept: Mutex<Option<u64>>,
     vault: Option<VaultWatch>,
-    lending: Arc<Lending>,
 }
 
 impl Crypto {
@@ -73,7 +71,6 @@ impl Crypto {
             platform,
             accept: Mutex::new(None),
             vault: None,
-            lending: Arc::default(),
         }
     }
 
@@ -83,12 +80,6 @@ impl Crypto {
     pub fn shared(mut self, vault: VaultWatch) -> Crypto {
         self.vault = Some(vault);
         self
-    }
-
-    /// Signatures made on the caller's own task (the HTTP API's) with the keys the service lends:
-    /// see [`Signers`].
-    pub fn signers(&self) -> Signers {
-        Signers::new(self.lending.clone())
     }
 
     /// Accepts, once, a keystore at `generation` that disagrees with its freshness counter (an
@@ -149,9 +140,6 @@ struct State<'a> {
     /// The cluster's vault, once the keys live there.
     shared: Option<Shared>,
     platform: &'a dyn enclave::Platform,
-    /// The keys lent to the HTTP API for signing (`signers.rs`): lent as the service signs, taken
-    /// back before a rotation or a deletion is answered, none with a vault.
-    lending: &'a Lending,
     /// A change written but not acknowledged (the counter did not advance): the incarnation ends.
     fatal: Option<Error>,
     /// [`MAX_KEYS`].
@@ -281,8 +269,6 @@ impl State<'_> {
     /// from the keystore), and serves from the vault from then on. A key the vault holds already
     /// (a move cut short before) is not written again.
     async fn share(&mut self, vault: Arc<dyn Vault>) -> Result<(), Error> {
-        // Other nodes may change a key from now on, which only a request to this service sees.
-        self.lending.take_back_all();
         let moving = self.keys.len();
         for key in &self.keys {
             let record = vault::record_of(key)?;
@@ -524,13 +510,8 @@ impl State<'_> {
                 reply.send(i.and_then(|i| {
                     let k = &self.keys[i];
                     let v = k.current();
-                    let signature = v.secret.sign(k.algorithm, &message, der)?;
-                    if self.shared.is_none() {
-                        self.lending
-                            .lend(&owner, &id, k.algorithm, v.version, &v.secret);
-                    }
                     Ok(Signed {
-                        signature,
+                        signature: v.secret.sign(k.algorithm, &message, der)?,
                         version: v.version,
                     })
                 }));
@@ -624,9 +605,6 @@ impl State<'_> {
                 reply.send(result);
             }
             Request::Rotate { owner, id, reply } => {
-                // Taken back before the new version is answered: the next signature is the
-                // service's, with it.
-                self.lending.take_back(&owner, &id);
                 let result = match self.current(&owner, &id).await {
                     Ok(i) => {
                         self.push_version(i);
@@ -642,7 +620,6 @@ impl State<'_> {
                 reply.send(result);
             }
             Request::Delete { owner, id, reply } => {
-                self.lending.take_back(&owner, &id);
                 let result = match self.current(&owner, &id).await {
                     Ok(i) => {
                         let removed = self.keys.remove(i);
@@ -707,8 +684,6 @@ impl Service for Crypto {
     }
 
     async fn run(&self, mut cx: Context<Request>) -> Result<(), ServiceError> {
-        // What an earlier incarnation lent was lent from the keys it held.
-        self.lending.take_back_all();
         let opened = self.open()?;
         let spec = cx.spec();
         let mut state = State {
@@ -716,7 +691,6 @@ impl Service for Crypto {
             store: opened.store,
             shared: None,
             platform: &*self.platform,
-            lending: &self.lending,
             fatal: None,
             max_keys: spec.get(&MAX_KEYS),
             max_encryptions: spec.get(&MAX_ENCRYPTIONS),

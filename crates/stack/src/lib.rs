@@ -128,8 +128,6 @@ pub struct Stack {
     pub ai_inline: ai::Inline,
     /// Answers reads of values the storage service has cached, without a bus round trip.
     pub storage_reads: storage::Reads,
-    /// Signs with keys the crypto service has lent, without a bus round trip.
-    pub crypto_signers: crypto::Signers,
 }
 
 /// Registers the six built-in services on `builder`, dependencies first, and disables every name
@@ -168,7 +166,6 @@ pub fn build(
     if let Some(vault) = vault {
         recipe = recipe.shared(vault);
     }
-    let crypto_signers = recipe.signers();
     let crypto = builder.add_with_spec(recipe, spec(&crypto::NAME, crypto::Crypto::default_spec));
     let service = storage::Storage::new(&data_dir, platform.clone(), crypto.clone())
         .with_backend(storage_backend)
@@ -209,6 +206,5 @@ pub fn build(
         ai,
         ai_inline,
         storage_reads,
-        crypto_signers,
     }
 }

@@ -184,7 +184,6 @@ pub async fn start(setup: Setup) -> Harness {
         ai: services.ai,
         ai_inline: services.ai_inline,
         storage_reads: services.storage_reads,
-        crypto_signers: services.crypto_signers,
         cluster,
         shutdown: CancellationToken::new(),
     });
