@@ -12,7 +12,8 @@ use proptest::prelude::*;
 use runtime::bus::DeadLetterReason;
 use runtime::journal::Fault;
 use runtime::{
-    Builder, CallError, Context, Journal, Kind, Reply, RuntimeLevel, Service, ServiceError, Spec,
+    Builder, CallError, Context, Handle, Journal, Kind, Reply, RuntimeLevel, Service, ServiceError,
+    Spec,
 };
 use support::{Fake, Req, name};
 use tokio::time::Instant;
@@ -435,21 +436,23 @@ async fn an_answer_after_the_deadline_is_a_timeout_for_the_caller_and_handled_on
     }
 }
 
+/// Occupies the single incarnation of `svc` with a request that takes `busy` (on its own task), so
+/// that requests sent next wait in the queue; the task answers how that request ended.
+async fn occupy_for(
+    svc: &Handle<Req>,
+    busy: Duration,
+) -> tokio::task::JoinHandle<Result<(), CallError>> {
+    let svc = svc.clone();
+    let slow = tokio::spawn(async move { svc.call(|r| Req::Slow(busy, r)).await });
+    tokio::task::yield_now().await;
+    slow
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_expired_request_is_dead_lettered_with_its_reason() {
-    let journal = Journal::in_memory();
-    let mut b = Builder::new(journal.clone());
-    let svc = b.add(Fake::new("svc"));
-    let rt = b.start().expect("start");
-    rt.readiness()
-        .wait_for(|r| r.level == RuntimeLevel::Ready)
-        .await
-        .expect("ready");
+    let (rt, svc) = support::one_ready_service().await;
     // Occupy the single incarnation, then queue a request that expires while it waits.
-    let busy = svc.clone();
-    let slow =
-        tokio::spawn(async move { busy.call(|r| Req::Slow(Duration::from_secs(2), r)).await });
-    tokio::task::yield_now().await;
+    let slow = occupy_for(&svc, Duration::from_secs(2)).await;
     let err = svc
         .call_by(Instant::now() + Duration::from_secs(1), |r| Req::Echo(1, r))
         .await
@@ -472,20 +475,10 @@ async fn an_expired_request_is_dead_lettered_with_its_reason() {
 /// dead-lettered all the same, and an unexpired one from a caller that stopped waiting is handled.
 #[tokio::test(start_paused = true)]
 async fn a_request_whose_caller_left_is_dead_lettered_once_its_deadline_passed_in_the_queue() {
-    let journal = Journal::in_memory();
-    let mut b = Builder::new(journal.clone());
-    let svc = b.add(Fake::new("svc"));
-    let rt = b.start().expect("start");
-    rt.readiness()
-        .wait_for(|r| r.level == RuntimeLevel::Ready)
-        .await
-        .expect("ready");
+    let (rt, svc) = support::one_ready_service().await;
     // Occupy the single incarnation for 2 s; queue two requests behind it, whose callers leave
     // at once: one with a deadline at 1 s, one with a deadline at 10 s.
-    let busy = svc.clone();
-    let slow =
-        tokio::spawn(async move { busy.call(|r| Req::Slow(Duration::from_secs(2), r)).await });
-    tokio::task::yield_now().await;
+    let slow = occupy_for(&svc, Duration::from_secs(2)).await;
     for (x, secs) in [(1, 1), (2, 10)] {
         let mut left = Box::pin(
             svc.call_by(Instant::now() + Duration::from_secs(secs), |r| {

@@ -89,14 +89,7 @@ async fn a_nested_call_inherits_the_requests_deadline_and_the_chain_gives_up_tog
 
 #[tokio::test(start_paused = true)]
 async fn a_call_whose_deadline_has_passed_queues_nothing() {
-    let journal = Journal::in_memory();
-    let mut b = Builder::new(journal.clone());
-    let svc = b.add(Fake::new("svc"));
-    let rt = b.start().expect("start");
-    rt.readiness()
-        .wait_for(|r| r.level == RuntimeLevel::Ready)
-        .await
-        .expect("ready");
+    let (rt, svc) = support::one_ready_service().await;
     let past = Instant::now();
     tokio::time::advance(Duration::from_millis(1)).await;
     let answer = runtime::deadline::scope(Some(past), svc.call(|r| Req::Echo(7, r))).await;

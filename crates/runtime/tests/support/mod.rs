@@ -267,3 +267,15 @@ pub fn brief(e: &Entry) -> Option<String> {
     };
     Some(format!("{s}: {what}"))
 }
+
+/// A started runtime with one [`Fake`] service, `svc`, once it is ready.
+pub async fn one_ready_service() -> (runtime::Runtime, runtime::Handle<Req>) {
+    let mut b = runtime::Builder::new(runtime::Journal::in_memory());
+    let svc = b.add(Fake::new("svc"));
+    let rt = b.start().expect("start");
+    rt.readiness()
+        .wait_for(|r| r.level == runtime::RuntimeLevel::Ready)
+        .await
+        .expect("ready");
+    (rt, svc)
+}
