@@ -1,6 +1,12 @@
 //! Restart latency: from a panic injected into a trivial service (backoff 0, no jitter) to the
-//! replacement incarnation answering a call, as percentiles in microseconds, next to the raw cost of
-//! spawning a tokio task that answers a oneshot.
+//! replacement incarnation answering a call, as percentiles in microseconds, next to a raw tokio peer
+//! doing the same restart with nothing else (a worker task told to panic, a task awaiting it that
+//! spawns the next worker on the same channel), round by round, and to the raw cost of spawning a
+//! tokio task that answers a oneshot. The restart's phases come from the journal's timestamps.
+//!
+//! Each restart starts from a settled runtime: after the answer, outside the measured time, the
+//! bench waits for the journal to say the runtime is ready again, so the end of one restart (its
+//! last journal entries) does not fall into the next one's time.
 //!
 //! Run: `cargo bench -p runtime --bench restart` (without `--bench`, as under `cargo test`, it does a
 //! few rounds only).
@@ -58,7 +64,8 @@ async fn restart_once(
     rt: &runtime::Runtime,
     handle: &Handle<Reply<u64>>,
     before: u64,
-) -> (Duration, u64) {
+) -> (Duration, u64, SystemTime) {
+    let asked = SystemTime::now();
     let start = Instant::now();
     rt.inject_fault(&NAME, Fault::Panic)
         .await
@@ -74,7 +81,7 @@ async fn restart_once(
         generation > before,
         "answered by a new incarnation ({generation} after {before})"
     );
-    (elapsed, generation)
+    (elapsed, generation, asked)
 }
 
 /// Where a restart's time goes, from the journal's timestamps of the entries still in memory.
@@ -84,11 +91,19 @@ struct Phases {
     exit_to_backoff: Vec<Duration>,
     /// From `BackoffScheduled` (with a delay of 0) to the replacement's `Starting`.
     backoff_to_starting: Vec<Duration>,
-    /// From `Starting` to the replacement's `Ready`.
+    /// From `Starting` to the replacement's `Ready` as the supervisor handled it: usually after the
+    /// caller has its answer, so it includes the bench's wait for the runtime to settle.
     starting_to_ready: Vec<Duration>,
+    /// From asking for the fault to the failed incarnation's `Exited`.
+    asked_to_exited: Vec<Duration>,
+    /// From the replacement's `Starting` to its answer reaching the caller.
+    starting_to_answered: Vec<Duration>,
 }
 
-fn phases(journal: &Journal) -> Phases {
+/// When each restart was asked for and answered, by the generation that failed.
+type Asked = std::collections::HashMap<u64, (SystemTime, SystemTime)>;
+
+fn phases(journal: &Journal, asked: &Asked) -> Phases {
     let mut phases = Phases::default();
     let entries = journal
         .read(0, usize::MAX)
@@ -101,7 +116,12 @@ fn phases(journal: &Journal) -> Phases {
     };
     for entry in entries.iter().filter(|e| e.service.as_ref() == Some(&NAME)) {
         match entry.event {
-            Event::Exited { .. } => exited = Some(entry.time),
+            Event::Exited { .. } => {
+                exited = Some(entry.time);
+                if let Some((at, _)) = entry.generation.and_then(|g| asked.get(&g)) {
+                    phases.asked_to_exited.extend(since(Some(*at), entry.time));
+                }
+            }
             Event::BackoffScheduled { .. } => {
                 phases
                     .exit_to_backoff
@@ -112,6 +132,12 @@ fn phases(journal: &Journal) -> Phases {
                 phases
                     .backoff_to_starting
                     .extend(since(backoff.take(), entry.time));
+                let failed = entry.generation.map(|g| g - 1);
+                if let Some((_, answered)) = failed.and_then(|g| asked.get(&g)) {
+                    phases
+                        .starting_to_answered
+                        .extend(answered.duration_since(entry.time).ok());
+                }
                 starting = Some(entry.time);
             }
             Event::Ready { .. } => phases
@@ -123,7 +149,69 @@ fn phases(journal: &Journal) -> Phases {
     phases
 }
 
-async fn measure_restarts(rounds: usize, warm_up: usize) -> (Vec<Duration>, Phases) {
+/// What the raw peer's worker takes from its channel.
+enum RawMessage {
+    Panic,
+    Call(oneshot::Sender<u64>),
+}
+
+/// The peer: the same restart in plain tokio, with nothing else. A worker task serves a channel and
+/// panics when told to; a supervising task awaits it and, on a panic, spawns the next one on the
+/// same channel, where the call waits. No journal, no states, no readiness, no backoff logic: what
+/// any in-process restart must pay (the panic, its unwinding, the join, a spawn and the wake-ups).
+async fn raw_supervise(messages: async_channel::Receiver<RawMessage>) {
+    let mut generation = 0;
+    loop {
+        generation += 1;
+        let worker = tokio::spawn(raw_serve(messages.clone(), generation));
+        match worker.await {
+            Err(e) if e.is_panic() => continue,
+            _ => return,
+        }
+    }
+}
+
+async fn raw_serve(messages: async_channel::Receiver<RawMessage>, generation: u64) {
+    while let Ok(message) = messages.recv().await {
+        match message {
+            RawMessage::Panic => panic!("injected fault: raw peer (generation {generation})"),
+            RawMessage::Call(reply) => {
+                let _ = reply.send(generation);
+            }
+        }
+    }
+}
+
+/// One raw restart: tell the worker to panic, then call until the next one answers.
+async fn raw_restart_once(
+    messages: &async_channel::Sender<RawMessage>,
+    before: u64,
+) -> (Duration, u64) {
+    let start = Instant::now();
+    messages
+        .send(RawMessage::Panic)
+        .await
+        .expect("the peer runs");
+    let (reply, answer) = oneshot::channel();
+    messages
+        .send(RawMessage::Call(reply))
+        .await
+        .expect("the peer runs");
+    let generation = answer.await.expect("the next worker answers");
+    let elapsed = start.elapsed();
+    assert!(generation > before, "answered by a new worker");
+    (elapsed, generation)
+}
+
+/// The restarts measured: Cloister's and the raw peer's, alternating round by round so that the
+/// machine's noise falls on both alike.
+struct Measured {
+    cloister: Vec<Duration>,
+    raw: Vec<Duration>,
+    phases: Phases,
+}
+
+async fn measure_restarts(rounds: usize, warm_up: usize) -> Measured {
     let journal = Journal::in_memory();
     let mut builder = Builder::new(journal.clone());
     let handle = builder.add(Echo);
@@ -136,16 +224,46 @@ async fn measure_restarts(rounds: usize, warm_up: usize) -> (Vec<Duration>, Phas
         .call(|reply| reply)
         .await
         .expect("the first incarnation answers");
+    let (raw, raw_messages) = async_channel::unbounded();
+    let raw_supervisor = tokio::spawn(raw_supervise(raw_messages));
+    let mut raw_generation = 0;
     let mut samples = Vec::with_capacity(rounds);
+    let mut raw_samples = Vec::with_capacity(rounds);
+    let mut asked = Asked::new();
     for round in 0..warm_up + rounds {
-        let (elapsed, next) = restart_once(&rt, &handle, generation).await;
+        let since = journal.last_seq();
+        let (elapsed, next, at) = restart_once(&rt, &handle, generation).await;
+        asked.insert(generation, (at, at + elapsed));
         generation = next;
+        // Outside the measured time: the restart is over once the runtime is journaled ready
+        // again, so one restart's tail (its last entries) does not fall into the next one's time.
+        journal
+            .wait_for(since, Duration::from_secs(10), |e| {
+                matches!(
+                    e.event,
+                    Event::RuntimeHealth {
+                        level: RuntimeLevel::Ready,
+                        ..
+                    }
+                )
+            })
+            .await
+            .expect("the runtime is ready again after a restart");
+        let (raw_elapsed, raw_next) = raw_restart_once(&raw, raw_generation).await;
+        raw_generation = raw_next;
         if round >= warm_up {
             samples.push(elapsed);
+            raw_samples.push(raw_elapsed);
         }
     }
+    raw.close();
+    raw_supervisor.await.expect("the raw peer's supervisor");
     rt.shutdown().await;
-    (samples, phases(&journal))
+    Measured {
+        cloister: samples,
+        raw: raw_samples,
+        phases: phases(&journal, &asked),
+    }
 }
 
 /// The floor: spawning a task and receiving its answer on a oneshot.
@@ -199,7 +317,7 @@ fn main() {
         .build()
         .expect("a tokio runtime");
     // Everything runs in a worker task, as a service calling another would.
-    let ((restarts, phases), spawned) = rt.block_on(async move {
+    let (measured, spawned) = rt.block_on(async move {
         let measured = tokio::spawn(async move {
             let restarts = measure_restarts(rounds, warm_up).await;
             let spawned = measure_spawn(rounds, warm_up).await;
@@ -212,15 +330,35 @@ fn main() {
         "restart latency, {WORKERS} tokio workers, backoff 0, jitter 0 ({} panics)",
         panics.load(Ordering::Relaxed)
     );
-    report("inject_fault(Panic) -> new incarnation answers", restarts);
+    let Measured {
+        cloister,
+        raw,
+        phases,
+    } = measured;
+    let p50 = |samples: &[Duration]| {
+        let mut sorted = samples.to_vec();
+        sorted.sort();
+        sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+    };
+    let ratio = p50(&cloister).as_secs_f64() / p50(&raw).as_secs_f64().max(1e-9);
+    report("inject_fault(Panic) -> new incarnation answers", cloister);
+    report("peer: raw tokio panic -> join -> respawn answers", raw);
+    println!("  Cloister's p50 / the raw peer's p50 = {ratio:.2} (rounds alternate)");
     report("baseline: tokio::spawn + oneshot answer", spawned);
     println!("phases of the restarts still in the in-memory journal (wall clock):");
     let Phases {
         exit_to_backoff,
         backoff_to_starting,
         starting_to_ready,
+        asked_to_exited,
+        starting_to_answered,
     } = phases;
+    report("  fault asked -> Exited", asked_to_exited);
     report("  Exited -> BackoffScheduled", exit_to_backoff);
     report("  BackoffScheduled (0 ms) -> Starting", backoff_to_starting);
-    report("  Starting -> Ready", starting_to_ready);
+    report(
+        "  Starting -> Ready (handled after the answer)",
+        starting_to_ready,
+    );
+    report("  Starting -> answer received", starting_to_answered);
 }

@@ -71,6 +71,63 @@ async fn starts_in_dependency_order_and_stops_in_reverse() {
     assert!(position(&log, "storage: stopped") < position(&log, "crypto: stopping"));
 }
 
+/// Promise: the supervisor's journal entries, which it appends without chaining, are chained by
+/// the runtime itself: a live subscriber and a bus subscriber see a restart's entries, in order,
+/// without anyone reading the journal (a read would chain them, so this test never reads).
+#[tokio::test(start_paused = true)]
+async fn a_restarts_entries_reach_live_subscribers_without_anyone_reading_the_journal() {
+    let journal = Journal::in_memory();
+    let mut live = journal.subscribe();
+    let mut b = Builder::new(journal.clone());
+    b.add(Fake::new("svc"));
+    let mut events = b
+        .bus()
+        .subscribe::<runtime::ServiceEvent>(name("watcher"), 256);
+    let rt = b.start().expect("start");
+    rt.readiness()
+        .wait_for(|r| r.level == RuntimeLevel::Ready)
+        .await
+        .expect("ready");
+    rt.inject_fault(&name("svc"), Fault::Panic)
+        .await
+        .expect("fault");
+    let mut seen = Vec::new();
+    let mut about_svc = Vec::new();
+    let mut last = 0;
+    loop {
+        let entry = tokio::time::timeout(WAIT, live.recv())
+            .await
+            .expect("entries arrive without a reader")
+            .expect("the live stream");
+        assert_eq!(entry.seq, last + 1, "in sequence, none missed");
+        last = entry.seq;
+        if entry.service == Some(name("svc")) {
+            seen.extend(brief(&entry));
+            about_svc.push(entry.seq);
+        }
+        if matches!(entry.event, Event::Starting { restart: true, .. }) {
+            break;
+        }
+    }
+    assert!(
+        seen.ends_with(&[
+            "svc: fault Panic".to_owned(),
+            "svc: exited[0](panic)".to_owned(),
+            "svc: backoff 100ms".to_owned(),
+            "svc: starting[0] restart".to_owned(),
+        ]),
+        "{seen:#?}"
+    );
+    // The bus's subscriber was told of the same entries about the service, in the same order.
+    let mut told = Vec::new();
+    while let Some(runtime::ServiceEvent(e)) = events.try_recv() {
+        told.push(e.seq);
+    }
+    assert!(told.len() >= about_svc.len(), "{told:?} {about_svc:?}");
+    assert_eq!(told[..about_svc.len()], about_svc[..]);
+    rt.shutdown().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn panic_is_restarted_with_backoff_and_queued_requests_are_served() {
     let journal = Journal::in_memory();

@@ -249,3 +249,104 @@ fn each_line_on_disk_is_the_entrys_own_json() {
     let (_, report) = Journal::open(&path).expect("reopen");
     assert_eq!((report.entries, report.violation), (3, None));
 }
+
+/// Appends `n` deferred entries, each echoed into `echoed`; returns what each append said about
+/// being the only entry pending.
+fn fill_deferred(j: &Journal, n: usize, echoed: &Arc<Mutex<Vec<u64>>>) -> Vec<bool> {
+    let svc = ServiceName::from_static("svc");
+    let echo: Echo = {
+        let echoed = echoed.clone();
+        Arc::new(move |e: &Arc<Entry>| echoed.lock().expect("echo list").push(e.seq))
+    };
+    (0..n)
+        .map(|i| {
+            j.append_deferred(
+                Some(&svc),
+                Some(i as u64),
+                Event::Ready { replica: 0 },
+                Cause::Startup,
+                Some(&echo),
+            )
+        })
+        .collect()
+}
+
+/// Promise: an entry appended without chaining is numbered at once, and is chained (broadcast,
+/// echoed, in the chain) before any reader can see the journal: a read, a plain append and a chain
+/// each make the pending entries whole first, in sequence order, and each is echoed exactly once.
+#[test]
+fn deferred_entries_are_whole_before_anyone_reads_them() {
+    let j = Journal::in_memory();
+    let mut live = j.subscribe();
+    let echoed = Arc::new(Mutex::new(Vec::new()));
+    // The first pending entry says so (its appender then has it chained); the others do not.
+    assert_eq!(fill_deferred(&j, 3, &echoed), [true, false, false]);
+    assert_eq!(j.last_seq(), 3, "numbered at once");
+    assert!(
+        live.try_recv().is_err(),
+        "not broadcast before it is chained"
+    );
+    assert!(echoed.lock().expect("echo list").is_empty());
+
+    // A read chains them first.
+    let read: Vec<u64> = j.read(0, 10).expect("read").iter().map(|e| e.seq).collect();
+    assert_eq!(read, [1, 2, 3]);
+    assert_eq!(*echoed.lock().expect("echo list"), [1, 2, 3]);
+    for seq in 1..=3 {
+        assert_eq!(live.try_recv().expect("broadcast").seq, seq);
+    }
+
+    // A plain append after deferred ones chains them before itself, and returns its own entry.
+    assert_eq!(fill_deferred(&j, 2, &echoed), [true, false]);
+    let own = j.append(None, None, Event::RuntimeStopped, Cause::Shutdown);
+    assert_eq!(own.seq, 6);
+    assert_eq!(*echoed.lock().expect("echo list"), [1, 2, 3, 4, 5]);
+
+    // And chain() does it on demand; nothing is chained or echoed twice.
+    fill_deferred(&j, 1, &echoed);
+    j.chain();
+    j.chain();
+    assert_eq!(*echoed.lock().expect("echo list"), [1, 2, 3, 4, 5, 7]);
+    let all = j.read(0, 100).expect("read");
+    assert_eq!(
+        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6, 7]
+    );
+    for pair in all.windows(2) {
+        assert_eq!(pair[1].prev, pair[0].hash, "one chain, in sequence order");
+        assert_eq!(pair[1].hash, disk::digest(&pair[1]));
+    }
+}
+
+/// Promise: deferred entries reach the file, in one chain with the others: those chained by a
+/// read, and those still pending when the last handle is dropped. The file verifies on reopen.
+#[test]
+fn deferred_entries_reach_the_file_even_if_only_the_drop_chains_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("journal.log");
+    let (j, _) = Journal::open(&path).expect("open");
+    let echoed = Arc::new(Mutex::new(Vec::new()));
+    fill(&j, 2);
+    fill_deferred(&j, 3, &echoed);
+    // Another thread's read chains them: the file has five lines.
+    let reader = j.clone();
+    std::thread::spawn(move || reader.read(0, 1).expect("read"))
+        .join()
+        .expect("reader");
+    assert_eq!(
+        std::fs::read_to_string(&path)
+            .expect("file")
+            .lines()
+            .count(),
+        5
+    );
+    fill_deferred(&j, 4, &echoed);
+    drop(j);
+    assert_eq!(echoed.lock().expect("echo list").len(), 7);
+    let (j, report) = Journal::open(&path).expect("reopen");
+    assert_eq!(
+        (report.entries, report.violation, report.torn_bytes),
+        (9, None, 0)
+    );
+    assert_eq!(j.last_seq(), 9);
+}

@@ -31,11 +31,11 @@ use tokio_util::time::DelayQueue;
 
 use crate::budget::Demand;
 use crate::bus::{Bus, DeadLetterReason};
-use crate::event::{Cause, Event, ExitOutcome};
+use crate::event::{Cause, Entry, Event, ExitOutcome};
 use crate::graph::Graph;
 use crate::health::Health;
 use crate::incarnation::{IncarnationId, Report};
-use crate::journal::Journal;
+use crate::journal::{Echo, Journal};
 use crate::lifecycle::{Input, State, transition};
 use crate::recovery::History;
 use crate::service::{Erased, ServiceError};
@@ -113,6 +113,10 @@ pub(crate) struct Supervisor {
     entries: Vec<Managed>,
     graph: Graph,
     journal: Journal,
+    /// Publishes each journal entry about a service on the bus once it is chained.
+    echo: Echo,
+    /// Wakes the task that chains the supervisor's journal entries.
+    chain: Arc<tokio::sync::Notify>,
     bus: Bus,
     tasks: JoinSet<Result<(), ServiceError>>,
     task_ids: HashMap<tokio::task::Id, IncarnationId>,
@@ -158,10 +162,18 @@ impl Supervisor {
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let entries: Vec<Managed> = registrations.into_iter().map(Managed::new).collect();
         let n = entries.len();
+        let echo: Echo = {
+            let bus = bus.clone();
+            Arc::new(move |entry: &Arc<Entry>| {
+                bus.publish(None, ServiceEvent(entry.clone()));
+            })
+        };
         Supervisor {
             entries,
             graph,
             journal,
+            echo,
+            chain: Arc::new(tokio::sync::Notify::new()),
             bus,
             tasks: JoinSet::new(),
             task_ids: HashMap::new(),
@@ -206,6 +218,21 @@ impl Supervisor {
         }
         self.publish_readiness();
         self.reconcile(&Cause::Startup);
+        // Chains the journal entries the supervisor makes (see `record_gen`), as a task of its own:
+        // woken with a turn's first entry, it is queued behind the tasks the turn wakes after that
+        // (a replacement incarnation, a caller's answer), which the worker runs first.
+        let chainer = {
+            let (journal, wake, stop) =
+                (self.journal.clone(), self.chain.clone(), self.root.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = wake.notified() => journal.chain(),
+                        () = stop.cancelled() => return,
+                    }
+                }
+            })
+        };
         let mut commands_closed = false;
         loop {
             if self.shutdown.is_some() && self.not_down == 0 && self.live_replicas == 0 {
@@ -231,6 +258,8 @@ impl Supervisor {
             self.publish_readiness();
         }
         self.root.cancel();
+        // Whatever it left is chained by the append below.
+        let _ = chainer.await;
         self.probes.close();
         self.probes.wait().await;
         self.journal
@@ -577,14 +606,30 @@ impl Supervisor {
         self.record_gen(i, generation, event, cause);
     }
 
+    /// Journals an event about service `i`, chained off the supervisor's path (a restart makes a
+    /// dozen entries); the entry is published on the bus as a [`ServiceEvent`] once chained.
     fn record_gen(&self, i: usize, generation: u64, event: Event, cause: Cause) {
-        let entry = self.journal.append(
-            Some(&self.entries[i].spec.name),
-            Some(generation),
-            event,
-            cause,
-        );
-        self.bus.publish(None, ServiceEvent(entry));
+        let name = self.entries[i].spec.name.clone();
+        self.journal_deferred(Some(&name), Some(generation), event, cause, true);
+    }
+
+    /// Journals an event, leaving its chaining to the chainer task (see `run`); with `echo`, the
+    /// entry is published on the bus once chained.
+    fn journal_deferred(
+        &self,
+        service: Option<&ServiceName>,
+        generation: Option<u64>,
+        event: Event,
+        cause: Cause,
+        echo: bool,
+    ) {
+        let echo = echo.then_some(&self.echo);
+        if self
+            .journal
+            .append_deferred(service, generation, event, cause, echo)
+        {
+            self.chain.notify_one();
+        }
     }
 }
 

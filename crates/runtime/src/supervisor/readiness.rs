@@ -101,7 +101,7 @@ impl Supervisor {
         };
         let changed = self.readiness_tx.borrow().level != readiness.level;
         if changed {
-            self.journal.append(
+            self.journal_deferred(
                 None,
                 None,
                 Event::RuntimeHealth {
@@ -109,6 +109,7 @@ impl Supervisor {
                     reasons: readiness.reasons.clone(),
                 },
                 Cause::Service,
+                false,
             );
         }
         self.readiness_tx.send_if_modified(|r| {
