@@ -274,13 +274,10 @@ impl Journal {
             let in_memory = w.recent.front().is_none_or(|first| first.seq <= since + 1)
                 || self.inner.path.is_none();
             if in_memory {
-                return Ok(w
-                    .recent
-                    .iter()
-                    .filter(|e| e.seq > since)
-                    .take(limit)
-                    .cloned()
-                    .collect());
+                // The recent entries are in sequence order: the first one after `since` is found
+                // by bisection, not by looking at every entry kept (up to `RECENT`).
+                let from = w.recent.partition_point(|e| e.seq <= since);
+                return Ok(w.recent.range(from..).take(limit).cloned().collect());
             }
         }
         self.read_file(since, limit)

@@ -350,3 +350,23 @@ fn deferred_entries_reach_the_file_even_if_only_the_drop_chains_them() {
     );
     assert_eq!(j.last_seq(), 9);
 }
+
+/// Promise: reading by cursor from memory gives exactly the entries after the cursor, oldest first,
+/// at most `limit` of them, for every cursor from before the first entry to past the last.
+#[test]
+fn a_read_by_cursor_gives_the_entries_after_it_up_to_the_limit() {
+    let j = Journal::in_memory();
+    fill(&j, 40);
+    for since in 0..=42 {
+        for limit in [0, 1, 7, 100] {
+            let seqs: Vec<u64> = j
+                .read(since, limit)
+                .expect("read")
+                .iter()
+                .map(|e| e.seq)
+                .collect();
+            let expected: Vec<u64> = (since + 1..=40).take(limit).collect();
+            assert_eq!(seqs, expected, "since {since}, limit {limit}");
+        }
+    }
+}
