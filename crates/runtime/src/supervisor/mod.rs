@@ -609,8 +609,8 @@ impl Supervisor {
     /// Journals an event about service `i`, chained off the supervisor's path (a restart makes a
     /// dozen entries); the entry is published on the bus as a [`ServiceEvent`] once chained.
     fn record_gen(&self, i: usize, generation: u64, event: Event, cause: Cause) {
-        let name = self.entries[i].spec.name.clone();
-        self.journal_deferred(Some(&name), Some(generation), event, cause, true);
+        let name = &self.entries[i].spec.name;
+        self.journal_deferred(Some(name), Some(generation), event, cause, true);
     }
 
     /// Journals an event, leaving its chaining to the chainer task (see `run`); with `echo`, the
