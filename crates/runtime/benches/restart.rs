@@ -9,7 +9,7 @@
 //! last journal entries) does not fall into the next one's time.
 //!
 //! Run: `cargo bench -p runtime --bench restart` (without `--bench`, as under `cargo test`, it does a
-//! few rounds only).
+//! few rounds only). `RESTART_JOURNAL=file` keeps the journal in a file, as the binary does.
 
 #![allow(clippy::print_stdout)]
 
@@ -212,7 +212,16 @@ struct Measured {
 }
 
 async fn measure_restarts(rounds: usize, warm_up: usize) -> Measured {
-    let journal = Journal::in_memory();
+    // `RESTART_JOURNAL=file`: a journal on disk, as the binary keeps it, instead of in memory.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let journal = match std::env::var("RESTART_JOURNAL").as_deref() {
+        Ok("file") => {
+            Journal::open(&dir.path().join("journal.log"))
+                .expect("a journal file")
+                .0
+        }
+        _ => Journal::in_memory(),
+    };
     let mut builder = Builder::new(journal.clone());
     let handle = builder.add(Echo);
     let rt = builder.start().expect("a valid graph");
