@@ -15,7 +15,7 @@
 
 mod support;
 
-use support::report;
+use support::{quantile, report};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -347,7 +347,7 @@ fn main() {
     let p50 = |samples: &[Duration]| {
         let mut sorted = samples.to_vec();
         sorted.sort();
-        sorted.get(sorted.len() / 2).copied().unwrap_or_default()
+        quantile(&sorted, 0.5)
     };
     let ratio = p50(&cloister).as_secs_f64() / p50(&raw).as_secs_f64().max(1e-9);
     report("inject_fault(Panic) -> new incarnation answers", cloister);

@@ -43,10 +43,7 @@ pub fn report(label: &str, mut samples: Vec<Duration>) {
         return;
     }
     samples.sort();
-    let at = |q: f64| {
-        let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
-        samples[i].as_secs_f64() * 1e6
-    };
+    let at = |q: f64| quantile(&samples, q).as_secs_f64() * 1e6;
     let max = samples.last().map_or(0.0, |d| d.as_secs_f64() * 1e6);
     println!(
         "{label:<52} n={:<4} p50={:>8.1}us p90={:>8.1}us p99={:>8.1}us max={:>8.1}us",
@@ -56,4 +53,11 @@ pub fn report(label: &str, mut samples: Vec<Duration>) {
         at(0.99),
         max
     );
+}
+
+/// The `q` quantile of `sorted` (ascending, not empty): the smallest sample with at least that share
+/// of the samples at or below it.
+pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
 }
