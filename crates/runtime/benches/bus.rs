@@ -164,7 +164,8 @@ fn cloister_with(figures: bool) -> Contender {
             .expect("the runtime becomes ready");
         runtime
     });
-    Contender::on_tokio("cloister", rt, Cloister(Arc::new(handles)), move |rt, _| {
+    let name = if figures { "cloister" } else { "no-figures" };
+    Contender::on_tokio(name, rt, Cloister(Arc::new(handles)), move |rt, _| {
         rt.block_on(runtime.shutdown())
     })
 }
@@ -525,7 +526,15 @@ fn main() {
     }
     let mut c = Criterion::default().configure_from_args();
     // Cloister first: the interleaved comparison divides by it.
-    let contenders = vec![cloister(), raw_tokio(), actix(), kameo(), ractor()];
+    // `no-figures` is Cloister's bus without its latency figures: their cost, side by side.
+    let contenders = vec![
+        cloister(),
+        raw_tokio(),
+        cloister_with(false),
+        actix(),
+        kameo(),
+        ractor(),
+    ];
     bench(&mut c, &contenders);
     c.final_summary();
     // Without `--bench` (as under `cargo test`) criterion runs each benchmark once; so does this.

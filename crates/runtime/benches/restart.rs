@@ -4,6 +4,11 @@
 //! spawns the next worker on the same channel), round by round, and to the raw cost of spawning a
 //! tokio task that answers a oneshot. The restart's phases come from the journal's timestamps.
 //!
+//! Two spans are measured for each: from asking for the fault to the answer (for Cloister this
+//! includes `inject_fault`'s round trip through the supervisor, which the peer's message does not
+//! make), and from the panic itself (stamped by the bench's panic hook, on the panicking thread) to
+//! the answer: the restart alone, for both alike.
+//!
 //! Each restart starts from a settled runtime: after the answer, outside the measured time, the
 //! bench waits for the journal to say the runtime is ready again, so the end of one restart (its
 //! last journal entries) does not fall into the next one's time.
@@ -17,8 +22,8 @@ mod support;
 
 use support::{quantile, report};
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use runtime::journal::{Event, Fault};
@@ -31,6 +36,19 @@ use tokio::task::JoinSet;
 
 const WORKERS: usize = 2;
 const NAME: ServiceName = ServiceName::from_static("echo");
+
+/// When the last injected panic began: set by the bench's panic hook, taken after each restart.
+static PANICKED_AT: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// The span from the last injected panic to `answered`.
+fn since_the_panic(answered: Instant) -> Duration {
+    let panicked = PANICKED_AT
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .expect("the restart began with a panic");
+    answered.duration_since(panicked)
+}
 
 /// Answers every request with the generation of the incarnation that handled it.
 struct Echo;
@@ -64,7 +82,7 @@ async fn restart_once(
     rt: &runtime::Runtime,
     handle: &Handle<Reply<u64>>,
     before: u64,
-) -> (Duration, u64, SystemTime) {
+) -> (Duration, Duration, u64, SystemTime) {
     let asked = SystemTime::now();
     let start = Instant::now();
     rt.inject_fault(&NAME, Fault::Panic)
@@ -76,12 +94,17 @@ async fn restart_once(
         .call(|reply| reply)
         .await
         .expect("the new incarnation answers");
-    let elapsed = start.elapsed();
+    let answered = Instant::now();
     assert!(
         generation > before,
         "answered by a new incarnation ({generation} after {before})"
     );
-    (elapsed, generation, asked)
+    (
+        answered - start,
+        since_the_panic(answered),
+        generation,
+        asked,
+    )
 }
 
 /// Where a restart's time goes, from the journal's timestamps of the entries still in memory.
@@ -186,7 +209,7 @@ async fn raw_serve(messages: async_channel::Receiver<RawMessage>, generation: u6
 async fn raw_restart_once(
     messages: &async_channel::Sender<RawMessage>,
     before: u64,
-) -> (Duration, u64) {
+) -> (Duration, Duration, u64) {
     let start = Instant::now();
     messages
         .send(RawMessage::Panic)
@@ -198,9 +221,9 @@ async fn raw_restart_once(
         .await
         .expect("the peer runs");
     let generation = answer.await.expect("the next worker answers");
-    let elapsed = start.elapsed();
+    let answered = Instant::now();
     assert!(generation > before, "answered by a new worker");
-    (elapsed, generation)
+    (answered - start, since_the_panic(answered), generation)
 }
 
 /// The restarts measured: Cloister's and the raw peer's, alternating round by round so that the
@@ -208,6 +231,9 @@ async fn raw_restart_once(
 struct Measured {
     cloister: Vec<Duration>,
     raw: Vec<Duration>,
+    /// From the panic to the answer.
+    cloister_from_panic: Vec<Duration>,
+    raw_from_panic: Vec<Duration>,
     phases: Phases,
 }
 
@@ -238,10 +264,12 @@ async fn measure_restarts(rounds: usize, warm_up: usize) -> Measured {
     let mut raw_generation = 0;
     let mut samples = Vec::with_capacity(rounds);
     let mut raw_samples = Vec::with_capacity(rounds);
+    let mut from_panic = Vec::with_capacity(rounds);
+    let mut raw_from_panic = Vec::with_capacity(rounds);
     let mut asked = Asked::new();
     for round in 0..warm_up + rounds {
         let since = journal.last_seq();
-        let (elapsed, next, at) = restart_once(&rt, &handle, generation).await;
+        let (elapsed, panicked, next, at) = restart_once(&rt, &handle, generation).await;
         asked.insert(generation, (at, at + elapsed));
         generation = next;
         // Outside the measured time: the restart is over once the runtime is journaled ready
@@ -258,11 +286,13 @@ async fn measure_restarts(rounds: usize, warm_up: usize) -> Measured {
             })
             .await
             .expect("the runtime is ready again after a restart");
-        let (raw_elapsed, raw_next) = raw_restart_once(&raw, raw_generation).await;
+        let (raw_elapsed, raw_panicked, raw_next) = raw_restart_once(&raw, raw_generation).await;
         raw_generation = raw_next;
         if round >= warm_up {
             samples.push(elapsed);
             raw_samples.push(raw_elapsed);
+            from_panic.push(panicked);
+            raw_from_panic.push(raw_panicked);
         }
     }
     raw.close();
@@ -271,6 +301,8 @@ async fn measure_restarts(rounds: usize, warm_up: usize) -> Measured {
     Measured {
         cloister: samples,
         raw: raw_samples,
+        cloister_from_panic: from_panic,
+        raw_from_panic,
         phases: phases(&journal, &asked),
     }
 }
@@ -308,6 +340,7 @@ fn main() {
     let counted = panics.clone();
     let report_panic = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        let at = Instant::now();
         let message = info
             .payload()
             .downcast_ref::<String>()
@@ -316,6 +349,7 @@ fn main() {
             .unwrap_or_default();
         if message.starts_with("injected fault") {
             counted.fetch_add(1, Ordering::Relaxed);
+            *PANICKED_AT.lock().unwrap_or_else(|p| p.into_inner()) = Some(at);
         } else {
             report_panic(info);
         }
@@ -342,17 +376,29 @@ fn main() {
     let Measured {
         cloister,
         raw,
+        cloister_from_panic,
+        raw_from_panic,
         phases,
     } = measured;
-    let p50 = |samples: &[Duration]| {
-        let mut sorted = samples.to_vec();
-        sorted.sort();
-        quantile(&sorted, 0.5)
+    let ratios = |ours: &[Duration], theirs: &[Duration]| {
+        let at = |samples: &[Duration], q| {
+            let mut sorted = samples.to_vec();
+            sorted.sort();
+            quantile(&sorted, q).as_secs_f64()
+        };
+        let ratio = |q| at(ours, q) / at(theirs, q).max(1e-9);
+        println!(
+            "  Cloister / the raw peer: p50 {:.2}, p99 {:.2} (rounds alternate)",
+            ratio(0.5),
+            ratio(0.99)
+        );
     };
-    let ratio = p50(&cloister).as_secs_f64() / p50(&raw).as_secs_f64().max(1e-9);
-    report("inject_fault(Panic) -> new incarnation answers", cloister);
-    report("peer: raw tokio panic -> join -> respawn answers", raw);
-    println!("  Cloister's p50 / the raw peer's p50 = {ratio:.2} (rounds alternate)");
+    report("inject_fault(Panic) -> new incarnation answers", cloister.clone());
+    report("peer: raw tokio panic -> join -> respawn answers", raw.clone());
+    ratios(&cloister, &raw);
+    report("the panic -> new incarnation answers", cloister_from_panic.clone());
+    report("peer: the panic -> respawned worker answers", raw_from_panic.clone());
+    ratios(&cloister_from_panic, &raw_from_panic);
     report("baseline: tokio::spawn + oneshot answer", spawned);
     println!("phases of the restarts still in the in-memory journal (wall clock):");
     let Phases {

@@ -16,10 +16,15 @@ pub const BUCKETS_US: [u64; 22] = [
 ];
 
 /// A latency histogram with the buckets of [`BUCKETS_US`].
+///
+/// In declaration order (`repr(C)`), the sum first: a record of a latency in the first bucket (most
+/// bus calls) writes the sum and `counts[0]`, 8 bytes apart, so one cache line, not two at either
+/// end of 192 bytes.
 #[derive(Debug, Default)]
+#[repr(C)]
 pub(crate) struct Histogram {
-    counts: [AtomicU64; BUCKETS_US.len() + 1],
     sum_ns: AtomicU64,
+    counts: [AtomicU64; BUCKETS_US.len() + 1],
 }
 
 /// A point-in-time copy of a latency histogram.
@@ -113,21 +118,26 @@ impl HistogramSnapshot {
 
 /// Traffic on one caller -> callee edge of the bus. `caller` is `None` for calls from outside any
 /// service (the HTTP API, tests).
+///
+/// In declaration order (`repr(C)`), from the start of a 128-byte-aligned block: what every call
+/// reads and writes on the caller's side (`breaker_clean`, `calls`, the latency's sum and first
+/// bucket) lies in the first 64 bytes, one cache line.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct EdgeStats {
-    pub(crate) caller: Option<ServiceName>,
-    pub(crate) callee: ServiceName,
-    pub(crate) calls: AtomicU64,
-    /// Written by the service's side, everything else by the caller's: kept on its own cache line
-    /// so the two cores do not take the line from each other on every call.
-    pub(crate) handled: Padded<AtomicU64>,
-    pub(crate) errors: AtomicU64,
-    pub(crate) dead_lettered: AtomicU64,
-    pub(crate) latency: Histogram,
-    breaker: std::sync::Mutex<crate::breaker::Breaker>,
     /// Closed with no failure on record: successes need not be written down, and admission needs no
     /// lock. Keeps the common path free of the breaker's mutex.
     breaker_clean: AtomicBool,
+    pub(crate) calls: AtomicU64,
+    pub(crate) latency: Histogram,
+    pub(crate) errors: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+    pub(crate) caller: Option<ServiceName>,
+    pub(crate) callee: ServiceName,
+    breaker: std::sync::Mutex<crate::breaker::Breaker>,
+    /// Written by the service's side, everything else by the caller's: kept on its own cache line
+    /// so the two cores do not take the line from each other on every call.
+    pub(crate) handled: Padded<AtomicU64>,
 }
 
 /// A value alone on its cache line (128 bytes covers adjacent-line prefetching).
@@ -231,10 +241,11 @@ impl EdgeStats {
 
 /// Figures for one operation of one service, over every caller.
 #[derive(Debug, Default)]
+#[repr(C)]
 pub(crate) struct OperationStats {
-    errors: AtomicU64,
     /// Every call recorded is in it once, so its count is the calls' (one atomic add less per call).
     latency: Histogram,
+    errors: AtomicU64,
 }
 
 impl OperationStats {
@@ -264,29 +275,28 @@ const OPERATION_SLOTS: usize = 32;
 
 /// Per-operation figures of one service: a fixed row of slots, each claimed once by the first call of
 /// an operation, so finding an operation's slot is a few loads and never a lock.
-#[derive(Debug)]
-pub(crate) struct Operations(
-    [std::sync::OnceLock<(&'static str, OperationStats)>; OPERATION_SLOTS],
-);
+#[derive(Debug, Default)]
+pub(crate) struct Operations([Slot; OPERATION_SLOTS]);
 
-impl Default for Operations {
-    fn default() -> Self {
-        Operations(std::array::from_fn(|_| std::sync::OnceLock::new()))
-    }
+/// One operation's slot. The name (with its `OnceLock`'s state), the latency's sum and its first
+/// bucket lie in the slot's first cache line, which is all that a call's record reads and writes.
+#[derive(Debug, Default)]
+#[repr(C, align(64))]
+struct Slot {
+    name: std::sync::OnceLock<&'static str>,
+    stats: OperationStats,
 }
 
 impl Operations {
     pub(crate) fn record(&self, operation: &'static str, latency: Duration, ok: bool) {
         let same = |name: &'static str| std::ptr::eq(name, operation) || name == operation;
         for (i, slot) in self.0.iter().enumerate() {
-            let name = if i == OPERATION_SLOTS - 1 {
-                "other"
-            } else {
-                operation
-            };
-            let (claimed, stats) = slot.get_or_init(|| (name, OperationStats::default()));
-            if same(claimed) || i == OPERATION_SLOTS - 1 {
-                stats.record(latency, ok);
+            let last = i == OPERATION_SLOTS - 1;
+            let claimed = slot
+                .name
+                .get_or_init(|| if last { "other" } else { operation });
+            if last || same(claimed) {
+                slot.stats.record(latency, ok);
                 return;
             }
         }
@@ -295,7 +305,7 @@ impl Operations {
     pub(crate) fn snapshot(&self) -> Vec<OperationSnapshot> {
         self.0
             .iter()
-            .filter_map(|slot| slot.get())
+            .filter_map(|slot| Some((*slot.name.get()?, &slot.stats)))
             .map(|(name, s)| {
                 let latency = s.latency.snapshot();
                 OperationSnapshot {
@@ -333,6 +343,22 @@ mod tests {
         assert_eq!(bucket(us(60_000_000)).0, Some(BUCKETS_US.len() - 1));
         assert_eq!(bucket(us(60_000_001)).0, Some(BUCKETS_US.len()));
         assert_eq!(bucket(Duration::MAX), (Some(BUCKETS_US.len()), u64::MAX));
+    }
+
+    /// What a call's figures write lies in one cache line per record: the edge's counter, breaker
+    /// flag and latency sum and first bucket; an operation slot's name and its sum and first bucket.
+    #[test]
+    fn a_calls_figures_lie_in_one_cache_line_each() {
+        use std::mem::{align_of, offset_of};
+        let first_bucket = offset_of!(Histogram, counts) + 8;
+        assert!(offset_of!(Histogram, sum_ns) + 8 <= first_bucket);
+        assert!(align_of::<EdgeStats>() >= 64);
+        assert!(offset_of!(EdgeStats, breaker_clean) < 64);
+        assert!(offset_of!(EdgeStats, calls) + 8 <= 64);
+        assert!(offset_of!(EdgeStats, latency) + first_bucket <= 64);
+        assert!(align_of::<Slot>() >= 64);
+        assert!(offset_of!(Slot, name) + std::mem::size_of::<std::sync::OnceLock<&str>>() <= 64);
+        assert!(offset_of!(Slot, stats) + offset_of!(OperationStats, latency) + first_bucket <= 64);
     }
 
     #[test]
