@@ -393,11 +393,23 @@ fn main() {
             ratio(0.99)
         );
     };
-    report("inject_fault(Panic) -> new incarnation answers", cloister.clone());
-    report("peer: raw tokio panic -> join -> respawn answers", raw.clone());
+    report(
+        "inject_fault(Panic) -> new incarnation answers",
+        cloister.clone(),
+    );
+    report(
+        "peer: raw tokio panic -> join -> respawn answers",
+        raw.clone(),
+    );
     ratios(&cloister, &raw);
-    report("the panic -> new incarnation answers", cloister_from_panic.clone());
-    report("peer: the panic -> respawned worker answers", raw_from_panic.clone());
+    report(
+        "the panic -> new incarnation answers",
+        cloister_from_panic.clone(),
+    );
+    report(
+        "peer: the panic -> respawned worker answers",
+        raw_from_panic.clone(),
+    );
     ratios(&cloister_from_panic, &raw_from_panic);
     report("baseline: tokio::spawn + oneshot answer", spawned);
     println!("phases of the restarts still in the in-memory journal (wall clock):");
