@@ -3,13 +3,12 @@
 //! through its own control channel.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::WakeAll;
+use crate::bus::Signal;
 use crate::event::Fault;
 use crate::health::Health;
 use crate::spec::HealthPolicy;
@@ -38,35 +37,37 @@ pub(crate) enum Control {
     Fault(Fault),
 }
 
-/// The supervisor's side of an incarnation's control channel. Sending wakes the incarnation
-/// through its mailbox's wake-up, so an idle incarnation waits on one thing (its mailbox) rather
-/// than on two, and the last sender's drop wakes it too, to see the channel closed.
+/// The supervisor's side of an incarnation's control channel. Sending signals the incarnation
+/// through its mailbox ([`crate::bus::Queue::signal`]), so an idle incarnation waits on one thing
+/// (its mailbox) rather than on two, and the last sender's drop signals too, for the channel closed.
 #[derive(Clone)]
 pub(crate) struct ControlSender(Arc<ControlInner>);
 
 struct ControlInner {
     tx: Option<mpsc::Sender<Control>>,
-    ready: Arc<dyn WakeAll>,
-    /// Set after each message and as the last sender drops: the receiver looks at the channel
-    /// only when it is, so a request's way through `Context::recv` costs one atomic swap for
-    /// control rather than a look into the channel.
-    pending: Arc<AtomicBool>,
+    /// The mailbox, signalled after each message and as the last sender drops: the receiver looks
+    /// at the channel only when the mailbox's count of signals has moved, so a request's way
+    /// through `Context::recv` costs one load, on the queue's own cache line, for control.
+    ready: Arc<dyn Signal>,
 }
 
-/// An incarnation's control channel of `capacity` messages; sending wakes the receivers waiting on
-/// `ready` (the mailbox's queue).
+/// An incarnation's control channel of `capacity` messages; sending signals `ready` (the mailbox's
+/// queue), which wakes the receivers waiting on it.
 pub(crate) fn control_channel(
     capacity: usize,
-    ready: Arc<dyn WakeAll>,
+    ready: Arc<dyn Signal>,
 ) -> (ControlSender, ControlReceiver) {
     let (tx, rx) = mpsc::channel(capacity);
-    let pending = Arc::new(AtomicBool::new(false));
     let sender = ControlSender(Arc::new(ControlInner {
         tx: Some(tx),
         ready,
-        pending: pending.clone(),
     }));
-    (sender, ControlReceiver { rx, pending })
+    let receiver = ControlReceiver {
+        rx,
+        seen: 0,
+        again: true,
+    };
+    (sender, receiver)
 }
 
 impl ControlSender {
@@ -77,10 +78,9 @@ impl ControlSender {
         };
         let result = tx.try_send(control);
         if result.is_ok() {
-            // After the send: a receiver that sees the flag finds the message.
-            self.0.pending.store(true, Ordering::Release);
-            // Every waiting replica wakes; those the message is not for look and wait again.
-            self.0.ready.wake_all();
+            // After the send, so a receiver that sees the signal finds the message. Every waiting
+            // replica wakes; those the message is not for look and wait again.
+            self.0.ready.signal();
         }
         result
     }
@@ -89,8 +89,7 @@ impl ControlSender {
 impl Drop for ControlInner {
     fn drop(&mut self) {
         drop(self.tx.take());
-        self.pending.store(true, Ordering::Release);
-        self.ready.wake_all();
+        self.ready.signal();
     }
 }
 
@@ -98,23 +97,30 @@ impl Drop for ControlInner {
 #[derive(Debug)]
 pub(crate) struct ControlReceiver {
     rx: mpsc::Receiver<Control>,
-    pending: Arc<AtomicBool>,
+    /// The mailbox's count of signals at the last look into the channel.
+    seen: u64,
+    /// The last look found something: more may wait behind it (or the channel stays closed).
+    again: bool,
 }
 
 impl ControlReceiver {
-    /// The next control message, `Empty` without looking into the channel when nothing was sent
-    /// since it was last found empty, or `Disconnected` once every sender is gone.
+    /// The next control message, `Empty` without looking into the channel when the mailbox's count
+    /// of signals (`signals`, [`crate::bus::Queue::signals`]) has not moved since the channel was
+    /// last found empty, or `Disconnected` once every sender is gone.
     #[inline]
-    pub(crate) fn try_recv(&mut self) -> Result<Control, TryRecvError> {
-        // A plain load first: on a request's way through `Context::recv` nothing was sent.
-        if !self.pending.load(Ordering::Relaxed) || !self.pending.swap(false, Ordering::Acquire) {
+    pub(crate) fn try_recv(&mut self, signals: u64) -> Result<Control, TryRecvError> {
+        if signals == self.seen && !self.again {
             return Err(TryRecvError::Empty);
         }
+        self.look(signals)
+    }
+
+    /// Off a request's way: a look into the channel.
+    #[inline(never)]
+    fn look(&mut self, signals: u64) -> Result<Control, TryRecvError> {
+        self.seen = signals;
         let got = self.rx.try_recv();
-        if !matches!(got, Err(TryRecvError::Empty)) {
-            // More may wait behind this one (or the channel stays closed): look again next time.
-            self.pending.store(true, Ordering::Relaxed);
-        }
+        self.again = !matches!(got, Err(TryRecvError::Empty));
         got
     }
 }
@@ -147,5 +153,83 @@ pub(crate) async fn probe(
         if missed >= policy.failure_threshold.max(1) {
             return Some(missed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+    use crate::bus::Queue;
+
+    impl Signal for Queue<u32> {
+        fn signal(&self) {
+            Queue::signal(self);
+        }
+    }
+
+    fn look(receiver: &mut ControlReceiver, queue: &Queue<u32>) -> Result<Control, TryRecvError> {
+        receiver.try_recv(queue.signals())
+    }
+
+    /// Every message sent is found at the next look, in order, each once; a replica whose channel
+    /// got nothing finds nothing although the mailbox was signalled for its sibling; the last
+    /// sender's drop is seen as the channel's end, at every look after it.
+    #[test]
+    fn each_control_message_is_found_by_its_own_receiver_at_the_next_look() {
+        let queue = Arc::new(Queue::<u32>::new());
+        let (to_a, mut a) = control_channel(4, queue.clone());
+        let (to_b, mut b) = control_channel(4, queue.clone());
+        assert!(matches!(look(&mut a, &queue), Err(TryRecvError::Empty)));
+        assert!(matches!(look(&mut b, &queue), Err(TryRecvError::Empty)));
+
+        to_a.try_send(Control::Fault(Fault::Hang)).expect("room");
+        to_a.try_send(Control::Stop).expect("room");
+        assert!(matches!(look(&mut b, &queue), Err(TryRecvError::Empty)));
+        assert!(matches!(
+            look(&mut a, &queue),
+            Ok(Control::Fault(Fault::Hang))
+        ));
+        assert!(matches!(look(&mut a, &queue), Ok(Control::Stop)));
+        assert!(matches!(look(&mut a, &queue), Err(TryRecvError::Empty)));
+
+        to_b.try_send(Control::Stop).expect("room");
+        assert!(matches!(look(&mut b, &queue), Ok(Control::Stop)));
+
+        drop(to_a);
+        assert!(matches!(
+            look(&mut a, &queue),
+            Err(TryRecvError::Disconnected)
+        ));
+        assert!(matches!(
+            look(&mut a, &queue),
+            Err(TryRecvError::Disconnected)
+        ));
+        assert!(matches!(look(&mut b, &queue), Err(TryRecvError::Empty)));
+    }
+
+    /// A receiver registered as waiting on the mailbox is woken by a control message, and finds it.
+    #[test]
+    fn a_control_message_wakes_a_receiver_waiting_on_the_mailbox() {
+        let queue = Arc::new(Queue::<u32>::new());
+        let (to_a, mut a) = control_channel(4, queue.clone());
+        let me = queue.receiver();
+        let woken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        struct Count(Arc<std::sync::atomic::AtomicUsize>);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let waker = Waker::from(Arc::new(Count(woken.clone())));
+        assert!(matches!(look(&mut a, &queue), Err(TryRecvError::Empty)));
+        assert_eq!(
+            queue.poll_pop(me, &mut Context::from_waker(&waker)),
+            Poll::Pending
+        );
+        to_a.try_send(Control::Stop).expect("room");
+        assert_eq!(woken.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(matches!(look(&mut a, &queue), Ok(Control::Stop)));
     }
 }

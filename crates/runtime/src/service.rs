@@ -253,13 +253,13 @@ impl<R: crate::bus::Operation> Context<R> {
                 };
                 let found = std::future::poll_fn(|cx| {
                     // Control overtakes data.
-                    if let Some(control) = look_at_control(control) {
+                    if let Some(control) = look_at_control(control, queue) {
                         return Poll::Ready(Found::Control(control));
                     }
                     match queue.poll_pop(waiting.receiver, cx) {
                         Poll::Ready(envelope) => Poll::Ready(Found::Request(envelope)),
                         // Registered: a control message sent after the look above woke nobody.
-                        Poll::Pending => match look_at_control(control) {
+                        Poll::Pending => match look_at_control(control, queue) {
                             Some(control) => Poll::Ready(Found::Control(control)),
                             None => {
                                 waited = true;
@@ -314,10 +314,11 @@ impl<R: crate::bus::Operation> Context<R> {
 
 /// A control message (or the channel's end), if there is one: `Empty` is `None`.
 #[inline]
-fn look_at_control(
+fn look_at_control<E>(
     control: &mut crate::incarnation::ControlReceiver,
+    queue: &crate::bus::Queue<E>,
 ) -> Option<Result<Control, TryRecvError>> {
-    match control.try_recv() {
+    match control.try_recv(queue.signals()) {
         Err(TryRecvError::Empty) => None,
         other => Some(other),
     }
@@ -381,7 +382,7 @@ pub(crate) trait Erased: Send + Sync {
     fn launch(&self, launch: Launch) -> Incarnation;
     fn mailbox(&self) -> &dyn MailboxControl;
     /// What the service's incarnations wait on, for waking them with a control message.
-    fn ready(&self) -> Arc<dyn crate::bus::WakeAll>;
+    fn ready(&self) -> Arc<dyn crate::bus::Signal>;
     fn validate(&self, new: &Spec) -> Result<(), Veto>;
     fn takes_live(&self, old: &Spec, new: &Spec) -> bool;
 }
@@ -424,7 +425,7 @@ impl<S: Service> Erased for Wrapped<S> {
         &*self.mailbox
     }
 
-    fn ready(&self) -> Arc<dyn crate::bus::WakeAll> {
+    fn ready(&self) -> Arc<dyn crate::bus::Signal> {
         self.mailbox.clone()
     }
 

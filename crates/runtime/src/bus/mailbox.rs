@@ -227,17 +227,18 @@ impl<R: Send + 'static> Mailbox<R> {
     }
 }
 
-/// What a control sender needs of the mailbox its incarnation waits on: to wake every replica
-/// waiting, so that the one the message is for looks at its control channel.
-pub(crate) trait WakeAll: Send + Sync {
-    fn wake_all(&self);
+/// What a control sender needs of the mailbox its incarnation waits on: to signal that a message
+/// was sent, and to wake every replica waiting, so that the one the message is for looks at its
+/// control channel.
+pub(crate) trait Signal: Send + Sync {
+    fn signal(&self);
 }
 
-/// A control sender wakes the replicas waiting on the mailbox's queue (the control channel holds the
-/// mailbox, which its incarnations share anyway).
-impl<R: Send + 'static> WakeAll for Mailbox<R> {
-    fn wake_all(&self) {
-        self.queue.wake_receivers();
+/// A control sender signals through the mailbox's queue (the control channel holds the mailbox,
+/// which its incarnations share anyway): see [`Queue::signal`](super::Queue::signal).
+impl<R: Send + 'static> Signal for Mailbox<R> {
+    fn signal(&self) {
+        self.queue.signal();
     }
 }
 

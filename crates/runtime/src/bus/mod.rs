@@ -16,7 +16,7 @@ pub use crate::breaker::{Admission, Breaker, BreakerPolicy, BreakerSnapshot, Bre
 pub use call::{Outcome, Reply};
 pub use dead_letter::{DeadLetters, Letter, Reason as DeadLetterReason};
 pub use mailbox::{CallError, Handle, Operation};
-pub(crate) use mailbox::{Mailbox, MailboxControl, WakeAll};
+pub(crate) use mailbox::{Mailbox, MailboxControl, Signal};
 pub(crate) use queue::{Queue, Receiver};
 pub use stats::{BUCKETS_US, EdgeSnapshot, HistogramSnapshot, OperationSnapshot};
 pub use topic::{Delivery, Message, MessageKind, Subscription};

@@ -17,12 +17,18 @@ use std::task::{Context, Poll, Waker};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Receiver(u64);
 
+/// In declaration order (`repr(C)`): the counters a request's way reads, then the lock and the items,
+/// so that a receiver's look (the signals, the lock, the items) is one cache line.
+#[repr(C)]
 pub(crate) struct Queue<T> {
-    inner: Mutex<Inner<T>>,
     /// The items queued, kept beside the lock for readers that only need the number (the bound is
     /// checked on every send).
     len: AtomicUsize,
+    /// How many control signals were sent to the receivers ([`Queue::signal`]): a receiver looks
+    /// into its control channel only when this has moved since its last look.
+    signals: AtomicU64,
     receivers: AtomicU64,
+    inner: Mutex<Inner<T>>,
 }
 
 struct Inner<T> {
@@ -42,6 +48,7 @@ impl<T> Queue<T> {
                 waiting: VecDeque::new(),
             }),
             len: AtomicUsize::new(0),
+            signals: AtomicU64::new(0),
             receivers: AtomicU64::new(0),
         }
     }
@@ -127,6 +134,21 @@ impl<T> Queue<T> {
 }
 
 impl<T> Queue<T> {
+    /// Tells the receivers that a control message was sent (or a control channel closed): the
+    /// count of signals moves, then every receiver waiting wakes (the message may be for any one of
+    /// them), so each looks into its control channel once more.
+    pub(crate) fn signal(&self) {
+        // After the message was sent: a receiver that sees the count move finds the message.
+        self.signals.fetch_add(1, Ordering::Release);
+        self.wake_receivers();
+    }
+
+    /// The count of signals sent so far, to compare with the one seen at the last look.
+    #[inline]
+    pub(crate) fn signals(&self) -> u64 {
+        self.signals.load(Ordering::Acquire)
+    }
+
     /// Wakes every receiver waiting (for a control message, which only one of them may be for).
     pub(crate) fn wake_receivers(&self) {
         let waiting = std::mem::take(&mut self.lock().waiting);
