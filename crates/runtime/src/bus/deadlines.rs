@@ -26,8 +26,11 @@ use tokio::time::Instant;
 
 use super::call::Pending;
 
-/// A sweep never runs on a shard's heap smaller than this: the ended calls a shard may hold.
-const SWEEP_FLOOR: usize = 128;
+/// A sweep never runs on a shard's heap smaller than this: the ended calls a shard may hold. Small,
+/// so that an ended call is let go (and its memory reused) while it is still in the cache: 128
+/// here cost about six cache misses per call more (`callgrind --cache-sim`, docs/performance.md);
+/// the doubling keeps a sweep's cost per insert constant whatever the floor.
+const SWEEP_FLOOR: usize = 8;
 
 /// Each thread files its calls in a shard of its own (while there are no more threads than shards),
 /// so the runtime's workers do not take one lock, and its cache line, from each other on every call:
