@@ -37,6 +37,7 @@ pub struct HistogramSnapshot {
 }
 
 impl Histogram {
+    #[inline]
     pub(crate) fn record(&self, d: Duration) {
         // In u64 (a `u128` from `as_nanos` costs more than the rest of a record); saturating, as
         // 584 years is past every bucket anyway.
@@ -249,6 +250,7 @@ pub(crate) struct OperationStats {
 }
 
 impl OperationStats {
+    #[inline]
     fn record(&self, latency: Duration, ok: bool) {
         if !ok {
             self.errors.fetch_add(1, Relaxed);
@@ -288,6 +290,7 @@ struct Slot {
 }
 
 impl Operations {
+    #[inline]
     pub(crate) fn record(&self, operation: &'static str, latency: Duration, ok: bool) {
         let same = |name: &'static str| std::ptr::eq(name, operation) || name == operation;
         for (i, slot) in self.0.iter().enumerate() {
