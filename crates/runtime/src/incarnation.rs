@@ -163,12 +163,6 @@ mod tests {
     use super::*;
     use crate::bus::Queue;
 
-    impl Signal for Queue<u32> {
-        fn signal(&self) {
-            Queue::signal(self);
-        }
-    }
-
     fn look(receiver: &mut ControlReceiver, queue: &Queue<u32>) -> Result<Control, TryRecvError> {
         receiver.try_recv(queue.signals())
     }

@@ -247,6 +247,12 @@ impl<R: Send + 'static> Signal for Mailbox<R> {
     }
 }
 
+impl<T: Send> Signal for Queue<T> {
+    fn signal(&self) {
+        Queue::signal(self);
+    }
+}
+
 /// What the supervisor needs from a mailbox without knowing its request type.
 pub(crate) trait MailboxControl: Send + Sync {
     fn set_state(&self, state: State);

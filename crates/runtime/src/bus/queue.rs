@@ -85,7 +85,7 @@ impl<T> Queue<T> {
     }
 
     /// The next item, or `Pending` with `receiver` registered to be woken by the next push (or by
-    /// [`Queue::wake_receivers`]). A receiver that stops waiting before it took an item calls
+    /// [`Queue::signal`]). A receiver that stops waiting before it took an item calls
     /// [`Queue::leave`].
     pub(crate) fn poll_pop(&self, receiver: Receiver, cx: &mut Context<'_>) -> Poll<T> {
         let mut inner = self.lock();
@@ -150,7 +150,7 @@ impl<T> Queue<T> {
     }
 
     /// Wakes every receiver waiting (for a control message, which only one of them may be for).
-    pub(crate) fn wake_receivers(&self) {
+    fn wake_receivers(&self) {
         let waiting = std::mem::take(&mut self.lock().waiting);
         for (_, waker) in waiting {
             waker.wake();
@@ -236,13 +236,13 @@ mod tests {
     }
 
     #[test]
-    fn wake_all_wakes_every_receiver_waiting() {
+    fn a_signal_wakes_every_receiver_waiting() {
         let queue = Queue::<u32>::new();
         let (a, b) = (queue.receiver(), queue.receiver());
         let ((wa, na), (wb, nb)) = (counting(), counting());
         assert_eq!(poll_once(&queue, a, &wa), None);
         assert_eq!(poll_once(&queue, b, &wb), None);
-        queue.wake_receivers();
+        queue.signal();
         assert_eq!(woken([&na, &nb]), [1, 1]);
         // They are no longer registered: a push now wakes nobody until one waits again.
         queue.push(1);
