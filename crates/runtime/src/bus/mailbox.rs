@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::call::{Call, Outcome, Pending, Reply, Unanswered};
 use super::dead_letter::{DeadLetters, Reason};
 use super::queue::Queue;
-use super::stats::EdgeStats;
+use super::stats::{EdgeStats, Sample};
 use crate::breaker::{Admission, BreakerPolicy};
 use crate::{ServiceName, State};
 
@@ -383,9 +383,9 @@ impl<R: Operation> Handle<R> {
         edge.calls.fetch_add(1, Ordering::Relaxed);
         edge.handled.fetch_add(1, Ordering::Relaxed);
         if self.edges.metrics.load(Ordering::Relaxed) {
-            let elapsed = Instant::now().saturating_duration_since(started);
-            edge.latency.record(elapsed);
-            self.mailbox.operations.record(operation, elapsed, true);
+            let latency = Sample::new(Instant::now().saturating_duration_since(started));
+            edge.latency.add(latency);
+            self.mailbox.operations.record(operation, latency, true);
         }
     }
 
@@ -491,14 +491,18 @@ impl<R: Operation> Handle<R> {
                 service: mailbox.name.clone(),
             },
         });
-        let now = Instant::now();
-        let elapsed = now.saturating_duration_since(started);
-        self.journal_breaker(edge.breaker_record(breaker_on, policy, now, result.is_ok(), probe));
-        if self.edges.metrics.load(Ordering::Relaxed) {
-            edge.latency.record(elapsed);
-            mailbox
-                .operations
-                .record(operation, elapsed, result.is_ok());
+        // The clock is read again only for what needs it: the figures, or a breaker with something
+        // to record (a failure, a probe's outcome, or a success while it is not clean).
+        let ok = result.is_ok();
+        let metrics = self.edges.metrics.load(Ordering::Relaxed);
+        if metrics || edge.breaker_wants(breaker_on, ok, probe) {
+            let now = Instant::now();
+            self.journal_breaker(edge.breaker_record(breaker_on, policy, now, ok, probe));
+            if metrics {
+                let latency = Sample::new(now.saturating_duration_since(started));
+                edge.latency.add(latency);
+                mailbox.operations.record(operation, latency, ok);
+            }
         }
         result
     }

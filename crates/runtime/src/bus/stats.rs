@@ -36,9 +36,17 @@ pub struct HistogramSnapshot {
     pub sum_ns: u64,
 }
 
-impl Histogram {
+/// One call's latency, converted once for every histogram that records it (a call's edge and its
+/// operation): its nanoseconds and its bucket.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sample {
+    ns: u64,
+    bucket: usize,
+}
+
+impl Sample {
     #[inline]
-    pub(crate) fn record(&self, d: Duration) {
+    pub(crate) fn new(d: Duration) -> Self {
         // In u64 (a `u128` from `as_nanos` costs more than the rest of a record); saturating, as
         // 584 years is past every bucket anyway.
         let ns = d
@@ -47,13 +55,25 @@ impl Histogram {
             .saturating_add(u64::from(d.subsec_nanos()));
         let us = ns / 1_000;
         // Most bus calls fall in the first bucket: no search for them.
-        let i = if us <= BUCKETS_US[0] {
+        let bucket = if us <= BUCKETS_US[0] {
             0
         } else {
             BUCKETS_US.partition_point(|&b| b < us)
         };
-        self.counts[i].fetch_add(1, Relaxed);
-        self.sum_ns.fetch_add(ns, Relaxed);
+        Self { ns, bucket }
+    }
+}
+
+impl Histogram {
+    #[cfg(test)]
+    fn record(&self, d: Duration) {
+        self.add(Sample::new(d));
+    }
+
+    #[inline]
+    pub(crate) fn add(&self, sample: Sample) {
+        self.counts[sample.bucket].fetch_add(1, Relaxed);
+        self.sum_ns.fetch_add(sample.ns, Relaxed);
     }
 
     pub(crate) fn snapshot(&self) -> HistogramSnapshot {
@@ -207,6 +227,13 @@ impl EdgeStats {
         self.breaker().admit(&policy(), now)
     }
 
+    /// Whether [`EdgeStats::breaker_record`] has anything to record for a call that ended `ok`:
+    /// not when the breaker is off, nor for a plain success while it is clean.
+    #[inline]
+    pub(crate) fn breaker_wants(&self, enabled: bool, ok: bool, probe: bool) -> bool {
+        enabled && !(ok && !probe && self.breaker_clean.load(Acquire))
+    }
+
     pub(crate) fn breaker_record(
         &self,
         enabled: bool,
@@ -215,7 +242,7 @@ impl EdgeStats {
         ok: bool,
         probe: bool,
     ) -> Option<crate::breaker::BreakerSnapshot> {
-        if !enabled || (ok && !probe && self.breaker_clean.load(Acquire)) {
+        if !self.breaker_wants(enabled, ok, probe) {
             return None;
         }
         let mut breaker = self.breaker();
@@ -251,11 +278,11 @@ pub(crate) struct OperationStats {
 
 impl OperationStats {
     #[inline]
-    fn record(&self, latency: Duration, ok: bool) {
+    fn record(&self, latency: Sample, ok: bool) {
         if !ok {
             self.errors.fetch_add(1, Relaxed);
         }
-        self.latency.record(latency);
+        self.latency.add(latency);
     }
 }
 
@@ -291,7 +318,7 @@ struct Slot {
 
 impl Operations {
     #[inline]
-    pub(crate) fn record(&self, operation: &'static str, latency: Duration, ok: bool) {
+    pub(crate) fn record(&self, operation: &'static str, latency: Sample, ok: bool) {
         let same = |name: &'static str| std::ptr::eq(name, operation) || name == operation;
         for (i, slot) in self.0.iter().enumerate() {
             let last = i == OPERATION_SLOTS - 1;
