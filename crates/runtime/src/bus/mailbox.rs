@@ -495,9 +495,12 @@ impl<R: Operation> Handle<R> {
         // to record (a failure, a probe's outcome, or a success while it is not clean).
         let ok = result.is_ok();
         let metrics = self.edges.metrics.load(Ordering::Relaxed);
-        if metrics || edge.breaker_wants(breaker_on, ok, probe) {
+        let breaker = edge.breaker_wants(breaker_on, ok, probe);
+        if metrics || breaker {
             let now = Instant::now();
-            self.journal_breaker(edge.breaker_record(breaker_on, policy, now, ok, probe));
+            if breaker {
+                self.journal_breaker(edge.breaker_record(breaker_on, policy, now, ok, probe));
+            }
             if metrics {
                 let latency = Sample::new(now.saturating_duration_since(started));
                 edge.latency.add(latency);
