@@ -511,6 +511,45 @@ async fn a_request_whose_caller_left_is_dead_lettered_once_its_deadline_passed_i
     rt.shutdown().await;
 }
 
+/// A success between failures ends their run, also with the latency figures off (where a call that
+/// ends reads the clock only for a breaker with something to record): two crashes, a success and two
+/// more crashes leave a breaker of three in a row closed, and a third crash then opens it.
+#[tokio::test(start_paused = true)]
+async fn a_success_between_failures_ends_their_run_with_the_figures_off() {
+    let mut b = Builder::new(Journal::in_memory());
+    let svc = b.add(Fake::new("svc").spec_mut(|s| {
+        s.breaker.consecutive_failures = 3;
+        s.recovery.max_restarts = 100;
+        s.recovery.backoff.initial = Duration::from_millis(10);
+    }));
+    let caller = svc.with_caller(&name("caller"));
+    let rt = b.start().expect("start");
+    rt.bus().set_metrics(false);
+    rt.readiness()
+        .wait_for(|r| r.level == RuntimeLevel::Ready)
+        .await
+        .expect("ready");
+    let state = |bus: &runtime::Bus| {
+        bus.edges()
+            .into_iter()
+            .find(|e| e.caller.as_ref().map(|c| c.as_str()) == Some("caller"))
+            .map(|e| e.breaker.state)
+    };
+    let crash = || async {
+        let e = caller.call(Req::Crash).await.expect_err("crash");
+        assert!(matches!(e, runtime::CallError::Interrupted { .. }), "{e}");
+    };
+    crash().await;
+    crash().await;
+    assert_eq!(caller.call(|r| Req::Echo(1, r)).await, Ok(1));
+    crash().await;
+    crash().await;
+    assert_eq!(state(rt.bus()), Some(runtime::bus::BreakerState::Closed));
+    crash().await;
+    assert_eq!(state(rt.bus()), Some(runtime::bus::BreakerState::Open));
+    rt.shutdown().await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_breaker_opens_fails_fast_probes_and_closes() {
     let journal = Journal::in_memory();
